@@ -1,0 +1,132 @@
+"""Every error Signoff raises on purpose.
+
+    SignoffError
+    ├── WorkflowInvalid          a workflow file has problems (each with file:line:column)
+    ├── TemplateError            a Liquid template does not parse or render
+    ├── ConditionError           a KQL condition does not parse
+    ├── DurationError            "15x" is not a duration
+    ├── StepFailed               a step ran and failed (maybe retryable)
+    ├── WorkflowNotFound         no workflow by that name
+    ├── StoreUnavailable         Redis cannot be reached
+    └── ExecutionError           about one execution
+        ├── ExecutionNotFound
+        ├── NotWaiting           the execution is not waiting for input
+        ├── AlreadyDecided       someone else decided first (who, when)
+        ├── InputInvalid         resume input violates the step's schema (every violation)
+        └── ActorNotAllowed      this actor may not decide this review
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+
+class SignoffError(Exception):
+    """Base of every error Signoff raises on purpose."""
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One thing wrong with a workflow file, located as precisely as we can."""
+
+    source: str
+    line: int
+    column: int
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.source}:{self.line}:{self.column}: {self.message}"
+
+
+class WorkflowInvalid(SignoffError):
+    def __init__(self, problems: list[Problem]) -> None:
+        self.problems = problems
+        super().__init__("\n".join(str(p) for p in problems))
+
+
+class TemplateError(SignoffError):
+    """A template that does not parse (at validation) or render (at run time)."""
+
+    def __init__(self, message: str, *, template: str = "", column: int = 0) -> None:
+        self.template = template
+        self.column = column
+        super().__init__(message)
+
+
+class ConditionError(SignoffError):
+    """A KQL condition that does not parse; ``column`` is 1-based within the condition."""
+
+    def __init__(self, message: str, *, condition: str = "", column: int = 0) -> None:
+        self.condition = condition
+        self.column = column
+        super().__init__(message)
+
+
+class DurationError(SignoffError):
+    pass
+
+
+class StepFailed(SignoffError):
+    """A step ran and failed. ``retryable`` says whether ``on-failure.retry`` may try again."""
+
+    def __init__(self, message: str, *, retryable: bool = True, details: Any = None) -> None:
+        self.retryable = retryable
+        self.details = details
+        super().__init__(message)
+
+
+class WorkflowNotFound(SignoffError):
+    pass
+
+
+class StoreUnavailable(SignoffError):
+    pass
+
+
+class ExecutionError(SignoffError):
+    def __init__(self, message: str, *, execution_id: str) -> None:
+        self.execution_id = execution_id
+        super().__init__(message)
+
+
+class ExecutionNotFound(ExecutionError):
+    def __init__(self, execution_id: str) -> None:
+        super().__init__(f"no execution {execution_id!r}", execution_id=execution_id)
+
+
+class NotWaiting(ExecutionError):
+    def __init__(self, execution_id: str, status: str) -> None:
+        self.status = status
+        super().__init__(
+            f"execution {execution_id} is {status}, not WAITING_FOR_INPUT",
+            execution_id=execution_id,
+        )
+
+
+class AlreadyDecided(ExecutionError):
+    def __init__(self, execution_id: str, *, step: str, by: str, at: str, outcome: str) -> None:
+        self.step = step
+        self.by = by
+        self.at = at
+        self.outcome = outcome
+        super().__init__(
+            f"step {step!r} of execution {execution_id} was already decided by {by} at {at}",
+            execution_id=execution_id,
+        )
+
+
+class InputInvalid(ExecutionError):
+    def __init__(self, execution_id: str, violations: list[dict[str, str]]) -> None:
+        self.violations = violations
+        lines = "; ".join(f"{v['path'] or '(input)'}: {v['message']}" for v in violations)
+        super().__init__(f"input does not match the step's schema: {lines}",
+                         execution_id=execution_id)
+
+
+class ActorNotAllowed(ExecutionError):
+    def __init__(self, execution_id: str, actor: str, reason: str) -> None:
+        self.actor = actor
+        self.reason = reason
+        super().__init__(f"{actor} may not decide execution {execution_id}: {reason}",
+                         execution_id=execution_id)

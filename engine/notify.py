@@ -1,0 +1,123 @@
+"""How the engine announces reviews to the outside world, without knowing about Slack.
+
+The runner calls a :class:`Notifier` after the state change it announces is safely
+in Redis. The bot implements one that posts to Slack; the engine ships
+:class:`NullNotifier` (the audit trail still records everything). Implementations
+are found through the ``signoff.notifiers`` entry-point group, so ``engine`` never
+imports ``bot``.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from importlib.metadata import entry_points
+from typing import Any, Protocol
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Actor:
+    """Who did something: a Slack user, an API caller, the CLI, or the system itself."""
+
+    id: str
+    name: str = ""
+    source: str = "api"  # api | cli | slack | system
+    team: str | None = None
+
+    @property
+    def display(self) -> str:
+        return self.name or self.id
+
+    def to_json(self) -> dict[str, Any]:
+        data: dict[str, Any] = {"id": self.id, "name": self.name or self.id, "source": self.source}
+        if self.team:
+            data["team"] = self.team
+        return data
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> Actor:
+        return cls(id=str(data["id"]), name=str(data.get("name") or ""),
+                   source=str(data.get("source") or "api"), team=data.get("team"))
+
+
+SYSTEM_TIMEOUT = Actor(id="system:timeout", name="system:timeout", source="system")
+
+
+@dataclass(frozen=True)
+class ReviewRequest:
+    """A human step that is waiting: everything a reviewer needs to see and decide."""
+
+    execution_id: str
+    workflow: str
+    step: str  # the step's name
+    step_type: str  # waitForInput | waitForApproval
+    message: str  # rendered Markdown; its first line is the decision to make
+    message_sha256: str
+    schema: Mapping[str, Any]  # JSON Schema of the answer
+    created_at: datetime
+    decision_field: str = "approved"
+    approvers: tuple[str, ...] = ()  # as written: U…, S… or e-mail addresses
+    channel: str | None = None
+    requested_by: str | None = None
+    due_at: datetime | None = None  # step timeout or settings.timeout, whichever is first
+    approve_label: str = "Approve"
+    reject_label: str = "Deny"
+    allow_self_approval: bool = False
+    approvals_required: int = 1
+    options: Mapping[str, Any] = field(default_factory=dict)  # the step's rendered `with`
+
+    @property
+    def title(self) -> str:
+        """The decision line: the first non-empty line of the message, without Markdown heading marks."""
+        for line in self.message.splitlines():
+            stripped = line.strip().lstrip("#").strip()
+            if stripped:
+                return stripped
+        return f"Review {self.step} of {self.workflow}"
+
+
+@dataclass(frozen=True)
+class ReviewClosed:
+    """A review that no longer waits: decided, timed out or cancelled."""
+
+    execution_id: str
+    workflow: str
+    step: str
+    outcome: str  # approved | denied | submitted | cancelled | timed_out | failed
+    actor: Actor
+    at: datetime
+    input: Mapping[str, Any] = field(default_factory=dict)
+    reason: str = ""
+
+
+class Notifier(Protocol):
+    def review_waiting(self, review: ReviewRequest) -> None: ...
+
+    def review_closed(self, closed: ReviewClosed) -> None: ...
+
+
+class NullNotifier:
+    """Announces nothing; reviews are still listed by the API, CLI and audit trail."""
+
+    def review_waiting(self, review: ReviewRequest) -> None:
+        log.info("review waiting: %s step %s: %s", review.execution_id, review.step, review.title)
+
+    def review_closed(self, closed: ReviewClosed) -> None:
+        log.info("review closed: %s step %s: %s by %s", closed.execution_id, closed.step,
+                 closed.outcome, closed.actor.display)
+
+
+def load_notifier(name: str | None, **kwargs: Any) -> Notifier:
+    """The notifier registered under ``name`` in ``signoff.notifiers``; NullNotifier for none."""
+    if not name or name == "none":
+        return NullNotifier()
+    for ep in entry_points(group="signoff.notifiers"):
+        if ep.name == name:
+            factory = ep.load()
+            notifier: Notifier = factory(**kwargs)
+            return notifier
+    raise LookupError(f"no notifier named {name!r} is installed (entry-point group signoff.notifiers)")

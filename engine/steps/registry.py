@@ -1,0 +1,123 @@
+"""The step-type registry: built-in types and the ones users add.
+
+A step type is registered with :func:`step_type`; packages of the user's own add
+theirs through the ``signoff.steps`` entry-point group (the entry point names a
+module to import, whose decorators register the types). Unknown types and options
+that do not match a type's ``options_schema`` fail at ``signoff validate``.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from importlib.metadata import entry_points
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+ACTION = "action"  # runs a function and produces an output
+HUMAN = "human"  # suspends the run until someone resumes it
+TIMER = "timer"  # suspends the run until a time
+FLOW = "flow"  # if / foreach / switch: handled by the runner itself
+
+
+@dataclass
+class StepContext:
+    """What a running step may see and do."""
+
+    options: Mapping[str, Any]  # the step's `with`, templates rendered
+    execution_id: str
+    step_name: str
+    step_path: str
+    attempt: int
+    connector_id: str | None = None
+    timeout_seconds: float | None = None
+    logs: list[str] = field(default_factory=list)
+
+    def log(self, message: str) -> None:
+        self.logs.append(message)
+        log.info("[%s %s] %s", self.execution_id, self.step_name, message)
+
+
+StepFunction = Callable[[StepContext], Any]
+
+
+@dataclass(frozen=True)
+class StepType:
+    name: str
+    kind: str
+    run: StepFunction | None
+    options_schema: Mapping[str, Any]
+    description: str = ""
+
+
+_registry: dict[str, StepType] = {}
+_entry_points_loaded = False
+
+_ANY_OPTIONS: Mapping[str, Any] = {"type": "object"}
+
+
+def step_type(
+    name: str,
+    *,
+    kind: str = ACTION,
+    options_schema: Mapping[str, Any] | None = None,
+    description: str = "",
+) -> Callable[[StepFunction], StepFunction]:
+    """Register a step type; the decorated function runs it (``ACTION`` kind)."""
+
+    def register(func: StepFunction) -> StepFunction:
+        register_step_type(
+            StepType(
+                name=name,
+                kind=kind,
+                run=func,
+                options_schema=options_schema or _ANY_OPTIONS,
+                description=description or _first_line(func.__doc__),
+            )
+        )
+        return func
+
+    return register
+
+
+def _first_line(doc: str | None) -> str:
+    return (doc or "").strip().split("\n", 1)[0]
+
+
+def register_step_type(spec: StepType) -> None:
+    existing = _registry.get(spec.name)
+    if existing is not None and existing.run is not spec.run:
+        raise ValueError(f"step type {spec.name!r} is already registered")
+    _registry[spec.name] = spec
+
+
+def load_entry_points() -> None:
+    """Import every module named in the ``signoff.steps`` entry-point group, once."""
+    global _entry_points_loaded
+    if _entry_points_loaded:
+        return
+    _entry_points_loaded = True
+    for ep in entry_points(group="signoff.steps"):
+        try:
+            ep.load()
+        except Exception:  # a broken plug-in must not take the engine down
+            log.exception("could not load step types from entry point %s", ep.value)
+
+
+def get_step_type(name: str) -> StepType | None:
+    _ensure_loaded()
+    return _registry.get(name)
+
+
+def registered_step_types() -> Mapping[str, StepType]:
+    _ensure_loaded()
+    return dict(_registry)
+
+
+def _ensure_loaded() -> None:
+    # Built-ins register on import of engine.steps; plug-ins through entry points.
+    import engine.steps  # noqa: F401
+
+    load_entry_points()
