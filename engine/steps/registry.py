@@ -50,6 +50,9 @@ class StepType:
     run: StepFunction | None
     options_schema: Mapping[str, Any]
     description: str = ""
+    # A pure step has no side effects outside the run (console, data.set): the runner
+    # records its start and end in one write instead of two.
+    pure: bool = False
 
 
 _registry: dict[str, StepType] = {}
@@ -64,6 +67,7 @@ def step_type(
     kind: str = ACTION,
     options_schema: Mapping[str, Any] | None = None,
     description: str = "",
+    pure: bool = False,
 ) -> Callable[[StepFunction], StepFunction]:
     """Register a step type; the decorated function runs it (``ACTION`` kind)."""
 
@@ -75,6 +79,7 @@ def step_type(
                 run=func,
                 options_schema=options_schema or _ANY_OPTIONS,
                 description=description or _first_line(func.__doc__),
+                pure=pure,
             )
         )
         return func

@@ -1,0 +1,35 @@
+# Signoff: `make test` and `make demo` work on a fresh machine.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: test demo lint bench install clean
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+# Tests start a private redis-server on a free port when REDIS_URL is unset.
+test: $(STAMP)
+	@command -v redis-server >/dev/null || [ -n "$$REDIS_URL" ] || { \
+	  echo "redis-server is not installed: run 'sudo apt-get install redis-server' (or set REDIS_URL)"; exit 1; }
+	$(BIN)/ruff check engine bot slack_emulator tests benchmarks
+	$(BIN)/python -m pytest -q -p no:cacheprovider $(PYTEST_ARGS)
+
+lint: $(STAMP)
+	$(BIN)/ruff check engine bot slack_emulator tests benchmarks
+	$(BIN)/mypy
+
+demo: $(STAMP)
+	$(BIN)/python -m engine.demo
+
+bench: $(STAMP)
+	$(BIN)/python benchmarks/engine.py
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache .mypy_cache *.egg-info

@@ -1,0 +1,210 @@
+"""An execution's state as records: statuses, step results, what it waits for.
+
+Pure data and rules, no I/O: :mod:`engine.store` reads and writes these,
+:mod:`engine.runner` decides what happens next.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
+from enum import Enum
+from typing import Any
+
+
+class ExecutionStatus(str, Enum):
+    PENDING = "PENDING"
+    RUNNING = "RUNNING"
+    WAITING = "WAITING"  # on a timer: a `wait` step or a retry delay
+    WAITING_FOR_INPUT = "WAITING_FOR_INPUT"
+    COMPLETED = "COMPLETED"
+    FAILED = "FAILED"
+    CANCELLED = "CANCELLED"
+    TIMED_OUT = "TIMED_OUT"
+
+    @property
+    def is_terminal(self) -> bool:
+        return self in TERMINAL
+
+
+TERMINAL = frozenset({ExecutionStatus.COMPLETED, ExecutionStatus.FAILED,
+                      ExecutionStatus.CANCELLED, ExecutionStatus.TIMED_OUT})
+ACTIVE = frozenset(ExecutionStatus) - TERMINAL
+
+
+class StepStatus(str, Enum):
+    PENDING = "PENDING"
+    RUNNING = "RUNNING"
+    WAITING = "WAITING"
+    WAITING_FOR_INPUT = "WAITING_FOR_INPUT"
+    COMPLETED = "COMPLETED"
+    FAILED = "FAILED"
+    SKIPPED = "SKIPPED"
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def iso(moment: datetime | None) -> str | None:
+    if moment is None:
+        return None
+    return moment.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def parse_iso(text: str | None) -> datetime | None:
+    if not text:
+        return None
+    return datetime.fromisoformat(text.replace("Z", "+00:00"))
+
+
+def dumps(value: Any) -> str:
+    """Compact JSON as stored in Redis."""
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=False, default=_default)
+
+
+def canonical(value: Any) -> str:
+    """Canonical JSON for hashing: sorted keys, no spaces, UTF-8."""
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=False, sort_keys=True,
+                      default=_default)
+
+
+def _default(value: Any) -> Any:
+    if isinstance(value, datetime):
+        return iso(value)
+    if isinstance(value, Mapping):
+        return dict(value)
+    if isinstance(value, tuple | set | frozenset):
+        return list(value)
+    raise TypeError(f"{type(value).__name__} is not JSON serializable")
+
+
+@dataclass(frozen=True)
+class StepResult:
+    """One step instance's result, stored under ``s:{path}``."""
+
+    status: StepStatus
+    output: Any = None
+    error: str | None = None
+    started_at: str | None = None
+    finished_at: str | None = None
+    attempts: int = 0
+    wake_at: str | None = None  # WAITING: when the timer is due
+    resumed_by: Mapping[str, Any] | None = None  # human steps: the actor
+    resumed_at: str | None = None
+
+    def to_json(self) -> str:
+        data: dict[str, Any] = {"st": self.status.value}
+        for key, value in (("out", self.output), ("err", self.error), ("t0", self.started_at),
+                           ("t1", self.finished_at), ("wake", self.wake_at),
+                           ("by", self.resumed_by), ("at", self.resumed_at)):
+            if value is not None:
+                data[key] = value
+        if self.attempts:
+            data["n"] = self.attempts
+        return dumps(data)
+
+    @classmethod
+    def from_json(cls, text: str | bytes) -> StepResult:
+        data = json.loads(text)
+        return cls(status=StepStatus(data["st"]), output=data.get("out"), error=data.get("err"),
+                   started_at=data.get("t0"), finished_at=data.get("t1"),
+                   attempts=data.get("n", 0), wake_at=data.get("wake"),
+                   resumed_by=data.get("by"), resumed_at=data.get("at"))
+
+    def evolve(self, **changes: Any) -> StepResult:
+        return replace(self, **changes)
+
+    def scope_entry(self) -> dict[str, Any]:
+        """What templates and conditions see as ``steps.<name>``."""
+        entry: dict[str, Any] = {"output": self.output, "error": self.error,
+                                 "status": self.status.value}
+        if self.resumed_by is not None:
+            entry["resumedBy"] = self.resumed_by
+            entry["resumedAt"] = self.resumed_at
+        return entry
+
+
+@dataclass(frozen=True)
+class Waiting:
+    """What a WAITING_FOR_INPUT execution waits for, stored under ``w``."""
+
+    step: str  # the step's name
+    path: str  # the step instance's path (differs inside foreach)
+    step_type: str
+    message: str
+    message_sha256: str
+    schema: Mapping[str, Any]
+    since: str
+    approvers: tuple[str, ...] = ()
+    due_at: str | None = None
+    options: Mapping[str, Any] = field(default_factory=dict)
+
+    def to_json(self) -> str:
+        return dumps({"step": self.step, "path": self.path, "type": self.step_type,
+                      "message": self.message, "sha": self.message_sha256,
+                      "schema": self.schema, "since": self.since, "approvers": self.approvers,
+                      "due": self.due_at, "opt": self.options})
+
+    @classmethod
+    def from_json(cls, text: str | bytes) -> Waiting:
+        data = json.loads(text)
+        return cls(step=data["step"], path=data["path"], step_type=data["type"],
+                   message=data["message"], message_sha256=data["sha"], schema=data["schema"],
+                   since=data["since"], approvers=tuple(data.get("approvers") or ()),
+                   due_at=data.get("due"), options=data.get("opt") or {})
+
+
+@dataclass(frozen=True)
+class Decision:
+    """A human step's answer, stored under ``dec:{path}`` and in the audit trail."""
+
+    step: str
+    path: str
+    actor: Mapping[str, Any]
+    at: str
+    input: Mapping[str, Any]
+    message_sha256: str
+    outcome: str  # approved | denied | submitted | timed_out
+
+    def to_json(self) -> str:
+        return dumps({"step": self.step, "path": self.path, "actor": self.actor, "at": self.at,
+                      "input": self.input, "sha": self.message_sha256, "outcome": self.outcome})
+
+    @classmethod
+    def from_json(cls, text: str | bytes) -> Decision:
+        data = json.loads(text)
+        return cls(step=data["step"], path=data["path"], actor=data["actor"], at=data["at"],
+                   input=data["input"], message_sha256=data["sha"], outcome=data["outcome"])
+
+
+@dataclass
+class ExecutionState:
+    """An execution as loaded from Redis; the runner mutates its copy while it holds the lease."""
+
+    id: str
+    workflow: str
+    digest: str
+    status: ExecutionStatus
+    started_at: str
+    event: Any
+    audit_head: str
+    finished_at: str | None = None
+    requested_by: str | None = None
+    error: str | None = None
+    variables: dict[str, Any] = field(default_factory=dict)
+    waiting: Waiting | None = None
+    results: dict[str, StepResult] = field(default_factory=dict)
+    decisions: dict[str, Decision] = field(default_factory=dict)
+
+
+def decision_outcome(input_: Mapping[str, Any], decision_field: str = "approved") -> str:
+    """approved / denied when the answer carries a boolean decision, else submitted."""
+    value = input_.get(decision_field)
+    if value is True:
+        return "approved"
+    if value is False:
+        return "denied"
+    return "submitted"

@@ -1,0 +1,145 @@
+"""RQ entry points (ids in, nothing else), the RQ scheduler, and the worker class.
+
+Jobs find the process's :class:`Runtime` (store, engine, runner) through
+:func:`runtime`: ``signoff worker`` builds it once from the settings; a job run
+by any other RQ worker builds it from the job's own Redis connection.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+import redis
+from rq import Queue, SimpleWorker, get_current_job
+
+from engine.notify import Notifier, load_notifier
+from engine.runner import Runner
+from engine.service import Engine
+from engine.settings import Settings
+from engine.store import Store
+
+log = logging.getLogger(__name__)
+
+JOB_TIMEOUT = 3600  # seconds; one segment of automatic steps, http timeouts included
+
+
+class RQScheduler:
+    """The :class:`engine.scheduling.Scheduler` seam, on RQ queues and scheduled jobs."""
+
+    def __init__(self, connection: redis.Redis, queue_name: str = "signoff") -> None:
+        self.queue = Queue(queue_name, connection=connection)
+
+    def enqueue_advance(self, execution_id: str, *, pipeline: Any = None) -> None:
+        self.queue.enqueue_call(advance_execution, args=(execution_id,), timeout=JOB_TIMEOUT,
+                                result_ttl=0, failure_ttl=7 * 86400, pipeline=pipeline,
+                                description=f"advance {execution_id}")
+
+    def advance_at(self, execution_id: str, when: datetime) -> None:
+        self._at(when, advance_execution, execution_id)
+
+    def run_timeout_at(self, execution_id: str, when: datetime) -> None:
+        self._at(when, expire_execution, execution_id)
+
+    def step_timeout_at(self, execution_id: str, path: str, when: datetime) -> None:
+        self._at(when, step_timed_out, execution_id, path)
+
+    def _at(self, when: datetime, func: Any, *args: str) -> None:
+        # The registry keeps whole seconds and the scheduler polls each second: a job may
+        # run up to ~1 s early. Every timer job re-checks its deadline and defers if so.
+        self.queue.enqueue_in(max(timedelta(0), when - _now(when)), func, *args,
+                              job_timeout=JOB_TIMEOUT, result_ttl=0,
+                              failure_ttl=7 * 86400)
+
+
+def _now(reference: datetime) -> datetime:
+    return datetime.now(reference.tzinfo)
+
+
+@dataclass
+class Runtime:
+    settings: Settings
+    store: Store
+    engine: Engine
+    runner: Runner
+
+
+_runtimes: dict[int, Runtime] = {}
+_runtimes_lock = threading.Lock()
+
+
+def build_runtime(settings: Settings, connection: redis.Redis,
+                  notifier: Notifier | None = None) -> Runtime:
+    store = Store(connection)
+    scheduler = RQScheduler(connection, settings.queue)
+    notifier = notifier or load_notifier(settings.notifier, settings=settings,
+                                         connection=connection)
+    engine = Engine(store, scheduler, notifier)
+    runner = Runner(store, scheduler, notifier, engine.definition)
+    return Runtime(settings, store, engine, runner)
+
+
+def install_runtime(runtime_: Runtime) -> None:
+    """Make ``runtime_`` the one jobs in this process use (``signoff worker`` does this)."""
+    with _runtimes_lock:
+        _runtimes.clear()
+        _runtimes[0] = runtime_
+
+
+def runtime() -> Runtime:
+    with _runtimes_lock:
+        if 0 in _runtimes:
+            return _runtimes[0]
+        job = get_current_job()
+        if job is None:
+            raise RuntimeError("no Signoff runtime: run jobs with `signoff worker`")
+        key = id(job.connection)
+        if key not in _runtimes:
+            settings = Settings.from_env()
+            _runtimes[key] = build_runtime(settings, job.connection)
+        return _runtimes[key]
+
+
+# -- jobs ------------------------------------------------------------------------------------
+
+def advance_execution(execution_id: str) -> str | None:
+    status = runtime().runner.advance(execution_id)
+    return status.value if status else None
+
+
+def expire_execution(execution_id: str) -> bool:
+    return runtime().engine.expire(execution_id)
+
+
+def step_timed_out(execution_id: str, path: str) -> bool:
+    return runtime().engine.step_timed_out(execution_id, path)
+
+
+# -- worker ----------------------------------------------------------------------------------
+
+class SignoffWorker(SimpleWorker):
+    """RQ's SimpleWorker (no fork per job) whose maintenance also recovers stalled runs.
+
+    Forking costs ~12 ms a job here, three times a whole 5-step run; our jobs are our
+    own code, and a worker that dies is covered by leases: its runs are re-enqueued by
+    the sweep below, run by any live worker every ``maintenance_interval`` seconds.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("maintenance_interval", 15)
+        kwargs.setdefault("worker_ttl", 35)
+        super().__init__(*args, **kwargs)
+
+    def run_maintenance_tasks(self) -> None:
+        super().run_maintenance_tasks()
+        try:
+            recovered = runtime().engine.recover_stalled()
+        except Exception:
+            log.exception("could not sweep for stalled executions")
+            return
+        if recovered:
+            log.warning("re-enqueued %d stalled execution(s): %s", len(recovered),
+                        ", ".join(recovered))

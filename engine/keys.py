@@ -1,0 +1,59 @@
+"""Every Redis key Signoff uses, built in one place.
+
+    signoff:x:{id}          hash    one execution (fields below)
+    signoff:a:{id}          stream  its audit trail, hash-chained
+    signoff:lease:{id}      string  the worker currently advancing it (token, expiring)
+    signoff:def:{digest}    string  a workflow definition's YAML, shared by its executions
+    signoff:idx:all         zset    every execution, scored by start time (ms)
+    signoff:idx:st:{STATUS} zset    executions in a status, scored by start time (ms)
+    signoff:idx:wf:{name}   zset    executions of a workflow, scored by start time (ms)
+    signoff:idx:waiting     zset    executions waiting for input, scored by when they started waiting
+    signoff:idx:running     zset    executions a worker should be advancing, scored by lease deadline;
+                                    the sweeper re-enqueues those whose lease has lapsed
+
+Execution hash fields: ``wf`` workflow name, ``d`` definition digest, ``st`` status,
+``t0``/``t1`` started/finished (ISO 8601), ``ev`` event JSON, ``rb`` requested by,
+``err`` run error, ``ah`` audit head hash, ``v`` variables JSON, ``w`` what it waits
+for (JSON), ``s:{path}`` one step's result (JSON), ``dec:{path}`` a decision (JSON).
+"""
+
+from __future__ import annotations
+
+PREFIX = "signoff:"
+
+
+def execution(execution_id: str) -> str:
+    return f"{PREFIX}x:{execution_id}"
+
+
+def audit(execution_id: str) -> str:
+    return f"{PREFIX}a:{execution_id}"
+
+
+def lease(execution_id: str) -> str:
+    return f"{PREFIX}lease:{execution_id}"
+
+
+def definition(digest: str) -> str:
+    return f"{PREFIX}def:{digest}"
+
+
+INDEX_ALL = f"{PREFIX}idx:all"
+INDEX_WAITING = f"{PREFIX}idx:waiting"
+INDEX_RUNNING = f"{PREFIX}idx:running"
+
+
+def index_status(status: str) -> str:
+    return f"{PREFIX}idx:st:{status}"
+
+
+def index_workflow(name: str) -> str:
+    return f"{PREFIX}idx:wf:{name}"
+
+
+def step_field(path: str) -> str:
+    return f"s:{path}"
+
+
+def decision_field(path: str) -> str:
+    return f"dec:{path}"

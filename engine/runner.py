@@ -1,0 +1,536 @@
+"""Advance one execution through its steps until it pauses or ends.
+
+A run is replayed from the top on every segment: steps with a recorded result are
+not run again (their output is put back in scope), so a worker that dies mid-run
+leaves nothing to undo; the next worker re-runs only the step that was
+interrupted. Steps are therefore at-least-once. Each step's result is committed
+to Redis (with its audit events, atomically) before the next step starts.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from engine import audit
+from engine.conditions import Condition
+from engine.definitions import Step, Workflow
+from engine.errors import StepFailed, TemplateError
+from engine.execution import (
+    ExecutionState,
+    ExecutionStatus,
+    StepResult,
+    StepStatus,
+    Waiting,
+    dumps,
+    iso,
+    parse_iso,
+    utcnow,
+)
+from engine.notify import Notifier
+from engine.reviews import review_request
+from engine.scheduling import Scheduler
+from engine.steps.data import WorkflowFailRequested
+from engine.steps.human import input_schema
+from engine.steps.registry import ACTION, HUMAN, TIMER, StepContext, get_step_type
+from engine.store import Change, Store
+from engine.templates import evaluate_expression, render_value
+
+log = logging.getLogger(__name__)
+
+LEASE_MS = 30_000
+RUNNABLE = (ExecutionStatus.PENDING, ExecutionStatus.RUNNING, ExecutionStatus.WAITING)
+
+
+class _Suspend(Exception):
+    """The run pauses here (input, a timer or a retry delay); a later job resumes it."""
+
+
+class _Stop(Exception):
+    """Someone else changed the run (cancelled, timed out): this worker lets go."""
+
+
+class _RunFailed(Exception):
+    def __init__(self, message: str, step: str | None = None) -> None:
+        self.step = step
+        super().__init__(message)
+
+
+@dataclass
+class _Frame:
+    """Scope additions of an enclosing foreach."""
+
+    foreach: Mapping[str, Any] | None = None
+
+
+class Runner:
+    """Advances executions; one instance per worker process."""
+
+    def __init__(self, store: Store, scheduler: Scheduler, notifier: Notifier,
+                 load_workflow: Callable[[str], Workflow],
+                 clock: Callable[[], datetime] = utcnow) -> None:
+        self.store = store
+        self.scheduler = scheduler
+        self.notifier = notifier
+        self.load_workflow = load_workflow  # digest -> Workflow
+        self.clock = clock
+
+    def advance(self, execution_id: str) -> ExecutionStatus | None:
+        """Run the execution's next segment; returns its status afterwards (None if busy)."""
+        token = self.store.acquire_lease(execution_id, LEASE_MS)
+        if token is None:
+            return None  # another worker holds it; if that worker dies the sweeper re-enqueues
+        try:
+            state = self.store.load(execution_id)
+            if state.status not in RUNNABLE:
+                self.store.forget_runnable(execution_id)
+                return state.status
+            workflow = self.load_workflow(state.digest)
+            return _Segment(self, state, workflow, token).run()
+        finally:
+            self.store.release_lease(execution_id, token)
+
+
+class _Segment:
+    """One job's worth of progress on one execution, holding its lease."""
+
+    def __init__(self, runner: Runner, state: ExecutionState, workflow: Workflow,
+                 token: str) -> None:
+        self.r = runner
+        self.state = state
+        self.workflow = workflow
+        self.token = token
+        self.now = runner.clock
+        self.step_scope: dict[str, Any] = {}
+        self.scope: dict[str, Any] = {
+            "event": state.event,
+            "inputs": _inputs(workflow, state.event),
+            "consts": dict(workflow.consts),
+            "variables": state.variables,
+            "steps": self.step_scope,
+            "execution": {"id": state.id, "startedAt": state.started_at},
+            "workflow": {"name": workflow.name},
+        }
+        self.lease_ms = LEASE_MS
+
+    # -- the segment -------------------------------------------------------------------------
+
+    def run(self) -> ExecutionStatus:
+        state = self.state
+        try:
+            if state.status is ExecutionStatus.PENDING:
+                self._commit(Change(status=ExecutionStatus.RUNNING, running="add",
+                                    running_score=_ms(self.now()) + LEASE_MS,
+                                    events=[self._event(audit.STARTED)]),
+                             guard=(ExecutionStatus.PENDING,))
+            elif state.status is ExecutionStatus.WAITING:
+                self._wake_if_due()
+            try:
+                self._run_steps(self.workflow.steps, "", _Frame())
+            except _RunFailed as failure:
+                self._run_workflow_fallback()
+                self._finish(ExecutionStatus.FAILED, audit.FAILED, error=str(failure),
+                             step=failure.step)
+                return state.status
+            self._finish(ExecutionStatus.COMPLETED, audit.COMPLETED)
+        except (_Suspend, _Stop):
+            pass
+        return state.status
+
+    def _wake_if_due(self) -> None:
+        due = [(path, res) for path, res in self.state.results.items()
+               if res.status is StepStatus.WAITING and res.wake_at]
+        for path, res in due:
+            wake = parse_iso(res.wake_at)
+            assert wake is not None
+            if self.now() < wake:
+                # RQ's scheduler can fire up to a second early: never act before the deadline.
+                self.r.scheduler.advance_at(self.state.id, wake)
+                raise _Suspend
+            self._commit(Change(status=ExecutionStatus.RUNNING, running="add",
+                                running_score=_ms(self.now()) + LEASE_MS,
+                                events=[self._event(audit.TIMER_FIRED, step=path)]),
+                         guard=(ExecutionStatus.WAITING,))
+
+    def _finish(self, status: ExecutionStatus, kind: str, *, error: str | None = None,
+                step: str | None = None) -> None:
+        finished = iso(self.now())
+        assert finished is not None
+        change = Change(status=status, running="remove", set={"t1": finished},
+                        events=[self._event(kind, error=error, step=step)])
+        if error:
+            change.set["err"] = error
+        self._commit(change, guard=(ExecutionStatus.RUNNING,))
+        self.state.finished_at = finished
+
+    # -- walking -----------------------------------------------------------------------------
+
+    def _run_steps(self, steps: tuple[Step, ...], prefix: str, frame: _Frame) -> None:
+        for step in steps:
+            self._run_step(step, prefix + step.name, prefix, frame)
+
+    def _run_step(self, step: Step, path: str, prefix: str, frame: _Frame) -> None:
+        recorded = self.state.results.get(path)
+        if recorded is not None and recorded.status in (StepStatus.COMPLETED, StepStatus.SKIPPED):
+            self._expose(step, recorded)
+            return
+        if recorded is not None and recorded.status is StepStatus.FAILED:
+            self._expose(step, recorded)
+            self._handle_failure(step, path, prefix, frame, recorded.error or "failed")
+            return
+        if recorded is None and step.if_ is not None and not self._holds(step.if_, step, frame):
+            skipped = StepResult(status=StepStatus.SKIPPED, finished_at=iso(self.now()))
+            self._commit(Change(events=[self._event(audit.STEP_SKIPPED, step=path)]
+                                ).step(path, skipped))
+            self._expose(step, skipped)
+            return
+        if step.type == "if":
+            self._run_if(step, path, prefix, frame, recorded)
+        elif step.type == "foreach":
+            self._run_foreach(step, path, prefix, frame, recorded)
+        elif step.type == "switch":
+            self._run_switch(step, path, prefix, frame, recorded)
+        else:
+            spec = get_step_type(step.type)
+            if spec is None:
+                raise _RunFailed(f"step type {step.type!r} is not installed on this worker",
+                                 step=path)
+            if spec.kind == HUMAN:
+                self._run_human(step, path, recorded, frame)
+            elif spec.kind == TIMER:
+                self._run_wait(step, path, recorded, frame)
+            elif spec.kind == ACTION:
+                self._run_action(step, path, prefix, frame, recorded)
+
+    def _expose(self, step: Step, result: StepResult) -> None:
+        self.step_scope[step.name] = result.scope_entry()
+
+    def _scope(self, frame: _Frame) -> dict[str, Any]:
+        if frame.foreach is None:
+            return self.scope
+        return {**self.scope, "foreach": frame.foreach}
+
+    def _holds(self, condition: Condition, step: Step, frame: _Frame) -> bool:
+        try:
+            return condition.evaluate(self._scope(frame))
+        except TemplateError as exc:
+            raise _RunFailed(f"condition of step {step.name!r} failed: {exc}",
+                             step=step.name) from exc
+
+    # -- flow control ------------------------------------------------------------------------
+
+    def _run_if(self, step: Step, path: str, prefix: str, frame: _Frame,
+                recorded: StepResult | None) -> None:
+        if recorded is None:
+            assert step.condition is not None
+            branch = "then" if self._holds(step.condition, step, frame) else "else"
+            recorded = self._start_flow(step, path, {"branch": branch})
+        self._run_steps(step.steps if recorded.output["branch"] == "then" else step.else_,
+                        prefix, frame)
+        self._complete_flow(step, path, recorded)
+
+    def _run_switch(self, step: Step, path: str, prefix: str, frame: _Frame,
+                    recorded: StepResult | None) -> None:
+        if recorded is None:
+            value = self._evaluate(step, step.expression or "", frame)
+            chosen: int | str = "default"
+            for index, case in enumerate(step.cases):
+                if _matches(case.match, value):
+                    chosen = index
+                    break
+            recorded = self._start_flow(step, path, {"case": chosen, "value": value})
+        chosen = recorded.output["case"]
+        branch = step.default if chosen == "default" else step.cases[int(chosen)].steps
+        self._run_steps(branch, prefix, frame)
+        self._complete_flow(step, path, recorded)
+
+    def _run_foreach(self, step: Step, path: str, prefix: str, frame: _Frame,
+                     recorded: StepResult | None) -> None:
+        if recorded is None:
+            items = self._evaluate(step, step.foreach or "", frame)
+            if isinstance(items, Mapping):
+                items = [{"key": k, "value": v} for k, v in items.items()]
+            if not isinstance(items, list):
+                raise _RunFailed(f"foreach of step {step.name!r} gave "
+                                 f"{type(items).__name__}, not a list", step=path)
+            recorded = self._start_flow(step, path, {"items": items})
+        items = recorded.output["items"]
+        for index, item in enumerate(items):
+            inner = _Frame(foreach={"item": item, "index": index, "items": items,
+                                    "total": len(items)})
+            self._run_steps(step.steps, f"{path}[{index}].", inner)
+        self._complete_flow(step, path, recorded)
+
+    def _evaluate(self, step: Step, expression: str, frame: _Frame) -> Any:
+        try:
+            return evaluate_expression(expression, self._scope(frame))
+        except TemplateError as exc:
+            raise _RunFailed(f"expression of step {step.name!r} failed: {exc}",
+                             step=step.name) from exc
+
+    def _start_flow(self, step: Step, path: str, output: dict[str, Any]) -> StepResult:
+        result = StepResult(status=StepStatus.RUNNING, output=output, started_at=iso(self.now()))
+        self._commit(Change(events=[self._event(audit.STEP_STARTED, step=path, output=output)]
+                            ).step(path, result))
+        self._expose(step, result)
+        return result
+
+    def _complete_flow(self, step: Step, path: str, started: StepResult) -> None:
+        done = started.evolve(status=StepStatus.COMPLETED, finished_at=iso(self.now()))
+        self._commit(Change(events=[self._event(audit.STEP_COMPLETED, step=path)]
+                            ).step(path, done))
+        self._expose(step, done)
+
+    # -- actions -----------------------------------------------------------------------------
+
+    def _run_action(self, step: Step, path: str, prefix: str, frame: _Frame,
+                    recorded: StepResult | None) -> None:
+        spec = get_step_type(step.type)
+        assert spec is not None and spec.run is not None
+        attempts = recorded.attempts if recorded else 0
+        if recorded is not None and recorded.status is StepStatus.WAITING:
+            wake = parse_iso(recorded.wake_at)
+            if wake and self.now() < wake:
+                self.r.scheduler.advance_at(self.state.id, wake)
+                raise _Suspend
+        attempt = attempts + 1
+        started_at = iso(self.now())
+        started_event = self._event(audit.STEP_STARTED, step=path, attempt=attempt,
+                                    recovered=True if (recorded is not None and
+                                                       recorded.status is StepStatus.RUNNING)
+                                    else None)
+        running = StepResult(status=StepStatus.RUNNING, started_at=started_at, attempts=attempt)
+        if not spec.pure:
+            # Record the start first: a step with side effects that crashes mid-way shows
+            # in the trail as started and not finished, and is retried from here.
+            if step.timeout is not None:
+                self.lease_ms = int(step.timeout.total_seconds() * 1000) + LEASE_MS
+            self._commit(Change(events=[started_event]).step(path, running),
+                         lease_ms=self.lease_ms)
+        scope = self._scope(frame)
+        try:
+            options = render_value(dict(step.with_), scope)
+            ctx = StepContext(options=options, execution_id=self.state.id, step_name=step.name,
+                              step_path=path, attempt=attempt, connector_id=step.connector_id,
+                              timeout_seconds=step.timeout.total_seconds() if step.timeout
+                              else None)
+            output = spec.run(ctx)
+        except WorkflowFailRequested as exc:
+            self._record_failure(step, path, running, str(exc), [started_event] if spec.pure
+                                 else [])
+            raise _RunFailed(str(exc), step=path) from exc
+        except (StepFailed, TemplateError) as exc:
+            self._fail_attempt(step, path, prefix, frame, running, exc,
+                               [started_event] if spec.pure else [])
+            return
+        except Exception as exc:  # a custom step's bug must not kill the worker loop
+            log.exception("step %s of %s raised", path, self.state.id)
+            failure = StepFailed(f"{type(exc).__name__}: {exc}")
+            self._fail_attempt(step, path, prefix, frame, running, failure,
+                               [started_event] if spec.pure else [])
+            return
+        done = running.evolve(status=StepStatus.COMPLETED, output=_jsonable(output),
+                              finished_at=iso(self.now()), error=None)
+        events = [started_event] if spec.pure else []
+        events.append(self._event(audit.STEP_COMPLETED, step=path))
+        change = Change(events=events).step(path, done)
+        if step.type == "data.set" and isinstance(output, Mapping):
+            self.state.variables.update(output)
+            change.set["v"] = dumps(self.state.variables)
+        self._commit(change, lease_ms=LEASE_MS)
+        self.lease_ms = LEASE_MS
+        self._expose(step, done)
+
+    def _fail_attempt(self, step: Step, path: str, prefix: str, frame: _Frame,
+                      running: StepResult, exc: StepFailed | TemplateError,
+                      pending_events: list[dict[str, Any]]) -> None:
+        message = str(exc)
+        retryable = getattr(exc, "retryable", False)
+        policy = (step.on_failure.retry if step.on_failure else None)
+        if retryable and policy and running.attempts < policy.max_attempts:
+            delay = policy.delay_before(running.attempts + 1)
+            wake = self.now() + delay
+            waiting = running.evolve(status=StepStatus.WAITING, error=message, wake_at=iso(wake))
+            events = [*pending_events, self._event(audit.STEP_RETRY, step=path, error=message,
+                                                   attempt=running.attempts,
+                                                   retryAt=iso(wake))]
+            if delay <= timedelta(0):
+                self._commit(Change(events=events).step(path, waiting))
+                self.state.results[path] = waiting
+                self._run_step(step, path, prefix, frame)
+                return
+            self._commit(Change(events=events, status=ExecutionStatus.WAITING, running="remove"
+                                ).step(path, waiting), guard=(ExecutionStatus.RUNNING,))
+            self.r.scheduler.advance_at(self.state.id, wake)
+            raise _Suspend
+        failed = self._record_failure(step, path, running, message, pending_events,
+                                      details=getattr(exc, "details", None))
+        self.state.results[path] = failed
+        self._handle_failure(step, path, prefix, frame, message)
+
+    def _record_failure(self, step: Step, path: str, running: StepResult, message: str,
+                        pending_events: list[dict[str, Any]], details: Any = None) -> StepResult:
+        failed = running.evolve(status=StepStatus.FAILED, error=message,
+                                output=_jsonable(details), finished_at=iso(self.now()))
+        self._commit(Change(events=[*pending_events, self._event(
+            audit.STEP_FAILED, step=path, error=message, attempt=running.attempts or None)]
+        ).step(path, failed))
+        self._expose(step, failed)
+        return failed
+
+    def _handle_failure(self, step: Step, path: str, prefix: str, frame: _Frame,
+                        message: str) -> None:
+        """A step failed for good: continue, run its fallback, or fail the run."""
+        policy = step.on_failure
+        timeout_outcome = (self.state.results.get(path) or StepResult(StepStatus.FAILED)).output
+        if isinstance(timeout_outcome, Mapping) and timeout_outcome.get("onTimeout") == "continue":
+            return
+        if policy is not None and policy.fallback:
+            self._run_steps(policy.fallback, prefix, frame)
+            return
+        if policy is not None and policy.continue_:
+            return
+        raise _RunFailed(f"step {path!r} failed: {message}", step=path)
+
+    def _run_workflow_fallback(self) -> None:
+        policy = self.workflow.settings.on_failure
+        if policy is None or not policy.fallback:
+            return
+        try:
+            self._run_steps(policy.fallback, "", _Frame())
+        except _RunFailed as exc:
+            log.warning("workflow fallback of %s failed: %s", self.state.id, exc)
+
+    # -- timers ------------------------------------------------------------------------------
+
+    def _run_wait(self, step: Step, path: str, recorded: StepResult | None,
+                  frame: _Frame) -> None:
+        if recorded is not None and recorded.status is StepStatus.WAITING:
+            wake = parse_iso(recorded.wake_at)
+            assert wake is not None
+            if self.now() < wake:
+                self.r.scheduler.advance_at(self.state.id, wake)
+                raise _Suspend
+            done = recorded.evolve(status=StepStatus.COMPLETED, finished_at=iso(self.now()))
+            self._commit(Change(events=[self._event(audit.STEP_COMPLETED, step=path)]
+                                ).step(path, done))
+            self._expose(step, done)
+            return
+        from engine.durations import parse_duration
+
+        options = render_value(dict(step.with_), self._scope(frame))
+        wake = self.now() + parse_duration(options["duration"])
+        waiting = StepResult(status=StepStatus.WAITING, started_at=iso(self.now()),
+                             wake_at=iso(wake))
+        self._commit(Change(status=ExecutionStatus.WAITING, running="remove",
+                            events=[self._event(audit.TIMER_SET, step=path, wakeAt=iso(wake))]
+                            ).step(path, waiting), guard=(ExecutionStatus.RUNNING,))
+        self.r.scheduler.advance_at(self.state.id, wake)
+        raise _Suspend
+
+    # -- humans ------------------------------------------------------------------------------
+
+    def _run_human(self, step: Step, path: str, recorded: StepResult | None,
+                   frame: _Frame) -> None:
+        if recorded is not None and recorded.status is StepStatus.WAITING_FOR_INPUT:
+            raise _Suspend
+        options = render_value(dict(step.with_), self._scope(frame))
+        message = str(options.get("message") or "")
+        digest = hashlib.sha256(message.encode()).hexdigest()
+        now = self.now()
+        due = self._due(step, now)
+        waiting = Waiting(step=step.name, path=path, step_type=step.type, message=message,
+                          message_sha256=digest, schema=input_schema(step.type, options),
+                          since=iso(now) or "", approvers=tuple(options.get("approvers") or ()),
+                          due_at=iso(due),
+                          options={k: v for k, v in options.items()
+                                   if k not in ("message", "schema")})
+        result = StepResult(status=StepStatus.WAITING_FOR_INPUT, started_at=iso(now))
+        change = Change(
+            set={"w": waiting.to_json()}, status=ExecutionStatus.WAITING_FOR_INPUT,
+            waiting="add", waiting_score=_ms(now), running="remove",
+            events=[self._event(audit.WAITING_FOR_INPUT, step=path, message=message,
+                                sha256=digest, dueAt=iso(due))],
+        ).step(path, result)
+        self._commit(change, guard=(ExecutionStatus.RUNNING,), release=True)
+        self.state.waiting = waiting
+        if step.timeout is not None:
+            self.r.scheduler.step_timeout_at(self.state.id, path, now + step.timeout)
+        try:
+            self.r.notifier.review_waiting(review_request(self.state, self.workflow, waiting))
+        except Exception:  # the review stays listed and can be redelivered
+            log.exception("notifier failed for %s", self.state.id)
+        raise _Suspend
+
+    def _due(self, step: Step, now: datetime) -> datetime | None:
+        deadlines = []
+        if step.timeout is not None:
+            deadlines.append(now + step.timeout)
+        if self.workflow.settings.timeout is not None:
+            started = parse_iso(self.state.started_at)
+            assert started is not None
+            deadlines.append(started + self.workflow.settings.timeout)
+        return min(deadlines) if deadlines else None
+
+    # -- writing -----------------------------------------------------------------------------
+
+    def _event(self, kind: str, **data: Any) -> dict[str, Any]:
+        return audit.event(kind, iso(self.now()) or "", **data)
+
+    def _commit(self, change: Change, *, guard: tuple[ExecutionStatus, ...] = (
+                    ExecutionStatus.RUNNING,), lease_ms: int | None = None,
+                release: bool = False) -> None:
+        for _ in range(100):
+            result = self.r.store.commit(self.state, change, guard_status=guard,
+                                         guard_lease=self.token,
+                                         lease_ttl_ms=lease_ms or self.lease_ms,
+                                         release_lease=release)
+            if result.ok:
+                for name, value in change.set.items():
+                    if name.startswith("s:"):
+                        self.state.results[name[2:]] = StepResult.from_json(value)
+                return
+            if result.reason == "head":  # someone appended to the trail: extend the new head
+                self.state.audit_head = result.head
+                continue
+            log.info("execution %s changed under us (%s, now %s): letting go",
+                     self.state.id, result.reason, result.status)
+            raise _Stop
+        raise _Stop
+
+
+def _inputs(workflow: Workflow, event: Any) -> dict[str, Any]:
+    values: dict[str, Any] = {}
+    for spec in workflow.inputs:
+        if "default" in spec:
+            values[str(spec["name"])] = spec["default"]
+    if isinstance(event, Mapping) and isinstance(event.get("inputs"), Mapping):
+        values.update(event["inputs"])
+    return values
+
+
+def _matches(expected: Any, actual: Any) -> bool:
+    if expected == actual:
+        return True
+    return str(expected).lower() == str(actual).lower() if expected is not None else False
+
+
+def _jsonable(value: Any) -> Any:
+    if value is None or isinstance(value, str | int | float | bool):
+        return value
+    if isinstance(value, Mapping):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_jsonable(v) for v in value]
+    return str(value)
+
+
+def _ms(moment: datetime) -> int:
+    return int(moment.timestamp() * 1000)
+
+
+

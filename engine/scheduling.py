@@ -1,0 +1,24 @@
+"""The seam between deciding that something must happen later and RQ making it happen.
+
+:class:`engine.jobs.RQScheduler` implements it with RQ queues and scheduled jobs;
+the runner and the engine only see this protocol.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Protocol
+
+
+class Scheduler(Protocol):
+    def enqueue_advance(self, execution_id: str, *, pipeline: Any = None) -> None:
+        """Advance the execution as soon as a worker is free."""
+
+    def advance_at(self, execution_id: str, when: datetime) -> None:
+        """Advance the execution at ``when`` (a `wait` step or a retry delay)."""
+
+    def run_timeout_at(self, execution_id: str, when: datetime) -> None:
+        """Time the run out at ``when`` unless it has finished (``settings.timeout``)."""
+
+    def step_timeout_at(self, execution_id: str, path: str, when: datetime) -> None:
+        """Apply the human step's ``on-timeout`` at ``when`` unless it was decided."""

@@ -1,0 +1,17 @@
+"""``wait``: a durable sleep. The runner parks the run in WAITING and an RQ scheduled job wakes it."""
+
+from __future__ import annotations
+
+from engine.steps.registry import TIMER, StepType, register_step_type
+
+
+register_step_type(StepType(
+    name="wait", kind=TIMER, run=None,
+    options_schema={
+        "type": "object",
+        "properties": {"duration": {"type": "string", "pattern": r"^\s*(\d+(\.\d+)?(ms|s|m|h|d|w)\s*)+$"}},
+        "required": ["duration"],
+        "additionalProperties": False,
+    },
+    description="Pause the run for `duration`, durably (no process sleeps).",
+))

@@ -1,0 +1,416 @@
+"""The durable execution store: every read and write of an execution goes through here.
+
+State changes are atomic: one Lua script (:data:`_COMMIT`) checks guards (the
+status the change expects, the audit head it extends, the lease it holds), writes
+the fields, moves the indexes and appends the audit events, all or nothing. Two
+reviewers at once, a double click or a cancel racing a worker can therefore never
+produce two decisions or a lost one.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import redis
+from redis.backoff import ExponentialBackoff
+from redis.retry import Retry
+
+from engine import audit, keys
+from engine.errors import ExecutionNotFound, StoreUnavailable
+from engine.execution import (
+    Decision,
+    ExecutionState,
+    ExecutionStatus,
+    StepResult,
+    Waiting,
+    dumps,
+    parse_iso,
+)
+
+_COMMIT = """
+local spec = cjson.decode(ARGV[1])
+local xkey, akey, lkey = KEYS[1], KEYS[2], KEYS[3]
+local cur = redis.call('HMGET', xkey, 'st', 'ah', 't0ms')
+if not cur[1] then return {0, '', '', 'missing'} end
+if spec.guard_status then
+  local ok = false
+  for _, s in ipairs(spec.guard_status) do if s == cur[1] then ok = true end end
+  if not ok then return {0, cur[1], cur[2], 'status'} end
+end
+if spec.guard_head and spec.guard_head ~= cur[2] then return {0, cur[1], cur[2], 'head'} end
+if spec.guard_field then
+  local v = redis.call('HGET', xkey, spec.guard_field[1])
+  if not v or string.find(v, spec.guard_field[2], 1, true) == nil then
+    return {0, cur[1], cur[2], 'field'}
+  end
+end
+if spec.guard_lease then
+  if redis.call('GET', lkey) ~= spec.guard_lease then return {0, cur[1], cur[2], 'lease'} end
+end
+if spec.set then
+  local flat = {}
+  for k, v in pairs(spec.set) do table.insert(flat, k); table.insert(flat, v) end
+  if #flat > 0 then redis.call('HSET', xkey, unpack(flat)) end
+end
+if spec.del and #spec.del > 0 then redis.call('HDEL', xkey, unpack(spec.del)) end
+if spec.status and spec.status ~= cur[1] then
+  redis.call('HSET', xkey, 'st', spec.status)
+  redis.call('ZREM', ARGV[2] .. cur[1], ARGV[4])
+  redis.call('ZADD', ARGV[2] .. spec.status, tonumber(cur[3]), ARGV[4])
+end
+if spec.waiting == 'add' then redis.call('ZADD', KEYS[4], spec.waiting_score, ARGV[4]) end
+if spec.waiting == 'remove' then redis.call('ZREM', KEYS[4], ARGV[4]) end
+if spec.running == 'add' then redis.call('ZADD', KEYS[5], spec.running_score, ARGV[4]) end
+if spec.running == 'remove' then redis.call('ZREM', KEYS[5], ARGV[4]) end
+local head = cur[2]
+if spec.events then
+  for _, e in ipairs(spec.events) do
+    redis.call('XADD', akey, '*', 'e', e[1], 'h', e[2])
+    head = e[2]
+  end
+  redis.call('HSET', xkey, 'ah', head)
+end
+if spec.guard_lease then
+  if spec.release then redis.call('DEL', lkey)
+  elseif spec.lease_ttl_ms then redis.call('PEXPIRE', lkey, spec.lease_ttl_ms) end
+end
+return {1, spec.status or cur[1], head, 'ok'}
+"""
+
+_RELEASE = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+"""
+
+
+def connect(url: str) -> redis.Redis:
+    """A Redis client that rides out restarts and fail-overs instead of failing at once."""
+    return redis.Redis.from_url(
+        url,
+        retry=Retry(ExponentialBackoff(cap=2.0, base=0.05), retries=30),
+        retry_on_error=[redis.ConnectionError, redis.TimeoutError],
+        health_check_interval=30,
+        socket_keepalive=True,
+        socket_connect_timeout=5,
+    )
+
+
+@dataclass(frozen=True)
+class CommitResult:
+    ok: bool
+    status: str
+    head: str
+    reason: str  # ok | status | head | field | lease | missing
+
+
+@dataclass
+class Change:
+    """A set of writes to one execution, applied atomically by :meth:`Store.commit`."""
+
+    set: dict[str, str] = field(default_factory=dict)
+    delete: list[str] = field(default_factory=list)
+    status: ExecutionStatus | None = None
+    events: list[dict[str, Any]] = field(default_factory=list)
+    waiting: str | None = None  # add | remove
+    waiting_score: float = 0
+    running: str | None = None  # add | remove
+    running_score: float = 0
+
+    def step(self, path: str, result: StepResult) -> Change:
+        self.set[keys.step_field(path)] = result.to_json()
+        return self
+
+
+@dataclass(frozen=True)
+class ExecutionSummary:
+    id: str
+    workflow: str
+    status: str
+    started_at: str
+    finished_at: str | None
+
+
+class Store:
+    """Executions, their audit trails and indexes in Redis."""
+
+    def __init__(self, client: redis.Redis) -> None:
+        self.redis = client
+        self._commit = client.register_script(_COMMIT)
+        self._release = client.register_script(_RELEASE)
+
+    # -- definitions -------------------------------------------------------------------------
+
+    def definition_text(self, digest: str) -> str:
+        text = self._call(self.redis.get, keys.definition(digest))
+        if text is None:
+            raise LookupError(f"workflow definition {digest} is missing from Redis")
+        return text.decode() if isinstance(text, bytes) else str(text)
+
+    # -- create ------------------------------------------------------------------------------
+
+    def create(self, state: ExecutionState, definition_text: str, events: Sequence[dict[str, Any]],
+               *, enqueue: Callable[[Any], None] | None = None) -> None:
+        """Write a new execution, its first audit events and indexes, and enqueue its job, atomically."""
+        linked, head = audit.chain(audit.GENESIS, events)
+        started_ms = _ms(state.started_at)
+        fields: dict[str, str] = {
+            "wf": state.workflow, "d": state.digest, "st": state.status.value,
+            "t0": state.started_at, "t0ms": str(started_ms), "ev": dumps(state.event),
+            "ah": head,
+        }
+        if state.requested_by:
+            fields["rb"] = state.requested_by
+        if state.variables:
+            fields["v"] = dumps(state.variables)
+        pipe = self.redis.pipeline(transaction=True)
+        pipe.set(keys.definition(state.digest), definition_text, nx=True)
+        pipe.hset(keys.execution(state.id), mapping=fields)
+        for body, digest in linked:
+            pipe.xadd(keys.audit(state.id), {"e": body, "h": digest})
+        pipe.zadd(keys.INDEX_ALL, {state.id: started_ms})
+        pipe.zadd(keys.index_status(state.status.value), {state.id: started_ms})
+        pipe.zadd(keys.index_workflow(state.workflow), {state.id: started_ms})
+        if enqueue is not None:
+            enqueue(pipe)
+        self._call(pipe.execute)
+        state.audit_head = head
+
+    # -- read --------------------------------------------------------------------------------
+
+    def load(self, execution_id: str) -> ExecutionState:
+        raw = self._call(self.redis.hgetall, keys.execution(execution_id))
+        if not raw:
+            raise ExecutionNotFound(execution_id)
+        return _state_from_hash(execution_id, raw)
+
+    def exists(self, execution_id: str) -> bool:
+        return bool(self._call(self.redis.exists, keys.execution(execution_id)))
+
+    def status(self, execution_id: str) -> ExecutionStatus:
+        raw = self._call(self.redis.hget, keys.execution(execution_id), "st")
+        if raw is None:
+            raise ExecutionNotFound(execution_id)
+        return ExecutionStatus(raw.decode())
+
+    def list(self, *, status: str | None = None, workflow: str | None = None,
+             offset: int = 0, limit: int = 50, newest_first: bool = True
+             ) -> tuple[list[ExecutionSummary], int]:
+        """A page of executions from the indexes (never a scan), and the total that match."""
+        if status and workflow:
+            ids, total = self._intersect(keys.index_status(status),
+                                         keys.index_workflow(workflow), offset, limit,
+                                         newest_first)
+        else:
+            key = (keys.index_status(status) if status else
+                   keys.index_workflow(workflow) if workflow else keys.INDEX_ALL)
+            pipe = self.redis.pipeline(transaction=False)
+            rng = pipe.zrevrange if newest_first else pipe.zrange
+            rng(key, offset, offset + limit - 1)
+            pipe.zcard(key)
+            raw_ids, total = self._call(pipe.execute)
+            ids = [i.decode() for i in raw_ids]
+        return self.summaries(ids), total
+
+    def waiting(self, *, offset: int = 0, limit: int = 50) -> tuple[list[str], int]:
+        """Executions waiting for input, oldest first."""
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.zrange(keys.INDEX_WAITING, offset, offset + limit - 1)
+        pipe.zcard(keys.INDEX_WAITING)
+        raw_ids, total = self._call(pipe.execute)
+        return [i.decode() for i in raw_ids], total
+
+    def summaries(self, ids: Iterable[str]) -> list[ExecutionSummary]:
+        ids = list(ids)
+        pipe = self.redis.pipeline(transaction=False)
+        for execution_id in ids:
+            pipe.hmget(keys.execution(execution_id), "wf", "st", "t0", "t1")
+        rows = self._call(pipe.execute)
+        found = []
+        for execution_id, row in zip(ids, rows, strict=True):
+            if row[0] is None:
+                continue
+            found.append(ExecutionSummary(
+                id=execution_id, workflow=row[0].decode(), status=row[1].decode(),
+                started_at=row[2].decode(), finished_at=row[3].decode() if row[3] else None))
+        return found
+
+    def _intersect(self, key_a: str, key_b: str, offset: int, limit: int,
+                   newest_first: bool) -> tuple[list[str], int]:
+        small, large = sorted([key_a, key_b], key=lambda k: self.redis.zcard(k))
+        members = self._call(self.redis.zrange, small, 0, -1, withscores=True)
+        if not members:
+            return [], 0
+        pipe = self.redis.pipeline(transaction=False)
+        for member, _ in members:
+            pipe.zscore(large, member)
+        scores = self._call(pipe.execute)
+        both = [(score, member.decode()) for (member, score), other in
+                zip(members, scores, strict=True) if other is not None]
+        both.sort(reverse=newest_first)
+        return [m for _, m in both[offset:offset + limit]], len(both)
+
+    # -- write -------------------------------------------------------------------------------
+
+    def commit(self, state: ExecutionState, change: Change, *,
+               guard_status: Iterable[ExecutionStatus] | None = None,
+               guard_head: bool = True, guard_lease: str | None = None,
+               guard_field: tuple[str, str] | None = None,
+               lease_ttl_ms: int | None = None, release_lease: bool = False) -> CommitResult:
+        """Apply ``change`` if the guards hold; on success ``state`` follows it (status, head)."""
+        linked, head = audit.chain(state.audit_head, change.events)
+        spec: dict[str, Any] = {"events": [list(pair) for pair in linked] or None}
+        if change.set:
+            spec["set"] = change.set
+        if change.delete:
+            spec["del"] = change.delete
+        if change.status is not None:
+            spec["status"] = change.status.value
+        if guard_status is not None:
+            spec["guard_status"] = [s.value for s in guard_status]
+        if guard_head:
+            spec["guard_head"] = state.audit_head
+        if guard_lease is not None:
+            spec["guard_lease"] = guard_lease
+            if lease_ttl_ms:
+                spec["lease_ttl_ms"] = lease_ttl_ms
+            if release_lease:
+                spec["release"] = True
+        if guard_field is not None:
+            spec["guard_field"] = list(guard_field)
+        if change.waiting:
+            spec["waiting"] = change.waiting
+            spec["waiting_score"] = change.waiting_score
+        if change.running:
+            spec["running"] = change.running
+            spec["running_score"] = change.running_score
+        if not spec["events"]:
+            del spec["events"]
+        raw = self._call(
+            self._commit,
+            keys=[keys.execution(state.id), keys.audit(state.id), keys.lease(state.id),
+                  keys.INDEX_WAITING, keys.INDEX_RUNNING],
+            args=[json.dumps(spec), keys.index_status(""), "", state.id],
+        )
+        result = CommitResult(ok=bool(raw[0]), status=_text(raw[1]), head=_text(raw[2]),
+                              reason=_text(raw[3]))
+        if result.ok:
+            state.audit_head = result.head
+            if change.status is not None:
+                state.status = change.status
+        return result
+
+    def append_audit(self, state: ExecutionState, events: Sequence[dict[str, Any]]) -> None:
+        """Append events to a trail that others may be extending: retried until the chain holds."""
+        for _ in range(50):
+            result = self.commit(state, Change(events=list(events)))
+            if result.ok:
+                return
+            if result.reason == "missing":
+                raise ExecutionNotFound(state.id)
+            state.audit_head = result.head
+        raise StoreUnavailable(f"could not append to the audit trail of {state.id}")
+
+    # -- leases ------------------------------------------------------------------------------
+
+    def acquire_lease(self, execution_id: str, ttl_ms: int) -> str | None:
+        token = secrets.token_hex(8)
+        pipe = self.redis.pipeline(transaction=True)
+        pipe.set(keys.lease(execution_id), token, nx=True, px=ttl_ms)
+        pipe.zadd(keys.INDEX_RUNNING, {execution_id: _now_ms() + ttl_ms})
+        acquired, _ = self._call(pipe.execute)
+        return token if acquired else None
+
+    def extend_lease(self, execution_id: str, token: str, ttl_ms: int) -> None:
+        """Stretch the lease before a long step, so the sweeper leaves the run alone."""
+        pipe = self.redis.pipeline(transaction=True)
+        pipe.pexpire(keys.lease(execution_id), ttl_ms)
+        pipe.zadd(keys.INDEX_RUNNING, {execution_id: _now_ms() + ttl_ms}, xx=True)
+        self._call(pipe.execute)
+
+    def release_lease(self, execution_id: str, token: str) -> None:
+        self._call(self._release, keys=[keys.lease(execution_id)], args=[token])
+
+    def stale_running(self, now_ms: int | None = None, limit: int = 100) -> list[str]:
+        """Executions that should be running but whose lease lapsed (their worker died)."""
+        now_ms = now_ms or _now_ms()
+        ids = self._call(self.redis.zrangebyscore, keys.INDEX_RUNNING, "-inf", now_ms,
+                         start=0, num=limit)
+        if not ids:
+            return []
+        pipe = self.redis.pipeline(transaction=False)
+        for raw in ids:
+            pipe.exists(keys.lease(raw.decode()))
+        held = self._call(pipe.execute)
+        return [raw.decode() for raw, alive in zip(ids, held, strict=True) if not alive]
+
+    def mark_runnable(self, execution_id: str, deadline_ms: int) -> None:
+        self._call(self.redis.zadd, keys.INDEX_RUNNING, {execution_id: deadline_ms})
+
+    def forget_runnable(self, execution_id: str) -> None:
+        self._call(self.redis.zrem, keys.INDEX_RUNNING, execution_id)
+
+    # -- audit -------------------------------------------------------------------------------
+
+    def audit_entries(self, execution_id: str) -> list[tuple[str, str, str]]:
+        """(entry id, body, hash) for every event, oldest first."""
+        rows = self._call(self.redis.xrange, keys.audit(execution_id))
+        return [(_text(entry_id), _text(data[b"e"]), _text(data[b"h"])) for entry_id, data in rows]
+
+    def audit_head(self, execution_id: str) -> str | None:
+        raw = self._call(self.redis.hget, keys.execution(execution_id), "ah")
+        return _text(raw) if raw is not None else None
+
+    # -- plumbing ----------------------------------------------------------------------------
+
+    def ping(self) -> bool:
+        try:
+            return bool(self.redis.ping())
+        except (redis.ConnectionError, redis.TimeoutError):
+            return False
+
+    @staticmethod
+    def _call(func: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        try:
+            return func(*args, **kwargs)
+        except (redis.ConnectionError, redis.TimeoutError) as exc:
+            raise StoreUnavailable(f"Redis is unreachable: {exc}") from exc
+
+
+def _state_from_hash(execution_id: str, raw: Mapping[bytes, bytes]) -> ExecutionState:
+    data = {k.decode(): v.decode() for k, v in raw.items()}
+    results: dict[str, StepResult] = {}
+    decisions: dict[str, Decision] = {}
+    for name, value in data.items():
+        if name.startswith("s:"):
+            results[name[2:]] = StepResult.from_json(value)
+        elif name.startswith("dec:"):
+            decisions[name[4:]] = Decision.from_json(value)
+    return ExecutionState(
+        id=execution_id, workflow=data["wf"], digest=data["d"],
+        status=ExecutionStatus(data["st"]), started_at=data["t0"],
+        event=json.loads(data["ev"]) if "ev" in data else None,
+        audit_head=data.get("ah", audit.GENESIS), finished_at=data.get("t1"),
+        requested_by=data.get("rb"), error=data.get("err"),
+        variables=json.loads(data["v"]) if "v" in data else {},
+        waiting=Waiting.from_json(data["w"]) if "w" in data else None,
+        results=results, decisions=decisions,
+    )
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def _ms(iso_text: str) -> int:
+    moment = parse_iso(iso_text)
+    assert moment is not None
+    return int(moment.timestamp() * 1000)
+
+
+def _now_ms() -> int:
+    return int(time.time() * 1000)

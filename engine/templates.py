@@ -1,0 +1,321 @@
+"""Liquid templates in step options: text rendering, typed ``${{ }}`` values, analysis.
+
+A string holding ``{{ expr }}`` or ``{% tag %}`` renders to text. A string that is
+exactly ``${{ expr }}`` (surrounding whitespace allowed) evaluates to the expression's
+own value, so a list stays a list and an int an int. Inside ``{{ }}`` the Elastic
+Workflows ternary ``cond ? a : b`` is accepted and read as Liquid's ``a if cond else b``.
+
+python-liquid enters Signoff through this module only.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import functools
+import json
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from io import StringIO
+from typing import Any
+
+from liquid import BoundTemplate, Environment, RenderContext, is_undefined
+from liquid.builtin.output import Output, OutputNode
+from liquid.exceptions import LiquidError, LiquidInterrupt
+from liquid.expression import Expression
+from liquid.filter import int_arg
+from liquid.stream import TokenStream
+from liquid.token import TOKEN_EXPRESSION
+
+from engine.errors import TemplateError
+
+__all__ = [
+    "check_value",
+    "compile_template",
+    "evaluate_expression",
+    "has_template",
+    "references",
+    "render_text",
+    "render_value",
+]
+
+_CACHE_SIZE = 4096
+
+# The whole value is one output statement marked with "$": keep the expression's type.
+_TYPED = re.compile(r"\s*\$(?P<output>\{\{.*\}\})\s*", re.DOTALL)
+
+# Liquid string literals have no escapes: a quote runs to the next quote of its kind.
+_TERNARY_LEXEME = re.compile(r"""(?P<string>"[^"]*"|'[^']*')|[?:|]""")
+
+
+class _SignoffEnvironment(Environment):
+    ternary_expressions = True  # `a if cond else b`, the target of the `? :` rewrite
+    shorthand_indexes = True  # `event.alerts.0.host`, as Elastic workflows write it
+    logical_not_operator = True
+    logical_parentheses = True
+    # A runaway `{% for %}` must not wedge a worker.
+    loop_iteration_limit = 100_000
+
+
+def _rewrite_ternary(expression: str) -> str | None:
+    """``cond ? a : b`` as ``a if cond else b``; None when there is no ternary.
+
+    Only ``?``, ``:`` and ``|`` outside string literals count. After a ``|`` in the
+    middle branch, a ``:`` glued to the word before it is a filter's argument colon
+    (``a ? b | default: "x" : c``), not the ternary's.
+    """
+    question = -1
+    piped = False
+    for match in _TERNARY_LEXEME.finditer(expression):
+        if match.group("string") is not None:
+            continue
+        symbol, at = match.group(), match.start()
+        if question < 0:
+            if symbol == "?":
+                question = at
+        elif symbol == "|":
+            piped = True
+        elif symbol == ":" and not (piped and not expression[at - 1].isspace()):
+            condition = expression[:question].strip()
+            then = expression[question + 1 : at].strip()
+            otherwise = expression[at + 1 :].strip()
+            return f"{then} if {condition} else {otherwise}"
+    return None
+
+
+class _TernaryOutput(Output):
+    """The output statement, accepting ``cond ? a : b`` before Liquid parses it."""
+
+    def parse(self, stream: TokenStream) -> OutputNode:
+        at = stream.pos + 1
+        if at < len(stream.tokens) and stream.tokens[at].kind == TOKEN_EXPRESSION:
+            token = stream.tokens[at]
+            rewritten = _rewrite_ternary(token.value) if "?" in token.value else None
+            if rewritten is not None:
+                stream.tokens[at] = token._replace(value=rewritten)
+        return super().parse(stream)
+
+
+def _json_default(obj: object) -> object:
+    if is_undefined(obj):
+        return None
+    if isinstance(obj, Mapping):
+        return dict(obj)
+    if isinstance(obj, dt.date | dt.time):
+        return obj.isoformat()
+    if isinstance(obj, Iterable) and not isinstance(obj, str | bytes):
+        return list(obj)
+    return str(obj)
+
+
+def _json_filter(obj: object, indent: object = None) -> str:
+    separators = (",", ":") if indent is None else None
+    return json.dumps(
+        obj,
+        default=_json_default,
+        ensure_ascii=False,
+        indent=int_arg(indent) if indent is not None else None,
+        separators=separators,
+    )
+
+
+def _build_environment() -> Environment:
+    environment = _SignoffEnvironment(autoescape=False, strict_filters=True)
+    environment.add_tag(_TernaryOutput)
+    environment.add_filter("json", _json_filter)
+    return environment
+
+
+_ENVIRONMENT = _build_environment()
+
+
+@dataclass(frozen=True, slots=True)
+class _Compiled:
+    text: str
+    template: BoundTemplate
+    # Where the parsed source starts within `text` (a typed value drops its "$").
+    offset: int
+    # Set when `text` is exactly `${{ expr }}`: evaluate it instead of rendering.
+    expression: Expression | None
+
+
+def _error(message: object, text: str, index: int) -> TemplateError:
+    index = min(max(index, 0), max(len(text) - 1, 0))
+    line = text.count("\n", 0, index) + 1
+    line_column = index - (text.rfind("\n", 0, index) + 1) + 1
+    where = f"line {line}, column {line_column}" if "\n" in text else f"column {index + 1}"
+    return TemplateError(f"{message} (at {where})", template=text, column=index + 1)
+
+
+def _from_liquid(exc: LiquidError, text: str, offset: int) -> TemplateError:
+    token = exc.token
+    index = token.start_index if token is not None and token.start_index >= 0 else 0
+    return _error(exc.message, text, offset + index)
+
+
+def _parse(source: str, text: str, offset: int) -> BoundTemplate:
+    try:
+        template = _ENVIRONMENT.from_string(source)
+    except LiquidError as exc:
+        raise _from_liquid(exc, text, offset) from exc
+    # Liquid reports an unknown filter only when it is applied; find it now instead.
+    for name, spans in template.analyze(include_partials=False).filters.items():
+        if name not in _ENVIRONMENT.filters:
+            raise _error(f"unknown filter {name!r}", text, offset + spans[0].index)
+    return template
+
+
+@functools.lru_cache(maxsize=_CACHE_SIZE)
+def _compile(text: str) -> _Compiled:
+    typed = _TYPED.fullmatch(text)
+    if typed is not None:
+        offset = typed.start("output")
+        template = _parse(typed.group("output"), text, offset)
+        nodes = template.nodes
+        if len(nodes) == 1 and isinstance(nodes[0], OutputNode):
+            return _Compiled(text, template, offset, nodes[0].expression)
+    return _Compiled(text, _parse(text, text, 0), 0, None)
+
+
+def _render(compiled: _Compiled, scope: Mapping[str, Any]) -> str:
+    # BoundTemplate.render() minus what we do not use (partials, template inheritance,
+    # output limits): it halves the cost of a short template, the common case.
+    context = RenderContext(compiled.template, globals=scope)
+    buffer = StringIO()
+    for node in compiled.template.nodes:
+        try:
+            node.render(context, buffer)
+        except LiquidInterrupt as exc:
+            raise _error(
+                f"unexpected '{exc}'", compiled.text, compiled.offset + node.token.start_index
+            ) from exc
+        except LiquidError as exc:
+            if exc.token is None:
+                exc.token = node.token
+            raise _from_liquid(exc, compiled.text, compiled.offset) from exc
+    return buffer.getvalue()
+
+
+def _evaluate(compiled: _Compiled, scope: Mapping[str, Any]) -> Any:
+    assert compiled.expression is not None
+    try:
+        result = compiled.expression.evaluate(RenderContext(compiled.template, globals=scope))
+    except LiquidError as exc:
+        raise _from_liquid(exc, compiled.text, compiled.offset) from exc
+    if is_undefined(result):
+        return None
+    if isinstance(result, range):
+        return list(result)
+    return result
+
+
+def has_template(text: str) -> bool:
+    """Whether ``text`` holds a Liquid output statement or tag."""
+    return "{{" in text or "{%" in text
+
+
+def compile_template(text: str) -> None:
+    """Parse ``text`` (cached), raising TemplateError for bad syntax or unknown filters."""
+    _compile(text)
+
+
+def check_value(value: Any, *, path: str = "") -> list[tuple[str, TemplateError]]:
+    """Compile every template inside a nested value; ``(path, error)`` for each failure.
+
+    Paths join mapping keys with "." and list positions as "[N]", under ``path``.
+    """
+    problems: list[tuple[str, TemplateError]] = []
+    for where, text in _templated_strings(value, path):
+        try:
+            _compile(text)
+        except TemplateError as exc:
+            problems.append((where, exc))
+    return problems
+
+
+def render_text(text: str, scope: Mapping[str, Any]) -> str:
+    """Render ``text`` against ``scope``; undefined variables render as ""."""
+    if not has_template(text):
+        return text
+    return _render(_compile(text), scope)
+
+
+def render_value(value: Any, scope: Mapping[str, Any]) -> Any:
+    """Render every string inside a nested value; ``${{ expr }}`` keeps its type.
+
+    Mappings come back as dicts and lists or tuples as lists; keys are not rendered.
+    """
+    if isinstance(value, str):
+        if not has_template(value):
+            return value
+        compiled = _compile(value)
+        if compiled.expression is not None:
+            return _evaluate(compiled, scope)
+        return _render(compiled, scope)
+    if isinstance(value, Mapping):
+        return {key: render_value(item, scope) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [render_value(item, scope) for item in value]
+    return value
+
+
+def evaluate_expression(expr: str, scope: Mapping[str, Any]) -> Any:
+    """The typed value of a Liquid expression, bare or wrapped in ``{{ }}``/``${{ }}``.
+
+    An undefined variable gives None.
+    """
+    return _evaluate(_compile_expression(expr), scope)
+
+
+@functools.lru_cache(maxsize=_CACHE_SIZE)
+def _compile_expression(expr: str) -> _Compiled:
+    stripped = expr.strip()
+    lead = len(expr) - len(expr.lstrip())
+    if stripped.startswith("${{"):
+        source, offset = stripped[1:], lead + 1
+    elif stripped.startswith("{{"):
+        source, offset = stripped, lead
+    else:
+        # Error positions are reported within `expr`, so discount the added "{{ ".
+        source, offset = f"{{{{ {expr} }}}}", -3
+    template = _parse(source, expr, offset)
+    nodes = template.nodes
+    if len(nodes) != 1 or not isinstance(nodes[0], OutputNode):
+        raise TemplateError(f"expected one Liquid expression, got {expr!r}", template=expr)
+    return _Compiled(expr, template, offset, nodes[0].expression)
+
+
+def references(value: Any) -> set[str]:
+    """Every variable path the templates inside ``value`` read from the scope.
+
+    Paths are dotted: ``a[0]`` gives ``a.0`` and ``a["b-c"]`` gives ``a.b-c``. A path
+    stops before an index computed from another variable, which is listed on its own.
+    Names bound inside the template (``assign``, loop variables) are left out, and so
+    are templates that do not compile (``check_value`` reports those).
+    """
+    found: set[str] = set()
+    for _, text in _templated_strings(value, ""):
+        try:
+            compiled = _compile(text)
+        except TemplateError:
+            continue
+        for segments in compiled.template.global_variable_segments(include_partials=False):
+            parts: list[str] = []
+            for segment in segments:
+                if isinstance(segment, list):
+                    break
+                parts.append(str(segment))
+            found.add(".".join(parts))
+    return found
+
+
+def _templated_strings(value: Any, path: str) -> Iterable[tuple[str, str]]:
+    if isinstance(value, str):
+        if has_template(value):
+            yield path, value
+    elif isinstance(value, Mapping):
+        for key, item in value.items():
+            yield from _templated_strings(item, f"{path}.{key}" if path else str(key))
+    elif isinstance(value, list | tuple):
+        for index, item in enumerate(value):
+            yield from _templated_strings(item, f"{path}[{index}]")
