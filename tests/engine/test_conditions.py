@@ -1,0 +1,410 @@
+from __future__ import annotations
+
+import pickle
+import time
+from typing import Any
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from engine.conditions import Condition, is_template_condition, parse_condition, resolve_path
+from engine.errors import ConditionError
+
+REVIEW = {
+    "steps": {"review": {"output": {"approved": True, "reviewer": "ana", "score": 7}}},
+    "event": {
+        "alerts": [
+            {"host": {"name": "web-01"}, "severity": "high"},
+            {"host": {"name": "db-01"}, "severity": "low"},
+        ],
+        "kibana": {"alert": {"rule-name": "Brute force"}},
+    },
+    "tags": ["prod", "eu", "pci"],
+    "count": 5,
+    "ratio": 0.25,
+    "nothing": None,
+    "empty": [],
+    "text_count": "12",
+    "created": "2024-05-01T10:00:00Z",
+}
+
+
+def holds(text: str, scope: dict[str, Any] | None = None) -> bool:
+    return parse_condition(text).evaluate(REVIEW if scope is None else scope)
+
+
+def error_for(text: str) -> ConditionError:
+    with pytest.raises(ConditionError) as caught:
+        parse_condition(text)
+    assert caught.value.condition == text
+    return caught.value
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("steps.review.output.approved : true", True),
+        ("steps.review.output.approved : false", False),
+        ("steps.review.output.reviewer : ana", True),
+        ("steps.review.output.reviewer : Ana", False),  # case-sensitive
+        ('steps.review.output.reviewer : "ana"', True),
+        ("steps.review.output.reviewer:ana", True),
+        ("count : 5", True),
+        ("count : 5.0", True),
+        ("count : 6", False),
+        ("ratio : 0.25", True),
+        ("nothing : null", True),
+        ('nothing : "null"', False),
+        ("count : null", False),
+        ("steps.review.output : ana", False),  # a mapping equals no value
+    ],
+)
+def test_field_equals_value(text: str, expected: bool) -> None:
+    assert holds(text) is expected
+
+
+def test_quoted_values_keep_escapes_spaces_and_keywords_literal() -> None:
+    scope = {"title": 'say "hi" and go', "op": "or", "star": "a*", "path": "c:\\tmp"}
+    assert holds(r'title : "say \"hi\" and go"', scope)
+    assert holds('op : "or"', scope)
+    assert holds('star : "a*"', scope)
+    assert not holds('star : "a*"', {"star": "abc"})
+    assert holds(r'path : "c:\\tmp"', scope)
+
+
+@pytest.mark.parametrize(
+    ("text", "scope", "expected"),
+    [
+        ("approved : true", {"approved": True}, True),
+        ("approved : true", {"approved": "true"}, True),
+        ("approved : TRUE", {"approved": True}, True),
+        ('approved : "true"', {"approved": True}, True),
+        ("approved : true", {"approved": 1}, False),
+        ("approved : false", {"approved": False}, True),
+        ("approved : false", {"approved": 0}, False),
+        ("count : 5", {"count": 5}, True),
+        ("count : 5", {"count": 5.0}, True),
+        ("count : 5", {"count": "5"}, True),
+        ('count : "5"', {"count": 5}, True),
+        ("count : 5", {"count": True}, False),
+        ("count : five", {"count": 5}, False),
+        ("count : -2.5e1", {"count": -25}, True),
+    ],
+)
+def test_values_are_coerced_like_kibana(text: str, scope: dict[str, Any], expected: bool) -> None:
+    assert holds(text, scope) is expected
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("count : *", True),
+        ("tags : *", True),
+        ("steps.review : *", True),
+        ("nothing : *", False),
+        ("empty : *", False),
+        ("missing : *", False),
+        ("steps.review.output.missing : *", False),
+        ("not missing : *", True),
+    ],
+)
+def test_star_means_the_field_exists_and_is_not_null(text: str, expected: bool) -> None:
+    assert holds(text) is expected
+
+
+@pytest.mark.parametrize(
+    ("text", "value", "expected"),
+    [
+        ("host : web-*", "web-01", True),
+        ("host : web-*", "web-", True),
+        ("host : web-*", "db-01", False),
+        ("host : web-*", "WEB-01", False),
+        ("host : *-01", "db-01", True),
+        ("host : web-0?", "web-01", True),
+        ("host : web-0?", "web-012", False),
+        ("host : w*b*", "web-01", True),
+        ("host : w*x*", "web-01", False),
+        ("host : a.c*", "abc", False),  # '.' is literal, not a regex dot
+        ("host : a+*", "aaa", False),
+        ("host : [ab]*", "a", False),
+        ("host : [ab]*", "[ab]x", True),
+        (r"host : web\*", "web*", True),
+        (r"host : web\*", "web-01", False),
+        ("host : web-*", 5, False),
+        ("host : 5*", 55, False),  # wildcards match strings only
+    ],
+)
+def test_wildcards_match_whole_strings_without_regex(text: str, value: Any, expected: bool) -> None:
+    assert holds(text, {"host": value}) is expected
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("count < 6", True),
+        ("count < 5", False),
+        ("count <= 5", True),
+        ("count > 4.5", True),
+        ("count >= 5", True),
+        ("count > 5", False),
+        ("count>=5", True),
+        ("ratio < 1", True),
+        ("text_count > 9", True),  # numeric strings compare as numbers
+        ('created > "2024-01-01"', True),
+        ('created < "2024-05-01T09:00:00Z"', False),
+        ("created < 2024-06", True),
+        ("created > 2024", False),  # a number against text that is not a number
+        ("steps.review.output.reviewer > 5", False),
+        ("steps.review.output.approved > 0", False),
+        ("nothing < 1", False),
+        ("steps.review < 1", False),
+        ("missing < 1", False),
+        ("count < abc", False),
+    ],
+)
+def test_range_operators(text: str, expected: bool) -> None:
+    assert holds(text) is expected
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("count : 5 and tags : prod", True),
+        ("count : 5 AND tags : nope", False),
+        ("count : 4 or tags : prod", True),
+        ("count : 4 Or tags : nope", False),
+        ("not count : 4", True),
+        ("NOT count : 5", False),
+        ("not not count : 5", True),
+        # not binds tighter than and, and tighter than or
+        ("count : 4 or count : 5 and tags : nope", False),
+        ("count : 5 or count : 4 and tags : nope", True),
+        ("not count : 4 and tags : prod", True),
+        ("not count : 5 or tags : prod", True),
+        ("(count : 4 or count : 5) and tags : nope", False),
+        ("count : 4 or (count : 5 and tags : nope)", False),
+        ("not (count : 5 and tags : nope)", True),
+        ("((count : 5))", True),
+    ],
+)
+def test_boolean_operators_and_precedence(text: str, expected: bool) -> None:
+    assert holds(text) is expected
+
+
+def test_keywords_inside_words_are_plain_words() -> None:
+    scope = {"order": "android", "notes": "not-approved", "origin": "orange"}
+    assert holds("order : android and notes : not-approved and origin : orange", scope)
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("tags : (eu or us)", True),
+        ("tags : (us or apac)", False),
+        ("tags : (prod and pci)", True),  # on a list, `and` means all are present
+        ("tags : (prod and dev)", False),
+        ("tags : (prod and not dev)", True),
+        ("tags : (prod and (eu or us))", True),
+        ("count : (4 or 5 or 6)", True),
+        ("count : (4 or 6)", False),
+        ("steps.review.output.reviewer : (bob or ana)", True),
+        ('steps.review.output.reviewer : ("bob" or "ana")', True),
+        ("missing : (not x)", True),  # as `not missing : x`
+        ("missing : (x or y)", False),
+    ],
+)
+def test_value_groups(text: str, expected: bool) -> None:
+    assert holds(text) is expected
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("tags : eu", True),
+        ("tags : us", False),
+        ("tags : e*", True),
+        ("event.alerts.host.name : db-01", False),  # lists are indexed, not traversed by name
+        ("event.alerts[1].host.name : db-01", True),
+        ("event.alerts[0].host.name : web-*", True),
+        ("event.alerts.0.severity : high", True),
+        ("event.alerts[2].host.name : *", False),
+        ("event.kibana.alert.rule-name : \"Brute force\"", True),
+        ("not event.kibana.alert.rule-name : x", True),
+    ],
+)
+def test_lists_indexes_and_dashes(text: str, expected: bool) -> None:
+    assert holds(text) is expected
+
+
+def test_lists_match_any_element_for_every_operator() -> None:
+    scope = {"scores": [1, 9, None], "nested": [[1, 2], [3]]}
+    assert holds("scores > 8", scope)
+    assert not holds("scores > 9", scope)
+    assert holds("scores : 9", scope)
+    assert holds("nested : 3", scope)
+    assert holds("scores : *", scope)
+    assert not holds("nones : *", {"nones": [None, None]})
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "missing : x",
+        "missing : *",
+        "missing < 3",
+        "steps.nope.output.approved : true",
+        "count.deeper : 5",
+        "tags.x : prod",
+        "tags[9] : prod",
+    ],
+)
+def test_missing_fields_make_comparisons_false_and_negations_true(text: str) -> None:
+    assert holds(text) is False
+    assert holds(f"not {text}") is True
+
+
+def test_whole_condition_may_be_a_boolean_literal() -> None:
+    assert holds("true", {}) is True
+    assert holds("  FALSE ", {}) is False
+    assert holds("false or count : 5") is True
+    assert parse_condition(True) is parse_condition("true")  # type: ignore[arg-type]
+    assert parse_condition(False).evaluate({}) is False  # type: ignore[arg-type]
+
+
+def test_flattened_dotted_keys_resolve_like_nested_ones() -> None:
+    alert = {"kibana.alert.rule.name": "Brute force", "host": {"os.name": "linux"}}
+    assert holds('kibana.alert.rule.name : "Brute force"', alert)
+    assert holds("host.os.name : linux", alert)
+    assert not holds("kibana.alert : *", alert)
+
+
+def test_references_list_field_paths_with_indexes_normalized() -> None:
+    condition = parse_condition(
+        "steps.review.output.approved : true and not (event.alerts[0].host.name : web-* "
+        "or count > 3 or tags : (a or b) or x : *) or true"
+    )
+    assert condition.references == frozenset(
+        {"steps.review.output.approved", "event.alerts.0.host.name", "count", "tags", "x"}
+    )
+    assert parse_condition("true").references == frozenset()
+
+
+def test_resolve_path() -> None:
+    assert resolve_path(REVIEW, "steps.review.output.score") == (True, 7)
+    assert resolve_path(REVIEW, "event.alerts[1].host.name") == (True, "db-01")
+    assert resolve_path(REVIEW, "event.alerts.1.host.name") == (True, "db-01")
+    assert resolve_path(REVIEW, "nothing") == (True, None)
+    assert resolve_path(REVIEW, "event.alerts[5]") == (False, None)
+    assert resolve_path(REVIEW, "tags.first") == (False, None)
+    assert resolve_path(REVIEW, "count.value") == (False, None)
+    assert resolve_path({"a": "text"}, "a.0") == (False, None)
+    assert resolve_path({"a": ("x", "y")}, "a[1]") == (True, "y")
+
+
+@pytest.mark.parametrize(
+    ("text", "column", "message"),
+    [
+        ("a :", 4, "expected a value after ':' at column 4"),
+        ("a : (b or", 10, "expected a value after 'or' at column 10"),
+        ("and b", 1, "expected a condition at column 1, found 'and'"),
+        ('a : "unfinished', 5, "unterminated string starting at column 5"),
+        ('a : "x" and b : "y', 17, "unterminated string starting at column 17"),
+        ("a : (b or c", 5, "unclosed '(' at column 5"),
+        ("(a : b", 1, "unclosed '(' at column 1"),
+        ("a : b)", 6, "unmatched ')' at column 6"),
+        ("a : b or c : d e", 16, "expected 'and', 'or' or the end of the condition after 'd'"),
+        ("(a : b or c : d e)", 17, "expected 'and', 'or' or ')' after 'd' at column 17, found 'e'"),
+        ("a : 10:00", 7, "expected 'and', 'or' or the end of the condition after '10'"),
+        ("a : b c : d", 7, "expected 'and', 'or' or the end of the condition after 'b'"),
+        ("approved", 9, "expected ':' or a comparison (<, <=, >, >=) after 'approved'"),
+        ("a < ", 4, "expected a value after '<' at column 4"),
+        ("a : b and", 10, "expected a condition after 'and' at column 10"),
+        ("a : b and not", 14, "expected a condition after 'not' at column 14"),
+        ("a : )", 5, "expected a value after ':' at column 5, found ')'"),
+        ("a[x] : 1", 1, "'a[x]' at column 1 is not a field path"),
+        ("ok : 1 and web-* : 1", 12, "'web-*' at column 12 is not a field path"),
+        ("a : {b}", 5, "unexpected character '{' at column 5"),
+        ("a : {{ inputs.x }}", 5, "template '{{' inside a condition at column 5"),
+        ("   ", 1, "the condition is empty"),
+        ("${{ inputs.go }}", 1, "the template engine evaluates it"),
+    ],
+)
+def test_syntax_errors_say_what_was_expected_and_where(
+    text: str, column: int, message: str
+) -> None:
+    error = error_for(text)
+    assert error.column == column
+    assert message in str(error)
+
+
+def test_parse_condition_is_cached_by_text() -> None:
+    first = parse_condition("count : 5 and tags : prod")
+    assert parse_condition("count : 5 and tags : prod") is first
+    assert parse_condition("count : 5  and tags : prod") is not first
+
+
+def test_conditions_are_values_that_survive_pickling() -> None:
+    condition = parse_condition("event.alerts[0].host.name : web-* and count >= 5")
+    assert condition == Condition("event.alerts[0].host.name : web-* and count >= 5")
+    assert hash(condition) == hash(Condition(condition.text))
+    restored = pickle.loads(pickle.dumps(condition))
+    assert restored == condition
+    assert restored.evaluate(REVIEW) is True
+    with pytest.raises(ConditionError):
+        Condition("a :")
+
+
+def test_parsing_and_evaluating_are_fast() -> None:
+    texts = [f"steps.s{i}.output.approved : true and count >= {i}" for i in range(200)]
+    started = time.perf_counter()
+    for text in texts:
+        parse_condition(text).evaluate(REVIEW)
+    assert time.perf_counter() - started < 1.0
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("{{ steps.review.output.approved }}", True),
+        ("${{ inputs.enabled }}", True),
+        ("  {{ x | default: false }}  ", True),
+        ("{{ a }} and {{ b }}", False),
+        ("a : {{ x }}", False),
+        ("approved : true", False),
+        ("{{ unfinished", False),
+    ],
+)
+def test_is_template_condition(text: str, expected: bool) -> None:
+    assert is_template_condition(text) is expected
+
+
+@given(st.text(alphabet='ab:*()<>=" \\-.[]0{}$', max_size=40) | st.text(max_size=40))
+def test_any_text_parses_or_raises_condition_error_with_a_column(text: str) -> None:
+    try:
+        condition = parse_condition(text)
+    except ConditionError as error:
+        assert 1 <= error.column <= len(text) + 1
+    else:
+        assert isinstance(condition.evaluate({"a": [1, "b", None, {"c": 2}]}), bool)
+
+
+@given(st.integers(-1000, 1000), st.integers(-1000, 1000), st.booleans())
+def test_ranges_agree_with_python_for_numbers_and_numeric_strings(
+    actual: int, bound: int, as_text: bool
+) -> None:
+    scope = {"x": str(actual) if as_text else actual}
+    assert holds(f"x < {bound}", scope) is (actual < bound)
+    assert holds(f"x <= {bound}", scope) is (actual <= bound)
+    assert holds(f"x > {bound}", scope) is (actual > bound)
+    assert holds(f"x >= {bound}", scope) is (actual >= bound)
+    assert holds(f"x : {bound}", scope) is (actual == bound)
+
+
+@given(st.booleans(), st.booleans(), st.booleans())
+def test_boolean_logic_matches_python(a: bool, b: bool, c: bool) -> None:
+    scope = {"a": a, "b": b, "c": c}
+    assert holds("a : true or b : true and c : true", scope) is (a or (b and c))
+    assert holds("not a : true and b : true", scope) is ((not a) and b)
+    assert holds("not (a : true or b : true)", scope) is (not a and not b)
+    assert holds("(a : true or b : true) and not c : true", scope) is ((a or b) and not c)
