@@ -168,6 +168,8 @@ class Store:
         if state.variables:
             fields["v"] = dumps(state.variables)
         pipe = self.redis.pipeline(transaction=True)
+        if enqueue is not None:  # RQ opens the MULTI itself, so it goes first
+            enqueue(pipe)
         pipe.set(keys.definition(state.digest), definition_text, nx=True)
         pipe.hset(keys.execution(state.id), mapping=fields)
         for body, digest in linked:
@@ -175,8 +177,6 @@ class Store:
         pipe.zadd(keys.INDEX_ALL, {state.id: started_ms})
         pipe.zadd(keys.index_status(state.status.value), {state.id: started_ms})
         pipe.zadd(keys.index_workflow(state.workflow), {state.id: started_ms})
-        if enqueue is not None:
-            enqueue(pipe)
         self._call(pipe.execute)
         state.audit_head = head
 

@@ -1,0 +1,323 @@
+"""The ``signoff`` command: validate, run, status, resume, cancel, pending, audit, worker, serve.
+
+Exit codes: 0 ok, 1 a user error (with a message on stderr), 2 bad usage.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from collections.abc import Sequence
+from importlib.metadata import entry_points
+from pathlib import Path
+from typing import Any
+
+from engine.errors import (
+    AlreadyDecided,
+    InputInvalid,
+    SignoffError,
+    WorkflowInvalid,
+)
+from engine.notify import Actor
+from engine.settings import Settings
+
+
+class UserError(Exception):
+    pass
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "command", None):
+        parser.print_help(sys.stderr)
+        return 2
+    logging.basicConfig(level=logging.INFO if args.command in ("worker", "serve")
+                        else logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: "
+                        "%(message)s")
+    try:
+        return int(args.func(args) or 0)
+    except AlreadyDecided as exc:
+        print(f"signoff: {exc}", file=sys.stderr)
+        return 1
+    except InputInvalid as exc:
+        print("signoff: the input does not match the step's schema:", file=sys.stderr)
+        for v in exc.violations:
+            print(f"  {v['path'] or '(input)'}: {v['message']}", file=sys.stderr)
+        return 1
+    except WorkflowInvalid as exc:
+        for problem in exc.problems:
+            print(problem, file=sys.stderr)
+        return 1
+    except (SignoffError, UserError) as exc:
+        print(f"signoff: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="signoff", description="Human-in-the-loop workflows "
+                                     "on RQ and Redis, decided in Slack.")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    p = sub.add_parser("validate", help="check workflow files; exit 1 on any problem")
+    p.add_argument("paths", nargs="+", metavar="FILE_OR_DIR")
+    p.set_defaults(func=cmd_validate)
+
+    p = sub.add_parser("run", help="start a workflow (a file, or a name in SIGNOFF_WORKFLOWS)")
+    p.add_argument("workflow", metavar="FILE|NAME")
+    p.add_argument("--event", default="{}", help="the event as JSON, or @file.json")
+    p.add_argument("--requested-by", help="who asked for it (Slack user id or e-mail)")
+    p.add_argument("--wait", action="store_true",
+                   help="wait until the run pauses or ends, then print its status")
+    p.add_argument("--timeout", type=float, default=60.0, help="seconds --wait waits")
+    p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("status", help="an execution's status and step results, as JSON")
+    p.add_argument("id")
+    p.set_defaults(func=cmd_status)
+
+    p = sub.add_parser("resume", help="answer a waiting step and continue the run")
+    p.add_argument("id")
+    p.add_argument("--input", required=True, help="the answer as JSON, or @file.json")
+    p.add_argument("--actor", default=None, help="who decided (default: cli:$USER)")
+    p.set_defaults(func=cmd_resume)
+
+    p = sub.add_parser("cancel", help="cancel a run that has not finished")
+    p.add_argument("id")
+    p.add_argument("--reason", default="")
+    p.set_defaults(func=cmd_cancel)
+
+    p = sub.add_parser("pending", help="reviews waiting for input, oldest first")
+    p.add_argument("--limit", type=int, default=50)
+    p.set_defaults(func=cmd_pending)
+
+    p = sub.add_parser("audit", help="an execution's audit trail")
+    p.add_argument("id")
+    p.add_argument("--verify", action="store_true", help="check the hash chain; exit 1 if broken")
+    p.add_argument("--format", choices=("text", "jsonl"), default="text")
+    p.set_defaults(func=cmd_audit)
+
+    p = sub.add_parser("worker", help="run an RQ worker (with the scheduler) for Signoff jobs")
+    p.add_argument("--burst", action="store_true", help="stop when the queues are empty")
+    p.add_argument("--name", default=None)
+    p.set_defaults(func=cmd_worker)
+
+    p = sub.add_parser("serve", help="serve the HTTP API (and Slack, when configured)")
+    p.add_argument("--host", default=None)
+    p.add_argument("--port", type=int, default=None)
+    p.add_argument("--insecure-no-auth", action="store_true",
+                   help="serve /api without a token (local use only)")
+    p.set_defaults(func=cmd_serve)
+    return parser
+
+
+# -- commands --------------------------------------------------------------------------------
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    from engine.workflow import validate_paths
+
+    problems = validate_paths(args.paths)
+    for problem in problems:
+        print(problem)
+    if problems:
+        print(f"{len(problems)} problem(s)", file=sys.stderr)
+        return 1
+    print("all workflows are valid")
+    return 0
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from engine.workflow import WorkflowCatalog, load_workflow
+
+    settings = Settings.from_env()
+    rt = _runtime(settings)
+    path = Path(args.workflow)
+    if path.suffix in (".yml", ".yaml") or path.exists():
+        workflow = load_workflow(path)
+    else:
+        workflow = WorkflowCatalog(settings.workflows_dir).get(args.workflow)
+    event = _json_arg(args.event, "--event")
+    execution_id = rt.engine.run(workflow, event, requested_by=args.requested_by,
+                                 actor=_cli_actor(None))
+    if not args.wait:
+        print(execution_id)
+        return 0
+    state = _wait_until_settled(rt, execution_id, args.timeout)
+    print(json.dumps(_status_view(state), indent=2))
+    return 0
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    rt = _runtime(Settings.from_env())
+    print(json.dumps(_status_view(rt.engine.get(args.id)), indent=2))
+    return 0
+
+
+def cmd_resume(args: argparse.Namespace) -> int:
+    rt = _runtime(Settings.from_env())
+    result = rt.engine.resume(args.id, _json_arg(args.input, "--input"), _cli_actor(args.actor))
+    print(f"{result.decision.outcome}: step {result.decision.step} of {args.id} "
+          f"by {result.decision.actor['name']} at {result.decision.at}")
+    return 0
+
+
+def cmd_cancel(args: argparse.Namespace) -> int:
+    rt = _runtime(Settings.from_env())
+    rt.engine.cancel(args.id, _cli_actor(None), args.reason)
+    print(f"cancelled {args.id}")
+    return 0
+
+
+def cmd_pending(args: argparse.Namespace) -> int:
+    rt = _runtime(Settings.from_env())
+    reviews, total = rt.engine.pending(limit=args.limit)
+    if not reviews:
+        print("no reviews are waiting")
+        return 0
+    for review in reviews:
+        due = f" due {review.due_at.isoformat()}" if review.due_at else ""
+        print(f"{review.execution_id}  {review.workflow}/{review.step}  "
+              f"waiting since {review.created_at.isoformat()}{due}\n    {review.title}")
+    if total > len(reviews):
+        print(f"... and {total - len(reviews)} more")
+    return 0
+
+
+def cmd_audit(args: argparse.Namespace) -> int:
+    rt = _runtime(Settings.from_env())
+    entries = rt.engine.audit_entries(args.id)
+    if args.format == "jsonl":
+        for entry in entries:
+            print(json.dumps({"id": entry.id, "hash": entry.hash, **entry.event},
+                             ensure_ascii=False))
+    elif not args.verify:
+        for entry in entries:
+            event = dict(entry.event)
+            line = f"{event.pop('at', '')}  {event.pop('type', '')}"
+            rest = " ".join(f"{k}={json.dumps(v, ensure_ascii=False)}" for k, v in event.items()
+                            if k != "message")
+            print(f"{line}  {rest}".rstrip())
+    if args.verify:
+        check = rt.engine.verify_audit(args.id)
+        if not check.ok:
+            print(f"audit trail of {args.id} is BROKEN: {check.problem}", file=sys.stderr)
+            return 1
+        print(f"audit trail of {args.id} verified: {check.checked} events, chain intact",
+              file=sys.stderr if args.format == "jsonl" else sys.stdout)
+    return 0
+
+
+def cmd_worker(args: argparse.Namespace) -> int:
+    from engine.jobs import SignoffWorker, build_runtime, install_runtime
+    from engine.store import connect
+
+    settings = Settings.from_env()
+    connection = connect(settings.redis_url)
+    install_runtime(build_runtime(settings, connection))
+    worker = SignoffWorker([settings.queue, *_extra_queues()], connection=connection,
+                           name=args.name)
+    worker.work(burst=args.burst, with_scheduler=True, logging_level="INFO")
+    return 0
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    settings = Settings.from_env()
+    if not settings.api_token and not args.insecure_no_auth:
+        raise UserError("SIGNOFF_API_TOKEN is not set: set it, or pass --insecure-no-auth "
+                        "for local use")
+    app = build_web_app(settings, insecure=args.insecure_no_auth)
+    uvicorn.run(app, host=args.host or settings.host, port=args.port or settings.port,
+                log_level="info")
+    return 0
+
+
+def build_web_app(settings: Settings, *, insecure: bool = False) -> Any:
+    """The whole web process: the API plus whatever ``signoff.web`` plug-ins add (the bot)."""
+    from rq import Worker
+
+    from engine.api import build_api
+    from engine.workflow import WorkflowCatalog
+
+    rt = _runtime(settings)
+    routes = []
+    for ep in entry_points(group="signoff.web"):
+        routes.extend(ep.load()(settings=settings, engine=rt.engine))
+    return build_api(rt.engine, WorkflowCatalog(settings.workflows_dir),
+                     api_token=None if insecure else settings.api_token,
+                     workers_seen=lambda: Worker.count(connection=rt.store.redis),
+                     extra_routes=routes)
+
+
+# -- plumbing --------------------------------------------------------------------------------
+
+def _runtime(settings: Settings) -> Any:
+    from engine.jobs import build_runtime
+    from engine.store import connect
+
+    return build_runtime(settings, connect(settings.redis_url))
+
+
+def _extra_queues() -> list[str]:
+    """Queues that plug-ins ask the worker to serve too (the bot's ``slack`` queue)."""
+    names = []
+    for ep in entry_points(group="signoff.queues"):
+        names.append(ep.name)
+    return names
+
+
+def _json_arg(raw: str, flag: str) -> Any:
+    text = raw
+    if raw.startswith("@"):
+        try:
+            text = Path(raw[1:]).read_text()
+        except OSError as exc:
+            raise UserError(f"{flag}: cannot read {raw[1:]}: {exc.strerror}") from exc
+    try:
+        return json.loads(text)
+    except ValueError as exc:
+        raise UserError(f"{flag} is not valid JSON: {exc}") from exc
+
+
+def _cli_actor(name: str | None) -> Actor:
+    import getpass
+
+    if name:
+        return Actor(id=name, name=name, source="cli")
+    user = getpass.getuser()
+    return Actor(id=f"cli:{user}", name=f"cli:{user}", source="cli")
+
+
+def _status_view(state: Any) -> dict[str, Any]:
+    from engine.api import execution_view
+
+    return execution_view(state)
+
+
+def _wait_until_settled(rt: Any, execution_id: str, timeout: float) -> Any:
+    """Poll until the run pauses or ends (the CLI is a client; nothing durable waits here)."""
+    import time
+
+    from engine.execution import ExecutionStatus
+
+    deadline = time.monotonic() + timeout
+    settled = {ExecutionStatus.WAITING_FOR_INPUT, ExecutionStatus.WAITING} | {
+        s for s in ExecutionStatus if s.is_terminal}
+    while True:
+        state = rt.engine.get(execution_id)
+        if state.status in settled:
+            return state
+        if time.monotonic() > deadline:
+            raise UserError(f"{execution_id} is still {state.status.value} after {timeout:.0f}s; "
+                            "is a worker running? (signoff worker)")
+        # A client-side poll interval for `run --wait`; the run itself never sleeps.
+        time.sleep(0.1)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,104 @@
+"""Shared fixtures: a private Redis server, a clean database per test, runtimes and workers."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis
+
+from engine.embedded_redis import EmbeddedRedis
+from engine.jobs import Runtime, SignoffWorker, build_runtime, install_runtime
+from engine.notify import NullNotifier
+from engine.settings import Settings
+from engine.store import connect
+from engine.workflow import parse_workflow
+from tests.support.services import ServedApp, WorkerProcess
+
+
+@pytest.fixture(scope="session")
+def redis_url() -> Iterator[str]:
+    """REDIS_URL when set, else a private redis-server on a free port for the whole session."""
+    if os.environ.get("REDIS_URL"):
+        yield os.environ["REDIS_URL"]
+        return
+    server = EmbeddedRedis().start()
+    try:
+        yield server.url
+    finally:
+        server.close()
+
+
+@pytest.fixture
+def redis_client(redis_url: str) -> Iterator[redis.Redis]:
+    client = connect(redis_url)
+    client.flushdb()
+    yield client
+    client.close()
+
+
+@pytest.fixture
+def settings(redis_url: str, tmp_path: Path) -> Settings:
+    return Settings(redis_url=redis_url, api_token="test-token", workflows_dir=str(tmp_path))
+
+
+@pytest.fixture
+def runtime(settings: Settings, redis_client: redis.Redis) -> Iterator[Runtime]:
+    rt = build_runtime(settings, redis_client, notifier=NullNotifier())
+    install_runtime(rt)
+    yield rt
+
+
+@pytest.fixture
+def work(runtime: Runtime) -> Callable[[], None]:
+    """Run every queued job to completion in this process (RQ's SimpleWorker, burst mode)."""
+
+    def drain() -> None:
+        worker = SignoffWorker([runtime.settings.queue], connection=runtime.store.redis)
+        worker.work(burst=True, logging_level="WARNING")
+
+    return drain
+
+
+@pytest.fixture
+def workflow_file(tmp_path: Path) -> Callable[[str, str], Path]:
+    """Write a workflow YAML into the catalog directory and return its path."""
+
+    def write(text: str, filename: str = "workflow.yaml") -> Path:
+        path = tmp_path / filename
+        path.write_text(text)
+        parse_workflow(text, str(path))  # fail early and clearly on a broken fixture
+        return path
+
+    return write
+
+
+@pytest.fixture
+def worker_process(redis_url: str) -> Iterator[Callable[..., WorkerProcess]]:
+    started: list[WorkerProcess] = []
+
+    def start(**kwargs: Any) -> WorkerProcess:
+        proc = WorkerProcess(redis_url, **kwargs)
+        started.append(proc)
+        return proc
+
+    yield start
+    for proc in started:
+        proc.stop()
+
+
+@pytest.fixture
+def served() -> Iterator[Callable[[Any], ServedApp]]:
+    apps: list[ServedApp] = []
+
+    def serve(app: Any) -> ServedApp:
+        served_app = ServedApp(app)
+        apps.append(served_app)
+        return served_app
+
+    yield serve
+    for app in apps:
+        app.stop()

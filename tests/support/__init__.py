@@ -1,0 +1,1 @@
+"""Factories the tests share: private Redis, workers, and the web process."""
