@@ -219,7 +219,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
     connection = connect(settings.redis_url)
     install_runtime(build_runtime(settings, connection))
     worker = SignoffWorker([settings.queue, *_extra_queues()], connection=connection,
-                           name=args.name)
+                           name=args.name, maintenance_interval=settings.sweep_seconds)
     worker.work(burst=args.burst, with_scheduler=True, logging_level="INFO")
     return 0
 

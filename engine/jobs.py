@@ -77,8 +77,9 @@ def build_runtime(settings: Settings, connection: redis.Redis,
     scheduler = RQScheduler(connection, settings.queue)
     notifier = notifier or load_notifier(settings.notifier, settings=settings,
                                          connection=connection)
-    engine = Engine(store, scheduler, notifier)
-    runner = Runner(store, scheduler, notifier, engine.definition)
+    lease_ms = int(settings.lease_seconds * 1000)
+    engine = Engine(store, scheduler, notifier, lease_ms=lease_ms)
+    runner = Runner(store, scheduler, notifier, engine.definition, lease_ms=lease_ms)
     return Runtime(settings, store, engine, runner)
 
 
@@ -130,7 +131,9 @@ class SignoffWorker(SimpleWorker):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         kwargs.setdefault("maintenance_interval", 15)
-        kwargs.setdefault("worker_ttl", 35)
+        # An idle worker wakes from its blocking dequeue every worker_ttl - 15 s; make that
+        # the sweep interval, so runs of a dead worker are picked up even when all is quiet.
+        kwargs.setdefault("worker_ttl", int(kwargs["maintenance_interval"]) + 15)
         super().__init__(*args, **kwargs)
 
     def run_maintenance_tasks(self) -> None:

@@ -42,7 +42,7 @@ from engine.templates import evaluate_expression, render_value
 
 log = logging.getLogger(__name__)
 
-LEASE_MS = 30_000
+LEASE_MS = 30_000  # how long a worker may go silent before its runs are taken over
 RUNNABLE = (ExecutionStatus.PENDING, ExecutionStatus.RUNNING, ExecutionStatus.WAITING)
 
 
@@ -72,16 +72,17 @@ class Runner:
 
     def __init__(self, store: Store, scheduler: Scheduler, notifier: Notifier,
                  load_workflow: Callable[[str], Workflow],
-                 clock: Callable[[], datetime] = utcnow) -> None:
+                 clock: Callable[[], datetime] = utcnow, lease_ms: int = LEASE_MS) -> None:
         self.store = store
         self.scheduler = scheduler
         self.notifier = notifier
         self.load_workflow = load_workflow  # digest -> Workflow
         self.clock = clock
+        self.lease_ms = lease_ms
 
     def advance(self, execution_id: str) -> ExecutionStatus | None:
         """Run the execution's next segment; returns its status afterwards (None if busy)."""
-        token = self.store.acquire_lease(execution_id, LEASE_MS)
+        token = self.store.acquire_lease(execution_id, self.lease_ms)
         if token is None:
             return None  # another worker holds it; if that worker dies the sweeper re-enqueues
         try:
@@ -115,7 +116,8 @@ class _Segment:
             "execution": {"id": state.id, "startedAt": state.started_at},
             "workflow": {"name": workflow.name},
         }
-        self.lease_ms = LEASE_MS
+        self.base_lease_ms = runner.lease_ms
+        self.lease_ms = runner.lease_ms
 
     # -- the segment -------------------------------------------------------------------------
 
@@ -124,7 +126,7 @@ class _Segment:
         try:
             if state.status is ExecutionStatus.PENDING:
                 self._commit(Change(status=ExecutionStatus.RUNNING, running="add",
-                                    running_score=_ms(self.now()) + LEASE_MS,
+                                    running_score=_ms(self.now()) + self.base_lease_ms,
                                     events=[self._event(audit.STARTED)]),
                              guard=(ExecutionStatus.PENDING,))
             elif state.status is ExecutionStatus.WAITING:
@@ -152,7 +154,7 @@ class _Segment:
                 self.r.scheduler.advance_at(self.state.id, wake)
                 raise _Suspend
             self._commit(Change(status=ExecutionStatus.RUNNING, running="add",
-                                running_score=_ms(self.now()) + LEASE_MS,
+                                running_score=_ms(self.now()) + self.base_lease_ms,
                                 events=[self._event(audit.TIMER_FIRED, step=path)]),
                          guard=(ExecutionStatus.WAITING,))
 
@@ -308,7 +310,7 @@ class _Segment:
             # Record the start first: a step with side effects that crashes mid-way shows
             # in the trail as started and not finished, and is retried from here.
             if step.timeout is not None:
-                self.lease_ms = int(step.timeout.total_seconds() * 1000) + LEASE_MS
+                self.lease_ms = int(step.timeout.total_seconds() * 1000) + self.base_lease_ms
             self._commit(Change(events=[started_event]).step(path, running),
                          lease_ms=self.lease_ms)
         scope = self._scope(frame)
@@ -341,8 +343,8 @@ class _Segment:
         if step.type == "data.set" and isinstance(output, Mapping):
             self.state.variables.update(output)
             change.set["v"] = dumps(self.state.variables)
-        self._commit(change, lease_ms=LEASE_MS)
-        self.lease_ms = LEASE_MS
+        self.lease_ms = self.base_lease_ms
+        self._commit(change, lease_ms=self.lease_ms)
         self._expose(step, done)
 
     def _fail_attempt(self, step: Step, path: str, prefix: str, frame: _Frame,

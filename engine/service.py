@@ -52,11 +52,12 @@ class ResumeResult:
 
 class Engine:
     def __init__(self, store: Store, scheduler: Scheduler, notifier: Notifier | None = None,
-                 clock: Callable[[], datetime] = utcnow) -> None:
+                 clock: Callable[[], datetime] = utcnow, lease_ms: int = LEASE_MS) -> None:
         self.store = store
         self.scheduler = scheduler
         self.notifier = notifier or NullNotifier()
         self.clock = clock
+        self.lease_ms = lease_ms
 
     # -- definitions -------------------------------------------------------------------------
 
@@ -181,7 +182,7 @@ class Engine:
         return Change(
             set={keys.decision_field(decision.path): decision.to_json()},
             delete=["w"], status=ExecutionStatus.RUNNING, waiting="remove",
-            running="add", running_score=_ms(self.clock()) + 2 * LEASE_MS,
+            running="add", running_score=_ms(self.clock()) + 2 * self.lease_ms,
             events=[audit.event(audit.DECIDED, now, step=decision.path, actor=decision.actor,
                                 input=decision.input, outcome=decision.outcome,
                                 messageSha256=decision.message_sha256)],
@@ -279,7 +280,7 @@ class Engine:
         result = StepResult(status=StepStatus.FAILED, error=message, finished_at=now,
                             output={"timedOut": True, "onTimeout": outcome})
         change = Change(delete=["w"], status=ExecutionStatus.RUNNING, waiting="remove",
-                        running="add", running_score=_ms(self.clock()) + 2 * LEASE_MS,
+                        running="add", running_score=_ms(self.clock()) + 2 * self.lease_ms,
                         events=[audit.event(audit.STEP_FAILED, now, step=waiting.path,
                                             error=message, onTimeout=outcome)]
                         ).step(waiting.path, result)
@@ -320,7 +321,7 @@ class Engine:
             if status not in (ExecutionStatus.RUNNING, ExecutionStatus.PENDING):
                 self.store.forget_runnable(execution_id)
                 continue
-            self.store.mark_runnable(execution_id, now_ms + LEASE_MS)
+            self.store.mark_runnable(execution_id, now_ms + self.lease_ms)
             self.scheduler.enqueue_advance(execution_id)
         return stalled
 

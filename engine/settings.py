@@ -16,6 +16,8 @@ class Settings:
     port: int = 8000
     notifier: str | None = None  # entry-point name in signoff.notifiers; None: none
     queue: str = "signoff"
+    lease_seconds: float = 30.0  # a silent worker's runs are taken over after this
+    sweep_seconds: int = 15  # how often workers look for runs whose worker died
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -31,13 +33,16 @@ class Settings:
             port=int(env.get("PORT") or cls.port),
             notifier=notifier or None,
             queue=env.get("SIGNOFF_QUEUE") or cls.queue,
+            lease_seconds=float(env.get("SIGNOFF_LEASE_SECONDS") or cls.lease_seconds),
+            sweep_seconds=int(env.get("SIGNOFF_SWEEP_SECONDS") or cls.sweep_seconds),
         )
 
     def __repr__(self) -> str:
         token = "***" if self.api_token else None
         return (f"Settings(redis_url={_mask_url(self.redis_url)!r}, api_token={token!r}, "
                 f"workflows_dir={self.workflows_dir!r}, host={self.host!r}, port={self.port}, "
-                f"notifier={self.notifier!r}, queue={self.queue!r})")
+                f"notifier={self.notifier!r}, queue={self.queue!r}, "
+                f"lease_seconds={self.lease_seconds}, sweep_seconds={self.sweep_seconds})")
 
 
 def _mask_url(url: str) -> str:

@@ -80,8 +80,8 @@ def workflow_file(tmp_path: Path) -> Callable[[str, str], Path]:
 def worker_process(redis_url: str) -> Iterator[Callable[..., WorkerProcess]]:
     started: list[WorkerProcess] = []
 
-    def start(**kwargs: Any) -> WorkerProcess:
-        proc = WorkerProcess(redis_url, **kwargs)
+    def start(url: str | None = None, **kwargs: Any) -> WorkerProcess:
+        proc = WorkerProcess(url or redis_url, **kwargs)
         started.append(proc)
         return proc
 
