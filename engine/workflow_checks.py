@@ -67,7 +67,8 @@ class TemplateCondition(Condition):
     """An ``if``/``condition`` written as one ``{{ ... }}`` or ``${{ ... }}`` template.
 
     It holds when the expression yields something other than null, false, 0, an empty
-    string or collection, or the text "false"/"null"; it never raises.
+    string or collection, or the text "false"/"null". Unlike KQL, evaluating it can
+    raise TemplateError (a filter failing on the value): the runner fails the step.
     """
 
     def __post_init__(self) -> None:
@@ -75,10 +76,7 @@ class TemplateCondition(Condition):
         object.__setattr__(self, "query", Constant(True))
 
     def evaluate(self, scope: Mapping[str, Any]) -> bool:
-        try:
-            value = templates.evaluate_expression(self.text, scope)
-        except TemplateError:
-            return False
+        value = templates.evaluate_expression(self.text, scope)
         if isinstance(value, str):
             return value.strip().lower() not in ("", "false", "null", "none", "0")
         return bool(value)

@@ -1,0 +1,343 @@
+"""Block Kit for reviews: the message a reviewer acts on, and what it becomes once closed.
+
+Pure builders: engine records in, plain dicts in Block Kit's JSON shape out.
+A review message reads top to bottom the way a reviewer mid-incident needs it:
+
+- header: the decision line (the message's first line, as plain text);
+- sections: the evidence (the rest of the message as mrkdwn, cut at paragraph
+  boundaries into sections of at most 3000 characters, with a marker saying how
+  much was left out and where to read it all);
+- context: workflow, step, execution, who asked, when it is due, who may decide;
+- actions: Approve, Deny (with a confirm dialog), Escalate, Respond….
+
+Once closed, the buttons give way to a line saying who decided what, and when.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from bot import texts
+from bot.forms import (
+    ReviewRef,
+    asks_more_than_decision,
+    decision_line,
+    humanize,
+    offers_decision,
+)
+from bot.mrkdwn import (
+    DATE_AT_TIME,
+    DATE_TIME,
+    escape_mrkdwn,
+    is_user_id,
+    markdown_to_mrkdwn_chunks,
+    markdown_to_plain,
+    mention_approver,
+    mention_conversation,
+    mention_user,
+    safe_cut,
+    slack_date,
+    truncate_mrkdwn,
+    truncate_plain,
+)
+from engine.notify import Actor, ReviewClosed, ReviewRequest
+
+ACTION_APPROVE = "signoff.approve"
+ACTION_DENY = "signoff.deny"
+ACTION_ESCALATE = "signoff.escalate"
+ACTION_RESPOND = "signoff.respond"
+ACTIONS_BLOCK_ID = "signoff.review"
+
+MAX_BLOCKS = 50
+MAX_EVIDENCE_BLOCKS = 40  # the truncation marker included
+# Slack also rejects a message whose blocks carry more than about 12,000 characters
+# in all (msg_blocks_too_long, undocumented: slackapi/bolt-js#2509 and #2867), so the
+# evidence gets a budget that leaves room for the header, context and buttons.
+EVIDENCE_BUDGET = 10_000
+SECTION_LIMIT = 3000
+HEADER_LIMIT = 150
+BUTTON_TEXT_LIMIT = 75
+BUTTON_VALUE_LIMIT = 2000
+FALLBACK_LIMIT = 3000
+MAX_APPROVERS_SHOWN = 15
+_FENCE = "```"
+
+
+@dataclass(frozen=True)
+class ReviewContext:
+    """What the bot resolved about a review before posting it."""
+
+    approvers: tuple[str, ...] = ()  # Slack user ids (U…/W…) and user-group ids (S…)
+    requested_by_display: str = ""  # a user id is mentioned, anything else shown as text
+    level: int = 0  # escalation level, 0 for the step's own approvers
+    due_at: datetime | None = None
+
+    @classmethod
+    def from_review(cls, review: ReviewRequest, *, level: int = 0) -> ReviewContext:
+        return cls(approvers=review.approvers, requested_by_display=review.requested_by or "",
+                   level=level, due_at=review.due_at)
+
+
+# -- the review message ----------------------------------------------------------------------
+
+
+def review_message(review: ReviewRequest, *, context: ReviewContext) -> dict[str, Any]:
+    """The message asking for a decision: ``{"text": fallback, "blocks": [...]}``."""
+    title, evidence = split_message(review)
+    blocks = [_header(title), *evidence_blocks(evidence, review.execution_id),
+              _context(review, context), _actions(review, context)]
+    return {"text": truncate_mrkdwn(escape_mrkdwn(title), FALLBACK_LIMIT), "blocks": blocks}
+
+
+def split_message(review: ReviewRequest) -> tuple[str, str]:
+    """(decision line, evidence Markdown): the first line, and the rest of the message."""
+    title = decision_line(review)
+    lines = review.message.splitlines(keepends=True)
+    for index, line in enumerate(lines):
+        if line.strip():
+            if len(title) <= HEADER_LIMIT and markdown_to_plain(line):
+                return title, "".join(lines[index + 1:])
+            # The header cannot hold this line in full, so the evidence repeats it.
+            return title, "".join(lines[index:])
+    return title, ""
+
+
+def _header(title: str) -> dict[str, Any]:
+    return {"type": "header", "text": _plain(truncate_plain(title, HEADER_LIMIT))}
+
+
+def evidence_blocks(markdown: str, execution_id: str, *, budget: int = EVIDENCE_BUDGET,
+                    max_blocks: int = MAX_EVIDENCE_BLOCKS) -> list[dict[str, Any]]:
+    """Markdown as mrkdwn sections; cut, with a marker, past ``budget`` characters."""
+    pieces = [piece for chunk in markdown_to_mrkdwn_chunks(markdown)
+              for piece in _split_chunk(chunk, SECTION_LIMIT)]
+    sections = _pack(pieces, SECTION_LIMIT)
+    total = sum(len(s) for s in sections)
+    if total <= budget and len(sections) <= max_blocks:
+        return [_section(s) for s in sections]
+    kept: list[str] = []
+    used = 0
+    for section in sections:
+        room = budget - used
+        if len(kept) >= max_blocks - 1 or room <= 0:
+            break
+        if len(section) > room:
+            part = _cut_section(section, room)
+            if part:
+                kept.append(part)
+                used += len(part)
+            break
+        kept.append(section)
+        used += len(section)
+    marker = texts.truncated(max(total - used, 1), escape_mrkdwn(execution_id))
+    return [*(_section(s) for s in kept), _section(marker)]
+
+
+def _split_chunk(chunk: str, limit: int) -> list[str]:
+    if len(chunk) <= limit:
+        return [chunk]
+    if chunk.startswith(_FENCE + "\n") and chunk.endswith("\n" + _FENCE):
+        inner = chunk[4:-4]
+        return [f"{_FENCE}\n{piece}\n{_FENCE}" for piece in _cut_all(inner, limit - 8)]
+    return _cut_all(chunk, limit)
+
+
+def _cut_all(text: str, limit: int) -> list[str]:
+    pieces = []
+    while len(text) > limit:
+        cut = safe_cut(text, limit)
+        if cut <= 0:
+            cut = limit
+        piece, text = text[:cut].rstrip(), text[cut:]
+        if text[:1] in ("\n", " "):
+            text = text[1:]
+        if piece:
+            pieces.append(piece)
+    if text.strip():
+        pieces.append(text)
+    return pieces
+
+
+def _pack(pieces: list[str], limit: int) -> list[str]:
+    sections: list[str] = []
+    for piece in pieces:
+        if sections and len(sections[-1]) + 2 + len(piece) <= limit:
+            sections[-1] += "\n\n" + piece
+        else:
+            sections.append(piece)
+    return sections
+
+
+def _cut_section(section: str, room: int) -> str:
+    part = section[: safe_cut(section, max(room - len(_FENCE) - 1, 0))].rstrip()
+    if part.count(_FENCE) % 2:
+        part += "\n" + _FENCE
+    return part if part.strip(_FENCE + "\n ") else ""
+
+
+def _context(review: ReviewRequest, context: ReviewContext) -> dict[str, Any]:
+    lines = [texts.context_run(escape_mrkdwn(review.workflow), escape_mrkdwn(review.execution_id),
+                               escape_mrkdwn(review.step))]
+    if context.requested_by_display:
+        lines.append(texts.context_requested_by(_who(context.requested_by_display)))
+    if context.due_at is not None:
+        lines.append(texts.context_due(slack_date(context.due_at, DATE_AT_TIME)))
+    if context.approvers:
+        shown = context.approvers[:MAX_APPROVERS_SHOWN]
+        lines.append(texts.context_approvers(
+            ", ".join(mention_approver(a) for a in shown),
+            len(context.approvers) - len(shown), review.approvals_required))
+    if context.level > 0:
+        lines.append(texts.context_level(context.level))
+    return {"type": "context", "elements": [_mrkdwn(truncate_mrkdwn(line, SECTION_LIMIT))
+                                            for line in lines]}
+
+
+def _actions(review: ReviewRequest, context: ReviewContext) -> dict[str, Any]:
+    value = ReviewRef(review.execution_id, review.step).encode()
+    if len(value) > BUTTON_VALUE_LIMIT:
+        raise ValueError(f"execution id and step of {review.execution_id} are too long for Slack")
+    buttons = []
+    if offers_decision(review):
+        approve, deny = texts.APPROVE, texts.DENY
+        if review.step_type == "waitForApproval":
+            approve, deny = review.approve_label, review.reject_label
+        buttons.append(_button(approve, ACTION_APPROVE, value, style="primary"))
+        confirm = {
+            "title": _plain(texts.DENY_CONFIRM_TITLE),
+            "text": _plain(truncate_plain(texts.deny_confirm_text(deny, decision_line(review)),
+                                          300)),
+            "confirm": _plain(truncate_plain(deny, 30)),
+            "deny": _plain(texts.DENY_CONFIRM_NO),
+            "style": "danger",
+        }
+        buttons.append(_button(deny, ACTION_DENY, value, style="danger", confirm=confirm))
+    if _can_escalate(review, context.level):
+        buttons.append(_button(texts.ESCALATE, ACTION_ESCALATE, value))
+    if asks_more_than_decision(review):
+        buttons.append(_button(texts.RESPOND, ACTION_RESPOND, value))
+    return {"type": "actions", "block_id": ACTIONS_BLOCK_ID, "elements": buttons}
+
+
+def _can_escalate(review: ReviewRequest, level: int) -> bool:
+    escalation = review.options.get("escalation")
+    return isinstance(escalation, list) and level < len(escalation)
+
+
+def _button(text: str, action_id: str, value: str, *, style: str | None = None,
+            confirm: dict[str, Any] | None = None) -> dict[str, Any]:
+    button: dict[str, Any] = {"type": "button", "action_id": action_id,
+                              "text": _plain(truncate_plain(text, BUTTON_TEXT_LIMIT)),
+                              "value": value}
+    if style:
+        button["style"] = style
+    if confirm:
+        button["confirm"] = confirm
+    return button
+
+
+# -- once closed -----------------------------------------------------------------------------
+
+
+def decided_message(review: ReviewRequest, closed: ReviewClosed) -> dict[str, Any]:
+    """The review message once closed: same header and evidence, the outcome instead of buttons."""
+    title, evidence = split_message(review)
+    label, line = _closed_line(closed, review.decision_field)
+    outcome = line
+    if closed.reason:
+        outcome += "\n" + texts.closed_reason(escape_mrkdwn(closed.reason))
+    blocks = [_header(title), *evidence_blocks(evidence, review.execution_id),
+              _section(truncate_mrkdwn(outcome, SECTION_LIMIT))]
+    answer = _answer_text(review, closed)
+    if answer:
+        blocks.append(_section(truncate_mrkdwn(answer, SECTION_LIMIT)))
+    run = texts.context_run(escape_mrkdwn(review.workflow), escape_mrkdwn(review.execution_id),
+                            escape_mrkdwn(review.step))
+    blocks.append({"type": "context", "elements": [_mrkdwn(truncate_mrkdwn(run, SECTION_LIMIT))]})
+    fallback = escape_mrkdwn(texts.closed_fallback(label, title))
+    return {"text": truncate_mrkdwn(fallback, FALLBACK_LIMIT), "blocks": blocks}
+
+
+def ephemeral_already_decided(closed: ReviewClosed, *,
+                              decision_field: str = "approved") -> dict[str, Any]:
+    """The reply to a click on a review someone else already closed."""
+    _, line = _closed_line(closed, decision_field)
+    return {"text": truncate_mrkdwn(texts.already_decided(line), FALLBACK_LIMIT)}
+
+
+def ephemeral_not_allowed(reason: str) -> dict[str, Any]:
+    """The reply to a click from someone who may not decide (not an approver, self-approval…)."""
+    return {"text": truncate_mrkdwn(texts.not_allowed(escape_mrkdwn(reason)), FALLBACK_LIMIT)}
+
+
+def _closed_line(closed: ReviewClosed, decision_field: str) -> tuple[str, str]:
+    outcome = closed.outcome
+    decision = closed.input.get(decision_field)
+    if outcome == "submitted" and isinstance(decision, bool):
+        outcome = "approved" if decision else "denied"
+    label = texts.outcome_label(outcome)
+    who = None if closed.actor.source == "system" else _actor(closed.actor)
+    return label, texts.closed_line(label, who, slack_date(closed.at, DATE_TIME))
+
+
+def _actor(actor: Actor) -> str:
+    return mention_user(actor.id) if is_user_id(actor.id) else escape_mrkdwn(actor.display)
+
+
+def _who(display: str) -> str:
+    return mention_user(display) if is_user_id(display) else escape_mrkdwn(display)
+
+
+def _answer_text(review: ReviewRequest, closed: ReviewClosed) -> str:
+    props = review.schema.get("properties")
+    props = props if isinstance(props, Mapping) else {}
+    lines = []
+    for name, value in closed.input.items():
+        if name == review.decision_field:
+            continue
+        prop = props.get(name)
+        if not isinstance(prop, Mapping):
+            prop = {}
+        rendered = _answer_value(value, str(prop.get("x-slack-input") or ""))
+        if not rendered:
+            continue
+        label = escape_mrkdwn(str(prop.get("title") or "").strip() or humanize(str(name)))
+        if "\n" in rendered:
+            quoted = "\n".join(f"> {line}" for line in rendered.split("\n"))
+            lines.append(f"*{label}:*\n{quoted}")
+        else:
+            lines.append(f"*{label}:* {rendered}")
+    return "\n".join(lines)
+
+
+def _answer_value(value: Any, picker: str) -> str:
+    if isinstance(value, bool):
+        return texts.YES if value else texts.NO
+    if isinstance(value, str):
+        if picker.endswith("users_select"):
+            return mention_user(value)
+        if picker.endswith("conversations_select"):
+            return mention_conversation(value)
+        return escape_mrkdwn(value.strip())
+    if isinstance(value, list):
+        return ", ".join(part for part in (_answer_value(v, picker) for v in value) if part)
+    if value is None:
+        return ""
+    if isinstance(value, int | float):
+        return str(value)
+    return escape_mrkdwn(str(value))
+
+
+def _plain(text: str) -> dict[str, Any]:
+    return {"type": "plain_text", "text": text}
+
+
+def _mrkdwn(text: str) -> dict[str, Any]:
+    return {"type": "mrkdwn", "text": text}
+
+
+def _section(text: str) -> dict[str, Any]:
+    return {"type": "section", "text": _mrkdwn(text)}

@@ -1,0 +1,183 @@
+"""Load, validate and freeze workflow definitions written in Elastic Workflows YAML.
+
+Every problem in a file is reported at once, each at its file:line:column (the checks
+themselves live in :mod:`engine.workflow_checks`). Workflows are found by ``name`` in a
+directory through :class:`WorkflowCatalog`, and a run's own definition is read back
+from its stored text with :func:`workflow_from_stored_text`.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import os
+import threading
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from engine.definitions import Workflow
+from engine.errors import Problem, WorkflowInvalid, WorkflowNotFound
+from engine.workflow_checks import Analysis, TemplateCondition
+
+__all__ = [
+    "TemplateCondition",
+    "WorkflowCatalog",
+    "load_workflow",
+    "parse_workflow",
+    "validate_paths",
+    "workflow_from_stored_text",
+]
+
+WORKFLOW_SUFFIXES = (".yml", ".yaml")
+
+
+def parse_workflow(text: str, source: str = "<string>") -> Workflow:
+    """Parse, validate and freeze a workflow; WorkflowInvalid lists every problem by line."""
+    analysis = Analysis(text, source)
+    workflow = analysis.run()
+    if workflow is None:
+        raise WorkflowInvalid(analysis.sorted_problems())
+    return workflow
+
+
+def load_workflow(path: str | os.PathLike[str]) -> Workflow:
+    """Read and parse the workflow file at ``path`` (problems name it as given)."""
+    text, problem = _read(path)
+    if text is None:
+        raise WorkflowInvalid([problem] if problem else [])
+    return parse_workflow(text, os.fspath(path))
+
+
+def validate_paths(paths: Iterable[str | os.PathLike[str]]) -> list[Problem]:
+    """Every problem in the given files and directories (searched for *.yml/*.yaml)."""
+    problems: list[Problem] = []
+    first_by_name: dict[str, str] = {}
+    for path in _workflow_files(paths):
+        text, problem = _read(path)
+        if text is None:
+            problems.extend([problem] if problem else [])
+            continue
+        analysis = Analysis(text, os.fspath(path))
+        analysis.run()
+        name, where = analysis.declared_name, analysis.name_position
+        if name is not None and where is not None:
+            if name in first_by_name:
+                analysis.problems.append(Problem(
+                    os.fspath(path), where.line, where.column,
+                    f"workflow name {name!r} is already used by {first_by_name[name]}; "
+                    "workflows are looked up by name, so give each file its own"))
+            else:
+                first_by_name[name] = f"{os.fspath(path)}:{where.line}"
+        problems.extend(analysis.sorted_problems())
+    return problems
+
+
+@dataclass
+class _CatalogEntry:
+    stamp: tuple[int, int]
+    name: str
+    workflow: Workflow | None
+    problems: list[Problem]
+
+
+class WorkflowCatalog:
+    """The workflows in a directory, by ``name``; a changed file is read again on next use."""
+
+    def __init__(self, directory: str | os.PathLike[str]) -> None:
+        self.directory = Path(directory)
+        self._entries: dict[Path, _CatalogEntry] = {}
+        self._lock = threading.Lock()
+
+    def get(self, name: str) -> Workflow:
+        """The workflow called ``name``; WorkflowNotFound or WorkflowInvalid otherwise."""
+        with self._lock:
+            self._refresh()
+            matches = sorted((p, e) for p, e in self._entries.items() if e.name == name)
+            available = self._names()
+        if not matches:
+            listed = ", ".join(available) if available else "none"
+            raise WorkflowNotFound(
+                f"no workflow named {name!r} in {self.directory} (available: {listed})")
+        path, entry = matches[0]
+        if len(matches) > 1:
+            raise WorkflowInvalid([
+                Problem(os.fspath(other), 1, 1, f"workflow name {name!r} is also used by {path}")
+                for other, _ in matches[1:]])
+        if entry.workflow is None:
+            raise WorkflowInvalid(entry.problems)
+        return entry.workflow
+
+    def names(self) -> list[str]:
+        """Names of every workflow file in the directory, valid or not, sorted."""
+        with self._lock:
+            self._refresh()
+            return self._names()
+
+    def _names(self) -> list[str]:
+        return sorted({entry.name for entry in self._entries.values()})
+
+    def _refresh(self) -> None:
+        files = set(_workflow_files([self.directory])) if self.directory.is_dir() else set()
+        for gone in set(self._entries) - files:
+            del self._entries[gone]
+        for path in files:
+            try:
+                stat = path.stat()
+            except OSError:
+                self._entries.pop(path, None)
+                continue
+            stamp = (stat.st_mtime_ns, stat.st_size)
+            entry = self._entries.get(path)
+            if entry is None or entry.stamp != stamp:
+                self._entries[path] = self._load(path, stamp)
+
+    @staticmethod
+    def _load(path: Path, stamp: tuple[int, int]) -> _CatalogEntry:
+        text, problem = _read(path)
+        if text is None:
+            return _CatalogEntry(stamp, path.stem, None, [problem] if problem else [])
+        analysis = Analysis(text, os.fspath(path))
+        workflow = analysis.run()
+        # A file too broken to name itself is still found by its file name.
+        name = analysis.declared_name or path.stem
+        return _CatalogEntry(stamp, name, workflow, analysis.sorted_problems())
+
+
+def workflow_from_stored_text(text: str, digest: str) -> Workflow:
+    """The workflow of a stored definition, parsed once per digest (LRU of 256)."""
+    return _stored_workflow(digest, text)
+
+
+@functools.lru_cache(maxsize=256)
+def _stored_workflow(digest: str, text: str) -> Workflow:
+    source = f"<stored {digest[:12]}>"
+    if hashlib.sha256(text.encode("utf-8")).hexdigest() != digest:
+        raise WorkflowInvalid([Problem(source, 1, 1, "the stored definition does not match "
+                                                     "its sha256 digest; it was altered")])
+    return parse_workflow(text, source)
+
+
+def _read(path: str | os.PathLike[str]) -> tuple[str | None, Problem | None]:
+    try:
+        return Path(path).read_text(encoding="utf-8"), None
+    except UnicodeDecodeError as exc:
+        return None, Problem(os.fspath(path), 1, 1, f"cannot read: not UTF-8 text ({exc.reason})")
+    except OSError as exc:
+        return None, Problem(os.fspath(path), 1, 1, f"cannot read: {exc.strerror or exc}")
+
+
+def _workflow_files(paths: Iterable[str | os.PathLike[str]]) -> Iterator[Path]:
+    seen: set[Path] = set()
+    for given in paths:
+        path = Path(given)
+        found = [path] if not path.is_dir() else [
+            candidate for candidate in sorted(path.rglob("*"))
+            if candidate.suffix in WORKFLOW_SUFFIXES and candidate.is_file()
+            and not any(part.startswith(".") for part in candidate.relative_to(path).parts)]
+        for candidate in found:
+            if candidate.resolve() not in seen:  # a file named twice is checked once
+                seen.add(candidate.resolve())
+                yield candidate
+
+
