@@ -1,5 +1,9 @@
 """The tamper-evident audit trail: an append-only, hash-chained event log per execution.
 
+It is a Redis list rather than a stream: Redis 7 preallocates 4 KB for every new
+stream node, which alone would double what a paused execution costs. The chain,
+not the data type, is what makes the trail tamper-evident.
+
 Each event is canonical JSON ``e`` with ``h = sha256(previous h + e)``; the chain
 starts from :data:`GENESIS`. The execution keeps the last hash (``ah``), so
 editing, deleting or reordering any event, the last one included, breaks
@@ -40,7 +44,7 @@ REFUSED = "decision.refused"
 
 @dataclass(frozen=True)
 class AuditEntry:
-    id: str  # the stream entry id
+    id: str  # the entry's position in the trail, from 1
     event: dict[str, Any]
     hash: str
 

@@ -112,6 +112,11 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--insecure-no-auth", action="store_true",
                    help="serve /api without a token (local use only)")
     p.set_defaults(func=cmd_serve)
+
+    # Plug-ins add commands through the signoff.commands entry-point group: each entry
+    # point is a function register(subparsers) that adds its parsers with set_defaults(func=...).
+    for ep in entry_points(group="signoff.commands"):
+        ep.load()(sub)
     return parser
 
 

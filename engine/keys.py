@@ -1,7 +1,8 @@
 """Every Redis key Signoff uses, built in one place.
 
     signoff:x:{id}          hash    one execution (fields below)
-    signoff:a:{id}          stream  its audit trail, hash-chained
+    signoff:a:{id}          list    its audit trail: entries of sha256 hex + canonical JSON,
+                                    hash-chained, only ever appended to
     signoff:lease:{id}      string  the worker currently advancing it (token, expiring)
     signoff:def:{digest}    string  a workflow definition's YAML, shared by its executions
     signoff:idx:all         zset    every execution, scored by start time (ms)
@@ -14,7 +15,8 @@
 Execution hash fields: ``wf`` workflow name, ``d`` definition digest, ``st`` status,
 ``t0``/``t1`` started/finished (ISO 8601), ``ev`` event JSON, ``rb`` requested by,
 ``err`` run error, ``ah`` audit head hash, ``v`` variables JSON, ``w`` what it waits
-for (JSON), ``s:{path}`` one step's result (JSON), ``dec:{path}`` a decision (JSON).
+for (JSON), ``s:{path}`` one step's result (JSON), ``dec:{path}`` a decision (JSON), ``n:{key}`` a
+plug-in's annotation (JSON; the bot keeps its Slack messages under ``n:slack``).
 """
 
 from __future__ import annotations

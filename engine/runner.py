@@ -82,18 +82,20 @@ class Runner:
 
     def advance(self, execution_id: str) -> ExecutionStatus | None:
         """Run the execution's next segment; returns its status afterwards (None if busy)."""
-        token = self.store.acquire_lease(execution_id, self.lease_ms)
+        token, state = self.store.acquire_lease_and_load(execution_id, self.lease_ms)
         if token is None:
             return None  # another worker holds it; if that worker dies the sweeper re-enqueues
+        segment = None
         try:
-            state = self.store.load(execution_id)
             if state.status not in RUNNABLE:
                 self.store.forget_runnable(execution_id)
                 return state.status
             workflow = self.load_workflow(state.digest)
-            return _Segment(self, state, workflow, token).run()
+            segment = _Segment(self, state, workflow, token)
+            return segment.run()
         finally:
-            self.store.release_lease(execution_id, token)
+            if segment is None or not segment.released:
+                self.store.release_lease(execution_id, token)
 
 
 class _Segment:
@@ -118,6 +120,11 @@ class _Segment:
         }
         self.base_lease_ms = runner.lease_ms
         self.lease_ms = runner.lease_ms
+        # Results of pure steps (no effect outside the run) are buffered and written with
+        # the next write that must happen anyway: a crash only makes them run again.
+        self.pending: Change | None = None
+        self.pending_guard: tuple[ExecutionStatus, ...] | None = None
+        self.released = False
 
     # -- the segment -------------------------------------------------------------------------
 
@@ -128,7 +135,7 @@ class _Segment:
                 self._commit(Change(status=ExecutionStatus.RUNNING, running="add",
                                     running_score=_ms(self.now()) + self.base_lease_ms,
                                     events=[self._event(audit.STARTED)]),
-                             guard=(ExecutionStatus.PENDING,))
+                             guard=(ExecutionStatus.PENDING,), buffer=True)
             elif state.status is ExecutionStatus.WAITING:
                 self._wake_if_due()
             try:
@@ -139,7 +146,9 @@ class _Segment:
                              step=failure.step)
                 return state.status
             self._finish(ExecutionStatus.COMPLETED, audit.COMPLETED)
-        except (_Suspend, _Stop):
+        except _Suspend:
+            self.flush()
+        except _Stop:
             pass
         return state.status
 
@@ -156,7 +165,7 @@ class _Segment:
             self._commit(Change(status=ExecutionStatus.RUNNING, running="add",
                                 running_score=_ms(self.now()) + self.base_lease_ms,
                                 events=[self._event(audit.TIMER_FIRED, step=path)]),
-                         guard=(ExecutionStatus.WAITING,))
+                         guard=(ExecutionStatus.WAITING,), buffer=True)
 
     def _finish(self, status: ExecutionStatus, kind: str, *, error: str | None = None,
                 step: str | None = None) -> None:
@@ -166,7 +175,7 @@ class _Segment:
                         events=[self._event(kind, error=error, step=step)])
         if error:
             change.set["err"] = error
-        self._commit(change, guard=(ExecutionStatus.RUNNING,))
+        self._commit(change, guard=(ExecutionStatus.RUNNING,), release=True)
         self.state.finished_at = finished
 
     # -- walking -----------------------------------------------------------------------------
@@ -187,7 +196,7 @@ class _Segment:
         if recorded is None and step.if_ is not None and not self._holds(step.if_, step, frame):
             skipped = StepResult(status=StepStatus.SKIPPED, finished_at=iso(self.now()))
             self._commit(Change(events=[self._event(audit.STEP_SKIPPED, step=path)]
-                                ).step(path, skipped))
+                                ).step(path, skipped), buffer=True)
             self._expose(step, skipped)
             return
         if step.type == "if":
@@ -277,14 +286,14 @@ class _Segment:
     def _start_flow(self, step: Step, path: str, output: dict[str, Any]) -> StepResult:
         result = StepResult(status=StepStatus.RUNNING, output=output, started_at=iso(self.now()))
         self._commit(Change(events=[self._event(audit.STEP_STARTED, step=path, output=output)]
-                            ).step(path, result))
+                            ).step(path, result), buffer=True)
         self._expose(step, result)
         return result
 
     def _complete_flow(self, step: Step, path: str, started: StepResult) -> None:
         done = started.evolve(status=StepStatus.COMPLETED, finished_at=iso(self.now()))
         self._commit(Change(events=[self._event(audit.STEP_COMPLETED, step=path)]
-                            ).step(path, done))
+                            ).step(path, done), buffer=True)
         self._expose(step, done)
 
     # -- actions -----------------------------------------------------------------------------
@@ -344,7 +353,7 @@ class _Segment:
             self.state.variables.update(output)
             change.set["v"] = dumps(self.state.variables)
         self.lease_ms = self.base_lease_ms
-        self._commit(change, lease_ms=self.lease_ms)
+        self._commit(change, lease_ms=self.lease_ms, buffer=spec.pure)
         self._expose(step, done)
 
     def _fail_attempt(self, step: Step, path: str, prefix: str, frame: _Frame,
@@ -485,16 +494,26 @@ class _Segment:
 
     def _commit(self, change: Change, *, guard: tuple[ExecutionStatus, ...] = (
                     ExecutionStatus.RUNNING,), lease_ms: int | None = None,
-                release: bool = False) -> None:
+                release: bool = False, buffer: bool = False) -> None:
+        for name, value in change.set.items():
+            if name.startswith("s:"):
+                self.state.results[name[2:]] = StepResult.from_json(value)
+        if change.status is not None:
+            self.state.status = change.status
+        if self.pending is not None:
+            change = _merge(self.pending, change)
+            guard = self.pending_guard or guard
+            self.pending = self.pending_guard = None
+        if buffer:
+            self.pending, self.pending_guard = change, guard
+            return
         for _ in range(100):
             result = self.r.store.commit(self.state, change, guard_status=guard,
                                          guard_lease=self.token,
                                          lease_ttl_ms=lease_ms or self.lease_ms,
                                          release_lease=release)
             if result.ok:
-                for name, value in change.set.items():
-                    if name.startswith("s:"):
-                        self.state.results[name[2:]] = StepResult.from_json(value)
+                self.released = release
                 return
             if result.reason == "head":  # someone appended to the trail: extend the new head
                 self.state.audit_head = result.head
@@ -503,6 +522,24 @@ class _Segment:
                      self.state.id, result.reason, result.status)
             raise _Stop
         raise _Stop
+
+    def flush(self) -> None:
+        if self.pending is not None:
+            self._commit(Change())
+
+
+def _merge(first: Change, then: Change) -> Change:
+    """One change with the effect of ``first`` followed by ``then``."""
+    merged = Change(set={**first.set, **then.set},
+                    delete=[d for d in first.delete if d not in then.set] + then.delete,
+                    status=then.status or first.status, events=first.events + then.events,
+                    waiting=then.waiting or first.waiting,
+                    waiting_score=then.waiting_score if then.waiting else first.waiting_score,
+                    running=then.running or first.running,
+                    running_score=then.running_score if then.running else first.running_score)
+    for name in then.delete:
+        merged.set.pop(name, None)
+    return merged
 
 
 def _inputs(workflow: Workflow, event: Any) -> dict[str, Any]:

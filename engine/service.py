@@ -208,6 +208,15 @@ class Engine:
         self.store.append_audit(state, [audit.event(audit.REFUSED, iso(self.clock()) or "",
                                                     actor=actor.to_json(), reason=reason)])
 
+    # -- annotations ---------------------------------------------------------------------------
+
+    def annotate(self, execution_id: str, key: str, value: Any) -> None:
+        """Keep a plug-in's note on an execution (the bot keeps where it posted the review)."""
+        self.store.set_annotation(execution_id, key, value)
+
+    def annotation(self, execution_id: str, key: str) -> Any:
+        return self.store.annotation(execution_id, key)
+
     # -- stop --------------------------------------------------------------------------------
 
     def cancel(self, execution_id: str, actor: Actor, reason: str = "") -> None:

@@ -70,7 +70,7 @@ if spec.running == 'remove' then redis.call('ZREM', KEYS[5], ARGV[4]) end
 local head = cur[2]
 if spec.events then
   for _, e in ipairs(spec.events) do
-    redis.call('XADD', akey, '*', 'e', e[1], 'h', e[2])
+    redis.call('RPUSH', akey, e[2] .. e[1])
     head = e[2]
   end
   redis.call('HSET', xkey, 'ah', head)
@@ -85,6 +85,13 @@ return {1, spec.status or cur[1], head, 'ok'}
 _RELEASE = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
 return 0
+"""
+
+
+_ANNOTATE = """
+if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
+return 1
 """
 
 
@@ -142,6 +149,7 @@ class Store:
         self.redis = client
         self._commit = client.register_script(_COMMIT)
         self._release = client.register_script(_RELEASE)
+        self._annotate = client.register_script(_ANNOTATE)
 
     # -- definitions -------------------------------------------------------------------------
 
@@ -173,7 +181,7 @@ class Store:
         pipe.set(keys.definition(state.digest), definition_text, nx=True)
         pipe.hset(keys.execution(state.id), mapping=fields)
         for body, digest in linked:
-            pipe.xadd(keys.audit(state.id), {"e": body, "h": digest})
+            pipe.rpush(keys.audit(state.id), digest + body)
         pipe.zadd(keys.INDEX_ALL, {state.id: started_ms})
         pipe.zadd(keys.index_status(state.status.value), {state.id: started_ms})
         pipe.zadd(keys.index_workflow(state.workflow), {state.id: started_ms})
@@ -315,6 +323,19 @@ class Store:
             state.audit_head = result.head
         raise StoreUnavailable(f"could not append to the audit trail of {state.id}")
 
+    # -- annotations -------------------------------------------------------------------------
+
+    def set_annotation(self, execution_id: str, key: str, value: Any) -> None:
+        """Set field ``n:{key}`` (JSON) of an existing execution; plug-ins keep state here."""
+        written = self._call(self._annotate, keys=[keys.execution(execution_id)],
+                             args=[f"n:{key}", dumps(value)])
+        if not written:
+            raise ExecutionNotFound(execution_id)
+
+    def annotation(self, execution_id: str, key: str) -> Any:
+        raw = self._call(self.redis.hget, keys.execution(execution_id), f"n:{key}")
+        return json.loads(raw) if raw is not None else None
+
     # -- leases ------------------------------------------------------------------------------
 
     def acquire_lease(self, execution_id: str, ttl_ms: int) -> str | None:
@@ -324,6 +345,22 @@ class Store:
         pipe.zadd(keys.INDEX_RUNNING, {execution_id: _now_ms() + ttl_ms})
         acquired, _ = self._call(pipe.execute)
         return token if acquired else None
+
+    def acquire_lease_and_load(self, execution_id: str, ttl_ms: int
+                               ) -> tuple[str | None, ExecutionState]:
+        """Take the lease and read the execution in one round trip."""
+        token = secrets.token_hex(8)
+        pipe = self.redis.pipeline(transaction=True)
+        pipe.set(keys.lease(execution_id), token, nx=True, px=ttl_ms)
+        pipe.zadd(keys.INDEX_RUNNING, {execution_id: _now_ms() + ttl_ms})
+        pipe.hgetall(keys.execution(execution_id))
+        acquired, _, raw = self._call(pipe.execute)
+        if not raw:
+            if acquired:
+                self.release_lease(execution_id, token)
+            self.forget_runnable(execution_id)
+            raise ExecutionNotFound(execution_id)
+        return (token if acquired else None), _state_from_hash(execution_id, raw)
 
     def extend_lease(self, execution_id: str, token: str, ttl_ms: int) -> None:
         """Stretch the lease before a long step, so the sweeper leaves the run alone."""
@@ -357,9 +394,13 @@ class Store:
     # -- audit -------------------------------------------------------------------------------
 
     def audit_entries(self, execution_id: str) -> list[tuple[str, str, str]]:
-        """(entry id, body, hash) for every event, oldest first."""
-        rows = self._call(self.redis.xrange, keys.audit(execution_id))
-        return [(_text(entry_id), _text(data[b"e"]), _text(data[b"h"])) for entry_id, data in rows]
+        """(sequence number, body, hash) for every event, oldest first."""
+        rows = self._call(self.redis.lrange, keys.audit(execution_id), 0, -1)
+        entries = []
+        for number, raw in enumerate(rows, start=1):
+            text = _text(raw)
+            entries.append((str(number), text[_HASH_LEN:], text[:_HASH_LEN]))
+        return entries
 
     def audit_head(self, execution_id: str) -> str | None:
         raw = self._call(self.redis.hget, keys.execution(execution_id), "ah")
@@ -400,6 +441,9 @@ def _state_from_hash(execution_id: str, raw: Mapping[bytes, bytes]) -> Execution
         waiting=Waiting.from_json(data["w"]) if "w" in data else None,
         results=results, decisions=decisions,
     )
+
+
+_HASH_LEN = 64  # an audit entry is its sha256 (hex) followed by its canonical JSON
 
 
 def _text(value: Any) -> str:
