@@ -228,8 +228,8 @@ def _int_param(request: Request, name: str, default: int, *, minimum: int,
     return value
 
 
-def _error(status: int, code: str, message: str, **details: Any) -> JSONResponse:
-    return JSONResponse({"error": code, "message": message, **details}, status_code=status)
+def _error(http_status: int, code: str, message: str, **details: Any) -> JSONResponse:
+    return JSONResponse({"error": code, "message": message, **details}, status_code=http_status)
 
 
 async def _handle_error(request: Request, exc: Exception) -> Response:

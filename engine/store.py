@@ -409,10 +409,19 @@ class Store:
     # -- plumbing ----------------------------------------------------------------------------
 
     def ping(self) -> bool:
+        """Is Redis reachable right now? Answers within ~1 s: no retries, a fresh connection."""
+        pool = self.redis.connection_pool
+        given = pool.connection_kwargs
+        kwargs = {k: given[k] for k in ("host", "port", "db", "username", "password",
+                                        "unix_socket_path") if k in given}
+        kwargs["ssl"] = pool.connection_class.__name__.startswith("SSL")
+        probe = redis.Redis(**kwargs, socket_timeout=1.0, socket_connect_timeout=1.0)
         try:
-            return bool(self.redis.ping())
+            return bool(probe.ping())
         except (redis.ConnectionError, redis.TimeoutError):
             return False
+        finally:
+            probe.close()
 
     @staticmethod
     def _call(func: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
