@@ -1,0 +1,40 @@
+"""A Slack emulator for developing and testing Signoff without slack.com.
+
+- ``workspace``: the in-memory :class:`Workspace` (people in ``directory``, modals and
+  Home tabs in ``views``), with :func:`default_workspace` seeding alice, bob, carol,
+  dave, two user groups and #reviews.
+- ``server``: :class:`SlackEmulator` serves Slack's Web API (``web_api``, Block Kit
+  checks in ``blockkit``) and response URLs on loopback, with fault injection.
+- ``driver``: :class:`SlackDriver` acts as the users, sending the app signed
+  ``block_actions``, ``view_submission``, slash command and event requests.
+
+Not production code: nothing under ``engine/`` or ``bot/`` imports it.
+"""
+
+from __future__ import annotations
+
+from slack_emulator.directory import AppInstallation, Team, User, UserGroup
+from slack_emulator.driver import AppResponse, SlackDriver, Tamper
+from slack_emulator.errors import DriverError, EmulatorError, EmulatorStartError, SlackApiFailure
+from slack_emulator.server import SlackEmulator
+from slack_emulator.views import Views
+from slack_emulator.workspace import MessageRef, Workspace, default_workspace
+
+__all__ = [
+    "AppInstallation",
+    "AppResponse",
+    "DriverError",
+    "EmulatorError",
+    "EmulatorStartError",
+    "MessageRef",
+    "SlackApiFailure",
+    "SlackDriver",
+    "SlackEmulator",
+    "Tamper",
+    "Team",
+    "User",
+    "UserGroup",
+    "Views",
+    "Workspace",
+    "default_workspace",
+]
