@@ -234,10 +234,10 @@ def test_settings_timeout_does_nothing_to_a_finished_run(runtime, work):
 
 def test_redis_restart_keeps_waiting_runs_resumable(tmp_path, worker_process):
     server = EmbeddedRedis(appendonly=True, directory=str(tmp_path)).start()
+    worker = worker_process(server.url)
     try:
         client = connect(server.url)
         rt = build_runtime(Settings(redis_url=server.url), client, notifier=NullNotifier())
-        worker = worker_process(server.url)
         ids = [rt.engine.run(gate(), {"n": n}) for n in range(5)]
         wait_until(lambda: all(rt.engine.get(i).status is ExecutionStatus.WAITING_FOR_INPUT
                                for i in ids), timeout=20, message="runs to wait")
@@ -252,5 +252,6 @@ def test_redis_restart_keeps_waiting_runs_resumable(tmp_path, worker_process):
         assert all(rt.engine.verify_audit(i).ok for i in ids)
         client.close()
     finally:
+        worker.stop()
         server.close()
 

@@ -1,0 +1,95 @@
+"""The `signoff` command as a user runs it: a real process against a real Redis."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
+from tests.support.services import ROOT
+
+GATE = textwrap.dedent("""
+    name: access-request
+    steps:
+      - name: review
+        type: waitForInput
+        with:
+          message: "Grant {{ event.user }} admin on {{ event.system }}?"
+          schema:
+            type: object
+            properties: {approved: {type: boolean}}
+            required: [approved]
+      - name: grant
+        type: console
+        if: "steps.review.output.approved : true"
+        with: {message: granted}
+""")
+
+
+def signoff(redis_url, *args, env=None):
+    return subprocess.run(
+        [sys.executable, "-m", "engine.cli", *args], cwd=ROOT, capture_output=True, text=True,
+        env={**os.environ, "REDIS_URL": redis_url, **(env or {})}, timeout=60)
+
+
+def test_validate_reports_file_line_and_exits_1(tmp_path, redis_url):
+    good = tmp_path / "good.yaml"
+    good.write_text(GATE)
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("name: bad\nsteps:\n  - name: x\n    type: consol\n")
+    ok = signoff(redis_url, "validate", str(good))
+    assert ok.returncode == 0 and "valid" in ok.stdout
+    failed = signoff(redis_url, "validate", str(tmp_path))
+    assert failed.returncode == 1
+    assert f"{bad}:4:" in failed.stdout
+    assert "console" in failed.stdout  # the suggestion
+
+
+def test_run_wait_resume_status_audit(tmp_path, redis_client, redis_url, worker_process):
+    path = tmp_path / "gate.yaml"
+    path.write_text(GATE)
+    worker_process()
+    started = signoff(redis_url, "run", str(path), "--event",
+                      json.dumps({"user": "jdoe", "system": "prod-db"}), "--wait")
+    assert started.returncode == 0, started.stderr
+    status = json.loads(started.stdout)
+    assert status["status"] == "WAITING_FOR_INPUT"
+    assert status["waitingFor"]["message"] == "Grant jdoe admin on prod-db?"
+    execution_id = status["id"]
+
+    pending = signoff(redis_url, "pending")
+    assert execution_id in pending.stdout and "Grant jdoe admin" in pending.stdout
+
+    invalid = signoff(redis_url, "resume", execution_id, "--input", '{"approved": "yes"}')
+    assert invalid.returncode == 1 and "approved" in invalid.stderr
+
+    resumed = signoff(redis_url, "resume", execution_id, "--input", '{"approved": true}',
+                      "--actor", "carol")
+    assert resumed.returncode == 0 and "approved" in resumed.stdout and "carol" in resumed.stdout
+    again = signoff(redis_url, "resume", execution_id, "--input", '{"approved": false}')
+    assert again.returncode == 1 and "already decided by carol" in again.stderr
+
+    from tests.support.services import wait_until
+
+    wait_until(lambda: json.loads(signoff(redis_url, "status", execution_id).stdout)["status"]
+               == "COMPLETED", timeout=20, interval=0.2, message="the run to complete")
+    audit = signoff(redis_url, "audit", execution_id, "--verify")
+    assert audit.returncode == 0 and "chain intact" in audit.stdout
+    lines = signoff(redis_url, "audit", execution_id, "--format", "jsonl").stdout.splitlines()
+    events = [json.loads(line) for line in lines]
+    assert any(e["type"] == "step.decided" and e["actor"]["id"] == "carol" for e in events)
+
+
+def test_user_errors_exit_1_and_usage_errors_exit_2(redis_client, redis_url):
+    assert signoff(redis_url, "status", "no-such-id").returncode == 1
+    assert signoff(redis_url, "resume", "x", "--input", "{bad").returncode == 1
+    assert signoff(redis_url, "frobnicate").returncode == 2
+    assert signoff(redis_url).returncode == 2
+
+
+def test_serve_refuses_to_start_without_a_token(redis_url):
+    env = {"SIGNOFF_API_TOKEN": ""}
+    result = signoff(redis_url, "serve", "--port", "1", env=env)
+    assert result.returncode == 1 and "SIGNOFF_API_TOKEN" in result.stderr

@@ -1,0 +1,285 @@
+"""Flow control and failure handling as the runner executes them (real Redis, real RQ jobs)."""
+
+from __future__ import annotations
+
+import sys
+import textwrap
+
+from engine.execution import ExecutionStatus, StepStatus
+from engine.notify import Actor
+from engine.steps import registry
+from engine.workflow import parse_workflow
+
+
+def run(runtime, work, text, event=None):
+    execution_id = runtime.engine.run(parse_workflow(textwrap.dedent(text)), event or {})
+    work()
+    return runtime.engine.get(execution_id)
+
+
+def test_foreach_runs_nested_steps_per_item_with_item_and_index(runtime, work):
+    state = run(runtime, work, """
+        name: loop
+        steps:
+          - name: hosts
+            type: foreach
+            foreach: "${{ event.hosts }}"
+            steps:
+              - name: each
+                type: console
+                with: {message: "{{ foreach.index }}:{{ foreach.item.name }}"}
+          - name: after
+            type: console
+            with: {message: "last={{ steps.each.output }}"}
+        """, {"hosts": [{"name": "a"}, {"name": "b"}, {"name": "c"}]})
+    assert state.status is ExecutionStatus.COMPLETED
+    assert [state.results[f"hosts[{i}].each"].output for i in range(3)] == ["0:a", "1:b", "2:c"]
+    assert state.results["after"].output == "last=2:c"
+
+
+def test_if_step_takes_then_or_else(runtime, work):
+    text = """
+        name: branch
+        steps:
+          - name: check
+            type: if
+            condition: "event.score >= 85"
+            steps:
+              - name: auto
+                type: console
+                with: {message: auto-approved}
+            else:
+              - name: manual
+                type: console
+                with: {message: needs review}
+        """
+    high = run(runtime, work, text, {"score": 90})
+    low = run(runtime, work, text, {"score": 10})
+    assert high.results["auto"].output == "auto-approved" and "manual" not in high.results
+    assert low.results["manual"].output == "needs review" and "auto" not in low.results
+    assert high.results["check"].output["branch"] == "then"
+
+
+def test_switch_picks_the_matching_case_or_default(runtime, work):
+    text = """
+        name: route
+        steps:
+          - name: by_risk
+            type: switch
+            expression: "{{ event.risk }}"
+            cases:
+              - match: high
+                steps:
+                  - {name: page, type: console, with: {message: paging}}
+              - match: low
+                steps:
+                  - {name: log, type: console, with: {message: logged}}
+            default:
+              - {name: ask, type: console, with: {message: asking}}
+        """
+    assert "page" in run(runtime, work, text, {"risk": "high"}).results
+    assert "log" in run(runtime, work, text, {"risk": "low"}).results
+    other = run(runtime, work, text, {"risk": "medium"})
+    assert other.results["ask"].output == "asking" and "page" not in other.results
+
+
+def test_data_set_sets_variables_for_later_steps(runtime, work):
+    state = run(runtime, work, """
+        name: vars
+        steps:
+          - name: remember
+            type: data.set
+            with: {ticket: "INC-{{ event.n }}", count: "${{ event.n }}"}
+          - name: use
+            type: console
+            if: "variables.count > 3"
+            with: {message: "{{ variables.ticket }}"}
+        """, {"n": 7})
+    assert state.results["use"].output == "INC-7"
+    assert state.variables == {"ticket": "INC-7", "count": 7}
+
+
+def test_workflow_fail_ends_the_run_with_its_message(runtime, work):
+    state = run(runtime, work, """
+        name: failing
+        steps:
+          - name: stop
+            type: workflow.fail
+            with: {message: "refund over limit"}
+          - name: never
+            type: console
+            with: {message: no}
+        """)
+    assert state.status is ExecutionStatus.FAILED
+    assert "refund over limit" in (state.error or "")
+    assert "never" not in state.results
+
+
+def test_on_failure_continue_and_fallback(runtime, work):
+    registry.register_step_type(registry.StepType(
+        name="test.boom", kind=registry.ACTION, run=_boom, options_schema={"type": "object"}))
+    state = run(runtime, work, """
+        name: recovering
+        steps:
+          - name: soft
+            type: test.boom
+            on-failure: {continue: true}
+          - name: hard
+            type: test.boom
+            on-failure:
+              fallback:
+                - name: cleanup
+                  type: console
+                  with: {message: "cleaning after {{ steps.hard.error }}"}
+          - name: after
+            type: console
+            with: {message: "done"}
+        """)
+    assert state.status is ExecutionStatus.COMPLETED
+    assert state.results["soft"].status is StepStatus.FAILED
+    assert state.results["cleanup"].output == "cleaning after RuntimeError: boom"
+    assert state.results["after"].output == "done"
+
+
+def test_workflow_level_fallback_runs_before_the_run_fails(runtime, work):
+    registry.register_step_type(registry.StepType(
+        name="test.boom", kind=registry.ACTION, run=_boom, options_schema={"type": "object"}))
+    state = run(runtime, work, """
+        name: cleanup-on-fail
+        settings:
+          on-failure:
+            fallback:
+              - name: notify
+                type: console
+                with: {message: "run failed"}
+        steps:
+          - name: explode
+            type: test.boom
+        """)
+    assert state.status is ExecutionStatus.FAILED
+    assert state.results["notify"].output == "run failed"
+
+
+def _boom(ctx):
+    raise RuntimeError("boom")
+
+
+def test_human_step_timeout_applies_on_timeout_deny(runtime, work):
+    state = run(runtime, work, """
+        name: gate
+        steps:
+          - name: review
+            type: waitForInput
+            timeout: 1h
+            with:
+              message: Approve?
+              on-timeout: deny
+          - name: after
+            type: console
+            with: {message: "{{ steps.review.output.approved }} by {{ steps.review.resumedBy.id }}"}
+        """)
+    assert state.waiting is not None and state.waiting.due_at is not None
+    # The timer job re-checks the deadline: fired early, it does nothing.
+    assert runtime.engine.step_timed_out(state.id, "review") is False
+    runtime.engine.clock = lambda: _after(state.waiting.due_at)
+    assert runtime.engine.step_timed_out(state.id, "review") is True
+    work()
+    done = runtime.engine.get(state.id)
+    assert done.status is ExecutionStatus.COMPLETED
+    assert done.results["after"].output == "false by system:timeout"
+
+
+def test_human_step_timeout_fails_the_run_by_default(runtime, work):
+    state = run(runtime, work, """
+        name: gate
+        steps:
+          - name: review
+            type: waitForApproval
+            timeout: 1h
+            with: {message: "Approve?"}
+        """)
+    runtime.engine.clock = lambda: _after(state.waiting.due_at)
+    assert runtime.engine.step_timed_out(state.id, "review") is True
+    work()
+    done = runtime.engine.get(state.id)
+    assert done.status is ExecutionStatus.FAILED
+    assert done.results["review"].status is StepStatus.FAILED
+
+
+def test_wait_for_approval_accepts_only_a_yes_or_no(runtime, work):
+    from engine.errors import InputInvalid
+
+    state = run(runtime, work, """
+        name: gate
+        steps:
+          - name: ok
+            type: waitForApproval
+            with: {message: "Ship it?", approveLabel: Ship, rejectLabel: Hold}
+        """)
+    review = runtime.engine.review(state.id)
+    assert review.approve_label == "Ship" and review.reject_label == "Hold"
+    try:
+        runtime.engine.resume(state.id, {"approved": True, "extra": 1}, Actor(id="U1"))
+        raise AssertionError("an extra field was accepted")
+    except InputInvalid:
+        pass
+    runtime.engine.resume(state.id, {"approved": True}, Actor(id="U1"))
+
+
+def test_wait_step_parks_the_run_until_its_timer(runtime, work):
+    state = run(runtime, work, """
+        name: sleepy
+        steps:
+          - name: pause
+            type: wait
+            with: {duration: 1h}
+          - name: after
+            type: console
+            with: {message: awake}
+        """)
+    assert state.status is ExecutionStatus.WAITING
+    wake = state.results["pause"].wake_at
+    runtime.runner.advance(state.id)  # early: must not act before the deadline
+    assert runtime.engine.get(state.id).status is ExecutionStatus.WAITING
+    runtime.runner.clock = lambda: _after(wake)
+    runtime.runner.advance(state.id)
+    done = runtime.engine.get(state.id)
+    assert done.status is ExecutionStatus.COMPLETED
+    assert done.results["after"].output == "awake"
+
+
+def test_custom_step_type_from_an_entry_point(runtime, work, tmp_path, monkeypatch):
+    package = tmp_path / "acme_steps"
+    package.mkdir()
+    (package / "__init__.py").write_text(textwrap.dedent("""
+        from engine.steps.registry import step_type
+
+        @step_type("acme.ticket", options_schema={
+            "type": "object", "properties": {"title": {"type": "string"}},
+            "required": ["title"], "additionalProperties": False})
+        def ticket(ctx):
+            return {"id": "ACME-1", "title": ctx.options["title"]}
+    """))
+    dist = tmp_path / "acme_steps-1.0.dist-info"
+    dist.mkdir()
+    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: acme-steps\nVersion: 1.0\n")
+    (dist / "entry_points.txt").write_text("[signoff.steps]\nacme = acme_steps\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setattr(registry, "_entry_points_loaded", False)
+    monkeypatch.delitem(sys.modules, "acme_steps", raising=False)
+    state = run(runtime, work, """
+        name: custom
+        steps:
+          - name: open
+            type: acme.ticket
+            with: {title: "{{ event.t }}"}
+        """, {"t": "disk full"})
+    assert state.results["open"].output == {"id": "ACME-1", "title": "disk full"}
+
+
+def _after(iso_text):
+    from datetime import timedelta
+
+    from engine.execution import parse_iso
+
+    return parse_iso(iso_text) + timedelta(milliseconds=1)
