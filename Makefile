@@ -26,7 +26,7 @@ lint: $(STAMP)
 	$(BIN)/mypy
 
 demo: $(STAMP)
-	$(BIN)/python -m engine.demo
+	$(BIN)/python -m demo
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/engine.py

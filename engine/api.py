@@ -142,7 +142,9 @@ def build_api(engine: Engine, catalog: WorkflowCatalog, *, api_token: str | None
 def execution_view(state: ExecutionState) -> dict[str, Any]:
     """An execution as the API shows it."""
     steps = {}
-    for path, result in state.results.items():
+    ordered = sorted(state.results.items(),
+                     key=lambda item: item[1].started_at or item[1].finished_at or "")
+    for path, result in ordered:
         view: dict[str, Any] = {"status": result.status.value, "output": result.output,
                                 "error": result.error, "startedAt": result.started_at,
                                 "finishedAt": result.finished_at}
