@@ -8,7 +8,8 @@ from typing import Any
 
 import httpx
 
-from engine.errors import StepFailed
+from engine.durations import parse_duration
+from engine.errors import DurationError, StepFailed
 from engine.steps.registry import StepContext, step_type
 
 DEFAULT_TIMEOUT = 30.0
@@ -55,6 +56,11 @@ def http(ctx: StepContext) -> dict[str, Any]:
     elif body is not None:
         content = str(body).encode()
     timeout = ctx.timeout_seconds or DEFAULT_TIMEOUT
+    if options.get("timeout") is not None:
+        try:
+            timeout = parse_duration(options["timeout"]).total_seconds()
+        except DurationError as exc:
+            raise StepFailed(f"with.timeout: {exc}", retryable=False) from exc
     try:
         response = shared_client().request(method, url, headers=headers, content=content,
                                            params=options.get("query"), timeout=timeout)
