@@ -18,11 +18,11 @@ install: $(STAMP)
 test: $(STAMP)
 	@command -v redis-server >/dev/null || [ -n "$$REDIS_URL" ] || { \
 	  echo "redis-server is not installed: run 'sudo apt-get install redis-server' (or set REDIS_URL)"; exit 1; }
-	$(BIN)/ruff check engine bot slack_emulator tests benchmarks
+	$(BIN)/ruff check engine bot slack_emulator tests benchmarks demo
 	$(BIN)/python -m pytest -q -p no:cacheprovider $(PYTEST_ARGS)
 
 lint: $(STAMP)
-	$(BIN)/ruff check engine bot slack_emulator tests benchmarks
+	$(BIN)/ruff check engine bot slack_emulator tests benchmarks demo
 	$(BIN)/mypy
 
 demo: $(STAMP)

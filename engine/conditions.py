@@ -256,7 +256,11 @@ def _syntax_error(text: str, exc: UnexpectedInput) -> ConditionError:
         return ConditionError("invalid condition", condition=text, column=exc.column or 1)
     at_end = exc.token.type == "$END"
     pos = len(text.rstrip()) if at_end else exc.token.start_pos or 0
-    before = list(_parser().lex(text[:pos]))
+    try:
+        before = list(_parser().lex(text[:pos]))
+    except UnexpectedInput:  # the text before the bad token does not even lex
+        return ConditionError(f"invalid condition near column {pos + 1}", condition=text,
+                              column=pos + 1)
     opened: list[int] = []
     for token in before:
         if token.type == "LPAR":

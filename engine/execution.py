@@ -10,11 +10,11 @@ import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
-from enum import Enum
+from enum import StrEnum
 from typing import Any
 
 
-class ExecutionStatus(str, Enum):
+class ExecutionStatus(StrEnum):
     PENDING = "PENDING"
     RUNNING = "RUNNING"
     WAITING = "WAITING"  # on a timer: a `wait` step or a retry delay
@@ -34,7 +34,7 @@ TERMINAL = frozenset({ExecutionStatus.COMPLETED, ExecutionStatus.FAILED,
 ACTIVE = frozenset(ExecutionStatus) - TERMINAL
 
 
-class StepStatus(str, Enum):
+class StepStatus(StrEnum):
     PENDING = "PENDING"
     RUNNING = "RUNNING"
     WAITING = "WAITING"

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from engine.steps.registry import TIMER, StepType, register_step_type
 
-
 register_step_type(StepType(
     name="wait", kind=TIMER, run=None,
     options_schema={

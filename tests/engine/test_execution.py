@@ -41,7 +41,9 @@ steps:
   - name: record_decision
     type: console
     with:
-      message: '{{ steps.review.output.approved ? "isolated" : "no action" }} by {{ steps.review.resumedBy.name }}'
+      message: >-
+        {{ steps.review.output.approved ? "isolated" : "no action" }}
+        by {{ steps.review.resumedBy.name }}
 """
 
 EVENT = {"alerts": [{"host": {"name": "web-01"}}]}

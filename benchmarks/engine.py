@@ -1,0 +1,175 @@
+"""Engine throughput and memory, measured against bare RQ in the same run.
+
+    python benchmarks/engine.py [--runs N]
+
+Prints: a bare no-op RQ job on SimpleWorker (the cheapest job RQ can run), one
+5-step automatic execution (console, templates, conditions) on Signoff's worker,
+their ratio (target <= 2.0), the cost of starting an execution, and Redis memory
+per execution paused at waitForInput beyond its ~1 KB event (target <= 4 KB).
+Uses REDIS_URL when set, else a private redis-server.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from rq import Queue, SimpleWorker  # noqa: E402
+
+from engine.embedded_redis import EmbeddedRedis  # noqa: E402
+from engine.jobs import SignoffWorker, build_runtime, install_runtime  # noqa: E402
+from engine.notify import NullNotifier  # noqa: E402
+from engine.settings import Settings  # noqa: E402
+from engine.store import connect  # noqa: E402
+from engine.workflow import parse_workflow  # noqa: E402
+
+FIVE_STEPS = """
+name: five-steps
+consts:
+  threshold: 50
+steps:
+  - name: greet
+    type: console
+    with: {message: "alert {{ event.alert.id }} on {{ event.alert.host | upcase }}"}
+  - name: score
+    type: data.set
+    with: {score: "${{ event.alert.score }}", host: "{{ event.alert.host }}"}
+  - name: high
+    type: console
+    if: "variables.score >= 50 and event.alert.severity : (high or critical)"
+    with: {message: "high risk {{ variables.score }} >= {{ consts.threshold }}"}
+  - name: low
+    type: console
+    if: "variables.score < 50"
+    with: {message: "low risk"}
+  - name: summary
+    type: console
+    with: {message: "{{ steps.high.output | default: steps.low.output }} for {{ variables.host }}"}
+"""
+
+PAUSING = """
+name: pausing
+steps:
+  - name: enrich
+    type: data.set
+    with: {host: "{{ event.alert.host }}"}
+  - name: review
+    type: waitForInput
+    with:
+      message: |
+        ## Isolate `{{ event.alert.host }}`?
+        Score **{{ event.alert.score }}** from rule `{{ event.alert.rule_name }}`.
+        The host talked to a known C2 address; the EDR agent is healthy.
+      schema:
+        type: object
+        properties:
+          approved: {type: boolean, title: Isolate}
+          notes: {type: string, title: Notes}
+        required: [approved]
+"""
+
+
+def event(n: int) -> dict:
+    return {"alert": {"id": f"a-{n}", "host": f"web-{n:05d}", "score": 40 + n % 30,
+                      "severity": "high", "rule_name": "Outbound C2 beacon",
+                      "raw": "x" * 860}}
+
+
+def bench_bare(redis_url: str, runs: int) -> float:
+    client = connect(redis_url)
+    client.flushdb()
+    queue = Queue("bare", connection=client)
+    for _ in range(runs):
+        queue.enqueue("benchmarks.noop.noop", result_ttl=0)
+    worker = SimpleWorker([queue], connection=client)
+    started = time.perf_counter()
+    worker.work(burst=True, logging_level="ERROR")
+    elapsed = time.perf_counter() - started
+    assert queue.count == 0
+    return elapsed / runs
+
+
+def bench_engine(redis_url: str, runs: int) -> tuple[float, float]:
+    client = connect(redis_url)
+    client.flushdb()
+    rt = build_runtime(Settings(redis_url=redis_url), client, notifier=NullNotifier())
+    install_runtime(rt)
+    workflow = parse_workflow(FIVE_STEPS)
+    t0 = time.perf_counter()
+    ids = [rt.engine.run(workflow, event(n)) for n in range(runs)]
+    create = (time.perf_counter() - t0) / runs
+    worker = SignoffWorker([rt.settings.queue], connection=client)
+    started = time.perf_counter()
+    worker.work(burst=True, logging_level="ERROR")
+    elapsed = time.perf_counter() - started
+    done = sum(rt.engine.get(i).status.value == "COMPLETED" for i in ids[:50])
+    assert done == min(50, runs), f"only {done} of the sampled runs completed"
+    return elapsed / runs, create
+
+
+def bench_memory(redis_url: str, runs: int) -> tuple[float, float]:
+    client = connect(redis_url)
+    client.flushdb()
+    rt = build_runtime(Settings(redis_url=redis_url), client, notifier=NullNotifier())
+    install_runtime(rt)
+    workflow = parse_workflow(PAUSING)
+    # The definition is stored once for all runs; count it in the baseline.
+    rt.engine.run(workflow, event(0))
+    SignoffWorker([rt.settings.queue], connection=client).work(burst=True, logging_level="ERROR")
+    gc.collect()
+    before = client.info("memory")["used_memory"]
+    for n in range(1, runs + 1):
+        rt.engine.run(workflow, event(n))
+    SignoffWorker([rt.settings.queue], connection=client).work(burst=True, logging_level="ERROR")
+    after = client.info("memory")["used_memory"]
+    waiting = client.zcard("signoff:idx:waiting")
+    assert waiting == runs + 1, waiting
+    payload = sum(len(json.dumps(event(n), separators=(",", ":"))) for n in range(1, runs + 1))
+    return (after - before) / runs, payload / runs
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--runs", type=int, default=2000)
+    args = parser.parse_args()
+    server = None
+    url = os.environ.get("REDIS_URL")
+    if not url:
+        server = EmbeddedRedis().start()
+        url = server.url
+    try:
+        bench_bare(url, 200)  # warm up imports and connections
+        bare = bench_bare(url, args.runs)
+        bench_engine(url, 200)
+        per_run, create = bench_engine(url, args.runs)
+        mem, payload = bench_memory(url, args.runs)
+        ping = connect(url)
+        t0 = time.perf_counter()
+        for _ in range(1000):
+            ping.ping()
+        rtt = (time.perf_counter() - t0) / 1000
+    finally:
+        if server:
+            server.close()
+    print(f"runs: {args.runs}")
+    print(f"redis round trip (PING):            {rtt * 1e3:7.3f} ms")
+    print(f"bare RQ no-op job (SimpleWorker):   {bare * 1e3:7.3f} ms/job   "
+          f"({1 / bare:7.0f} jobs/s)")
+    print(f"5-step execution (SignoffWorker):   {per_run * 1e3:7.3f} ms/run   "
+          f"({1 / per_run:7.0f} runs/s)")
+    print(f"ratio execution / bare job:         {per_run / bare:7.2f}   (target <= 2.00)")
+    print(f"starting an execution (engine.run): {create * 1e3:7.3f} ms   "
+          f"({create / rtt:5.1f} round trips)")
+    print(f"redis memory per paused execution:  {mem:7.0f} B total, event payload "
+          f"{payload:.0f} B, beyond payload {mem - payload:7.0f} B   (target <= 4096)")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,5 @@
+"""The job bare-RQ baselines run: it does nothing."""
+
+
+def noop() -> None:
+    return None
