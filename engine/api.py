@@ -66,7 +66,7 @@ def build_api(engine: Engine, catalog: WorkflowCatalog, *, api_token: str | None
         if status is not None and status not in _STATUSES:
             return _error(400, "bad_request", f"unknown status {status!r}; one of "
                           f"{', '.join(sorted(_STATUSES))}")
-        found, total = engine.list(status=status, workflow=workflow,
+        found, total = engine.list_executions(status=status, workflow=workflow,
                                    offset=(page - 1) * size, limit=size)
         return JSONResponse({
             "results": [{"id": s.id, "workflow": s.workflow, "status": s.status,

@@ -103,9 +103,9 @@ class Engine:
             return None
         return review_request(state, None, state.waiting)
 
-    def list(self, *, status: str | None = None, workflow: str | None = None,
+    def list_executions(self, *, status: str | None = None, workflow: str | None = None,
              offset: int = 0, limit: int = 50) -> tuple[list[ExecutionSummary], int]:
-        return self.store.list(status=status, workflow=workflow, offset=offset, limit=limit)
+        return self.store.list_executions(status=status, workflow=workflow, offset=offset, limit=limit)
 
     def pending(self, *, offset: int = 0, limit: int = 50) -> tuple[list[ReviewRequest], int]:
         """Reviews waiting for input, oldest first, from the waiting index."""

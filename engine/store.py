@@ -166,7 +166,7 @@ class Store:
         """Write a new execution, its first audit events and indexes, and enqueue its job, atomically."""
         linked, head = audit.chain(audit.GENESIS, events)
         started_ms = _ms(state.started_at)
-        fields: dict[str, str] = {
+        fields: dict[Any, Any] = {
             "wf": state.workflow, "d": state.digest, "st": state.status.value,
             "t0": state.started_at, "t0ms": str(started_ms), "ev": dumps(state.event),
             "ah": head,
@@ -205,7 +205,7 @@ class Store:
             raise ExecutionNotFound(execution_id)
         return ExecutionStatus(raw.decode())
 
-    def list(self, *, status: str | None = None, workflow: str | None = None,
+    def list_executions(self, *, status: str | None = None, workflow: str | None = None,
              offset: int = 0, limit: int = 50, newest_first: bool = True
              ) -> tuple[list[ExecutionSummary], int]:
         """A page of executions from the indexes (never a scan), and the total that match."""
@@ -412,8 +412,9 @@ class Store:
         """Is Redis reachable right now? Answers within ~1 s: no retries, a fresh connection."""
         pool = self.redis.connection_pool
         given = pool.connection_kwargs
-        kwargs = {k: given[k] for k in ("host", "port", "db", "username", "password",
-                                        "unix_socket_path") if k in given}
+        kwargs: dict[str, Any] = {k: given[k] for k in ("host", "port", "db", "username",
+                                                        "password", "unix_socket_path")
+                                  if k in given}
         kwargs["ssl"] = pool.connection_class.__name__.startswith("SSL")
         probe = redis.Redis(**kwargs, socket_timeout=1.0, socket_connect_timeout=1.0)
         try:

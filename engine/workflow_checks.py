@@ -175,19 +175,21 @@ class Analysis:
     def _schema_problem(self, error: ValidationError, base: YamlPath) -> None:
         path = (*base, *error.absolute_path)
         where, value, kind = _render(path) or "the workflow", error.instance, error.validator
+        expected_value: Any = error.validator_value  # the stubs allow "unset"; errors always set it
+        schema: Any = error.schema
         if base and isinstance(value, str) and templates.has_template(value):
             return  # a templated option is only known at run time
         owner = self._step_at(path)
         owner_name = owner[1].get("name") if owner else None
         in_step = f" (step {owner_name!r})" if isinstance(owner_name, str) else ""
         if kind == "required" and isinstance(value, dict):
-            missing = [p for p in error.validator_value
+            missing = [p for p in expected_value
                        if p not in value and repr(p) in error.message]
             for prop in missing[:1]:
                 self._problem(path, f"{_render((*path, prop))} is required{in_step}")
         elif kind == "additionalProperties" and isinstance(value, dict):
-            allowed = list(error.schema.get("properties", {}))
-            patterns = list(error.schema.get("patternProperties", {}))
+            allowed = list(schema.get("properties", {}))
+            patterns = list(schema.get("patternProperties", {}))
             for key in value:
                 if key in allowed or any(re.search(p, str(key)) for p in patterns):
                     continue
@@ -195,14 +197,14 @@ class Analysis:
                 self._problem((*path, key), f"unknown key {key!r} {self._context(path)}{hint}",
                               key=True)
         elif kind == "type":
-            expected = error.validator_value
+            expected = expected_value
             names = [_JSON_TYPES.get(str(t), str(t))
                      for t in (expected if isinstance(expected, list) else [expected])]
             self._problem(path,
                           f"{where} must be {' or '.join(names)}, not {_kind(value)}{in_step}")
         elif kind == "enum":
-            choices = ", ".join(repr(c) for c in error.validator_value)
-            hint = _suggest(str(value), [str(c) for c in error.validator_value])
+            choices = ", ".join(repr(c) for c in expected_value)
+            hint = _suggest(str(value), [str(c) for c in expected_value])
             self._problem(path, f"{where} must be one of {choices}, not {value!r}{hint}{in_step}")
         elif kind == "pattern" and "(ms|s|m|h|d|w)" in str(error.validator_value):
             self._problem(path, f"{where}: {_duration_message(value)}{in_step}")
