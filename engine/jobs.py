@@ -18,9 +18,11 @@ from rq import Queue, SimpleWorker, get_current_job
 
 from engine.notify import Notifier, load_notifier
 from engine.runner import Runner
+from engine.schedules import ScheduleKeeper, start_scheduled_run
 from engine.service import Engine
 from engine.settings import Settings
 from engine.store import Store
+from engine.workflow import WorkflowCatalog
 
 log = logging.getLogger(__name__)
 
@@ -47,6 +49,9 @@ class RQScheduler:
     def step_timeout_at(self, execution_id: str, path: str, when: datetime) -> None:
         self._at(when, step_timed_out, execution_id, path)
 
+    def start_workflow_at(self, workflow: str, when: datetime) -> None:
+        self._at(when, start_scheduled, workflow, when.isoformat())
+
     def _at(self, when: datetime, func: Any, *args: str) -> None:
         # The registry keeps whole seconds and the scheduler polls each second: a job may
         # run up to ~1 s early. Every timer job re-checks its deadline and defers if so.
@@ -65,6 +70,8 @@ class Runtime:
     store: Store
     engine: Engine
     runner: Runner
+    catalog: WorkflowCatalog
+    schedules: ScheduleKeeper
 
 
 _runtimes: dict[int, Runtime] = {}
@@ -80,7 +87,9 @@ def build_runtime(settings: Settings, connection: redis.Redis,
     lease_ms = int(settings.lease_seconds * 1000)
     engine = Engine(store, scheduler, notifier, lease_ms=lease_ms)
     runner = Runner(store, scheduler, notifier, engine.definition, lease_ms=lease_ms)
-    return Runtime(settings, store, engine, runner)
+    catalog = WorkflowCatalog(settings.workflows_dir)
+    keeper = ScheduleKeeper(store, scheduler, catalog)
+    return Runtime(settings, store, engine, runner, catalog, keeper)
 
 
 def install_runtime(runtime_: Runtime) -> None:
@@ -119,6 +128,11 @@ def step_timed_out(execution_id: str, path: str) -> bool:
     return runtime().engine.step_timed_out(execution_id, path)
 
 
+def start_scheduled(workflow: str, due: str) -> str | None:
+    rt = runtime()
+    return start_scheduled_run(rt.engine, rt.catalog, workflow, datetime.fromisoformat(due))
+
+
 # -- worker ----------------------------------------------------------------------------------
 
 class SignoffWorker(SimpleWorker):
@@ -138,11 +152,17 @@ class SignoffWorker(SimpleWorker):
 
     def run_maintenance_tasks(self) -> None:
         super().run_maintenance_tasks()
+        rt = runtime()
         try:
-            recovered = runtime().engine.recover_stalled()
+            recovered = rt.engine.recover_stalled()
+            if recovered:
+                log.warning("re-enqueued %d stalled execution(s): %s", len(recovered),
+                            ", ".join(recovered))
         except Exception:
             log.exception("could not sweep for stalled executions")
-            return
-        if recovered:
-            log.warning("re-enqueued %d stalled execution(s): %s", len(recovered),
-                        ", ".join(recovered))
+        try:
+            horizon = timedelta(seconds=int(self.maintenance_interval) + 1)
+            for name, due in rt.schedules.tick(horizon):
+                log.info("scheduled %s for %s", name, due.isoformat())
+        except Exception:
+            log.exception("could not advance scheduled triggers")

@@ -9,6 +9,7 @@
     signoff:idx:st:{STATUS} zset    executions in a status, scored by start time (ms)
     signoff:idx:wf:{name}   zset    executions of a workflow, scored by start time (ms)
     signoff:idx:waiting     zset    executions waiting for input, scored by when they started waiting
+    signoff:sched:{name}:{n} string  the next due time of a workflow's n-th scheduled trigger
     signoff:idx:running     zset    executions a worker should be advancing, scored by lease deadline;
                                     the sweeper re-enqueues those whose lease has lapsed
 
@@ -51,6 +52,10 @@ def index_status(status: str) -> str:
 
 def index_workflow(name: str) -> str:
     return f"{PREFIX}idx:wf:{name}"
+
+
+def schedule(workflow: str, index: int) -> str:
+    return f"{PREFIX}sched:{workflow}:{index}"
 
 
 def step_field(path: str) -> str:

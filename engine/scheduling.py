@@ -22,3 +22,6 @@ class Scheduler(Protocol):
 
     def step_timeout_at(self, execution_id: str, path: str, when: datetime) -> None:
         """Apply the human step's ``on-timeout`` at ``when`` unless it was decided."""
+
+    def start_workflow_at(self, workflow: str, when: datetime) -> None:
+        """Start a run of ``workflow`` at ``when`` (a scheduled trigger)."""

@@ -95,6 +95,12 @@ return 1
 """
 
 
+_CAS = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then redis.call('SET', KEYS[1], ARGV[2]) return 1 end
+return 0
+"""
+
+
 def connect(url: str) -> redis.Redis:
     """A Redis client that rides out restarts and fail-overs instead of failing at once."""
     return redis.Redis.from_url(
@@ -150,6 +156,7 @@ class Store:
         self._commit = client.register_script(_COMMIT)
         self._release = client.register_script(_RELEASE)
         self._annotate = client.register_script(_ANNOTATE)
+        self._cas = client.register_script(_CAS)
 
     # -- definitions -------------------------------------------------------------------------
 
@@ -322,6 +329,18 @@ class Store:
                 raise ExecutionNotFound(state.id)
             state.audit_head = result.head
         raise StoreUnavailable(f"could not append to the audit trail of {state.id}")
+
+    # -- small values ------------------------------------------------------------------------
+
+    def get_value(self, key: str) -> bytes | None:
+        value: bytes | None = self._call(self.redis.get, key)
+        return value
+
+    def compare_and_set(self, key: str, expected: bytes | str | None, new: str) -> bool:
+        """Set ``key`` to ``new`` only if it still holds ``expected`` (None: absent)."""
+        if expected is None:
+            return bool(self._call(self.redis.set, key, new, nx=True))
+        return bool(self._call(self._cas, keys=[key], args=[expected, new]))
 
     # -- annotations -------------------------------------------------------------------------
 

@@ -39,6 +39,7 @@ from engine.definitions import (
 )
 from engine.durations import parse_duration
 from engine.errors import ConditionError, DurationError, Problem, TemplateError
+from engine.schedules import cron_problem
 from engine.steps.registry import FLOW, get_step_type, registered_step_types
 from engine.yaml_positions import (
     Position,
@@ -56,7 +57,6 @@ _FLOW_KEYS = {
     "expression": ("switch",), "cases": ("switch",), "default": ("switch",),
 }
 _INDIVIDUAL = re.compile(r"^(?:[UW][A-Z0-9]+|[^@\s]+@[^@\s]+)$")  # a user id or an e-mail
-_CRON_FIELD = re.compile(r"^[0-9A-Za-z*/,?#-]+$")
 _PLAIN_KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_-]*$")
 _JSON_TYPES = {"string": "a string", "object": "a mapping", "array": "a list", "null": "null",
                "integer": "an integer", "number": "a number", "boolean": "true or false"}
@@ -481,11 +481,10 @@ class Analysis:
                               + (", not both" if given else ""))
             self._duration(options, "every", (*path, "with"))
             cron = options.get("cron")
-            if isinstance(cron, str) and (len(cron.split()) not in (5, 6) or not all(
-                    _CRON_FIELD.match(field) for field in cron.split())):
+            problem = cron_problem(cron) if isinstance(cron, str) else None
+            if problem:
                 self._problem((*path, "with", "cron"),
-                              f"{_render((*path, 'with', 'cron'))} {cron!r} is not a cron "
-                              "expression: write 5 fields, minute hour day month weekday")
+                              f"{_render((*path, 'with', 'cron'))}: {problem}")
         return Trigger(type=str(data.get("type")),
                        with_=options if isinstance(options, dict) else {})
 
