@@ -189,7 +189,9 @@ def _context(review: ReviewRequest, context: ReviewContext) -> dict[str, Any]:
         shown = context.approvers[:MAX_APPROVERS_SHOWN]
         lines.append(texts.context_approvers(
             ", ".join(mention_approver(a) for a in shown),
-            len(context.approvers) - len(shown), review.approvals_required))
+            # Quorum (approvals-required > 1) is not enforced yet: one decision decides, so
+            # the message must not promise otherwise.
+            len(context.approvers) - len(shown), 1))
     if context.level > 0:
         lines.append(texts.context_level(context.level))
     return {"type": "context", "elements": [_mrkdwn(truncate_mrkdwn(line, SECTION_LIMIT))
@@ -341,3 +343,21 @@ def _mrkdwn(text: str) -> dict[str, Any]:
 
 def _section(text: str) -> dict[str, Any]:
     return {"type": "section", "text": _mrkdwn(text)}
+
+
+# -- replies ---------------------------------------------------------------------------------
+
+
+def ephemeral_text(text: str) -> dict[str, Any]:
+    """A short ephemeral reply from one of :mod:`bot.texts`'s sentences."""
+    return {"text": truncate_mrkdwn(text, FALLBACK_LIMIT)}
+
+
+def notice_modal(mrkdwn: str) -> dict[str, Any]:
+    """What a modal turns into when its answer cannot count (closed review, refused reviewer)."""
+    return {
+        "type": "modal",
+        "title": _plain(texts.MODAL_CLOSED_TITLE),
+        "close": _plain(texts.MODAL_DONE),
+        "blocks": [_section(truncate_mrkdwn(mrkdwn, SECTION_LIMIT))],
+    }

@@ -491,7 +491,8 @@ def _error_blocks(error: ValidationError, answer: Mapping[str, Any],
     if error.path:
         names = [str(error.path[0])]
     elif error.validator == "required":
-        names = [str(n) for n in error.validator_value if n not in answer]
+        required: Any = error.validator_value  # the stubs allow "unset"; errors always set it
+        names = [str(n) for n in required if n not in answer]
     else:
         names = []
     # Errors that belong to no field of the form are shown on its first field.

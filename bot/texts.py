@@ -172,3 +172,20 @@ def error_format(fmt: str) -> str:
 # What `signoff validate` says about a schema the Slack modal cannot show.
 def unsupported(name: str, why: str) -> str:
     return f"field {name!r}: {why}"
+
+
+# Why a click cannot count (shown after "You can't decide this review: ").
+NOT_AN_APPROVER = "you are not one of its approvers."
+SELF_APPROVAL = "you requested this run, and its step does not allow self-approval."
+
+# The Escalate button, until the SLA feature acts on it.
+ESCALATION_NOT_CONFIGURED = "Escalation levels are not configured for this review."
+ESCALATION_NOT_AVAILABLE = ("Escalation is handled by the SLA feature, which this Signoff "
+                            "does not have yet: nothing was escalated.")
+
+# A modal whose review can no longer take this answer.
+MODAL_CLOSED_TITLE = "Review closed"
+MODAL_DONE = "Close"
+
+# A click or an answer on a review that no longer waits, when we cannot say who closed it.
+REVIEW_GONE = "This review is no longer waiting for a decision."

@@ -111,6 +111,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--port", type=int, default=None)
     p.add_argument("--insecure-no-auth", action="store_true",
                    help="serve /api without a token (local use only)")
+    p.add_argument("--socket-mode", action="store_true",
+                   help="also connect to Slack over Socket Mode (SLACK_APP_TOKEN), so no "
+                        "public Request URL is needed")
     p.set_defaults(func=cmd_serve)
 
     # Plug-ins add commands through the signoff.commands entry-point group: each entry
@@ -237,6 +240,13 @@ def cmd_serve(args: argparse.Namespace) -> int:
         raise UserError("SIGNOFF_API_TOKEN is not set: set it, or pass --insecure-no-auth "
                         "for local use")
     app = build_web_app(settings, insecure=args.insecure_no_auth)
+    if args.socket_mode:
+        plugins = list(entry_points(group="signoff.socket_mode"))
+        if not plugins:
+            raise UserError("--socket-mode needs the Slack bot, which is not installed")
+        rt = _runtime(settings)
+        for ep in plugins:
+            ep.load()(settings=settings, engine=rt.engine)
     uvicorn.run(app, host=args.host or settings.host, port=args.port or settings.port,
                 log_level="info")
     return 0

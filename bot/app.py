@@ -1,0 +1,49 @@
+"""The Bolt app: review buttons and modals, wired to the engine.
+
+Built by :func:`build_app` from the bot's settings and an engine, never at import
+time. ``process_before_response=True``: listeners finish before the HTTP answer
+goes out (they only touch Redis, then ack), which keeps Bolt from polling for the
+ack and lets the same app serve HTTP and Socket Mode.
+"""
+
+from __future__ import annotations
+
+from slack_bolt import App
+from slack_sdk import WebClient
+
+from bot.blocks import ACTION_APPROVE, ACTION_DENY, ACTION_ESCALATE, ACTION_RESPOND
+from bot.directory import Directory
+from bot.handlers import CALLBACK_SUBMIT, ReviewListeners
+from bot.jobs import slack_queue
+from bot.settings import BotSettings
+from bot.slack import web_client
+from engine.service import Engine
+
+
+def build_app(settings: BotSettings, engine: Engine, *, client: WebClient | None = None) -> App:
+    """A Bolt App for ``settings`` that records decisions through ``engine``."""
+    if not settings.bot_token:
+        raise ValueError("SLACK_BOT_TOKEN is not set")
+    if not settings.signing_secret and not settings.app_token:
+        raise ValueError("SLACK_SIGNING_SECRET is not set (needed to verify Slack's requests)")
+    client = client or web_client(settings)
+    app = App(
+        client=client,
+        signing_secret=settings.signing_secret or "",
+        process_before_response=True,
+        # auth.test runs on the first request instead, so the web process starts even
+        # while Slack is unreachable.
+        token_verification_enabled=False,
+        # Always on: HTTP requests must carry a valid, fresh signature (Bolt skips the
+        # check only for Socket Mode, whose requests arrive over the app's own websocket).
+        request_verification_enabled=True,
+    )
+    listeners = ReviewListeners(
+        engine, Directory(client, engine.store.redis, ttl=settings.cache_seconds),
+        slack_queue(engine.store.redis))
+    app.action(ACTION_APPROVE)(listeners.approve)
+    app.action(ACTION_DENY)(listeners.deny)
+    app.action(ACTION_RESPOND)(listeners.respond)
+    app.action(ACTION_ESCALATE)(listeners.escalate)
+    app.view_submission(CALLBACK_SUBMIT)(listeners.submit)
+    return app

@@ -1,0 +1,268 @@
+"""Delivering a review to Slack, and marking it closed there.
+
+Where a review went is kept on its execution as the annotation ``slack:{step}``
+(a :class:`Delivery`): the messages posted (channel and ts), the approvers and
+requester as resolved when it was posted, and a copy of the review, so the
+messages can be rewritten once the run has moved on. Posting is idempotent per
+recipient: a retried job posts only where the last attempt did not get to.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, replace
+from datetime import datetime
+from typing import Any
+
+from slack_sdk import WebClient
+from slack_sdk.errors import SlackApiError
+
+from bot.blocks import ReviewContext, decided_message, review_message
+from bot.directory import Directory
+from engine import audit
+from engine.errors import ExecutionNotFound, SignoffError
+from engine.execution import ExecutionState, ExecutionStatus, StepStatus, iso, parse_iso
+from engine.notify import SYSTEM_TIMEOUT, Actor, ReviewClosed, ReviewRequest
+from engine.service import Engine
+
+log = logging.getLogger(__name__)
+
+_GONE = {"message_not_found", "channel_not_found", "is_archived", "cant_update_message"}
+
+
+class DeliveryError(SignoffError):
+    """A review cannot be posted as configured (no channel and nobody to DM)."""
+
+
+@dataclass(frozen=True)
+class Post:
+    """One message showing the review: ``to`` is the channel asked for, or the DM'd user."""
+
+    to: str
+    channel: str
+    ts: str
+
+
+@dataclass(frozen=True)
+class Delivery:
+    """Where one review (one step instance, known by when it started waiting) was posted."""
+
+    execution_id: str
+    step: str
+    since: str
+    approvers: tuple[str, ...]  # user ids who may decide; empty: anyone who sees it
+    restricted: bool  # the step names approvers (even if none of them resolved)
+    shown: tuple[str, ...]  # U… and S… ids for the context line
+    requester: str | None  # the run's requester as a user id, when it is one
+    posts: tuple[Post, ...]
+    review: Mapping[str, Any]  # review_to_json() of what was posted
+
+    def to_json(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["posts"] = [asdict(p) for p in self.posts]
+        return data
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> Delivery:
+        return cls(
+            execution_id=str(data["execution_id"]), step=str(data["step"]),
+            since=str(data["since"]), approvers=tuple(data.get("approvers") or ()),
+            restricted=bool(data.get("restricted")), shown=tuple(data.get("shown") or ()),
+            requester=data.get("requester"),
+            posts=tuple(Post(**p) for p in data.get("posts") or ()),
+            review=data.get("review") or {},
+        )
+
+    def same_review(self, review: ReviewRequest) -> bool:
+        return self.step == review.step and self.since == iso(review.created_at)
+
+
+def new_delivery(review: ReviewRequest, directory: Directory) -> Delivery:
+    """A review's delivery before anything is posted: its approvers and requester resolved."""
+    resolved = directory.resolve_approvers(review.approvers)
+    requester = directory.user_id(review.requested_by) if review.requested_by else None
+    return Delivery(execution_id=review.execution_id, step=review.step,
+                    since=iso(review.created_at) or "", approvers=resolved.user_ids,
+                    restricted=bool(review.approvers), shown=resolved.shown,
+                    requester=requester, posts=(), review=review_to_json(review))
+
+
+def annotation_key(step: str) -> str:
+    return f"slack:{step}"
+
+
+def load_delivery(engine: Engine, execution_id: str, step: str) -> Delivery | None:
+    data = engine.annotation(execution_id, annotation_key(step))
+    return Delivery.from_json(data) if isinstance(data, Mapping) else None
+
+
+def save_delivery(engine: Engine, delivery: Delivery) -> None:
+    engine.annotate(delivery.execution_id, annotation_key(delivery.step), delivery.to_json())
+
+
+# -- the review as it was posted ---------------------------------------------------------------
+
+def review_to_json(review: ReviewRequest) -> dict[str, Any]:
+    data = asdict(review)
+    data["created_at"] = iso(review.created_at)
+    data["due_at"] = iso(review.due_at)
+    return data
+
+
+def review_from_json(data: Mapping[str, Any]) -> ReviewRequest:
+    fields = dict(data)
+    fields["created_at"] = parse_iso(fields["created_at"])
+    fields["due_at"] = parse_iso(fields.get("due_at"))
+    fields["approvers"] = tuple(fields.get("approvers") or ())
+    return ReviewRequest(**fields)
+
+
+def closed_to_json(closed: ReviewClosed) -> dict[str, Any]:
+    return {"execution_id": closed.execution_id, "workflow": closed.workflow,
+            "step": closed.step, "outcome": closed.outcome, "actor": closed.actor.to_json(),
+            "at": iso(closed.at), "input": dict(closed.input), "reason": closed.reason}
+
+
+def closed_from_json(data: Mapping[str, Any]) -> ReviewClosed:
+    at = parse_iso(data["at"])
+    assert at is not None
+    return ReviewClosed(execution_id=str(data["execution_id"]), workflow=str(data["workflow"]),
+                        step=str(data["step"]), outcome=str(data["outcome"]),
+                        actor=Actor.from_json(data["actor"]), at=at,
+                        input=data.get("input") or {}, reason=str(data.get("reason") or ""))
+
+
+def closed_from_state(engine: Engine, state: ExecutionState, step: str,
+                      since: str | None = None) -> ReviewClosed | None:
+    """How ``step``'s review ended, read back from the execution; None while it still waits.
+
+    ``since`` (when the review started waiting) tells one instance of a step in a
+    ``foreach`` from the next.
+    """
+    waiting = state.waiting
+    if (state.status is ExecutionStatus.WAITING_FOR_INPUT and waiting is not None
+            and waiting.step == step and since in (None, waiting.since)):
+        return None
+    decisions = [d for d in state.decisions.values() if d.step == step]
+    if decisions:
+        decision = max(decisions, key=lambda d: d.at)
+        at = parse_iso(decision.at)
+        assert at is not None
+        return ReviewClosed(execution_id=state.id, workflow=state.workflow, step=step,
+                            outcome=decision.outcome, actor=Actor.from_json(decision.actor),
+                            at=at, input=decision.input)
+    result = next((r for path, r in state.results.items()
+                   if path == step or path.startswith(f"{step}[")), None)
+    if result is not None and result.status is StepStatus.FAILED:
+        return ReviewClosed(execution_id=state.id, workflow=state.workflow, step=step,
+                            outcome="timed_out", actor=SYSTEM_TIMEOUT,
+                            at=parse_iso(result.finished_at) or parse_iso(state.started_at)
+                            or datetime.now().astimezone(),
+                            reason=result.error or "")
+    if state.status in (ExecutionStatus.CANCELLED, ExecutionStatus.TIMED_OUT):
+        outcome = "cancelled" if state.status is ExecutionStatus.CANCELLED else "timed_out"
+        actor = SYSTEM_TIMEOUT
+        kind = audit.CANCELLED if outcome == "cancelled" else audit.TIMED_OUT
+        entries: list[audit.AuditEntry] = engine.audit_entries(state.id)
+        for entry in reversed(entries):
+            if entry.event.get("type") == kind and isinstance(entry.event.get("actor"), Mapping):
+                actor = Actor.from_json(entry.event["actor"])
+                break
+        at = parse_iso(state.finished_at) or parse_iso(state.started_at)
+        assert at is not None
+        return ReviewClosed(execution_id=state.id, workflow=state.workflow, step=step,
+                            outcome=outcome, actor=actor, at=at, reason=state.error or "")
+    return None
+
+
+# -- posting -----------------------------------------------------------------------------------
+
+class Deliverer:
+    """Posts reviews and rewrites them once closed, for one workspace."""
+
+    def __init__(self, engine: Engine, client: WebClient, directory: Directory,
+                 default_channel: str | None) -> None:
+        self.engine = engine
+        self.client = client
+        self.directory = directory
+        self.default_channel = default_channel
+
+    def deliver(self, execution_id: str, step: str, *, again: bool = False) -> Delivery | None:
+        """Post the review ``execution_id`` waits on at ``step``; None if it no longer waits.
+
+        ``again`` posts it anew everywhere (``signoff redeliver``); otherwise only where
+        an earlier attempt did not get to.
+        """
+        review = self.engine.review(execution_id)
+        if review is None or review.step != step:
+            log.info("%s no longer waits on %s: nothing to post", execution_id, step)
+            return None
+        delivery = load_delivery(self.engine, execution_id, step)
+        if delivery is None or not delivery.same_review(review):
+            delivery = new_delivery(review, self.directory)
+        channel = review.channel or self.default_channel
+        targets = [channel] if channel else list(delivery.approvers)
+        if not targets:
+            raise DeliveryError(
+                f"review {step} of {execution_id} has nowhere to go: set `channel` on the step "
+                "or SIGNOFF_SLACK_CHANNEL, or name approvers to message them directly")
+        message = review_message(review, context=ReviewContext(
+            approvers=delivery.shown, requested_by_display=delivery.requester
+            or review.requested_by or "", due_at=review.due_at))
+        done = set() if again else {p.to for p in delivery.posts}
+        for target in targets:
+            if target in done:
+                continue
+            conversation = target if channel else self._open_dm(target)
+            posted = self.client.chat_postMessage(
+                channel=conversation, text=message["text"], blocks=message["blocks"],
+                unfurl_links=False, unfurl_media=False)
+            post = Post(to=target, channel=str(posted["channel"]), ts=str(posted["ts"]))
+            delivery = replace(delivery, posts=(*delivery.posts, post))
+            save_delivery(self.engine, delivery)
+        self._catch_up(delivery)
+        return delivery
+
+    def _open_dm(self, user_id: str) -> str:
+        return str(self.client.conversations_open(users=user_id)["channel"]["id"])
+
+    def _catch_up(self, delivery: Delivery) -> None:
+        # The review may have been decided while we posted (an API call, a fast click on
+        # the first DM): the update job then found nothing to update, so do it here.
+        try:
+            state = self.engine.get(delivery.execution_id)
+        except ExecutionNotFound:
+            return
+        closed = closed_from_state(self.engine, state, delivery.step, delivery.since)
+        if closed is not None and delivery.posts:
+            self.mark_closed(delivery, closed)
+
+    def close(self, execution_id: str, step: str, closed: ReviewClosed | None) -> int:
+        """Rewrite the messages of a closed review; returns how many were rewritten."""
+        delivery = load_delivery(self.engine, execution_id, step)
+        if delivery is None:
+            return 0  # never posted; the post job, if still to run, will not post it
+        found = closed_from_state(self.engine, self.engine.get(execution_id), step,
+                                  delivery.since)
+        if found is None:
+            # What was posted still waits: this closure was of an earlier instance of the
+            # step (foreach), whose record a later post replaced.
+            return 0
+        return self.mark_closed(delivery, closed or found)
+
+    def mark_closed(self, delivery: Delivery, closed: ReviewClosed) -> int:
+        message = decided_message(review_from_json(delivery.review), closed)
+        updated = 0
+        for post in delivery.posts:
+            try:
+                self.client.chat_update(channel=post.channel, ts=post.ts, text=message["text"],
+                                        blocks=message["blocks"])
+            except SlackApiError as exc:
+                if exc.response.get("error") not in _GONE:
+                    raise
+                log.warning("review message %s/%s is gone: %s", post.channel, post.ts,
+                            exc.response.get("error"))
+                continue
+            updated += 1
+        return updated

@@ -1,0 +1,149 @@
+"""Who is who in Slack: display names, user-group members and e-mail look-ups, cached in Redis.
+
+    signoff:slack:user:{U…}       string  display name (users.info)
+    signoff:slack:group:{S…}      string  JSON list of member ids (usergroups.users.list)
+    signoff:slack:email:{address} string  user id, or "" when nobody has it (users.lookupByEmail)
+
+Each entry expires after ``BotSettings.cache_seconds``; a miss asks Slack again.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+from dataclasses import dataclass
+
+import redis
+from slack_sdk import WebClient
+from slack_sdk.errors import SlackApiError
+
+from bot.mrkdwn import is_user_id
+
+log = logging.getLogger(__name__)
+
+PREFIX = "signoff:slack:"
+NEGATIVE_TTL = 300  # an unknown e-mail is asked about again after five minutes
+_GROUP_ID = re.compile(r"S[A-Z0-9]+")
+# Slack answers these for an id or address that does not exist; anything else may pass.
+_NOT_FOUND = {"user_not_found", "users_not_found", "no_such_subteam", "subteam_not_found"}
+
+
+def is_group_id(value: str) -> bool:
+    return _GROUP_ID.fullmatch(value) is not None
+
+
+def is_email(value: str) -> bool:
+    return "@" in value and not value.startswith("@")
+
+
+@dataclass(frozen=True)
+class ResolvedApprovers:
+    """``with.approvers`` turned into people: who may decide, and how to show them."""
+
+    user_ids: tuple[str, ...]  # every person who may decide
+    shown: tuple[str, ...]  # U… and S… ids for the context line, in the order written
+    unresolved: tuple[str, ...]  # entries Slack does not know
+
+
+class Directory:
+    """Slack's directory behind a Redis cache."""
+
+    def __init__(self, client: WebClient, connection: redis.Redis, ttl: int = 3600) -> None:
+        self.client = client
+        self.redis = connection
+        self.ttl = ttl
+
+    def display_name(self, user_id: str, fallback: str = "") -> str:
+        """The name people see for ``user_id``; ``fallback`` (or the id) when Slack can't say."""
+        key = f"{PREFIX}user:{user_id}"
+        cached = self.redis.get(key)
+        if cached is not None:
+            return cached.decode() if isinstance(cached, bytes) else str(cached)
+        try:
+            user = self.client.users_info(user=user_id)["user"]
+        except SlackApiError as exc:
+            log.warning("users.info %s failed: %s", user_id, exc.response.get("error"))
+            return fallback or user_id
+        profile = user.get("profile") or {}
+        name = str(profile.get("display_name") or profile.get("real_name")
+                   or user.get("real_name") or user.get("name") or fallback or user_id)
+        self.redis.set(key, name, ex=self.ttl)
+        return name
+
+    def group_members(self, group_id: str) -> tuple[str, ...] | None:
+        """The members of a user group; None when Slack has no such group."""
+        key = f"{PREFIX}group:{group_id}"
+        cached = self.redis.get(key)
+        if cached is not None:
+            return tuple(json.loads(cached))
+        try:
+            members = tuple(self.client.usergroups_users_list(usergroup=group_id)["users"])
+        except SlackApiError as exc:
+            if exc.response.get("error") in _NOT_FOUND:
+                return None
+            raise
+        self.redis.set(key, json.dumps(list(members)), ex=self.ttl)
+        return members
+
+    def user_for_email(self, email: str) -> str | None:
+        """The user id behind an e-mail address; None when nobody in the workspace has it."""
+        address = email.strip().lower()
+        key = f"{PREFIX}email:{address}"
+        cached = self.redis.get(key)
+        if cached is not None:
+            found = cached.decode() if isinstance(cached, bytes) else str(cached)
+            return found or None
+        try:
+            user_id = str(self.client.users_lookupByEmail(email=address)["user"]["id"])
+        except SlackApiError as exc:
+            if exc.response.get("error") in _NOT_FOUND:
+                self.redis.set(key, "", ex=NEGATIVE_TTL)
+                return None
+            raise
+        self.redis.set(key, user_id, ex=self.ttl)
+        return user_id
+
+    def user_id(self, who: str) -> str | None:
+        """A user id for a U… id or an e-mail address (a run's requester); None otherwise."""
+        who = who.strip()
+        if is_user_id(who):
+            return who
+        if is_email(who):
+            return self.user_for_email(who)
+        return None
+
+    def resolve_approvers(self, approvers: tuple[str, ...] | list[str]) -> ResolvedApprovers:
+        """Expand user groups and look up e-mail addresses; unknown entries are set aside.
+
+        Slack failing (rate limits that outlast the retries, an outage) raises, so the
+        caller's job is retried rather than posting a review nobody can decide.
+        """
+        users: list[str] = []
+        shown: list[str] = []
+        unresolved: list[str] = []
+        for raw in approvers:
+            entry = str(raw).strip()
+            if is_user_id(entry):
+                users.append(entry)
+                shown.append(entry)
+            elif is_group_id(entry):
+                members = self.group_members(entry)
+                if members is None:
+                    unresolved.append(entry)
+                    continue
+                users.extend(members)
+                shown.append(entry)
+            elif is_email(entry):
+                found = self.user_for_email(entry)
+                if found is None:
+                    unresolved.append(entry)
+                    continue
+                users.append(found)
+                shown.append(found)
+            else:
+                unresolved.append(entry)
+        if unresolved:
+            log.warning("approvers Slack does not know: %s", ", ".join(unresolved))
+        return ResolvedApprovers(tuple(dict.fromkeys(users)), tuple(dict.fromkeys(shown)),
+                                 tuple(unresolved))

@@ -1,0 +1,137 @@
+"""RQ entry points on the ``slack`` queue: post a review, mark it closed, reply to one person.
+
+Slack is called only from here (and from ``views.open`` in a click's listener), so a
+slow or failing Slack never holds up the engine or a click's answer. Jobs that fail
+are retried with backoff; when the retries run out the run still waits and
+``signoff redeliver ID`` posts the review again.
+
+Jobs find the process's :class:`BotRuntime` through :func:`bot_runtime`: tests and
+embedders install one; otherwise it is built once from the environment, on the
+engine runtime of the worker running the job.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import redis
+from rq import Queue, Retry
+from slack_sdk import WebClient
+from slack_sdk.errors import SlackApiError
+
+from bot.delivery import Deliverer, closed_from_json, closed_to_json
+from bot.directory import Directory
+from bot.settings import BotSettings
+from bot.slack import web_client
+from engine.jobs import runtime
+from engine.notify import ReviewClosed
+from engine.service import Engine
+
+log = logging.getLogger(__name__)
+
+QUEUE = "slack"  # also the name of the bot's entry point in signoff.queues
+JOB_TIMEOUT = 300
+FAILURE_TTL = 7 * 86400
+# Slack's own retries (429 with Retry-After, 5xx, resets) run inside each call first.
+DELIVERY_RETRY = (10, 30, 120, 600, 1800)
+REPLY_RETRY = (2, 10)  # an ephemeral is worth little once the reviewer has moved on
+
+
+@dataclass
+class BotRuntime:
+    settings: BotSettings
+    engine: Engine
+    client: WebClient
+    directory: Directory
+
+    @property
+    def deliverer(self) -> Deliverer:
+        return Deliverer(self.engine, self.client, self.directory, self.settings.channel)
+
+
+def build_bot_runtime(settings: BotSettings, engine: Engine,
+                      client: WebClient | None = None) -> BotRuntime:
+    client = client or web_client(settings)
+    directory = Directory(client, engine.store.redis, ttl=settings.cache_seconds)
+    return BotRuntime(settings, engine, client, directory)
+
+
+_installed: dict[int, BotRuntime] = {}
+_lock = threading.Lock()
+
+
+def install_bot_runtime(runtime_: BotRuntime | None) -> None:
+    """Make ``runtime_`` the one jobs in this process use (None: build from the environment)."""
+    with _lock:
+        _installed.clear()
+        if runtime_ is not None:
+            _installed[0] = runtime_
+
+
+def bot_runtime() -> BotRuntime:
+    engine = runtime().engine
+    with _lock:
+        if 0 in _installed:
+            return _installed[0]
+        key = id(engine)
+        if key not in _installed:
+            _installed[key] = build_bot_runtime(BotSettings.from_env(), engine)
+        return _installed[key]
+
+
+# -- enqueueing --------------------------------------------------------------------------------
+
+def slack_queue(connection: redis.Redis) -> Queue:
+    return Queue(QUEUE, connection=connection)
+
+
+def enqueue_post(queue: Queue, execution_id: str, step: str) -> None:
+    queue.enqueue_call(post_review, args=(execution_id, step), timeout=JOB_TIMEOUT,
+                       result_ttl=0, failure_ttl=FAILURE_TTL,
+                       retry=Retry(max=len(DELIVERY_RETRY), interval=list(DELIVERY_RETRY)),
+                       description=f"post review {step} of {execution_id}")
+
+
+def enqueue_update(queue: Queue, closed: ReviewClosed) -> None:
+    queue.enqueue_call(update_review, args=(closed.execution_id, closed.step,
+                                            closed_to_json(closed)),
+                       timeout=JOB_TIMEOUT, result_ttl=0, failure_ttl=FAILURE_TTL,
+                       retry=Retry(max=len(DELIVERY_RETRY), interval=list(DELIVERY_RETRY)),
+                       description=f"close review {closed.step} of {closed.execution_id}")
+
+
+def enqueue_reply(queue: Queue, channel: str, user: str, message: Mapping[str, Any]) -> None:
+    queue.enqueue_call(post_ephemeral, args=(channel, user, dict(message)), timeout=60,
+                       result_ttl=0, failure_ttl=FAILURE_TTL,
+                       retry=Retry(max=len(REPLY_RETRY), interval=list(REPLY_RETRY)),
+                       description=f"ephemeral to {user} in {channel}")
+
+
+# -- jobs --------------------------------------------------------------------------------------
+
+def post_review(execution_id: str, step: str) -> int:
+    """Post the review ``execution_id`` waits on at ``step``; returns how many messages."""
+    delivery = bot_runtime().deliverer.deliver(execution_id, step)
+    return len(delivery.posts) if delivery else 0
+
+
+def update_review(execution_id: str, step: str, closed: Mapping[str, Any] | None = None) -> int:
+    """Replace a closed review's buttons with who decided what, in every message showing it."""
+    record = closed_from_json(closed) if closed else None
+    return bot_runtime().deliverer.close(execution_id, step, record)
+
+
+def post_ephemeral(channel: str, user: str, message: Mapping[str, Any]) -> None:
+    """Show ``message`` to ``user`` alone in ``channel``."""
+    try:
+        bot_runtime().client.chat_postEphemeral(channel=channel, user=user, **dict(message))
+    except SlackApiError as exc:
+        if exc.response.get("error") in ("user_not_in_channel", "channel_not_found"):
+            log.warning("could not show %s a reply in %s: %s", user, channel,
+                        exc.response.get("error"))
+            return
+        raise

@@ -1,0 +1,30 @@
+"""The engine's :class:`engine.notify.Notifier`, for Slack: enqueue a job, never call Slack here.
+
+The runner and :class:`engine.service.Engine` call it right after a review starts
+or stops waiting; posting and updating happen in :mod:`bot.jobs` on the ``slack``
+queue, retried there, so Slack being slow or down never slows a run down.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import redis
+
+from bot.jobs import enqueue_post, enqueue_update, slack_queue
+from engine.notify import ReviewClosed, ReviewRequest
+
+
+class SlackNotifier:
+    """Registered as ``slack`` in ``signoff.notifiers``."""
+
+    def __init__(self, settings: Any = None, connection: redis.Redis | None = None) -> None:
+        if connection is None:
+            raise ValueError("SlackNotifier needs the Redis connection the engine uses")
+        self.queue = slack_queue(connection)
+
+    def review_waiting(self, review: ReviewRequest) -> None:
+        enqueue_post(self.queue, review.execution_id, review.step)
+
+    def review_closed(self, closed: ReviewClosed) -> None:
+        enqueue_update(self.queue, closed)
