@@ -14,10 +14,11 @@ import functools
 import hashlib
 import json
 import re
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import timedelta
 from importlib import resources
+from importlib.metadata import entry_points
 from typing import Any
 
 from jsonschema import Draft202012Validator, ValidationError
@@ -388,6 +389,11 @@ class Analysis:
                     self._problem((*path, "schema"),
                                   f"{_render((*path, 'schema'))} must have `type: object`: the "
                                   "reviewer's answer becomes the step's output, an object")
+                for check in _schema_checks():
+                    for reason in check(schema):
+                        self._problem((*path, "schema"),
+                                      f"{_render((*path, 'schema'))} cannot be shown as a "
+                                      f"review form: {reason}")
         approvers, required = options.get("approvers"), options.get("approvals-required")
         if (isinstance(required, int) and isinstance(approvers, list) and approvers
                 and all(isinstance(a, str) and _INDIVIDUAL.match(a) for a in approvers)
@@ -487,6 +493,13 @@ class Analysis:
                               f"{_render((*path, 'with', 'cron'))}: {problem}")
         return Trigger(type=str(data.get("type")),
                        with_=options if isinstance(options, dict) else {})
+
+
+@functools.cache
+def _schema_checks() -> tuple[Callable[[Mapping[str, Any]], list[str]], ...]:
+    """Checks plug-ins add for answer schemas (the bot: what a Slack modal can express),
+    from the ``signoff.schema_checks`` entry-point group."""
+    return tuple(ep.load() for ep in entry_points(group="signoff.schema_checks"))
 
 
 def _nested_step_lists(step: dict[str, Any],
