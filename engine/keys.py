@@ -17,7 +17,7 @@ Execution hash fields: ``wf`` workflow name, ``d`` definition digest, ``st`` sta
 ``t0``/``t1`` started/finished (ISO 8601), ``ev`` event JSON, ``rb`` requested by,
 ``err`` run error, ``ah`` audit head hash, ``v`` variables JSON, ``w`` what it waits
 for (JSON), ``s:{path}`` one step's result (JSON), ``dec:{path}`` a decision (JSON), ``n:{key}`` a
-plug-in's annotation (JSON; the bot keeps its Slack messages under ``n:slack``).
+plug-in's annotation (JSON; the bot keeps its Slack messages under ``n:slack:{step}``).
 """
 
 from __future__ import annotations
