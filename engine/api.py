@@ -88,6 +88,10 @@ def build_api(engine: Engine, catalog: WorkflowCatalog, *, api_token: str | None
         result = engine.resume(execution_id, input_, _actor(request),
                                step=request.query_params.get("step"))
         state = engine.get(execution_id)
+        if result.decision is None:  # a quorum approval: recorded, more are needed
+            return JSONResponse({"executionId": execution_id, "status": state.status.value,
+                                 "outcome": "approval_recorded", "approvals": result.approvals,
+                                 "required": result.required}, status_code=202)
         return JSONResponse({"executionId": execution_id, "status": state.status.value,
                              "step": result.decision.step, "outcome": result.decision.outcome,
                              "decidedBy": result.decision.actor, "decidedAt": result.decision.at})

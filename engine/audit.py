@@ -40,6 +40,10 @@ TIMER_SET = "timer.set"
 TIMER_FIRED = "timer.fired"
 RECOVERED = "execution.recovered"
 REFUSED = "decision.refused"
+APPROVAL_RECORDED = "review.approval_recorded"
+ESCALATED = "review.escalated"
+REMINDED = "review.reminded"
+REASSIGNED = "review.reassigned"
 
 
 @dataclass(frozen=True)

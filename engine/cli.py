@@ -168,6 +168,9 @@ def cmd_status(args: argparse.Namespace) -> int:
 def cmd_resume(args: argparse.Namespace) -> int:
     rt = _runtime(Settings.from_env())
     result = rt.engine.resume(args.id, _json_arg(args.input, "--input"), _cli_actor(args.actor))
+    if result.decision is None:
+        print(f"approval recorded: {result.approvals} of {result.required} for {args.id}")
+        return 0
     print(f"{result.decision.outcome}: step {result.decision.step} of {args.id} "
           f"by {result.decision.actor['name']} at {result.decision.at}")
     return 0

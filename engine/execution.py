@@ -138,15 +138,28 @@ class Waiting:
     message_sha256: str
     schema: Mapping[str, Any]
     since: str
-    approvers: tuple[str, ...] = ()
-    due_at: str | None = None
+    approvers: tuple[str, ...] = ()  # who may decide now: every level reached, plus reassigned
+    due_at: str | None = None  # the step timeout or settings.timeout, whichever is first
     options: Mapping[str, Any] = field(default_factory=dict)
+    level: int = 0  # 0: the first approvers; n: escalated n times
+    level_due: str | None = None  # when the current level's SLA passes
+    first_due: str | None = None  # when the first level's SLA passed or passes (breaches)
+    remind_at: str | None = None
+    approvals: tuple[Mapping[str, Any], ...] = ()  # quorum: approvals recorded so far
+    audience: tuple[str, ...] = ()  # resolved user ids who may decide (set by the notifier)
 
     def to_json(self) -> str:
-        return dumps({"step": self.step, "path": self.path, "type": self.step_type,
-                      "message": self.message, "sha": self.message_sha256,
-                      "schema": self.schema, "since": self.since, "approvers": self.approvers,
-                      "due": self.due_at, "opt": self.options})
+        data: dict[str, Any] = {
+            "step": self.step, "path": self.path, "type": self.step_type,
+            "message": self.message, "sha": self.message_sha256, "schema": self.schema,
+            "since": self.since, "approvers": self.approvers, "due": self.due_at,
+            "opt": self.options}
+        for key, value in (("lv", self.level), ("ldue", self.level_due),
+                           ("fdue", self.first_due), ("rem", self.remind_at),
+                           ("apv", self.approvals), ("aud", self.audience)):
+            if value:
+                data[key] = value
+        return dumps(data)
 
     @classmethod
     def from_json(cls, text: str | bytes) -> Waiting:
@@ -154,7 +167,20 @@ class Waiting:
         return cls(step=data["step"], path=data["path"], step_type=data["type"],
                    message=data["message"], message_sha256=data["sha"], schema=data["schema"],
                    since=data["since"], approvers=tuple(data.get("approvers") or ()),
-                   due_at=data.get("due"), options=data.get("opt") or {})
+                   due_at=data.get("due"), options=data.get("opt") or {},
+                   level=int(data.get("lv") or 0), level_due=data.get("ldue"),
+                   first_due=data.get("fdue"), remind_at=data.get("rem"),
+                   approvals=tuple(data.get("apv") or ()),
+                   audience=tuple(data.get("aud") or ()))
+
+    @property
+    def next_deadline(self) -> str | None:
+        """The earliest moment something happens on its own: an SLA or a timeout."""
+        moments = [m for m in (self.level_due, self.due_at) if m]
+        return min(moments, key=lambda m: parse_iso(m) or 0) if moments else None
+
+    def evolve(self, **changes: Any) -> Waiting:
+        return replace(self, **changes)
 
 
 @dataclass(frozen=True)

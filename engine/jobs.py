@@ -49,6 +49,10 @@ class RQScheduler:
     def step_timeout_at(self, execution_id: str, path: str, when: datetime) -> None:
         self._at(when, step_timed_out, execution_id, path)
 
+    def review_timer_at(self, execution_id: str, path: str, level: int, kind: str,
+                        when: datetime) -> None:
+        self._at(when, review_timer, execution_id, path, str(level), kind)
+
     def start_workflow_at(self, workflow: str, when: datetime) -> None:
         self._at(when, start_scheduled, workflow, when.isoformat())
 
@@ -126,6 +130,10 @@ def expire_execution(execution_id: str) -> bool:
 
 def step_timed_out(execution_id: str, path: str) -> bool:
     return runtime().engine.step_timed_out(execution_id, path)
+
+
+def review_timer(execution_id: str, path: str, level: str, kind: str) -> bool:
+    return runtime().engine.review_timer(execution_id, path, int(level), kind)
 
 
 def start_scheduled(workflow: str, due: str) -> str | None:

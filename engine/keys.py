@@ -9,6 +9,10 @@
     signoff:idx:st:{STATUS} zset    executions in a status, scored by start time (ms)
     signoff:idx:wf:{name}   zset    executions of a workflow, scored by start time (ms)
     signoff:idx:waiting     zset    executions waiting for input, scored by when they started waiting
+    signoff:idx:approver:{U} zset   reviews user U may decide, scored by when they started waiting
+    signoff:stats:{wf}:{step} zset  closed reviews of a step (outcome, time to decision, level,
+                                    SLA breach), scored by when they closed
+    signoff:stats:index     zset    every {wf}\x1f{step} with stats, scored by the last close
     signoff:sched:{name}:{n} string  the next due time of a workflow's n-th scheduled trigger
     signoff:idx:running     zset    executions a worker should be advancing, scored by lease deadline;
                                     the sweeper re-enqueues those whose lease has lapsed
@@ -52,6 +56,17 @@ def index_status(status: str) -> str:
 
 def index_workflow(name: str) -> str:
     return f"{PREFIX}idx:wf:{name}"
+
+
+STATS_INDEX = f"{PREFIX}stats:index"
+
+
+def index_approver(user_id: str) -> str:
+    return f"{PREFIX}idx:approver:{user_id}"
+
+
+def stats(workflow: str, step: str) -> str:
+    return f"{PREFIX}stats:{workflow}:{step}"
 
 
 def schedule(workflow: str, index: int) -> str:

@@ -45,6 +45,7 @@ class Actor:
 
 
 SYSTEM_TIMEOUT = Actor(id="system:timeout", name="system:timeout", source="system")
+SYSTEM_SLA = Actor(id="system:sla", name="system:sla", source="system")
 
 
 @dataclass(frozen=True)
@@ -69,6 +70,20 @@ class ReviewRequest:
     allow_self_approval: bool = False
     approvals_required: int = 1
     options: Mapping[str, Any] = field(default_factory=dict)  # the step's rendered `with`
+    level: int = 0  # escalations so far
+    sla_due_at: datetime | None = None  # when the current level's SLA passes
+    approvals: tuple[Mapping[str, Any], ...] = ()  # quorum: approvals recorded so far
+    audience: tuple[str, ...] = ()  # resolved user ids who may decide
+
+    @property
+    def next_deadline(self) -> datetime | None:
+        moments = [m for m in (self.sla_due_at, self.due_at) if m is not None]
+        return min(moments) if moments else None
+
+    @property
+    def levels(self) -> int:
+        """How many approver levels the review has (1 + escalation entries)."""
+        return 1 + len(self.options.get("escalation") or ())
 
     @property
     def title(self) -> str:
@@ -94,8 +109,29 @@ class ReviewClosed:
     reason: str = ""
 
 
+@dataclass(frozen=True)
+class ReviewChange:
+    """Something happened to a review that still waits.
+
+    ``kind``: ``escalated`` (to ``level``; ``added`` approvers, ``channel`` if the level
+    names one), ``reminder`` (its SLA comes soon), ``approval`` (a quorum approval was
+    recorded by ``actor``), ``reassigned`` (``added`` may now decide).
+    """
+
+    review: ReviewRequest
+    kind: str
+    actor: Actor
+    at: datetime
+    reason: str = ""
+    added: tuple[str, ...] = ()
+    level: int = 0
+    channel: str | None = None
+
+
 class Notifier(Protocol):
     def review_waiting(self, review: ReviewRequest) -> None: ...
+
+    def review_changed(self, change: ReviewChange) -> None: ...
 
     def review_closed(self, closed: ReviewClosed) -> None: ...
 
@@ -105,6 +141,10 @@ class NullNotifier:
 
     def review_waiting(self, review: ReviewRequest) -> None:
         log.info("review waiting: %s step %s: %s", review.execution_id, review.step, review.title)
+
+    def review_changed(self, change: ReviewChange) -> None:
+        log.info("review %s: %s step %s (%s)", change.kind, change.review.execution_id,
+                 change.review.step, change.reason)
 
     def review_closed(self, closed: ReviewClosed) -> None:
         log.info("review closed: %s step %s: %s by %s", closed.execution_id, closed.step,

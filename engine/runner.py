@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from engine import audit
+from engine import audit, escalation
 from engine.conditions import Condition
 from engine.definitions import Step, Workflow
 from engine.errors import StepFailed, TemplateError
@@ -454,23 +454,32 @@ class _Segment:
         digest = hashlib.sha256(message.encode()).hexdigest()
         now = self.now()
         due = self._due(step, now)
+        first = escalation.levels(options)[0]
+        level_due = now + first.sla if first.sla is not None else None
+        remind_at = escalation.remind_time(options, now, level_due)
         waiting = Waiting(step=step.name, path=path, step_type=step.type, message=message,
                           message_sha256=digest, schema=input_schema(step.type, options),
-                          since=iso(now) or "", approvers=tuple(options.get("approvers") or ()),
-                          due_at=iso(due),
+                          since=iso(now) or "", approvers=first.approvers, due_at=iso(due),
                           options={k: v for k, v in options.items()
-                                   if k not in ("message", "schema")})
+                                   if k not in ("message", "schema")},
+                          level_due=iso(level_due), first_due=iso(level_due),
+                          remind_at=iso(remind_at))
         result = StepResult(status=StepStatus.WAITING_FOR_INPUT, started_at=iso(now))
         change = Change(
             set={"w": waiting.to_json()}, status=ExecutionStatus.WAITING_FOR_INPUT,
             waiting="add", waiting_score=_ms(now), running="remove",
             events=[self._event(audit.WAITING_FOR_INPUT, step=path, message=message,
-                                sha256=digest, dueAt=iso(due))],
+                                sha256=digest, dueAt=iso(due), slaDueAt=iso(level_due),
+                                approvers=list(first.approvers) or None)],
         ).step(path, result)
         self._commit(change, guard=(ExecutionStatus.RUNNING,), release=True)
         self.state.waiting = waiting
         if step.timeout is not None:
             self.r.scheduler.step_timeout_at(self.state.id, path, now + step.timeout)
+        if level_due is not None:
+            self.r.scheduler.review_timer_at(self.state.id, path, 0, "sla", level_due)
+        if remind_at is not None:
+            self.r.scheduler.review_timer_at(self.state.id, path, 0, "remind", remind_at)
         try:
             self.r.notifier.review_waiting(review_request(self.state, self.workflow, waiting))
         except Exception:  # the review stays listed and can be redelivered
@@ -536,7 +545,8 @@ def _merge(first: Change, then: Change) -> Change:
                     waiting=then.waiting or first.waiting,
                     waiting_score=then.waiting_score if then.waiting else first.waiting_score,
                     running=then.running or first.running,
-                    running_score=then.running_score if then.running else first.running_score)
+                    running_score=then.running_score if then.running else first.running_score,
+                    zadd=first.zadd + then.zadd, zrem=first.zrem + then.zrem)
     for name in then.delete:
         merged.set.pop(name, None)
     return merged

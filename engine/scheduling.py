@@ -23,5 +23,10 @@ class Scheduler(Protocol):
     def step_timeout_at(self, execution_id: str, path: str, when: datetime) -> None:
         """Apply the human step's ``on-timeout`` at ``when`` unless it was decided."""
 
+    def review_timer_at(self, execution_id: str, path: str, level: int, kind: str,
+                        when: datetime) -> None:
+        """At ``when``, act on a review's SLA (``kind="sla"``) or remind (``"remind"``),
+        unless it was decided or moved to another level by then."""
+
     def start_workflow_at(self, workflow: str, when: datetime) -> None:
         """Start a run of ``workflow`` at ``when`` (a scheduled trigger)."""

@@ -7,47 +7,32 @@ from __future__ import annotations
 
 import hashlib
 import uuid
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
-import jsonschema
-
-from engine import audit, keys
+from engine import audit
 from engine.definitions import Workflow
 from engine.errors import (
     AlreadyDecided,
     ExecutionNotFound,
-    InputInvalid,
     NotWaiting,
     SignoffError,
 )
 from engine.execution import (
-    ACTIVE,
-    Decision,
     ExecutionState,
     ExecutionStatus,
-    StepResult,
-    StepStatus,
     canonical,
-    decision_outcome,
     iso,
-    parse_iso,
     utcnow,
 )
-from engine.notify import SYSTEM_TIMEOUT, Actor, Notifier, NullNotifier, ReviewClosed, ReviewRequest
+from engine.notify import SYSTEM_TIMEOUT, Actor, Notifier, NullNotifier, ReviewRequest
+from engine.reviewing import ResumeResult, Reviews
 from engine.reviews import review_request
 from engine.runner import LEASE_MS
 from engine.scheduling import Scheduler
-from engine.store import Change, ExecutionSummary, Store
+from engine.store import ExecutionSummary, Store
 from engine.workflow import workflow_from_stored_text
-
-
-@dataclass(frozen=True)
-class ResumeResult:
-    execution_id: str
-    decision: Decision
 
 
 class Engine:
@@ -58,6 +43,7 @@ class Engine:
         self.notifier = notifier or NullNotifier()
         self.clock = clock
         self.lease_ms = lease_ms
+        self.reviews = Reviews(store, scheduler, self.notifier, lambda: self.clock(), lease_ms)
 
     # -- definitions -------------------------------------------------------------------------
 
@@ -110,6 +96,9 @@ class Engine:
     def pending(self, *, offset: int = 0, limit: int = 50) -> tuple[list[ReviewRequest], int]:
         """Reviews waiting for input, oldest first, from the waiting index."""
         ids, total = self.store.waiting(offset=offset, limit=limit)
+        return self._reviews_of(ids), total
+
+    def _reviews_of(self, ids: list[str]) -> list[ReviewRequest]:
         reviews = []
         for execution_id in ids:
             try:
@@ -118,7 +107,7 @@ class Engine:
                 continue
             if review is not None:
                 reviews.append(review)
-        return reviews, total
+        return reviews
 
     def audit_entries(self, execution_id: str) -> list[audit.AuditEntry]:
         if not self.store.exists(execution_id):
@@ -138,75 +127,41 @@ class Engine:
         """Record a reviewer's answer and continue the run, exactly once.
 
         Raises InputInvalid (every schema violation), NotWaiting, AlreadyDecided
-        (someone decided first: who and when) or ExecutionNotFound.
+        (someone decided first: who and when) or ExecutionNotFound. With a quorum
+        (``approvals-required``) the result says how many approvals are in so far.
         """
-        for _ in range(50):
-            state = self.store.load(execution_id)
-            waiting = state.waiting
-            if state.status is not ExecutionStatus.WAITING_FOR_INPUT or waiting is None:
-                raise self._not_waiting(state, step)
-            if step is not None and step not in (waiting.step, waiting.path):
-                raise self._not_waiting(state, step)
-            if not isinstance(input_, Mapping):
-                raise InputInvalid(execution_id, [{"path": "", "message":
-                                                   "the input must be a JSON object"}])
-            violations = schema_violations(waiting.schema, input_)
-            if violations:
-                raise InputInvalid(execution_id, violations)
-            now = iso(self.clock()) or ""
-            decision = Decision(
-                step=waiting.step, path=waiting.path, actor=actor.to_json(), at=now,
-                input=dict(input_), message_sha256=waiting.message_sha256,
-                outcome=decision_outcome(input_, str(waiting.options.get("decision-field")
-                                                     or "approved")))
-            change = self._decide_change(state, decision, dict(input_), now)
-            result = self.store.commit(
-                state, change, guard_status=(ExecutionStatus.WAITING_FOR_INPUT,),
-                guard_field=("w", f'"path":{canonical(waiting.path)}'))
-            if result.ok:
-                self.scheduler.enqueue_advance(execution_id)
-                self._announce_closed(state, decision.outcome, actor, dict(input_))
-                return ResumeResult(execution_id, decision)
-            if result.reason == "missing":
-                raise ExecutionNotFound(execution_id)
-            # the head moved or the state changed: look again
-        raise SignoffError(f"could not record the decision on {execution_id}: too much contention")
+        return self.reviews.resume(execution_id, input_, actor, step=step)
 
-    def _decide_change(self, state: ExecutionState, decision: Decision, output: Any,
-                       now: str) -> Change:
-        assert state.waiting is not None
-        previous = state.results.get(state.waiting.path)
-        result = StepResult(status=StepStatus.COMPLETED, output=output,
-                            started_at=previous.started_at if previous else None,
-                            finished_at=now, resumed_by=decision.actor, resumed_at=now)
-        return Change(
-            set={keys.decision_field(decision.path): decision.to_json()},
-            delete=["w"], status=ExecutionStatus.RUNNING, waiting="remove",
-            running="add", running_score=_ms(self.clock()) + 2 * self.lease_ms,
-            events=[audit.event(audit.DECIDED, now, step=decision.path, actor=decision.actor,
-                                input=decision.input, outcome=decision.outcome,
-                                messageSha256=decision.message_sha256)],
-        ).step(decision.path, result)
+    def escalate(self, execution_id: str, actor: Actor, reason: str, *,
+                 step: str | None = None) -> int:
+        """Move a review to its next escalation level now (CannotEscalate at the last)."""
+        return self.reviews.escalate(execution_id, actor, reason, step=step)
 
-    def _not_waiting(self, state: ExecutionState, step: str | None) -> Exception:
-        wanted = step or (state.waiting.path if state.waiting else None)
-        decided = None
-        if wanted is not None:
-            decided = state.decisions.get(wanted) or next(
-                (d for d in state.decisions.values() if d.step == wanted), None)
-        elif state.decisions:
-            decided = max(state.decisions.values(), key=lambda d: d.at)
-        if decided is not None:
-            who = str(decided.actor.get("name") or decided.actor.get("id"))
-            return AlreadyDecided(state.id, step=decided.step, by=who, at=decided.at,
-                                  outcome=decided.outcome)
-        return NotWaiting(state.id, state.status.value)
+    def reassign(self, execution_id: str, actor: Actor, approver: str, *,
+                 step: str | None = None) -> None:
+        self.reviews.reassign(execution_id, actor, approver, step=step)
+
+    def set_review_audience(self, execution_id: str, path: str,
+                            user_ids: tuple[str, ...]) -> bool:
+        """Who (resolved user ids) may decide the waiting review; indexes it for each."""
+        return self.reviews.set_audience(execution_id, path, user_ids)
+
+    def pending_for(self, user_id: str, *, offset: int = 0,
+                    limit: int = 50) -> tuple[list[ReviewRequest], int]:
+        """Reviews ``user_id`` may decide, oldest first, from the per-approver index."""
+        ids, total = self.reviews.pending_for(user_id, offset=offset, limit=limit)
+        return self._reviews_of(ids), total
 
     def record_refusal(self, execution_id: str, actor: Actor, reason: str) -> None:
         """Audit a decision attempt that was refused (not an approver, self-approval)."""
-        state = self.store.load(execution_id)
-        self.store.append_audit(state, [audit.event(audit.REFUSED, iso(self.clock()) or "",
-                                                    actor=actor.to_json(), reason=reason)])
+        self.reviews.record_refusal(execution_id, actor, reason)
+
+    def review_timer(self, execution_id: str, path: str, level: int, kind: str) -> bool:
+        return self.reviews.review_timer(execution_id, path, level, kind)
+
+    def step_timed_out(self, execution_id: str, path: str) -> bool:
+        """A human step's ``timeout`` elapsed: apply its ``on-timeout`` unless decided."""
+        return self.reviews.step_timed_out(execution_id, path)
 
     # -- annotations ---------------------------------------------------------------------------
 
@@ -220,100 +175,17 @@ class Engine:
     # -- stop --------------------------------------------------------------------------------
 
     def cancel(self, execution_id: str, actor: Actor, reason: str = "") -> None:
-        self._end(execution_id, ExecutionStatus.CANCELLED, audit.CANCELLED, actor,
-                  reason or f"cancelled by {actor.display}")
+        self.reviews.end(execution_id, ExecutionStatus.CANCELLED, audit.CANCELLED, actor,
+                         reason or f"cancelled by {actor.display}")
 
     def expire(self, execution_id: str) -> bool:
         """``settings.timeout`` elapsed: time the run out unless it has finished."""
         try:
-            self._end(execution_id, ExecutionStatus.TIMED_OUT, audit.TIMED_OUT, SYSTEM_TIMEOUT,
-                      "settings.timeout elapsed")
+            self.reviews.end(execution_id, ExecutionStatus.TIMED_OUT, audit.TIMED_OUT,
+                             SYSTEM_TIMEOUT, "settings.timeout elapsed")
         except (NotWaiting, AlreadyDecided):
             return False
         return True
-
-    def _end(self, execution_id: str, status: ExecutionStatus, kind: str, actor: Actor,
-             reason: str) -> None:
-        for _ in range(50):
-            state = self.store.load(execution_id)
-            if state.status.is_terminal:
-                raise NotWaiting(execution_id, state.status.value)
-            now = iso(self.clock()) or ""
-            change = Change(status=status, waiting="remove", running="remove",
-                            set={"t1": now, "err": reason},
-                            events=[audit.event(kind, now, actor=actor.to_json(),
-                                                reason=reason)])
-            was_waiting = state.status is ExecutionStatus.WAITING_FOR_INPUT
-            result = self.store.commit(state, change, guard_status=ACTIVE)
-            if result.ok:
-                if was_waiting:
-                    self._announce_closed(state, "cancelled" if status is
-                                          ExecutionStatus.CANCELLED else "timed_out", actor, {},
-                                          reason)
-                return
-            if result.reason == "missing":
-                raise ExecutionNotFound(execution_id)
-        raise SignoffError(f"could not end {execution_id}: too much contention")
-
-    def step_timed_out(self, execution_id: str, path: str) -> bool:
-        """A human step's ``timeout`` elapsed: apply its ``on-timeout`` unless decided."""
-        state = self.store.load(execution_id)
-        waiting = state.waiting
-        if (state.status is not ExecutionStatus.WAITING_FOR_INPUT or waiting is None
-                or waiting.path != path):
-            return False
-        due = parse_iso(waiting.due_at)
-        if due is not None and self.clock() < due:
-            self.scheduler.step_timeout_at(execution_id, path, due)
-            return False
-        outcome = str(waiting.options.get("on-timeout") or "fail")
-        field = str(waiting.options.get("decision-field") or "approved")
-        try:
-            if outcome in ("approve", "deny"):
-                self.resume(execution_id, {field: outcome == "approve"}, SYSTEM_TIMEOUT,
-                            step=path)
-            elif outcome == "cancel":
-                self._end(execution_id, ExecutionStatus.CANCELLED, audit.CANCELLED,
-                          SYSTEM_TIMEOUT, f"step {waiting.step} timed out")
-            else:
-                self._fail_waiting_step(state, outcome)
-        except (NotWaiting, AlreadyDecided, InputInvalid):
-            return False
-        return True
-
-    def _fail_waiting_step(self, state: ExecutionState, outcome: str) -> None:
-        waiting = state.waiting
-        assert waiting is not None
-        now = iso(self.clock()) or ""
-        message = f"no decision before the step's timeout ({waiting.due_at})"
-        result = StepResult(status=StepStatus.FAILED, error=message, finished_at=now,
-                            output={"timedOut": True, "onTimeout": outcome})
-        change = Change(delete=["w"], status=ExecutionStatus.RUNNING, waiting="remove",
-                        running="add", running_score=_ms(self.clock()) + 2 * self.lease_ms,
-                        events=[audit.event(audit.STEP_FAILED, now, step=waiting.path,
-                                            error=message, onTimeout=outcome)]
-                        ).step(waiting.path, result)
-        committed = self.store.commit(state, change,
-                                      guard_status=(ExecutionStatus.WAITING_FOR_INPUT,),
-                                      guard_field=("w", f'"path":{canonical(waiting.path)}'))
-        if not committed.ok:
-            raise NotWaiting(state.id, committed.status)
-        self.scheduler.enqueue_advance(state.id)
-        self._announce_closed(state, "timed_out", SYSTEM_TIMEOUT, {}, message)
-
-    def _announce_closed(self, state: ExecutionState, outcome: str, actor: Actor,
-                         input_: Mapping[str, Any], reason: str = "") -> None:
-        waiting = state.waiting
-        if waiting is None:
-            return
-        try:
-            self.notifier.review_closed(ReviewClosed(
-                execution_id=state.id, workflow=state.workflow, step=waiting.step,
-                outcome=outcome, actor=actor, at=self.clock(), input=input_, reason=reason))
-        except Exception:  # Slack being down must not undo a recorded decision
-            import logging
-
-            logging.getLogger(__name__).exception("notifier failed for %s", state.id)
 
     # -- recovery ----------------------------------------------------------------------------
 
@@ -333,17 +205,6 @@ class Engine:
             self.store.mark_runnable(execution_id, now_ms + self.lease_ms)
             self.scheduler.enqueue_advance(execution_id)
         return stalled
-
-
-def schema_violations(schema: Mapping[str, Any], value: Any) -> list[dict[str, str]]:
-    """Every way ``value`` breaks ``schema`` (Draft 2020-12), as {path, message}."""
-    validator = jsonschema.Draft202012Validator(schema,
-                                                format_checker=jsonschema.FormatChecker())
-    found = []
-    for error in sorted(validator.iter_errors(value), key=lambda e: list(e.absolute_path)):
-        path = "/".join(str(p) for p in error.absolute_path)
-        found.append({"path": path, "message": error.message})
-    return found
 
 
 def _ms(moment: datetime) -> int:

@@ -67,6 +67,12 @@ if spec.waiting == 'add' then redis.call('ZADD', KEYS[4], spec.waiting_score, AR
 if spec.waiting == 'remove' then redis.call('ZREM', KEYS[4], ARGV[4]) end
 if spec.running == 'add' then redis.call('ZADD', KEYS[5], spec.running_score, ARGV[4]) end
 if spec.running == 'remove' then redis.call('ZREM', KEYS[5], ARGV[4]) end
+if spec.zadd then
+  for _, z in ipairs(spec.zadd) do redis.call('ZADD', z[1], z[2], z[3]) end
+end
+if spec.zrem then
+  for _, z in ipairs(spec.zrem) do redis.call('ZREM', z[1], z[2]) end
+end
 local head = cur[2]
 if spec.events then
   for _, e in ipairs(spec.events) do
@@ -133,6 +139,8 @@ class Change:
     waiting_score: float = 0
     running: str | None = None  # add | remove
     running_score: float = 0
+    zadd: list[tuple[str, float, str]] = field(default_factory=list)  # other indexes: key, score, member
+    zrem: list[tuple[str, str]] = field(default_factory=list)  # key, member
 
     def step(self, path: str, result: StepResult) -> Change:
         self.set[keys.step_field(path)] = result.to_json()
@@ -239,6 +247,23 @@ class Store:
         raw_ids, total = self._call(pipe.execute)
         return [i.decode() for i in raw_ids], total
 
+    def index_page(self, key: str, offset: int, limit: int) -> tuple[list[str], int]:
+        """A page of a sorted-set index, lowest score first, and its size."""
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.zrange(key, offset, offset + limit - 1)
+        pipe.zcard(key)
+        raw_ids, total = self._call(pipe.execute)
+        return [_text(i) for i in raw_ids], int(total)
+
+    def index_members(self, key: str, min_score: float) -> list[str]:
+        rows = self._call(self.redis.zrangebyscore, key, min_score, "+inf")
+        return [_text(r) for r in rows]
+
+    def index_last(self, key: str, count: int) -> list[str]:
+        """The ``count`` highest-scored members, highest first."""
+        rows = self._call(self.redis.zrevrange, key, 0, count - 1)
+        return [_text(r) for r in rows]
+
     def summaries(self, ids: Iterable[str]) -> list[ExecutionSummary]:
         ids = list(ids)
         pipe = self.redis.pipeline(transaction=False)
@@ -303,6 +328,10 @@ class Store:
         if change.running:
             spec["running"] = change.running
             spec["running_score"] = change.running_score
+        if change.zadd:
+            spec["zadd"] = [list(z) for z in change.zadd]
+        if change.zrem:
+            spec["zrem"] = [list(z) for z in change.zrem]
         if not spec["events"]:
             del spec["events"]
         raw = self._call(

@@ -1,0 +1,478 @@
+"""Human reviews while they wait: decisions (with quorum), SLA escalation, reminders,
+reassignment, time-outs, who may decide, and the statistics of closed reviews.
+
+Every change is one guarded commit (status WAITING_FOR_INPUT, the same step, the same
+level where it matters), so a timer that fires after a decision, or twice, or a
+double click, changes nothing.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import jsonschema
+
+from engine import audit, escalation, keys
+from engine.errors import (
+    AlreadyDecided,
+    ExecutionError,
+    ExecutionNotFound,
+    InputInvalid,
+    NotWaiting,
+    SignoffError,
+)
+from engine.execution import (
+    Decision,
+    ExecutionState,
+    ExecutionStatus,
+    StepResult,
+    StepStatus,
+    Waiting,
+    canonical,
+    decision_outcome,
+    dumps,
+    iso,
+    parse_iso,
+    utcnow,
+)
+from engine.notify import (
+    SYSTEM_SLA,
+    SYSTEM_TIMEOUT,
+    Actor,
+    Notifier,
+    ReviewChange,
+    ReviewClosed,
+    ReviewRequest,
+)
+from engine.reviews import review_request
+from engine.scheduling import Scheduler
+from engine.store import Change, Store
+
+log = logging.getLogger(__name__)
+
+
+class CannotEscalate(ExecutionError):
+    """The review is at its last level (or has no escalation levels)."""
+
+
+@dataclass(frozen=True)
+class ResumeResult:
+    execution_id: str
+    decision: Decision | None  # None while a quorum is still short
+    approvals: int = 1  # quorum: approvals recorded, this one included
+    required: int = 1
+
+    @property
+    def decided(self) -> bool:
+        return self.decision is not None
+
+
+class Reviews:
+    def __init__(self, store: Store, scheduler: Scheduler, notifier: Notifier,
+                 clock: Callable[[], datetime] = utcnow, lease_ms: int = 30_000) -> None:
+        self.store = store
+        self.scheduler = scheduler
+        self.notifier = notifier
+        self.clock = clock
+        self.lease_ms = lease_ms
+
+    # -- deciding ----------------------------------------------------------------------------
+
+    def resume(self, execution_id: str, input_: Any, actor: Actor, *,
+               step: str | None = None) -> ResumeResult:
+        """Record an answer, exactly once; with ``approvals-required: N`` an approval counts
+        toward the quorum and the N-th distinct approver decides (one deny denies)."""
+        for _ in range(50):
+            state, waiting = self._waiting(execution_id, step)
+            if not isinstance(input_, Mapping):
+                raise InputInvalid(execution_id, [{"path": "", "message":
+                                                   "the input must be a JSON object"}])
+            violations = schema_violations(waiting.schema, input_)
+            if violations:
+                raise InputInvalid(execution_id, violations)
+            now = self.clock()
+            field = str(waiting.options.get("decision-field") or "approved")
+            outcome = decision_outcome(input_, field)
+            required = escalation.approvals_required(waiting.options)
+            approval = {"actor": actor.to_json(), "at": iso(now), "input": dict(input_)}
+            if outcome == "approved" and required > 1:
+                if escalation.already_approved(waiting.approvals, actor.id):
+                    return ResumeResult(execution_id, None, len(waiting.approvals), required)
+                if len(waiting.approvals) + 1 < required:
+                    if self._record_approval(state, waiting, approval, actor, now):
+                        return ResumeResult(execution_id, None, len(waiting.approvals) + 1,
+                                            required)
+                    continue
+            approvals: list[Mapping[str, Any]] = (
+                [*waiting.approvals, approval] if outcome == "approved" else [approval])
+            decision = Decision(step=waiting.step, path=waiting.path, actor=actor.to_json(),
+                                at=iso(now) or "", input=dict(input_),
+                                message_sha256=waiting.message_sha256, outcome=outcome)
+            change = self._decide_change(state, waiting, decision, approvals, now)
+            if self._commit_waiting(state, waiting, change):
+                self.scheduler.enqueue_advance(execution_id)
+                self._announce_closed(state, outcome, actor, dict(input_))
+                return ResumeResult(execution_id, decision, len(approvals), required)
+        raise SignoffError(f"could not record the decision on {execution_id}: too much contention")
+
+    def _record_approval(self, state: ExecutionState, waiting: Waiting,
+                         approval: dict[str, Any], actor: Actor, now: datetime) -> bool:
+        updated = waiting.evolve(approvals=(*waiting.approvals, approval))
+        change = Change(set={"w": updated.to_json()}, events=[audit.event(
+            audit.APPROVAL_RECORDED, iso(now) or "", step=waiting.path, actor=actor.to_json(),
+            input=approval["input"], count=len(updated.approvals),
+            required=escalation.approvals_required(waiting.options))])
+        if not self._commit_waiting(state, waiting, change):
+            return False
+        self._announce_change(state, updated, "approval", actor, now)
+        return True
+
+    def _decide_change(self, state: ExecutionState, waiting: Waiting, decision: Decision,
+                       approvals: list[Mapping[str, Any]], now: datetime) -> Change:
+        previous = state.results.get(waiting.path)
+        result = StepResult(status=StepStatus.COMPLETED, output=dict(decision.input),
+                            started_at=previous.started_at if previous else None,
+                            finished_at=decision.at, resumed_by=decision.actor,
+                            resumed_at=decision.at)
+        event = audit.event(audit.DECIDED, decision.at, step=decision.path,
+                            actor=decision.actor, input=decision.input,
+                            outcome=decision.outcome, messageSha256=decision.message_sha256,
+                            level=waiting.level or None,
+                            approvals=[a["actor"] for a in approvals] if len(approvals) > 1
+                            else None)
+        change = Change(
+            set={keys.decision_field(decision.path): decision.to_json()}, delete=["w"],
+            status=ExecutionStatus.RUNNING, waiting="remove", running="add",
+            running_score=_ms(self.clock()) + 2 * self.lease_ms, events=[event],
+        ).step(decision.path, result)
+        self.close_into(change, state, waiting, decision.outcome, now)
+        return change
+
+    def _not_waiting(self, state: ExecutionState, step: str | None) -> ExecutionError:
+        wanted = step or (state.waiting.path if state.waiting else None)
+        decided = None
+        if wanted is not None:
+            decided = state.decisions.get(wanted) or next(
+                (d for d in state.decisions.values() if d.step == wanted), None)
+        elif state.decisions:
+            decided = max(state.decisions.values(), key=lambda d: d.at)
+        if decided is not None:
+            who = str(decided.actor.get("name") or decided.actor.get("id"))
+            return AlreadyDecided(state.id, step=decided.step, by=who, at=decided.at,
+                                  outcome=decided.outcome)
+        return NotWaiting(state.id, state.status.value)
+
+    def record_refusal(self, execution_id: str, actor: Actor, reason: str) -> None:
+        """Audit a decision attempt that was refused (not an approver, self-approval)."""
+        state = self.store.load(execution_id)
+        self.store.append_audit(state, [audit.event(audit.REFUSED, iso(self.clock()) or "",
+                                                    actor=actor.to_json(), reason=reason)])
+
+    # -- escalation, reminders, reassignment -------------------------------------------------
+
+    def escalate(self, execution_id: str, actor: Actor, reason: str, *,
+                 step: str | None = None, from_level: int | None = None) -> int:
+        """Move the review to its next level now; returns the new level.
+
+        Raises CannotEscalate at the last level, NotWaiting / AlreadyDecided when decided.
+        """
+        for _ in range(50):
+            state, waiting = self._waiting(execution_id, step)
+            if from_level is not None and waiting.level != from_level:
+                return waiting.level  # someone escalated it already
+            all_levels = escalation.levels(waiting.options)
+            target = waiting.level + 1
+            if target >= len(all_levels):
+                raise CannotEscalate(
+                    f"review {waiting.step} of {execution_id} is at its last level "
+                    f"({waiting.level + 1} of {len(all_levels)}): there is no one "
+                    "further to escalate to", execution_id=execution_id)
+            if self._move_to_level(state, waiting, target, all_levels, actor, reason):
+                return target
+        raise SignoffError(f"could not escalate {execution_id}: too much contention")
+
+    def _move_to_level(self, state: ExecutionState, waiting: Waiting, target: int,
+                       all_levels: list[escalation.Level], actor: Actor, reason: str) -> bool:
+        now = self.clock()
+        level = all_levels[target]
+        due = now + level.sla if level.sla is not None else None
+        remind = escalation.remind_time(waiting.options, now, due)
+        updated = waiting.evolve(level=target, level_due=iso(due), remind_at=iso(remind),
+                                 approvers=escalation.merged(waiting.approvers,
+                                                             level.approvers))
+        change = Change(set={"w": updated.to_json()}, events=[audit.event(
+            audit.ESCALATED, iso(now) or "", step=waiting.path, actor=actor.to_json(),
+            fromLevel=waiting.level, toLevel=target, approvers=list(level.approvers),
+            reason=reason, slaDueAt=iso(due))])
+        if not self._commit_waiting(state, waiting, change):
+            return False
+        if due is not None:
+            self.scheduler.review_timer_at(state.id, waiting.path, target, "sla", due)
+        if remind is not None:
+            self.scheduler.review_timer_at(state.id, waiting.path, target, "remind", remind)
+        self._announce_change(state, updated, "escalated", actor, now, reason=reason,
+                              added=level.approvers, channel=level.channel)
+        return True
+
+    def review_timer(self, execution_id: str, path: str, level: int, kind: str) -> bool:
+        """An SLA or remind timer fired: act if the review still waits at that level."""
+        try:
+            state, waiting = self._waiting(execution_id, path)
+        except (NotWaiting, AlreadyDecided, ExecutionNotFound):
+            return False
+        if waiting.level != level:
+            return False
+        due = parse_iso(waiting.level_due if kind == "sla" else waiting.remind_at)
+        if due is None:
+            return False
+        if self.clock() < due:  # RQ fired early: never act before the deadline
+            self.scheduler.review_timer_at(execution_id, path, level, kind, due)
+            return False
+        if kind == "remind":
+            return self._remind(state, waiting)
+        sla = escalation.levels(waiting.options)[level].sla
+        reason = f"SLA of {_spell(waiting.options, level)} passed" if sla else "SLA passed"
+        try:
+            self.escalate(execution_id, SYSTEM_SLA, reason, step=path, from_level=level)
+        except CannotEscalate:
+            return self._apply_on_timeout(execution_id, path, f"{reason} at the last level")
+        except (NotWaiting, AlreadyDecided):
+            return False
+        return True
+
+    def _remind(self, state: ExecutionState, waiting: Waiting) -> bool:
+        now = self.clock()
+        updated = waiting.evolve(remind_at=None)
+        change = Change(set={"w": updated.to_json()}, events=[audit.event(
+            audit.REMINDED, iso(now) or "", step=waiting.path, level=waiting.level,
+            approvers=list(waiting.approvers), slaDueAt=waiting.level_due)])
+        if not self._commit_waiting(state, waiting, change):
+            return False
+        self._announce_change(state, updated, "reminder", SYSTEM_SLA, now,
+                              reason=f"SLA passes at {waiting.level_due}")
+        return True
+
+    def reassign(self, execution_id: str, actor: Actor, approver: str, *,
+                 step: str | None = None) -> None:
+        """Let ``approver`` decide too, at the current level."""
+        for _ in range(50):
+            state, waiting = self._waiting(execution_id, step)
+            now = self.clock()
+            updated = waiting.evolve(approvers=escalation.merged(waiting.approvers, [approver]))
+            change = Change(set={"w": updated.to_json()}, events=[audit.event(
+                audit.REASSIGNED, iso(now) or "", step=waiting.path, actor=actor.to_json(),
+                approver=approver, level=waiting.level)])
+            if self._commit_waiting(state, waiting, change):
+                self._announce_change(state, updated, "reassigned", actor, now,
+                                      added=(approver,))
+                return
+        raise SignoffError(f"could not reassign {execution_id}: too much contention")
+
+    def set_audience(self, execution_id: str, path: str, user_ids: tuple[str, ...]) -> bool:
+        """Record who (resolved user ids) may decide, and index the review under each."""
+        for _ in range(50):
+            try:
+                state, waiting = self._waiting(execution_id, path)
+            except (NotWaiting, AlreadyDecided):
+                return False
+            audience = tuple(dict.fromkeys(user_ids))
+            if audience == waiting.audience:
+                return True
+            since = _ms(parse_iso(waiting.since) or self.clock())
+            change = Change(set={"w": waiting.evolve(audience=audience).to_json()},
+                            zadd=[(keys.index_approver(u), since, execution_id)
+                                  for u in audience if u not in waiting.audience],
+                            zrem=[(keys.index_approver(u), execution_id)
+                                  for u in waiting.audience if u not in audience])
+            if self._commit_waiting(state, waiting, change):
+                return True
+        return False
+
+    # -- time-outs ---------------------------------------------------------------------------
+
+    def step_timed_out(self, execution_id: str, path: str) -> bool:
+        """A human step's ``timeout`` elapsed: apply its ``on-timeout`` unless decided."""
+        try:
+            _, waiting = self._waiting(execution_id, path)
+        except (NotWaiting, AlreadyDecided, ExecutionNotFound):
+            return False
+        due = parse_iso(waiting.due_at)
+        if due is not None and self.clock() < due:
+            self.scheduler.step_timeout_at(execution_id, path, due)
+            return False
+        return self._apply_on_timeout(execution_id, path,
+                                      f"no decision before the step's timeout ({waiting.due_at})")
+
+    def _apply_on_timeout(self, execution_id: str, path: str, reason: str) -> bool:
+        state, waiting = self._waiting(execution_id, path)
+        outcome = str(waiting.options.get("on-timeout") or "fail")
+        field = str(waiting.options.get("decision-field") or "approved")
+        try:
+            if outcome in ("approve", "deny"):
+                self.resume(execution_id, {field: outcome == "approve"}, SYSTEM_TIMEOUT,
+                            step=path)
+            elif outcome == "cancel":
+                self.end(execution_id, ExecutionStatus.CANCELLED, audit.CANCELLED,
+                         SYSTEM_TIMEOUT, f"step {waiting.step}: {reason}")
+            else:
+                self._fail_waiting_step(state, waiting, outcome, reason)
+        except (NotWaiting, AlreadyDecided, InputInvalid):
+            return False
+        return True
+
+    def _fail_waiting_step(self, state: ExecutionState, waiting: Waiting, outcome: str,
+                           reason: str) -> None:
+        now = self.clock()
+        result = StepResult(status=StepStatus.FAILED, error=reason, finished_at=iso(now),
+                            output={"timedOut": True, "onTimeout": outcome})
+        change = Change(delete=["w"], status=ExecutionStatus.RUNNING, waiting="remove",
+                        running="add", running_score=_ms(now) + 2 * self.lease_ms,
+                        events=[audit.event(audit.STEP_FAILED, iso(now) or "",
+                                            step=waiting.path, error=reason,
+                                            onTimeout=outcome)]
+                        ).step(waiting.path, result)
+        self.close_into(change, state, waiting, "timed_out", now)
+        if not self._commit_waiting(state, waiting, change):
+            raise NotWaiting(state.id, state.status.value)
+        self.scheduler.enqueue_advance(state.id)
+        self._announce_closed(state, "timed_out", SYSTEM_TIMEOUT, {}, reason)
+
+    # -- ending a run ------------------------------------------------------------------------
+
+    def end(self, execution_id: str, status: ExecutionStatus, kind: str, actor: Actor,
+            reason: str) -> None:
+        """End a run that has not finished (cancel, settings.timeout)."""
+        from engine.execution import ACTIVE
+
+        for _ in range(50):
+            state = self.store.load(execution_id)
+            if state.status.is_terminal:
+                raise NotWaiting(execution_id, state.status.value)
+            now = self.clock()
+            change = Change(status=status, waiting="remove", running="remove",
+                            set={"t1": iso(now) or "", "err": reason},
+                            events=[audit.event(kind, iso(now) or "", actor=actor.to_json(),
+                                                reason=reason)])
+            waiting = (state.waiting if state.status is ExecutionStatus.WAITING_FOR_INPUT
+                       else None)
+            outcome = "cancelled" if status is ExecutionStatus.CANCELLED else "timed_out"
+            if waiting is not None:
+                self.close_into(change, state, waiting, outcome, now)
+            result = self.store.commit(state, change, guard_status=ACTIVE)
+            if result.ok:
+                if waiting is not None:
+                    self._announce_closed(state, outcome, actor, {}, reason)
+                return
+            if result.reason == "missing":
+                raise ExecutionNotFound(execution_id)
+        raise SignoffError(f"could not end {execution_id}: too much contention")
+
+    def close_into(self, change: Change, state: ExecutionState, waiting: Waiting, outcome: str,
+                   now: datetime) -> None:
+        """Add to ``change`` what closing the review means: unindex it, count it in stats."""
+        change.zrem.extend((keys.index_approver(u), state.id) for u in waiting.audience)
+        since = parse_iso(waiting.since)
+        first_due = parse_iso(waiting.first_due)
+        record = {"id": state.id, "o": outcome,
+                  "ms": _ms(now) - _ms(since) if since else 0, "lv": waiting.level,
+                  "b": bool(first_due and now > first_due)}
+        member = dumps(record)
+        stats_key = keys.stats(state.workflow, waiting.step)
+        change.zadd.append((stats_key, _ms(now), member))
+        change.zadd.append((keys.STATS_INDEX, _ms(now), f"{state.workflow}\x1f{waiting.step}"))
+
+    # -- reading -----------------------------------------------------------------------------
+
+    def pending_for(self, user_id: str, *, offset: int = 0,
+                    limit: int = 50) -> tuple[list[str], int]:
+        """Executions whose review ``user_id`` may decide, oldest first."""
+        return self.store.index_page(keys.index_approver(user_id), offset, limit)
+
+    def stats(self, since: datetime) -> dict[tuple[str, str], list[dict[str, Any]]]:
+        """Closed reviews since ``since``, per (workflow, step), oldest first."""
+        found: dict[tuple[str, str], list[dict[str, Any]]] = {}
+        for member in self.store.index_members(keys.STATS_INDEX, _ms(since)):
+            workflow, _, step = member.partition("\x1f")
+            rows = self.store.index_members(keys.stats(workflow, step), _ms(since))
+            found[(workflow, step)] = [json.loads(r) for r in rows]
+        return found
+
+    def recent_outcomes(self, workflow: str, step: str, count: int) -> list[str]:
+        rows = self.store.index_last(keys.stats(workflow, step), count)
+        return [json.loads(r)["o"] for r in rows]
+
+    # -- plumbing ----------------------------------------------------------------------------
+
+    def _waiting(self, execution_id: str, step: str | None) -> tuple[ExecutionState, Waiting]:
+        state = self.store.load(execution_id)
+        waiting = state.waiting
+        if state.status is not ExecutionStatus.WAITING_FOR_INPUT or waiting is None:
+            raise self._not_waiting(state, step)
+        if step is not None and step not in (waiting.step, waiting.path):
+            raise self._not_waiting(state, step)
+        return state, waiting
+
+    def _commit_waiting(self, state: ExecutionState, waiting: Waiting, change: Change) -> bool:
+        """Commit if nothing changed since ``state`` was read (the audit head guards that:
+        every change appends an event); False means look again."""
+        guard = f'"path":{canonical(waiting.path)}'
+        result = self.store.commit(state, change,
+                                   guard_status=(ExecutionStatus.WAITING_FOR_INPUT,),
+                                   guard_field=("w", guard))
+        if result.reason == "missing":
+            raise ExecutionNotFound(state.id)
+        return result.ok
+
+    def _announce_change(self, state: ExecutionState, waiting: Waiting, kind: str,
+                         actor: Actor, now: datetime, *, reason: str = "",
+                         added: tuple[str, ...] = (), channel: str | None = None) -> None:
+        try:
+            self.notifier.review_changed(ReviewChange(
+                review=review_request(state, None, waiting), kind=kind, actor=actor, at=now,
+                reason=reason, added=tuple(added), level=waiting.level, channel=channel))
+        except Exception:  # Slack being down must not undo what was recorded
+            log.exception("notifier failed for %s", state.id)
+
+    def _announce_closed(self, state: ExecutionState, outcome: str, actor: Actor,
+                         input_: Mapping[str, Any], reason: str = "") -> None:
+        waiting = state.waiting
+        if waiting is None:
+            return
+        try:
+            self.notifier.review_closed(ReviewClosed(
+                execution_id=state.id, workflow=state.workflow, step=waiting.step,
+                outcome=outcome, actor=actor, at=self.clock(), input=input_, reason=reason))
+        except Exception:  # Slack being down must not undo a recorded decision
+            log.exception("notifier failed for %s", state.id)
+
+
+def review_of(state: ExecutionState) -> ReviewRequest | None:
+    if state.status is not ExecutionStatus.WAITING_FOR_INPUT or state.waiting is None:
+        return None
+    return review_request(state, None, state.waiting)
+
+
+def schema_violations(schema: Mapping[str, Any], value: Any) -> list[dict[str, str]]:
+    """Every way ``value`` breaks ``schema`` (Draft 2020-12), as {path, message}."""
+    validator = jsonschema.Draft202012Validator(schema,
+                                                format_checker=jsonschema.FormatChecker())
+    found = []
+    for error in sorted(validator.iter_errors(value), key=lambda e: list(e.absolute_path)):
+        path = "/".join(str(p) for p in error.absolute_path)
+        found.append({"path": path, "message": error.message})
+    return found
+
+
+def _spell(options: Mapping[str, Any], level: int) -> str:
+    if level == 0:
+        return str(options.get("sla"))
+    return str((options.get("escalation") or [])[level - 1].get("sla"))
+
+
+def _ms(moment: datetime) -> int:
+    return int(moment.timestamp() * 1000)

@@ -1,0 +1,258 @@
+"""Reviews while they wait: SLA escalation, reminders, quorum, reassignment, audience, stats."""
+
+from __future__ import annotations
+
+import textwrap
+from datetime import timedelta
+
+import pytest
+
+from engine.errors import AlreadyDecided
+from engine.execution import ExecutionStatus, parse_iso
+from engine.notify import Actor, ReviewChange, ReviewClosed, ReviewRequest
+from engine.reviewing import CannotEscalate
+from engine.workflow import parse_workflow
+from tests.support.services import wait_until
+
+CHAIN = """
+name: contain
+steps:
+  - name: review
+    type: waitForInput
+    with:
+      message: "Isolate {{ event.host }}?"
+      approvers: ["S0SOCL1"]
+      sla: {sla0}
+      remind: {remind}
+      escalation:
+        - approvers: ["U0LEAD01"]
+          sla: {sla1}
+        - approvers: ["S0ONCALL"]
+          sla: {sla2}
+      on-timeout: deny
+  - name: after
+    type: console
+    with: {{message: "{{{{ steps.review.output.approved }}}} by {{{{ steps.review.resumedBy.id }}}}"}}
+"""
+
+ALICE = Actor(id="U0ALICE", name="alice", source="slack")
+BOB = Actor(id="U0BOB", name="bob", source="slack")
+
+
+class Recorder:
+    """A Notifier that keeps what it is told (the engine's seam; the bot is another)."""
+
+    def __init__(self):
+        self.seen: list[object] = []
+
+    def review_waiting(self, review: ReviewRequest) -> None:
+        self.seen.append(("waiting", review))
+
+    def review_changed(self, change: ReviewChange) -> None:
+        self.seen.append((change.kind, change))
+
+    def review_closed(self, closed: ReviewClosed) -> None:
+        self.seen.append(("closed", closed))
+
+    def kinds(self):
+        return [kind for kind, _ in self.seen]
+
+
+@pytest.fixture
+def recorder(runtime):
+    rec = Recorder()
+    runtime.engine.notifier = rec
+    runtime.engine.reviews.notifier = rec
+    runtime.runner.notifier = rec
+    return rec
+
+
+def start(runtime, work, text, event=None):
+    execution_id = runtime.engine.run(parse_workflow(textwrap.dedent(text)), event or {})
+    work()
+    return execution_id
+
+
+def at(iso_text, delta=timedelta(milliseconds=1)):
+    return parse_iso(iso_text) + delta
+
+
+def test_sla_chain_escalates_level_by_level_then_applies_on_timeout(runtime, work, recorder):
+    execution_id = start(runtime, work, CHAIN.format(sla0="15m", remind="10m", sla1="15m",
+                                                     sla2="30m"), {"host": "web-1"})
+    engine = runtime.engine
+    waiting = engine.get(execution_id).waiting
+    assert waiting.approvers == ("S0SOCL1",) and waiting.level == 0
+    assert parse_iso(waiting.level_due) - parse_iso(waiting.since) == timedelta(minutes=15)
+
+    # Timers that fire early do nothing (RQ's scheduler can be a second early).
+    assert engine.review_timer(execution_id, "review", 0, "sla") is False
+    engine.clock = lambda: at(waiting.remind_at)
+    assert engine.review_timer(execution_id, "review", 0, "remind") is True
+    assert engine.review_timer(execution_id, "review", 0, "remind") is False  # only once
+
+    engine.clock = lambda: at(waiting.level_due)
+    assert engine.review_timer(execution_id, "review", 0, "sla") is True
+    assert engine.review_timer(execution_id, "review", 0, "sla") is False  # fired twice
+    level1 = engine.get(execution_id).waiting
+    assert level1.level == 1 and level1.approvers == ("S0SOCL1", "U0LEAD01")
+
+    engine.clock = lambda: at(level1.level_due)
+    assert engine.review_timer(execution_id, "review", 1, "sla") is True
+    level2 = engine.get(execution_id).waiting
+    assert level2.level == 2 and level2.approvers == ("S0SOCL1", "U0LEAD01", "S0ONCALL")
+
+    engine.clock = lambda: at(level2.level_due)
+    assert engine.review_timer(execution_id, "review", 2, "sla") is True
+    work()
+    state = engine.get(execution_id)
+    assert state.status is ExecutionStatus.COMPLETED
+    assert state.results["after"].output == "false by system:timeout"
+
+    assert recorder.kinds() == ["waiting", "reminder", "escalated", "escalated", "closed"]
+    escalated = [c for kind, c in recorder.seen if kind == "escalated"]
+    assert escalated[0].added == ("U0LEAD01",) and escalated[0].reason == "SLA of 15m passed"
+    assert escalated[1].level == 2 and escalated[1].reason == "SLA of 15m passed"
+    events = [e.event for e in engine.audit_entries(execution_id)]
+    kinds = [e["type"] for e in events]
+    assert kinds.count("review.escalated") == 2 and "review.reminded" in kinds
+    decided = next(e for e in events if e["type"] == "step.decided")
+    assert decided["actor"]["id"] == "system:timeout" and decided["level"] == 2
+    assert engine.verify_audit(execution_id).ok
+
+
+def test_a_decision_just_before_the_deadline_wins_and_the_timer_does_nothing(
+        runtime, work, recorder):
+    execution_id = start(runtime, work, CHAIN.format(sla0="1m", remind="30s", sla1="1m",
+                                                     sla2="1m"))
+    waiting = runtime.engine.get(execution_id).waiting
+    runtime.engine.clock = lambda: at(waiting.level_due, timedelta(milliseconds=-1))
+    runtime.engine.resume(execution_id, {"approved": True}, ALICE)
+    runtime.engine.clock = lambda: at(waiting.level_due)
+    assert runtime.engine.review_timer(execution_id, "review", 0, "sla") is False
+    work()
+    state = runtime.engine.get(execution_id)
+    assert state.results["after"].output == "true by U0ALICE"
+    assert "escalated" not in recorder.kinds()
+
+
+def test_manual_escalation_with_a_reason_and_refusal_past_the_last_level(runtime, work,
+                                                                         recorder):
+    execution_id = start(runtime, work, CHAIN.format(sla0="1h", remind="30m", sla1="1h",
+                                                     sla2="1h"))
+    engine = runtime.engine
+    assert engine.escalate(execution_id, ALICE, "need a lead's call") == 1
+    assert engine.escalate(execution_id, ALICE, "still unsure") == 2
+    with pytest.raises(CannotEscalate) as caught:
+        engine.escalate(execution_id, ALICE, "more")
+    assert "last level" in str(caught.value)
+    events = [e.event for e in engine.audit_entries(execution_id)
+              if e.event["type"] == "review.escalated"]
+    assert [e["reason"] for e in events] == ["need a lead's call", "still unsure"]
+    assert events[0]["actor"]["id"] == "U0ALICE"
+    # The old level's SLA timer, firing late, must not escalate again.
+    engine.clock = lambda: at(engine.get(execution_id).waiting.level_due, timedelta(hours=5))
+    assert engine.review_timer(execution_id, "review", 0, "sla") is False
+
+
+QUORUM = """
+name: prod-change
+steps:
+  - name: review
+    type: waitForApproval
+    with:
+      message: "Deploy 4.2 to production?"
+      approvers: ["U0ALICE", "U0BOB", "U0CAROL"]
+      approvals-required: 2
+  - name: deploy
+    type: console
+    if: "steps.review.output.approved : true"
+    with: {message: deploying}
+"""
+
+
+def test_quorum_needs_distinct_approvers_and_one_deny_denies(runtime, work, recorder):
+    engine = runtime.engine
+    execution_id = start(runtime, work, QUORUM)
+    first = engine.resume(execution_id, {"approved": True}, ALICE)
+    assert not first.decided and (first.approvals, first.required) == (1, 2)
+    again = engine.resume(execution_id, {"approved": True}, ALICE)  # counts once
+    assert not again.decided and again.approvals == 1
+    assert engine.get(execution_id).status is ExecutionStatus.WAITING_FOR_INPUT
+    second = engine.resume(execution_id, {"approved": True}, BOB)
+    assert second.decided and second.decision.outcome == "approved"
+    work()
+    assert engine.get(execution_id).results["deploy"].output == "deploying"
+    decided = next(e.event for e in engine.audit_entries(execution_id)
+                   if e.event["type"] == "step.decided")
+    assert [a["id"] for a in decided["approvals"]] == ["U0ALICE", "U0BOB"]
+    assert recorder.kinds().count("approval") == 1
+
+    denied_id = start(runtime, work, QUORUM)
+    engine.resume(denied_id, {"approved": True}, ALICE)
+    result = engine.resume(denied_id, {"approved": False}, BOB)
+    assert result.decided and result.decision.outcome == "denied"
+    with pytest.raises(AlreadyDecided):
+        engine.resume(denied_id, {"approved": True}, Actor(id="U0CAROL", name="carol"))
+
+
+def test_reassign_adds_an_approver_at_the_current_level(runtime, work, recorder):
+    execution_id = start(runtime, work, QUORUM)
+    runtime.engine.reassign(execution_id, ALICE, "U0DAVE")
+    assert "U0DAVE" in runtime.engine.get(execution_id).waiting.approvers
+    change = next(c for kind, c in recorder.seen if kind == "reassigned")
+    assert change.added == ("U0DAVE",) and change.actor.id == "U0ALICE"
+    event = next(e.event for e in runtime.engine.audit_entries(execution_id)
+                 if e.event["type"] == "review.reassigned")
+    assert event["approver"] == "U0DAVE"
+
+
+def test_audience_index_lists_a_users_reviews_and_forgets_closed_ones(runtime, work):
+    engine = runtime.engine
+    ids = [start(runtime, work, QUORUM) for _ in range(3)]
+    for execution_id in ids:
+        assert engine.set_review_audience(execution_id, "review", ("U0ALICE", "U0BOB"))
+    engine.set_review_audience(ids[2], "review", ("U0BOB",))  # alice removed from one
+    mine, total = engine.pending_for("U0ALICE")
+    assert total == 2 and [r.execution_id for r in mine] == ids[:2]
+    engine.resume(ids[0], {"approved": False}, ALICE)
+    engine.cancel(ids[1], ALICE)
+    assert engine.pending_for("U0ALICE")[1] == 0
+    assert engine.pending_for("U0BOB")[1] == 1
+    assert engine.set_review_audience(ids[0], "review", ("U0ALICE",)) is False  # closed
+
+
+def test_stats_record_outcome_time_escalations_and_breaches(runtime, work):
+    engine = runtime.engine
+    text = CHAIN.format(sla0="1m", remind="30s", sla1="1m", sla2="1m")
+    fast = start(runtime, work, text)
+    engine.resume(fast, {"approved": True}, ALICE)
+    slow = start(runtime, work, text)
+    waiting = engine.get(slow).waiting
+    engine.clock = lambda: at(waiting.level_due)
+    engine.review_timer(slow, "review", 0, "sla")
+    engine.resume(slow, {"approved": False}, BOB)
+    rows = engine.reviews.stats(parse_iso(waiting.since) - timedelta(hours=1))
+    records = rows[("contain", "review")]
+    assert [r["o"] for r in records] == ["approved", "denied"]
+    assert [r["lv"] for r in records] == [0, 1] and [r["b"] for r in records] == [False, True]
+    assert records[1]["ms"] >= 60_000
+    assert engine.reviews.recent_outcomes("contain", "review", 50) == ["denied", "approved"]
+
+
+def test_real_timers_escalate_through_a_worker_process(runtime, worker_process, recorder):
+    worker_process()
+    execution_id = runtime.engine.run(parse_workflow(CHAIN.format(
+        sla0="1s", remind="500ms", sla1="1s", sla2="1s")), {"host": "db-2"})
+    wait_until(lambda: runtime.engine.get(execution_id).status is ExecutionStatus.COMPLETED,
+               timeout=30, message="the chain to run out and on-timeout to deny")
+    events = [e.event for e in runtime.engine.audit_entries(execution_id)]
+    escalations = [e for e in events if e["type"] == "review.escalated"]
+    assert [e["toLevel"] for e in escalations] == [1, 2]
+    # Each level moved on no earlier than the deadline set when it began.
+    waiting_event = next(e for e in events if e["type"] == "step.waiting_for_input")
+    assert escalations[0]["at"] >= waiting_event["slaDueAt"]
+    assert escalations[1]["at"] >= escalations[0]["slaDueAt"]
+    decided = next(e for e in events if e["type"] == "step.decided")
+    assert decided["at"] >= escalations[1]["slaDueAt"]
+    assert runtime.engine.get(execution_id).results["review"].output == {"approved": False}
