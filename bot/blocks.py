@@ -7,8 +7,10 @@ A review message reads top to bottom the way a reviewer mid-incident needs it:
 - sections: the evidence (the rest of the message as mrkdwn, cut at paragraph
   boundaries into sections of at most 3000 characters, with a marker saying how
   much was left out and where to read it all);
-- context: workflow, step, execution, who asked, when it is due, who may decide;
-- actions: Approve, Deny (with a confirm dialog), Escalate, Respond….
+- context: workflow, step, execution, who asked, when it is next due, who may decide,
+  the escalation level and, with a quorum, who approved so far;
+- actions: Approve, Deny (with a confirm dialog), Escalate (while a level remains),
+  Respond…, and Reassign… in an overflow menu.
 
 Once closed, the buttons give way to a line saying who decided what, and when.
 """
@@ -27,6 +29,7 @@ from bot.forms import (
     decision_line,
     humanize,
     offers_decision,
+    only_decision_required,
 )
 from bot.mrkdwn import (
     DATE_AT_TIME,
@@ -43,13 +46,19 @@ from bot.mrkdwn import (
     truncate_mrkdwn,
     truncate_plain,
 )
-from engine.notify import Actor, ReviewClosed, ReviewRequest
+from engine.notify import SYSTEM_TIMEOUT, Actor, ReviewClosed, ReviewRequest
 
 ACTION_APPROVE = "signoff.approve"
 ACTION_DENY = "signoff.deny"
 ACTION_ESCALATE = "signoff.escalate"
 ACTION_RESPOND = "signoff.respond"
+ACTION_REASSIGN = "signoff.reassign"
 ACTIONS_BLOCK_ID = "signoff.review"
+CALLBACK_ESCALATE = "signoff.escalate_reason"
+CALLBACK_REASSIGN = "signoff.reassign_to"
+REASON_BLOCK = "reason"
+APPROVER_BLOCK = "approver"
+INPUT_ACTION = "value"
 
 MAX_BLOCKS = 50
 MAX_EVIDENCE_BLOCKS = 40  # the truncation marker included
@@ -61,6 +70,8 @@ SECTION_LIMIT = 3000
 HEADER_LIMIT = 150
 BUTTON_TEXT_LIMIT = 75
 BUTTON_VALUE_LIMIT = 2000
+OPTION_VALUE_LIMIT = 150
+REASON_LIMIT = 500
 FALLBACK_LIMIT = 3000
 MAX_APPROVERS_SHOWN = 15
 _FENCE = "```"
@@ -73,12 +84,12 @@ class ReviewContext:
     approvers: tuple[str, ...] = ()  # Slack user ids (U…/W…) and user-group ids (S…)
     requested_by_display: str = ""  # a user id is mentioned, anything else shown as text
     level: int = 0  # escalation level, 0 for the step's own approvers
-    due_at: datetime | None = None
+    due_at: datetime | None = None  # the next deadline: the level's SLA or the timeout
 
     @classmethod
-    def from_review(cls, review: ReviewRequest, *, level: int = 0) -> ReviewContext:
+    def from_review(cls, review: ReviewRequest) -> ReviewContext:
         return cls(approvers=review.approvers, requested_by_display=review.requested_by or "",
-                   level=level, due_at=review.due_at)
+                   level=review.level, due_at=review.next_deadline)
 
 
 # -- the review message ----------------------------------------------------------------------
@@ -189,11 +200,14 @@ def _context(review: ReviewRequest, context: ReviewContext) -> dict[str, Any]:
         shown = context.approvers[:MAX_APPROVERS_SHOWN]
         lines.append(texts.context_approvers(
             ", ".join(mention_approver(a) for a in shown),
-            # Quorum (approvals-required > 1) is not enforced yet: one decision decides, so
-            # the message must not promise otherwise.
-            len(context.approvers) - len(shown), 1))
+            len(context.approvers) - len(shown), review.approvals_required))
     if context.level > 0:
-        lines.append(texts.context_level(context.level))
+        lines.append(texts.context_level(context.level + 1, max(review.levels,
+                                                                context.level + 1)))
+    if review.approvals_required > 1 and review.approvals:
+        who = [_actor(Actor.from_json(a.get("actor") or {"id": "?"})) for a in review.approvals]
+        lines.append(texts.quorum_progress(len(review.approvals), review.approvals_required,
+                                           ", ".join(who[:MAX_APPROVERS_SHOWN])))
     return {"type": "context", "elements": [_mrkdwn(truncate_mrkdwn(line, SECTION_LIMIT))
                                             for line in lines]}
 
@@ -207,7 +221,9 @@ def _actions(review: ReviewRequest, context: ReviewContext) -> dict[str, Any]:
         approve, deny = texts.APPROVE, texts.DENY
         if review.step_type == "waitForApproval":
             approve, deny = review.approve_label, review.reject_label
-        buttons.append(_button(approve, ACTION_APPROVE, value, style="primary"))
+        decide = ReviewRef(review.execution_id, review.step,
+                           one_click=only_decision_required(review)).encode()
+        buttons.append(_button(approve, ACTION_APPROVE, decide, style="primary"))
         confirm = {
             "title": _plain(texts.DENY_CONFIRM_TITLE),
             "text": _plain(truncate_plain(texts.deny_confirm_text(deny, decision_line(review)),
@@ -216,11 +232,17 @@ def _actions(review: ReviewRequest, context: ReviewContext) -> dict[str, Any]:
             "deny": _plain(texts.DENY_CONFIRM_NO),
             "style": "danger",
         }
-        buttons.append(_button(deny, ACTION_DENY, value, style="danger", confirm=confirm))
+        buttons.append(_button(deny, ACTION_DENY, decide, style="danger", confirm=confirm))
     if _can_escalate(review, context.level):
         buttons.append(_button(texts.ESCALATE, ACTION_ESCALATE, value))
     if asks_more_than_decision(review):
         buttons.append(_button(texts.RESPOND, ACTION_RESPOND, value))
+    if review.approvers:  # with nobody named, anyone who sees it may decide already
+        if len(value) <= OPTION_VALUE_LIMIT:
+            buttons.append({"type": "overflow", "action_id": ACTION_REASSIGN,
+                            "options": [{"text": _plain(texts.REASSIGN), "value": value}]})
+        else:  # an overflow option's value is short; a button's holds any reference
+            buttons.append(_button(texts.REASSIGN, ACTION_REASSIGN, value))
     return {"type": "actions", "block_id": ACTIONS_BLOCK_ID, "elements": buttons}
 
 
@@ -280,6 +302,8 @@ def _closed_line(closed: ReviewClosed, decision_field: str) -> tuple[str, str]:
     decision = closed.input.get(decision_field)
     if outcome == "submitted" and isinstance(decision, bool):
         outcome = "approved" if decision else "denied"
+    if closed.actor.id == SYSTEM_TIMEOUT.id:  # on-timeout decided: say it timed out
+        outcome = "timed_out"
     label = texts.outcome_label(outcome)
     who = None if closed.actor.source == "system" else _actor(closed.actor)
     return label, texts.closed_line(label, who, slack_date(closed.at, DATE_TIME))
@@ -361,3 +385,48 @@ def notice_modal(mrkdwn: str) -> dict[str, Any]:
         "close": _plain(texts.MODAL_DONE),
         "blocks": [_section(truncate_mrkdwn(mrkdwn, SECTION_LIMIT))],
     }
+
+
+# -- escalating and reassigning --------------------------------------------------------------
+
+
+def escalate_modal(review: ReviewRequest, next_approvers: tuple[str, ...]) -> dict[str, Any]:
+    """Asks why a review should go to its next level now (the reason is required)."""
+    number = review.level + 2
+    who = ", ".join(mention_approver(a) for a in next_approvers[:MAX_APPROVERS_SHOWN])
+    prompt = texts.escalate_prompt(escape_mrkdwn(decision_line(review)), number,
+                                   max(review.levels, number), who)
+    reason = {"type": "input", "block_id": REASON_BLOCK, "label": _plain(texts.ESCALATE_REASON_LABEL),
+              "hint": _plain(texts.ESCALATE_REASON_HINT),
+              "element": {"type": "plain_text_input", "action_id": INPUT_ACTION,
+                          "multiline": True, "max_length": REASON_LIMIT}}
+    return _action_modal(review, CALLBACK_ESCALATE, texts.ESCALATE_TITLE, texts.ESCALATE,
+                         prompt, reason)
+
+
+def reassign_modal(review: ReviewRequest) -> dict[str, Any]:
+    """Asks who else should decide a review, at its current level."""
+    prompt = texts.reassign_prompt(escape_mrkdwn(decision_line(review)))
+    picker = {"type": "input", "block_id": APPROVER_BLOCK, "label": _plain(texts.REASSIGN_LABEL),
+              "element": {"type": "users_select", "action_id": INPUT_ACTION}}
+    return _action_modal(review, CALLBACK_REASSIGN, texts.REASSIGN_TITLE, texts.REASSIGN_SUBMIT,
+                         prompt, picker)
+
+
+def _action_modal(review: ReviewRequest, callback_id: str, title: str, submit: str,
+                  prompt: str, field: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "type": "modal",
+        "callback_id": callback_id,
+        "private_metadata": ReviewRef(review.execution_id, review.step).encode(),
+        "title": _plain(title),
+        "submit": _plain(submit),
+        "close": _plain(texts.MODAL_CLOSE),
+        "blocks": [_section(truncate_mrkdwn(prompt, SECTION_LIMIT)), field],
+    }
+
+
+def thread_note(mrkdwn: str) -> dict[str, Any]:
+    """A short message (a thread reply, a reminder DM) from one of :mod:`bot.texts`'s sentences."""
+    text = truncate_mrkdwn(mrkdwn, SECTION_LIMIT)
+    return {"text": text, "blocks": [_section(text)]}

@@ -66,16 +66,22 @@ class ReviewRef:
 
     execution_id: str
     step: str
+    # One click decides (the decision field is the only required answer): the click's
+    # listener can hand the decision to a worker without reading the review first.
+    one_click: bool = False
 
     def encode(self) -> str:
-        return json.dumps({"execution_id": self.execution_id, "step": self.step},
-                          separators=(",", ":"))
+        data: dict[str, Any] = {"execution_id": self.execution_id, "step": self.step}
+        if self.one_click:
+            data["one"] = 1
+        return json.dumps(data, separators=(",", ":"))
 
     @classmethod
     def decode(cls, value: str) -> ReviewRef:
         try:
             data = json.loads(value)
-            return cls(execution_id=str(data["execution_id"]), step=str(data["step"]))
+            return cls(execution_id=str(data["execution_id"]), step=str(data["step"]),
+                       one_click=bool(data.get("one")))
         except (ValueError, KeyError, TypeError) as exc:
             raise ValueError(f"not a Signoff review reference: {value[:100]!r}") from exc
 

@@ -1,4 +1,4 @@
-"""What happens when a reviewer clicks a review's buttons or submits its modal.
+"""What happens when a reviewer clicks a review's buttons or submits one of its modals.
 
 Each listener acks first and then does only Redis work (read the review, check
 who may decide, record the decision through the engine) plus, for a modal, the
@@ -7,14 +7,15 @@ else said to the reviewer (an ephemeral refusal, "already decided by …") and t
 rewrite of the review message go through RQ jobs on the ``slack`` queue.
 
 A modal's answer is checked before the ack, because its errors travel in the
-ack (``response_action: errors``).
+ack (``response_action: errors``). Escalate… and Reassign… open small modals of
+their own (a reason; a person), allowed to the same people as deciding.
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from typing import Any
 
 from rq import Queue
@@ -23,14 +24,19 @@ from slack_sdk.errors import SlackApiError
 
 from bot import texts
 from bot.blocks import (
+    APPROVER_BLOCK,
+    INPUT_ACTION,
+    REASON_BLOCK,
     ephemeral_already_decided,
     ephemeral_not_allowed,
     ephemeral_text,
+    escalate_modal,
     notice_modal,
+    reassign_modal,
 )
-from bot.delivery import closed_from_state, load_delivery, new_delivery
+from bot.delivery import Delivery, closed_from_state, load_delivery, new_delivery, widened
 from bot.directory import Directory
-from bot.eligibility import refusal
+from bot.eligibility import reassign_refusal, refusal
 from bot.forms import (
     ReviewRef,
     modal_for,
@@ -40,8 +46,10 @@ from bot.forms import (
 )
 from bot.jobs import enqueue_reply
 from bot.mrkdwn import truncate_plain
+from engine import escalation
 from engine.errors import AlreadyDecided, ExecutionNotFound, InputInvalid, NotWaiting
 from engine.notify import Actor, ReviewRequest
+from engine.reviewing import CannotEscalate
 from engine.service import Engine
 
 log = logging.getLogger(__name__)
@@ -61,6 +69,7 @@ class Reviewer:
     team_id: str | None
     channel: str | None
     message_ts: str | None
+    ephemeral: bool = False  # clicked in an ephemeral list (/approvals), not a review message
 
     @classmethod
     def from_body(cls, body: Mapping[str, Any]) -> Reviewer:
@@ -70,26 +79,68 @@ class Reviewer:
         return cls(user_id=str(user.get("id") or ""),
                    username=str(user.get("username") or user.get("name") or ""),
                    team_id=(body.get("team") or {}).get("id") or user.get("team_id"),
-                   channel=channel, message_ts=container.get("message_ts"))
+                   channel=channel, message_ts=container.get("message_ts"),
+                   ephemeral=bool(container.get("is_ephemeral")))
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> Reviewer:
+        return cls(**data)
 
 
 class ReviewListeners:
     """The Bolt listeners for review buttons and modals, over one engine."""
 
-    def __init__(self, engine: Engine, directory: Directory, replies: Queue) -> None:
+    def __init__(self, engine: Engine, directory: Directory, replies: Queue,
+                 advance: Callable[[str], Any] | None = None) -> None:
         self.engine = engine
         self.directory = directory
         self.replies = replies
+        # In a worker, a decided run continues right here instead of in another job.
+        self.advance = advance
 
     # -- buttons -------------------------------------------------------------------------------
 
     def approve(self, ack: Ack, body: dict[str, Any], client: WebClient) -> None:
         ack()
-        self._decide(body, client, approved=True)
+        self._click(body, client, approved=True)
 
     def deny(self, ack: Ack, body: dict[str, Any], client: WebClient) -> None:
         ack()
-        self._decide(body, client, approved=False)
+        self._click(body, client, approved=False)
+
+    def _click(self, body: dict[str, Any], client: WebClient, *, approved: bool) -> None:
+        """A one-click decision goes to a worker (the answer to Slack is only the ack, so
+        it leaves at once); a click that opens the form needs its trigger_id here."""
+        ref = _ref_of(body)
+        if ref is not None and ref.one_click:
+            self.engine.scheduler.enqueue("bot.jobs.decide_click",
+                                          Reviewer.from_body(body).to_json(), ref.encode(),
+                                          approved)
+            return
+        self._decide(body, client, approved=approved)
+
+    def decide_click(self, reviewer: Reviewer, ref: ReviewRef, *, approved: bool) -> None:
+        """A one-click decision, in a worker: check who clicked what, record, continue."""
+        review = self._review_clicked(reviewer, ref)
+        if review is None or self._refused(reviewer, review):
+            return
+        if approved and self._already_counted(reviewer, review):
+            return
+        try:
+            result = self.engine.resume(review.execution_id, {review.decision_field: approved},
+                                        self._actor(reviewer), step=review.step,
+                                        advance=self.advance is None)
+        except (AlreadyDecided, NotWaiting, ExecutionNotFound):
+            self._reply_closed(reviewer, review.execution_id, review.step)
+            return
+        except InputInvalid:  # the schema changed its mind: the form must ask
+            self._reply(reviewer, ephemeral_text(texts.NEEDS_FORM))
+            return
+        if result.decided and self.advance is not None:
+            self.advance(review.execution_id)
 
     def respond(self, ack: Ack, body: dict[str, Any], client: WebClient) -> None:
         ack()
@@ -101,16 +152,34 @@ class ReviewListeners:
             return
         self._open_modal(client, body, review, None)
 
-    def escalate(self, ack: Ack, body: dict[str, Any]) -> None:
+    def escalate(self, ack: Ack, body: dict[str, Any], client: WebClient) -> None:
         ack()
         found = self._clicked_review(body)
         if found is None:
             return
         reviewer, review = found
-        levels = review.options.get("escalation")
-        # Acting on escalation levels arrives with the SLA feature; say so rather than pretend.
-        text = texts.ESCALATION_NOT_AVAILABLE if levels else texts.ESCALATION_NOT_CONFIGURED
-        self._reply(reviewer, ephemeral_text(text))
+        if self._refused(reviewer, review, record=False):
+            return
+        levels = escalation.levels(review.options)
+        if review.level + 1 >= len(levels):
+            self._reply(reviewer, ephemeral_text(
+                texts.NO_FURTHER_LEVEL if len(levels) > 1 else texts.ESCALATION_NOT_CONFIGURED))
+            return
+        self._open_view(client, body, review,
+                        escalate_modal(review, levels[review.level + 1].approvers))
+
+    def reassign(self, ack: Ack, body: dict[str, Any], client: WebClient) -> None:
+        ack()
+        found = self._clicked_review(body)
+        if found is None:
+            return
+        reviewer, review = found
+        if not review.approvers:
+            self._reply(reviewer, ephemeral_text(texts.REASSIGN_ANYONE))
+            return
+        if self._refused(reviewer, review, record=False):
+            return
+        self._open_view(client, body, review, reassign_modal(review))
 
     def _decide(self, body: dict[str, Any], client: WebClient, *, approved: bool) -> None:
         found = self._clicked_review(body)
@@ -118,6 +187,8 @@ class ReviewListeners:
             return
         reviewer, review = found
         if self._refused(reviewer, review):
+            return
+        if approved and self._already_counted(reviewer, review):
             return
         if not only_decision_required(review):
             self._open_modal(client, body, review, approved)
@@ -133,15 +204,16 @@ class ReviewListeners:
 
     def _clicked_review(self, body: Mapping[str, Any]) -> tuple[Reviewer, ReviewRequest] | None:
         """The reviewer and the review they clicked, or None after telling them it is closed."""
-        reviewer = Reviewer.from_body(body)
-        try:
-            ref = ReviewRef.decode(str((body.get("actions") or [{}])[0].get("value") or ""))
-        except ValueError:
-            log.warning("a click on something that is not a Signoff review: %s",
-                        body.get("actions"))
+        ref = _ref_of(body)
+        if ref is None:
             return None
+        reviewer = Reviewer.from_body(body)
+        review = self._review_clicked(reviewer, ref)
+        return (reviewer, review) if review is not None else None
+
+    def _review_clicked(self, reviewer: Reviewer, ref: ReviewRef) -> ReviewRequest | None:
         review = self._waiting_review(ref)
-        if review is not None and reviewer.message_ts is not None:
+        if review is not None and reviewer.message_ts is not None and not reviewer.ephemeral:
             delivery = load_delivery(self.engine, ref.execution_id, ref.step)
             # A message of an earlier instance of the same step (inside foreach) is stale too.
             if (delivery is not None and delivery.same_review(review)
@@ -150,11 +222,15 @@ class ReviewListeners:
         if review is None:
             self._reply_closed(reviewer, ref.execution_id, ref.step)
             return None
-        return reviewer, review
+        return review
 
     def _open_modal(self, client: WebClient, body: Mapping[str, Any], review: ReviewRequest,
                     approved: bool | None) -> None:
         view = modal_for(review, preset_decision=approved, callback_id=CALLBACK_SUBMIT)
+        self._open_view(client, body, review, view)
+
+    def _open_view(self, client: WebClient, body: Mapping[str, Any], review: ReviewRequest,
+                   view: dict[str, Any]) -> None:
         try:
             client.views_open(trigger_id=body["trigger_id"], view=view)
         except SlackApiError as exc:
@@ -186,6 +262,10 @@ class ReviewListeners:
             ack(response_action="update",
                 view=notice_modal(ephemeral_not_allowed(reason)["text"]))
             return
+        if answer.get(review.decision_field) is True and self._counted(reviewer, review):
+            ack(response_action="update", view=notice_modal(texts.approval_already_counted(
+                len(review.approvals), review.approvals_required)))
+            return
         try:
             self.engine.resume(review.execution_id, answer, self._actor(reviewer),
                                step=review.step)
@@ -197,25 +277,113 @@ class ReviewListeners:
         else:
             ack()
 
+    # -- the Escalate and Reassign modals ------------------------------------------------------
+
+    def submit_escalation(self, ack: Ack, body: dict[str, Any], view: dict[str, Any]) -> None:
+        found = self._submitted_review(ack, body, view)
+        if found is None:
+            return
+        reviewer, review = found
+        reason = str(_input(view, REASON_BLOCK).get("value") or "").strip()
+        if not reason:
+            ack(response_action="errors", errors={REASON_BLOCK: texts.ERROR_REASON_REQUIRED})
+            return
+        try:
+            self.engine.escalate(review.execution_id, self._actor(reviewer), reason,
+                                 step=review.step)
+        except CannotEscalate:
+            ack(response_action="errors", errors={REASON_BLOCK: texts.NO_FURTHER_LEVEL})
+        except (AlreadyDecided, NotWaiting, ExecutionNotFound):
+            ack(response_action="update", view=notice_modal(
+                self._closed_text(review.execution_id, review.step)))
+        else:
+            ack()
+
+    def submit_reassignment(self, ack: Ack, body: dict[str, Any], view: dict[str, Any]) -> None:
+        found = self._submitted_review(ack, body, view)
+        if found is None:
+            return
+        reviewer, review = found
+        chosen = str(_input(view, APPROVER_BLOCK).get("selected_user") or "")
+        if not chosen:
+            ack(response_action="errors", errors={APPROVER_BLOCK: texts.ERROR_REQUIRED})
+            return
+        delivery = self._delivery(review)
+        why = reassign_refusal(chosen, approvers=delivery.approvers, requester=delivery.requester,
+                               allow_self_approval=review.allow_self_approval)
+        if why is not None:
+            ack(response_action="errors", errors={APPROVER_BLOCK: why})
+            return
+        try:
+            self.engine.reassign(review.execution_id, self._actor(reviewer), chosen,
+                                 step=review.step)
+        except (AlreadyDecided, NotWaiting, ExecutionNotFound):
+            ack(response_action="update", view=notice_modal(
+                self._closed_text(review.execution_id, review.step)))
+        else:
+            ack()
+
+    def _submitted_review(self, ack: Ack, body: Mapping[str, Any], view: Mapping[str, Any]
+                          ) -> tuple[Reviewer, ReviewRequest] | None:
+        """Who submitted a modal and the review it is about; None after acking when the
+        review has closed or the submitter may not act on it."""
+        reviewer = Reviewer.from_body(body)
+        try:
+            ref = ReviewRef.decode(str(view.get("private_metadata") or ""))
+        except ValueError:
+            ack()
+            return None
+        review = self._waiting_review(ref)
+        if review is None:
+            ack(response_action="update", view=notice_modal(
+                self._closed_text(ref.execution_id, ref.step)))
+            return None
+        reason = self._refusal(reviewer.user_id, review)
+        if reason is not None:
+            ack(response_action="update",
+                view=notice_modal(ephemeral_not_allowed(reason)["text"]))
+            return None
+        return reviewer, review
+
     # -- who may decide ------------------------------------------------------------------------
 
-    def _refused(self, reviewer: Reviewer, review: ReviewRequest) -> bool:
+    def _refused(self, reviewer: Reviewer, review: ReviewRequest, *, record: bool = True) -> bool:
         reason = self._refusal(reviewer.user_id, review)
         if reason is None:
             return False
-        self.engine.record_refusal(review.execution_id, self._actor(reviewer), reason)
+        if record:  # the audit trail keeps refused decisions
+            self.engine.record_refusal(review.execution_id, self._actor(reviewer), reason)
         self._reply(reviewer, ephemeral_not_allowed(reason))
         return True
 
     def _refusal(self, user_id: str, review: ReviewRequest) -> str | None:
+        delivery = self._delivery(review)
+        return refusal(user_id, approvers=delivery.approvers, restricted=delivery.restricted,
+                       requester=delivery.requester,
+                       allow_self_approval=review.allow_self_approval)
+
+    def _delivery(self, review: ReviewRequest) -> Delivery:
+        """The review's delivery record, its approvers as the review names them now."""
         delivery = load_delivery(self.engine, review.execution_id, review.step)
         if delivery is None or not delivery.same_review(review):
             # Not recorded yet (the record is written right after each post): resolve as
             # the post job does, from the same cache.
-            delivery = new_delivery(review, self.directory)
-        return refusal(user_id, approvers=delivery.approvers, restricted=delivery.restricted,
-                       requester=delivery.requester,
-                       allow_self_approval=review.allow_self_approval)
+            return new_delivery(review, self.directory)
+        # Approvers added by an escalation or a reassignment may decide at once, before
+        # the job that tells Slack about them has run.
+        return widened(delivery, review.approvers, self.directory)
+
+    def _counted(self, reviewer: Reviewer, review: ReviewRequest) -> bool:
+        return (review.approvals_required > 1
+                and escalation.already_approved(review.approvals, reviewer.user_id))
+
+    def _already_counted(self, reviewer: Reviewer, review: ReviewRequest) -> bool:
+        """With a quorum, tell a repeat approver that their approval is counted once."""
+        if not self._counted(reviewer, review):
+            return False
+        self._reply(reviewer, ephemeral_text(texts.approval_already_counted(
+            len(review.approvals), review.approvals_required)))
+        return True
 
     def _actor(self, reviewer: Reviewer) -> Actor:
         name = self.directory.display_name(reviewer.user_id, fallback=reviewer.username)
@@ -250,6 +418,23 @@ class ReviewListeners:
             log.warning("no channel to answer %s in", reviewer.user_id)
             return
         enqueue_reply(self.replies, reviewer.channel, reviewer.user_id, message)
+
+
+def _ref_of(body: Mapping[str, Any]) -> ReviewRef | None:
+    action = (body.get("actions") or [{}])[0]
+    value = action.get("value") or (action.get("selected_option") or {}).get("value")
+    try:
+        return ReviewRef.decode(str(value or ""))
+    except ValueError:
+        log.warning("a click on something that is not a Signoff review: %s", body.get("actions"))
+        return None
+
+
+def _input(view: Mapping[str, Any], block_id: str) -> Mapping[str, Any]:
+    """The state of a modal's input block, as Slack reports it."""
+    values = (view.get("state") or {}).get("values") or {}
+    found = (values.get(block_id) or {}).get(INPUT_ACTION)
+    return found if isinstance(found, Mapping) else {}
 
 
 def _inline_errors(review: ReviewRequest, violations: list[dict[str, str]]) -> dict[str, str]:

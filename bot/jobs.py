@@ -1,4 +1,5 @@
-"""RQ entry points on the ``slack`` queue: post a review, mark it closed, reply to one person.
+"""RQ entry points on the ``slack`` queue: post a review, follow its changes (escalation,
+reassignment, quorum, reminders), mark it closed, reply to one person.
 
 Slack is called only from here (and from ``views.open`` in a click's listener), so a
 slow or failing Slack never holds up the engine or a click's answer. Jobs that fail
@@ -25,10 +26,11 @@ from slack_sdk.errors import SlackApiError
 
 from bot.delivery import Deliverer, closed_from_json, closed_to_json
 from bot.directory import Directory
+from bot.review_changes import ReviewChanges, change_to_json
 from bot.settings import BotSettings
 from bot.slack import web_client
 from engine.jobs import runtime
-from engine.notify import ReviewClosed
+from engine.notify import ReviewChange, ReviewClosed
 from engine.service import Engine
 
 log = logging.getLogger(__name__)
@@ -51,6 +53,17 @@ class BotRuntime:
     @property
     def deliverer(self) -> Deliverer:
         return Deliverer(self.engine, self.client, self.directory, self.settings.channel)
+
+    @property
+    def review_changes(self) -> ReviewChanges:
+        return ReviewChanges(self.deliverer)
+
+    @property
+    def listeners(self) -> Any:
+        from bot.handlers import ReviewListeners
+
+        return ReviewListeners(self.engine, self.directory, slack_queue(self.engine.store.redis),
+                               advance=runtime().runner.advance)
 
 
 def build_bot_runtime(settings: BotSettings, engine: Engine,
@@ -104,6 +117,15 @@ def enqueue_update(queue: Queue, closed: ReviewClosed) -> None:
                        description=f"close review {closed.step} of {closed.execution_id}")
 
 
+def enqueue_change(queue: Queue, change: ReviewChange) -> None:
+    review = change.review
+    queue.enqueue_call(follow_review, args=(review.execution_id, review.step,
+                                            change_to_json(change)),
+                       timeout=JOB_TIMEOUT, result_ttl=0, failure_ttl=FAILURE_TTL,
+                       retry=Retry(max=len(DELIVERY_RETRY), interval=list(DELIVERY_RETRY)),
+                       description=f"{change.kind} review {review.step} of {review.execution_id}")
+
+
 def enqueue_reply(queue: Queue, channel: str, user: str, message: Mapping[str, Any]) -> None:
     queue.enqueue_call(post_ephemeral, args=(channel, user, dict(message)), timeout=60,
                        result_ttl=0, failure_ttl=FAILURE_TTL,
@@ -119,10 +141,26 @@ def post_review(execution_id: str, step: str) -> int:
     return len(delivery.posts) if delivery else 0
 
 
+def follow_review(execution_id: str, step: str, change: Mapping[str, Any]) -> int:
+    """Bring the review's messages in step with a change while it waits (escalated,
+    reassigned, a quorum approval, a reminder); returns how many messages it touched."""
+    return bot_runtime().review_changes.apply(execution_id, step, change)
+
+
 def update_review(execution_id: str, step: str, closed: Mapping[str, Any] | None = None) -> int:
     """Replace a closed review's buttons with who decided what, in every message showing it."""
     record = closed_from_json(closed) if closed else None
     return bot_runtime().deliverer.close(execution_id, step, record)
+
+
+def decide_click(reviewer: Mapping[str, Any], ref: str, approved: bool) -> None:
+    """Record a one-click Approve / Deny and continue the run in this same job."""
+    from bot.forms import ReviewRef
+    from bot.handlers import Reviewer
+
+    rt = bot_runtime()
+    rt.listeners.decide_click(Reviewer.from_json(reviewer), ReviewRef.decode(ref),
+                              approved=approved)
 
 
 def post_ephemeral(channel: str, user: str, message: Mapping[str, Any]) -> None:

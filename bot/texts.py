@@ -86,8 +86,12 @@ def context_approvers(mentions: str, more: int, approvals_required: int) -> str:
     return text
 
 
-def context_level(level: int) -> str:
-    return f"Escalated: level {level}"
+def context_level(number: int, levels: int) -> str:
+    return f"Escalated: level {number} of {levels}"
+
+
+def quorum_progress(count: int, required: int, who: str) -> str:
+    return f"{count} of {required} approvals: {who}"
 
 
 # Ephemeral replies to a click that cannot count.
@@ -178,10 +182,68 @@ def unsupported(name: str, why: str) -> str:
 NOT_AN_APPROVER = "you are not one of its approvers."
 SELF_APPROVAL = "you requested this run, and its step does not allow self-approval."
 
-# The Escalate button, until the SLA feature acts on it.
+# The Escalate button and its modal (title and submit ≤ 24 characters).
 ESCALATION_NOT_CONFIGURED = "Escalation levels are not configured for this review."
-ESCALATION_NOT_AVAILABLE = ("Escalation is handled by the SLA feature, which this Signoff "
-                            "does not have yet: nothing was escalated.")
+NO_FURTHER_LEVEL = "There is no further level to escalate to: this review is at its last level."
+ESCALATE_TITLE = "Escalate review"
+ESCALATE_REASON_LABEL = "Why escalate?"
+ESCALATE_REASON_HINT = "Shown in the review's thread and kept in its audit trail."
+ERROR_REASON_REQUIRED = "Say why you are escalating."
+
+
+def escalate_prompt(title: str, number: int, levels: int, who: str) -> str:
+    to = f": {who}" if who else ""
+    return (f"Send *{title}* to level {number} of {levels}{to}. They get it as a direct "
+            "message; its current approvers can still decide.")
+
+
+def escalated(who: str, by: str | None, reason: str) -> str:
+    """The thread reply under a review that moved to its next level."""
+    to = f" to {who}" if who else ""
+    return f"⬆️ Escalated{to} by {by}: {reason}" if by else f"⬆️ Escalated{to}: {reason}"
+
+
+# Reassign… (overflow option ≤ 75 characters; modal title and submit ≤ 24).
+REASSIGN = "Reassign…"
+REASSIGN_TITLE = "Reassign review"
+REASSIGN_SUBMIT = "Reassign"
+REASSIGN_LABEL = "Who else should decide?"
+ERROR_ALREADY_APPROVER = "They can already decide this review."
+REASSIGN_ANYONE = "Anyone who sees this review may decide it: there is nobody to reassign."
+ERROR_REASSIGN_REQUESTER = "They requested this run, and its step does not allow self-approval."
+
+
+def reassign_prompt(title: str) -> str:
+    return (f"Choose who should decide *{title}*. They get it as a direct message; "
+            "its current approvers can still decide.")
+
+
+def reassigned(who: str, by: str) -> str:
+    """The thread reply under a review someone handed to another approver."""
+    return f"➡️ Reassigned to {who} by {by}"
+
+
+# Reminders and quorum.
+def reminder(title: str, when: str | None, link: str | None) -> str:
+    text = f"⏰ Reminder: *{title}* is waiting for your decision."
+    if when:
+        text += f" Its SLA passes {when}."
+    if link:
+        text += f" <{link}|Open the review>"
+    return text
+
+
+def approval_already_counted(count: int, required: int) -> str:
+    return f"Your approval is already counted ({count} of {required})."
+
+
+# Why a review timed out (shown after "Reason: ").
+RUN_TIMED_OUT = "run timed out (settings.timeout)"
+NO_DECISION_IN_TIME = "no decision in time"
+
+
+def on_timeout_applied(reason: str, on_timeout: str) -> str:
+    return f"{reason}; on-timeout: {on_timeout} applied"
 
 # A modal whose review can no longer take this answer.
 MODAL_CLOSED_TITLE = "Review closed"
@@ -189,3 +251,183 @@ MODAL_DONE = "Close"
 
 # A click or an answer on a review that no longer waits, when we cannot say who closed it.
 REVIEW_GONE = "This review is no longer waiting for a decision."
+
+
+# -- /approvals and the App Home ----------------------------------------------------------------
+
+APPROVALS_HELP = (
+    "*/approvals*: the reviews waiting for you, oldest first, with Approve and Deny where "
+    "one click decides.\n"
+    "*/approvals all*: every review waiting for anyone, ten at a time.\n"
+    "*/approvals ID*: one execution's review, waiting or decided (who decided, and when).\n"
+    "*/approvals stats [days]*: per workflow step over the last 7 days (or the days given): "
+    "reviews, approval rate, median and 90th-percentile time to decision, SLA breaches, "
+    "escalations and time-outs; steps whose last 50 decisions were all approvals are flagged "
+    "as candidates to automate.\n"
+    "*/approvals help*: this help.\n"
+    "To decide several reviews of the same step at once, use *Decide several* under the list.")
+MINE_TITLE = "Reviews waiting for you"
+ALL_TITLE = "Reviews waiting for a decision"
+NONE_FOR_YOU = "No reviews are waiting for you. :tada:"
+NONE_AT_ALL = "No reviews are waiting for a decision."
+SHOW_MORE = "Show more"
+FIRST_PAGE = "Back to the first page"
+HOME_STATS_TITLE = "Review stats, last 7 days"
+ANSWER_IN_MESSAGE = "It asks for more than a decision: answer it in its message."
+OPEN_MESSAGE = "open the message"
+
+
+def showing(first: int, last: int, total: int) -> str:
+    return f"Showing {first}–{last} of {total:,}"
+
+
+def pending_context(step: str, workflow: str) -> str:
+    return f"Step `{step}` of *{workflow}*"
+
+
+def asked(when: str) -> str:
+    return f"asked {when}"
+
+
+def sla_due(when: str, passed: bool) -> str:
+    return f"⚠️ SLA passed {when}" if passed else f"SLA due {when}"
+
+
+def times_out(when: str) -> str:
+    return f"times out {when}"
+
+
+def level_of(level: int, levels: int) -> str:
+    return f"level {level + 1} of {levels}"
+
+
+def approvals_so_far(count: int, required: int) -> str:
+    return f"{count} of {required} approvals"
+
+
+def execution_line(execution_id: str) -> str:
+    return f"Execution `{execution_id}`"
+
+
+def no_execution(execution_id: str) -> str:
+    return f"No execution `{execution_id}` was found. Try `/approvals` for your pending reviews."
+
+
+def run_status(status: str) -> str:
+    return f"Run status: {status.replace('_', ' ').lower()}"
+
+
+def run_started(when: str) -> str:
+    return f"started {when}"
+
+
+NOTHING_DECIDED = "No review of this run was decided."
+
+
+def duration(ms: int) -> str:
+    """A time to decision as people say it: 850 ms, 42 s, 12 min, 3 h 5 min, 2 d 4 h."""
+    if ms < 1000:
+        return f"{ms} ms"
+    seconds = ms // 1000
+    if seconds < 60:
+        return f"{seconds} s"
+    minutes = seconds // 60
+    if minutes < 60:
+        return f"{minutes} min"
+    hours, minutes = divmod(minutes, 60)
+    if hours < 24:
+        return f"{hours} h {minutes} min" if minutes else f"{hours} h"
+    days, hours = divmod(hours, 24)
+    return f"{days} d {hours} h" if hours else f"{days} d"
+
+
+def waiting_for(ms: int) -> str:
+    return f"waiting {duration(ms)}"
+
+
+# Review stats.
+def stats_title(days: int) -> str:
+    return f"Review stats, last {days} day{'s' if days != 1 else ''}"
+
+
+def no_stats(days: int) -> str:
+    return f"No reviews closed in the last {days} day{'s' if days != 1 else ''}."
+
+
+def stats_line(reviews: int, rate: str, median: str, p90: str, breaches: int, escalated: int,
+               timed_out: int) -> str:
+    return (f"{reviews:,} review{'s' if reviews != 1 else ''} · {rate} approved · "
+            f"median {median} · p90 {p90} to decide · {breaches:,} SLA breach"
+            f"{'es' if breaches != 1 else ''} · {escalated:,} escalated · "
+            f"{timed_out:,} timed out")
+
+
+NOT_APPLICABLE = "n/a"
+
+
+def automate_candidate(window: int) -> str:
+    return (f"🎓 Candidate to automate: its last {window} decisions were all approvals. "
+            "Consider an auto-allow rule for this checkpoint.")
+
+
+def more_steps(count: int) -> str:
+    return f"…and {count:,} more step{'s' if count != 1 else ''}."
+
+
+# Batch review (modal titles and buttons ≤ 24 characters, options ≤ 75).
+BATCH_TITLE = "Decide several"
+BATCH_SUBMIT = "Record decisions"
+BATCH_DONE_TITLE = "Batch review"
+BATCH_DECISION = "Decision"
+BATCH_APPROVE = "Approve each selected review"
+BATCH_DENY = "Deny each selected review"
+BATCH_NONE_SELECTED = "Select at least one review."
+BATCH_NOTHING_LEFT = "None of these reviews is waiting for you any more."
+
+
+def batch_button(step: str, workflow: str, count: int) -> str:
+    return f"Decide several: {step} ({workflow}, {count})"
+
+
+def batch_intro(count: int, step: str, workflow: str) -> str:
+    return (f"{count} review{'s' if count != 1 else ''} of step `{step}` of *{workflow}* "
+            "wait for you. Select the ones to decide the same way: each is recorded as its own "
+            "decision, in its own audit trail.")
+
+
+def batch_more_waiting(count: int) -> str:
+    return f"{count:,} more wait after these; decide these first, then open this again."
+
+
+def batch_group(first: int, last: int) -> str:
+    return f"Reviews {first}–{last}"
+
+
+def batch_summary(recorded: int, refused: int) -> str:
+    text = f"{recorded} decision{'s' if recorded != 1 else ''} recorded"
+    if refused:
+        text += f", {refused} not recorded"
+    return text + "."
+
+
+def batch_recorded(label: str, title: str) -> str:
+    return f"{label}: {title}"
+
+
+def batch_approval_counted(title: str, count: int, required: int) -> str:
+    return f"👍 Approval recorded ({count} of {required}): {title}"
+
+
+def batch_not_recorded(title: str, why: str) -> str:
+    return f"⚠️ Not recorded: {title}. {why}"
+
+
+def step_title(step: str) -> str:
+    return f"Review of step {step}"
+
+
+def home_updated(when: str) -> str:
+    return f"Updated {when}. Reopen the tab to refresh."
+
+NEEDS_FORM = ("This review now needs more than a yes or no: use *Respond…* on the review "
+              "message to answer its form.")

@@ -40,6 +40,10 @@ class RQScheduler:
                                 result_ttl=0, failure_ttl=7 * 86400, pipeline=pipeline,
                                 description=f"advance {execution_id}")
 
+    def enqueue(self, function: str, *args: Any) -> None:
+        self.queue.enqueue_call(function, args=args, timeout=JOB_TIMEOUT, result_ttl=0,
+                                failure_ttl=7 * 86400)
+
     def advance_at(self, execution_id: str, when: datetime) -> None:
         self._at(when, advance_execution, execution_id)
 

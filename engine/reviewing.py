@@ -84,9 +84,13 @@ class Reviews:
     # -- deciding ----------------------------------------------------------------------------
 
     def resume(self, execution_id: str, input_: Any, actor: Actor, *,
-               step: str | None = None) -> ResumeResult:
+               step: str | None = None, reason: str = "", advance: bool = True) -> ResumeResult:
         """Record an answer, exactly once; with ``approvals-required: N`` an approval counts
-        toward the quorum and the N-th distinct approver decides (one deny denies)."""
+        toward the quorum and the N-th distinct approver decides (one deny denies).
+
+        ``reason`` travels to the notifier (why ``system:timeout`` decided). With
+        ``advance=False`` the caller continues the run itself (a worker that decided a
+        click); if it dies first, the sweeper does."""
         for _ in range(50):
             state, waiting = self._waiting(execution_id, step)
             if not isinstance(input_, Mapping):
@@ -115,8 +119,9 @@ class Reviews:
                                 message_sha256=waiting.message_sha256, outcome=outcome)
             change = self._decide_change(state, waiting, decision, approvals, now)
             if self._commit_waiting(state, waiting, change):
-                self.scheduler.enqueue_advance(execution_id)
-                self._announce_closed(state, outcome, actor, dict(input_))
+                if advance:
+                    self.scheduler.enqueue_advance(execution_id)
+                self._announce_closed(state, outcome, actor, dict(input_), reason)
                 return ResumeResult(execution_id, decision, len(approvals), required)
         raise SignoffError(f"could not record the decision on {execution_id}: too much contention")
 
@@ -315,7 +320,7 @@ class Reviews:
         try:
             if outcome in ("approve", "deny"):
                 self.resume(execution_id, {field: outcome == "approve"}, SYSTEM_TIMEOUT,
-                            step=path)
+                            step=path, reason=reason)
             elif outcome == "cancel":
                 self.end(execution_id, ExecutionStatus.CANCELLED, audit.CANCELLED,
                          SYSTEM_TIMEOUT, f"step {waiting.step}: {reason}")

@@ -14,6 +14,10 @@ class Scheduler(Protocol):
     def enqueue_advance(self, execution_id: str, *, pipeline: Any = None) -> None:
         """Advance the execution as soon as a worker is free."""
 
+    def enqueue(self, function: str, *args: Any) -> None:
+        """Run ``function`` (an import path) with ``args`` on the engine's queue, soon:
+        plug-ins use it for work that should not wait behind their own queues."""
+
     def advance_at(self, execution_id: str, when: datetime) -> None:
         """Advance the execution at ``when`` (a `wait` step or a retry delay)."""
 

@@ -122,7 +122,7 @@ def blocks_of(message: dict[str, Any], kind: str) -> list[dict[str, Any]]:
 
 def buttons(message: dict[str, Any]) -> dict[str, dict[str, Any]]:
     (actions,) = blocks_of(message, "actions")
-    return {b["action_id"]: b for b in actions["elements"]}
+    return {b["action_id"]: b for b in actions["elements"] if b["type"] == "button"}
 
 
 # -- the review message ----------------------------------------------------------------------
@@ -156,7 +156,9 @@ def test_event_values_cannot_mention_or_link(make_review: Callable[..., ReviewRe
 
 def test_context_names_the_run_due_date_and_approvers(
         make_review: Callable[..., ReviewRequest]) -> None:
-    review = make_review(approvals_required=2)
+    review = make_review(approvals_required=2,
+                         options={"escalation": [{"approvers": ["U0LEAD"]}]},
+                         approvals=({"actor": {"id": "U012AB3CD", "name": "ann"}},))
     context = ReviewContext(approvers=("U012AB3CD", "S0614TZR7", "<!channel>"),
                             requested_by_display="U0REQUEST", level=1, due_at=DUE)
     (block,) = blocks_of(review_message(review, context=context), "context")
@@ -166,8 +168,9 @@ def test_context_names_the_run_due_date_and_approvers(
     due = f"<!date^{int(DUE.timestamp())}^{{date_short_pretty}} at {{time}}|2026-11-22 14:02 UTC>"
     assert due in text
     assert "<@U012AB3CD>, <!subteam^S0614TZR7>, &lt;!channel&gt;" in text
-    assert "approvals needed" not in text  # quorum is not enforced yet: promise nothing
-    assert "level 1" in text
+    assert "(2 approvals needed)" in text
+    assert "Escalated: level 2 of 2" in text
+    assert "1 of 2 approvals: <@U012AB3CD>" in text
 
 
 def test_requested_by_text_is_escaped(make_review: Callable[..., ReviewRequest]) -> None:
@@ -187,8 +190,12 @@ def test_buttons_carry_the_review_reference(make_review: Callable[..., ReviewReq
     assert found[ACTION_DENY]["confirm"]["confirm"]["text"] == "Deny"
     assert found[ACTION_RESPOND]["text"]["text"] == "Respond…"
     for button in found.values():
-        assert ReviewRef.decode(button["value"]) == ReviewRef("exe_01J9ZK", "review")
+        ref = ReviewRef.decode(button["value"])
+        assert (ref.execution_id, ref.step) == ("exe_01J9ZK", "review")
         assert " " not in button["value"]
+    # Notes are asked for too, but only the decision is required: one click decides.
+    assert ReviewRef.decode(found[ACTION_APPROVE]["value"]).one_click is True
+    assert ReviewRef.decode(found[ACTION_RESPOND]["value"]).one_click is False
 
 
 def test_approval_step_uses_its_labels_and_needs_no_respond(
@@ -373,3 +380,33 @@ def test_review_reference_rejects_garbage() -> None:
         ReviewRef.decode("not json")
     with pytest.raises(ValueError):
         ReviewRef.decode('{"step": "x"}')
+
+
+def test_reassign_sits_in_an_overflow_menu_or_a_button_when_the_reference_is_long(
+        make_review: Callable[..., ReviewRequest]) -> None:
+    from bot.blocks import ACTION_REASSIGN
+
+    def reassign(message: dict[str, Any]) -> dict[str, Any]:
+        (actions,) = blocks_of(message, "actions")
+        return next(e for e in actions["elements"] if e["action_id"] == ACTION_REASSIGN)
+
+    short = reassign(review_message(make_review(), context=ReviewContext()))
+    assert short["type"] == "overflow" and short["options"][0]["text"]["text"] == "Reassign…"
+    assert ReviewRef.decode(short["options"][0]["value"]) == ReviewRef("exe_01J9ZK", "review")
+    long_step = make_review(step="s" * 120)
+    message = review_message(long_step, context=ReviewContext())
+    assert_valid_message(message)
+    assert reassign(message)["type"] == "button"
+    (actions,) = blocks_of(review_message(make_review(approvers=()), context=ReviewContext()),
+                           "actions")
+    assert ACTION_REASSIGN not in [e["action_id"] for e in actions["elements"]]
+
+
+def test_a_review_time_decided_reads_as_timed_out(
+        make_review: Callable[..., ReviewRequest]) -> None:
+    message = decided_message(make_review(), closed(
+        "denied", SYSTEM_TIMEOUT, input={"approved": False},
+        reason="SLA of 30m passed at the last level; on-timeout: deny applied"))
+    line = [s["text"]["text"] for s in blocks_of(message, "section")][-1]
+    assert line.startswith("⏱ Timed out at <!date^")
+    assert line.endswith("Reason: SLA of 30m passed at the last level; on-timeout: deny applied")
