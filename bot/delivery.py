@@ -2,9 +2,10 @@
 
 Where a review went is kept on its execution as the annotation ``slack:{step}``
 (a :class:`Delivery`): the messages posted (channel and ts), the approvers and
-requester as resolved when it was posted, and a copy of the review, so the
-messages can be rewritten once the run has moved on. Posting is idempotent per
-recipient: a retried job posts only where the last attempt did not get to.
+requester as resolved (widened as the review escalates or is reassigned), and a
+copy of the review, so the messages can be rewritten once the run has moved on.
+Posting is idempotent per recipient: a retried job posts only where the last
+attempt did not get to.
 """
 
 from __future__ import annotations
@@ -18,9 +19,10 @@ from typing import Any
 from slack_sdk import WebClient
 from slack_sdk.errors import SlackApiError
 
+from bot import texts
 from bot.blocks import ReviewContext, decided_message, review_message
 from bot.directory import Directory
-from engine import audit
+from engine import audit, escalation
 from engine.errors import ExecutionNotFound, SignoffError
 from engine.execution import ExecutionState, ExecutionStatus, StepStatus, iso, parse_iso
 from engine.notify import SYSTEM_TIMEOUT, Actor, ReviewClosed, ReviewRequest
@@ -57,6 +59,8 @@ class Delivery:
     requester: str | None  # the run's requester as a user id, when it is one
     posts: tuple[Post, ...]
     review: Mapping[str, Any]  # review_to_json() of what was posted
+    sources: tuple[str, ...] = ()  # approver entries as written that ``approvers`` covers
+    sent: tuple[str, ...] = ()  # thread replies and reminders already sent (retries skip them)
 
     def to_json(self) -> dict[str, Any]:
         data = asdict(self)
@@ -72,10 +76,19 @@ class Delivery:
             requester=data.get("requester"),
             posts=tuple(Post(**p) for p in data.get("posts") or ()),
             review=data.get("review") or {},
+            sources=tuple(data.get("sources") or (data.get("review") or {}).get("approvers")
+                          or ()),
+            sent=tuple(data.get("sent") or ()),
         )
 
     def same_review(self, review: ReviewRequest) -> bool:
         return self.step == review.step and self.since == iso(review.created_at)
+
+    def deciders(self, allow_self_approval: bool) -> tuple[str, ...]:
+        """The resolved approvers who may decide: the requester only with self-approval."""
+        if self.requester is None or allow_self_approval:
+            return self.approvers
+        return tuple(u for u in self.approvers if u != self.requester)
 
 
 def new_delivery(review: ReviewRequest, directory: Directory) -> Delivery:
@@ -85,7 +98,19 @@ def new_delivery(review: ReviewRequest, directory: Directory) -> Delivery:
     return Delivery(execution_id=review.execution_id, step=review.step,
                     since=iso(review.created_at) or "", approvers=resolved.user_ids,
                     restricted=bool(review.approvers), shown=resolved.shown,
-                    requester=requester, posts=(), review=review_to_json(review))
+                    requester=requester, posts=(), review=review_to_json(review),
+                    sources=tuple(review.approvers))
+
+
+def widened(delivery: Delivery, entries: tuple[str, ...], directory: Directory) -> Delivery:
+    """``delivery`` with ``entries`` (approvers as written) resolved and added to those before."""
+    missing = tuple(e for e in entries if e not in delivery.sources)
+    if not missing:
+        return delivery
+    resolved = directory.resolve_approvers(missing)
+    return replace(delivery, approvers=escalation.merged(delivery.approvers, resolved.user_ids),
+                   shown=escalation.merged(delivery.shown, resolved.shown),
+                   sources=escalation.merged(delivery.sources, missing))
 
 
 def annotation_key(step: str) -> str:
@@ -105,16 +130,17 @@ def save_delivery(engine: Engine, delivery: Delivery) -> None:
 
 def review_to_json(review: ReviewRequest) -> dict[str, Any]:
     data = asdict(review)
-    data["created_at"] = iso(review.created_at)
-    data["due_at"] = iso(review.due_at)
+    for name in ("created_at", "due_at", "sla_due_at"):
+        data[name] = iso(getattr(review, name))
     return data
 
 
 def review_from_json(data: Mapping[str, Any]) -> ReviewRequest:
     fields = dict(data)
-    fields["created_at"] = parse_iso(fields["created_at"])
-    fields["due_at"] = parse_iso(fields.get("due_at"))
-    fields["approvers"] = tuple(fields.get("approvers") or ())
+    for name in ("created_at", "due_at", "sla_due_at"):
+        fields[name] = parse_iso(fields.get(name))
+    for name in ("approvers", "approvals", "audience"):
+        fields[name] = tuple(fields.get(name) or ())
     return ReviewRequest(**fields)
 
 
@@ -179,7 +205,8 @@ def closed_from_state(engine: Engine, state: ExecutionState, step: str,
 # -- posting -----------------------------------------------------------------------------------
 
 class Deliverer:
-    """Posts reviews and rewrites them once closed, for one workspace."""
+    """Posts reviews, keeps their messages in step while they wait, and rewrites them once
+    closed, for one workspace."""
 
     def __init__(self, engine: Engine, client: WebClient, directory: Directory,
                  default_channel: str | None) -> None:
@@ -207,54 +234,80 @@ class Deliverer:
             raise DeliveryError(
                 f"review {step} of {execution_id} has nowhere to go: set `channel` on the step "
                 "or SIGNOFF_SLACK_CHANNEL, or name approvers to message them directly")
-        message = review_message(review, context=ReviewContext(
-            approvers=delivery.shown, requested_by_display=delivery.requester
-            or review.requested_by or "", due_at=review.due_at))
+        message = self.render(review, delivery)
         done = set() if again else {p.to for p in delivery.posts}
         for target in targets:
             if target in done:
                 continue
-            conversation = target if channel else self._open_dm(target)
-            posted = self.client.chat_postMessage(
-                channel=conversation, text=message["text"], blocks=message["blocks"],
-                unfurl_links=False, unfurl_media=False)
-            post = Post(to=target, channel=str(posted["channel"]), ts=str(posted["ts"]))
-            delivery = replace(delivery, posts=(*delivery.posts, post))
-            save_delivery(self.engine, delivery)
-        self._catch_up(delivery)
+            delivery = self.post(delivery, target, message, dm=not channel)
+        self.share_audience(review, delivery)
+        self.catch_up(delivery)
         return delivery
 
-    def _open_dm(self, user_id: str) -> str:
+    def render(self, review: ReviewRequest, delivery: Delivery) -> dict[str, Any]:
+        """The review's message as it stands: level, next deadline, approvers, approvals."""
+        return review_message(review, context=ReviewContext(
+            approvers=delivery.shown,
+            requested_by_display=delivery.requester or review.requested_by or "",
+            level=review.level, due_at=review.next_deadline))
+
+    def post(self, delivery: Delivery, target: str, message: Mapping[str, Any], *,
+             dm: bool) -> Delivery:
+        """Post the review to a channel (or, with ``dm``, a user) and record where."""
+        conversation = self.open_dm(target) if dm else target
+        posted = self.client.chat_postMessage(
+            channel=conversation, text=message["text"], blocks=message["blocks"],
+            unfurl_links=False, unfurl_media=False)
+        post = Post(to=target, channel=str(posted["channel"]), ts=str(posted["ts"]))
+        delivery = replace(delivery, posts=(*delivery.posts, post))
+        save_delivery(self.engine, delivery)
+        return delivery
+
+    def share_audience(self, review: ReviewRequest, delivery: Delivery) -> None:
+        """Tell the engine who may decide, so the review is listed for each of them."""
+        deciders = delivery.deciders(review.allow_self_approval)
+        if deciders:
+            self.engine.set_review_audience(review.execution_id, review.step, deciders)
+
+    def open_dm(self, user_id: str) -> str:
         return str(self.client.conversations_open(users=user_id)["channel"]["id"])
 
-    def _catch_up(self, delivery: Delivery) -> None:
+    def catch_up(self, delivery: Delivery) -> None:
+        """Mark the messages closed if the review closed while they were being written."""
         # The review may have been decided while we posted (an API call, a fast click on
-        # the first DM): the update job then found nothing to update, so do it here.
+        # the first DM): the update job then found nothing to update, or rewrote them
+        # before we did, so do it here.
         try:
             state = self.engine.get(delivery.execution_id)
         except ExecutionNotFound:
             return
         closed = closed_from_state(self.engine, state, delivery.step, delivery.since)
         if closed is not None and delivery.posts:
-            self.mark_closed(delivery, closed)
+            self.mark_closed(delivery, closed, state.status)
 
     def close(self, execution_id: str, step: str, closed: ReviewClosed | None) -> int:
         """Rewrite the messages of a closed review; returns how many were rewritten."""
         delivery = load_delivery(self.engine, execution_id, step)
         if delivery is None:
             return 0  # never posted; the post job, if still to run, will not post it
-        found = closed_from_state(self.engine, self.engine.get(execution_id), step,
-                                  delivery.since)
+        state = self.engine.get(execution_id)
+        found = closed_from_state(self.engine, state, step, delivery.since)
         if found is None:
             # What was posted still waits: this closure was of an earlier instance of the
             # step (foreach), whose record a later post replaced.
             return 0
-        return self.mark_closed(delivery, closed or found)
+        return self.mark_closed(delivery, closed or found, state.status)
 
-    def mark_closed(self, delivery: Delivery, closed: ReviewClosed) -> int:
-        message = decided_message(review_from_json(delivery.review), closed)
+    def mark_closed(self, delivery: Delivery, closed: ReviewClosed,
+                    status: ExecutionStatus | None = None) -> int:
+        review = review_from_json(delivery.review)
+        message = decided_message(review, explained(closed, review, status))
+        return self.rewrite(delivery.posts, message)
+
+    def rewrite(self, posts: tuple[Post, ...], message: Mapping[str, Any]) -> int:
+        """Replace ``posts`` with ``message``; returns how many were still there to replace."""
         updated = 0
-        for post in delivery.posts:
+        for post in posts:
             try:
                 self.client.chat_update(channel=post.channel, ts=post.ts, text=message["text"],
                                         blocks=message["blocks"])
@@ -266,3 +319,15 @@ class Deliverer:
                 continue
             updated += 1
         return updated
+
+
+def explained(closed: ReviewClosed, review: ReviewRequest,
+              status: ExecutionStatus | None) -> ReviewClosed:
+    """``closed`` with a reason saying why, when time (not a person) closed the review."""
+    if closed.actor.id != SYSTEM_TIMEOUT.id:
+        return closed
+    if status is ExecutionStatus.TIMED_OUT:
+        return replace(closed, reason=texts.RUN_TIMED_OUT)
+    on_timeout = str(review.options.get("on-timeout") or "fail")
+    return replace(closed, reason=texts.on_timeout_applied(
+        closed.reason or texts.NO_DECISION_IN_TIME, on_timeout))

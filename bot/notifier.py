@@ -1,8 +1,9 @@
 """The engine's :class:`engine.notify.Notifier`, for Slack: enqueue a job, never call Slack here.
 
 The runner and :class:`engine.service.Engine` call it right after a review starts
-or stops waiting; posting and updating happen in :mod:`bot.jobs` on the ``slack``
-queue, retried there, so Slack being slow or down never slows a run down.
+waiting, changes while it waits (escalated, reassigned, a quorum approval, a
+reminder) or stops waiting; posting and updating happen in :mod:`bot.jobs` on the
+``slack`` queue, retried there, so Slack being slow or down never slows a run down.
 """
 
 from __future__ import annotations
@@ -11,8 +12,8 @@ from typing import Any
 
 import redis
 
-from bot.jobs import enqueue_post, enqueue_update, slack_queue
-from engine.notify import ReviewClosed, ReviewRequest
+from bot.jobs import enqueue_change, enqueue_post, enqueue_update, slack_queue
+from engine.notify import ReviewChange, ReviewClosed, ReviewRequest
 
 
 class SlackNotifier:
@@ -25,6 +26,9 @@ class SlackNotifier:
 
     def review_waiting(self, review: ReviewRequest) -> None:
         enqueue_post(self.queue, review.execution_id, review.step)
+
+    def review_changed(self, change: ReviewChange) -> None:
+        enqueue_change(self.queue, change)
 
     def review_closed(self, closed: ReviewClosed) -> None:
         enqueue_update(self.queue, closed)
