@@ -11,7 +11,15 @@ from __future__ import annotations
 from slack_bolt import App
 from slack_sdk import WebClient
 
-from bot.blocks import ACTION_APPROVE, ACTION_DENY, ACTION_ESCALATE, ACTION_RESPOND
+from bot.blocks import (
+    ACTION_APPROVE,
+    ACTION_DENY,
+    ACTION_ESCALATE,
+    ACTION_REASSIGN,
+    ACTION_RESPOND,
+    CALLBACK_ESCALATE,
+    CALLBACK_REASSIGN,
+)
 from bot.directory import Directory
 from bot.handlers import CALLBACK_SUBMIT, ReviewListeners
 from bot.jobs import slack_queue
@@ -46,4 +54,7 @@ def build_app(settings: BotSettings, engine: Engine, *, client: WebClient | None
     app.action(ACTION_RESPOND)(listeners.respond)
     app.action(ACTION_ESCALATE)(listeners.escalate)
     app.view_submission(CALLBACK_SUBMIT)(listeners.submit)
+    app.action(ACTION_REASSIGN)(listeners.reassign)
+    app.view_submission(CALLBACK_ESCALATE)(listeners.submit_escalation)
+    app.view_submission(CALLBACK_REASSIGN)(listeners.submit_reassignment)
     return app
