@@ -1,168 +1,128 @@
-"""Run Signoff end to end: Redis, a worker, the API, a stand-in EDR, and a run waiting for you.
+"""Run Signoff end to end with a Slack you can click in a browser: ``make demo``.
 
-    python -m demo            # interactive: resume the run with the printed command
-    python -m demo --approve  # approve it automatically and exit when the run completes
+    python -m demo            # start everything, seed reviews, print the sandbox URL; Ctrl-C stops
+    python -m demo --approve  # approve the isolate-host review as alice, through the sandbox,
+                              # print what happened, and exit when the run completes
 """
 
 from __future__ import annotations
 
 import argparse
-import json
-import os
-import secrets
 import signal
-import subprocess
 import sys
 import time
-from pathlib import Path
+from types import FrameType
 from typing import Any
 
-import httpx
+from bot.blocks import ACTION_APPROVE
+from demo.seeds import ISOLATE_HOST, ISOLATE_TITLE, SEEDS
+from demo.stack import Stack
+from slack_emulator.workspace import REVIEWS_CHANNEL
 
-from engine.embedded_redis import INSTALL_HINT, EmbeddedRedis
-from engine.settings import Settings
-
-ROOT = Path(__file__).resolve().parents[1]
-EVENT = {
-    "alerts": [{
-        "host": {"name": "web-prod-07"},
-        "rule": {"name": "Outbound connection to known C2 infrastructure"},
-        "ai": {"category": "confirmed_compromise",
-               "rationale": "Beaconing every 60 s to 203.0.113.9, a listed C2 address; "
-                            "new persistence service installed 4 minutes earlier."},
-    }]
-}
+FINISHED = {"COMPLETED", "FAILED", "CANCELLED", "TIMED_OUT"}
+POLL = 0.25  # the demo's console watching runs; the runs themselves never sleep
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m demo")
     parser.add_argument("--approve", action="store_true",
-                        help="approve the waiting review automatically, then exit")
+                        help="approve the isolate-host review as alice, then exit")
+    parser.add_argument("--port", type=int, default=3900,
+                        help="the sandbox's port (another free one if it is taken)")
     args = parser.parse_args(argv)
-    stack = Stack()
+    # Ctrl-C even when started in the background of a script (which ignores SIGINT), and
+    # SIGTERM, both stop everything as cleanly.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGTERM, _interrupt)
+    stack = Stack(sandbox_port=args.port)
     try:
         stack.start()
-        return stack.play(auto_approve=args.approve)
+        started = stack.seed()
+        _print_seeded(stack, started)
+        if args.approve:
+            return approve(stack)
+        watch(stack)
+        return 0
     except KeyboardInterrupt:
-        print("\nstopping…")
+        print("\nstopping…", flush=True)
         return 0
     except RuntimeError as exc:
-        print(f"demo: {exc}", file=sys.stderr)
+        print(f"demo: {exc}", file=sys.stderr, flush=True)
         return 1
     finally:
         stack.stop()
 
 
-class Stack:
-    """Everything the demo starts, stopped in reverse order however it ends."""
+def _interrupt(signum: int, frame: FrameType | None) -> None:
+    raise KeyboardInterrupt
 
-    def __init__(self) -> None:
-        self.redis: EmbeddedRedis | None = None
-        self.processes: list[subprocess.Popen[bytes]] = []
-        self.servers: list[Any] = []
-        self.token = secrets.token_urlsafe(16)
-        self.api = ""
-        self.target_url = ""
 
-    def start(self) -> None:
-        import uvicorn  # noqa: F401 - fail early if the install is broken
+def _print_seeded(stack: Stack, started: list[str]) -> None:
+    assert stack.sandbox is not None
+    waiting = sum(seed.waits_for_review for seed in SEEDS)
+    print(f"\nseeded   {len(started)} runs from examples/: {waiting} reviews wait in #reviews, "
+          f"{len(started) - waiting} went through on policy alone\n", flush=True)
+    print(f"  ➜  Open {stack.sandbox.url} : as alice, click Approve on \"{ISOLATE_TITLE}\" "
+          "and watch the stand-in EDR isolate the host.\n", flush=True)
 
-        from demo.target import Target
-        from engine.cli import build_web_app
-        from slack_emulator.server import BackgroundServer
 
-        redis_url = os.environ.get("REDIS_URL")
-        if not redis_url:
-            try:
-                self.redis = EmbeddedRedis().start()
-            except RuntimeError:
-                raise RuntimeError(INSTALL_HINT) from None
-            redis_url = self.redis.url
-        print(f"redis    {redis_url}" + ("  (private, in a temp dir)" if self.redis else ""))
-        env = {**os.environ, "REDIS_URL": redis_url, "SIGNOFF_API_TOKEN": self.token,
-               "SIGNOFF_WORKFLOWS": str(ROOT / "examples")}
-        self.processes.append(subprocess.Popen(
-            [sys.executable, "-m", "engine.cli", "worker"], cwd=ROOT, env=env,
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True))
-        print("worker   signoff worker (RQ SimpleWorker with the scheduler)")
+def watch(stack: Stack) -> None:
+    """Print each run's status as it changes, until Ctrl-C."""
+    print("Ctrl-C stops everything.\n", flush=True)
+    seen = {run["id"]: run["status"] for run in stack.executions()}
+    while True:
+        time.sleep(POLL)
+        for run in stack.executions():
+            if seen.get(run["id"]) != run["status"]:
+                seen[run["id"]] = run["status"]
+                print(f"run      {run['workflow']} {run['id'][:8]}: {run['status']}", flush=True)
 
-        target = BackgroundServer(Target().app).start()
-        self.servers.append(target)
-        self.target_url = target.base_url
-        print(f"target   {self.target_url}  (stand-in EDR and case API)")
 
-        settings = Settings(redis_url=redis_url, api_token=self.token,
-                            workflows_dir=str(ROOT / "examples"))
-        api = BackgroundServer(build_web_app(settings)).start()
-        self.servers.append(api)
-        self.api = api.base_url
-        print(f"api      {self.api}  (token: {self.token})")
+def approve(stack: Stack) -> int:
+    """What a person does in the sandbox, done for them: alice clicks Approve."""
+    assert stack.sandbox is not None and stack.emulator is not None
+    execution_id = next(run for seed, run in stack.seeded if seed.workflow == ISOLATE_HOST)
+    state = stack.execution(execution_id)
+    print(f"status   {state['status']}", flush=True)
+    print(state["waitingFor"]["message"].rstrip(), flush=True)
+    message = _review_message(stack, ISOLATE_TITLE)
+    button = next(e for b in message["blocks"] if b["type"] == "actions" for e in b["elements"]
+                  if e["action_id"] == ACTION_APPROVE)
+    answer = stack.sandbox.click({"user": "U0ALICE", "channel": REVIEWS_CHANNEL,
+                                  "ts": message["ts"], "action_id": ACTION_APPROVE,
+                                  "value": button["value"]})
+    print(f"\nalice clicks Approve in #reviews (--approve): Slack's request answered "
+          f"{answer.status}", flush=True)
+    final = _wait_until_finished(stack, execution_id)
+    print(f"\nfinished {final['status']}", flush=True)
+    for name, step in final["steps"].items():
+        print(f"  {name:16} {step['status']}", flush=True)
+    updated = stack.emulator.workspace.message(REVIEWS_CHANNEL, message["ts"])
+    print(f"\nthe review message now says: {updated['text']}", flush=True)
+    audit = stack.api.get(f"/api/workflowExecutions/{execution_id}/audit").json()
+    verdict = "hash chain verified" if audit["verified"] else f"BROKEN: {audit['problem']}"
+    print(f"audit trail: {len(audit['events'])} events, {verdict}", flush=True)
+    return 0 if final["status"] == "COMPLETED" else 1
 
-    def play(self, *, auto_approve: bool) -> int:
-        client = httpx.Client(base_url=self.api, timeout=10,
-                              headers={"Authorization": f"Bearer {self.token}"})
-        event = {**EVENT, "inputs": {"edr_url": self.target_url}}
-        started = client.post("/api/workflows/isolate-host-with-approval/run", json=event)
-        started.raise_for_status()
-        execution_id = started.json()["executionId"]
-        print(f"\nstarted  isolate-host-with-approval  execution {execution_id}")
-        state = self._wait(client, execution_id, {"WAITING_FOR_INPUT"})
-        waiting = state["waitingFor"]
-        print("\n── waiting for a decision " + "─" * 44)
-        print(waiting["message"].rstrip())
-        print("─" * 70)
-        resume = (f"curl -X POST {self.api}/api/workflowExecutions/{execution_id}/resume \\\n"
-                  f"     -H 'Authorization: Bearer {self.token}' \\\n"
-                  "     -H 'Content-Type: application/json' \\\n"
-                  "     -d '{\"approved\": true, \"notes\": \"confirmed C2, isolating\"}'")
-        print(f"\nTo approve, in another terminal:\n\n{resume}\n")
-        print("(or deny with \"approved\": false). Ctrl-C stops everything.\n")
-        if auto_approve:
-            answer = client.post(f"/api/workflowExecutions/{execution_id}/resume",
-                                 json={"approved": True, "notes": "demo: auto-approved"},
-                                 headers={"X-Signoff-Actor": "demo"})
-            answer.raise_for_status()
-            print("approved automatically (--approve)")
-        final = self._wait(client, execution_id, {"COMPLETED", "FAILED", "CANCELLED",
-                                                  "TIMED_OUT"}, timeout=None if not
-                           auto_approve else 60)
-        print(f"\nfinished {final['status']}")
-        for name, step in final["steps"].items():
-            print(f"  {name:16} {step['status']}")
-        audit = client.get(f"/api/workflowExecutions/{execution_id}/audit").json()
-        print(f"\naudit trail: {len(audit['events'])} events, "
-              f"{'hash chain verified' if audit['verified'] else 'BROKEN: ' + audit['problem']}")
-        client.close()
-        return 0 if final["status"] == "COMPLETED" else 1
 
-    def _wait(self, client: httpx.Client, execution_id: str, statuses: set[str],
-              timeout: float | None = 30) -> dict[str, Any]:
-        deadline = None if timeout is None else time.monotonic() + timeout
-        last = None
-        while True:
-            state = client.get(f"/api/workflowExecutions/{execution_id}").json()
-            if state["status"] != last:
-                last = state["status"]
-                print(f"status   {last}")
-            if state["status"] in statuses:
-                return dict(state)
-            if deadline is not None and time.monotonic() > deadline:
-                raise RuntimeError(f"the run is still {state['status']} after {timeout}s: "
-                                   f"{json.dumps(state['steps'])}")
-            time.sleep(0.2)  # the demo's own console polling; the run never sleeps
+def _review_message(stack: Stack, title: str) -> dict[str, Any]:
+    assert stack.emulator is not None
+    for message in stack.emulator.workspace.messages(REVIEWS_CHANNEL):
+        blocks = message.get("blocks") or []
+        if blocks and blocks[0].get("text", {}).get("text") == title:
+            return message
+    raise RuntimeError(f"no review titled {title!r} in #reviews")
 
-    def stop(self) -> None:
-        for server in reversed(self.servers):
-            server.stop()
-        for process in self.processes:
-            if process.poll() is None:
-                os.killpg(process.pid, signal.SIGTERM)
-                try:
-                    process.wait(timeout=10)
-                except subprocess.TimeoutExpired:
-                    os.killpg(process.pid, signal.SIGKILL)
-        if self.redis is not None:
-            self.redis.close()
+
+def _wait_until_finished(stack: Stack, execution_id: str, timeout: float = 60) -> dict[str, Any]:
+    deadline = time.monotonic() + timeout
+    while True:
+        state = stack.execution(execution_id)
+        if state["status"] in FINISHED:
+            return state
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"the run is still {state['status']} after {timeout:.0f}s")
+        time.sleep(POLL)
 
 
 if __name__ == "__main__":

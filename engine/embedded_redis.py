@@ -54,7 +54,10 @@ class EmbeddedRedis:
             "--appendfsync", "always" if self.appendonly else "everysec",
             "--logfile", str(Path(self.directory) / "redis.log"),
         ]
-        self.process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        # Its own session: a Ctrl-C in the terminal reaches our processes, which stop the
+        # server after their workers, instead of killing it under them.
+        self.process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                                        start_new_session=True)
         client = redis.Redis.from_url(self.url)
         deadline = time.monotonic() + 10
         while True:

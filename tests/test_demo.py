@@ -1,32 +1,131 @@
-"""`make demo`'s program, run as a person would, on embedded defaults."""
+"""`make demo`'s program, run as a person runs it, on embedded defaults."""
 
 from __future__ import annotations
 
 import os
+import queue
+import re
+import signal
+import socket
 import subprocess
 import sys
+import threading
+import time
+import uuid
+from pathlib import Path
+
+import httpx
 
 from tests.support.services import ROOT
 
+MARKER = "DEMO_TEST_MARKER"  # inherited by everything the demo starts, so we can find it
 
-def test_demo_runs_the_example_to_completion_and_cleans_up():
-    env = {k: v for k, v in os.environ.items() if k not in ("REDIS_URL", "SLACK_BOT_TOKEN")}
-    result = subprocess.run([sys.executable, "-m", "demo", "--approve"], cwd=ROOT, env=env,
-                            capture_output=True, text=True, timeout=120)
-    assert result.returncode == 0, result.stdout + result.stderr
+
+def demo_env(marker: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items()
+           if k != "REDIS_URL" and not k.startswith(("SLACK_", "SIGNOFF_"))}
+    return {**env, MARKER: marker, "PYTHONUNBUFFERED": "1"}
+
+
+def processes_with(marker: str) -> list[str]:
+    """Every live process (but zombies) whose environment carries ``marker``."""
+    found = []
+    needle = f"{MARKER}={marker}".encode()
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            if needle in (entry / "environ").read_bytes().split(b"\0"):
+                status = (entry / "status").read_text()
+                if "\nState:\tZ" not in status:
+                    found.append(f"{entry.name}: {(entry / 'cmdline').read_bytes()!r}")
+        except OSError:
+            continue
+    return found
+
+
+def redis_still_listening(output: str) -> bool:
+    """Whether the private Redis the demo printed still answers (its environ is not readable:
+    redis-server writes its title over it)."""
+    port = int(re.search(r"redis    redis://127\.0\.0\.1:(\d+)/0", output).group(1))  # type: ignore[union-attr]
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=1).close()
+    except OSError:
+        return False
+    return True
+
+
+def test_demo_approve_runs_the_example_through_slack_and_cleans_up():
+    marker = uuid.uuid4().hex
+    result = subprocess.run([sys.executable, "-m", "demo", "--approve", "--port", "0"], cwd=ROOT,
+                            env=demo_env(marker), capture_output=True, text=True, timeout=120)
     out = result.stdout
+    assert result.returncode == 0, out + result.stderr
+    assert "seeded   8 runs from examples/: 6 reviews wait in #reviews" in out
+    assert "/sandbox" in out
     assert "WAITING_FOR_INPUT" in out and "Isolate `web-prod-07`?" in out
+    assert "alice clicks Approve in #reviews (--approve): Slack's request answered 200" in out
     assert "POST /isolate" in out  # the approved action reached the stand-in EDR
     assert "finished COMPLETED" in out and "hash chain verified" in out
-    leftover = subprocess.run(["pgrep", "-f", "engine.cli worker"], capture_output=True,
-                              text=True)
-    own = [pid for pid in leftover.stdout.split() if pid]
-    assert all(_parent_is_not_demo(pid) for pid in own)
+    assert "the review message now says: ✅ Approved: Isolate web-prod-07?" in out
+    assert processes_with(marker) == []
+    assert not redis_still_listening(out)
 
 
-def _parent_is_not_demo(pid: str) -> bool:
+def test_demo_serves_the_sandbox_until_ctrl_c_then_leaves_nothing_running():
+    marker = uuid.uuid4().hex
+    # A process group of its own, like a terminal's foreground job: Ctrl-C reaches the whole
+    # group (the private redis-server too), not the demo alone.
+    demo = subprocess.Popen([sys.executable, "-m", "demo", "--port", "0"], cwd=ROOT,
+                            env=demo_env(marker), stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True, process_group=0)
+    lines: queue.Queue[str] = queue.Queue()
+    reader = threading.Thread(target=lambda: [lines.put(line) for line in demo.stdout or []],
+                              daemon=True)
+    reader.start()
+    seen: list[str] = []
+
+    def read_until(pattern: str) -> re.Match[str]:
+        deadline = time.monotonic() + 60
+        while True:
+            assert time.monotonic() < deadline, f"no {pattern!r} printed:\n" + "".join(seen)
+            try:
+                seen.append(lines.get(timeout=1))
+            except queue.Empty:
+                assert demo.poll() is None, "the demo exited:\n" + "".join(seen)
+                continue
+            found = re.search(pattern, seen[-1])
+            if found:
+                return found
+
     try:
-        with open(f"/proc/{pid}/environ", "rb") as handle:
-            return b"SIGNOFF_WORKFLOWS=" + str(ROOT / "examples").encode() not in handle.read()
-    except OSError:
-        return True
+        url = read_until(r"Open (http://127\.0\.0\.1:\d+/sandbox)").group(1)
+        read_until("Ctrl-C stops everything")
+
+        page = httpx.get(url, timeout=10)
+        assert page.status_code == 200 and "Signoff sandbox" in page.text
+        assert "script-src 'self'" in page.headers["content-security-policy"]
+        state = httpx.get(f"{url}/api/state", params={"user": "U0ALICE"}, timeout=10).json()
+        [reviews] = [c for c in state["conversations"] if c["name"] == "reviews"]
+        assert len(reviews["messages"]) == 6
+
+        started = time.monotonic()
+        os.killpg(demo.pid, signal.SIGINT)  # Ctrl-C
+        assert demo.wait(timeout=30) == 0
+        assert time.monotonic() - started < 10
+    finally:
+        if demo.poll() is None:  # the test failed: still stop it the clean way first
+            demo.terminate()
+            try:
+                demo.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                demo.kill()
+                demo.wait()
+        reader.join(timeout=5)
+        if demo.stdout is not None:
+            demo.stdout.close()
+    while not lines.empty():
+        seen.append(lines.get())
+    assert "stopping…" in "".join(seen)
+    assert processes_with(marker) == []
+    assert not redis_still_listening("".join(seen))
