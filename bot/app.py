@@ -11,6 +11,7 @@ from __future__ import annotations
 from slack_bolt import App
 from slack_sdk import WebClient
 
+from bot.approvals import register_approvals
 from bot.blocks import (
     ACTION_APPROVE,
     ACTION_DENY,
@@ -57,4 +58,5 @@ def build_app(settings: BotSettings, engine: Engine, *, client: WebClient | None
     app.action(ACTION_REASSIGN)(listeners.reassign)
     app.view_submission(CALLBACK_ESCALATE)(listeners.submit_escalation)
     app.view_submission(CALLBACK_REASSIGN)(listeners.submit_reassignment)
+    register_approvals(app, engine, listeners.directory)
     return app

@@ -24,6 +24,8 @@ from slack_sdk.errors import SlackApiError
 
 from bot import texts
 from bot.blocks import (
+    ACTION_APPROVE,
+    ACTION_DENY,
     APPROVER_BLOCK,
     INPUT_ACTION,
     REASON_BLOCK,
@@ -94,12 +96,15 @@ class ReviewListeners:
     """The Bolt listeners for review buttons and modals, over one engine."""
 
     def __init__(self, engine: Engine, directory: Directory, replies: Queue,
-                 advance: Callable[[str], Any] | None = None) -> None:
+                 advance: Callable[[str], Any] | None = None,
+                 mark_closed: Callable[[str, str], Any] | None = None) -> None:
         self.engine = engine
         self.directory = directory
         self.replies = replies
-        # In a worker, a decided run continues right here instead of in another job.
+        # In a worker, a decided run continues right here instead of in another job, and
+        # the review message is rewritten here too.
         self.advance = advance
+        self.mark_closed = mark_closed
 
     # -- buttons -------------------------------------------------------------------------------
 
@@ -116,9 +121,7 @@ class ReviewListeners:
         it leaves at once); a click that opens the form needs its trigger_id here."""
         ref = _ref_of(body)
         if ref is not None and ref.one_click:
-            self.engine.scheduler.enqueue("bot.jobs.decide_click",
-                                          Reviewer.from_body(body).to_json(), ref.encode(),
-                                          approved)
+            hand_to_worker(self.engine, body, ref, approved=approved)
             return
         self._decide(body, client, approved=approved)
 
@@ -132,7 +135,8 @@ class ReviewListeners:
         try:
             result = self.engine.resume(review.execution_id, {review.decision_field: approved},
                                         self._actor(reviewer), step=review.step,
-                                        advance=self.advance is None)
+                                        advance=self.advance is None,
+                                        announce=self.mark_closed is None)
         except (AlreadyDecided, NotWaiting, ExecutionNotFound):
             self._reply_closed(reviewer, review.execution_id, review.step)
             return
@@ -141,6 +145,8 @@ class ReviewListeners:
             return
         if result.decided and self.advance is not None:
             self.advance(review.execution_id)
+        if self.mark_closed is not None:
+            self.mark_closed(review.execution_id, review.step)
 
     def respond(self, ack: Ack, body: dict[str, Any], client: WebClient) -> None:
         ack()
@@ -418,6 +424,27 @@ class ReviewListeners:
             log.warning("no channel to answer %s in", reviewer.user_id)
             return
         enqueue_reply(self.replies, reviewer.channel, reviewer.user_id, message)
+
+
+def hand_to_worker(engine: Engine, body: Mapping[str, Any], ref: ReviewRef, *,
+                   approved: bool) -> None:
+    """Queue a one-click decision for a worker (``bot.jobs.decide_click``)."""
+    engine.scheduler.enqueue("bot.jobs.decide_click", Reviewer.from_body(body).to_json(),
+                             ref.encode(), approved)
+
+
+def one_click_decision(body: Mapping[str, Any]) -> tuple[ReviewRef, bool] | None:
+    """The review and the answer when ``body`` is a one-click Approve or Deny; else None."""
+    if body.get("type") != "block_actions":
+        return None
+    actions = body.get("actions") or []
+    if len(actions) != 1 or actions[0].get("action_id") not in (ACTION_APPROVE, ACTION_DENY):
+        return None
+    try:
+        ref = ReviewRef.decode(str(actions[0].get("value") or ""))
+    except ValueError:
+        return None
+    return (ref, actions[0]["action_id"] == ACTION_APPROVE) if ref.one_click else None
 
 
 def _ref_of(body: Mapping[str, Any]) -> ReviewRef | None:

@@ -36,13 +36,19 @@ class RQScheduler:
         self.queue = Queue(queue_name, connection=connection)
 
     def enqueue_advance(self, execution_id: str, *, pipeline: Any = None) -> None:
+        own = pipeline is None
+        pipe = self.queue.connection.pipeline() if own else pipeline
         self.queue.enqueue_call(advance_execution, args=(execution_id,), timeout=JOB_TIMEOUT,
-                                result_ttl=0, failure_ttl=7 * 86400, pipeline=pipeline,
+                                result_ttl=0, failure_ttl=7 * 86400, pipeline=pipe,
                                 description=f"advance {execution_id}")
+        if own:  # one round trip instead of RQ's two transactions
+            pipe.execute()
 
     def enqueue(self, function: str, *args: Any) -> None:
+        pipe = self.queue.connection.pipeline()
         self.queue.enqueue_call(function, args=args, timeout=JOB_TIMEOUT, result_ttl=0,
-                                failure_ttl=7 * 86400)
+                                failure_ttl=7 * 86400, pipeline=pipe)
+        pipe.execute()
 
     def advance_at(self, execution_id: str, when: datetime) -> None:
         self._at(when, advance_execution, execution_id)

@@ -99,15 +99,11 @@ class Engine:
         return self._reviews_of(ids), total
 
     def _reviews_of(self, ids: list[str]) -> list[ReviewRequest]:
-        reviews = []
-        for execution_id in ids:
-            try:
-                review = self.review(execution_id)
-            except ExecutionNotFound:
-                continue
-            if review is not None:
-                reviews.append(review)
-        return reviews
+        # One round trip for the page, not one per review: /approvals lists ten at a time.
+        return [review_request(state, None, state.waiting)
+                for state in self.store.load_reviews(ids)
+                if state is not None and state.waiting is not None
+                and state.status is ExecutionStatus.WAITING_FOR_INPUT]
 
     def audit_entries(self, execution_id: str) -> list[audit.AuditEntry]:
         if not self.store.exists(execution_id):
@@ -123,14 +119,16 @@ class Engine:
     # -- decide ------------------------------------------------------------------------------
 
     def resume(self, execution_id: str, input_: Any, actor: Actor, *,
-               step: str | None = None, advance: bool = True) -> ResumeResult:
+               step: str | None = None, advance: bool = True,
+               announce: bool = True) -> ResumeResult:
         """Record a reviewer's answer and continue the run, exactly once.
 
         Raises InputInvalid (every schema violation), NotWaiting, AlreadyDecided
         (someone decided first: who and when) or ExecutionNotFound. With a quorum
         (``approvals-required``) the result says how many approvals are in so far.
         """
-        return self.reviews.resume(execution_id, input_, actor, step=step, advance=advance)
+        return self.reviews.resume(execution_id, input_, actor, step=step, advance=advance,
+                                   announce=announce)
 
     def escalate(self, execution_id: str, actor: Actor, reason: str, *,
                  step: str | None = None) -> int:
@@ -168,6 +166,10 @@ class Engine:
     def annotate(self, execution_id: str, key: str, value: Any) -> None:
         """Keep a plug-in's note on an execution (the bot keeps where it posted the review)."""
         self.store.set_annotation(execution_id, key, value)
+
+    def annotations(self, execution_ids: list[str], key: str) -> list[Any]:
+        """The plug-in note ``key`` of several executions at once (None where unset)."""
+        return self.store.annotations(execution_ids, key)
 
     def annotation(self, execution_id: str, key: str) -> Any:
         return self.store.annotation(execution_id, key)

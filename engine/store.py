@@ -211,6 +211,26 @@ class Store:
             raise ExecutionNotFound(execution_id)
         return _state_from_hash(execution_id, raw)
 
+    def load_reviews(self, ids: Sequence[str]) -> list[ExecutionState | None]:
+        """Executions as a review listing needs them (workflow, status, start, requester,
+        what they wait for), in one round trip; None for those that are gone."""
+        pipe = self.redis.pipeline(transaction=False)
+        for execution_id in ids:
+            pipe.hmget(keys.execution(execution_id), *_REVIEW_FIELDS)
+        rows = self._call(pipe.execute)
+        return [_state_from_hash(execution_id, {name.encode(): value for name, value
+                                                in zip(_REVIEW_FIELDS, row, strict=True)
+                                                if value is not None})
+                if row[0] is not None else None
+                for execution_id, row in zip(ids, rows, strict=True)]
+
+    def annotations(self, ids: Sequence[str], key: str) -> list[Any]:
+        """Field ``n:{key}`` of several executions, in one round trip (None where unset)."""
+        pipe = self.redis.pipeline(transaction=False)
+        for execution_id in ids:
+            pipe.hget(keys.execution(execution_id), f"n:{key}")
+        return [json.loads(raw) if raw is not None else None for raw in self._call(pipe.execute)]
+
     def exists(self, execution_id: str) -> bool:
         return bool(self._call(self.redis.exists, keys.execution(execution_id)))
 
@@ -501,6 +521,7 @@ def _state_from_hash(execution_id: str, raw: Mapping[bytes, bytes]) -> Execution
     )
 
 
+_REVIEW_FIELDS = ("wf", "d", "st", "t0", "rb", "w")  # wf first: None means gone
 _HASH_LEN = 64  # an audit entry is its sha256 (hex) followed by its canonical JSON
 
 

@@ -123,12 +123,18 @@ def test_socket_mode_requests_reach_the_same_listeners(signoff: Signoff):
 def test_manifests_ask_for_what_the_bot_uses_and_no_more():
     import yaml
 
-    expected = {"chat:write", "im:write", "users:read", "users:read.email", "usergroups:read"}
+    expected = {"chat:write", "commands", "im:write", "users:read", "users:read.email",
+                "usergroups:read"}
     http = yaml.safe_load((ROOT / "manifests/slack-app.yaml").read_text())
     socket = yaml.safe_load((ROOT / "manifests/slack-app-socket.yaml").read_text())
     for manifest in (http, socket):
         assert set(manifest["oauth_config"]["scopes"]["bot"]) == expected
         assert manifest["settings"]["interactivity"]["is_enabled"] is True
+        assert [c["command"] for c in manifest["features"]["slash_commands"]] == ["/approvals"]
+        assert manifest["features"]["app_home"]["home_tab_enabled"] is True
+        assert manifest["settings"]["event_subscriptions"]["bot_events"] == ["app_home_opened"]
     assert http["settings"]["interactivity"]["request_url"].endswith("/slack/events")
+    assert http["features"]["slash_commands"][0]["url"].endswith("/slack/events")
+    assert http["settings"]["event_subscriptions"]["request_url"].endswith("/slack/events")
     assert http["settings"]["socket_mode_enabled"] is False
     assert socket["settings"]["socket_mode_enabled"] is True

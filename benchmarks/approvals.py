@@ -1,0 +1,255 @@
+"""``/approvals`` with 10,000 pending reviews across 200 approvers, against one Redis round trip.
+
+    python benchmarks/approvals.py [--reviews 10000] [--approvers 200] [--requests 2000]
+                                   [--concurrency 32] [--load-processes 4]
+
+Starts a private Redis (REDIS_URL when set), the Slack emulator and the web process
+(what ``signoff serve`` serves, plus a no-op route) as ``benchmarks/slack.py`` does.
+Creates ``--reviews`` waiting executions through ``Engine.run`` and an in-process
+worker, each naming one of ``--approvers`` people. Delivering them the production way
+(rendering Block Kit, posting over HTTP) would take minutes, so each review's message
+is stored straight into the emulator (the approver's DM) and its delivery record and
+audience are written with the bot's own functions (``new_delivery``, ``save_delivery``,
+``Deliverer.share_audience``): the same records a post job leaves.
+
+Then it sends signed ``/approvals`` slash commands, built by ``SlackDriver``, to the
+web process, ``--concurrency`` at a time from several load processes, and measures
+ack latency: the answer is the list itself (the command's ack), so this is also the
+response latency. Figures: one Redis round trip (PING) from this process, the no-op
+route at the same concurrency with the same bodies, ``/approvals help`` (Bolt and the
+command without Redis), each person's first ``/approvals`` (its permalinks asked of
+Slack), then ``/approvals`` and ``/approvals all`` with the permalinks cached.
+Target: ``/approvals`` p99 < 300 ms.
+"""
+
+from __future__ import annotations
+
+import argparse
+import multiprocessing
+import os
+import signal
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from rq import Queue  # noqa: E402
+from slack_sdk import WebClient  # noqa: E402
+
+from benchmarks.load import CLIENTS, PreparedRequest  # noqa: E402
+from benchmarks.slack import (  # noqa: E402
+    PreparingDriver,
+    Stack,
+    at_noop,
+    measure,
+    percentile,
+)
+from bot.delivery import Deliverer, Post, new_delivery, save_delivery  # noqa: E402
+from bot.directory import Directory  # noqa: E402
+from engine.jobs import build_runtime  # noqa: E402
+from engine.notify import NullNotifier  # noqa: E402
+from engine.settings import Settings  # noqa: E402
+from engine.store import connect  # noqa: E402
+from engine.workflow import parse_workflow  # noqa: E402
+from slack_emulator import SlackDriver, User  # noqa: E402
+
+TARGET_P99 = 0.300  # seconds
+
+WAITING = """
+name: bench-approvals
+steps:
+  - name: review
+    type: waitForInput
+    with:
+      approvers: ["{{ event.approver }}"]
+      message: |
+        ## Isolate `{{ event.host }}`?
+        **Rule:** {{ event.rule }}. The host talked to a known C2 address.
+      sla: 4h
+      escalation:
+        - approvers: [U0ALICE]
+          sla: 8h
+      schema:
+        type: object
+        properties:
+          approved: {type: boolean, title: Isolate the host}
+          notes: {type: string, title: Analyst notes}
+        required: [approved]
+"""
+
+
+def approver_id(n: int) -> str:
+    return f"U0BENCH{n:04d}"
+
+
+def add_approvers(stack: Stack, count: int) -> list[str]:
+    assert stack.emulator is not None
+    ids = []
+    for n in range(count):
+        user = User(id=approver_id(n), name=f"approver{n}", real_name=f"Approver {n}")
+        stack.emulator.workspace.add_user(user)
+        ids.append(user.id)
+    return ids
+
+
+def create_reviews(stack: Stack, reviews: int, approvers: Sequence[str],
+                   processes: int) -> tuple[list[str], float]:
+    """``reviews`` waiting executions, each posted to one approver; returns ids and seconds.
+
+    ``processes`` processes share the work, each calling for its share what ``Engine.run``,
+    the advance job and the post job call; the advance jobs ``Engine.run`` enqueued, which
+    would find nothing left to do, are dropped.
+    """
+    assert stack.emulator is not None
+    started = time.perf_counter()
+    work = [(stack.redis_url, stack.emulator.api_url, stack.emulator.bot_token,
+             list(range(n, reviews, processes)), list(approvers)) for n in range(processes)]
+    with multiprocessing.get_context("spawn").Pool(processes) as pool:
+        ids = [i for share in pool.starmap(start_and_deliver, work) for i in share]
+    Queue(Settings().queue, connection=connect(stack.redis_url)).empty()
+    return ids, time.perf_counter() - started
+
+
+def start_and_deliver(redis_url: str, api_url: str, token: str, numbers: Sequence[int],
+                      approvers: Sequence[str]) -> list[str]:
+    """In a process of its own: start review ``n`` for each of ``numbers``, advance it to its
+    review and deliver it (its message is a line of text rather than the rendered review)."""
+    connection = connect(redis_url)
+    rt = build_runtime(Settings(redis_url=redis_url), connection, notifier=NullNotifier())
+    workflow = parse_workflow(WAITING)
+    client = WebClient(token=token, base_url=api_url)
+    directory = Directory(client, connection)
+    deliverer = Deliverer(rt.engine, client, directory, None)
+    dms: dict[str, str] = {}
+    ids = []
+    for n in numbers:
+        approver = approvers[n % len(approvers)]
+        execution_id = rt.engine.run(workflow, {"host": f"web-{n:05d}",
+                                                "rule": "Outbound C2 beacon", "approver": approver})
+        rt.runner.advance(execution_id)
+        review = rt.engine.review(execution_id)
+        assert review is not None, execution_id
+        if approver not in dms:
+            dms[approver] = str(client.conversations_open(users=approver)["channel"]["id"])
+        posted = client.chat_postMessage(channel=dms[approver], text=review.title)
+        delivery = replace(new_delivery(review, directory), posts=(
+            Post(to=approver, channel=str(posted["channel"]), ts=str(posted["ts"])),))
+        save_delivery(rt.engine, delivery)
+        deliverer.share_audience(review, delivery)
+        ids.append(execution_id)
+    return ids
+
+
+def commands(stack: Stack, users: Sequence[str], count: int, text: str = "") -> list[PreparedRequest]:
+    """``count`` signed ``/approvals text`` requests, from ``users`` in turn."""
+    assert stack.emulator is not None
+    driver = PreparingDriver(stack.emulator, stack.web_url + "/slack/events")
+    for n in range(count):
+        driver.slash_command(users[n % len(users)], "/approvals", text)
+    driver.close()
+    return driver.prepared
+
+
+def check_answer(stack: Stack, user: str, expected_total: int) -> None:
+    """One real /approvals, read back: ten reviews, each linked to its message."""
+    assert stack.emulator is not None
+    with SlackDriver(stack.emulator, stack.web_url + "/slack/events") as driver:
+        answer = driver.slash_command(user, "/approvals", channel_id=stack.emulator.workspace.open_dm(user))
+    body: dict[str, Any] = answer.body
+    shown = str(body.get("blocks"))
+    assert answer.status == 200 and f"of {expected_total}" in shown, body
+    assert shown.count("/archives/") == 10 and shown.count("signoff.approve") == 10, shown[:2000]
+
+
+def redis_round_trips(url: str, count: int = 2000) -> list[float]:
+    client = connect(url)
+    client.ping()
+    samples = []
+    for _ in range(count):
+        t0 = time.perf_counter()
+        client.ping()
+        samples.append(time.perf_counter() - t0)
+    return samples
+
+
+def ms(seconds: float) -> str:
+    return f"{seconds * 1e3:8.1f} ms"
+
+
+def row(name: str, latencies: Sequence[float], rate: float | None, rtt: float, note: str = "") -> None:
+    p50, p99 = percentile(latencies, 0.5), percentile(latencies, 0.99)
+    rate_text = f"{rate:9.0f}" if rate is not None else f"{'':9}"
+    print(f"{name:44}{ms(p50):>11}{ms(p99):>12}{rate_text}{p99 / rtt:10.0f}x   {note}")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
+    parser.add_argument("--reviews", type=int, default=10_000)
+    parser.add_argument("--approvers", type=int, default=200)
+    parser.add_argument("--requests", type=int, default=2000, help="/approvals commands measured")
+    parser.add_argument("--concurrency", type=int, default=32,
+                        help="commands in flight (the click benchmark's default)")
+    parser.add_argument("--load-processes", type=int, default=4)
+    parser.add_argument("--client", choices=CLIENTS, default="raw")
+    args = parser.parse_args()
+
+    def interrupted(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, interrupted)
+    stack = Stack()
+    try:
+        stack.start(workers=0, load_processes=args.load_processes, client=args.client)
+        users = add_approvers(stack, args.approvers)
+        ids, created = create_reviews(stack, args.reviews, users, os.cpu_count() or 2)
+        per_person = args.reviews // args.approvers
+        check_answer(stack, users[-1], per_person)  # also warms the web process up
+        rtt = redis_round_trips(stack.redis_url)
+        rtt_p50 = percentile(rtt, 0.5)
+
+        noop = at_noop(commands(stack, users, 200), stack.web_url, 2000)
+        measure(stack, noop[:args.concurrency * 10], args.concurrency)
+        noop_phase = measure(stack, noop, args.concurrency)
+        floor = measure(stack, commands(stack, users, 1000, "help"), args.concurrency)
+        first = measure(stack, commands(stack, users[:-1], len(users) - 1), args.concurrency)
+        mine = measure(stack, commands(stack, users, args.requests), args.concurrency)
+        everyone = measure(stack, commands(stack, users, max(200, args.requests // 4), "all"),
+                           args.concurrency)
+    except KeyboardInterrupt:
+        print("interrupted; stopping", file=sys.stderr)
+        return 130
+    except RuntimeError as exc:
+        print(f"benchmarks/approvals.py: {exc} (logs in {stack.logs})", file=sys.stderr)
+        return 1
+    finally:
+        stack.stop()
+
+    p99 = percentile(mine.latencies(), 0.99)
+    print(f"{len(ids):,} pending reviews across {args.approvers} approvers ({per_person} each), "
+          f"created and delivered in {created:.1f} s; {args.concurrency} concurrent requests from "
+          f"{args.load_processes} load processes, {os.cpu_count()} CPUs")
+    print(f"{'':44}{'p50':>11}{'p99':>12}{'req/s':>9}{'p99/RTT':>11}   target")
+    print(f"{'one Redis round trip (PING, this process)':44}{ms(rtt_p50):>11}"
+          f"{ms(percentile(rtt, 0.99)):>12}{'':9}{'':11}   (baseline)")
+    row("trivial route (same bodies, same concurrency)", noop_phase.latencies(), noop_phase.rate,
+        rtt_p50, f"({len(noop_phase.samples)} requests)")
+    row("/approvals help (Bolt, no Redis)", floor.latencies(), floor.rate, rtt_p50,
+        f"({len(floor.samples)} requests)")
+    row("/approvals, first per person (getPermalink)", first.latencies(), first.rate, rtt_p50,
+        f"({len(first.samples)} requests)")
+    row("/approvals (ack = the list)", mine.latencies(), mine.rate, rtt_p50,
+        f"p99 < {TARGET_P99 * 1e3:.0f} ms  {'PASS' if p99 < TARGET_P99 else 'FAIL'} "
+        f"({len(mine.samples)} requests)")
+    row("/approvals all (page 1 of the global index)", everyone.latencies(), everyone.rate,
+        rtt_p50, f"({len(everyone.samples)} requests)")
+    cpu = ", ".join(f"{name} {share * 100:.0f}%" for name, share in mine.cpu.items())
+    print(f"CPU during /approvals, share of one core: {cpu}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

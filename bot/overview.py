@@ -1,0 +1,421 @@
+"""What ``/approvals`` and the App Home show: pending reviews and review stats.
+
+Pages come from the engine's indexes (the per-approver or the global waiting index),
+never from a scan of executions. Each review comes with where it was posted (its
+:class:`bot.delivery.Delivery`) and a link to that message. A permalink is asked of
+Slack (``chat.getPermalink``) once per message, within a time budget so a slow Slack
+cannot hold up the 3-second answer, and kept in Redis:
+
+    signoff:slack:permalink:{channel}:{ts}  string  the message's permalink
+
+The builders below are pure: a page in, Block Kit out, for the slash command's
+ephemeral answers and for the Home tab alike.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor, wait
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from enum import StrEnum
+from typing import Any
+
+from slack_sdk import WebClient
+from slack_sdk.errors import SlackApiError
+
+from bot import texts
+from bot.blocks import ACTION_APPROVE, ACTION_DENY
+from bot.delivery import Delivery, Post, annotation_key
+from bot.directory import PREFIX
+from bot.eligibility import refusal
+from bot.forms import ReviewRef, decision_line, only_decision_required
+from bot.mrkdwn import (
+    DATE_AT_TIME,
+    escape_mrkdwn,
+    is_user_id,
+    slack_date,
+    truncate_mrkdwn,
+    truncate_plain,
+)
+from engine.execution import iso
+from engine.notify import ReviewRequest
+from engine.service import Engine
+from engine.stats import GRADUATION_WINDOW, RECENT_OUTCOMES, StepStats, review_stats
+
+log = logging.getLogger(__name__)
+
+PAGE_SIZE = 10
+ACTION_MORE = "signoff.approvals.more"  # value: {"scope": "mine" | "all", "offset": n}
+ACTION_BATCH = "signoff.approvals.batch"  # value: {"workflow", "step", "where"}
+BATCH_BUTTONS = 4
+PERMALINK_TTL = 30 * 86400
+PERMALINK_BUDGET = 1.0  # seconds a listing waits for chat.getPermalink answers, at most
+PERMALINK_TIMEOUT = 2
+PERMALINK_THREADS = 16
+TITLES_KEPT = 10_000  # decision lines kept parsed, by message digest
+SECTION_LIMIT = 3000
+BUTTON_TEXT_LIMIT = 75
+MAX_STATS_SHOWN = 20
+
+
+class Scope(StrEnum):
+    MINE = "mine"  # the reviews the viewer may decide (the per-approver index)
+    ALL = "all"  # every waiting review
+
+
+@dataclass(frozen=True)
+class PendingItem:
+    """A waiting review as one viewer sees it."""
+
+    review: ReviewRequest
+    title: str  # the decision line, plain text
+    permalink: str | None
+    refusal: str | None  # why the viewer may not decide it; None when they may
+
+    @property
+    def one_click(self) -> bool:
+        return only_decision_required(self.review)
+
+    @property
+    def decidable(self) -> bool:
+        """The viewer may decide it, and one click does."""
+        return self.refusal is None and self.one_click
+
+
+@dataclass(frozen=True)
+class PendingPage:
+    scope: Scope
+    items: tuple[PendingItem, ...]
+    offset: int
+    total: int
+
+    @property
+    def next_offset(self) -> int | None:
+        following = self.offset + PAGE_SIZE
+        return following if following < self.total else None
+
+
+class Overview:
+    """Loads pages of pending reviews, with links to their messages, and review stats."""
+
+    def __init__(self, engine: Engine, client: WebClient) -> None:
+        self.engine = engine
+        self.redis = engine.store.redis
+        # Its own client: one short try per link, no retries, so a slow Slack costs the
+        # answer a missing link rather than the whole answer.
+        self.links = WebClient(token=client.token, base_url=client.base_url,
+                               timeout=PERMALINK_TIMEOUT, retry_handlers=[])
+        self._asking = ThreadPoolExecutor(PERMALINK_THREADS, thread_name_prefix="permalink")
+        self._titles: dict[tuple[str, str, str], str] = {}
+
+    def page(self, user_id: str, scope: Scope, offset: int = 0,
+             limit: int = PAGE_SIZE) -> PendingPage:
+        offset = max(0, offset)
+        if scope is Scope.MINE:
+            reviews, total = self.engine.pending_for(user_id, offset=offset, limit=limit)
+        else:
+            reviews, total = self.engine.pending(offset=offset, limit=limit)
+        return PendingPage(scope, tuple(self.items(user_id, reviews)), offset, total)
+
+    def items(self, user_id: str, reviews: Sequence[ReviewRequest], *,
+              links: bool = True) -> list[PendingItem]:
+        """``reviews`` as ``user_id`` sees them; ``links=False`` skips the permalinks."""
+        deliveries = self._deliveries(reviews)
+        posts = [_post_for(user_id, d) if d is not None and links else None
+                 for d in deliveries]
+        found = self.permalinks([p for p in posts if p is not None])
+        return [PendingItem(review, self.title(review),
+                            found.get((p.channel, p.ts)) if p else None,
+                            viewer_refusal(user_id, review, delivery))
+                for review, delivery, p in zip(reviews, deliveries, posts, strict=True)]
+
+    def title(self, review: ReviewRequest) -> str:
+        """The review's decision line; parsing Markdown is the costliest part of a listing,
+        and a message does not change, so each is parsed once."""
+        key = (review.message_sha256, review.workflow, review.step)
+        title = self._titles.get(key)
+        if title is None:
+            title = decision_line(review)
+            if len(self._titles) >= TITLES_KEPT:
+                self._titles.clear()
+            self._titles[key] = title
+        return title
+
+    def _deliveries(self, reviews: Sequence[ReviewRequest]) -> list[Delivery | None]:
+        found: list[Delivery | None] = []
+        notes: dict[str, Any] = {}
+        for step in {r.step for r in reviews}:
+            ids = [r.execution_id for r in reviews if r.step == step]
+            notes.update(zip(ids, self.engine.annotations(ids, annotation_key(step)),
+                             strict=True))
+        for review in reviews:
+            data = notes.get(review.execution_id)
+            delivery = Delivery.from_json(data) if isinstance(data, Mapping) else None
+            found.append(delivery if delivery is not None and delivery.same_review(review)
+                         else None)
+        return found
+
+    def permalinks(self, posts: Sequence[Post]) -> dict[tuple[str, str], str]:
+        """Links to ``posts``: from Redis, else asked of Slack (in parallel) while the time
+        budget lasts; a link that comes later is kept for the next listing."""
+        if not posts:
+            return {}
+        keys = [_permalink_key(p) for p in posts]
+        cached = self.redis.mget(keys)
+        found: dict[tuple[str, str], str] = {}
+        asked = []
+        for post, value in zip(posts, cached, strict=True):
+            if value is not None:
+                found[(post.channel, post.ts)] = (value.decode() if isinstance(value, bytes)
+                                                  else str(value))
+            else:
+                asked.append((post, self._asking.submit(self._ask_permalink, post)))
+        if asked:
+            wait([future for _, future in asked], timeout=PERMALINK_BUDGET)
+            for post, future in asked:
+                link = (future.result() if future.done() and future.exception() is None
+                        else None)
+                if link is not None:
+                    found[(post.channel, post.ts)] = link
+        return found
+
+    def _ask_permalink(self, post: Post) -> str | None:
+        try:
+            answer = self.links.chat_getPermalink(channel=post.channel, message_ts=post.ts)
+        except SlackApiError as exc:
+            log.warning("no permalink for %s/%s: %s", post.channel, post.ts,
+                        exc.response.get("error"))
+            return None
+        except OSError as exc:  # timeouts and refused connections
+            log.warning("no permalink for %s/%s: %s", post.channel, post.ts, exc)
+            return None
+        link = str(answer.get("permalink") or "")
+        if not _safe_link(link):
+            return None
+        self.redis.set(_permalink_key(post), link, ex=PERMALINK_TTL)
+        return link
+
+    def stats(self, days: int, now: datetime | None = None) -> list[StepStats]:
+        """Each workflow step's closed reviews over the last ``days`` days, busiest first."""
+        since = (now or datetime.now(UTC)) - timedelta(days=days)
+        records = self.engine.reviews.stats(since)
+        recent = {key: self.engine.reviews.recent_outcomes(*key, RECENT_OUTCOMES)
+                  for key in records}
+        return review_stats(records, recent)
+
+
+def viewer_refusal(user_id: str, review: ReviewRequest, delivery: Delivery | None) -> str | None:
+    """Why ``user_id`` may not decide ``review`` (as the listing shows it), or None.
+
+    The click that follows is checked again by the handler that records it.
+    """
+    approvers = set(review.audience) | set(delivery.approvers if delivery else ())
+    requester = (delivery.requester if delivery else
+                 review.requested_by if review.requested_by and is_user_id(review.requested_by)
+                 else None)
+    return refusal(user_id, approvers=approvers, restricted=bool(review.approvers),
+                   requester=requester, allow_self_approval=review.allow_self_approval)
+
+
+def _post_for(user_id: str, delivery: Delivery) -> Post | None:
+    """The message to link to: the viewer's own DM if they got one, else the first post."""
+    return next((p for p in delivery.posts if p.to == user_id),
+                delivery.posts[0] if delivery.posts else None)
+
+
+def _permalink_key(post: Post) -> str:
+    return f"{PREFIX}permalink:{post.channel}:{post.ts}"
+
+
+def _safe_link(link: str) -> bool:
+    return link.startswith(("https://", "http://")) and not any(c in link for c in "<>| \n")
+
+
+# -- Block Kit -------------------------------------------------------------------------------------
+
+def pending_blocks(page: PendingPage, *, now: datetime, more_action: str = ACTION_MORE,
+                   where: str = "command") -> list[dict[str, Any]]:
+    """A page of pending reviews: title, each review, then Show more and Decide several."""
+    title = texts.MINE_TITLE if page.scope is Scope.MINE else texts.ALL_TITLE
+    if not page.items:
+        empty = texts.NONE_FOR_YOU if page.scope is Scope.MINE else texts.NONE_AT_ALL
+        if page.offset and page.total:  # paged past the end (reviews were decided meanwhile)
+            return [_header(title), _section(texts.showing(page.total, page.total, page.total)),
+                    _actions("signoff.pending.nav", [_button(
+                        texts.FIRST_PAGE, more_action, _more_value(page.scope, 0))])]
+        return [_header(title), _section(empty)]
+    first, last = page.offset + 1, page.offset + len(page.items)
+    blocks: list[dict[str, Any]] = [
+        _header(title), _context(texts.showing(first, last, page.total))]
+    for n, item in enumerate(page.items):
+        blocks.extend(item_blocks(item, now=now, block_id=f"signoff.pending.{n}"))
+    navigation = []
+    if page.next_offset is not None:
+        navigation.append(_button(texts.SHOW_MORE, more_action,
+                                  _more_value(page.scope, page.next_offset)))
+    elif page.offset:
+        navigation.append(_button(texts.FIRST_PAGE, more_action, _more_value(page.scope, 0)))
+    if page.scope is Scope.MINE:
+        navigation.extend(batch_buttons(page.items, where))
+    if navigation:
+        blocks.append(_actions("signoff.pending.nav", navigation))
+    return blocks
+
+
+def item_blocks(item: PendingItem, *, now: datetime,
+                block_id: str = "signoff.pending") -> list[dict[str, Any]]:
+    """One waiting review: what to decide, where and since when, and its buttons."""
+    review = item.review
+    title = escape_mrkdwn(item.title)
+    headline = f"*<{item.permalink}|{title}>*" if item.permalink else f"*{title}*"
+    facts = [texts.pending_context(escape_mrkdwn(review.step), escape_mrkdwn(review.workflow)),
+             texts.asked(slack_date(review.created_at, "{ago}"))]
+    if review.sla_due_at is not None:
+        facts.append(texts.sla_due(slack_date(review.sla_due_at, DATE_AT_TIME),
+                                   passed=review.sla_due_at <= now))
+    if review.due_at is not None:
+        facts.append(texts.times_out(slack_date(review.due_at, DATE_AT_TIME)))
+    if review.levels > 1:
+        facts.append(texts.level_of(review.level, review.levels))
+    if review.approvals_required > 1:
+        facts.append(texts.approvals_so_far(len(review.approvals), review.approvals_required))
+    lines = [headline, " · ".join(facts), texts.execution_line(escape_mrkdwn(review.execution_id))]
+    if item.refusal is not None:
+        lines.append(f"_{texts.not_allowed(escape_mrkdwn(item.refusal))}_")
+    elif not item.one_click:
+        lines.append(f"_{texts.ANSWER_IN_MESSAGE}_")
+    blocks = [_section(truncate_mrkdwn("\n".join(lines), SECTION_LIMIT))]
+    if item.decidable:
+        blocks.append(_actions(block_id, decision_buttons(review, item.title)))
+    return blocks
+
+
+def decision_buttons(review: ReviewRequest, title: str) -> list[dict[str, Any]]:
+    """Approve and Deny with the review message's own action ids, so its handlers decide
+    (shown only where one click decides). The value also names the review instance
+    (``since``), for a handler to tell it from a later instance of the same step."""
+    ref = json.loads(ReviewRef(review.execution_id, review.step, one_click=True).encode())
+    value = json.dumps({**ref, "since": iso(review.created_at)}, separators=(",", ":"))
+    approve, deny = texts.APPROVE, texts.DENY
+    if review.step_type == "waitForApproval":
+        approve, deny = review.approve_label, review.reject_label
+    confirm = {
+        "title": _plain(texts.DENY_CONFIRM_TITLE),
+        "text": _plain(truncate_plain(texts.deny_confirm_text(deny, title), 300)),
+        "confirm": _plain(truncate_plain(deny, 30)),
+        "deny": _plain(texts.DENY_CONFIRM_NO),
+        "style": "danger",
+    }
+    return [_button(approve, ACTION_APPROVE, value, style="primary"),
+            _button(deny, ACTION_DENY, value, style="danger", confirm=confirm)]
+
+
+def batch_buttons(items: Sequence[PendingItem], where: str) -> list[dict[str, Any]]:
+    """One *Decide several* button per workflow step with two or more one-click reviews."""
+    groups: dict[tuple[str, str], int] = {}
+    for item in items:
+        if item.decidable:
+            key = (item.review.workflow, item.review.step)
+            groups[key] = groups.get(key, 0) + 1
+    buttons: list[dict[str, Any]] = []
+    for (workflow, step), count in groups.items():
+        if count < 2 or len(buttons) >= BATCH_BUTTONS:
+            continue
+        value = json.dumps({"workflow": workflow, "step": step, "where": where},
+                           separators=(",", ":"))
+        buttons.append(_button(texts.batch_button(step, workflow, count), ACTION_BATCH, value))
+    return buttons
+
+
+def stats_blocks(stats: Sequence[StepStats], days: int, *,
+                 title: str | None = None) -> list[dict[str, Any]]:
+    """Per workflow step: reviews, approval rate, time to decision, breaches, candidates."""
+    blocks = [_header(title or texts.stats_title(days))]
+    if not stats:
+        return [*blocks, _section(texts.no_stats(days))]
+    for step in stats[:MAX_STATS_SHOWN]:
+        blocks.append(_section(truncate_mrkdwn(stats_text(step), SECTION_LIMIT)))
+    if len(stats) > MAX_STATS_SHOWN:
+        blocks.append(_context(texts.more_steps(len(stats) - MAX_STATS_SHOWN)))
+    return blocks
+
+
+def stats_text(step: StepStats) -> str:
+    rate = step.approval_rate
+    lines = [f"*{escape_mrkdwn(step.workflow)}* · step `{escape_mrkdwn(step.step)}`",
+             texts.stats_line(
+                 step.reviews,
+                 f"{rate * 100:.0f}%" if rate is not None else texts.NOT_APPLICABLE,
+                 _spoken(step.median_ms), _spoken(step.p90_ms), step.sla_breaches,
+                 step.escalated, step.timed_out)]
+    if step.automate_candidate:
+        lines.append(texts.automate_candidate(GRADUATION_WINDOW))
+    return "\n".join(lines)
+
+
+def _spoken(ms: int | None) -> str:
+    return texts.duration(ms) if ms is not None else texts.NOT_APPLICABLE
+
+
+def _more_value(scope: Scope, offset: int) -> str:
+    return json.dumps({"scope": scope.value, "offset": offset}, separators=(",", ":"))
+
+
+def parse_more(value: str) -> tuple[Scope, int]:
+    """The scope and offset a Show more button carries; the first page of yours if unreadable."""
+    try:
+        data = json.loads(value)
+        return Scope(data.get("scope", Scope.MINE)), max(0, int(data.get("offset", 0)))
+    except (ValueError, TypeError, AttributeError):
+        return Scope.MINE, 0
+
+
+def parse_group(value: str) -> Mapping[str, str] | None:
+    """The workflow, step and origin a Decide several button carries."""
+    try:
+        data = json.loads(value)
+        return {"workflow": str(data["workflow"]), "step": str(data["step"]),
+                "where": str(data.get("where") or "command")}
+    except (ValueError, TypeError, KeyError):
+        return None
+
+
+# -- small builders --------------------------------------------------------------------------------
+
+def _plain(text: str) -> dict[str, Any]:
+    return {"type": "plain_text", "text": text}
+
+
+def _mrkdwn(text: str) -> dict[str, Any]:
+    return {"type": "mrkdwn", "text": text}
+
+
+def _header(text: str) -> dict[str, Any]:
+    return {"type": "header", "text": _plain(truncate_plain(text, 150))}
+
+
+def _section(text: str) -> dict[str, Any]:
+    return {"type": "section", "text": _mrkdwn(text)}
+
+
+def _context(text: str) -> dict[str, Any]:
+    return {"type": "context", "elements": [_mrkdwn(truncate_mrkdwn(text, SECTION_LIMIT))]}
+
+
+def _actions(block_id: str, elements: list[dict[str, Any]]) -> dict[str, Any]:
+    return {"type": "actions", "block_id": block_id, "elements": elements}
+
+
+def _button(text: str, action_id: str, value: str, *, style: str | None = None,
+            confirm: dict[str, Any] | None = None) -> dict[str, Any]:
+    button: dict[str, Any] = {"type": "button", "action_id": action_id,
+                              "text": _plain(truncate_plain(text, BUTTON_TEXT_LIMIT)),
+                              "value": value}
+    if style:
+        button["style"] = style
+    if confirm:
+        button["confirm"] = confirm
+    return button
