@@ -96,15 +96,13 @@ class ReviewListeners:
     """The Bolt listeners for review buttons and modals, over one engine."""
 
     def __init__(self, engine: Engine, directory: Directory, replies: Queue,
-                 advance: Callable[[str], Any] | None = None,
-                 mark_closed: Callable[[str, str], Any] | None = None) -> None:
+                 advance: Callable[[str], Any] | None = None) -> None:
         self.engine = engine
         self.directory = directory
         self.replies = replies
-        # In a worker, a decided run continues right here instead of in another job, and
-        # the review message is rewritten here too.
+        # In a worker, a decided run continues right here instead of in another job (the
+        # message is rewritten by a job on the slack queue, after the decisions waiting).
         self.advance = advance
-        self.mark_closed = mark_closed
 
     # -- buttons -------------------------------------------------------------------------------
 
@@ -135,8 +133,7 @@ class ReviewListeners:
         try:
             result = self.engine.resume(review.execution_id, {review.decision_field: approved},
                                         self._actor(reviewer), step=review.step,
-                                        advance=self.advance is None,
-                                        announce=self.mark_closed is None)
+                                        advance=self.advance is None)
         except (AlreadyDecided, NotWaiting, ExecutionNotFound):
             self._reply_closed(reviewer, review.execution_id, review.step)
             return
@@ -145,8 +142,6 @@ class ReviewListeners:
             return
         if result.decided and self.advance is not None:
             self.advance(review.execution_id)
-        if self.mark_closed is not None:
-            self.mark_closed(review.execution_id, review.step)
 
     def respond(self, ack: Ack, body: dict[str, Any], client: WebClient) -> None:
         ack()

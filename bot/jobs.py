@@ -63,21 +63,8 @@ class BotRuntime:
         from bot.handlers import ReviewListeners
 
         return ReviewListeners(self.engine, self.directory, slack_queue(self.engine.store.redis),
-                               advance=runtime().runner.advance,
-                               mark_closed=self.mark_closed)
+                               advance=runtime().runner.advance)
 
-    def mark_closed(self, execution_id: str, step: str) -> None:
-        """Rewrite the review's messages now; if Slack fails, a retried job does it."""
-        try:
-            self.deliverer.close(execution_id, step, None)
-        except Exception:
-            log.warning("could not rewrite review %s of %s now; queued", step, execution_id,
-                        exc_info=True)
-            slack_queue(self.engine.store.redis).enqueue_call(
-                update_review, args=(execution_id, step), timeout=JOB_TIMEOUT, result_ttl=0,
-                failure_ttl=FAILURE_TTL,
-                retry=Retry(max=len(DELIVERY_RETRY), interval=list(DELIVERY_RETRY)),
-                description=f"close review {step} of {execution_id}")
 
 
 def build_bot_runtime(settings: BotSettings, engine: Engine,

@@ -84,15 +84,13 @@ class Reviews:
     # -- deciding ----------------------------------------------------------------------------
 
     def resume(self, execution_id: str, input_: Any, actor: Actor, *,
-               step: str | None = None, reason: str = "", advance: bool = True,
-               announce: bool = True) -> ResumeResult:
+               step: str | None = None, reason: str = "", advance: bool = True) -> ResumeResult:
         """Record an answer, exactly once; with ``approvals-required: N`` an approval counts
         toward the quorum and the N-th distinct approver decides (one deny denies).
 
         ``reason`` travels to the notifier (why ``system:timeout`` decided). With
         ``advance=False`` the caller continues the run itself (a worker that decided a
-        click); if it dies first, the sweeper does. With ``announce=False`` the caller
-        tells the notifier's audience itself."""
+        click); if it dies first, the sweeper does."""
         for _ in range(50):
             state, waiting = self._waiting(execution_id, step)
             if not isinstance(input_, Mapping):
@@ -123,8 +121,7 @@ class Reviews:
             if self._commit_waiting(state, waiting, change):
                 if advance:
                     self.scheduler.enqueue_advance(execution_id)
-                if announce:
-                    self._announce_closed(state, outcome, actor, dict(input_), reason)
+                self._announce_closed(state, outcome, actor, dict(input_), reason)
                 return ResumeResult(execution_id, decision, len(approvals), required)
         raise SignoffError(f"could not record the decision on {execution_id}: too much contention")
 

@@ -119,16 +119,14 @@ class Engine:
     # -- decide ------------------------------------------------------------------------------
 
     def resume(self, execution_id: str, input_: Any, actor: Actor, *,
-               step: str | None = None, advance: bool = True,
-               announce: bool = True) -> ResumeResult:
+               step: str | None = None, advance: bool = True) -> ResumeResult:
         """Record a reviewer's answer and continue the run, exactly once.
 
         Raises InputInvalid (every schema violation), NotWaiting, AlreadyDecided
         (someone decided first: who and when) or ExecutionNotFound. With a quorum
         (``approvals-required``) the result says how many approvals are in so far.
         """
-        return self.reviews.resume(execution_id, input_, actor, step=step, advance=advance,
-                                   announce=announce)
+        return self.reviews.resume(execution_id, input_, actor, step=step, advance=advance)
 
     def escalate(self, execution_id: str, actor: Actor, reason: str, *,
                  step: str | None = None) -> int:
