@@ -22,8 +22,8 @@ from slack_sdk import WebClient
 from slack_sdk.errors import SlackApiError
 
 from bot import texts
-from bot.blocks import ephemeral_already_decided, notice_modal
-from bot.delivery import closed_from_state, load_delivery, new_delivery, widened
+from bot.blocks import notice_modal
+from bot.delivery import closed_review_text, load_delivery, new_delivery, widened
 from bot.directory import Directory
 from bot.eligibility import refusal
 from bot.forms import only_decision_required
@@ -178,16 +178,7 @@ class BatchReview:
                        allow_self_approval=review.allow_self_approval)
 
     def _closed_text(self, execution_id: str, step: str) -> str:
-        try:
-            state = self.engine.get(execution_id)
-        except ExecutionNotFound:
-            return texts.REVIEW_GONE
-        closed = closed_from_state(self.engine, state, step)
-        if closed is None:
-            return texts.REVIEW_GONE
-        delivery = load_delivery(self.engine, execution_id, step)
-        field = str((delivery.review if delivery else {}).get("decision_field") or "approved")
-        return str(ephemeral_already_decided(closed, decision_field=field)["text"])
+        return closed_review_text(self.engine, execution_id, step)
 
 
 def selected_reviews(values: Mapping[str, Any]) -> list[tuple[str, str]]:

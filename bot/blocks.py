@@ -223,7 +223,7 @@ def _actions(review: ReviewRequest, context: ReviewContext) -> dict[str, Any]:
             approve, deny = review.approve_label, review.reject_label
         decide = ReviewRef(review.execution_id, review.step,
                            one_click=only_decision_required(review)).encode()
-        buttons.append(_button(approve, ACTION_APPROVE, decide, style="primary"))
+        buttons.append(button(approve, ACTION_APPROVE, decide, style="primary"))
         confirm = {
             "title": _plain(texts.DENY_CONFIRM_TITLE),
             "text": _plain(truncate_plain(texts.deny_confirm_text(deny, decision_line(review)),
@@ -232,17 +232,17 @@ def _actions(review: ReviewRequest, context: ReviewContext) -> dict[str, Any]:
             "deny": _plain(texts.DENY_CONFIRM_NO),
             "style": "danger",
         }
-        buttons.append(_button(deny, ACTION_DENY, decide, style="danger", confirm=confirm))
+        buttons.append(button(deny, ACTION_DENY, decide, style="danger", confirm=confirm))
     if _can_escalate(review, context.level):
-        buttons.append(_button(texts.ESCALATE, ACTION_ESCALATE, value))
+        buttons.append(button(texts.ESCALATE, ACTION_ESCALATE, value))
     if asks_more_than_decision(review):
-        buttons.append(_button(texts.RESPOND, ACTION_RESPOND, value))
+        buttons.append(button(texts.RESPOND, ACTION_RESPOND, value))
     if review.approvers:  # with nobody named, anyone who sees it may decide already
         if len(value) <= OPTION_VALUE_LIMIT:
             buttons.append({"type": "overflow", "action_id": ACTION_REASSIGN,
                             "options": [{"text": _plain(texts.REASSIGN), "value": value}]})
         else:  # an overflow option's value is short; a button's holds any reference
-            buttons.append(_button(texts.REASSIGN, ACTION_REASSIGN, value))
+            buttons.append(button(texts.REASSIGN, ACTION_REASSIGN, value))
     return {"type": "actions", "block_id": ACTIONS_BLOCK_ID, "elements": buttons}
 
 
@@ -251,7 +251,7 @@ def _can_escalate(review: ReviewRequest, level: int) -> bool:
     return isinstance(escalation, list) and level < len(escalation)
 
 
-def _button(text: str, action_id: str, value: str, *, style: str | None = None,
+def button(text: str, action_id: str, value: str, *, style: str | None = None,
             confirm: dict[str, Any] | None = None) -> dict[str, Any]:
     button: dict[str, Any] = {"type": "button", "action_id": action_id,
                               "text": _plain(truncate_plain(text, BUTTON_TEXT_LIMIT)),

@@ -20,7 +20,7 @@ from slack_sdk import WebClient
 from slack_sdk.errors import SlackApiError
 
 from bot import texts
-from bot.blocks import ReviewContext, decided_message, review_message
+from bot.blocks import ReviewContext, decided_message, ephemeral_already_decided, review_message
 from bot.directory import Directory
 from engine import audit, escalation
 from engine.errors import ExecutionNotFound, SignoffError
@@ -331,3 +331,17 @@ def explained(closed: ReviewClosed, review: ReviewRequest,
     on_timeout = str(review.options.get("on-timeout") or "fail")
     return replace(closed, reason=texts.on_timeout_applied(
         closed.reason or texts.NO_DECISION_IN_TIME, on_timeout))
+
+
+def closed_review_text(engine: Engine, execution_id: str, step: str) -> str:
+    """What to tell someone who acts on a review that is no longer waiting."""
+    try:
+        state = engine.get(execution_id)
+    except ExecutionNotFound:
+        return texts.REVIEW_GONE
+    closed = closed_from_state(engine, state, step)
+    if closed is None:
+        return texts.REVIEW_GONE
+    delivery = load_delivery(engine, execution_id, step)
+    field = str((delivery.review if delivery else {}).get("decision_field") or "approved")
+    return str(ephemeral_already_decided(closed, decision_field=field)["text"])

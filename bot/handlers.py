@@ -29,14 +29,19 @@ from bot.blocks import (
     APPROVER_BLOCK,
     INPUT_ACTION,
     REASON_BLOCK,
-    ephemeral_already_decided,
     ephemeral_not_allowed,
     ephemeral_text,
     escalate_modal,
     notice_modal,
     reassign_modal,
 )
-from bot.delivery import Delivery, closed_from_state, load_delivery, new_delivery, widened
+from bot.delivery import (
+    Delivery,
+    closed_review_text,
+    load_delivery,
+    new_delivery,
+    widened,
+)
 from bot.directory import Directory
 from bot.eligibility import reassign_refusal, refusal
 from bot.forms import (
@@ -400,16 +405,7 @@ class ReviewListeners:
         return review if review is not None and review.step == ref.step else None
 
     def _closed_text(self, execution_id: str, step: str) -> str:
-        try:
-            state = self.engine.get(execution_id)
-        except ExecutionNotFound:
-            return texts.REVIEW_GONE
-        closed = closed_from_state(self.engine, state, step)
-        if closed is None:
-            return texts.REVIEW_GONE
-        delivery = load_delivery(self.engine, execution_id, step)
-        field = str((delivery.review if delivery else {}).get("decision_field") or "approved")
-        return str(ephemeral_already_decided(closed, decision_field=field)["text"])
+        return closed_review_text(self.engine, execution_id, step)
 
     def _reply_closed(self, reviewer: Reviewer, execution_id: str, step: str) -> None:
         self._reply(reviewer, ephemeral_text(self._closed_text(execution_id, step)))

@@ -27,7 +27,7 @@ from slack_sdk import WebClient
 from slack_sdk.errors import SlackApiError
 
 from bot import texts
-from bot.blocks import ACTION_APPROVE, ACTION_DENY
+from bot.blocks import ACTION_APPROVE, ACTION_DENY, button
 from bot.delivery import Delivery, Post, annotation_key
 from bot.directory import PREFIX
 from bot.eligibility import refusal
@@ -244,7 +244,7 @@ def pending_blocks(page: PendingPage, *, now: datetime, more_action: str = ACTIO
         empty = texts.NONE_FOR_YOU if page.scope is Scope.MINE else texts.NONE_AT_ALL
         if page.offset and page.total:  # paged past the end (reviews were decided meanwhile)
             return [_header(title), _section(texts.showing(page.total, page.total, page.total)),
-                    _actions("signoff.pending.nav", [_button(
+                    _actions("signoff.pending.nav", [button(
                         texts.FIRST_PAGE, more_action, _more_value(page.scope, 0))])]
         return [_header(title), _section(empty)]
     first, last = page.offset + 1, page.offset + len(page.items)
@@ -254,10 +254,10 @@ def pending_blocks(page: PendingPage, *, now: datetime, more_action: str = ACTIO
         blocks.extend(item_blocks(item, now=now, block_id=f"signoff.pending.{n}"))
     navigation = []
     if page.next_offset is not None:
-        navigation.append(_button(texts.SHOW_MORE, more_action,
+        navigation.append(button(texts.SHOW_MORE, more_action,
                                   _more_value(page.scope, page.next_offset)))
     elif page.offset:
-        navigation.append(_button(texts.FIRST_PAGE, more_action, _more_value(page.scope, 0)))
+        navigation.append(button(texts.FIRST_PAGE, more_action, _more_value(page.scope, 0)))
     if page.scope is Scope.MINE:
         navigation.extend(batch_buttons(page.items, where))
     if navigation:
@@ -309,8 +309,8 @@ def decision_buttons(review: ReviewRequest, title: str) -> list[dict[str, Any]]:
         "deny": _plain(texts.DENY_CONFIRM_NO),
         "style": "danger",
     }
-    return [_button(approve, ACTION_APPROVE, value, style="primary"),
-            _button(deny, ACTION_DENY, value, style="danger", confirm=confirm)]
+    return [button(approve, ACTION_APPROVE, value, style="primary"),
+            button(deny, ACTION_DENY, value, style="danger", confirm=confirm)]
 
 
 def batch_buttons(items: Sequence[PendingItem], where: str) -> list[dict[str, Any]]:
@@ -326,7 +326,7 @@ def batch_buttons(items: Sequence[PendingItem], where: str) -> list[dict[str, An
             continue
         value = json.dumps({"workflow": workflow, "step": step, "where": where},
                            separators=(",", ":"))
-        buttons.append(_button(texts.batch_button(step, workflow, count), ACTION_BATCH, value))
+        buttons.append(button(texts.batch_button(step, workflow, count), ACTION_BATCH, value))
     return buttons
 
 
@@ -409,13 +409,3 @@ def _actions(block_id: str, elements: list[dict[str, Any]]) -> dict[str, Any]:
     return {"type": "actions", "block_id": block_id, "elements": elements}
 
 
-def _button(text: str, action_id: str, value: str, *, style: str | None = None,
-            confirm: dict[str, Any] | None = None) -> dict[str, Any]:
-    button: dict[str, Any] = {"type": "button", "action_id": action_id,
-                              "text": _plain(truncate_plain(text, BUTTON_TEXT_LIMIT)),
-                              "value": value}
-    if style:
-        button["style"] = style
-    if confirm:
-        button["confirm"] = confirm
-    return button
