@@ -7,6 +7,7 @@ by any other RQ worker builds it from the job's own Redis connection.
 
 from __future__ import annotations
 
+import json
 import logging
 import threading
 from dataclasses import dataclass
@@ -16,6 +17,7 @@ from typing import Any
 import redis
 from rq import Queue, SimpleWorker, get_current_job
 
+from engine import keys
 from engine.notify import Notifier, load_notifier
 from engine.runner import Runner
 from engine.schedules import ScheduleKeeper, start_scheduled_run
@@ -51,7 +53,7 @@ class RQScheduler:
         pipe.execute()
 
     def advance_at(self, execution_id: str, when: datetime) -> None:
-        self._at(when, advance_execution, execution_id)
+        self._at(when, advance_timer, execution_id)
 
     def run_timeout_at(self, execution_id: str, when: datetime) -> None:
         self._at(when, expire_execution, execution_id)
@@ -72,6 +74,26 @@ class RQScheduler:
         self.queue.enqueue_in(max(timedelta(0), when - _now(when)), func, *args,
                               job_timeout=JOB_TIMEOUT, result_ttl=0,
                               failure_ttl=7 * 86400)
+        # Also kept in our own index: RQ's scheduler lock outlives a killed worker by a
+        # minute, and a timer must not wait that long (see fire_overdue).
+        self.queue.connection.zadd(keys.INDEX_TIMERS,
+                                   {_timer_member(func.__name__, args): when.timestamp()})
+
+    def fire_overdue(self, grace: timedelta, limit: int = 200) -> int:
+        """Enqueue timers more than ``grace`` overdue that RQ's scheduler has not run (every
+        timer job is idempotent, so one that runs twice does nothing the second time)."""
+        connection = self.queue.connection
+        cutoff = (datetime.now().astimezone() - grace).timestamp()
+        fired = 0
+        due: Any = connection.zrangebyscore(keys.INDEX_TIMERS, "-inf", cutoff, start=0,
+                                                    num=limit)
+        for member in due:
+            if not connection.zrem(keys.INDEX_TIMERS, member):
+                continue  # another worker took it
+            name, *args = json.loads(member)
+            self.enqueue(f"engine.jobs.{name}", *args)
+            fired += 1
+        return fired
 
 
 def _now(reference: datetime) -> datetime:
@@ -134,21 +156,40 @@ def advance_execution(execution_id: str) -> str | None:
     return status.value if status else None
 
 
+# Timer jobs: each first takes itself off the overdue-timer index.
+
+def advance_timer(execution_id: str) -> str | None:
+    _timer_ran("advance_timer", execution_id)
+    return advance_execution(execution_id)
+
+
 def expire_execution(execution_id: str) -> bool:
+    _timer_ran("expire_execution", execution_id)
     return runtime().engine.expire(execution_id)
 
 
 def step_timed_out(execution_id: str, path: str) -> bool:
+    _timer_ran("step_timed_out", execution_id, path)
     return runtime().engine.step_timed_out(execution_id, path)
 
 
 def review_timer(execution_id: str, path: str, level: str, kind: str) -> bool:
+    _timer_ran("review_timer", execution_id, path, level, kind)
     return runtime().engine.review_timer(execution_id, path, int(level), kind)
 
 
 def start_scheduled(workflow: str, due: str) -> str | None:
+    _timer_ran("start_scheduled", workflow, due)
     rt = runtime()
     return start_scheduled_run(rt.engine, rt.catalog, workflow, datetime.fromisoformat(due))
+
+
+def _timer_member(name: str, args: tuple[str, ...]) -> str:
+    return json.dumps([name, *args], separators=(",", ":"))
+
+
+def _timer_ran(name: str, *args: str) -> None:
+    runtime().store.redis.zrem(keys.INDEX_TIMERS, _timer_member(name, args))
 
 
 # -- worker ----------------------------------------------------------------------------------
@@ -178,6 +219,14 @@ class SignoffWorker(SimpleWorker):
                             ", ".join(recovered))
         except Exception:
             log.exception("could not sweep for stalled executions")
+        try:
+            if isinstance(rt.engine.scheduler, RQScheduler):
+                fired = rt.engine.scheduler.fire_overdue(
+                    timedelta(seconds=max(5, int(self.maintenance_interval))))
+                if fired:
+                    log.warning("fired %d overdue timer(s) RQ's scheduler had not run", fired)
+        except Exception:
+            log.exception("could not fire overdue timers")
         try:
             horizon = timedelta(seconds=int(self.maintenance_interval) + 1)
             for name, due in rt.schedules.tick(horizon):

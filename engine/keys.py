@@ -9,6 +9,8 @@
     signoff:idx:st:{STATUS} zset    executions in a status, scored by start time (ms)
     signoff:idx:wf:{name}   zset    executions of a workflow, scored by start time (ms)
     signoff:idx:waiting     zset    executions waiting for input, scored by when they started waiting
+    signoff:idx:timers      zset    every timer RQ holds (job name and args as JSON), by when it is
+                                    due; workers run those RQ's scheduler has left overdue
     signoff:idx:approver:{U} zset   reviews user U may decide, scored by when they started waiting
     signoff:stats:{wf}:{step} zset  closed reviews of a step (outcome, time to decision, level,
                                     SLA breach), scored by when they closed
@@ -48,6 +50,7 @@ def definition(digest: str) -> str:
 INDEX_ALL = f"{PREFIX}idx:all"
 INDEX_WAITING = f"{PREFIX}idx:waiting"
 INDEX_RUNNING = f"{PREFIX}idx:running"
+INDEX_TIMERS = f"{PREFIX}idx:timers"
 
 
 def index_status(status: str) -> str:

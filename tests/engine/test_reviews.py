@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import textwrap
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
@@ -256,3 +256,25 @@ def test_real_timers_escalate_through_a_worker_process(runtime, worker_process, 
     decided = next(e for e in events if e["type"] == "step.decided")
     assert decided["at"] >= escalations[1]["slaDueAt"]
     assert runtime.engine.get(execution_id).results["review"].output == {"approved": False}
+
+
+def test_a_timer_due_while_its_worker_was_killed_is_acted_on_by_a_new_worker(
+        runtime, worker_process, recorder):
+    env = {"SIGNOFF_SWEEP_SECONDS": "1"}
+    first = worker_process(extra_env=env)
+    execution_id = runtime.engine.run(parse_workflow(CHAIN.format(
+        sla0="2s", remind="1h", sla1="1h", sla2="1h")), {"host": "db-3"})
+    wait_until(lambda: runtime.engine.get(execution_id).status
+               is ExecutionStatus.WAITING_FOR_INPUT, timeout=20, message="the review to wait")
+    first.kill()  # its RQ scheduler lock now blocks any other scheduler for about a minute
+    due = parse_iso(runtime.engine.get(execution_id).waiting.level_due)
+    wait_until(lambda: datetime.now(UTC) > due, timeout=10, message="the SLA to pass")
+    assert runtime.engine.get(execution_id).waiting.level == 0  # nobody acted yet
+
+    second = worker_process(extra_env=env)
+    wait_until(lambda: runtime.engine.get(execution_id).waiting.level == 1, timeout=30,
+               message="a new worker to escalate the overdue review")
+    assert "overdue timer" in second.log()  # our sweep, not RQ's (still locked) scheduler
+    escalated = [e.event for e in runtime.engine.audit_entries(execution_id)
+                 if e.event["type"] == "review.escalated"]
+    assert len(escalated) == 1 and escalated[0]["reason"] == "SLA of 2s passed"
