@@ -51,7 +51,13 @@ def test_isolate_host_isolates_only_after_an_approval(signoff: Signoff, target):
     message = review_message(signoff)
     assert message["blocks"][0]["text"]["text"] == "Isolate web-prod-07?"
 
+    # carol is the lead, not in SOC L1: she may decide only once the review escalates to her.
     assert signoff.driver.click("U0CAROL", (REVIEWS, message["ts"]), ACTION_APPROVE).ok
+    signoff.drain()
+    assert refusals(signoff, "U0CAROL")
+    assert calls(target) == ["POST /cases"]
+
+    assert signoff.driver.click("U0ALICE", (REVIEWS, message["ts"]), ACTION_APPROVE).ok
     signoff.drain()
 
     assert signoff.engine.get(execution_id).status is ExecutionStatus.COMPLETED
@@ -59,7 +65,39 @@ def test_isolate_host_isolates_only_after_an_approval(signoff: Signoff, target):
     assert calls(target) == ["POST /cases", "POST /isolate", f"POST /cases/{case_id}/comments"]
     assert body_of(target, "/isolate")["host"] == "web-prod-07"
     comment = body_of(target, f"/cases/{case_id}/comments")["comment"]
-    assert "**Decision:** isolated by carol" in comment
+    assert "**Decision:** isolated by alice" in comment
+
+
+def test_isolate_host_escalates_to_the_lead_when_soc_l1_misses_its_sla(signoff: Signoff,
+                                                                       target):
+    event = {"alerts": [{"host": {"name": "web-prod-07"}, "rule": {"name": "C2 beaconing"}}],
+             "inputs": {"edr_url": target.url}}
+    execution_id = signoff.run(example("isolate-host"), event)
+    message = review_message(signoff)
+    waiting = signoff.engine.get(execution_id).waiting
+    assert waiting is not None and waiting.level_due is not None
+
+    # SOC L1's 15 minutes pass undecided.
+    signoff.engine.clock = lambda: parse_iso(waiting.level_due) + timedelta(seconds=1)
+    assert signoff.engine.review_timer(execution_id, "review", 0, "sla") is True
+    signoff.drain()
+
+    assert [r["text"] for r in signoff.slack.workspace.replies(REVIEWS, message["ts"])] == [
+        "⬆️ Escalated to <@U0CAROL>: SLA of 15m passed"]
+    [lead_copy] = [m for m in signoff.messages("D0CAROL") if "Reminder" not in m["text"]]
+    assert "Isolate web-prod-07?" in str(lead_copy["blocks"])
+    assert ACTION_APPROVE in [e["action_id"] for b in lead_copy["blocks"]
+                              if b["type"] == "actions" for e in b["elements"]]
+    assert calls(target) == ["POST /cases"]
+
+    assert signoff.driver.click("U0CAROL", ("D0CAROL", lead_copy["ts"]), ACTION_APPROVE).ok
+    signoff.drain()
+
+    state = signoff.engine.get(execution_id)
+    assert state.status is ExecutionStatus.COMPLETED
+    assert state.results["review"].resumed_by["id"] == "U0CAROL"
+    assert "POST /isolate" in calls(target)
+    assert body_of(target, "/isolate")["host"] == "web-prod-07"
 
 
 PHISH = {"report": {"message_id": "<a1@evil.test>", "subject": "Your invoice is overdue",
@@ -155,21 +193,30 @@ def test_a_change_scoring_85_or_more_deploys_without_a_review(signoff: Signoff, 
     assert deployed["approved_by"] == "policy: score 85 >= 85" and deployed["at"] == "now"
 
 
-def test_a_lower_score_waits_for_the_on_call_engineer(signoff: Signoff, target):
+def test_a_lower_score_needs_two_engineers_to_approve(signoff: Signoff, target):
     execution_id = signoff.run(example("change-risk-gate"), change(62, target))
     message = review_message(signoff)
     assert "Risk score:* 62" in str(message["blocks"])
+    assert "(2 approvals needed)" in str(message["blocks"])
 
-    assert signoff.driver.click("U0ALICE", (REVIEWS, message["ts"]), ACTION_APPROVE).ok
+    assert signoff.driver.click("U0BOB", (REVIEWS, message["ts"]), ACTION_APPROVE).ok
     signoff.drain()
-    assert refusals(signoff, "U0ALICE")  # alice is not on call
+    assert refusals(signoff, "U0BOB")  # bob is not one of the approvers
     assert calls(target) == []
 
     assert signoff.driver.click("U0DAVE", (REVIEWS, message["ts"]), ACTION_APPROVE).ok
     signoff.drain()
+    assert signoff.engine.get(execution_id).status is ExecutionStatus.WAITING_FOR_INPUT
+    message = review_message(signoff)
+    assert "1 of 2 approvals: <@U0DAVE>" in str(message["blocks"])
+    assert calls(target) == []
+
+    assert signoff.driver.click("U0CAROL", (REVIEWS, message["ts"]), ACTION_APPROVE).ok
+    signoff.drain()
     state = signoff.engine.get(execution_id)
     assert state.status is ExecutionStatus.COMPLETED
-    assert body_of(target, "/deployments")["approved_by"] == "dave"
+    assert calls(target) == ["POST /deployments"]
+    assert body_of(target, "/deployments")["approved_by"] == "carol"
 
 
 REFUND = {"refund": {"amount": 249.0, "currency": "EUR", "customer": "Jane Roe",
