@@ -318,23 +318,16 @@ def _status_view(state: Any) -> dict[str, Any]:
 
 
 def _wait_until_settled(rt: Any, execution_id: str, timeout: float) -> Any:
-    """Poll until the run pauses or ends (the CLI is a client; nothing durable waits here)."""
-    import time
-
+    """Wait until the run pauses or ends (the store is told of every status change)."""
     from engine.execution import ExecutionStatus
 
-    deadline = time.monotonic() + timeout
     settled = {ExecutionStatus.WAITING_FOR_INPUT, ExecutionStatus.WAITING} | {
         s for s in ExecutionStatus if s.is_terminal}
-    while True:
-        state = rt.engine.get(execution_id)
-        if state.status in settled:
-            return state
-        if time.monotonic() > deadline:
-            raise UserError(f"{execution_id} is still {state.status.value} after {timeout:.0f}s; "
-                            "is a worker running? (signoff worker)")
-        # A client-side poll interval for `run --wait`; the run itself never sleeps.
-        time.sleep(0.1)
+    status = rt.store.wait_for_status(execution_id, lambda s: s in settled, timeout)
+    if status not in settled:
+        raise UserError(f"{execution_id} is still {status.value} after {timeout:.0f}s; "
+                        "is a worker running? (signoff worker)")
+    return rt.engine.get(execution_id)
 
 
 if __name__ == "__main__":

@@ -53,6 +53,11 @@ INDEX_RUNNING = f"{PREFIX}idx:running"
 INDEX_TIMERS = f"{PREFIX}idx:timers"
 
 
+def status_channel(execution_id: str) -> str:
+    """Pub/sub channel told each new status of the execution (``signoff run --wait``)."""
+    return f"{PREFIX}status:{execution_id}"
+
+
 def index_status(status: str) -> str:
     return f"{PREFIX}idx:st:{status}"
 

@@ -62,6 +62,7 @@ if spec.status and spec.status ~= cur[1] then
   redis.call('HSET', xkey, 'st', spec.status)
   redis.call('ZREM', ARGV[2] .. cur[1], ARGV[4])
   redis.call('ZADD', ARGV[2] .. spec.status, tonumber(cur[3]), ARGV[4])
+  redis.call('PUBLISH', ARGV[5], spec.status)
 end
 if spec.waiting == 'add' then redis.call('ZADD', KEYS[4], spec.waiting_score, ARGV[4]) end
 if spec.waiting == 'remove' then redis.call('ZREM', KEYS[4], ARGV[4]) end
@@ -358,7 +359,8 @@ class Store:
             self._commit,
             keys=[keys.execution(state.id), keys.audit(state.id), keys.lease(state.id),
                   keys.INDEX_WAITING, keys.INDEX_RUNNING],
-            args=[json.dumps(spec), keys.index_status(""), "", state.id],
+            args=[json.dumps(spec), keys.index_status(""), "", state.id,
+                  keys.status_channel(state.id)],
         )
         result = CommitResult(ok=bool(raw[0]), status=_text(raw[1]), head=_text(raw[2]),
                               reason=_text(raw[3]))
@@ -458,6 +460,26 @@ class Store:
 
     def forget_runnable(self, execution_id: str) -> None:
         self._call(self.redis.zrem, keys.INDEX_RUNNING, execution_id)
+
+    def wait_for_status(self, execution_id: str, wanted: Callable[[ExecutionStatus], bool],
+                        timeout: float) -> ExecutionStatus:
+        """Block until the execution's status satisfies ``wanted`` (told by Redis pub/sub on
+        every status change) or ``timeout`` seconds pass; returns the last status seen."""
+        pubsub = self.redis.pubsub(ignore_subscribe_messages=True)
+        try:
+            pubsub.subscribe(keys.status_channel(execution_id))
+            status = self.status(execution_id)  # after subscribing: no change is missed
+            deadline = time.monotonic() + timeout
+            while not wanted(status):
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    break
+                message = pubsub.get_message(timeout=remaining)
+                if message is not None:
+                    status = ExecutionStatus(_text(message["data"]))
+            return status
+        finally:
+            pubsub.close()
 
     # -- audit -------------------------------------------------------------------------------
 

@@ -143,3 +143,14 @@ def test_audit_trail_records_the_decision_and_verifies(runtime, work):
     assert decided["actor"]["id"] == "U0ALICE"
     assert decided["messageSha256"] == waiting["sha256"]
     assert runtime.engine.verify_audit(execution_id).ok
+
+
+def test_waiting_for_a_status_is_told_of_the_change_and_gives_up_on_time(runtime, work):
+    execution_id = runtime.engine.run(parse_workflow(ISOLATE), EVENT)
+    pending = runtime.store.wait_for_status(
+        execution_id, lambda s: s is ExecutionStatus.WAITING_FOR_INPUT, timeout=0.2)
+    assert pending is ExecutionStatus.PENDING  # no worker ran it: gave up after the timeout
+    work()
+    reached = runtime.store.wait_for_status(
+        execution_id, lambda s: s is ExecutionStatus.WAITING_FOR_INPUT, timeout=5)
+    assert reached is ExecutionStatus.WAITING_FOR_INPUT
