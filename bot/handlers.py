@@ -254,8 +254,7 @@ class ReviewListeners:
             return
         review = self._waiting_review(ref)
         if review is None:
-            ack(response_action="update", view=notice_modal(
-                self._closed_text(ref.execution_id, ref.step)))
+            self._ack_closed(ack, ref.execution_id, ref.step)
             return
         answer = values_from_state(review.schema, (view.get("state") or {}).get("values") or {})
         errors = validation_errors(review.schema, answer)
@@ -276,8 +275,7 @@ class ReviewListeners:
             self.engine.resume(review.execution_id, answer, self._actor(reviewer),
                                step=review.step)
         except (AlreadyDecided, NotWaiting, ExecutionNotFound):
-            ack(response_action="update", view=notice_modal(
-                self._closed_text(ref.execution_id, ref.step)))
+            self._ack_closed(ack, ref.execution_id, ref.step)
         except InputInvalid as exc:
             ack(response_action="errors", errors=_inline_errors(review, exc.violations))
         else:
@@ -300,8 +298,7 @@ class ReviewListeners:
         except CannotEscalate:
             ack(response_action="errors", errors={REASON_BLOCK: texts.NO_FURTHER_LEVEL})
         except (AlreadyDecided, NotWaiting, ExecutionNotFound):
-            ack(response_action="update", view=notice_modal(
-                self._closed_text(review.execution_id, review.step)))
+            self._ack_closed(ack, review.execution_id, review.step)
         else:
             ack()
 
@@ -324,8 +321,7 @@ class ReviewListeners:
             self.engine.reassign(review.execution_id, self._actor(reviewer), chosen,
                                  step=review.step)
         except (AlreadyDecided, NotWaiting, ExecutionNotFound):
-            ack(response_action="update", view=notice_modal(
-                self._closed_text(review.execution_id, review.step)))
+            self._ack_closed(ack, review.execution_id, review.step)
         else:
             ack()
 
@@ -341,8 +337,7 @@ class ReviewListeners:
             return None
         review = self._waiting_review(ref)
         if review is None:
-            ack(response_action="update", view=notice_modal(
-                self._closed_text(ref.execution_id, ref.step)))
+            self._ack_closed(ack, ref.execution_id, ref.step)
             return None
         reason = self._refusal(reviewer.user_id, review)
         if reason is not None:
@@ -406,6 +401,10 @@ class ReviewListeners:
 
     def _closed_text(self, execution_id: str, step: str) -> str:
         return closed_review_text(self.engine, execution_id, step)
+
+    def _ack_closed(self, ack: Ack, execution_id: str, step: str) -> None:
+        """Answer a modal about a review that has closed: the modal says by whom and when."""
+        ack(response_action="update", view=notice_modal(self._closed_text(execution_id, step)))
 
     def _reply_closed(self, reviewer: Reviewer, execution_id: str, step: str) -> None:
         self._reply(reviewer, ephemeral_text(self._closed_text(execution_id, step)))
