@@ -14,10 +14,10 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
-# Tests start a private redis-server on a free port when REDIS_URL is unset.
+# Tests start a private redis-server on a free port when REDIS_URL is unset;
+# scripts/system-packages installs it (and Chromium for the browser test) when missing.
 test: $(STAMP)
-	@command -v redis-server >/dev/null || [ -n "$$REDIS_URL" ] || { \
-	  echo "redis-server is not installed: run 'sudo apt-get install redis-server' (or set REDIS_URL)"; exit 1; }
+	scripts/system-packages
 	$(BIN)/ruff check engine bot slack_emulator tests benchmarks demo
 	$(BIN)/python -m pytest -q -p no:cacheprovider $(PYTEST_ARGS)
 
@@ -26,6 +26,7 @@ lint: $(STAMP)
 	$(BIN)/mypy
 
 demo: $(STAMP)
+	scripts/system-packages redis
 	$(BIN)/python -m demo
 
 bench: $(STAMP)
