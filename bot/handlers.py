@@ -16,6 +16,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass
+from functools import partial
 from typing import Any
 
 from rq import Queue
@@ -128,25 +129,28 @@ class ReviewListeners:
             return
         self._decide(body, client, approved=approved)
 
-    def decide_click(self, reviewer: Reviewer, ref: ReviewRef, *, approved: bool) -> None:
-        """A one-click decision, in a worker: check who clicked what, record, continue."""
+    def decide_click(self, reviewer: Reviewer, ref: ReviewRef, *,
+                     approved: bool) -> Callable[[], Any] | None:
+        """A one-click decision, in a worker: check who clicked what, record it. Returns
+        what continues the run (in this worker, once the click is acknowledged), if any."""
         review = self._review_clicked(reviewer, ref)
         if review is None or self._refused(reviewer, review):
-            return
+            return None
         if approved and self._already_counted(reviewer, review):
-            return
+            return None
         try:
             result = self.engine.resume(review.execution_id, {review.decision_field: approved},
                                         self._actor(reviewer), step=review.step,
                                         advance=self.advance is None)
         except (AlreadyDecided, NotWaiting, ExecutionNotFound):
             self._reply_closed(reviewer, review.execution_id, review.step)
-            return
+            return None
         except InputInvalid:  # the schema changed its mind: the form must ask
             self._reply(reviewer, ephemeral_text(texts.NEEDS_FORM))
-            return
+            return None
         if result.decided and self.advance is not None:
-            self.advance(review.execution_id)
+            return partial(self.advance, review.execution_id)
+        return None
 
     def respond(self, ack: Ack, body: dict[str, Any], client: WebClient) -> None:
         ack()
@@ -418,8 +422,8 @@ class ReviewListeners:
 
 def hand_to_worker(engine: Engine, body: Mapping[str, Any], ref: ReviewRef, *,
                    approved: bool) -> None:
-    """Queue a one-click decision for a worker (``bot.jobs.decide_click``)."""
-    engine.scheduler.enqueue("bot.jobs.decide_click", Reviewer.from_body(body).to_json(),
+    """Hand a one-click decision to a worker (``bot.jobs.decide_click``, by the inbox)."""
+    engine.scheduler.hand_in("bot.jobs.decide_click", Reviewer.from_body(body).to_json(),
                              ref.encode(), approved)
 
 

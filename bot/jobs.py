@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -154,14 +154,15 @@ def update_review(execution_id: str, step: str, closed: Mapping[str, Any] | None
     return bot_runtime().deliverer.close(execution_id, step, record)
 
 
-def decide_click(reviewer: Mapping[str, Any], ref: str, approved: bool) -> None:
-    """Record a one-click Approve / Deny and continue the run in this same job."""
+def decide_click(reviewer: Mapping[str, Any], ref: str, approved: bool) -> Callable[[], Any] | None:
+    """Record a one-click Approve / Deny (an inbox task); returns what continues the run,
+    which the drain runs in this same worker once the click is acknowledged."""
     from bot.forms import ReviewRef
     from bot.handlers import Reviewer
 
     rt = bot_runtime()
-    rt.listeners.decide_click(Reviewer.from_json(reviewer), ReviewRef.decode(ref),
-                              approved=approved)
+    return rt.listeners.decide_click(Reviewer.from_json(reviewer), ReviewRef.decode(ref),
+                                     approved=approved)
 
 
 def post_ephemeral(channel: str, user: str, message: Mapping[str, Any]) -> None:

@@ -5,9 +5,10 @@ every other request while one is handled; here the App runs in Starlette's threa
 pool instead, with the adapter's own request and response conversions.
 
 The one request that comes in bursts, a one-click Approve or Deny, takes a short
-path: its signature is checked with slack_sdk's verifier, the decision is queued for
-a worker (as the Bolt listener would queue it), and Slack gets its 200 at once.
-Everything else, and anything the short path does not recognise, goes to Bolt.
+path: its signature is checked with slack_sdk's verifier, the decision is handed to a
+worker through the engine's inbox (one Redis round trip; as the Bolt listener would
+hand it), and Slack gets its 200 at once. Everything else, and anything the short
+path does not recognise, goes to Bolt.
 """
 
 from __future__ import annotations
@@ -22,49 +23,99 @@ from slack_sdk.signature import SignatureVerifier
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
-from starlette.routing import BaseRoute, Route
+from starlette.routing import Route
 
 from bot.app import build_app
-from bot.handlers import hand_to_worker, one_click_decision
+from bot.handlers import Reviewer, one_click_decision
 from bot.settings import BotSettings
+from engine.api import WebExtension
+from engine.inbox import AsyncInbox
+from engine.jobs import RQScheduler
 from engine.service import Engine
+from engine.store import connect_async
 
 MAX_BODY = 1_048_576
 PATH = "/slack/events"
 
 
-def routes(settings: Any = None, engine: Engine | None = None, *,
-           bot_settings: BotSettings | None = None) -> list[BaseRoute]:
+def extension(settings: Any = None, engine: Engine | None = None, *,
+              bot_settings: BotSettings | None = None) -> WebExtension:
     """The ``signoff.web`` plug-in: /slack/events when SLACK_SIGNING_SECRET is set, else nothing."""
     bot_settings = bot_settings or BotSettings.from_env()
     if not bot_settings.signing_secret or not bot_settings.bot_token or engine is None:
-        return []
+        return WebExtension()
     app = build_app(bot_settings, engine)
-    clicks = OneClickPath(bot_settings.signing_secret, engine)
-    return [Route(PATH, events_endpoint(app, clicks), methods=["POST"])]
+    url = getattr(settings, "redis_url", None)
+    if not (url and isinstance(engine.scheduler, RQScheduler)):  # clicks go in from a thread
+        clicks = OneClickPath(bot_settings.signing_secret, engine)
+        return WebExtension([Route(PATH, events_endpoint(app, clicks), methods=["POST"])])
+    connection = connect_async(url)
+    clicks = OneClickPath(bot_settings.signing_secret, engine,
+                          engine.scheduler.async_inbox(connection))
+    return WebExtension([Route(PATH, events_endpoint(app, clicks), methods=["POST"])],
+                        on_shutdown=[connection.aclose])
 
 
 class OneClickPath:
-    """Recognise a signed one-click decision and queue it; None means "ask Bolt"."""
+    """Recognise a signed one-click decision and hand it in; anything else is Bolt's."""
 
-    def __init__(self, signing_secret: str, engine: Engine) -> None:
+    FUNCTION = "bot.jobs.decide_click"
+
+    def __init__(self, signing_secret: str, engine: Engine,
+                 inbox: AsyncInbox | None = None) -> None:
         self.verifier = SignatureVerifier(signing_secret)
         self.engine = engine
+        self.inbox = inbox
 
-    def handle(self, body: bytes, timestamp: str, signature: str) -> bool:
+    def recognise(self, body: bytes, timestamp: str, signature: str) -> tuple[Any, ...] | None:
+        """The arguments of ``decide_click`` when ``body`` is a signed one-click decision."""
         if not (body.startswith(b"payload=") and timestamp.isdigit() and signature
                 and self.verifier.is_valid(body, timestamp, signature)):
-            return False  # Bolt answers forged, stale and unsigned requests with its 401
+            return None  # Bolt answers forged, stale and unsigned requests with its 401
         try:
-            payload = json.loads(unquote_plus(body[len(b"payload="):].decode()))
+            payload = json.loads(form_value(body[len(b"payload="):]))
         except (UnicodeDecodeError, ValueError):
-            return False
+            return None
         found = one_click_decision(payload) if isinstance(payload, dict) else None
         if found is None:
-            return False
+            return None
         ref, approved = found
-        hand_to_worker(self.engine, payload, ref, approved=approved)
+        return Reviewer.from_body(payload).to_json(), ref.encode(), approved
+
+    def handle(self, body: bytes, timestamp: str, signature: str) -> bool:
+        """From a thread: hand in the decision if it is one (True), else False."""
+        args = self.recognise(body, timestamp, signature)
+        if args is None:
+            return False
+        self.engine.scheduler.hand_in(self.FUNCTION, *args)
         return True
+
+    async def handle_async(self, body: bytes, timestamp: str, signature: str) -> bool:
+        """On the event loop: the same, many clicks to a Redis round trip."""
+        if self.inbox is None:
+            return await run_in_threadpool(self.handle, body, timestamp, signature)
+        args = self.recognise(body, timestamp, signature)  # ~60 us of CPU, no I/O
+        if args is None:
+            return False
+        await self.inbox.put(self.FUNCTION, *args)
+        return True
+
+
+def form_value(encoded: bytes) -> str:
+    """``urllib.parse.unquote_plus`` of a form value, eight times faster.
+
+    A click's payload is 4-5 KB of JSON with a %-escape every few bytes, and the
+    stdlib decodes it in Python, one escape at a time (~160 us, most of the short
+    path's CPU). Here C does it: each %XX becomes a \\xXX escape for the
+    ``unicode_escape`` codec (backslashes escaped first), which yields the bytes as
+    Latin-1 code points, then the UTF-8 is decoded. Malformed input falls back to the
+    stdlib (UTF-8 that is not, a % without two hex digits after it).
+    """
+    try:
+        escaped = encoded.replace(b"\\", b"\\\\").replace(b"+", b" ").replace(b"%", b"\\x")
+        return escaped.decode("unicode_escape").encode("latin-1").decode("utf-8")
+    except UnicodeError:
+        return unquote_plus(encoded.decode("utf-8", "replace"))
 
 
 def events_endpoint(app: App, clicks: OneClickPath | None = None) -> Any:
@@ -74,8 +125,8 @@ def events_endpoint(app: App, clicks: OneClickPath | None = None) -> Any:
         body = await request.body()
         if len(body) > MAX_BODY:
             return PlainTextResponse("request body too large", status_code=413)
-        if clicks is not None and await run_in_threadpool(
-                clicks.handle, body, request.headers.get("x-slack-request-timestamp", ""),
+        if clicks is not None and await clicks.handle_async(
+                body, request.headers.get("x-slack-request-timestamp", ""),
                 request.headers.get("x-slack-signature", "")):
             return Response(status_code=200)
         response = await run_in_threadpool(app.dispatch, to_bolt_request(request, body))

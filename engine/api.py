@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import hmac
 import json
-from collections.abc import Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from typing import Any
 
 from starlette.applications import Starlette
@@ -39,9 +41,18 @@ from engine.workflow import WorkflowCatalog
 MAX_PAGE = 200
 
 
+@dataclass(frozen=True)
+class WebExtension:
+    """What a ``signoff.web`` plug-in adds to the web process: routes, and what to close
+    when it stops (the bot's asyncio Redis client)."""
+
+    routes: Sequence[BaseRoute] = ()
+    on_shutdown: Sequence[Callable[[], Awaitable[Any]]] = ()
+
+
 def build_api(engine: Engine, catalog: WorkflowCatalog, *, api_token: str | None,
               workers_seen: Callable[[], int] | None = None,
-              extra_routes: Sequence[BaseRoute] = ()) -> Starlette:
+              extensions: Sequence[WebExtension] = ()) -> Starlette:
     """The ASGI app; ``api_token=None`` serves /api without auth (``--insecure-no-auth``)."""
 
     def run_workflow(request: Request) -> Response:
@@ -134,10 +145,19 @@ def build_api(engine: Engine, catalog: WorkflowCatalog, *, api_token: str | None
         Route("/api/workflows/executions/{id}/resume", resume_wrapped, methods=["POST"]),
         Route("/api/workflowExecutions/{id}/cancel", cancel_execution, methods=["POST"]),
         Route("/api/workflowExecutions/{id}/audit", get_audit),
-        *extra_routes,
+        *(route for extension in extensions for route in extension.routes),
     ]
+
+    @asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        yield
+        for extension in extensions:
+            for close in extension.on_shutdown:
+                await close()
+
     return Starlette(
         routes=routes,
+        lifespan=lifespan,
         middleware=[Middleware(BearerAuth, token=api_token), Middleware(BodyReader)],
         exception_handlers={SignoffError: _handle_error},  # type: ignore[dict-item]
     )

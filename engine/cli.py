@@ -263,13 +263,12 @@ def build_web_app(settings: Settings, *, insecure: bool = False) -> Any:
     from engine.workflow import WorkflowCatalog
 
     rt = _runtime(settings)
-    routes = []
-    for ep in entry_points(group="signoff.web"):
-        routes.extend(ep.load()(settings=settings, engine=rt.engine))
+    extensions = [ep.load()(settings=settings, engine=rt.engine)
+                  for ep in entry_points(group="signoff.web")]
     return build_api(rt.engine, WorkflowCatalog(settings.workflows_dir),
                      api_token=None if insecure else settings.api_token,
                      workers_seen=lambda: Worker.count(connection=rt.store.redis),
-                     extra_routes=routes)
+                     extensions=extensions)
 
 
 # -- plumbing --------------------------------------------------------------------------------

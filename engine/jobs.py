@@ -15,9 +15,11 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import redis
+import redis.asyncio
 from rq import Queue, SimpleWorker, get_current_job
 
 from engine import keys
+from engine.inbox import AsyncInbox, Inbox
 from engine.notify import Notifier, load_notifier
 from engine.runner import Runner
 from engine.schedules import ScheduleKeeper, start_scheduled_run
@@ -36,6 +38,8 @@ class RQScheduler:
 
     def __init__(self, connection: redis.Redis, queue_name: str = "signoff") -> None:
         self.queue = Queue(queue_name, connection=connection)
+        self.inbox = Inbox(connection, self._enqueue_drain,
+                           lambda function, args: self.enqueue(function, *args))
 
     def enqueue_advance(self, execution_id: str, *, pipeline: Any = None) -> None:
         own = pipeline is None
@@ -50,6 +54,19 @@ class RQScheduler:
         pipe = self.queue.connection.pipeline()
         self.queue.enqueue_call(function, args=args, timeout=JOB_TIMEOUT, result_ttl=0,
                                 failure_ttl=7 * 86400, pipeline=pipe)
+        pipe.execute()
+
+    def hand_in(self, function: str, *args: Any) -> None:
+        self.inbox.put(function, *args)
+
+    def async_inbox(self, connection: redis.asyncio.Redis) -> AsyncInbox:
+        """The inbox for a web process's event loop (``connection``: its async client)."""
+        return AsyncInbox(connection, self._enqueue_drain)
+
+    def _enqueue_drain(self) -> None:
+        pipe = self.queue.connection.pipeline()
+        self.queue.enqueue_call(drain_inbox, timeout=JOB_TIMEOUT, result_ttl=0,
+                                failure_ttl=7 * 86400, pipeline=pipe, description="drain the inbox")
         pipe.execute()
 
     def advance_at(self, execution_id: str, when: datetime) -> None:
@@ -156,6 +173,13 @@ def advance_execution(execution_id: str) -> str | None:
     return status.value if status else None
 
 
+def drain_inbox() -> int:
+    """Run the inbox's tasks (reviewers' clicks) until it is empty; see engine.inbox."""
+    scheduler = runtime().engine.scheduler
+    assert isinstance(scheduler, RQScheduler)
+    return scheduler.inbox.drain()
+
+
 # Timer jobs: each first takes itself off the overdue-timer index.
 
 def advance_timer(execution_id: str) -> str | None:
@@ -219,6 +243,11 @@ class SignoffWorker(SimpleWorker):
                             ", ".join(recovered))
         except Exception:
             log.exception("could not sweep for stalled executions")
+        try:
+            if isinstance(rt.engine.scheduler, RQScheduler):
+                rt.engine.scheduler.inbox.recover()
+        except Exception:
+            log.exception("could not recover the inbox tasks of dead drains")
         try:
             if isinstance(rt.engine.scheduler, RQScheduler):
                 fired = rt.engine.scheduler.fire_overdue(

@@ -18,6 +18,12 @@
     signoff:sched:{name}:{n} string  the next due time of a workflow's n-th scheduled trigger
     signoff:idx:running     zset    executions a worker should be advancing, scored by lease deadline;
                                     the sweeper re-enqueues those whose lease has lapsed
+    signoff:inbox           list    small tasks waiting for a drain (JSON: import path, args)
+    signoff:inbox:drain     string  set while a drain job is queued and not yet started (expiring)
+    signoff:inbox:takers    set     drains that may hold tasks
+    signoff:inbox:taking:{t} list   the task drain t is running
+    signoff:inbox:alive:{t} string  drain t's heartbeat (expiring); the sweep puts back the tasks
+                                    of a drain whose heartbeat lapsed
 
 Execution hash fields: ``wf`` workflow name, ``d`` definition digest, ``st`` status,
 ``t0``/``t1`` started/finished (ISO 8601), ``ev`` event JSON, ``rb`` requested by,
@@ -67,6 +73,18 @@ def index_workflow(name: str) -> str:
 
 
 STATS_INDEX = f"{PREFIX}stats:index"
+
+INBOX = f"{PREFIX}inbox"
+INBOX_DRAIN = f"{PREFIX}inbox:drain"
+INBOX_TAKERS = f"{PREFIX}inbox:takers"
+
+
+def inbox_taking(taker: str) -> str:
+    return f"{PREFIX}inbox:taking:{taker}"
+
+
+def inbox_alive(taker: str) -> str:
+    return f"{PREFIX}inbox:alive:{taker}"
 
 
 def index_approver(user_id: str) -> str:

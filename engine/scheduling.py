@@ -18,6 +18,12 @@ class Scheduler(Protocol):
         """Run ``function`` (an import path) with ``args`` on the engine's queue, soon:
         plug-ins use it for work that should not wait behind their own queues."""
 
+    def hand_in(self, function: str, *args: Any) -> None:
+        """Run ``function`` with ``args`` (JSON) on a worker soon, in one job with the other
+        tasks handed in meanwhile (:mod:`engine.inbox`): for small, frequent tasks that are
+        safe to run twice, such as a reviewer's click. ``function`` may return a callable,
+        run once the task is acknowledged."""
+
     def advance_at(self, execution_id: str, when: datetime) -> None:
         """Advance the execution at ``when`` (a `wait` step or a retry delay)."""
 

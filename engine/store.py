@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import redis
+import redis.asyncio
 from redis.backoff import ExponentialBackoff
 from redis.retry import Retry
 
@@ -117,6 +118,20 @@ def connect(url: str) -> redis.Redis:
         health_check_interval=30,
         socket_keepalive=True,
         socket_connect_timeout=5,
+    )
+
+
+def connect_async(url: str) -> redis.asyncio.Redis:
+    """An asyncio Redis client for a web process's event loop; it retries for about a
+    second, not longer: a request waiting on it has an answer due (Slack's 3 s)."""
+    from redis.asyncio.retry import Retry as AsyncRetry
+
+    return redis.asyncio.Redis.from_url(
+        url,
+        retry=AsyncRetry(ExponentialBackoff(cap=0.5, base=0.05), retries=4),
+        retry_on_error=[redis.ConnectionError, redis.TimeoutError],
+        socket_keepalive=True,
+        socket_connect_timeout=2,
     )
 
 

@@ -18,7 +18,7 @@ import redis
 from bot.jobs import QUEUE, BotRuntime, build_bot_runtime, install_bot_runtime
 from bot.notifier import SlackNotifier
 from bot.settings import BotSettings
-from bot.web import routes
+from bot.web import extension
 from engine.api import build_api
 from engine.jobs import Runtime, SignoffWorker, build_runtime, install_runtime
 from engine.settings import Settings
@@ -100,7 +100,8 @@ def start_signoff(settings: Settings, redis_client: redis.Redis, slack: SlackEmu
         install_bot_runtime(bot)
         app = build_api(runtime.engine, WorkflowCatalog(settings.workflows_dir),
                         api_token=settings.api_token,
-                        extra_routes=routes(settings, runtime.engine, bot_settings=bot_settings))
+                        extensions=[extension(settings, runtime.engine,
+                                                      bot_settings=bot_settings)])
         web = served(app)
         driver = SlackDriver(slack, f"{web.url}/slack/events")
         drivers.append(driver)

@@ -6,12 +6,14 @@ import hashlib
 import hmac
 import json
 import time
-from urllib.parse import quote_plus
+from urllib.parse import quote_plus, unquote_plus
 
 from rq import Queue
 
 from bot.forms import ReviewRef
-from bot.web import OneClickPath
+from bot.web import OneClickPath, form_value
+from engine import keys
+from engine.inbox import Task
 
 SECRET = "shh"
 
@@ -31,15 +33,19 @@ def click(action_id: str, one_click: bool) -> dict:
             "actions": [{"action_id": action_id, "value": value}]}
 
 
-def test_a_signed_one_click_approve_is_queued_for_a_worker(runtime):
+def test_a_signed_one_click_approve_is_handed_to_a_worker_by_the_inbox(runtime):
     path = OneClickPath(SECRET, runtime.engine)
     queue = Queue(runtime.settings.queue, connection=runtime.store.redis)
     assert path.handle(*signed(click("signoff.approve", True))) is True
-    [job] = queue.get_jobs()
-    assert job.func_name == "bot.jobs.decide_click"
-    reviewer, ref, approved = job.args
+    assert path.handle(*signed(click("signoff.deny", True))) is True
+    [job] = queue.get_jobs()  # one drain for both clicks
+    assert job.func_name == "engine.jobs.drain_inbox"
+    tasks = [Task.decode(raw) for raw in runtime.store.redis.lrange(keys.INBOX, 0, -1)]
+    assert [t.function for t in tasks] == ["bot.jobs.decide_click"] * 2
+    reviewer, ref, approved = tasks[0].args
     assert reviewer["user_id"] == "U0ALICE" and approved is True
     assert ReviewRef.decode(ref).execution_id == "exe-1"
+    assert tasks[1].args[2] is False
 
 
 def test_everything_else_goes_to_bolt(runtime):
@@ -52,4 +58,13 @@ def test_everything_else_goes_to_bolt(runtime):
     body, timestamp, _ = signed(click("signoff.approve", True))
     assert path.handle(body, timestamp, "") is False
     assert path.handle(b"command=%2Fapprovals", timestamp, "v0=x") is False
-    assert queue.count == 0
+    assert queue.count == 0 and runtime.store.redis.llen(keys.INBOX) == 0
+
+
+def test_form_values_decode_as_the_standard_library_does():
+    text = '{"a":"héllo ✓ \\\\ \\" %zz + 🙂 \\x41 <!channel>"}'
+    encoded = quote_plus(text).encode()
+    assert form_value(encoded) == unquote_plus(encoded.decode()) == text
+    # Malformed escapes and bytes that are not UTF-8 decode as unquote_plus decodes them.
+    for raw in (b"100%", b"%4", b"%zz1", b"a%ffb", b"caf%C3%A9+au+lait", b"\\x41", b"\\"):
+        assert form_value(raw) == unquote_plus(raw.decode("utf-8", "replace")), raw
