@@ -383,6 +383,7 @@ class Results:
     noop: Phase
     clicks: Phase
     next_step: list[float]
+    worker_cpu: float  # seconds per click: deciding, continuing the run, updating the message
 
 
 def bench(stack: Stack, *, reviews: int, concurrency: int, warmup: int) -> Results:
@@ -414,13 +415,15 @@ def bench(stack: Stack, *, reviews: int, concurrency: int, warmup: int) -> Resul
         wait_settled(rt, stack, warm_ids, updates=warmup)
 
     noop_phase = measure(stack, noop, concurrency)
+    workers_before = cpu_seconds([w.pid for w in stack.workers])
     click_phase = measure(stack, clicks, concurrency)
     wait_settled(rt, stack, ids, updates=warmup + reviews)
+    worker_cpu = (cpu_seconds([w.pid for w in stack.workers]) - workers_before) / reviews
     completed = sum(rt.engine.get(i).status is ExecutionStatus.COMPLETED for i in ids)
     assert completed == reviews, f"only {completed} of {reviews} runs completed"
     return Results(reviews, concurrency, len(stack.workers), stack.load.size if stack.load else 0,
                    warmup, post_seconds, noop_phase, click_phase,
-                   next_step_latencies(rt, ids, click_phase.samples))
+                   next_step_latencies(rt, ids, click_phase.samples), worker_cpu)
 
 
 def report(r: Results) -> None:
@@ -453,6 +456,8 @@ def report(r: Results) -> None:
         f"{ratio:.1f}x", "", "", f"p99 <= {ACK_RATIO_TARGET:.1f}x  {mark(ratio <= ACK_RATIO_TARGET)}")
     row("click -> next step started", ms(percentile(r.next_step, 0.5)), ms(next_p99), "", "",
         f"p99 < {NEXT_STEP_TARGET * 1e3:.0f} ms  {mark(next_p99 < NEXT_STEP_TARGET)}")
+    print(f"workers' CPU per click, from the click to its run finished and message updated: "
+          f"{ms(r.worker_cpu)}")
     for label, phase in (("trivial route", r.noop), ("clicks", r.clicks)):
         shares = ", ".join(f"{name} {share * 100:.0f}%" for name, share in phase.cpu.items())
         print(f"CPU (share of one core) during the {label + ':':15}{shares}")

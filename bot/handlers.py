@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Mapping
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from functools import partial
 from typing import Any
 
@@ -91,7 +91,10 @@ class Reviewer:
                    ephemeral=bool(container.get("is_ephemeral")))
 
     def to_json(self) -> dict[str, Any]:
-        return asdict(self)
+        # Spelled out: dataclasses.asdict deep-copies, a tenth of a click's short path.
+        return {"user_id": self.user_id, "username": self.username, "team_id": self.team_id,
+                "channel": self.channel, "message_ts": self.message_ts,
+                "ephemeral": self.ephemeral}
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> Reviewer:

@@ -1,5 +1,7 @@
 """RQ entry points on the ``slack`` queue: post a review, follow its changes (escalation,
-reassignment, quorum, reminders), mark it closed, reply to one person.
+reassignment, quorum, reminders), mark it closed, reply to one person. Closing comes
+in bursts (a reviewer approving a batch, an incident's worth of clicks), so it goes
+through the queue's inbox (:mod:`engine.inbox`), many to a job.
 
 Slack is called only from here (and from ``views.open`` in a click's listener), so a
 slow or failing Slack never holds up the engine or a click's answer. Jobs that fail
@@ -29,7 +31,8 @@ from bot.directory import Directory
 from bot.review_changes import ReviewChanges, change_to_json
 from bot.settings import BotSettings
 from bot.slack import web_client
-from engine.jobs import runtime
+from engine.inbox import Inbox
+from engine.jobs import rq_inbox, runtime
 from engine.notify import ReviewChange, ReviewClosed
 from engine.service import Engine
 
@@ -110,12 +113,14 @@ def enqueue_post(queue: Queue, execution_id: str, step: str) -> None:
                        description=f"post review {step} of {execution_id}")
 
 
-def enqueue_update(queue: Queue, closed: ReviewClosed) -> None:
-    queue.enqueue_call(update_review, args=(closed.execution_id, closed.step,
-                                            closed_to_json(closed)),
-                       timeout=JOB_TIMEOUT, result_ttl=0, failure_ttl=FAILURE_TTL,
-                       retry=Retry(max=len(DELIVERY_RETRY), interval=list(DELIVERY_RETRY)),
-                       description=f"close review {closed.step} of {closed.execution_id}")
+def slack_inbox(connection: redis.Redis) -> Inbox:
+    """The ``slack`` queue's inbox: a burst of decisions rewrites its messages in a few jobs."""
+    return rq_inbox(connection, QUEUE)
+
+
+def hand_in_update(inbox: Inbox, closed: ReviewClosed) -> None:
+    inbox.put("bot.jobs.update_review", closed.execution_id, closed.step,
+              closed_to_json(closed), retry=DELIVERY_RETRY)
 
 
 def enqueue_change(queue: Queue, change: ReviewChange) -> None:

@@ -1,4 +1,4 @@
-"""The engine's :class:`engine.notify.Notifier`, for Slack: enqueue a job, never call Slack here.
+"""The engine's :class:`engine.notify.Notifier`, for Slack: queue the work, never call Slack here.
 
 The runner and :class:`engine.service.Engine` call it right after a review starts
 waiting, changes while it waits (escalated, reassigned, a quorum approval, a
@@ -12,7 +12,7 @@ from typing import Any
 
 import redis
 
-from bot.jobs import enqueue_change, enqueue_post, enqueue_update, slack_queue
+from bot.jobs import enqueue_change, enqueue_post, hand_in_update, slack_inbox, slack_queue
 from engine.notify import ReviewChange, ReviewClosed, ReviewRequest
 
 
@@ -23,6 +23,7 @@ class SlackNotifier:
         if connection is None:
             raise ValueError("SlackNotifier needs the Redis connection the engine uses")
         self.queue = slack_queue(connection)
+        self.inbox = slack_inbox(connection)
 
     def review_waiting(self, review: ReviewRequest) -> None:
         enqueue_post(self.queue, review.execution_id, review.step)
@@ -31,4 +32,4 @@ class SlackNotifier:
         enqueue_change(self.queue, change)
 
     def review_closed(self, closed: ReviewClosed) -> None:
-        enqueue_update(self.queue, closed)
+        hand_in_update(self.inbox, closed)

@@ -79,8 +79,9 @@ class OneClickPath:
         found = one_click_decision(payload) if isinstance(payload, dict) else None
         if found is None:
             return None
-        ref, approved = found
-        return Reviewer.from_body(payload).to_json(), ref.encode(), approved
+        approved = found[1]
+        # The button's own value: ReviewRef.decode just accepted it, no need to re-encode.
+        return Reviewer.from_body(payload).to_json(), payload["actions"][0]["value"], approved
 
     def handle(self, body: bytes, timestamp: str, signature: str) -> bool:
         """From a thread: hand in the decision if it is one (True), else False."""

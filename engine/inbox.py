@@ -1,13 +1,14 @@
-"""The inbox: small, frequent tasks (a reviewer's click) carried to workers many to a job.
+"""Inboxes: small, frequent tasks (a reviewer's click) carried to workers many to a job.
 
 An RQ job costs a worker about 5 ms and 25 Redis round trips before its first line
 runs, and the process that enqueues it half a millisecond; a burst of 200 clicks as
-200 jobs keeps the workers busy with RQ rather than with the clicks. The inbox is a
-Redis list instead: :meth:`Inbox.put` appends a task in one round trip and, only when
-no drain is already queued, enqueues one RQ job (``engine.jobs.drain_inbox``) that runs
-tasks until the list is empty. A drain clears the "queued" flag as it starts, so the
-next task queues a second drain, which another free worker takes: during a burst
-every worker drains.
+200 jobs keeps the workers busy with RQ rather than with the clicks. An inbox is a
+Redis list instead, one per RQ queue: :meth:`Inbox.put` appends a task in one round
+trip and, only when no drain is already queued, enqueues one RQ job on that queue
+(``engine.jobs.drain_inbox``) that runs tasks until the list is empty. A drain clears
+the "queued" flag as it starts, so the next task queues a second drain, which another
+free worker takes: during a burst every worker drains. The engine's queue has one
+(reviewers' clicks); the bot's ``slack`` queue another (rewriting decided reviews).
 
 Nothing is lost when a worker dies: a drain moves each task to a list of its own
 (LMOVE) before running it and removes it afterwards, and keeps a heartbeat key alive
@@ -19,8 +20,8 @@ engine's guards turn the second into "already decided").
 A task may return a follow-up, a callable run after the task is acknowledged: work the
 task has already made durable and that has its own recovery (continuing a run the
 task resumed; a lapsed lease gets it re-enqueued). A task that raises is handed to RQ
-as an ordinary job, which runs it once more and, if it fails again, keeps it with its
-traceback in RQ's failed job registry.
+as an ordinary job, which runs it once more, then by the task's retry intervals, and
+keeps it with its traceback in RQ's failed job registry when they run out.
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ import os
 import socket
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -51,16 +52,24 @@ DRAIN_TASKS = 5_000
 
 # RPUSH the tasks; claim the "drain queued" flag. 1: the caller must enqueue a drain.
 _PUT = """
-redis.call('RPUSH', KEYS[1], unpack(ARGV, 2))
+redis.call('RPUSH', KEYS[1], unpack(ARGV, 3))
+redis.call('SADD', KEYS[3], ARGV[2])
 if redis.call('SET', KEYS[2], '1', 'NX', 'PX', ARGV[1]) then return 1 end
 return 0
 """
 MAX_BATCH = 1_000  # tasks in one write (Lua's unpack takes a few thousand at most)
+_COMPACT = json.JSONEncoder(separators=(",", ":"))  # json.dumps(separators=) builds one a call
 
-# Acknowledge the previous task (if any), keep the heartbeat, take the next task.
+# Acknowledge the previous task (if any), keep the heartbeat and the drain's place among
+# the takers (a sweep drops a drain whose heartbeat lapsed during one long task), take the
+# next task, unless a queue the worker puts first (KEYS[5...]) has jobs waiting: then -1.
 _NEXT = """
 if ARGV[1] ~= '' then redis.call('LREM', KEYS[2], 1, ARGV[1]) end
 redis.call('SET', KEYS[3], '1', 'PX', ARGV[2])
+redis.call('SADD', KEYS[4], ARGV[3])
+for i = 5, #KEYS do
+  if redis.call('LLEN', KEYS[i]) > 0 then return -1 end
+end
 return redis.call('LMOVE', KEYS[1], KEYS[2], 'LEFT', 'RIGHT')
 """
 
@@ -78,24 +87,37 @@ return n
 class Task:
     function: str  # an import path, as for RQ
     args: tuple[Any, ...]
+    retry: tuple[int, ...] = ()  # seconds between further tries, once handed to RQ
 
     def encode(self) -> str:
-        return json.dumps({"f": self.function, "a": list(self.args)}, separators=(",", ":"))
+        data: dict[str, Any] = {"f": self.function, "a": list(self.args)}
+        if self.retry:
+            data["r"] = list(self.retry)
+        return _COMPACT.encode(data)
 
     @classmethod
     def decode(cls, raw: str | bytes) -> Task:
+        """Raises ValueError (bad JSON, bad UTF-8 included), KeyError or TypeError."""
         data = json.loads(raw)
-        return cls(str(data["f"]), tuple(data["a"]))
+        function, args, retry = data["f"], data["a"], data.get("r", [])
+        if not (isinstance(function, str) and function and isinstance(args, list)
+                and isinstance(retry, list)):
+            raise TypeError(f"not an inbox task: {str(raw)[:200]}")
+        return cls(function, tuple(args), tuple(int(s) for s in retry))
 
 
 class Inbox:
-    """Put tasks in (any process); drain them (a worker's job); recover a dead drain's."""
+    """The inbox of RQ queue ``queue``: put tasks in (any process), drain them (a
+    worker's job), put back a dead drain's task (any worker's sweep)."""
 
-    def __init__(self, connection: redis.Redis,
+    def __init__(self, connection: redis.Redis, queue: str,
                  enqueue_drain: Callable[[], None],
-                 run_as_job: Callable[[str, tuple[Any, ...]], None]) -> None:
+                 run_as_job: Callable[[Task], None]) -> None:
         self.redis = connection
-        self._enqueue_drain = enqueue_drain  # queue one drain job
+        self.queue = queue
+        self.key, self.drain_flag = keys.inbox(queue), keys.inbox_drain(queue)
+        self.takers = keys.inbox_takers(queue)
+        self.enqueue_drain = enqueue_drain  # queue one drain job (the flag is ours)
         self._run_as_job = run_as_job  # hand a failed task to RQ
         self._put = connection.register_script(_PUT)
         self._next = connection.register_script(_NEXT)
@@ -104,69 +126,84 @@ class Inbox:
 
     # -- in -----------------------------------------------------------------------------------
 
-    def put(self, function: str, *args: Any) -> None:
-        """Have a worker run ``function(*args)`` soon (``args`` must be JSON)."""
-        if self._put(keys=[keys.INBOX, keys.INBOX_DRAIN],
-                     args=[DRAIN_FLAG_MS, Task(function, args).encode()]):
-            self._enqueue_drain()
+    def put(self, function: str, *args: Any, retry: tuple[int, ...] = ()) -> None:
+        """Have a worker run ``function(*args)`` soon (``args`` must be JSON); should it
+        fail, RQ tries it again, then after each of ``retry``'s intervals (seconds)."""
+        if self._put(keys=[self.key, self.drain_flag, keys.INBOXES],
+                     args=[DRAIN_FLAG_MS, self.queue, Task(function, args, retry).encode()]):
+            self.enqueue_drain()
 
     def pending(self) -> int:
-        return int(self.redis.llen(keys.INBOX))
+        return int(self.redis.llen(self.key))
 
     # -- out ----------------------------------------------------------------------------------
 
-    def drain(self, *, max_seconds: float = DRAIN_SECONDS, max_tasks: int = DRAIN_TASKS) -> int:
-        """Run tasks until the inbox is empty (or the budget is spent); returns how many."""
+    def drain(self, *, max_seconds: float = DRAIN_SECONDS, max_tasks: int = DRAIN_TASKS,
+              yield_to: Sequence[str] = ()) -> int:
+        """Run tasks until the inbox is empty; returns how many ran (failed ones included,
+        entries that are not tasks not).
+
+        Hands over to a new drain job after ``max_seconds`` or ``max_tasks``, and as soon
+        as a list in ``yield_to`` (the RQ queues its worker takes jobs from first) has a
+        job waiting: clicks come before rewriting Slack messages.
+        """
         taker = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         taking, alive = keys.inbox_taking(taker), keys.inbox_alive(taker)
         pipe = self.redis.pipeline()
-        pipe.delete(keys.INBOX_DRAIN)  # from now on, a new task queues another drain
+        pipe.delete(self.drain_flag)  # from now on, a new task queues another drain
         pipe.set(alive, "1", px=ALIVE_MS)
-        pipe.sadd(keys.INBOX_TAKERS, taker)
+        pipe.sadd(self.takers, taker)
         pipe.execute()
         deadline = time.monotonic() + max_seconds
-        done, previous, empty = 0, "", False
+        done, finished, empty, stopped = 0, b"", False, False  # finished: ran, not acknowledged
         try:
             while done < max_tasks and time.monotonic() < deadline:
-                raw = self._next(keys=[keys.INBOX, taking, alive], args=[previous, ALIVE_MS])
-                if raw is None:
-                    previous, empty = "", True
+                raw = self._next(keys=[self.key, taking, alive, self.takers, *yield_to],
+                                 args=[finished, ALIVE_MS, taker])
+                finished = b""
+                if raw is None or raw == -1:
+                    empty = raw is None
                     break
-                previous = raw.decode() if isinstance(raw, bytes) else raw
-                follow_up = self._run(previous)
-                done += 1
+                ran, follow_up = self._run(raw)
+                finished = raw
+                done += ran
                 if follow_up is not None:
                     # Acknowledge first: the follow-up is durable work with its own recovery.
-                    self.redis.lrem(taking, 1, previous)
-                    previous = ""
+                    self.redis.lrem(taking, 1, raw)
+                    finished = b""
                     self._follow(follow_up)
+            stopped = True
         finally:
+            # A task cut short (the worker told to stop at once) stays in the taking list:
+            # with the heartbeat gone, the next sweep puts it back.
             pipe = self.redis.pipeline()
-            if previous:
-                pipe.lrem(taking, 1, previous)
+            if finished:
+                pipe.lrem(taking, 1, finished)
             pipe.delete(alive)
-            pipe.srem(keys.INBOX_TAKERS, taker)
+            if stopped:
+                pipe.srem(self.takers, taker)
             pipe.execute()
         if not empty and self.pending():
-            self.ensure_drain()  # the budget ran out: another job goes on
+            self.ensure_drain()  # out of budget, or yielding: another job goes on
         return done
 
-    def _run(self, raw: str) -> Any:
+    def _run(self, raw: bytes) -> tuple[int, Any]:
+        """Run one task: (1 when it ran, 0 when it was dropped; its follow-up or None)."""
         try:
             task = Task.decode(raw)
         except (ValueError, KeyError, TypeError):
-            log.error("dropped an inbox task that is not one: %.200r", raw)
-            return None
+            log.error("dropped an inbox entry that is not a task: %.200r", raw)
+            return 0, None
         try:
             function = self._functions.get(task.function)
             if function is None:
                 function = self._functions[task.function] = import_attribute(task.function)
-            return function(*task.args)
+            return 1, function(*task.args)
         except Exception:
             log.exception("inbox task %s failed; handing it to RQ to try once more",
                           task.function)
-            self._run_as_job(task.function, task.args)
-            return None
+            self._run_as_job(task)
+            return 1, None
 
     @staticmethod
     def _follow(follow_up: Any) -> None:
@@ -181,8 +218,8 @@ class Inbox:
 
     def ensure_drain(self) -> bool:
         """Queue a drain unless one is queued already; True when this call queued it."""
-        if self.redis.set(keys.INBOX_DRAIN, "1", nx=True, px=DRAIN_FLAG_MS):
-            self._enqueue_drain()
+        if self.redis.set(self.drain_flag, "1", nx=True, px=DRAIN_FLAG_MS):
+            self.enqueue_drain()
             return True
         return False
 
@@ -190,10 +227,10 @@ class Inbox:
         """Put back the tasks of drains that died; queue a drain for anything waiting.
         Returns how many tasks were put back."""
         recovered = 0
-        for raw in self.redis.smembers(keys.INBOX_TAKERS):
+        for raw in self.redis.smembers(self.takers):
             taker = raw.decode() if isinstance(raw, bytes) else str(raw)
-            moved = int(self._recover(keys=[keys.INBOX, keys.inbox_taking(taker),
-                                            keys.inbox_alive(taker), keys.INBOX_TAKERS],
+            moved = int(self._recover(keys=[self.key, keys.inbox_taking(taker),
+                                            keys.inbox_alive(taker), self.takers],
                                       args=[taker]))
             if moved > 0:
                 log.warning("put back %d inbox task(s) of drain %s, whose heartbeat lapsed",
@@ -213,18 +250,21 @@ class AsyncInbox:
     only when it cannot be lost.
     """
 
-    def __init__(self, connection: redis.asyncio.Redis,
+    def __init__(self, connection: redis.asyncio.Redis, queue: str,
                  enqueue_drain: Callable[[], None]) -> None:
         self._put = connection.register_script(_PUT)
+        self.queue = queue
+        self._keys = [keys.inbox(queue), keys.inbox_drain(queue), keys.INBOXES]
         self._enqueue_drain = enqueue_drain  # sync (RQ): run in the loop's executor
         self._waiting: list[tuple[str, asyncio.Future[None]]] = []
         self._writer: asyncio.Task[None] | None = None
 
-    async def put(self, function: str, *args: Any) -> None:
-        """Have a worker run ``function(*args)`` soon; raises when Redis cannot take it."""
+    async def put(self, function: str, *args: Any, retry: tuple[int, ...] = ()) -> None:
+        """Have a worker run ``function(*args)`` soon (as :meth:`Inbox.put`); raises when
+        Redis cannot take it."""
         loop = asyncio.get_running_loop()
         written: asyncio.Future[None] = loop.create_future()
-        self._waiting.append((Task(function, args).encode(), written))
+        self._waiting.append((Task(function, args, retry).encode(), written))
         if self._writer is None:
             self._writer = loop.create_task(self._write())
         await written
@@ -234,8 +274,8 @@ class AsyncInbox:
             while self._waiting:
                 batch, self._waiting = self._waiting[:MAX_BATCH], self._waiting[MAX_BATCH:]
                 try:
-                    drain = await self._put(keys=[keys.INBOX, keys.INBOX_DRAIN],
-                                            args=[DRAIN_FLAG_MS, *(task for task, _ in batch)])
+                    drain = await self._put(keys=self._keys, args=[
+                        DRAIN_FLAG_MS, self.queue, *(task for task, _ in batch)])
                 except Exception as exc:
                     for _, written in batch:
                         if not written.done():

@@ -16,10 +16,10 @@ from typing import Any
 
 import redis
 import redis.asyncio
-from rq import Queue, SimpleWorker, get_current_job
+from rq import Queue, Retry, SimpleWorker, get_current_job
 
 from engine import keys
-from engine.inbox import AsyncInbox, Inbox
+from engine.inbox import AsyncInbox, Inbox, Task
 from engine.notify import Notifier, load_notifier
 from engine.runner import Runner
 from engine.schedules import ScheduleKeeper, start_scheduled_run
@@ -38,8 +38,7 @@ class RQScheduler:
 
     def __init__(self, connection: redis.Redis, queue_name: str = "signoff") -> None:
         self.queue = Queue(queue_name, connection=connection)
-        self.inbox = Inbox(connection, self._enqueue_drain,
-                           lambda function, args: self.enqueue(function, *args))
+        self.inbox = rq_inbox(connection, queue_name)
 
     def enqueue_advance(self, execution_id: str, *, pipeline: Any = None) -> None:
         own = pipeline is None
@@ -61,13 +60,7 @@ class RQScheduler:
 
     def async_inbox(self, connection: redis.asyncio.Redis) -> AsyncInbox:
         """The inbox for a web process's event loop (``connection``: its async client)."""
-        return AsyncInbox(connection, self._enqueue_drain)
-
-    def _enqueue_drain(self) -> None:
-        pipe = self.queue.connection.pipeline()
-        self.queue.enqueue_call(drain_inbox, timeout=JOB_TIMEOUT, result_ttl=0,
-                                failure_ttl=7 * 86400, pipeline=pipe, description="drain the inbox")
-        pipe.execute()
+        return AsyncInbox(connection, self.queue.name, self.inbox.enqueue_drain)
 
     def advance_at(self, execution_id: str, when: datetime) -> None:
         self._at(when, advance_timer, execution_id)
@@ -128,6 +121,7 @@ class Runtime:
 
 
 _runtimes: dict[int, Runtime] = {}
+_working: dict[str, SimpleWorker] = {}  # the SignoffWorker running a job in this process
 _runtimes_lock = threading.Lock()
 
 
@@ -173,11 +167,37 @@ def advance_execution(execution_id: str) -> str | None:
     return status.value if status else None
 
 
-def drain_inbox() -> int:
-    """Run the inbox's tasks (reviewers' clicks) until it is empty; see engine.inbox."""
-    scheduler = runtime().engine.scheduler
-    assert isinstance(scheduler, RQScheduler)
-    return scheduler.inbox.drain()
+def rq_inbox(connection: redis.Redis, queue_name: str) -> Inbox:
+    """The inbox of RQ queue ``queue_name``, draining in jobs on that queue."""
+    queue = Queue(queue_name, connection=connection)
+
+    def enqueue_drain() -> None:
+        pipe = connection.pipeline()
+        queue.enqueue_call(drain_inbox, args=(queue_name,), timeout=JOB_TIMEOUT, result_ttl=0,
+                           failure_ttl=7 * 86400, pipeline=pipe,
+                           description=f"drain the {queue_name} inbox")
+        pipe.execute()
+
+    def run_as_job(task: Task) -> None:
+        queue.enqueue_call(task.function, args=task.args, timeout=JOB_TIMEOUT, result_ttl=0,
+                           failure_ttl=7 * 86400,
+                           retry=Retry(max=len(task.retry), interval=list(task.retry))
+                           if task.retry else None,
+                           description=f"{task.function}, from the {queue_name} inbox")
+
+    return Inbox(connection, queue_name, enqueue_drain, run_as_job)
+
+
+def drain_inbox(queue_name: str) -> int:
+    """Run the tasks in ``queue_name``'s inbox until it is empty, or until a queue this
+    worker serves first has a job waiting; see engine.inbox."""
+    ahead: list[str] = []
+    worker = _working.get("worker")
+    if worker is not None:
+        names = [q.name for q in worker.queues]
+        if queue_name in names:
+            ahead = [q.key for q in worker.queues[:names.index(queue_name)]]
+    return rq_inbox(runtime().store.redis, queue_name).drain(yield_to=ahead)
 
 
 # Timer jobs: each first takes itself off the overdue-timer index.
@@ -233,6 +253,13 @@ class SignoffWorker(SimpleWorker):
         kwargs.setdefault("worker_ttl", int(kwargs["maintenance_interval"]) + 15)
         super().__init__(*args, **kwargs)
 
+    def execute_job(self, job: Any, queue: Queue) -> None:
+        _working["worker"] = self  # for drain_inbox: which queues come first
+        try:
+            super().execute_job(job, queue)
+        finally:
+            _working.pop("worker", None)
+
     def run_maintenance_tasks(self) -> None:
         super().run_maintenance_tasks()
         rt = runtime()
@@ -244,8 +271,9 @@ class SignoffWorker(SimpleWorker):
         except Exception:
             log.exception("could not sweep for stalled executions")
         try:
-            if isinstance(rt.engine.scheduler, RQScheduler):
-                rt.engine.scheduler.inbox.recover()
+            for name in rt.store.redis.smembers(keys.INBOXES):
+                rq_inbox(rt.store.redis, name.decode() if isinstance(name, bytes) else name
+                         ).recover()
         except Exception:
             log.exception("could not recover the inbox tasks of dead drains")
         try:

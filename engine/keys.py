@@ -18,11 +18,13 @@
     signoff:sched:{name}:{n} string  the next due time of a workflow's n-th scheduled trigger
     signoff:idx:running     zset    executions a worker should be advancing, scored by lease deadline;
                                     the sweeper re-enqueues those whose lease has lapsed
-    signoff:inbox           list    small tasks waiting for a drain (JSON: import path, args)
-    signoff:inbox:drain     string  set while a drain job is queued and not yet started (expiring)
-    signoff:inbox:takers    set     drains that may hold tasks
-    signoff:inbox:taking:{t} list   the task drain t is running
-    signoff:inbox:alive:{t} string  drain t's heartbeat (expiring); the sweep puts back the tasks
+    signoff:inboxes         set     the RQ queues that have an inbox (engine.inbox)
+    signoff:inbox:{q}       list    small tasks waiting for a drain job on queue q (JSON: import
+                                    path, args, retry intervals)
+    signoff:inbox:{q}:drain string  set while a drain job is queued and not yet started (expiring)
+    signoff:inbox:{q}:takers set    drains of that inbox that may hold a task
+    signoff:inbox-taking:{t} list   the task drain t is running
+    signoff:inbox-alive:{t} string  drain t's heartbeat (expiring); the sweep puts back the task
                                     of a drain whose heartbeat lapsed
 
 Execution hash fields: ``wf`` workflow name, ``d`` definition digest, ``st`` status,
@@ -74,17 +76,27 @@ def index_workflow(name: str) -> str:
 
 STATS_INDEX = f"{PREFIX}stats:index"
 
-INBOX = f"{PREFIX}inbox"
-INBOX_DRAIN = f"{PREFIX}inbox:drain"
-INBOX_TAKERS = f"{PREFIX}inbox:takers"
+INBOXES = f"{PREFIX}inboxes"
+
+
+def inbox(queue: str) -> str:
+    return f"{PREFIX}inbox:{queue}"
+
+
+def inbox_drain(queue: str) -> str:
+    return f"{PREFIX}inbox:{queue}:drain"
+
+
+def inbox_takers(queue: str) -> str:
+    return f"{PREFIX}inbox:{queue}:takers"
 
 
 def inbox_taking(taker: str) -> str:
-    return f"{PREFIX}inbox:taking:{taker}"
+    return f"{PREFIX}inbox-taking:{taker}"
 
 
 def inbox_alive(taker: str) -> str:
-    return f"{PREFIX}inbox:alive:{taker}"
+    return f"{PREFIX}inbox-alive:{taker}"
 
 
 def index_approver(user_id: str) -> str:

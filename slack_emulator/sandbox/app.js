@@ -403,6 +403,8 @@ async function sendComposer(event) {
   const input = $("composer-input");
   const text = input.value.trim();
   if (!text) return;
+  if (!state) await refresh(true); // typed before the page had loaded the workspace
+  if (!state) { toast("The sandbox is not answering; try again in a moment."); return; }
   const dm = state.conversations.find((c) => c.is_im);
   const channel = ui.app ? (dm ? dm.id : ui.user) : ui.conversation;
   const note = (line) => notices.push({ channel: ui.app ? "app" : channel, user: ui.user,

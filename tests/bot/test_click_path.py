@@ -40,7 +40,8 @@ def test_a_signed_one_click_approve_is_handed_to_a_worker_by_the_inbox(runtime):
     assert path.handle(*signed(click("signoff.deny", True))) is True
     [job] = queue.get_jobs()  # one drain for both clicks
     assert job.func_name == "engine.jobs.drain_inbox"
-    tasks = [Task.decode(raw) for raw in runtime.store.redis.lrange(keys.INBOX, 0, -1)]
+    inbox = keys.inbox(runtime.settings.queue)
+    tasks = [Task.decode(raw) for raw in runtime.store.redis.lrange(inbox, 0, -1)]
     assert [t.function for t in tasks] == ["bot.jobs.decide_click"] * 2
     reviewer, ref, approved = tasks[0].args
     assert reviewer["user_id"] == "U0ALICE" and approved is True
@@ -58,7 +59,7 @@ def test_everything_else_goes_to_bolt(runtime):
     body, timestamp, _ = signed(click("signoff.approve", True))
     assert path.handle(body, timestamp, "") is False
     assert path.handle(b"command=%2Fapprovals", timestamp, "v0=x") is False
-    assert queue.count == 0 and runtime.store.redis.llen(keys.INBOX) == 0
+    assert queue.count == 0 and runtime.store.redis.llen(keys.inbox(runtime.settings.queue)) == 0
 
 
 def test_form_values_decode_as_the_standard_library_does():

@@ -207,6 +207,7 @@ def test_slash_command_and_app_home_show_what_the_app_answers(page: Any):
     from playwright.sync_api import expect
 
     notes = page.locator("article.message.ephemeral")
+    page.locator("body[data-user]").wait_for(timeout=WAIT_MS)  # drawn, as a person would see it
     before = notes.count()
     page.get_by_label("Message or slash command").fill("/approvals")
     page.get_by_label("Message or slash command").press("Enter")

@@ -1,0 +1,132 @@
+"""Tasks the inbox tests hand in (by import path, as production hands in its own).
+
+They run in the test process (``work()``, ``Inbox.drain``) or in a ``signoff worker``
+process; either way ``runtime()`` is the process's installed runtime, and each task
+records what it did, or saw, in Redis under ``test:inbox:*`` for the test to read.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from typing import Any
+
+from engine import keys
+from engine.jobs import runtime
+
+RAN = "test:inbox:ran"  # list: names, in the order the tasks ran
+SEEN = "test:inbox:seen"  # list: JSON of what a task (or its follow-up) saw of the drain
+STARTED = "test:inbox:started"  # list: names of blocking tasks that started
+ATTEMPTS = "test:inbox:attempts:"  # + name: counter of a flaky task's attempts
+
+
+def _redis() -> Any:
+    return runtime().store.redis
+
+
+def drain_state() -> dict[str, Any]:
+    """Every drain's taking list, the takers and their heartbeats, as Redis holds them now."""
+    r = _redis()
+    taking = {key.decode(): [raw.decode() for raw in r.lrange(key, 0, -1)]
+              for key in r.scan_iter(match=keys.inbox_taking("*"))}
+    takers = sorted(t.decode() for t in r.smembers(keys.inbox_takers(runtime().settings.queue)))
+    alive = {t: r.pttl(keys.inbox_alive(t)) for t in takers}
+    return {"taking": taking, "takers": takers, "alive": alive}
+
+
+def record(name: str, *extra: Any) -> None:
+    _redis().rpush(RAN, json.dumps([name, *extra]) if extra else name)
+
+
+def observe(name: str) -> None:
+    """Record the drain as the task running inside it sees it."""
+    _redis().rpush(SEEN, json.dumps({"who": name, **drain_state()}))
+    record(name)
+
+
+def age_heartbeat(ms: int) -> None:
+    """Stand in for a drain that has been at it a while: its heartbeat has ``ms`` left."""
+    r = _redis()
+    for taker in drain_state()["takers"]:
+        r.pexpire(keys.inbox_alive(taker), ms)
+    record(f"aged to {ms}")
+
+
+def hand_in_and_look(name: str) -> None:
+    """Hand in another task from inside a drain; record which jobs RQ's queue then holds."""
+    rt = runtime()
+    rt.engine.scheduler.hand_in(f"{__name__}.record", f"{name}-handed-in")
+    queue = rt.engine.scheduler.queue
+    _redis().rpush(SEEN, json.dumps([job.func_name for job in queue.get_jobs()]))
+    record(name)
+
+
+def enqueue_job(name: str) -> None:
+    """Put an ordinary RQ job (``record(name)``) on the engine's queue, then record ``name``."""
+    runtime().engine.scheduler.enqueue(f"{__name__}.record", f"{name}-job")
+    record(name)
+
+
+def with_follow_up(name: str) -> Callable[[], None]:
+    record(name)
+
+    def follow_up() -> None:
+        _redis().rpush(SEEN, json.dumps({"who": f"{name}-follow-up", **drain_state()}))
+        record(f"{name}-follow-up")
+
+    return follow_up
+
+
+def with_failing_follow_up(name: str) -> Callable[[], None]:
+    record(name)
+
+    def follow_up() -> None:
+        raise RuntimeError(f"the follow-up of {name} broke")
+
+    return follow_up
+
+
+def returns_a_value(name: str) -> int:
+    record(name)
+    return 42
+
+
+def fail(name: str) -> None:
+    raise RuntimeError(f"{name} always fails")
+
+
+def fail_once(name: str) -> None:
+    if _redis().incr(ATTEMPTS + name) == 1:
+        raise RuntimeError(f"{name} fails the first time")
+    record(name)
+
+
+def block(name: str, release: str) -> None:
+    """Say it started, then wait (up to 30 s) for the test to push to ``release``."""
+    r = _redis()
+    r.rpush(STARTED, name)
+    r.blpop([release], timeout=30)
+    record(name)
+
+
+def outlive_heartbeat(name: str) -> None:
+    """Run past the drain's heartbeat while another worker sweeps: the state a task (or
+    follow-up) longer than the heartbeat (60 s) leaves. PEXPIRE stands in for the wait."""
+    from engine.jobs import rq_inbox
+
+    r = _redis()
+    queue = runtime().settings.queue
+    if not r.set(f"{ATTEMPTS}{name}", 1, nx=True):  # put back by the sweep, it runs again
+        record(f"{name} again")
+        return
+    for taker in drain_state()["takers"]:
+        r.pexpire(keys.inbox_alive(taker), 1)
+    while any(r.exists(keys.inbox_alive(t)) for t in drain_state()["takers"]):
+        pass  # a millisecond
+    rq_inbox(r, queue).recover()  # another worker's maintenance sweep
+    record(name)
+
+
+def exit_mid_task(name: str) -> None:
+    record(f"{name} started")
+    raise SystemExit()  # what RQ's cold shutdown (a second SIGTERM, Ctrl-C) raises in a job
