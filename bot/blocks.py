@@ -213,7 +213,7 @@ def _context(review: ReviewRequest, context: ReviewContext) -> dict[str, Any]:
 
 
 def _actions(review: ReviewRequest, context: ReviewContext) -> dict[str, Any]:
-    value = ReviewRef(review.execution_id, review.step).encode()
+    value = ReviewRef.of(review).encode()
     if len(value) > BUTTON_VALUE_LIMIT:
         raise ValueError(f"execution id and step of {review.execution_id} are too long for Slack")
     buttons = []
@@ -221,8 +221,7 @@ def _actions(review: ReviewRequest, context: ReviewContext) -> dict[str, Any]:
         approve, deny = texts.APPROVE, texts.DENY
         if review.step_type == "waitForApproval":
             approve, deny = review.approve_label, review.reject_label
-        decide = ReviewRef(review.execution_id, review.step,
-                           one_click=only_decision_required(review)).encode()
+        decide = ReviewRef.of(review, one_click=only_decision_required(review)).encode()
         buttons.append(button(approve, ACTION_APPROVE, decide, style="primary"))
         confirm = {
             "title": _plain(texts.DENY_CONFIRM_TITLE),
@@ -418,7 +417,7 @@ def _action_modal(review: ReviewRequest, callback_id: str, title: str, submit: s
     return {
         "type": "modal",
         "callback_id": callback_id,
-        "private_metadata": ReviewRef(review.execution_id, review.step).encode(),
+        "private_metadata": ReviewRef.of(review).encode(),
         "title": _plain(title),
         "submit": _plain(submit),
         "close": _plain(texts.MODAL_CLOSE),

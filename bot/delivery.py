@@ -172,7 +172,11 @@ def closed_from_state(engine: Engine, state: ExecutionState, step: str,
         return None
     decisions = [d for d in state.decisions.values() if d.step == step]
     if decisions:
-        decision = max(decisions, key=lambda d: d.at)
+        # The decision on that instance: the first after it started waiting; else the last.
+        start = parse_iso(since) if since else None
+        after = [d for d in decisions if start is not None and (parse_iso(d.at) or start) >= start]
+        decision = (min(after, key=lambda d: parse_iso(d.at) or start) if after and start
+                    else max(decisions, key=lambda d: d.at))
         at = parse_iso(decision.at)
         assert at is not None
         return ReviewClosed(execution_id=state.id, workflow=state.workflow, step=step,
@@ -333,13 +337,15 @@ def explained(closed: ReviewClosed, review: ReviewRequest,
         closed.reason or texts.NO_DECISION_IN_TIME, on_timeout))
 
 
-def closed_review_text(engine: Engine, execution_id: str, step: str) -> str:
-    """What to tell someone who acts on a review that is no longer waiting."""
+def closed_review_text(engine: Engine, execution_id: str, step: str,
+                       since: str | None = None) -> str:
+    """What to tell someone who acts on a review that is no longer waiting (``since``: the
+    instance they acted on, when a later one of the same step waits now)."""
     try:
         state = engine.get(execution_id)
     except ExecutionNotFound:
         return texts.REVIEW_GONE
-    closed = closed_from_state(engine, state, step)
+    closed = closed_from_state(engine, state, step, since)
     if closed is None:
         return texts.REVIEW_GONE
     delivery = load_delivery(engine, execution_id, step)

@@ -40,6 +40,7 @@ from jsonschema.exceptions import ValidationError
 
 from bot import texts
 from bot.mrkdwn import escape_mrkdwn, markdown_to_plain, truncate_mrkdwn, truncate_plain
+from engine.execution import iso
 from engine.notify import ReviewRequest
 
 ACTION_ID = "value"
@@ -69,20 +70,35 @@ class ReviewRef:
     # One click decides (the decision field is the only required answer): the click's
     # listener can hand the decision to a worker without reading the review first.
     one_click: bool = False
+    # When this instance of the review started waiting: inside a foreach the same step
+    # waits again, and a form or button of an earlier instance must not decide the next.
+    since: str | None = None
+
+    @classmethod
+    def of(cls, review: ReviewRequest, *, one_click: bool = False) -> ReviewRef:
+        return cls(review.execution_id, review.step, one_click=one_click,
+                   since=iso(review.created_at))
+
+    def refers_to(self, review: ReviewRequest) -> bool:
+        """Whether ``review`` (what the execution waits on now) is the one referred to."""
+        return review.step == self.step and self.since in (None, iso(review.created_at))
 
     def encode(self) -> str:
         data: dict[str, Any] = {"execution_id": self.execution_id, "step": self.step}
         if self.one_click:
             data["one"] = 1
+        if self.since:
+            data["since"] = self.since
         return json.dumps(data, separators=(",", ":"))
 
     @classmethod
     def decode(cls, value: str) -> ReviewRef:
         try:
             data = json.loads(value)
+            since = data.get("since")
             return cls(execution_id=str(data["execution_id"]), step=str(data["step"]),
-                       one_click=bool(data.get("one")))
-        except (ValueError, KeyError, TypeError) as exc:
+                       one_click=bool(data.get("one")), since=str(since) if since else None)
+        except (ValueError, KeyError, TypeError, AttributeError) as exc:
             raise ValueError(f"not a Signoff review reference: {value[:100]!r}") from exc
 
 
@@ -246,7 +262,7 @@ def asks_more_than_decision(review: ReviewRequest) -> bool:
 def modal_for(review: ReviewRequest, *, preset_decision: bool | None,
               callback_id: str = "signoff.submit") -> dict[str, Any]:
     """The modal asking for ``review.schema``, its decision field preset when given."""
-    metadata = ReviewRef(review.execution_id, review.step).encode()
+    metadata = ReviewRef.of(review).encode()
     if len(metadata) > 3000:
         raise ValueError(f"execution id and step of {review.execution_id} are too long for Slack")
     blocks: list[dict[str, Any]] = [_section(f"*{escape_mrkdwn(decision_line(review))}*")]

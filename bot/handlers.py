@@ -233,7 +233,7 @@ class ReviewListeners:
                     and reviewer.message_ts not in {p.ts for p in delivery.posts}):
                 review = None
         if review is None:
-            self._reply_closed(reviewer, ref.execution_id, ref.step)
+            self._reply_closed(reviewer, ref.execution_id, ref.step, ref.since)
             return None
         return review
 
@@ -261,7 +261,7 @@ class ReviewListeners:
             return
         review = self._waiting_review(ref)
         if review is None:
-            self._ack_closed(ack, ref.execution_id, ref.step)
+            self._ack_closed(ack, ref.execution_id, ref.step, ref.since)
             return
         answer = values_from_state(review.schema, (view.get("state") or {}).get("values") or {})
         errors = validation_errors(review.schema, answer)
@@ -282,7 +282,7 @@ class ReviewListeners:
             self.engine.resume(review.execution_id, answer, self._actor(reviewer),
                                step=review.step)
         except (AlreadyDecided, NotWaiting, ExecutionNotFound):
-            self._ack_closed(ack, ref.execution_id, ref.step)
+            self._ack_closed(ack, ref.execution_id, ref.step, ref.since)
         except InputInvalid as exc:
             ack(response_action="errors", errors=_inline_errors(review, exc.violations))
         else:
@@ -344,7 +344,7 @@ class ReviewListeners:
             return None
         review = self._waiting_review(ref)
         if review is None:
-            self._ack_closed(ack, ref.execution_id, ref.step)
+            self._ack_closed(ack, ref.execution_id, ref.step, ref.since)
             return None
         reason = self._refusal(reviewer.user_id, review)
         if reason is not None:
@@ -404,17 +404,20 @@ class ReviewListeners:
             review = self.engine.review(ref.execution_id)
         except ExecutionNotFound:
             return None
-        return review if review is not None and review.step == ref.step else None
+        return review if review is not None and ref.refers_to(review) else None
 
-    def _closed_text(self, execution_id: str, step: str) -> str:
-        return closed_review_text(self.engine, execution_id, step)
+    def _closed_text(self, execution_id: str, step: str, since: str | None = None) -> str:
+        return closed_review_text(self.engine, execution_id, step, since)
 
-    def _ack_closed(self, ack: Ack, execution_id: str, step: str) -> None:
+    def _ack_closed(self, ack: Ack, execution_id: str, step: str,
+                    since: str | None = None) -> None:
         """Answer a modal about a review that has closed: the modal says by whom and when."""
-        ack(response_action="update", view=notice_modal(self._closed_text(execution_id, step)))
+        ack(response_action="update",
+            view=notice_modal(self._closed_text(execution_id, step, since)))
 
-    def _reply_closed(self, reviewer: Reviewer, execution_id: str, step: str) -> None:
-        self._reply(reviewer, ephemeral_text(self._closed_text(execution_id, step)))
+    def _reply_closed(self, reviewer: Reviewer, execution_id: str, step: str,
+                      since: str | None = None) -> None:
+        self._reply(reviewer, ephemeral_text(self._closed_text(execution_id, step, since)))
 
     def _reply(self, reviewer: Reviewer, message: Mapping[str, Any]) -> None:
         if reviewer.channel is None:

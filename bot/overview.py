@@ -40,7 +40,6 @@ from bot.mrkdwn import (
     truncate_mrkdwn,
     truncate_plain,
 )
-from engine.execution import iso
 from engine.notify import ReviewRequest
 from engine.service import Engine
 from engine.stats import GRADUATION_WINDOW, RECENT_OUTCOMES, StepStats, review_stats
@@ -297,8 +296,7 @@ def decision_buttons(review: ReviewRequest, title: str) -> list[dict[str, Any]]:
     """Approve and Deny with the review message's own action ids, so its handlers decide
     (shown only where one click decides). The value also names the review instance
     (``since``), for a handler to tell it from a later instance of the same step."""
-    ref = json.loads(ReviewRef(review.execution_id, review.step, one_click=True).encode())
-    value = json.dumps({**ref, "since": iso(review.created_at)}, separators=(",", ":"))
+    value = ReviewRef.of(review, one_click=True).encode()
     approve, deny = texts.APPROVE, texts.DENY
     if review.step_type == "waitForApproval":
         approve, deny = review.approve_label, review.reject_label

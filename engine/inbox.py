@@ -35,7 +35,7 @@ import time
 import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import redis
 import redis.asyncio
@@ -169,7 +169,7 @@ class Inbox:
                 done += ran
                 if follow_up is not None:
                     # Acknowledge first: the follow-up is durable work with its own recovery.
-                    self.redis.lrem(taking, 1, raw)
+                    self.redis.lrem(taking, 1, cast(str, raw))  # redis-py takes bytes too
                     finished = b""
                     self._follow(follow_up)
             stopped = True
@@ -178,7 +178,7 @@ class Inbox:
             # with the heartbeat gone, the next sweep puts it back.
             pipe = self.redis.pipeline()
             if finished:
-                pipe.lrem(taking, 1, finished)
+                pipe.lrem(taking, 1, cast(str, finished))
             pipe.delete(alive)
             if stopped:
                 pipe.srem(self.takers, taker)

@@ -25,6 +25,7 @@ from bot.blocks import (
     review_message,
 )
 from bot.forms import ReviewRef
+from engine.execution import iso
 from engine.notify import SYSTEM_TIMEOUT, Actor, ReviewClosed, ReviewRequest
 
 # The review step of the Elastic human-in-the-loop example, rendered for one alert
@@ -390,9 +391,11 @@ def test_reassign_sits_in_an_overflow_menu_or_a_button_when_the_reference_is_lon
         (actions,) = blocks_of(message, "actions")
         return next(e for e in actions["elements"] if e["action_id"] == ACTION_REASSIGN)
 
-    short = reassign(review_message(make_review(), context=ReviewContext()))
+    review = make_review()
+    short = reassign(review_message(review, context=ReviewContext()))
     assert short["type"] == "overflow" and short["options"][0]["text"]["text"] == "Reassign…"
-    assert ReviewRef.decode(short["options"][0]["value"]) == ReviewRef("exe_01J9ZK", "review")
+    assert ReviewRef.decode(short["options"][0]["value"]) == ReviewRef(
+        "exe_01J9ZK", "review", since=iso(review.created_at))
     long_step = make_review(step="s" * 120)
     message = review_message(long_step, context=ReviewContext())
     assert_valid_message(message)

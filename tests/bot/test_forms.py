@@ -22,6 +22,7 @@ from bot.forms import (
     validation_errors,
     values_from_state,
 )
+from engine.execution import iso
 from engine.notify import ReviewRequest
 from engine.steps.human import APPROVAL_SCHEMA, DEFAULT_INPUT_SCHEMA
 
@@ -73,11 +74,14 @@ def test_elastic_modal_has_decision_line_then_one_input_per_property() -> None:
         "approved": {"type": "boolean", "title": "Isolate the host"},
         "notes": {"type": "string", "title": "Analyst notes", "description": "Why?"},
     }}
-    view = modal_for(review_for(schema), preset_decision=True)
+    review = review_for(schema)
+    view = modal_for(review, preset_decision=True)
     assert_valid_view(view)
     assert view["callback_id"] == "signoff.submit"
     assert view["submit"]["text"] == "Submit" and view["close"]["text"] == "Cancel"
-    assert ReviewRef.decode(view["private_metadata"]) == ReviewRef("exe_01J9ZK", "review")
+    # The instance too (when it started waiting): a form left open must not answer the next.
+    assert ReviewRef.decode(view["private_metadata"]) == ReviewRef(
+        "exe_01J9ZK", "review", since=iso(review.created_at))
     first = view["blocks"][0]
     assert first["type"] == "section"
     assert first["text"]["text"] == "*Isolate web-01 &lt;!channel&gt;?*"

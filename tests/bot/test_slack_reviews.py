@@ -411,3 +411,46 @@ def test_answers_the_engine_rejects_come_back_as_inline_errors(signoff: Signoff)
     signoff.drain()
     assert signoff.engine.get(execution_id).results["review"].output == {
         "contact": "oncall@corp.test"}
+
+
+PER_HOST = """
+name: isolate-each
+steps:
+  - name: hosts
+    type: foreach
+    foreach: "${{ event.hosts }}"
+    steps:
+      - name: review
+        type: waitForInput
+        with:
+          message: "## Isolate `{{ foreach.item }}`?"
+          schema:
+            type: object
+            properties:
+              approved: {type: boolean, title: Isolate the host}
+              notes: {type: string, title: Analyst notes}
+            required: [approved]
+"""
+
+
+def test_a_form_left_open_on_an_earlier_instance_does_not_answer_the_next(signoff: Signoff):
+    execution_id = signoff.run(PER_HOST, {"hosts": ["web-01", "web-02"]})
+    [first] = signoff.messages()
+    assert signoff.driver.click("U0ALICE", (REVIEWS, first["ts"]), ACTION_RESPOND).ok
+    [stale_form] = signoff.slack.workspace.views.modals("U0ALICE")
+    assert "web-01" in str(stale_form["blocks"])
+
+    assert signoff.driver.click("U0BOB", (REVIEWS, first["ts"]), ACTION_APPROVE).ok
+    signoff.drain()  # web-01 approved; the same step now waits for web-02
+    state = signoff.engine.get(execution_id)
+    assert state.status is ExecutionStatus.WAITING_FOR_INPUT
+    assert state.results["hosts[0].review"].output == {"approved": True}
+    assert "web-02" in all_text(signoff.messages()[-1])
+
+    answer = signoff.driver.submit_view("U0ALICE", stale_form["id"], {"approved": "false"})
+    assert answer.body["response_action"] == "update"
+    assert "Approved by" in str(answer.body["view"])  # told who decided web-01, and when
+    signoff.drain()
+    state = signoff.engine.get(execution_id)
+    assert state.status is ExecutionStatus.WAITING_FOR_INPUT  # web-02 still waits for its own
+    assert "hosts[1].review" not in state.results or state.results["hosts[1].review"].output is None
