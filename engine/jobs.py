@@ -18,11 +18,12 @@ import redis
 import redis.asyncio
 from rq import Queue, Retry, SimpleWorker, get_current_job
 
-from engine import keys
+from engine import keys, scheduling
 from engine.inbox import AsyncInbox, Inbox, Task
 from engine.notify import Notifier, load_notifier
 from engine.runner import Runner
 from engine.schedules import ScheduleKeeper, start_scheduled_run
+from engine.scheduling import Timer
 from engine.service import Engine
 from engine.settings import Settings
 from engine.store import Store
@@ -62,32 +63,35 @@ class RQScheduler:
         """The inbox for a web process's event loop (``connection``: its async client)."""
         return AsyncInbox(connection, self.queue.name, self.inbox.enqueue_drain)
 
+    def schedule(self, timer: Timer) -> None:
+        # The registry keeps whole seconds and the scheduler polls each second: a job may
+        # run up to ~1 s early. Every timer job re-checks its deadline and defers if so.
+        pipe = self.queue.connection.pipeline()
+        self.queue.enqueue_in(max(timedelta(0), timer.when - _now(timer.when)),
+                              _TIMER_JOBS[timer.job], *timer.args, job_timeout=JOB_TIMEOUT,
+                              result_ttl=0, failure_ttl=7 * 86400, pipeline=pipe)
+        # Also kept in our own index (usually committed already, with the change that set
+        # the timer): RQ's scheduler lock outlives a killed worker by a minute, and a timer
+        # must not wait that long (see fire_overdue).
+        key, score, member = timer.entry
+        pipe.zadd(key, {member: score})
+        pipe.execute()
+
     def advance_at(self, execution_id: str, when: datetime) -> None:
-        self._at(when, advance_timer, execution_id)
+        self.schedule(scheduling.advance_timer(execution_id, when))
 
     def run_timeout_at(self, execution_id: str, when: datetime) -> None:
-        self._at(when, expire_execution, execution_id)
+        self.schedule(scheduling.run_timeout_timer(execution_id, when))
 
     def step_timeout_at(self, execution_id: str, path: str, when: datetime) -> None:
-        self._at(when, step_timed_out, execution_id, path)
+        self.schedule(scheduling.step_timeout_timer(execution_id, path, when))
 
     def review_timer_at(self, execution_id: str, path: str, level: int, kind: str,
                         when: datetime) -> None:
-        self._at(when, review_timer, execution_id, path, str(level), kind)
+        self.schedule(scheduling.review_timer(execution_id, path, level, kind, when))
 
     def start_workflow_at(self, workflow: str, when: datetime) -> None:
-        self._at(when, start_scheduled, workflow, when.isoformat())
-
-    def _at(self, when: datetime, func: Any, *args: str) -> None:
-        # The registry keeps whole seconds and the scheduler polls each second: a job may
-        # run up to ~1 s early. Every timer job re-checks its deadline and defers if so.
-        self.queue.enqueue_in(max(timedelta(0), when - _now(when)), func, *args,
-                              job_timeout=JOB_TIMEOUT, result_ttl=0,
-                              failure_ttl=7 * 86400)
-        # Also kept in our own index: RQ's scheduler lock outlives a killed worker by a
-        # minute, and a timer must not wait that long (see fire_overdue).
-        self.queue.connection.zadd(keys.INDEX_TIMERS,
-                                   {_timer_member(func.__name__, args): when.timestamp()})
+        self.schedule(scheduling.start_workflow_timer(workflow, when))
 
     def fire_overdue(self, grace: timedelta, limit: int = 200) -> int:
         """Enqueue timers more than ``grace`` overdue that RQ's scheduler has not run (every
@@ -228,12 +232,13 @@ def start_scheduled(workflow: str, due: str) -> str | None:
     return start_scheduled_run(rt.engine, rt.catalog, workflow, datetime.fromisoformat(due))
 
 
-def _timer_member(name: str, args: tuple[str, ...]) -> str:
-    return json.dumps([name, *args], separators=(",", ":"))
-
-
 def _timer_ran(name: str, *args: str) -> None:
-    runtime().store.redis.zrem(keys.INDEX_TIMERS, _timer_member(name, args))
+    runtime().store.redis.zrem(keys.INDEX_TIMERS, Timer(name, args, _EPOCH).member)
+
+
+_EPOCH = datetime.fromtimestamp(0).astimezone()
+_TIMER_JOBS: dict[str, Any] = {job.__name__: job for job in (
+    advance_timer, expire_execution, step_timed_out, review_timer, start_scheduled)}
 
 
 # -- worker ----------------------------------------------------------------------------------

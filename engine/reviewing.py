@@ -17,7 +17,7 @@ from typing import Any
 
 import jsonschema
 
-from engine import audit, escalation, keys
+from engine import audit, escalation, keys, scheduling
 from engine.errors import (
     AlreadyDecided,
     ExecutionError,
@@ -210,16 +210,20 @@ class Reviews:
         updated = waiting.evolve(level=target, level_due=iso(due), remind_at=iso(remind),
                                  approvers=escalation.merged(waiting.approvers,
                                                              level.approvers))
+        timers = []
+        if due is not None:
+            timers.append(scheduling.review_timer(state.id, waiting.path, target, "sla", due))
+        if remind is not None:
+            timers.append(scheduling.review_timer(state.id, waiting.path, target, "remind",
+                                                  remind))
         change = Change(set={"w": updated.to_json()}, events=[audit.event(
             audit.ESCALATED, iso(now) or "", step=waiting.path, actor=actor.to_json(),
             fromLevel=waiting.level, toLevel=target, approvers=list(level.approvers),
-            reason=reason, slaDueAt=iso(due))])
+            reason=reason, slaDueAt=iso(due))], zadd=[timer.entry for timer in timers])
         if not self._commit_waiting(state, waiting, change):
             return False
-        if due is not None:
-            self.scheduler.review_timer_at(state.id, waiting.path, target, "sla", due)
-        if remind is not None:
-            self.scheduler.review_timer_at(state.id, waiting.path, target, "remind", remind)
+        for timer in timers:
+            self.scheduler.schedule(timer)
         self._announce_change(state, updated, "escalated", actor, now, reason=reason,
                               added=level.approvers, channel=level.channel)
         return True

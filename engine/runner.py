@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from engine import audit, escalation
+from engine import audit, escalation, scheduling
 from engine.conditions import Condition
 from engine.definitions import Step, Workflow
 from engine.errors import StepFailed, TemplateError
@@ -374,9 +374,11 @@ class _Segment:
                 self.state.results[path] = waiting
                 self._run_step(step, path, prefix, frame)
                 return
-            self._commit(Change(events=events, status=ExecutionStatus.WAITING, running="remove"
-                                ).step(path, waiting), guard=(ExecutionStatus.RUNNING,))
-            self.r.scheduler.advance_at(self.state.id, wake)
+            timer = scheduling.advance_timer(self.state.id, wake)
+            self._commit(Change(events=events, status=ExecutionStatus.WAITING, running="remove",
+                                zadd=[timer.entry]).step(path, waiting),
+                         guard=(ExecutionStatus.RUNNING,))
+            self.r.scheduler.schedule(timer)
             raise _Suspend
         failed = self._record_failure(step, path, running, message, pending_events,
                                       details=getattr(exc, "details", None))
@@ -437,10 +439,12 @@ class _Segment:
         wake = self.now() + parse_duration(options["duration"])
         waiting = StepResult(status=StepStatus.WAITING, started_at=iso(self.now()),
                              wake_at=iso(wake))
+        timer = scheduling.advance_timer(self.state.id, wake)
         self._commit(Change(status=ExecutionStatus.WAITING, running="remove",
-                            events=[self._event(audit.TIMER_SET, step=path, wakeAt=iso(wake))]
-                            ).step(path, waiting), guard=(ExecutionStatus.RUNNING,))
-        self.r.scheduler.advance_at(self.state.id, wake)
+                            events=[self._event(audit.TIMER_SET, step=path, wakeAt=iso(wake))],
+                            zadd=[timer.entry]).step(path, waiting),
+                     guard=(ExecutionStatus.RUNNING,))
+        self.r.scheduler.schedule(timer)
         raise _Suspend
 
     # -- humans ------------------------------------------------------------------------------
@@ -465,21 +469,25 @@ class _Segment:
                           level_due=iso(level_due), first_due=iso(level_due),
                           remind_at=iso(remind_at))
         result = StepResult(status=StepStatus.WAITING_FOR_INPUT, started_at=iso(now))
+        timers = []
+        if step.timeout is not None:
+            timers.append(scheduling.step_timeout_timer(self.state.id, path, now + step.timeout))
+        if level_due is not None:
+            timers.append(scheduling.review_timer(self.state.id, path, 0, "sla", level_due))
+        if remind_at is not None:
+            timers.append(scheduling.review_timer(self.state.id, path, 0, "remind", remind_at))
         change = Change(
             set={"w": waiting.to_json()}, status=ExecutionStatus.WAITING_FOR_INPUT,
             waiting="add", waiting_score=_ms(now), running="remove",
             events=[self._event(audit.WAITING_FOR_INPUT, step=path, message=message,
                                 sha256=digest, dueAt=iso(due), slaDueAt=iso(level_due),
                                 approvers=list(first.approvers) or None)],
+            zadd=[timer.entry for timer in timers],  # a timer is never lost with its worker
         ).step(path, result)
         self._commit(change, guard=(ExecutionStatus.RUNNING,), release=True)
         self.state.waiting = waiting
-        if step.timeout is not None:
-            self.r.scheduler.step_timeout_at(self.state.id, path, now + step.timeout)
-        if level_due is not None:
-            self.r.scheduler.review_timer_at(self.state.id, path, 0, "sla", level_due)
-        if remind_at is not None:
-            self.r.scheduler.review_timer_at(self.state.id, path, 0, "remind", remind_at)
+        for timer in timers:
+            self.r.scheduler.schedule(timer)
         try:
             self.r.notifier.review_waiting(review_request(self.state, self.workflow, waiting))
         except Exception:  # the review stays listed and can be redelivered

@@ -6,8 +6,56 @@ the runner and the engine only see this protocol.
 
 from __future__ import annotations
 
+import json
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol
+
+from engine import keys
+
+
+@dataclass(frozen=True)
+class Timer:
+    """A timer job (by its name in :mod:`engine.jobs`, with string arguments) due at ``when``.
+
+    A state change that needs a timer (a review starting to wait with an SLA, a ``wait``
+    step) commits the timer's entry in the overdue-timer index together with itself
+    (:attr:`entry`, a ``Change.zadd``); the scheduler is asked afterwards. A worker that
+    dies in between leaves the entry, and the workers' sweep fires it when overdue: the
+    timer is late, never lost.
+    """
+
+    job: str
+    args: tuple[str, ...]
+    when: datetime
+
+    @property
+    def member(self) -> str:
+        return json.dumps([self.job, *self.args], separators=(",", ":"))
+
+    @property
+    def entry(self) -> tuple[str, float, str]:
+        return keys.INDEX_TIMERS, self.when.timestamp(), self.member
+
+
+def advance_timer(execution_id: str, when: datetime) -> Timer:
+    return Timer("advance_timer", (execution_id,), when)
+
+
+def run_timeout_timer(execution_id: str, when: datetime) -> Timer:
+    return Timer("expire_execution", (execution_id,), when)
+
+
+def step_timeout_timer(execution_id: str, path: str, when: datetime) -> Timer:
+    return Timer("step_timed_out", (execution_id, path), when)
+
+
+def review_timer(execution_id: str, path: str, level: int, kind: str, when: datetime) -> Timer:
+    return Timer("review_timer", (execution_id, path, str(level), kind), when)
+
+
+def start_workflow_timer(workflow: str, when: datetime) -> Timer:
+    return Timer("start_scheduled", (workflow, when.isoformat()), when)
 
 
 class Scheduler(Protocol):
@@ -23,6 +71,9 @@ class Scheduler(Protocol):
         tasks handed in meanwhile (:mod:`engine.inbox`): for small, frequent tasks that are
         safe to run twice, such as a reviewer's click. ``function`` may return a callable,
         run once the task is acknowledged."""
+
+    def schedule(self, timer: Timer) -> None:
+        """Run ``timer`` at its time (no earlier; late only if the workers are)."""
 
     def advance_at(self, execution_id: str, when: datetime) -> None:
         """Advance the execution at ``when`` (a `wait` step or a retry delay)."""

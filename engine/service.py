@@ -11,7 +11,7 @@ from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
-from engine import audit
+from engine import audit, scheduling
 from engine.definitions import Workflow
 from engine.errors import (
     AlreadyDecided,
@@ -70,11 +70,16 @@ class Engine:
             eventSha256=hashlib.sha256(canonical(state.event).encode()).hexdigest(),
             requestedBy=requested_by, actor=actor.to_json() if actor else None,
         )
+        timers = []
+        if workflow.settings.timeout is not None:
+            timers.append(scheduling.run_timeout_timer(execution_id,
+                                                       now + workflow.settings.timeout))
         self.store.create(state, workflow.text, [created],
                           enqueue=lambda pipe: self.scheduler.enqueue_advance(
-                              execution_id, pipeline=pipe))
-        if workflow.settings.timeout is not None:
-            self.scheduler.run_timeout_at(execution_id, now + workflow.settings.timeout)
+                              execution_id, pipeline=pipe),
+                          timers=[timer.entry for timer in timers])
+        for timer in timers:
+            self.scheduler.schedule(timer)
         return execution_id
 
     # -- read --------------------------------------------------------------------------------

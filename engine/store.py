@@ -193,8 +193,10 @@ class Store:
     # -- create ------------------------------------------------------------------------------
 
     def create(self, state: ExecutionState, definition_text: str, events: Sequence[dict[str, Any]],
-               *, enqueue: Callable[[Any], None] | None = None) -> None:
-        """Write a new execution, its first audit events and indexes, and enqueue its job, atomically."""
+               *, enqueue: Callable[[Any], None] | None = None,
+               timers: Sequence[tuple[str, float, str]] = ()) -> None:
+        """Write a new execution, its first audit events and indexes (and the index entries
+        of its ``timers``), and enqueue its job, atomically."""
         linked, head = audit.chain(audit.GENESIS, events)
         started_ms = _ms(state.started_at)
         fields: dict[Any, Any] = {
@@ -216,6 +218,8 @@ class Store:
         pipe.zadd(keys.INDEX_ALL, {state.id: started_ms})
         pipe.zadd(keys.index_status(state.status.value), {state.id: started_ms})
         pipe.zadd(keys.index_workflow(state.workflow), {state.id: started_ms})
+        for key, score, member in timers:
+            pipe.zadd(key, {member: score})
         self._call(pipe.execute)
         state.audit_head = head
 

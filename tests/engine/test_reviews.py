@@ -282,3 +282,28 @@ def test_a_timer_due_while_its_worker_was_killed_is_acted_on_by_a_new_worker(
     escalated = [e.event for e in runtime.engine.audit_entries(execution_id)
                  if e.event["type"] == "review.escalated"]
     assert len(escalated) == 1 and escalated[0]["reason"] == "SLA of 4s passed"
+
+
+def test_a_review_whose_timers_never_reached_rq_still_escalates(runtime, work):
+    from rq import Queue
+    from rq.registry import ScheduledJobRegistry
+
+    from engine import keys
+
+    execution_id = runtime.engine.run(parse_workflow(CHAIN.format(
+        sla0="1s", remind="1h", sla1="1h", sla2="1h")), {"host": "db-4"})  # no remind: after SLA
+    work()
+    waiting = runtime.engine.get(execution_id).waiting
+    # The wait was committed together with its timers' entries in the overdue index...
+    members = runtime.store.redis.zrange(keys.INDEX_TIMERS, 0, -1)
+    assert members == [f'["review_timer","{execution_id}","review","0","sla"]'.encode()]
+    # ...so a worker that dies before RQ hears of them (here: RQ forgets them) loses nothing.
+    registry = ScheduledJobRegistry(queue=Queue(runtime.settings.queue,
+                                                connection=runtime.store.redis))
+    for job_id in registry.get_job_ids():
+        registry.remove(job_id, delete_job=True)
+    due = parse_iso(waiting.level_due)
+    wait_until(lambda: datetime.now(UTC) > due, timeout=5, message="the SLA to pass")
+    assert runtime.engine.scheduler.fire_overdue(timedelta(0)) == 1
+    work()
+    assert runtime.engine.get(execution_id).waiting.level == 1
