@@ -47,8 +47,9 @@ from rq import Queue  # noqa: E402
 
 from benchmarks.load import CLIENTS, LoadGenerator, PreparedRequest, Sample  # noqa: E402
 from bot.blocks import ACTION_APPROVE  # noqa: E402
-from bot.delivery import load_delivery  # noqa: E402
+from bot.delivery import annotation_key, load_delivery  # noqa: E402
 from bot.jobs import QUEUE as SLACK_QUEUE  # noqa: E402
+from engine import keys  # noqa: E402
 from engine.embedded_redis import EmbeddedRedis, free_port  # noqa: E402
 from engine.execution import ExecutionStatus  # noqa: E402
 from engine.jobs import Runtime, build_runtime  # noqa: E402
@@ -384,6 +385,7 @@ class Results:
     clicks: Phase
     next_step: list[float]
     worker_cpu: float  # seconds per click: deciding, continuing the run, updating the message
+    delivery_bytes: float  # the bot's record of a posted review, on the execution
 
 
 def bench(stack: Stack, *, reviews: int, concurrency: int, warmup: int) -> Results:
@@ -402,6 +404,11 @@ def bench(stack: Stack, *, reviews: int, concurrency: int, warmup: int) -> Resul
     wait_posted(rt, [*warm_ids, *ids])
     post_seconds = time.perf_counter() - t0
     assert len(stack.emulator.workspace.messages(CHANNEL)) == warmup + reviews
+    # What the bot keeps per posted review (where it posted, who may decide, what it showed).
+    pipe = rt.store.redis.pipeline()
+    for execution_id in ids:
+        pipe.hstrlen(keys.execution(execution_id), f"n:{annotation_key('review')}")
+    delivery_bytes = sum(pipe.execute()) / len(ids)
 
     driver = PreparingDriver(stack.emulator, stack.web_url + "/slack/events")
     warm_clicks = prepare_clicks(driver, rt.engine, warm_ids)
@@ -423,7 +430,8 @@ def bench(stack: Stack, *, reviews: int, concurrency: int, warmup: int) -> Resul
     assert completed == reviews, f"only {completed} of {reviews} runs completed"
     return Results(reviews, concurrency, len(stack.workers), stack.load.size if stack.load else 0,
                    warmup, post_seconds, noop_phase, click_phase,
-                   next_step_latencies(rt, ids, click_phase.samples), worker_cpu)
+                   next_step_latencies(rt, ids, click_phase.samples), worker_cpu,
+                   delivery_bytes)
 
 
 def report(r: Results) -> None:
@@ -458,6 +466,8 @@ def report(r: Results) -> None:
         f"p99 < {NEXT_STEP_TARGET * 1e3:.0f} ms  {mark(next_p99 < NEXT_STEP_TARGET)}")
     print(f"workers' CPU per click, from the click to its run finished and message updated: "
           f"{ms(r.worker_cpu)}")
+    print(f"the bot's record of a posted review (n:slack:review on the execution): "
+          f"{r.delivery_bytes:.0f} B of JSON")
     for label, phase in (("trivial route", r.noop), ("clicks", r.clicks)):
         shares = ", ".join(f"{name} {share * 100:.0f}%" for name, share in phase.cpu.items())
         print(f"CPU (share of one core) during the {label + ':':15}{shares}")
