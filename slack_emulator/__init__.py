@@ -5,8 +5,11 @@
   dave, two user groups and #reviews.
 - ``server``: :class:`SlackEmulator` serves Slack's Web API (``web_api``, Block Kit
   checks in ``blockkit``) and response URLs on loopback, with fault injection.
+- ``socket_mode``: :class:`SocketModeServer`, Slack's Socket Mode websocket behind
+  ``apps.connections.open`` (``emulator.socket_mode``): hello, envelopes, acks, disconnects.
 - ``driver``: :class:`SlackDriver` acts as the users, sending the app signed
-  ``block_actions``, ``view_submission``, slash command and event requests.
+  ``block_actions``, ``view_submission``, slash command and event requests (or, with
+  ``socket_mode=True``, the same payloads in envelopes over the app's websocket).
 
 Not production code: nothing under ``engine/`` or ``bot/`` imports it.
 """
@@ -17,10 +20,13 @@ from slack_emulator.directory import AppInstallation, Team, User, UserGroup
 from slack_emulator.driver import AppResponse, SlackDriver, Tamper
 from slack_emulator.errors import DriverError, EmulatorError, EmulatorStartError, SlackApiFailure
 from slack_emulator.server import SlackEmulator
+from slack_emulator.socket_mode import Ack, AckOutcome, SocketConnection, SocketModeServer
 from slack_emulator.views import Views
 from slack_emulator.workspace import MessageRef, Workspace, default_workspace
 
 __all__ = [
+    "Ack",
+    "AckOutcome",
     "AppInstallation",
     "AppResponse",
     "DriverError",
@@ -30,6 +36,8 @@ __all__ = [
     "SlackApiFailure",
     "SlackDriver",
     "SlackEmulator",
+    "SocketConnection",
+    "SocketModeServer",
     "Tamper",
     "Team",
     "User",

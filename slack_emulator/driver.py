@@ -7,6 +7,13 @@ the app's signing secret the way Slack signs them. Interactions carry a trigger_
 the emulator accepts for ``views.open`` and a response_url the emulator serves.
 What Slack's client does with the app's answer (close or update the modal, show
 a slash command reply) is applied to the workspace too.
+
+``SlackDriver(emulator, socket_mode=True)`` sends the same payloads over the app's
+Socket Mode connection instead: in envelopes on the emulator's websocket, each waited
+for until the app acks it (3 s, as Slack), the ack's payload standing in for the HTTP
+answer's body. A missing ack comes back as a failed :class:`AppResponse` (status 504,
+502 when the connection closed first, 503 without a connection), as Slack shows the
+user an error then.
 """
 
 from __future__ import annotations
@@ -27,11 +34,18 @@ import httpx
 
 from slack_emulator.errors import DriverError, SlackApiFailure
 from slack_emulator.server import SlackEmulator
+from slack_emulator.socket_mode import Ack, AckOutcome
 from slack_emulator.state import element_state, find_element, view_state
 from slack_emulator.web_api import view_payload
 from slack_emulator.workspace import MessageRef, Workspace
 
 STALE_BY_SECONDS = 6 * 60  # Bolt rejects requests older than five minutes
+# An AppResponse's status when a Socket Mode envelope got no ack.
+SOCKET_FAILURE_STATUS = {
+    AckOutcome.TIMED_OUT: 504,
+    AckOutcome.CONNECTION_CLOSED: 502,
+    AckOutcome.NOT_CONNECTED: 503,
+}
 
 
 class Tamper(StrEnum):
@@ -44,41 +58,74 @@ class Tamper(StrEnum):
 
 @dataclass(frozen=True)
 class AppResponse:
-    """What the app answered: status, body (parsed JSON when it is JSON) and timing."""
+    """What the app answered: status, body (parsed JSON when it is JSON) and timing.
+
+    Over Socket Mode: status 200 and the ack's ``payload`` as body when the app acked,
+    else a 5xx status (see :data:`SOCKET_FAILURE_STATUS`) and why in ``text``;
+    ``envelope_id`` says which envelope it was.
+    """
 
     status: int
     body: Any
     text: str
     elapsed: float
     sent: dict[str, Any] = field(repr=False)
+    envelope_id: str | None = None
 
     @property
     def ok(self) -> bool:
         return 200 <= self.status < 300
+
+    @classmethod
+    def from_ack(cls, ack: Ack) -> AppResponse:
+        """The answer to a Socket Mode envelope, shaped like the HTTP path's."""
+        payload = ack.envelope["payload"]
+        if ack.acked:
+            body = ack.payload
+            text = "" if body is None else json.dumps(body)
+            return cls(200, body, text, ack.elapsed, payload, ack.envelope_id)
+        reasons = {
+            AckOutcome.TIMED_OUT: f"the app did not ack the envelope in {ack.elapsed:.1f}s",
+            AckOutcome.CONNECTION_CLOSED: "the connection closed before the app acked",
+            AckOutcome.NOT_CONNECTED: "the app has no Socket Mode connection open",
+        }
+        return cls(
+            SOCKET_FAILURE_STATUS[ack.outcome], None, reasons[ack.outcome], ack.elapsed,
+            payload, ack.envelope_id,
+        )
 
 
 MessageLike = MessageRef | Mapping[str, Any] | tuple[str, str]
 
 
 class SlackDriver:
-    """Acts as workspace users against the app's Request URL (``.../slack/events``)."""
+    """Acts as workspace users against the app's Request URL (``.../slack/events``), or
+    over its Socket Mode connection with ``socket_mode=True``."""
 
     def __init__(
         self,
         emulator: SlackEmulator,
-        app_url: str,
+        app_url: str | None = None,
         *,
         signing_secret: str | None = None,
         timeout: float = 10.0,
         clock: Callable[[], float] = time.time,
+        socket_mode: bool = False,
+        ack_timeout: float | None = None,
     ) -> None:
+        if app_url is None and not socket_mode:
+            raise ValueError("the driver needs the app's Request URL, or socket_mode=True")
         self.emulator = emulator
         self.app_url = app_url
+        self.socket_mode = socket_mode
+        self.ack_timeout = ack_timeout  # None: the emulator's, 3 s as Slack
         self._signing_secret = signing_secret or emulator.signing_secret
         self._clock = clock
         self._http = httpx.Client(timeout=timeout)
 
     def __repr__(self) -> str:
+        if self.socket_mode:
+            return "<SlackDriver over Socket Mode>"
         return f"<SlackDriver app_url={self.app_url!r}>"
 
     @property
@@ -334,15 +381,27 @@ class SlackDriver:
     def send_interaction(
         self, payload: dict[str, Any], *, tamper: Tamper | None = None
     ) -> AppResponse:
-        """POST ``payload=<json>`` form-encoded, as Slack sends interactivity payloads."""
+        """POST ``payload=<json>`` form-encoded, as Slack sends interactivity payloads
+        (over Socket Mode: the payload in an ``interactive`` envelope)."""
+        if self.socket_mode:
+            return self._deliver("interactive", payload, tamper)
         body = urlencode({"payload": json.dumps(payload)}).encode("utf-8")
         return self._post(body, "application/x-www-form-urlencoded", payload, tamper)
 
     def send_form(self, fields: dict[str, Any], *, tamper: Tamper | None = None) -> AppResponse:
+        """POST a slash command's form (over Socket Mode: its fields as the JSON payload
+        of a ``slash_commands`` envelope)."""
+        if self.socket_mode:
+            return self._deliver("slash_commands", fields, tamper)
         body = urlencode(fields).encode("utf-8")
         return self._post(body, "application/x-www-form-urlencoded", fields, tamper)
 
     def send_json(self, body: dict[str, Any], *, tamper: Tamper | None = None) -> AppResponse:
+        """POST an Events API callback (over Socket Mode: an ``events_api`` envelope)."""
+        if self.socket_mode:
+            return self._deliver(
+                "events_api", body, tamper, extra={"retry_attempt": 0, "retry_reason": ""}
+            )
         return self._post(json.dumps(body).encode("utf-8"), "application/json", body, tamper)
 
     def sign(self, body: bytes, timestamp: int) -> str:
@@ -351,9 +410,29 @@ class SlackDriver:
         digest = hmac.new(self._signing_secret.encode("utf-8"), base, hashlib.sha256)
         return "v0=" + digest.hexdigest()
 
+    def _deliver(
+        self,
+        kind: str,
+        payload: dict[str, Any],
+        tamper: Tamper | None,
+        *,
+        extra: dict[str, Any] | None = None,
+    ) -> AppResponse:
+        if tamper is not None:
+            raise DriverError(
+                "Socket Mode envelopes are not signed (the websocket is authenticated): "
+                "nothing to tamper with"
+            )
+        ack = self.emulator.socket_mode.deliver(
+            kind, payload, extra=extra, timeout=self.ack_timeout
+        )
+        return AppResponse.from_ack(ack)
+
     def _post(
         self, body: bytes, content_type: str, sent: dict[str, Any], tamper: Tamper | None
     ) -> AppResponse:
+        if self.app_url is None:  # socket_mode=True: _deliver() sends everything
+            raise DriverError("this driver has no Request URL to POST to")
         timestamp = int(self._clock())
         if tamper is Tamper.STALE_TIMESTAMP:
             timestamp -= STALE_BY_SECONDS

@@ -4,6 +4,8 @@
 so the real ``slack_sdk.WebClient(base_url=emulator.api_url)`` and Bolt talk to it
 over HTTP exactly as they would to slack.com. It records every call and can be
 told to fail the next ones (rate limits, 5xx, error codes) for resilience tests.
+``apps.connections.open`` (with :attr:`SlackEmulator.app_token`) hands out URLs of
+its Socket Mode websocket, :attr:`SlackEmulator.socket_mode`, started on first use.
 """
 
 from __future__ import annotations
@@ -25,7 +27,8 @@ from starlette.routing import Route
 from starlette.types import ASGIApp
 
 from slack_emulator.errors import EmulatorStartError, SlackApiFailure
-from slack_emulator.web_api import WebApi
+from slack_emulator.socket_mode import SocketModeServer
+from slack_emulator.web_api import APP_LEVEL_METHODS, WebApi
 from slack_emulator.workspace import ResponseHook, Workspace, default_workspace
 
 # Fields slack_sdk sends as JSON strings when it form-encodes a call.
@@ -52,7 +55,8 @@ class SlackEmulator:
         self, workspace: Workspace | None = None, *, host: str = "127.0.0.1", port: int = 0
     ) -> None:
         self.workspace = workspace or default_workspace()
-        self.web_api = WebApi(self.workspace)
+        self.socket_mode = SocketModeServer(host=host)
+        self.web_api = WebApi(self.workspace, socket_url=self.socket_mode.issue_url)
         self.app = build_app(self)
         self._lock = threading.Lock()
         self._calls: list[tuple[str, dict[str, Any]]] = []
@@ -86,6 +90,11 @@ class SlackEmulator:
     def signing_secret(self) -> str:
         return self.workspace.app.signing_secret
 
+    @property
+    def app_token(self) -> str:
+        """The app-level ``xapp-`` token: what ``apps.connections.open`` (Socket Mode) wants."""
+        return self.workspace.app_token
+
     def response_url(self, hook: ResponseHook) -> str:
         return f"{self.base_url}/hooks/{hook.kind}/{hook.id}"
 
@@ -97,11 +106,15 @@ class SlackEmulator:
         return self
 
     def stop(self) -> None:
+        self.socket_mode.stop()
         self._server.stop()
 
     def serve_forever(self) -> None:
         """Serve in the calling thread until interrupted (``python -m slack_emulator``)."""
-        self._server.serve_forever()
+        try:
+            self._server.serve_forever()
+        finally:
+            self.socket_mode.stop()
 
     def __enter__(self) -> SlackEmulator:
         return self.start()
@@ -118,13 +131,15 @@ class SlackEmulator:
         """Start over with a fresh (or the given) workspace; forget calls and pending faults.
 
         Cheaper than a new emulator per test: keep one running, reset it between tests.
+        Socket Mode connections stay open (they are the app's); their envelopes are forgotten.
         """
         with self._lock:
             self.workspace = workspace or default_workspace()
-            self.web_api = WebApi(self.workspace)
+            self.web_api = WebApi(self.workspace, socket_url=self.socket_mode.issue_url)
             self._calls.clear()
             self._faults.clear()
-            return self.workspace
+        self.socket_mode.clear()
+        return self.workspace
 
     # -- recording and fault injection ---------------------------------------
 
@@ -311,6 +326,10 @@ def build_app(emulator: SlackEmulator) -> Starlette:
             params, token = await _read_call(request)
         except ValueError:
             return JSONResponse({"ok": False, "error": "invalid_json"})
+        if method in APP_LEVEL_METHODS and _bearer(request) is None:
+            # "you will need to pass this token in the HTTP Authorization header of your
+            # request; passing it as a POST parameter will result in an error"
+            token = None
         status, body, headers = emulator.answer_api_call(method, params, token)
         return JSONResponse(body, status_code=status, headers=headers)
 
@@ -351,10 +370,16 @@ async def _read_call(request: Request) -> tuple[dict[str, Any], str | None]:
         if name in params:
             params[name] = _decode_if_json(params[name])
     token = params.pop("token", None)
+    bearer = _bearer(request)
+    return params, token if bearer is None else bearer
+
+
+def _bearer(request: Request) -> str | None:
+    """The token of an ``Authorization: Bearer`` header, None without one."""
     authorization = request.headers.get("authorization", "")
     if authorization.lower().startswith("bearer "):
-        token = authorization[len("bearer ") :].strip()
-    return params, token
+        return authorization[len("bearer ") :].strip()
+    return None
 
 
 def _decode_if_json(value: Any) -> Any:

@@ -26,15 +26,21 @@ from slack_emulator.workspace import Workspace
 
 Params = Mapping[str, Any]
 Handler = Callable[[Params], dict[str, Any]]
+# Methods called with the app-level (xapp-) token rather than the bot token.
+APP_LEVEL_METHODS = frozenset({"apps.connections.open"})
 
 
 class WebApi:
     """Slack Web API methods over a :class:`Workspace`."""
 
-    def __init__(self, workspace: Workspace) -> None:
+    def __init__(
+        self, workspace: Workspace, *, socket_url: Callable[[str], str] | None = None
+    ) -> None:
         self.workspace = workspace
+        self._socket_url = socket_url  # app_id -> a one-time Socket Mode URL
         self.methods: dict[str, Handler] = {
             "api.test": lambda params: {"ok": True, "args": dict(params)},
+            "apps.connections.open": self.apps_connections_open,
             "auth.test": self.auth_test,
             "chat.postMessage": self.chat_post_message,
             "chat.update": self.chat_update,
@@ -56,7 +62,9 @@ class WebApi:
     def call(self, method: str, params: Params, token: str | None) -> dict[str, Any]:
         """The JSON body Slack answers ``method`` with."""
         try:
-            if method != "api.test":
+            if method in APP_LEVEL_METHODS:
+                self.authenticate_app(token)
+            elif method != "api.test":
                 self.authenticate(token)
             handler = self.methods.get(method)
             if handler is None:
@@ -70,8 +78,28 @@ class WebApi:
     def authenticate(self, token: str | None) -> None:
         if not token:
             raise SlackApiFailure("not_authed")
+        if token == self.workspace.app_token:
+            raise SlackApiFailure("not_allowed_token_type")  # an app-level token can't post
         if token != self.workspace.app.bot_token:
             raise SlackApiFailure("invalid_auth")
+
+    def authenticate_app(self, token: str | None) -> None:
+        """The app-level token, as apps.connections.open wants it."""
+        if not token:
+            raise SlackApiFailure("not_authed")
+        if token == self.workspace.app.bot_token:
+            raise SlackApiFailure("not_allowed_token_type")
+        if token != self.workspace.app_token:
+            raise SlackApiFailure("invalid_auth")
+
+    # -- Socket Mode ---------------------------------------------------------
+
+    def apps_connections_open(self, params: Params) -> dict[str, Any]:
+        if self._socket_url is None:
+            raise SlackApiFailure(
+                "unknown_method", detail="this Slack emulator serves no Socket Mode endpoint"
+            )
+        return {"ok": True, "url": self._socket_url(self.workspace.app.app_id)}
 
     # -- auth, users, groups -------------------------------------------------
 

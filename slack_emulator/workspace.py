@@ -23,6 +23,9 @@ from slack_emulator.errors import SlackApiFailure
 from slack_emulator.views import Views
 
 DEFAULT_TRIGGER_TTL = 3.0
+# The app-level token (Basic Information > App-Level Tokens, scope connections:write) that
+# apps.connections.open wants for Socket Mode; shaped like Slack's xapp-1-<app>-<n>-<hex>.
+DEFAULT_APP_TOKEN = "xapp-1-A0SIGNOFF-1000000000001-emulator0app0level0token"
 
 
 @dataclass
@@ -75,9 +78,11 @@ class Workspace:
         *,
         clock: Callable[[], float] = time.time,
         trigger_ttl: float = DEFAULT_TRIGGER_TTL,
+        app_token: str = DEFAULT_APP_TOKEN,
     ) -> None:
         self.team = team
         self.app = app
+        self.app_token = app_token  # the app-level token, for apps.connections.open
         self.clock = clock
         self.trigger_ttl = trigger_ttl
         self._lock = threading.RLock()
