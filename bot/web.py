@@ -50,10 +50,10 @@ def extension(settings: Any = None, engine: Engine | None = None, *,
         clicks = OneClickPath(bot_settings.signing_secret, engine)
         return WebExtension([Route(PATH, events_endpoint(app, clicks), methods=["POST"])])
     connection = connect_async(url)
-    clicks = OneClickPath(bot_settings.signing_secret, engine,
-                          engine.scheduler.async_inbox(connection))
+    inbox = engine.scheduler.async_inbox(connection)
+    clicks = OneClickPath(bot_settings.signing_secret, engine, inbox)
     return WebExtension([Route(PATH, events_endpoint(app, clicks), methods=["POST"])],
-                        on_shutdown=[connection.aclose])
+                        on_shutdown=[inbox.settle, connection.aclose])
 
 
 class OneClickPath:

@@ -247,17 +247,21 @@ class AsyncInbox:
     Tasks put while a write is in flight go together in the next one ("group
     commit"): a burst of clicks costs Redis, and the web process, a few writes instead
     of one each. :meth:`put` returns once its task is in Redis, so a click is acked
-    only when it cannot be lost.
+    only when it cannot be lost. The drain job a write asks for is queued after its
+    callers are told (RQ's enqueue is sync and takes a thread, ~0.5 ms): should that
+    fail, the tasks are safe and a worker's sweep queues the drain.
     """
 
     def __init__(self, connection: redis.asyncio.Redis, queue: str,
                  enqueue_drain: Callable[[], None]) -> None:
+        self.redis = connection
         self._put = connection.register_script(_PUT)
         self.queue = queue
         self._keys = [keys.inbox(queue), keys.inbox_drain(queue), keys.INBOXES]
         self._enqueue_drain = enqueue_drain  # sync (RQ): run in the loop's executor
         self._waiting: list[tuple[str, asyncio.Future[None]]] = []
         self._writer: asyncio.Task[None] | None = None
+        self._background: set[asyncio.Future[Any]] = set()  # drains being queued
 
     async def put(self, function: str, *args: Any, retry: tuple[int, ...] = ()) -> None:
         """Have a worker run ``function(*args)`` soon (as :meth:`Inbox.put`); raises when
@@ -268,6 +272,14 @@ class AsyncInbox:
         if self._writer is None:
             self._writer = loop.create_task(self._write())
         await written
+
+    async def settle(self) -> None:
+        """Wait until the drain jobs asked for so far are queued (tests, shutdown)."""
+        while self._writer is not None or self._background:
+            pending: list[Any] = [*self._background]
+            if self._writer is not None:
+                pending.append(self._writer)
+            await asyncio.gather(*pending, return_exceptions=True)
 
     async def _write(self) -> None:
         try:
@@ -281,14 +293,34 @@ class AsyncInbox:
                         if not written.done():
                             written.set_exception(exc)
                     continue
-                if drain:
-                    try:
-                        await asyncio.get_running_loop().run_in_executor(None,
-                                                                         self._enqueue_drain)
-                    except Exception:  # the tasks are safe; a worker's sweep queues a drain
-                        log.exception("could not queue an inbox drain; the sweep will")
                 for _, written in batch:
                     if not written.done():
                         written.set_result(None)
+                if drain:
+                    self._queue_drain()
         finally:
             self._writer = None
+
+    def _queue_drain(self) -> None:
+        self._keep(asyncio.get_running_loop().run_in_executor(None, self._enqueue_drain),
+                   self._drain_queued)
+
+    def _drain_queued(self, enqueue: asyncio.Future[None]) -> None:
+        failure = None if enqueue.cancelled() else enqueue.exception()
+        if failure is not None:
+            # The tasks are safe. Give up the "drain queued" flag, so that the next put,
+            # or the next worker's sweep, queues one instead of waiting for it to expire.
+            log.error("could not queue a drain of inbox %s; the next put or sweep will",
+                      self.queue, exc_info=failure)
+            self._keep(asyncio.ensure_future(self.redis.delete(self._keys[1])), _log_failure)
+
+    def _keep(self, future: asyncio.Future[Any], done: Callable[[asyncio.Future[Any]], None]) -> None:
+        self._background.add(future)
+        future.add_done_callback(self._background.discard)
+        future.add_done_callback(done)
+
+
+def _log_failure(future: asyncio.Future[Any]) -> None:
+    failure = None if future.cancelled() else future.exception()
+    if failure is not None:  # the flag expires by itself (DRAIN_FLAG_MS)
+        log.error("could not give up an inbox's drain flag", exc_info=failure)

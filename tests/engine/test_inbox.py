@@ -16,7 +16,7 @@ from rq.registry import FailedJobRegistry, ScheduledJobRegistry
 
 from engine import keys
 from engine.embedded_redis import EmbeddedRedis, free_port
-from engine.inbox import _PUT, Task
+from engine.inbox import _PUT, AsyncInbox, Task
 from engine.jobs import SignoffWorker, build_runtime, rq_inbox
 from engine.notify import NullNotifier
 from engine.settings import Settings
@@ -368,7 +368,9 @@ def test_concurrent_async_puts_land_in_order_in_one_write_with_one_drain(
             before = evalsha_calls(redis_client)
             await asyncio.wait_for(
                 asyncio.gather(*(inbox.put(task("record"), f"t{n}") for n in range(50))), 10)
-            return evalsha_calls(redis_client) - before
+            writes = evalsha_calls(redis_client) - before
+            await asyncio.wait_for(inbox.settle(), 10)  # the drain is queued after the acks
+            return writes
         finally:
             await connection.aclose()
 
@@ -408,6 +410,7 @@ def test_async_puts_made_while_a_write_is_in_flight_go_together_in_the_next_writ
             finally:
                 redis_client.client_unpause()
             await asyncio.wait_for(asyncio.gather(first, rest), 10)
+            await asyncio.wait_for(inbox.settle(), 10)
             return evalsha_calls(redis_client) - before
         finally:
             await connection.aclose()
@@ -434,6 +437,7 @@ def test_async_put_raises_to_every_waiting_caller_while_redis_is_down_and_works_
                 *(inbox.put(task("record"), f"t{n}") for n in range(5)), return_exceptions=True), 10)
             server.start()
             await asyncio.wait_for(inbox.put(task("record"), "later"), 10)  # a new write goes
+            await asyncio.wait_for(inbox.settle(), 10)
             return outcomes
         finally:
             await connection.aclose()
@@ -449,6 +453,31 @@ def test_async_put_raises_to_every_waiting_caller_while_redis_is_down_and_works_
     finally:
         client.close()
         server.close()
+
+
+def test_an_async_put_is_acked_even_when_its_drain_cannot_be_queued_and_the_sweep_queues_it(
+        runtime, redis_client, redis_url, queue, caplog):
+    def refuse() -> None:
+        raise redis.ConnectionError("RQ could not reach Redis")
+
+    async def main() -> None:
+        connection = connect_async(redis_url)
+        try:
+            inbox = AsyncInbox(connection, queue, refuse)
+            await asyncio.wait_for(inbox.put(task("record"), "t0"), 10)  # acked: it is in Redis
+            await asyncio.wait_for(inbox.settle(), 10)
+        finally:
+            await connection.aclose()
+
+    asyncio.run(main())
+
+    assert entries(redis_client, queue) == [Task(task("record"), ("t0",)).encode()]
+    assert jobs(redis_client, queue) == []
+    assert any("could not queue a drain" in r.getMessage() for r in logged_errors(caplog))
+    # The flag was given up, so the next sweep queues the drain at once, not in 30 s.
+    assert not redis_client.exists(keys.inbox_drain(queue))
+    assert runtime.engine.scheduler.inbox.recover() == 0
+    assert jobs(redis_client, queue) == [(DRAIN, (queue,))]
 
 
 def test_a_task_survives_encoding_and_decoding():
