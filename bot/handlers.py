@@ -136,8 +136,11 @@ class ReviewListeners:
                      approved: bool) -> Callable[[], Any] | None:
         """A one-click decision, in a worker: check who clicked what, record it. Returns
         what continues the run (in this worker, once the click is acknowledged), if any."""
-        review = self._review_clicked(reviewer, ref)
-        if review is None or self._refused(reviewer, review):
+        found = self._review_clicked(reviewer, ref)
+        if found is None:
+            return None
+        review, stored = found
+        if self._refused(reviewer, review, stored):
             return None
         if approved and self._already_counted(reviewer, review):
             return None
@@ -160,8 +163,8 @@ class ReviewListeners:
         found = self._clicked_review(body)
         if found is None:
             return
-        reviewer, review = found
-        if self._refused(reviewer, review):
+        reviewer, review, stored = found
+        if self._refused(reviewer, review, stored):
             return
         self._open_modal(client, body, review, None)
 
@@ -170,8 +173,8 @@ class ReviewListeners:
         found = self._clicked_review(body)
         if found is None:
             return
-        reviewer, review = found
-        if self._refused(reviewer, review, record=False):
+        reviewer, review, stored = found
+        if self._refused(reviewer, review, stored, record=False):
             return
         levels = escalation.levels(review.options)
         if review.level + 1 >= len(levels):
@@ -186,11 +189,11 @@ class ReviewListeners:
         found = self._clicked_review(body)
         if found is None:
             return
-        reviewer, review = found
+        reviewer, review, stored = found
         if not review.approvers:
             self._reply(reviewer, ephemeral_text(texts.REASSIGN_ANYONE))
             return
-        if self._refused(reviewer, review, record=False):
+        if self._refused(reviewer, review, stored, record=False):
             return
         self._open_view(client, body, review, reassign_modal(review))
 
@@ -198,8 +201,8 @@ class ReviewListeners:
         found = self._clicked_review(body)
         if found is None:
             return
-        reviewer, review = found
-        if self._refused(reviewer, review):
+        reviewer, review, stored = found
+        if self._refused(reviewer, review, stored):
             return
         if approved and self._already_counted(reviewer, review):
             return
@@ -215,27 +218,32 @@ class ReviewListeners:
             # The schema wants more than the decision after all: let the modal ask for it.
             self._open_modal(client, body, review, approved)
 
-    def _clicked_review(self, body: Mapping[str, Any]) -> tuple[Reviewer, ReviewRequest] | None:
-        """The reviewer and the review they clicked, or None after telling them it is closed."""
+    def _clicked_review(self, body: Mapping[str, Any]
+                        ) -> tuple[Reviewer, ReviewRequest, Delivery | None] | None:
+        """The reviewer, the review they clicked and its delivery record (None before it is
+        written), or None after telling them the review is closed."""
         ref = _ref_of(body)
         if ref is None:
             return None
         reviewer = Reviewer.from_body(body)
-        review = self._review_clicked(reviewer, ref)
-        return (reviewer, review) if review is not None else None
+        found = self._review_clicked(reviewer, ref)
+        return (reviewer, *found) if found is not None else None
 
-    def _review_clicked(self, reviewer: Reviewer, ref: ReviewRef) -> ReviewRequest | None:
+    def _review_clicked(self, reviewer: Reviewer, ref: ReviewRef
+                        ) -> tuple[ReviewRequest, Delivery | None] | None:
         review = self._waiting_review(ref)
-        if review is not None and reviewer.message_ts is not None and not reviewer.ephemeral:
-            delivery = load_delivery(self.engine, ref.execution_id, ref.step)
+        stored = None
+        if review is not None:
+            stored = load_delivery(self.engine, ref.execution_id, ref.step)
             # A message of an earlier instance of the same step (inside foreach) is stale too.
-            if (delivery is not None and delivery.same_review(review)
-                    and reviewer.message_ts not in {p.ts for p in delivery.posts}):
+            if (stored is not None and stored.same_review(review)
+                    and reviewer.message_ts is not None and not reviewer.ephemeral
+                    and reviewer.message_ts not in {p.ts for p in stored.posts}):
                 review = None
         if review is None:
             self._reply_closed(reviewer, ref.execution_id, ref.step, ref.since)
             return None
-        return review
+        return review, stored
 
     def _open_modal(self, client: WebClient, body: Mapping[str, Any], review: ReviewRequest,
                     approved: bool | None) -> None:
@@ -268,7 +276,7 @@ class ReviewListeners:
         if errors:
             ack(response_action="errors", errors=errors)
             return
-        reason = self._refusal(reviewer.user_id, review)
+        reason = self._refusal(reviewer.user_id, review, self._stored(review))
         if reason is not None:
             self.engine.record_refusal(review.execution_id, self._actor(reviewer), reason)
             ack(response_action="update",
@@ -318,7 +326,7 @@ class ReviewListeners:
         if not chosen:
             ack(response_action="errors", errors={APPROVER_BLOCK: texts.ERROR_REQUIRED})
             return
-        delivery = self._delivery(review)
+        delivery = self._delivery(review, self._stored(review))
         why = reassign_refusal(chosen, approvers=delivery.approvers, requester=delivery.requester,
                                allow_self_approval=review.allow_self_approval)
         if why is not None:
@@ -346,7 +354,7 @@ class ReviewListeners:
         if review is None:
             self._ack_closed(ack, ref.execution_id, ref.step, ref.since)
             return None
-        reason = self._refusal(reviewer.user_id, review)
+        reason = self._refusal(reviewer.user_id, review, self._stored(review))
         if reason is not None:
             ack(response_action="update",
                 view=notice_modal(ephemeral_not_allowed(reason)["text"]))
@@ -355,8 +363,9 @@ class ReviewListeners:
 
     # -- who may decide ------------------------------------------------------------------------
 
-    def _refused(self, reviewer: Reviewer, review: ReviewRequest, *, record: bool = True) -> bool:
-        reason = self._refusal(reviewer.user_id, review)
+    def _refused(self, reviewer: Reviewer, review: ReviewRequest, stored: Delivery | None, *,
+                 record: bool = True) -> bool:
+        reason = self._refusal(reviewer.user_id, review, stored)
         if reason is None:
             return False
         if record:  # the audit trail keeps refused decisions
@@ -364,15 +373,20 @@ class ReviewListeners:
         self._reply(reviewer, ephemeral_not_allowed(reason))
         return True
 
-    def _refusal(self, user_id: str, review: ReviewRequest) -> str | None:
-        delivery = self._delivery(review)
+    def _refusal(self, user_id: str, review: ReviewRequest,
+                 stored: Delivery | None) -> str | None:
+        delivery = self._delivery(review, stored)
         return refusal(user_id, approvers=delivery.approvers, restricted=delivery.restricted,
                        requester=delivery.requester,
                        allow_self_approval=review.allow_self_approval)
 
-    def _delivery(self, review: ReviewRequest) -> Delivery:
-        """The review's delivery record, its approvers as the review names them now."""
-        delivery = load_delivery(self.engine, review.execution_id, review.step)
+    def _stored(self, review: ReviewRequest) -> Delivery | None:
+        return load_delivery(self.engine, review.execution_id, review.step)
+
+    def _delivery(self, review: ReviewRequest, stored: Delivery | None) -> Delivery:
+        """The review's delivery record (``stored``, as loaded), its approvers as the
+        review names them now."""
+        delivery = stored
         if delivery is None or not delivery.same_review(review):
             # Not recorded yet (the record is written right after each post): resolve as
             # the post job does, from the same cache.

@@ -32,7 +32,7 @@ from engine.reviews import review_request
 from engine.runner import LEASE_MS
 from engine.scheduling import Scheduler
 from engine.store import ExecutionSummary, Store
-from engine.workflow import workflow_from_stored_text
+from engine.workflow import stored_workflow
 
 
 class Engine:
@@ -48,7 +48,7 @@ class Engine:
     # -- definitions -------------------------------------------------------------------------
 
     def definition(self, digest: str) -> Workflow:
-        return workflow_from_stored_text(self.store.definition_text(digest), digest)
+        return stored_workflow(digest, lambda: self.store.definition_text(digest))
 
     # -- start -------------------------------------------------------------------------------
 

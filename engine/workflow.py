@@ -3,7 +3,7 @@
 Every problem in a file is reported at once, each at its file:line:column (the checks
 themselves live in :mod:`engine.workflow_checks`). Workflows are found by ``name`` in a
 directory through :class:`WorkflowCatalog`, and a run's own definition is read back
-from its stored text with :func:`workflow_from_stored_text`.
+from its stored text with :func:`stored_workflow` (read and checked once per digest).
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ import functools
 import hashlib
 import os
 import threading
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -26,6 +26,7 @@ __all__ = [
     "load_workflow",
     "parse_workflow",
     "validate_paths",
+    "stored_workflow",
     "workflow_from_stored_text",
 ]
 
@@ -149,7 +150,25 @@ def workflow_from_stored_text(text: str, digest: str) -> Workflow:
     return _stored_workflow(digest, text)
 
 
-@functools.lru_cache(maxsize=256)
+def stored_workflow(digest: str, read_text: Callable[[], str]) -> Workflow:
+    """The workflow stored under ``digest``, read with ``read_text`` only when this process
+    has not parsed it yet: a digest names one text forever, checked on that first read."""
+    workflow = _parsed.get(digest)
+    if workflow is None:
+        workflow = workflow_from_stored_text(read_text(), digest)
+        with _parsed_lock:
+            _parsed[digest] = workflow
+            while len(_parsed) > STORED_WORKFLOWS:
+                del _parsed[next(iter(_parsed))]
+    return workflow
+
+
+STORED_WORKFLOWS = 256
+_parsed: dict[str, Workflow] = {}  # digest -> workflow, oldest first
+_parsed_lock = threading.Lock()
+
+
+@functools.lru_cache(maxsize=STORED_WORKFLOWS)
 def _stored_workflow(digest: str, text: str) -> Workflow:
     source = f"<stored {digest[:12]}>"
     if hashlib.sha256(text.encode("utf-8")).hexdigest() != digest:

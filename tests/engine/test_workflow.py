@@ -22,6 +22,7 @@ from engine.workflow import (
     WorkflowCatalog,
     load_workflow,
     parse_workflow,
+    stored_workflow,
     validate_paths,
     workflow_from_stored_text,
 )
@@ -661,6 +662,26 @@ def test_workflow_from_stored_text_is_cached_by_digest() -> None:
     assert first is again and first.digest == digest
     with pytest.raises(WorkflowInvalid, match="does not match its sha256 digest"):
         workflow_from_stored_text(NESTED + "\n# edited\n", digest)
+
+
+def test_stored_workflow_reads_a_digest_once_and_checks_it_on_that_read() -> None:
+    text = NESTED + "\n# stored_workflow test\n"
+    digest = hashlib.sha256(text.encode()).hexdigest()
+    reads: list[str] = []
+
+    def read() -> str:
+        reads.append(digest)
+        return text
+
+    first = stored_workflow(digest, read)
+    again = stored_workflow(digest, read)
+
+    assert first is again and reads == [digest]  # the second run of it costs no Redis read
+    altered = hashlib.sha256(b"another text").hexdigest()
+    with pytest.raises(WorkflowInvalid, match="does not match its sha256 digest"):
+        stored_workflow(altered, lambda: text)
+    with pytest.raises(WorkflowInvalid):  # not remembered: the next read checks again
+        stored_workflow(altered, lambda: text)
 
 
 # -- files, directories and the catalog ------------------------------------------------
