@@ -27,6 +27,56 @@ from slack_emulator import SlackDriver, SlackEmulator
 from tests.support.services import ServedApp
 
 REVIEWS = "C0REVIEWS"
+# The isolate-host review the Slack stories run: one-click (only `approved` required),
+# two approvers, an `if`-gated step after it and one that names who decided.
+ISOLATE = """
+name: isolate-host
+steps:
+  - name: review
+    type: waitForInput
+    with:
+      approvers: [U0ALICE, U0BOB]
+      message: |
+        ## Isolate `{{ event.host }}`?
+        **Rule:** {{ event.rule }}
+      schema:
+        type: object
+        properties:
+          approved: {type: boolean, title: Isolate the host}
+          notes: {type: string, title: Analyst notes}
+        required: [approved]
+  - name: isolate
+    type: console
+    if: "steps.review.output.approved : true"
+    with:
+      message: "isolating {{ event.host }}"
+  - name: record
+    type: console
+    with:
+      message: "decided by {{ steps.review.resumedBy.name }}"
+"""
+
+# A review whose form asks for more than the decision: Approve opens the modal.
+TICKET = """
+name: change-window
+steps:
+  - name: review
+    type: waitForInput
+    with:
+      message: "Open the change window?"
+      schema:
+        type: object
+        properties:
+          approved: {type: boolean, title: Open it}
+          ticket: {type: string, title: Change ticket, pattern: "^CHG-[0-9]+$"}
+          hours: {type: integer, title: Hours, minimum: 1, maximum: 8}
+        required: [approved, ticket]
+  - name: open
+    type: console
+    if: "steps.review.output.approved : true"
+    with:
+      message: "opening for {{ steps.review.output.ticket }}"
+"""
 
 
 class DrainWorker(SignoffWorker):

@@ -14,34 +14,7 @@ from engine.jobs import SignoffWorker
 from engine.notify import Actor
 from engine.workflow import parse_workflow
 from slack_emulator import Tamper
-from tests.bot.conftest import REVIEWS, Signoff
-
-ISOLATE = """
-name: isolate-host
-steps:
-  - name: review
-    type: waitForInput
-    with:
-      approvers: [U0ALICE, U0BOB]
-      message: |
-        ## Isolate `{{ event.host }}`?
-        **Rule:** {{ event.rule }}
-      schema:
-        type: object
-        properties:
-          approved: {type: boolean, title: Isolate the host}
-          notes: {type: string, title: Analyst notes}
-        required: [approved]
-  - name: isolate
-    type: console
-    if: "steps.review.output.approved : true"
-    with:
-      message: "isolating {{ event.host }}"
-  - name: record
-    type: console
-    with:
-      message: "decided by {{ steps.review.resumedBy.name }}"
-"""
+from tests.bot.conftest import ISOLATE, REVIEWS, TICKET, Signoff
 
 EVENT = {"host": "web-01", "rule": "beaconing"}
 
@@ -122,28 +95,6 @@ def test_a_decision_made_elsewhere_also_updates_the_message(signoff: Signoff):
     assert not has_buttons(updated)
     assert "Approved by soar" in all_text(updated)
     assert "via the API" in all_text(updated)
-
-
-TICKET = """
-name: change-window
-steps:
-  - name: review
-    type: waitForInput
-    with:
-      message: "Open the change window?"
-      schema:
-        type: object
-        properties:
-          approved: {type: boolean, title: Open it}
-          ticket: {type: string, title: Change ticket, pattern: "^CHG-[0-9]+$"}
-          hours: {type: integer, title: Hours, minimum: 1, maximum: 8}
-        required: [approved, ticket]
-  - name: open
-    type: console
-    if: "steps.review.output.approved : true"
-    with:
-      message: "opening for {{ steps.review.output.ticket }}"
-"""
 
 
 def test_modal_shows_inline_errors_then_accepts_a_valid_answer(signoff: Signoff):

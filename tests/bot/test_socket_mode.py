@@ -27,57 +27,11 @@ from engine.embedded_redis import free_port
 from engine.execution import ExecutionStatus
 from engine.workflow import parse_workflow
 from slack_emulator import AckOutcome, SlackDriver, SlackEmulator
-from tests.bot.conftest import REVIEWS
+from tests.bot.conftest import ISOLATE, REVIEWS, TICKET
 from tests.support.services import ROOT, WorkerProcess, wait_until
 
 API_TOKEN = "socket-mode-test-token"
 START_TIMEOUT = 30.0  # two Python processes importing the engine, the bot and Bolt
-
-ISOLATE = """
-name: isolate-host
-steps:
-  - name: review
-    type: waitForInput
-    with:
-      approvers: [U0ALICE, U0BOB]
-      message: "Isolate `{{ event.host }}`?"
-      schema:
-        type: object
-        properties:
-          approved: {type: boolean, title: Isolate the host}
-          notes: {type: string, title: Analyst notes}
-        required: [approved]
-  - name: isolate
-    type: console
-    if: "steps.review.output.approved : true"
-    with:
-      message: "isolating {{ event.host }}"
-  - name: record
-    type: console
-    with:
-      message: "decided by {{ steps.review.resumedBy.name }}"
-"""
-
-TICKET = """
-name: change-window
-steps:
-  - name: review
-    type: waitForInput
-    with:
-      message: "Open the change window?"
-      schema:
-        type: object
-        properties:
-          approved: {type: boolean, title: Open it}
-          ticket: {type: string, title: Change ticket, pattern: "^CHG-[0-9]+$"}
-        required: [approved, ticket]
-  - name: open
-    type: console
-    if: "steps.review.output.approved : true"
-    with:
-      message: "opening for {{ steps.review.output.ticket }}"
-"""
-
 
 class SignoffProcess:
     """``signoff serve --socket-mode`` (or another command) as a real process, its output
