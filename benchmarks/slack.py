@@ -8,7 +8,7 @@ Starts a private Redis (REDIS_URL when set), the Slack emulator, the web process
 a process of its own, plus one route that does nothing, ``POST /bench/noop``, the
 baseline) and ``signoff worker`` processes (one by default, as the target is set: on a
 2-core machine a second worker takes its core from the web process and the load
-processes while the clicks come in, and the ack's p99 goes from ~1.7x to ~2.5x the
+processes while the clicks come in, and the ack's p99 goes from ~1.7x to ~3x the
 trivial route's). It posts ``--reviews`` one-click
 reviews (the schema requires only ``approved``), then sends the Approve clicks,
 signed ``block_actions`` payloads built by ``SlackDriver``, ``--concurrency`` at a

@@ -386,14 +386,13 @@ class ReviewListeners:
     def _delivery(self, review: ReviewRequest, stored: Delivery | None) -> Delivery:
         """The review's delivery record (``stored``, as loaded), its approvers as the
         review names them now."""
-        delivery = stored
-        if delivery is None or not delivery.same_review(review):
+        if stored is None or not stored.same_review(review):
             # Not recorded yet (the record is written right after each post): resolve as
             # the post job does, from the same cache.
             return new_delivery(review, self.directory)
         # Approvers added by an escalation or a reassignment may decide at once, before
         # the job that tells Slack about them has run.
-        return widened(delivery, review.approvers, self.directory)
+        return widened(stored, review.approvers, self.directory)
 
     def _counted(self, reviewer: Reviewer, review: ReviewRequest) -> bool:
         return (review.approvals_required > 1

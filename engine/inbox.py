@@ -257,11 +257,12 @@ class AsyncInbox:
         self.redis = connection
         self._put = connection.register_script(_PUT)
         self.queue = queue
-        self._keys = [keys.inbox(queue), keys.inbox_drain(queue), keys.INBOXES]
+        self._drain_flag = keys.inbox_drain(queue)
+        self._keys = [keys.inbox(queue), self._drain_flag, keys.INBOXES]
         self._enqueue_drain = enqueue_drain  # sync (RQ): run in the loop's executor
         self._waiting: list[tuple[str, asyncio.Future[None]]] = []
         self._writer: asyncio.Task[None] | None = None
-        self._background: set[asyncio.Future[Any]] = set()  # drains being queued
+        self._background: set[asyncio.Future[Any]] = set()  # drain jobs being queued
 
     async def put(self, function: str, *args: Any, retry: tuple[int, ...] = ()) -> None:
         """Have a worker run ``function(*args)`` soon (as :meth:`Inbox.put`); raises when
@@ -312,7 +313,7 @@ class AsyncInbox:
             # or the next worker's sweep, queues one instead of waiting for it to expire.
             log.error("could not queue a drain of inbox %s; the next put or sweep will",
                       self.queue, exc_info=failure)
-            self._keep(asyncio.ensure_future(self.redis.delete(self._keys[1])), _log_failure)
+            self._keep(asyncio.ensure_future(self.redis.delete(self._drain_flag)), _log_failure)
 
     def _keep(self, future: asyncio.Future[Any], done: Callable[[asyncio.Future[Any]], None]) -> None:
         self._background.add(future)

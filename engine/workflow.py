@@ -8,7 +8,6 @@ from its stored text with :func:`stored_workflow` (read and checked once per dig
 
 from __future__ import annotations
 
-import functools
 import hashlib
 import os
 import threading
@@ -27,7 +26,6 @@ __all__ = [
     "parse_workflow",
     "validate_paths",
     "stored_workflow",
-    "workflow_from_stored_text",
 ]
 
 WORKFLOW_SUFFIXES = (".yml", ".yaml")
@@ -145,21 +143,17 @@ class WorkflowCatalog:
         return _CatalogEntry(stamp, name, workflow, analysis.sorted_problems())
 
 
-def workflow_from_stored_text(text: str, digest: str) -> Workflow:
-    """The workflow of a stored definition, parsed once per digest (LRU of 256)."""
-    return _stored_workflow(digest, text)
-
-
 def stored_workflow(digest: str, read_text: Callable[[], str]) -> Workflow:
-    """The workflow stored under ``digest``, read with ``read_text`` only when this process
-    has not parsed it yet: a digest names one text forever, checked on that first read."""
+    """The workflow stored under ``digest``, read with ``read_text`` and checked against
+    the digest only the first time this process needs it: a digest names one text
+    forever. The last :data:`STORED_WORKFLOWS` digests are kept."""
     workflow = _parsed.get(digest)
     if workflow is None:
-        workflow = workflow_from_stored_text(read_text(), digest)
+        workflow = _parse_stored(digest, read_text())
         with _parsed_lock:
             _parsed[digest] = workflow
             while len(_parsed) > STORED_WORKFLOWS:
-                del _parsed[next(iter(_parsed))]
+                del _parsed[next(iter(_parsed))]  # the oldest
     return workflow
 
 
@@ -168,8 +162,7 @@ _parsed: dict[str, Workflow] = {}  # digest -> workflow, oldest first
 _parsed_lock = threading.Lock()
 
 
-@functools.lru_cache(maxsize=STORED_WORKFLOWS)
-def _stored_workflow(digest: str, text: str) -> Workflow:
+def _parse_stored(digest: str, text: str) -> Workflow:
     source = f"<stored {digest[:12]}>"
     if hashlib.sha256(text.encode("utf-8")).hexdigest() != digest:
         raise WorkflowInvalid([Problem(source, 1, 1, "the stored definition does not match "

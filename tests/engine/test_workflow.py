@@ -24,7 +24,6 @@ from engine.workflow import (
     parse_workflow,
     stored_workflow,
     validate_paths,
-    workflow_from_stored_text,
 )
 
 WORKFLOWS = Path(__file__).parent / "workflows"
@@ -653,17 +652,6 @@ def test_nested_steps_freeze_into_records() -> None:
         "nested.yml", 36, 17)
 
 
-def test_workflow_from_stored_text_is_cached_by_digest() -> None:
-    digest = hashlib.sha256(NESTED.encode()).hexdigest()
-
-    first = workflow_from_stored_text(NESTED, digest)
-    again = workflow_from_stored_text(NESTED, digest)
-
-    assert first is again and first.digest == digest
-    with pytest.raises(WorkflowInvalid, match="does not match its sha256 digest"):
-        workflow_from_stored_text(NESTED + "\n# edited\n", digest)
-
-
 def test_stored_workflow_reads_a_digest_once_and_checks_it_on_that_read() -> None:
     text = NESTED + "\n# stored_workflow test\n"
     digest = hashlib.sha256(text.encode()).hexdigest()
@@ -677,9 +665,13 @@ def test_stored_workflow_reads_a_digest_once_and_checks_it_on_that_read() -> Non
     again = stored_workflow(digest, read)
 
     assert first is again and reads == [digest]  # the second run of it costs no Redis read
+    assert first.digest == digest
     altered = hashlib.sha256(b"another text").hexdigest()
     with pytest.raises(WorkflowInvalid, match="does not match its sha256 digest"):
         stored_workflow(altered, lambda: text)
+    edited = hashlib.sha256(NESTED.encode()).hexdigest()
+    with pytest.raises(WorkflowInvalid, match="does not match its sha256 digest"):
+        stored_workflow(edited, lambda: NESTED + "\n# edited\n")
     with pytest.raises(WorkflowInvalid):  # not remembered: the next read checks again
         stored_workflow(altered, lambda: text)
 
