@@ -50,11 +50,11 @@ from benchmarks.slack import (  # noqa: E402
 )
 from bot.delivery import Deliverer, Post, new_delivery, save_delivery  # noqa: E402
 from bot.directory import Directory  # noqa: E402
-from engine.jobs import build_runtime  # noqa: E402
+from engine.definition.loader import parse_workflow  # noqa: E402
 from engine.notify import NullNotifier  # noqa: E402
 from engine.settings import Settings  # noqa: E402
-from engine.store import connect  # noqa: E402
-from engine.workflow import parse_workflow  # noqa: E402
+from engine.state.store import connect  # noqa: E402
+from engine.worker.runtime import build_runtime  # noqa: E402
 from slack_emulator import SlackDriver, User  # noqa: E402
 
 TARGET_P99 = 0.300  # seconds

@@ -23,12 +23,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from rq import Queue, SimpleWorker  # noqa: E402
 
-from engine.embedded_redis import EmbeddedRedis  # noqa: E402
-from engine.jobs import SignoffWorker, build_runtime, install_runtime  # noqa: E402
+from engine.definition.loader import parse_workflow  # noqa: E402
 from engine.notify import NullNotifier  # noqa: E402
 from engine.settings import Settings  # noqa: E402
-from engine.store import connect  # noqa: E402
-from engine.workflow import parse_workflow  # noqa: E402
+from engine.state.embedded_redis import EmbeddedRedis  # noqa: E402
+from engine.state.store import connect  # noqa: E402
+from engine.worker.runtime import build_runtime, install_runtime  # noqa: E402
+from engine.worker.worker import SignoffWorker  # noqa: E402
 
 FIVE_STEPS = """
 name: five-steps

@@ -53,14 +53,14 @@ from bot.blocks import ACTION_APPROVE  # noqa: E402
 from bot.delivery import annotation_key, load_delivery  # noqa: E402
 from bot.jobs import QUEUE as SLACK_QUEUE  # noqa: E402
 from engine import keys  # noqa: E402
-from engine.embedded_redis import EmbeddedRedis, free_port  # noqa: E402
-from engine.execution import ExecutionStatus  # noqa: E402
-from engine.jobs import Runtime, build_runtime  # noqa: E402
+from engine.definition.loader import parse_workflow  # noqa: E402
 from engine.notify import NullNotifier  # noqa: E402
-from engine.service import Engine  # noqa: E402
+from engine.run.engine import Engine  # noqa: E402
 from engine.settings import Settings  # noqa: E402
-from engine.store import connect  # noqa: E402
-from engine.workflow import parse_workflow  # noqa: E402
+from engine.state.embedded_redis import EmbeddedRedis, free_port  # noqa: E402
+from engine.state.execution import ExecutionStatus  # noqa: E402
+from engine.state.store import connect  # noqa: E402
+from engine.worker.runtime import Runtime, build_runtime  # noqa: E402
 from slack_emulator import SlackDriver, SlackEmulator  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]

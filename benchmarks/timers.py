@@ -43,13 +43,13 @@ from rq import Queue, Worker, get_current_job  # noqa: E402
 from benchmarks.slack import percentile  # noqa: E402
 from bot.delivery import load_delivery  # noqa: E402
 from engine import audit  # noqa: E402
-from engine.embedded_redis import EmbeddedRedis  # noqa: E402
-from engine.execution import parse_iso  # noqa: E402
-from engine.jobs import build_runtime  # noqa: E402
+from engine.definition.loader import parse_workflow  # noqa: E402
 from engine.notify import NullNotifier  # noqa: E402
 from engine.settings import Settings  # noqa: E402
-from engine.store import connect  # noqa: E402
-from engine.workflow import parse_workflow  # noqa: E402
+from engine.state.embedded_redis import EmbeddedRedis  # noqa: E402
+from engine.state.execution import parse_iso  # noqa: E402
+from engine.state.store import connect  # noqa: E402
+from engine.worker.runtime import build_runtime  # noqa: E402
 from slack_emulator import SlackEmulator  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -26,7 +26,7 @@ from bot.handlers import CALLBACK_SUBMIT, ReviewListeners
 from bot.jobs import slack_queue
 from bot.settings import BotSettings
 from bot.slack import web_client
-from engine.service import Engine
+from engine.run.engine import Engine
 
 
 def build_app(settings: BotSettings, engine: Engine, *, client: WebClient | None = None) -> App:

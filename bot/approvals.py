@@ -51,10 +51,9 @@ from bot.overview import (
     stats_blocks,
 )
 from engine.errors import ExecutionNotFound
-from engine.execution import ExecutionState, ExecutionStatus, parse_iso
 from engine.notify import ReviewClosed
-from engine.reviews import review_request
-from engine.service import Engine
+from engine.run.engine import Engine
+from engine.state.execution import ExecutionState, ExecutionStatus, parse_iso, review_request
 
 COMMAND = "/approvals"
 DEFAULT_DAYS = 7
@@ -149,7 +148,7 @@ class ApprovalsCommand:
             return None
         item = None
         if state.status is ExecutionStatus.WAITING_FOR_INPUT and state.waiting is not None:
-            [item] = self.overview.items(user_id, [review_request(state, None, state.waiting)])
+            [item] = self.overview.items(user_id, [review_request(state, state.waiting)])
         closed = [(self._title(state, step), found) for step in _closed_steps(state)
                   if (found := closed_from_state(self.engine, state, step)) is not None]
         return execution_message(state, item, closed, now=datetime.now(UTC))
@@ -159,7 +158,7 @@ class ApprovalsCommand:
         if delivery is not None and delivery.review:
             return decision_line(review_from_json(delivery.review))
         if state.waiting is not None and state.waiting.step == step:
-            return decision_line(review_request(state, None, state.waiting))
+            return decision_line(review_request(state, state.waiting))
         return texts.step_title(step)
 
 

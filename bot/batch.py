@@ -2,7 +2,7 @@
 
 *Decide several* (under ``/approvals`` and on the Home tab) opens a modal listing the
 viewer's one-click reviews of that step as checkboxes, with Approve or Deny for the
-ones selected. Each is decided on its own through :meth:`engine.service.Engine.resume`,
+ones selected. Each is decided on its own through :meth:`engine.run.engine.Engine.resume`,
 so it gets its own decision, its own ``step.decided`` audit event and its own run
 continuing; those that cannot be decided (someone decided first, the viewer may not
 decide it, it needs more than a decision) are reported one by one in the modal that
@@ -31,7 +31,7 @@ from bot.mrkdwn import escape_mrkdwn, truncate_mrkdwn, truncate_plain
 from bot.overview import Overview, PendingItem, parse_group
 from engine.errors import AlreadyDecided, ExecutionNotFound, InputInvalid, NotWaiting
 from engine.notify import Actor, ReviewRequest
-from engine.service import Engine
+from engine.run.engine import Engine
 
 log = logging.getLogger(__name__)
 

@@ -80,8 +80,8 @@ def _bot_settings() -> BotSettings:
 
 
 def _engine() -> Any:
-    from engine.jobs import build_runtime
-    from engine.store import connect
+    from engine.state.store import connect
+    from engine.worker.runtime import build_runtime
 
     settings = Settings.from_env()
     return build_runtime(settings, connect(settings.redis_url)).engine

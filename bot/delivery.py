@@ -22,11 +22,12 @@ from slack_sdk.errors import SlackApiError
 from bot import texts
 from bot.blocks import ReviewContext, decided_message, ephemeral_already_decided, review_message
 from bot.directory import Directory
-from engine import audit, escalation
 from engine.errors import ExecutionNotFound, SignoffError
-from engine.execution import ExecutionState, ExecutionStatus, StepStatus, iso, parse_iso
 from engine.notify import SYSTEM_TIMEOUT, Actor, ReviewClosed, ReviewRequest
-from engine.service import Engine
+from engine.run import escalation
+from engine.run.engine import Engine
+from engine.state import audit
+from engine.state.execution import ExecutionState, ExecutionStatus, StepStatus, iso, parse_iso
 
 log = logging.getLogger(__name__)
 

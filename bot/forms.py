@@ -40,8 +40,8 @@ from jsonschema.exceptions import ValidationError
 
 from bot import texts
 from bot.mrkdwn import escape_mrkdwn, markdown_to_plain, truncate_mrkdwn, truncate_plain
-from engine.execution import iso
 from engine.notify import ReviewRequest
+from engine.state.execution import iso
 
 ACTION_ID = "value"
 MAX_FIELDS = 99  # a modal holds 100 blocks; the first is the decision line

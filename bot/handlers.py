@@ -54,11 +54,10 @@ from bot.forms import (
 )
 from bot.jobs import enqueue_reply
 from bot.mrkdwn import truncate_plain
-from engine import escalation
-from engine.errors import AlreadyDecided, ExecutionNotFound, InputInvalid, NotWaiting
+from engine.errors import AlreadyDecided, CannotEscalate, ExecutionNotFound, InputInvalid, NotWaiting
 from engine.notify import Actor, ReviewRequest
-from engine.reviewing import CannotEscalate
-from engine.service import Engine
+from engine.run import escalation
+from engine.run.engine import Engine
 
 log = logging.getLogger(__name__)
 

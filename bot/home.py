@@ -26,7 +26,7 @@ from bot.overview import (
     pending_blocks,
     stats_blocks,
 )
-from engine.stats import StepStats
+from engine.run.stats import StepStats
 
 log = logging.getLogger(__name__)
 

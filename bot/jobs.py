@@ -1,7 +1,7 @@
 """RQ entry points on the ``slack`` queue: post a review, follow its changes (escalation,
 reassignment, quorum, reminders), mark it closed, reply to one person. Closing comes
 in bursts (a reviewer approving a batch, an incident's worth of clicks), so it goes
-through the queue's inbox (:mod:`engine.inbox`), many to a job.
+through the queue's inbox (:mod:`engine.state.inbox`), many to a job.
 
 Slack is called only from here (and from ``views.open`` in a click's listener), so a
 slow or failing Slack never holds up the engine or a click's answer. Jobs that fail
@@ -31,16 +31,16 @@ from bot.directory import Directory
 from bot.review_changes import ReviewChanges, change_to_json
 from bot.settings import BotSettings
 from bot.slack import web_client
-from engine.inbox import Inbox
-from engine.jobs import rq_inbox, runtime
 from engine.notify import ReviewChange, ReviewClosed
-from engine.service import Engine
+from engine.run.engine import Engine
+from engine.state.inbox import Inbox
+from engine.worker.runtime import runtime
+from engine.worker.scheduler import FAILURE_TTL, rq_inbox
 
 log = logging.getLogger(__name__)
 
 QUEUE = "slack"  # also the name of the bot's entry point in signoff.queues
 JOB_TIMEOUT = 300
-FAILURE_TTL = 7 * 86400
 # Slack's own retries (429 with Retry-After, 5xx, resets) run inside each call first.
 DELIVERY_RETRY = (10, 30, 120, 600, 1800)
 REPLY_RETRY = (2, 10)  # an ephemeral is worth little once the reviewer has moved on

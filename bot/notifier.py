@@ -1,6 +1,6 @@
 """The engine's :class:`engine.notify.Notifier`, for Slack: queue the work, never call Slack here.
 
-The runner and :class:`engine.service.Engine` call it right after a review starts
+The runner and :class:`engine.run.engine.Engine` call it right after a review starts
 waiting, changes while it waits (escalated, reassigned, a quorum approval, a
 reminder) or stops waiting; posting and updating happen in :mod:`bot.jobs` on the
 ``slack`` queue, retried there, so Slack being slow or down never slows a run down.

@@ -41,8 +41,8 @@ from bot.mrkdwn import (
     truncate_plain,
 )
 from engine.notify import ReviewRequest
-from engine.service import Engine
-from engine.stats import GRADUATION_WINDOW, RECENT_OUTCOMES, StepStats, review_stats
+from engine.run.engine import Engine
+from engine.run.stats import GRADUATION_WINDOW, RECENT_OUTCOMES, StepStats, review_stats
 
 log = logging.getLogger(__name__)
 

@@ -36,8 +36,8 @@ from bot.mrkdwn import (
     mention_user,
     slack_date,
 )
-from engine.execution import iso
 from engine.notify import Actor, ReviewChange, ReviewRequest
+from engine.state.execution import iso
 
 log = logging.getLogger(__name__)
 

@@ -29,10 +29,10 @@ from bot.app import build_app
 from bot.handlers import Reviewer, one_click_decision
 from bot.settings import BotSettings
 from engine.api import WebExtension
-from engine.inbox import AsyncInbox
-from engine.jobs import RQScheduler
-from engine.service import Engine
-from engine.store import connect_async
+from engine.run.engine import Engine
+from engine.state.inbox import AsyncInbox
+from engine.state.store import connect_async
+from engine.worker.scheduler import RQScheduler
 
 MAX_BODY = 1_048_576
 PATH = "/slack/events"

@@ -27,7 +27,7 @@ import httpx
 
 from demo.seeds import SEEDS, Seed
 from demo.target import Target
-from engine.embedded_redis import INSTALL_HINT, EmbeddedRedis, free_port
+from engine.state.embedded_redis import INSTALL_HINT, EmbeddedRedis, free_port
 from slack_emulator.errors import EmulatorStartError
 from slack_emulator.sandbox import Panel, Sandbox, attach_sandbox
 from slack_emulator.server import BackgroundServer, SlackEmulator

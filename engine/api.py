@@ -22,9 +22,12 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from engine.definition.loader import WorkflowCatalog
 from engine.errors import (
     ActorNotAllowed,
     AlreadyDecided,
+    CannotEscalate,
+    Contention,
     ExecutionNotFound,
     InputInvalid,
     NotWaiting,
@@ -33,10 +36,9 @@ from engine.errors import (
     WorkflowInvalid,
     WorkflowNotFound,
 )
-from engine.execution import ExecutionState
 from engine.notify import Actor
-from engine.service import Engine
-from engine.workflow import WorkflowCatalog
+from engine.run.engine import Engine
+from engine.state.execution import ExecutionState
 
 MAX_PAGE = 200
 
@@ -278,6 +280,10 @@ async def _handle_error(request: Request, exc: Exception) -> Response:
         return _error(422, "input_invalid", str(exc), violations=exc.violations)
     if isinstance(exc, ActorNotAllowed):
         return _error(403, "not_allowed", str(exc))
+    if isinstance(exc, Contention):
+        return _error(409, "contention", str(exc), executionId=exc.execution_id)
+    if isinstance(exc, CannotEscalate):
+        return _error(409, "cannot_escalate", str(exc), executionId=exc.execution_id)
     if isinstance(exc, StoreUnavailable):
         return _error(503, "unavailable", "Redis is unreachable; try again shortly")
     return _error(400, "bad_request", str(exc))

@@ -126,7 +126,7 @@ def _parser() -> argparse.ArgumentParser:
 # -- commands --------------------------------------------------------------------------------
 
 def cmd_validate(args: argparse.Namespace) -> int:
-    from engine.workflow import validate_paths
+    from engine.definition.loader import validate_paths
 
     problems = validate_paths(args.paths)
     for problem in problems:
@@ -139,7 +139,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from engine.workflow import WorkflowCatalog, load_workflow
+    from engine.definition.loader import WorkflowCatalog, load_workflow
 
     settings = Settings.from_env()
     rt = _runtime(settings)
@@ -223,8 +223,9 @@ def cmd_audit(args: argparse.Namespace) -> int:
 
 
 def cmd_worker(args: argparse.Namespace) -> int:
-    from engine.jobs import SignoffWorker, build_runtime, install_runtime
-    from engine.store import connect
+    from engine.state.store import connect
+    from engine.worker.runtime import build_runtime, install_runtime
+    from engine.worker.worker import SignoffWorker
 
     settings = Settings.from_env()
     connection = connect(settings.redis_url)
@@ -260,7 +261,7 @@ def build_web_app(settings: Settings, *, insecure: bool = False) -> Any:
     from rq import Worker
 
     from engine.api import build_api
-    from engine.workflow import WorkflowCatalog
+    from engine.definition.loader import WorkflowCatalog
 
     rt = _runtime(settings)
     extensions = [ep.load()(settings=settings, engine=rt.engine)
@@ -274,8 +275,8 @@ def build_web_app(settings: Settings, *, insecure: bool = False) -> Any:
 # -- plumbing --------------------------------------------------------------------------------
 
 def _runtime(settings: Settings) -> Any:
-    from engine.jobs import build_runtime
-    from engine.store import connect
+    from engine.state.store import connect
+    from engine.worker.runtime import build_runtime
 
     return build_runtime(settings, connect(settings.redis_url))
 
@@ -318,7 +319,7 @@ def _status_view(state: Any) -> dict[str, Any]:
 
 def _wait_until_settled(rt: Any, execution_id: str, timeout: float) -> Any:
     """Wait until the run pauses or ends (the store is told of every status change)."""
-    from engine.execution import ExecutionStatus
+    from engine.state.execution import ExecutionStatus
 
     settled = {ExecutionStatus.WAITING_FOR_INPUT, ExecutionStatus.WAITING} | {
         s for s in ExecutionStatus if s.is_terminal}

@@ -6,14 +6,21 @@
     ├── ConditionError           a KQL condition does not parse
     ├── DurationError            "15x" is not a duration
     ├── StepFailed               a step ran and failed (maybe retryable)
+    │   └── WorkflowFailRequested  a workflow.fail step ends the run, whatever on-failure says
+    ├── StepTypeInvalid          a step type registered twice, or with an unknown kind
     ├── WorkflowNotFound         no workflow by that name
+    ├── DefinitionMissing        a run's stored workflow definition is gone from Redis
+    ├── PluginNotFound           no notifier (or other plug-in) by that name is installed
     ├── StoreUnavailable         Redis cannot be reached
     └── ExecutionError           about one execution
         ├── ExecutionNotFound
         ├── NotWaiting           the execution is not waiting for input
         ├── AlreadyDecided       someone else decided first (who, when)
         ├── InputInvalid         resume input violates the step's schema (every violation)
-        └── ActorNotAllowed      this actor may not decide this review
+        ├── ActorNotAllowed      this actor may not decide this review
+        ├── CannotEscalate       the review is at its last level
+        ├── WorkflowDisabled     the workflow says enabled: false
+        └── Contention           the execution kept changing under a write; try again
 """
 
 from __future__ import annotations
@@ -76,8 +83,33 @@ class StepFailed(SignoffError):
         super().__init__(message)
 
 
+class WorkflowFailRequested(StepFailed):
+    """Raised by ``workflow.fail``: the runner ends the run, ignoring ``on-failure``."""
+
+
+class StepTypeInvalid(SignoffError):
+    """A step type that cannot be registered (a name taken, an unknown kind)."""
+
+
 class WorkflowNotFound(SignoffError):
     pass
+
+
+class DefinitionMissing(SignoffError):
+    """A run's workflow definition (stored by digest) is gone from Redis."""
+
+    def __init__(self, digest: str) -> None:
+        self.digest = digest
+        super().__init__(f"workflow definition {digest} is missing from Redis")
+
+
+class PluginNotFound(SignoffError):
+    """No plug-in of that name is installed in the entry-point group."""
+
+    def __init__(self, group: str, name: str) -> None:
+        self.group = group
+        self.name = name
+        super().__init__(f"no plug-in named {name!r} is installed (entry-point group {group})")
 
 
 class StoreUnavailable(SignoffError):
@@ -130,3 +162,22 @@ class ActorNotAllowed(ExecutionError):
         self.reason = reason
         super().__init__(f"{actor} may not decide execution {execution_id}: {reason}",
                          execution_id=execution_id)
+
+
+class CannotEscalate(ExecutionError):
+    """The review is at its last level (or has no escalation levels)."""
+
+
+class WorkflowDisabled(SignoffError):
+    def __init__(self, workflow: str) -> None:
+        self.workflow = workflow
+        super().__init__(f"workflow {workflow!r} is disabled (enabled: false)")
+
+
+class Contention(ExecutionError):
+    """A guarded write lost its race too many times in a row: the execution kept changing."""
+
+    def __init__(self, execution_id: str, doing: str) -> None:
+        self.doing = doing
+        super().__init__(f"could not {doing} {execution_id}: it kept changing under us; "
+                         "try again", execution_id=execution_id)

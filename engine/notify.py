@@ -16,6 +16,8 @@ from datetime import datetime
 from importlib.metadata import entry_points
 from typing import Any, Protocol
 
+from engine.errors import PluginNotFound
+
 log = logging.getLogger(__name__)
 
 
@@ -160,4 +162,4 @@ def load_notifier(name: str | None, **kwargs: Any) -> Notifier:
             factory = ep.load()
             notifier: Notifier = factory(**kwargs)
             return notifier
-    raise LookupError(f"no notifier named {name!r} is installed (entry-point group signoff.notifiers)")
+    raise PluginNotFound("signoff.notifiers", name)

@@ -6,6 +6,8 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
+from engine.state.execution import LEASE_MS
+
 
 @dataclass(frozen=True)
 class Settings:
@@ -16,7 +18,7 @@ class Settings:
     port: int = 8000
     notifier: str | None = None  # entry-point name in signoff.notifiers; None: none
     queue: str = "signoff"
-    lease_seconds: float = 30.0  # a silent worker's runs are taken over after this
+    lease_seconds: float = LEASE_MS / 1000  # a silent worker's runs are taken over after this
     sweep_seconds: int = 15  # how often workers look for runs whose worker died
 
     @classmethod

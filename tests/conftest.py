@@ -10,12 +10,13 @@ from typing import Any
 import pytest
 import redis
 
-from engine.embedded_redis import EmbeddedRedis
-from engine.jobs import Runtime, SignoffWorker, build_runtime, install_runtime
+from engine.definition.loader import parse_workflow
 from engine.notify import NullNotifier
 from engine.settings import Settings
-from engine.store import connect
-from engine.workflow import parse_workflow
+from engine.state.embedded_redis import EmbeddedRedis
+from engine.state.store import connect
+from engine.worker.runtime import Runtime, build_runtime, install_runtime
+from engine.worker.worker import SignoffWorker
 from tests.support.services import ServedApp, WorkerProcess
 
 

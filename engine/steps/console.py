@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from engine.steps.registry import StepContext, step_type
+from engine.definition.step_types import StepContext, step_type
 
 
 @step_type("console", pure=True, options_schema={

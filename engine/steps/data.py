@@ -4,12 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from engine.errors import StepFailed
-from engine.steps.registry import StepContext, step_type
-
-
-class WorkflowFailRequested(StepFailed):
-    """Raised by ``workflow.fail``: the runner ends the run, ignoring ``on-failure``."""
+from engine.definition.step_types import StepContext, step_type
+from engine.errors import WorkflowFailRequested
 
 
 @step_type("data.set", pure=True, options_schema={"type": "object"})

@@ -8,9 +8,9 @@ from typing import Any
 
 import httpx
 
-from engine.durations import parse_duration
+from engine.definition.durations import parse_duration
+from engine.definition.step_types import StepContext, step_type
 from engine.errors import DurationError, StepFailed
-from engine.steps.registry import StepContext, step_type
 
 DEFAULT_TIMEOUT = 30.0
 

@@ -10,9 +10,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from engine.steps.registry import HUMAN, StepType, register_step_type
-
-DURATION_PATTERN = r"^\s*(\d+(\.\d+)?(ms|s|m|h|d|w)\s*)+$"
+from engine.definition.durations import DURATION_PATTERN
+from engine.definition.step_types import HUMAN, StepType, register_step_type
 
 _approver_list = {
     "type": "array",

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from engine.steps.registry import TIMER, StepType, register_step_type
+from engine.definition.durations import DURATION_PATTERN
+from engine.definition.step_types import TIMER, StepType, register_step_type
 
 register_step_type(StepType(
     name="wait", kind=TIMER, run=None,
     options_schema={
         "type": "object",
-        "properties": {"duration": {"type": "string", "pattern": r"^\s*(\d+(\.\d+)?(ms|s|m|h|d|w)\s*)+$"}},
+        "properties": {"duration": {"type": "string", "pattern": DURATION_PATTERN}},
         "required": ["duration"],
         "additionalProperties": False,
     },

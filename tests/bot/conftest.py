@@ -20,9 +20,10 @@ from bot.notifier import SlackNotifier
 from bot.settings import BotSettings
 from bot.web import extension
 from engine.api import build_api
-from engine.jobs import Runtime, SignoffWorker, build_runtime, install_runtime
+from engine.definition.loader import WorkflowCatalog, parse_workflow
 from engine.settings import Settings
-from engine.workflow import WorkflowCatalog, parse_workflow
+from engine.worker.runtime import Runtime, build_runtime, install_runtime
+from engine.worker.worker import SignoffWorker
 from slack_emulator import SlackDriver, SlackEmulator
 from tests.support.services import ServedApp
 

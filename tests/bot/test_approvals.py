@@ -10,11 +10,11 @@ from bot.blocks import ACTION_APPROVE
 from bot.delivery import load_delivery
 from bot.home import ACTION_HOME_MORE
 from bot.overview import ACTION_BATCH, ACTION_MORE, Overview
-from engine.execution import ExecutionStatus
-from engine.jobs import SignoffWorker
+from engine.definition.loader import parse_workflow
 from engine.notify import Actor
-from engine.stats import GRADUATION_WINDOW
-from engine.workflow import parse_workflow
+from engine.run.stats import GRADUATION_WINDOW
+from engine.state.execution import ExecutionStatus
+from engine.worker.worker import SignoffWorker
 from tests.bot.conftest import REVIEWS, Signoff
 from tests.bot.test_slack_reviews import formatted_texts
 

@@ -25,8 +25,8 @@ from bot.blocks import (
     review_message,
 )
 from bot.forms import ReviewRef
-from engine.execution import iso
 from engine.notify import SYSTEM_TIMEOUT, Actor, ReviewClosed, ReviewRequest
+from engine.state.execution import iso
 
 # The review step of the Elastic human-in-the-loop example, rendered for one alert
 # (docs: explore-analyze/workflows/authoring-techniques/human-in-the-loop).

@@ -12,8 +12,8 @@ from rq import Queue
 
 from bot.forms import ReviewRef
 from bot.web import OneClickPath, form_value
-from engine import keys
-from engine.inbox import Task
+from engine.state import keys
+from engine.state.inbox import Task
 
 SECRET = "shh"
 
@@ -39,7 +39,7 @@ def test_a_signed_one_click_approve_is_handed_to_a_worker_by_the_inbox(runtime):
     assert path.handle(*signed(click("signoff.approve", True))) is True
     assert path.handle(*signed(click("signoff.deny", True))) is True
     [job] = queue.get_jobs()  # one drain for both clicks
-    assert job.func_name == "engine.jobs.drain_inbox"
+    assert job.func_name == "engine.worker.jobs.drain_inbox"
     inbox = keys.inbox(runtime.settings.queue)
     tasks = [Task.decode(raw) for raw in runtime.store.redis.lrange(inbox, 0, -1)]
     assert [t.function for t in tasks] == ["bot.jobs.decide_click"] * 2

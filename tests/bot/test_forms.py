@@ -22,8 +22,8 @@ from bot.forms import (
     validation_errors,
     values_from_state,
 )
-from engine.execution import iso
 from engine.notify import ReviewRequest
+from engine.state.execution import iso
 from engine.steps.human import APPROVAL_SCHEMA, DEFAULT_INPUT_SCHEMA
 
 

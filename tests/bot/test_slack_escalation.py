@@ -18,9 +18,9 @@ from bot.blocks import (
     APPROVER_BLOCK,
     REASON_BLOCK,
 )
-from engine.execution import ExecutionStatus, parse_iso
+from engine.definition.loader import parse_workflow
 from engine.notify import Actor
-from engine.workflow import parse_workflow
+from engine.state.execution import ExecutionStatus, parse_iso
 from slack_emulator import SlackApiFailure
 from tests.bot.conftest import REVIEWS, Signoff
 from tests.support.services import WorkerProcess, wait_until

@@ -9,10 +9,10 @@ from slack_sdk.models.blocks import Block
 
 from bot.blocks import ACTION_APPROVE, ACTION_DENY, ACTION_RESPOND
 from bot.delivery import load_delivery
-from engine.execution import ExecutionStatus, StepStatus
-from engine.jobs import SignoffWorker
+from engine.definition.loader import parse_workflow
 from engine.notify import Actor
-from engine.workflow import parse_workflow
+from engine.state.execution import ExecutionStatus, StepStatus
+from engine.worker.worker import SignoffWorker
 from slack_emulator import Tamper
 from tests.bot.conftest import ISOLATE, REVIEWS, TICKET, Signoff
 

@@ -13,9 +13,9 @@ from bot.jobs import QUEUE
 from bot.notifier import SlackNotifier
 from bot.settings import BotSettings
 from engine.cli import build_web_app, main
-from engine.execution import ExecutionStatus
 from engine.notify import load_notifier
 from engine.settings import Settings
+from engine.state.execution import ExecutionStatus
 from slack_emulator import SlackDriver, Tamper
 from tests.bot.conftest import REVIEWS, Signoff
 from tests.bot.test_slack_reviews import EVENT, ISOLATE, only_message

@@ -23,9 +23,9 @@ import httpx
 import pytest
 
 from bot.blocks import ACTION_APPROVE
-from engine.embedded_redis import free_port
-from engine.execution import ExecutionStatus
-from engine.workflow import parse_workflow
+from engine.definition.loader import parse_workflow
+from engine.state.embedded_redis import free_port
+from engine.state.execution import ExecutionStatus
 from slack_emulator import AckOutcome, SlackDriver, SlackEmulator
 from tests.bot.conftest import ISOLATE, REVIEWS, TICKET
 from tests.support.services import ROOT, WorkerProcess, wait_until

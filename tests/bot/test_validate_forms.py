@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
+from engine.definition.loader import parse_workflow
 from engine.errors import WorkflowInvalid
-from engine.workflow import parse_workflow
 
 NESTED = """
 name: nested

@@ -11,8 +11,8 @@ import json
 from collections.abc import Callable
 from typing import Any
 
-from engine import keys
-from engine.jobs import runtime
+from engine.state import keys
+from engine.worker.runtime import runtime
 
 RAN = "test:inbox:ran"  # list: names, in the order the tasks ran
 SEEN = "test:inbox:seen"  # list: JSON of what a task (or its follow-up) saw of the drain
@@ -112,7 +112,7 @@ def block(name: str, release: str) -> None:
 def outlive_heartbeat(name: str) -> None:
     """Run past the drain's heartbeat while another worker sweeps: the state a task (or
     follow-up) longer than the heartbeat (60 s) leaves. PEXPIRE stands in for the wait."""
-    from engine.jobs import rq_inbox
+    from engine.worker.scheduler import rq_inbox
 
     r = _redis()
     queue = runtime().settings.queue

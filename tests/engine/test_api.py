@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from engine.api import build_api
-from engine.workflow import WorkflowCatalog
+from engine.definition.loader import WorkflowCatalog
 
 GATE = """
 name: refund
@@ -159,10 +159,10 @@ def test_audit_endpoint_returns_a_verified_chain(api, work):
 
 
 def test_healthz_is_503_when_redis_is_unreachable(runtime, served, settings):
-    from engine.jobs import build_runtime
     from engine.notify import NullNotifier
     from engine.settings import Settings
-    from engine.store import connect
+    from engine.state.store import connect
+    from engine.worker.runtime import build_runtime
 
     dead = connect("redis://127.0.0.1:1/0")
     dead_runtime = build_runtime(Settings(redis_url="redis://127.0.0.1:1/0"), dead,

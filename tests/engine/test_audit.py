@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import json
 
-from engine import keys
+from engine.definition.loader import parse_workflow
 from engine.notify import Actor
-from engine.workflow import parse_workflow
+from engine.state import keys
 
 FLOW = """
 name: audited

@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from engine.conditions import Condition, is_template_condition, parse_condition, resolve_path
+from engine.definition.conditions import Condition, is_template_condition, parse_condition, resolve_path
 from engine.errors import ConditionError
 
 REVIEW = {

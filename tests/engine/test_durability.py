@@ -8,14 +8,14 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from engine.embedded_redis import EmbeddedRedis
+from engine.definition.loader import parse_workflow
 from engine.errors import AlreadyDecided
-from engine.execution import ExecutionStatus, StepStatus
-from engine.jobs import build_runtime
 from engine.notify import Actor, NullNotifier
 from engine.settings import Settings
-from engine.store import connect
-from engine.workflow import parse_workflow
+from engine.state.embedded_redis import EmbeddedRedis
+from engine.state.execution import ExecutionStatus, StepStatus
+from engine.state.store import connect
+from engine.worker.runtime import build_runtime
 from tests.support.services import wait_until
 
 WAITING = """

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 
+from engine.definition.loader import parse_workflow
 from engine.errors import AlreadyDecided, InputInvalid, NotWaiting
-from engine.execution import ExecutionStatus, StepStatus
 from engine.notify import Actor
-from engine.workflow import parse_workflow
+from engine.state.execution import ExecutionStatus, StepStatus
 
 ISOLATE = """
 name: isolate-host-with-approval

@@ -5,10 +5,10 @@ from __future__ import annotations
 import sys
 import textwrap
 
-from engine.execution import ExecutionStatus, StepStatus
+from engine.definition import step_types as registry
+from engine.definition.loader import parse_workflow
 from engine.notify import Actor
-from engine.steps import registry
-from engine.workflow import parse_workflow
+from engine.state.execution import ExecutionStatus, StepStatus
 
 
 def run(runtime, work, text, event=None):
@@ -252,7 +252,7 @@ def test_custom_step_type_from_an_entry_point(runtime, work, tmp_path, monkeypat
     package = tmp_path / "acme_steps"
     package.mkdir()
     (package / "__init__.py").write_text(textwrap.dedent("""
-        from engine.steps.registry import step_type
+        from engine.definition.step_types import step_type
 
         @step_type("acme.ticket", options_schema={
             "type": "object", "properties": {"title": {"type": "string"}},
@@ -280,6 +280,6 @@ def test_custom_step_type_from_an_entry_point(runtime, work, tmp_path, monkeypat
 def _after(iso_text):
     from datetime import timedelta
 
-    from engine.execution import parse_iso
+    from engine.state.execution import parse_iso
 
     return parse_iso(iso_text) + timedelta(milliseconds=1)

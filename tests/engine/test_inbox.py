@@ -14,18 +14,20 @@ import redis
 from rq import Queue
 from rq.registry import FailedJobRegistry, ScheduledJobRegistry
 
-from engine import keys
-from engine.embedded_redis import EmbeddedRedis, free_port
-from engine.inbox import _PUT, AsyncInbox, Task
-from engine.jobs import SignoffWorker, build_runtime, rq_inbox
 from engine.notify import NullNotifier
 from engine.settings import Settings
-from engine.store import connect, connect_async
+from engine.state import keys
+from engine.state.embedded_redis import EmbeddedRedis, free_port
+from engine.state.inbox import _PUT, AsyncInbox, Task
+from engine.state.store import connect, connect_async
+from engine.worker.runtime import build_runtime
+from engine.worker.scheduler import rq_inbox
+from engine.worker.worker import SignoffWorker
 from tests.engine import inbox_tasks
 from tests.support.services import wait_until
 
 TASKS = inbox_tasks.__name__
-DRAIN = "engine.jobs.drain_inbox"
+DRAIN = "engine.worker.jobs.drain_inbox"
 RELEASE = "test:inbox:release"
 
 
@@ -62,7 +64,7 @@ def drain_leftovers(r: redis.Redis, queue: str) -> list[str]:
 
 
 def logged_errors(caplog) -> list[logging.LogRecord]:
-    return [r for r in caplog.records if r.name == "engine.inbox" and r.levelno >= logging.ERROR]
+    return [r for r in caplog.records if r.name == "engine.state.inbox" and r.levelno >= logging.ERROR]
 
 
 @pytest.fixture
@@ -195,7 +197,7 @@ def test_a_follow_up_runs_once_its_task_is_acknowledged_and_its_failure_stops_no
     inbox.put(task("with_failing_follow_up"), "c")
     inbox.put(task("record"), "d")
 
-    with caplog.at_level(logging.ERROR, logger="engine.inbox"):
+    with caplog.at_level(logging.ERROR, logger="engine.state.inbox"):
         assert inbox.drain() == 4
 
     assert ran(redis_client) == ["a", "a-follow-up", "b", "c", "d"]
@@ -215,7 +217,7 @@ def test_a_task_that_raises_is_handed_to_rq_as_an_ordinary_job_and_the_drain_goe
     inbox.put(task("fail"), "patient", retry=(60, 120))
     inbox.put(task("record"), "after")
 
-    with caplog.at_level(logging.ERROR, logger="engine.inbox"):
+    with caplog.at_level(logging.ERROR, logger="engine.state.inbox"):
         assert inbox.drain() == 4
 
     assert ran(redis_client) == ["after"]
@@ -248,7 +250,7 @@ def test_an_entry_that_is_not_a_task_is_dropped_with_an_error_and_the_drain_goes
     redis_client.rpush(keys.inbox(queue), *garbage)
     inbox.put(task("record"), "good")
 
-    with caplog.at_level(logging.ERROR, logger="engine.inbox"):
+    with caplog.at_level(logging.ERROR, logger="engine.state.inbox"):
         inbox.drain()
 
     assert ran(redis_client) == ["good"]

@@ -7,11 +7,10 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from engine.errors import AlreadyDecided
-from engine.execution import ExecutionStatus, parse_iso
+from engine.definition.loader import parse_workflow
+from engine.errors import AlreadyDecided, CannotEscalate
 from engine.notify import Actor, ReviewChange, ReviewClosed, ReviewRequest
-from engine.reviewing import CannotEscalate
-from engine.workflow import parse_workflow
+from engine.state.execution import ExecutionStatus, parse_iso
 from tests.support.services import wait_until
 
 CHAIN = """
@@ -288,7 +287,7 @@ def test_a_review_whose_timers_never_reached_rq_still_escalates(runtime, work):
     from rq import Queue
     from rq.registry import ScheduledJobRegistry
 
-    from engine import keys
+    from engine.state import keys
 
     execution_id = runtime.engine.run(parse_workflow(CHAIN.format(
         sla0="1s", remind="1h", sla1="1h", sla2="1h")), {"host": "db-4"})  # no remind: after SLA

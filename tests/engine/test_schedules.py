@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
-from engine.definitions import Trigger
-from engine.schedules import ScheduleKeeper, next_due
-from engine.workflow import WorkflowCatalog
+from engine.definition.loader import WorkflowCatalog
+from engine.definition.model import Trigger
+from engine.definition.triggers import next_due
+from engine.worker.scheduled_runs import ScheduleKeeper
 from tests.support.services import wait_until
 
 EVERY_SECOND = """

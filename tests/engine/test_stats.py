@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from engine.stats import (
+from engine.run.stats import (
     GRADUATION_WINDOW,
     automate_candidate,
     median,

@@ -5,9 +5,8 @@ from typing import Any
 
 import pytest
 
-from engine import templates
-from engine.errors import TemplateError
-from engine.templates import (
+from engine.definition import templates
+from engine.definition.templates import (
     check_value,
     compile_template,
     evaluate_expression,
@@ -16,6 +15,7 @@ from engine.templates import (
     render_text,
     render_value,
 )
+from engine.errors import TemplateError
 
 
 @pytest.fixture

@@ -12,12 +12,9 @@ from textwrap import dedent
 
 import pytest
 
-from engine.conditions import Condition
-from engine.definitions import Step, Workflow
-from engine.errors import Problem, WorkflowInvalid, WorkflowNotFound
-from engine.steps import registry
-from engine.steps.registry import ACTION, StepType
-from engine.workflow import (
+from engine.definition import step_types as registry
+from engine.definition.conditions import Condition
+from engine.definition.loader import (
     TemplateCondition,
     WorkflowCatalog,
     load_workflow,
@@ -25,6 +22,9 @@ from engine.workflow import (
     stored_workflow,
     validate_paths,
 )
+from engine.definition.model import Step, Workflow
+from engine.definition.step_types import ACTION, StepType
+from engine.errors import Problem, WorkflowInvalid, WorkflowNotFound
 
 WORKFLOWS = Path(__file__).parent / "workflows"
 SEED = WORKFLOWS / "isolate-host-with-approval.yml"

@@ -7,7 +7,7 @@ from typing import Any
 
 from bot.blocks import ACTION_APPROVE, ACTION_DENY
 from engine.cli import main as signoff
-from engine.execution import ExecutionStatus, StepStatus, parse_iso
+from engine.state.execution import ExecutionStatus, StepStatus, parse_iso
 from tests.bot.conftest import REVIEWS, Signoff
 from tests.scenarios.conftest import EXAMPLES, example
 

@@ -8,7 +8,7 @@ import httpx
 import pytest
 
 from bot.blocks import ACTION_APPROVE
-from engine.execution import ExecutionStatus
+from engine.state.execution import ExecutionStatus
 from slack_emulator import SlackEmulator
 from slack_emulator.sandbox import Panel, Sandbox, attach_sandbox
 from tests.bot.conftest import REVIEWS, Signoff

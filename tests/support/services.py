@@ -16,7 +16,7 @@ from typing import Any
 import httpx
 import uvicorn
 
-from engine.embedded_redis import free_port
+from engine.state.embedded_redis import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 

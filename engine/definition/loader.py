@@ -1,7 +1,7 @@
 """Load, validate and freeze workflow definitions written in Elastic Workflows YAML.
 
 Every problem in a file is reported at once, each at its file:line:column (the checks
-themselves live in :mod:`engine.workflow_checks`). Workflows are found by ``name`` in a
+themselves live in :mod:`engine.definition.checks`). Workflows are found by ``name`` in a
 directory through :class:`WorkflowCatalog`, and a run's own definition is read back
 from its stored text with :func:`stored_workflow` (read and checked once per digest).
 """
@@ -15,9 +15,9 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from engine.definitions import Workflow
+from engine.definition.checks import Analysis, TemplateCondition
+from engine.definition.model import Workflow
 from engine.errors import Problem, WorkflowInvalid, WorkflowNotFound
-from engine.workflow_checks import Analysis, TemplateCondition
 
 __all__ = [
     "TemplateCondition",

@@ -11,28 +11,30 @@ from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
-from engine import audit, scheduling
-from engine.definitions import Workflow
+from engine.definition.loader import stored_workflow
+from engine.definition.model import Workflow
 from engine.errors import (
     AlreadyDecided,
     ExecutionNotFound,
     NotWaiting,
-    SignoffError,
+    WorkflowDisabled,
 )
-from engine.execution import (
+from engine.notify import SYSTEM_TIMEOUT, Actor, Notifier, NullNotifier, ReviewRequest
+from engine.run import timers
+from engine.run.reviews import ResumeResult, Reviews
+from engine.run.timers import Scheduler
+from engine.state import audit
+from engine.state.execution import (
+    LEASE_MS,
     ExecutionState,
     ExecutionStatus,
     canonical,
+    epoch_ms,
     iso,
+    review_request,
     utcnow,
 )
-from engine.notify import SYSTEM_TIMEOUT, Actor, Notifier, NullNotifier, ReviewRequest
-from engine.reviewing import ResumeResult, Reviews
-from engine.reviews import review_request
-from engine.runner import LEASE_MS
-from engine.scheduling import Scheduler
-from engine.store import ExecutionSummary, Store
-from engine.workflow import stored_workflow
+from engine.state.store import ExecutionSummary, Store
 
 
 class Engine:
@@ -56,7 +58,7 @@ class Engine:
             actor: Actor | None = None) -> str:
         """Start an execution of ``workflow`` for ``event``; returns its id."""
         if not workflow.enabled:
-            raise SignoffError(f"workflow {workflow.name!r} is disabled (enabled: false)")
+            raise WorkflowDisabled(workflow.name)
         execution_id = str(uuid.uuid4())
         now = self.clock()
         state = ExecutionState(
@@ -70,15 +72,15 @@ class Engine:
             eventSha256=hashlib.sha256(canonical(state.event).encode()).hexdigest(),
             requestedBy=requested_by, actor=actor.to_json() if actor else None,
         )
-        timers = []
+        new_timers = []
         if workflow.settings.timeout is not None:
-            timers.append(scheduling.run_timeout_timer(execution_id,
+            new_timers.append(timers.run_timeout_timer(execution_id,
                                                        now + workflow.settings.timeout))
         self.store.create(state, workflow.text, [created],
                           enqueue=lambda pipe: self.scheduler.enqueue_advance(
                               execution_id, pipeline=pipe),
-                          timers=[timer.entry for timer in timers])
-        for timer in timers:
+                          timers=[timer.entry for timer in new_timers])
+        for timer in new_timers:
             self.scheduler.schedule(timer)
         return execution_id
 
@@ -92,7 +94,7 @@ class Engine:
         state = self.store.load(execution_id)
         if state.status is not ExecutionStatus.WAITING_FOR_INPUT or state.waiting is None:
             return None
-        return review_request(state, None, state.waiting)
+        return review_request(state, state.waiting)
 
     def list_executions(self, *, status: str | None = None, workflow: str | None = None,
              offset: int = 0, limit: int = 50) -> tuple[list[ExecutionSummary], int]:
@@ -105,7 +107,7 @@ class Engine:
 
     def _reviews_of(self, ids: list[str]) -> list[ReviewRequest]:
         # One round trip for the page, not one per review: /approvals lists ten at a time.
-        return [review_request(state, None, state.waiting)
+        return [review_request(state, state.waiting)
                 for state in self.store.load_reviews(ids)
                 if state is not None and state.waiting is not None
                 and state.status is ExecutionStatus.WAITING_FOR_INPUT]
@@ -197,7 +199,7 @@ class Engine:
     def recover_stalled(self) -> list[str]:
         """Re-enqueue runs whose worker died (lease lapsed); returns their ids."""
         stalled = self.store.stale_running()
-        now_ms = _ms(self.clock())
+        now_ms = epoch_ms(self.clock())
         for execution_id in stalled:
             try:
                 status = self.store.status(execution_id)
@@ -210,7 +212,3 @@ class Engine:
             self.store.mark_runnable(execution_id, now_ms + self.lease_ms)
             self.scheduler.enqueue_advance(execution_id)
         return stalled
-
-
-def _ms(moment: datetime) -> int:
-    return int(moment.timestamp() * 1000)

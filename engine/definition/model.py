@@ -1,6 +1,6 @@
 """A workflow as frozen records: what the loader produces and the runner walks.
 
-Nothing downstream of :mod:`engine.workflow` touches the raw YAML dicts. Step
+Nothing downstream of :mod:`engine.definition.loader` touches the raw YAML dicts. Step
 options (``with``) stay plain JSON-like data because templates render them at run
 time, but they are never mutated.
 """
@@ -13,7 +13,7 @@ from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from engine.conditions import Condition
+    from engine.definition.conditions import Condition
 
 FLOW_CONTROL_TYPES = frozenset({"if", "foreach", "switch"})
 HUMAN_STEP_TYPES = frozenset({"waitForInput", "waitForApproval"})

@@ -16,33 +16,34 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from engine import audit, escalation, scheduling
-from engine.conditions import Condition
-from engine.definitions import Step, Workflow
-from engine.errors import StepFailed, TemplateError
-from engine.execution import (
+from engine.definition.conditions import Condition
+from engine.definition.model import Step, Workflow
+from engine.definition.step_types import ACTION, HUMAN, TIMER, StepContext, get_step_type
+from engine.definition.templates import evaluate_expression, render_value
+from engine.errors import StepFailed, TemplateError, WorkflowFailRequested
+from engine.notify import Notifier
+from engine.run import escalation, timers
+from engine.run.timers import Scheduler
+from engine.state import audit
+from engine.state.execution import (
+    LEASE_MS,
     ExecutionState,
     ExecutionStatus,
     StepResult,
     StepStatus,
     Waiting,
     dumps,
+    epoch_ms,
     iso,
     parse_iso,
+    review_request,
     utcnow,
 )
-from engine.notify import Notifier
-from engine.reviews import review_request
-from engine.scheduling import Scheduler
-from engine.steps.data import WorkflowFailRequested
+from engine.state.store import Change, Store
 from engine.steps.human import input_schema
-from engine.steps.registry import ACTION, HUMAN, TIMER, StepContext, get_step_type
-from engine.store import Change, Store
-from engine.templates import evaluate_expression, render_value
 
 log = logging.getLogger(__name__)
 
-LEASE_MS = 30_000  # how long a worker may go silent before its runs are taken over
 RUNNABLE = (ExecutionStatus.PENDING, ExecutionStatus.RUNNING, ExecutionStatus.WAITING)
 
 
@@ -133,7 +134,7 @@ class _Segment:
         try:
             if state.status is ExecutionStatus.PENDING:
                 self._commit(Change(status=ExecutionStatus.RUNNING, running="add",
-                                    running_score=_ms(self.now()) + self.base_lease_ms,
+                                    running_score=epoch_ms(self.now()) + self.base_lease_ms,
                                     events=[self._event(audit.STARTED)]),
                              guard=(ExecutionStatus.PENDING,), buffer=True)
             elif state.status is ExecutionStatus.WAITING:
@@ -163,7 +164,7 @@ class _Segment:
                 self.r.scheduler.advance_at(self.state.id, wake)
                 raise _Suspend
             self._commit(Change(status=ExecutionStatus.RUNNING, running="add",
-                                running_score=_ms(self.now()) + self.base_lease_ms,
+                                running_score=epoch_ms(self.now()) + self.base_lease_ms,
                                 events=[self._event(audit.TIMER_FIRED, step=path)]),
                          guard=(ExecutionStatus.WAITING,), buffer=True)
 
@@ -374,7 +375,7 @@ class _Segment:
                 self.state.results[path] = waiting
                 self._run_step(step, path, prefix, frame)
                 return
-            timer = scheduling.advance_timer(self.state.id, wake)
+            timer = timers.advance_timer(self.state.id, wake)
             self._commit(Change(events=events, status=ExecutionStatus.WAITING, running="remove",
                                 zadd=[timer.entry]).step(path, waiting),
                          guard=(ExecutionStatus.RUNNING,))
@@ -433,13 +434,13 @@ class _Segment:
                                 ).step(path, done))
             self._expose(step, done)
             return
-        from engine.durations import parse_duration
+        from engine.definition.durations import parse_duration
 
         options = render_value(dict(step.with_), self._scope(frame))
         wake = self.now() + parse_duration(options["duration"])
         waiting = StepResult(status=StepStatus.WAITING, started_at=iso(self.now()),
                              wake_at=iso(wake))
-        timer = scheduling.advance_timer(self.state.id, wake)
+        timer = timers.advance_timer(self.state.id, wake)
         self._commit(Change(status=ExecutionStatus.WAITING, running="remove",
                             events=[self._event(audit.TIMER_SET, step=path, wakeAt=iso(wake))],
                             zadd=[timer.entry]).step(path, waiting),
@@ -469,27 +470,27 @@ class _Segment:
                           level_due=iso(level_due), first_due=iso(level_due),
                           remind_at=iso(remind_at))
         result = StepResult(status=StepStatus.WAITING_FOR_INPUT, started_at=iso(now))
-        timers = []
+        new_timers = []
         if step.timeout is not None:
-            timers.append(scheduling.step_timeout_timer(self.state.id, path, now + step.timeout))
+            new_timers.append(timers.step_timeout_timer(self.state.id, path, now + step.timeout))
         if level_due is not None:
-            timers.append(scheduling.review_timer(self.state.id, path, 0, "sla", level_due))
+            new_timers.append(timers.review_timer(self.state.id, path, 0, "sla", level_due))
         if remind_at is not None:
-            timers.append(scheduling.review_timer(self.state.id, path, 0, "remind", remind_at))
+            new_timers.append(timers.review_timer(self.state.id, path, 0, "remind", remind_at))
         change = Change(
             set={"w": waiting.to_json()}, status=ExecutionStatus.WAITING_FOR_INPUT,
-            waiting="add", waiting_score=_ms(now), running="remove",
+            waiting="add", waiting_score=epoch_ms(now), running="remove",
             events=[self._event(audit.WAITING_FOR_INPUT, step=path, message=message,
                                 sha256=digest, dueAt=iso(due), slaDueAt=iso(level_due),
                                 approvers=list(first.approvers) or None)],
-            zadd=[timer.entry for timer in timers],  # a timer is never lost with its worker
+            zadd=[timer.entry for timer in new_timers],  # a timer is never lost with its worker
         ).step(path, result)
         self._commit(change, guard=(ExecutionStatus.RUNNING,), release=True)
         self.state.waiting = waiting
-        for timer in timers:
+        for timer in new_timers:
             self.r.scheduler.schedule(timer)
         try:
-            self.r.notifier.review_waiting(review_request(self.state, self.workflow, waiting))
+            self.r.notifier.review_waiting(review_request(self.state, waiting))
         except Exception:  # the review stays listed and can be redelivered
             log.exception("notifier failed for %s", self.state.id)
         raise _Suspend
@@ -584,10 +585,3 @@ def _jsonable(value: Any) -> Any:
     if isinstance(value, list | tuple):
         return [_jsonable(v) for v in value]
     return str(value)
-
-
-def _ms(moment: datetime) -> int:
-    return int(moment.timestamp() * 1000)
-
-
-

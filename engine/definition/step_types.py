@@ -8,13 +8,18 @@ that do not match a type's ``options_schema`` fail at ``signoff validate``.
 
 from __future__ import annotations
 
+import importlib
 import logging
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from importlib.metadata import entry_points
 from typing import Any
 
+from engine.errors import StepTypeInvalid
+
 log = logging.getLogger(__name__)
+
+BUILT_IN_STEPS = "engine.steps"  # the package whose modules register the built-in types
 
 ACTION = "action"  # runs a function and produces an output
 HUMAN = "human"  # suspends the run until someone resumes it
@@ -94,7 +99,7 @@ def _first_line(doc: str | None) -> str:
 def register_step_type(spec: StepType) -> None:
     existing = _registry.get(spec.name)
     if existing is not None and existing.run is not spec.run:
-        raise ValueError(f"step type {spec.name!r} is already registered")
+        raise StepTypeInvalid(f"step type {spec.name!r} is already registered")
     _registry[spec.name] = spec
 
 
@@ -122,7 +127,8 @@ def registered_step_types() -> Mapping[str, StepType]:
 
 
 def _ensure_loaded() -> None:
-    # Built-ins register on import of engine.steps; plug-ins through entry points.
-    import engine.steps  # noqa: F401
+    # Built-ins register when engine.steps is imported, plug-ins through entry points:
+    # both are found at run time, so this layer does not import the steps it lists.
+    importlib.import_module(BUILT_IN_STEPS)
 
     load_entry_points()

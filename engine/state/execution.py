@@ -1,7 +1,7 @@
 """An execution's state as records: statuses, step results, what it waits for.
 
-Pure data and rules, no I/O: :mod:`engine.store` reads and writes these,
-:mod:`engine.runner` decides what happens next.
+Pure data and rules, no I/O: :mod:`engine.state.store` reads and writes these,
+:mod:`engine.run.runner` decides what happens next.
 """
 
 from __future__ import annotations
@@ -12,6 +12,10 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
+
+from engine.notify import ReviewRequest
+
+LEASE_MS = 30_000  # how long a worker may go silent before its runs are taken over
 
 
 class ExecutionStatus(StrEnum):
@@ -58,6 +62,11 @@ def parse_iso(text: str | None) -> datetime | None:
     if not text:
         return None
     return datetime.fromisoformat(text.replace("Z", "+00:00"))
+
+
+def epoch_ms(moment: datetime) -> int:
+    """Milliseconds since the epoch: the scores of time-ordered indexes."""
+    return int(moment.timestamp() * 1000)
 
 
 def dumps(value: Any) -> str:
@@ -234,3 +243,36 @@ def decision_outcome(input_: Mapping[str, Any], decision_field: str = "approved"
     if value is False:
         return "denied"
     return "submitted"
+
+
+def review_request(state: ExecutionState, waiting: Waiting) -> ReviewRequest:
+    """The :class:`ReviewRequest` a reviewer sees for ``state`` waiting on ``waiting``."""
+    opts = waiting.options
+    labels = ({"approve_label": str(opts.get("approveLabel") or "Approve"),
+               "reject_label": str(opts.get("rejectLabel") or "Decline")}
+              if waiting.step_type == "waitForApproval" else {})
+    created = parse_iso(waiting.since)
+    assert created is not None
+    return ReviewRequest(
+        execution_id=state.id,
+        workflow=state.workflow,
+        step=waiting.step,
+        step_type=waiting.step_type,
+        message=waiting.message,
+        message_sha256=waiting.message_sha256,
+        schema=waiting.schema,
+        created_at=created,
+        decision_field=str(opts.get("decision-field") or "approved"),
+        approvers=tuple(waiting.approvers),
+        channel=opts.get("channel"),
+        requested_by=state.requested_by,
+        due_at=parse_iso(waiting.due_at),
+        allow_self_approval=bool(opts.get("allow-self-approval", False)),
+        approvals_required=int(opts.get("approvals-required") or 1),
+        options=dict(opts),
+        level=waiting.level,
+        sla_due_at=parse_iso(waiting.level_due),
+        approvals=tuple(waiting.approvals),
+        audience=tuple(waiting.audience),
+        **labels,
+    )

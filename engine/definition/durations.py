@@ -15,8 +15,11 @@ _UNITS = {
     "d": timedelta(days=1),
     "w": timedelta(weeks=1),
 }
-_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d|w)")
-_WHOLE = re.compile(r"(?:\d+(?:\.\d+)?(?:ms|s|m|h|d|w))+")
+_UNIT = "|".join(_UNITS)  # "ms" before "m": the regex takes the first that matches
+_PART = re.compile(rf"(\d+(?:\.\d+)?)({_UNIT})")
+_WHOLE = re.compile(rf"(?:\d+(?:\.\d+)?(?:{_UNIT}))+")
+# The same grammar as a JSON Schema ``pattern``, for step options that take a duration.
+DURATION_PATTERN = rf"^\s*(\d+(\.\d+)?({_UNIT})\s*)+$"
 
 
 def parse_duration(text: str | int | float) -> timedelta:

@@ -17,28 +17,14 @@ from typing import Any
 
 import jsonschema
 
-from engine import audit, escalation, keys, scheduling
 from engine.errors import (
     AlreadyDecided,
+    CannotEscalate,
+    Contention,
     ExecutionError,
     ExecutionNotFound,
     InputInvalid,
     NotWaiting,
-    SignoffError,
-)
-from engine.execution import (
-    Decision,
-    ExecutionState,
-    ExecutionStatus,
-    StepResult,
-    StepStatus,
-    Waiting,
-    canonical,
-    decision_outcome,
-    dumps,
-    iso,
-    parse_iso,
-    utcnow,
 )
 from engine.notify import (
     SYSTEM_SLA,
@@ -49,15 +35,29 @@ from engine.notify import (
     ReviewClosed,
     ReviewRequest,
 )
-from engine.reviews import review_request
-from engine.scheduling import Scheduler
-from engine.store import Change, Store
+from engine.run import escalation, timers
+from engine.run.timers import Scheduler
+from engine.state import audit, keys
+from engine.state.execution import (
+    LEASE_MS,
+    Decision,
+    ExecutionState,
+    ExecutionStatus,
+    StepResult,
+    StepStatus,
+    Waiting,
+    canonical,
+    decision_outcome,
+    dumps,
+    epoch_ms,
+    iso,
+    parse_iso,
+    review_request,
+    utcnow,
+)
+from engine.state.store import Change, Store
 
 log = logging.getLogger(__name__)
-
-
-class CannotEscalate(ExecutionError):
-    """The review is at its last level (or has no escalation levels)."""
 
 
 @dataclass(frozen=True)
@@ -74,7 +74,7 @@ class ResumeResult:
 
 class Reviews:
     def __init__(self, store: Store, scheduler: Scheduler, notifier: Notifier,
-                 clock: Callable[[], datetime] = utcnow, lease_ms: int = 30_000) -> None:
+                 clock: Callable[[], datetime] = utcnow, lease_ms: int = LEASE_MS) -> None:
         self.store = store
         self.scheduler = scheduler
         self.notifier = notifier
@@ -123,7 +123,7 @@ class Reviews:
                     self.scheduler.enqueue_advance(execution_id)
                 self._announce_closed(state, outcome, actor, dict(input_), reason)
                 return ResumeResult(execution_id, decision, len(approvals), required)
-        raise SignoffError(f"could not record the decision on {execution_id}: too much contention")
+        raise Contention(execution_id, "record the decision on")
 
     def _record_approval(self, state: ExecutionState, waiting: Waiting,
                          approval: dict[str, Any], actor: Actor, now: datetime) -> bool:
@@ -153,7 +153,7 @@ class Reviews:
         change = Change(
             set={keys.decision_field(decision.path): decision.to_json()}, delete=["w"],
             status=ExecutionStatus.RUNNING, waiting="remove", running="add",
-            running_score=_ms(self.clock()) + 2 * self.lease_ms, events=[event],
+            running_score=epoch_ms(self.clock()) + 2 * self.lease_ms, events=[event],
         ).step(decision.path, result)
         self.close_into(change, state, waiting, decision.outcome, now)
         return change
@@ -199,7 +199,7 @@ class Reviews:
                     "further to escalate to", execution_id=execution_id)
             if self._move_to_level(state, waiting, target, all_levels, actor, reason):
                 return target
-        raise SignoffError(f"could not escalate {execution_id}: too much contention")
+        raise Contention(execution_id, "escalate")
 
     def _move_to_level(self, state: ExecutionState, waiting: Waiting, target: int,
                        all_levels: list[escalation.Level], actor: Actor, reason: str) -> bool:
@@ -210,19 +210,19 @@ class Reviews:
         updated = waiting.evolve(level=target, level_due=iso(due), remind_at=iso(remind),
                                  approvers=escalation.merged(waiting.approvers,
                                                              level.approvers))
-        timers = []
+        new_timers = []
         if due is not None:
-            timers.append(scheduling.review_timer(state.id, waiting.path, target, "sla", due))
+            new_timers.append(timers.review_timer(state.id, waiting.path, target, "sla", due))
         if remind is not None:
-            timers.append(scheduling.review_timer(state.id, waiting.path, target, "remind",
+            new_timers.append(timers.review_timer(state.id, waiting.path, target, "remind",
                                                   remind))
         change = Change(set={"w": updated.to_json()}, events=[audit.event(
             audit.ESCALATED, iso(now) or "", step=waiting.path, actor=actor.to_json(),
             fromLevel=waiting.level, toLevel=target, approvers=list(level.approvers),
-            reason=reason, slaDueAt=iso(due))], zadd=[timer.entry for timer in timers])
+            reason=reason, slaDueAt=iso(due))], zadd=[timer.entry for timer in new_timers])
         if not self._commit_waiting(state, waiting, change):
             return False
-        for timer in timers:
+        for timer in new_timers:
             self.scheduler.schedule(timer)
         self._announce_change(state, updated, "escalated", actor, now, reason=reason,
                               added=level.approvers, channel=level.channel)
@@ -280,7 +280,7 @@ class Reviews:
                 self._announce_change(state, updated, "reassigned", actor, now,
                                       added=(approver,))
                 return
-        raise SignoffError(f"could not reassign {execution_id}: too much contention")
+        raise Contention(execution_id, "reassign")
 
     def set_audience(self, execution_id: str, path: str, user_ids: tuple[str, ...]) -> bool:
         """Record who (resolved user ids) may decide, and index the review under each."""
@@ -292,7 +292,7 @@ class Reviews:
             audience = tuple(dict.fromkeys(user_ids))
             if audience == waiting.audience:
                 return True
-            since = _ms(parse_iso(waiting.since) or self.clock())
+            since = epoch_ms(parse_iso(waiting.since) or self.clock())
             change = Change(set={"w": waiting.evolve(audience=audience).to_json()},
                             zadd=[(keys.index_approver(u), since, execution_id)
                                   for u in audience if u not in waiting.audience],
@@ -340,7 +340,7 @@ class Reviews:
         result = StepResult(status=StepStatus.FAILED, error=reason, finished_at=iso(now),
                             output={"timedOut": True, "onTimeout": outcome})
         change = Change(delete=["w"], status=ExecutionStatus.RUNNING, waiting="remove",
-                        running="add", running_score=_ms(now) + 2 * self.lease_ms,
+                        running="add", running_score=epoch_ms(now) + 2 * self.lease_ms,
                         events=[audit.event(audit.STEP_FAILED, iso(now) or "",
                                             step=waiting.path, error=reason,
                                             onTimeout=outcome)]
@@ -356,7 +356,7 @@ class Reviews:
     def end(self, execution_id: str, status: ExecutionStatus, kind: str, actor: Actor,
             reason: str) -> None:
         """End a run that has not finished (cancel, settings.timeout)."""
-        from engine.execution import ACTIVE
+        from engine.state.execution import ACTIVE
 
         for _ in range(50):
             state = self.store.load(execution_id)
@@ -379,7 +379,7 @@ class Reviews:
                 return
             if result.reason == "missing":
                 raise ExecutionNotFound(execution_id)
-        raise SignoffError(f"could not end {execution_id}: too much contention")
+        raise Contention(execution_id, "end")
 
     def close_into(self, change: Change, state: ExecutionState, waiting: Waiting, outcome: str,
                    now: datetime) -> None:
@@ -388,12 +388,12 @@ class Reviews:
         since = parse_iso(waiting.since)
         first_due = parse_iso(waiting.first_due)
         record = {"id": state.id, "o": outcome,
-                  "ms": _ms(now) - _ms(since) if since else 0, "lv": waiting.level,
+                  "ms": epoch_ms(now) - epoch_ms(since) if since else 0, "lv": waiting.level,
                   "b": bool(first_due and now > first_due)}
         member = dumps(record)
         stats_key = keys.stats(state.workflow, waiting.step)
-        change.zadd.append((stats_key, _ms(now), member))
-        change.zadd.append((keys.STATS_INDEX, _ms(now), f"{state.workflow}\x1f{waiting.step}"))
+        change.zadd.append((stats_key, epoch_ms(now), member))
+        change.zadd.append((keys.STATS_INDEX, epoch_ms(now), f"{state.workflow}\x1f{waiting.step}"))
 
     # -- reading -----------------------------------------------------------------------------
 
@@ -405,9 +405,9 @@ class Reviews:
     def stats(self, since: datetime) -> dict[tuple[str, str], list[dict[str, Any]]]:
         """Closed reviews since ``since``, per (workflow, step), oldest first."""
         found: dict[tuple[str, str], list[dict[str, Any]]] = {}
-        for member in self.store.index_members(keys.STATS_INDEX, _ms(since)):
+        for member in self.store.index_members(keys.STATS_INDEX, epoch_ms(since)):
             workflow, _, step = member.partition("\x1f")
-            rows = self.store.index_members(keys.stats(workflow, step), _ms(since))
+            rows = self.store.index_members(keys.stats(workflow, step), epoch_ms(since))
             found[(workflow, step)] = [json.loads(r) for r in rows]
         return found
 
@@ -442,7 +442,7 @@ class Reviews:
                          added: tuple[str, ...] = (), channel: str | None = None) -> None:
         try:
             self.notifier.review_changed(ReviewChange(
-                review=review_request(state, None, waiting), kind=kind, actor=actor, at=now,
+                review=review_request(state, waiting), kind=kind, actor=actor, at=now,
                 reason=reason, added=tuple(added), level=waiting.level, channel=channel))
         except Exception:  # Slack being down must not undo what was recorded
             log.exception("notifier failed for %s", state.id)
@@ -463,7 +463,7 @@ class Reviews:
 def review_of(state: ExecutionState) -> ReviewRequest | None:
     if state.status is not ExecutionStatus.WAITING_FOR_INPUT or state.waiting is None:
         return None
-    return review_request(state, None, state.waiting)
+    return review_request(state, state.waiting)
 
 
 def schema_violations(schema: Mapping[str, Any], value: Any) -> list[dict[str, str]]:
@@ -481,7 +481,3 @@ def _spell(options: Mapping[str, Any], level: int) -> str:
     if level == 0:
         return str(options.get("sla"))
     return str((options.get("escalation") or [])[level - 1].get("sla"))
-
-
-def _ms(moment: datetime) -> int:
-    return int(moment.timestamp() * 1000)

@@ -1,6 +1,6 @@
 """Review statistics per workflow step, and which steps are candidates to automate.
 
-Pure: the closed-review records :meth:`engine.reviewing.Reviews.stats` reads
+Pure: the closed-review records :meth:`engine.run.reviews.Reviews.stats` reads
 (``{"o": outcome, "ms": time to decision, "lv": level reached, "b": SLA breached}``)
 and the latest outcomes of each step go in, :class:`StepStats` come out.
 

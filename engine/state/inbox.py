@@ -5,7 +5,7 @@ runs, and the process that enqueues it half a millisecond; a burst of 200 clicks
 200 jobs keeps the workers busy with RQ rather than with the clicks. An inbox is a
 Redis list instead, one per RQ queue: :meth:`Inbox.put` appends a task in one round
 trip and, only when no drain is already queued, enqueues one RQ job on that queue
-(``engine.jobs.drain_inbox``) that runs tasks until the list is empty. A drain clears
+(``engine.worker.jobs.drain_inbox``) that runs tasks until the list is empty. A drain clears
 the "queued" flag as it starts, so the next task queues a second drain, which another
 free worker takes: during a burst every worker drains. The engine's queue has one
 (reviewers' clicks); the bot's ``slack`` queue another (rewriting decided reviews).
@@ -41,7 +41,7 @@ import redis
 import redis.asyncio
 from rq.utils import import_attribute
 
-from engine import keys
+from engine.state import keys
 
 log = logging.getLogger(__name__)
 

@@ -1,22 +1,23 @@
 """The seam between deciding that something must happen later and RQ making it happen.
 
-:class:`engine.jobs.RQScheduler` implements it with RQ queues and scheduled jobs;
+:class:`engine.worker.scheduler.RQScheduler` implements it with RQ queues and scheduled jobs;
 the runner and the engine only see this protocol.
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol
 
-from engine import keys
+from engine.state import keys
 
 
 @dataclass(frozen=True)
 class Timer:
-    """A timer job (by its name in :mod:`engine.jobs`, with string arguments) due at ``when``.
+    """A timer job (by its name in :mod:`engine.worker.jobs`, with string arguments) due at ``when``.
 
     A state change that needs a timer (a review starting to wait with an SLA, a ``wait``
     step) commits the timer's entry in the overdue-timer index together with itself
@@ -68,9 +69,19 @@ class Scheduler(Protocol):
 
     def hand_in(self, function: str, *args: Any) -> None:
         """Run ``function`` with ``args`` (JSON) on a worker soon, in one job with the other
-        tasks handed in meanwhile (:mod:`engine.inbox`): for small, frequent tasks that are
+        tasks handed in meanwhile (:mod:`engine.state.inbox`): for small, frequent tasks that are
         safe to run twice, such as a reviewer's click. ``function`` may return a callable,
         run once the task is acknowledged."""
+
+    def enqueue_to(self, queue: str, function: str, *args: Any, retry: Sequence[int] = (),
+                   timeout: int | None = None, description: str | None = None) -> None:
+        """Run ``function`` (an import path) with ``args`` on a worker serving ``queue``
+        (a plug-in's own queue, such as the bot's ``slack``); should it fail, try again
+        after each of ``retry``'s intervals (seconds)."""
+
+    def hand_in_to(self, queue: str, function: str, *args: Any,
+                   retry: Sequence[int] = ()) -> None:
+        """As :meth:`hand_in`, through ``queue``'s inbox (drained by that queue's workers)."""
 
     def schedule(self, timer: Timer) -> None:
         """Run ``timer`` at its time (no earlier; late only if the workers are)."""

@@ -21,15 +21,16 @@ import redis.asyncio
 from redis.backoff import ExponentialBackoff
 from redis.retry import Retry
 
-from engine import audit, keys
-from engine.errors import ExecutionNotFound, StoreUnavailable
-from engine.execution import (
+from engine.errors import DefinitionMissing, ExecutionNotFound, StoreUnavailable
+from engine.state import audit, keys
+from engine.state.execution import (
     Decision,
     ExecutionState,
     ExecutionStatus,
     StepResult,
     Waiting,
     dumps,
+    epoch_ms,
     parse_iso,
 )
 
@@ -187,7 +188,7 @@ class Store:
     def definition_text(self, digest: str) -> str:
         text = self._call(self.redis.get, keys.definition(digest))
         if text is None:
-            raise LookupError(f"workflow definition {digest} is missing from Redis")
+            raise DefinitionMissing(digest)
         return text.decode() if isinstance(text, bytes) else str(text)
 
     # -- create ------------------------------------------------------------------------------
@@ -406,6 +407,17 @@ class Store:
         value: bytes | None = self._call(self.redis.get, key)
         return value
 
+    def get_values(self, names: Sequence[str]) -> list[bytes | None]:
+        """Several small values in one round trip (None where unset): plug-ins' caches."""
+        if not names:
+            return []
+        values: list[bytes | None] = self._call(self.redis.mget, list(names))
+        return values
+
+    def set_value(self, key: str, value: str, *, ttl_seconds: int | None = None) -> None:
+        """Set a small value, expiring after ``ttl_seconds`` when given."""
+        self._call(self.redis.set, key, value, ex=ttl_seconds)
+
     def compare_and_set(self, key: str, expected: bytes | str | None, new: str) -> bool:
         """Set ``key`` to ``new`` only if it still holds ``expected`` (None: absent)."""
         if expected is None:
@@ -573,7 +585,7 @@ def _text(value: Any) -> str:
 def _ms(iso_text: str) -> int:
     moment = parse_iso(iso_text)
     assert moment is not None
-    return int(moment.timestamp() * 1000)
+    return epoch_ms(moment)
 
 
 def _now_ms() -> int:

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from engine.durations import parse_duration
+from engine.definition.durations import parse_duration
 
 
 @dataclass(frozen=True)

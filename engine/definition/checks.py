@@ -1,10 +1,10 @@
-"""Check one workflow document and freeze it: the passes behind :mod:`engine.workflow`.
+"""Check one workflow document and freeze it: the passes behind :mod:`engine.definition.loader`.
 
-The document is read with positions (:mod:`engine.yaml_positions`), validated against
-the JSON Schema shipped as ``engine/workflow_schema.json``, then checked for what a
+The document is read with positions (:mod:`engine.definition.yaml_positions`), validated against
+the JSON Schema shipped as ``engine/definition/workflow_schema.json``, then checked for what a
 schema cannot say (step types and their options, unique names, references between
 steps, conditions, templates, durations) while it is frozen into
-:mod:`engine.definitions` records. Every problem is kept, each at its line and column.
+:mod:`engine.definition.model` records. Every problem is kept, each at its line and column.
 """
 
 from __future__ import annotations
@@ -24,9 +24,10 @@ from typing import Any
 from jsonschema import Draft202012Validator, ValidationError
 from jsonschema.exceptions import SchemaError, best_match
 
-from engine import templates
-from engine.conditions import Condition, Constant, is_template_condition, parse_condition
-from engine.definitions import (
+from engine.definition import templates
+from engine.definition.conditions import Condition, Constant, is_template_condition, parse_condition
+from engine.definition.durations import DURATION_PATTERN, parse_duration
+from engine.definition.model import (
     FLOW_CONTROL_TYPES,
     HUMAN_STEP_TYPES,
     FailurePolicy,
@@ -38,17 +39,16 @@ from engine.definitions import (
     Trigger,
     Workflow,
 )
-from engine.durations import parse_duration
-from engine.errors import ConditionError, DurationError, Problem, TemplateError
-from engine.schedules import cron_problem
-from engine.steps.registry import FLOW, get_step_type, registered_step_types
-from engine.yaml_positions import (
+from engine.definition.step_types import FLOW, get_step_type, registered_step_types
+from engine.definition.triggers import cron_problem
+from engine.definition.yaml_positions import (
     Position,
     PositionedDocument,
     YamlPath,
     YamlSyntaxError,
     load_with_positions,
 )
+from engine.errors import ConditionError, DurationError, Problem, TemplateError
 
 DEFAULT_RETRY_DELAY = timedelta(seconds=1)
 
@@ -89,7 +89,7 @@ class TemplateCondition(Condition):
 
 @functools.cache
 def _workflow_validator() -> Draft202012Validator:
-    schema = resources.files("engine").joinpath("workflow_schema.json").read_text("utf-8")
+    schema = resources.files("engine.definition").joinpath("workflow_schema.json").read_text("utf-8")
     return Draft202012Validator(json.loads(schema))
 
 
@@ -207,7 +207,7 @@ class Analysis:
             choices = ", ".join(repr(c) for c in expected_value)
             hint = _suggest(str(value), [str(c) for c in expected_value])
             self._problem(path, f"{where} must be one of {choices}, not {value!r}{hint}{in_step}")
-        elif kind == "pattern" and "(ms|s|m|h|d|w)" in str(error.validator_value):
+        elif kind == "pattern" and error.validator_value == DURATION_PATTERN:
             self._problem(path, f"{where}: {_duration_message(value)}{in_step}")
         elif kind == "pattern" and path[-1:] == ("name",):
             self._problem(path, f"{where} {value!r} is not a valid name: start with a letter or "

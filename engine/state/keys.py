@@ -18,7 +18,7 @@
     signoff:sched:{name}:{n} string  the next due time of a workflow's n-th scheduled trigger
     signoff:idx:running     zset    executions a worker should be advancing, scored by lease deadline;
                                     the sweeper re-enqueues those whose lease has lapsed
-    signoff:inboxes         set     the RQ queues that have an inbox (engine.inbox)
+    signoff:inboxes         set     the RQ queues that have an inbox (engine.state.inbox)
     signoff:inbox:{q}       list    small tasks waiting for a drain job on queue q (JSON: import
                                     path, args, retry intervals)
     signoff:inbox:{q}:drain string  set while a drain job is queued and not yet started (expiring)

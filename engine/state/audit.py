@@ -18,7 +18,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from engine.execution import canonical
+from engine.state.execution import canonical
 
 GENESIS = "0" * 64
 

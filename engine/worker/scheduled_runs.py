@@ -12,54 +12,26 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING
 
-from croniter import croniter
-
-from engine import keys
-from engine.definitions import Trigger, Workflow
-from engine.durations import parse_duration
+from engine.definition.model import Trigger, Workflow
+from engine.definition.triggers import next_due, scheduled_triggers
 from engine.errors import WorkflowInvalid, WorkflowNotFound
-from engine.execution import iso, utcnow
 from engine.notify import Actor
+from engine.state import keys
+from engine.state.execution import iso, utcnow
 
 if TYPE_CHECKING:
-    from engine.scheduling import Scheduler
-    from engine.service import Engine
-    from engine.store import Store
-    from engine.workflow import WorkflowCatalog
+    from engine.definition.loader import WorkflowCatalog
+    from engine.run.engine import Engine
+    from engine.run.timers import Scheduler
+    from engine.state.store import Store
 
 log = logging.getLogger(__name__)
 SCHEDULER = Actor(id="system:scheduler", name="system:scheduler", source="system")
 
-
-
-def cron_problem(expression: str) -> str | None:
-    """Why ``expression`` is not a usable cron expression, or None."""
-    if not croniter.is_valid(expression):
-        return (f"{expression!r} is not a cron expression: write 5 fields, "
-                "minute hour day-of-month month day-of-week, e.g. \"0 9 * * 1-5\"")
-    return None
-
-
-def scheduled_triggers(workflow: Workflow) -> Iterator[tuple[int, Trigger]]:
-    for index, trigger in enumerate(workflow.triggers):
-        if trigger.type == "scheduled":
-            yield index, trigger
-
-
-def next_due(trigger: Trigger, after: datetime) -> datetime:
-    """The first time strictly after ``after`` that ``trigger`` fires (UTC)."""
-    options = trigger.with_
-    if "every" in options:
-        period = parse_duration(options["every"])
-        # Align `every` to the epoch, so all workers and restarts agree on the times.
-        step = period.total_seconds()
-        epoch = after.timestamp()
-        return datetime.fromtimestamp((epoch // step + 1) * step, UTC)
-    return croniter(str(options["cron"]), after.astimezone(UTC)).get_next(datetime)
 
 
 def schedule_key(workflow: Workflow, index: int) -> str:

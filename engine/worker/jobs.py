@@ -1,0 +1,70 @@
+"""The RQ job bodies: ids in, nothing else. RQ stores each job by this module's import
+path (``engine.worker.jobs.<name>``), so these names are part of what is in Redis.
+
+Timer jobs first take themselves off the overdue-timer index (see
+:class:`engine.run.timers.Timer`); each re-checks its deadline, so one that runs early
+or twice does nothing.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from engine.run.timers import Timer
+from engine.state import keys
+from engine.worker.runtime import runtime
+from engine.worker.scheduled_runs import start_scheduled_run
+from engine.worker.scheduler import rq_inbox
+from engine.worker.worker import current_worker
+
+
+def advance_execution(execution_id: str) -> str | None:
+    status = runtime().runner.advance(execution_id)
+    return status.value if status else None
+
+
+def drain_inbox(queue_name: str) -> int:
+    """Run the tasks in ``queue_name``'s inbox until it is empty, or until a queue this
+    worker serves first has a job waiting; see engine.state.inbox."""
+    ahead: list[str] = []
+    worker = current_worker()
+    if worker is not None:
+        names = [q.name for q in worker.queues]
+        if queue_name in names:
+            ahead = [q.key for q in worker.queues[:names.index(queue_name)]]
+    return rq_inbox(runtime().store.redis, queue_name).drain(yield_to=ahead)
+
+
+# -- timers ------------------------------------------------------------------------------------
+
+def advance_timer(execution_id: str) -> str | None:
+    _timer_ran("advance_timer", execution_id)
+    return advance_execution(execution_id)
+
+
+def expire_execution(execution_id: str) -> bool:
+    _timer_ran("expire_execution", execution_id)
+    return runtime().engine.expire(execution_id)
+
+
+def step_timed_out(execution_id: str, path: str) -> bool:
+    _timer_ran("step_timed_out", execution_id, path)
+    return runtime().engine.step_timed_out(execution_id, path)
+
+
+def review_timer(execution_id: str, path: str, level: str, kind: str) -> bool:
+    _timer_ran("review_timer", execution_id, path, level, kind)
+    return runtime().engine.review_timer(execution_id, path, int(level), kind)
+
+
+def start_scheduled(workflow: str, due: str) -> str | None:
+    _timer_ran("start_scheduled", workflow, due)
+    rt = runtime()
+    return start_scheduled_run(rt.engine, rt.catalog, workflow, datetime.fromisoformat(due))
+
+
+def _timer_ran(name: str, *args: str) -> None:
+    runtime().store.redis.zrem(keys.INDEX_TIMERS, Timer(name, args, _EPOCH).member)
+
+
+_EPOCH = datetime.fromtimestamp(0).astimezone()

@@ -1,0 +1,150 @@
+"""The :class:`engine.run.timers.Scheduler` seam on RQ: queues, scheduled jobs, inboxes.
+
+Jobs are enqueued by import path (``engine.worker.jobs.*``), the name RQ stores with
+each job, so this module does not import the job bodies.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from datetime import datetime, timedelta
+from typing import Any
+
+import redis
+import redis.asyncio
+from rq import Queue, Retry
+
+from engine.run import timers
+from engine.run.timers import Timer
+from engine.state import keys
+from engine.state.inbox import AsyncInbox, Inbox, Task
+
+JOB_TIMEOUT = 3600  # seconds; one segment of automatic steps, http timeouts included
+FAILURE_TTL = 7 * 86400  # a failed job stays in RQ's failed registry for a week
+JOBS = "engine.worker.jobs"  # where the job bodies live, as RQ names them
+
+
+class RQScheduler:
+    """The :class:`engine.run.timers.Scheduler` seam, on RQ queues and scheduled jobs."""
+
+    def __init__(self, connection: redis.Redis, queue_name: str = "signoff") -> None:
+        self.queue = Queue(queue_name, connection=connection)
+        self.inbox = rq_inbox(connection, queue_name)
+        self._queues: dict[str, Queue] = {}  # plug-ins' queues (enqueue_to)
+        self._inboxes: dict[str, Inbox] = {queue_name: self.inbox}
+
+    def enqueue_advance(self, execution_id: str, *, pipeline: Any = None) -> None:
+        own = pipeline is None
+        pipe = self.queue.connection.pipeline() if own else pipeline
+        self.queue.enqueue_call(f"{JOBS}.advance_execution", args=(execution_id,),
+                                timeout=JOB_TIMEOUT, result_ttl=0, failure_ttl=FAILURE_TTL,
+                                pipeline=pipe, description=f"advance {execution_id}")
+        if own:  # one round trip instead of RQ's two transactions
+            pipe.execute()
+
+    def enqueue(self, function: str, *args: Any) -> None:
+        pipe = self.queue.connection.pipeline()
+        self.queue.enqueue_call(function, args=args, timeout=JOB_TIMEOUT, result_ttl=0,
+                                failure_ttl=FAILURE_TTL, pipeline=pipe)
+        pipe.execute()
+
+    def hand_in(self, function: str, *args: Any) -> None:
+        self.inbox.put(function, *args)
+
+    def enqueue_to(self, queue: str, function: str, *args: Any, retry: Sequence[int] = (),
+                   timeout: int | None = None, description: str | None = None) -> None:
+        self._queue(queue).enqueue_call(
+            function, args=args, timeout=timeout or JOB_TIMEOUT, result_ttl=0,
+            failure_ttl=FAILURE_TTL, description=description,
+            retry=Retry(max=len(retry), interval=list(retry)) if retry else None)
+
+    def hand_in_to(self, queue: str, function: str, *args: Any,
+                   retry: Sequence[int] = ()) -> None:
+        inbox = self._inboxes.get(queue)
+        if inbox is None:
+            inbox = self._inboxes[queue] = rq_inbox(self.queue.connection, queue)
+        inbox.put(function, *args, retry=tuple(retry))
+
+    def _queue(self, name: str) -> Queue:
+        if name == self.queue.name:
+            return self.queue
+        queue = self._queues.get(name)
+        if queue is None:
+            queue = self._queues[name] = Queue(name, connection=self.queue.connection)
+        return queue
+
+    def async_inbox(self, connection: redis.asyncio.Redis) -> AsyncInbox:
+        """The inbox for a web process's event loop (``connection``: its async client)."""
+        return AsyncInbox(connection, self.queue.name, self.inbox.enqueue_drain)
+
+    def schedule(self, timer: Timer) -> None:
+        # The registry keeps whole seconds and the scheduler polls each second: a job may
+        # run up to ~1 s early. Every timer job re-checks its deadline and defers if so.
+        pipe = self.queue.connection.pipeline()
+        self.queue.enqueue_in(max(timedelta(0), timer.when - _now(timer.when)),
+                              f"{JOBS}.{timer.job}", *timer.args, job_timeout=JOB_TIMEOUT,
+                              result_ttl=0, failure_ttl=FAILURE_TTL, pipeline=pipe)
+        # Also kept in our own index (usually committed already, with the change that set
+        # the timer): RQ's scheduler lock outlives a killed worker by a minute, and a timer
+        # must not wait that long (see fire_overdue).
+        key, score, member = timer.entry
+        pipe.zadd(key, {member: score})
+        pipe.execute()
+
+    def advance_at(self, execution_id: str, when: datetime) -> None:
+        self.schedule(timers.advance_timer(execution_id, when))
+
+    def run_timeout_at(self, execution_id: str, when: datetime) -> None:
+        self.schedule(timers.run_timeout_timer(execution_id, when))
+
+    def step_timeout_at(self, execution_id: str, path: str, when: datetime) -> None:
+        self.schedule(timers.step_timeout_timer(execution_id, path, when))
+
+    def review_timer_at(self, execution_id: str, path: str, level: int, kind: str,
+                        when: datetime) -> None:
+        self.schedule(timers.review_timer(execution_id, path, level, kind, when))
+
+    def start_workflow_at(self, workflow: str, when: datetime) -> None:
+        self.schedule(timers.start_workflow_timer(workflow, when))
+
+    def fire_overdue(self, grace: timedelta, limit: int = 200) -> int:
+        """Enqueue timers more than ``grace`` overdue that RQ's scheduler has not run (every
+        timer job is idempotent, so one that runs twice does nothing the second time)."""
+        connection = self.queue.connection
+        cutoff = (datetime.now().astimezone() - grace).timestamp()
+        fired = 0
+        due: Any = connection.zrangebyscore(keys.INDEX_TIMERS, "-inf", cutoff, start=0,
+                                            num=limit)
+        for member in due:
+            if not connection.zrem(keys.INDEX_TIMERS, member):
+                continue  # another worker took it
+            name, *args = json.loads(member)
+            self.enqueue(f"{JOBS}.{name}", *args)
+            fired += 1
+        return fired
+
+
+def rq_inbox(connection: redis.Redis, queue_name: str) -> Inbox:
+    """The inbox of RQ queue ``queue_name``, draining in jobs on that queue."""
+    queue = Queue(queue_name, connection=connection)
+
+    def enqueue_drain() -> None:
+        pipe = connection.pipeline()
+        queue.enqueue_call(f"{JOBS}.drain_inbox", args=(queue_name,), timeout=JOB_TIMEOUT,
+                           result_ttl=0, failure_ttl=FAILURE_TTL, pipeline=pipe,
+                           description=f"drain the {queue_name} inbox")
+        pipe.execute()
+
+    def run_as_job(task: Task) -> None:
+        queue.enqueue_call(task.function, args=task.args, timeout=JOB_TIMEOUT, result_ttl=0,
+                           failure_ttl=FAILURE_TTL,
+                           retry=Retry(max=len(task.retry), interval=list(task.retry))
+                           if task.retry else None,
+                           description=f"{task.function}, from the {queue_name} inbox")
+
+    return Inbox(connection, queue_name, enqueue_drain, run_as_job)
+
+
+def _now(reference: datetime) -> datetime:
+    return datetime.now(reference.tzinfo)
