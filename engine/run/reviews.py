@@ -33,7 +33,6 @@ from engine.notify import (
     Notifier,
     ReviewChange,
     ReviewClosed,
-    ReviewRequest,
 )
 from engine.run import escalation, timers
 from engine.run.timers import Scheduler
@@ -458,12 +457,6 @@ class Reviews:
                 outcome=outcome, actor=actor, at=self.clock(), input=input_, reason=reason))
         except Exception:  # Slack being down must not undo a recorded decision
             log.exception("notifier failed for %s", state.id)
-
-
-def review_of(state: ExecutionState) -> ReviewRequest | None:
-    if state.status is not ExecutionStatus.WAITING_FOR_INPUT or state.waiting is None:
-        return None
-    return review_request(state, state.waiting)
 
 
 def schema_violations(schema: Mapping[str, Any], value: Any) -> list[dict[str, str]]:

@@ -1,7 +1,8 @@
-"""Scheduled triggers: when a workflow with ``type: scheduled`` is next due, and starting it.
+"""Starting the runs of scheduled triggers (``type: scheduled``), once per due time.
 
-Workers share one schedule per workflow in Redis (``signoff:sched:{name}``: the next
-due time and the definition it was computed from). Every sweep, each worker looks
+When a trigger is next due is :mod:`engine.definition.triggers`. Workers share one
+schedule per trigger in Redis (``signoff:sched:{name}:{n}``: the next due time and the
+definition it was computed from). Every sweep, each worker looks
 for schedules due before its next sweep; the one that moves the schedule forward
 (a compare-and-set) enqueues the run for the exact due time, so a schedule fires
 once however many workers there are, and none is lost while all are down (a
@@ -31,7 +32,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 SCHEDULER = Actor(id="system:scheduler", name="system:scheduler", source="system")
-
 
 
 def schedule_key(workflow: Workflow, index: int) -> str:
