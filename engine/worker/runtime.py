@@ -18,7 +18,7 @@ from engine.notify import Notifier, load_notifier
 from engine.run.engine import Engine
 from engine.run.runner import Runner
 from engine.settings import Settings
-from engine.state.store import Store
+from engine.state.store import Store, connect
 from engine.worker.scheduled_runs import ScheduleKeeper
 from engine.worker.scheduler import RQScheduler
 
@@ -49,6 +49,13 @@ def build_runtime(settings: Settings, connection: redis.Redis,
     catalog = WorkflowCatalog(settings.workflows_dir)
     keeper = ScheduleKeeper(store, scheduler, catalog)
     return Runtime(settings, store, engine, runner, catalog, keeper)
+
+
+def build_engine(settings: Settings, connection: redis.Redis | None = None,
+                 notifier: Notifier | None = None) -> Engine:
+    """An :class:`Engine` on ``settings``' Redis (or ``connection``), with RQ behind its
+    timers and the notifier the settings name (or ``notifier``)."""
+    return build_runtime(settings, connection or connect(settings.redis_url), notifier).engine
 
 
 def install_runtime(runtime_: Runtime) -> None:

@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import pytest
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
 
-from engine.api import build_api
+from engine.api import WebExtension, build_api
 from engine.definition.loader import WorkflowCatalog
+from engine.errors import CannotEscalate, Contention
 
 GATE = """
 name: refund
@@ -109,6 +113,31 @@ def test_errors_are_json_with_the_right_status(api, work):
     assert broken.status_code == 400 and "not valid JSON" in broken.json()["message"]
     assert api.get("/api/workflowExecutions?status=BOGUS").status_code == 400
     assert api.get("/api/workflowExecutions?size=0").status_code == 400
+
+
+def test_write_contention_and_the_last_level_are_409_with_their_own_codes(
+        runtime, served, settings):
+    # Both need races or reviews that are hard to stage over HTTP; a plug-in route raises
+    # them, so what is tested is the API's mapping, over real HTTP.
+    def contended(request: Request) -> Response:
+        raise Contention("x-1", "record the decision on")
+
+    def last_level(request: Request) -> Response:
+        raise CannotEscalate("review is at its last level", execution_id="x-2")
+
+    app = build_api(runtime.engine, WorkflowCatalog(settings.workflows_dir), api_token=None,
+                    extensions=[WebExtension(routes=[
+                        Route("/api/test/contended", contended),
+                        Route("/api/test/last-level", last_level)])])
+    with served(app).client() as client:
+        first = client.get("/api/test/contended")
+        second = client.get("/api/test/last-level")
+    assert first.status_code == 409
+    assert first.json()["error"] == "contention" and first.json()["executionId"] == "x-1"
+    assert "try again" in first.json()["message"]
+    assert second.status_code == 409
+    assert second.json() == {"error": "cannot_escalate", "executionId": "x-2",
+                             "message": "review is at its last level"}
 
 
 def test_missing_or_wrong_token_is_401(api, served, runtime, settings):
