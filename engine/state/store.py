@@ -1,6 +1,6 @@
 """The durable execution store: every read and write of an execution goes through here.
 
-State changes are atomic: one Lua script (:data:`_COMMIT`) checks guards (the
+State changes are atomic: one Lua script (:data:`engine.state.lua.COMMIT`) checks guards (the
 status the change expects, the audit head it extends, the lease it holds), writes
 the fields, moves the indexes and appends the audit events, all or nothing. Two
 reviewers at once, a double click or a cancel racing a worker can therefore never
@@ -22,7 +22,7 @@ from redis.backoff import ExponentialBackoff
 from redis.retry import Retry
 
 from engine.errors import DefinitionMissing, ExecutionNotFound, StoreUnavailable
-from engine.state import audit, keys
+from engine.state import audit, keys, lua
 from engine.state.execution import (
     Decision,
     ExecutionState,
@@ -33,81 +33,6 @@ from engine.state.execution import (
     epoch_ms,
     parse_iso,
 )
-
-_COMMIT = """
-local spec = cjson.decode(ARGV[1])
-local xkey, akey, lkey = KEYS[1], KEYS[2], KEYS[3]
-local cur = redis.call('HMGET', xkey, 'st', 'ah', 't0ms')
-if not cur[1] then return {0, '', '', 'missing'} end
-if spec.guard_status then
-  local ok = false
-  for _, s in ipairs(spec.guard_status) do if s == cur[1] then ok = true end end
-  if not ok then return {0, cur[1], cur[2], 'status'} end
-end
-if spec.guard_head and spec.guard_head ~= cur[2] then return {0, cur[1], cur[2], 'head'} end
-if spec.guard_field then
-  local v = redis.call('HGET', xkey, spec.guard_field[1])
-  if not v or string.find(v, spec.guard_field[2], 1, true) == nil then
-    return {0, cur[1], cur[2], 'field'}
-  end
-end
-if spec.guard_lease then
-  if redis.call('GET', lkey) ~= spec.guard_lease then return {0, cur[1], cur[2], 'lease'} end
-end
-if spec.set then
-  local flat = {}
-  for k, v in pairs(spec.set) do table.insert(flat, k); table.insert(flat, v) end
-  if #flat > 0 then redis.call('HSET', xkey, unpack(flat)) end
-end
-if spec.del and #spec.del > 0 then redis.call('HDEL', xkey, unpack(spec.del)) end
-if spec.status and spec.status ~= cur[1] then
-  redis.call('HSET', xkey, 'st', spec.status)
-  redis.call('ZREM', ARGV[2] .. cur[1], ARGV[4])
-  redis.call('ZADD', ARGV[2] .. spec.status, tonumber(cur[3]), ARGV[4])
-  redis.call('PUBLISH', ARGV[5], spec.status)
-end
-if spec.waiting == 'add' then redis.call('ZADD', KEYS[4], spec.waiting_score, ARGV[4]) end
-if spec.waiting == 'remove' then redis.call('ZREM', KEYS[4], ARGV[4]) end
-if spec.running == 'add' then redis.call('ZADD', KEYS[5], spec.running_score, ARGV[4]) end
-if spec.running == 'remove' then redis.call('ZREM', KEYS[5], ARGV[4]) end
-if spec.zadd then
-  for _, z in ipairs(spec.zadd) do redis.call('ZADD', z[1], z[2], z[3]) end
-end
-if spec.zrem then
-  for _, z in ipairs(spec.zrem) do redis.call('ZREM', z[1], z[2]) end
-end
-local head = cur[2]
-if spec.events then
-  for _, e in ipairs(spec.events) do
-    redis.call('RPUSH', akey, e[2] .. e[1])
-    head = e[2]
-  end
-  redis.call('HSET', xkey, 'ah', head)
-end
-if spec.guard_lease then
-  if spec.release then redis.call('DEL', lkey)
-  elseif spec.lease_ttl_ms then redis.call('PEXPIRE', lkey, spec.lease_ttl_ms) end
-end
-return {1, spec.status or cur[1], head, 'ok'}
-"""
-
-_RELEASE = """
-if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
-return 0
-"""
-
-
-_ANNOTATE = """
-if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
-redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
-return 1
-"""
-
-
-_CAS = """
-if redis.call('GET', KEYS[1]) == ARGV[1] then redis.call('SET', KEYS[1], ARGV[2]) return 1 end
-return 0
-"""
 
 
 def connect(url: str) -> redis.Redis:
@@ -178,10 +103,10 @@ class Store:
 
     def __init__(self, client: redis.Redis) -> None:
         self.redis = client
-        self._commit = client.register_script(_COMMIT)
-        self._release = client.register_script(_RELEASE)
-        self._annotate = client.register_script(_ANNOTATE)
-        self._cas = client.register_script(_CAS)
+        self._commit = client.register_script(lua.COMMIT)
+        self._release = client.register_script(lua.RELEASE_LEASE)
+        self._annotate = client.register_script(lua.ANNOTATE)
+        self._cas = client.register_script(lua.COMPARE_AND_SET)
 
     # -- definitions -------------------------------------------------------------------------
 
