@@ -5,6 +5,10 @@ writes, which is what makes a guarded state change, a lease release or an inbox 
 all or nothing. Each script is registered once per client (``register_script``: EVALSHA,
 loaded again on NOSCRIPT) by the module that runs it: :mod:`engine.state.store` runs the
 execution scripts, :mod:`engine.state.inbox` the inbox ones.
+
+Every key a script reads or writes is passed in KEYS, none is built inside a script, so
+each script's comment below is the whole list of what it may touch. A pub/sub channel is
+not a key and comes in ARGV.
 """
 
 from __future__ import annotations
@@ -15,15 +19,16 @@ from __future__ import annotations
 # KEYS[1]  the execution hash              KEYS[4]  the waiting index
 # KEYS[2]  its audit list                  KEYS[5]  the running index
 # KEYS[3]  its lease
+# KEYS[6 .. 5+S]  the status indexes, one per status, in the order of ARGV[4 ..]
+# KEYS[6+S ..]    the indexes the change's zadd/zrem entries name (by KEYS position)
 # ARGV[1]  the change as JSON: guards (guard_status: statuses, guard_head: audit head,
 #          guard_field: [field, text it must contain], guard_lease: token), writes (set:
 #          fields, del: field names, status, waiting/running: add|remove with a score,
-#          zadd: [[key, score, member]], zrem: [[key, member]], events: [[body, hash]]
-#          appended in order), lease_ttl_ms or release
-# ARGV[2]  the prefix of the status indexes (the status name follows)
-# ARGV[3]  unused
-# ARGV[4]  the execution id (its member in the indexes)
-# ARGV[5]  the pub/sub channel told a new status
+#          zadd: [[KEYS position, score, member]], zrem: [[KEYS position, member]],
+#          events: [[body, hash]] appended in order), lease_ttl_ms or release
+# ARGV[2]  the execution id (its member in the indexes)
+# ARGV[3]  the pub/sub channel told a new status
+# ARGV[4 .. 3+S]  every status name (S of them), in the order of their index keys
 # Returns {1, status, audit head, 'ok'} when applied, else {0, status, audit head, reason}
 # with reason status | head | field | lease (a guard failed) or missing (no such execution;
 # status and head are then '').
@@ -54,20 +59,22 @@ if spec.set then
 end
 if spec.del and #spec.del > 0 then redis.call('HDEL', xkey, unpack(spec.del)) end
 if spec.status and spec.status ~= cur[1] then
+  local status_index = {}
+  for i = 4, #ARGV do status_index[ARGV[i]] = KEYS[i + 2] end
   redis.call('HSET', xkey, 'st', spec.status)
-  redis.call('ZREM', ARGV[2] .. cur[1], ARGV[4])
-  redis.call('ZADD', ARGV[2] .. spec.status, tonumber(cur[3]), ARGV[4])
-  redis.call('PUBLISH', ARGV[5], spec.status)
+  redis.call('ZREM', status_index[cur[1]], ARGV[2])
+  redis.call('ZADD', status_index[spec.status], tonumber(cur[3]), ARGV[2])
+  redis.call('PUBLISH', ARGV[3], spec.status)
 end
-if spec.waiting == 'add' then redis.call('ZADD', KEYS[4], spec.waiting_score, ARGV[4]) end
-if spec.waiting == 'remove' then redis.call('ZREM', KEYS[4], ARGV[4]) end
-if spec.running == 'add' then redis.call('ZADD', KEYS[5], spec.running_score, ARGV[4]) end
-if spec.running == 'remove' then redis.call('ZREM', KEYS[5], ARGV[4]) end
+if spec.waiting == 'add' then redis.call('ZADD', KEYS[4], spec.waiting_score, ARGV[2]) end
+if spec.waiting == 'remove' then redis.call('ZREM', KEYS[4], ARGV[2]) end
+if spec.running == 'add' then redis.call('ZADD', KEYS[5], spec.running_score, ARGV[2]) end
+if spec.running == 'remove' then redis.call('ZREM', KEYS[5], ARGV[2]) end
 if spec.zadd then
-  for _, z in ipairs(spec.zadd) do redis.call('ZADD', z[1], z[2], z[3]) end
+  for _, z in ipairs(spec.zadd) do redis.call('ZADD', KEYS[z[1]], z[2], z[3]) end
 end
 if spec.zrem then
-  for _, z in ipairs(spec.zrem) do redis.call('ZREM', z[1], z[2]) end
+  for _, z in ipairs(spec.zrem) do redis.call('ZREM', KEYS[z[1]], z[2]) end
 end
 local head = cur[2]
 if spec.events then

@@ -294,18 +294,24 @@ class Store:
         if change.running:
             spec["running"] = change.running
             spec["running_score"] = change.running_score
+        # The other indexes the change names go in KEYS after the status indexes; its
+        # entries refer to them by position (see engine.state.lua.COMMIT).
+        named: dict[str, int] = {}
+
+        def position(key: str) -> int:
+            return named.setdefault(key, _FIRST_NAMED_KEY + len(named))
+
         if change.zadd:
-            spec["zadd"] = [list(z) for z in change.zadd]
+            spec["zadd"] = [[position(key), score, member] for key, score, member in change.zadd]
         if change.zrem:
-            spec["zrem"] = [list(z) for z in change.zrem]
+            spec["zrem"] = [[position(key), member] for key, member in change.zrem]
         if not spec["events"]:
             del spec["events"]
         raw = self._call(
             self._commit,
             keys=[keys.execution(state.id), keys.audit(state.id), keys.lease(state.id),
-                  keys.INDEX_WAITING, keys.INDEX_RUNNING],
-            args=[json.dumps(spec), keys.index_status(""), "", state.id,
-                  keys.status_channel(state.id)],
+                  keys.INDEX_WAITING, keys.INDEX_RUNNING, *_STATUS_INDEXES, *named],
+            args=[json.dumps(spec), state.id, keys.status_channel(state.id), *_STATUS_NAMES],
         )
         result = CommitResult(ok=bool(raw[0]), status=_text(raw[1]), head=_text(raw[2]),
                               reason=_text(raw[3]))
@@ -499,6 +505,9 @@ def _state_from_hash(execution_id: str, raw: Mapping[bytes, bytes]) -> Execution
     )
 
 
+_STATUS_NAMES = [status.value for status in ExecutionStatus]  # COMMIT's ARGV[4 ..]
+_STATUS_INDEXES = [keys.index_status(name) for name in _STATUS_NAMES]  # its KEYS[6 ..]
+_FIRST_NAMED_KEY = 6 + len(_STATUS_INDEXES)  # Lua counts KEYS from 1
 _REVIEW_FIELDS = ("wf", "d", "st", "t0", "rb", "w")  # wf first: None means gone
 _HASH_LEN = 64  # an audit entry is its sha256 (hex) followed by its canonical JSON
 
