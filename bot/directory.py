@@ -1,8 +1,5 @@
-"""Who is who in Slack: display names, user-group members and e-mail look-ups, cached in Redis.
-
-    signoff:slack:user:{U…}       string  display name (users.info)
-    signoff:slack:group:{S…}      string  JSON list of member ids (usergroups.users.list)
-    signoff:slack:email:{address} string  user id, or "" when nobody has it (users.lookupByEmail)
+"""Who is who in Slack: display names, user-group members and e-mail look-ups, cached in
+Redis (the keys are in :mod:`bot.keys`).
 
 Each entry expires after ``BotSettings.cache_seconds``; a miss asks Slack again.
 """
@@ -18,11 +15,11 @@ import redis
 from slack_sdk import WebClient
 from slack_sdk.errors import SlackApiError
 
+from bot import keys
 from bot.mrkdwn import is_user_id
 
 log = logging.getLogger(__name__)
 
-PREFIX = "signoff:slack:"
 NEGATIVE_TTL = 300  # an unknown e-mail is asked about again after five minutes
 _GROUP_ID = re.compile(r"S[A-Z0-9]+")
 # Slack answers these for an id or address that does not exist; anything else may pass.
@@ -56,7 +53,7 @@ class Directory:
 
     def display_name(self, user_id: str, fallback: str = "") -> str:
         """The name people see for ``user_id``; ``fallback`` (or the id) when Slack can't say."""
-        key = f"{PREFIX}user:{user_id}"
+        key = keys.user_name(user_id)
         cached = self.redis.get(key)
         if cached is not None:
             return cached.decode() if isinstance(cached, bytes) else str(cached)
@@ -73,7 +70,7 @@ class Directory:
 
     def group_members(self, group_id: str) -> tuple[str, ...] | None:
         """The members of a user group; None when Slack has no such group."""
-        key = f"{PREFIX}group:{group_id}"
+        key = keys.group_members(group_id)
         cached = self.redis.get(key)
         if cached is not None:
             return tuple(json.loads(cached))
@@ -89,7 +86,7 @@ class Directory:
     def user_for_email(self, email: str) -> str | None:
         """The user id behind an e-mail address; None when nobody in the workspace has it."""
         address = email.strip().lower()
-        key = f"{PREFIX}email:{address}"
+        key = keys.email_user(address)
         cached = self.redis.get(key)
         if cached is not None:
             found = cached.decode() if isinstance(cached, bytes) else str(cached)

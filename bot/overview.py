@@ -26,10 +26,9 @@ from typing import Any
 from slack_sdk import WebClient
 from slack_sdk.errors import SlackApiError
 
-from bot import texts
+from bot import keys, texts
 from bot.blocks import ACTION_APPROVE, ACTION_DENY, button
 from bot.delivery import Delivery, Post, annotation_key
-from bot.directory import PREFIX
 from bot.eligibility import refusal
 from bot.forms import ReviewRef, decision_line, only_decision_required
 from bot.mrkdwn import (
@@ -162,8 +161,7 @@ class Overview:
         budget lasts; a link that comes later is kept for the next listing."""
         if not posts:
             return {}
-        keys = [_permalink_key(p) for p in posts]
-        cached = self.redis.mget(keys)
+        cached = self.redis.mget([_permalink_key(p) for p in posts])
         found: dict[tuple[str, str], str] = {}
         asked = []
         for post, value in zip(posts, cached, strict=True):
@@ -226,7 +224,7 @@ def _post_for(user_id: str, delivery: Delivery) -> Post | None:
 
 
 def _permalink_key(post: Post) -> str:
-    return f"{PREFIX}permalink:{post.channel}:{post.ts}"
+    return keys.permalink(post.channel, post.ts)
 
 
 def _safe_link(link: str) -> bool:

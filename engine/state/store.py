@@ -174,7 +174,7 @@ class Store:
         """Field ``n:{key}`` of several executions, in one round trip (None where unset)."""
         pipe = self.redis.pipeline(transaction=False)
         for execution_id in ids:
-            pipe.hget(keys.execution(execution_id), f"n:{key}")
+            pipe.hget(keys.execution(execution_id), keys.annotation_field(key))
         return [json.loads(raw) if raw is not None else None for raw in self._call(pipe.execute)]
 
     def exists(self, execution_id: str) -> bool:
@@ -360,12 +360,12 @@ class Store:
     def set_annotation(self, execution_id: str, key: str, value: Any) -> None:
         """Set field ``n:{key}`` (JSON) of an existing execution; plug-ins keep state here."""
         written = self._call(self._annotate, keys=[keys.execution(execution_id)],
-                             args=[f"n:{key}", dumps(value)])
+                             args=[keys.annotation_field(key), dumps(value)])
         if not written:
             raise ExecutionNotFound(execution_id)
 
     def annotation(self, execution_id: str, key: str) -> Any:
-        raw = self._call(self.redis.hget, keys.execution(execution_id), f"n:{key}")
+        raw = self._call(self.redis.hget, keys.execution(execution_id), keys.annotation_field(key))
         return json.loads(raw) if raw is not None else None
 
     # -- leases ------------------------------------------------------------------------------
@@ -489,10 +489,10 @@ def _state_from_hash(execution_id: str, raw: Mapping[bytes, bytes]) -> Execution
     results: dict[str, StepResult] = {}
     decisions: dict[str, Decision] = {}
     for name, value in data.items():
-        if name.startswith("s:"):
-            results[name[2:]] = StepResult.from_json(value)
-        elif name.startswith("dec:"):
-            decisions[name[4:]] = Decision.from_json(value)
+        if name.startswith(keys.STEP_FIELD):
+            results[name.removeprefix(keys.STEP_FIELD)] = StepResult.from_json(value)
+        elif name.startswith(keys.DECISION_FIELD):
+            decisions[name.removeprefix(keys.DECISION_FIELD)] = Decision.from_json(value)
     return ExecutionState(
         id=execution_id, workflow=data["wf"], digest=data["d"],
         status=ExecutionStatus(data["st"]), started_at=data["t0"],
