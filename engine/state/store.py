@@ -247,7 +247,11 @@ class Store:
 
     def _intersect(self, key_a: str, key_b: str, offset: int, limit: int,
                    newest_first: bool) -> tuple[list[str], int]:
-        small, large = sorted([key_a, key_b], key=lambda k: self.redis.zcard(k))
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.zcard(key_a)
+        pipe.zcard(key_b)
+        size_a, size_b = self._call(pipe.execute)
+        small, large = (key_a, key_b) if size_a <= size_b else (key_b, key_a)
         members = self._call(self.redis.zrange, small, 0, -1, withscores=True)
         if not members:
             return [], 0
@@ -429,19 +433,47 @@ class Store:
         every status change) or ``timeout`` seconds pass; returns the last status seen."""
         pubsub = self.redis.pubsub(ignore_subscribe_messages=True)
         try:
-            pubsub.subscribe(keys.status_channel(execution_id))
+            self._call(pubsub.subscribe, keys.status_channel(execution_id))
             status = self.status(execution_id)  # after subscribing: no change is missed
             deadline = time.monotonic() + timeout
             while not wanted(status):
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
                     break
-                message = pubsub.get_message(timeout=remaining)
+                message = self._call(pubsub.get_message, timeout=remaining)
                 if message is not None:
                     status = ExecutionStatus(_text(message["data"]))
             return status
         finally:
             pubsub.close()
+
+    # -- timers ------------------------------------------------------------------------------
+
+    def index_timer(self, member: str, due: float, *, enqueue: Callable[[Any], None]) -> None:
+        """Keep a timer (``Timer.member``, due at epoch seconds ``due``) in the overdue-timer
+        index, in one transaction with ``enqueue``, which schedules its RQ job."""
+        pipe = self.redis.pipeline(transaction=True)
+        enqueue(pipe)  # RQ opens the MULTI itself, so it goes first
+        pipe.zadd(keys.INDEX_TIMERS, {member: due})
+        self._call(pipe.execute)
+
+    def overdue_timers(self, before: float, limit: int) -> list[str]:
+        """Up to ``limit`` timers of the overdue-timer index due before ``before`` (epoch
+        seconds), soonest first."""
+        rows = self._call(self.redis.zrangebyscore, keys.INDEX_TIMERS, "-inf", before,
+                          start=0, num=limit)
+        return [_text(r) for r in rows]
+
+    def forget_timer(self, member: str) -> bool:
+        """Take a timer off the overdue-timer index: it ran, or is about to. False when it
+        was not there (another worker took it)."""
+        return bool(self._call(self.redis.zrem, keys.INDEX_TIMERS, member))
+
+    # -- inboxes -----------------------------------------------------------------------------
+
+    def inbox_queues(self) -> list[str]:
+        """The RQ queues that have an inbox (engine.state.inbox), for the workers' sweep."""
+        return [_text(name) for name in self._call(self.redis.smembers, keys.INBOXES)]
 
     # -- audit -------------------------------------------------------------------------------
 

@@ -6,11 +6,16 @@ import uuid
 
 import pytest
 import redis
+from redis.backoff import NoBackoff
 from redis.client import Monitor
+from redis.retry import Retry
 
+from engine.errors import StoreUnavailable
 from engine.state import keys
+from engine.state.embedded_redis import free_port
 from engine.state.execution import ExecutionState, ExecutionStatus
 from engine.state.store import Change, Store
+from engine.worker.scheduler import rq_inbox
 
 STARTED_AT = "2024-05-01T12:00:00+00:00"
 STARTED_MS = 1714564800000
@@ -78,6 +83,45 @@ def test_commit_touches_only_the_keys_it_is_given(store, redis_client):
     assert ("ZADD", keys.stats("isolate", "review")) in touched
     assert ("DEL", keys.lease(state.id)) in touched
     assert undeclared == set()
+
+
+def test_overdue_timers_come_soonest_first_and_each_is_taken_once(store):
+    scheduled = []
+    for member, due in (("late", 300.0), ("first", 100.0), ("second", 200.0)):
+        store.index_timer(member, due, enqueue=lambda pipe, m=member: scheduled.append(m))
+
+    assert scheduled == ["late", "first", "second"]
+    assert store.overdue_timers(250, limit=10) == ["first", "second"]
+    assert store.overdue_timers(1000, limit=1) == ["first"]
+    assert store.forget_timer("first") is True
+    assert store.forget_timer("first") is False  # another worker took it
+    assert store.overdue_timers(1000, limit=10) == ["second", "late"]
+
+
+def test_inbox_queues_names_every_queue_a_task_was_handed_to(store, redis_client):
+    assert store.inbox_queues() == []
+    for queue in ("signoff", "slack"):
+        rq_inbox(redis_client, queue).put("tests.engine.inbox_tasks.record", "x")
+
+    assert sorted(store.inbox_queues()) == ["signoff", "slack"]
+
+
+@pytest.mark.parametrize("read", [
+    lambda s: s.list_executions(status="RUNNING", workflow="isolate"),
+    lambda s: s.overdue_timers(0, limit=10),
+    lambda s: s.forget_timer("timer"),
+    lambda s: s.inbox_queues(),
+    lambda s: s.index_timer("timer", 0, enqueue=lambda pipe: None),
+    lambda s: s.wait_for_status("x1", lambda status: True, timeout=1),
+], ids=["intersect", "overdue", "forget", "inboxes", "index-timer", "wait"])
+def test_an_unreachable_redis_is_store_unavailable(read):
+    client = redis.Redis(port=free_port(), socket_connect_timeout=0.5,
+                         retry=Retry(NoBackoff(), 0))
+    try:
+        with pytest.raises(StoreUnavailable):
+            read(Store(client))
+    finally:
+        client.close()
 
 
 def _script_commands(monitor: Monitor) -> list[tuple[set[str], str, list[str]]]:
