@@ -101,7 +101,7 @@ class Overview:
 
     def __init__(self, engine: Engine, client: WebClient) -> None:
         self.engine = engine
-        self.redis = engine.store.redis
+        self.store = engine.store
         # Its own client: one short try per link, no retries, so a slow Slack costs the
         # answer a missing link rather than the whole answer.
         self.links = WebClient(token=client.token, base_url=client.base_url,
@@ -161,7 +161,7 @@ class Overview:
         budget lasts; a link that comes later is kept for the next listing."""
         if not posts:
             return {}
-        cached = self.redis.mget([_permalink_key(p) for p in posts])
+        cached = self.store.get_values([_permalink_key(p) for p in posts])
         found: dict[tuple[str, str], str] = {}
         asked = []
         for post, value in zip(posts, cached, strict=True):
@@ -192,7 +192,7 @@ class Overview:
         link = str(answer.get("permalink") or "")
         if not _safe_link(link):
             return None
-        self.redis.set(_permalink_key(post), link, ex=PERMALINK_TTL)
+        self.store.set_value(_permalink_key(post), link, ttl_seconds=PERMALINK_TTL)
         return link
 
     def stats(self, days: int, now: datetime | None = None) -> list[StepStats]:
