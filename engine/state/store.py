@@ -197,26 +197,20 @@ class Store:
         else:
             key = (keys.index_status(status) if status else
                    keys.index_workflow(workflow) if workflow else keys.INDEX_ALL)
-            pipe = self.redis.pipeline(transaction=False)
-            rng = pipe.zrevrange if newest_first else pipe.zrange
-            rng(key, offset, offset + limit - 1)
-            pipe.zcard(key)
-            raw_ids, total = self._call(pipe.execute)
-            ids = [i.decode() for i in raw_ids]
+            ids, total = self.index_page(key, offset, limit, newest_first=newest_first)
         return self.summaries(ids), total
 
     def waiting(self, *, offset: int = 0, limit: int = 50) -> tuple[list[str], int]:
         """Executions waiting for input, oldest first."""
-        pipe = self.redis.pipeline(transaction=False)
-        pipe.zrange(keys.INDEX_WAITING, offset, offset + limit - 1)
-        pipe.zcard(keys.INDEX_WAITING)
-        raw_ids, total = self._call(pipe.execute)
-        return [i.decode() for i in raw_ids], total
+        return self.index_page(keys.INDEX_WAITING, offset, limit)
 
-    def index_page(self, key: str, offset: int, limit: int) -> tuple[list[str], int]:
-        """A page of a sorted-set index, lowest score first, and its size."""
+    def index_page(self, key: str, offset: int, limit: int, *,
+                   newest_first: bool = False) -> tuple[list[str], int]:
+        """A page of a sorted-set index, lowest score first (highest with ``newest_first``),
+        and its size."""
         pipe = self.redis.pipeline(transaction=False)
-        pipe.zrange(key, offset, offset + limit - 1)
+        page = pipe.zrevrange if newest_first else pipe.zrange
+        page(key, offset, offset + limit - 1)
         pipe.zcard(key)
         raw_ids, total = self._call(pipe.execute)
         return [_text(i) for i in raw_ids], int(total)
@@ -375,20 +369,14 @@ class Store:
     # -- leases ------------------------------------------------------------------------------
 
     def acquire_lease(self, execution_id: str, ttl_ms: int) -> str | None:
-        token = secrets.token_hex(8)
-        pipe = self.redis.pipeline(transaction=True)
-        pipe.set(keys.lease(execution_id), token, nx=True, px=ttl_ms)
-        pipe.zadd(keys.INDEX_RUNNING, {execution_id: _now_ms() + ttl_ms})
+        token, pipe = self._taking_lease(execution_id, ttl_ms)
         acquired, _ = self._call(pipe.execute)
         return token if acquired else None
 
     def acquire_lease_and_load(self, execution_id: str, ttl_ms: int
                                ) -> tuple[str | None, ExecutionState]:
         """Take the lease and read the execution in one round trip."""
-        token = secrets.token_hex(8)
-        pipe = self.redis.pipeline(transaction=True)
-        pipe.set(keys.lease(execution_id), token, nx=True, px=ttl_ms)
-        pipe.zadd(keys.INDEX_RUNNING, {execution_id: _now_ms() + ttl_ms})
+        token, pipe = self._taking_lease(execution_id, ttl_ms)
         pipe.hgetall(keys.execution(execution_id))
         acquired, _, raw = self._call(pipe.execute)
         if not raw:
@@ -397,6 +385,15 @@ class Store:
             self.forget_runnable(execution_id)
             raise ExecutionNotFound(execution_id)
         return (token if acquired else None), _state_from_hash(execution_id, raw)
+
+    def _taking_lease(self, execution_id: str, ttl_ms: int) -> tuple[str, Any]:
+        """A new lease token, and a transaction that takes the lease with it (if free) and
+        marks the run as being advanced until the lease's deadline."""
+        token = secrets.token_hex(8)
+        pipe = self.redis.pipeline(transaction=True)
+        pipe.set(keys.lease(execution_id), token, nx=True, px=ttl_ms)
+        pipe.zadd(keys.INDEX_RUNNING, {execution_id: _now_ms() + ttl_ms})
+        return token, pipe
 
     def extend_lease(self, execution_id: str, token: str, ttl_ms: int) -> None:
         """Stretch the lease before a long step, so the sweeper leaves the run alone."""
