@@ -1,10 +1,16 @@
 """The durable execution store: every read and write of an execution goes through here.
 
-State changes are atomic: one Lua script (:data:`engine.state.lua.COMMIT`) checks guards (the
-status the change expects, the audit head it extends, the lease it holds), writes
+State changes are atomic: one Lua script (:data:`engine.state.lua.COMMIT`) checks guards
+(the status the change expects, the audit head it extends, the lease it holds), writes
 the fields, moves the indexes and appends the audit events, all or nothing. Two
 reviewers at once, a double click or a cancel racing a worker can therefore never
-produce two decisions or a lost one.
+produce two decisions or a lost one. The script is given every key it may touch: the
+execution's, every status index and the other indexes the change names.
+
+The worker side's own bookkeeping (the overdue-timer index, the list of inboxes) and
+plug-ins' small values go through here too, so a Redis that cannot be reached is
+:class:`engine.errors.StoreUnavailable` in one place. Only RQ and the inboxes
+(:mod:`engine.state.inbox`) use the client directly.
 """
 
 from __future__ import annotations
