@@ -1,8 +1,5 @@
-"""Who is who in Slack: display names, user-group members and e-mail look-ups, cached in Redis.
-
-    signoff:slack:user:{U…}       string  display name (users.info)
-    signoff:slack:group:{S…}      string  JSON list of member ids (usergroups.users.list)
-    signoff:slack:email:{address} string  user id, or "" when nobody has it (users.lookupByEmail)
+"""Who is who in Slack: display names, user-group members and e-mail look-ups, cached in
+Redis (the keys are in :mod:`bot.keys`).
 
 Each entry expires after ``BotSettings.cache_seconds``; a miss asks Slack again.
 """
@@ -13,16 +10,20 @@ import json
 import logging
 import re
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-import redis
 from slack_sdk import WebClient
 from slack_sdk.errors import SlackApiError
 
+from bot import keys
 from bot.mrkdwn import is_user_id
+from engine.state.store import Store
+
+if TYPE_CHECKING:
+    import redis
 
 log = logging.getLogger(__name__)
 
-PREFIX = "signoff:slack:"
 NEGATIVE_TTL = 300  # an unknown e-mail is asked about again after five minutes
 _GROUP_ID = re.compile(r"S[A-Z0-9]+")
 # Slack answers these for an id or address that does not exist; anything else may pass.
@@ -47,19 +48,20 @@ class ResolvedApprovers:
 
 
 class Directory:
-    """Slack's directory behind a Redis cache."""
+    """Slack's directory behind a cache in the engine's store."""
 
-    def __init__(self, client: WebClient, connection: redis.Redis, ttl: int = 3600) -> None:
+    def __init__(self, client: WebClient, store: Store | redis.Redis, ttl: int = 3600) -> None:
         self.client = client
-        self.redis = connection
+        # A Redis client is taken (and wrapped) until every caller passes engine.store.
+        self.store = store if isinstance(store, Store) else Store(store)
         self.ttl = ttl
 
     def display_name(self, user_id: str, fallback: str = "") -> str:
         """The name people see for ``user_id``; ``fallback`` (or the id) when Slack can't say."""
-        key = f"{PREFIX}user:{user_id}"
-        cached = self.redis.get(key)
+        key = keys.user_name(user_id)
+        cached = self._cached(key)
         if cached is not None:
-            return cached.decode() if isinstance(cached, bytes) else str(cached)
+            return cached
         try:
             user = self.client.users_info(user=user_id)["user"]
         except SlackApiError as exc:
@@ -68,13 +70,13 @@ class Directory:
         profile = user.get("profile") or {}
         name = str(profile.get("display_name") or profile.get("real_name")
                    or user.get("real_name") or user.get("name") or fallback or user_id)
-        self.redis.set(key, name, ex=self.ttl)
+        self.store.set_value(key, name, ttl_seconds=self.ttl)
         return name
 
     def group_members(self, group_id: str) -> tuple[str, ...] | None:
         """The members of a user group; None when Slack has no such group."""
-        key = f"{PREFIX}group:{group_id}"
-        cached = self.redis.get(key)
+        key = keys.group_members(group_id)
+        cached = self._cached(key)
         if cached is not None:
             return tuple(json.loads(cached))
         try:
@@ -83,26 +85,31 @@ class Directory:
             if exc.response.get("error") in _NOT_FOUND:
                 return None
             raise
-        self.redis.set(key, json.dumps(list(members)), ex=self.ttl)
+        self.store.set_value(key, json.dumps(list(members)), ttl_seconds=self.ttl)
         return members
 
     def user_for_email(self, email: str) -> str | None:
         """The user id behind an e-mail address; None when nobody in the workspace has it."""
         address = email.strip().lower()
-        key = f"{PREFIX}email:{address}"
-        cached = self.redis.get(key)
+        key = keys.email_user(address)
+        cached = self._cached(key)
         if cached is not None:
-            found = cached.decode() if isinstance(cached, bytes) else str(cached)
-            return found or None
+            return cached or None
         try:
             user_id = str(self.client.users_lookupByEmail(email=address)["user"]["id"])
         except SlackApiError as exc:
             if exc.response.get("error") in _NOT_FOUND:
-                self.redis.set(key, "", ex=NEGATIVE_TTL)
+                self.store.set_value(key, "", ttl_seconds=NEGATIVE_TTL)
                 return None
             raise
-        self.redis.set(key, user_id, ex=self.ttl)
+        self.store.set_value(key, user_id, ttl_seconds=self.ttl)
         return user_id
+
+    def _cached(self, key: str) -> str | None:
+        value = self.store.get_value(key)
+        if value is None:
+            return None
+        return value.decode() if isinstance(value, bytes) else str(value)
 
     def user_id(self, who: str) -> str | None:
         """A user id for a U… id or an e-mail address (a run's requester); None otherwise."""

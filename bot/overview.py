@@ -26,10 +26,9 @@ from typing import Any
 from slack_sdk import WebClient
 from slack_sdk.errors import SlackApiError
 
-from bot import texts
+from bot import keys, texts
 from bot.blocks import ACTION_APPROVE, ACTION_DENY, button
 from bot.delivery import Delivery, Post, annotation_key
-from bot.directory import PREFIX
 from bot.eligibility import refusal
 from bot.forms import ReviewRef, decision_line, only_decision_required
 from bot.mrkdwn import (
@@ -102,7 +101,7 @@ class Overview:
 
     def __init__(self, engine: Engine, client: WebClient) -> None:
         self.engine = engine
-        self.redis = engine.store.redis
+        self.store = engine.store
         # Its own client: one short try per link, no retries, so a slow Slack costs the
         # answer a missing link rather than the whole answer.
         self.links = WebClient(token=client.token, base_url=client.base_url,
@@ -162,8 +161,7 @@ class Overview:
         budget lasts; a link that comes later is kept for the next listing."""
         if not posts:
             return {}
-        keys = [_permalink_key(p) for p in posts]
-        cached = self.redis.mget(keys)
+        cached = self.store.get_values([_permalink_key(p) for p in posts])
         found: dict[tuple[str, str], str] = {}
         asked = []
         for post, value in zip(posts, cached, strict=True):
@@ -194,7 +192,7 @@ class Overview:
         link = str(answer.get("permalink") or "")
         if not _safe_link(link):
             return None
-        self.redis.set(_permalink_key(post), link, ex=PERMALINK_TTL)
+        self.store.set_value(_permalink_key(post), link, ttl_seconds=PERMALINK_TTL)
         return link
 
     def stats(self, days: int, now: datetime | None = None) -> list[StepStats]:
@@ -226,7 +224,7 @@ def _post_for(user_id: str, delivery: Delivery) -> Post | None:
 
 
 def _permalink_key(post: Post) -> str:
-    return f"{PREFIX}permalink:{post.channel}:{post.ts}"
+    return keys.permalink(post.channel, post.ts)
 
 
 def _safe_link(link: str) -> bool:

@@ -17,6 +17,12 @@ the tasks of a drain whose heartbeat lapsed back at the head of the inbox. A tas
 therefore runs at least once and must be safe to run twice (a decision is: the
 engine's guards turn the second into "already decided").
 
+Each move is one Lua script (in :mod:`engine.state.lua`): ``INBOX_PUT`` appends tasks
+and claims the "drain queued" flag (1: the caller enqueues the drain); ``INBOX_NEXT``
+acknowledges the task just run and moves the next to the drain's own list (nil: the
+inbox is empty; -1: a queue the worker serves first has a job, so the drain yields);
+``INBOX_RECOVER`` puts a dead drain's tasks back (how many; -1: its heartbeat is alive).
+
 A task may return a follow-up, a callable run after the task is acknowledged: work the
 task has already made durable and that has its own recovery (continuing a run the
 task resumed; a lapsed lease gets it re-enqueued). A task that raises is handed to RQ
@@ -41,7 +47,7 @@ import redis
 import redis.asyncio
 from rq.utils import import_attribute
 
-from engine.state import keys
+from engine.state import keys, lua
 
 log = logging.getLogger(__name__)
 
@@ -50,38 +56,8 @@ ALIVE_MS = 60_000  # a drain silent for this long is presumed dead; its task is 
 DRAIN_SECONDS = 20.0  # a drain hands over to a new job after this long, so timers interleave
 DRAIN_TASKS = 5_000
 
-# RPUSH the tasks; claim the "drain queued" flag. 1: the caller must enqueue a drain.
-_PUT = """
-redis.call('RPUSH', KEYS[1], unpack(ARGV, 3))
-redis.call('SADD', KEYS[3], ARGV[2])
-if redis.call('SET', KEYS[2], '1', 'NX', 'PX', ARGV[1]) then return 1 end
-return 0
-"""
 MAX_BATCH = 1_000  # tasks in one write (Lua's unpack takes a few thousand at most)
 _COMPACT = json.JSONEncoder(separators=(",", ":"))  # json.dumps(separators=) builds one a call
-
-# Acknowledge the previous task (if any), keep the heartbeat and the drain's place among
-# the takers (a sweep drops a drain whose heartbeat lapsed during one long task), take the
-# next task, unless a queue the worker puts first (KEYS[5...]) has jobs waiting: then -1.
-_NEXT = """
-if ARGV[1] ~= '' then redis.call('LREM', KEYS[2], 1, ARGV[1]) end
-redis.call('SET', KEYS[3], '1', 'PX', ARGV[2])
-redis.call('SADD', KEYS[4], ARGV[3])
-for i = 5, #KEYS do
-  if redis.call('LLEN', KEYS[i]) > 0 then return -1 end
-end
-return redis.call('LMOVE', KEYS[1], KEYS[2], 'LEFT', 'RIGHT')
-"""
-
-# Put a dead drain's tasks back at the head of the inbox, oldest first; forget the drain.
-_RECOVER = """
-if redis.call('EXISTS', KEYS[3]) == 1 then return -1 end
-local n = 0
-while redis.call('LMOVE', KEYS[2], KEYS[1], 'RIGHT', 'LEFT') do n = n + 1 end
-redis.call('SREM', KEYS[4], ARGV[1])
-return n
-"""
-
 
 @dataclass(frozen=True)
 class Task:
@@ -119,9 +95,9 @@ class Inbox:
         self.takers = keys.inbox_takers(queue)
         self.enqueue_drain = enqueue_drain  # queue one drain job (the flag is ours)
         self._run_as_job = run_as_job  # hand a failed task to RQ
-        self._put = connection.register_script(_PUT)
-        self._next = connection.register_script(_NEXT)
-        self._recover = connection.register_script(_RECOVER)
+        self._put = connection.register_script(lua.INBOX_PUT)
+        self._next = connection.register_script(lua.INBOX_NEXT)
+        self._recover = connection.register_script(lua.INBOX_RECOVER)
         self._functions: dict[str, Callable[..., Any]] = {}
 
     # -- in -----------------------------------------------------------------------------------
@@ -255,7 +231,7 @@ class AsyncInbox:
     def __init__(self, connection: redis.asyncio.Redis, queue: str,
                  enqueue_drain: Callable[[], None]) -> None:
         self.redis = connection
-        self._put = connection.register_script(_PUT)
+        self._put = connection.register_script(lua.INBOX_PUT)
         self.queue = queue
         self._drain_flag = keys.inbox_drain(queue)
         self._keys = [keys.inbox(queue), self._drain_flag, keys.INBOXES]

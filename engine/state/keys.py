@@ -1,4 +1,4 @@
-"""Every Redis key Signoff uses, built in one place.
+"""Every Redis key the engine uses, built in one place (the Slack bot adds its caches: bot.keys).
 
     signoff:x:{id}          hash    one execution (fields below)
     signoff:a:{id}          list    its audit trail: entries of sha256 hex + canonical JSON,
@@ -26,12 +26,14 @@
     signoff:inbox-taking:{t} list   the task drain t is running
     signoff:inbox-alive:{t} string  drain t's heartbeat (expiring); the sweep puts back the task
                                     of a drain whose heartbeat lapsed
+    signoff:status:{id}     channel pub/sub, told each new status of an execution (not a key)
 
 Execution hash fields: ``wf`` workflow name, ``d`` definition digest, ``st`` status,
-``t0``/``t1`` started/finished (ISO 8601), ``ev`` event JSON, ``rb`` requested by,
-``err`` run error, ``ah`` audit head hash, ``v`` variables JSON, ``w`` what it waits
-for (JSON), ``s:{path}`` one step's result (JSON), ``dec:{path}`` a decision (JSON), ``n:{key}`` a
-plug-in's annotation (JSON; the bot keeps its Slack messages under ``n:slack:{step}``).
+``t0``/``t1`` started/finished (ISO 8601), ``t0ms`` started (epoch ms, its score in the
+indexes), ``ev`` event JSON, ``rb`` requested by, ``err`` run error, ``ah`` audit head
+hash, ``v`` variables JSON, ``w`` what it waits for (JSON), ``s:{path}`` one step's result
+(JSON), ``dec:{path}`` a decision (JSON), ``n:{key}`` a plug-in's annotation (JSON; the
+bot keeps its Slack messages under ``n:slack:{step}``).
 """
 
 from __future__ import annotations
@@ -111,9 +113,18 @@ def schedule(workflow: str, index: int) -> str:
     return f"{PREFIX}sched:{workflow}:{index}"
 
 
+STEP_FIELD = "s:"  # execution hash fields: these prefixes, then a step's path or a plug-in's key
+DECISION_FIELD = "dec:"
+ANNOTATION_FIELD = "n:"
+
+
 def step_field(path: str) -> str:
-    return f"s:{path}"
+    return f"{STEP_FIELD}{path}"
 
 
 def decision_field(path: str) -> str:
-    return f"dec:{path}"
+    return f"{DECISION_FIELD}{path}"
+
+
+def annotation_field(key: str) -> str:
+    return f"{ANNOTATION_FIELD}{key}"

@@ -1,10 +1,16 @@
 """The durable execution store: every read and write of an execution goes through here.
 
-State changes are atomic: one Lua script (:data:`_COMMIT`) checks guards (the
-status the change expects, the audit head it extends, the lease it holds), writes
+State changes are atomic: one Lua script (:data:`engine.state.lua.COMMIT`) checks guards
+(the status the change expects, the audit head it extends, the lease it holds), writes
 the fields, moves the indexes and appends the audit events, all or nothing. Two
 reviewers at once, a double click or a cancel racing a worker can therefore never
-produce two decisions or a lost one.
+produce two decisions or a lost one. The script is given every key it may touch: the
+execution's, every status index and the other indexes the change names.
+
+The worker side's own bookkeeping (the overdue-timer index, the list of inboxes) and
+plug-ins' small values go through here too, so a Redis that cannot be reached is
+:class:`engine.errors.StoreUnavailable` in one place. Only RQ and the inboxes
+(:mod:`engine.state.inbox`) use the client directly.
 """
 
 from __future__ import annotations
@@ -22,7 +28,7 @@ from redis.backoff import ExponentialBackoff
 from redis.retry import Retry
 
 from engine.errors import DefinitionMissing, ExecutionNotFound, StoreUnavailable
-from engine.state import audit, keys
+from engine.state import audit, keys, lua
 from engine.state.execution import (
     Decision,
     ExecutionState,
@@ -33,81 +39,6 @@ from engine.state.execution import (
     epoch_ms,
     parse_iso,
 )
-
-_COMMIT = """
-local spec = cjson.decode(ARGV[1])
-local xkey, akey, lkey = KEYS[1], KEYS[2], KEYS[3]
-local cur = redis.call('HMGET', xkey, 'st', 'ah', 't0ms')
-if not cur[1] then return {0, '', '', 'missing'} end
-if spec.guard_status then
-  local ok = false
-  for _, s in ipairs(spec.guard_status) do if s == cur[1] then ok = true end end
-  if not ok then return {0, cur[1], cur[2], 'status'} end
-end
-if spec.guard_head and spec.guard_head ~= cur[2] then return {0, cur[1], cur[2], 'head'} end
-if spec.guard_field then
-  local v = redis.call('HGET', xkey, spec.guard_field[1])
-  if not v or string.find(v, spec.guard_field[2], 1, true) == nil then
-    return {0, cur[1], cur[2], 'field'}
-  end
-end
-if spec.guard_lease then
-  if redis.call('GET', lkey) ~= spec.guard_lease then return {0, cur[1], cur[2], 'lease'} end
-end
-if spec.set then
-  local flat = {}
-  for k, v in pairs(spec.set) do table.insert(flat, k); table.insert(flat, v) end
-  if #flat > 0 then redis.call('HSET', xkey, unpack(flat)) end
-end
-if spec.del and #spec.del > 0 then redis.call('HDEL', xkey, unpack(spec.del)) end
-if spec.status and spec.status ~= cur[1] then
-  redis.call('HSET', xkey, 'st', spec.status)
-  redis.call('ZREM', ARGV[2] .. cur[1], ARGV[4])
-  redis.call('ZADD', ARGV[2] .. spec.status, tonumber(cur[3]), ARGV[4])
-  redis.call('PUBLISH', ARGV[5], spec.status)
-end
-if spec.waiting == 'add' then redis.call('ZADD', KEYS[4], spec.waiting_score, ARGV[4]) end
-if spec.waiting == 'remove' then redis.call('ZREM', KEYS[4], ARGV[4]) end
-if spec.running == 'add' then redis.call('ZADD', KEYS[5], spec.running_score, ARGV[4]) end
-if spec.running == 'remove' then redis.call('ZREM', KEYS[5], ARGV[4]) end
-if spec.zadd then
-  for _, z in ipairs(spec.zadd) do redis.call('ZADD', z[1], z[2], z[3]) end
-end
-if spec.zrem then
-  for _, z in ipairs(spec.zrem) do redis.call('ZREM', z[1], z[2]) end
-end
-local head = cur[2]
-if spec.events then
-  for _, e in ipairs(spec.events) do
-    redis.call('RPUSH', akey, e[2] .. e[1])
-    head = e[2]
-  end
-  redis.call('HSET', xkey, 'ah', head)
-end
-if spec.guard_lease then
-  if spec.release then redis.call('DEL', lkey)
-  elseif spec.lease_ttl_ms then redis.call('PEXPIRE', lkey, spec.lease_ttl_ms) end
-end
-return {1, spec.status or cur[1], head, 'ok'}
-"""
-
-_RELEASE = """
-if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
-return 0
-"""
-
-
-_ANNOTATE = """
-if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
-redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
-return 1
-"""
-
-
-_CAS = """
-if redis.call('GET', KEYS[1]) == ARGV[1] then redis.call('SET', KEYS[1], ARGV[2]) return 1 end
-return 0
-"""
 
 
 def connect(url: str) -> redis.Redis:
@@ -178,10 +109,10 @@ class Store:
 
     def __init__(self, client: redis.Redis) -> None:
         self.redis = client
-        self._commit = client.register_script(_COMMIT)
-        self._release = client.register_script(_RELEASE)
-        self._annotate = client.register_script(_ANNOTATE)
-        self._cas = client.register_script(_CAS)
+        self._commit = client.register_script(lua.COMMIT)
+        self._release = client.register_script(lua.RELEASE_LEASE)
+        self._annotate = client.register_script(lua.ANNOTATE)
+        self._cas = client.register_script(lua.COMPARE_AND_SET)
 
     # -- definitions -------------------------------------------------------------------------
 
@@ -249,7 +180,7 @@ class Store:
         """Field ``n:{key}`` of several executions, in one round trip (None where unset)."""
         pipe = self.redis.pipeline(transaction=False)
         for execution_id in ids:
-            pipe.hget(keys.execution(execution_id), f"n:{key}")
+            pipe.hget(keys.execution(execution_id), keys.annotation_field(key))
         return [json.loads(raw) if raw is not None else None for raw in self._call(pipe.execute)]
 
     def exists(self, execution_id: str) -> bool:
@@ -272,26 +203,20 @@ class Store:
         else:
             key = (keys.index_status(status) if status else
                    keys.index_workflow(workflow) if workflow else keys.INDEX_ALL)
-            pipe = self.redis.pipeline(transaction=False)
-            rng = pipe.zrevrange if newest_first else pipe.zrange
-            rng(key, offset, offset + limit - 1)
-            pipe.zcard(key)
-            raw_ids, total = self._call(pipe.execute)
-            ids = [i.decode() for i in raw_ids]
+            ids, total = self.index_page(key, offset, limit, newest_first=newest_first)
         return self.summaries(ids), total
 
     def waiting(self, *, offset: int = 0, limit: int = 50) -> tuple[list[str], int]:
         """Executions waiting for input, oldest first."""
-        pipe = self.redis.pipeline(transaction=False)
-        pipe.zrange(keys.INDEX_WAITING, offset, offset + limit - 1)
-        pipe.zcard(keys.INDEX_WAITING)
-        raw_ids, total = self._call(pipe.execute)
-        return [i.decode() for i in raw_ids], total
+        return self.index_page(keys.INDEX_WAITING, offset, limit)
 
-    def index_page(self, key: str, offset: int, limit: int) -> tuple[list[str], int]:
-        """A page of a sorted-set index, lowest score first, and its size."""
+    def index_page(self, key: str, offset: int, limit: int, *,
+                   newest_first: bool = False) -> tuple[list[str], int]:
+        """A page of a sorted-set index, lowest score first (highest with ``newest_first``),
+        and its size."""
         pipe = self.redis.pipeline(transaction=False)
-        pipe.zrange(key, offset, offset + limit - 1)
+        page = pipe.zrevrange if newest_first else pipe.zrange
+        page(key, offset, offset + limit - 1)
         pipe.zcard(key)
         raw_ids, total = self._call(pipe.execute)
         return [_text(i) for i in raw_ids], int(total)
@@ -322,7 +247,11 @@ class Store:
 
     def _intersect(self, key_a: str, key_b: str, offset: int, limit: int,
                    newest_first: bool) -> tuple[list[str], int]:
-        small, large = sorted([key_a, key_b], key=lambda k: self.redis.zcard(k))
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.zcard(key_a)
+        pipe.zcard(key_b)
+        size_a, size_b = self._call(pipe.execute)
+        small, large = (key_a, key_b) if size_a <= size_b else (key_b, key_a)
         members = self._call(self.redis.zrange, small, 0, -1, withscores=True)
         if not members:
             return [], 0
@@ -369,18 +298,24 @@ class Store:
         if change.running:
             spec["running"] = change.running
             spec["running_score"] = change.running_score
+        # The other indexes the change names go in KEYS after the status indexes; its
+        # entries refer to them by position (see engine.state.lua.COMMIT).
+        named: dict[str, int] = {}
+
+        def position(key: str) -> int:
+            return named.setdefault(key, _FIRST_NAMED_KEY + len(named))
+
         if change.zadd:
-            spec["zadd"] = [list(z) for z in change.zadd]
+            spec["zadd"] = [[position(key), score, member] for key, score, member in change.zadd]
         if change.zrem:
-            spec["zrem"] = [list(z) for z in change.zrem]
+            spec["zrem"] = [[position(key), member] for key, member in change.zrem]
         if not spec["events"]:
             del spec["events"]
         raw = self._call(
             self._commit,
             keys=[keys.execution(state.id), keys.audit(state.id), keys.lease(state.id),
-                  keys.INDEX_WAITING, keys.INDEX_RUNNING],
-            args=[json.dumps(spec), keys.index_status(""), "", state.id,
-                  keys.status_channel(state.id)],
+                  keys.INDEX_WAITING, keys.INDEX_RUNNING, *_STATUS_INDEXES, *named],
+            args=[json.dumps(spec), state.id, keys.status_channel(state.id), *_STATUS_NAMES],
         )
         result = CommitResult(ok=bool(raw[0]), status=_text(raw[1]), head=_text(raw[2]),
                               reason=_text(raw[3]))
@@ -429,31 +364,25 @@ class Store:
     def set_annotation(self, execution_id: str, key: str, value: Any) -> None:
         """Set field ``n:{key}`` (JSON) of an existing execution; plug-ins keep state here."""
         written = self._call(self._annotate, keys=[keys.execution(execution_id)],
-                             args=[f"n:{key}", dumps(value)])
+                             args=[keys.annotation_field(key), dumps(value)])
         if not written:
             raise ExecutionNotFound(execution_id)
 
     def annotation(self, execution_id: str, key: str) -> Any:
-        raw = self._call(self.redis.hget, keys.execution(execution_id), f"n:{key}")
+        raw = self._call(self.redis.hget, keys.execution(execution_id), keys.annotation_field(key))
         return json.loads(raw) if raw is not None else None
 
     # -- leases ------------------------------------------------------------------------------
 
     def acquire_lease(self, execution_id: str, ttl_ms: int) -> str | None:
-        token = secrets.token_hex(8)
-        pipe = self.redis.pipeline(transaction=True)
-        pipe.set(keys.lease(execution_id), token, nx=True, px=ttl_ms)
-        pipe.zadd(keys.INDEX_RUNNING, {execution_id: _now_ms() + ttl_ms})
+        token, pipe = self._taking_lease(execution_id, ttl_ms)
         acquired, _ = self._call(pipe.execute)
         return token if acquired else None
 
     def acquire_lease_and_load(self, execution_id: str, ttl_ms: int
                                ) -> tuple[str | None, ExecutionState]:
         """Take the lease and read the execution in one round trip."""
-        token = secrets.token_hex(8)
-        pipe = self.redis.pipeline(transaction=True)
-        pipe.set(keys.lease(execution_id), token, nx=True, px=ttl_ms)
-        pipe.zadd(keys.INDEX_RUNNING, {execution_id: _now_ms() + ttl_ms})
+        token, pipe = self._taking_lease(execution_id, ttl_ms)
         pipe.hgetall(keys.execution(execution_id))
         acquired, _, raw = self._call(pipe.execute)
         if not raw:
@@ -462,6 +391,15 @@ class Store:
             self.forget_runnable(execution_id)
             raise ExecutionNotFound(execution_id)
         return (token if acquired else None), _state_from_hash(execution_id, raw)
+
+    def _taking_lease(self, execution_id: str, ttl_ms: int) -> tuple[str, Any]:
+        """A new lease token, and a transaction that takes the lease with it (if free) and
+        marks the run as being advanced until the lease's deadline."""
+        token = secrets.token_hex(8)
+        pipe = self.redis.pipeline(transaction=True)
+        pipe.set(keys.lease(execution_id), token, nx=True, px=ttl_ms)
+        pipe.zadd(keys.INDEX_RUNNING, {execution_id: _now_ms() + ttl_ms})
+        return token, pipe
 
     def extend_lease(self, execution_id: str, token: str, ttl_ms: int) -> None:
         """Stretch the lease before a long step, so the sweeper leaves the run alone."""
@@ -498,19 +436,47 @@ class Store:
         every status change) or ``timeout`` seconds pass; returns the last status seen."""
         pubsub = self.redis.pubsub(ignore_subscribe_messages=True)
         try:
-            pubsub.subscribe(keys.status_channel(execution_id))
+            self._call(pubsub.subscribe, keys.status_channel(execution_id))
             status = self.status(execution_id)  # after subscribing: no change is missed
             deadline = time.monotonic() + timeout
             while not wanted(status):
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
                     break
-                message = pubsub.get_message(timeout=remaining)
+                message = self._call(pubsub.get_message, timeout=remaining)
                 if message is not None:
                     status = ExecutionStatus(_text(message["data"]))
             return status
         finally:
             pubsub.close()
+
+    # -- timers ------------------------------------------------------------------------------
+
+    def index_timer(self, member: str, due: float, *, enqueue: Callable[[Any], None]) -> None:
+        """Keep a timer (``Timer.member``, due at epoch seconds ``due``) in the overdue-timer
+        index, in one transaction with ``enqueue``, which schedules its RQ job."""
+        pipe = self.redis.pipeline(transaction=True)
+        enqueue(pipe)  # RQ opens the MULTI itself, so it goes first
+        pipe.zadd(keys.INDEX_TIMERS, {member: due})
+        self._call(pipe.execute)
+
+    def overdue_timers(self, before: float, limit: int) -> list[str]:
+        """Up to ``limit`` timers of the overdue-timer index due before ``before`` (epoch
+        seconds), soonest first."""
+        rows = self._call(self.redis.zrangebyscore, keys.INDEX_TIMERS, "-inf", before,
+                          start=0, num=limit)
+        return [_text(r) for r in rows]
+
+    def forget_timer(self, member: str) -> bool:
+        """Take a timer off the overdue-timer index: it ran, or is about to. False when it
+        was not there (another worker took it)."""
+        return bool(self._call(self.redis.zrem, keys.INDEX_TIMERS, member))
+
+    # -- inboxes -----------------------------------------------------------------------------
+
+    def inbox_queues(self) -> list[str]:
+        """The RQ queues that have an inbox (engine.state.inbox), for the workers' sweep."""
+        return [_text(name) for name in self._call(self.redis.smembers, keys.INBOXES)]
 
     # -- audit -------------------------------------------------------------------------------
 
@@ -558,10 +524,10 @@ def _state_from_hash(execution_id: str, raw: Mapping[bytes, bytes]) -> Execution
     results: dict[str, StepResult] = {}
     decisions: dict[str, Decision] = {}
     for name, value in data.items():
-        if name.startswith("s:"):
-            results[name[2:]] = StepResult.from_json(value)
-        elif name.startswith("dec:"):
-            decisions[name[4:]] = Decision.from_json(value)
+        if name.startswith(keys.STEP_FIELD):
+            results[name.removeprefix(keys.STEP_FIELD)] = StepResult.from_json(value)
+        elif name.startswith(keys.DECISION_FIELD):
+            decisions[name.removeprefix(keys.DECISION_FIELD)] = Decision.from_json(value)
     return ExecutionState(
         id=execution_id, workflow=data["wf"], digest=data["d"],
         status=ExecutionStatus(data["st"]), started_at=data["t0"],
@@ -574,6 +540,9 @@ def _state_from_hash(execution_id: str, raw: Mapping[bytes, bytes]) -> Execution
     )
 
 
+_STATUS_NAMES = [status.value for status in ExecutionStatus]  # COMMIT's ARGV[4 ..]
+_STATUS_INDEXES = [keys.index_status(name) for name in _STATUS_NAMES]  # its KEYS[6 ..]
+_FIRST_NAMED_KEY = 6 + len(_STATUS_INDEXES)  # Lua counts KEYS from 1
 _REVIEW_FIELDS = ("wf", "d", "st", "t0", "rb", "w")  # wf first: None means gone
 _HASH_LEN = 64  # an audit entry is its sha256 (hex) followed by its canonical JSON
 

@@ -11,11 +11,9 @@ from __future__ import annotations
 from datetime import datetime
 
 from engine.run.timers import Timer
-from engine.state import keys
 from engine.worker.runtime import runtime
 from engine.worker.scheduled_runs import start_scheduled_run
-from engine.worker.scheduler import rq_inbox
-from engine.worker.worker import current_worker
+from engine.worker.worker import current_worker, rq_scheduler
 
 
 def advance_execution(execution_id: str) -> str | None:
@@ -32,7 +30,7 @@ def drain_inbox(queue_name: str) -> int:
         names = [q.name for q in worker.queues]
         if queue_name in names:
             ahead = [q.key for q in worker.queues[:names.index(queue_name)]]
-    return rq_inbox(runtime().store.redis, queue_name).drain(yield_to=ahead)
+    return rq_scheduler().inbox_of(queue_name).drain(yield_to=ahead)
 
 
 # -- timers ------------------------------------------------------------------------------------
@@ -64,7 +62,7 @@ def start_scheduled(workflow: str, due: str) -> str | None:
 
 
 def _timer_ran(name: str, *args: str) -> None:
-    runtime().store.redis.zrem(keys.INDEX_TIMERS, Timer(name, args, _EPOCH).member)
+    runtime().store.forget_timer(Timer(name, args, _EPOCH).member)
 
 
 _EPOCH = datetime.fromtimestamp(0).astimezone()

@@ -17,8 +17,8 @@ from rq import Queue, Retry
 
 from engine.run import timers
 from engine.run.timers import Timer
-from engine.state import keys
 from engine.state.inbox import AsyncInbox, Inbox, Task
+from engine.state.store import Store
 
 JOB_TIMEOUT = 3600  # seconds; one segment of automatic steps, http timeouts included
 FAILURE_TTL = 7 * 86400  # a failed job stays in RQ's failed registry for a week
@@ -30,6 +30,7 @@ class RQScheduler:
 
     def __init__(self, connection: redis.Redis, queue_name: str = "signoff") -> None:
         self.queue = Queue(queue_name, connection=connection)
+        self.store = Store(connection)  # the overdue-timer index
         self.inbox = rq_inbox(connection, queue_name)
         self._queues: dict[str, Queue] = {}  # plug-ins' queues (enqueue_to)
         self._inboxes: dict[str, Inbox] = {queue_name: self.inbox}
@@ -61,10 +62,15 @@ class RQScheduler:
 
     def hand_in_to(self, queue: str, function: str, *args: Any,
                    retry: Sequence[int] = ()) -> None:
+        self.inbox_of(queue).put(function, *args, retry=tuple(retry))
+
+    def inbox_of(self, queue: str) -> Inbox:
+        """The inbox of RQ queue ``queue`` (the engine's or a plug-in's), draining in jobs
+        on that queue."""
         inbox = self._inboxes.get(queue)
         if inbox is None:
             inbox = self._inboxes[queue] = rq_inbox(self.queue.connection, queue)
-        inbox.put(function, *args, retry=tuple(retry))
+        return inbox
 
     def _queue(self, name: str) -> Queue:
         if name == self.queue.name:
@@ -79,18 +85,17 @@ class RQScheduler:
         return AsyncInbox(connection, self.queue.name, self.inbox.enqueue_drain)
 
     def schedule(self, timer: Timer) -> None:
-        # The registry keeps whole seconds and the scheduler polls each second: a job may
-        # run up to ~1 s early. Every timer job re-checks its deadline and defers if so.
-        pipe = self.queue.connection.pipeline()
-        self.queue.enqueue_in(max(timedelta(0), timer.when - _now(timer.when)),
-                              f"{JOBS}.{timer.job}", *timer.args, job_timeout=JOB_TIMEOUT,
-                              result_ttl=0, failure_ttl=FAILURE_TTL, pipeline=pipe)
+        def enqueue(pipe: Any) -> None:
+            # The registry keeps whole seconds and the scheduler polls each second: a job may
+            # run up to ~1 s early. Every timer job re-checks its deadline and defers if so.
+            self.queue.enqueue_in(max(timedelta(0), timer.when - _now(timer.when)),
+                                  f"{JOBS}.{timer.job}", *timer.args, job_timeout=JOB_TIMEOUT,
+                                  result_ttl=0, failure_ttl=FAILURE_TTL, pipeline=pipe)
+
         # Also kept in our own index (usually committed already, with the change that set
         # the timer): RQ's scheduler lock outlives a killed worker by a minute, and a timer
         # must not wait that long (see fire_overdue).
-        key, score, member = timer.entry
-        pipe.zadd(key, {member: score})
-        pipe.execute()
+        self.store.index_timer(timer.member, timer.when.timestamp(), enqueue=enqueue)
 
     def advance_at(self, execution_id: str, when: datetime) -> None:
         self.schedule(timers.advance_timer(execution_id, when))
@@ -111,13 +116,10 @@ class RQScheduler:
     def fire_overdue(self, grace: timedelta, limit: int = 200) -> int:
         """Enqueue timers more than ``grace`` overdue that RQ's scheduler has not run (every
         timer job is idempotent, so one that runs twice does nothing the second time)."""
-        connection = self.queue.connection
         cutoff = (datetime.now().astimezone() - grace).timestamp()
         fired = 0
-        due: Any = connection.zrangebyscore(keys.INDEX_TIMERS, "-inf", cutoff, start=0,
-                                            num=limit)
-        for member in due:
-            if not connection.zrem(keys.INDEX_TIMERS, member):
+        for member in self.store.overdue_timers(cutoff, limit):
+            if not self.store.forget_timer(member):
                 continue  # another worker took it
             name, *args = json.loads(member)
             self.enqueue(f"{JOBS}.{name}", *args)

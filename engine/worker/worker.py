@@ -10,9 +10,8 @@ from typing import Any
 
 from rq import Queue, SimpleWorker
 
-from engine.state import keys
 from engine.worker.runtime import runtime
-from engine.worker.scheduler import RQScheduler, rq_inbox
+from engine.worker.scheduler import RQScheduler
 
 log = logging.getLogger(__name__)
 
@@ -22,6 +21,14 @@ _working: dict[str, SimpleWorker] = {}  # the SignoffWorker running a job in thi
 def current_worker() -> SimpleWorker | None:
     """The :class:`SignoffWorker` running the current job in this process, if any."""
     return _working.get("worker")
+
+
+def rq_scheduler() -> RQScheduler:
+    """The runtime's scheduler, which is RQ's in every runtime a worker builds."""
+    scheduler = runtime().engine.scheduler
+    if not isinstance(scheduler, RQScheduler):
+        raise TypeError(f"a Signoff worker needs an RQScheduler, not {type(scheduler).__name__}")
+    return scheduler
 
 
 class SignoffWorker(SimpleWorker):
@@ -57,17 +64,15 @@ class SignoffWorker(SimpleWorker):
         except Exception:
             log.exception("could not sweep for stalled executions")
         try:
-            for name in rt.store.redis.smembers(keys.INBOXES):
-                rq_inbox(rt.store.redis, name.decode() if isinstance(name, bytes) else name
-                         ).recover()
+            for name in rt.store.inbox_queues():
+                rq_scheduler().inbox_of(name).recover()
         except Exception:
             log.exception("could not recover the inbox tasks of dead drains")
         try:
-            if isinstance(rt.engine.scheduler, RQScheduler):
-                fired = rt.engine.scheduler.fire_overdue(
-                    timedelta(seconds=max(5, int(self.maintenance_interval))))
-                if fired:
-                    log.warning("fired %d overdue timer(s) RQ's scheduler had not run", fired)
+            fired = rq_scheduler().fire_overdue(
+                timedelta(seconds=max(5, int(self.maintenance_interval))))
+            if fired:
+                log.warning("fired %d overdue timer(s) RQ's scheduler had not run", fired)
         except Exception:
             log.exception("could not fire overdue timers")
         try:

@@ -18,7 +18,8 @@ from engine.notify import NullNotifier
 from engine.settings import Settings
 from engine.state import keys
 from engine.state.embedded_redis import EmbeddedRedis, free_port
-from engine.state.inbox import _PUT, AsyncInbox, Task
+from engine.state.inbox import AsyncInbox, Task
+from engine.state.lua import INBOX_PUT
 from engine.state.store import connect, connect_async
 from engine.worker.runtime import build_runtime
 from engine.worker.scheduler import rq_inbox
@@ -361,7 +362,7 @@ def evalsha_calls(r: redis.Redis) -> int:
 
 def test_concurrent_async_puts_land_in_order_in_one_write_with_one_drain(
         runtime, redis_client, redis_url, queue):
-    redis_client.script_load(_PUT)  # so that no NOSCRIPT retry counts as a write
+    redis_client.script_load(INBOX_PUT)  # so that no NOSCRIPT retry counts as a write
 
     async def main() -> int:
         connection = connect_async(redis_url)
@@ -388,7 +389,7 @@ def test_concurrent_async_puts_land_in_order_in_one_write_with_one_drain(
 
 def test_async_puts_made_while_a_write_is_in_flight_go_together_in_the_next_write(
         runtime, redis_client, redis_url, queue):
-    redis_client.script_load(_PUT)
+    redis_client.script_load(INBOX_PUT)
 
     def write_held() -> bool:  # a client's EVALSHA waiting out the CLIENT PAUSE
         return any(c["cmd"] == "evalsha" and "b" in c["flags"] for c in redis_client.client_list())

@@ -1,0 +1,161 @@
+"""Every Lua script Signoff runs in Redis, with the keys and arguments each takes.
+
+A script runs atomically: no other client's command lands between its reads and its
+writes, which is what makes a guarded state change, a lease release or an inbox hand-off
+all or nothing. Each script is registered once per client (``register_script``: EVALSHA,
+loaded again on NOSCRIPT) by the module that runs it: :mod:`engine.state.store` runs the
+execution scripts, :mod:`engine.state.inbox` the inbox ones.
+
+Every key a script reads or writes is passed in KEYS, none is built inside a script, so
+each script's comment below is the whole list of what it may touch. A pub/sub channel is
+not a key and comes in ARGV.
+"""
+
+from __future__ import annotations
+
+# -- executions (engine.state.store) -----------------------------------------------------------
+
+# COMMIT: apply one guarded change to an execution (Store.commit).
+# KEYS[1]  the execution hash              KEYS[4]  the waiting index
+# KEYS[2]  its audit list                  KEYS[5]  the running index
+# KEYS[3]  its lease
+# KEYS[6 .. 5+S]  the status indexes, one per status, in the order of ARGV[4 ..]
+# KEYS[6+S ..]    the indexes the change's zadd/zrem entries name (by KEYS position)
+# ARGV[1]  the change as JSON: guards (guard_status: statuses, guard_head: audit head,
+#          guard_field: [field, text it must contain], guard_lease: token), writes (set:
+#          fields, del: field names, status, waiting/running: add|remove with a score,
+#          zadd: [[KEYS position, score, member]], zrem: [[KEYS position, member]],
+#          events: [[body, hash]] appended in order), lease_ttl_ms or release
+# ARGV[2]  the execution id (its member in the indexes)
+# ARGV[3]  the pub/sub channel told a new status
+# ARGV[4 .. 3+S]  every status name (S of them), in the order of their index keys
+# Returns {1, status, audit head, 'ok'} when applied, else {0, status, audit head, reason}
+# with reason status | head | field | lease (a guard failed) or missing (no such execution;
+# status and head are then '').
+COMMIT = """
+local spec = cjson.decode(ARGV[1])
+local xkey, akey, lkey = KEYS[1], KEYS[2], KEYS[3]
+local cur = redis.call('HMGET', xkey, 'st', 'ah', 't0ms')
+if not cur[1] then return {0, '', '', 'missing'} end
+if spec.guard_status then
+  local ok = false
+  for _, s in ipairs(spec.guard_status) do if s == cur[1] then ok = true end end
+  if not ok then return {0, cur[1], cur[2], 'status'} end
+end
+if spec.guard_head and spec.guard_head ~= cur[2] then return {0, cur[1], cur[2], 'head'} end
+if spec.guard_field then
+  local v = redis.call('HGET', xkey, spec.guard_field[1])
+  if not v or string.find(v, spec.guard_field[2], 1, true) == nil then
+    return {0, cur[1], cur[2], 'field'}
+  end
+end
+if spec.guard_lease then
+  if redis.call('GET', lkey) ~= spec.guard_lease then return {0, cur[1], cur[2], 'lease'} end
+end
+if spec.set then
+  local flat = {}
+  for k, v in pairs(spec.set) do table.insert(flat, k); table.insert(flat, v) end
+  if #flat > 0 then redis.call('HSET', xkey, unpack(flat)) end
+end
+if spec.del and #spec.del > 0 then redis.call('HDEL', xkey, unpack(spec.del)) end
+if spec.status and spec.status ~= cur[1] then
+  local status_index = {}
+  for i = 4, #ARGV do status_index[ARGV[i]] = KEYS[i + 2] end
+  redis.call('HSET', xkey, 'st', spec.status)
+  redis.call('ZREM', status_index[cur[1]], ARGV[2])
+  redis.call('ZADD', status_index[spec.status], tonumber(cur[3]), ARGV[2])
+  redis.call('PUBLISH', ARGV[3], spec.status)
+end
+if spec.waiting == 'add' then redis.call('ZADD', KEYS[4], spec.waiting_score, ARGV[2]) end
+if spec.waiting == 'remove' then redis.call('ZREM', KEYS[4], ARGV[2]) end
+if spec.running == 'add' then redis.call('ZADD', KEYS[5], spec.running_score, ARGV[2]) end
+if spec.running == 'remove' then redis.call('ZREM', KEYS[5], ARGV[2]) end
+if spec.zadd then
+  for _, z in ipairs(spec.zadd) do redis.call('ZADD', KEYS[z[1]], z[2], z[3]) end
+end
+if spec.zrem then
+  for _, z in ipairs(spec.zrem) do redis.call('ZREM', KEYS[z[1]], z[2]) end
+end
+local head = cur[2]
+if spec.events then
+  for _, e in ipairs(spec.events) do
+    redis.call('RPUSH', akey, e[2] .. e[1])
+    head = e[2]
+  end
+  redis.call('HSET', xkey, 'ah', head)
+end
+if spec.guard_lease then
+  if spec.release then redis.call('DEL', lkey)
+  elseif spec.lease_ttl_ms then redis.call('PEXPIRE', lkey, spec.lease_ttl_ms) end
+end
+return {1, spec.status or cur[1], head, 'ok'}
+"""
+
+# RELEASE_LEASE: give up a lease, only if it is still ours (Store.release_lease).
+# KEYS[1] the lease; ARGV[1] our token. Returns 1 when deleted, 0 when another holds it
+# or it lapsed.
+RELEASE_LEASE = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+"""
+
+# ANNOTATE: set one field of an existing execution, never creating one
+# (Store.set_annotation). KEYS[1] the execution hash; ARGV[1] the field, ARGV[2] its
+# value. Returns 1 when written, 0 when there is no such execution.
+ANNOTATE = """
+if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
+return 1
+"""
+
+# COMPARE_AND_SET: set a value only if it still holds what the caller read
+# (Store.compare_and_set). KEYS[1] the value; ARGV[1] what it must hold, ARGV[2] the new
+# value. Returns 1 when set, 0 when it held something else (or nothing).
+COMPARE_AND_SET = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then redis.call('SET', KEYS[1], ARGV[2]) return 1 end
+return 0
+"""
+
+# -- inboxes (engine.state.inbox) --------------------------------------------------------------
+
+# INBOX_PUT: append tasks to an inbox and claim its "drain queued" flag (Inbox.put,
+# AsyncInbox). KEYS[1] the inbox list, KEYS[2] its drain flag, KEYS[3] the set of inboxes;
+# ARGV[1] the flag's lifetime (ms), ARGV[2] the queue name, ARGV[3 ..] the tasks (JSON).
+# Returns 1 when the flag was free: the caller must enqueue a drain; 0 when one is queued.
+INBOX_PUT = """
+redis.call('RPUSH', KEYS[1], unpack(ARGV, 3))
+redis.call('SADD', KEYS[3], ARGV[2])
+if redis.call('SET', KEYS[2], '1', 'NX', 'PX', ARGV[1]) then return 1 end
+return 0
+"""
+
+# INBOX_NEXT: acknowledge the previous task (if any), keep the heartbeat and the drain's
+# place among the takers (a sweep drops a drain whose heartbeat lapsed during one long
+# task), take the next task (Inbox.drain). KEYS[1] the inbox list, KEYS[2] the drain's
+# taking list, KEYS[3] its heartbeat, KEYS[4] the inbox's takers, KEYS[5 ..] the RQ queues
+# the worker serves first; ARGV[1] the task just finished ('' for none), ARGV[2] the
+# heartbeat's lifetime (ms), ARGV[3] the drain's name. Returns the next task (moved to the
+# taking list), nil when the inbox is empty, or -1 when a queue in KEYS[5 ..] has jobs
+# waiting: the drain yields to them.
+INBOX_NEXT = """
+if ARGV[1] ~= '' then redis.call('LREM', KEYS[2], 1, ARGV[1]) end
+redis.call('SET', KEYS[3], '1', 'PX', ARGV[2])
+redis.call('SADD', KEYS[4], ARGV[3])
+for i = 5, #KEYS do
+  if redis.call('LLEN', KEYS[i]) > 0 then return -1 end
+end
+return redis.call('LMOVE', KEYS[1], KEYS[2], 'LEFT', 'RIGHT')
+"""
+
+# INBOX_RECOVER: put a dead drain's tasks back at the head of the inbox, oldest first, and
+# forget the drain (Inbox.recover). KEYS[1] the inbox list, KEYS[2] the drain's taking
+# list, KEYS[3] its heartbeat, KEYS[4] the inbox's takers; ARGV[1] the drain's name.
+# Returns how many tasks were put back, or -1 when the drain's heartbeat is alive
+# (nothing touched).
+INBOX_RECOVER = """
+if redis.call('EXISTS', KEYS[3]) == 1 then return -1 end
+local n = 0
+while redis.call('LMOVE', KEYS[2], KEYS[1], 'RIGHT', 'LEFT') do n = n + 1 end
+redis.call('SREM', KEYS[4], ARGV[1])
+return n
+"""

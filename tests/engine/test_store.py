@@ -1,0 +1,146 @@
+"""The store on a real Redis: the commit script's keys, and Redis errors as StoreUnavailable."""
+
+from __future__ import annotations
+
+import uuid
+
+import pytest
+import redis
+from redis.backoff import NoBackoff
+from redis.client import Monitor
+from redis.retry import Retry
+
+from engine.errors import StoreUnavailable
+from engine.state import keys
+from engine.state.embedded_redis import free_port
+from engine.state.execution import ExecutionState, ExecutionStatus
+from engine.state.store import Change, Store
+from engine.worker.scheduler import rq_inbox
+
+STARTED_AT = "2024-05-01T12:00:00+00:00"
+STARTED_MS = 1714564800000
+
+
+@pytest.fixture
+def store(redis_client: redis.Redis) -> Store:
+    return Store(redis_client)
+
+
+def new_execution(store: Store, status: ExecutionStatus = ExecutionStatus.RUNNING
+                  ) -> ExecutionState:
+    state = ExecutionState(id=uuid.uuid4().hex, workflow="isolate", digest="d1",
+                           status=status, started_at=STARTED_AT, event={}, audit_head="")
+    store.create(state, "name: isolate\n", [{"type": "execution.started"}])
+    return state
+
+
+def members(r: redis.Redis, key: str) -> dict[str, float]:
+    return {m.decode(): s for m, s in r.zrange(key, 0, -1, withscores=True)}
+
+
+def test_commit_moves_the_status_indexes_and_writes_each_entry_to_its_own_index(store, redis_client):
+    state = new_execution(store)
+    redis_client.zadd("signoff:idx:approver:U0OLD", {state.id: 1})
+    result = store.commit(state, Change(
+        status=ExecutionStatus.WAITING_FOR_INPUT, waiting="add", waiting_score=7,
+        zadd=[("signoff:idx:approver:U0ALICE", 5, state.id),
+              ("signoff:idx:approver:U0BOB", 6, state.id),
+              (keys.INDEX_TIMERS, 9, "timer-a"), (keys.INDEX_TIMERS, 10, "timer-b")],
+        zrem=[("signoff:idx:approver:U0OLD", state.id)],
+        events=[{"type": "step.waiting"}]))
+
+    assert result.ok and result.status == "WAITING_FOR_INPUT"
+    assert members(redis_client, keys.index_status("RUNNING")) == {}
+    assert members(redis_client, keys.index_status("WAITING_FOR_INPUT")) == {state.id: STARTED_MS}
+    assert members(redis_client, keys.INDEX_WAITING) == {state.id: 7}
+    assert members(redis_client, "signoff:idx:approver:U0ALICE") == {state.id: 5}
+    assert members(redis_client, "signoff:idx:approver:U0BOB") == {state.id: 6}
+    assert members(redis_client, keys.INDEX_TIMERS) == {"timer-a": 9, "timer-b": 10}
+    assert members(redis_client, "signoff:idx:approver:U0OLD") == {}
+    assert store.load(state.id).status is ExecutionStatus.WAITING_FOR_INPUT
+
+
+def test_commit_touches_only_the_keys_it_is_given(store, redis_client):
+    state = new_execution(store)
+    token = store.acquire_lease(state.id, 60_000)
+    assert token is not None
+    with redis_client.monitor() as monitor:
+        store.commit(state, Change(
+            status=ExecutionStatus.COMPLETED, running="remove",
+            set={"t1": "2024-05-01T12:01:00+00:00"}, delete=["w"],
+            zadd=[(keys.stats("isolate", "review"), 1, "closed")],
+            zrem=[(keys.INDEX_TIMERS, "timer-a")],
+            events=[{"type": "execution.completed"}]),
+            guard_status=[ExecutionStatus.RUNNING], guard_lease=token, release_lease=True)
+        redis_client.echo("commit done")
+        scripted = _script_commands(monitor)
+
+    touched = {(command, args[0]) for declared, command, args in scripted
+               if command != "PUBLISH"}
+    undeclared = {(command, key) for declared, command, args in scripted
+                  for key in args[:1] if command != "PUBLISH" and key not in declared}
+    assert ("ZADD", keys.index_status("COMPLETED")) in touched
+    assert ("ZADD", keys.stats("isolate", "review")) in touched
+    assert ("DEL", keys.lease(state.id)) in touched
+    assert undeclared == set()
+
+
+def test_overdue_timers_come_soonest_first_and_each_is_taken_once(store):
+    scheduled = []
+    for member, due in (("late", 300.0), ("first", 100.0), ("second", 200.0)):
+        store.index_timer(member, due, enqueue=lambda pipe, m=member: scheduled.append(m))
+
+    assert scheduled == ["late", "first", "second"]
+    assert store.overdue_timers(250, limit=10) == ["first", "second"]
+    assert store.overdue_timers(1000, limit=1) == ["first"]
+    assert store.forget_timer("first") is True
+    assert store.forget_timer("first") is False  # another worker took it
+    assert store.overdue_timers(1000, limit=10) == ["second", "late"]
+
+
+def test_inbox_queues_names_every_queue_a_task_was_handed_to(store, redis_client):
+    assert store.inbox_queues() == []
+    for queue in ("signoff", "slack"):
+        rq_inbox(redis_client, queue).put("tests.engine.inbox_tasks.record", "x")
+
+    assert sorted(store.inbox_queues()) == ["signoff", "slack"]
+
+
+@pytest.mark.parametrize("read", [
+    lambda s: s.list_executions(status="RUNNING", workflow="isolate"),
+    lambda s: s.overdue_timers(0, limit=10),
+    lambda s: s.forget_timer("timer"),
+    lambda s: s.inbox_queues(),
+    lambda s: s.index_timer("timer", 0, enqueue=lambda pipe: None),
+    lambda s: s.wait_for_status("x1", lambda status: True, timeout=1),
+], ids=["intersect", "overdue", "forget", "inboxes", "index-timer", "wait"])
+def test_an_unreachable_redis_is_store_unavailable(read):
+    client = redis.Redis(port=free_port(), socket_connect_timeout=0.5,
+                         retry=Retry(NoBackoff(), 0))
+    try:
+        with pytest.raises(StoreUnavailable):
+            read(Store(client))
+    finally:
+        client.close()
+
+
+def _script_commands(monitor: Monitor) -> list[tuple[set[str], str, list[str]]]:
+    """(the KEYS given, command, arguments) of each command scripts ran, read from MONITOR
+    until the ECHO that follows them."""
+    found: list[tuple[set[str], str, list[str]]] = []
+    declared: set[str] = set()
+    while True:
+        raw = monitor.connection.read_response()
+        text = raw.decode() if isinstance(raw, bytes) else str(raw)
+        _, data = text.split(" ", 1)
+        match = monitor.monitor_re.match(data)
+        assert match is not None
+        _, client, command_text = match.groups()
+        command, *args = [a.replace('\\"', '"') for a in monitor.command_re.findall(command_text)]
+        command = command.upper()
+        if command == "ECHO" and args == ["commit done"]:
+            return found
+        if command in ("EVALSHA", "EVAL"):
+            declared = set(args[2:2 + int(args[1])])
+        elif client == "lua":
+            found.append((declared, command, args))
