@@ -39,7 +39,7 @@ from engine.definition.model import (
     Trigger,
     Workflow,
 )
-from engine.definition.step_types import FLOW, get_step_type, registered_step_types
+from engine.definition.step_types import StepKind, get_step_type, registered_step_types
 from engine.definition.triggers import cron_problem
 from engine.definition.yaml_positions import (
     Position,
@@ -366,7 +366,7 @@ class Analysis:
                           f"{', '.join(known)}. Custom step types register through the "
                           "`signoff.steps` entry point group")
             return
-        if spec.kind == FLOW or not isinstance(options, dict):
+        if spec.kind is StepKind.FLOW or not isinstance(options, dict):
             return
         for error in Draft202012Validator(spec.options_schema).iter_errors(options):
             self._schema_problem(error, (*path, "with"))

@@ -11,7 +11,8 @@ from __future__ import annotations
 import importlib
 import logging
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from enum import StrEnum
 from importlib.metadata import entry_points
 from typing import Any
 
@@ -21,10 +22,15 @@ log = logging.getLogger(__name__)
 
 BUILT_IN_STEPS = "engine.steps"  # the package whose modules register the built-in types
 
-ACTION = "action"  # runs a function and produces an output
-HUMAN = "human"  # suspends the run until someone resumes it
-TIMER = "timer"  # suspends the run until a time
-FLOW = "flow"  # if / foreach / switch: handled by the runner itself
+
+
+class StepKind(StrEnum):
+    """How the runner treats a step type."""
+
+    ACTION = "action"  # runs a function and produces an output
+    HUMAN = "human"  # suspends the run until someone resumes it
+    TIMER = "timer"  # suspends the run until a time
+    FLOW = "flow"  # if / foreach / switch: handled by the runner itself
 
 
 @dataclass
@@ -51,7 +57,7 @@ StepFunction = Callable[[StepContext], Any]
 @dataclass(frozen=True)
 class StepType:
     name: str
-    kind: str
+    kind: StepKind
     run: StepFunction | None
     options_schema: Mapping[str, Any]
     description: str = ""
@@ -69,7 +75,7 @@ _ANY_OPTIONS: Mapping[str, Any] = {"type": "object"}
 def step_type(
     name: str,
     *,
-    kind: str = ACTION,
+    kind: StepKind = StepKind.ACTION,
     options_schema: Mapping[str, Any] | None = None,
     description: str = "",
     pure: bool = False,
@@ -97,10 +103,23 @@ def _first_line(doc: str | None) -> str:
 
 
 def register_step_type(spec: StepType) -> None:
+    """Add ``spec`` to the registry; StepTypeInvalid when its kind is unknown or its name taken."""
+    spec = replace(spec, kind=_kind_of(spec))
+    if spec.kind is StepKind.ACTION and spec.run is None:
+        raise StepTypeInvalid(f"step type {spec.name!r} is an action but has no function to run")
     existing = _registry.get(spec.name)
     if existing is not None and existing.run is not spec.run:
         raise StepTypeInvalid(f"step type {spec.name!r} is already registered")
     _registry[spec.name] = spec
+
+
+def _kind_of(spec: StepType) -> StepKind:
+    try:
+        return StepKind(spec.kind)
+    except ValueError:
+        kinds = ", ".join(kind.value for kind in StepKind)
+        raise StepTypeInvalid(f"step type {spec.name!r} has kind {spec.kind!r}, which is not a "
+                              f"step kind (one of {kinds})") from None
 
 
 def load_entry_points() -> None:

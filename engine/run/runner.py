@@ -18,7 +18,7 @@ from typing import Any
 
 from engine.definition.conditions import Condition
 from engine.definition.model import Step, Workflow
-from engine.definition.step_types import ACTION, HUMAN, TIMER, StepContext, get_step_type
+from engine.definition.step_types import StepContext, StepKind, get_step_type
 from engine.definition.templates import evaluate_expression, render_value
 from engine.errors import StepFailed, TemplateError, WorkflowFailRequested
 from engine.notify import Notifier
@@ -211,12 +211,15 @@ class _Segment:
             if spec is None:
                 raise _RunFailed(f"step type {step.type!r} is not installed on this worker",
                                  step=path)
-            if spec.kind == HUMAN:
+            if spec.kind is StepKind.HUMAN:
                 self._run_human(step, path, recorded, frame)
-            elif spec.kind == TIMER:
+            elif spec.kind is StepKind.TIMER:
                 self._run_wait(step, path, recorded, frame)
-            elif spec.kind == ACTION:
+            elif spec.kind is StepKind.ACTION:
                 self._run_action(step, path, prefix, frame, recorded)
+            else:  # never step over a step silently
+                raise _RunFailed(f"step type {step.type!r} has kind {spec.kind.value!r}, "
+                                 "which this runner does not run", step=path)
 
     def _expose(self, step: Step, result: StepResult) -> None:
         self.step_scope[step.name] = result.scope_entry()

@@ -117,7 +117,7 @@ def test_workflow_fail_ends_the_run_with_its_message(runtime, work):
 
 def test_on_failure_continue_and_fallback(runtime, work):
     registry.register_step_type(registry.StepType(
-        name="test.boom", kind=registry.ACTION, run=_boom, options_schema={"type": "object"}))
+        name="test.boom", kind=registry.StepKind.ACTION, run=_boom, options_schema={"type": "object"}))
     state = run(runtime, work, """
         name: recovering
         steps:
@@ -143,7 +143,7 @@ def test_on_failure_continue_and_fallback(runtime, work):
 
 def test_workflow_level_fallback_runs_before_the_run_fails(runtime, work):
     registry.register_step_type(registry.StepType(
-        name="test.boom", kind=registry.ACTION, run=_boom, options_schema={"type": "object"}))
+        name="test.boom", kind=registry.StepKind.ACTION, run=_boom, options_schema={"type": "object"}))
     state = run(runtime, work, """
         name: cleanup-on-fail
         settings:

@@ -23,8 +23,8 @@ from engine.definition.loader import (
     validate_paths,
 )
 from engine.definition.model import Step, Workflow
-from engine.definition.step_types import ACTION, StepType
-from engine.errors import Problem, WorkflowInvalid, WorkflowNotFound
+from engine.definition.step_types import StepKind, StepType
+from engine.errors import Problem, StepTypeInvalid, WorkflowInvalid, WorkflowNotFound
 
 WORKFLOWS = Path(__file__).parent / "workflows"
 SEED = WORKFLOWS / "isolate-host-with-approval.yml"
@@ -40,7 +40,7 @@ def register_types(monkeypatch: pytest.MonkeyPatch) -> RegisterTypes:
 
     def register(*names: str, options_schema: dict[str, object] | None = None) -> None:
         for name in names:
-            spec = StepType(name=name, kind=ACTION, run=lambda ctx: None,
+            spec = StepType(name=name, kind=StepKind.ACTION, run=lambda ctx: None,
                             options_schema=options_schema or {"type": "object"})
             monkeypatch.setitem(registry._registry, name, spec)
 
@@ -266,6 +266,26 @@ def test_unknown_type_lists_close_matches() -> None:
         "unknown step type 'waitForAproval' in step 'ask' (did you mean 'waitForApproval'")
     assert "known types: " in problem.message and "test.note" in problem.message
     assert problem.message.endswith("register through the `signoff.steps` entry point group")
+
+
+def test_a_step_type_is_refused_unless_its_kind_is_a_step_kind(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(registry, "_registry", registry.registered_step_types())
+
+    with pytest.raises(StepTypeInvalid, match=r"^step type 'test.odd' has kind 'fancy', which is "
+                                              r"not a step kind \(one of action, human, timer, "
+                                              r"flow\)$"):
+        registry.register_step_type(StepType(name="test.odd", kind="fancy", run=lambda ctx: None,
+                                             options_schema={"type": "object"}))
+    with pytest.raises(StepTypeInvalid, match="'test.idle' is an action but has no function"):
+        registry.register_step_type(StepType(name="test.idle", kind=StepKind.ACTION, run=None,
+                                             options_schema={"type": "object"}))
+    registry.register_step_type(StepType(name="test.nap", kind="timer", run=None,
+                                         options_schema={"type": "object"}))
+
+    assert registry.get_step_type("test.odd") is None and registry.get_step_type("test.idle") is None
+    nap = registry.get_step_type("test.nap")
+    assert nap is not None and nap.kind is StepKind.TIMER  # a kind's value is that kind
 
 
 def test_options_are_checked_against_the_step_types_schema() -> None:
