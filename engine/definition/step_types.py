@@ -1,9 +1,13 @@
 """The step-type registry: built-in types and the ones users add.
 
-A step type is registered with :func:`step_type`; packages of the user's own add
+A step type is registered with :func:`step_type` (an action) or :func:`flow_step_type`
+(a step that runs other steps: if, foreach, switch); packages of the user's own add
 theirs through the ``signoff.steps`` entry-point group (the entry point names a
 module to import, whose decorators register the types). Unknown types and options
 that do not match a type's ``options_schema`` fail at ``signoff validate``.
+
+The runner treats a step by its :class:`StepKind`, never by its name: an action's
+function gets a :class:`StepContext`, a flow step's function a :class:`FlowContext`.
 """
 
 from __future__ import annotations
@@ -14,14 +18,17 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from importlib.metadata import entry_points
-from typing import Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from engine.errors import StepTypeInvalid
+
+if TYPE_CHECKING:
+    from engine.definition.conditions import Condition
+    from engine.definition.model import Step
 
 log = logging.getLogger(__name__)
 
 BUILT_IN_STEPS = "engine.steps"  # the package whose modules register the built-in types
-
 
 
 class StepKind(StrEnum):
@@ -30,7 +37,7 @@ class StepKind(StrEnum):
     ACTION = "action"  # runs a function and produces an output
     HUMAN = "human"  # suspends the run until someone resumes it
     TIMER = "timer"  # suspends the run until a time
-    FLOW = "flow"  # if / foreach / switch: handled by the runner itself
+    FLOW = "flow"  # runs other steps (if / foreach / switch): a function walks them
 
 
 @dataclass
@@ -54,16 +61,62 @@ class StepContext:
 StepFunction = Callable[[StepContext], Any]
 
 
+class FlowContext(Protocol):
+    """What a flow step's function may see and do; the runner implements it.
+
+    A run is replayed from the top, so a flow step's function runs again on every
+    segment: what it decides (a branch, the items of a loop) is recorded once by
+    :meth:`choose` and read back afterwards, so its children keep their paths.
+    The runner records the step as completed when the function returns; a function
+    that cannot go on raises :class:`engine.errors.StepFailed` and the run fails.
+    """
+
+    @property
+    def step(self) -> Step:
+        """The flow step's definition: its condition, expression and child steps."""
+        ...
+
+    @property
+    def path(self) -> str:
+        """The step instance's path (``loop[2].check`` inside a foreach)."""
+        ...
+
+    def choose(self, decide: Callable[[], Mapping[str, Any]]) -> Mapping[str, Any]:
+        """The choice recorded on an earlier pass, or ``decide()`` recorded now as the
+        step's output."""
+        ...
+
+    def evaluate(self, expression: str) -> Any:
+        """The value of a template or bare expression, in the step's scope."""
+        ...
+
+    def holds(self, condition: Condition) -> bool:
+        """Whether ``condition`` holds in the step's scope."""
+        ...
+
+    def run_steps(self, steps: tuple[Step, ...], *, prefix: str | None = None,
+                  scope: Mapping[str, Any] | None = None) -> None:
+        """Run child steps in order, their paths under ``prefix`` (the flow step's own by
+        default), with ``scope`` added to what their templates see (``foreach``)."""
+        ...
+
+
+FlowFunction = Callable[[FlowContext], None]
+
+
 @dataclass(frozen=True)
 class StepType:
     name: str
     kind: StepKind
-    run: StepFunction | None
+    run: StepFunction | None  # ACTION: the function that runs it
     options_schema: Mapping[str, Any]
     description: str = ""
     # A pure step has no side effects outside the run (console, data.set): the runner
     # records its start and end in one write instead of two.
     pure: bool = False
+    sets_variables: bool = False  # its output, a mapping, is merged into `variables`
+    flow: FlowFunction | None = None  # FLOW: the function that walks its child steps
+    step_keys: tuple[str, ...] = ()  # FLOW: the step keys it reads (condition, steps, ...)
 
 
 _registry: dict[str, StepType] = {}
@@ -79,6 +132,7 @@ def step_type(
     options_schema: Mapping[str, Any] | None = None,
     description: str = "",
     pure: bool = False,
+    sets_variables: bool = False,
 ) -> Callable[[StepFunction], StepFunction]:
     """Register a step type; the decorated function runs it (``ACTION`` kind)."""
 
@@ -91,8 +145,26 @@ def step_type(
                 options_schema=options_schema or _ANY_OPTIONS,
                 description=description or _first_line(func.__doc__),
                 pure=pure,
+                sets_variables=sets_variables,
             )
         )
+        return func
+
+    return register
+
+
+def flow_step_type(name: str, *, step_keys: tuple[str, ...],
+                   description: str = "") -> Callable[[FlowFunction], FlowFunction]:
+    """Register a ``FLOW`` step type; the decorated function walks its child steps.
+
+    ``step_keys`` are the keys of the step it reads besides the common ones (``name``,
+    ``type``, ``if``, ...): ``signoff validate`` reports them on steps of other types.
+    """
+
+    def register(func: FlowFunction) -> FlowFunction:
+        register_step_type(StepType(name=name, kind=StepKind.FLOW, run=None, flow=func,
+                                    options_schema=_ANY_OPTIONS, step_keys=step_keys,
+                                    description=description or _first_line(func.__doc__)))
         return func
 
     return register
@@ -103,12 +175,16 @@ def _first_line(doc: str | None) -> str:
 
 
 def register_step_type(spec: StepType) -> None:
-    """Add ``spec`` to the registry; StepTypeInvalid when its kind is unknown or its name taken."""
+    """Add ``spec`` to the registry; StepTypeInvalid when its kind is unknown, it has
+    nothing to run, or its name is taken."""
     spec = replace(spec, kind=_kind_of(spec))
     if spec.kind is StepKind.ACTION and spec.run is None:
         raise StepTypeInvalid(f"step type {spec.name!r} is an action but has no function to run")
+    if spec.kind is StepKind.FLOW and spec.flow is None:
+        raise StepTypeInvalid(f"step type {spec.name!r} is a flow step but has no function to "
+                              "walk its steps")
     existing = _registry.get(spec.name)
-    if existing is not None and existing.run is not spec.run:
+    if existing is not None and (existing.run is not spec.run or existing.flow is not spec.flow):
         raise StepTypeInvalid(f"step type {spec.name!r} is already registered")
     _registry[spec.name] = spec
 

@@ -12,13 +12,12 @@ from __future__ import annotations
 import hashlib
 import logging
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
 from engine.definition.conditions import Condition
 from engine.definition.model import Step, Workflow
-from engine.definition.step_types import StepContext, StepKind, get_step_type
+from engine.definition.step_types import StepContext, StepKind, StepType, get_step_type
 from engine.definition.templates import evaluate_expression, render_value
 from engine.errors import StepFailed, TemplateError, WorkflowFailRequested
 from engine.notify import Notifier
@@ -61,11 +60,9 @@ class _RunFailed(Exception):
         super().__init__(message)
 
 
-@dataclass
-class _Frame:
-    """Scope additions of an enclosing foreach."""
-
-    foreach: Mapping[str, Any] | None = None
+# What enclosing flow steps add to the scope of their children (``foreach``).
+_Frame = Mapping[str, Any]
+_NO_FRAME: _Frame = {}
 
 
 class Runner:
@@ -140,7 +137,7 @@ class _Segment:
             elif state.status is ExecutionStatus.WAITING:
                 self._wake_if_due()
             try:
-                self._run_steps(self.workflow.steps, "", _Frame())
+                self._run_steps(self.workflow.steps, "", _NO_FRAME)
             except _RunFailed as failure:
                 self._run_workflow_fallback()
                 self._finish(ExecutionStatus.FAILED, audit.FAILED, error=str(failure),
@@ -200,34 +197,27 @@ class _Segment:
                                 ).step(path, skipped), buffer=True)
             self._expose(step, skipped)
             return
-        if step.type == "if":
-            self._run_if(step, path, prefix, frame, recorded)
-        elif step.type == "foreach":
-            self._run_foreach(step, path, prefix, frame, recorded)
-        elif step.type == "switch":
-            self._run_switch(step, path, prefix, frame, recorded)
-        else:
-            spec = get_step_type(step.type)
-            if spec is None:
-                raise _RunFailed(f"step type {step.type!r} is not installed on this worker",
-                                 step=path)
-            if spec.kind is StepKind.HUMAN:
-                self._run_human(step, path, recorded, frame)
-            elif spec.kind is StepKind.TIMER:
-                self._run_wait(step, path, recorded, frame)
-            elif spec.kind is StepKind.ACTION:
-                self._run_action(step, path, prefix, frame, recorded)
-            else:  # never step over a step silently
-                raise _RunFailed(f"step type {step.type!r} has kind {spec.kind.value!r}, "
-                                 "which this runner does not run", step=path)
+        spec = get_step_type(step.type)
+        if spec is None:
+            raise _RunFailed(f"step type {step.type!r} is not installed on this worker",
+                             step=path)
+        if spec.kind is StepKind.FLOW:
+            self._run_flow(spec, step, path, prefix, frame, recorded)
+        elif spec.kind is StepKind.HUMAN:
+            self._run_human(step, path, recorded, frame)
+        elif spec.kind is StepKind.TIMER:
+            self._run_wait(step, path, recorded, frame)
+        elif spec.kind is StepKind.ACTION:
+            self._run_action(step, path, prefix, frame, recorded)
+        else:  # never step over a step silently
+            raise _RunFailed(f"step type {step.type!r} has kind {spec.kind.value!r}, "
+                             "which this runner does not run", step=path)
 
     def _expose(self, step: Step, result: StepResult) -> None:
         self.step_scope[step.name] = result.scope_entry()
 
     def _scope(self, frame: _Frame) -> dict[str, Any]:
-        if frame.foreach is None:
-            return self.scope
-        return {**self.scope, "foreach": frame.foreach}
+        return {**self.scope, **frame} if frame else self.scope
 
     def _holds(self, condition: Condition, step: Step, frame: _Frame) -> bool:
         try:
@@ -238,47 +228,15 @@ class _Segment:
 
     # -- flow control ------------------------------------------------------------------------
 
-    def _run_if(self, step: Step, path: str, prefix: str, frame: _Frame,
-                recorded: StepResult | None) -> None:
-        if recorded is None:
-            assert step.condition is not None
-            branch = "then" if self._holds(step.condition, step, frame) else "else"
-            recorded = self._start_flow(step, path, {"branch": branch})
-        self._run_steps(step.steps if recorded.output["branch"] == "then" else step.else_,
-                        prefix, frame)
-        self._complete_flow(step, path, recorded)
-
-    def _run_switch(self, step: Step, path: str, prefix: str, frame: _Frame,
-                    recorded: StepResult | None) -> None:
-        if recorded is None:
-            value = self._evaluate(step, step.expression or "", frame)
-            chosen: int | str = "default"
-            for index, case in enumerate(step.cases):
-                if _matches(case.match, value):
-                    chosen = index
-                    break
-            recorded = self._start_flow(step, path, {"case": chosen, "value": value})
-        chosen = recorded.output["case"]
-        branch = step.default if chosen == "default" else step.cases[int(chosen)].steps
-        self._run_steps(branch, prefix, frame)
-        self._complete_flow(step, path, recorded)
-
-    def _run_foreach(self, step: Step, path: str, prefix: str, frame: _Frame,
-                     recorded: StepResult | None) -> None:
-        if recorded is None:
-            items = self._evaluate(step, step.foreach or "", frame)
-            if isinstance(items, Mapping):
-                items = [{"key": k, "value": v} for k, v in items.items()]
-            if not isinstance(items, list):
-                raise _RunFailed(f"foreach of step {step.name!r} gave "
-                                 f"{type(items).__name__}, not a list", step=path)
-            recorded = self._start_flow(step, path, {"items": items})
-        items = recorded.output["items"]
-        for index, item in enumerate(items):
-            inner = _Frame(foreach={"item": item, "index": index, "items": items,
-                                    "total": len(items)})
-            self._run_steps(step.steps, f"{path}[{index}].", inner)
-        self._complete_flow(step, path, recorded)
+    def _run_flow(self, spec: StepType, step: Step, path: str, prefix: str, frame: _Frame,
+                  recorded: StepResult | None) -> None:
+        assert spec.flow is not None  # the registry refuses a flow step without one
+        flow = _FlowRun(self, step, path, prefix, frame, recorded)
+        try:
+            spec.flow(flow)
+        except StepFailed as exc:
+            raise _RunFailed(str(exc), step=path) from exc
+        self._complete_flow(step, path, flow.started or self._start_flow(step, path, {}))
 
     def _evaluate(self, step: Step, expression: str, frame: _Frame) -> Any:
         try:
@@ -353,7 +311,7 @@ class _Segment:
         events = [started_event] if spec.pure else []
         events.append(self._event(audit.STEP_COMPLETED, step=path))
         change = Change(events=events).step(path, done)
-        if step.type == "data.set" and isinstance(output, Mapping):
+        if spec.sets_variables and isinstance(output, Mapping):
             self.state.variables.update(output)
             change.set["v"] = dumps(self.state.variables)
         self.lease_ms = self.base_lease_ms
@@ -418,7 +376,7 @@ class _Segment:
         if policy is None or not policy.fallback:
             return
         try:
-            self._run_steps(policy.fallback, "", _Frame())
+            self._run_steps(policy.fallback, "", _NO_FRAME)
         except _RunFailed as exc:
             log.warning("workflow fallback of %s failed: %s", self.state.id, exc)
 
@@ -549,6 +507,44 @@ class _Segment:
             self._commit(Change())
 
 
+class _FlowRun:
+    """A flow step as its function sees it: the runner's side of :class:`FlowContext`."""
+
+    def __init__(self, segment: _Segment, step: Step, path: str, prefix: str, frame: _Frame,
+                 started: StepResult | None) -> None:
+        self._segment = segment
+        self._step = step
+        self._path = path
+        self._prefix = prefix
+        self._frame = frame
+        self.started = started
+
+    @property
+    def step(self) -> Step:
+        return self._step
+
+    @property
+    def path(self) -> str:
+        return self._path
+
+    def choose(self, decide: Callable[[], Mapping[str, Any]]) -> Mapping[str, Any]:
+        if self.started is None:
+            self.started = self._segment._start_flow(self._step, self._path, dict(decide()))
+        output: Mapping[str, Any] = self.started.output
+        return output
+
+    def evaluate(self, expression: str) -> Any:
+        return self._segment._evaluate(self._step, expression, self._frame)
+
+    def holds(self, condition: Condition) -> bool:
+        return self._segment._holds(condition, self._step, self._frame)
+
+    def run_steps(self, steps: tuple[Step, ...], *, prefix: str | None = None,
+                  scope: Mapping[str, Any] | None = None) -> None:
+        frame = {**self._frame, **scope} if scope else self._frame
+        self._segment._run_steps(steps, self._prefix if prefix is None else prefix, frame)
+
+
 def _merge(first: Change, then: Change) -> Change:
     """One change with the effect of ``first`` followed by ``then``."""
     merged = Change(set={**first.set, **then.set},
@@ -572,12 +568,6 @@ def _inputs(workflow: Workflow, event: Any) -> dict[str, Any]:
     if isinstance(event, Mapping) and isinstance(event.get("inputs"), Mapping):
         values.update(event["inputs"])
     return values
-
-
-def _matches(expected: Any, actual: Any) -> bool:
-    if expected == actual:
-        return True
-    return str(expected).lower() == str(actual).lower() if expected is not None else False
 
 
 def _jsonable(value: Any) -> Any:

@@ -83,6 +83,48 @@ def test_switch_picks_the_matching_case_or_default(runtime, work):
     assert other.results["ask"].output == "asking" and "page" not in other.results
 
 
+def test_foreach_over_something_else_than_a_list_fails_the_run(runtime, work):
+    state = run(runtime, work, """
+        name: loop
+        steps:
+          - name: hosts
+            type: foreach
+            foreach: "${{ event.hosts }}"
+            steps:
+              - {name: each, type: console, with: {message: "{{ foreach.item }}"}}
+        """, {"hosts": "web-01"})
+    assert state.status is ExecutionStatus.FAILED
+    assert state.error == "foreach of step 'hosts' gave str, not a list"
+    assert not [path for path in state.results if path.startswith("hosts[")]
+
+
+def test_a_flow_step_type_plugs_in_by_registering(runtime, work, monkeypatch):
+    monkeypatch.setattr(registry, "_registry", registry.registered_step_types())
+
+    @registry.flow_step_type("test.repeat", step_keys=("steps",))
+    def repeat(flow):
+        times = flow.choose(lambda: {"times": flow.evaluate("event.times")})["times"]
+        for round_ in range(times):
+            flow.run_steps(flow.step.steps, prefix=f"{flow.path}[{round_}].",
+                           scope={"round": round_ + 1})
+
+    state = run(runtime, work, """
+        name: repeat
+        steps:
+          - name: again
+            type: test.repeat
+            steps:
+              - {name: say, type: console, with: {message: "round {{ round }}"}}
+          - {name: after, type: console, with: {message: "last {{ steps.say.output }}"}}
+        """, {"times": 2})
+
+    assert state.status is ExecutionStatus.COMPLETED
+    assert [state.results[f"again[{i}].say"].output for i in range(2)] == ["round 1", "round 2"]
+    assert state.results["again"].status is StepStatus.COMPLETED
+    assert state.results["again"].output == {"times": 2}
+    assert state.results["after"].output == "last round 2"
+
+
 def test_data_set_sets_variables_for_later_steps(runtime, work):
     state = run(runtime, work, """
         name: vars
