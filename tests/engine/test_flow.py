@@ -17,21 +17,24 @@ def run(runtime, work, text, event=None):
     return runtime.engine.get(execution_id)
 
 
-def test_foreach_runs_nested_steps_per_item_with_item_and_index(runtime, work):
-    state = run(runtime, work, """
-        name: loop
+HOSTS_LOOP = """
+    name: loop
+    steps:
+      - name: hosts
+        type: foreach
+        foreach: "${{ event.hosts }}"
         steps:
-          - name: hosts
-            type: foreach
-            foreach: "${{ event.hosts }}"
-            steps:
-              - name: each
-                type: console
-                with: {message: "{{ foreach.index }}:{{ foreach.item.name }}"}
-          - name: after
+          - name: each
             type: console
-            with: {message: "last={{ steps.each.output }}"}
-        """, {"hosts": [{"name": "a"}, {"name": "b"}, {"name": "c"}]})
+            with: {message: "{{ foreach.index }}:{{ foreach.item.name }}"}
+      - name: after
+        type: console
+        with: {message: "last={{ steps.each.output }}"}
+    """
+
+
+def test_foreach_runs_nested_steps_per_item_with_item_and_index(runtime, work):
+    state = run(runtime, work, HOSTS_LOOP, {"hosts": [{"name": "a"}, {"name": "b"}, {"name": "c"}]})
     assert state.status is ExecutionStatus.COMPLETED
     assert [state.results[f"hosts[{i}].each"].output for i in range(3)] == ["0:a", "1:b", "2:c"]
     assert state.results["after"].output == "last=2:c"
@@ -84,18 +87,11 @@ def test_switch_picks_the_matching_case_or_default(runtime, work):
 
 
 def test_foreach_over_something_else_than_a_list_fails_the_run(runtime, work):
-    state = run(runtime, work, """
-        name: loop
-        steps:
-          - name: hosts
-            type: foreach
-            foreach: "${{ event.hosts }}"
-            steps:
-              - {name: each, type: console, with: {message: "{{ foreach.item }}"}}
-        """, {"hosts": "web-01"})
+    state = run(runtime, work, HOSTS_LOOP, {"hosts": "web-01"})
     assert state.status is ExecutionStatus.FAILED
     assert state.error == "foreach of step 'hosts' gave str, not a list"
     assert not [path for path in state.results if path.startswith("hosts[")]
+    assert "after" not in state.results
 
 
 def test_a_flow_step_type_plugs_in_by_registering(runtime, work, monkeypatch):
