@@ -4,7 +4,9 @@ A step type is registered with :func:`step_type` (an action) or :func:`flow_step
 (a step that runs other steps: if, foreach, switch); packages of the user's own add
 theirs through the ``signoff.steps`` entry-point group (the entry point names a
 module to import, whose decorators register the types). Unknown types and options
-that do not match a type's ``options_schema`` fail at ``signoff validate``.
+that do not match a type's ``options_schema`` fail at ``signoff validate``. A plug-in
+that fails to import is logged and remembered (:func:`plugin_failures`), not raised:
+a worker goes on without its types, and ``signoff validate`` reports it.
 
 The runner treats a step by its :class:`StepKind`, never by its name: an action's
 function gets a :class:`StepContext`, a flow step's function a :class:`FlowContext`.
@@ -29,6 +31,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 BUILT_IN_STEPS = "engine.steps"  # the package whose modules register the built-in types
+PLUGIN_GROUP = "signoff.steps"  # the entry-point group of step-type plug-ins
 
 
 class StepKind(StrEnum):
@@ -119,8 +122,18 @@ class StepType:
     step_keys: tuple[str, ...] = ()  # FLOW: the step keys it reads (condition, steps, ...)
 
 
+@dataclass(frozen=True)
+class PluginFailure:
+    """A ``signoff.steps`` entry point that could not be imported."""
+
+    name: str
+    value: str  # the module it names
+    error: str  # the exception, e.g. "ModuleNotFoundError: No module named 'acme_sdk'"
+
+
 _registry: dict[str, StepType] = {}
 _entry_points_loaded = False
+_plugin_failures: list[PluginFailure] = []
 
 _ANY_OPTIONS: Mapping[str, Any] = {"type": "object"}
 
@@ -204,11 +217,18 @@ def load_entry_points() -> None:
     if _entry_points_loaded:
         return
     _entry_points_loaded = True
-    for ep in entry_points(group="signoff.steps"):
+    for ep in entry_points(group=PLUGIN_GROUP):
         try:
             ep.load()
-        except Exception:  # a broken plug-in must not take the engine down
+        except Exception as exc:  # a broken plug-in must not take the engine down
             log.exception("could not load step types from entry point %s", ep.value)
+            _plugin_failures.append(PluginFailure(ep.name, ep.value, f"{type(exc).__name__}: {exc}"))
+
+
+def plugin_failures() -> tuple[PluginFailure, ...]:
+    """The ``signoff.steps`` plug-ins this process could not import."""
+    _ensure_loaded()
+    return tuple(_plugin_failures)
 
 
 def get_step_type(name: str) -> StepType | None:

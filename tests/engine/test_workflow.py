@@ -743,6 +743,32 @@ def test_validate_paths_on_clean_files_finds_nothing(register_types: RegisterTyp
     assert validate_paths([SEED, WORKFLOWS]) == []
 
 
+def test_validate_paths_reports_a_step_plugin_that_cannot_be_imported(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    plugins = tmp_path / "site"
+    write(plugins / "broken_steps" / "__init__.py", "import acme_sdk_that_is_not_installed\n")
+    write(plugins / "broken_steps-1.0.dist-info" / "METADATA",
+          "Metadata-Version: 2.1\nName: broken-steps\nVersion: 1.0\n")
+    write(plugins / "broken_steps-1.0.dist-info" / "entry_points.txt",
+          "[signoff.steps]\nbroken = broken_steps\n")
+    monkeypatch.syspath_prepend(str(plugins))
+    monkeypatch.setattr(registry, "_entry_points_loaded", False)
+    monkeypatch.setattr(registry, "_plugin_failures", [])
+    workflow = write(tmp_path / "uses-it.yml",
+                     "name: uses-it\nsteps:\n  - name: open\n    type: broken.ticket\n")
+
+    problems = validate_paths([workflow])
+
+    assert [str(p) for p in problems][0] == (
+        "<signoff.steps plug-in broken>:1:1: the signoff.steps plug-in 'broken' (broken_steps) "
+        "could not be imported: ModuleNotFoundError: No module named "
+        "'acme_sdk_that_is_not_installed'; the step types it registers are unknown until it "
+        "imports")
+    assert [p.message.split(" in step")[0] for p in problems[1:]] == [
+        "unknown step type 'broken.ticket'"]
+    assert registry.get_step_type("test.note") is not None  # the rest of the registry still works
+
+
 def test_catalog_finds_by_name_and_reloads_changed_files(tmp_path: Path) -> None:
     path = write(tmp_path / "greet.yml", note_workflow("greet", "hello"))
     catalog = WorkflowCatalog(tmp_path)
