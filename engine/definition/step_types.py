@@ -17,7 +17,7 @@ from __future__ import annotations
 import importlib
 import logging
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from enum import StrEnum
 from importlib.metadata import entry_points
 from typing import TYPE_CHECKING, Any, Protocol
@@ -54,10 +54,9 @@ class StepContext:
     attempt: int
     connector_id: str | None = None
     timeout_seconds: float | None = None
-    logs: list[str] = field(default_factory=list)
 
     def log(self, message: str) -> None:
-        self.logs.append(message)
+        """Write ``message`` to the worker's log, tagged with the execution and the step."""
         log.info("[%s %s] %s", self.execution_id, self.step_name, message)
 
 
