@@ -239,6 +239,10 @@ class _Segment:
     def _scope(self, frame: _Frame) -> dict[str, Any]:
         return {**self.scope, **frame} if frame else self.scope
 
+    def _options(self, step: Step, frame: _Frame) -> dict[str, Any]:
+        """The step's ``with``, its templates rendered."""
+        return render_value(dict(step.with_), self._scope(frame))
+
     def _holds(self, condition: Condition, step: Step, frame: _Frame) -> bool:
         holds = condition_holds(condition, step, self._scope(frame))
         if isinstance(holds, FailRun):
@@ -304,7 +308,7 @@ class _Segment:
                 self.writes.lease_ms = int(step.timeout.total_seconds() * 1000) + self.base_lease_ms
             self.writes.commit(Change(events=[started_event]).step(path, running))
         try:
-            options = render_value(dict(step.with_), self._scope(frame))
+            options = self._options(step, frame)
             ctx = StepContext(options=options, execution_id=self.state.id, step_name=step.name,
                               step_path=path, attempt=attempt, connector_id=step.connector_id,
                               timeout_seconds=step.timeout.total_seconds() if step.timeout
@@ -383,7 +387,7 @@ class _Segment:
     # -- timers ------------------------------------------------------------------------------
 
     def _start_wait(self, step: Step, path: str, frame: _Frame) -> NoReturn:
-        options = render_value(dict(step.with_), self._scope(frame))
+        options = self._options(step, frame)
         wake = self.now() + parse_duration(options["duration"])
         waiting = StepResult(status=StepStatus.WAITING, started_at=iso(self.now()),
                              wake_at=iso(wake))
@@ -393,7 +397,7 @@ class _Segment:
     # -- humans ------------------------------------------------------------------------------
 
     def _ask_reviewer(self, step: Step, path: str, frame: _Frame) -> NoReturn:
-        options = render_value(dict(step.with_), self._scope(frame))
+        options = self._options(step, frame)
         now = self.now()
         review = start_review(step, path, options, self.state.id, now, self._run_deadline())
         waiting = review.waiting

@@ -5,6 +5,8 @@ from __future__ import annotations
 import sys
 import textwrap
 
+import pytest
+
 from engine.definition import step_types as registry
 from engine.definition.loader import parse_workflow
 from engine.notify import Actor
@@ -153,9 +155,15 @@ def test_workflow_fail_ends_the_run_with_its_message(runtime, work):
     assert "never" not in state.results
 
 
-def test_on_failure_continue_and_fallback(runtime, work):
-    registry.register_step_type(registry.StepType(
+@pytest.fixture
+def boom(monkeypatch):
+    """A step type `test.boom`, for one test, whose function raises RuntimeError("boom")."""
+    registry.registered_step_types()  # built-ins and entry points first, so ours is not lost
+    monkeypatch.setitem(registry._registry, "test.boom", registry.StepType(
         name="test.boom", kind=registry.StepKind.ACTION, run=_boom, options_schema={"type": "object"}))
+
+
+def test_on_failure_continue_and_fallback(runtime, work, boom):
     state = run(runtime, work, """
         name: recovering
         steps:
@@ -179,9 +187,7 @@ def test_on_failure_continue_and_fallback(runtime, work):
     assert state.results["after"].output == "done"
 
 
-def test_workflow_level_fallback_runs_before_the_run_fails(runtime, work):
-    registry.register_step_type(registry.StepType(
-        name="test.boom", kind=registry.StepKind.ACTION, run=_boom, options_schema={"type": "object"}))
+def test_workflow_level_fallback_runs_before_the_run_fails(runtime, work, boom):
     state = run(runtime, work, """
         name: cleanup-on-fail
         settings:
