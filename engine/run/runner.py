@@ -11,7 +11,8 @@ says and commits through the store, each result with its audit events, atomicall
 A step with effects outside the run has its start committed before it runs and its
 result after. The results of pure steps (console, data.set, skips, the choices of
 flow steps) are buffered and written with the next write that must happen anyway
-(a pause, a step with effects, the end): a crash before it only makes them run again.
+(a pause, a step with effects, the end): a crash before it only makes them run again
+(:mod:`engine.run.buffered_writes`).
 """
 
 from __future__ import annotations
