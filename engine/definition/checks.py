@@ -28,8 +28,6 @@ from engine.definition import templates
 from engine.definition.conditions import Condition, Constant, is_template_condition, parse_condition
 from engine.definition.durations import DURATION_PATTERN, parse_duration
 from engine.definition.model import (
-    FLOW_CONTROL_TYPES,
-    HUMAN_STEP_TYPES,
     FailurePolicy,
     Location,
     RetryPolicy,
@@ -39,7 +37,7 @@ from engine.definition.model import (
     Trigger,
     Workflow,
 )
-from engine.definition.step_types import FLOW, get_step_type, registered_step_types
+from engine.definition.step_types import StepKind, get_step_type, registered_step_types
 from engine.definition.triggers import cron_problem
 from engine.definition.yaml_positions import (
     Position,
@@ -52,11 +50,6 @@ from engine.errors import ConditionError, DurationError, Problem, TemplateError
 
 DEFAULT_RETRY_DELAY = timedelta(seconds=1)
 
-# Keys that only mean something on some flow-control types.
-_FLOW_KEYS = {
-    "condition": ("if",), "else": ("if",), "steps": ("if", "foreach"), "foreach": ("foreach",),
-    "expression": ("switch",), "cases": ("switch",), "default": ("switch",),
-}
 _INDIVIDUAL = re.compile(r"^(?:[UW][A-Z0-9]+|[^@\s]+@[^@\s]+)$")  # a user id or an e-mail
 _PLAIN_KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_-]*$")
 _JSON_TYPES = {"string": "a string", "object": "a mapping", "array": "a list", "null": "null",
@@ -349,16 +342,14 @@ class Analysis:
             default=self._steps(data.get("default"), (*path, "default"), visible, inner))
 
     def _check_type(self, type_: str, data: dict[str, Any], path: YamlPath, options: Any) -> None:
-        for key, owners in _FLOW_KEYS.items():
+        for key, owners in _flow_keys().items():
             if key in data and type_ not in owners:
                 self._problem((*path, key), f"key {key!r} {self._context(path)} only applies to "
                                             f"steps of type {' or '.join(owners)}, not {type_!r}",
                               key=True)
-        if type_ in FLOW_CONTROL_TYPES:
-            return
         spec = get_step_type(type_)
         if spec is None:
-            known = sorted(set(registered_step_types()) | FLOW_CONTROL_TYPES)
+            known = sorted(registered_step_types())
             close = difflib.get_close_matches(type_, known, n=3, cutoff=0.6)
             hint = f" (did you mean {' or '.join(map(repr, close))}?)" if close else ""
             self._problem((*path, "type"),
@@ -366,11 +357,11 @@ class Analysis:
                           f"{', '.join(known)}. Custom step types register through the "
                           "`signoff.steps` entry point group")
             return
-        if spec.kind == FLOW or not isinstance(options, dict):
+        if spec.kind is StepKind.FLOW or not isinstance(options, dict):
             return
         for error in Draft202012Validator(spec.options_schema).iter_errors(options):
             self._schema_problem(error, (*path, "with"))
-        if type_ in HUMAN_STEP_TYPES:
+        if spec.kind is StepKind.HUMAN:
             self._check_human(type_, options, (*path, "with"))
 
     def _check_human(self, type_: str, options: dict[str, Any], path: YamlPath) -> None:
@@ -500,6 +491,15 @@ def _schema_checks() -> tuple[Callable[[Mapping[str, Any]], list[str]], ...]:
     """Checks plug-ins add for answer schemas (the bot: what a Slack modal can express),
     from the ``signoff.schema_checks`` entry-point group."""
     return tuple(ep.load() for ep in entry_points(group="signoff.schema_checks"))
+
+
+def _flow_keys() -> dict[str, tuple[str, ...]]:
+    """Each key that only some flow step types read, with those types in registry order."""
+    owners: dict[str, tuple[str, ...]] = {}
+    for name, spec in registered_step_types().items():
+        for key in spec.step_keys:
+            owners[key] = (*owners.get(key, ()), name)
+    return owners
 
 
 def _nested_step_lists(step: dict[str, Any],

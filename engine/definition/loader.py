@@ -1,7 +1,8 @@
 """Load, validate and freeze workflow definitions written in Elastic Workflows YAML.
 
 Every problem in a file is reported at once, each at its file:line:column (the checks
-themselves live in :mod:`engine.definition.checks`). Workflows are found by ``name`` in a
+themselves live in :mod:`engine.definition.checks`); :func:`validate_paths` also reports
+the step-type plug-ins that cannot be imported. Workflows are found by ``name`` in a
 directory through :class:`WorkflowCatalog`, and a run's own definition is read back
 from its stored text with :func:`stored_workflow` (read and checked once per digest).
 """
@@ -17,6 +18,7 @@ from pathlib import Path
 
 from engine.definition.checks import Analysis, TemplateCondition
 from engine.definition.model import Workflow
+from engine.definition.step_types import PLUGIN_GROUP, PluginFailure, plugin_failures
 from engine.errors import Problem, WorkflowInvalid, WorkflowNotFound
 
 __all__ = [
@@ -49,8 +51,9 @@ def load_workflow(path: str | os.PathLike[str]) -> Workflow:
 
 
 def validate_paths(paths: Iterable[str | os.PathLike[str]]) -> list[Problem]:
-    """Every problem in the given files and directories (searched for *.yml/*.yaml)."""
-    problems: list[Problem] = []
+    """Every problem in the given files and directories (searched for *.yml/*.yaml),
+    after one for each step-type plug-in that cannot be imported."""
+    problems = [_plugin_problem(failure) for failure in plugin_failures()]
     first_by_name: dict[str, str] = {}
     for path in _workflow_files(paths):
         text, problem = _read(path)
@@ -70,6 +73,13 @@ def validate_paths(paths: Iterable[str | os.PathLike[str]]) -> list[Problem]:
                 first_by_name[name] = f"{os.fspath(path)}:{where.line}"
         problems.extend(analysis.sorted_problems())
     return problems
+
+
+def _plugin_problem(failure: PluginFailure) -> Problem:
+    return Problem(f"<{PLUGIN_GROUP} plug-in {failure.name}>", 1, 1,
+                   f"the {PLUGIN_GROUP} plug-in {failure.name!r} ({failure.value}) could not be "
+                   f"imported: {failure.error}; the step types it registers are unknown until "
+                   "it imports")
 
 
 @dataclass

@@ -15,11 +15,6 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from engine.definition.conditions import Condition
 
-FLOW_CONTROL_TYPES = frozenset({"if", "foreach", "switch"})
-HUMAN_STEP_TYPES = frozenset({"waitForInput", "waitForApproval"})
-ON_TIMEOUT_OUTCOMES = ("deny", "approve", "cancel", "fail", "continue")
-
-
 @dataclass(frozen=True)
 class Location:
     source: str
@@ -76,14 +71,6 @@ class Step:
     expression: str | None = None
     cases: tuple[SwitchCase, ...] = ()
     default: tuple[Step, ...] = ()
-
-    @property
-    def is_human(self) -> bool:
-        return self.type in HUMAN_STEP_TYPES
-
-    @property
-    def is_flow_control(self) -> bool:
-        return self.type in FLOW_CONTROL_TYPES
 
 
 @dataclass(frozen=True)

@@ -1,9 +1,15 @@
 """The step-type registry: built-in types and the ones users add.
 
-A step type is registered with :func:`step_type`; packages of the user's own add
+A step type is registered with :func:`step_type` (an action) or :func:`flow_step_type`
+(a step that runs other steps: if, foreach, switch); packages of the user's own add
 theirs through the ``signoff.steps`` entry-point group (the entry point names a
 module to import, whose decorators register the types). Unknown types and options
-that do not match a type's ``options_schema`` fail at ``signoff validate``.
+that do not match a type's ``options_schema`` fail at ``signoff validate``. A plug-in
+that fails to import is logged and remembered (:func:`plugin_failures`), not raised:
+a worker goes on without its types, and ``signoff validate`` reports it.
+
+The runner treats a step by its :class:`StepKind`, never by its name: an action's
+function gets a :class:`StepContext`, a flow step's function a :class:`FlowContext`.
 """
 
 from __future__ import annotations
@@ -11,20 +17,30 @@ from __future__ import annotations
 import importlib
 import logging
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, replace
+from enum import StrEnum
 from importlib.metadata import entry_points
-from typing import Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from engine.errors import StepTypeInvalid
+
+if TYPE_CHECKING:
+    from engine.definition.conditions import Condition
+    from engine.definition.model import Step
 
 log = logging.getLogger(__name__)
 
 BUILT_IN_STEPS = "engine.steps"  # the package whose modules register the built-in types
+PLUGIN_GROUP = "signoff.steps"  # the entry-point group of step-type plug-ins
 
-ACTION = "action"  # runs a function and produces an output
-HUMAN = "human"  # suspends the run until someone resumes it
-TIMER = "timer"  # suspends the run until a time
-FLOW = "flow"  # if / foreach / switch: handled by the runner itself
+
+class StepKind(StrEnum):
+    """How the runner treats a step type."""
+
+    ACTION = "action"  # runs a function and produces an output
+    HUMAN = "human"  # suspends the run until someone resumes it
+    TIMER = "timer"  # suspends the run until a time
+    FLOW = "flow"  # runs other steps (if / foreach / switch): a function walks them
 
 
 @dataclass
@@ -38,30 +54,85 @@ class StepContext:
     attempt: int
     connector_id: str | None = None
     timeout_seconds: float | None = None
-    logs: list[str] = field(default_factory=list)
 
     def log(self, message: str) -> None:
-        self.logs.append(message)
+        """Write ``message`` to the worker's log, tagged with the execution and the step."""
         log.info("[%s %s] %s", self.execution_id, self.step_name, message)
 
 
 StepFunction = Callable[[StepContext], Any]
 
 
+class FlowContext(Protocol):
+    """What a flow step's function may see and do; the runner implements it.
+
+    A run is replayed from the top, so a flow step's function runs again on every
+    segment: what it decides (a branch, the items of a loop) is recorded once by
+    :meth:`choose` and read back afterwards, so its children keep their paths.
+    The runner records the step as completed when the function returns; a function
+    that cannot go on raises :class:`engine.errors.StepFailed` and the run fails.
+    """
+
+    @property
+    def step(self) -> Step:
+        """The flow step's definition: its condition, expression and child steps."""
+        ...
+
+    @property
+    def path(self) -> str:
+        """The step instance's path (``loop[2].check`` inside a foreach)."""
+        ...
+
+    def choose(self, decide: Callable[[], Mapping[str, Any]]) -> Mapping[str, Any]:
+        """The choice recorded on an earlier pass, or ``decide()`` recorded now as the
+        step's output."""
+        ...
+
+    def evaluate(self, expression: str) -> Any:
+        """The value of a template or bare expression, in the step's scope."""
+        ...
+
+    def holds(self, condition: Condition) -> bool:
+        """Whether ``condition`` holds in the step's scope."""
+        ...
+
+    def run_steps(self, steps: tuple[Step, ...], *, prefix: str | None = None,
+                  scope: Mapping[str, Any] | None = None) -> None:
+        """Run child steps in order, their paths under ``prefix`` (the flow step's own by
+        default), with ``scope`` added to what their templates see (``foreach``)."""
+        ...
+
+
+FlowFunction = Callable[[FlowContext], None]
+
+
 @dataclass(frozen=True)
 class StepType:
     name: str
-    kind: str
-    run: StepFunction | None
+    kind: StepKind
+    run: StepFunction | None  # ACTION: the function that runs it
     options_schema: Mapping[str, Any]
     description: str = ""
     # A pure step has no side effects outside the run (console, data.set): the runner
     # records its start and end in one write instead of two.
     pure: bool = False
+    sets_variables: bool = False  # its output, a mapping, is merged into `variables`
+    flow: FlowFunction | None = None  # FLOW: the function that walks its child steps
+    step_keys: tuple[str, ...] = ()  # FLOW: the step keys it reads (condition, steps, ...)
+
+
+@dataclass(frozen=True)
+class PluginFailure:
+    """A ``signoff.steps`` entry point that could not be imported."""
+
+    name: str
+    value: str  # the module it names
+    error: str  # the exception, e.g. "ModuleNotFoundError: No module named 'acme_sdk'"
 
 
 _registry: dict[str, StepType] = {}
 _entry_points_loaded = False
+_plugin_failures: list[PluginFailure] = []
 
 _ANY_OPTIONS: Mapping[str, Any] = {"type": "object"}
 
@@ -69,10 +140,11 @@ _ANY_OPTIONS: Mapping[str, Any] = {"type": "object"}
 def step_type(
     name: str,
     *,
-    kind: str = ACTION,
+    kind: StepKind = StepKind.ACTION,
     options_schema: Mapping[str, Any] | None = None,
     description: str = "",
     pure: bool = False,
+    sets_variables: bool = False,
 ) -> Callable[[StepFunction], StepFunction]:
     """Register a step type; the decorated function runs it (``ACTION`` kind)."""
 
@@ -85,8 +157,26 @@ def step_type(
                 options_schema=options_schema or _ANY_OPTIONS,
                 description=description or _first_line(func.__doc__),
                 pure=pure,
+                sets_variables=sets_variables,
             )
         )
+        return func
+
+    return register
+
+
+def flow_step_type(name: str, *, step_keys: tuple[str, ...],
+                   description: str = "") -> Callable[[FlowFunction], FlowFunction]:
+    """Register a ``FLOW`` step type; the decorated function walks its child steps.
+
+    ``step_keys`` are the keys of the step it reads besides the common ones (``name``,
+    ``type``, ``if``, ...): ``signoff validate`` reports them on steps of other types.
+    """
+
+    def register(func: FlowFunction) -> FlowFunction:
+        register_step_type(StepType(name=name, kind=StepKind.FLOW, run=None, flow=func,
+                                    options_schema=_ANY_OPTIONS, step_keys=step_keys,
+                                    description=description or _first_line(func.__doc__)))
         return func
 
     return register
@@ -97,10 +187,27 @@ def _first_line(doc: str | None) -> str:
 
 
 def register_step_type(spec: StepType) -> None:
+    """Add ``spec`` to the registry; StepTypeInvalid when its kind is unknown, it has
+    nothing to run, or its name is taken."""
+    spec = replace(spec, kind=_kind_of(spec))
+    if spec.kind is StepKind.ACTION and spec.run is None:
+        raise StepTypeInvalid(f"step type {spec.name!r} is an action but has no function to run")
+    if spec.kind is StepKind.FLOW and spec.flow is None:
+        raise StepTypeInvalid(f"step type {spec.name!r} is a flow step but has no function to "
+                              "walk its steps")
     existing = _registry.get(spec.name)
-    if existing is not None and existing.run is not spec.run:
+    if existing is not None and (existing.run is not spec.run or existing.flow is not spec.flow):
         raise StepTypeInvalid(f"step type {spec.name!r} is already registered")
     _registry[spec.name] = spec
+
+
+def _kind_of(spec: StepType) -> StepKind:
+    try:
+        return StepKind(spec.kind)
+    except ValueError:
+        kinds = ", ".join(kind.value for kind in StepKind)
+        raise StepTypeInvalid(f"step type {spec.name!r} has kind {spec.kind!r}, which is not a "
+                              f"step kind (one of {kinds})") from None
 
 
 def load_entry_points() -> None:
@@ -109,11 +216,18 @@ def load_entry_points() -> None:
     if _entry_points_loaded:
         return
     _entry_points_loaded = True
-    for ep in entry_points(group="signoff.steps"):
+    for ep in entry_points(group=PLUGIN_GROUP):
         try:
             ep.load()
-        except Exception:  # a broken plug-in must not take the engine down
+        except Exception as exc:  # a broken plug-in must not take the engine down
             log.exception("could not load step types from entry point %s", ep.value)
+            _plugin_failures.append(PluginFailure(ep.name, ep.value, f"{type(exc).__name__}: {exc}"))
+
+
+def plugin_failures() -> tuple[PluginFailure, ...]:
+    """The ``signoff.steps`` plug-ins this process could not import."""
+    _ensure_loaded()
+    return tuple(_plugin_failures)
 
 
 def get_step_type(name: str) -> StepType | None:

@@ -8,7 +8,7 @@ from engine.definition.step_types import StepContext, step_type
 from engine.errors import WorkflowFailRequested
 
 
-@step_type("data.set", pure=True, options_schema={"type": "object"})
+@step_type("data.set", pure=True, sets_variables=True, options_schema={"type": "object"})
 def data_set(ctx: StepContext) -> dict[str, Any]:
     """Set each key of ``with`` as ``variables.<key>``; the output is what was set."""
     return dict(ctx.options)

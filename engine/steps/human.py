@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 from engine.definition.durations import DURATION_PATTERN
-from engine.definition.step_types import HUMAN, StepType, register_step_type
+from engine.definition.step_types import StepKind, StepType, register_step_type
 
 _approver_list = {
     "type": "array",
@@ -78,11 +78,11 @@ APPROVAL_SCHEMA: dict[str, Any] = {
 }
 
 register_step_type(StepType(
-    name="waitForInput", kind=HUMAN, run=None, options_schema=WAIT_FOR_INPUT_OPTIONS,
+    name="waitForInput", kind=StepKind.HUMAN, run=None, options_schema=WAIT_FOR_INPUT_OPTIONS,
     description="Pause until a reviewer answers a form built from `schema`.",
 ))
 register_step_type(StepType(
-    name="waitForApproval", kind=HUMAN, run=None, options_schema=WAIT_FOR_APPROVAL_OPTIONS,
+    name="waitForApproval", kind=StepKind.HUMAN, run=None, options_schema=WAIT_FOR_APPROVAL_OPTIONS,
     description="Pause until a reviewer approves or rejects.",
 ))
 

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 from engine.definition.durations import DURATION_PATTERN
-from engine.definition.step_types import TIMER, StepType, register_step_type
+from engine.definition.step_types import StepKind, StepType, register_step_type
 
 register_step_type(StepType(
-    name="wait", kind=TIMER, run=None,
+    name="wait", kind=StepKind.TIMER, run=None,
     options_schema={
         "type": "object",
         "properties": {"duration": {"type": "string", "pattern": DURATION_PATTERN}},

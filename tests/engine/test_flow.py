@@ -5,6 +5,8 @@ from __future__ import annotations
 import sys
 import textwrap
 
+import pytest
+
 from engine.definition import step_types as registry
 from engine.definition.loader import parse_workflow
 from engine.notify import Actor
@@ -17,21 +19,24 @@ def run(runtime, work, text, event=None):
     return runtime.engine.get(execution_id)
 
 
-def test_foreach_runs_nested_steps_per_item_with_item_and_index(runtime, work):
-    state = run(runtime, work, """
-        name: loop
+HOSTS_LOOP = """
+    name: loop
+    steps:
+      - name: hosts
+        type: foreach
+        foreach: "${{ event.hosts }}"
         steps:
-          - name: hosts
-            type: foreach
-            foreach: "${{ event.hosts }}"
-            steps:
-              - name: each
-                type: console
-                with: {message: "{{ foreach.index }}:{{ foreach.item.name }}"}
-          - name: after
+          - name: each
             type: console
-            with: {message: "last={{ steps.each.output }}"}
-        """, {"hosts": [{"name": "a"}, {"name": "b"}, {"name": "c"}]})
+            with: {message: "{{ foreach.index }}:{{ foreach.item.name }}"}
+      - name: after
+        type: console
+        with: {message: "last={{ steps.each.output }}"}
+    """
+
+
+def test_foreach_runs_nested_steps_per_item_with_item_and_index(runtime, work):
+    state = run(runtime, work, HOSTS_LOOP, {"hosts": [{"name": "a"}, {"name": "b"}, {"name": "c"}]})
     assert state.status is ExecutionStatus.COMPLETED
     assert [state.results[f"hosts[{i}].each"].output for i in range(3)] == ["0:a", "1:b", "2:c"]
     assert state.results["after"].output == "last=2:c"
@@ -83,6 +88,41 @@ def test_switch_picks_the_matching_case_or_default(runtime, work):
     assert other.results["ask"].output == "asking" and "page" not in other.results
 
 
+def test_foreach_over_something_else_than_a_list_fails_the_run(runtime, work):
+    state = run(runtime, work, HOSTS_LOOP, {"hosts": "web-01"})
+    assert state.status is ExecutionStatus.FAILED
+    assert state.error == "foreach of step 'hosts' gave str, not a list"
+    assert not [path for path in state.results if path.startswith("hosts[")]
+    assert "after" not in state.results
+
+
+def test_a_flow_step_type_plugs_in_by_registering(runtime, work, monkeypatch):
+    monkeypatch.setattr(registry, "_registry", registry.registered_step_types())
+
+    @registry.flow_step_type("test.repeat", step_keys=("steps",))
+    def repeat(flow):
+        times = flow.choose(lambda: {"times": flow.evaluate("event.times")})["times"]
+        for round_ in range(times):
+            flow.run_steps(flow.step.steps, prefix=f"{flow.path}[{round_}].",
+                           scope={"round": round_ + 1})
+
+    state = run(runtime, work, """
+        name: repeat
+        steps:
+          - name: again
+            type: test.repeat
+            steps:
+              - {name: say, type: console, with: {message: "round {{ round }}"}}
+          - {name: after, type: console, with: {message: "last {{ steps.say.output }}"}}
+        """, {"times": 2})
+
+    assert state.status is ExecutionStatus.COMPLETED
+    assert [state.results[f"again[{i}].say"].output for i in range(2)] == ["round 1", "round 2"]
+    assert state.results["again"].status is StepStatus.COMPLETED
+    assert state.results["again"].output == {"times": 2}
+    assert state.results["after"].output == "last round 2"
+
+
 def test_data_set_sets_variables_for_later_steps(runtime, work):
     state = run(runtime, work, """
         name: vars
@@ -115,9 +155,15 @@ def test_workflow_fail_ends_the_run_with_its_message(runtime, work):
     assert "never" not in state.results
 
 
-def test_on_failure_continue_and_fallback(runtime, work):
-    registry.register_step_type(registry.StepType(
-        name="test.boom", kind=registry.ACTION, run=_boom, options_schema={"type": "object"}))
+@pytest.fixture
+def boom(monkeypatch):
+    """A step type `test.boom`, for one test, whose function raises RuntimeError("boom")."""
+    registry.registered_step_types()  # built-ins and entry points first, so ours is not lost
+    monkeypatch.setitem(registry._registry, "test.boom", registry.StepType(
+        name="test.boom", kind=registry.StepKind.ACTION, run=_boom, options_schema={"type": "object"}))
+
+
+def test_on_failure_continue_and_fallback(runtime, work, boom):
     state = run(runtime, work, """
         name: recovering
         steps:
@@ -141,9 +187,7 @@ def test_on_failure_continue_and_fallback(runtime, work):
     assert state.results["after"].output == "done"
 
 
-def test_workflow_level_fallback_runs_before_the_run_fails(runtime, work):
-    registry.register_step_type(registry.StepType(
-        name="test.boom", kind=registry.ACTION, run=_boom, options_schema={"type": "object"}))
+def test_workflow_level_fallback_runs_before_the_run_fails(runtime, work, boom):
     state = run(runtime, work, """
         name: cleanup-on-fail
         settings:

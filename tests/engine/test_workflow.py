@@ -23,8 +23,8 @@ from engine.definition.loader import (
     validate_paths,
 )
 from engine.definition.model import Step, Workflow
-from engine.definition.step_types import ACTION, StepType
-from engine.errors import Problem, WorkflowInvalid, WorkflowNotFound
+from engine.definition.step_types import StepKind, StepType
+from engine.errors import Problem, StepTypeInvalid, WorkflowInvalid, WorkflowNotFound
 
 WORKFLOWS = Path(__file__).parent / "workflows"
 SEED = WORKFLOWS / "isolate-host-with-approval.yml"
@@ -40,7 +40,7 @@ def register_types(monkeypatch: pytest.MonkeyPatch) -> RegisterTypes:
 
     def register(*names: str, options_schema: dict[str, object] | None = None) -> None:
         for name in names:
-            spec = StepType(name=name, kind=ACTION, run=lambda ctx: None,
+            spec = StepType(name=name, kind=StepKind.ACTION, run=lambda ctx: None,
                             options_schema=options_schema or {"type": "object"})
             monkeypatch.setitem(registry._registry, name, spec)
 
@@ -74,6 +74,11 @@ def the_problem(problems: list[Problem], fragment: str) -> Problem:
 
 def at(problem: Problem) -> tuple[int, int]:
     return problem.line, problem.column
+
+
+def kind_of(step: Step) -> StepKind | None:
+    spec = registry.get_step_type(step.type)
+    return spec.kind if spec else None
 
 
 # -- the Elastic example ---------------------------------------------------------------
@@ -110,7 +115,7 @@ def test_seed_loads_once_its_step_types_are_registered(register_types: RegisterT
     assert [s.name for s in workflow.steps] == [
         "open_case", "investigate", "classify", "review", "isolate", "record_decision"]
     review = workflow.step("review")
-    assert review.is_human and review.type == "waitForInput"
+    assert kind_of(review) is StepKind.HUMAN and review.type == "waitForInput"
     assert review.with_["schema"]["required"] == ["approved"]
     assert (review.location.line, review.location.column) == (31, 5)
     isolate = workflow.step("isolate")
@@ -266,6 +271,26 @@ def test_unknown_type_lists_close_matches() -> None:
         "unknown step type 'waitForAproval' in step 'ask' (did you mean 'waitForApproval'")
     assert "known types: " in problem.message and "test.note" in problem.message
     assert problem.message.endswith("register through the `signoff.steps` entry point group")
+
+
+def test_a_step_type_is_refused_unless_its_kind_is_a_step_kind(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(registry, "_registry", registry.registered_step_types())
+
+    with pytest.raises(StepTypeInvalid, match=r"^step type 'test.odd' has kind 'fancy', which is "
+                                              r"not a step kind \(one of action, human, timer, "
+                                              r"flow\)$"):
+        registry.register_step_type(StepType(name="test.odd", kind="fancy", run=lambda ctx: None,
+                                             options_schema={"type": "object"}))
+    with pytest.raises(StepTypeInvalid, match="'test.idle' is an action but has no function"):
+        registry.register_step_type(StepType(name="test.idle", kind=StepKind.ACTION, run=None,
+                                             options_schema={"type": "object"}))
+    registry.register_step_type(StepType(name="test.nap", kind="timer", run=None,
+                                         options_schema={"type": "object"}))
+
+    assert registry.get_step_type("test.odd") is None and registry.get_step_type("test.idle") is None
+    nap = registry.get_step_type("test.nap")
+    assert nap is not None and nap.kind is StepKind.TIMER  # a kind's value is that kind
 
 
 def test_options_are_checked_against_the_step_types_schema() -> None:
@@ -629,11 +654,11 @@ def test_nested_steps_freeze_into_records() -> None:
     gather, decide = workflow.steps
     assert gather.if_ is not None and gather.if_.text == "true" and gather.if_.evaluate({})
     assert gather.timeout == timedelta(seconds=30)
-    assert decide.is_flow_control and decide.condition is not None
+    assert kind_of(decide) is StepKind.FLOW and decide.condition is not None
     assert decide.condition.references == {"steps.gather.output.count"}
     (loop,) = decide.steps
     assert loop.foreach == "{{ steps.gather.output.items }}"
-    assert [s.name for s in loop.steps] == ["ask"] and loop.steps[0].is_human
+    assert [s.name for s in loop.steps] == ["ask"] and kind_of(loop.steps[0]) is StepKind.HUMAN
     (route,) = decide.else_
     assert route.expression == "steps.gather.output.level"
     assert [case.match for case in route.cases] == ["high", 2]
@@ -716,6 +741,32 @@ def test_validate_paths_on_clean_files_finds_nothing(register_types: RegisterTyp
     register_types(*SEED_TYPES)
 
     assert validate_paths([SEED, WORKFLOWS]) == []
+
+
+def test_validate_paths_reports_a_step_plugin_that_cannot_be_imported(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    plugins = tmp_path / "site"
+    write(plugins / "broken_steps" / "__init__.py", "import acme_sdk_that_is_not_installed\n")
+    write(plugins / "broken_steps-1.0.dist-info" / "METADATA",
+          "Metadata-Version: 2.1\nName: broken-steps\nVersion: 1.0\n")
+    write(plugins / "broken_steps-1.0.dist-info" / "entry_points.txt",
+          "[signoff.steps]\nbroken = broken_steps\n")
+    monkeypatch.syspath_prepend(str(plugins))
+    monkeypatch.setattr(registry, "_entry_points_loaded", False)
+    monkeypatch.setattr(registry, "_plugin_failures", [])
+    workflow = write(tmp_path / "uses-it.yml",
+                     "name: uses-it\nsteps:\n  - name: open\n    type: broken.ticket\n")
+
+    problems = validate_paths([workflow])
+
+    assert [str(p) for p in problems][0] == (
+        "<signoff.steps plug-in broken>:1:1: the signoff.steps plug-in 'broken' (broken_steps) "
+        "could not be imported: ModuleNotFoundError: No module named "
+        "'acme_sdk_that_is_not_installed'; the step types it registers are unknown until it "
+        "imports")
+    assert [p.message.split(" in step")[0] for p in problems[1:]] == [
+        "unknown step type 'broken.ticket'"]
+    assert registry.get_step_type("test.note") is not None  # the rest of the registry still works
 
 
 def test_catalog_finds_by_name_and_reloads_changed_files(tmp_path: Path) -> None:

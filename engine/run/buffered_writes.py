@@ -1,0 +1,95 @@
+"""One segment's writes to its execution: applied to the loaded state at once, sent to
+Redis under the segment's lease, the results of pure steps buffered.
+
+A pure step (no effect outside the run: console, data.set, a skip, a flow step's
+choice) is not written on its own: its change is merged into the next write that must
+happen anyway (a step with effects, a pause, the end of the run), so a stretch of
+pure steps costs one round trip. A worker that dies before that write only makes them
+run again when the run is replayed.
+
+Every write is guarded by the execution's status and the segment's lease token, and
+renews the lease. When someone else changed the run meanwhile (cancelled it, timed it
+out) the write is refused and :class:`ExecutionChanged` tells the segment to let go.
+When only the audit trail moved on (a reviewer's event appended), the write is made
+again on the trail's new head.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from engine.state.execution import ExecutionState, ExecutionStatus, StepResult
+from engine.state.store import Change, Store
+
+log = logging.getLogger(__name__)
+
+_HEAD_RETRIES = 100
+
+
+class ExecutionChanged(Exception):
+    """Someone else changed the run (cancelled, timed out): this worker lets go."""
+
+
+class BufferedWrites:
+    """The writes of one segment holding the lease ``token`` on ``state``."""
+
+    def __init__(self, store: Store, state: ExecutionState, token: str, lease_ms: int) -> None:
+        self.store = store
+        self.state = state
+        self.token = token
+        self.lease_ms = lease_ms  # what each write renews the lease to
+        self.released = False  # a write let go of the lease (the run paused or ended)
+        self._pending: Change | None = None
+        self._pending_guard: tuple[ExecutionStatus, ...] | None = None
+
+    def commit(self, change: Change, *,
+               guard: tuple[ExecutionStatus, ...] = (ExecutionStatus.RUNNING,),
+               release: bool = False, buffer: bool = False) -> None:
+        """Apply ``change`` to the state and write it, with anything buffered before it,
+        if the run's status is one of ``guard``; with ``buffer``, keep it for the next write."""
+        for name, value in change.set.items():
+            if name.startswith("s:"):
+                self.state.results[name[2:]] = StepResult.from_json(value)
+        if change.status is not None:
+            self.state.status = change.status
+        if self._pending is not None:
+            change = _merge(self._pending, change)
+            guard = self._pending_guard or guard
+            self._pending = self._pending_guard = None
+        if buffer:
+            self._pending, self._pending_guard = change, guard
+            return
+        for _ in range(_HEAD_RETRIES):
+            result = self.store.commit(self.state, change, guard_status=guard,
+                                       guard_lease=self.token, lease_ttl_ms=self.lease_ms,
+                                       release_lease=release)
+            if result.ok:
+                self.released = release
+                return
+            if result.reason == "head":  # someone appended to the trail: extend the new head
+                self.state.audit_head = result.head
+                continue
+            log.info("execution %s changed under us (%s, now %s): letting go",
+                     self.state.id, result.reason, result.status)
+            raise ExecutionChanged
+        raise ExecutionChanged
+
+    def flush(self) -> None:
+        """Write what is buffered, if anything."""
+        if self._pending is not None:
+            self.commit(Change())
+
+
+def _merge(first: Change, then: Change) -> Change:
+    """One change with the effect of ``first`` followed by ``then``."""
+    merged = Change(set={**first.set, **then.set},
+                    delete=[d for d in first.delete if d not in then.set] + then.delete,
+                    status=then.status or first.status, events=first.events + then.events,
+                    waiting=then.waiting or first.waiting,
+                    waiting_score=then.waiting_score if then.waiting else first.waiting_score,
+                    running=then.running or first.running,
+                    running_score=then.running_score if then.running else first.running_score,
+                    zadd=first.zadd + then.zadd, zrem=first.zrem + then.zrem)
+    for name in then.delete:
+        merged.set.pop(name, None)
+    return merged
