@@ -122,7 +122,7 @@ def start_and_deliver(redis_url: str, api_url: str, token: str, numbers: Sequenc
     rt = build_runtime(Settings(redis_url=redis_url), connection, notifier=NullNotifier())
     workflow = parse_workflow(WAITING)
     client = WebClient(token=token, base_url=api_url)
-    directory = Directory(client, connection)
+    directory = Directory(client, rt.engine.store)
     deliverer = Deliverer(rt.engine, client, directory, None)
     dms: dict[str, str] = {}
     ids = []

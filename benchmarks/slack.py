@@ -411,7 +411,7 @@ def bench(stack: Stack, *, reviews: int, concurrency: int, warmup: int) -> Resul
     # What the bot keeps per posted review (where it posted, who may decide, what it showed).
     pipe = rt.store.redis.pipeline()
     for execution_id in ids:
-        pipe.hstrlen(keys.execution(execution_id), f"n:{annotation_key('review')}")
+        pipe.hstrlen(keys.execution(execution_id), keys.annotation_field(annotation_key('review')))
     delivery_bytes = sum(pipe.execute()) / len(ids)
 
     driver = PreparingDriver(stack.emulator, stack.web_url + "/slack/events")

@@ -15,6 +15,8 @@ A layer may import the layers below it and the foundation, never one above it, a
 from __future__ import annotations
 
 import ast
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -116,3 +118,18 @@ def test_the_import_reader_sees_a_forbidden_import(tmp_path: Path) -> None:
     sample.write_text("import redis\nfrom ..state import store\nfrom engine.run.engine import Engine\n")
     seen = _imports(sample, root=tmp_path)
     assert {"redis", "engine.state", "engine.state.store", "engine.run.engine"} <= seen
+
+
+def test_the_public_surface_resolves_and_loads_layers_lazily() -> None:
+    import engine
+
+    assert all(getattr(engine, name) is not None for name in engine.__all__)
+    assert issubclass(engine.Contention, engine.SignoffError)
+    # Importing the pure layer through the package must not drag in Redis or RQ.
+    probe = ("import sys, engine, engine.definition.loader; "
+             "print(sorted(m for m in ('redis', 'rq', 'httpx', 'starlette') if m in sys.modules))")
+    done = subprocess.run([sys.executable, "-c", probe], cwd=ROOT, capture_output=True,
+                          text=True, check=True)
+    assert done.stdout.strip() == "[]"
+    with pytest.raises(AttributeError):
+        engine.NoSuchThing  # noqa: B018

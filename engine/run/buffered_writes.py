@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import logging
 
+from engine.state import keys
 from engine.state.execution import ExecutionState, ExecutionStatus, StepResult
 from engine.state.store import Change, Store
 
@@ -48,8 +49,8 @@ class BufferedWrites:
         """Apply ``change`` to the state and write it, with anything buffered before it,
         if the run's status is one of ``guard``; with ``buffer``, keep it for the next write."""
         for name, value in change.set.items():
-            if name.startswith("s:"):
-                self.state.results[name[2:]] = StepResult.from_json(value)
+            if name.startswith(keys.STEP_FIELD):
+                self.state.results[name.removeprefix(keys.STEP_FIELD)] = StepResult.from_json(value)
         if change.status is not None:
             self.state.status = change.status
         if self._pending is not None:
