@@ -4,6 +4,16 @@ The subset workflows use: ``field : value`` (quoted, unquoted, ``*``/``?`` wildc
 ``field : *``, ``field < 5`` (also ``<=``, ``>``, ``>=``), value groups ``field : (a or b)``,
 ``and``/``or``/``not`` with parentheses, and a bare ``true``/``false``. Evaluation never
 raises: a missing field or a comparison between incompatible types is simply false.
+
+Event data is untrusted, so evaluation costs time linear in what it reads, and it reads at
+most the first 64 KiB (65,536 characters, ``READ_LIMIT``) of a string: a wildcard matches
+that prefix (``*login`` does not see the end of a longer value), and a longer string is
+never read as a number. Equality and comparisons with text need no more of a value than
+the condition's own text. A wildcard is never a regex over the whole value: its pieces
+between the stars (literal characters and ``?``, which stands for one) are found left to
+right, the first anchored at the start and the last at the end, as KQL requires; a
+backtracking regex took 7 s for ``*failed*login*`` over 128 KB. Nested lists are read
+without recursion, so no event is too deep to evaluate.
 """
 
 from __future__ import annotations
@@ -12,7 +22,7 @@ import dataclasses
 import functools
 import operator
 import re
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -48,20 +58,54 @@ WORD: /(?:[^\s\\():<>"{}]|\\.)+/
 """
 _FIELD = re.compile(r"[^.\[\]*?\\]+(?:\.[^.\[\]*?\\]+|\[[0-9]+\])*")
 _INDEX = re.compile(r"\[([0-9]+)\]")
-_NUMBER = re.compile(r"[+-]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?")
+# No quantifier follows another over the same digits, so a long non-number fails in linear
+# time (`[0-9]+\.?[0-9]*` took 11 s on 16,384 digits and an "x").
+_NUMBER = re.compile(r"[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]+)?")
 _TEMPLATE = re.compile(r"\$?\{\{(?:(?!\}\}).)*\}\}", re.DOTALL)
+READ_LIMIT = 65_536  # characters of a string value a condition reads
 _RANGE_OPS: dict[str, Callable[[Any, Any], bool]] = {
     "<": operator.lt, "<=": operator.le, ">": operator.gt, ">=": operator.ge,
 }
+_END = object()
+
+
+@dataclass(frozen=True)
+class Wildcard:
+    """An unquoted value with ``*`` or ``?``, as the pieces between its stars.
+
+    Each piece is a fixed-length pattern (literal characters, ``.`` for ``?``) with its
+    length; it is found at the leftmost place it fits, which is where every later piece has
+    the most room, so a match never backtracks across a star.
+    """
+
+    pieces: tuple[tuple[re.Pattern[str], int], ...]
+
+    def matches(self, text: str) -> bool:
+        """Whether the whole of ``text`` matches, in time linear in ``len(text)``."""
+        (head, head_length), *middle = self.pieces
+        if not middle:  # no star: `?` only
+            return len(text) == head_length and head.match(text) is not None
+        *middle, (tail, tail_length) = middle
+        tail_start = len(text) - tail_length
+        if tail_start < head_length or head.match(text) is None:
+            return False
+        position = head_length
+        for piece, length in middle:
+            if length:
+                found = piece.search(text, position, tail_start)
+                if found is None:
+                    return False
+                position = found.end()
+        return tail.match(text, tail_start) is not None
 
 
 @dataclass(frozen=True)
 class Value:
-    """A value as written (unescaped); ``pattern`` is set when an unquoted value has wildcards."""
+    """A value as written (unescaped); ``wildcard`` is set when an unquoted value has one."""
 
     text: str
     quoted: bool = False
-    pattern: re.Pattern[str] | None = None
+    wildcard: Wildcard | None = None
 
 
 # The query tree. A value group `f : (a or not b)` is built as `f : a or not f : b`, as KQL does.
@@ -197,7 +241,7 @@ def _build(node: Tree[Token] | Token, text: str, path: str | None) -> Query:
     if isinstance(node, Token) or node.data == "scalar":
         assert path is not None
         value = _value(node)
-        if value.text == "*" and value.pattern is not None:
+        if value.text == "*" and value.wildcard is not None:
             return Exists(path)
         return Match(path, value)
     children = node.children
@@ -229,16 +273,19 @@ def _value(node: Tree[Token] | Token) -> Value:
     if token.type == "QUOTED":
         return Value(re.sub(r"\\(.)", r"\1", token[1:-1], flags=re.DOTALL), quoted=True)
     chars: list[str] = []
-    regex: list[str] = []
+    pieces: list[list[str]] = [[]]  # each a list of regex atoms, one per character
     wild = False
     for escaped, char in re.findall(r"\\(.)|(.)", token, re.DOTALL):
-        if char in ("*", "?"):  # an escaped \* is a literal star
-            wild = True
-            regex.append(".*" if char == "*" else ".")
+        if char == "*":  # an escaped \* is a literal star
+            pieces.append([])
         else:
-            regex.append(re.escape(escaped or char))
+            pieces[-1].append("." if char == "?" else re.escape(escaped or char))
+        wild = wild or char in ("*", "?")
         chars.append(escaped or char)
-    return Value("".join(chars), pattern=re.compile("".join(regex), re.DOTALL) if wild else None)
+    if not wild:
+        return Value("".join(chars))
+    compiled = tuple((re.compile("".join(atoms), re.DOTALL), len(atoms)) for atoms in pieces)
+    return Value("".join(chars), wildcard=Wildcard(compiled))
 
 
 def _syntax_error(text: str, exc: UnexpectedInput) -> ConditionError:
@@ -320,9 +367,17 @@ def _holds_at(scope: Mapping[str, Any], path: str, test: Callable[[Any], bool]) 
 
 def _some(actual: Any, test: Callable[[Any], bool]) -> bool:
     # On a list, a comparison holds when it holds for any element, as in Elasticsearch.
-    if _is_list(actual):
-        return any(_some(element, test) for element in actual)
-    return test(actual)
+    # A stack, not recursion: an event's lists may nest deeper than Python's recursion limit.
+    pending: list[Iterator[Any]] = [iter((actual,))]
+    while pending:
+        element: Any = next(pending[-1], _END)
+        if element is _END:
+            pending.pop()
+        elif _is_list(element):
+            pending.append(iter(element))
+        elif test(element):
+            return True
+    return False
 
 
 def _is_list(value: Any) -> bool:
@@ -330,8 +385,8 @@ def _is_list(value: Any) -> bool:
 
 
 def _equals(actual: Any, value: Value) -> bool:
-    if value.pattern is not None:
-        return isinstance(actual, str) and value.pattern.fullmatch(actual) is not None
+    if value.wildcard is not None:
+        return isinstance(actual, str) and value.wildcard.matches(actual[:READ_LIMIT])
     if isinstance(actual, str):
         return actual == value.text
     if isinstance(actual, bool):
@@ -354,7 +409,7 @@ def _in_range(actual: Any, op: str, value: Value) -> bool:
     if isinstance(actual, str):
         if number is None:  # e.g. ISO dates, which compare correctly as text
             return compare(actual, value.text)
-        actual_number = _number(actual)
+        actual_number = _number(actual) if len(actual) <= READ_LIMIT else None
         return actual_number is not None and compare(actual_number, number)
     return False
 
@@ -362,7 +417,9 @@ def _in_range(actual: Any, op: str, value: Value) -> bool:
 def _number(text: str) -> int | float | None:
     if not _NUMBER.fullmatch(text):
         return None
-    return float(text) if any(c in text for c in ".eE") else int(text)
+    if any(c in text for c in ".eE") or len(text) > 4000:  # int() refuses over 4,300 digits
+        return float(text)
+    return int(text)
 
 
 def _paths(query: Query) -> list[str]:

@@ -1,6 +1,8 @@
 from __future__ import annotations
 
 import pickle
+import re
+import sys
 import time
 from typing import Any
 
@@ -8,7 +10,13 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from engine.definition.conditions import Condition, is_template_condition, parse_condition, resolve_path
+from engine.definition.conditions import (
+    READ_LIMIT,
+    Condition,
+    is_template_condition,
+    parse_condition,
+    resolve_path,
+)
 from engine.errors import ConditionError
 
 REVIEW = {
@@ -133,10 +141,102 @@ def test_star_means_the_field_exists_and_is_not_null(text: str, expected: bool) 
         (r"host : web\*", "web-01", False),
         ("host : web-*", 5, False),
         ("host : 5*", 55, False),  # wildcards match strings only
+        # a prefix, a suffix, an infix: the first piece is anchored at the start, the last at the end
+        ("host : *failed*login*", "sshd: failed password; login refused", True),
+        ("host : *failed*login*", "login failed", False),  # pieces in order
+        ("host : failed*", "sshd failed", False),
+        ("host : *failed", "failed sshd", False),
+        ("host : *fail*", "fail", True),
+        ("host : a*b*c", "abc", True),
+        ("host : a*b*c", "a-b-c-c", True),
+        ("host : a*b*c", "a-b-c-d", False),
+        ("host : a*b*c", "acb", False),
+        ("host : a*a", "a", False),  # the first and the last piece may not overlap
+        ("host : a*a", "aa", True),
+        ("host : ab*ba", "aba", False),
+        ("host : *aab", "aaab", True),  # a suffix after a false start
+        ("host : *ab*ab", "abab", True),
+        ("host : *ab*ab", "aba", False),
+        # empty pieces: stars next to each other, or at both ends
+        ("host : **", "", True),
+        ("host : web**01", "web01", True),
+        ("host : web**01", "web-01", True),
+        ("host : *-*", "-", True),
+        ("host : *-*", "", False),
+        # `?` is one character, inside or between pieces
+        ("host : ?", "", False),
+        ("host : ?", "é", True),
+        ("host : *?", "", False),
+        ("host : ?*?", "ab", True),
+        ("host : ?*?", "a", False),
+        ("host : *b?d*", "abcde", True),
+        ("host : *b?d*", "abde", False),
+        ("host : a?*?d", "abcd", True),
+        (r"host : web\?", "web?", True),
+        (r"host : web\?*", "web1", False),
+        ("host : a*", "a\nb", True),  # a star spans line breaks
+        ("host : a?b", "a\nb", True),
+        # case-sensitive, as an equality is
+        ("host : *LOGIN*", "failed login", False),
+        ("host : *Login*", "failed Login", True),
     ],
 )
 def test_wildcards_match_whole_strings_without_regex(text: str, value: Any, expected: bool) -> None:
     assert holds(text, {"host": value}) is expected
+
+
+def _as_regex(pattern: str) -> str:
+    # The translation conditions.py used before its linear matcher: the reference semantics.
+    return "".join(".*" if c == "*" else "." if c == "?" else re.escape(c) for c in pattern)
+
+
+@given(st.text(alphabet="ab*?", min_size=1, max_size=8), st.text(alphabet="ab", max_size=12))
+def test_wildcards_agree_with_a_whole_string_regex(pattern: str, value: str) -> None:
+    expected = re.fullmatch(_as_regex(pattern), value, re.DOTALL) is not None
+    if pattern == "*":
+        expected = True  # `field : *` is "exists": any non-null value
+    assert holds(f"host : {pattern}", {"host": value}) is expected
+
+
+def test_a_wildcard_reads_the_first_64_kib_of_a_string() -> None:
+    within = "x" * (READ_LIMIT - len("failed login")) + "failed login" + "y" * 10
+    beyond = "x" * READ_LIMIT + "failed login"
+    assert holds("msg : *failed*login*", {"msg": within})
+    assert not holds("msg : *failed*login*", {"msg": beyond})
+    assert holds("msg : x*", {"msg": beyond})
+    assert not holds("msg : *login", {"msg": beyond})  # the end it sees is the cap's
+    assert holds(f'msg : "{beyond}"', {"msg": beyond})  # equality needs no cap: it is exact
+    assert not holds(f'msg : "{beyond}"', {"msg": beyond + "!"})
+
+
+def test_a_string_longer_than_the_cap_is_never_a_number() -> None:
+    assert holds("n > 5", {"n": "9" * READ_LIMIT})
+    assert not holds("n > 5", {"n": "9" * (READ_LIMIT + 1)})
+    assert not holds("n < 5", {"n": "9" * (READ_LIMIT + 1)})
+    assert holds("day < 2025-01-01", {"day": "2024-12-31" + "x" * READ_LIMIT})  # text compares
+
+
+def test_lists_nested_deeper_than_the_recursion_limit_evaluate() -> None:
+    nested: Any = "web-01"
+    for _ in range(sys.getrecursionlimit() * 2):
+        nested = [nested]
+    assert holds("host : web-*", {"host": nested})
+    assert not holds("host : db-*", {"host": nested})
+
+
+@pytest.mark.parametrize(
+    ("text", "value", "expected"),
+    [
+        ("n > 5", "1" * 5000, True),  # past int()'s 4,300 digits: read as a float
+        ("n < 5", "1" * 5000, False),
+        ("n > 5", "1" * 20_000 + "x", False),  # not a number
+        ("n : 5", "5" + "0" * 5000, False),
+        ("n > 5", "6." + "0" * 5000, True),
+    ],
+)
+def test_long_numeric_strings_compare_without_raising(text: str, value: str,
+                                                      expected: bool) -> None:
+    assert holds(text, {"n": value}) is expected
 
 
 @pytest.mark.parametrize(
