@@ -35,11 +35,11 @@ from datetime import UTC, datetime
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
-from jsonschema import Draft202012Validator
 from jsonschema.exceptions import ValidationError
 
 from bot import texts
 from bot.mrkdwn import escape_mrkdwn, markdown_to_plain, truncate_mrkdwn, truncate_plain
+from engine.definition.answer_schema import answer_errors
 from engine.notify import ReviewRequest
 from engine.state.execution import iso
 
@@ -501,7 +501,7 @@ def validation_errors(schema: Mapping[str, Any], answer: Mapping[str, Any]) -> d
     """``{block_id: message}`` for ``response_action: errors``; empty when ``answer`` is valid."""
     shown = [f.name for f in _fields(schema)]
     errors: dict[str, str] = {}
-    for error in Draft202012Validator(schema).iter_errors(answer):
+    for error in answer_errors(schema, answer, formats=False):
         message = truncate_plain(_error_message(error), MAX_ERROR_LENGTH)
         for block_id in _error_blocks(error, answer, shown):
             errors.setdefault(block_id, message)

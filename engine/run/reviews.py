@@ -15,8 +15,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-import jsonschema
-
+from engine.definition.answer_schema import answer_errors
 from engine.errors import (
     AlreadyDecided,
     CannotEscalate,
@@ -460,11 +459,10 @@ class Reviews:
 
 
 def schema_violations(schema: Mapping[str, Any], value: Any) -> list[dict[str, str]]:
-    """Every way ``value`` breaks ``schema`` (Draft 2020-12), as {path, message}."""
-    validator = jsonschema.Draft202012Validator(schema,
-                                                format_checker=jsonschema.FormatChecker())
+    """Every way ``value`` breaks ``schema`` (Draft 2020-12, patterns in linear time), as
+    {path, message}."""
     found = []
-    for error in sorted(validator.iter_errors(value), key=lambda e: list(e.absolute_path)):
+    for error in sorted(answer_errors(schema, value), key=lambda e: list(e.absolute_path)):
         path = "/".join(str(p) for p in error.absolute_path)
         found.append({"path": path, "message": error.message})
     return found
