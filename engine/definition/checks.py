@@ -25,6 +25,7 @@ from jsonschema import Draft202012Validator, ValidationError
 from jsonschema.exceptions import SchemaError, best_match
 
 from engine.definition import templates
+from engine.definition.answer_schema import LINEAR_TIME, pattern_problems
 from engine.definition.conditions import Condition, Constant, is_template_condition, parse_condition
 from engine.definition.durations import DURATION_PATTERN, parse_duration
 from engine.definition.model import (
@@ -380,6 +381,7 @@ class Analysis:
                     self._problem((*path, "schema"),
                                   f"{_render((*path, 'schema'))} must have `type: object`: the "
                                   "reviewer's answer becomes the step's output, an object")
+                self._check_patterns(schema, (*path, "schema"))
                 for check in _schema_checks():
                     for reason in check(schema):
                         self._problem((*path, "schema"),
@@ -393,6 +395,20 @@ class Analysis:
                           f"approvals-required is {required} but only {len(set(approvers))} "
                           "approver(s) are listed, so it can never be met; list more approvers, "
                           "add a user group (S…), or lower approvals-required")
+
+    def _check_patterns(self, schema: dict[str, Any], path: YamlPath) -> None:
+        for where, pattern, why in pattern_problems(schema):
+            at = (*path, *where)
+            if not pattern:
+                self._problem(at, f"{_render(at[:-1])}: {why}", key=True)
+            elif templates.has_template(pattern):
+                continue  # known at run time, when a pattern RE2 refuses fails the answer
+            elif where[-1] == "patternProperties":
+                self._problem((*at, pattern), f"{_render(at)} key {pattern!r} cannot be used: "
+                              f"{why}. {LINEAR_TIME}", key=True)
+            else:
+                self._problem(at, f"{_render(at)} {pattern!r} cannot be used: {why}. "
+                              f"{LINEAR_TIME}")
 
     def _check_templates(self, value: Any, path: YamlPath, scope: _Scope) -> None:
         for leaf, text in _strings(value, path):

@@ -348,6 +348,44 @@ def test_wait_for_input_schema_must_be_a_json_schema_for_an_object() -> None:
     assert at(the_problem(problems, "steps[1].with.schema must have `type: object`")) == (13, 15)
 
 
+def test_answer_patterns_must_run_in_linear_time() -> None:
+    problems = problems_in("""\
+        name: patterns
+        steps:
+          - name: review
+            type: waitForInput
+            with:
+              schema:
+                type: object
+                properties:
+                  ticket: {type: string, pattern: '^(CHG)-[0-9]+-\\1$'}
+                  pattern: {type: string, pattern: "(?=x)y"}
+                  host: {type: string, pattern: "^(a+)+$"}
+                  later: {type: string, pattern: "{{ event.pattern }}"}
+                patternProperties:
+                  '(?<!x)y': {type: string}
+          - name: unevaluated
+            type: waitForInput
+            with:
+              schema:
+                type: object
+                patternProperties: {'^x': {type: string}}
+                unevaluatedProperties: false
+        """)
+
+    backreference = the_problem(problems, "ticket.pattern")
+    assert at(backreference) == (9, 43)
+    assert backreference.message == (
+        "steps[0].with.schema.properties.ticket.pattern '^(CHG)-[0-9]+-\\\\1$' cannot be used: "
+        "invalid escape sequence: \\1. Signoff matches patterns in linear time (RE2), which has "
+        "no backreferences or lookaround")
+    assert at(the_problem(problems, "properties.pattern.pattern '(?=x)y'")) == (10, 44)
+    assert at(the_problem(problems, "patternProperties key '(?<!x)y'")) == (14, 11)
+    assert at(the_problem(problems, "unevaluatedProperties cannot be checked")) == (21, 9)
+    # RE2 runs ^(a+)+$ in linear time, and a templated pattern is only known at run time.
+    assert len(problems) == 4
+
+
 def test_approvals_required_cannot_exceed_the_listed_people() -> None:
     problems = problems_in("""\
         name: quorum

@@ -2,17 +2,23 @@
 
 With Python's `re`, `^(a+)+$` took 1.9 s for 25 characters and doubles with each one more;
 a Slack text input takes 3,000. Patterns now run in RE2, in linear time, both where the
-engine checks an answer (the API's resume) and where the bot checks a modal; a pattern RE2
-cannot run refuses the answer instead of falling back to `re`.
+engine checks an answer (the API's resume) and where the bot checks a modal. A pattern RE2
+cannot run never falls back to `re`: `signoff validate` refuses it, and one rendered from
+the event at run time refuses the answer.
 """
 
 from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
 
 import pytest
 
 from bot.forms import validation_errors
 from engine.api import build_api
 from engine.definition.loader import WorkflowCatalog
+from tests.support.services import ROOT
 
 PATTERN = "^(a+)+$"
 TICKET = f"""
@@ -104,3 +110,23 @@ def test_the_modal_refuses_a_backtracking_answer_promptly():
         "ticket": f"Doesn't match the expected format ({PATTERN})."}
     assert validation_errors(SCHEMA, {"ticket": EVIL[:-1]}) == {}
 
+
+def test_validate_refuses_a_pattern_re2_cannot_run(tmp_path):
+    path = tmp_path / "backreference.yaml"
+    path.write_text(textwrap.dedent("""\
+        name: backreference
+        steps:
+          - name: review
+            type: waitForInput
+            with:
+              schema:
+                type: object
+                properties:
+                  ticket: {type: string, pattern: '^(CHG|INC)-[0-9]+ \\1$'}
+        """))
+    done = subprocess.run([sys.executable, "-m", "engine.cli", "validate", str(path)], cwd=ROOT,
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 1
+    assert f"{path}:9:43: steps[0].with.schema.properties.ticket.pattern" in done.stdout
+    assert "invalid escape sequence: \\1" in done.stdout
+    assert "Signoff matches patterns in linear time (RE2)" in done.stdout
