@@ -233,6 +233,8 @@ def _json_body(request: Request, default: Any = None) -> Any:
         return json.loads(raw)
     except ValueError as exc:
         raise _BadRequest(f"the body is not valid JSON: {exc}") from exc
+    except RecursionError:  # json's C parser recurses once per `[` or `{`
+        raise _BadRequest("the body nests arrays or objects too deeply") from None
 
 
 def _actor(request: Request) -> Actor:
