@@ -36,6 +36,7 @@ _ONE_SCHEMA = ("additionalProperties", "unevaluatedProperties", "propertyNames",
                "contains", "additionalItems", "unevaluatedItems", "not", "if", "then", "else")
 _SCHEMA_LISTS = ("prefixItems", "allOf", "anyOf", "oneOf")
 _SCHEMA_MAPS = ("properties", "patternProperties", "dependentSchemas", "$defs", "definitions")
+_SUBSCHEMA_KEYWORDS = frozenset((*_ONE_SCHEMA, *_SCHEMA_LISTS, *_SCHEMA_MAPS))
 
 SchemaPath = tuple[str | int, ...]
 
@@ -174,22 +175,19 @@ def _uses_unevaluated_with_patterns(schema: Mapping[str, Any]) -> bool:
             and any("patternProperties" in node for node in nodes))
 
 
-def _schemas(schema: Any, path: SchemaPath) -> Iterator[tuple[SchemaPath, Mapping[str, Any]]]:
-    """Each (sub)schema in ``schema`` with its path, the root first."""
+def _schemas(schema: Any, path: SchemaPath) -> Iterator[tuple[SchemaPath, dict[str, Any]]]:
+    """Each (sub)schema in ``schema`` with its path (schemas are JSON: dicts and lists)."""
     pending = [(path, schema)]
     while pending:  # a stack: a schema may nest deeper than Python's recursion limit
         path, node = pending.pop()
-        if not isinstance(node, Mapping):
+        if not isinstance(node, dict):  # not Mapping: an ABC check costs more than the walk
             continue
         yield path, node
-        for keyword in _ONE_SCHEMA:
-            if keyword in node:
-                pending.append(((*path, keyword), node[keyword]))
-        for keyword in _SCHEMA_LISTS:
-            items = node.get(keyword)
-            for index, item in enumerate(items if isinstance(items, list) else []):
-                pending.append(((*path, keyword, index), item))
-        for keyword in _SCHEMA_MAPS:
-            named = node.get(keyword)
-            for name, item in named.items() if isinstance(named, Mapping) else ():
-                pending.append(((*path, keyword, name), item))
+        for keyword in node.keys() & _SUBSCHEMA_KEYWORDS:
+            value = node[keyword]
+            if keyword in _SCHEMA_LISTS and isinstance(value, list):
+                pending.extend(((*path, keyword, i), item) for i, item in enumerate(value))
+            elif keyword in _SCHEMA_MAPS and isinstance(value, dict):
+                pending.extend(((*path, keyword, name), item) for name, item in value.items())
+            elif keyword in _ONE_SCHEMA:
+                pending.append(((*path, keyword), value))
