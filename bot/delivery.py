@@ -171,26 +171,22 @@ def closed_from_state(engine: Engine, state: ExecutionState, step: str,
     if (state.status is ExecutionStatus.WAITING_FOR_INPUT and waiting is not None
             and waiting.step == step and since in (None, waiting.since)):
         return None
-    decisions = [d for d in state.decisions.values() if d.step == step]
-    if decisions:
-        # The decision on that instance: the first after it started waiting; else the last.
+    # How each instance of the step ended (more than one inside a foreach): decided, or
+    # failed once its timeout passed (``on-timeout: fail`` or ``continue``).
+    ended = [ReviewClosed(execution_id=state.id, workflow=state.workflow, step=step,
+                          outcome=d.outcome, actor=Actor.from_json(d.actor),
+                          at=_moment(d.at, state), input=d.input)
+             for d in state.decisions.values() if d.step == step]
+    ended += [ReviewClosed(execution_id=state.id, workflow=state.workflow, step=step,
+                           outcome="timed_out", actor=SYSTEM_TIMEOUT,
+                           at=_moment(r.finished_at, state), reason=r.error or "")
+              for path, r in state.results.items()
+              if r.status is StepStatus.FAILED and _instance_of(path, step)]
+    if ended:
+        # The instance that started waiting at ``since`` ended first after it; else the last.
         start = parse_iso(since) if since else None
-        after = [d for d in decisions if start is not None and (parse_iso(d.at) or start) >= start]
-        decision = (min(after, key=lambda d: parse_iso(d.at) or start) if after and start
-                    else max(decisions, key=lambda d: d.at))
-        at = parse_iso(decision.at)
-        assert at is not None
-        return ReviewClosed(execution_id=state.id, workflow=state.workflow, step=step,
-                            outcome=decision.outcome, actor=Actor.from_json(decision.actor),
-                            at=at, input=decision.input)
-    result = next((r for path, r in state.results.items()
-                   if path == step or path.startswith(f"{step}[")), None)
-    if result is not None and result.status is StepStatus.FAILED:
-        return ReviewClosed(execution_id=state.id, workflow=state.workflow, step=step,
-                            outcome="timed_out", actor=SYSTEM_TIMEOUT,
-                            at=parse_iso(result.finished_at) or parse_iso(state.started_at)
-                            or datetime.now().astimezone(),
-                            reason=result.error or "")
+        after = [c for c in ended if start is not None and c.at >= start]
+        return min(after, key=lambda c: c.at) if after else max(ended, key=lambda c: c.at)
     if state.status in (ExecutionStatus.CANCELLED, ExecutionStatus.TIMED_OUT):
         outcome = "cancelled" if state.status is ExecutionStatus.CANCELLED else "timed_out"
         actor = SYSTEM_TIMEOUT
@@ -205,6 +201,16 @@ def closed_from_state(engine: Engine, state: ExecutionState, step: str,
         return ReviewClosed(execution_id=state.id, workflow=state.workflow, step=step,
                             outcome=outcome, actor=actor, at=at, reason=state.error or "")
     return None
+
+
+def _instance_of(path: str, step: str) -> bool:
+    """Whether ``path`` names an instance of ``step``: itself, or inside a foreach
+    (``hosts[0].review``); step names are unique in a workflow."""
+    return path == step or path.endswith(f".{step}")
+
+
+def _moment(at: str | None, state: ExecutionState) -> datetime:
+    return parse_iso(at) or parse_iso(state.started_at) or datetime.now().astimezone()
 
 
 # -- posting -----------------------------------------------------------------------------------
