@@ -228,7 +228,7 @@ def _section(text: str) -> dict[str, Any]:
 
 def register_approvals(app: App, engine: Engine, directory: Directory) -> None:
     """Add ``/approvals``, its buttons, batch review and the App Home to ``app``."""
-    overview = Overview(engine, app.client)
+    overview = Overview(engine, app.client, directory)
     command = ApprovalsCommand(engine, overview)
     home = HomeTab(overview)
     batch = BatchReview(engine, directory, overview, republish=home.after_batch)

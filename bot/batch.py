@@ -23,14 +23,13 @@ from slack_sdk.errors import SlackApiError
 
 from bot import texts
 from bot.blocks import notice_modal
-from bot.delivery import closed_review_text, load_delivery, new_delivery, widened
+from bot.delivery import closed_review_text, current_delivery, load_delivery, refusal
 from bot.directory import Directory
-from bot.eligibility import refusal
 from bot.forms import only_decision_required
 from bot.mrkdwn import escape_mrkdwn, truncate_mrkdwn, truncate_plain
 from bot.overview import Overview, PendingItem, parse_group
 from engine.errors import AlreadyDecided, ExecutionNotFound, InputInvalid, NotWaiting
-from engine.notify import Actor, ReviewRequest
+from engine.notify import Actor
 from engine.run.engine import Engine
 
 log = logging.getLogger(__name__)
@@ -148,7 +147,11 @@ class BatchReview:
             return not_recorded(self._closed_text(execution_id, step))
         if not only_decision_required(review):
             return not_recorded(texts.ANSWER_IN_MESSAGE)
-        reason = self._refusal(actor.id, review)
+        # As the review's own buttons decide it: the approvers resolved when it was posted
+        # (or now, if it was not yet), widened by escalations and reassignments since.
+        stored = load_delivery(self.engine, execution_id, review.step)
+        reason = refusal(self.engine, review, actor.id,
+                         current_delivery(review, stored, self.directory))
         if reason is not None:
             self.engine.record_refusal(execution_id, actor, reason)
             return not_recorded(texts.not_allowed(escape_mrkdwn(reason)))
@@ -164,18 +167,6 @@ class BatchReview:
                 title, result.approvals, result.required))
         label = texts.outcome_label("approved" if approved else "denied")
         return BatchOutcome(execution_id, True, texts.batch_recorded(label, title))
-
-    def _refusal(self, user_id: str, review: ReviewRequest) -> str | None:
-        # As the review's own buttons decide it: the approvers resolved when it was posted
-        # (or now, if it was not yet), widened by escalations and reassignments since.
-        delivery = load_delivery(self.engine, review.execution_id, review.step)
-        if delivery is None or not delivery.same_review(review):
-            delivery = new_delivery(review, self.directory)
-        else:
-            delivery = widened(delivery, review.approvers, self.directory)
-        return refusal(user_id, approvers=delivery.approvers, restricted=delivery.restricted,
-                       requester=delivery.requester,
-                       allow_self_approval=review.allow_self_approval)
 
     def _closed_text(self, execution_id: str, step: str) -> str:
         return closed_review_text(self.engine, execution_id, step)

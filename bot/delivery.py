@@ -114,6 +114,28 @@ def widened(delivery: Delivery, entries: tuple[str, ...], directory: Directory) 
                    sources=escalation.merged(delivery.sources, missing))
 
 
+def current_delivery(review: ReviewRequest, stored: Delivery | None,
+                     directory: Directory) -> Delivery:
+    """``review``'s delivery record (``stored``, as loaded), its approvers as the review
+    names them now."""
+    if stored is None or not stored.same_review(review):
+        # Not recorded yet (the record is written right after each post): resolve as the
+        # post job does, from the same cache.
+        return new_delivery(review, directory)
+    # Approvers added by an escalation or a reassignment may act at once, before the job
+    # that tells Slack about them has run.
+    return widened(stored, review.approvers, directory)
+
+
+def refusal(engine: Engine, review: ReviewRequest, user_id: str,
+            delivery: Delivery) -> str | None:
+    """Why ``user_id`` may not act on ``review``, in a reviewer's words; None when they may.
+    The engine decides, given who may decide as ``delivery`` resolved them."""
+    reason = engine.refusal(review, user_id, approvers=delivery.approvers,
+                            restricted=delivery.restricted, requester=delivery.requester)
+    return texts.REFUSALS[reason] if reason is not None else None
+
+
 def annotation_key(step: str) -> str:
     return f"slack:{step}"
 

@@ -39,12 +39,11 @@ from bot.blocks import (
 from bot.delivery import (
     Delivery,
     closed_review_text,
+    current_delivery,
     load_delivery,
-    new_delivery,
-    widened,
+    refusal,
 )
 from bot.directory import Directory
-from bot.eligibility import reassign_refusal, refusal
 from bot.forms import (
     ReviewRef,
     modal_for,
@@ -325,11 +324,11 @@ class ReviewListeners:
         if not chosen:
             ack(response_action="errors", errors={APPROVER_BLOCK: texts.ERROR_REQUIRED})
             return
-        delivery = self._delivery(review, self._stored(review))
-        why = reassign_refusal(chosen, approvers=delivery.approvers, requester=delivery.requester,
-                               allow_self_approval=review.allow_self_approval)
+        delivery = current_delivery(review, self._stored(review), self.directory)
+        why = self.engine.reassign_refusal(review, chosen, approvers=delivery.approvers,
+                                           requester=delivery.requester)
         if why is not None:
-            ack(response_action="errors", errors={APPROVER_BLOCK: why})
+            ack(response_action="errors", errors={APPROVER_BLOCK: texts.REFUSALS[why]})
             return
         try:
             self.engine.reassign(review.execution_id, self._actor(reviewer), chosen,
@@ -374,24 +373,11 @@ class ReviewListeners:
 
     def _refusal(self, user_id: str, review: ReviewRequest,
                  stored: Delivery | None) -> str | None:
-        delivery = self._delivery(review, stored)
-        return refusal(user_id, approvers=delivery.approvers, restricted=delivery.restricted,
-                       requester=delivery.requester,
-                       allow_self_approval=review.allow_self_approval)
+        return refusal(self.engine, review, user_id,
+                       current_delivery(review, stored, self.directory))
 
     def _stored(self, review: ReviewRequest) -> Delivery | None:
         return load_delivery(self.engine, review.execution_id, review.step)
-
-    def _delivery(self, review: ReviewRequest, stored: Delivery | None) -> Delivery:
-        """The review's delivery record (``stored``, as loaded), its approvers as the
-        review names them now."""
-        if stored is None or not stored.same_review(review):
-            # Not recorded yet (the record is written right after each post): resolve as
-            # the post job does, from the same cache.
-            return new_delivery(review, self.directory)
-        # Approvers added by an escalation or a reassignment may decide at once, before
-        # the job that tells Slack about them has run.
-        return widened(stored, review.approvers, self.directory)
 
     def _counted(self, reviewer: Reviewer, review: ReviewRequest) -> bool:
         return (review.approvals_required > 1

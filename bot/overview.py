@@ -28,14 +28,12 @@ from slack_sdk.errors import SlackApiError
 
 from bot import texts
 from bot.blocks import ACTION_APPROVE, ACTION_DENY, button
-from bot.delivery import Delivery, Post, annotation_key
-from bot.directory import PREFIX
-from bot.eligibility import refusal
+from bot.delivery import Delivery, Post, annotation_key, current_delivery, refusal
+from bot.directory import PREFIX, Directory
 from bot.forms import ReviewRef, decision_line, only_decision_required
 from bot.mrkdwn import (
     DATE_AT_TIME,
     escape_mrkdwn,
-    is_user_id,
     slack_date,
     truncate_mrkdwn,
     truncate_plain,
@@ -100,7 +98,7 @@ class PendingPage:
 class Overview:
     """Loads pages of pending reviews, with links to their messages, and review stats."""
 
-    def __init__(self, engine: Engine, client: WebClient) -> None:
+    def __init__(self, engine: Engine, client: WebClient, directory: Directory) -> None:
         self.engine = engine
         self.redis = engine.store.redis
         # Its own client: one short try per link, no retries, so a slow Slack costs the
@@ -109,6 +107,7 @@ class Overview:
                                timeout=PERMALINK_TIMEOUT, retry_handlers=[])
         self._asking = ThreadPoolExecutor(PERMALINK_THREADS, thread_name_prefix="permalink")
         self._titles: dict[tuple[str, str, str], str] = {}
+        self.directory = directory  # who may decide a review not posted yet
 
     def page(self, user_id: str, scope: Scope, offset: int = 0,
              limit: int = PAGE_SIZE) -> PendingPage:
@@ -126,9 +125,11 @@ class Overview:
         posts = [_post_for(user_id, d) if d is not None and links else None
                  for d in deliveries]
         found = self.permalinks([p for p in posts if p is not None])
+        # Who may decide each, resolved as the review's own buttons resolve it.
         return [PendingItem(review, self.title(review),
                             found.get((p.channel, p.ts)) if p else None,
-                            viewer_refusal(user_id, review, delivery))
+                            refusal(self.engine, review, user_id,
+                                    current_delivery(review, delivery, self.directory)))
                 for review, delivery, p in zip(reviews, deliveries, posts, strict=True)]
 
     def title(self, review: ReviewRequest) -> str:
@@ -204,19 +205,6 @@ class Overview:
         recent = {key: self.engine.reviews.recent_outcomes(*key, RECENT_OUTCOMES)
                   for key in records}
         return review_stats(records, recent)
-
-
-def viewer_refusal(user_id: str, review: ReviewRequest, delivery: Delivery | None) -> str | None:
-    """Why ``user_id`` may not decide ``review`` (as the listing shows it), or None.
-
-    The click that follows is checked again by the handler that records it.
-    """
-    approvers = set(review.audience) | set(delivery.approvers if delivery else ())
-    requester = (delivery.requester if delivery else
-                 review.requested_by if review.requested_by and is_user_id(review.requested_by)
-                 else None)
-    return refusal(user_id, approvers=approvers, restricted=bool(review.approvers),
-                   requester=requester, allow_self_approval=review.allow_self_approval)
 
 
 def _post_for(user_id: str, delivery: Delivery) -> Post | None:
