@@ -1,10 +1,10 @@
 """What happens when a reviewer clicks a review's buttons or submits one of its modals.
 
-Each listener acks first and then does only Redis work (read the review, check
-who may decide, record the decision through the engine) plus, for a modal, the
-``views.open`` that must use the click's trigger_id within 3 seconds. Anything
+Each listener acks first and then does only Redis work (read the review, ask the
+engine who may decide, record the decision through the engine) plus, for a modal,
+the ``views.open`` that must use the click's trigger_id within 3 seconds. Anything
 else said to the reviewer (an ephemeral refusal, "already decided by …") and the
-rewrite of the review message go through RQ jobs on the ``slack`` queue.
+rewrite of the review message are jobs on the ``slack`` queue (:mod:`bot.outbox`).
 
 A modal's answer is checked before the ack, because its errors travel in the
 ack (``response_action: errors``). Escalate… and Reassign… open small modals of
@@ -19,7 +19,6 @@ from dataclasses import dataclass
 from functools import partial
 from typing import Any
 
-from rq import Queue
 from slack_sdk import WebClient
 from slack_sdk.errors import SlackApiError
 
@@ -51,8 +50,8 @@ from bot.forms import (
     validation_errors,
     values_from_state,
 )
-from bot.jobs import enqueue_reply
 from bot.mrkdwn import truncate_plain
+from bot.outbox import Outbox
 from engine.errors import AlreadyDecided, CannotEscalate, ExecutionNotFound, InputInvalid, NotWaiting
 from engine.notify import Actor, ReviewRequest
 from engine.run import escalation
@@ -61,6 +60,7 @@ from engine.run.engine import Engine
 log = logging.getLogger(__name__)
 
 CALLBACK_SUBMIT = "signoff.submit"
+DECIDE_CLICK = "bot.jobs.decide_click"  # records a one-click decision, handed in to a worker
 MAX_ERROR_LENGTH = 150
 
 Ack = Callable[..., Any]
@@ -102,11 +102,11 @@ class Reviewer:
 class ReviewListeners:
     """The Bolt listeners for review buttons and modals, over one engine."""
 
-    def __init__(self, engine: Engine, directory: Directory, replies: Queue,
+    def __init__(self, engine: Engine, directory: Directory,
                  advance: Callable[[str], Any] | None = None) -> None:
         self.engine = engine
         self.directory = directory
-        self.replies = replies
+        self.outbox = Outbox(engine.scheduler)
         # In a worker, a decided run continues right here instead of in another job (the
         # message is rewritten by a job on the slack queue, after the decisions waiting).
         self.advance = advance
@@ -421,14 +421,14 @@ class ReviewListeners:
         if reviewer.channel is None:
             log.warning("no channel to answer %s in", reviewer.user_id)
             return
-        enqueue_reply(self.replies, reviewer.channel, reviewer.user_id, message)
+        self.outbox.reply(reviewer.channel, reviewer.user_id, message)
 
 
 def hand_to_worker(engine: Engine, body: Mapping[str, Any], ref: ReviewRef, *,
                    approved: bool) -> None:
     """Hand a one-click decision to a worker (``bot.jobs.decide_click``, by the inbox)."""
-    engine.scheduler.hand_in("bot.jobs.decide_click", Reviewer.from_body(body).to_json(),
-                             ref.encode(), approved)
+    engine.scheduler.hand_in(DECIDE_CLICK, Reviewer.from_body(body).to_json(), ref.encode(),
+                             approved)
 
 
 def one_click_decision(body: Mapping[str, Any]) -> tuple[ReviewRef, bool] | None:
