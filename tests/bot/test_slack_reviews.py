@@ -195,6 +195,24 @@ def test_group_and_email_approvers_are_resolved_and_the_requester_cannot_self_ap
     assert "Approved by <@U0DAVE>" in all_text(only_message(signoff))
 
 
+def test_buttons_say_what_the_step_asks_unless_it_names_its_own_labels(signoff: Signoff):
+    def labels(message: dict[str, Any]) -> list[str]:
+        return [e["text"]["text"] for e in message["blocks"][-1]["elements"]
+                if e["type"] == "button" and e["action_id"] in (ACTION_APPROVE, ACTION_DENY)]
+
+    signoff.run("""
+name: grant
+steps:
+  - name: review
+    type: waitForApproval
+    with: {message: "Grant access?"}
+""")
+    assert labels(only_message(signoff)) == ["Approve", "Decline"]  # rejectLabel's default
+
+    signoff.run(ISOLATE, EVENT)  # a form's own yes and no
+    assert labels(signoff.messages()[-1]) == ["Approve", "Deny"]
+
+
 def test_two_approvers_clicking_at_once_make_one_decision(start_signoff, bot_settings):
     signoffs = [start_signoff(bot_settings)]
     signoff = signoffs[0]
