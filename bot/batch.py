@@ -27,6 +27,7 @@ from bot.blocks import notice_modal
 from bot.delivery import closed_review_text, current_delivery, load_delivery, refusal
 from bot.directory import Directory
 from bot.forms import only_decision_required
+from bot.handlers import Reviewer
 from bot.mrkdwn import escape_mrkdwn, truncate_mrkdwn, truncate_plain
 from bot.overview import Overview, PendingItem, parse_group
 from engine.errors import AlreadyDecided, ExecutionNotFound, InputInvalid, NotWaiting
@@ -109,12 +110,7 @@ class BatchReview:
                          BLOCK_DECISION)
             ack(response_action="errors", errors={first: texts.BATCH_NONE_SELECTED})
             return
-        user = body.get("user") or {}
-        actor = Actor(id=str(user.get("id") or ""),
-                      name=self.directory.display_name(
-                          str(user.get("id") or ""),
-                          fallback=str(user.get("username") or user.get("name") or "")),
-                      source="slack", team=(body.get("team") or {}).get("id") or user.get("team_id"))
+        actor = Reviewer.from_body(body).actor(self.directory)
         outcomes = self.decide(actor, selected, workflow, step,
                                approved=decision.get("value") == "approve")
         ack(response_action="update", view=results_modal(outcomes))

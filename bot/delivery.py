@@ -136,6 +136,17 @@ def refusal(engine: Engine, review: ReviewRequest, user_id: str,
     return texts.REFUSALS[reason] if reason is not None else None
 
 
+def permalink(client: WebClient, post: Post) -> str | None:
+    """A link to the message ``post``; None (logged) when Slack will not give one."""
+    try:
+        found = client.chat_getPermalink(channel=post.channel, message_ts=post.ts)
+    except SlackApiError as exc:
+        log.warning("no permalink for %s/%s: %s", post.channel, post.ts,
+                    exc.response.get("error"))
+        return None
+    return str(found["permalink"])
+
+
 def annotation_key(step: str) -> str:
     return f"slack:{step}"
 

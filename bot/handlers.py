@@ -88,6 +88,11 @@ class Reviewer:
                    channel=channel, message_ts=container.get("message_ts"),
                    ephemeral=bool(container.get("is_ephemeral")))
 
+    def actor(self, directory: Directory) -> Actor:
+        """Who this is in the audit trail, by the name Slack shows for them."""
+        name = directory.display_name(self.user_id, fallback=self.username)
+        return Actor(id=self.user_id, name=name, source="slack", team=self.team_id)
+
     def to_json(self) -> dict[str, Any]:
         # Spelled out: dataclasses.asdict deep-copies, a tenth of a click's short path.
         return {"user_id": self.user_id, "username": self.username, "team_id": self.team_id,
@@ -144,7 +149,7 @@ class ReviewListeners:
             return None
         try:
             result = self.engine.resume(review.execution_id, {review.decision_field: approved},
-                                        self._actor(reviewer), step=review.step,
+                                        reviewer.actor(self.directory), step=review.step,
                                         advance=self.advance is None)
         except (AlreadyDecided, NotWaiting, ExecutionNotFound):
             self._reply_closed(reviewer, review.execution_id, review.step)
@@ -158,22 +163,18 @@ class ReviewListeners:
 
     def respond(self, ack: Ack, body: dict[str, Any], client: WebClient) -> None:
         ack()
-        found = self._clicked_review(body)
+        found = self._clicked_by_decider(body)
         if found is None:
             return
-        reviewer, review, stored = found
-        if self._refused(reviewer, review, stored):
-            return
+        _, review = found
         self._open_modal(client, body, review, None)
 
     def escalate(self, ack: Ack, body: dict[str, Any], client: WebClient) -> None:
         ack()
-        found = self._clicked_review(body)
+        found = self._clicked_by_decider(body, record=False)
         if found is None:
             return
-        reviewer, review, stored = found
-        if self._refused(reviewer, review, stored, record=False):
-            return
+        reviewer, review = found
         levels = escalation.levels(review.options)
         if review.level + 1 >= len(levels):
             self._reply(reviewer, ephemeral_text(
@@ -196,12 +197,10 @@ class ReviewListeners:
         self._open_view(client, body, review, reassign_modal(review))
 
     def _decide(self, body: dict[str, Any], client: WebClient, *, approved: bool) -> None:
-        found = self._clicked_review(body)
+        found = self._clicked_by_decider(body)
         if found is None:
             return
-        reviewer, review, stored = found
-        if self._refused(reviewer, review, stored):
-            return
+        reviewer, review = found
         if approved and self._already_counted(reviewer, review):
             return
         if not only_decision_required(review):
@@ -209,7 +208,7 @@ class ReviewListeners:
             return
         try:
             self.engine.resume(review.execution_id, {review.decision_field: approved},
-                               self._actor(reviewer), step=review.step)
+                               reviewer.actor(self.directory), step=review.step)
         except (AlreadyDecided, NotWaiting, ExecutionNotFound):
             self._reply_closed(reviewer, review.execution_id, review.step)
         except InputInvalid:
@@ -226,6 +225,18 @@ class ReviewListeners:
         reviewer = Reviewer.from_body(body)
         found = self._review_clicked(reviewer, ref)
         return (reviewer, *found) if found is not None else None
+
+    def _clicked_by_decider(self, body: Mapping[str, Any], *, record: bool = True
+                            ) -> tuple[Reviewer, ReviewRequest] | None:
+        """The reviewer and the review they clicked, or None after telling them it is closed
+        or that they may not act on it (``record``: the audit trail keeps the refusal)."""
+        found = self._clicked_review(body)
+        if found is None:
+            return None
+        reviewer, review, stored = found
+        if self._refused(reviewer, review, stored, record=record):
+            return None
+        return reviewer, review
 
     def _review_clicked(self, reviewer: Reviewer, ref: ReviewRef
                         ) -> tuple[ReviewRequest, Delivery | None] | None:
@@ -276,7 +287,7 @@ class ReviewListeners:
             return
         reason = self._refusal(reviewer.user_id, review, self._stored(review))
         if reason is not None:
-            self.engine.record_refusal(review.execution_id, self._actor(reviewer), reason)
+            self.engine.record_refusal(review.execution_id, reviewer.actor(self.directory), reason)
             ack(response_action="update",
                 view=notice_modal(ephemeral_not_allowed(reason)["text"]))
             return
@@ -285,7 +296,7 @@ class ReviewListeners:
                 len(review.approvals), review.approvals_required)))
             return
         try:
-            self.engine.resume(review.execution_id, answer, self._actor(reviewer),
+            self.engine.resume(review.execution_id, answer, reviewer.actor(self.directory),
                                step=review.step)
         except (AlreadyDecided, NotWaiting, ExecutionNotFound):
             self._ack_closed(ack, ref.execution_id, ref.step, ref.since)
@@ -301,12 +312,11 @@ class ReviewListeners:
         if found is None:
             return
         reviewer, review = found
-        reason = str(_input(view, REASON_BLOCK).get("value") or "").strip()
-        if not reason:
-            ack(response_action="errors", errors={REASON_BLOCK: texts.ERROR_REASON_REQUIRED})
+        reason = _required_input(ack, view, REASON_BLOCK, "value", texts.ERROR_REASON_REQUIRED)
+        if reason is None:
             return
         try:
-            self.engine.escalate(review.execution_id, self._actor(reviewer), reason,
+            self.engine.escalate(review.execution_id, reviewer.actor(self.directory), reason,
                                  step=review.step)
         except CannotEscalate:
             ack(response_action="errors", errors={REASON_BLOCK: texts.NO_FURTHER_LEVEL})
@@ -320,9 +330,8 @@ class ReviewListeners:
         if found is None:
             return
         reviewer, review = found
-        chosen = str(_input(view, APPROVER_BLOCK).get("selected_user") or "")
-        if not chosen:
-            ack(response_action="errors", errors={APPROVER_BLOCK: texts.ERROR_REQUIRED})
+        chosen = _required_input(ack, view, APPROVER_BLOCK, "selected_user", texts.ERROR_REQUIRED)
+        if chosen is None:
             return
         delivery = current_delivery(review, self._stored(review), self.directory)
         why = self.engine.reassign_refusal(review, chosen, approvers=delivery.approvers,
@@ -331,7 +340,7 @@ class ReviewListeners:
             ack(response_action="errors", errors={APPROVER_BLOCK: texts.REFUSALS[why]})
             return
         try:
-            self.engine.reassign(review.execution_id, self._actor(reviewer), chosen,
+            self.engine.reassign(review.execution_id, reviewer.actor(self.directory), chosen,
                                  step=review.step)
         except (AlreadyDecided, NotWaiting, ExecutionNotFound):
             self._ack_closed(ack, review.execution_id, review.step)
@@ -367,7 +376,7 @@ class ReviewListeners:
         if reason is None:
             return False
         if record:  # the audit trail keeps refused decisions
-            self.engine.record_refusal(review.execution_id, self._actor(reviewer), reason)
+            self.engine.record_refusal(review.execution_id, reviewer.actor(self.directory), reason)
         self._reply(reviewer, ephemeral_not_allowed(reason))
         return True
 
@@ -390,10 +399,6 @@ class ReviewListeners:
         self._reply(reviewer, ephemeral_text(texts.approval_already_counted(
             len(review.approvals), review.approvals_required)))
         return True
-
-    def _actor(self, reviewer: Reviewer) -> Actor:
-        name = self.directory.display_name(reviewer.user_id, fallback=reviewer.username)
-        return Actor(id=reviewer.user_id, name=name, source="slack", team=reviewer.team_id)
 
     # -- replies -------------------------------------------------------------------------------
 
@@ -455,11 +460,17 @@ def _ref_of(body: Mapping[str, Any]) -> ReviewRef | None:
         return None
 
 
-def _input(view: Mapping[str, Any], block_id: str) -> Mapping[str, Any]:
-    """The state of a modal's input block, as Slack reports it."""
+def _required_input(ack: Ack, view: Mapping[str, Any], block_id: str, key: str,
+                    missing: str) -> str | None:
+    """A modal's answer in ``block_id`` (its state's ``key``), or None after acking with
+    ``missing`` under the empty field."""
     values = (view.get("state") or {}).get("values") or {}
-    found = (values.get(block_id) or {}).get(INPUT_ACTION)
-    return found if isinstance(found, Mapping) else {}
+    state = (values.get(block_id) or {}).get(INPUT_ACTION)
+    value = str((state if isinstance(state, Mapping) else {}).get(key) or "").strip()
+    if not value:
+        ack(response_action="errors", errors={block_id: missing})
+        return None
+    return value
 
 
 def _inline_errors(review: ReviewRequest, violations: list[dict[str, str]]) -> dict[str, str]:

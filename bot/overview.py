@@ -24,7 +24,6 @@ from enum import StrEnum
 from typing import Any
 
 from slack_sdk import WebClient
-from slack_sdk.errors import SlackApiError
 
 from bot import texts
 from bot.block_kit import context_block, header_block, section_block
@@ -34,6 +33,7 @@ from bot.delivery import (
     Post,
     annotation_key,
     current_delivery,
+    permalink,
     refusal,
 )
 from bot.directory import PREFIX, Directory
@@ -187,16 +187,11 @@ class Overview:
 
     def _ask_permalink(self, post: Post) -> str | None:
         try:
-            answer = self.links.chat_getPermalink(channel=post.channel, message_ts=post.ts)
-        except SlackApiError as exc:
-            log.warning("no permalink for %s/%s: %s", post.channel, post.ts,
-                        exc.response.get("error"))
-            return None
+            link = permalink(self.links, post)
         except OSError as exc:  # timeouts and refused connections
             log.warning("no permalink for %s/%s: %s", post.channel, post.ts, exc)
             return None
-        link = str(answer.get("permalink") or "")
-        if not _safe_link(link):
+        if link is None or not _safe_link(link):
             return None
         self.redis.set(_permalink_key(post), link, ex=PERMALINK_TTL)
         return link

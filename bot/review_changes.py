@@ -26,7 +26,15 @@ from slack_sdk.errors import SlackApiError
 
 from bot import texts
 from bot.blocks import thread_note
-from bot.delivery import Deliverer, Delivery, Post, load_delivery, save_delivery, widened
+from bot.delivery import (
+    Deliverer,
+    Delivery,
+    Post,
+    load_delivery,
+    permalink,
+    save_delivery,
+    widened,
+)
 from bot.forms import decision_line
 from bot.mrkdwn import (
     DATE_AT_TIME,
@@ -162,7 +170,7 @@ class ReviewChanges:
                 continue
             post = _post_for(delivery, user)
             if post is not None and post.ts not in links:
-                links[post.ts] = self._permalink(post)
+                links[post.ts] = permalink(self.client, post)
             link = links.get(post.ts) if post is not None else None
             self.client.chat_postMessage(channel=self.deliverer.open_dm(user),
                                          **thread_note(texts.reminder(title, when, link)))
@@ -170,15 +178,6 @@ class ReviewChanges:
             save_delivery(self.engine, delivery)
             count += 1
         return count
-
-    def _permalink(self, post: Post) -> str | None:
-        try:
-            found = self.client.chat_getPermalink(channel=post.channel, message_ts=post.ts)
-        except SlackApiError as exc:
-            log.warning("no permalink for %s/%s: %s", post.channel, post.ts,
-                        exc.response.get("error"))
-            return None
-        return str(found["permalink"])
 
 
 def _post_for(delivery: Delivery, user: str) -> Post | None:
