@@ -85,12 +85,6 @@ class Delivery:
     def same_review(self, review: ReviewRequest) -> bool:
         return self.step == review.step and self.since == iso(review.created_at)
 
-    def deciders(self, allow_self_approval: bool) -> tuple[str, ...]:
-        """The resolved approvers who may decide: the requester only with self-approval."""
-        if self.requester is None or allow_self_approval:
-            return self.approvers
-        return tuple(u for u in self.approvers if u != self.requester)
-
 
 def new_delivery(review: ReviewRequest, directory: Directory) -> Delivery:
     """A review's delivery before anything is posted: its approvers and requester resolved."""
@@ -145,6 +139,11 @@ def permalink(client: WebClient, post: Post) -> str | None:
                     exc.response.get("error"))
         return None
     return str(found["permalink"])
+
+
+def deciders(engine: Engine, review: ReviewRequest, delivery: Delivery) -> tuple[str, ...]:
+    """The approvers ``delivery`` resolved who may decide ``review``, as the engine says."""
+    return engine.deciders(review, approvers=delivery.approvers, requester=delivery.requester)
 
 
 def annotation_key(step: str) -> str:
@@ -309,9 +308,9 @@ class Deliverer:
 
     def share_audience(self, review: ReviewRequest, delivery: Delivery) -> None:
         """Tell the engine who may decide, so the review is listed for each of them."""
-        deciders = delivery.deciders(review.allow_self_approval)
-        if deciders:
-            self.engine.set_review_audience(review.execution_id, review.step, deciders)
+        audience = deciders(self.engine, review, delivery)
+        if audience:
+            self.engine.set_review_audience(review.execution_id, review.step, audience)
 
     def open_dm(self, user_id: str) -> str:
         return str(self.client.conversations_open(users=user_id)["channel"]["id"])

@@ -30,6 +30,7 @@ from bot.delivery import (
     Deliverer,
     Delivery,
     Post,
+    deciders,
     load_delivery,
     permalink,
     save_delivery,
@@ -108,7 +109,7 @@ class ReviewChanges:
         # Who could decide before this change (a retried job finds them widened already).
         before = self.directory.resolve_approvers(
             tuple(s for s in delivery.sources if s not in added)).user_ids
-        may_decide = delivery.deciders(review.allow_self_approval)
+        may_decide = deciders(self.engine, review, delivery)
         done = {p.to for p in delivery.posts}
         earlier = delivery.posts
         message = self.deliverer.render(review, delivery)
@@ -164,7 +165,7 @@ class ReviewChanges:
         title = escape_mrkdwn(decision_line(review))
         links: dict[str, str | None] = {}
         count = 0
-        for user in delivery.deciders(review.allow_self_approval):
+        for user in deciders(self.engine, review, delivery):
             key = f"remind:{review.level}:{change['at']}:{user}"
             if key in delivery.sent:
                 continue

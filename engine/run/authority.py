@@ -5,14 +5,15 @@ names none, by anyone who sees it. Either way the run's own requester may not, u
 the step allows self-approval. A review may be handed to anyone who is neither the
 requester (under the same rule) nor an approver already.
 
-Pure: the review and user ids in, a :class:`Refusal` or None out. The edges resolve
+Pure: the review and user ids in, a :class:`Refusal` or None out (or, for
+:func:`deciders`, the ids who may decide). The edges resolve
 the ids (the bot turns user groups and e-mail addresses into Slack user ids) and say
 the refusal in their own words.
 """
 
 from __future__ import annotations
 
-from collections.abc import Collection
+from collections.abc import Collection, Sequence
 from enum import StrEnum
 
 from engine.notify import ReviewRequest
@@ -36,6 +37,15 @@ def refusal(review: ReviewRequest, user_id: str, *, approvers: Collection[str],
     if restricted and user_id not in approvers:
         return Refusal.NOT_AN_APPROVER
     return None
+
+
+def deciders(review: ReviewRequest, *, approvers: Sequence[str],
+             requester: str | None) -> tuple[str, ...]:
+    """Those of ``approvers`` who may decide ``review`` (in order): all but its requester,
+    unless the step allows self-approval."""
+    members = frozenset(approvers)  # a user group can hold thousands
+    return tuple(u for u in approvers if refusal(review, u, approvers=members, restricted=True,
+                                                 requester=requester) is None)
 
 
 def reassign_refusal(review: ReviewRequest, chosen: str, *, approvers: Collection[str],

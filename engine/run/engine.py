@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import uuid
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -176,6 +176,11 @@ class Engine:
         caller; ``restricted``: the step names approvers (even if none resolved)."""
         return authority.refusal(review, user_id, approvers=approvers, restricted=restricted,
                                  requester=requester)
+
+    def deciders(self, review: ReviewRequest, *, approvers: Sequence[str],
+                 requester: str | None) -> tuple[str, ...]:
+        """Those of ``approvers`` (user ids) who may decide ``review``."""
+        return authority.deciders(review, approvers=approvers, requester=requester)
 
     def reassign_refusal(self, review: ReviewRequest, chosen: str, *,
                          approvers: Collection[str], requester: str | None) -> Refusal | None:

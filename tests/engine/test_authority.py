@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from engine.notify import ReviewRequest
-from engine.run.authority import Refusal, reassign_refusal, refusal
+from engine.run.authority import Refusal, deciders, reassign_refusal, refusal
 
 
 def review(**overrides: Any) -> ReviewRequest:
@@ -63,6 +63,15 @@ def test_anyone_but_the_requester_decides_a_review_that_names_no_approvers():
 def test_approvers_that_did_not_resolve_still_restrict_the_review():
     assert refusal(review(approvers=("nobody@corp.test",)), "U0DAVE", approvers=(),
                    restricted=True, requester=None) is Refusal.NOT_AN_APPROVER
+
+
+def test_the_deciders_are_the_approvers_but_the_requester_unless_self_approval_is_allowed():
+    approvers = ("U0ALICE", "U0ERIN", "U0BOB")
+    assert deciders(review(), approvers=approvers, requester="U0ERIN") == ("U0ALICE", "U0BOB")
+    assert deciders(review(allow_self_approval=True), approvers=approvers,
+                    requester="U0ERIN") == approvers
+    assert deciders(review(), approvers=approvers, requester=None) == approvers
+    assert deciders(review(approvers=()), approvers=(), requester="U0ERIN") == ()
 
 
 @pytest.mark.parametrize(("chosen", "allow_self_approval", "expected"), [
