@@ -23,7 +23,6 @@ from bot.blocks import (
 )
 from bot.directory import Directory
 from bot.handlers import CALLBACK_SUBMIT, ReviewListeners
-from bot.jobs import slack_queue
 from bot.settings import BotSettings
 from bot.slack import web_client
 from engine.run.engine import Engine
@@ -48,8 +47,7 @@ def build_app(settings: BotSettings, engine: Engine, *, client: WebClient | None
         request_verification_enabled=True,
     )
     listeners = ReviewListeners(
-        engine, Directory(client, engine.store.redis, ttl=settings.cache_seconds),
-        slack_queue(engine.store.redis))
+        engine, Directory(client, engine.store, ttl=settings.cache_seconds))
     app.action(ACTION_APPROVE)(listeners.approve)
     app.action(ACTION_DENY)(listeners.deny)
     app.action(ACTION_RESPOND)(listeners.respond)

@@ -26,7 +26,7 @@ from starlette.responses import PlainTextResponse, Response
 from starlette.routing import Route
 
 from bot.app import build_app
-from bot.handlers import Reviewer, one_click_decision
+from bot.handlers import DECIDE_CLICK, Reviewer, one_click_decision
 from bot.settings import BotSettings
 from engine.api import WebExtension
 from engine.run.engine import Engine
@@ -59,7 +59,7 @@ def extension(settings: Any = None, engine: Engine | None = None, *,
 class OneClickPath:
     """Recognise a signed one-click decision and hand it in; anything else is Bolt's."""
 
-    FUNCTION = "bot.jobs.decide_click"
+    FUNCTION = DECIDE_CLICK
 
     def __init__(self, signing_secret: str, engine: Engine,
                  inbox: AsyncInbox | None = None) -> None:

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Collection, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -20,7 +20,8 @@ from engine.errors import (
     WorkflowDisabled,
 )
 from engine.notify import SYSTEM_TIMEOUT, Actor, Notifier, NullNotifier, ReviewRequest
-from engine.run import timers
+from engine.run import authority, timers
+from engine.run.authority import Refusal
 from engine.run.reviews import ResumeResult, Reviews
 from engine.run.timers import Scheduler
 from engine.state import audit
@@ -165,6 +166,27 @@ class Engine:
     def step_timed_out(self, execution_id: str, path: str) -> bool:
         """A human step's ``timeout`` elapsed: apply its ``on-timeout`` unless decided."""
         return self.reviews.step_timed_out(execution_id, path)
+
+    # -- who may act ---------------------------------------------------------------------------
+
+    def refusal(self, review: ReviewRequest, user_id: str, *, approvers: Collection[str],
+                restricted: bool, requester: str | None) -> Refusal | None:
+        """Why ``user_id`` may not decide, escalate or reassign ``review``; None when they may.
+        ``approvers`` (who the step names) and ``requester`` are user ids, resolved by the
+        caller; ``restricted``: the step names approvers (even if none resolved)."""
+        return authority.refusal(review, user_id, approvers=approvers, restricted=restricted,
+                                 requester=requester)
+
+    def deciders(self, review: ReviewRequest, *, approvers: Sequence[str],
+                 requester: str | None) -> tuple[str, ...]:
+        """Those of ``approvers`` (user ids) who may decide ``review``."""
+        return authority.deciders(review, approvers=approvers, requester=requester)
+
+    def reassign_refusal(self, review: ReviewRequest, chosen: str, *,
+                         approvers: Collection[str], requester: str | None) -> Refusal | None:
+        """Why ``review`` may not be handed to ``chosen``; None when it may."""
+        return authority.reassign_refusal(review, chosen, approvers=approvers,
+                                          requester=requester)
 
     # -- annotations ---------------------------------------------------------------------------
 
