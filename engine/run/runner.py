@@ -27,7 +27,7 @@ from engine.definition.durations import parse_duration
 from engine.definition.model import Step, Workflow
 from engine.definition.step_types import StepContext, StepType, get_step_type
 from engine.definition.templates import evaluate_expression, render_value
-from engine.errors import StepFailed, TemplateError, WorkflowFailRequested
+from engine.errors import DurationError, StepFailed, TemplateError, WorkflowFailRequested
 from engine.notify import Notifier
 from engine.run import timers
 from engine.run.buffered_writes import BufferedWrites, ExecutionChanged
@@ -213,9 +213,9 @@ class _Segment:
             case AwaitReviewer():
                 raise _Suspend
             case AskReviewer():
-                self._ask_reviewer(step, path, frame)
+                self._ask_reviewer(step, path, prefix, frame)
             case StartWait():
-                self._start_wait(step, path, frame)
+                self._start_wait(step, path, prefix, frame)
             case FinishWait(result):
                 self._record(step, path, result, audit.STEP_COMPLETED)
             case RunAction():
@@ -387,9 +387,13 @@ class _Segment:
 
     # -- timers ------------------------------------------------------------------------------
 
-    def _start_wait(self, step: Step, path: str, frame: _Frame) -> NoReturn:
-        options = self._options(step, frame)
-        wake = self.now() + parse_duration(options["duration"])
+    def _start_wait(self, step: Step, path: str, prefix: str, frame: _Frame) -> None:
+        try:
+            options = self._options(step, frame)
+            wake = self.now() + parse_duration(options["duration"])
+        except (TemplateError, DurationError) as exc:
+            self._fail_unstarted(step, path, prefix, frame, f"with.duration: {exc}")
+            return
         waiting = StepResult(status=StepStatus.WAITING, started_at=iso(self.now()),
                              wake_at=iso(wake))
         self._park_until(wake, Change(events=[self._event(audit.TIMER_SET, step=path,
@@ -397,10 +401,14 @@ class _Segment:
 
     # -- humans ------------------------------------------------------------------------------
 
-    def _ask_reviewer(self, step: Step, path: str, frame: _Frame) -> NoReturn:
-        options = self._options(step, frame)
+    def _ask_reviewer(self, step: Step, path: str, prefix: str, frame: _Frame) -> None:
         now = self.now()
-        review = start_review(step, path, options, self.state.id, now, self._run_deadline())
+        try:
+            options = self._options(step, frame)
+            review = start_review(step, path, options, self.state.id, now, self._run_deadline())
+        except (TemplateError, DurationError) as exc:
+            self._fail_unstarted(step, path, prefix, frame, str(exc))
+            return
         waiting = review.waiting
         change = Change(
             set={"w": waiting.to_json()}, status=ExecutionStatus.WAITING_FOR_INPUT,
@@ -420,6 +428,16 @@ class _Segment:
         except Exception:  # the review stays listed and can be redelivered
             log.exception("notifier failed for %s", self.state.id)
         raise _Suspend
+
+    def _fail_unstarted(self, step: Step, path: str, prefix: str, frame: _Frame,
+                        message: str) -> None:
+        """A timer or human step whose options do not render (a template error, a duration
+        that is not one) fails for good, as an action's would: its on-failure decides."""
+        now = iso(self.now())
+        failed = StepResult(status=StepStatus.FAILED, error=message, started_at=now,
+                            finished_at=now)
+        self._record(step, path, failed, audit.STEP_FAILED, error=message)
+        self._after_failure(step, path, prefix, frame, failed)
 
     def _run_deadline(self) -> datetime | None:
         timeout = self.workflow.settings.timeout
