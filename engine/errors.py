@@ -12,6 +12,12 @@
     ├── DefinitionMissing        a run's stored workflow definition is gone from Redis
     ├── PluginNotFound           no notifier (or other plug-in) by that name is installed
     ├── StoreUnavailable         Redis cannot be reached
+    ├── TokenError               an API token cannot be created or revoked as asked
+    │   ├── TokenExists          a token by that name exists already
+    │   └── TokenNotFound        no token by that name
+    ├── AccessDenied             an API caller's token does not allow what it asked
+    │   ├── MissingScope         the token lacks the scope the route needs
+    │   └── ActAsRequired        a header names someone else, and the token may not act as others
     └── ExecutionError           about one execution
         ├── ExecutionNotFound
         ├── NotWaiting           the execution is not waiting for input
@@ -114,6 +120,47 @@ class PluginNotFound(SignoffError):
 
 class StoreUnavailable(SignoffError):
     pass
+
+
+class TokenError(SignoffError):
+    """An API token that cannot be created or revoked as asked (a bad name, an unknown scope)."""
+
+
+class TokenExists(TokenError):
+    def __init__(self, name: str) -> None:
+        self.name = name
+        super().__init__(f"a token named {name!r} exists already; revoke it first or pick "
+                         "another name")
+
+
+class TokenNotFound(TokenError):
+    def __init__(self, name: str) -> None:
+        self.name = name
+        super().__init__(f"no token named {name!r}")
+
+
+class AccessDenied(SignoffError):
+    """An authenticated API caller asked for something its token does not allow."""
+
+
+class MissingScope(AccessDenied):
+    def __init__(self, token: str, scope: str, doing: str) -> None:
+        self.token = token
+        self.scope = scope
+        super().__init__(f"token {token!r} lacks the {scope!r} scope, which {doing} needs")
+
+
+class ActAsRequired(AccessDenied):
+    """A header names someone other than the token's principal, and the token lacks
+    ``act-as``: it is refused rather than silently replaced by the principal."""
+
+    def __init__(self, token: str, principal: str, header: str, named: str) -> None:
+        self.token = token
+        self.principal = principal
+        self.header = header
+        self.named = named
+        super().__init__(f"{header} names {named!r}, but token {token!r} acts only as "
+                         f"{principal!r}; naming someone else needs the 'act-as' scope")
 
 
 class ExecutionError(SignoffError):
