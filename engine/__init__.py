@@ -24,6 +24,8 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 from engine.errors import (
+    AccessDenied,
+    ActAsRequired,
     ActorNotAllowed,
     AlreadyDecided,
     CannotEscalate,
@@ -34,6 +36,7 @@ from engine.errors import (
     ExecutionError,
     ExecutionNotFound,
     InputInvalid,
+    MissingScope,
     NotWaiting,
     PluginNotFound,
     Problem,
@@ -42,6 +45,9 @@ from engine.errors import (
     StepTypeInvalid,
     StoreUnavailable,
     TemplateError,
+    TokenError,
+    TokenExists,
+    TokenNotFound,
     WorkflowDisabled,
     WorkflowFailRequested,
     WorkflowInvalid,
@@ -92,7 +98,8 @@ __all__ = [
     "DurationError", "StepFailed", "WorkflowFailRequested", "StepTypeInvalid",
     "WorkflowNotFound", "DefinitionMissing", "PluginNotFound", "StoreUnavailable",
     "ExecutionError", "ExecutionNotFound", "NotWaiting", "AlreadyDecided", "InputInvalid",
-    "ActorNotAllowed", "CannotEscalate", "WorkflowDisabled", "Contention",
+    "ActorNotAllowed", "CannotEscalate", "WorkflowDisabled", "Contention", "TokenError",
+    "TokenExists", "TokenNotFound", "AccessDenied", "MissingScope", "ActAsRequired",
 ]
 
 

@@ -164,7 +164,7 @@ def build_api(engine: Engine, catalog: WorkflowCatalog, *, api_token: str | None
         Route("/api/workflows/executions/{id}/resume", resume_wrapped, methods=["POST"]),
         Route("/api/workflowExecutions/{id}/cancel", cancel_execution, methods=["POST"]),
         Route("/api/workflowExecutions/{id}/audit", get_audit),
-        *(route for extension in extensions for route in extension.routes),
+        *(_scoped(route) for extension in extensions for route in extension.routes),
     ]
 
     @asynccontextmanager
@@ -226,9 +226,21 @@ def needs_scope(scope: TokenScope) -> Callable[[Endpoint], Endpoint]:
                                    f"{request.method} {request.url.path}")
             return endpoint(request)
 
+        checked.needs_scope = scope  # type: ignore[attr-defined]
         return checked
 
     return wrap
+
+
+def _scoped(route: BaseRoute) -> BaseRoute:
+    """A plug-in's route, closed by default: an /api route that names no scope with
+    :func:`needs_scope` needs ``admin``."""
+    if not isinstance(route, Route) or not route.path.startswith("/api/"):
+        return route
+    if getattr(route.endpoint, "needs_scope", None) is not None:
+        return route
+    return Route(route.path, needs_scope(TokenScope.ADMIN)(route.endpoint),
+                 methods=list(route.methods or ()) or None, name=route.name)
 
 
 def caller_of(request: Request) -> ApiToken:
