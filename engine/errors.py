@@ -6,12 +6,14 @@
     ├── ConditionError           a KQL condition does not parse
     ├── DurationError            "15x" is not a duration
     ├── StepFailed               a step ran and failed (maybe retryable)
-    │   └── WorkflowFailRequested  a workflow.fail step ends the run, whatever on-failure says
+    │   ├── WorkflowFailRequested  a workflow.fail step ends the run, whatever on-failure says
+    │   └── EgressBlocked        an http step's address is refused by the egress policy
     ├── StepTypeInvalid          a step type registered twice, or with an unknown kind
     ├── WorkflowNotFound         no workflow by that name
     ├── DefinitionMissing        a run's stored workflow definition is gone from Redis
     ├── PluginNotFound           no notifier (or other plug-in) by that name is installed
     ├── StoreUnavailable         Redis cannot be reached
+    ├── SettingsInvalid          a setting from the environment does not parse
     └── ExecutionError           about one execution
         ├── ExecutionNotFound
         ├── NotWaiting           the execution is not waiting for input
@@ -87,6 +89,23 @@ class WorkflowFailRequested(StepFailed):
     """Raised by ``workflow.fail``: the runner ends the run, ignoring ``on-failure``."""
 
 
+class EgressBlocked(StepFailed):
+    """An ``http`` step would connect to an address the egress policy refuses: nothing was
+    sent, and retrying will not change the answer."""
+
+    def __init__(self, host: str, address: str, reason: str, *, request: str = "") -> None:
+        self.host = host
+        self.address = address
+        self.reason = reason
+        self.request = request
+        where = f"{request}: " if request else ""
+        target = address if host == address else f"{host} resolves to {address}"
+        super().__init__(f"egress_blocked: {where}{target}, refused: {reason}",
+                         retryable=False,
+                         details={"error": "egress_blocked", "host": host, "address": address,
+                                  "reason": reason})
+
+
 class StepTypeInvalid(SignoffError):
     """A step type that cannot be registered (a name taken, an unknown kind)."""
 
@@ -114,6 +133,10 @@ class PluginNotFound(SignoffError):
 
 class StoreUnavailable(SignoffError):
     pass
+
+
+class SettingsInvalid(SignoffError):
+    """A setting read from the environment that does not parse (which variable, which entry)."""
 
 
 class ExecutionError(SignoffError):
