@@ -14,6 +14,7 @@
     ├── PluginNotFound           no notifier (or other plug-in) by that name is installed
     ├── StoreUnavailable         Redis cannot be reached
     ├── SettingsInvalid          a setting from the environment does not parse
+    ├── WorkflowInputsInvalid    a run's `inputs` are undeclared, missing or of the wrong type
     └── ExecutionError           about one execution
         ├── ExecutionNotFound
         ├── NotWaiting           the execution is not waiting for input
@@ -137,6 +138,16 @@ class StoreUnavailable(SignoffError):
 
 class SettingsInvalid(SignoffError):
     """A setting read from the environment that does not parse (which variable, which entry)."""
+
+
+class WorkflowInputsInvalid(SignoffError):
+    """A run's ``inputs`` do not match what the workflow declares; one problem per input."""
+
+    def __init__(self, workflow: str, problems: list[dict[str, str]]) -> None:
+        self.workflow = workflow
+        self.problems = problems
+        lines = "; ".join(f"{p['input']}: {p['message']}" for p in problems)
+        super().__init__(f"the inputs of workflow {workflow!r} are invalid: {lines}")
 
 
 class ExecutionError(SignoffError):
