@@ -33,6 +33,7 @@ from engine.errors import (
     Contention,
     DefinitionMissing,
     DurationError,
+    EgressBlocked,
     ExecutionError,
     ExecutionNotFound,
     InputInvalid,
@@ -40,6 +41,7 @@ from engine.errors import (
     NotWaiting,
     PluginNotFound,
     Problem,
+    SettingsInvalid,
     SignoffError,
     StepFailed,
     StepTypeInvalid,
@@ -50,6 +52,7 @@ from engine.errors import (
     TokenNotFound,
     WorkflowDisabled,
     WorkflowFailRequested,
+    WorkflowInputsInvalid,
     WorkflowInvalid,
     WorkflowNotFound,
 )
@@ -100,6 +103,7 @@ __all__ = [
     "ExecutionError", "ExecutionNotFound", "NotWaiting", "AlreadyDecided", "InputInvalid",
     "ActorNotAllowed", "CannotEscalate", "WorkflowDisabled", "Contention", "TokenError",
     "TokenExists", "TokenNotFound", "AccessDenied", "MissingScope", "ActAsRequired",
+    "EgressBlocked", "SettingsInvalid", "WorkflowInputsInvalid",
 ]
 
 

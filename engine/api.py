@@ -40,6 +40,7 @@ from engine.errors import (
     NotWaiting,
     SignoffError,
     StoreUnavailable,
+    WorkflowInputsInvalid,
     WorkflowInvalid,
     WorkflowNotFound,
 )
@@ -377,6 +378,8 @@ async def _handle_error(request: Request, exc: Exception) -> Response:
     if isinstance(exc, NotWaiting):
         return _error(409, "not_waiting", str(exc), executionId=exc.execution_id,
                       status=exc.status)
+    if isinstance(exc, WorkflowInputsInvalid):
+        return _error(422, "inputs_invalid", str(exc), workflow=exc.workflow, problems=exc.problems)
     if isinstance(exc, InputInvalid):
         return _error(422, "input_invalid", str(exc), violations=exc.violations)
     if isinstance(exc, ActorNotAllowed):

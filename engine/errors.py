@@ -6,9 +6,11 @@
     ├── ConditionError           a KQL condition does not parse
     ├── DurationError            "15x" is not a duration
     ├── StepFailed               a step ran and failed (maybe retryable)
-    │   └── WorkflowFailRequested  a workflow.fail step ends the run, whatever on-failure says
+    │   ├── WorkflowFailRequested  a workflow.fail step ends the run, whatever on-failure says
+    │   └── EgressBlocked        an http step's address is refused by the egress policy
     ├── StepTypeInvalid          a step type registered twice, or with an unknown kind
     ├── WorkflowNotFound         no workflow by that name
+    ├── WorkflowDisabled         the workflow says enabled: false
     ├── DefinitionMissing        a run's stored workflow definition is gone from Redis
     ├── PluginNotFound           no notifier (or other plug-in) by that name is installed
     ├── StoreUnavailable         Redis cannot be reached
@@ -18,6 +20,8 @@
     ├── AccessDenied             an API caller's token does not allow what it asked
     │   ├── MissingScope         the token lacks the scope the route needs
     │   └── ActAsRequired        a header names someone else, and the token may not act as others
+    ├── SettingsInvalid          a setting from the environment does not parse
+    ├── WorkflowInputsInvalid    a run's `inputs` are undeclared, missing or of the wrong type
     └── ExecutionError           about one execution
         ├── ExecutionNotFound
         ├── NotWaiting           the execution is not waiting for input
@@ -25,7 +29,6 @@
         ├── InputInvalid         resume input violates the step's schema (every violation)
         ├── ActorNotAllowed      this actor may not decide this review
         ├── CannotEscalate       the review is at its last level
-        ├── WorkflowDisabled     the workflow says enabled: false
         └── Contention           the execution kept changing under a write; try again
 """
 
@@ -91,6 +94,23 @@ class StepFailed(SignoffError):
 
 class WorkflowFailRequested(StepFailed):
     """Raised by ``workflow.fail``: the runner ends the run, ignoring ``on-failure``."""
+
+
+class EgressBlocked(StepFailed):
+    """An ``http`` step would connect to an address the egress policy refuses: nothing was
+    sent, and retrying will not change the answer."""
+
+    def __init__(self, host: str, address: str, reason: str, *, request: str = "") -> None:
+        self.host = host
+        self.address = address
+        self.reason = reason
+        self.request = request
+        where = f"{request}: " if request else ""
+        target = address if host == address else f"{host} resolves to {address}"
+        super().__init__(f"egress_blocked: {where}{target}, refused: {reason}",
+                         retryable=False,
+                         details={"error": "egress_blocked", "host": host, "address": address,
+                                  "reason": reason})
 
 
 class StepTypeInvalid(SignoffError):
@@ -161,6 +181,20 @@ class ActAsRequired(AccessDenied):
         self.named = named
         super().__init__(f"{header} names {named!r}, but token {token!r} acts only as "
                          f"{principal!r}; naming someone else needs the 'act-as' scope")
+
+
+class SettingsInvalid(SignoffError):
+    """A setting read from the environment that does not parse (which variable, which entry)."""
+
+
+class WorkflowInputsInvalid(SignoffError):
+    """A run's ``inputs`` do not match what the workflow declares; one problem per input."""
+
+    def __init__(self, workflow: str, problems: list[dict[str, str]]) -> None:
+        self.workflow = workflow
+        self.problems = problems
+        lines = "; ".join(f"{p['input']}: {p['message']}" for p in problems)
+        super().__init__(f"the inputs of workflow {workflow!r} are invalid: {lines}")
 
 
 class ExecutionError(SignoffError):

@@ -24,6 +24,7 @@ from typing import Any, NoReturn, assert_never
 
 from engine.definition.conditions import Condition
 from engine.definition.durations import parse_duration
+from engine.definition.egress import DEFAULT_POLICY, EgressPolicy
 from engine.definition.model import Step, Workflow
 from engine.definition.step_types import StepContext, StepType, get_step_type
 from engine.definition.templates import evaluate_expression, render_value
@@ -94,13 +95,15 @@ class Runner:
 
     def __init__(self, store: Store, scheduler: Scheduler, notifier: Notifier,
                  load_workflow: Callable[[str], Workflow],
-                 clock: Callable[[], datetime] = utcnow, lease_ms: int = LEASE_MS) -> None:
+                 clock: Callable[[], datetime] = utcnow, lease_ms: int = LEASE_MS,
+                 egress: EgressPolicy = DEFAULT_POLICY) -> None:
         self.store = store
         self.scheduler = scheduler
         self.notifier = notifier
         self.load_workflow = load_workflow  # digest -> Workflow
         self.clock = clock
         self.lease_ms = lease_ms
+        self.egress = egress  # handed to every step: where http steps may connect
 
     def advance(self, execution_id: str) -> ExecutionStatus | None:
         """Run the execution's next segment; returns its status afterwards (None if busy)."""
@@ -313,7 +316,7 @@ class _Segment:
             ctx = StepContext(options=options, execution_id=self.state.id, step_name=step.name,
                               step_path=path, attempt=attempt, connector_id=step.connector_id,
                               timeout_seconds=step.timeout.total_seconds() if step.timeout
-                              else None)
+                              else None, egress=self.r.egress)
             output = spec.run(ctx)
         except WorkflowFailRequested as exc:
             self._record_failure(step, path, running, str(exc), unwritten)
