@@ -51,7 +51,7 @@ from rq import Queue  # noqa: E402
 from benchmarks.load import CLIENTS, LoadGenerator, PreparedRequest, Sample  # noqa: E402
 from bot.blocks import ACTION_APPROVE  # noqa: E402
 from bot.delivery import annotation_key, load_delivery  # noqa: E402
-from bot.jobs import QUEUE as SLACK_QUEUE  # noqa: E402
+from bot.outbox import QUEUE as SLACK_QUEUE  # noqa: E402
 from engine import keys  # noqa: E402
 from engine.definition.loader import parse_workflow  # noqa: E402
 from engine.notify import NullNotifier  # noqa: E402

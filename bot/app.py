@@ -8,6 +8,8 @@ ack and lets the same app serve HTTP and Socket Mode.
 
 from __future__ import annotations
 
+import logging
+
 from slack_bolt import App
 from slack_sdk import WebClient
 
@@ -23,7 +25,6 @@ from bot.blocks import (
 )
 from bot.directory import Directory
 from bot.handlers import CALLBACK_SUBMIT, ReviewListeners
-from bot.jobs import slack_queue
 from bot.settings import BotSettings
 from bot.slack import web_client
 from engine.run.engine import Engine
@@ -38,6 +39,7 @@ def build_app(settings: BotSettings, engine: Engine, *, client: WebClient | None
     client = client or web_client(settings)
     app = App(
         client=client,
+        logger=_bolt_logger(),
         signing_secret=settings.signing_secret or "",
         process_before_response=True,
         # auth.test runs on the first request instead, so the web process starts even
@@ -48,8 +50,7 @@ def build_app(settings: BotSettings, engine: Engine, *, client: WebClient | None
         request_verification_enabled=True,
     )
     listeners = ReviewListeners(
-        engine, Directory(client, engine.store.redis, ttl=settings.cache_seconds),
-        slack_queue(engine.store.redis))
+        engine, Directory(client, engine.store, ttl=settings.cache_seconds))
     app.action(ACTION_APPROVE)(listeners.approve)
     app.action(ACTION_DENY)(listeners.deny)
     app.action(ACTION_RESPOND)(listeners.respond)
@@ -60,3 +61,13 @@ def build_app(settings: BotSettings, engine: Engine, *, client: WebClient | None
     app.view_submission(CALLBACK_REASSIGN)(listeners.submit_reassignment)
     register_approvals(app, engine, listeners.directory)
     return app
+
+
+def _bolt_logger() -> logging.Logger:
+    # Bolt logs every request that fails the signature check at INFO, body included:
+    # whatever anyone posts to the Request URL would land in the web process's log. Its
+    # loggers copy this one's level when the App makes them (else the root's, INFO under
+    # `signoff serve`), so WARNING here holds for all of them.
+    logger = logging.getLogger("slack_bolt")
+    logger.setLevel(logging.WARNING)
+    return logger

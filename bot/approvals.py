@@ -25,6 +25,7 @@ from slack_bolt import App
 
 from bot import texts
 from bot.batch import CALLBACK_BATCH, BatchReview
+from bot.block_kit import context_block, section_block
 from bot.delivery import closed_from_state, load_delivery, review_from_json
 from bot.directory import Directory
 from bot.forms import decision_line
@@ -59,7 +60,6 @@ COMMAND = "/approvals"
 DEFAULT_DAYS = 7
 MAX_DAYS = 365
 FALLBACK_LIMIT = 3000
-SECTION_LIMIT = 3000
 _UUID = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
 _TOKEN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}")
 
@@ -182,16 +182,15 @@ def execution_message(state: ExecutionState, item: PendingItem | None,
         lines = [f"*{escape_mrkdwn(title)}*", closed_text(review)]
         if review.reason:
             lines.append(texts.closed_reason(escape_mrkdwn(review.reason)))
-        blocks.append(_section("\n".join(lines)))
+        blocks.append(section_block("\n".join(lines)))
     if item is None and not closed:
-        blocks.append(_section(texts.NOTHING_DECIDED))
+        blocks.append(section_block(texts.NOTHING_DECIDED))
     started = parse_iso(state.started_at)
     facts = [f"*{escape_mrkdwn(state.workflow)}*", texts.run_status(state.status.value)]
     if started is not None:
         facts.append(texts.run_started(slack_date(started, DATE_AT_TIME)))
     facts.append(texts.execution_line(escape_mrkdwn(state.id)))
-    blocks.append({"type": "context", "elements": [
-        {"type": "mrkdwn", "text": truncate_mrkdwn(" · ".join(facts), SECTION_LIMIT)}]})
+    blocks.append(context_block(" · ".join(facts)))
     headline = (item.title if item is not None else
                 closed[-1][0] if closed else texts.execution_line(state.id))
     return {"text": truncate_mrkdwn(escape_mrkdwn(headline), FALLBACK_LIMIT), "blocks": blocks}
@@ -212,23 +211,18 @@ def closed_text(closed: ReviewClosed, decision_field: str = "approved") -> str:
 
 def help_message() -> Message:
     return {"text": truncate_plain(texts.APPROVALS_HELP, FALLBACK_LIMIT),
-            "blocks": [_section(texts.APPROVALS_HELP)]}
+            "blocks": [section_block(texts.APPROVALS_HELP)]}
 
 
 def _text_message(text: str) -> Message:
-    return {"text": text, "blocks": [_section(text)]}
-
-
-def _section(text: str) -> dict[str, Any]:
-    return {"type": "section", "text": {"type": "mrkdwn",
-                                        "text": truncate_mrkdwn(text, SECTION_LIMIT)}}
+    return {"text": text, "blocks": [section_block(text)]}
 
 
 # -- wiring ----------------------------------------------------------------------------------------
 
 def register_approvals(app: App, engine: Engine, directory: Directory) -> None:
     """Add ``/approvals``, its buttons, batch review and the App Home to ``app``."""
-    overview = Overview(engine, app.client)
+    overview = Overview(engine, app.client, directory)
     command = ApprovalsCommand(engine, overview)
     home = HomeTab(overview)
     batch = BatchReview(engine, directory, overview, republish=home.after_batch)

@@ -22,15 +22,16 @@ from slack_sdk import WebClient
 from slack_sdk.errors import SlackApiError
 
 from bot import texts
+from bot.block_kit import SECTION_LIMIT, context_block, plain_text, section_block
 from bot.blocks import notice_modal
-from bot.delivery import closed_review_text, load_delivery, new_delivery, widened
+from bot.delivery import closed_review_text, current_delivery, load_delivery, refusal
 from bot.directory import Directory
-from bot.eligibility import refusal
 from bot.forms import only_decision_required
+from bot.handlers import Reviewer
 from bot.mrkdwn import escape_mrkdwn, truncate_mrkdwn, truncate_plain
 from bot.overview import Overview, PendingItem, parse_group
 from engine.errors import AlreadyDecided, ExecutionNotFound, InputInvalid, NotWaiting
-from engine.notify import Actor, ReviewRequest
+from engine.notify import Actor
 from engine.run.engine import Engine
 
 log = logging.getLogger(__name__)
@@ -42,7 +43,6 @@ ACTION_DECISION = "decision"
 BATCH_LIMIT = 50  # reviews in one modal: five groups of ten checkboxes
 SCAN_LIMIT = 200  # the viewer's oldest pending reviews searched for the step's
 CHOICES_PER_GROUP = 10  # Slack's limit for one checkboxes element
-SECTION_LIMIT = 3000
 
 Ack = Callable[..., Any]
 Republish = Callable[[WebClient, str, str], None]  # (client, user id, where the batch began)
@@ -110,12 +110,7 @@ class BatchReview:
                          BLOCK_DECISION)
             ack(response_action="errors", errors={first: texts.BATCH_NONE_SELECTED})
             return
-        user = body.get("user") or {}
-        actor = Actor(id=str(user.get("id") or ""),
-                      name=self.directory.display_name(
-                          str(user.get("id") or ""),
-                          fallback=str(user.get("username") or user.get("name") or "")),
-                      source="slack", team=(body.get("team") or {}).get("id") or user.get("team_id"))
+        actor = Reviewer.from_body(body).actor(self.directory)
         outcomes = self.decide(actor, selected, workflow, step,
                                approved=decision.get("value") == "approve")
         ack(response_action="update", view=results_modal(outcomes))
@@ -148,7 +143,11 @@ class BatchReview:
             return not_recorded(self._closed_text(execution_id, step))
         if not only_decision_required(review):
             return not_recorded(texts.ANSWER_IN_MESSAGE)
-        reason = self._refusal(actor.id, review)
+        # As the review's own buttons decide it: the approvers resolved when it was posted
+        # (or now, if it was not yet), widened by escalations and reassignments since.
+        stored = load_delivery(self.engine, execution_id, review.step)
+        reason = refusal(self.engine, review, actor.id,
+                         current_delivery(review, stored, self.directory))
         if reason is not None:
             self.engine.record_refusal(execution_id, actor, reason)
             return not_recorded(texts.not_allowed(escape_mrkdwn(reason)))
@@ -164,18 +163,6 @@ class BatchReview:
                 title, result.approvals, result.required))
         label = texts.outcome_label("approved" if approved else "denied")
         return BatchOutcome(execution_id, True, texts.batch_recorded(label, title))
-
-    def _refusal(self, user_id: str, review: ReviewRequest) -> str | None:
-        # As the review's own buttons decide it: the approvers resolved when it was posted
-        # (or now, if it was not yet), widened by escalations and reassignments since.
-        delivery = load_delivery(self.engine, review.execution_id, review.step)
-        if delivery is None or not delivery.same_review(review):
-            delivery = new_delivery(review, self.directory)
-        else:
-            delivery = widened(delivery, review.approvers, self.directory)
-        return refusal(user_id, approvers=delivery.approvers, restricted=delivery.restricted,
-                       requester=delivery.requester,
-                       allow_self_approval=review.allow_self_approval)
 
     def _closed_text(self, execution_id: str, step: str) -> str:
         return closed_review_text(self.engine, execution_id, step)
@@ -199,31 +186,30 @@ def batch_modal(items: Sequence[PendingItem], group: Mapping[str, str], *, more:
                 now: datetime) -> dict[str, Any]:
     """Checkboxes for ``items`` (one step's reviews), ten to a group, and Approve or Deny."""
     workflow, step = group["workflow"], group["step"]
-    blocks: list[dict[str, Any]] = [_section(texts.batch_intro(
+    blocks: list[dict[str, Any]] = [section_block(texts.batch_intro(
         len(items), escape_mrkdwn(step), escape_mrkdwn(workflow)))]
     if more > 0:
-        blocks.append({"type": "context", "elements": [
-            {"type": "mrkdwn", "text": texts.batch_more_waiting(more)}]})
+        blocks.append(context_block(texts.batch_more_waiting(more)))
     for start in range(0, len(items), CHOICES_PER_GROUP):
         chunk = items[start:start + CHOICES_PER_GROUP]
         blocks.append({
             "type": "input", "block_id": f"signoff.batch.{start // CHOICES_PER_GROUP}",
             "optional": True,
-            "label": _plain(texts.batch_group(start + 1, start + len(chunk))),
+            "label": plain_text(texts.batch_group(start + 1, start + len(chunk))),
             "element": {"type": "checkboxes", "action_id": ACTION_SELECT,
                         "options": [_option(item, now) for item in chunk]},
         })
     blocks.append({
-        "type": "input", "block_id": BLOCK_DECISION, "label": _plain(texts.BATCH_DECISION),
+        "type": "input", "block_id": BLOCK_DECISION, "label": plain_text(texts.BATCH_DECISION),
         "element": {"type": "radio_buttons", "action_id": ACTION_DECISION, "options": [
-            {"text": _plain(texts.BATCH_APPROVE), "value": "approve"},
-            {"text": _plain(texts.BATCH_DENY), "value": "deny"}]},
+            {"text": plain_text(texts.BATCH_APPROVE), "value": "approve"},
+            {"text": plain_text(texts.BATCH_DENY), "value": "deny"}]},
     })
     metadata = json.dumps({"workflow": workflow, "step": step,
                            "where": group.get("where") or "command"}, separators=(",", ":"))
     return {"type": "modal", "callback_id": CALLBACK_BATCH, "private_metadata": metadata,
-            "title": _plain(texts.BATCH_TITLE), "submit": _plain(texts.BATCH_SUBMIT),
-            "close": _plain(texts.MODAL_CLOSE), "blocks": blocks}
+            "title": plain_text(texts.BATCH_TITLE), "submit": plain_text(texts.BATCH_SUBMIT),
+            "close": plain_text(texts.MODAL_CLOSE), "blocks": blocks}
 
 
 def _option(item: PendingItem, now: datetime) -> dict[str, Any]:
@@ -232,31 +218,25 @@ def _option(item: PendingItem, now: datetime) -> dict[str, Any]:
     facts = [texts.waiting_for(waited)]
     if review.levels > 1:
         facts.append(texts.level_of(review.level, review.levels))
-    return {"text": _plain(truncate_plain(item.title, 75)),
-            "description": _plain(truncate_plain(" · ".join(facts), 75)),
+    return {"text": plain_text(truncate_plain(item.title, 75)),
+            "description": plain_text(truncate_plain(" · ".join(facts), 75)),
             "value": review.execution_id}
 
 
 def results_modal(outcomes: Sequence[BatchOutcome]) -> dict[str, Any]:
     """What the form turns into: how many were recorded, then each review's line."""
     recorded = sum(1 for o in outcomes if o.recorded)
-    blocks = [_section(f"*{texts.batch_summary(recorded, len(outcomes) - recorded)}*")]
+    blocks = [section_block(f"*{texts.batch_summary(recorded, len(outcomes) - recorded)}*")]
     chunk: list[str] = []
     for outcome in outcomes:
         line = truncate_mrkdwn(outcome.line, 1000)
         if chunk and sum(len(c) + 1 for c in chunk) + len(line) > SECTION_LIMIT:
-            blocks.append(_section("\n".join(chunk)))
+            blocks.append(section_block("\n".join(chunk)))
             chunk = []
         chunk.append(line)
     if chunk:
-        blocks.append(_section("\n".join(chunk)))
-    return {"type": "modal", "title": _plain(texts.BATCH_DONE_TITLE),
-            "close": _plain(texts.MODAL_DONE), "blocks": blocks}
+        blocks.append(section_block("\n".join(chunk)))
+    return {"type": "modal", "title": plain_text(texts.BATCH_DONE_TITLE),
+            "close": plain_text(texts.MODAL_DONE), "blocks": blocks}
 
 
-def _plain(text: str) -> dict[str, Any]:
-    return {"type": "plain_text", "text": text}
-
-
-def _section(text: str) -> dict[str, Any]:
-    return {"type": "section", "text": {"type": "mrkdwn", "text": text}}

@@ -23,6 +23,14 @@ from datetime import datetime
 from typing import Any
 
 from bot import texts
+from bot.block_kit import (
+    HEADER_LIMIT,
+    SECTION_LIMIT,
+    context_block,
+    header_block,
+    plain_text,
+    section_block,
+)
 from bot.forms import (
     ReviewRef,
     asks_more_than_decision,
@@ -66,8 +74,6 @@ MAX_EVIDENCE_BLOCKS = 40  # the truncation marker included
 # in all (msg_blocks_too_long, undocumented: slackapi/bolt-js#2509 and #2867), so the
 # evidence gets a budget that leaves room for the header, context and buttons.
 EVIDENCE_BUDGET = 10_000
-SECTION_LIMIT = 3000
-HEADER_LIMIT = 150
 BUTTON_TEXT_LIMIT = 75
 BUTTON_VALUE_LIMIT = 2000
 OPTION_VALUE_LIMIT = 150
@@ -98,7 +104,7 @@ class ReviewContext:
 def review_message(review: ReviewRequest, *, context: ReviewContext) -> dict[str, Any]:
     """The message asking for a decision: ``{"text": fallback, "blocks": [...]}``."""
     title, evidence = split_message(review)
-    blocks = [_header(title), *evidence_blocks(evidence, review.execution_id),
+    blocks = [header_block(title), *evidence_blocks(evidence, review.execution_id),
               _context(review, context), _actions(review, context)]
     return {"text": truncate_mrkdwn(escape_mrkdwn(title), FALLBACK_LIMIT), "blocks": blocks}
 
@@ -116,10 +122,6 @@ def split_message(review: ReviewRequest) -> tuple[str, str]:
     return title, ""
 
 
-def _header(title: str) -> dict[str, Any]:
-    return {"type": "header", "text": _plain(truncate_plain(title, HEADER_LIMIT))}
-
-
 def evidence_blocks(markdown: str, execution_id: str, *, budget: int = EVIDENCE_BUDGET,
                     max_blocks: int = MAX_EVIDENCE_BLOCKS) -> list[dict[str, Any]]:
     """Markdown as mrkdwn sections; cut, with a marker, past ``budget`` characters."""
@@ -128,7 +130,7 @@ def evidence_blocks(markdown: str, execution_id: str, *, budget: int = EVIDENCE_
     sections = _pack(pieces, SECTION_LIMIT)
     total = sum(len(s) for s in sections)
     if total <= budget and len(sections) <= max_blocks:
-        return [_section(s) for s in sections]
+        return [section_block(s) for s in sections]
     kept: list[str] = []
     used = 0
     for section in sections:
@@ -144,7 +146,7 @@ def evidence_blocks(markdown: str, execution_id: str, *, budget: int = EVIDENCE_
         kept.append(section)
         used += len(section)
     marker = texts.truncated(max(total - used, 1), escape_mrkdwn(execution_id))
-    return [*(_section(s) for s in kept), _section(marker)]
+    return [*(section_block(s) for s in kept), section_block(marker)]
 
 
 def _split_chunk(chunk: str, limit: int) -> list[str]:
@@ -208,8 +210,7 @@ def _context(review: ReviewRequest, context: ReviewContext) -> dict[str, Any]:
         who = [_actor(Actor.from_json(a.get("actor") or {"id": "?"})) for a in review.approvals]
         lines.append(texts.quorum_progress(len(review.approvals), review.approvals_required,
                                            ", ".join(who[:MAX_APPROVERS_SHOWN])))
-    return {"type": "context", "elements": [_mrkdwn(truncate_mrkdwn(line, SECTION_LIMIT))
-                                            for line in lines]}
+    return context_block(*lines)
 
 
 def _actions(review: ReviewRequest, context: ReviewContext) -> dict[str, Any]:
@@ -218,20 +219,8 @@ def _actions(review: ReviewRequest, context: ReviewContext) -> dict[str, Any]:
         raise ValueError(f"execution id and step of {review.execution_id} are too long for Slack")
     buttons = []
     if offers_decision(review):
-        approve, deny = texts.APPROVE, texts.DENY
-        if review.step_type == "waitForApproval":
-            approve, deny = review.approve_label, review.reject_label
         decide = ReviewRef.of(review, one_click=only_decision_required(review)).encode()
-        buttons.append(button(approve, ACTION_APPROVE, decide, style="primary"))
-        confirm = {
-            "title": _plain(texts.DENY_CONFIRM_TITLE),
-            "text": _plain(truncate_plain(texts.deny_confirm_text(deny, decision_line(review)),
-                                          300)),
-            "confirm": _plain(truncate_plain(deny, 30)),
-            "deny": _plain(texts.DENY_CONFIRM_NO),
-            "style": "danger",
-        }
-        buttons.append(button(deny, ACTION_DENY, decide, style="danger", confirm=confirm))
+        buttons.extend(decision_buttons(review, decide, decision_line(review)))
     if _can_escalate(review, context.level):
         buttons.append(button(texts.ESCALATE, ACTION_ESCALATE, value))
     if asks_more_than_decision(review):
@@ -239,10 +228,31 @@ def _actions(review: ReviewRequest, context: ReviewContext) -> dict[str, Any]:
     if review.approvers:  # with nobody named, anyone who sees it may decide already
         if len(value) <= OPTION_VALUE_LIMIT:
             buttons.append({"type": "overflow", "action_id": ACTION_REASSIGN,
-                            "options": [{"text": _plain(texts.REASSIGN), "value": value}]})
+                            "options": [{"text": plain_text(texts.REASSIGN), "value": value}]})
         else:  # an overflow option's value is short; a button's holds any reference
             buttons.append(button(texts.REASSIGN, ACTION_REASSIGN, value))
     return {"type": "actions", "block_id": ACTIONS_BLOCK_ID, "elements": buttons}
+
+
+def decision_buttons(review: ReviewRequest, value: str, title: str) -> list[dict[str, Any]]:
+    """Approve, and Deny behind a confirm dialog naming ``title``, both carrying ``value``."""
+    approve, deny = decision_labels(review)
+    confirm = {
+        "title": plain_text(texts.DENY_CONFIRM_TITLE),
+        "text": plain_text(truncate_plain(texts.deny_confirm_text(deny, title), 300)),
+        "confirm": plain_text(truncate_plain(deny, 30)),
+        "deny": plain_text(texts.DENY_CONFIRM_NO),
+        "style": "danger",
+    }
+    return [button(approve, ACTION_APPROVE, value, style="primary"),
+            button(deny, ACTION_DENY, value, style="danger", confirm=confirm)]
+
+
+def decision_labels(review: ReviewRequest) -> tuple[str, str]:
+    """What Approve and Deny say: a waitForApproval's own labels, else a form's yes and no."""
+    if review.step_type == "waitForApproval":
+        return review.approve_label, review.reject_label
+    return texts.APPROVE, texts.DENY
 
 
 def _can_escalate(review: ReviewRequest, level: int) -> bool:
@@ -253,7 +263,7 @@ def _can_escalate(review: ReviewRequest, level: int) -> bool:
 def button(text: str, action_id: str, value: str, *, style: str | None = None,
             confirm: dict[str, Any] | None = None) -> dict[str, Any]:
     button: dict[str, Any] = {"type": "button", "action_id": action_id,
-                              "text": _plain(truncate_plain(text, BUTTON_TEXT_LIMIT)),
+                              "text": plain_text(truncate_plain(text, BUTTON_TEXT_LIMIT)),
                               "value": value}
     if style:
         button["style"] = style
@@ -272,14 +282,14 @@ def decided_message(review: ReviewRequest, closed: ReviewClosed) -> dict[str, An
     outcome = line
     if closed.reason:
         outcome += "\n" + texts.closed_reason(escape_mrkdwn(closed.reason))
-    blocks = [_header(title), *evidence_blocks(evidence, review.execution_id),
-              _section(truncate_mrkdwn(outcome, SECTION_LIMIT))]
+    blocks = [header_block(title), *evidence_blocks(evidence, review.execution_id),
+              section_block(outcome)]
     answer = _answer_text(review, closed)
     if answer:
-        blocks.append(_section(truncate_mrkdwn(answer, SECTION_LIMIT)))
-    run = texts.context_run(escape_mrkdwn(review.workflow), escape_mrkdwn(review.execution_id),
-                            escape_mrkdwn(review.step))
-    blocks.append({"type": "context", "elements": [_mrkdwn(truncate_mrkdwn(run, SECTION_LIMIT))]})
+        blocks.append(section_block(answer))
+    blocks.append(context_block(texts.context_run(
+        escape_mrkdwn(review.workflow), escape_mrkdwn(review.execution_id),
+        escape_mrkdwn(review.step))))
     fallback = escape_mrkdwn(texts.closed_fallback(label, title))
     return {"text": truncate_mrkdwn(fallback, FALLBACK_LIMIT), "blocks": blocks}
 
@@ -356,18 +366,6 @@ def _answer_value(value: Any, picker: str) -> str:
     return escape_mrkdwn(str(value))
 
 
-def _plain(text: str) -> dict[str, Any]:
-    return {"type": "plain_text", "text": text}
-
-
-def _mrkdwn(text: str) -> dict[str, Any]:
-    return {"type": "mrkdwn", "text": text}
-
-
-def _section(text: str) -> dict[str, Any]:
-    return {"type": "section", "text": _mrkdwn(text)}
-
-
 # -- replies ---------------------------------------------------------------------------------
 
 
@@ -380,9 +378,9 @@ def notice_modal(mrkdwn: str) -> dict[str, Any]:
     """What a modal turns into when its answer cannot count (closed review, refused reviewer)."""
     return {
         "type": "modal",
-        "title": _plain(texts.MODAL_CLOSED_TITLE),
-        "close": _plain(texts.MODAL_DONE),
-        "blocks": [_section(truncate_mrkdwn(mrkdwn, SECTION_LIMIT))],
+        "title": plain_text(texts.MODAL_CLOSED_TITLE),
+        "close": plain_text(texts.MODAL_DONE),
+        "blocks": [section_block(mrkdwn)],
     }
 
 
@@ -395,8 +393,9 @@ def escalate_modal(review: ReviewRequest, next_approvers: tuple[str, ...]) -> di
     who = ", ".join(mention_approver(a) for a in next_approvers[:MAX_APPROVERS_SHOWN])
     prompt = texts.escalate_prompt(escape_mrkdwn(decision_line(review)), number,
                                    max(review.levels, number), who)
-    reason = {"type": "input", "block_id": REASON_BLOCK, "label": _plain(texts.ESCALATE_REASON_LABEL),
-              "hint": _plain(texts.ESCALATE_REASON_HINT),
+    reason = {"type": "input", "block_id": REASON_BLOCK,
+              "label": plain_text(texts.ESCALATE_REASON_LABEL),
+              "hint": plain_text(texts.ESCALATE_REASON_HINT),
               "element": {"type": "plain_text_input", "action_id": INPUT_ACTION,
                           "multiline": True, "max_length": REASON_LIMIT}}
     return _action_modal(review, CALLBACK_ESCALATE, texts.ESCALATE_TITLE, texts.ESCALATE,
@@ -406,7 +405,8 @@ def escalate_modal(review: ReviewRequest, next_approvers: tuple[str, ...]) -> di
 def reassign_modal(review: ReviewRequest) -> dict[str, Any]:
     """Asks who else should decide a review, at its current level."""
     prompt = texts.reassign_prompt(escape_mrkdwn(decision_line(review)))
-    picker = {"type": "input", "block_id": APPROVER_BLOCK, "label": _plain(texts.REASSIGN_LABEL),
+    picker = {"type": "input", "block_id": APPROVER_BLOCK,
+              "label": plain_text(texts.REASSIGN_LABEL),
               "element": {"type": "users_select", "action_id": INPUT_ACTION}}
     return _action_modal(review, CALLBACK_REASSIGN, texts.REASSIGN_TITLE, texts.REASSIGN_SUBMIT,
                          prompt, picker)
@@ -418,14 +418,14 @@ def _action_modal(review: ReviewRequest, callback_id: str, title: str, submit: s
         "type": "modal",
         "callback_id": callback_id,
         "private_metadata": ReviewRef.of(review).encode(),
-        "title": _plain(title),
-        "submit": _plain(submit),
-        "close": _plain(texts.MODAL_CLOSE),
-        "blocks": [_section(truncate_mrkdwn(prompt, SECTION_LIMIT)), field],
+        "title": plain_text(title),
+        "submit": plain_text(submit),
+        "close": plain_text(texts.MODAL_CLOSE),
+        "blocks": [section_block(prompt), field],
     }
 
 
 def thread_note(mrkdwn: str) -> dict[str, Any]:
     """A short message (a thread reply, a reminder DM) from one of :mod:`bot.texts`'s sentences."""
     text = truncate_mrkdwn(mrkdwn, SECTION_LIMIT)
-    return {"text": text, "blocks": [_section(text)]}
+    return {"text": text, "blocks": [section_block(text)]}

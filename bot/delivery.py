@@ -85,12 +85,6 @@ class Delivery:
     def same_review(self, review: ReviewRequest) -> bool:
         return self.step == review.step and self.since == iso(review.created_at)
 
-    def deciders(self, allow_self_approval: bool) -> tuple[str, ...]:
-        """The resolved approvers who may decide: the requester only with self-approval."""
-        if self.requester is None or allow_self_approval:
-            return self.approvers
-        return tuple(u for u in self.approvers if u != self.requester)
-
 
 def new_delivery(review: ReviewRequest, directory: Directory) -> Delivery:
     """A review's delivery before anything is posted: its approvers and requester resolved."""
@@ -112,6 +106,44 @@ def widened(delivery: Delivery, entries: tuple[str, ...], directory: Directory) 
     return replace(delivery, approvers=escalation.merged(delivery.approvers, resolved.user_ids),
                    shown=escalation.merged(delivery.shown, resolved.shown),
                    sources=escalation.merged(delivery.sources, missing))
+
+
+def current_delivery(review: ReviewRequest, stored: Delivery | None,
+                     directory: Directory) -> Delivery:
+    """``review``'s delivery record (``stored``, as loaded), its approvers as the review
+    names them now."""
+    if stored is None or not stored.same_review(review):
+        # Not recorded yet (the record is written right after each post): resolve as the
+        # post job does, from the same cache.
+        return new_delivery(review, directory)
+    # Approvers added by an escalation or a reassignment may act at once, before the job
+    # that tells Slack about them has run.
+    return widened(stored, review.approvers, directory)
+
+
+def refusal(engine: Engine, review: ReviewRequest, user_id: str,
+            delivery: Delivery) -> str | None:
+    """Why ``user_id`` may not act on ``review``, in a reviewer's words; None when they may.
+    The engine decides, given who may decide as ``delivery`` resolved them."""
+    reason = engine.refusal(review, user_id, approvers=delivery.approvers,
+                            restricted=delivery.restricted, requester=delivery.requester)
+    return texts.REFUSALS[reason] if reason is not None else None
+
+
+def permalink(client: WebClient, post: Post) -> str | None:
+    """A link to the message ``post``; None (logged) when Slack will not give one."""
+    try:
+        found = client.chat_getPermalink(channel=post.channel, message_ts=post.ts)
+    except SlackApiError as exc:
+        log.warning("no permalink for %s/%s: %s", post.channel, post.ts,
+                    exc.response.get("error"))
+        return None
+    return str(found["permalink"])
+
+
+def deciders(engine: Engine, review: ReviewRequest, delivery: Delivery) -> tuple[str, ...]:
+    """The approvers ``delivery`` resolved who may decide ``review``, as the engine says."""
+    return engine.deciders(review, approvers=delivery.approvers, requester=delivery.requester)
 
 
 def annotation_key(step: str) -> str:
@@ -171,26 +203,22 @@ def closed_from_state(engine: Engine, state: ExecutionState, step: str,
     if (state.status is ExecutionStatus.WAITING_FOR_INPUT and waiting is not None
             and waiting.step == step and since in (None, waiting.since)):
         return None
-    decisions = [d for d in state.decisions.values() if d.step == step]
-    if decisions:
-        # The decision on that instance: the first after it started waiting; else the last.
+    # How each instance of the step ended (more than one inside a foreach): decided, or
+    # failed once its timeout passed (``on-timeout: fail`` or ``continue``).
+    ended = [ReviewClosed(execution_id=state.id, workflow=state.workflow, step=step,
+                          outcome=d.outcome, actor=Actor.from_json(d.actor),
+                          at=_moment(d.at, state), input=d.input)
+             for d in state.decisions.values() if d.step == step]
+    ended += [ReviewClosed(execution_id=state.id, workflow=state.workflow, step=step,
+                           outcome="timed_out", actor=SYSTEM_TIMEOUT,
+                           at=_moment(r.finished_at, state), reason=r.error or "")
+              for path, r in state.results.items()
+              if r.status is StepStatus.FAILED and _instance_of(path, step)]
+    if ended:
+        # The instance that started waiting at ``since`` ended first after it; else the last.
         start = parse_iso(since) if since else None
-        after = [d for d in decisions if start is not None and (parse_iso(d.at) or start) >= start]
-        decision = (min(after, key=lambda d: parse_iso(d.at) or start) if after and start
-                    else max(decisions, key=lambda d: d.at))
-        at = parse_iso(decision.at)
-        assert at is not None
-        return ReviewClosed(execution_id=state.id, workflow=state.workflow, step=step,
-                            outcome=decision.outcome, actor=Actor.from_json(decision.actor),
-                            at=at, input=decision.input)
-    result = next((r for path, r in state.results.items()
-                   if path == step or path.startswith(f"{step}[")), None)
-    if result is not None and result.status is StepStatus.FAILED:
-        return ReviewClosed(execution_id=state.id, workflow=state.workflow, step=step,
-                            outcome="timed_out", actor=SYSTEM_TIMEOUT,
-                            at=parse_iso(result.finished_at) or parse_iso(state.started_at)
-                            or datetime.now().astimezone(),
-                            reason=result.error or "")
+        after = [c for c in ended if start is not None and c.at >= start]
+        return min(after, key=lambda c: c.at) if after else max(ended, key=lambda c: c.at)
     if state.status in (ExecutionStatus.CANCELLED, ExecutionStatus.TIMED_OUT):
         outcome = "cancelled" if state.status is ExecutionStatus.CANCELLED else "timed_out"
         actor = SYSTEM_TIMEOUT
@@ -205,6 +233,16 @@ def closed_from_state(engine: Engine, state: ExecutionState, step: str,
         return ReviewClosed(execution_id=state.id, workflow=state.workflow, step=step,
                             outcome=outcome, actor=actor, at=at, reason=state.error or "")
     return None
+
+
+def _instance_of(path: str, step: str) -> bool:
+    """Whether ``path`` names an instance of ``step``: itself, or inside a foreach
+    (``hosts[0].review``); step names are unique in a workflow."""
+    return path == step or path.endswith(f".{step}")
+
+
+def _moment(at: str | None, state: ExecutionState) -> datetime:
+    return parse_iso(at) or parse_iso(state.started_at) or datetime.now().astimezone()
 
 
 # -- posting -----------------------------------------------------------------------------------
@@ -270,9 +308,9 @@ class Deliverer:
 
     def share_audience(self, review: ReviewRequest, delivery: Delivery) -> None:
         """Tell the engine who may decide, so the review is listed for each of them."""
-        deciders = delivery.deciders(review.allow_self_approval)
-        if deciders:
-            self.engine.set_review_audience(review.execution_id, review.step, deciders)
+        audience = deciders(self.engine, review, delivery)
+        if audience:
+            self.engine.set_review_audience(review.execution_id, review.step, audience)
 
     def open_dm(self, user_id: str) -> str:
         return str(self.client.conversations_open(users=user_id)["channel"]["id"])

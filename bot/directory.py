@@ -10,7 +10,6 @@ import json
 import logging
 import re
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 from slack_sdk import WebClient
 from slack_sdk.errors import SlackApiError
@@ -18,9 +17,6 @@ from slack_sdk.errors import SlackApiError
 from bot import keys
 from bot.mrkdwn import is_user_id
 from engine.state.store import Store
-
-if TYPE_CHECKING:
-    import redis
 
 log = logging.getLogger(__name__)
 
@@ -50,10 +46,9 @@ class ResolvedApprovers:
 class Directory:
     """Slack's directory behind a cache in the engine's store."""
 
-    def __init__(self, client: WebClient, store: Store | redis.Redis, ttl: int = 3600) -> None:
+    def __init__(self, client: WebClient, store: Store, ttl: int = 3600) -> None:
         self.client = client
-        # A Redis client is taken (and wrapped) until every caller passes engine.store.
-        self.store = store if isinstance(store, Store) else Store(store)
+        self.store = store
         self.ttl = ttl
 
     def display_name(self, user_id: str, fallback: str = "") -> str:

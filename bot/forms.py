@@ -38,7 +38,8 @@ from typing import Any
 from jsonschema.exceptions import ValidationError
 
 from bot import texts
-from bot.mrkdwn import escape_mrkdwn, markdown_to_plain, truncate_mrkdwn, truncate_plain
+from bot.block_kit import plain_text, section_block
+from bot.mrkdwn import escape_mrkdwn, markdown_to_plain, truncate_plain
 from engine.definition.answer_schema import answer_errors
 from engine.notify import ReviewRequest
 from engine.state.execution import iso
@@ -265,7 +266,7 @@ def modal_for(review: ReviewRequest, *, preset_decision: bool | None,
     metadata = ReviewRef.of(review).encode()
     if len(metadata) > 3000:
         raise ValueError(f"execution id and step of {review.execution_id} are too long for Slack")
-    blocks: list[dict[str, Any]] = [_section(f"*{escape_mrkdwn(decision_line(review))}*")]
+    blocks: list[dict[str, Any]] = [section_block(f"*{escape_mrkdwn(decision_line(review))}*")]
     for field in _fields(review.schema):
         initial = field.schema.get("default", _MISSING)
         if field.name == review.decision_field and preset_decision is not None:
@@ -274,20 +275,12 @@ def modal_for(review: ReviewRequest, *, preset_decision: bool | None,
     return {
         "type": "modal",
         "callback_id": callback_id,
-        "title": _plain(truncate_plain(f"{texts.MODAL_TITLE} {review.step}", 24)),
-        "submit": _plain(texts.MODAL_SUBMIT),
-        "close": _plain(texts.MODAL_CLOSE),
+        "title": plain_text(truncate_plain(f"{texts.MODAL_TITLE} {review.step}", 24)),
+        "submit": plain_text(texts.MODAL_SUBMIT),
+        "close": plain_text(texts.MODAL_CLOSE),
         "private_metadata": metadata,
         "blocks": blocks,
     }
-
-
-def _plain(text: str) -> dict[str, Any]:
-    return {"type": "plain_text", "text": text}
-
-
-def _section(mrkdwn: str) -> dict[str, Any]:
-    return {"type": "section", "text": {"type": "mrkdwn", "text": truncate_mrkdwn(mrkdwn, 3000)}}
 
 
 def _input_block(field: _Field, initial: Any) -> dict[str, Any]:
@@ -296,13 +289,13 @@ def _input_block(field: _Field, initial: Any) -> dict[str, Any]:
     block: dict[str, Any] = {
         "type": "input",
         "block_id": field.name,
-        "label": _plain(truncate_plain(label, 2000)),
+        "label": plain_text(truncate_plain(label, 2000)),
         "element": _element(field, initial),
         "optional": not field.required,
     }
     description = str(prop.get("description") or "").strip()
     if description:
-        block["hint"] = _plain(truncate_plain(description, 2000))
+        block["hint"] = plain_text(truncate_plain(description, 2000))
     return block
 
 
@@ -311,7 +304,7 @@ def _option_value(value: Any) -> str:
 
 
 def _option(text: str, value: str) -> dict[str, Any]:
-    return {"text": _plain(truncate_plain(text, 75)), "value": value}
+    return {"text": plain_text(truncate_plain(text, 75)), "value": value}
 
 
 def _enum_option(value: Any) -> dict[str, Any]:

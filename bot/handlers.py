@@ -1,10 +1,10 @@
 """What happens when a reviewer clicks a review's buttons or submits one of its modals.
 
-Each listener acks first and then does only Redis work (read the review, check
-who may decide, record the decision through the engine) plus, for a modal, the
-``views.open`` that must use the click's trigger_id within 3 seconds. Anything
+Each listener acks first and then does only Redis work (read the review, ask the
+engine who may decide, record the decision through the engine) plus, for a modal,
+the ``views.open`` that must use the click's trigger_id within 3 seconds. Anything
 else said to the reviewer (an ephemeral refusal, "already decided by …") and the
-rewrite of the review message go through RQ jobs on the ``slack`` queue.
+rewrite of the review message are jobs on the ``slack`` queue (:mod:`bot.outbox`).
 
 A modal's answer is checked before the ack, because its errors travel in the
 ack (``response_action: errors``). Escalate… and Reassign… open small modals of
@@ -19,7 +19,6 @@ from dataclasses import dataclass
 from functools import partial
 from typing import Any
 
-from rq import Queue
 from slack_sdk import WebClient
 from slack_sdk.errors import SlackApiError
 
@@ -39,12 +38,11 @@ from bot.blocks import (
 from bot.delivery import (
     Delivery,
     closed_review_text,
+    current_delivery,
     load_delivery,
-    new_delivery,
-    widened,
+    refusal,
 )
 from bot.directory import Directory
-from bot.eligibility import reassign_refusal, refusal
 from bot.forms import (
     ReviewRef,
     modal_for,
@@ -52,8 +50,8 @@ from bot.forms import (
     validation_errors,
     values_from_state,
 )
-from bot.jobs import enqueue_reply
 from bot.mrkdwn import truncate_plain
+from bot.outbox import Outbox
 from engine.errors import AlreadyDecided, CannotEscalate, ExecutionNotFound, InputInvalid, NotWaiting
 from engine.notify import Actor, ReviewRequest
 from engine.run import escalation
@@ -62,6 +60,7 @@ from engine.run.engine import Engine
 log = logging.getLogger(__name__)
 
 CALLBACK_SUBMIT = "signoff.submit"
+DECIDE_CLICK = "bot.jobs.decide_click"  # records a one-click decision, handed in to a worker
 MAX_ERROR_LENGTH = 150
 
 Ack = Callable[..., Any]
@@ -89,6 +88,11 @@ class Reviewer:
                    channel=channel, message_ts=container.get("message_ts"),
                    ephemeral=bool(container.get("is_ephemeral")))
 
+    def actor(self, directory: Directory) -> Actor:
+        """Who this is in the audit trail, by the name Slack shows for them."""
+        name = directory.display_name(self.user_id, fallback=self.username)
+        return Actor(id=self.user_id, name=name, source="slack", team=self.team_id)
+
     def to_json(self) -> dict[str, Any]:
         # Spelled out: dataclasses.asdict deep-copies, a tenth of a click's short path.
         return {"user_id": self.user_id, "username": self.username, "team_id": self.team_id,
@@ -103,11 +107,11 @@ class Reviewer:
 class ReviewListeners:
     """The Bolt listeners for review buttons and modals, over one engine."""
 
-    def __init__(self, engine: Engine, directory: Directory, replies: Queue,
+    def __init__(self, engine: Engine, directory: Directory,
                  advance: Callable[[str], Any] | None = None) -> None:
         self.engine = engine
         self.directory = directory
-        self.replies = replies
+        self.outbox = Outbox(engine.scheduler)
         # In a worker, a decided run continues right here instead of in another job (the
         # message is rewritten by a job on the slack queue, after the decisions waiting).
         self.advance = advance
@@ -145,7 +149,7 @@ class ReviewListeners:
             return None
         try:
             result = self.engine.resume(review.execution_id, {review.decision_field: approved},
-                                        self._actor(reviewer), step=review.step,
+                                        reviewer.actor(self.directory), step=review.step,
                                         advance=self.advance is None)
         except (AlreadyDecided, NotWaiting, ExecutionNotFound):
             self._reply_closed(reviewer, review.execution_id, review.step)
@@ -159,22 +163,18 @@ class ReviewListeners:
 
     def respond(self, ack: Ack, body: dict[str, Any], client: WebClient) -> None:
         ack()
-        found = self._clicked_review(body)
+        found = self._clicked_by_decider(body)
         if found is None:
             return
-        reviewer, review, stored = found
-        if self._refused(reviewer, review, stored):
-            return
+        _, review = found
         self._open_modal(client, body, review, None)
 
     def escalate(self, ack: Ack, body: dict[str, Any], client: WebClient) -> None:
         ack()
-        found = self._clicked_review(body)
+        found = self._clicked_by_decider(body, record=False)
         if found is None:
             return
-        reviewer, review, stored = found
-        if self._refused(reviewer, review, stored, record=False):
-            return
+        reviewer, review = found
         levels = escalation.levels(review.options)
         if review.level + 1 >= len(levels):
             self._reply(reviewer, ephemeral_text(
@@ -197,12 +197,10 @@ class ReviewListeners:
         self._open_view(client, body, review, reassign_modal(review))
 
     def _decide(self, body: dict[str, Any], client: WebClient, *, approved: bool) -> None:
-        found = self._clicked_review(body)
+        found = self._clicked_by_decider(body)
         if found is None:
             return
-        reviewer, review, stored = found
-        if self._refused(reviewer, review, stored):
-            return
+        reviewer, review = found
         if approved and self._already_counted(reviewer, review):
             return
         if not only_decision_required(review):
@@ -210,7 +208,7 @@ class ReviewListeners:
             return
         try:
             self.engine.resume(review.execution_id, {review.decision_field: approved},
-                               self._actor(reviewer), step=review.step)
+                               reviewer.actor(self.directory), step=review.step)
         except (AlreadyDecided, NotWaiting, ExecutionNotFound):
             self._reply_closed(reviewer, review.execution_id, review.step)
         except InputInvalid:
@@ -227,6 +225,18 @@ class ReviewListeners:
         reviewer = Reviewer.from_body(body)
         found = self._review_clicked(reviewer, ref)
         return (reviewer, *found) if found is not None else None
+
+    def _clicked_by_decider(self, body: Mapping[str, Any], *, record: bool = True
+                            ) -> tuple[Reviewer, ReviewRequest] | None:
+        """The reviewer and the review they clicked, or None after telling them it is closed
+        or that they may not act on it (``record``: the audit trail keeps the refusal)."""
+        found = self._clicked_review(body)
+        if found is None:
+            return None
+        reviewer, review, stored = found
+        if self._refused(reviewer, review, stored, record=record):
+            return None
+        return reviewer, review
 
     def _review_clicked(self, reviewer: Reviewer, ref: ReviewRef
                         ) -> tuple[ReviewRequest, Delivery | None] | None:
@@ -277,7 +287,7 @@ class ReviewListeners:
             return
         reason = self._refusal(reviewer.user_id, review, self._stored(review))
         if reason is not None:
-            self.engine.record_refusal(review.execution_id, self._actor(reviewer), reason)
+            self.engine.record_refusal(review.execution_id, reviewer.actor(self.directory), reason)
             ack(response_action="update",
                 view=notice_modal(ephemeral_not_allowed(reason)["text"]))
             return
@@ -286,7 +296,7 @@ class ReviewListeners:
                 len(review.approvals), review.approvals_required)))
             return
         try:
-            self.engine.resume(review.execution_id, answer, self._actor(reviewer),
+            self.engine.resume(review.execution_id, answer, reviewer.actor(self.directory),
                                step=review.step)
         except (AlreadyDecided, NotWaiting, ExecutionNotFound):
             self._ack_closed(ack, ref.execution_id, ref.step, ref.since)
@@ -302,12 +312,11 @@ class ReviewListeners:
         if found is None:
             return
         reviewer, review = found
-        reason = str(_input(view, REASON_BLOCK).get("value") or "").strip()
-        if not reason:
-            ack(response_action="errors", errors={REASON_BLOCK: texts.ERROR_REASON_REQUIRED})
+        reason = _required_input(ack, view, REASON_BLOCK, "value", texts.ERROR_REASON_REQUIRED)
+        if reason is None:
             return
         try:
-            self.engine.escalate(review.execution_id, self._actor(reviewer), reason,
+            self.engine.escalate(review.execution_id, reviewer.actor(self.directory), reason,
                                  step=review.step)
         except CannotEscalate:
             ack(response_action="errors", errors={REASON_BLOCK: texts.NO_FURTHER_LEVEL})
@@ -321,18 +330,17 @@ class ReviewListeners:
         if found is None:
             return
         reviewer, review = found
-        chosen = str(_input(view, APPROVER_BLOCK).get("selected_user") or "")
-        if not chosen:
-            ack(response_action="errors", errors={APPROVER_BLOCK: texts.ERROR_REQUIRED})
+        chosen = _required_input(ack, view, APPROVER_BLOCK, "selected_user", texts.ERROR_REQUIRED)
+        if chosen is None:
             return
-        delivery = self._delivery(review, self._stored(review))
-        why = reassign_refusal(chosen, approvers=delivery.approvers, requester=delivery.requester,
-                               allow_self_approval=review.allow_self_approval)
+        delivery = current_delivery(review, self._stored(review), self.directory)
+        why = self.engine.reassign_refusal(review, chosen, approvers=delivery.approvers,
+                                           requester=delivery.requester)
         if why is not None:
-            ack(response_action="errors", errors={APPROVER_BLOCK: why})
+            ack(response_action="errors", errors={APPROVER_BLOCK: texts.REFUSALS[why]})
             return
         try:
-            self.engine.reassign(review.execution_id, self._actor(reviewer), chosen,
+            self.engine.reassign(review.execution_id, reviewer.actor(self.directory), chosen,
                                  step=review.step)
         except (AlreadyDecided, NotWaiting, ExecutionNotFound):
             self._ack_closed(ack, review.execution_id, review.step)
@@ -368,30 +376,17 @@ class ReviewListeners:
         if reason is None:
             return False
         if record:  # the audit trail keeps refused decisions
-            self.engine.record_refusal(review.execution_id, self._actor(reviewer), reason)
+            self.engine.record_refusal(review.execution_id, reviewer.actor(self.directory), reason)
         self._reply(reviewer, ephemeral_not_allowed(reason))
         return True
 
     def _refusal(self, user_id: str, review: ReviewRequest,
                  stored: Delivery | None) -> str | None:
-        delivery = self._delivery(review, stored)
-        return refusal(user_id, approvers=delivery.approvers, restricted=delivery.restricted,
-                       requester=delivery.requester,
-                       allow_self_approval=review.allow_self_approval)
+        return refusal(self.engine, review, user_id,
+                       current_delivery(review, stored, self.directory))
 
     def _stored(self, review: ReviewRequest) -> Delivery | None:
         return load_delivery(self.engine, review.execution_id, review.step)
-
-    def _delivery(self, review: ReviewRequest, stored: Delivery | None) -> Delivery:
-        """The review's delivery record (``stored``, as loaded), its approvers as the
-        review names them now."""
-        if stored is None or not stored.same_review(review):
-            # Not recorded yet (the record is written right after each post): resolve as
-            # the post job does, from the same cache.
-            return new_delivery(review, self.directory)
-        # Approvers added by an escalation or a reassignment may decide at once, before
-        # the job that tells Slack about them has run.
-        return widened(stored, review.approvers, self.directory)
 
     def _counted(self, reviewer: Reviewer, review: ReviewRequest) -> bool:
         return (review.approvals_required > 1
@@ -404,10 +399,6 @@ class ReviewListeners:
         self._reply(reviewer, ephemeral_text(texts.approval_already_counted(
             len(review.approvals), review.approvals_required)))
         return True
-
-    def _actor(self, reviewer: Reviewer) -> Actor:
-        name = self.directory.display_name(reviewer.user_id, fallback=reviewer.username)
-        return Actor(id=reviewer.user_id, name=name, source="slack", team=reviewer.team_id)
 
     # -- replies -------------------------------------------------------------------------------
 
@@ -435,14 +426,14 @@ class ReviewListeners:
         if reviewer.channel is None:
             log.warning("no channel to answer %s in", reviewer.user_id)
             return
-        enqueue_reply(self.replies, reviewer.channel, reviewer.user_id, message)
+        self.outbox.reply(reviewer.channel, reviewer.user_id, message)
 
 
 def hand_to_worker(engine: Engine, body: Mapping[str, Any], ref: ReviewRef, *,
                    approved: bool) -> None:
     """Hand a one-click decision to a worker (``bot.jobs.decide_click``, by the inbox)."""
-    engine.scheduler.hand_in("bot.jobs.decide_click", Reviewer.from_body(body).to_json(),
-                             ref.encode(), approved)
+    engine.scheduler.hand_in(DECIDE_CLICK, Reviewer.from_body(body).to_json(), ref.encode(),
+                             approved)
 
 
 def one_click_decision(body: Mapping[str, Any]) -> tuple[ReviewRef, bool] | None:
@@ -469,11 +460,17 @@ def _ref_of(body: Mapping[str, Any]) -> ReviewRef | None:
         return None
 
 
-def _input(view: Mapping[str, Any], block_id: str) -> Mapping[str, Any]:
-    """The state of a modal's input block, as Slack reports it."""
+def _required_input(ack: Ack, view: Mapping[str, Any], block_id: str, key: str,
+                    missing: str) -> str | None:
+    """A modal's answer in ``block_id`` (its state's ``key``), or None after acking with
+    ``missing`` under the empty field."""
     values = (view.get("state") or {}).get("values") or {}
-    found = (values.get(block_id) or {}).get(INPUT_ACTION)
-    return found if isinstance(found, Mapping) else {}
+    state = (values.get(block_id) or {}).get(INPUT_ACTION)
+    value = str((state if isinstance(state, Mapping) else {}).get(key) or "").strip()
+    if not value:
+        ack(response_action="errors", errors={block_id: missing})
+        return None
+    return value
 
 
 def _inline_errors(review: ReviewRequest, violations: list[dict[str, str]]) -> dict[str, str]:

@@ -17,6 +17,7 @@ from slack_sdk import WebClient
 from slack_sdk.errors import SlackApiError
 
 from bot import texts
+from bot.block_kit import context_block
 from bot.mrkdwn import DATE_AT_TIME, slack_date
 from bot.overview import (
     Overview,
@@ -76,6 +77,5 @@ def home_view(page: PendingPage, stats: Sequence[StepStats], *, now: datetime) -
     blocks = [*pending_blocks(page, now=now, more_action=ACTION_HOME_MORE, where="home"),
               {"type": "divider"},
               *stats_blocks(stats, STATS_DAYS, title=texts.HOME_STATS_TITLE)]
-    updated = {"type": "context", "elements": [
-        {"type": "mrkdwn", "text": texts.home_updated(slack_date(now, DATE_AT_TIME))}]}
+    updated = context_block(texts.home_updated(slack_date(now, DATE_AT_TIME)))
     return {"type": "home", "blocks": [*blocks[:MAX_BLOCKS - 1], updated]}

@@ -1,12 +1,9 @@
 """RQ entry points on the ``slack`` queue: post a review, follow its changes (escalation,
-reassignment, quorum, reminders), mark it closed, reply to one person. Closing comes
-in bursts (a reviewer approving a batch, an incident's worth of clicks), so it goes
-through the queue's inbox (:mod:`engine.state.inbox`), many to a job.
+reassignment, quorum, reminders), mark it closed, reply to one person (all queued by
+:mod:`bot.outbox`), and record a one-click decision (handed in by a click's listener).
 
 Slack is called only from here (and from ``views.open`` in a click's listener), so a
-slow or failing Slack never holds up the engine or a click's answer. Jobs that fail
-are retried with backoff; when the retries run out the run still waits and
-``signoff redeliver ID`` posts the review again.
+slow or failing Slack never holds up the engine or a click's answer.
 
 Jobs find the process's :class:`BotRuntime` through :func:`bot_runtime`: tests and
 embedders install one; otherwise it is built once from the environment, on the
@@ -21,29 +18,20 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-import redis
-from rq import Queue, Retry
 from slack_sdk import WebClient
 from slack_sdk.errors import SlackApiError
 
-from bot.delivery import Deliverer, closed_from_json, closed_to_json
+from bot.delivery import Deliverer, closed_from_json
 from bot.directory import Directory
-from bot.review_changes import ReviewChanges, change_to_json
+from bot.forms import ReviewRef
+from bot.handlers import Reviewer, ReviewListeners
+from bot.review_changes import ReviewChanges
 from bot.settings import BotSettings
 from bot.slack import web_client
-from engine.notify import ReviewChange, ReviewClosed
 from engine.run.engine import Engine
-from engine.state.inbox import Inbox
 from engine.worker.runtime import runtime
-from engine.worker.scheduler import FAILURE_TTL, rq_inbox
 
 log = logging.getLogger(__name__)
-
-QUEUE = "slack"  # also the name of the bot's entry point in signoff.queues
-JOB_TIMEOUT = 300
-# Slack's own retries (429 with Retry-After, 5xx, resets) run inside each call first.
-DELIVERY_RETRY = (10, 30, 120, 600, 1800)
-REPLY_RETRY = (2, 10)  # an ephemeral is worth little once the reviewer has moved on
 
 
 @dataclass
@@ -62,18 +50,14 @@ class BotRuntime:
         return ReviewChanges(self.deliverer)
 
     @property
-    def listeners(self) -> Any:
-        from bot.handlers import ReviewListeners
-
-        return ReviewListeners(self.engine, self.directory, slack_queue(self.engine.store.redis),
-                               advance=runtime().runner.advance)
-
+    def listeners(self) -> ReviewListeners:
+        return ReviewListeners(self.engine, self.directory, advance=runtime().runner.advance)
 
 
 def build_bot_runtime(settings: BotSettings, engine: Engine,
                       client: WebClient | None = None) -> BotRuntime:
     client = client or web_client(settings)
-    directory = Directory(client, engine.store.redis, ttl=settings.cache_seconds)
+    directory = Directory(client, engine.store, ttl=settings.cache_seconds)
     return BotRuntime(settings, engine, client, directory)
 
 
@@ -100,45 +84,6 @@ def bot_runtime() -> BotRuntime:
         return _installed[key]
 
 
-# -- enqueueing --------------------------------------------------------------------------------
-
-def slack_queue(connection: redis.Redis) -> Queue:
-    return Queue(QUEUE, connection=connection)
-
-
-def enqueue_post(queue: Queue, execution_id: str, step: str) -> None:
-    queue.enqueue_call(post_review, args=(execution_id, step), timeout=JOB_TIMEOUT,
-                       result_ttl=0, failure_ttl=FAILURE_TTL,
-                       retry=Retry(max=len(DELIVERY_RETRY), interval=list(DELIVERY_RETRY)),
-                       description=f"post review {step} of {execution_id}")
-
-
-def slack_inbox(connection: redis.Redis) -> Inbox:
-    """The ``slack`` queue's inbox: a burst of decisions rewrites its messages in a few jobs."""
-    return rq_inbox(connection, QUEUE)
-
-
-def hand_in_update(inbox: Inbox, closed: ReviewClosed) -> None:
-    inbox.put("bot.jobs.update_review", closed.execution_id, closed.step,
-              closed_to_json(closed), retry=DELIVERY_RETRY)
-
-
-def enqueue_change(queue: Queue, change: ReviewChange) -> None:
-    review = change.review
-    queue.enqueue_call(follow_review, args=(review.execution_id, review.step,
-                                            change_to_json(change)),
-                       timeout=JOB_TIMEOUT, result_ttl=0, failure_ttl=FAILURE_TTL,
-                       retry=Retry(max=len(DELIVERY_RETRY), interval=list(DELIVERY_RETRY)),
-                       description=f"{change.kind} review {review.step} of {review.execution_id}")
-
-
-def enqueue_reply(queue: Queue, channel: str, user: str, message: Mapping[str, Any]) -> None:
-    queue.enqueue_call(post_ephemeral, args=(channel, user, dict(message)), timeout=60,
-                       result_ttl=0, failure_ttl=FAILURE_TTL,
-                       retry=Retry(max=len(REPLY_RETRY), interval=list(REPLY_RETRY)),
-                       description=f"ephemeral to {user} in {channel}")
-
-
 # -- jobs --------------------------------------------------------------------------------------
 
 def post_review(execution_id: str, step: str) -> int:
@@ -162,12 +107,8 @@ def update_review(execution_id: str, step: str, closed: Mapping[str, Any] | None
 def decide_click(reviewer: Mapping[str, Any], ref: str, approved: bool) -> Callable[[], Any] | None:
     """Record a one-click Approve / Deny (an inbox task); returns what continues the run,
     which the drain runs in this same worker once the click is acknowledged."""
-    from bot.forms import ReviewRef
-    from bot.handlers import Reviewer
-
-    rt = bot_runtime()
-    return rt.listeners.decide_click(Reviewer.from_json(reviewer), ReviewRef.decode(ref),
-                                     approved=approved)
+    return bot_runtime().listeners.decide_click(Reviewer.from_json(reviewer),
+                                                ReviewRef.decode(ref), approved=approved)
 
 
 def post_ephemeral(channel: str, user: str, message: Mapping[str, Any]) -> None:

@@ -12,8 +12,9 @@ from typing import Any
 
 import redis
 
-from bot.jobs import enqueue_change, enqueue_post, hand_in_update, slack_inbox, slack_queue
+from bot.outbox import Outbox
 from engine.notify import ReviewChange, ReviewClosed, ReviewRequest
+from engine.worker.scheduler import RQScheduler
 
 
 class SlackNotifier:
@@ -22,14 +23,16 @@ class SlackNotifier:
     def __init__(self, settings: Any = None, connection: redis.Redis | None = None) -> None:
         if connection is None:
             raise ValueError("SlackNotifier needs the Redis connection the engine uses")
-        self.queue = slack_queue(connection)
-        self.inbox = slack_inbox(connection)
+        # Built before the engine (``load_notifier`` runs first), so its own scheduler:
+        # the one the engine gets, over the same connection and queue.
+        queue = getattr(settings, "queue", None)
+        self.outbox = Outbox(RQScheduler(connection, queue) if queue else RQScheduler(connection))
 
     def review_waiting(self, review: ReviewRequest) -> None:
-        enqueue_post(self.queue, review.execution_id, review.step)
+        self.outbox.post(review.execution_id, review.step)
 
     def review_changed(self, change: ReviewChange) -> None:
-        enqueue_change(self.queue, change)
+        self.outbox.follow(change)
 
     def review_closed(self, closed: ReviewClosed) -> None:
-        hand_in_update(self.inbox, closed)
+        self.outbox.close(closed)

@@ -24,20 +24,24 @@ from enum import StrEnum
 from typing import Any
 
 from slack_sdk import WebClient
-from slack_sdk.errors import SlackApiError
 
 from bot import keys, texts
-from bot.blocks import ACTION_APPROVE, ACTION_DENY, button
-from bot.delivery import Delivery, Post, annotation_key
-from bot.eligibility import refusal
+from bot.block_kit import context_block, header_block, section_block
+from bot.blocks import button, decision_buttons
+from bot.delivery import (
+    Delivery,
+    Post,
+    annotation_key,
+    current_delivery,
+    permalink,
+    refusal,
+)
+from bot.directory import Directory
 from bot.forms import ReviewRef, decision_line, only_decision_required
 from bot.mrkdwn import (
     DATE_AT_TIME,
     escape_mrkdwn,
-    is_user_id,
     slack_date,
-    truncate_mrkdwn,
-    truncate_plain,
 )
 from engine.notify import ReviewRequest
 from engine.run.engine import Engine
@@ -54,8 +58,6 @@ PERMALINK_BUDGET = 1.0  # seconds a listing waits for chat.getPermalink answers,
 PERMALINK_TIMEOUT = 2
 PERMALINK_THREADS = 16
 TITLES_KEPT = 10_000  # decision lines kept parsed, by message digest
-SECTION_LIMIT = 3000
-BUTTON_TEXT_LIMIT = 75
 MAX_STATS_SHOWN = 20
 
 
@@ -99,7 +101,7 @@ class PendingPage:
 class Overview:
     """Loads pages of pending reviews, with links to their messages, and review stats."""
 
-    def __init__(self, engine: Engine, client: WebClient) -> None:
+    def __init__(self, engine: Engine, client: WebClient, directory: Directory) -> None:
         self.engine = engine
         self.store = engine.store
         # Its own client: one short try per link, no retries, so a slow Slack costs the
@@ -108,6 +110,7 @@ class Overview:
                                timeout=PERMALINK_TIMEOUT, retry_handlers=[])
         self._asking = ThreadPoolExecutor(PERMALINK_THREADS, thread_name_prefix="permalink")
         self._titles: dict[tuple[str, str, str], str] = {}
+        self.directory = directory  # who may decide a review not posted yet
 
     def page(self, user_id: str, scope: Scope, offset: int = 0,
              limit: int = PAGE_SIZE) -> PendingPage:
@@ -125,9 +128,11 @@ class Overview:
         posts = [_post_for(user_id, d) if d is not None and links else None
                  for d in deliveries]
         found = self.permalinks([p for p in posts if p is not None])
+        # Who may decide each, resolved as the review's own buttons resolve it.
         return [PendingItem(review, self.title(review),
                             found.get((p.channel, p.ts)) if p else None,
-                            viewer_refusal(user_id, review, delivery))
+                            refusal(self.engine, review, user_id,
+                                    current_delivery(review, delivery, self.directory)))
                 for review, delivery, p in zip(reviews, deliveries, posts, strict=True)]
 
     def title(self, review: ReviewRequest) -> str:
@@ -181,16 +186,11 @@ class Overview:
 
     def _ask_permalink(self, post: Post) -> str | None:
         try:
-            answer = self.links.chat_getPermalink(channel=post.channel, message_ts=post.ts)
-        except SlackApiError as exc:
-            log.warning("no permalink for %s/%s: %s", post.channel, post.ts,
-                        exc.response.get("error"))
-            return None
+            link = permalink(self.links, post)
         except OSError as exc:  # timeouts and refused connections
             log.warning("no permalink for %s/%s: %s", post.channel, post.ts, exc)
             return None
-        link = str(answer.get("permalink") or "")
-        if not _safe_link(link):
+        if link is None or not _safe_link(link):
             return None
         self.store.set_value(_permalink_key(post), link, ttl_seconds=PERMALINK_TTL)
         return link
@@ -202,19 +202,6 @@ class Overview:
         recent = {key: self.engine.reviews.recent_outcomes(*key, RECENT_OUTCOMES)
                   for key in records}
         return review_stats(records, recent)
-
-
-def viewer_refusal(user_id: str, review: ReviewRequest, delivery: Delivery | None) -> str | None:
-    """Why ``user_id`` may not decide ``review`` (as the listing shows it), or None.
-
-    The click that follows is checked again by the handler that records it.
-    """
-    approvers = set(review.audience) | set(delivery.approvers if delivery else ())
-    requester = (delivery.requester if delivery else
-                 review.requested_by if review.requested_by and is_user_id(review.requested_by)
-                 else None)
-    return refusal(user_id, approvers=approvers, restricted=bool(review.approvers),
-                   requester=requester, allow_self_approval=review.allow_self_approval)
 
 
 def _post_for(user_id: str, delivery: Delivery) -> Post | None:
@@ -240,13 +227,14 @@ def pending_blocks(page: PendingPage, *, now: datetime, more_action: str = ACTIO
     if not page.items:
         empty = texts.NONE_FOR_YOU if page.scope is Scope.MINE else texts.NONE_AT_ALL
         if page.offset and page.total:  # paged past the end (reviews were decided meanwhile)
-            return [_header(title), _section(texts.showing(page.total, page.total, page.total)),
+            return [header_block(title),
+                    section_block(texts.showing(page.total, page.total, page.total)),
                     _actions("signoff.pending.nav", [button(
                         texts.FIRST_PAGE, more_action, _more_value(page.scope, 0))])]
-        return [_header(title), _section(empty)]
+        return [header_block(title), section_block(empty)]
     first, last = page.offset + 1, page.offset + len(page.items)
     blocks: list[dict[str, Any]] = [
-        _header(title), _context(texts.showing(first, last, page.total))]
+        header_block(title), context_block(texts.showing(first, last, page.total))]
     for n, item in enumerate(page.items):
         blocks.extend(item_blocks(item, now=now, block_id=f"signoff.pending.{n}"))
     navigation = []
@@ -284,29 +272,14 @@ def item_blocks(item: PendingItem, *, now: datetime,
         lines.append(f"_{texts.not_allowed(escape_mrkdwn(item.refusal))}_")
     elif not item.one_click:
         lines.append(f"_{texts.ANSWER_IN_MESSAGE}_")
-    blocks = [_section(truncate_mrkdwn("\n".join(lines), SECTION_LIMIT))]
+    blocks = [section_block("\n".join(lines))]
     if item.decidable:
-        blocks.append(_actions(block_id, decision_buttons(review, item.title)))
+        # The review message's own action ids, so its handlers decide (shown only where one
+        # click decides). The value also names the review instance (``since``), for a
+        # handler to tell it from a later instance of the same step.
+        value = ReviewRef.of(review, one_click=True).encode()
+        blocks.append(_actions(block_id, decision_buttons(review, value, item.title)))
     return blocks
-
-
-def decision_buttons(review: ReviewRequest, title: str) -> list[dict[str, Any]]:
-    """Approve and Deny with the review message's own action ids, so its handlers decide
-    (shown only where one click decides). The value also names the review instance
-    (``since``), for a handler to tell it from a later instance of the same step."""
-    value = ReviewRef.of(review, one_click=True).encode()
-    approve, deny = texts.APPROVE, texts.DENY
-    if review.step_type == "waitForApproval":
-        approve, deny = review.approve_label, review.reject_label
-    confirm = {
-        "title": _plain(texts.DENY_CONFIRM_TITLE),
-        "text": _plain(truncate_plain(texts.deny_confirm_text(deny, title), 300)),
-        "confirm": _plain(truncate_plain(deny, 30)),
-        "deny": _plain(texts.DENY_CONFIRM_NO),
-        "style": "danger",
-    }
-    return [button(approve, ACTION_APPROVE, value, style="primary"),
-            button(deny, ACTION_DENY, value, style="danger", confirm=confirm)]
 
 
 def batch_buttons(items: Sequence[PendingItem], where: str) -> list[dict[str, Any]]:
@@ -329,13 +302,13 @@ def batch_buttons(items: Sequence[PendingItem], where: str) -> list[dict[str, An
 def stats_blocks(stats: Sequence[StepStats], days: int, *,
                  title: str | None = None) -> list[dict[str, Any]]:
     """Per workflow step: reviews, approval rate, time to decision, breaches, candidates."""
-    blocks = [_header(title or texts.stats_title(days))]
+    blocks = [header_block(title or texts.stats_title(days))]
     if not stats:
-        return [*blocks, _section(texts.no_stats(days))]
+        return [*blocks, section_block(texts.no_stats(days))]
     for step in stats[:MAX_STATS_SHOWN]:
-        blocks.append(_section(truncate_mrkdwn(stats_text(step), SECTION_LIMIT)))
+        blocks.append(section_block(stats_text(step)))
     if len(stats) > MAX_STATS_SHOWN:
-        blocks.append(_context(texts.more_steps(len(stats) - MAX_STATS_SHOWN)))
+        blocks.append(context_block(texts.more_steps(len(stats) - MAX_STATS_SHOWN)))
     return blocks
 
 
@@ -380,26 +353,6 @@ def parse_group(value: str) -> Mapping[str, str] | None:
 
 
 # -- small builders --------------------------------------------------------------------------------
-
-def _plain(text: str) -> dict[str, Any]:
-    return {"type": "plain_text", "text": text}
-
-
-def _mrkdwn(text: str) -> dict[str, Any]:
-    return {"type": "mrkdwn", "text": text}
-
-
-def _header(text: str) -> dict[str, Any]:
-    return {"type": "header", "text": _plain(truncate_plain(text, 150))}
-
-
-def _section(text: str) -> dict[str, Any]:
-    return {"type": "section", "text": _mrkdwn(text)}
-
-
-def _context(text: str) -> dict[str, Any]:
-    return {"type": "context", "elements": [_mrkdwn(truncate_mrkdwn(text, SECTION_LIMIT))]}
-
 
 def _actions(block_id: str, elements: list[dict[str, Any]]) -> dict[str, Any]:
     return {"type": "actions", "block_id": block_id, "elements": elements}

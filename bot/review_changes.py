@@ -26,7 +26,16 @@ from slack_sdk.errors import SlackApiError
 
 from bot import texts
 from bot.blocks import thread_note
-from bot.delivery import Deliverer, Delivery, Post, load_delivery, save_delivery, widened
+from bot.delivery import (
+    Deliverer,
+    Delivery,
+    Post,
+    deciders,
+    load_delivery,
+    permalink,
+    save_delivery,
+    widened,
+)
 from bot.forms import decision_line
 from bot.mrkdwn import (
     DATE_AT_TIME,
@@ -100,7 +109,7 @@ class ReviewChanges:
         # Who could decide before this change (a retried job finds them widened already).
         before = self.directory.resolve_approvers(
             tuple(s for s in delivery.sources if s not in added)).user_ids
-        may_decide = delivery.deciders(review.allow_self_approval)
+        may_decide = deciders(self.engine, review, delivery)
         done = {p.to for p in delivery.posts}
         earlier = delivery.posts
         message = self.deliverer.render(review, delivery)
@@ -156,13 +165,13 @@ class ReviewChanges:
         title = escape_mrkdwn(decision_line(review))
         links: dict[str, str | None] = {}
         count = 0
-        for user in delivery.deciders(review.allow_self_approval):
+        for user in deciders(self.engine, review, delivery):
             key = f"remind:{review.level}:{change['at']}:{user}"
             if key in delivery.sent:
                 continue
             post = _post_for(delivery, user)
             if post is not None and post.ts not in links:
-                links[post.ts] = self._permalink(post)
+                links[post.ts] = permalink(self.client, post)
             link = links.get(post.ts) if post is not None else None
             self.client.chat_postMessage(channel=self.deliverer.open_dm(user),
                                          **thread_note(texts.reminder(title, when, link)))
@@ -170,15 +179,6 @@ class ReviewChanges:
             save_delivery(self.engine, delivery)
             count += 1
         return count
-
-    def _permalink(self, post: Post) -> str | None:
-        try:
-            found = self.client.chat_getPermalink(channel=post.channel, message_ts=post.ts)
-        except SlackApiError as exc:
-            log.warning("no permalink for %s/%s: %s", post.channel, post.ts,
-                        exc.response.get("error"))
-            return None
-        return str(found["permalink"])
 
 
 def _post_for(delivery: Delivery, user: str) -> Post | None:

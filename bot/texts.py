@@ -6,6 +6,8 @@ built with :mod:`bot.mrkdwn`); they only decide the wording.
 
 from __future__ import annotations
 
+from engine.run.authority import Refusal
+
 # Buttons (≤ 75 characters each).
 APPROVE = "Approve"
 DENY = "Deny"
@@ -211,6 +213,14 @@ REASSIGN_LABEL = "Who else should decide?"
 ERROR_ALREADY_APPROVER = "They can already decide this review."
 REASSIGN_ANYONE = "Anyone who sees this review may decide it: there is nobody to reassign."
 ERROR_REASSIGN_REQUESTER = "They requested this run, and its step does not allow self-approval."
+
+# The engine's refusals (engine.run.authority), as a reviewer reads them.
+REFUSALS = {
+    Refusal.NOT_AN_APPROVER: NOT_AN_APPROVER,
+    Refusal.SELF_APPROVAL: SELF_APPROVAL,
+    Refusal.REASSIGN_TO_REQUESTER: ERROR_REASSIGN_REQUESTER,
+    Refusal.ALREADY_AN_APPROVER: ERROR_ALREADY_APPROVER,
+}
 
 
 def reassign_prompt(title: str) -> str:

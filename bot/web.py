@@ -26,7 +26,7 @@ from starlette.responses import PlainTextResponse, Response
 from starlette.routing import Route
 
 from bot.app import build_app
-from bot.handlers import Reviewer, one_click_decision
+from bot.handlers import DECIDE_CLICK, Reviewer, one_click_decision
 from bot.settings import BotSettings
 from engine.api import WebExtension
 from engine.run.engine import Engine
@@ -34,7 +34,7 @@ from engine.state.inbox import AsyncInbox
 from engine.state.store import connect_async
 from engine.worker.scheduler import RQScheduler
 
-MAX_BODY = 1_048_576
+MAX_BODY = 1_048_576  # 1 MiB; Slack's requests are a few KB
 PATH = "/slack/events"
 
 
@@ -59,7 +59,7 @@ def extension(settings: Any = None, engine: Engine | None = None, *,
 class OneClickPath:
     """Recognise a signed one-click decision and hand it in; anything else is Bolt's."""
 
-    FUNCTION = "bot.jobs.decide_click"
+    FUNCTION = DECIDE_CLICK
 
     def __init__(self, signing_secret: str, engine: Engine,
                  inbox: AsyncInbox | None = None) -> None:
@@ -119,12 +119,33 @@ def form_value(encoded: bytes) -> str:
         return unquote_plus(encoded.decode("utf-8", "replace"))
 
 
+async def capped_body(request: Request, limit: int = MAX_BODY) -> bytes | None:
+    """The body, or None when it is over ``limit`` bytes: refused on its Content-Length
+    before a byte of it is read, or as soon as a streamed (chunked) one passes the limit.
+
+    This runs before the signature check, which needs the whole body: anyone may send an
+    unsigned request, so an unsigned body must never be held in full. Slack's payloads
+    are a few KB; a modal submission with every field filled stays far under 1 MiB.
+    """
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > limit:
+        return None
+    chunks = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            return None
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
 def events_endpoint(app: App, clicks: OneClickPath | None = None) -> Any:
     """An async Starlette endpoint that hands each request to ``app`` on a worker thread."""
 
     async def events(request: Request) -> Response:
-        body = await request.body()
-        if len(body) > MAX_BODY:
+        body = await capped_body(request)
+        if body is None:
             return PlainTextResponse("request body too large", status_code=413)
         if clicks is not None and await clicks.handle_async(
                 body, request.headers.get("x-slack-request-timestamp", ""),

@@ -127,6 +127,9 @@ class Stack:
             "SLACK_SIGNING_SECRET": APP.signing_secret, "SIGNOFF_SLACK_CHANNEL": REVIEWS_CHANNEL,
             # Short look-up cache: the demo's workspace is born with each run.
             "SIGNOFF_SLACK_CACHE_SECONDS": "60",
+            # The stand-in target listens on loopback, which http steps may not reach
+            # unless it is allowed.
+            "SIGNOFF_HTTP_ALLOW": "127.0.0.1",
         })
         return env
 

@@ -24,6 +24,8 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 from engine.errors import (
+    AccessDenied,
+    ActAsRequired,
     ActorNotAllowed,
     AlreadyDecided,
     CannotEscalate,
@@ -31,19 +33,26 @@ from engine.errors import (
     Contention,
     DefinitionMissing,
     DurationError,
+    EgressBlocked,
     ExecutionError,
     ExecutionNotFound,
     InputInvalid,
+    MissingScope,
     NotWaiting,
     PluginNotFound,
     Problem,
+    SettingsInvalid,
     SignoffError,
     StepFailed,
     StepTypeInvalid,
     StoreUnavailable,
     TemplateError,
+    TokenError,
+    TokenExists,
+    TokenNotFound,
     WorkflowDisabled,
     WorkflowFailRequested,
+    WorkflowInputsInvalid,
     WorkflowInvalid,
     WorkflowNotFound,
 )
@@ -92,7 +101,9 @@ __all__ = [
     "DurationError", "StepFailed", "WorkflowFailRequested", "StepTypeInvalid",
     "WorkflowNotFound", "DefinitionMissing", "PluginNotFound", "StoreUnavailable",
     "ExecutionError", "ExecutionNotFound", "NotWaiting", "AlreadyDecided", "InputInvalid",
-    "ActorNotAllowed", "CannotEscalate", "WorkflowDisabled", "Contention",
+    "ActorNotAllowed", "CannotEscalate", "WorkflowDisabled", "Contention", "TokenError",
+    "TokenExists", "TokenNotFound", "AccessDenied", "MissingScope", "ActAsRequired",
+    "EgressBlocked", "SettingsInvalid", "WorkflowInputsInvalid",
 ]
 
 

@@ -1,13 +1,17 @@
 """The HTTP API (Starlette): run workflows, read executions, resume, cancel, read the audit trail.
 
-Every ``/api`` route needs ``Authorization: Bearer $SIGNOFF_API_TOKEN``. Errors are
-JSON: ``{"error": code, "message": text, ...details}``. Endpoints are plain
-functions, which Starlette runs in its thread pool, so one slow Redis call never
-stalls the event loop.
+Every ``/api`` route needs ``Authorization: Bearer <token>``: the operator's
+(``SIGNOFF_API_TOKEN``, every scope) or one made by ``signoff token create``, which
+acts as its principal within its scopes (:mod:`engine.state.tokens`). Each route names
+the scope it needs; who requests a run and who decides is the token's principal, and a
+header naming someone else needs ``act-as``. Errors are JSON: ``{"error": code,
+"message": text, ...details}``. Endpoints are plain functions, which Starlette runs in
+its thread pool, so one slow Redis call never stalls the event loop.
 """
 
 from __future__ import annotations
 
+import functools
 import hmac
 import json
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
@@ -16,6 +20,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from starlette.applications import Starlette
+from starlette.concurrency import run_in_threadpool
 from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -24,21 +29,26 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from engine.definition.loader import WorkflowCatalog
 from engine.errors import (
+    ActAsRequired,
     ActorNotAllowed,
     AlreadyDecided,
     CannotEscalate,
     Contention,
     ExecutionNotFound,
     InputInvalid,
+    MissingScope,
     NotWaiting,
     SignoffError,
     StoreUnavailable,
+    WorkflowInputsInvalid,
     WorkflowInvalid,
     WorkflowNotFound,
 )
 from engine.notify import Actor
 from engine.run.engine import Engine
 from engine.state.execution import ExecutionState
+from engine.state.tokens import OPERATOR, ApiToken, digest
+from engine.state.tokens import Scope as TokenScope
 
 MAX_PAGE = 200
 
@@ -55,22 +65,26 @@ class WebExtension:
 def build_api(engine: Engine, catalog: WorkflowCatalog, *, api_token: str | None,
               workers_seen: Callable[[], int] | None = None,
               extensions: Sequence[WebExtension] = ()) -> Starlette:
-    """The ASGI app; ``api_token=None`` serves /api without auth (``--insecure-no-auth``)."""
+    """The ASGI app; ``api_token`` is the operator's token, and ``None`` serves /api
+    without auth (``--insecure-no-auth``: every caller is the operator)."""
 
+    @needs_scope(TokenScope.RUN)
     def run_workflow(request: Request) -> Response:
         name = request.path_params["name"]
         event = _json_body(request, default={})
         workflow = catalog.get(name)
-        requested_by = request.headers.get("x-signoff-requested-by")
+        requested_by = _requester(request)
         execution_id = engine.run(workflow, event, requested_by=requested_by,
                                   actor=_actor(request))
         return JSONResponse({"executionId": execution_id, "workflow": workflow.name,
                              "status": "PENDING"}, status_code=201,
                             headers={"Location": f"/api/workflowExecutions/{execution_id}"})
 
+    @needs_scope(TokenScope.READ)
     def get_execution(request: Request) -> Response:
         return JSONResponse(execution_view(engine.get(request.path_params["id"])))
 
+    @needs_scope(TokenScope.READ)
     def list_executions(request: Request) -> Response:
         status = request.query_params.get("status") or None
         workflow = request.query_params.get("workflow") or None
@@ -87,9 +101,11 @@ def build_api(engine: Engine, catalog: WorkflowCatalog, *, api_token: str | None
             "page": page, "size": size, "total": total,
         })
 
+    @needs_scope(TokenScope.DECIDE)
     def resume_elastic(request: Request) -> Response:
         return _resume(request, _json_body(request))
 
+    @needs_scope(TokenScope.DECIDE)
     def resume_wrapped(request: Request) -> Response:
         body = _json_body(request)
         if not isinstance(body, dict) or "input" not in body:
@@ -109,6 +125,7 @@ def build_api(engine: Engine, catalog: WorkflowCatalog, *, api_token: str | None
                              "step": result.decision.step, "outcome": result.decision.outcome,
                              "decidedBy": result.decision.actor, "decidedAt": result.decision.at})
 
+    @needs_scope(TokenScope.ADMIN)
     def cancel_execution(request: Request) -> Response:
         execution_id = request.path_params["id"]
         body = _json_body(request, default={})
@@ -116,6 +133,7 @@ def build_api(engine: Engine, catalog: WorkflowCatalog, *, api_token: str | None
         engine.cancel(execution_id, _actor(request), reason)
         return JSONResponse({"executionId": execution_id, "status": "CANCELLED"})
 
+    @needs_scope(TokenScope.READ)
     def get_audit(request: Request) -> Response:
         execution_id = request.path_params["id"]
         entries = engine.audit_entries(execution_id)
@@ -147,7 +165,7 @@ def build_api(engine: Engine, catalog: WorkflowCatalog, *, api_token: str | None
         Route("/api/workflows/executions/{id}/resume", resume_wrapped, methods=["POST"]),
         Route("/api/workflowExecutions/{id}/cancel", cancel_execution, methods=["POST"]),
         Route("/api/workflowExecutions/{id}/audit", get_audit),
-        *(route for extension in extensions for route in extension.routes),
+        *(_scoped(route) for extension in extensions for route in extension.routes),
     ]
 
     @asynccontextmanager
@@ -160,7 +178,8 @@ def build_api(engine: Engine, catalog: WorkflowCatalog, *, api_token: str | None
     return Starlette(
         routes=routes,
         lifespan=lifespan,
-        middleware=[Middleware(BearerAuth, token=api_token), Middleware(BodyReader)],
+        middleware=[Middleware(BearerAuth, token=api_token, find=engine.store.token),
+                    Middleware(BodyReader)],
         exception_handlers={SignoffError: _handle_error},  # type: ignore[dict-item]
     )
 
@@ -192,25 +211,93 @@ def execution_view(state: ExecutionState) -> dict[str, Any]:
             "steps": steps, "waitingFor": waiting}
 
 
-class BearerAuth:
-    """Require ``Authorization: Bearer <token>`` on /api routes (constant-time compare)."""
+Endpoint = Callable[[Request], Response]
 
-    def __init__(self, app: ASGIApp, token: str | None) -> None:
+
+def needs_scope(scope: TokenScope) -> Callable[[Endpoint], Endpoint]:
+    """Refuse, with 403 ``missing_scope``, callers whose token lacks ``scope``. Every /api
+    route says which it needs; a plug-in's /api routes use this too."""
+
+    def wrap(endpoint: Endpoint) -> Endpoint:
+        @functools.wraps(endpoint)
+        def checked(request: Request) -> Response:
+            caller = caller_of(request)
+            if not caller.allows(scope):
+                raise MissingScope(caller.name, scope.value,
+                                   f"{request.method} {request.url.path}")
+            return endpoint(request)
+
+        checked.needs_scope = scope  # type: ignore[attr-defined]
+        return checked
+
+    return wrap
+
+
+def _scoped(route: BaseRoute) -> BaseRoute:
+    """A plug-in's route, closed by default: an /api route that names no scope with
+    :func:`needs_scope` needs ``admin``."""
+    if not isinstance(route, Route) or not route.path.startswith("/api/"):
+        return route
+    if getattr(route.endpoint, "needs_scope", None) is not None:
+        return route
+    return Route(route.path, needs_scope(TokenScope.ADMIN)(route.endpoint),
+                 methods=list(route.methods or ()) or None, name=route.name)
+
+
+def caller_of(request: Request) -> ApiToken:
+    """The token that authenticated an /api request (the operator's without auth)."""
+    caller: ApiToken = request.scope[_CALLER]
+    return caller
+
+
+class BearerAuth:
+    """Who calls /api: ``Authorization: Bearer <token>``, the operator's or one that
+    ``signoff token create`` made. Both are compared by their SHA-256, the operator's in
+    constant time, the others by reading the record stored under that hash (``find``, off
+    the event loop), so no answer's timing depends on how much of a secret was right.
+    Unknown and revoked tokens alike are 401; the caller's :class:`ApiToken` is left in
+    the request scope, where routes check its scopes."""
+
+    def __init__(self, app: ASGIApp, token: str | None,
+                 find: Callable[[str], ApiToken | None]) -> None:
         self.app = app
-        self.token = token.encode() if token else None
+        self.operator_digest = digest(token) if token else None
+        self.find = find
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if (scope["type"] == "http" and self.token is not None
-                and scope["path"].startswith("/api/")):
-            header = dict(scope["headers"]).get(b"authorization", b"")
-            scheme, _, given = header.partition(b" ")
-            if scheme.lower() != b"bearer" or not hmac.compare_digest(given.strip(), self.token):
-                response = _error(401, "unauthorized",
-                                  "send Authorization: Bearer <SIGNOFF_API_TOKEN>")
-                response.headers["WWW-Authenticate"] = 'Bearer realm="signoff"'
-                await response(scope, receive, send)
-                return
+        if scope["type"] != "http" or not scope["path"].startswith("/api/"):
+            await self.app(scope, receive, send)
+            return
+        try:
+            caller = await self._caller(dict(scope["headers"]).get(b"authorization", b""))
+        except StoreUnavailable:
+            await _error(503, "unavailable", "Redis is unreachable; try again shortly")(
+                scope, receive, send)
+            return
+        if caller is None:
+            response = _error(401, "unauthorized", "send Authorization: Bearer <token>: "
+                              "SIGNOFF_API_TOKEN, or one made by `signoff token create` "
+                              "and not revoked")
+            response.headers["WWW-Authenticate"] = 'Bearer realm="signoff"'
+            await response(scope, receive, send)
+            return
+        scope[_CALLER] = caller
         await self.app(scope, receive, send)
+
+    async def _caller(self, header: bytes) -> ApiToken | None:
+        if self.operator_digest is None:
+            return OPERATOR
+        scheme, _, given = header.partition(b" ")
+        given = given.strip()
+        if scheme.lower() != b"bearer" or not given:
+            return None
+        secret_digest = digest(given)
+        if hmac.compare_digest(secret_digest, self.operator_digest):
+            return OPERATOR
+        return await run_in_threadpool(self.find, secret_digest)
+
+
+_CALLER = "signoff.caller"  # where BearerAuth leaves the caller's token in the ASGI scope
 
 
 class _BadRequest(SignoffError):
@@ -238,10 +325,25 @@ def _json_body(request: Request, default: Any = None) -> Any:
 
 
 def _actor(request: Request) -> Actor:
-    name = request.headers.get("x-signoff-actor")
-    if name:
-        return Actor(id=name, name=name, source="api")
-    return Actor(id="api", name="api", source="api")
+    """Who acts: the caller's principal, or whom ``X-Signoff-Actor`` names (``act-as``)."""
+    who = _on_behalf_of(request, "X-Signoff-Actor")
+    return Actor(id=who, name=who, source="api")
+
+
+def _requester(request: Request) -> str:
+    """Who asks for a run: the caller's principal, or whom ``X-Signoff-Requested-By``
+    names (``act-as``)."""
+    return _on_behalf_of(request, "X-Signoff-Requested-By")
+
+
+def _on_behalf_of(request: Request, header: str) -> str:
+    caller = caller_of(request)
+    named = (request.headers.get(header) or "").strip()
+    if not named or named == caller.acts_as:
+        return caller.acts_as
+    if not caller.allows(TokenScope.ACT_AS):  # refused, never quietly replaced by the principal
+        raise ActAsRequired(caller.name, caller.acts_as, header, named)
+    return named
 
 
 def _int_param(request: Request, name: str, default: int, *, minimum: int,
@@ -278,10 +380,17 @@ async def _handle_error(request: Request, exc: Exception) -> Response:
     if isinstance(exc, NotWaiting):
         return _error(409, "not_waiting", str(exc), executionId=exc.execution_id,
                       status=exc.status)
+    if isinstance(exc, WorkflowInputsInvalid):
+        return _error(422, "inputs_invalid", str(exc), workflow=exc.workflow, problems=exc.problems)
     if isinstance(exc, InputInvalid):
         return _error(422, "input_invalid", str(exc), violations=exc.violations)
     if isinstance(exc, ActorNotAllowed):
         return _error(403, "not_allowed", str(exc))
+    if isinstance(exc, MissingScope):
+        return _error(403, "missing_scope", str(exc), scope=exc.scope, token=exc.token)
+    if isinstance(exc, ActAsRequired):
+        return _error(403, "act_as_required", str(exc), header=exc.header, named=exc.named,
+                      principal=exc.principal, scope=TokenScope.ACT_AS.value)
     if isinstance(exc, Contention):
         return _error(409, "contention", str(exc), executionId=exc.execution_id)
     if isinstance(exc, CannotEscalate):

@@ -1,4 +1,5 @@
-"""The ``signoff`` command: validate, run, status, resume, cancel, pending, audit, worker, serve.
+"""The ``signoff`` command: validate, run, status, resume, cancel, pending, audit, worker, serve,
+token.
 
 Exit codes: 0 ok, 1 a user error (with a message on stderr), 2 bad usage.
 """
@@ -115,6 +116,22 @@ def _parser() -> argparse.ArgumentParser:
                    help="also connect to Slack over Socket Mode (SLACK_APP_TOKEN), so no "
                         "public Request URL is needed")
     p.set_defaults(func=cmd_serve)
+
+    p = sub.add_parser("token", help="API tokens: create, list, revoke")
+    actions = p.add_subparsers(dest="action", metavar="ACTION", required=True)
+    t = actions.add_parser("create", help="make a token; prints it once, alone on the first line")
+    t.add_argument("name")
+    t.add_argument("--scopes", required=True,
+                   help="what it may do, comma-separated: run, read, decide, act-as, admin")
+    t.add_argument("--principal", default=None,
+                   help="who it acts as: requester of its runs, actor of its decisions "
+                        "(default: its name)")
+    t.set_defaults(func=cmd_token_create)
+    t = actions.add_parser("list", help="every token: name, scopes, principal, created")
+    t.set_defaults(func=cmd_token_list)
+    t = actions.add_parser("revoke", help="refuse a token from its next request on")
+    t.add_argument("name")
+    t.set_defaults(func=cmd_token_revoke)
 
     # Plug-ins add commands through the signoff.commands entry-point group: each entry
     # point is a function register(subparsers) that adds its parsers with set_defaults(func=...).
@@ -256,6 +273,39 @@ def cmd_serve(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_token_create(args: argparse.Namespace) -> int:
+    from engine.state import tokens
+    from engine.state.execution import iso, utcnow
+
+    secret, token = tokens.issue(args.name, tokens.parse_scopes(args.scopes), args.principal,
+                                 iso(utcnow()) or "")
+    _store(Settings.from_env()).add_token(token, tokens.digest(secret))
+    print(secret)  # alone on the first line, so `$(signoff token create ...)` is the token
+    print(f"token {token.name}: scopes {_scopes(token)}, acts as {token.acts_as}. It is "
+          "shown this once: only its hash is kept.", file=sys.stderr)
+    return 0
+
+
+def cmd_token_list(args: argparse.Namespace) -> int:
+    found = _store(Settings.from_env()).tokens()
+    if not found:
+        print("no tokens (SIGNOFF_API_TOKEN, the operator's, is not stored)")
+        return 0
+    rows = [("NAME", "SCOPES", "PRINCIPAL", "CREATED")] + [
+        (t.name, _scopes(t), t.acts_as, t.created_at or "") for t in found]
+    widths = [max(len(row[i]) for row in rows) for i in range(3)]
+    for row in rows:
+        print("  ".join([*(cell.ljust(width) for cell, width in zip(row, widths, strict=False)),
+                         row[3]]))
+    return 0
+
+
+def cmd_token_revoke(args: argparse.Namespace) -> int:
+    _store(Settings.from_env()).revoke_token(args.name)
+    print(f"revoked {args.name}: it is refused from its next request on")
+    return 0
+
+
 def build_web_app(settings: Settings, *, insecure: bool = False) -> Any:
     """The whole web process: the API plus whatever ``signoff.web`` plug-ins add (the bot)."""
     from rq import Worker
@@ -279,6 +329,18 @@ def _runtime(settings: Settings) -> Any:
     from engine.worker.runtime import build_runtime
 
     return build_runtime(settings, connect(settings.redis_url))
+
+
+def _store(settings: Settings) -> Any:
+    from engine.state.store import Store, connect
+
+    return Store(connect(settings.redis_url))
+
+
+def _scopes(token: Any) -> str:
+    from engine.state.tokens import Scope
+
+    return ",".join(s.value for s in Scope if token.allows(s))  # in the order of Scope
 
 
 def _extra_queues() -> list[str]:

@@ -6,12 +6,22 @@
     ├── ConditionError           a KQL condition does not parse
     ├── DurationError            "15x" is not a duration
     ├── StepFailed               a step ran and failed (maybe retryable)
-    │   └── WorkflowFailRequested  a workflow.fail step ends the run, whatever on-failure says
+    │   ├── WorkflowFailRequested  a workflow.fail step ends the run, whatever on-failure says
+    │   └── EgressBlocked        an http step's address is refused by the egress policy
     ├── StepTypeInvalid          a step type registered twice, or with an unknown kind
     ├── WorkflowNotFound         no workflow by that name
+    ├── WorkflowDisabled         the workflow says enabled: false
     ├── DefinitionMissing        a run's stored workflow definition is gone from Redis
     ├── PluginNotFound           no notifier (or other plug-in) by that name is installed
     ├── StoreUnavailable         Redis cannot be reached
+    ├── TokenError               an API token cannot be created or revoked as asked
+    │   ├── TokenExists          a token by that name exists already
+    │   └── TokenNotFound        no token by that name
+    ├── AccessDenied             an API caller's token does not allow what it asked
+    │   ├── MissingScope         the token lacks the scope the route needs
+    │   └── ActAsRequired        a header names someone else, and the token may not act as others
+    ├── SettingsInvalid          a setting from the environment does not parse
+    ├── WorkflowInputsInvalid    a run's `inputs` are undeclared, missing or of the wrong type
     └── ExecutionError           about one execution
         ├── ExecutionNotFound
         ├── NotWaiting           the execution is not waiting for input
@@ -19,7 +29,6 @@
         ├── InputInvalid         resume input violates the step's schema (every violation)
         ├── ActorNotAllowed      this actor may not decide this review
         ├── CannotEscalate       the review is at its last level
-        ├── WorkflowDisabled     the workflow says enabled: false
         └── Contention           the execution kept changing under a write; try again
 """
 
@@ -87,6 +96,23 @@ class WorkflowFailRequested(StepFailed):
     """Raised by ``workflow.fail``: the runner ends the run, ignoring ``on-failure``."""
 
 
+class EgressBlocked(StepFailed):
+    """An ``http`` step would connect to an address the egress policy refuses: nothing was
+    sent, and retrying will not change the answer."""
+
+    def __init__(self, host: str, address: str, reason: str, *, request: str = "") -> None:
+        self.host = host
+        self.address = address
+        self.reason = reason
+        self.request = request
+        where = f"{request}: " if request else ""
+        target = address if host == address else f"{host} resolves to {address}"
+        super().__init__(f"egress_blocked: {where}{target}, refused: {reason}",
+                         retryable=False,
+                         details={"error": "egress_blocked", "host": host, "address": address,
+                                  "reason": reason})
+
+
 class StepTypeInvalid(SignoffError):
     """A step type that cannot be registered (a name taken, an unknown kind)."""
 
@@ -114,6 +140,61 @@ class PluginNotFound(SignoffError):
 
 class StoreUnavailable(SignoffError):
     pass
+
+
+class TokenError(SignoffError):
+    """An API token that cannot be created or revoked as asked (a bad name, an unknown scope)."""
+
+
+class TokenExists(TokenError):
+    def __init__(self, name: str) -> None:
+        self.name = name
+        super().__init__(f"a token named {name!r} exists already; revoke it first or pick "
+                         "another name")
+
+
+class TokenNotFound(TokenError):
+    def __init__(self, name: str) -> None:
+        self.name = name
+        super().__init__(f"no token named {name!r}")
+
+
+class AccessDenied(SignoffError):
+    """An authenticated API caller asked for something its token does not allow."""
+
+
+class MissingScope(AccessDenied):
+    def __init__(self, token: str, scope: str, doing: str) -> None:
+        self.token = token
+        self.scope = scope
+        super().__init__(f"token {token!r} lacks the {scope!r} scope, which {doing} needs")
+
+
+class ActAsRequired(AccessDenied):
+    """A header names someone other than the token's principal, and the token lacks
+    ``act-as``: it is refused rather than silently replaced by the principal."""
+
+    def __init__(self, token: str, principal: str, header: str, named: str) -> None:
+        self.token = token
+        self.principal = principal
+        self.header = header
+        self.named = named
+        super().__init__(f"{header} names {named!r}, but token {token!r} acts only as "
+                         f"{principal!r}; naming someone else needs the 'act-as' scope")
+
+
+class SettingsInvalid(SignoffError):
+    """A setting read from the environment that does not parse (which variable, which entry)."""
+
+
+class WorkflowInputsInvalid(SignoffError):
+    """A run's ``inputs`` do not match what the workflow declares; one problem per input."""
+
+    def __init__(self, workflow: str, problems: list[dict[str, str]]) -> None:
+        self.workflow = workflow
+        self.problems = problems
+        lines = "; ".join(f"{p['input']}: {p['message']}" for p in problems)
+        super().__init__(f"the inputs of workflow {workflow!r} are invalid: {lines}")
 
 
 class ExecutionError(SignoffError):

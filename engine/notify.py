@@ -67,8 +67,8 @@ class ReviewRequest:
     channel: str | None = None
     requested_by: str | None = None
     due_at: datetime | None = None  # step timeout or settings.timeout, whichever is first
-    approve_label: str = "Approve"
-    reject_label: str = "Deny"
+    approve_label: str = "Approve"  # waitForApproval's buttons: approveLabel, rejectLabel
+    reject_label: str = "Decline"
     allow_self_approval: bool = False
     approvals_required: int = 1
     options: Mapping[str, Any] = field(default_factory=dict)  # the step's rendered `with`

@@ -20,6 +20,10 @@ class Settings:
     queue: str = "signoff"
     lease_seconds: float = LEASE_MS / 1000  # a silent worker's runs are taken over after this
     sweep_seconds: int = 15  # how often workers look for runs whose worker died
+    # Host names, addresses and CIDRs http steps may reach despite the built-in refusals
+    # (loopback, link-local, cloud metadata), and ones they may not reach at all.
+    http_allow: tuple[str, ...] = ()
+    http_deny: tuple[str, ...] = ()
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -37,6 +41,8 @@ class Settings:
             queue=env.get("SIGNOFF_QUEUE") or cls.queue,
             lease_seconds=float(env.get("SIGNOFF_LEASE_SECONDS") or cls.lease_seconds),
             sweep_seconds=int(env.get("SIGNOFF_SWEEP_SECONDS") or cls.sweep_seconds),
+            http_allow=_entries(env.get("SIGNOFF_HTTP_ALLOW")),
+            http_deny=_entries(env.get("SIGNOFF_HTTP_DENY")),
         )
 
     def __repr__(self) -> str:
@@ -44,7 +50,13 @@ class Settings:
         return (f"Settings(redis_url={_mask_url(self.redis_url)!r}, api_token={token!r}, "
                 f"workflows_dir={self.workflows_dir!r}, host={self.host!r}, port={self.port}, "
                 f"notifier={self.notifier!r}, queue={self.queue!r}, "
-                f"lease_seconds={self.lease_seconds}, sweep_seconds={self.sweep_seconds})")
+                f"lease_seconds={self.lease_seconds}, sweep_seconds={self.sweep_seconds}, "
+                f"http_allow={self.http_allow!r}, http_deny={self.http_deny!r})")
+
+
+def _entries(value: str | None) -> tuple[str, ...]:
+    """A comma-separated list, blanks dropped."""
+    return tuple(entry.strip() for entry in (value or "").split(",") if entry.strip())
 
 
 def _mask_url(url: str) -> str:

@@ -17,7 +17,7 @@ from engine.state.embedded_redis import EmbeddedRedis
 from engine.state.store import connect
 from engine.worker.runtime import Runtime, build_runtime, install_runtime
 from engine.worker.worker import SignoffWorker
-from tests.support.services import ServedApp, WorkerProcess
+from tests.support.services import LOOPBACK_TARGETS, ServedApp, WorkerProcess
 
 
 @pytest.fixture(scope="session")
@@ -43,7 +43,10 @@ def redis_client(redis_url: str) -> Iterator[redis.Redis]:
 
 @pytest.fixture
 def settings(redis_url: str, tmp_path: Path) -> Settings:
-    return Settings(redis_url=redis_url, api_token="test-token", workflows_dir=str(tmp_path))
+    # The tests' stand-in targets listen on loopback, which http steps may not reach unless
+    # allowed: allowed here, as a deployment would allow an internal service.
+    return Settings(redis_url=redis_url, api_token="test-token", workflows_dir=str(tmp_path),
+                    http_allow=LOOPBACK_TARGETS)
 
 
 @pytest.fixture

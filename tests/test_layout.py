@@ -125,6 +125,11 @@ def test_the_public_surface_resolves_and_loads_layers_lazily() -> None:
 
     assert all(getattr(engine, name) is not None for name in engine.__all__)
     assert issubclass(engine.Contention, engine.SignoffError)
+    import engine.errors
+
+    tree = {name for name, value in vars(engine.errors).items()
+            if isinstance(value, type) and issubclass(value, engine.SignoffError)}
+    assert tree <= set(engine.__all__), "errors missing from the public surface"
     # Importing the pure layer through the package must not drag in Redis or RQ.
     probe = ("import sys, engine, engine.definition.loader; "
              "print(sorted(m for m in ('redis', 'rq', 'httpx', 'starlette') if m in sys.modules))")

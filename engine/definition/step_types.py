@@ -22,6 +22,7 @@ from enum import StrEnum
 from importlib.metadata import entry_points
 from typing import TYPE_CHECKING, Any, Protocol
 
+from engine.definition.egress import DEFAULT_POLICY, EgressPolicy
 from engine.errors import StepTypeInvalid
 
 if TYPE_CHECKING:
@@ -54,6 +55,7 @@ class StepContext:
     attempt: int
     connector_id: str | None = None
     timeout_seconds: float | None = None
+    egress: EgressPolicy = DEFAULT_POLICY  # where an http step may connect (the worker's settings)
 
     def log(self, message: str) -> None:
         """Write ``message`` to the worker's log, tagged with the execution and the step."""

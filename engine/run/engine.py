@@ -6,8 +6,9 @@ The HTTP API, the CLI, the bot and the RQ jobs all go through :class:`Engine`.
 from __future__ import annotations
 
 import hashlib
+import json
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Collection, Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -18,9 +19,11 @@ from engine.errors import (
     ExecutionNotFound,
     NotWaiting,
     WorkflowDisabled,
+    WorkflowInputsInvalid,
 )
 from engine.notify import SYSTEM_TIMEOUT, Actor, Notifier, NullNotifier, ReviewRequest
-from engine.run import timers
+from engine.run import authority, timers
+from engine.run.authority import Refusal
 from engine.run.reviews import ResumeResult, Reviews
 from engine.run.timers import Scheduler
 from engine.state import audit
@@ -56,9 +59,15 @@ class Engine:
 
     def run(self, workflow: Workflow, event: Any = None, *, requested_by: str | None = None,
             actor: Actor | None = None) -> str:
-        """Start an execution of ``workflow`` for ``event``; returns its id."""
+        """Start an execution of ``workflow`` for ``event``; returns its id.
+
+        WorkflowInputsInvalid when the event's ``inputs`` name one the workflow does not
+        declare, miss a required one, or give one a value of another type."""
         if not workflow.enabled:
             raise WorkflowDisabled(workflow.name)
+        problems = input_problems(workflow, event)
+        if problems:
+            raise WorkflowInputsInvalid(workflow.name, problems)
         execution_id = str(uuid.uuid4())
         now = self.clock()
         state = ExecutionState(
@@ -166,6 +175,27 @@ class Engine:
         """A human step's ``timeout`` elapsed: apply its ``on-timeout`` unless decided."""
         return self.reviews.step_timed_out(execution_id, path)
 
+    # -- who may act ---------------------------------------------------------------------------
+
+    def refusal(self, review: ReviewRequest, user_id: str, *, approvers: Collection[str],
+                restricted: bool, requester: str | None) -> Refusal | None:
+        """Why ``user_id`` may not decide, escalate or reassign ``review``; None when they may.
+        ``approvers`` (who the step names) and ``requester`` are user ids, resolved by the
+        caller; ``restricted``: the step names approvers (even if none resolved)."""
+        return authority.refusal(review, user_id, approvers=approvers, restricted=restricted,
+                                 requester=requester)
+
+    def deciders(self, review: ReviewRequest, *, approvers: Sequence[str],
+                 requester: str | None) -> tuple[str, ...]:
+        """Those of ``approvers`` (user ids) who may decide ``review``."""
+        return authority.deciders(review, approvers=approvers, requester=requester)
+
+    def reassign_refusal(self, review: ReviewRequest, chosen: str, *,
+                         approvers: Collection[str], requester: str | None) -> Refusal | None:
+        """Why ``review`` may not be handed to ``chosen``; None when it may."""
+        return authority.reassign_refusal(review, chosen, approvers=approvers,
+                                          requester=requester)
+
     # -- annotations ---------------------------------------------------------------------------
 
     def annotate(self, execution_id: str, key: str, value: Any) -> None:
@@ -212,3 +242,59 @@ class Engine:
             self.store.mark_runnable(execution_id, now_ms + self.lease_ms)
             self.scheduler.enqueue_advance(execution_id)
         return stalled
+
+
+# What each declared input `type` accepts, and how a value of another type is named.
+_INPUT_TYPES: dict[str, Callable[[Any], bool]] = {
+    "string": lambda v: isinstance(v, str),
+    "choice": lambda v: isinstance(v, str),  # and one of its options, when it lists them
+    "number": lambda v: isinstance(v, int | float) and not isinstance(v, bool),
+    "integer": lambda v: (isinstance(v, int) and not isinstance(v, bool)
+                          or isinstance(v, float) and v.is_integer()),
+    "boolean": lambda v: isinstance(v, bool),
+    "array": lambda v: isinstance(v, list | tuple),
+    "object": lambda v: isinstance(v, Mapping),
+}
+
+
+def input_problems(workflow: Workflow, event: Any) -> list[dict[str, str]]:
+    """What is wrong with ``event``'s ``inputs`` for ``workflow``, one entry per input:
+    undeclared, required and missing, of another type, not one of a choice's options."""
+    given = event.get("inputs", {}) if isinstance(event, Mapping) else {}
+    if not isinstance(given, Mapping):
+        return [{"input": "inputs", "message": f"must be an object, not {_json_type(given)}"}]
+    declared = {str(spec["name"]): spec for spec in workflow.inputs}
+    names = ", ".join(declared) or "none"
+    problems = [{"input": str(name), "message": f"is not an input of workflow "
+                 f"{workflow.name!r} (it declares: {names})"}
+                for name in given if name not in declared]
+    for name, spec in declared.items():
+        if name not in given:
+            if spec.get("required") and "default" not in spec:
+                problems.append({"input": name, "message": "is required"})
+            continue
+        value, type_ = given[name], str(spec["type"])
+        options = spec.get("options") if type_ == "choice" else None
+        if options and value not in options:
+            problems.append({"input": name, "message": "must be one of "
+                             f"{', '.join(json.dumps(o) for o in options)}, "
+                             f"not {json.dumps(value)}"})
+        elif not _INPUT_TYPES[type_](value):
+            problems.append({"input": name, "message": f"must be {_ARTICLE.get(type_, 'a')} "
+                             f"{type_}, not {_json_type(value)}"})
+    return problems
+
+
+_ARTICLE = {"array": "an", "integer": "an", "object": "an"}
+
+
+def _json_type(value: Any) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, int | float):
+        return "a number"
+    if isinstance(value, str):
+        return "a string"
+    return "an array" if isinstance(value, list | tuple) else "an object"

@@ -24,10 +24,11 @@ from typing import Any, NoReturn, assert_never
 
 from engine.definition.conditions import Condition
 from engine.definition.durations import parse_duration
+from engine.definition.egress import DEFAULT_POLICY, EgressPolicy
 from engine.definition.model import Step, Workflow
 from engine.definition.step_types import StepContext, StepType, get_step_type
 from engine.definition.templates import evaluate_expression, render_value
-from engine.errors import StepFailed, TemplateError, WorkflowFailRequested
+from engine.errors import DurationError, StepFailed, TemplateError, WorkflowFailRequested
 from engine.notify import Notifier
 from engine.run import timers
 from engine.run.buffered_writes import BufferedWrites, ExecutionChanged
@@ -94,13 +95,15 @@ class Runner:
 
     def __init__(self, store: Store, scheduler: Scheduler, notifier: Notifier,
                  load_workflow: Callable[[str], Workflow],
-                 clock: Callable[[], datetime] = utcnow, lease_ms: int = LEASE_MS) -> None:
+                 clock: Callable[[], datetime] = utcnow, lease_ms: int = LEASE_MS,
+                 egress: EgressPolicy = DEFAULT_POLICY) -> None:
         self.store = store
         self.scheduler = scheduler
         self.notifier = notifier
         self.load_workflow = load_workflow  # digest -> Workflow
         self.clock = clock
         self.lease_ms = lease_ms
+        self.egress = egress  # handed to every step: where http steps may connect
 
     def advance(self, execution_id: str) -> ExecutionStatus | None:
         """Run the execution's next segment; returns its status afterwards (None if busy)."""
@@ -213,9 +216,9 @@ class _Segment:
             case AwaitReviewer():
                 raise _Suspend
             case AskReviewer():
-                self._ask_reviewer(step, path, frame)
+                self._ask_reviewer(step, path, prefix, frame)
             case StartWait():
-                self._start_wait(step, path, frame)
+                self._start_wait(step, path, prefix, frame)
             case FinishWait(result):
                 self._record(step, path, result, audit.STEP_COMPLETED)
             case RunAction():
@@ -313,7 +316,7 @@ class _Segment:
             ctx = StepContext(options=options, execution_id=self.state.id, step_name=step.name,
                               step_path=path, attempt=attempt, connector_id=step.connector_id,
                               timeout_seconds=step.timeout.total_seconds() if step.timeout
-                              else None)
+                              else None, egress=self.r.egress)
             output = spec.run(ctx)
         except WorkflowFailRequested as exc:
             self._record_failure(step, path, running, str(exc), unwritten)
@@ -387,9 +390,13 @@ class _Segment:
 
     # -- timers ------------------------------------------------------------------------------
 
-    def _start_wait(self, step: Step, path: str, frame: _Frame) -> NoReturn:
-        options = self._options(step, frame)
-        wake = self.now() + parse_duration(options["duration"])
+    def _start_wait(self, step: Step, path: str, prefix: str, frame: _Frame) -> None:
+        try:
+            options = self._options(step, frame)
+            wake = self.now() + parse_duration(options["duration"])
+        except (TemplateError, DurationError) as exc:
+            self._fail_unstarted(step, path, prefix, frame, f"with.duration: {exc}")
+            return
         waiting = StepResult(status=StepStatus.WAITING, started_at=iso(self.now()),
                              wake_at=iso(wake))
         self._park_until(wake, Change(events=[self._event(audit.TIMER_SET, step=path,
@@ -397,10 +404,14 @@ class _Segment:
 
     # -- humans ------------------------------------------------------------------------------
 
-    def _ask_reviewer(self, step: Step, path: str, frame: _Frame) -> NoReturn:
-        options = self._options(step, frame)
+    def _ask_reviewer(self, step: Step, path: str, prefix: str, frame: _Frame) -> None:
         now = self.now()
-        review = start_review(step, path, options, self.state.id, now, self._run_deadline())
+        try:
+            options = self._options(step, frame)
+            review = start_review(step, path, options, self.state.id, now, self._run_deadline())
+        except (TemplateError, DurationError) as exc:
+            self._fail_unstarted(step, path, prefix, frame, str(exc))
+            return
         waiting = review.waiting
         change = Change(
             set={"w": waiting.to_json()}, status=ExecutionStatus.WAITING_FOR_INPUT,
@@ -420,6 +431,16 @@ class _Segment:
         except Exception:  # the review stays listed and can be redelivered
             log.exception("notifier failed for %s", self.state.id)
         raise _Suspend
+
+    def _fail_unstarted(self, step: Step, path: str, prefix: str, frame: _Frame,
+                        message: str) -> None:
+        """A timer or human step whose options do not render (a template error, a duration
+        that is not one) fails for good, as an action's would: its on-failure decides."""
+        now = iso(self.now())
+        failed = StepResult(status=StepStatus.FAILED, error=message, started_at=now,
+                            finished_at=now)
+        self._record(step, path, failed, audit.STEP_FAILED, error=message)
+        self._after_failure(step, path, prefix, frame, failed)
 
     def _run_deadline(self) -> datetime | None:
         timeout = self.workflow.settings.timeout

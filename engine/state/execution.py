@@ -248,9 +248,10 @@ def decision_outcome(input_: Mapping[str, Any], decision_field: str = "approved"
 def review_request(state: ExecutionState, waiting: Waiting) -> ReviewRequest:
     """The :class:`ReviewRequest` a reviewer sees for ``state`` waiting on ``waiting``."""
     opts = waiting.options
-    labels = ({"approve_label": str(opts.get("approveLabel") or "Approve"),
-               "reject_label": str(opts.get("rejectLabel") or "Decline")}
-              if waiting.step_type == "waitForApproval" else {})
+    # A waitForApproval's own button labels; ReviewRequest holds the defaults.
+    labels = {name: str(opts[key]) for key, name in (("approveLabel", "approve_label"),
+                                                     ("rejectLabel", "reject_label"))
+              if opts.get(key) and waiting.step_type == "waitForApproval"}
     created = parse_iso(waiting.since)
     assert created is not None
     return ReviewRequest(

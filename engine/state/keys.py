@@ -26,6 +26,9 @@
     signoff:inbox-taking:{t} list   the task drain t is running
     signoff:inbox-alive:{t} string  drain t's heartbeat (expiring); the sweep puts back the task
                                     of a drain whose heartbeat lapsed
+    signoff:tokens          hash    API token names, each to the SHA-256 (hex) of its secret
+    signoff:token:{sha256}  string  an API token's record (JSON: name, scopes, principal,
+                                    createdAt), found by the hash of its secret; never the secret
     signoff:status:{id}     channel pub/sub, told each new status of an execution (not a key)
 
 Execution hash fields: ``wf`` workflow name, ``d`` definition digest, ``st`` status,
@@ -77,6 +80,13 @@ def index_workflow(name: str) -> str:
 
 
 STATS_INDEX = f"{PREFIX}stats:index"
+
+TOKEN_NAMES = f"{PREFIX}tokens"
+
+
+def token(secret_digest: str) -> str:
+    """An API token's record, by the SHA-256 of its secret (engine.state.tokens)."""
+    return f"{PREFIX}token:{secret_digest}"
 
 INBOXES = f"{PREFIX}inboxes"
 

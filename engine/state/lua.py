@@ -4,7 +4,7 @@ A script runs atomically: no other client's command lands between its reads and 
 writes, which is what makes a guarded state change, a lease release or an inbox hand-off
 all or nothing. Each script is registered once per client (``register_script``: EVALSHA,
 loaded again on NOSCRIPT) by the module that runs it: :mod:`engine.state.store` runs the
-execution scripts, :mod:`engine.state.inbox` the inbox ones.
+execution and token scripts, :mod:`engine.state.inbox` the inbox ones.
 
 Every key a script reads or writes is passed in KEYS, none is built inside a script, so
 each script's comment below is the whole list of what it may touch. A pub/sub channel is
@@ -114,6 +114,29 @@ return 1
 COMPARE_AND_SET = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then redis.call('SET', KEYS[1], ARGV[2]) return 1 end
 return 0
+"""
+
+# -- API tokens (engine.state.store) -----------------------------------------------------------
+
+# ADD_TOKEN: keep a new API token, its name unique (Store.add_token). KEYS[1] the token
+# names hash, KEYS[2] the token's record; ARGV[1] its name, ARGV[2] the SHA-256 of its
+# secret, ARGV[3] its record (JSON). Returns 1 when added, 0 when the name is taken
+# (nothing written).
+ADD_TOKEN = """
+if redis.call('HSETNX', KEYS[1], ARGV[1], ARGV[2]) == 0 then return 0 end
+redis.call('SET', KEYS[2], ARGV[3])
+return 1
+"""
+
+# REVOKE_TOKEN: forget a token, name and record together (Store.revoke_token). KEYS[1] the
+# token names hash, KEYS[2] the record the caller found for the name; ARGV[1] the name,
+# ARGV[2] the SHA-256 the caller read for it. Returns 1 when revoked, 0 when the name no
+# longer maps to that hash (revoked, or made again, meanwhile).
+REVOKE_TOKEN = """
+if redis.call('HGET', KEYS[1], ARGV[1]) ~= ARGV[2] then return 0 end
+redis.call('HDEL', KEYS[1], ARGV[1])
+redis.call('DEL', KEYS[2])
+return 1
 """
 
 # -- inboxes (engine.state.inbox) --------------------------------------------------------------

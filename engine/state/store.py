@@ -8,7 +8,8 @@ produce two decisions or a lost one. The script is given every key it may touch:
 execution's, every status index and the other indexes the change names.
 
 The worker side's own bookkeeping (the overdue-timer index, the list of inboxes) and
-plug-ins' small values go through here too, so a Redis that cannot be reached is
+plug-ins' small values and the API tokens' records (:mod:`engine.state.tokens`) go
+through here too, so a Redis that cannot be reached is
 :class:`engine.errors.StoreUnavailable` in one place. Only RQ and the inboxes
 (:mod:`engine.state.inbox`) use the client directly.
 """
@@ -27,7 +28,14 @@ import redis.asyncio
 from redis.backoff import ExponentialBackoff
 from redis.retry import Retry
 
-from engine.errors import DefinitionMissing, ExecutionNotFound, StoreUnavailable
+from engine.errors import (
+    DefinitionMissing,
+    ExecutionNotFound,
+    StoreUnavailable,
+    TokenError,
+    TokenExists,
+    TokenNotFound,
+)
 from engine.state import audit, keys, lua
 from engine.state.execution import (
     Decision,
@@ -39,6 +47,7 @@ from engine.state.execution import (
     epoch_ms,
     parse_iso,
 )
+from engine.state.tokens import ApiToken
 
 
 def connect(url: str) -> redis.Redis:
@@ -113,6 +122,8 @@ class Store:
         self._release = client.register_script(lua.RELEASE_LEASE)
         self._annotate = client.register_script(lua.ANNOTATE)
         self._cas = client.register_script(lua.COMPARE_AND_SET)
+        self._add_token = client.register_script(lua.ADD_TOKEN)
+        self._revoke_token = client.register_script(lua.REVOKE_TOKEN)
 
     # -- definitions -------------------------------------------------------------------------
 
@@ -477,6 +488,43 @@ class Store:
     def inbox_queues(self) -> list[str]:
         """The RQ queues that have an inbox (engine.state.inbox), for the workers' sweep."""
         return [_text(name) for name in self._call(self.redis.smembers, keys.INBOXES)]
+
+    # -- API tokens (engine.state.tokens) ----------------------------------------------------
+
+    def add_token(self, token: ApiToken, secret_digest: str) -> None:
+        """Keep a new token's record under the hash of its secret, name and record together;
+        TokenExists when the name is taken."""
+        added = self._call(self._add_token, keys=[keys.TOKEN_NAMES, keys.token(secret_digest)],
+                           args=[token.name, secret_digest, token.to_json()])
+        if not added:
+            raise TokenExists(token.name)
+
+    def token(self, secret_digest: str) -> ApiToken | None:
+        """The token whose secret hashes to ``secret_digest``; None when there is none
+        (never made, or revoked)."""
+        raw = self._call(self.redis.get, keys.token(secret_digest))
+        return ApiToken.from_json(raw) if raw is not None else None
+
+    def tokens(self) -> list[ApiToken]:
+        """Every token's record, by name."""
+        names = self._call(self.redis.hgetall, keys.TOKEN_NAMES)
+        ordered = sorted((_text(name), _text(digest)) for name, digest in names.items())
+        rows = self.get_values([keys.token(digest) for _, digest in ordered])
+        return [ApiToken.from_json(raw) for raw in rows if raw is not None]
+
+    def revoke_token(self, name: str) -> None:
+        """Forget a token: the next request that shows its secret is refused.
+        TokenNotFound when no token has that name."""
+        for _ in range(10):  # each turn loses only to a revoke-and-make-again of this name
+            found = self._call(self.redis.hget, keys.TOKEN_NAMES, name)
+            if found is None:
+                raise TokenNotFound(name)
+            secret_digest = _text(found)
+            if self._call(self._revoke_token,
+                          keys=[keys.TOKEN_NAMES, keys.token(secret_digest)],
+                          args=[name, secret_digest]):
+                return
+        raise TokenError(f"token {name!r} kept changing while being revoked; try again")
 
     # -- audit -------------------------------------------------------------------------------
 

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import redis
 from rq import get_current_job
 
+from engine.definition.egress import EgressPolicy
 from engine.definition.loader import WorkflowCatalog
 from engine.notify import Notifier, load_notifier
 from engine.run.engine import Engine
@@ -44,8 +45,10 @@ def build_runtime(settings: Settings, connection: redis.Redis,
     notifier = notifier or load_notifier(settings.notifier, settings=settings,
                                          connection=connection)
     lease_ms = int(settings.lease_seconds * 1000)
+    egress = EgressPolicy.from_entries(settings.http_allow, settings.http_deny)
     engine = Engine(store, scheduler, notifier, lease_ms=lease_ms)
-    runner = Runner(store, scheduler, notifier, engine.definition, lease_ms=lease_ms)
+    runner = Runner(store, scheduler, notifier, engine.definition, lease_ms=lease_ms,
+                    egress=egress)
     catalog = WorkflowCatalog(settings.workflows_dir)
     keeper = ScheduleKeeper(store, scheduler, catalog)
     return Runtime(settings, store, engine, runner, catalog, keeper)

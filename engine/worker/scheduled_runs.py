@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING
 
 from engine.definition.model import Trigger, Workflow
 from engine.definition.triggers import next_due, scheduled_triggers
-from engine.errors import WorkflowInvalid, WorkflowNotFound
+from engine.errors import WorkflowInputsInvalid, WorkflowInvalid, WorkflowNotFound
 from engine.notify import Actor
 from engine.state import keys
 from engine.state.execution import iso, utcnow
@@ -106,4 +106,8 @@ def start_scheduled_run(engine: Engine, catalog: WorkflowCatalog, name: str,
     if not workflow.enabled:
         return None
     event = {"trigger": {"type": "scheduled", "scheduledAt": iso(due)}}
-    return engine.run(workflow, event, actor=SCHEDULER)
+    try:
+        return engine.run(workflow, event, actor=SCHEDULER)
+    except WorkflowInputsInvalid as exc:  # a required input with no default: never startable
+        log.error("scheduled run of %s not started: %s", name, exc)
+        return None

@@ -15,8 +15,9 @@ from typing import Any
 import pytest
 import redis
 
-from bot.jobs import QUEUE, BotRuntime, build_bot_runtime, install_bot_runtime
+from bot.jobs import BotRuntime, build_bot_runtime, install_bot_runtime
 from bot.notifier import SlackNotifier
+from bot.outbox import QUEUE
 from bot.settings import BotSettings
 from bot.web import extension
 from engine.api import build_api

@@ -170,6 +170,28 @@ def test_approvals_all_pages_ten_at_a_time_with_show_more(signoff: Signoff):
     assert buttons(alice).count((ACTION_APPROVE, "Approve")) == 10
 
 
+def test_a_review_not_posted_yet_is_listed_as_its_buttons_will_treat_each_viewer(
+        signoff: Signoff):
+    execution_id = signoff.engine.run(parse_workflow(ISOLATE), {"host": "web-00",
+                                                                "rule": "beaconing"})
+    engine_only = SignoffWorker([signoff.runtime.settings.queue],
+                                connection=signoff.engine.store.redis)
+    engine_only.work(burst=True, logging_level="WARNING")  # it waits; its post job has not run
+    assert signoff.messages() == [] and load_delivery(signoff.engine, execution_id,
+                                                      "review") is None
+
+    alice = approvals(signoff, "U0ALICE", "all")  # an approver: the engine says she may
+    assert buttons(alice) == [(ACTION_APPROVE, "Approve"), ("signoff.deny", "Deny")]
+    dave = approvals(signoff, "U0DAVE", "all")
+    assert "not one of its approvers" in sections(dave)[0] and buttons(dave) == []
+
+    assert signoff.driver.click("U0ALICE", shown("U0ALICE", signoff), ACTION_APPROVE).ok
+    signoff.drain()
+    state = signoff.engine.get(execution_id)
+    assert state.status is ExecutionStatus.COMPLETED
+    assert state.results["review"].resumed_by["id"] == "U0ALICE"
+
+
 def test_approvals_id_shows_one_review_waiting_then_decided(signoff: Signoff):
     [execution_id] = start(signoff, 1)
 
@@ -355,7 +377,7 @@ def test_batch_from_the_home_tab_needs_a_selection_then_refreshes_the_tab(signof
 def test_batch_refuses_someone_who_may_not_decide_and_audits_it(signoff: Signoff):
     [execution_id] = start(signoff, 1)
     batch = BatchReview(signoff.engine, signoff.bot.directory,
-                        Overview(signoff.engine, signoff.bot.client))
+                        Overview(signoff.engine, signoff.bot.client, signoff.bot.directory))
     dave = Actor(id="U0DAVE", name="dave", source="slack")
 
     [outcome] = batch.decide(dave, [(execution_id, "Isolate <web-00>?")], "isolate-host",
@@ -385,7 +407,7 @@ steps:
 def test_a_batch_approval_counts_toward_a_quorum(signoff: Signoff):
     [execution_id] = start(signoff, 1, QUORUM)
     batch = BatchReview(signoff.engine, signoff.bot.directory,
-                        Overview(signoff.engine, signoff.bot.client))
+                        Overview(signoff.engine, signoff.bot.client, signoff.bot.directory))
     alice = Actor(id="U0ALICE", name="alice", source="slack")
 
     [outcome] = batch.decide(alice, [(execution_id, "Deploy web-00 to production?")], "deploy",

@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 from slack_sdk.models.blocks import Block
 
+from bot import texts
 from bot.blocks import (
     ACTION_APPROVE,
     ACTION_DENY,
@@ -26,6 +27,7 @@ from bot.blocks import (
 )
 from bot.forms import ReviewRef
 from engine.notify import SYSTEM_TIMEOUT, Actor, ReviewClosed, ReviewRequest
+from engine.run.authority import Refusal
 from engine.state.execution import iso
 
 # The review step of the Elastic human-in-the-loop example, rendered for one alert
@@ -374,6 +376,13 @@ def test_ephemeral_replies(make_review: Callable[..., ReviewRequest]) -> None:
     assert reply["text"].startswith("This review is already closed: ❌ Denied by <@U0DECIDER>")
     assert ephemeral_not_allowed("you asked for it <!here>") == {
         "text": "You can't decide this review: you asked for it &lt;!here&gt;"}
+
+
+def test_every_refusal_the_engine_gives_reads_as_a_sentence() -> None:
+    assert set(texts.REFUSALS) == set(Refusal)
+    assert ephemeral_not_allowed(texts.REFUSALS[Refusal.SELF_APPROVAL]) == {
+        "text": "You can't decide this review: you requested this run, and its step does not "
+                "allow self-approval."}
 
 
 def test_review_reference_rejects_garbage() -> None:

@@ -3,15 +3,16 @@
 from __future__ import annotations
 
 import threading
+from datetime import datetime, timedelta
 from typing import Any
 
 from slack_sdk.models.blocks import Block
 
 from bot.blocks import ACTION_APPROVE, ACTION_DENY, ACTION_RESPOND
-from bot.delivery import load_delivery
+from bot.delivery import closed_from_state, load_delivery
 from engine.definition.loader import parse_workflow
 from engine.notify import Actor
-from engine.state.execution import ExecutionStatus, StepStatus
+from engine.state.execution import ExecutionStatus, StepStatus, Waiting, parse_iso, utcnow
 from engine.worker.worker import SignoffWorker
 from slack_emulator import Tamper
 from tests.bot.conftest import ISOLATE, REVIEWS, TICKET, Signoff
@@ -192,6 +193,24 @@ def test_group_and_email_approvers_are_resolved_and_the_requester_cannot_self_ap
     assert state.status is ExecutionStatus.COMPLETED
     assert state.results["review"].resumed_by["id"] == "U0DAVE"
     assert "Approved by <@U0DAVE>" in all_text(only_message(signoff))
+
+
+def test_buttons_say_what_the_step_asks_unless_it_names_its_own_labels(signoff: Signoff):
+    def labels(message: dict[str, Any]) -> list[str]:
+        return [e["text"]["text"] for e in message["blocks"][-1]["elements"]
+                if e["type"] == "button" and e["action_id"] in (ACTION_APPROVE, ACTION_DENY)]
+
+    signoff.run("""
+name: grant
+steps:
+  - name: review
+    type: waitForApproval
+    with: {message: "Grant access?"}
+""")
+    assert labels(only_message(signoff)) == ["Approve", "Decline"]  # rejectLabel's default
+
+    signoff.run(ISOLATE, EVENT)  # a form's own yes and no
+    assert labels(signoff.messages()[-1]) == ["Approve", "Deny"]
 
 
 def test_two_approvers_clicking_at_once_make_one_decision(start_signoff, bot_settings):
@@ -405,3 +424,70 @@ def test_a_form_left_open_on_an_earlier_instance_does_not_answer_the_next(signof
     state = signoff.engine.get(execution_id)
     assert state.status is ExecutionStatus.WAITING_FOR_INPUT  # web-02 still waits for its own
     assert "hosts[1].review" not in state.results or state.results["hosts[1].review"].output is None
+
+
+PER_HOST_IN_TIME = """
+name: isolate-each-in-time
+steps:
+  - name: hosts
+    type: foreach
+    foreach: "${{ event.hosts }}"
+    steps:
+      - name: review
+        type: waitForApproval
+        timeout: 1h
+        with:
+          message: "Isolate {{ foreach.item }}?"
+          approvers: [U0ALICE]
+          on-timeout: continue
+"""
+
+
+def test_reviews_inside_a_foreach_close_in_slack_when_timed_out_or_decided(signoff: Signoff):
+    execution_id = signoff.run(PER_HOST_IN_TIME, {"hosts": ["web-01", "web-02", "web-03"]})
+
+    # Time moves on for the whole engine at once: an hour passes each time nobody decides.
+    skipped = [timedelta(0)]
+
+    def now() -> datetime:
+        return utcnow() + skipped[0]
+
+    signoff.engine.clock = signoff.runtime.runner.clock = now
+
+    since: list[str] = []
+
+    def waiting_on(path: str) -> Waiting:
+        waiting = signoff.engine.get(execution_id).waiting
+        assert waiting is not None and waiting.path == path
+        since.append(waiting.since)
+        return waiting
+
+    def time_out(path: str) -> None:
+        due = parse_iso(waiting_on(path).due_at)
+        assert due is not None
+        skipped[0] += due - now() + timedelta(seconds=1)
+        assert signoff.engine.step_timed_out(execution_id, path)
+        signoff.drain()
+
+    time_out("hosts[0].review")  # nobody decides web-01; the step then waits for web-02
+    second = signoff.messages()[-1]
+    assert "Isolate web-02?" in all_text(second)
+    waiting_on("hosts[1].review")
+    assert signoff.driver.click("U0ALICE", (REVIEWS, second["ts"]), ACTION_APPROVE).ok
+    signoff.drain()
+    time_out("hosts[2].review")
+
+    state = signoff.engine.get(execution_id)
+    assert state.status is ExecutionStatus.COMPLETED
+    assert [state.results[f"hosts[{n}].review"].status for n in range(3)] == [
+        StepStatus.FAILED, StepStatus.COMPLETED, StepStatus.FAILED]
+    first, second, third = signoff.messages()
+    assert "Approved by <@U0ALICE>" in all_text(second) and not has_buttons(second)
+    for host, message in (("web-01", first), ("web-03", third)):
+        assert f"Isolate {host}?" in all_text(message)
+        assert "Timed out" in all_text(message) and not has_buttons(message)
+    # Each instance is told from the others, as a late click on its message is answered.
+    closed = [closed_from_state(signoff.engine, state, "review", s) for s in since]
+    assert [(c.outcome, c.actor.id) if c else None for c in closed] == [
+        ("timed_out", "system:timeout"), ("approved", "U0ALICE"), ("timed_out", "system:timeout")]
+    assert closed[0].at < closed[1].at < closed[2].at  # type: ignore[union-attr]

@@ -202,3 +202,32 @@ def test_healthz_is_503_when_redis_is_unreachable(runtime, served, settings):
         response = client.get("/healthz")
     assert response.status_code == 503
     assert response.json()["redis"] is False
+
+
+def test_a_stored_token_with_redis_unreachable_is_503_not_500(served, settings):
+    import redis
+
+    from engine.notify import NullNotifier
+    from engine.settings import Settings
+    from engine.worker.runtime import build_runtime
+
+    dead = redis.Redis(host="127.0.0.1", port=1, socket_connect_timeout=1)  # no retries
+    dead_runtime = build_runtime(Settings(redis_url="redis://127.0.0.1:1/0"), dead,
+                                 notifier=NullNotifier())
+    app = build_api(dead_runtime.engine, WorkflowCatalog(settings.workflows_dir),
+                    api_token="t")
+    with served(app).client(headers={"Authorization": "Bearer signoff_x"}) as client:
+        response = client.get("/api/workflowExecutions")
+    assert response.status_code == 503
+    assert response.json()["error"] == "unavailable"
+
+
+def test_the_operator_acts_as_operator_unless_a_header_names_someone(api, work):
+    execution_id = start(api, work)
+    assert api.get(f"/api/workflowExecutions/{execution_id}").json()["requestedBy"] == \
+        "operator"
+    named = api.post("/api/workflows/refund/run", json={"amount": 1, "customer": "c"},
+                     headers={"X-Signoff-Requested-By": "erin@example.com"})
+    assert api.get(named.headers["Location"]).json()["requestedBy"] == "erin@example.com"
+    resumed = api.post(f"/api/workflowExecutions/{execution_id}/resume", json={"approved": True})
+    assert resumed.json()["decidedBy"] == {"id": "operator", "name": "operator", "source": "api"}

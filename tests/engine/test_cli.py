@@ -93,3 +93,47 @@ def test_serve_refuses_to_start_without_a_token(redis_url):
     env = {"SIGNOFF_API_TOKEN": ""}
     result = signoff(redis_url, "serve", "--port", "1", env=env)
     assert result.returncode == 1 and "SIGNOFF_API_TOKEN" in result.stderr
+
+
+def test_token_create_prints_the_token_alone_and_it_authenticates(runtime, served, settings,
+                                                                  redis_url):
+    from engine.api import build_api
+    from engine.definition.loader import WorkflowCatalog
+
+    made = signoff(redis_url, "token", "create", "dashboard", "--scopes", "read",
+                   "--principal", "U0ALICE")
+    assert made.returncode == 0, made.stderr
+    secret = made.stdout.splitlines()[0]
+    assert secret == made.stdout.strip() and secret.startswith("signoff_")
+    assert "shown this once" in made.stderr
+
+    app = build_api(runtime.engine, WorkflowCatalog(settings.workflows_dir),
+                    api_token=settings.api_token)
+    with served(app).client(headers={"Authorization": f"Bearer {secret}"}) as client:
+        assert client.get("/api/workflowExecutions").status_code == 200
+        assert client.post("/api/workflows/any/run", json={}).status_code == 403
+
+        again = signoff(redis_url, "token", "create", "dashboard", "--scopes", "run")
+        assert again.returncode == 1
+        assert "'dashboard' exists already" in again.stderr and again.stdout == ""
+        assert client.get("/api/workflowExecutions").status_code == 200  # still the first
+
+        listed = signoff(redis_url, "token", "list").stdout.splitlines()
+        assert listed[0].split() == ["NAME", "SCOPES", "PRINCIPAL", "CREATED"]
+        assert listed[1].split()[:3] == ["dashboard", "read", "U0ALICE"]
+
+        revoked = signoff(redis_url, "token", "revoke", "dashboard")
+        assert revoked.returncode == 0, revoked.stderr
+        assert client.get("/api/workflowExecutions").status_code == 401
+    assert signoff(redis_url, "token", "revoke", "dashboard").returncode == 1
+
+
+def test_token_create_refuses_unknown_scopes_and_bad_names(redis_client, redis_url):
+    unknown = signoff(redis_url, "token", "create", "ci", "--scopes", "run,deploy")
+    assert unknown.returncode == 1 and "'deploy'" in unknown.stderr
+    assert "run, read, decide, act-as, admin" in unknown.stderr
+    assert signoff(redis_url, "token", "create", "a b", "--scopes", "run").returncode == 1
+    assert signoff(redis_url, "token", "create", "operator", "--scopes", "run").returncode == 1
+    assert signoff(redis_url, "token", "create", "ci", "--scopes", " , ").returncode == 1
+    assert signoff(redis_url, "token", "create", "ci").returncode == 2  # --scopes is required
+    assert redis_client.keys("signoff:token*") == []

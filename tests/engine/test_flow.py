@@ -327,3 +327,40 @@ def _after(iso_text):
     from engine.state.execution import parse_iso
 
     return parse_iso(iso_text) + timedelta(milliseconds=1)
+
+
+BAD_OPTIONS = """
+    name: bad-options
+    steps:
+      - name: pause
+        type: wait
+        with: {duration: "{{ event.delay }}"}
+      - name: review
+        type: waitForApproval
+        with: {message: "Isolate {{ event.host | divided_by: event.zero }}?"}
+      - name: after
+        type: console
+        with: {message: "went on"}
+    """
+
+
+def test_options_that_fail_to_render_fail_the_step_not_the_job(runtime, work):
+    # A wait whose duration is not one, and a review whose message cannot render, are the
+    # workflow's failures: recorded, audited, and the run ends (or goes on by on-failure);
+    # the job itself must not raise, or the sweep would retry the run forever.
+    state = run(runtime, work, BAD_OPTIONS, {"delay": "soon", "host": 1, "zero": 0})
+    assert state.status is ExecutionStatus.FAILED
+    assert state.results["pause"].status is StepStatus.FAILED
+    assert "'soon' is not a duration" in (state.results["pause"].error or "")
+    assert "review" not in state.results
+
+    text = BAD_OPTIONS.replace('with: {duration: "{{ event.delay }}"}',
+                               'with: {duration: "{{ event.delay }}"}\n'
+                               '        on-failure: {continue: true}')
+    state = run(runtime, work, text, {"delay": "soon", "host": 1, "zero": 0})
+    assert state.status is ExecutionStatus.FAILED
+    assert state.results["pause"].status is StepStatus.FAILED
+    assert state.results["review"].status is StepStatus.FAILED
+    assert "can't divide by 0" in (state.results["review"].error or "")
+    assert state.error is not None and "review" in state.error
+    assert not runtime.store.stale_running(now_ms=2**62)  # nothing left for the sweep

@@ -59,3 +59,19 @@ def test_worker_processes_start_scheduled_runs(runtime, worker_process, tmp_path
     assert len(set(times)) == len(times), f"a due time fired twice: {times}"
     first = runtime.engine.audit_entries(runs[0].id)[0].event
     assert first["actor"]["id"] == "system:scheduler"
+
+
+def test_a_scheduled_workflow_that_needs_an_input_is_logged_not_retried(runtime, tmp_path,
+                                                                        caplog):
+    from engine.worker.scheduled_runs import start_scheduled_run
+
+    (tmp_path / "needs.yaml").write_text(EVERY_SECOND.replace("name: heartbeat", """name: needs
+inputs:
+  - {name: host, type: string, required: true}"""))
+    catalog = WorkflowCatalog(str(tmp_path))
+    with caplog.at_level("ERROR", logger="engine.worker.scheduled_runs"):
+        started = start_scheduled_run(runtime.engine, catalog, "needs",
+                                      datetime(2026, 11, 22, 10, 0, tzinfo=UTC))
+    assert started is None
+    assert "host" in caplog.text and "not started" in caplog.text
+    assert runtime.engine.list_executions()[1] == 0

@@ -19,6 +19,9 @@ import uvicorn
 from engine.state.embedded_redis import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
+# Where the tests' stand-in targets listen; http steps may reach it only when it is allowed
+# (SIGNOFF_HTTP_ALLOW), as the test settings and worker processes do.
+LOOPBACK_TARGETS = ("127.0.0.1",)
 
 
 def wait_until(predicate: Callable[[], Any], timeout: float = 10.0, interval: float = 0.02,
@@ -38,7 +41,8 @@ class WorkerProcess:
     """`signoff worker` as a real process, as production runs it."""
 
     def __init__(self, redis_url: str, *, extra_env: dict[str, str] | None = None) -> None:
-        env = {**os.environ, "REDIS_URL": redis_url, "PYTHONUNBUFFERED": "1"}
+        env = {**os.environ, "REDIS_URL": redis_url, "PYTHONUNBUFFERED": "1",
+               "SIGNOFF_HTTP_ALLOW": ",".join(LOOPBACK_TARGETS)}
         env.pop("SLACK_BOT_TOKEN", None)
         env.update(extra_env or {})
         self.log_path = Path(os.environ.get("TMPDIR", "/tmp")) / f"signoff-worker-{free_port()}.log"

@@ -1,0 +1,65 @@
+"""The bot's Slack work, queued: post a review, follow its changes, mark it closed, reply to one
+person.
+
+Nothing here calls Slack. Each piece of work becomes a job on the ``slack`` queue
+(:mod:`bot.jobs` holds the job bodies), handed over through the engine's scheduler seam
+(:class:`engine.run.timers.Scheduler`), so a slow or failing Slack never holds up a run
+or a click's answer. Closing comes in bursts (a reviewer approving a batch, an
+incident's worth of clicks), so it goes through the queue's inbox
+(:mod:`engine.state.inbox`), many to a job. Jobs are named by import path, so this
+module does not import the job bodies (which import the listeners that queue work
+here).
+
+A job that fails is retried with backoff; when a post's retries run out the run still
+waits and ``signoff redeliver ID`` posts the review again.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from bot.delivery import closed_to_json
+from bot.review_changes import change_to_json
+from engine.notify import ReviewChange, ReviewClosed
+from engine.run.timers import Scheduler
+
+QUEUE = "slack"  # also the name of the bot's entry point in signoff.queues
+JOBS = "bot.jobs"
+JOB_TIMEOUT = 300
+REPLY_TIMEOUT = 60
+# Slack's own retries (429 with Retry-After, 5xx, resets) run inside each call first.
+DELIVERY_RETRY = (10, 30, 120, 600, 1800)
+REPLY_RETRY = (2, 10)  # an ephemeral is worth little once the reviewer has moved on
+
+
+class Outbox:
+    """Queues the bot's Slack work through ``scheduler``."""
+
+    def __init__(self, scheduler: Scheduler) -> None:
+        self.scheduler = scheduler
+
+    def post(self, execution_id: str, step: str) -> None:
+        """Post the review ``execution_id`` waits on at ``step``."""
+        self.scheduler.enqueue_to(QUEUE, f"{JOBS}.post_review", execution_id, step,
+                                  retry=DELIVERY_RETRY, timeout=JOB_TIMEOUT,
+                                  description=f"post review {step} of {execution_id}")
+
+    def follow(self, change: ReviewChange) -> None:
+        """Bring a waiting review's messages in step with ``change``."""
+        review = change.review
+        self.scheduler.enqueue_to(
+            QUEUE, f"{JOBS}.follow_review", review.execution_id, review.step,
+            change_to_json(change), retry=DELIVERY_RETRY, timeout=JOB_TIMEOUT,
+            description=f"{change.kind} review {review.step} of {review.execution_id}")
+
+    def close(self, closed: ReviewClosed) -> None:
+        """Mark a closed review's messages closed (through the inbox)."""
+        self.scheduler.hand_in_to(QUEUE, f"{JOBS}.update_review", closed.execution_id,
+                                  closed.step, closed_to_json(closed), retry=DELIVERY_RETRY)
+
+    def reply(self, channel: str, user: str, message: Mapping[str, Any]) -> None:
+        """Show ``message`` to ``user`` alone in ``channel``."""
+        self.scheduler.enqueue_to(QUEUE, f"{JOBS}.post_ephemeral", channel, user, dict(message),
+                                  retry=REPLY_RETRY, timeout=REPLY_TIMEOUT,
+                                  description=f"ephemeral to {user} in {channel}")

@@ -1,0 +1,63 @@
+"""API tokens' records in a real Redis: made, found by the hash of their secret, listed,
+revoked."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from engine.errors import TokenExists, TokenNotFound
+from engine.state import keys, tokens
+from engine.state.tokens import ApiToken, Scope
+
+
+def make(store, name: str, scopes: str, principal: str | None = None) -> str:
+    secret, record = tokens.issue(name, tokens.parse_scopes(scopes), principal,
+                                  "2025-01-01T00:00:00.000Z")
+    store.add_token(record, tokens.digest(secret))
+    return secret
+
+
+def test_a_token_is_found_by_its_secrets_hash_until_revoked(runtime):
+    store = runtime.store
+    secret = make(store, "ci", "run, read", principal="ci-bot")
+    other = make(store, "alice", "decide")
+
+    found = store.token(tokens.digest(secret))
+    assert found == ApiToken(name="ci", scopes=frozenset({Scope.RUN, Scope.READ}),
+                             principal="ci-bot", created_at="2025-01-01T00:00:00.000Z")
+    assert store.token(tokens.digest(secret + "x")) is None
+    assert [t.name for t in store.tokens()] == ["alice", "ci"]
+    assert store.token(tokens.digest(other)).acts_as == "alice"
+
+    store.revoke_token("ci")
+    assert store.token(tokens.digest(secret)) is None
+    assert [t.name for t in store.tokens()] == ["alice"]
+    with pytest.raises(TokenNotFound):
+        store.revoke_token("ci")
+
+
+def test_a_taken_name_writes_nothing(runtime, redis_client):
+    make(runtime.store, "ci", "run")
+    before = sorted(redis_client.keys("signoff:token*"))
+    with pytest.raises(TokenExists):
+        make(runtime.store, "ci", "admin")
+    assert sorted(redis_client.keys("signoff:token*")) == before
+
+
+def test_a_scope_this_version_does_not_know_grants_nothing(runtime, redis_client):
+    secret = make(runtime.store, "ci", "read")
+    key = keys.token(tokens.digest(secret))
+    record = json.loads(redis_client.get(key))
+    record["scopes"] = ["read", "superuser"]
+    redis_client.set(key, json.dumps(record))
+
+    assert runtime.store.token(tokens.digest(secret)).scopes == frozenset({Scope.READ})
+
+
+def test_each_secret_is_new_and_long():
+    first, _ = tokens.issue("a", {Scope.RUN}, None, "")
+    second, _ = tokens.issue("a", {Scope.RUN}, None, "")
+    assert first != second
+    assert first.startswith("signoff_") and len(first) == len("signoff_") + 43
