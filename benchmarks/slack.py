@@ -52,7 +52,7 @@ from benchmarks.load import CLIENTS, LoadGenerator, PreparedRequest, Sample  # n
 from bot.blocks import ACTION_APPROVE  # noqa: E402
 from bot.delivery import annotation_key, load_delivery  # noqa: E402
 from bot.outbox import QUEUE as SLACK_QUEUE  # noqa: E402
-from engine import keys  # noqa: E402
+from engine.state import keys  # noqa: E402
 from engine.definition.loader import parse_workflow  # noqa: E402
 from engine.notify import NullNotifier  # noqa: E402
 from engine.run.engine import Engine  # noqa: E402
