@@ -20,6 +20,8 @@ import pytest
 import redis
 
 from bot.blocks import ACTION_APPROVE
+from engine.errors import SettingsInvalid
+from engine.settings import Settings
 from engine.state import keys
 from engine.state.embedded_redis import EmbeddedRedis
 from engine.state.execution import ExecutionStatus
@@ -124,3 +126,13 @@ def test_with_a_real_replica_the_task_is_on_it_before_the_caller_is_told(caplog)
         assert waits(to_primary) == 1
         to_primary.close()
         to_replica.close()
+
+
+def test_the_ack_settings_are_read_and_checked_at_start():
+    read = Settings.from_env({"SIGNOFF_ACK_REPLICAS": "2", "SIGNOFF_ACK_TIMEOUT_MS": "250"})
+    assert (read.ack_replicas, read.ack_timeout_ms) == (2, 250)
+    assert (Settings.from_env({}).ack_replicas, Settings.from_env({}).ack_timeout_ms) == (0, 500)
+    for env in ({"SIGNOFF_ACK_REPLICAS": "one"}, {"SIGNOFF_ACK_REPLICAS": "-1"},
+                {"SIGNOFF_ACK_TIMEOUT_MS": "3000"}, {"SIGNOFF_ACK_TIMEOUT_MS": "0"}):
+        with pytest.raises(SettingsInvalid, match=next(iter(env))):
+            Settings.from_env(env)
