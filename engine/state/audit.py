@@ -8,6 +8,19 @@ Each event is canonical JSON ``e`` with ``h = sha256(previous h + e)``; the chai
 starts from :data:`GENESIS`. The execution keeps the last hash (``ah``), so
 editing, deleting or reordering any event, the last one included, breaks
 verification. Building and checking the chain is pure; the store appends.
+
+A bare sha256 chain shows accidental damage and a careless edit, not a careful one:
+anyone who can write to Redis can edit an event, recompute every later hash and the
+head, and the trail verifies. With ``SIGNOFF_AUDIT_KEY`` each link is an HMAC-SHA256
+under that key instead (``h = "hmac:" + hmac(key, previous h + e)``); the key is not in
+Redis, so such a rewrite no longer verifies. The ``hmac:`` prefix records the scheme
+link by link: a verifier without the key says the trail is keyed instead of broken, and
+one with the key refuses a bare sha256 link after a keyed one (all that someone without
+the key can write). A trail begun before the key was set stays sha256 up to its first
+event written with the key. What the key cannot tell apart is a trail that is sha256
+from its first event: written before the key was set, or rewritten whole by someone
+without it; :attr:`Verification.keyed_from` says which part of a trail the key vouches
+for. Rotation is not supported: keyed links verify only with the key that wrote them.
 """
 
 from __future__ import annotations
