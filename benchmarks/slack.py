@@ -52,11 +52,11 @@ from benchmarks.load import CLIENTS, LoadGenerator, PreparedRequest, Sample  # n
 from bot.blocks import ACTION_APPROVE  # noqa: E402
 from bot.delivery import annotation_key, load_delivery  # noqa: E402
 from bot.outbox import QUEUE as SLACK_QUEUE  # noqa: E402
-from engine.state import keys  # noqa: E402
 from engine.definition.loader import parse_workflow  # noqa: E402
 from engine.notify import NullNotifier  # noqa: E402
 from engine.run.engine import Engine  # noqa: E402
 from engine.settings import Settings  # noqa: E402
+from engine.state import keys  # noqa: E402
 from engine.state.embedded_redis import EmbeddedRedis, free_port  # noqa: E402
 from engine.state.execution import ExecutionStatus  # noqa: E402
 from engine.state.store import connect  # noqa: E402

@@ -42,10 +42,10 @@ from rq import Queue, Worker, get_current_job  # noqa: E402
 
 from benchmarks.slack import percentile  # noqa: E402
 from bot.delivery import load_delivery  # noqa: E402
-from engine.state import audit  # noqa: E402
 from engine.definition.loader import parse_workflow  # noqa: E402
 from engine.notify import NullNotifier  # noqa: E402
 from engine.settings import Settings  # noqa: E402
+from engine.state import audit  # noqa: E402
 from engine.state.embedded_redis import EmbeddedRedis  # noqa: E402
 from engine.state.execution import parse_iso  # noqa: E402
 from engine.state.store import connect  # noqa: E402

@@ -7,8 +7,9 @@ pool instead, with the adapter's own request and response conversions.
 The one request that comes in bursts, a one-click Approve or Deny, takes a short
 path: its signature is checked with slack_sdk's verifier, the decision is handed to a
 worker through the engine's inbox (one Redis round trip; as the Bolt listener would
-hand it), and Slack gets its 200 at once. Everything else, and anything the short
-path does not recognise, goes to Bolt.
+hand it), and Slack gets its 200 at once (with ``SIGNOFF_ACK_REPLICAS``, once that many
+replicas have it too: a Redis WAIT, see :class:`engine.state.inbox.AsyncInbox`).
+Everything else, and anything the short path does not recognise, goes to Bolt.
 """
 
 from __future__ import annotations
@@ -51,6 +52,9 @@ def extension(settings: Any = None, engine: Engine | None = None, *,
         return WebExtension([Route(PATH, events_endpoint(app, clicks), methods=["POST"])])
     connection = connect_async(url)
     inbox = engine.scheduler.async_inbox(connection)
+    replicas = getattr(settings, "ack_replicas", 0)
+    if replicas:  # SIGNOFF_ACK_REPLICAS: a click is acked once that many replicas have it
+        inbox.wait_for_replicas(replicas, settings.ack_timeout_ms)
     clicks = OneClickPath(bot_settings.signing_secret, engine, inbox)
     return WebExtension([Route(PATH, events_endpoint(app, clicks), methods=["POST"])],
                         on_shutdown=[inbox.settle, connection.aclose])

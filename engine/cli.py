@@ -98,7 +98,9 @@ def _parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("audit", help="an execution's audit trail")
     p.add_argument("id")
-    p.add_argument("--verify", action="store_true", help="check the hash chain; exit 1 if broken")
+    p.add_argument("--verify", action="store_true",
+                   help="check the hash chain (with SIGNOFF_AUDIT_KEY when set); exit 1 if "
+                   "broken, 2 if keyed and no key is set")
     p.add_argument("--format", choices=("text", "jsonl"), default="text")
     p.set_defaults(func=cmd_audit)
 
@@ -231,11 +233,24 @@ def cmd_audit(args: argparse.Namespace) -> int:
             print(f"{line}  {rest}".rstrip())
     if args.verify:
         check = rt.engine.verify_audit(args.id)
+        if check.needs_key:
+            print(f"audit trail of {args.id} cannot be verified here: {check.problem}",
+                  file=sys.stderr)
+            return 2
         if not check.ok:
             print(f"audit trail of {args.id} is BROKEN: {check.problem}", file=sys.stderr)
             return 1
-        print(f"audit trail of {args.id} verified: {check.checked} events, chain intact",
-              file=sys.stderr if args.format == "jsonl" else sys.stdout)
+        if check.keyed_from is None:
+            scheme = ("unkeyed sha256 links, written before SIGNOFF_AUDIT_KEY was set (or "
+                      "rewritten whole by someone without it)" if rt.settings.audit_key
+                      else "unkeyed sha256 links")
+        elif check.keyed_from == "1":
+            scheme = "every link keyed with SIGNOFF_AUDIT_KEY"
+        else:
+            scheme = (f"sha256 links up to event {int(check.keyed_from) - 1}, keyed with "
+                      f"SIGNOFF_AUDIT_KEY from event {check.keyed_from} on")
+        print(f"audit trail of {args.id} verified: {check.checked} events, chain intact "
+              f"({scheme})", file=sys.stderr if args.format == "jsonl" else sys.stdout)
     return 0
 
 

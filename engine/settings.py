@@ -6,7 +6,11 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
+from engine.errors import SettingsInvalid
 from engine.state.execution import LEASE_MS
+
+MIN_AUDIT_KEY = 16  # characters; 32 random bytes in hex (64) is what the README suggests
+ACK_TIMEOUT_MS = 500  # Slack wants its answer within 3 s; leave it most of them
 
 
 @dataclass(frozen=True)
@@ -24,6 +28,26 @@ class Settings:
     # (loopback, link-local, cloud metadata), and ones they may not reach at all.
     http_allow: tuple[str, ...] = ()
     http_deny: tuple[str, ...] = ()
+    # HMAC-SHA256 key for the audit chain; kept out of Redis, so a trail cannot be rewritten
+    # consistently by someone who can only write to Redis. None: bare sha256 links.
+    audit_key: str | None = field(default=None, repr=False)
+    # Replicas that must hold a click (Redis WAIT) before Slack gets its 200; 0: no WAIT.
+    ack_replicas: int = 0
+    ack_timeout_ms: int = ACK_TIMEOUT_MS  # how long the web process waits for them
+
+    def __post_init__(self) -> None:
+        if self.audit_key is not None and len(self.audit_key) < MIN_AUDIT_KEY:
+            raise SettingsInvalid(f"SIGNOFF_AUDIT_KEY: at least {MIN_AUDIT_KEY} characters "
+                                  "(for example 64 hex digits: openssl rand -hex 32)")
+        if self.ack_replicas < 0:
+            raise SettingsInvalid("SIGNOFF_ACK_REPLICAS: a number of replicas, 0 or more")
+        if not 0 < self.ack_timeout_ms < 3000:
+            raise SettingsInvalid("SIGNOFF_ACK_TIMEOUT_MS: more than 0 and under Slack's "
+                                  "3000 ms")
+
+    @property
+    def audit_key_bytes(self) -> bytes | None:
+        return self.audit_key.encode() if self.audit_key is not None else None
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -43,6 +67,9 @@ class Settings:
             sweep_seconds=int(env.get("SIGNOFF_SWEEP_SECONDS") or cls.sweep_seconds),
             http_allow=_entries(env.get("SIGNOFF_HTTP_ALLOW")),
             http_deny=_entries(env.get("SIGNOFF_HTTP_DENY")),
+            audit_key=env.get("SIGNOFF_AUDIT_KEY") or None,
+            ack_replicas=_whole_number(env, "SIGNOFF_ACK_REPLICAS", cls.ack_replicas),
+            ack_timeout_ms=_whole_number(env, "SIGNOFF_ACK_TIMEOUT_MS", cls.ack_timeout_ms),
         )
 
     def __repr__(self) -> str:
@@ -51,7 +78,18 @@ class Settings:
                 f"workflows_dir={self.workflows_dir!r}, host={self.host!r}, port={self.port}, "
                 f"notifier={self.notifier!r}, queue={self.queue!r}, "
                 f"lease_seconds={self.lease_seconds}, sweep_seconds={self.sweep_seconds}, "
-                f"http_allow={self.http_allow!r}, http_deny={self.http_deny!r})")
+                f"http_allow={self.http_allow!r}, http_deny={self.http_deny!r}, "
+                f"audit_key={'***' if self.audit_key else None!r}, "
+                f"ack_replicas={self.ack_replicas}, ack_timeout_ms={self.ack_timeout_ms})")
+
+
+def _whole_number(env: Mapping[str, str], name: str, default: int) -> int:
+    value = (env.get(name) or "").strip()
+    if not value:
+        return default
+    if not value.isdigit():
+        raise SettingsInvalid(f"{name}: {value!r} is not a whole number")
+    return int(value)
 
 
 def _entries(value: str | None) -> tuple[str, ...]:

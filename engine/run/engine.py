@@ -130,7 +130,7 @@ class Engine:
         if not self.store.exists(execution_id):
             raise ExecutionNotFound(execution_id)
         return audit.verify(self.store.audit_entries(execution_id),
-                            self.store.audit_head(execution_id))
+                            self.store.audit_head(execution_id), self.store.audit_key)
 
     # -- decide ------------------------------------------------------------------------------
 

@@ -8,19 +8,35 @@ Each event is canonical JSON ``e`` with ``h = sha256(previous h + e)``; the chai
 starts from :data:`GENESIS`. The execution keeps the last hash (``ah``), so
 editing, deleting or reordering any event, the last one included, breaks
 verification. Building and checking the chain is pure; the store appends.
+
+A bare sha256 chain shows accidental damage and a careless edit, not a careful one:
+anyone who can write to Redis can edit an event, recompute every later hash and the
+head, and the trail verifies. With ``SIGNOFF_AUDIT_KEY`` each link is an HMAC-SHA256
+under that key instead (``h = "hmac:" + hmac(key, previous h + e)``); the key is not in
+Redis, so such a rewrite no longer verifies. The ``hmac:`` prefix records the scheme
+link by link: a verifier without the key says the trail is keyed instead of broken, and
+one with the key refuses a bare sha256 link after a keyed one (all that someone without
+the key can write). A trail begun before the key was set stays sha256 up to its first
+event written with the key. What the key cannot tell apart is a trail that is sha256
+from its first event: written before the key was set, or rewritten whole by someone
+without it; :attr:`Verification.keyed_from` says which part of a trail the key vouches
+for. Rotation is not supported: keyed links verify only with the key that wrote them.
 """
 
 from __future__ import annotations
 
 import hashlib
+import hmac
 import json
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from engine.errors import SettingsInvalid
 from engine.state.execution import canonical
 
 GENESIS = "0" * 64
+KEYED = "hmac:"  # starts a link made with SIGNOFF_AUDIT_KEY; a bare sha256 link is 64 hex
 
 # Event types, as they appear in exports.
 CREATED = "execution.created"
@@ -58,44 +74,79 @@ class Verification:
     ok: bool
     checked: int
     problem: str = ""
-    entry_id: str | None = None
+    entry_id: str | None = None  # the first entry that does not verify
+    keyed_from: str | None = None  # the first entry linked with the key (None: unkeyed)
+    needs_key: bool = False  # keyed, and checked without the key: neither broken nor intact
 
 
 def event(kind: str, at: str, **data: Any) -> dict[str, Any]:
     return {"type": kind, "at": at, **{k: v for k, v in data.items() if v is not None}}
 
 
-def link(previous: str, body: str) -> str:
-    return hashlib.sha256((previous + body).encode()).hexdigest()
+def link(previous: str, body: str, key: bytes | None = None) -> str:
+    """The hash of ``body`` after ``previous``: sha256, or with ``key`` a prefixed HMAC."""
+    message = (previous + body).encode()
+    if key is None:
+        return hashlib.sha256(message).hexdigest()
+    return KEYED + hmac.new(key, message, hashlib.sha256).hexdigest()
 
 
-def chain(previous: str, events: Iterable[Mapping[str, Any]]) -> tuple[list[tuple[str, str]], str]:
-    """Serialize and hash ``events`` after ``previous``; returns [(body, hash)] and the new head."""
+def chain(previous: str, events: Iterable[Mapping[str, Any]], key: bytes | None = None
+          ) -> tuple[list[tuple[str, str]], str]:
+    """Serialize and hash ``events`` after ``previous`` (with ``key`` when given); returns
+    [(body, hash)] and the new head. SettingsInvalid when the trail is keyed and ``key`` is
+    None: an unkeyed link after keyed ones would read as tampering."""
+    if key is None and previous.startswith(KEYED):
+        raise SettingsInvalid("SIGNOFF_AUDIT_KEY: this audit trail is keyed, and this process "
+                              "has no key; give every web and worker process the same key")
     linked = []
     head = previous
     for item in events:
         body = canonical(item)
-        head = link(head, body)
+        head = link(head, body, key)
         linked.append((body, head))
     return linked, head
 
 
-def verify(entries: Iterable[tuple[str, str, str]], head: str | None) -> Verification:
-    """Check (entry id, body, hash) triples in order against the chain and the stored head."""
+def verify(entries: Iterable[tuple[str, str, str]], head: str | None,
+           key: bytes | None = None) -> Verification:
+    """Check (entry id, body, hash) triples in order against the chain and the stored head;
+    keyed links with ``key``. Names the first entry that does not verify."""
     previous = GENESIS
     count = 0
+    keyed_from: str | None = None
     for entry_id, body, digest in entries:
         count += 1
-        expected = link(previous, body)
-        if digest != expected:
-            return Verification(False, count, f"event {count} ({entry_id}) does not match its "
-                                f"hash: it was edited, or an event before it was removed",
-                                entry_id)
+        where = f"event {count} ({entry_id})"
+        if digest.startswith(KEYED):
+            if keyed_from is None:
+                keyed_from = entry_id
+            if key is None:
+                return Verification(False, count - 1, f"this trail is keyed from {where} on; "
+                                    "set SIGNOFF_AUDIT_KEY to verify it", entry_id,
+                                    keyed_from, needs_key=True)
+        elif keyed_from is not None:
+            return Verification(False, count, f"{where} has a bare sha256 hash after keyed "
+                                "events: it was rewritten by someone without the audit key",
+                                entry_id, keyed_from)
+        if digest != link(previous, body, key if digest.startswith(KEYED) else None):
+            wrong_key = (" (or SIGNOFF_AUDIT_KEY is not the key it was written with)"
+                         if entry_id == keyed_from else "")
+            return Verification(False, count, f"{where} does not match its hash: it was "
+                                f"edited, or an event before it was removed{wrong_key}",
+                                entry_id, keyed_from)
         previous = digest
     if head is not None and previous != head:
         return Verification(False, count, "the last event does not match the execution's audit "
-                            "head: events were removed from the end of the trail")
-    return Verification(True, count)
+                            "head: events were removed from the end of the trail",
+                            None, keyed_from)
+    return Verification(True, count, keyed_from=keyed_from)
+
+
+def split(stored: str) -> tuple[str, str]:
+    """A stored entry (its hash, then its canonical JSON) as (hash, body)."""
+    length = len(GENESIS) + (len(KEYED) if stored.startswith(KEYED) else 0)
+    return stored[:length], stored[length:]
 
 
 def decode(entry_id: str, body: str, digest: str) -> AuditEntry:

@@ -226,6 +226,15 @@ class AsyncInbox:
     only when it cannot be lost. The drain job a write asks for is queued after its
     callers are told (RQ's enqueue is sync and takes a thread, ~0.5 ms): should that
     fail, the tasks are safe and a worker's sweep queues the drain.
+
+    With :meth:`wait_for_replicas` (``SIGNOFF_ACK_REPLICAS``), "in Redis" means on the
+    primary and on that many replicas: each write is followed by ``WAIT n timeout`` on
+    the same connection (one pipeline, so no extra round trip; the script goes as EVAL, a
+    few hundred bytes, rather than EVALSHA with a SCRIPT EXISTS check before each
+    pipeline). When fewer replicas acknowledge in time, the shortfall is logged as an
+    error and the callers are told all the same: the tasks are on the primary, and are
+    lost only if it fails before a replica has them. Without it (the default) no WAIT is
+    sent.
     """
 
     def __init__(self, connection: redis.asyncio.Redis, queue: str,
@@ -239,6 +248,13 @@ class AsyncInbox:
         self._waiting: list[tuple[str, asyncio.Future[None]]] = []
         self._writer: asyncio.Task[None] | None = None
         self._background: set[asyncio.Future[Any]] = set()  # drain jobs being queued
+        self.replicas = 0  # how many replicas must acknowledge a write (WAIT); 0: none
+        self.replica_timeout_ms = 500
+
+    def wait_for_replicas(self, replicas: int, timeout_ms: int) -> None:
+        """From now on, tell a caller its task is in once ``replicas`` replicas have it too,
+        or ``timeout_ms`` passed (then the shortfall is logged as an error)."""
+        self.replicas, self.replica_timeout_ms = replicas, timeout_ms
 
     async def put(self, function: str, *args: Any, retry: tuple[int, ...] = ()) -> None:
         """Have a worker run ``function(*args)`` soon (as :meth:`Inbox.put`); raises when
@@ -263,8 +279,12 @@ class AsyncInbox:
             while self._waiting:
                 batch, self._waiting = self._waiting[:MAX_BATCH], self._waiting[MAX_BATCH:]
                 try:
-                    drain = await self._put(keys=self._keys, args=[
-                        DRAIN_FLAG_MS, self.queue, *(task for task, _ in batch)])
+                    args: list[str | int] = [DRAIN_FLAG_MS, self.queue,
+                                             *(task for task, _ in batch)]
+                    if self.replicas:
+                        drain = await self._write_and_wait(args)
+                    else:  # the default: the click path as cheap as it was, one EVALSHA
+                        drain = await self._put(keys=self._keys, args=args)
                 except Exception as exc:
                     for _, written in batch:
                         if not written.done():
@@ -277,6 +297,22 @@ class AsyncInbox:
                     self._queue_drain()
         finally:
             self._writer = None
+
+    async def _write_and_wait(self, args: list[str | int]) -> Any:
+        """INBOX_PUT with ``args``, then WAIT for the replicas; logs a shortfall."""
+        # WAIT counts the writes of its own connection: the pipeline keeps both on one.
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.eval(lua.INBOX_PUT, len(self._keys), *self._keys, *args)
+        pipe.wait(self.replicas, self.replica_timeout_ms)
+        drain, acknowledged = await pipe.execute()
+        if int(acknowledged) < self.replicas:
+            tasks = len(args) - 2  # after the drain flag's lifetime and the queue name
+            log.error("only %d of %d replica(s) acknowledged %d task(s) put in inbox %s "
+                      "within %d ms (SIGNOFF_ACK_REPLICAS); told the callers they are in: "
+                      "they are on the primary, and lost only if it fails before a replica "
+                      "has them", int(acknowledged), self.replicas, tasks, self.queue,
+                      self.replica_timeout_ms)
+        return drain
 
     def _queue_drain(self) -> None:
         self._keep(asyncio.get_running_loop().run_in_executor(None, self._enqueue_drain),

@@ -7,6 +7,10 @@ reviewers at once, a double click or a cancel racing a worker can therefore neve
 produce two decisions or a lost one. The script is given every key it may touch: the
 execution's, every status index and the other indexes the change names.
 
+The audit events are hashed here, in Python, before the script appends them: with an
+audit key (``SIGNOFF_AUDIT_KEY``) each link is an HMAC under it (:mod:`engine.state.audit`),
+and the key never goes to Redis.
+
 The worker side's own bookkeeping (the overdue-timer index, the list of inboxes) and
 plug-ins' small values and the API tokens' records (:mod:`engine.state.tokens`) go
 through here too, so a Redis that cannot be reached is
@@ -116,8 +120,9 @@ class ExecutionSummary:
 class Store:
     """Executions, their audit trails and indexes in Redis."""
 
-    def __init__(self, client: redis.Redis) -> None:
+    def __init__(self, client: redis.Redis, *, audit_key: bytes | None = None) -> None:
         self.redis = client
+        self.audit_key = audit_key  # SIGNOFF_AUDIT_KEY: audit links are HMACs under it
         self._commit = client.register_script(lua.COMMIT)
         self._release = client.register_script(lua.RELEASE_LEASE)
         self._annotate = client.register_script(lua.ANNOTATE)
@@ -140,7 +145,7 @@ class Store:
                timers: Sequence[tuple[str, float, str]] = ()) -> None:
         """Write a new execution, its first audit events and indexes (and the index entries
         of its ``timers``), and enqueue its job, atomically."""
-        linked, head = audit.chain(audit.GENESIS, events)
+        linked, head = audit.chain(audit.GENESIS, events, self.audit_key)
         started_ms = _ms(state.started_at)
         fields: dict[Any, Any] = {
             "wf": state.workflow, "d": state.digest, "st": state.status.value,
@@ -283,7 +288,7 @@ class Store:
                guard_field: tuple[str, str] | None = None,
                lease_ttl_ms: int | None = None, release_lease: bool = False) -> CommitResult:
         """Apply ``change`` if the guards hold; on success ``state`` follows it (status, head)."""
-        linked, head = audit.chain(state.audit_head, change.events)
+        linked, head = audit.chain(state.audit_head, change.events, self.audit_key)
         spec: dict[str, Any] = {"events": [list(pair) for pair in linked] or None}
         if change.set:
             spec["set"] = change.set
@@ -533,8 +538,8 @@ class Store:
         rows = self._call(self.redis.lrange, keys.audit(execution_id), 0, -1)
         entries = []
         for number, raw in enumerate(rows, start=1):
-            text = _text(raw)
-            entries.append((str(number), text[_HASH_LEN:], text[:_HASH_LEN]))
+            digest, body = audit.split(_text(raw))
+            entries.append((str(number), body, digest))
         return entries
 
     def audit_head(self, execution_id: str) -> str | None:
@@ -592,7 +597,6 @@ _STATUS_NAMES = [status.value for status in ExecutionStatus]  # COMMIT's ARGV[4 
 _STATUS_INDEXES = [keys.index_status(name) for name in _STATUS_NAMES]  # its KEYS[6 ..]
 _FIRST_NAMED_KEY = 6 + len(_STATUS_INDEXES)  # Lua counts KEYS from 1
 _REVIEW_FIELDS = ("wf", "d", "st", "t0", "rb", "w")  # wf first: None means gone
-_HASH_LEN = 64  # an audit entry is its sha256 (hex) followed by its canonical JSON
 
 
 def _text(value: Any) -> str:

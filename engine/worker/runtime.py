@@ -40,7 +40,7 @@ _runtimes_lock = threading.Lock()
 
 def build_runtime(settings: Settings, connection: redis.Redis,
                   notifier: Notifier | None = None) -> Runtime:
-    store = Store(connection)
+    store = Store(connection, audit_key=settings.audit_key_bytes)
     scheduler = RQScheduler(connection, settings.queue)
     notifier = notifier or load_notifier(settings.notifier, settings=settings,
                                          connection=connection)
