@@ -5,6 +5,13 @@ exactly ``${{ expr }}`` (surrounding whitespace allowed) evaluates to the expres
 own value, so a list stays a list and an int an int. Inside ``{{ }}`` the Elastic
 Workflows ternary ``cond ? a : b`` is accepted and read as Liquid's ``a if cond else b``.
 
+A :class:`MarkdownTemplate` (a human step's ``message``: Markdown a reviewer reads)
+renders with every interpolated value escaped for Markdown, so event data shows as
+literal text and cannot forge a link, a heading or emphasis; the template's own text
+is the author's Markdown and renders. ``{{ value | markdown }}`` opts a trusted value
+in. Slack's own syntax (``&``, ``<``, ``>``, mentions) is left to the bot, which
+escapes it in all text it converts (bot/mrkdwn.py). Other strings are not escaped.
+
 python-liquid enters Signoff through this module only.
 """
 
@@ -21,17 +28,21 @@ from typing import Any
 
 from liquid import BoundTemplate, Environment, RenderContext, is_undefined
 from liquid.builtin.output import Output, OutputNode
+from liquid.builtin.tags.echo_tag import EchoNode, EchoTag
 from liquid.exceptions import LiquidError, LiquidInterrupt
 from liquid.expression import Expression
 from liquid.filter import int_arg
 from liquid.stream import TokenStream
+from liquid.stringify import to_liquid_string
 from liquid.token import TOKEN_EXPRESSION
 
 from engine.errors import TemplateError
 
 __all__ = [
+    "MarkdownTemplate",
     "check_value",
     "compile_template",
+    "escape_markdown",
     "evaluate_expression",
     "has_template",
     "references",
@@ -119,14 +130,121 @@ def _json_filter(obj: object, indent: object = None) -> str:
     )
 
 
-def _build_environment() -> Environment:
+class MarkdownTemplate(str):
+    """A template whose output is Markdown a reviewer reads: interpolated values are escaped."""
+
+    __slots__ = ()
+
+
+class _TrustedMarkdown(str):
+    """A value the author let through with ``| markdown``: written as it is."""
+
+    __slots__ = ()
+
+
+# CommonMark lets a backslash make any ASCII punctuation character literal, and only
+# ASCII punctuation starts Markdown syntax (links, headings, emphasis, code, lists,
+# quotes, tables, HTML, entities).
+_MARKDOWN_SPECIAL = re.compile(r"[!-/:-@\[-`{-~]")
+_BACKTICK_RUN = re.compile(r"`+")
+_FENCE = re.compile(r" {0,3}(`{3,}|~{3,})")
+# Inside code a backslash is literal, so a backtick is swapped for a look-alike instead.
+_BACKTICK_LOOKALIKE = "\u02cb"  # ˋ, as bot/mrkdwn.py shows a backtick inside code
+_TILDE_LOOKALIKE = "\u223c"  # ∼
+
+
+def escape_markdown(text: str) -> str:
+    """``text`` made literal Markdown: every ASCII punctuation character backslash-escaped."""
+    return _MARKDOWN_SPECIAL.sub(r"\\\g<0>", text)
+
+
+def _code_context(written: str) -> str | None:
+    """Whether Markdown continuing ``written`` is inside code: the fence's character
+    three times (a fenced block), "`" (a code span on the current line), or None."""
+    fence: str | None = None
+    lines = written.split("\n")
+    for line in lines[:-1]:
+        match = _FENCE.match(line)
+        if match is None:
+            continue
+        run = match.group(1)
+        if fence is None:
+            fence = run
+        elif run[0] == fence[0] and len(run) >= len(fence) and not line[match.end():].strip():
+            fence = None
+    if fence is not None:
+        return fence[0] * 3
+    opened: int | None = None
+    for run in _BACKTICK_RUN.finditer(lines[-1]):
+        if opened is None:
+            opened = len(run.group())
+        elif len(run.group()) == opened:
+            opened = None
+    return "`" if opened is not None else None
+
+
+def _markdown_value(value: object, written: str) -> str:
+    """An output's text, escaped for where it lands in the Markdown ``written`` so far."""
+    if isinstance(value, _TrustedMarkdown):
+        return value
+    text = to_liquid_string(value, autoescape=False)
+    code = _code_context(written)
+    if code is None:
+        return escape_markdown(text)
+    text = text.replace("`", _BACKTICK_LOOKALIKE)
+    if code == "~~~":
+        return text.replace("~", _TILDE_LOOKALIKE)
+    if code == "`":
+        # A blank line would end the span and let the rest be read as Markdown.
+        return " ".join(text.splitlines())
+    return text
+
+
+def _written(buffer: object) -> str:
+    getvalue = getattr(buffer, "getvalue", None)
+    return getvalue() if callable(getvalue) else ""
+
+
+class _MarkdownOutputNode(OutputNode):
+    __slots__ = ()
+
+    def render_to_output(self, context: RenderContext, buffer: Any) -> int:
+        value = self.expression.evaluate(context)
+        return buffer.write(_markdown_value(value, _written(buffer)))
+
+
+class _MarkdownEchoNode(EchoNode):
+    __slots__ = ()
+
+    def render_to_output(self, context: RenderContext, buffer: Any) -> int:
+        value = self.expression.evaluate(context)
+        return buffer.write(_markdown_value(value, _written(buffer)))
+
+
+class _MarkdownOutput(_TernaryOutput):
+    node_class = _MarkdownOutputNode
+
+
+class _MarkdownEcho(EchoTag):
+    node_class = _MarkdownEchoNode
+
+
+def _markdown_filter(value: object) -> _TrustedMarkdown:
+    return _TrustedMarkdown(to_liquid_string(value, autoescape=False))
+
+
+def _build_environment(*, markdown: bool = False) -> Environment:
     environment = _SignoffEnvironment(autoescape=False, strict_filters=True)
-    environment.add_tag(_TernaryOutput)
+    environment.add_tag(_MarkdownOutput if markdown else _TernaryOutput)
+    if markdown:
+        environment.add_tag(_MarkdownEcho)
+        environment.add_filter("markdown", _markdown_filter)
     environment.add_filter("json", _json_filter)
     return environment
 
 
 _ENVIRONMENT = _build_environment()
+_MARKDOWN_ENVIRONMENT = _build_environment(markdown=True)
 
 
 @dataclass(frozen=True, slots=True)
@@ -153,28 +271,35 @@ def _from_liquid(exc: LiquidError, text: str, offset: int) -> TemplateError:
     return _error(exc.message, text, offset + index)
 
 
-def _parse(source: str, text: str, offset: int) -> BoundTemplate:
+def _parse(source: str, text: str, offset: int, markdown: bool = False) -> BoundTemplate:
+    environment = _MARKDOWN_ENVIRONMENT if markdown else _ENVIRONMENT
     try:
-        template = _ENVIRONMENT.from_string(source)
+        template = environment.from_string(source)
     except LiquidError as exc:
         raise _from_liquid(exc, text, offset) from exc
     # Liquid reports an unknown filter only when it is applied; find it now instead.
     for name, spans in template.analyze(include_partials=False).filters.items():
-        if name not in _ENVIRONMENT.filters:
+        if name not in environment.filters:
             raise _error(f"unknown filter {name!r}", text, offset + spans[0].index)
     return template
 
 
+def _compiled_for(text: str) -> _Compiled:
+    if isinstance(text, MarkdownTemplate):
+        return _compile(str(text), markdown=True)
+    return _compile(text)
+
+
 @functools.lru_cache(maxsize=_CACHE_SIZE)
-def _compile(text: str) -> _Compiled:
+def _compile(text: str, markdown: bool = False) -> _Compiled:
     typed = _TYPED.fullmatch(text)
     if typed is not None:
         offset = typed.start("output")
-        template = _parse(typed.group("output"), text, offset)
+        template = _parse(typed.group("output"), text, offset, markdown)
         nodes = template.nodes
         if len(nodes) == 1 and isinstance(nodes[0], OutputNode):
             return _Compiled(text, template, offset, nodes[0].expression)
-    return _Compiled(text, _parse(text, text, 0), 0, None)
+    return _Compiled(text, _parse(text, text, 0, markdown), 0, None)
 
 
 def _render(compiled: _Compiled, scope: Mapping[str, Any]) -> str:
@@ -215,8 +340,11 @@ def has_template(text: str) -> bool:
 
 
 def compile_template(text: str) -> None:
-    """Parse ``text`` (cached), raising TemplateError for bad syntax or unknown filters."""
-    _compile(text)
+    """Parse ``text`` (cached), raising TemplateError for bad syntax or unknown filters.
+
+    ``| markdown`` is a known filter only in a :class:`MarkdownTemplate`.
+    """
+    _compiled_for(text)
 
 
 def check_value(value: Any, *, path: str = "") -> list[tuple[str, TemplateError]]:
@@ -227,7 +355,7 @@ def check_value(value: Any, *, path: str = "") -> list[tuple[str, TemplateError]
     problems: list[tuple[str, TemplateError]] = []
     for where, text in _templated_strings(value, path):
         try:
-            _compile(text)
+            _compiled_for(text)
         except TemplateError as exc:
             problems.append((where, exc))
     return problems
@@ -237,7 +365,7 @@ def render_text(text: str, scope: Mapping[str, Any]) -> str:
     """Render ``text`` against ``scope``; undefined variables render as ""."""
     if not has_template(text):
         return text
-    return _render(_compile(text), scope)
+    return _render(_compiled_for(text), scope)
 
 
 def render_value(value: Any, scope: Mapping[str, Any]) -> Any:
@@ -248,9 +376,11 @@ def render_value(value: Any, scope: Mapping[str, Any]) -> Any:
     if isinstance(value, str):
         if not has_template(value):
             return value
-        compiled = _compile(value)
+        compiled = _compiled_for(value)
         if compiled.expression is not None:
-            return _evaluate(compiled, scope)
+            result = _evaluate(compiled, scope)
+            # A message is text even when it is one `${{ }}`.
+            return _markdown_value(result, "") if isinstance(value, MarkdownTemplate) else result
         return _render(compiled, scope)
     if isinstance(value, Mapping):
         return {key: render_value(item, scope) for key, item in value.items()}
@@ -296,7 +426,7 @@ def references(value: Any) -> set[str]:
     found: set[str] = set()
     for _, text in _templated_strings(value, ""):
         try:
-            compiled = _compile(text)
+            compiled = _compiled_for(text)
         except TemplateError:
             continue
         for segments in compiled.template.global_variable_segments(include_partials=False):
