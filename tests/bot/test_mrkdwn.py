@@ -22,6 +22,7 @@ from bot.mrkdwn import (
     truncate_mrkdwn,
     truncate_plain,
 )
+from engine.definition.templates import escape_markdown
 
 ANGLE_MARKUP = re.compile(r"<([^<>]*)>")
 
@@ -84,6 +85,31 @@ def test_links_with_any_label_and_url_stay_links(label: str, url: str) -> None:
     out = markdown_to_mrkdwn(f"[{label}](https://example.com/{url})")
     assert "<!" not in out and "<@" not in out
     assert_only_safe_links(out)
+
+
+# -- event values, escaped for Markdown by the engine -----------------------------------------
+
+_LINE = st.text(st.characters(blacklist_categories=("Cc", "Cs", "Zl", "Zp", "Zs")) | st.just(" "),
+                max_size=200).map(str.strip)
+
+
+@given(_LINE)
+def test_an_escaped_value_reaches_slack_as_itself(value: str) -> None:
+    # The engine backslash-escapes Markdown, this converter escapes Slack's & < >: the
+    # value's own text is all a reviewer sees, whatever markup it carries.
+    assert markdown_to_mrkdwn(escape_markdown(value)) == escape_mrkdwn(value)
+
+
+@pytest.mark.parametrize("value", [
+    "[https://runbooks.corp.example](https://evil.example/login)",
+    "## ✅ Pre-approved", "Pre-approved\n===", "<https://evil.example|https://ok.example>",
+    "<!channel>", "<@U0ALICE>", "R&D &amp; <b>html</b>", "**bold** _em_ ~~gone~~ `code`",
+    "> quoted", "- item", "1. item", "| a | b |\n|---|---|", "![img](https://evil.example/x.png)",
+])
+def test_markup_in_an_escaped_value_stays_text(value: str) -> None:
+    out = markdown_to_mrkdwn(f"**Field:** {escape_markdown(value)}")
+    assert out == f"*Field:* {escape_mrkdwn(value)}"
+    assert ANGLE_MARKUP.search(out) is None
 
 
 # -- conversion of each construct ------------------------------------------------------------
