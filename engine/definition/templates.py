@@ -28,6 +28,7 @@ from typing import Any
 
 from liquid import BoundTemplate, Environment, RenderContext, is_undefined
 from liquid.builtin.output import Output, OutputNode
+from liquid.builtin.tags.capture_tag import CaptureNode, CaptureTag
 from liquid.builtin.tags.echo_tag import EchoNode, EchoTag
 from liquid.exceptions import LiquidError, LiquidInterrupt
 from liquid.expression import Expression
@@ -221,6 +222,18 @@ class _MarkdownEchoNode(EchoNode):
         return buffer.write(_markdown_value(value, _written(buffer)))
 
 
+class _MarkdownCaptureNode(CaptureNode):
+    __slots__ = ()
+
+    # What a capture holds is Markdown already escaped: output again, it is not escaped twice.
+    def _assign(self, context: RenderContext, buf: StringIO) -> None:
+        context.assign(self.name, _TrustedMarkdown(buf.getvalue()))
+
+
+class _MarkdownCapture(CaptureTag):
+    node_class = _MarkdownCaptureNode
+
+
 class _MarkdownOutput(_TernaryOutput):
     node_class = _MarkdownOutputNode
 
@@ -238,6 +251,7 @@ def _build_environment(*, markdown: bool = False) -> Environment:
     environment.add_tag(_MarkdownOutput if markdown else _TernaryOutput)
     if markdown:
         environment.add_tag(_MarkdownEcho)
+        environment.add_tag(_MarkdownCapture)
         environment.add_filter("markdown", _markdown_filter)
     environment.add_filter("json", _json_filter)
     return environment

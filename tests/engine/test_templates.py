@@ -413,6 +413,11 @@ def test_echo_and_loops_in_a_message_escape_too():
     assert render_value(message, {"hosts": ["*a*", "[b]"]}) == "\\*a\\*;\\[b\\];\\*a\\*"
 
 
+def test_a_capture_in_a_message_is_escaped_once():
+    message = MarkdownTemplate("{% capture x %}*{{ a }}*{% endcapture %}{{ x }}")
+    assert render_value(message, {"a": "*a*"}) == "*\\*a\\**"
+
+
 def test_literals_and_numbers_in_a_message():
     message = MarkdownTemplate("{{ missing | default: '-' }} {{ n }} {{ ok }}")
     assert render_value(message, {"n": 1.5, "ok": True}) == "\\- 1\\.5 true"
