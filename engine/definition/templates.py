@@ -159,37 +159,84 @@ def escape_markdown(text: str) -> str:
     return _MARKDOWN_SPECIAL.sub(r"\\\g<0>", text)
 
 
-def _code_context(written: str) -> str | None:
-    """Whether Markdown continuing ``written`` is inside code: the fence's character
-    three times (a fenced block), "`" (a code span on the current line), or None."""
-    fence: str | None = None
-    lines = written.split("\n")
-    for line in lines[:-1]:
-        match = _FENCE.match(line)
-        if match is None:
-            continue
-        run = match.group(1)
-        if fence is None:
-            fence = run
-        elif run[0] == fence[0] and len(run) >= len(fence) and not line[match.end():].strip():
-            fence = None
-    if fence is not None:
-        return fence[0] * 3
-    opened: int | None = None
-    for run in _BACKTICK_RUN.finditer(lines[-1]):
-        if opened is None:
-            opened = len(run.group())
-        elif len(run.group()) == opened:
-            opened = None
-    return "`" if opened is not None else None
+class _CodeTracker:
+    """Whether the Markdown written so far to one buffer leaves the next output inside code.
+
+    It reads each written character once (a message looping over a large event costs
+    linear time): fences open and close on whole lines, a code span opens and closes on
+    backtick runs of one length within the current line.
+    """
+
+    __slots__ = ("fence", "line", "pos", "run", "span")
+
+    # A fence line is short; a longer line is kept only this far (it cannot close a fence).
+    _LINE_KEPT = 256
+
+    def __init__(self) -> None:
+        self.pos = 0  # how much of the buffer was read
+        self.fence: str | None = None  # the open fence's run, e.g. "```"
+        self.line = ""  # the current line so far (its first _LINE_KEPT characters)
+        self.span: int | None = None  # the open code span's backtick-run length
+        self.run = 0  # the backtick run the text read so far ends with
+
+    def context(self, buffer: Any) -> str | None:
+        """"```" or "~~~" (in a fenced block), "`" (in a code span), or None."""
+        self._read(buffer)
+        self._end_run()
+        if self.fence is not None:
+            return self.fence[0] * 3
+        return "`" if self.span is not None else None
+
+    def _read(self, buffer: Any) -> None:
+        end = buffer.tell()
+        if end <= self.pos:
+            return
+        buffer.seek(self.pos)
+        text = buffer.read(end - self.pos)
+        buffer.seek(end)
+        self.pos = end
+        for index, piece in enumerate(text.split("\n")):
+            if index:
+                self._end_line()
+            self._scan(piece)
+
+    def _scan(self, piece: str) -> None:
+        if len(self.line) < self._LINE_KEPT:
+            self.line += piece[: self._LINE_KEPT - len(self.line)]
+        at = 0
+        for match in _BACKTICK_RUN.finditer(piece):
+            if match.start() > at:
+                self._end_run()
+            self.run += len(match.group())
+            at = match.end()
+        if at < len(piece):
+            self._end_run()
+
+    def _end_run(self) -> None:
+        if self.run:
+            self.span = self.run if self.span is None else (None if self.run == self.span
+                                                             else self.span)
+            self.run = 0
+
+    def _end_line(self) -> None:
+        self._end_run()
+        match = _FENCE.match(self.line)
+        if match is not None:
+            run = match.group(1)
+            if self.fence is None:
+                self.fence = run
+            elif (run[0] == self.fence[0] and len(run) >= len(self.fence)
+                  and len(self.line) < self._LINE_KEPT and not self.line[match.end():].strip()):
+                self.fence = None
+        self.line = ""
+        self.span = None
 
 
-def _markdown_value(value: object, written: str) -> str:
-    """An output's text, escaped for where it lands in the Markdown ``written`` so far."""
+def _markdown_value(value: object, code: str | None) -> str:
+    """An output's text, escaped for where it lands: in code (``code``) or not (None)."""
     if isinstance(value, _TrustedMarkdown):
         return value
     text = to_liquid_string(value, autoescape=False)
-    code = _code_context(written)
     if code is None:
         return escape_markdown(text)
     text = text.replace("`", _BACKTICK_LOOKALIKE)
@@ -201,25 +248,27 @@ def _markdown_value(value: object, written: str) -> str:
     return text
 
 
-def _written(buffer: object) -> str:
-    getvalue = getattr(buffer, "getvalue", None)
-    return getvalue() if callable(getvalue) else ""
+def _write_markdown(node: OutputNode, context: RenderContext, buffer: Any) -> int:
+    value = node.expression.evaluate(context)
+    trackers: dict[Any, _CodeTracker] = context.tag_namespace.setdefault("markdown_code", {})
+    tracker = trackers.get(buffer)
+    if tracker is None:
+        tracker = trackers[buffer] = _CodeTracker()
+    return int(buffer.write(_markdown_value(value, tracker.context(buffer))))
 
 
 class _MarkdownOutputNode(OutputNode):
     __slots__ = ()
 
     def render_to_output(self, context: RenderContext, buffer: Any) -> int:
-        value = self.expression.evaluate(context)
-        return buffer.write(_markdown_value(value, _written(buffer)))
+        return _write_markdown(self, context, buffer)
 
 
 class _MarkdownEchoNode(EchoNode):
     __slots__ = ()
 
     def render_to_output(self, context: RenderContext, buffer: Any) -> int:
-        value = self.expression.evaluate(context)
-        return buffer.write(_markdown_value(value, _written(buffer)))
+        return _write_markdown(self, context, buffer)
 
 
 class _MarkdownCaptureNode(CaptureNode):
@@ -394,7 +443,7 @@ def render_value(value: Any, scope: Mapping[str, Any]) -> Any:
         if compiled.expression is not None:
             result = _evaluate(compiled, scope)
             # A message is text even when it is one `${{ }}`.
-            return _markdown_value(result, "") if isinstance(value, MarkdownTemplate) else result
+            return _markdown_value(result, None) if isinstance(value, MarkdownTemplate) else result
         return _render(compiled, scope)
     if isinstance(value, Mapping):
         return {key: render_value(item, scope) for key, item in value.items()}

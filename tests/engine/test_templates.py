@@ -429,6 +429,13 @@ def test_a_value_inside_a_code_span_is_not_backslashed_and_cannot_close_it():
         "Isolate `web-01.corpˋx  ## y` now web\\-01\\.corp\\`x\n\n\\#\\# y")
 
 
+def test_code_is_tracked_across_loop_outputs_and_lines():
+    message = MarkdownTemplate("`{% for h in hosts %}{{ h }} {% endfor %}` {{ hosts[0] }}\n"
+                               "``{{ hosts[1] }}`x``\n{{ hosts[0] }}")
+    assert render_value(message, {"hosts": ["a-b", "c_d"]}) == (
+        "`a-b c_d ` a\\-b\n``c_d`x``\na\\-b")
+
+
 def test_a_value_inside_a_fenced_block_is_not_backslashed_and_cannot_close_it():
     message = MarkdownTemplate("```\n{{ body }}\n```\n{{ body }}")
     body = "a_b\n```\n## y"
