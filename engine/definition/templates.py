@@ -143,10 +143,15 @@ class _TrustedMarkdown(str):
     __slots__ = ()
 
 
-# CommonMark lets a backslash make any ASCII punctuation character literal, and only
-# ASCII punctuation starts Markdown syntax (links, headings, emphasis, code, lists,
-# quotes, tables, HTML, entities).
-_MARKDOWN_SPECIAL = re.compile(r"[!-/:-@\[-`{-~]")
+# CommonMark lets a backslash make any ASCII punctuation character literal. Escaped
+# wherever they are: what starts inline syntax (code, emphasis, links and images, autolinks
+# and HTML, entities, strikethrough, table cells, escapes), except an underscore between two
+# letters or digits, which never emphasizes (`svc_backup` stays readable). Escaped at the
+# start of a line only (a value may begin one): what starts a block (headings, lists,
+# setext underlines, rules); fences and quotes start with characters escaped everywhere.
+_MARKDOWN_INLINE = re.compile(r"[\\`*\[\]<>&~|]|(?<![^\W_])_|_(?![^\W_])")
+_MARKDOWN_LINE_START = re.compile(r"(?:^|(?<=\r))([ \t]*)(?:([#+=-])|(\d{1,9})([.)]))",
+                                   re.MULTILINE)
 _BACKTICK_RUN = re.compile(r"`+")
 _FENCE = re.compile(r" {0,3}(`{3,}|~{3,})")
 # Inside code a backslash is literal, so a backtick is swapped for a look-alike instead.
@@ -155,8 +160,16 @@ _TILDE_LOOKALIKE = "\u223c"  # ∼
 
 
 def escape_markdown(text: str) -> str:
-    """``text`` made literal Markdown: every ASCII punctuation character backslash-escaped."""
-    return _MARKDOWN_SPECIAL.sub(r"\\\g<0>", text)
+    """``text`` made literal Markdown: what could start Markdown syntax backslash-escaped."""
+    text = _MARKDOWN_INLINE.sub(r"\\\g<0>", text)
+    return _MARKDOWN_LINE_START.sub(_escape_line_start, text)
+
+
+def _escape_line_start(match: re.Match[str]) -> str:
+    indent, mark, number, delimiter = match.groups()
+    if mark is not None:
+        return f"{indent}\\{mark}"
+    return f"{indent}{number}\\{delimiter}"
 
 
 class _CodeTracker:

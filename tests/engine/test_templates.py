@@ -373,19 +373,37 @@ def test_compiled_templates_are_cached(make_scope):
 FORGED_LINK = "[https://runbooks.corp.example](https://evil.example/login)"
 
 
-@pytest.mark.parametrize("char", list("\\`*_{}[]()<>#+-.!|~&:;\"'/=?@$%,^"))
-def test_escape_markdown_backslashes_every_ascii_punctuation_character(char):
-    assert escape_markdown(f"a{char}b") == f"a\\{char}b"
+@pytest.mark.parametrize("char", list("\\`*[]<>&~|_"))
+def test_escape_markdown_backslashes_inline_syntax_anywhere(char):
+    assert escape_markdown(f"a {char}b") == f"a \\{char}b"
+    assert escape_markdown(f"{char}") == f"\\{char}"
 
 
-def test_escape_markdown_leaves_letters_digits_spaces_and_unicode_alone():
-    text = "Zoë 42 ✅ web 01\n\tend"
+@pytest.mark.parametrize("char", list("#+=-"))
+def test_escape_markdown_backslashes_block_syntax_at_the_start_of_a_line(char):
+    assert escape_markdown(f"{char}{char} a{char}b") == f"\\{char}{char} a{char}b"
+    assert escape_markdown(f"x\n  {char} y\r{char}") == f"x\n  \\{char} y\r\\{char}"
+
+
+@pytest.mark.parametrize("delimiter", [".", ")"])
+def test_escape_markdown_stops_an_ordered_list_at_the_start_of_a_line(delimiter):
+    assert escape_markdown(f"1986{delimiter} a year, 3{delimiter}") == (
+        f"1986\\{delimiter} a year, 3{delimiter}")
+
+
+def test_escape_markdown_leaves_harmless_text_alone():
+    text = "Zoë 42 ✅ prod-db.corp (eu-1): svc_backup! #7 \"ok\" 'x' {a} $5 %2 ^ @ ; , ? / ="
     assert escape_markdown(text) == text
+
+
+def test_escape_markdown_escapes_an_underscore_that_could_emphasize():
+    assert escape_markdown("_a_ __init__ snake_case a_ _b") == (
+        "\\_a\\_ \\_\\_init\\_\\_ snake_case a\\_ \\_b")
 
 
 def test_escape_markdown_covers_slack_specials_and_mentions():
     assert escape_markdown("<!channel> <@U0ALICE> <https://x|label> &amp;") == (
-        "\\<\\!channel\\> \\<\\@U0ALICE\\> \\<https\\:\\/\\/x\\|label\\> \\&amp\\;")
+        "\\<!channel\\> \\<@U0ALICE\\> \\<https://x\\|label\\> \\&amp;")
 
 
 def test_a_message_escapes_interpolated_values_and_keeps_the_authors_markdown():
@@ -393,7 +411,7 @@ def test_a_message_escapes_interpolated_values_and_keeps_the_authors_markdown():
     scope = {"host": "## web-01", "link": FORGED_LINK}
 
     assert render_value(message, scope) == (
-        "## Isolate \\#\\# web\\-01?\n**Runbook:** " + escape_markdown(FORGED_LINK))
+        "## Isolate \\## web-01?\n**Runbook:** " + escape_markdown(FORGED_LINK))
     assert render_text(message, scope) == render_value(message, scope)
 
 
@@ -405,7 +423,7 @@ def test_the_markdown_filter_lets_a_trusted_value_through():
 
 def test_a_filter_after_markdown_makes_the_value_untrusted_again():
     message = MarkdownTemplate("{{ title | markdown | upcase }}")
-    assert render_value(message, {"title": "## hi"}) == "\\#\\# HI"
+    assert render_value(message, {"title": "## hi"}) == "\\## HI"
 
 
 def test_echo_and_loops_in_a_message_escape_too():
@@ -425,15 +443,15 @@ def test_literals_and_numbers_in_a_message():
 
 def test_a_value_inside_a_code_span_is_not_backslashed_and_cannot_close_it():
     message = MarkdownTemplate("Isolate `{{ host }}` now {{ host }}")
-    assert render_value(message, {"host": "web-01.corp`x\n\n## y"}) == (
-        "Isolate `web-01.corpˋx  ## y` now web\\-01\\.corp\\`x\n\n\\#\\# y")
+    assert render_value(message, {"host": "*web-01*`x\n\n## y"}) == (
+        "Isolate `*web-01*ˋx  ## y` now \\*web-01\\*\\`x\n\n\\## y")
 
 
 def test_code_is_tracked_across_loop_outputs_and_lines():
     message = MarkdownTemplate("`{% for h in hosts %}{{ h }} {% endfor %}` {{ hosts[0] }}\n"
                                "``{{ hosts[1] }}`x``\n{{ hosts[0] }}")
-    assert render_value(message, {"hosts": ["a-b", "c_d"]}) == (
-        "`a-b c_d ` a\\-b\n``c_d`x``\na\\-b")
+    assert render_value(message, {"hosts": ["*a*", "_c_"]}) == (
+        "`*a* _c_ ` \\*a\\*\n``_c_`x``\n\\*a\\*")
 
 
 def test_a_value_inside_a_fenced_block_is_not_backslashed_and_cannot_close_it():
