@@ -356,7 +356,8 @@ def _parse(source: str, text: str, offset: int, markdown: bool = False) -> Bound
     # Liquid reports an unknown filter only when it is applied; find it now instead.
     for name, spans in template.analyze(include_partials=False).filters.items():
         if name not in environment.filters:
-            raise _error(f"unknown filter {name!r}", text, offset + spans[0].index)
+            hint = " (it applies only in a human step's message)" if name == "markdown" else ""
+            raise _error(f"unknown filter {name!r}{hint}", text, offset + spans[0].index)
     return template
 
 

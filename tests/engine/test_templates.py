@@ -520,5 +520,6 @@ def test_only_a_human_steps_message_is_markdown():
 
 def test_the_markdown_filter_outside_a_message_fails_validation():
     text = WORKFLOW.replace('body: "{{ event.title }}"', 'body: "{{ event.title | markdown }}"')
-    with pytest.raises(WorkflowInvalid, match="unknown filter 'markdown'"):
+    with pytest.raises(WorkflowInvalid, match="unknown filter 'markdown' .it applies only in "
+                                              "a human step's message."):
         parse_workflow(text)
