@@ -152,7 +152,7 @@ class _TrustedMarkdown(str):
 _MARKDOWN_INLINE = re.compile(r"[\\`*\[\]<>&~|]|(?<![^\W_])_|_(?![^\W_])")
 _MARKDOWN_LINE_START = re.compile(r"(?:^|(?<=\r))([ \t]*)(?:([#+=-])|(\d{1,9})([.)]))",
                                    re.MULTILINE)
-_BACKTICK_RUN = re.compile(r"`+")
+_CODE_MARK = re.compile(r"\\+|`+")
 _FENCE = re.compile(r" {0,3}(`{3,}|~{3,})")
 # Inside code a backslash is literal, so a backtick is swapped for a look-alike instead.
 _BACKTICK_LOOKALIKE = "\u02cb"  # ˋ, as bot/mrkdwn.py shows a backtick inside code
@@ -177,10 +177,16 @@ class _CodeTracker:
 
     It reads each written character once (a message looping over a large event costs
     linear time): fences open and close on whole lines, a code span opens and closes on
-    backtick runs of one length within the current line.
+    backtick runs of one length within the current line (outside a span, a backslash
+    makes the backtick after it literal). A span left open at a line's end may go on in
+    the next line or not, depending on the blocks around it: until the next blank line,
+    no output counts as inside a span. An output written as inside code is trusted only
+    if that code turns out to close (:meth:`all_closed`): an unclosed backtick is
+    literal text, and the value after it would be Markdown.
     """
 
-    __slots__ = ("fence", "line", "pos", "run", "span")
+    __slots__ = ("closed", "fence", "fence_id", "line", "opened", "pos", "run", "slashes",
+                 "span", "span_id", "tangled", "written_in")
 
     # A fence line is short; a longer line is kept only this far (it cannot close a fence).
     _LINE_KEPT = 256
@@ -191,58 +197,96 @@ class _CodeTracker:
         self.line = ""  # the current line so far (its first _LINE_KEPT characters)
         self.span: int | None = None  # the open code span's backtick-run length
         self.run = 0  # the backtick run the text read so far ends with
+        self.slashes = 0  # the backslash run the text read so far ends with
+        self.opened = 0  # how many spans and fences opened: each one's id
+        self.span_id = self.fence_id = 0
+        self.closed: set[int] = set()  # the ids of those that closed
+        self.written_in: set[int] = set()  # the ids of those an output was written in
+        self.tangled = False  # a span was open at a line's end since the last blank line
 
     def context(self, buffer: Any) -> str | None:
         """"```" or "~~~" (in a fenced block), "`" (in a code span), or None."""
-        self._read(buffer)
-        self._end_run()
+        self.read(buffer)
         if self.fence is not None:
+            self.written_in.add(self.fence_id)
             return self.fence[0] * 3
-        return "`" if self.span is not None else None
+        if self.span is not None and not self.tangled:
+            self.written_in.add(self.span_id)
+            return "`"
+        return None
 
-    def _read(self, buffer: Any) -> None:
+    def all_closed(self, buffer: Any) -> bool:
+        """Whether every span or fence an output was written in closed (``buffer`` is whole)."""
+        self.read(buffer)
+        self._end_line()
+        return self.written_in <= self.closed
+
+    def read(self, buffer: Any) -> None:
         end = buffer.tell()
-        if end <= self.pos:
-            return
-        buffer.seek(self.pos)
-        text = buffer.read(end - self.pos)
-        buffer.seek(end)
-        self.pos = end
-        for index, piece in enumerate(text.split("\n")):
-            if index:
-                self._end_line()
-            self._scan(piece)
+        if end > self.pos:
+            buffer.seek(self.pos)
+            text = buffer.read(end - self.pos)
+            buffer.seek(end)
+            self.pos = end
+            for index, piece in enumerate(text.split("\n")):
+                if index:
+                    self._end_line()
+                self._scan(piece)
+        self._end_run()
 
     def _scan(self, piece: str) -> None:
         if len(self.line) < self._LINE_KEPT:
             self.line += piece[: self._LINE_KEPT - len(self.line)]
         at = 0
-        for match in _BACKTICK_RUN.finditer(piece):
+        for match in _CODE_MARK.finditer(piece):
             if match.start() > at:
                 self._end_run()
-            self.run += len(match.group())
+                self.slashes = 0
+            run = match.group()
+            if run[0] == "\\":
+                self._end_run()
+                self.slashes += len(run)
+            else:
+                if not self.run and self.span is None and self.slashes % 2:
+                    run = run[1:]  # an escaped backtick: the run starts after it
+                self.slashes = 0
+                self.run += len(run)
             at = match.end()
         if at < len(piece):
             self._end_run()
+            self.slashes = 0
 
     def _end_run(self) -> None:
-        if self.run:
-            self.span = self.run if self.span is None else (None if self.run == self.span
-                                                             else self.span)
-            self.run = 0
+        if not self.run:
+            return
+        if self.span is None:
+            self.span, self.opened = self.run, self.opened + 1
+            self.span_id = self.opened
+        elif self.run == self.span:
+            self.closed.add(self.span_id)
+            self.span = None
+        self.run = 0
 
     def _end_line(self) -> None:
         self._end_run()
         match = _FENCE.match(self.line)
         if match is not None:
-            run = match.group(1)
+            run, rest = match.group(1), self.line[match.end():]
             if self.fence is None:
-                self.fence = run
+                if not (run[0] == "`" and "`" in rest):  # else it is no fence
+                    self.fence, self.opened = run, self.opened + 1
+                    self.fence_id = self.opened
             elif (run[0] == self.fence[0] and len(run) >= len(self.fence)
-                  and len(self.line) < self._LINE_KEPT and not self.line[match.end():].strip()):
+                  and len(self.line) < self._LINE_KEPT and not rest.strip()):
+                self.closed.add(self.fence_id)
                 self.fence = None
+        if self.span is not None:
+            self.tangled = True
+        elif not self.line.strip():
+            self.tangled = False
         self.line = ""
         self.span = None
+        self.slashes = 0
 
 
 def _markdown_value(value: object, code: str | None) -> str:
@@ -261,13 +305,25 @@ def _markdown_value(value: object, code: str | None) -> str:
     return text
 
 
+_TRACKERS = "signoff_markdown_code"  # RenderContext.tag_namespace keys
+_CODE_BLIND = "signoff_markdown_code_blind"
+
+
 def _write_markdown(node: OutputNode, context: RenderContext, buffer: Any) -> int:
     value = node.expression.evaluate(context)
-    trackers: dict[Any, _CodeTracker] = context.tag_namespace.setdefault("markdown_code", {})
+    if context.tag_namespace.get(_CODE_BLIND):
+        return int(buffer.write(_markdown_value(value, None)))
+    trackers: dict[Any, _CodeTracker] = context.tag_namespace.setdefault(_TRACKERS, {})
     tracker = trackers.get(buffer)
     if tracker is None:
         tracker = trackers[buffer] = _CodeTracker()
     return int(buffer.write(_markdown_value(value, tracker.context(buffer))))
+
+
+def _code_closed(context: RenderContext) -> bool:
+    """Whether every output written as inside code, in any buffer, was inside closed code."""
+    trackers: dict[Any, _CodeTracker] = context.tag_namespace.get(_TRACKERS, {})
+    return all(tracker.all_closed(buffer) for buffer, tracker in trackers.items())
 
 
 class _MarkdownOutputNode(OutputNode):
@@ -380,9 +436,20 @@ def _compile(text: str, markdown: bool = False) -> _Compiled:
 
 
 def _render(compiled: _Compiled, scope: Mapping[str, Any]) -> str:
+    text, context = _render_once(compiled, scope, code_blind=False)
+    if not _code_closed(context):
+        # Code the template opens does not close, so no output may count on being code.
+        text, _ = _render_once(compiled, scope, code_blind=True)
+    return text
+
+
+def _render_once(compiled: _Compiled, scope: Mapping[str, Any],
+                 *, code_blind: bool) -> tuple[str, RenderContext]:
     # BoundTemplate.render() minus what we do not use (partials, template inheritance,
     # output limits): it halves the cost of a short template, the common case.
     context = RenderContext(compiled.template, globals=scope)
+    if code_blind:
+        context.tag_namespace[_CODE_BLIND] = True
     buffer = StringIO()
     for node in compiled.template.nodes:
         try:
@@ -395,7 +462,7 @@ def _render(compiled: _Compiled, scope: Mapping[str, Any]) -> str:
             if exc.token is None:
                 exc.token = node.token
             raise _from_liquid(exc, compiled.text, compiled.offset) from exc
-    return buffer.getvalue()
+    return buffer.getvalue(), context
 
 
 def _evaluate(compiled: _Compiled, scope: Mapping[str, Any]) -> Any:

@@ -22,7 +22,7 @@ from bot.mrkdwn import (
     truncate_mrkdwn,
     truncate_plain,
 )
-from engine.definition.templates import escape_markdown
+from engine.definition.templates import MarkdownTemplate, escape_markdown, render_value
 
 ANGLE_MARKUP = re.compile(r"<([^<>]*)>")
 
@@ -99,6 +99,21 @@ def test_an_escaped_value_reaches_slack_as_itself(lines: list[str]) -> None:
     # value's own text is all a reviewer sees, whatever markup it carries.
     value = "\n".join(lines)
     assert markdown_to_mrkdwn(escape_markdown(value)) == escape_mrkdwn(value)
+
+
+_AROUND = st.text(alphabet="`\\ ~x-#>*[]()\n|1.=_<!", max_size=20)
+_VALUES = st.sampled_from(["[x](https://evil.example)", "`[x](https://evil.example)`", "``",
+                           "\\[x](https://evil.example)", "\\", "`", "\n```\n<https://evil.example>"])
+
+
+@given(_AROUND, _VALUES, _AROUND, _VALUES, _AROUND)
+def test_no_template_around_values_lets_their_links_through(
+        before: str, a: str, between: str, b: str, after: str) -> None:
+    # Whatever code spans and fences the author's text opens (or leaves open), the engine
+    # escapes a value unless it is sure the value sits inside code that closes.
+    template = MarkdownTemplate(f"{before}{{{{ a }}}}{between}{{{{ b }}}}{after}")
+    out = markdown_to_mrkdwn(render_value(template, {"a": a, "b": b}))
+    assert "<https://evil" not in out
 
 
 @pytest.mark.parametrize("value", [

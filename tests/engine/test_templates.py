@@ -454,6 +454,23 @@ def test_code_is_tracked_across_loop_outputs_and_lines():
         "`*a* _c_ ` \\*a\\*\n``_c_`x``\n\\*a\\*")
 
 
+LINK = "[x](https://evil.example)"
+
+
+@pytest.mark.parametrize(("template", "values"), [
+    ("{{ a }} {{ b }}", {"a": "`", "b": LINK}),  # an escaped backtick opens no span
+    ("Cost: 5` {{ b }}", {"b": LINK}),  # a backtick that never closes is text
+    ("`a\\` {{ b }}", {"b": LINK}),  # a backslash in a span is literal: the span closed
+    ("{{ a }}`\n`{{ b }}`", {"a": "x", "b": LINK}),  # a span may go on past a line's end
+    ("- `x\n- `{{ b }}`", {"b": LINK}),
+    ("``` a`b\n{{ b }}\n```", {"b": LINK}),  # a backtick in the info string: no fence
+    ("{% capture x %}`{{ b }}{% endcapture %}{{ x }}", {"b": LINK}),
+])
+def test_a_value_counts_as_code_only_inside_code_that_closes(template, values):
+    rendered = render_value(MarkdownTemplate(template), values)
+    assert "\\[x\\](https://evil.example)" in rendered
+
+
 def test_a_value_inside_a_fenced_block_is_not_backslashed_and_cannot_close_it():
     message = MarkdownTemplate("```\n{{ body }}\n```\n{{ body }}")
     body = "a_b\n```\n## y"
