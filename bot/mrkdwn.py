@@ -1,12 +1,16 @@
 """Slack mrkdwn: escaping, Markdown conversion, and the few markup tokens we build ourselves.
 
-Review messages are Markdown with event values already interpolated, so the
-converter treats all of their text as untrusted: it escapes ``&``, ``<`` and ``>``
-in everything it emits (text, code, link labels, table cells) and writes Slack's
-angle-bracket syntax only for links it builds itself, from real Markdown links
-to http, https or mailto URLs. Mentions and dates come only from
-:func:`mention_user`, :func:`mention_approver`, :func:`mention_conversation` and
-:func:`slack_date`, called with ids and datetimes, never with message text.
+Review messages are Markdown with event values already interpolated. Escaping is
+split by syntax, one layer each: the engine backslash-escapes Markdown in every value
+a human step's message interpolates (engine/definition/templates.py, unless the author
+wrote ``| markdown``), so a value reaches this converter as plain text; the converter
+treats all text as untrusted for Slack, author's and event's alike: it escapes ``&``,
+``<`` and ``>`` in everything it emits (text, code, link labels, table cells) and writes
+Slack's angle-bracket syntax only for links it builds itself, from real Markdown links
+to http, https or mailto URLs. Mentions and dates come only from :func:`mention_user`,
+:func:`mention_approver`, :func:`mention_conversation` and :func:`slack_date`, called
+with ids and datetimes, never with message text. Slack has no escape for ``*``, ``_``,
+``~`` and the backtick, so literal text holding them may still be styled (never linked).
 """
 
 from __future__ import annotations

@@ -314,7 +314,7 @@ class Analysis:
               ancestors: tuple[str, ...]) -> Step | None:
         name, type_ = data.get("name"), data.get("type")
         scope = _Scope(name if isinstance(name, str) else _render(path), visible, ancestors)
-        options = data.get("with", {})
+        options = _mark_markdown(type_, data.get("with", {}))
         if isinstance(type_, str):
             self._check_type(type_, data, path, options)
         self._check_templates(options, (*path, "with"), scope)
@@ -545,6 +545,17 @@ def _get(data: Any, *keys: str) -> Any:
     for key in keys:
         data = data.get(key) if isinstance(data, dict) else None
     return data
+
+
+def _mark_markdown(type_: object, options: Any) -> Any:
+    """A human step's ``message`` as a MarkdownTemplate: values it interpolates are escaped."""
+    if not isinstance(type_, str) or not isinstance(options, dict):
+        return options
+    spec = get_step_type(type_)
+    message = options.get("message")
+    if spec is None or spec.kind is not StepKind.HUMAN or not isinstance(message, str):
+        return options
+    return {**options, "message": templates.MarkdownTemplate(message)}
 
 
 def _strings(value: Any, path: YamlPath) -> Iterator[tuple[YamlPath, str]]:

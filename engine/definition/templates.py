@@ -5,6 +5,13 @@ exactly ``${{ expr }}`` (surrounding whitespace allowed) evaluates to the expres
 own value, so a list stays a list and an int an int. Inside ``{{ }}`` the Elastic
 Workflows ternary ``cond ? a : b`` is accepted and read as Liquid's ``a if cond else b``.
 
+A :class:`MarkdownTemplate` (a human step's ``message``: Markdown a reviewer reads)
+renders with every interpolated value escaped for Markdown, so event data shows as
+literal text and cannot forge a link, a heading or emphasis; the template's own text
+is the author's Markdown and renders. ``{{ value | markdown }}`` opts a trusted value
+in. Slack's own syntax (``&``, ``<``, ``>``, mentions) is left to the bot, which
+escapes it in all text it converts (bot/mrkdwn.py). Other strings are not escaped.
+
 python-liquid enters Signoff through this module only.
 """
 
@@ -21,17 +28,22 @@ from typing import Any
 
 from liquid import BoundTemplate, Environment, RenderContext, is_undefined
 from liquid.builtin.output import Output, OutputNode
+from liquid.builtin.tags.capture_tag import CaptureNode, CaptureTag
+from liquid.builtin.tags.echo_tag import EchoNode, EchoTag
 from liquid.exceptions import LiquidError, LiquidInterrupt
 from liquid.expression import Expression
 from liquid.filter import int_arg
 from liquid.stream import TokenStream
+from liquid.stringify import to_liquid_string
 from liquid.token import TOKEN_EXPRESSION
 
 from engine.errors import TemplateError
 
 __all__ = [
+    "MarkdownTemplate",
     "check_value",
     "compile_template",
+    "escape_markdown",
     "evaluate_expression",
     "has_template",
     "references",
@@ -119,14 +131,252 @@ def _json_filter(obj: object, indent: object = None) -> str:
     )
 
 
-def _build_environment() -> Environment:
+class MarkdownTemplate(str):
+    """A template whose output is Markdown a reviewer reads: interpolated values are escaped."""
+
+    __slots__ = ()
+
+
+class _TrustedMarkdown(str):
+    """A value the author let through with ``| markdown``: written as it is."""
+
+    __slots__ = ()
+
+
+# CommonMark lets a backslash make any ASCII punctuation character literal. Escaped
+# wherever they are: what starts inline syntax (code, emphasis, links and images, autolinks
+# and HTML, entities, strikethrough, table cells, escapes), except an underscore between two
+# letters or digits, which never emphasizes (`svc_backup` stays readable). Escaped at the
+# start of a line only (a value may begin one): what starts a block (headings, lists,
+# setext underlines, rules); fences and quotes start with characters escaped everywhere.
+_MARKDOWN_INLINE = re.compile(r"[\\`*\[\]<>&~|]|(?<![^\W_])_|_(?![^\W_])")
+_MARKDOWN_LINE_START = re.compile(r"(?:^|(?<=\r))([ \t]*)(?:([#+=-])|(\d{1,9})([.)]))",
+                                   re.MULTILINE)
+_CODE_MARK = re.compile(r"\\+|`+")
+_FENCE = re.compile(r" {0,3}(`{3,}|~{3,})")
+# Inside code a backslash is literal, so a backtick is swapped for a look-alike instead.
+_BACKTICK_LOOKALIKE = "\u02cb"  # ˋ, as bot/mrkdwn.py shows a backtick inside code
+_TILDE_LOOKALIKE = "\u223c"  # ∼
+
+
+def escape_markdown(text: str) -> str:
+    """``text`` made literal Markdown: what could start Markdown syntax backslash-escaped."""
+    text = _MARKDOWN_INLINE.sub(r"\\\g<0>", text)
+    return _MARKDOWN_LINE_START.sub(_escape_line_start, text)
+
+
+def _escape_line_start(match: re.Match[str]) -> str:
+    indent, mark, number, delimiter = match.groups()
+    if mark is not None:
+        return f"{indent}\\{mark}"
+    return f"{indent}{number}\\{delimiter}"
+
+
+class _CodeTracker:
+    """Whether the Markdown written so far to one buffer leaves the next output inside code.
+
+    It reads each written character once (a message looping over a large event costs
+    linear time): fences open and close on whole lines, a code span opens and closes on
+    backtick runs of one length within the current line (outside a span, a backslash
+    makes the backtick after it literal). A span left open at a line's end may go on in
+    the next line or not, depending on the blocks around it: until the next blank line,
+    no output counts as inside a span. An output written as inside code is trusted only
+    if that code turns out to close (:meth:`all_closed`): an unclosed backtick is
+    literal text, and the value after it would be Markdown.
+    """
+
+    __slots__ = ("closed", "fence", "fence_id", "line", "opened", "pos", "run", "slashes",
+                 "span", "span_id", "tangled", "written_in")
+
+    # A fence line is short; a longer line is kept only this far (it cannot close a fence).
+    _LINE_KEPT = 256
+
+    def __init__(self) -> None:
+        self.pos = 0  # how much of the buffer was read
+        self.fence: str | None = None  # the open fence's run, e.g. "```"
+        self.line = ""  # the current line so far (its first _LINE_KEPT characters)
+        self.span: int | None = None  # the open code span's backtick-run length
+        self.run = 0  # the backtick run the text read so far ends with
+        self.slashes = 0  # the backslash run the text read so far ends with
+        self.opened = 0  # how many spans and fences opened: each one's id
+        self.span_id = self.fence_id = 0
+        self.closed: set[int] = set()  # the ids of those that closed
+        self.written_in: set[int] = set()  # the ids of those an output was written in
+        self.tangled = False  # a span was open at a line's end since the last blank line
+
+    def context(self, buffer: Any) -> str | None:
+        """"```" or "~~~" (in a fenced block), "`" (in a code span), or None."""
+        self.read(buffer)
+        if self.fence is not None:
+            self.written_in.add(self.fence_id)
+            return self.fence[0] * 3
+        if self.span is not None and not self.tangled:
+            self.written_in.add(self.span_id)
+            return "`"
+        return None
+
+    def all_closed(self, buffer: Any) -> bool:
+        """Whether every span or fence an output was written in closed (``buffer`` is whole)."""
+        self.read(buffer)
+        self._end_line()
+        return self.written_in <= self.closed
+
+    def read(self, buffer: Any) -> None:
+        end = buffer.tell()
+        if end > self.pos:
+            buffer.seek(self.pos)
+            text = buffer.read(end - self.pos)
+            buffer.seek(end)
+            self.pos = end
+            for index, piece in enumerate(text.split("\n")):
+                if index:
+                    self._end_line()
+                self._scan(piece)
+        self._end_run()
+
+    def _scan(self, piece: str) -> None:
+        if len(self.line) < self._LINE_KEPT:
+            self.line += piece[: self._LINE_KEPT - len(self.line)]
+        at = 0
+        for match in _CODE_MARK.finditer(piece):
+            if match.start() > at:
+                self._end_run()
+                self.slashes = 0
+            run = match.group()
+            if run[0] == "\\":
+                self._end_run()
+                self.slashes += len(run)
+            else:
+                if not self.run and self.span is None and self.slashes % 2:
+                    run = run[1:]  # an escaped backtick: the run starts after it
+                self.slashes = 0
+                self.run += len(run)
+            at = match.end()
+        if at < len(piece):
+            self._end_run()
+            self.slashes = 0
+
+    def _end_run(self) -> None:
+        if not self.run:
+            return
+        if self.span is None:
+            self.span, self.opened = self.run, self.opened + 1
+            self.span_id = self.opened
+        elif self.run == self.span:
+            self.closed.add(self.span_id)
+            self.span = None
+        self.run = 0
+
+    def _end_line(self) -> None:
+        self._end_run()
+        match = _FENCE.match(self.line)
+        if match is not None:
+            run, rest = match.group(1), self.line[match.end():]
+            if self.fence is None:
+                if not (run[0] == "`" and "`" in rest):  # else it is no fence
+                    self.fence, self.opened = run, self.opened + 1
+                    self.fence_id = self.opened
+            elif (run[0] == self.fence[0] and len(run) >= len(self.fence)
+                  and len(self.line) < self._LINE_KEPT and not rest.strip()):
+                self.closed.add(self.fence_id)
+                self.fence = None
+        if self.span is not None:
+            self.tangled = True
+        elif not self.line.strip():
+            self.tangled = False
+        self.line = ""
+        self.span = None
+        self.slashes = 0
+
+
+def _markdown_value(value: object, code: str | None) -> str:
+    """An output's text, escaped for where it lands: in code (``code``) or not (None)."""
+    if isinstance(value, _TrustedMarkdown):
+        return value
+    text = to_liquid_string(value, autoescape=False)
+    if code is None:
+        return escape_markdown(text)
+    text = text.replace("`", _BACKTICK_LOOKALIKE)
+    if code == "~~~":
+        return text.replace("~", _TILDE_LOOKALIKE)
+    if code == "`":
+        # A blank line would end the span and let the rest be read as Markdown.
+        return " ".join(text.splitlines())
+    return text
+
+
+_TRACKERS = "signoff_markdown_code"  # RenderContext.tag_namespace keys
+_CODE_BLIND = "signoff_markdown_code_blind"
+
+
+def _write_markdown(node: OutputNode, context: RenderContext, buffer: Any) -> int:
+    value = node.expression.evaluate(context)
+    if context.tag_namespace.get(_CODE_BLIND):
+        return int(buffer.write(_markdown_value(value, None)))
+    trackers: dict[Any, _CodeTracker] = context.tag_namespace.setdefault(_TRACKERS, {})
+    tracker = trackers.get(buffer)
+    if tracker is None:
+        tracker = trackers[buffer] = _CodeTracker()
+    return int(buffer.write(_markdown_value(value, tracker.context(buffer))))
+
+
+def _code_closed(context: RenderContext) -> bool:
+    """Whether every output written as inside code, in any buffer, was inside closed code."""
+    trackers: dict[Any, _CodeTracker] = context.tag_namespace.get(_TRACKERS, {})
+    return all(tracker.all_closed(buffer) for buffer, tracker in trackers.items())
+
+
+class _MarkdownOutputNode(OutputNode):
+    __slots__ = ()
+
+    def render_to_output(self, context: RenderContext, buffer: Any) -> int:
+        return _write_markdown(self, context, buffer)
+
+
+class _MarkdownEchoNode(EchoNode):
+    __slots__ = ()
+
+    def render_to_output(self, context: RenderContext, buffer: Any) -> int:
+        return _write_markdown(self, context, buffer)
+
+
+class _MarkdownCaptureNode(CaptureNode):
+    __slots__ = ()
+
+    # What a capture holds is Markdown already escaped: output again, it is not escaped twice.
+    def _assign(self, context: RenderContext, buf: StringIO) -> None:
+        context.assign(self.name, _TrustedMarkdown(buf.getvalue()))
+
+
+class _MarkdownCapture(CaptureTag):
+    node_class = _MarkdownCaptureNode
+
+
+class _MarkdownOutput(_TernaryOutput):
+    node_class = _MarkdownOutputNode
+
+
+class _MarkdownEcho(EchoTag):
+    node_class = _MarkdownEchoNode
+
+
+def _markdown_filter(value: object) -> _TrustedMarkdown:
+    return _TrustedMarkdown(to_liquid_string(value, autoescape=False))
+
+
+def _build_environment(*, markdown: bool = False) -> Environment:
     environment = _SignoffEnvironment(autoescape=False, strict_filters=True)
-    environment.add_tag(_TernaryOutput)
+    environment.add_tag(_MarkdownOutput if markdown else _TernaryOutput)
+    if markdown:
+        environment.add_tag(_MarkdownEcho)
+        environment.add_tag(_MarkdownCapture)
+        environment.add_filter("markdown", _markdown_filter)
     environment.add_filter("json", _json_filter)
     return environment
 
 
 _ENVIRONMENT = _build_environment()
+_MARKDOWN_ENVIRONMENT = _build_environment(markdown=True)
 
 
 @dataclass(frozen=True, slots=True)
@@ -153,34 +403,53 @@ def _from_liquid(exc: LiquidError, text: str, offset: int) -> TemplateError:
     return _error(exc.message, text, offset + index)
 
 
-def _parse(source: str, text: str, offset: int) -> BoundTemplate:
+def _parse(source: str, text: str, offset: int, markdown: bool = False) -> BoundTemplate:
+    environment = _MARKDOWN_ENVIRONMENT if markdown else _ENVIRONMENT
     try:
-        template = _ENVIRONMENT.from_string(source)
+        template = environment.from_string(source)
     except LiquidError as exc:
         raise _from_liquid(exc, text, offset) from exc
     # Liquid reports an unknown filter only when it is applied; find it now instead.
     for name, spans in template.analyze(include_partials=False).filters.items():
-        if name not in _ENVIRONMENT.filters:
-            raise _error(f"unknown filter {name!r}", text, offset + spans[0].index)
+        if name not in environment.filters:
+            hint = " (it applies only in a human step's message)" if name == "markdown" else ""
+            raise _error(f"unknown filter {name!r}{hint}", text, offset + spans[0].index)
     return template
 
 
+def _compiled_for(text: str) -> _Compiled:
+    if isinstance(text, MarkdownTemplate):
+        return _compile(str(text), markdown=True)
+    return _compile(text)
+
+
 @functools.lru_cache(maxsize=_CACHE_SIZE)
-def _compile(text: str) -> _Compiled:
+def _compile(text: str, markdown: bool = False) -> _Compiled:
     typed = _TYPED.fullmatch(text)
     if typed is not None:
         offset = typed.start("output")
-        template = _parse(typed.group("output"), text, offset)
+        template = _parse(typed.group("output"), text, offset, markdown)
         nodes = template.nodes
         if len(nodes) == 1 and isinstance(nodes[0], OutputNode):
             return _Compiled(text, template, offset, nodes[0].expression)
-    return _Compiled(text, _parse(text, text, 0), 0, None)
+    return _Compiled(text, _parse(text, text, 0, markdown), 0, None)
 
 
 def _render(compiled: _Compiled, scope: Mapping[str, Any]) -> str:
+    text, context = _render_once(compiled, scope, code_blind=False)
+    if not _code_closed(context):
+        # Code the template opens does not close, so no output may count on being code.
+        text, _ = _render_once(compiled, scope, code_blind=True)
+    return text
+
+
+def _render_once(compiled: _Compiled, scope: Mapping[str, Any],
+                 *, code_blind: bool) -> tuple[str, RenderContext]:
     # BoundTemplate.render() minus what we do not use (partials, template inheritance,
     # output limits): it halves the cost of a short template, the common case.
     context = RenderContext(compiled.template, globals=scope)
+    if code_blind:
+        context.tag_namespace[_CODE_BLIND] = True
     buffer = StringIO()
     for node in compiled.template.nodes:
         try:
@@ -193,7 +462,7 @@ def _render(compiled: _Compiled, scope: Mapping[str, Any]) -> str:
             if exc.token is None:
                 exc.token = node.token
             raise _from_liquid(exc, compiled.text, compiled.offset) from exc
-    return buffer.getvalue()
+    return buffer.getvalue(), context
 
 
 def _evaluate(compiled: _Compiled, scope: Mapping[str, Any]) -> Any:
@@ -215,8 +484,11 @@ def has_template(text: str) -> bool:
 
 
 def compile_template(text: str) -> None:
-    """Parse ``text`` (cached), raising TemplateError for bad syntax or unknown filters."""
-    _compile(text)
+    """Parse ``text`` (cached), raising TemplateError for bad syntax or unknown filters.
+
+    ``| markdown`` is a known filter only in a :class:`MarkdownTemplate`.
+    """
+    _compiled_for(text)
 
 
 def check_value(value: Any, *, path: str = "") -> list[tuple[str, TemplateError]]:
@@ -227,7 +499,7 @@ def check_value(value: Any, *, path: str = "") -> list[tuple[str, TemplateError]
     problems: list[tuple[str, TemplateError]] = []
     for where, text in _templated_strings(value, path):
         try:
-            _compile(text)
+            _compiled_for(text)
         except TemplateError as exc:
             problems.append((where, exc))
     return problems
@@ -237,7 +509,7 @@ def render_text(text: str, scope: Mapping[str, Any]) -> str:
     """Render ``text`` against ``scope``; undefined variables render as ""."""
     if not has_template(text):
         return text
-    return _render(_compile(text), scope)
+    return _render(_compiled_for(text), scope)
 
 
 def render_value(value: Any, scope: Mapping[str, Any]) -> Any:
@@ -248,9 +520,11 @@ def render_value(value: Any, scope: Mapping[str, Any]) -> Any:
     if isinstance(value, str):
         if not has_template(value):
             return value
-        compiled = _compile(value)
+        compiled = _compiled_for(value)
         if compiled.expression is not None:
-            return _evaluate(compiled, scope)
+            result = _evaluate(compiled, scope)
+            # A message is text even when it is one `${{ }}`.
+            return _markdown_value(result, None) if isinstance(value, MarkdownTemplate) else result
         return _render(compiled, scope)
     if isinstance(value, Mapping):
         return {key: render_value(item, scope) for key, item in value.items()}
@@ -296,7 +570,7 @@ def references(value: Any) -> set[str]:
     found: set[str] = set()
     for _, text in _templated_strings(value, ""):
         try:
-            compiled = _compile(text)
+            compiled = _compiled_for(text)
         except TemplateError:
             continue
         for segments in compiled.template.global_variable_segments(include_partials=False):

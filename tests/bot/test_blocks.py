@@ -26,6 +26,7 @@ from bot.blocks import (
     review_message,
 )
 from bot.forms import ReviewRef
+from engine.definition.templates import MarkdownTemplate, render_value
 from engine.notify import SYSTEM_TIMEOUT, Actor, ReviewClosed, ReviewRequest
 from engine.run.authority import Refusal
 from engine.state.execution import iso
@@ -155,6 +156,24 @@ def test_event_values_cannot_mention_or_link(make_review: Callable[..., ReviewRe
         assert "<https://evil" not in text
     evidence = message["blocks"][1]["text"]["text"]
     assert "&lt;@U0BADBAD&gt;" in evidence and "&amp; 10.0.0.5" in evidence
+
+
+def test_a_message_with_escaped_event_values_shows_them_as_text(
+        make_review: Callable[..., ReviewRequest]) -> None:
+    template = MarkdownTemplate("{{ title }}\n**Runbook:** {{ link }} ([ours](https://ok.example))"
+                                "\n{{ note }}")
+    message_md = render_value(template, {
+        "title": "## ✅ Pre-approved", "link": "[https://ok.example](https://evil.example)",
+        "note": "### Approved by <@U0CISO>"})
+    review = make_review(message=message_md)
+    message = review_message(review, context=ReviewContext.from_review(review))
+    assert_valid_message(message)
+
+    assert blocks_of(message, "header")[0]["text"]["text"] == "## ✅ Pre-approved"
+    [evidence] = [b["text"]["text"] for b in blocks_of(message, "section")]
+    assert evidence == ("*Runbook:* [https://ok.example](https://evil.example) "
+                        "(<https://ok.example|ours>)\n### Approved by &lt;@U0CISO&gt;")
+    assert "evil.example|" not in all_text(message) and "<https://evil" not in all_text(message)
 
 
 def test_context_names_the_run_due_date_and_approvers(

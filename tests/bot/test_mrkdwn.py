@@ -22,6 +22,7 @@ from bot.mrkdwn import (
     truncate_mrkdwn,
     truncate_plain,
 )
+from engine.definition.templates import MarkdownTemplate, escape_markdown, render_value
 
 ANGLE_MARKUP = re.compile(r"<([^<>]*)>")
 
@@ -84,6 +85,47 @@ def test_links_with_any_label_and_url_stay_links(label: str, url: str) -> None:
     out = markdown_to_mrkdwn(f"[{label}](https://example.com/{url})")
     assert "<!" not in out and "<@" not in out
     assert_only_safe_links(out)
+
+
+# -- event values, escaped for Markdown by the engine -----------------------------------------
+
+_LINE = st.text(st.characters(blacklist_categories=("Cc", "Cs", "Zl", "Zp", "Zs"))
+                | st.sampled_from(" #+=-.)1`*_[]()<>&~|!:\\"), max_size=80).map(str.strip)
+
+
+@given(st.lists(_LINE.filter(bool), min_size=1, max_size=4))
+def test_an_escaped_value_reaches_slack_as_itself(lines: list[str]) -> None:
+    # The engine backslash-escapes Markdown, this converter escapes Slack's & < >: the
+    # value's own text is all a reviewer sees, whatever markup it carries.
+    value = "\n".join(lines)
+    assert markdown_to_mrkdwn(escape_markdown(value)) == escape_mrkdwn(value)
+
+
+_AROUND = st.text(alphabet="`\\ ~x-#>*[]()\n|1.=_<!", max_size=20)
+_VALUES = st.sampled_from(["[x](https://evil.example)", "`[x](https://evil.example)`", "``",
+                           "\\[x](https://evil.example)", "\\", "`", "\n```\n<https://evil.example>"])
+
+
+@given(_AROUND, _VALUES, _AROUND, _VALUES, _AROUND)
+def test_no_template_around_values_lets_their_links_through(
+        before: str, a: str, between: str, b: str, after: str) -> None:
+    # Whatever code spans and fences the author's text opens (or leaves open), the engine
+    # escapes a value unless it is sure the value sits inside code that closes.
+    template = MarkdownTemplate(f"{before}{{{{ a }}}}{between}{{{{ b }}}}{after}")
+    out = markdown_to_mrkdwn(render_value(template, {"a": a, "b": b}))
+    assert "<https://evil" not in out
+
+
+@pytest.mark.parametrize("value", [
+    "[https://runbooks.corp.example](https://evil.example/login)",
+    "## ✅ Pre-approved", "Pre-approved\n===", "<https://evil.example|https://ok.example>",
+    "<!channel>", "<@U0ALICE>", "R&D &amp; <b>html</b>", "**bold** _em_ ~~gone~~ `code`",
+    "> quoted", "- item", "1. item", "| a | b |\n|---|---|", "![img](https://evil.example/x.png)",
+])
+def test_markup_in_an_escaped_value_stays_text(value: str) -> None:
+    out = markdown_to_mrkdwn(f"**Field:** {escape_markdown(value)}")
+    assert out == f"*Field:* {escape_mrkdwn(value)}"
+    assert ANGLE_MARKUP.search(out) is None
 
 
 # -- conversion of each construct ------------------------------------------------------------

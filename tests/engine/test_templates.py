@@ -6,16 +6,19 @@ from typing import Any
 import pytest
 
 from engine.definition import templates
+from engine.definition.loader import parse_workflow
 from engine.definition.templates import (
+    MarkdownTemplate,
     check_value,
     compile_template,
+    escape_markdown,
     evaluate_expression,
     has_template,
     references,
     render_text,
     render_value,
 )
-from engine.errors import TemplateError
+from engine.errors import TemplateError, WorkflowInvalid
 
 
 @pytest.fixture
@@ -363,3 +366,177 @@ def test_compiled_templates_are_cached(make_scope):
     after = templates._compile.cache_info()
     assert after.misses - before.misses == 1
     assert after.hits - before.hits == 2
+
+
+# -- Markdown shown to a reviewer ---------------------------------------------------------------
+
+FORGED_LINK = "[https://runbooks.corp.example](https://evil.example/login)"
+
+
+@pytest.mark.parametrize("char", list("\\`*[]<>&~|_"))
+def test_escape_markdown_backslashes_inline_syntax_anywhere(char):
+    assert escape_markdown(f"a {char}b") == f"a \\{char}b"
+    assert escape_markdown(f"{char}") == f"\\{char}"
+
+
+@pytest.mark.parametrize("char", list("#+=-"))
+def test_escape_markdown_backslashes_block_syntax_at_the_start_of_a_line(char):
+    assert escape_markdown(f"{char}{char} a{char}b") == f"\\{char}{char} a{char}b"
+    assert escape_markdown(f"x\n  {char} y\r{char}") == f"x\n  \\{char} y\r\\{char}"
+
+
+@pytest.mark.parametrize("delimiter", [".", ")"])
+def test_escape_markdown_stops_an_ordered_list_at_the_start_of_a_line(delimiter):
+    assert escape_markdown(f"1986{delimiter} a year, 3{delimiter}") == (
+        f"1986\\{delimiter} a year, 3{delimiter}")
+
+
+def test_escape_markdown_leaves_harmless_text_alone():
+    text = "Zoë 42 ✅ prod-db.corp (eu-1): svc_backup! #7 \"ok\" 'x' {a} $5 %2 ^ @ ; , ? / ="
+    assert escape_markdown(text) == text
+
+
+def test_escape_markdown_escapes_an_underscore_that_could_emphasize():
+    assert escape_markdown("_a_ __init__ snake_case a_ _b") == (
+        "\\_a\\_ \\_\\_init\\_\\_ snake_case a\\_ \\_b")
+
+
+def test_escape_markdown_covers_slack_specials_and_mentions():
+    assert escape_markdown("<!channel> <@U0ALICE> <https://x|label> &amp;") == (
+        "\\<!channel\\> \\<@U0ALICE\\> \\<https://x\\|label\\> \\&amp;")
+
+
+def test_a_message_escapes_interpolated_values_and_keeps_the_authors_markdown():
+    message = MarkdownTemplate("## Isolate {{ host }}?\n**Runbook:** {{ link }}")
+    scope = {"host": "## web-01", "link": FORGED_LINK}
+
+    assert render_value(message, scope) == (
+        "## Isolate \\## web-01?\n**Runbook:** " + escape_markdown(FORGED_LINK))
+    assert render_text(message, scope) == render_value(message, scope)
+
+
+def test_the_markdown_filter_lets_a_trusted_value_through():
+    message = MarkdownTemplate("{{ link | markdown }} / {{ link }}")
+    assert render_value(message, {"link": FORGED_LINK}) == (
+        f"{FORGED_LINK} / {escape_markdown(FORGED_LINK)}")
+
+
+def test_a_filter_after_markdown_makes_the_value_untrusted_again():
+    message = MarkdownTemplate("{{ title | markdown | upcase }}")
+    assert render_value(message, {"title": "## hi"}) == "\\## HI"
+
+
+def test_echo_and_loops_in_a_message_escape_too():
+    message = MarkdownTemplate("{% for h in hosts %}{{ h }};{% endfor %}{% echo hosts | first %}")
+    assert render_value(message, {"hosts": ["*a*", "[b]"]}) == "\\*a\\*;\\[b\\];\\*a\\*"
+
+
+def test_a_capture_in_a_message_is_escaped_once():
+    message = MarkdownTemplate("{% capture x %}*{{ a }}*{% endcapture %}{{ x }}")
+    assert render_value(message, {"a": "*a*"}) == "*\\*a\\**"
+
+
+def test_literals_and_numbers_in_a_message():
+    message = MarkdownTemplate("{{ missing | default: '-' }} {{ n }} {{ ok }}")
+    assert render_value(message, {"n": 1.5, "ok": True}) == "\\- 1\\.5 true"
+
+
+def test_a_value_inside_a_code_span_is_not_backslashed_and_cannot_close_it():
+    message = MarkdownTemplate("Isolate `{{ host }}` now {{ host }}")
+    assert render_value(message, {"host": "*web-01*`x\n\n## y"}) == (
+        "Isolate `*web-01*ˋx  ## y` now \\*web-01\\*\\`x\n\n\\## y")
+
+
+def test_code_is_tracked_across_loop_outputs_and_lines():
+    message = MarkdownTemplate("`{% for h in hosts %}{{ h }} {% endfor %}` {{ hosts[0] }}\n"
+                               "``{{ hosts[1] }}`x``\n{{ hosts[0] }}")
+    assert render_value(message, {"hosts": ["*a*", "_c_"]}) == (
+        "`*a* _c_ ` \\*a\\*\n``_c_`x``\n\\*a\\*")
+
+
+LINK = "[x](https://evil.example)"
+
+
+@pytest.mark.parametrize(("template", "values"), [
+    ("{{ a }} {{ b }}", {"a": "`", "b": LINK}),  # an escaped backtick opens no span
+    ("Cost: 5` {{ b }}", {"b": LINK}),  # a backtick that never closes is text
+    ("`a\\` {{ b }}", {"b": LINK}),  # a backslash in a span is literal: the span closed
+    ("{{ a }}`\n`{{ b }}`", {"a": "x", "b": LINK}),  # a span may go on past a line's end
+    ("- `x\n- `{{ b }}`", {"b": LINK}),
+    ("``` a`b\n{{ b }}\n```", {"b": LINK}),  # a backtick in the info string: no fence
+    ("{% capture x %}`{{ b }}{% endcapture %}{{ x }}", {"b": LINK}),
+])
+def test_a_value_counts_as_code_only_inside_code_that_closes(template, values):
+    rendered = render_value(MarkdownTemplate(template), values)
+    assert "\\[x\\](https://evil.example)" in rendered
+
+
+def test_a_value_inside_a_fenced_block_is_not_backslashed_and_cannot_close_it():
+    message = MarkdownTemplate("```\n{{ body }}\n```\n{{ body }}")
+    body = "a_b\n```\n## y"
+    assert render_value(message, {"body": body}) == (
+        "```\na_b\nˋˋˋ\n## y\n```\n" + escape_markdown(body))
+
+
+def test_a_value_inside_a_tilde_fence_cannot_close_it():
+    message = MarkdownTemplate("~~~json\n{{ body | json }}\n~~~")
+    assert render_value(message, {"body": {"k": "~~~"}}) == '~~~json\n{"k":"∼∼∼"}\n~~~'
+
+
+def test_a_typed_message_renders_as_escaped_text():
+    assert render_value(MarkdownTemplate("${{ title }}"), {"title": "# hi"}) == "\\# hi"
+
+
+def test_the_markdown_filter_is_known_only_in_a_message():
+    compile_template(MarkdownTemplate("{{ x | markdown }}"))
+    with pytest.raises(TemplateError, match="unknown filter 'markdown'"):
+        compile_template("{{ x | markdown }}")
+    assert references(MarkdownTemplate("{{ event.x | markdown }}")) == {"event.x"}
+    assert check_value({"message": MarkdownTemplate("{{ x | markdown }}")}) == []
+
+
+def test_plain_templates_are_not_escaped(make_scope):
+    assert render_value("{{ link }}", {"link": FORGED_LINK}) == FORGED_LINK
+
+
+WORKFLOW = """
+name: escaping
+steps:
+  - name: review
+    type: waitForApproval
+    with:
+      message: "## {{ event.title }}"
+      approveLabel: "Isolate {{ event.host }}"
+  - name: form
+    type: waitForInput
+    with:
+      message: "{{ event.title | markdown }}"
+  - name: call
+    type: http
+    with:
+      url: "https://example.com/{{ event.host }}"
+      body: "{{ event.title }}"
+  - name: log
+    type: console
+    with:
+      message: "{{ event.title }}"
+"""
+
+
+def test_only_a_human_steps_message_is_markdown():
+    workflow = parse_workflow(WORKFLOW)
+    review, form, call, log = workflow.steps
+    scope = {"event": {"title": "*x*", "host": "a_b"}}
+
+    assert render_value(dict(review.with_), scope) == {
+        "message": "## \\*x\\*", "approveLabel": "Isolate a_b"}
+    assert render_value(dict(form.with_), scope) == {"message": "*x*"}
+    assert render_value(dict(call.with_), scope)["body"] == "*x*"
+    assert render_value(dict(log.with_), scope) == {"message": "*x*"}
+
+
+def test_the_markdown_filter_outside_a_message_fails_validation():
+    text = WORKFLOW.replace('body: "{{ event.title }}"', 'body: "{{ event.title | markdown }}"')
+    with pytest.raises(WorkflowInvalid, match="unknown filter 'markdown' .it applies only in "
+                                              "a human step's message."):
+        parse_workflow(text)
