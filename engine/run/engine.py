@@ -164,9 +164,10 @@ class Engine:
         ids, total = self.reviews.pending_for(user_id, offset=offset, limit=limit)
         return self._reviews_of(ids), total
 
-    def record_refusal(self, execution_id: str, actor: Actor, reason: str) -> None:
-        """Audit a decision attempt that was refused (not an approver, self-approval)."""
-        self.reviews.record_refusal(execution_id, actor, reason)
+    def record_refusal(self, execution_id: str, actor: Actor, reason: str) -> bool:
+        """Audit a decision attempt that was refused (not an approver, self-approval), once a
+        minute per person and run; True when this one was audited."""
+        return self.reviews.record_refusal(execution_id, actor, reason)
 
     def review_timer(self, execution_id: str, path: str, level: int, kind: str) -> bool:
         return self.reviews.review_timer(execution_id, path, level, kind)

@@ -57,6 +57,8 @@ from engine.state.store import Change, Store
 
 log = logging.getLogger(__name__)
 
+REFUSAL_WINDOW_MS = 60_000  # a person's repeated refused attempts on one run: audited once
+
 
 @dataclass(frozen=True)
 class ResumeResult:
@@ -170,11 +172,17 @@ class Reviews:
                                   outcome=decided.outcome)
         return NotWaiting(state.id, state.status.value)
 
-    def record_refusal(self, execution_id: str, actor: Actor, reason: str) -> None:
-        """Audit a decision attempt that was refused (not an approver, self-approval)."""
+    def record_refusal(self, execution_id: str, actor: Actor, reason: str) -> bool:
+        """Audit a decision attempt that was refused (not an approver, self-approval), once
+        per :data:`REFUSAL_WINDOW_MS` per person and execution: someone clicking again and
+        again (or a script) cannot flood the trail. True when this one was audited."""
+        if not self.store.first_in_window(keys.refused(execution_id, actor.id),
+                                          REFUSAL_WINDOW_MS):
+            return False
         state = self.store.load(execution_id)
         self.store.append_audit(state, [audit.event(audit.REFUSED, iso(self.clock()) or "",
                                                     actor=actor.to_json(), reason=reason)])
+        return True
 
     # -- escalation, reminders, reassignment -------------------------------------------------
 

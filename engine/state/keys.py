@@ -29,6 +29,8 @@
     signoff:tokens          hash    API token names, each to the SHA-256 (hex) of its secret
     signoff:token:{sha256}  string  an API token's record (JSON: name, scopes, principal,
                                     createdAt), found by the hash of its secret; never the secret
+    signoff:refused:{id}:{U} string set for a minute after U's refused attempt on an execution
+                                    was audited (expiring): repeats in that minute are not
     signoff:status:{id}     channel pub/sub, told each new status of an execution (not a key)
 
 Execution hash fields: ``wf`` workflow name, ``d`` definition digest, ``st`` status,
@@ -126,6 +128,12 @@ def schedule(workflow: str, index: int) -> str:
 STEP_FIELD = "s:"  # execution hash fields: these prefixes, then a step's path or a plug-in's key
 DECISION_FIELD = "dec:"
 ANNOTATION_FIELD = "n:"
+
+
+def refused(execution_id: str, actor_id: str) -> str:
+    """Set while a refused attempt by ``actor_id`` on the execution is in the audit trail's
+    window: repeats in that window are not audited again (see Reviews.record_refusal)."""
+    return f"{PREFIX}refused:{execution_id}:{actor_id}"
 
 
 def step_field(path: str) -> str:

@@ -369,6 +369,11 @@ class Store:
         """Set a small value, expiring after ``ttl_seconds`` when given."""
         self._call(self.redis.set, key, value, ex=ttl_seconds)
 
+    def first_in_window(self, key: str, window_ms: int) -> bool:
+        """True for the first call naming ``key`` in ``window_ms``, False for the others
+        (a marker that expires): to do something once per window however often asked."""
+        return bool(self._call(self.redis.set, key, "1", nx=True, px=window_ms))
+
     def compare_and_set(self, key: str, expected: bytes | str | None, new: str) -> bool:
         """Set ``key`` to ``new`` only if it still holds ``expected`` (None: absent)."""
         if expected is None:
