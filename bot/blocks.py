@@ -399,7 +399,7 @@ def escalate_modal(review: ReviewRequest, next_approvers: tuple[str, ...]) -> di
               "element": {"type": "plain_text_input", "action_id": INPUT_ACTION,
                           "multiline": True, "max_length": REASON_LIMIT}}
     return _action_modal(review, CALLBACK_ESCALATE, texts.ESCALATE_TITLE, texts.ESCALATE,
-                         prompt, reason)
+                         prompt, reason, with_level=True)
 
 
 def reassign_modal(review: ReviewRequest) -> dict[str, Any]:
@@ -413,11 +413,12 @@ def reassign_modal(review: ReviewRequest) -> dict[str, Any]:
 
 
 def _action_modal(review: ReviewRequest, callback_id: str, title: str, submit: str,
-                  prompt: str, field: dict[str, Any]) -> dict[str, Any]:
+                  prompt: str, field: dict[str, Any], *, with_level: bool = False
+                  ) -> dict[str, Any]:
     return {
         "type": "modal",
         "callback_id": callback_id,
-        "private_metadata": ReviewRef.of(review).encode(),
+        "private_metadata": ReviewRef.of(review, with_level=with_level).encode(),
         "title": plain_text(title),
         "submit": plain_text(submit),
         "close": plain_text(texts.MODAL_CLOSE),

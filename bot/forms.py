@@ -74,11 +74,15 @@ class ReviewRef:
     # When this instance of the review started waiting: inside a foreach the same step
     # waits again, and a form or button of an earlier instance must not decide the next.
     since: str | None = None
+    # The level the review was at when a modal was opened (Escalate): escalating is a
+    # compare-and-set from it, so a stale or replayed submission cannot skip a level.
+    level: int | None = None
 
     @classmethod
-    def of(cls, review: ReviewRequest, *, one_click: bool = False) -> ReviewRef:
+    def of(cls, review: ReviewRequest, *, one_click: bool = False,
+           with_level: bool = False) -> ReviewRef:
         return cls(review.execution_id, review.step, one_click=one_click,
-                   since=iso(review.created_at))
+                   since=iso(review.created_at), level=review.level if with_level else None)
 
     def refers_to(self, review: ReviewRequest) -> bool:
         """Whether ``review`` (what the execution waits on now) is the one referred to."""
@@ -90,15 +94,18 @@ class ReviewRef:
             data["one"] = 1
         if self.since:
             data["since"] = self.since
+        if self.level is not None:
+            data["lv"] = self.level
         return json.dumps(data, separators=(",", ":"))
 
     @classmethod
     def decode(cls, value: str) -> ReviewRef:
         try:
             data = json.loads(value)
-            since = data.get("since")
+            since, level = data.get("since"), data.get("lv")
             return cls(execution_id=str(data["execution_id"]), step=str(data["step"]),
-                       one_click=bool(data.get("one")), since=str(since) if since else None)
+                       one_click=bool(data.get("one")), since=str(since) if since else None,
+                       level=int(level) if level is not None else None)
         except (ValueError, KeyError, TypeError, AttributeError) as exc:
             raise ValueError(f"not a Signoff review reference: {value[:100]!r}") from exc
 

@@ -52,7 +52,14 @@ from bot.forms import (
 )
 from bot.mrkdwn import truncate_plain
 from bot.outbox import Outbox
-from engine.errors import AlreadyDecided, CannotEscalate, ExecutionNotFound, InputInvalid, NotWaiting
+from engine.errors import (
+    AlreadyDecided,
+    AlreadyEscalated,
+    CannotEscalate,
+    ExecutionNotFound,
+    InputInvalid,
+    NotWaiting,
+)
 from engine.notify import Actor, ReviewRequest
 from engine.run import escalation
 from engine.run.engine import Engine
@@ -315,9 +322,13 @@ class ReviewListeners:
         reason = _required_input(ack, view, REASON_BLOCK, "value", texts.ERROR_REASON_REQUIRED)
         if reason is None:
             return
+        opened_at = ReviewRef.decode(str(view.get("private_metadata") or "")).level
         try:
             self.engine.escalate(review.execution_id, reviewer.actor(self.directory), reason,
-                                 step=review.step)
+                                 step=review.step, from_level=opened_at)
+        except AlreadyEscalated as exc:
+            ack(response_action="errors", errors={
+                REASON_BLOCK: texts.already_escalated(exc.level + 1, exc.by)})
         except CannotEscalate:
             ack(response_action="errors", errors={REASON_BLOCK: texts.NO_FURTHER_LEVEL})
         except (AlreadyDecided, NotWaiting, ExecutionNotFound):

@@ -187,6 +187,11 @@ SELF_APPROVAL = "you requested this run, and its step does not allow self-approv
 # The Escalate button and its modal (title and submit ≤ 24 characters).
 ESCALATION_NOT_CONFIGURED = "Escalation levels are not configured for this review."
 NO_FURTHER_LEVEL = "There is no further level to escalate to: this review is at its last level."
+
+
+def already_escalated(level_number: int, by: str) -> str:
+    """A stale or repeated Escalate: someone moved the review on since the modal opened."""
+    return f"Already escalated to level {level_number} by {by}."
 ESCALATE_TITLE = "Escalate review"
 ESCALATE_REASON_LABEL = "Why escalate?"
 ESCALATE_REASON_HINT = "Shown in the review's thread and kept in its audit trail."

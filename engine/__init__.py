@@ -28,6 +28,7 @@ from engine.errors import (
     ActAsRequired,
     ActorNotAllowed,
     AlreadyDecided,
+    AlreadyEscalated,
     CannotEscalate,
     ConditionError,
     Contention,
@@ -103,7 +104,7 @@ __all__ = [
     "ExecutionError", "ExecutionNotFound", "NotWaiting", "AlreadyDecided", "InputInvalid",
     "ActorNotAllowed", "CannotEscalate", "WorkflowDisabled", "Contention", "TokenError",
     "TokenExists", "TokenNotFound", "AccessDenied", "MissingScope", "ActAsRequired",
-    "EgressBlocked", "SettingsInvalid", "WorkflowInputsInvalid",
+    "EgressBlocked", "SettingsInvalid", "WorkflowInputsInvalid", "AlreadyEscalated",
 ]
 
 

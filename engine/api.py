@@ -32,6 +32,7 @@ from engine.errors import (
     ActAsRequired,
     ActorNotAllowed,
     AlreadyDecided,
+    AlreadyEscalated,
     CannotEscalate,
     Contention,
     ExecutionNotFound,
@@ -393,6 +394,9 @@ async def _handle_error(request: Request, exc: Exception) -> Response:
                       principal=exc.principal, scope=TokenScope.ACT_AS.value)
     if isinstance(exc, Contention):
         return _error(409, "contention", str(exc), executionId=exc.execution_id)
+    if isinstance(exc, AlreadyEscalated):
+        return _error(409, "already_escalated", str(exc), executionId=exc.execution_id,
+                      level=exc.level + 1, escalatedBy=exc.by, escalatedAt=exc.at)
     if isinstance(exc, CannotEscalate):
         return _error(409, "cannot_escalate", str(exc), executionId=exc.execution_id)
     if isinstance(exc, StoreUnavailable):

@@ -29,6 +29,7 @@
         ├── InputInvalid         resume input violates the step's schema (every violation)
         ├── ActorNotAllowed      this actor may not decide this review
         ├── CannotEscalate       the review is at its last level
+        ├── AlreadyEscalated     someone moved the review past the level asked from (who, to which)
         └── Contention           the execution kept changing under a write; try again
 """
 
@@ -247,6 +248,17 @@ class ActorNotAllowed(ExecutionError):
 
 class CannotEscalate(ExecutionError):
     """The review is at its last level (or has no escalation levels)."""
+
+
+class AlreadyEscalated(ExecutionError):
+    """An escalation asked from a level the review has left: someone escalated it first."""
+
+    def __init__(self, execution_id: str, *, level: int, by: str, at: str) -> None:
+        self.level = level  # the level it is at now (0 is the first)
+        self.by = by
+        self.at = at
+        super().__init__(f"the review of execution {execution_id} was already escalated to "
+                         f"level {level + 1} by {by}", execution_id=execution_id)
 
 
 class WorkflowDisabled(SignoffError):

@@ -145,9 +145,12 @@ class Engine:
         return self.reviews.resume(execution_id, input_, actor, step=step, advance=advance)
 
     def escalate(self, execution_id: str, actor: Actor, reason: str, *,
-                 step: str | None = None) -> int:
-        """Move a review to its next escalation level now (CannotEscalate at the last)."""
-        return self.reviews.escalate(execution_id, actor, reason, step=step)
+                 step: str | None = None, from_level: int | None = None) -> int:
+        """Move a review to its next escalation level now (CannotEscalate at the last).
+        ``from_level``: the level the person saw; if the review has left it, AlreadyEscalated
+        says who moved it (a compare-and-set: two escalations never skip a level)."""
+        return self.reviews.escalate(execution_id, actor, reason, step=step,
+                                     expect_level=from_level)
 
     def reassign(self, execution_id: str, actor: Actor, approver: str, *,
                  step: str | None = None) -> None:

@@ -18,6 +18,7 @@ from typing import Any
 from engine.definition.answer_schema import answer_errors
 from engine.errors import (
     AlreadyDecided,
+    AlreadyEscalated,
     CannotEscalate,
     Contention,
     ExecutionError,
@@ -187,15 +188,22 @@ class Reviews:
     # -- escalation, reminders, reassignment -------------------------------------------------
 
     def escalate(self, execution_id: str, actor: Actor, reason: str, *,
-                 step: str | None = None, from_level: int | None = None) -> int:
+                 step: str | None = None, from_level: int | None = None,
+                 expect_level: int | None = None) -> int:
         """Move the review to its next level now; returns the new level.
 
-        Raises CannotEscalate at the last level, NotWaiting / AlreadyDecided when decided.
+        A compare-and-set on the level: with ``from_level`` (a timer) a review that has
+        left that level is left alone; with ``expect_level`` (a person, who saw that level)
+        it raises AlreadyEscalated naming who moved it, so two people escalating at once, or
+        one submission replayed, never skip a level. Raises CannotEscalate at the last
+        level, NotWaiting / AlreadyDecided when decided.
         """
         for _ in range(50):
             state, waiting = self._waiting(execution_id, step)
             if from_level is not None and waiting.level != from_level:
                 return waiting.level  # someone escalated it already
+            if expect_level is not None and waiting.level != expect_level:
+                raise self._already_escalated(state.id, waiting.level)
             all_levels = escalation.levels(waiting.options)
             target = waiting.level + 1
             if target >= len(all_levels):
@@ -206,6 +214,16 @@ class Reviews:
             if self._move_to_level(state, waiting, target, all_levels, actor, reason):
                 return target
         raise Contention(execution_id, "escalate")
+
+    def _already_escalated(self, execution_id: str, level: int) -> AlreadyEscalated:
+        by, at = "someone", ""
+        for entry in reversed(self.store.audit_entries(execution_id)):
+            event = audit.decode(*entry).event
+            if event.get("type") == audit.ESCALATED and event.get("toLevel") == level:
+                actor = event.get("actor") or {}
+                by, at = str(actor.get("name") or actor.get("id") or by), str(event.get("at"))
+                break
+        return AlreadyEscalated(execution_id, level=level, by=by, at=at)
 
     def _move_to_level(self, state: ExecutionState, waiting: Waiting, target: int,
                        all_levels: list[escalation.Level], actor: Actor, reason: str) -> bool:

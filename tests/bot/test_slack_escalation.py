@@ -216,8 +216,9 @@ def test_manual_escalation_asks_why_and_is_refused_past_the_last_level(signoff: 
     assert signoff.driver.submit_view("U0CAROL", modal(signoff, "U0CAROL")["id"],
                                       {REASON_BLOCK: "on-call owns the host"}).ok
     refused = signoff.driver.submit_view("U0ALICE", again["id"], {REASON_BLOCK: "still unsure"})
+    # Her modal was opened at level 2: escalating is a compare-and-set from the level seen.
     assert refused.body == {"response_action": "errors", "errors": {REASON_BLOCK: (
-        "There is no further level to escalate to: this review is at its last level.")}}
+        "Already escalated to level 3 by carol.")}}
     signoff.drain()
 
     assert [e["toLevel"] for e in audit(signoff, execution_id, "review.escalated")] == [1, 2]
