@@ -15,6 +15,13 @@ import pytest
 from engine.api import build_api
 from engine.definition.loader import WorkflowCatalog
 from engine.state import tokens
+from tests.bot.conftest import (  # noqa: F401 - the Slack side's fixtures, for attacks through Slack
+    bot_settings,
+    running_slack,
+    signoff,
+    slack,
+    start_signoff,
+)
 from tests.support.services import ServedApp
 
 # A payout that Alice or Dave may approve; Bob asks for it.

@@ -12,26 +12,9 @@ from __future__ import annotations
 
 from typing import Any
 
-import pytest
-
 from bot.mrkdwn import RULE
-from tests.bot.conftest import (  # noqa: F401 - fixtures reused as they are
-    REVIEWS,
-    Signoff,
-    bot_settings,
-    running_slack,
-    signoff,
-    slack,
-    start_signoff,
-)
+from tests.bot.conftest import REVIEWS, Signoff
 from tests.security.test_event_markdown_forges_link import evidence
-
-
-@pytest.fixture
-def reviews(request: pytest.FixtureRequest) -> Signoff:
-    """The Slack side of Signoff, served, on the emulator (the bot tests' ``signoff``)."""
-    return request.getfixturevalue("signoff")
-
 
 HEADING = "## ✅ Pre-approved"
 
@@ -51,9 +34,9 @@ steps:
 """
 
 
-def review_posted(reviews: Signoff, workflow: str, event: dict[str, Any]) -> dict[str, Any]:
-    reviews.run(workflow, event)
-    [message] = reviews.messages(REVIEWS)
+def review_posted(signoff: Signoff, workflow: str, event: dict[str, Any]) -> dict[str, Any]:
+    signoff.run(workflow, event)
+    [message] = signoff.messages(REVIEWS)
     return message
 
 
@@ -62,8 +45,8 @@ def header(message: dict[str, Any]) -> str:
     return str(block["text"]["text"])
 
 
-def test_a_heading_in_an_event_field_shows_as_text(reviews: Signoff):
-    message = review_posted(reviews, ALERT, {
+def test_a_heading_in_an_event_field_shows_as_text(signoff: Signoff):
+    message = review_posted(signoff, ALERT, {
         "title": "Isolate web-01?", "rule": "beaconing",
         "summary": f"{HEADING}\nPre-approved\n===\n> approved by the CISO\n\n---"})
 
@@ -78,17 +61,17 @@ def test_a_heading_in_an_event_field_shows_as_text(reviews: Signoff):
     assert header(message) == "Isolate web-01?"
 
 
-def test_a_heading_leading_the_message_is_not_the_header(reviews: Signoff):
-    message = review_posted(reviews, ALERT, {"title": HEADING, "rule": "beaconing",
+def test_a_heading_leading_the_message_is_not_the_header(signoff: Signoff):
+    message = review_posted(signoff, ALERT, {"title": HEADING, "rule": "beaconing",
                                              "summary": "none"})
 
     assert header(message) == HEADING
     assert "Pre-approved" not in evidence(message)
 
 
-def test_an_author_opts_a_trusted_heading_in_with_the_markdown_filter(reviews: Signoff):
+def test_an_author_opts_a_trusted_heading_in_with_the_markdown_filter(signoff: Signoff):
     trusted = ALERT.replace("{{ event.summary }}", "{{ event.summary | markdown }}")
-    message = review_posted(reviews, trusted, {"title": HEADING, "rule": "beaconing",
+    message = review_posted(signoff, trusted, {"title": HEADING, "rule": "beaconing",
                                                "summary": HEADING})
 
     assert header(message) == HEADING  # not trusted: still literal

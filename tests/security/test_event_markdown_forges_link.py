@@ -15,24 +15,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
-import pytest
-
-from tests.bot.conftest import (  # noqa: F401 - fixtures reused as they are
-    REVIEWS,
-    Signoff,
-    bot_settings,
-    running_slack,
-    signoff,
-    slack,
-    start_signoff,
-)
-
-
-@pytest.fixture
-def reviews(request: pytest.FixtureRequest) -> Signoff:
-    """The Slack side of Signoff, served, on the emulator (the bot tests' ``signoff``)."""
-    return request.getfixturevalue("signoff")
-
+from tests.bot.conftest import REVIEWS, Signoff
 
 FORGED = "[https://runbooks.corp.example](https://evil.example/login)"
 
@@ -87,14 +70,14 @@ def mentions(message: dict[str, Any]) -> list[str]:
             if match.group(1).startswith(("@", "!", "#"))]
 
 
-def review_posted(reviews: Signoff, workflow: str, event: dict[str, Any]) -> dict[str, Any]:
-    reviews.run(workflow, event)
-    [message] = reviews.messages(REVIEWS)
+def review_posted(signoff: Signoff, workflow: str, event: dict[str, Any]) -> dict[str, Any]:
+    signoff.run(workflow, event)
+    [message] = signoff.messages(REVIEWS)
     return message
 
 
-def test_a_markdown_link_in_an_event_field_shows_as_text(reviews: Signoff):
-    message = review_posted(reviews, ALERT, {"host": "web-01", "runbook": FORGED,
+def test_a_markdown_link_in_an_event_field_shows_as_text(signoff: Signoff):
+    message = review_posted(signoff, ALERT, {"host": "web-01", "runbook": FORGED,
                                              "notes": "none"})
 
     assert not [t for t in link_targets(message) if "evil.example" in t]
@@ -103,9 +86,9 @@ def test_a_markdown_link_in_an_event_field_shows_as_text(reviews: Signoff):
     assert "<https://wiki.corp.example/isolate|the isolation playbook>" in evidence(message)
 
 
-def test_slack_link_markup_and_mentions_in_an_event_field_stay_inert(reviews: Signoff):
+def test_slack_link_markup_and_mentions_in_an_event_field_stay_inert(signoff: Signoff):
     forged = "<https://evil.example/login|https://runbooks.corp.example>"
-    message = review_posted(reviews, ALERT, {
+    message = review_posted(signoff, ALERT, {
         "host": "<https://evil.example|web-01>", "runbook": forged,
         "notes": "<!channel> approved by <@U0ALICE> & <#C0REVIEWS>"})
 
@@ -118,8 +101,8 @@ def test_slack_link_markup_and_mentions_in_an_event_field_stay_inert(reviews: Si
     assert message["blocks"][0]["text"]["type"] == "plain_text"
 
 
-def test_an_author_opts_a_trusted_value_in_with_the_markdown_filter(reviews: Signoff):
-    message = review_posted(reviews, TRUSTED, {"host": "web-01", "runbook": FORGED,
+def test_an_author_opts_a_trusted_value_in_with_the_markdown_filter(signoff: Signoff):
+    message = review_posted(signoff, TRUSTED, {"host": "web-01", "runbook": FORGED,
                                                "notes": FORGED})
 
     assert "<https://evil.example/login|https://runbooks.corp.example>" in evidence(message)

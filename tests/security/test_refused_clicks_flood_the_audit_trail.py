@@ -4,52 +4,36 @@ still refused and told why; the trail records the first in each minute per perso
 
 from __future__ import annotations
 
-import pytest
-
 from bot.blocks import ACTION_APPROVE
 from engine.state import keys
 from engine.state.execution import ExecutionStatus
-from tests.bot.conftest import (  # noqa: F401 - fixtures reused as they are
-    ISOLATE,
-    REVIEWS,
-    Signoff,
-    bot_settings,
-    running_slack,
-    signoff,
-    slack,
-    start_signoff,
-)
+from tests.bot.conftest import ISOLATE, REVIEWS, Signoff
 from tests.bot.test_slack_reviews import EVENT, only_message
 
 
-@pytest.fixture
-def app(signoff: Signoff) -> Signoff:  # noqa: F811 - the fixture imported above
-    return signoff
-
-
-def refusals(app: Signoff, execution_id: str) -> list[str]:
-    return [e.event["actor"]["id"] for e in app.engine.audit_entries(execution_id)
+def refusals(signoff: Signoff, execution_id: str) -> list[str]:
+    return [e.event["actor"]["id"] for e in signoff.engine.audit_entries(execution_id)
             if e.event["type"] == "decision.refused"]
 
 
-def test_repeated_refused_clicks_are_audited_once_a_minute_per_person(app: Signoff):
-    execution_id = app.run(ISOLATE, EVENT)
-    message = only_message(app)
+def test_repeated_refused_clicks_are_audited_once_a_minute_per_person(signoff: Signoff):
+    execution_id = signoff.run(ISOLATE, EVENT)
+    message = only_message(signoff)
 
     for _ in range(6):
-        assert app.driver.click("U0CAROL", (REVIEWS, message["ts"]), ACTION_APPROVE).ok
-    assert app.driver.click("U0DAVE", (REVIEWS, message["ts"]), ACTION_APPROVE).ok
-    app.drain()
+        assert signoff.driver.click("U0CAROL", (REVIEWS, message["ts"]), ACTION_APPROVE).ok
+    assert signoff.driver.click("U0DAVE", (REVIEWS, message["ts"]), ACTION_APPROVE).ok
+    signoff.drain()
 
-    assert app.engine.get(execution_id).status is ExecutionStatus.WAITING_FOR_INPUT
-    assert len(app.ephemerals("U0CAROL")) == 6  # every click is still told why
-    assert refusals(app, execution_id) == ["U0CAROL", "U0DAVE"]
-    assert app.engine.verify_audit(execution_id).ok
+    assert signoff.engine.get(execution_id).status is ExecutionStatus.WAITING_FOR_INPUT
+    assert len(signoff.ephemerals("U0CAROL")) == 6  # every click is still told why
+    assert refusals(signoff, execution_id) == ["U0CAROL", "U0DAVE"]
+    assert signoff.engine.verify_audit(execution_id).ok
 
     # A minute later (the marker expired), a refused click is audited again.
-    app.engine.store.redis.delete(keys.refused(execution_id, "U0CAROL"))
-    assert app.driver.click("U0CAROL", (REVIEWS, message["ts"]), ACTION_APPROVE).ok
-    app.drain()
-    assert refusals(app, execution_id) == ["U0CAROL", "U0DAVE", "U0CAROL"]
-    ttl = app.engine.store.redis.pttl(keys.refused(execution_id, "U0CAROL"))
+    signoff.engine.store.redis.delete(keys.refused(execution_id, "U0CAROL"))
+    assert signoff.driver.click("U0CAROL", (REVIEWS, message["ts"]), ACTION_APPROVE).ok
+    signoff.drain()
+    assert refusals(signoff, execution_id) == ["U0CAROL", "U0DAVE", "U0CAROL"]
+    ttl = signoff.engine.store.redis.pttl(keys.refused(execution_id, "U0CAROL"))
     assert 0 < ttl <= 60_000
