@@ -104,9 +104,15 @@ class Directory:
                 if not cursor:
                     break
         except SlackApiError as exc:
-            if exc.response.get("error") not in _NO_CONVERSATION:
-                raise
-            members = []
+            error = exc.response.get("error")
+            if error in _NO_CONVERSATION:
+                self.store.set_value(key, "[]", ttl_seconds=NEGATIVE_TTL)
+            else:  # missing_scope (channels:read, groups:read), a rate limit: ask next time
+                log.warning("conversations.members %s failed: %s", channel, error)
+            return frozenset()
+        except OSError as exc:  # Slack unreachable: nobody is let in, nothing is kept
+            log.warning("conversations.members %s failed: %s", channel, exc)
+            return frozenset()
         self.store.set_value(key, json.dumps(members), ttl_seconds=self.ttl)
         return frozenset(members)
 

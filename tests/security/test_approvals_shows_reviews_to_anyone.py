@@ -161,6 +161,20 @@ def test_the_outsider_paging_all_counts_only_what_she_may_see(workspace: SlackEm
     assert not any(h in listed(everything) for h in hidden)
 
 
+def test_when_slack_will_not_say_who_is_in_a_channel_membership_lets_nobody_in(
+        workspace: SlackEmulator, site: Signoff):
+    """Fail closed: without channels:read (or while Slack is down) a channel member sees
+    nothing through membership, and the answer is asked again next time, not cached."""
+    execution_id = request_payout(site)
+    workspace.fail_next("conversations.members", error="missing_scope")
+
+    refused = approvals(site, "U0ERIN", "all")
+    allowed = approvals(site, "U0ERIN", "all")
+
+    assert execution_id not in listed(refused)
+    assert execution_id in listed(allowed)
+
+
 @pytest.fixture
 def admins_settings(request: pytest.FixtureRequest) -> BotSettings:
     plain: BotSettings = request.getfixturevalue("bot_settings")
