@@ -48,6 +48,7 @@ from bot.forms import ReviewRef, decision_line, only_decision_required
 from bot.mrkdwn import (
     DATE_AT_TIME,
     escape_mrkdwn,
+    is_user_id,
     slack_date,
 )
 from engine.notify import ReviewRequest
@@ -133,27 +134,36 @@ class Overview:
         if self.is_admin(user_id):
             return list(reviews)
         deliveries = self._deliveries(reviews)
-        members: dict[str, frozenset[str]] = {}  # one look-up per conversation per listing
+        memo: dict[Any, frozenset[str]] = {}  # one look-up per conversation per listing
         return [review for review, stored in zip(reviews, deliveries, strict=True)
-                if self.may_see(user_id, review, stored, members)]
+                if self.may_see(user_id, review, stored, memo)]
 
     def may_see(self, user_id: str, review: ReviewRequest, stored: Delivery | None,
-                members: dict[str, frozenset[str]] | None = None) -> bool:
-        """``user_id`` decides, requested, or was shown ``review`` (its delivery ``stored``)."""
+                memo: dict[Any, frozenset[str]] | None = None) -> bool:
+        """``user_id`` decides, requested, or was shown ``review`` (its delivery ``stored``);
+        ``memo`` keeps look-ups (channel members, later levels) across one listing."""
         if not user_id:
             return False
         delivery = current_delivery(review, stored, self.directory)
         if (user_id in delivery.approvers or user_id in review.audience
                 or user_id == delivery.requester):
             return True
-        later = [a for level in escalation.levels(review.options)[1:] for a in level.approvers]
-        if later and user_id in self.directory.resolve_approvers(later).user_ids:
-            return True
-        members = {} if members is None else members
+        memo = {} if memo is None else memo
+        later = tuple(a for level in escalation.levels(review.options)[1:]
+                      for a in level.approvers)
+        if later:
+            if later not in memo:
+                memo[later] = frozenset(self.directory.resolve_approvers(later).user_ids)
+            if user_id in memo[later]:
+                return True
         for post in delivery.posts:
-            if post.channel not in members:
-                members[post.channel] = self.directory.conversation_members(post.channel)
-            if user_id in members[post.channel]:
+            if is_user_id(post.to):  # a DM: its only people are the bot and ``post.to``
+                if user_id == post.to:
+                    return True
+                continue
+            if post.channel not in memo:
+                memo[post.channel] = self.directory.conversation_members(post.channel)
+            if user_id in memo[post.channel]:
                 return True
         return False
 
@@ -170,8 +180,8 @@ class Overview:
             # in the same two round trips one page took (its ids, then the reviews), plus
             # one per workflow step for the delivery records, and checks each review against
             # the directory's cached look-ups (a Redis read per group, e-mail or channel not
-            # yet seen in this listing). Linear in waiting reviews: fine for thousands; an
-            # index per viewer would be the next step beyond that.
+            # yet seen in this listing; a DM needs none). Linear in waiting reviews: fine for
+            # thousands; an index per viewer would be the next step beyond that.
             waiting, _ = self.engine.pending(offset=0, limit=MAX_FILTERED)
             shown = self.visible(user_id, waiting)
             reviews, total = shown[offset:offset + limit], len(shown)
