@@ -1,8 +1,12 @@
 """``/approvals``: your pending reviews, every pending review, one execution, stats, help.
 
     /approvals               the reviews waiting for you, oldest first, ten at a time
-    /approvals all           every review waiting for anyone, ten at a time
+    /approvals all           every review waiting that you may see, ten at a time
     /approvals ID            one execution's reviews, waiting or decided (who and when)
+
+A review is shown only to whom :meth:`bot.overview.Overview.may_see` lets see it; for an
+execution nobody showed you, ``/approvals ID`` answers exactly as for an id that does not
+exist, so the answer does not tell whether it does.
     /approvals stats [days]  per workflow step over the last 7 (or ``days``) days
     /approvals help          what the command does; also the answer to anything else
 
@@ -141,10 +145,13 @@ class ApprovalsCommand:
         return {"text": texts.stats_title(days), "blocks": stats_blocks(stats, days)}
 
     def one(self, user_id: str, execution_id: str) -> Message | None:
-        """One execution's reviews; None when there is no such execution."""
+        """One execution's reviews; None when there is no such execution, or when ``user_id``
+        may see none of its reviews."""
         try:
             state = self.engine.get(execution_id)
         except ExecutionNotFound:
+            return None
+        if not self._may_see(user_id, state):
             return None
         item = None
         if state.status is ExecutionStatus.WAITING_FOR_INPUT and state.waiting is not None:
@@ -152,6 +159,22 @@ class ApprovalsCommand:
         closed = [(self._title(state, step), found) for step in _closed_steps(state)
                   if (found := closed_from_state(self.engine, state, step)) is not None]
         return execution_message(state, item, closed, now=datetime.now(UTC))
+
+    def _may_see(self, user_id: str, state: ExecutionState) -> bool:
+        """``user_id`` may see one of the run's reviews, waiting or closed (an admin, all)."""
+        if self.overview.is_admin(user_id):
+            return True
+        if state.waiting is not None:
+            waiting = review_request(state, state.waiting)
+            if self.overview.may_see(user_id, waiting,
+                                     load_delivery(self.engine, state.id, state.waiting.step)):
+                return True
+        for step in _closed_steps(state):
+            delivery = load_delivery(self.engine, state.id, step)
+            if delivery is not None and delivery.review and self.overview.may_see(
+                    user_id, review_from_json(delivery.review), delivery):
+                return True
+        return False
 
     def _title(self, state: ExecutionState, step: str) -> str:
         delivery = load_delivery(self.engine, state.id, step)
@@ -220,9 +243,11 @@ def _text_message(text: str) -> Message:
 
 # -- wiring ----------------------------------------------------------------------------------------
 
-def register_approvals(app: App, engine: Engine, directory: Directory) -> None:
-    """Add ``/approvals``, its buttons, batch review and the App Home to ``app``."""
-    overview = Overview(engine, app.client, directory)
+def register_approvals(app: App, engine: Engine, directory: Directory,
+                       admins: tuple[str, ...] = ()) -> None:
+    """Add ``/approvals``, its buttons, batch review and the App Home to ``app``; ``admins``
+    (user and user-group ids, ``SIGNOFF_ADMINS``) see every pending review."""
+    overview = Overview(engine, app.client, directory, admins)
     command = ApprovalsCommand(engine, overview)
     home = HomeTab(overview)
     batch = BatchReview(engine, directory, overview, republish=home.after_batch)

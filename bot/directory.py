@@ -1,5 +1,5 @@
-"""Who is who in Slack: display names, user-group members and e-mail look-ups, cached in
-Redis (the keys are in :mod:`bot.keys`).
+"""Who is who in Slack: display names, user-group members, conversation members and e-mail
+look-ups, cached in Redis (the keys are in :mod:`bot.keys`).
 
 Each entry expires after ``BotSettings.cache_seconds``; a miss asks Slack again.
 """
@@ -24,6 +24,9 @@ NEGATIVE_TTL = 300  # an unknown e-mail is asked about again after five minutes
 _GROUP_ID = re.compile(r"S[A-Z0-9]+")
 # Slack answers these for an id or address that does not exist; anything else may pass.
 _NOT_FOUND = {"user_not_found", "users_not_found", "no_such_subteam", "subteam_not_found"}
+# conversations.members for a conversation that is gone or the bot cannot read.
+_NO_CONVERSATION = {"channel_not_found", "not_in_channel", "method_not_supported_for_channel_type"}
+MEMBERS_PAGE = 1000  # Slack's largest conversations.members page
 
 
 def is_group_id(value: str) -> bool:
@@ -82,6 +85,45 @@ class Directory:
             raise
         self.store.set_value(key, json.dumps(list(members)), ttl_seconds=self.ttl)
         return members
+
+    def conversation_members(self, channel: str) -> frozenset[str]:
+        """Who is in a conversation (every page of ``conversations.members``); empty when
+        Slack has no such conversation or will not say, so nobody is let in by a failure."""
+        key = keys.conversation_members(channel)
+        cached = self._cached(key)
+        if cached is not None:
+            return frozenset(json.loads(cached))
+        members: list[str] = []
+        cursor = ""
+        try:
+            while True:
+                page = self.client.conversations_members(channel=channel, limit=MEMBERS_PAGE,
+                                                         cursor=cursor or None)
+                members.extend(page["members"])
+                cursor = (page.get("response_metadata") or {}).get("next_cursor") or ""
+                if not cursor:
+                    break
+        except SlackApiError as exc:
+            error = exc.response.get("error")
+            if error in _NO_CONVERSATION:
+                self.store.set_value(key, "[]", ttl_seconds=NEGATIVE_TTL)
+            else:  # missing_scope (channels:read, groups:read), a rate limit: ask next time
+                log.warning("conversations.members %s failed: %s", channel, error)
+            return frozenset()
+        except OSError as exc:  # Slack unreachable: nobody is let in, nothing is kept
+            log.warning("conversations.members %s failed: %s", channel, exc)
+            return frozenset()
+        self.store.set_value(key, json.dumps(members), ttl_seconds=self.ttl)
+        return frozenset(members)
+
+    def is_among(self, user_id: str, entries: tuple[str, ...] | list[str]) -> bool:
+        """``user_id`` is one of ``entries`` (user ids and user-group ids, as written)."""
+        for entry in entries:
+            if entry == user_id:
+                return True
+            if is_group_id(entry) and user_id in (self.group_members(entry) or ()):
+                return True
+        return False
 
     def user_for_email(self, email: str) -> str | None:
         """The user id behind an e-mail address; None when nobody in the workspace has it."""

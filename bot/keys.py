@@ -6,8 +6,10 @@
     signoff:slack:email:{address}           string  the user id behind an address, or "" when
                                                     nobody has it (users.lookupByEmail)
     signoff:slack:permalink:{channel}:{ts}  string  a review message's permalink (chat.getPermalink)
+    signoff:slack:members:{channel}         string  JSON list of a conversation's member ids
+                                                    (conversations.members, every page)
 
-All four cache what Slack answered and expire (:mod:`bot.directory`, :mod:`bot.overview`);
+All five cache what Slack answered and expire (:mod:`bot.directory`, :mod:`bot.overview`);
 losing them costs Slack calls, nothing else. What the bot must keep, where it posted a
 review, it keeps on the execution itself, as an annotation (:mod:`engine.state.keys`).
 """
@@ -33,3 +35,7 @@ def email_user(address: str) -> str:
 
 def permalink(channel: str, ts: str) -> str:
     return f"{PREFIX}permalink:{channel}:{ts}"
+
+
+def conversation_members(channel: str) -> str:
+    return f"{PREFIX}members:{channel}"

@@ -8,6 +8,13 @@ cannot hold up the 3-second answer, and kept in Redis:
 
     signoff:slack:permalink:{channel}:{ts}  string  the message's permalink
 
+Who sees a review: its approvers at any level (user ids, members of the user groups and
+the users behind the e-mails it names, resolved as its buttons resolve them, plus its
+``audience``), its requester, members of the conversations it was posted in
+(``conversations.members``, cached by :class:`bot.directory.Directory`) and the admins
+(``SIGNOFF_ADMINS``). Everyone else is shown nothing of it: :meth:`Overview.visible`
+filters every listing before it is paged.
+
 The builders below are pure: a page in, Block Kit out, for the slash command's
 ephemeral answers and for the Home tab alike.
 """
@@ -41,9 +48,11 @@ from bot.forms import ReviewRef, decision_line, only_decision_required
 from bot.mrkdwn import (
     DATE_AT_TIME,
     escape_mrkdwn,
+    is_user_id,
     slack_date,
 )
 from engine.notify import ReviewRequest
+from engine.run import escalation
 from engine.run.engine import Engine
 from engine.run.stats import GRADUATION_WINDOW, RECENT_OUTCOMES, StepStats, review_stats
 
@@ -59,6 +68,11 @@ PERMALINK_TIMEOUT = 2
 PERMALINK_THREADS = 16
 TITLES_KEPT = 10_000  # decision lines kept parsed, by message digest
 MAX_STATS_SHOWN = 20
+# `/approvals all` for someone who is not an admin reads this many waiting reviews (the
+# oldest), at most, to filter them before paging; reviews past it are not listed to them.
+# Measured (benchmarks/approvals.py, 3,000 waiting, 2 CPUs): about 0.35 ms of the web
+# process per review read, so 1,000 keep a page near 0.35 s, well within Slack's 3 s.
+MAX_FILTERED = 1_000
 
 
 class Scope(StrEnum):
@@ -101,7 +115,8 @@ class PendingPage:
 class Overview:
     """Loads pages of pending reviews, with links to their messages, and review stats."""
 
-    def __init__(self, engine: Engine, client: WebClient, directory: Directory) -> None:
+    def __init__(self, engine: Engine, client: WebClient, directory: Directory,
+                 admins: tuple[str, ...] = ()) -> None:
         self.engine = engine
         self.store = engine.store
         # Its own client: one short try per link, no retries, so a slow Slack costs the
@@ -111,14 +126,67 @@ class Overview:
         self._asking = ThreadPoolExecutor(PERMALINK_THREADS, thread_name_prefix="permalink")
         self._titles: dict[tuple[str, str, str], str] = {}
         self.directory = directory  # who may decide a review not posted yet
+        self.admins = admins  # user and user-group ids who see every review
+
+    def is_admin(self, user_id: str) -> bool:
+        return bool(user_id) and self.directory.is_among(user_id, self.admins)
+
+    def visible(self, user_id: str, reviews: Sequence[ReviewRequest]) -> list[ReviewRequest]:
+        """Those of ``reviews`` that ``user_id`` may see, in order."""
+        if self.is_admin(user_id):
+            return list(reviews)
+        deliveries = self._deliveries(reviews)
+        memo: dict[Any, frozenset[str]] = {}  # one look-up per conversation per listing
+        return [review for review, stored in zip(reviews, deliveries, strict=True)
+                if self.may_see(user_id, review, stored, memo)]
+
+    def may_see(self, user_id: str, review: ReviewRequest, stored: Delivery | None,
+                memo: dict[Any, frozenset[str]] | None = None) -> bool:
+        """``user_id`` decides, requested, or was shown ``review`` (its delivery ``stored``);
+        ``memo`` keeps look-ups (channel members, later levels) across one listing."""
+        if not user_id:
+            return False
+        delivery = current_delivery(review, stored, self.directory)
+        if (user_id in delivery.approvers or user_id in review.audience
+                or user_id == delivery.requester):
+            return True
+        memo = {} if memo is None else memo
+        later = tuple(a for level in escalation.levels(review.options)[1:]
+                      for a in level.approvers)
+        if later:
+            if later not in memo:
+                memo[later] = frozenset(self.directory.resolve_approvers(later).user_ids)
+            if user_id in memo[later]:
+                return True
+        for post in delivery.posts:
+            if is_user_id(post.to):  # a DM: its only people are the bot and ``post.to``
+                if user_id == post.to:
+                    return True
+                continue
+            if post.channel not in memo:
+                memo[post.channel] = self.directory.conversation_members(post.channel)
+            if user_id in memo[post.channel]:
+                return True
+        return False
 
     def page(self, user_id: str, scope: Scope, offset: int = 0,
              limit: int = PAGE_SIZE) -> PendingPage:
         offset = max(0, offset)
-        if scope is Scope.MINE:
+        if scope is Scope.MINE:  # only the viewer's own: nothing to filter
             reviews, total = self.engine.pending_for(user_id, offset=offset, limit=limit)
-        else:
+        elif self.is_admin(user_id):
             reviews, total = self.engine.pending(offset=offset, limit=limit)
+        else:
+            # Filter, then page, so offsets and the total count only what the viewer may
+            # see. The cost: every page reads the whole waiting index (up to MAX_FILTERED)
+            # in the same two round trips one page took (its ids, then the reviews), plus
+            # one per workflow step for the delivery records, and checks each review against
+            # the directory's cached look-ups (a Redis read per group, e-mail or channel not
+            # yet seen in this listing; a DM needs none). Linear in waiting reviews, hence
+            # the cap; an index per viewer, written at delivery, is the next step.
+            waiting, _ = self.engine.pending(offset=0, limit=MAX_FILTERED)
+            shown = self.visible(user_id, waiting)
+            reviews, total = shown[offset:offset + limit], len(shown)
         return PendingPage(scope, tuple(self.items(user_id, reviews)), offset, total)
 
     def items(self, user_id: str, reviews: Sequence[ReviewRequest], *,

@@ -19,6 +19,8 @@ class BotSettings:
     channel: str | None = None  # SIGNOFF_SLACK_CHANNEL: where reviews go without `with.channel`
     api_url: str = SLACK_API_URL
     cache_seconds: int = 3600  # how long display names, groups and e-mail look-ups are kept
+    admins: tuple[str, ...] = ()  # SIGNOFF_ADMINS: user (U…) or user-group (S…) ids who see
+    # every pending review in /approvals
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> BotSettings:
@@ -31,6 +33,8 @@ class BotSettings:
             channel=env.get("SIGNOFF_SLACK_CHANNEL") or None,
             api_url=api_url if api_url.endswith("/") else api_url + "/",
             cache_seconds=int(env.get("SIGNOFF_SLACK_CACHE_SECONDS") or cls.cache_seconds),
+            admins=tuple(a.strip() for a in (env.get("SIGNOFF_ADMINS") or "").split(",")
+                         if a.strip()),
         )
 
     def __repr__(self) -> str:
@@ -40,4 +44,5 @@ class BotSettings:
         return (f"BotSettings(bot_token={mask(self.bot_token)!r}, "
                 f"signing_secret={mask(self.signing_secret)!r}, "
                 f"app_token={mask(self.app_token)!r}, channel={self.channel!r}, "
-                f"api_url={self.api_url!r}, cache_seconds={self.cache_seconds})")
+                f"api_url={self.api_url!r}, cache_seconds={self.cache_seconds}, "
+                f"admins={self.admins!r})")

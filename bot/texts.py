@@ -273,7 +273,7 @@ REVIEW_GONE = "This review is no longer waiting for a decision."
 APPROVALS_HELP = (
     "*/approvals*: the reviews waiting for you, oldest first, with Approve and Deny where "
     "one click decides.\n"
-    "*/approvals all*: every review waiting for anyone, ten at a time.\n"
+    "*/approvals all*: every waiting review you may see, ten at a time.\n"
     "*/approvals ID*: one execution's review, waiting or decided (who decided, and when).\n"
     "*/approvals stats [days]*: per workflow step over the last 7 days (or the days given): "
     "reviews, approval rate, median and 90th-percentile time to decision, SLA breaches, "
@@ -325,7 +325,9 @@ def execution_line(execution_id: str) -> str:
 
 
 def no_execution(execution_id: str) -> str:
-    return f"No execution `{execution_id}` was found. Try `/approvals` for your pending reviews."
+    # The same words for an execution that exists but is not visible to the viewer.
+    return (f"No execution `{execution_id}` was found, or it is not visible to you. "
+            "Try `/approvals` for your pending reviews.")
 
 
 def run_status(status: str) -> str:

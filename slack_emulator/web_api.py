@@ -8,6 +8,7 @@ Response URLs (``respond()`` in Bolt) are answered here too. HTTP is the server'
 
 from __future__ import annotations
 
+import base64
 import json
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -50,6 +51,7 @@ class WebApi:
             "conversations.open": self.conversations_open,
             "conversations.history": self.conversations_history,
             "conversations.replies": self.conversations_replies,
+            "conversations.members": self.conversations_members,
             "users.info": self.users_info,
             "users.lookupByEmail": self.users_lookup_by_email,
             "usergroups.users.list": self.usergroups_users_list,
@@ -200,6 +202,26 @@ class WebApi:
         if _flag(params.get("return_im")):
             channel.update({"is_im": True, "user": user_ids[0], "is_open": True})
         return {"ok": True, "no_op": already_open, "already_open": already_open, "channel": channel}
+
+    def conversations_members(self, params: Params) -> dict[str, Any]:
+        """A page of a conversation's member ids, ``limit`` (default 100, at most 1000) at a
+        time; Slack's opaque cursor is base64 of ``user:{the next id}``, "" on the last page."""
+        channel = _required(params, "channel", "channel_not_found")
+        members = sorted(self.workspace.members(channel))
+        limit = min(max(int(params.get("limit") or 100), 1), 1000)
+        start = 0
+        if params.get("cursor"):
+            try:
+                following = base64.b64decode(str(params["cursor"]), validate=True).decode()
+            except (ValueError, UnicodeDecodeError):
+                raise SlackApiFailure("invalid_cursor") from None
+            if not following.startswith("user:") or following[5:] not in members:
+                raise SlackApiFailure("invalid_cursor")
+            start = members.index(following[5:])
+        page = members[start:start + limit]
+        rest = members[start + limit:start + limit + 1]
+        cursor = base64.b64encode(f"user:{rest[0]}".encode()).decode() if rest else ""
+        return {"ok": True, "members": page, "response_metadata": {"next_cursor": cursor}}
 
     def conversations_history(self, params: Params) -> dict[str, Any]:
         channel = _required(params, "channel", "channel_not_found")
