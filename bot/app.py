@@ -59,7 +59,7 @@ def build_app(settings: BotSettings, engine: Engine, *, client: WebClient | None
     app.action(ACTION_REASSIGN)(listeners.reassign)
     app.view_submission(CALLBACK_ESCALATE)(listeners.submit_escalation)
     app.view_submission(CALLBACK_REASSIGN)(listeners.submit_reassignment)
-    register_approvals(app, engine, listeners.directory)
+    register_approvals(app, engine, listeners.directory, admins=settings.admins)
     return app
 
 

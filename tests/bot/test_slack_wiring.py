@@ -151,7 +151,7 @@ def test_manifests_ask_for_what_the_bot_uses_and_no_more():
     import yaml
 
     expected = {"chat:write", "commands", "im:write", "users:read", "users:read.email",
-                "usergroups:read"}
+                "usergroups:read", "channels:read", "groups:read"}
     http = yaml.safe_load((ROOT / "manifests/slack-app.yaml").read_text())
     socket = yaml.safe_load((ROOT / "manifests/slack-app-socket.yaml").read_text())
     for manifest in (http, socket):

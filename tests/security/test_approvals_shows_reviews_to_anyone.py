@@ -201,8 +201,6 @@ def test_admins_see_every_review(workspace: SlackEmulator, start: Callable[..., 
     assert outsider.items == () and outsider.total == 0
 
 
-@pytest.mark.xfail(strict=True, reason="bot/app.py does not pass settings.admins to "
-                   "register_approvals yet")
 @pytest.mark.parametrize("admin", [pytest.param("U0FRANK", id="by-user-id"),
                                    pytest.param("U0GRACE", id="by-user-group")])
 def test_admins_see_every_review_through_the_slash_command(
