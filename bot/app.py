@@ -49,8 +49,9 @@ def build_app(settings: BotSettings, engine: Engine, *, client: WebClient | None
         # check only for Socket Mode, whose requests arrive over the app's own websocket).
         request_verification_enabled=True,
     )
-    listeners = ReviewListeners(
-        engine, Directory(client, engine.store, ttl=settings.cache_seconds))
+    directory = Directory(client, engine.store, ttl=settings.cache_seconds)
+    engine.people = directory  # the engine's rules on who may act ask Slack who is who
+    listeners = ReviewListeners(engine, directory)
     app.action(ACTION_APPROVE)(listeners.approve)
     app.action(ACTION_DENY)(listeners.deny)
     app.action(ACTION_RESPOND)(listeners.respond)

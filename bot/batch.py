@@ -24,13 +24,19 @@ from slack_sdk.errors import SlackApiError
 from bot import texts
 from bot.block_kit import SECTION_LIMIT, context_block, plain_text, section_block
 from bot.blocks import notice_modal
-from bot.delivery import closed_review_text, current_delivery, load_delivery, refusal
+from bot.delivery import closed_review_text
 from bot.directory import Directory
 from bot.forms import only_decision_required
 from bot.handlers import Reviewer
 from bot.mrkdwn import escape_mrkdwn, truncate_mrkdwn, truncate_plain
 from bot.overview import Overview, PendingItem, parse_group
-from engine.errors import AlreadyDecided, ExecutionNotFound, InputInvalid, NotWaiting
+from engine.errors import (
+    ActorNotAllowed,
+    AlreadyDecided,
+    ExecutionNotFound,
+    InputInvalid,
+    NotWaiting,
+)
 from engine.notify import Actor
 from engine.run.engine import Engine
 
@@ -143,17 +149,12 @@ class BatchReview:
             return not_recorded(self._closed_text(execution_id, step))
         if not only_decision_required(review):
             return not_recorded(texts.ANSWER_IN_MESSAGE)
-        # As the review's own buttons decide it: the approvers resolved when it was posted
-        # (or now, if it was not yet), widened by escalations and reassignments since.
-        stored = load_delivery(self.engine, execution_id, review.step)
-        reason = refusal(self.engine, review, actor.id,
-                         current_delivery(review, stored, self.directory))
-        if reason is not None:
-            self.engine.record_refusal(execution_id, actor, reason)
-            return not_recorded(texts.not_allowed(escape_mrkdwn(reason)))
+        # The engine decides who may (as for the review's own buttons) and audits a refusal.
         try:
             result = self.engine.resume(execution_id, {review.decision_field: approved}, actor,
                                         step=review.step)
+        except ActorNotAllowed as exc:
+            return not_recorded(texts.not_allowed(escape_mrkdwn(texts.refusal_text(exc.reason))))
         except (AlreadyDecided, NotWaiting, ExecutionNotFound):
             return not_recorded(self._closed_text(execution_id, step))
         except InputInvalid:

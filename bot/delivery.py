@@ -121,12 +121,10 @@ def current_delivery(review: ReviewRequest, stored: Delivery | None,
     return widened(stored, review.approvers, directory)
 
 
-def refusal(engine: Engine, review: ReviewRequest, user_id: str,
-            delivery: Delivery) -> str | None:
+def refusal(engine: Engine, review: ReviewRequest, user_id: str) -> str | None:
     """Why ``user_id`` may not act on ``review``, in a reviewer's words; None when they may.
-    The engine decides, given who may decide as ``delivery`` resolved them."""
-    reason = engine.refusal(review, user_id, approvers=delivery.approvers,
-                            restricted=delivery.restricted, requester=delivery.requester)
+    The engine decides (its people are the bot's Slack directory)."""
+    reason = engine.refusal(review, user_id)
     return texts.REFUSALS[reason] if reason is not None else None
 
 
@@ -143,7 +141,7 @@ def permalink(client: WebClient, post: Post) -> str | None:
 
 def deciders(engine: Engine, review: ReviewRequest, delivery: Delivery) -> tuple[str, ...]:
     """The approvers ``delivery`` resolved who may decide ``review``, as the engine says."""
-    return engine.deciders(review, approvers=delivery.approvers, requester=delivery.requester)
+    return engine.deciders(review, delivery.approvers)
 
 
 def annotation_key(step: str) -> str:
@@ -172,7 +170,7 @@ def review_from_json(data: Mapping[str, Any]) -> ReviewRequest:
     fields = dict(data)
     for name in ("created_at", "due_at", "sla_due_at"):
         fields[name] = parse_iso(fields.get(name))
-    for name in ("approvers", "approvals", "audience"):
+    for name in ("approvers", "approvals", "audience", "handed"):
         fields[name] = tuple(fields.get(name) or ())
     return ReviewRequest(**fields)
 

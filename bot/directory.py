@@ -1,6 +1,11 @@
 """Who is who in Slack: display names, user-group members, conversation members and e-mail
 look-ups, cached in Redis (the keys are in :mod:`bot.keys`).
 
+A :class:`Directory` is the engine's :class:`engine.run.identity.People` wherever the bot
+runs (installed as ``engine.people``): the engine's rules on who may decide ask it
+whether a clicker is among a review's approvers (through user groups and addresses) and
+whether they are its requester (by the address Slack shows for them).
+
 Each entry expires after ``BotSettings.cache_seconds``; a miss asks Slack again.
 """
 
@@ -9,6 +14,7 @@ from __future__ import annotations
 import json
 import logging
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from slack_sdk import WebClient
@@ -16,6 +22,7 @@ from slack_sdk.errors import SlackApiError
 
 from bot import keys
 from bot.mrkdwn import is_user_id
+from engine.run.identity import NamedPeople, email_key, slack_user_id
 from engine.state.store import Store
 
 log = logging.getLogger(__name__)
@@ -27,6 +34,7 @@ _NOT_FOUND = {"user_not_found", "users_not_found", "no_such_subteam", "subteam_n
 # conversations.members for a conversation that is gone or the bot cannot read.
 _NO_CONVERSATION = {"channel_not_found", "not_in_channel", "method_not_supported_for_channel_type"}
 MEMBERS_PAGE = 1000  # Slack's largest conversations.members page
+_AS_WRITTEN = NamedPeople()
 
 
 def is_group_id(value: str) -> bool:
@@ -116,14 +124,46 @@ class Directory:
         self.store.set_value(key, json.dumps(members), ttl_seconds=self.ttl)
         return frozenset(members)
 
-    def is_among(self, user_id: str, entries: tuple[str, ...] | list[str]) -> bool:
-        """``user_id`` is one of ``entries`` (user ids and user-group ids, as written)."""
+    def is_among(self, who: str, entries: Sequence[str]) -> bool:
+        """``who`` (a user id, an address or a principal) is one of ``entries`` as written:
+        user ids, user-group ids (their members), e-mail addresses (their owner)."""
+        user = slack_user_id(who)
         for entry in entries:
-            if entry == user_id:
+            if self.same_person(who, entry):
                 return True
-            if is_group_id(entry) and user_id in (self.group_members(entry) or ()):
+            if user is not None and is_group_id(entry) and user in (
+                    self.group_members(entry) or ()):
                 return True
         return False
+
+    def same_person(self, a: str, b: str) -> bool | None:
+        """Whether ``a`` and ``b`` are one person: the same key (:mod:`engine.run.identity`),
+        or a user id and the address Slack shows for that user. None when the address of
+        the user cannot be looked up (the rules then refuse: fail closed)."""
+        found = _AS_WRITTEN.same_person(a, b)
+        if found is not None:
+            return found
+        user, address = (a, b) if slack_user_id(a) is not None else (b, a)
+        email = self.email_of(slack_user_id(user) or user)
+        if email is None:
+            return None
+        return email_key(email) == email_key(address)
+
+    def email_of(self, user_id: str) -> str | None:
+        """The e-mail address Slack shows for ``user_id`` (users.info; needs the
+        ``users:read.email`` scope); None when it shows none or cannot say now."""
+        key = keys.user_email(user_id)
+        cached = self._cached(key)
+        if cached is not None:
+            return cached or None
+        try:
+            user = self.client.users_info(user=user_id)["user"]
+        except SlackApiError as exc:
+            log.warning("users.info %s failed: %s", user_id, exc.response.get("error"))
+            return None
+        email = str((user.get("profile") or {}).get("email") or "")
+        self.store.set_value(key, email, ttl_seconds=self.ttl if email else NEGATIVE_TTL)
+        return email or None
 
     def user_for_email(self, email: str) -> str | None:
         """The user id behind an e-mail address; None when nobody in the workspace has it."""

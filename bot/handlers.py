@@ -38,7 +38,6 @@ from bot.blocks import (
 from bot.delivery import (
     Delivery,
     closed_review_text,
-    current_delivery,
     load_delivery,
     refusal,
 )
@@ -53,6 +52,7 @@ from bot.forms import (
 from bot.mrkdwn import truncate_plain
 from bot.outbox import Outbox
 from engine.errors import (
+    ActorNotAllowed,
     AlreadyDecided,
     AlreadyEscalated,
     CannotEscalate,
@@ -62,6 +62,7 @@ from engine.errors import (
 )
 from engine.notify import Actor, ReviewRequest
 from engine.run import escalation
+from engine.run.authority import Refusal
 from engine.run.engine import Engine
 
 log = logging.getLogger(__name__)
@@ -69,6 +70,10 @@ log = logging.getLogger(__name__)
 CALLBACK_SUBMIT = "signoff.submit"
 DECIDE_CLICK = "bot.jobs.decide_click"  # records a one-click decision, handed in to a worker
 MAX_ERROR_LENGTH = 150
+# Reassign refusals about the reassigner, not the person chosen: said in place of the modal.
+_NOT_ABOUT_CHOSEN = {Refusal.NOT_AN_APPROVER, Refusal.SELF_APPROVAL, Refusal.HANDED_OFF,
+                     Refusal.REQUESTER_UNVERIFIABLE, Refusal.ALREADY_VOTED,
+                     Refusal.ANYONE_MAY_DECIDE}
 
 Ack = Callable[..., Any]
 
@@ -149,15 +154,14 @@ class ReviewListeners:
         found = self._review_clicked(reviewer, ref)
         if found is None:
             return None
-        review, stored = found
-        if self._refused(reviewer, review, stored):
-            return None
-        if approved and self._already_counted(reviewer, review):
-            return None
-        try:
+        review, _ = found
+        try:  # the engine decides who may, and audits a refusal
             result = self.engine.resume(review.execution_id, {review.decision_field: approved},
                                         reviewer.actor(self.directory), step=review.step,
                                         advance=self.advance is None)
+        except ActorNotAllowed as exc:
+            self._reply(reviewer, _refusal_message(review, exc))
+            return None
         except (AlreadyDecided, NotWaiting, ExecutionNotFound):
             self._reply_closed(reviewer, review.execution_id, review.step)
             return None
@@ -195,11 +199,14 @@ class ReviewListeners:
         found = self._clicked_review(body)
         if found is None:
             return
-        reviewer, review, stored = found
+        reviewer, review, _ = found
         if not review.approvers:
             self._reply(reviewer, ephemeral_text(texts.REASSIGN_ANYONE))
             return
-        if self._refused(reviewer, review, stored, record=False):
+        if self._refused(reviewer, review, record=False):
+            return
+        if self._counted(reviewer, review):  # who voted keeps their seat
+            self._reply(reviewer, ephemeral_not_allowed(texts.ALREADY_VOTED))
             return
         self._open_view(client, body, review, reassign_modal(review))
 
@@ -216,6 +223,8 @@ class ReviewListeners:
         try:
             self.engine.resume(review.execution_id, {review.decision_field: approved},
                                reviewer.actor(self.directory), step=review.step)
+        except ActorNotAllowed as exc:
+            self._reply(reviewer, _refusal_message(review, exc))
         except (AlreadyDecided, NotWaiting, ExecutionNotFound):
             self._reply_closed(reviewer, review.execution_id, review.step)
         except InputInvalid:
@@ -240,8 +249,8 @@ class ReviewListeners:
         found = self._clicked_review(body)
         if found is None:
             return None
-        reviewer, review, stored = found
-        if self._refused(reviewer, review, stored, record=record):
+        reviewer, review, _ = found
+        if self._refused(reviewer, review, record=record):
             return None
         return reviewer, review
 
@@ -292,19 +301,16 @@ class ReviewListeners:
         if errors:
             ack(response_action="errors", errors=errors)
             return
-        reason = self._refusal(reviewer.user_id, review, self._stored(review))
-        if reason is not None:
-            self.engine.record_refusal(review.execution_id, reviewer.actor(self.directory), reason)
-            ack(response_action="update",
-                view=notice_modal(ephemeral_not_allowed(reason)["text"]))
-            return
         if answer.get(review.decision_field) is True and self._counted(reviewer, review):
             ack(response_action="update", view=notice_modal(texts.approval_already_counted(
                 len(review.approvals), review.approvals_required)))
             return
-        try:
+        try:  # the engine decides who may, and audits a refusal
             self.engine.resume(review.execution_id, answer, reviewer.actor(self.directory),
                                step=review.step)
+        except ActorNotAllowed as exc:
+            ack(response_action="update", view=notice_modal(
+                ephemeral_not_allowed(texts.refusal_text(exc.reason))["text"]))
         except (AlreadyDecided, NotWaiting, ExecutionNotFound):
             self._ack_closed(ack, ref.execution_id, ref.step, ref.since)
         except InputInvalid as exc:
@@ -326,6 +332,9 @@ class ReviewListeners:
         try:
             self.engine.escalate(review.execution_id, reviewer.actor(self.directory), reason,
                                  step=review.step, from_level=opened_at)
+        except ActorNotAllowed as exc:
+            ack(response_action="update", view=notice_modal(
+                ephemeral_not_allowed(texts.refusal_text(exc.reason))["text"]))
         except AlreadyEscalated as exc:
             ack(response_action="errors", errors={
                 REASON_BLOCK: texts.already_escalated(exc.level + 1, exc.by)})
@@ -344,15 +353,16 @@ class ReviewListeners:
         chosen = _required_input(ack, view, APPROVER_BLOCK, "selected_user", texts.ERROR_REQUIRED)
         if chosen is None:
             return
-        delivery = current_delivery(review, self._stored(review), self.directory)
-        why = self.engine.reassign_refusal(review, chosen, approvers=delivery.approvers,
-                                           requester=delivery.requester)
-        if why is not None:
+        why = self.engine.reassign_refusal(review, reviewer.user_id, chosen)
+        if why is not None and why not in _NOT_ABOUT_CHOSEN:
             ack(response_action="errors", errors={APPROVER_BLOCK: texts.REFUSALS[why]})
             return
-        try:
+        try:  # the engine decides (and audits a refusal of the reassigner themself)
             self.engine.reassign(review.execution_id, reviewer.actor(self.directory), chosen,
                                  step=review.step)
+        except ActorNotAllowed as exc:
+            ack(response_action="update", view=notice_modal(
+                ephemeral_not_allowed(texts.refusal_text(exc.reason))["text"]))
         except (AlreadyDecided, NotWaiting, ExecutionNotFound):
             self._ack_closed(ack, review.execution_id, review.step)
         else:
@@ -372,7 +382,7 @@ class ReviewListeners:
         if review is None:
             self._ack_closed(ack, ref.execution_id, ref.step, ref.since)
             return None
-        reason = self._refusal(reviewer.user_id, review, self._stored(review))
+        reason = self._refusal(reviewer.user_id, review)
         if reason is not None:
             ack(response_action="update",
                 view=notice_modal(ephemeral_not_allowed(reason)["text"]))
@@ -381,9 +391,9 @@ class ReviewListeners:
 
     # -- who may decide ------------------------------------------------------------------------
 
-    def _refused(self, reviewer: Reviewer, review: ReviewRequest, stored: Delivery | None, *,
+    def _refused(self, reviewer: Reviewer, review: ReviewRequest, *,
                  record: bool = True) -> bool:
-        reason = self._refusal(reviewer.user_id, review, stored)
+        reason = self._refusal(reviewer.user_id, review)
         if reason is None:
             return False
         if record:  # the audit trail keeps refused decisions
@@ -391,17 +401,16 @@ class ReviewListeners:
         self._reply(reviewer, ephemeral_not_allowed(reason))
         return True
 
-    def _refusal(self, user_id: str, review: ReviewRequest,
-                 stored: Delivery | None) -> str | None:
-        return refusal(self.engine, review, user_id,
-                       current_delivery(review, stored, self.directory))
+    def _refusal(self, user_id: str, review: ReviewRequest) -> str | None:
+        return refusal(self.engine, review, user_id)
 
     def _stored(self, review: ReviewRequest) -> Delivery | None:
         return load_delivery(self.engine, review.execution_id, review.step)
 
     def _counted(self, reviewer: Reviewer, review: ReviewRequest) -> bool:
         return (review.approvals_required > 1
-                and escalation.already_approved(review.approvals, reviewer.user_id))
+                and self.engine.vote_refusal(review, reviewer.user_id, True)
+                is Refusal.ALREADY_VOTED)
 
     def _already_counted(self, reviewer: Reviewer, review: ReviewRequest) -> bool:
         """With a quorum, tell a repeat approver that their approval is counted once."""
@@ -438,6 +447,14 @@ class ReviewListeners:
             log.warning("no channel to answer %s in", reviewer.user_id)
             return
         self.outbox.reply(reviewer.channel, reviewer.user_id, message)
+
+
+def _refusal_message(review: ReviewRequest, exc: ActorNotAllowed) -> dict[str, Any]:
+    """What a reviewer the engine refused is told."""
+    if exc.reason == Refusal.ALREADY_VOTED:
+        return ephemeral_text(texts.approval_already_counted(len(review.approvals),
+                                                             review.approvals_required))
+    return ephemeral_not_allowed(texts.refusal_text(exc.reason))
 
 
 def hand_to_worker(engine: Engine, body: Mapping[str, Any], ref: ReviewRef, *,

@@ -58,6 +58,7 @@ def build_bot_runtime(settings: BotSettings, engine: Engine,
                       client: WebClient | None = None) -> BotRuntime:
     client = client or web_client(settings)
     directory = Directory(client, engine.store, ttl=settings.cache_seconds)
+    engine.people = directory  # the engine's rules on who may act ask Slack who is who
     return BotRuntime(settings, engine, client, directory)
 
 

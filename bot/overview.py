@@ -199,8 +199,7 @@ class Overview:
         # Who may decide each, resolved as the review's own buttons resolve it.
         return [PendingItem(review, self.title(review),
                             found.get((p.channel, p.ts)) if p else None,
-                            refusal(self.engine, review, user_id,
-                                    current_delivery(review, delivery, self.directory)))
+                            refusal(self.engine, review, user_id))
                 for review, delivery, p in zip(reviews, deliveries, posts, strict=True)]
 
     def title(self, review: ReviewRequest) -> str:

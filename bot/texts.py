@@ -183,6 +183,10 @@ def unsupported(name: str, why: str) -> str:
 # Why a click cannot count (shown after "You can't decide this review: ").
 NOT_AN_APPROVER = "you are not one of its approvers."
 SELF_APPROVAL = "you requested this run, and its step does not allow self-approval."
+REQUESTER_UNVERIFIABLE = ("its requester is named by e-mail address and Slack does not show "
+                          "yours, so Signoff cannot tell that you are not the requester.")
+ALREADY_VOTED = "you approved it already; each person counts once towards its quorum."
+HANDED_OFF = "you handed it to someone else."
 
 # The Escalate button and its modal (title and submit ≤ 24 characters).
 ESCALATION_NOT_CONFIGURED = "Escalation levels are not configured for this review."
@@ -223,14 +227,26 @@ ERROR_REASSIGN_REQUESTER = "They requested this run, and its step does not allow
 REFUSALS = {
     Refusal.NOT_AN_APPROVER: NOT_AN_APPROVER,
     Refusal.SELF_APPROVAL: SELF_APPROVAL,
+    Refusal.REQUESTER_UNVERIFIABLE: REQUESTER_UNVERIFIABLE,
+    Refusal.ALREADY_VOTED: ALREADY_VOTED,
+    Refusal.HANDED_OFF: HANDED_OFF,
     Refusal.REASSIGN_TO_REQUESTER: ERROR_REASSIGN_REQUESTER,
     Refusal.ALREADY_AN_APPROVER: ERROR_ALREADY_APPROVER,
+    Refusal.ANYONE_MAY_DECIDE: REASSIGN_ANYONE,
 }
 
 
+def refusal_text(code: str) -> str:
+    """A refusal's code (ActorNotAllowed.reason) in a reviewer's words."""
+    try:
+        return REFUSALS[Refusal(code)]
+    except ValueError:
+        return code
+
+
 def reassign_prompt(title: str) -> str:
-    return (f"Choose who should decide *{title}*. They get it as a direct message; "
-            "its current approvers can still decide.")
+    return (f"Choose who should decide *{title}* in your place. They get it as a direct "
+            "message, and you can no longer decide it.")
 
 
 def reassigned(who: str, by: str) -> str:

@@ -42,6 +42,7 @@ from engine.errors import (
     NotWaiting,
     PluginNotFound,
     Problem,
+    RequesterInvalid,
     SettingsInvalid,
     SignoffError,
     StepFailed,
@@ -105,6 +106,7 @@ __all__ = [
     "ActorNotAllowed", "CannotEscalate", "WorkflowDisabled", "Contention", "TokenError",
     "TokenExists", "TokenNotFound", "AccessDenied", "MissingScope", "ActAsRequired",
     "EgressBlocked", "SettingsInvalid", "WorkflowInputsInvalid", "AlreadyEscalated",
+    "RequesterInvalid",
 ]
 
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 import functools
 import hmac
 import json
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -39,6 +39,7 @@ from engine.errors import (
     InputInvalid,
     MissingScope,
     NotWaiting,
+    RequesterInvalid,
     SignoffError,
     StoreUnavailable,
     WorkflowInputsInvalid,
@@ -47,6 +48,7 @@ from engine.errors import (
 )
 from engine.notify import Actor
 from engine.run.engine import Engine
+from engine.run.identity import slack_user_id
 from engine.state.execution import ExecutionState
 from engine.state.tokens import OPERATOR, ApiToken, digest
 from engine.state.tokens import Scope as TokenScope
@@ -126,6 +128,35 @@ def build_api(engine: Engine, catalog: WorkflowCatalog, *, api_token: str | None
                              "step": result.decision.step, "outcome": result.decision.outcome,
                              "decidedBy": result.decision.actor, "decidedAt": result.decision.at})
 
+    @needs_scope(TokenScope.DECIDE)
+    def escalate_execution(request: Request) -> Response:
+        execution_id = request.path_params["id"]
+        body = _object_body(request)
+        reason = _text_field(body, "reason")
+        from_level = body.get("fromLevel")
+        if isinstance(from_level, bool) or not isinstance(from_level, int) or from_level < 1:
+            raise _BadRequest('"fromLevel" must be the level you saw (1 is the first '
+                              "approvers): an escalation moves the review on from it once")
+        level = engine.escalate(execution_id, _actor(request), reason,
+                                step=request.query_params.get("step"),
+                                from_level=from_level - 1)
+        review = engine.review(execution_id)
+        return JSONResponse({"executionId": execution_id, "level": level + 1,
+                             "levels": review.levels if review else level + 1,
+                             "approvers": list(review.approvers) if review else []})
+
+    @needs_scope(TokenScope.DECIDE)
+    def reassign_execution(request: Request) -> Response:
+        execution_id = request.path_params["id"]
+        body = _object_body(request)
+        to = _text_field(body, "to")
+        reason = str(body.get("reason") or "").strip()
+        actor = _actor(request)
+        engine.reassign(execution_id, actor, to, step=request.query_params.get("step"),
+                        reason=reason)
+        return JSONResponse({"executionId": execution_id, "reassignedTo": to,
+                             "handedOffBy": actor.id})
+
     @needs_scope(TokenScope.ADMIN)
     def cancel_execution(request: Request) -> Response:
         execution_id = request.path_params["id"]
@@ -164,6 +195,8 @@ def build_api(engine: Engine, catalog: WorkflowCatalog, *, api_token: str | None
         Route("/api/workflowExecutions/{id}", get_execution),
         Route("/api/workflowExecutions/{id}/resume", resume_elastic, methods=["POST"]),
         Route("/api/workflows/executions/{id}/resume", resume_wrapped, methods=["POST"]),
+        Route("/api/workflowExecutions/{id}/escalate", escalate_execution, methods=["POST"]),
+        Route("/api/workflowExecutions/{id}/reassign", reassign_execution, methods=["POST"]),
         Route("/api/workflowExecutions/{id}/cancel", cancel_execution, methods=["POST"]),
         Route("/api/workflowExecutions/{id}/audit", get_audit),
         *(_scoped(route) for extension in extensions for route in extension.routes),
@@ -325,9 +358,24 @@ def _json_body(request: Request, default: Any = None) -> Any:
         raise _BadRequest("the body nests arrays or objects too deeply") from None
 
 
+def _object_body(request: Request) -> dict[str, Any]:
+    body = _json_body(request)
+    if not isinstance(body, dict):
+        raise _BadRequest("the body must be a JSON object")
+    return body
+
+
+def _text_field(body: Mapping[str, Any], name: str) -> str:
+    value = body.get(name)
+    if not isinstance(value, str) or not value.strip():
+        raise _BadRequest(f'"{name}" is required: a non-empty string')
+    return value.strip()
+
+
 def _actor(request: Request) -> Actor:
     """Who acts: the caller's principal, or whom ``X-Signoff-Actor`` names (``act-as``)."""
     who = _on_behalf_of(request, "X-Signoff-Actor")
+    who = slack_user_id(who) or who  # <@u0alice01> is U0ALICE01
     return Actor(id=who, name=who, source="api")
 
 
@@ -386,7 +434,9 @@ async def _handle_error(request: Request, exc: Exception) -> Response:
     if isinstance(exc, InputInvalid):
         return _error(422, "input_invalid", str(exc), violations=exc.violations)
     if isinstance(exc, ActorNotAllowed):
-        return _error(403, "not_allowed", str(exc))
+        return _error(403, exc.reason, str(exc), executionId=exc.execution_id, actor=exc.actor)
+    if isinstance(exc, RequesterInvalid):
+        return _error(422, "requester_invalid", str(exc), requester=exc.requester)
     if isinstance(exc, MissingScope):
         return _error(403, "missing_scope", str(exc), scope=exc.scope, token=exc.token)
     if isinstance(exc, ActAsRequired):

@@ -22,12 +22,13 @@
     │   └── ActAsRequired        a header names someone else, and the token may not act as others
     ├── SettingsInvalid          a setting from the environment does not parse
     ├── WorkflowInputsInvalid    a run's `inputs` are undeclared, missing or of the wrong type
+    ├── RequesterInvalid         a run's requester is no Slack id, e-mail address or principal
     └── ExecutionError           about one execution
         ├── ExecutionNotFound
         ├── NotWaiting           the execution is not waiting for input
         ├── AlreadyDecided       someone else decided first (who, when)
         ├── InputInvalid         resume input violates the step's schema (every violation)
-        ├── ActorNotAllowed      this actor may not decide this review
+        ├── ActorNotAllowed      this actor may not decide (escalate, reassign) this review: why
         ├── CannotEscalate       the review is at its last level
         ├── AlreadyEscalated     someone moved the review past the level asked from (who, to which)
         └── Contention           the execution kept changing under a write; try again
@@ -198,6 +199,14 @@ class WorkflowInputsInvalid(SignoffError):
         super().__init__(f"the inputs of workflow {workflow!r} are invalid: {lines}")
 
 
+class RequesterInvalid(SignoffError):
+    """A run's requester that names nobody the rules can compare (see engine.run.identity)."""
+
+    def __init__(self, requester: str, expected: str) -> None:
+        self.requester = requester
+        super().__init__(f"requester {requester!r} is not valid: {expected}")
+
+
 class ExecutionError(SignoffError):
     def __init__(self, message: str, *, execution_id: str) -> None:
         self.execution_id = execution_id
@@ -239,11 +248,14 @@ class InputInvalid(ExecutionError):
 
 
 class ActorNotAllowed(ExecutionError):
-    def __init__(self, execution_id: str, actor: str, reason: str) -> None:
+    """The engine's rules refuse ``actor`` this action on the review: ``reason`` is the
+    refusal's code (``not_an_approver``, ``self_approval``, ``already_voted``, ...)."""
+
+    def __init__(self, execution_id: str, actor: str, reason: str, explanation: str = "") -> None:
         self.actor = actor
         self.reason = reason
-        super().__init__(f"{actor} may not decide execution {execution_id}: {reason}",
-                         execution_id=execution_id)
+        super().__init__(f"{actor} may not act on execution {execution_id}: "
+                         f"{explanation or reason}", execution_id=execution_id)
 
 
 class CannotEscalate(ExecutionError):

@@ -76,6 +76,7 @@ class ReviewRequest:
     sla_due_at: datetime | None = None  # when the current level's SLA passes
     approvals: tuple[Mapping[str, Any], ...] = ()  # quorum: approvals recorded so far
     audience: tuple[str, ...] = ()  # resolved user ids who may decide
+    handed: tuple[str, ...] = ()  # who handed their seat to someone else (reassigned)
 
     @property
     def next_deadline(self) -> datetime | None:

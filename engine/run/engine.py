@@ -8,7 +8,7 @@ from __future__ import annotations
 import hashlib
 import json
 import uuid
-from collections.abc import Callable, Collection, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -22,8 +22,9 @@ from engine.errors import (
     WorkflowInputsInvalid,
 )
 from engine.notify import SYSTEM_TIMEOUT, Actor, Notifier, NullNotifier, ReviewRequest
-from engine.run import authority, timers
+from engine.run import authority, identity, timers
 from engine.run.authority import Refusal
+from engine.run.identity import NamedPeople, People
 from engine.run.reviews import ResumeResult, Reviews
 from engine.run.timers import Scheduler
 from engine.state import audit
@@ -38,6 +39,7 @@ from engine.state.execution import (
     utcnow,
 )
 from engine.state.store import ExecutionSummary, Store
+from engine.state.tokens import OPERATOR_PRINCIPAL
 
 
 class Engine:
@@ -48,7 +50,11 @@ class Engine:
         self.notifier = notifier or NullNotifier()
         self.clock = clock
         self.lease_ms = lease_ms
-        self.reviews = Reviews(store, scheduler, self.notifier, lambda: self.clock(), lease_ms)
+        # Who is who, for the rules on who may act: people as written until a directory
+        # (the bot's Slack one) is installed here.
+        self.people: People = NamedPeople()
+        self.reviews = Reviews(store, scheduler, self.notifier, lambda: self.clock(), lease_ms,
+                               people=lambda: self.people)
 
     # -- definitions -------------------------------------------------------------------------
 
@@ -57,14 +63,26 @@ class Engine:
 
     # -- start -------------------------------------------------------------------------------
 
+    def requester(self, raw: str) -> str:
+        """``raw`` as a run's requester: a Slack user id, an e-mail address or an API
+        token's principal, normalised (:func:`engine.run.identity.requester`);
+        RequesterInvalid for anything else."""
+        if identity.kind_of(raw) is not identity.Kind.PRINCIPAL:
+            return identity.requester(raw)  # no need to read the tokens
+        principals = {token.acts_as for token in self.store.tokens()} | {OPERATOR_PRINCIPAL}
+        return identity.requester(raw, principals)
+
     def run(self, workflow: Workflow, event: Any = None, *, requested_by: str | None = None,
             actor: Actor | None = None) -> str:
         """Start an execution of ``workflow`` for ``event``; returns its id.
 
-        WorkflowInputsInvalid when the event's ``inputs`` name one the workflow does not
-        declare, miss a required one, or give one a value of another type."""
+        ``requested_by`` is normalised (:meth:`requester`; RequesterInvalid when it names
+        nobody). WorkflowInputsInvalid when the event's ``inputs`` name one the workflow
+        does not declare, miss a required one, or give one a value of another type."""
         if not workflow.enabled:
             raise WorkflowDisabled(workflow.name)
+        if requested_by is not None:
+            requested_by = self.requester(requested_by)
         problems = input_problems(workflow, event)
         if problems:
             raise WorkflowInputsInvalid(workflow.name, problems)
@@ -146,15 +164,18 @@ class Engine:
 
     def escalate(self, execution_id: str, actor: Actor, reason: str, *,
                  step: str | None = None, from_level: int | None = None) -> int:
-        """Move a review to its next escalation level now (CannotEscalate at the last).
+        """Move a review to its next escalation level now (CannotEscalate at the last);
+        ``actor`` must be allowed to decide it (ActorNotAllowed, audited, otherwise).
         ``from_level``: the level the person saw; if the review has left it, AlreadyEscalated
         says who moved it (a compare-and-set: two escalations never skip a level)."""
         return self.reviews.escalate(execution_id, actor, reason, step=step,
                                      expect_level=from_level)
 
     def reassign(self, execution_id: str, actor: Actor, approver: str, *,
-                 step: str | None = None) -> None:
-        self.reviews.reassign(execution_id, actor, approver, step=step)
+                 step: str | None = None, reason: str = "") -> None:
+        """Hand ``actor``'s seat on the review to ``approver`` (a hand-off: ``actor`` loses
+        it); ActorNotAllowed (audited) when the rules refuse."""
+        self.reviews.reassign(execution_id, actor, approver, step=step, reason=reason)
 
     def set_review_audience(self, execution_id: str, path: str,
                             user_ids: tuple[str, ...]) -> bool:
@@ -181,24 +202,23 @@ class Engine:
 
     # -- who may act ---------------------------------------------------------------------------
 
-    def refusal(self, review: ReviewRequest, user_id: str, *, approvers: Collection[str],
-                restricted: bool, requester: str | None) -> Refusal | None:
-        """Why ``user_id`` may not decide, escalate or reassign ``review``; None when they may.
-        ``approvers`` (who the step names) and ``requester`` are user ids, resolved by the
-        caller; ``restricted``: the step names approvers (even if none resolved)."""
-        return authority.refusal(review, user_id, approvers=approvers, restricted=restricted,
-                                 requester=requester)
+    def refusal(self, review: ReviewRequest, who: str) -> Refusal | None:
+        """Why ``who`` may not decide or escalate ``review``; None when they may. The same
+        rules :meth:`resume` and :meth:`escalate` apply (front-ends ask first, to say so
+        before opening a form)."""
+        return authority.refusal(review, who, self.people)
 
-    def deciders(self, review: ReviewRequest, *, approvers: Sequence[str],
-                 requester: str | None) -> tuple[str, ...]:
+    def vote_refusal(self, review: ReviewRequest, who: str, approves: bool) -> Refusal | None:
+        """:meth:`refusal`, or that ``who`` approved already towards the quorum."""
+        return authority.vote_refusal(review, who, approves, self.people)
+
+    def deciders(self, review: ReviewRequest, approvers: Sequence[str]) -> tuple[str, ...]:
         """Those of ``approvers`` (user ids) who may decide ``review``."""
-        return authority.deciders(review, approvers=approvers, requester=requester)
+        return authority.deciders(review, approvers, self.people)
 
-    def reassign_refusal(self, review: ReviewRequest, chosen: str, *,
-                         approvers: Collection[str], requester: str | None) -> Refusal | None:
-        """Why ``review`` may not be handed to ``chosen``; None when it may."""
-        return authority.reassign_refusal(review, chosen, approvers=approvers,
-                                          requester=requester)
+    def reassign_refusal(self, review: ReviewRequest, who: str, chosen: str) -> Refusal | None:
+        """Why ``who`` may not hand their seat on ``review`` to ``chosen``; None when they may."""
+        return authority.reassign_refusal(review, who, chosen, self.people)
 
     # -- annotations ---------------------------------------------------------------------------
 

@@ -2,7 +2,8 @@
 
 A review's levels are its first approvers (``approvers``, ``sla``, ``channel``) followed
 by each ``escalation`` entry. Escalating to level n adds that level's approvers to
-those before (earlier ones keep the right to decide). After the last level's SLA the
+those before (earlier ones keep the right to decide), unless the step says
+``earlier-levels-keep-rights: false``. After the last level's SLA the
 step's ``on-timeout`` applies.
 """
 
@@ -52,12 +53,14 @@ def remind_time(options: Mapping[str, Any], level_start: datetime,
     return at if level_due is None or at < level_due else None
 
 
+def earlier_levels_keep_rights(options: Mapping[str, Any]) -> bool:
+    """``earlier-levels-keep-rights`` (default true): escalating adds approvers; false
+    replaces them with the new level's."""
+    return options.get("earlier-levels-keep-rights") is not False
+
+
 def approvals_required(options: Mapping[str, Any]) -> int:
     return max(1, int(options.get("approvals-required") or 1))
-
-
-def already_approved(approvals: Iterable[Mapping[str, Any]], actor_id: str) -> bool:
-    return any(a.get("actor", {}).get("id") == actor_id for a in approvals)
 
 
 def _duration(value: Any) -> timedelta | None:

@@ -17,6 +17,7 @@ from typing import Any
 
 from engine.definition.answer_schema import answer_errors
 from engine.errors import (
+    ActorNotAllowed,
     AlreadyDecided,
     AlreadyEscalated,
     CannotEscalate,
@@ -34,7 +35,9 @@ from engine.notify import (
     ReviewChange,
     ReviewClosed,
 )
-from engine.run import escalation, timers
+from engine.run import authority, escalation, timers
+from engine.run.authority import Refusal
+from engine.run.identity import NamedPeople, People
 from engine.run.timers import Scheduler
 from engine.state import audit, keys
 from engine.state.execution import (
@@ -75,38 +78,48 @@ class ResumeResult:
 
 class Reviews:
     def __init__(self, store: Store, scheduler: Scheduler, notifier: Notifier,
-                 clock: Callable[[], datetime] = utcnow, lease_ms: int = LEASE_MS) -> None:
+                 clock: Callable[[], datetime] = utcnow, lease_ms: int = LEASE_MS,
+                 people: Callable[[], People] = NamedPeople) -> None:
         self.store = store
         self.scheduler = scheduler
         self.notifier = notifier
         self.clock = clock
         self.lease_ms = lease_ms
+        self.people = people  # who is who, asked at each check (the bot installs Slack's)
 
     # -- deciding ----------------------------------------------------------------------------
 
     def resume(self, execution_id: str, input_: Any, actor: Actor, *,
-               step: str | None = None, reason: str = "", advance: bool = True) -> ResumeResult:
+               step: str | None = None, reason: str = "", advance: bool = True,
+               authorize: bool = True) -> ResumeResult:
         """Record an answer, exactly once; with ``approvals-required: N`` an approval counts
         toward the quorum and the N-th distinct approver decides (one deny denies).
 
-        ``reason`` travels to the notifier (why ``system:timeout`` decided). With
-        ``advance=False`` the caller continues the run itself (a worker that decided a
-        click); if it dies first, the sweeper does."""
+        ``actor`` must be allowed to decide (:mod:`engine.run.authority`): otherwise the
+        attempt is audited and ActorNotAllowed says why. ``authorize=False`` is for the
+        engine's own decisions (``on-timeout``). ``reason`` travels to the notifier (why
+        ``system:timeout`` decided). With ``advance=False`` the caller continues the run
+        itself (a worker that decided a click); if it dies first, the sweeper does."""
         for _ in range(50):
             state, waiting = self._waiting(execution_id, step)
             if not isinstance(input_, Mapping):
                 raise InputInvalid(execution_id, [{"path": "", "message":
                                                    "the input must be a JSON object"}])
+            field = str(waiting.options.get("decision-field") or "approved")
+            outcome = decision_outcome(input_, field)
+            if authorize:
+                why = authority.vote_refusal(review_request(state, waiting), actor.id,
+                                             outcome == "approved", self.people())
+                if why is not None:
+                    raise self.refused(execution_id, actor, why)
             violations = schema_violations(waiting.schema, input_)
             if violations:
                 raise InputInvalid(execution_id, violations)
             now = self.clock()
-            field = str(waiting.options.get("decision-field") or "approved")
-            outcome = decision_outcome(input_, field)
             required = escalation.approvals_required(waiting.options)
             approval = {"actor": actor.to_json(), "at": iso(now), "input": dict(input_)}
             if outcome == "approved" and required > 1:
-                if escalation.already_approved(waiting.approvals, actor.id):
+                if authority.voted(waiting.approvals, actor.id, self.people()):
                     return ResumeResult(execution_id, None, len(waiting.approvals), required)
                 if len(waiting.approvals) + 1 < required:
                     if self._record_approval(state, waiting, approval, actor, now):
@@ -173,6 +186,11 @@ class Reviews:
                                   outcome=decided.outcome)
         return NotWaiting(state.id, state.status.value)
 
+    def refused(self, execution_id: str, actor: Actor, why: Refusal) -> ActorNotAllowed:
+        """The error for a refused attempt, after auditing it (once a minute per person)."""
+        self.record_refusal(execution_id, actor, why.value)
+        return ActorNotAllowed(execution_id, actor.display, why.value, authority.explain(why))
+
     def record_refusal(self, execution_id: str, actor: Actor, reason: str) -> bool:
         """Audit a decision attempt that was refused (not an approver, self-approval), once
         per :data:`REFUSAL_WINDOW_MS` per person and execution: someone clicking again and
@@ -189,7 +207,7 @@ class Reviews:
 
     def escalate(self, execution_id: str, actor: Actor, reason: str, *,
                  step: str | None = None, from_level: int | None = None,
-                 expect_level: int | None = None) -> int:
+                 expect_level: int | None = None, authorize: bool = True) -> int:
         """Move the review to its next level now; returns the new level.
 
         A compare-and-set on the level: with ``from_level`` (a timer) a review that has
@@ -200,6 +218,10 @@ class Reviews:
         """
         for _ in range(50):
             state, waiting = self._waiting(execution_id, step)
+            if authorize:
+                why = authority.refusal(review_request(state, waiting), actor.id, self.people())
+                if why is not None:
+                    raise self.refused(execution_id, actor, why)
             if from_level is not None and waiting.level != from_level:
                 return waiting.level  # someone escalated it already
             if expect_level is not None and waiting.level != expect_level:
@@ -231,9 +253,12 @@ class Reviews:
         level = all_levels[target]
         due = now + level.sla if level.sla is not None else None
         remind = escalation.remind_time(waiting.options, now, due)
+        if escalation.earlier_levels_keep_rights(waiting.options):
+            seats, handed = escalation.merged(waiting.approvers, level.approvers), waiting.handed
+        else:  # the new level alone decides; seats handed on at earlier levels lapse
+            seats, handed = tuple(level.approvers), ()
         updated = waiting.evolve(level=target, level_due=iso(due), remind_at=iso(remind),
-                                 approvers=escalation.merged(waiting.approvers,
-                                                             level.approvers))
+                                 approvers=seats, handed=handed)
         new_timers = []
         if due is not None:
             new_timers.append(timers.review_timer(state.id, waiting.path, target, "sla", due))
@@ -271,7 +296,8 @@ class Reviews:
         sla = escalation.levels(waiting.options)[level].sla
         reason = f"SLA of {_spell(waiting.options, level)} passed" if sla else "SLA passed"
         try:
-            self.escalate(execution_id, SYSTEM_SLA, reason, step=path, from_level=level)
+            self.escalate(execution_id, SYSTEM_SLA, reason, step=path, from_level=level,
+                          authorize=False)
         except CannotEscalate:
             return self._apply_on_timeout(execution_id, path, f"{reason} at the last level")
         except (NotWaiting, AlreadyDecided):
@@ -291,18 +317,33 @@ class Reviews:
         return True
 
     def reassign(self, execution_id: str, actor: Actor, approver: str, *,
-                 step: str | None = None) -> None:
-        """Let ``approver`` decide too, at the current level."""
+                 step: str | None = None, reason: str = "", authorize: bool = True) -> None:
+        """Hand ``actor``'s seat on the review to ``approver``: they may decide from now on,
+        and ``actor`` no longer may (:func:`engine.run.authority.reassign_refusal` says who
+        may hand what to whom). ActorNotAllowed (audited) when the rules refuse."""
         for _ in range(50):
             state, waiting = self._waiting(execution_id, step)
+            if authorize:
+                why = authority.reassign_refusal(review_request(state, waiting), actor.id,
+                                                 approver, self.people())
+                if why is not None:
+                    raise self.refused(execution_id, actor, why)
             now = self.clock()
-            updated = waiting.evolve(approvers=escalation.merged(waiting.approvers, [approver]))
+            handed = tuple(h for h in waiting.handed if h != approver)
+            if authorize:
+                handed = escalation.merged(handed, [actor.id])
+            updated = waiting.evolve(
+                approvers=escalation.merged(waiting.approvers, [approver]), handed=handed,
+                audience=tuple(u for u in waiting.audience if u not in handed))
             change = Change(set={"w": updated.to_json()}, events=[audit.event(
                 audit.REASSIGNED, iso(now) or "", step=waiting.path, actor=actor.to_json(),
-                approver=approver, level=waiting.level)])
+                approver=approver, level=waiting.level, reason=reason or None,
+                handedOff=actor.id if authorize else None)],
+                zrem=[(keys.index_approver(u), execution_id) for u in waiting.audience
+                      if u in handed])
             if self._commit_waiting(state, waiting, change):
                 self._announce_change(state, updated, "reassigned", actor, now,
-                                      added=(approver,))
+                                      added=(approver,), reason=reason)
                 return
         raise Contention(execution_id, "reassign")
 
@@ -348,7 +389,7 @@ class Reviews:
         try:
             if outcome in ("approve", "deny"):
                 self.resume(execution_id, {field: outcome == "approve"}, SYSTEM_TIMEOUT,
-                            step=path, reason=reason)
+                            step=path, reason=reason, authorize=False)
             elif outcome == "cancel":
                 self.end(execution_id, ExecutionStatus.CANCELLED, audit.CANCELLED,
                          SYSTEM_TIMEOUT, f"step {waiting.step}: {reason}")

@@ -156,6 +156,7 @@ class Waiting:
     remind_at: str | None = None
     approvals: tuple[Mapping[str, Any], ...] = ()  # quorum: approvals recorded so far
     audience: tuple[str, ...] = ()  # resolved user ids who may decide (set by the notifier)
+    handed: tuple[str, ...] = ()  # who handed their seat on (reassigned it) and holds none
 
     def to_json(self) -> str:
         data: dict[str, Any] = {
@@ -165,7 +166,8 @@ class Waiting:
             "opt": self.options}
         for key, value in (("lv", self.level), ("ldue", self.level_due),
                            ("fdue", self.first_due), ("rem", self.remind_at),
-                           ("apv", self.approvals), ("aud", self.audience)):
+                           ("apv", self.approvals), ("aud", self.audience),
+                           ("hnd", self.handed)):
             if value:
                 data[key] = value
         return dumps(data)
@@ -180,7 +182,8 @@ class Waiting:
                    level=int(data.get("lv") or 0), level_due=data.get("ldue"),
                    first_due=data.get("fdue"), remind_at=data.get("rem"),
                    approvals=tuple(data.get("apv") or ()),
-                   audience=tuple(data.get("aud") or ()))
+                   audience=tuple(data.get("aud") or ()),
+                   handed=tuple(data.get("hnd") or ()))
 
     @property
     def next_deadline(self) -> str | None:
@@ -275,5 +278,6 @@ def review_request(state: ExecutionState, waiting: Waiting) -> ReviewRequest:
         sla_due_at=parse_iso(waiting.level_due),
         approvals=tuple(waiting.approvals),
         audience=tuple(waiting.audience),
+        handed=tuple(waiting.handed),
         **labels,
     )

@@ -26,6 +26,7 @@ _SLACK_KEYS: dict[str, Any] = {
     "approvers": _approver_list,
     "approvals-required": {"type": "integer", "minimum": 1},
     "allow-self-approval": {"type": "boolean"},
+    "earlier-levels-keep-rights": {"type": "boolean"},
     "sla": _duration,
     "remind": _duration,
     "escalation": {

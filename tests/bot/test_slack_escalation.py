@@ -366,14 +366,14 @@ steps:
 def test_a_level_with_its_own_channel_gets_the_review_there(signoff: Signoff):
     signoff.slack.workspace.add_channel("C0ONCALL", "oncall", ["U0DAVE", "U0SIGNOFFBOT"])
     execution_id = signoff.run(LEVEL_CHANNEL)
-    assert signoff.engine.escalate(execution_id, Actor(id="api:pager", name="pager"),
+    assert signoff.engine.escalate(execution_id, Actor(id="U0ALICE", name="alice", source="api"),
                                    "paged twice") == 1
     signoff.drain()
 
     [there] = signoff.messages("C0ONCALL")
     assert ACTION_APPROVE in action_ids(there) and "Escalated: level 2 of 2" in text_of(there)
     assert replies(signoff, only(signoff)) == [
-        "⬆️ Escalated to <!subteam^S0ONCALL> by pager: paged twice"]
+        "⬆️ Escalated to <!subteam^S0ONCALL> by <@U0ALICE>: paged twice"]
     assert signoff.driver.click("U0DAVE", ("C0ONCALL", there["ts"]), ACTION_APPROVE).ok
     signoff.drain()
     assert signoff.engine.get(execution_id).results["review"].resumed_by["id"] == "U0DAVE"

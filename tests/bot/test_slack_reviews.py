@@ -89,12 +89,12 @@ def test_deny_click_skips_the_gated_step(signoff: Signoff):
 def test_a_decision_made_elsewhere_also_updates_the_message(signoff: Signoff):
     execution_id = signoff.run(ISOLATE, EVENT)
     signoff.engine.resume(execution_id, {"approved": True, "notes": "via the API"},
-                          Actor(id="api:soar", name="soar"))
+                          Actor(id="U0BOB", name="bob", source="api"))  # an approver
     signoff.drain()
 
     updated = only_message(signoff)
     assert not has_buttons(updated)
-    assert "Approved by soar" in all_text(updated)
+    assert "Approved by <@U0BOB>" in all_text(updated)
     assert "via the API" in all_text(updated)
 
 
@@ -344,7 +344,8 @@ def test_a_review_decided_before_it_was_posted_is_not_posted(signoff: Signoff):
     execution_id = signoff.engine.run(parse_workflow(ISOLATE), EVENT)
     SignoffWorker([signoff.runtime.settings.queue],
                   connection=signoff.engine.store.redis).work(burst=True)  # the engine only
-    signoff.engine.resume(execution_id, {"approved": False}, Actor(id="api:soar", name="soar"))
+    signoff.engine.resume(execution_id, {"approved": False},
+                          Actor(id="U0BOB", name="bob", source="api"))
     signoff.drain()
 
     assert signoff.messages() == []

@@ -18,7 +18,7 @@ steps:
     type: waitForInput
     with:
       message: "Refund {{ event.amount }} EUR to {{ event.customer }}?"
-      approvers: ["U0ALICE"]
+      approvers: ["U0ALICE", "alice@example.com", "bob"]
       schema:
         type: object
         properties:
@@ -43,6 +43,9 @@ def api(runtime, served, workflow_file, settings):
     client.close()
 
 
+AS_ALICE = {"X-Signoff-Actor": "U0ALICE"}
+
+
 def start(api, work, event=None):
     response = api.post("/api/workflows/refund/run", json=event or {"amount": 40,
                                                                     "customer": "ACME"})
@@ -59,7 +62,7 @@ def test_run_then_read_shows_waiting_for(api, work):
     assert body["workflow"] == "refund"
     assert body["waitingFor"]["step"] == "review"
     assert body["waitingFor"]["message"] == "Refund 40 EUR to ACME?"
-    assert body["waitingFor"]["approvers"] == ["U0ALICE"]
+    assert body["waitingFor"]["approvers"] == ["U0ALICE", "alice@example.com", "bob"]
     assert body["steps"]["review"]["status"] == "WAITING_FOR_INPUT"
 
 
@@ -84,7 +87,7 @@ def test_resume_with_elastic_body_then_conflict_names_the_first_decider(api, wor
 def test_resume_on_elastic_current_path_takes_wrapped_input(api, work):
     execution_id = start(api, work)
     response = api.post(f"/api/workflows/executions/{execution_id}/resume",
-                        json={"input": {"approved": False}})
+                        json={"input": {"approved": False}}, headers=AS_ALICE)
     assert response.status_code == 200
     assert response.json()["outcome"] == "denied"
     bad = api.post(f"/api/workflows/executions/{execution_id}/resume", json={"approved": True})
@@ -94,7 +97,7 @@ def test_resume_on_elastic_current_path_takes_wrapped_input(api, work):
 def test_schema_violations_are_listed_with_422(api, work):
     execution_id = start(api, work)
     response = api.post(f"/api/workflowExecutions/{execution_id}/resume",
-                        json={"approved": "yes", "notes": "x" * 30})
+                        json={"approved": "yes", "notes": "x" * 30}, headers=AS_ALICE)
     assert response.status_code == 422
     body = response.json()
     assert body["error"] == "input_invalid"
@@ -162,7 +165,8 @@ def test_cancel_then_cancel_again_is_409(api, work):
 
 def test_list_filters_by_status_and_workflow_and_pages(api, work):
     ids = [start(api, work, {"amount": n, "customer": "c"}) for n in range(5)]
-    api.post(f"/api/workflowExecutions/{ids[0]}/resume", json={"approved": True})
+    api.post(f"/api/workflowExecutions/{ids[0]}/resume", json={"approved": True},
+             headers=AS_ALICE)
     work()
     waiting = api.get("/api/workflowExecutions",
                       params={"status": "WAITING_FOR_INPUT", "workflow": "refund"}).json()
@@ -229,5 +233,14 @@ def test_the_operator_acts_as_operator_unless_a_header_names_someone(api, work):
     named = api.post("/api/workflows/refund/run", json={"amount": 1, "customer": "c"},
                      headers={"X-Signoff-Requested-By": "erin@example.com"})
     assert api.get(named.headers["Location"]).json()["requestedBy"] == "erin@example.com"
+    work()
+    # The operator decides as "operator": the requester of this run, and no approver.
     resumed = api.post(f"/api/workflowExecutions/{execution_id}/resume", json={"approved": True})
-    assert resumed.json()["decidedBy"] == {"id": "operator", "name": "operator", "source": "api"}
+    assert resumed.status_code == 403
+    assert resumed.json()["error"] == "self_approval"
+    other = api.post(f"/api/workflowExecutions/{named.json()['executionId']}/resume",
+                     json={"approved": True})
+    assert other.status_code == 403 and other.json()["error"] == "not_an_approver"
+    resumed = api.post(f"/api/workflowExecutions/{execution_id}/resume", json={"approved": True},
+                       headers={"X-Signoff-Actor": "<@u0alice>"})
+    assert resumed.json()["decidedBy"] == {"id": "U0ALICE", "name": "U0ALICE", "source": "api"}

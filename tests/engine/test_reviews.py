@@ -8,7 +8,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from engine.definition.loader import parse_workflow
-from engine.errors import AlreadyDecided, CannotEscalate
+from engine.errors import ActorNotAllowed, AlreadyDecided, CannotEscalate
 from engine.notify import Actor, ReviewChange, ReviewClosed, ReviewRequest
 from engine.state.execution import ExecutionStatus, parse_iso
 from tests.support.services import wait_until
@@ -20,11 +20,11 @@ steps:
     type: waitForInput
     with:
       message: "Isolate {{ event.host }}?"
-      approvers: ["S0SOCL1"]
+      approvers: ["S0SOCL1", "U0ALICE"]
       sla: {sla0}
       remind: {remind}
       escalation:
-        - approvers: ["U0LEAD01"]
+        - approvers: ["U0LEAD01", "U0BOB"]
           sla: {sla1}
         - approvers: ["S0ONCALL"]
           sla: {sla2}
@@ -81,7 +81,7 @@ def test_sla_chain_escalates_level_by_level_then_applies_on_timeout(runtime, wor
                                                      sla2="30m"), {"host": "web-1"})
     engine = runtime.engine
     waiting = engine.get(execution_id).waiting
-    assert waiting.approvers == ("S0SOCL1",) and waiting.level == 0
+    assert waiting.approvers == ("S0SOCL1", "U0ALICE") and waiting.level == 0
     assert parse_iso(waiting.level_due) - parse_iso(waiting.since) == timedelta(minutes=15)
 
     # Timers that fire early do nothing (RQ's scheduler can be a second early).
@@ -94,12 +94,14 @@ def test_sla_chain_escalates_level_by_level_then_applies_on_timeout(runtime, wor
     assert engine.review_timer(execution_id, "review", 0, "sla") is True
     assert engine.review_timer(execution_id, "review", 0, "sla") is False  # fired twice
     level1 = engine.get(execution_id).waiting
-    assert level1.level == 1 and level1.approvers == ("S0SOCL1", "U0LEAD01")
+    assert level1.level == 1 and level1.approvers == ("S0SOCL1", "U0ALICE", "U0LEAD01",
+                                                              "U0BOB")
 
     engine.clock = lambda: at(level1.level_due)
     assert engine.review_timer(execution_id, "review", 1, "sla") is True
     level2 = engine.get(execution_id).waiting
-    assert level2.level == 2 and level2.approvers == ("S0SOCL1", "U0LEAD01", "S0ONCALL")
+    assert level2.level == 2 and level2.approvers == ("S0SOCL1", "U0ALICE", "U0LEAD01",
+                                                              "U0BOB", "S0ONCALL")
 
     engine.clock = lambda: at(level2.level_due)
     assert engine.review_timer(execution_id, "review", 2, "sla") is True
@@ -110,7 +112,7 @@ def test_sla_chain_escalates_level_by_level_then_applies_on_timeout(runtime, wor
 
     assert recorder.kinds() == ["waiting", "reminder", "escalated", "escalated", "closed"]
     escalated = [c for kind, c in recorder.seen if kind == "escalated"]
-    assert escalated[0].added == ("U0LEAD01",) and escalated[0].reason == "SLA of 15m passed"
+    assert escalated[0].added == ("U0LEAD01", "U0BOB") and escalated[0].reason == "SLA of 15m passed"
     assert escalated[1].level == 2 and escalated[1].reason == "SLA of 15m passed"
     events = [e.event for e in engine.audit_entries(execution_id)]
     kinds = [e["type"] for e in events]
@@ -175,8 +177,9 @@ def test_quorum_needs_distinct_approvers_and_one_deny_denies(runtime, work, reco
     execution_id = start(runtime, work, QUORUM)
     first = engine.resume(execution_id, {"approved": True}, ALICE)
     assert not first.decided and (first.approvals, first.required) == (1, 2)
-    again = engine.resume(execution_id, {"approved": True}, ALICE)  # counts once
-    assert not again.decided and again.approvals == 1
+    with pytest.raises(ActorNotAllowed) as again:  # counts once
+        engine.resume(execution_id, {"approved": True}, ALICE)
+    assert again.value.reason == "already_voted"
     assert engine.get(execution_id).status is ExecutionStatus.WAITING_FOR_INPUT
     second = engine.resume(execution_id, {"approved": True}, BOB)
     assert second.decided and second.decision.outcome == "approved"
@@ -195,15 +198,20 @@ def test_quorum_needs_distinct_approvers_and_one_deny_denies(runtime, work, reco
         engine.resume(denied_id, {"approved": True}, Actor(id="U0CAROL", name="carol"))
 
 
-def test_reassign_adds_an_approver_at_the_current_level(runtime, work, recorder):
+def test_reassign_hands_the_reassigners_seat_to_someone_new(runtime, work, recorder):
     execution_id = start(runtime, work, QUORUM)
-    runtime.engine.reassign(execution_id, ALICE, "U0DAVE")
-    assert "U0DAVE" in runtime.engine.get(execution_id).waiting.approvers
+    runtime.engine.reassign(execution_id, ALICE, "U0DAVE", reason="on leave")
+    waiting = runtime.engine.get(execution_id).waiting
+    assert "U0DAVE" in waiting.approvers and waiting.handed == ("U0ALICE",)
+    with pytest.raises(ActorNotAllowed) as refused:
+        runtime.engine.resume(execution_id, {"approved": True}, ALICE)
+    assert refused.value.reason == "handed_off"
     change = next(c for kind, c in recorder.seen if kind == "reassigned")
     assert change.added == ("U0DAVE",) and change.actor.id == "U0ALICE"
     event = next(e.event for e in runtime.engine.audit_entries(execution_id)
                  if e.event["type"] == "review.reassigned")
-    assert event["approver"] == "U0DAVE"
+    assert event["approver"] == "U0DAVE" and event["handedOff"] == "U0ALICE"
+    assert event["reason"] == "on leave"
 
 
 def test_audience_index_lists_a_users_reviews_and_forgets_closed_ones(runtime, work):

@@ -44,7 +44,8 @@ def api(runtime, served, workflow_file, settings):
     ("(web)-\\1", 422),  # a backreference: not a pattern Signoff can run
 ])
 def test_a_regex_answer_gets_a_verdict_not_a_500(api, work, hosts, status):
-    started = api.post("/api/workflows/filter/run", json={})
+    started = api.post("/api/workflows/filter/run", json={},  # the operator only decides
+                       headers={"X-Signoff-Requested-By": "requester@corp.test"})
     assert started.status_code == 201, started.text
     work()
     execution_id = started.json()["executionId"]
