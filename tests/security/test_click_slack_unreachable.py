@@ -3,7 +3,8 @@ reviewer's one-click Approve is acked to Slack by the web process, then the work
 records it cannot reach Slack's Web API. The click must not be lost.
 
 The web process and the emulator stay up; the workers' Slack client is pointed at a
-closed loopback port (connection refused: an OSError, not a SlackApiError). The click is
+loopback port that refuses connections, or takes them and hangs up (an OSError either
+way, not a SlackApiError). The click is
 recorded from what the signed payload says (user id, username, team) and the run goes on;
 the clicker's display name is looked up afterwards, best effort. When who may decide can
 only be learned from Slack (a user group not cached), the click is not decided without
@@ -14,6 +15,9 @@ why, and the clicker is told to click again.
 
 from __future__ import annotations
 
+import contextlib
+import socket
+import threading
 from collections.abc import Callable, Iterator
 from dataclasses import replace
 
@@ -27,6 +31,7 @@ from bot.jobs import build_bot_runtime, install_bot_runtime
 from engine.state.embedded_redis import free_port
 from engine.state.execution import ExecutionStatus
 from engine.state.inbox import DEFAULT_RETRY
+from engine.worker.worker import SignoffWorker
 from tests.bot.conftest import ISOLATE, REVIEWS, Signoff
 
 EVENT = {"host": "web-01", "rule": "beaconing"}
@@ -43,18 +48,47 @@ class Clock:
         return self.now
 
 
+class Unanswering:
+    """A loopback port that takes each connection and closes it unanswered, counting them:
+    Slack's Web API as a broken network path shows it (the client raises an OSError)."""
+
+    def __init__(self) -> None:
+        self.socket = socket.create_server(("127.0.0.1", 0))
+        self.url = f"http://127.0.0.1:{self.socket.getsockname()[1]}/api/"
+        self.connections = 0
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self) -> None:
+        with contextlib.suppress(OSError):
+            while True:
+                connection, _ = self.socket.accept()
+                self.connections += 1
+                connection.close()
+
+    def close(self) -> None:
+        self.socket.close()
+
+
 @pytest.fixture
 def cut_off(signoff: Signoff) -> Iterator[Callable[..., None]]:
-    """Point the workers' Slack client at a closed loopback port; call again to restore."""
+    """Point the workers' Slack client at ``url`` (by default a closed loopback port:
+    connection refused); ``cut(None)`` gives them Slack back."""
 
-    def cut(unreachable: bool = True) -> None:
+    def cut(url: str | None = "") -> None:
         settings = signoff.bot.settings
-        if unreachable:
-            settings = replace(settings, api_url=f"http://127.0.0.1:{free_port()}/api/")
+        if url is not None:
+            settings = replace(settings, api_url=url or f"http://127.0.0.1:{free_port()}/api/")
         install_bot_runtime(build_bot_runtime(settings, signoff.engine))
 
     yield cut
     install_bot_runtime(signoff.bot)
+
+
+@pytest.fixture
+def unanswering() -> Iterator[Unanswering]:
+    port = Unanswering()
+    yield port
+    port.close()
 
 
 def click_approve(signoff: Signoff, user: str = "U0ALICE") -> None:
@@ -69,32 +103,33 @@ def events(signoff: Signoff, execution_id: str, kind: str) -> list[dict]:
 
 
 def test_a_click_acked_while_slack_is_unreachable_is_recorded_and_the_run_goes_on(
-        signoff: Signoff, cut_off):
+        signoff: Signoff, cut_off, unanswering: Unanswering):
     execution_id = signoff.run(ISOLATE, EVENT)
     redis = signoff.engine.store.redis
     redis.delete(bot_keys.user_name("U0ALICE"))  # the name is not cached: users.info would be asked
-    cut_off()
-    signoff.slack.clear_calls()
+    cut_off(unanswering.url)
 
     click_approve(signoff)
-    signoff.drain()
+    # The engine's queue alone: what records the click. Slack is not even dialled.
+    SignoffWorker([signoff.runtime.settings.queue], connection=redis).work(
+        burst=True, logging_level="WARNING")
+    assert unanswering.connections == 0
 
     assert signoff.engine.get(execution_id).status is ExecutionStatus.COMPLETED
     [decided] = events(signoff, execution_id, "step.decided")
     assert decided["actor"] == {"id": "U0ALICE", "name": "alice", "source": "slack",
                                 "team": "T0SIGNOFF"}  # from the signed click
     assert signoff.engine.verify_audit(execution_id).ok
-    assert signoff.slack.calls == []  # the workers' Slack calls went nowhere
-    assert events(signoff, execution_id, "decision.lost") == []
-    # Rewriting the message waits for Slack (tried again later); the run did not.
+
+    # Then the slack queue: the name look-up and the message rewrite find Slack gone. The
+    # look-up gives up quietly; the rewrite waits for its next try. The run never waited.
+    signoff.drain()
+    assert unanswering.connections > 0
+    assert redis.get(bot_keys.user_name("U0ALICE")) is None
     waiting = [task.function for _, task in signoff.runtime.engine.scheduler
                .inbox_of("slack").retrying()]
     assert waiting == ["bot.jobs.update_review"]
-
-    # Slack back: the name is learned on the next click, never before recording one.
-    cut_off(unreachable=False)
-    signoff.bot.directory.display_name("U0ALICE")
-    assert redis.get(bot_keys.user_name("U0ALICE")) == b"alice"
+    assert events(signoff, execution_id, "decision.lost") == []
 
 
 def test_a_click_whose_deciders_slack_must_name_is_retried_for_ten_minutes_then_audited_as_lost(
@@ -132,7 +167,7 @@ def test_a_click_whose_deciders_slack_must_name_is_retried_for_ten_minutes_then_
     assert signoff.engine.verify_audit(execution_id).ok
 
     # The clicker is told, once Slack answers again.
-    cut_off(unreachable=False)
+    cut_off(None)
     signoff.drain()
     assert signoff.ephemerals("U0ALICE") == [texts.CLICK_NOT_RECORDED]
 
@@ -150,7 +185,7 @@ def test_a_click_slack_was_briefly_unreachable_for_is_decided_on_a_later_try(
     signoff.drain()
     [(due, _)] = inbox.retrying()
 
-    cut_off(unreachable=False)
+    cut_off(None)
     clock.now = due
     inbox.drain()
     signoff.drain()
