@@ -31,8 +31,7 @@ from bot.jobs import build_bot_runtime, install_bot_runtime
 from engine.state.embedded_redis import free_port
 from engine.state.execution import ExecutionStatus
 from engine.state.inbox import DEFAULT_RETRY
-from engine.worker.worker import SignoffWorker
-from tests.bot.conftest import ISOLATE, REVIEWS, Signoff
+from tests.bot.conftest import ISOLATE, REVIEWS, DrainWorker, Signoff
 
 EVENT = {"host": "web-01", "rule": "beaconing"}
 
@@ -111,7 +110,7 @@ def test_a_click_acked_while_slack_is_unreachable_is_recorded_and_the_run_goes_o
 
     click_approve(signoff)
     # The engine's queue alone: what records the click. Slack is not even dialled.
-    SignoffWorker([signoff.runtime.settings.queue], connection=redis).work(
+    DrainWorker([signoff.runtime.settings.queue], connection=redis).work(
         burst=True, logging_level="WARNING")
     assert unanswering.connections == 0
 
