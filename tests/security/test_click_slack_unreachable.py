@@ -175,7 +175,8 @@ def test_a_click_slack_was_briefly_unreachable_for_is_decided_on_a_later_try(
         signoff: Signoff, cut_off):
     execution_id = signoff.run(BY_GROUP, EVENT)
     signoff.engine.annotate(execution_id, annotation_key("review"), None)
-    signoff.engine.store.redis.delete(bot_keys.group_members("S0SOCL1"))
+    redis = signoff.engine.store.redis
+    redis.delete(bot_keys.group_members("S0SOCL1"), bot_keys.user_name("U0ALICE"))
     inbox = signoff.runtime.engine.scheduler.inbox
     inbox.clock = clock = Clock(1_000_000.0)
     cut_off()
@@ -192,3 +193,4 @@ def test_a_click_slack_was_briefly_unreachable_for_is_decided_on_a_later_try(
     [decided] = events(signoff, execution_id, "step.decided")
     assert decided["actor"]["id"] == "U0ALICE"
     assert events(signoff, execution_id, "decision.lost") == []
+    assert redis.get(bot_keys.user_name("U0ALICE")) == b"alice"  # learned after the decision
