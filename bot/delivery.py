@@ -214,8 +214,10 @@ def closed_from_state(engine: Engine, state: ExecutionState, step: str,
               if r.status is StepStatus.FAILED and _instance_of(path, step)]
     if ended:
         # The instance that started waiting at ``since`` ended first after it; else the last.
+        # Strictly after: times are in milliseconds, and the decision that closed the
+        # instance before can fall in the millisecond the next one started waiting.
         start = parse_iso(since) if since else None
-        after = [c for c in ended if start is not None and c.at >= start]
+        after = [c for c in ended if start is not None and c.at > start]
         return min(after, key=lambda c: c.at) if after else max(ended, key=lambda c: c.at)
     if state.status in (ExecutionStatus.CANCELLED, ExecutionStatus.TIMED_OUT):
         outcome = "cancelled" if state.status is ExecutionStatus.CANCELLED else "timed_out"

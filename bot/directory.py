@@ -63,21 +63,29 @@ class Directory:
         self.ttl = ttl
 
     def display_name(self, user_id: str, fallback: str = "") -> str:
-        """The name people see for ``user_id``; ``fallback`` (or the id) when Slack can't say."""
-        key = keys.user_name(user_id)
-        cached = self._cached(key)
+        """The name people see for ``user_id``; ``fallback`` (or the id) when Slack can't say,
+        or can't be reached."""
+        cached = self.cached_name(user_id)
         if cached is not None:
             return cached
+        key = keys.user_name(user_id)
         try:
             user = self.client.users_info(user=user_id)["user"]
         except SlackApiError as exc:
             log.warning("users.info %s failed: %s", user_id, exc.response.get("error"))
+            return fallback or user_id
+        except OSError as exc:  # Slack unreachable: a name is never worth failing for
+            log.warning("users.info %s failed: %s", user_id, exc)
             return fallback or user_id
         profile = user.get("profile") or {}
         name = str(profile.get("display_name") or profile.get("real_name")
                    or user.get("real_name") or user.get("name") or fallback or user_id)
         self.store.set_value(key, name, ttl_seconds=self.ttl)
         return name
+
+    def cached_name(self, user_id: str) -> str | None:
+        """The name people see for ``user_id`` if it is cached; Slack is not asked."""
+        return self._cached(keys.user_name(user_id))
 
     def group_members(self, group_id: str) -> tuple[str, ...] | None:
         """The members of a user group; None when Slack has no such group."""

@@ -69,6 +69,7 @@ log = logging.getLogger(__name__)
 
 CALLBACK_SUBMIT = "signoff.submit"
 DECIDE_CLICK = "bot.jobs.decide_click"  # records a one-click decision, handed in to a worker
+CLICK_LOST = "bot.jobs.click_lost"  # when every try of DECIDE_CLICK failed: audit, tell them
 MAX_ERROR_LENGTH = 150
 # Reassign refusals about the reassigner, not the person chosen: said in place of the modal.
 _NOT_ABOUT_CHOSEN = {Refusal.NOT_AN_APPROVER, Refusal.SELF_APPROVAL, Refusal.HANDED_OFF,
@@ -100,9 +101,14 @@ class Reviewer:
                    channel=channel, message_ts=container.get("message_ts"),
                    ephemeral=bool(container.get("is_ephemeral")))
 
-    def actor(self, directory: Directory) -> Actor:
-        """Who this is in the audit trail, by the name Slack shows for them."""
-        name = directory.display_name(self.user_id, fallback=self.username)
+    def actor(self, directory: Directory, *, ask_slack: bool = True) -> Actor:
+        """Who this is in the audit trail, by the name Slack shows for them (with
+        ``ask_slack`` False, only if it is cached: else the username the signed request
+        carries, and Slack is not called)."""
+        if ask_slack:
+            name = directory.display_name(self.user_id, fallback=self.username)
+        else:
+            name = directory.cached_name(self.user_id) or self.username
         return Actor(id=self.user_id, name=name, source="slack", team=self.team_id)
 
     def to_json(self) -> dict[str, Any]:
@@ -150,15 +156,21 @@ class ReviewListeners:
     def decide_click(self, reviewer: Reviewer, ref: ReviewRef, *,
                      approved: bool) -> Callable[[], Any] | None:
         """A one-click decision, in a worker: check who clicked what, record it. Returns
-        what continues the run (in this worker, once the click is acknowledged), if any."""
+        what continues the run (in this worker, once the click is acknowledged), if any.
+
+        Slack has had its answer, so the click must not be lost to Slack being down: the
+        audit names the clicker by the signed click (or the name cached), and their display
+        name is looked up afterwards, by a job. Slack is called first only to learn who may
+        decide, when that is not cached; should it fail, this raises and the inbox tries the
+        click again (see engine.state.inbox), rather than deciding without the check."""
         found = self._review_clicked(reviewer, ref)
         if found is None:
             return None
         review, _ = found
+        actor = reviewer.actor(self.directory, ask_slack=False)
         try:  # the engine decides who may, and audits a refusal
             result = self.engine.resume(review.execution_id, {review.decision_field: approved},
-                                        reviewer.actor(self.directory), step=review.step,
-                                        advance=self.advance is None)
+                                        actor, step=review.step, advance=self.advance is None)
         except ActorNotAllowed as exc:
             self._reply(reviewer, _refusal_message(review, exc))
             return None
@@ -168,6 +180,8 @@ class ReviewListeners:
         except InputInvalid:  # the schema changed its mind: the form must ask
             self._reply(reviewer, ephemeral_text(texts.NEEDS_FORM))
             return None
+        if self.directory.cached_name(reviewer.user_id) is None:
+            self.outbox.learn_name(reviewer.user_id)  # for the next audit entry and /approvals
         if result.decided and self.advance is not None:
             return partial(self.advance, review.execution_id)
         return None
@@ -461,7 +475,7 @@ def hand_to_worker(engine: Engine, body: Mapping[str, Any], ref: ReviewRef, *,
                    approved: bool) -> None:
     """Hand a one-click decision to a worker (``bot.jobs.decide_click``, by the inbox)."""
     engine.scheduler.hand_in(DECIDE_CLICK, Reviewer.from_body(body).to_json(), ref.encode(),
-                             approved)
+                             approved, on_failure=CLICK_LOST)
 
 
 def one_click_decision(body: Mapping[str, Any]) -> tuple[ReviewRef, bool] | None:

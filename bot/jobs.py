@@ -1,6 +1,8 @@
 """RQ entry points on the ``slack`` queue: post a review, follow its changes (escalation,
-reassignment, quorum, reminders), mark it closed, reply to one person (all queued by
-:mod:`bot.outbox`), and record a one-click decision (handed in by a click's listener).
+reassignment, quorum, reminders), mark it closed, reply to one person, learn a clicker's
+display name (all queued by :mod:`bot.outbox`), and record a one-click decision (handed in
+by a click's listener), or, when every try at that failed, audit the click as lost and
+tell the clicker.
 
 Slack is called only from here (and from ``views.open`` in a click's listener), so a
 slow or failing Slack never holds up the engine or a click's answer.
@@ -21,13 +23,17 @@ from typing import Any
 from slack_sdk import WebClient
 from slack_sdk.errors import SlackApiError
 
+from bot import texts
+from bot.blocks import ephemeral_text
 from bot.delivery import Deliverer, closed_from_json
 from bot.directory import Directory
 from bot.forms import ReviewRef
 from bot.handlers import Reviewer, ReviewListeners
+from bot.outbox import Outbox
 from bot.review_changes import ReviewChanges
 from bot.settings import BotSettings
 from bot.slack import web_client
+from engine.errors import ExecutionNotFound
 from engine.run.engine import Engine
 from engine.worker.runtime import runtime
 
@@ -110,6 +116,37 @@ def decide_click(reviewer: Mapping[str, Any], ref: str, approved: bool) -> Calla
     which the drain runs in this same worker once the click is acknowledged."""
     return bot_runtime().listeners.decide_click(Reviewer.from_json(reviewer),
                                                 ReviewRef.decode(ref), approved=approved)
+
+
+def click_lost(error: str, reviewer: Mapping[str, Any], ref: str, approved: bool) -> None:
+    """Every try of a one-click decision failed (``decide_click``'s ``on_failure``): audit
+    it on the run, with who clicked and the last error, and tell them to click again."""
+    rt = bot_runtime()
+    who, review = Reviewer.from_json(reviewer), ReviewRef.decode(ref)
+    log.error("the %s of %s on %s (step %s) was acknowledged to Slack but never recorded: %s",
+              "approval" if approved else "denial", who.user_id, review.execution_id,
+              review.step, error)
+    try:
+        rt.engine.record_lost_decision(review.execution_id,
+                                       who.actor(rt.directory, ask_slack=False),
+                                       step=review.step, approved=approved,
+                                       error=error)
+    except ExecutionNotFound:
+        log.warning("%s is gone; the lost click is not audited", review.execution_id)
+    if who.channel is None:
+        log.warning("no channel to tell %s their click was lost in", who.user_id)
+        return
+    Outbox(rt.engine.scheduler).reply(who.channel, who.user_id,
+                                      ephemeral_text(texts.CLICK_NOT_RECORDED))
+
+
+def learn_name(user_id: str) -> None:
+    """Cache the name Slack shows for ``user_id``, best effort (an inbox task that never
+    fails: a click is recorded before its clicker's name is known, and never waits for it)."""
+    try:
+        bot_runtime().directory.display_name(user_id)
+    except Exception:
+        log.warning("could not look up the name of %s", user_id, exc_info=True)
 
 
 def post_ephemeral(channel: str, user: str, message: Mapping[str, Any]) -> None:

@@ -58,6 +58,11 @@ class Outbox:
         self.scheduler.hand_in_to(QUEUE, f"{JOBS}.update_review", closed.execution_id,
                                   closed.step, closed_to_json(closed), retry=DELIVERY_RETRY)
 
+    def learn_name(self, user_id: str) -> None:
+        """Look up and cache the name Slack shows for ``user_id`` (through the inbox; best
+        effort: a failure is logged, never retried)."""
+        self.scheduler.hand_in_to(QUEUE, f"{JOBS}.learn_name", user_id)
+
     def reply(self, channel: str, user: str, message: Mapping[str, Any]) -> None:
         """Show ``message`` to ``user`` alone in ``channel``."""
         self.scheduler.enqueue_to(QUEUE, f"{JOBS}.post_ephemeral", channel, user, dict(message),

@@ -464,3 +464,7 @@ def home_updated(when: str) -> str:
 
 NEEDS_FORM = ("This review now needs more than a yes or no: use *Respond…* on the review "
               "message to answer its form.")
+
+CLICK_NOT_RECORDED = ("Your decision on this review could not be recorded: Signoff could not "
+                      "reach Slack or its store for ten minutes. Nothing was decided; please "
+                      "click again.")

@@ -27,7 +27,7 @@ from starlette.responses import PlainTextResponse, Response
 from starlette.routing import Route
 
 from bot.app import build_app
-from bot.handlers import DECIDE_CLICK, Reviewer, one_click_decision
+from bot.handlers import CLICK_LOST, DECIDE_CLICK, Reviewer, one_click_decision
 from bot.settings import BotSettings
 from engine.api import WebExtension
 from engine.run.engine import Engine
@@ -92,7 +92,7 @@ class OneClickPath:
         args = self.recognise(body, timestamp, signature)
         if args is None:
             return False
-        self.engine.scheduler.hand_in(self.FUNCTION, *args)
+        self.engine.scheduler.hand_in(self.FUNCTION, *args, on_failure=CLICK_LOST)
         return True
 
     async def handle_async(self, body: bytes, timestamp: str, signature: str) -> bool:
@@ -102,7 +102,7 @@ class OneClickPath:
         args = self.recognise(body, timestamp, signature)  # ~60 us of CPU, no I/O
         if args is None:
             return False
-        await self.inbox.put(self.FUNCTION, *args)
+        await self.inbox.put(self.FUNCTION, *args, on_failure=CLICK_LOST)
         return True
 
 

@@ -193,6 +193,16 @@ class Engine:
         minute per person and run; True when this one was audited."""
         return self.reviews.record_refusal(execution_id, actor, reason)
 
+    def record_lost_decision(self, execution_id: str, actor: Actor, *, step: str,
+                             approved: bool, error: str) -> None:
+        """Audit a decision (``approved``: approve or deny) that was acknowledged to the
+        reviewer (a click Slack got its answer for) but could not be recorded: every try
+        failed, the last with ``error``."""
+        state = self.store.load(execution_id)
+        self.store.append_audit(state, [audit.event(audit.LOST, iso(self.clock()) or "",
+                                                    actor=actor.to_json(), step=step,
+                                                    approved=approved, error=error)])
+
     def review_timer(self, execution_id: str, path: str, level: int, kind: str) -> bool:
         return self.reviews.review_timer(execution_id, path, level, kind)
 

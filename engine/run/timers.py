@@ -67,11 +67,13 @@ class Scheduler(Protocol):
         """Run ``function`` (an import path) with ``args`` on the engine's queue, soon:
         plug-ins use it for work that should not wait behind their own queues."""
 
-    def hand_in(self, function: str, *args: Any) -> None:
+    def hand_in(self, function: str, *args: Any, on_failure: str = "") -> None:
         """Run ``function`` with ``args`` (JSON) on a worker soon, in one job with the other
         tasks handed in meanwhile (:mod:`engine.state.inbox`): for small, frequent tasks that are
         safe to run twice, such as a reviewer's click. ``function`` may return a callable,
-        run once the task is acknowledged."""
+        run once the task is acknowledged. Should it fail, it is tried again with backoff
+        for ten minutes, then ``on_failure`` (an import path, if any) is called with the
+        error and ``args``."""
 
     def enqueue_to(self, queue: str, function: str, *args: Any, retry: Sequence[int] = (),
                    timeout: int | None = None, description: str | None = None) -> None:
@@ -80,8 +82,9 @@ class Scheduler(Protocol):
         after each of ``retry``'s intervals (seconds)."""
 
     def hand_in_to(self, queue: str, function: str, *args: Any,
-                   retry: Sequence[int] = ()) -> None:
-        """As :meth:`hand_in`, through ``queue``'s inbox (drained by that queue's workers)."""
+                   retry: Sequence[int] = (), on_failure: str = "") -> None:
+        """As :meth:`hand_in`, through ``queue``'s inbox (drained by that queue's workers);
+        ``retry``: the seconds before each further try, when not the default backoff."""
 
     def schedule(self, timer: Timer) -> None:
         """Run ``timer`` at its time (no earlier; late only if the workers are)."""

@@ -56,6 +56,7 @@ TIMER_SET = "timer.set"
 TIMER_FIRED = "timer.fired"
 RECOVERED = "execution.recovered"
 REFUSED = "decision.refused"
+LOST = "decision.lost"  # acknowledged to the reviewer, but every try to record it failed
 APPROVAL_RECORDED = "review.approval_recorded"
 ESCALATED = "review.escalated"
 REMINDED = "review.reminded"

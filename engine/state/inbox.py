@@ -25,9 +25,20 @@ inbox is empty; -1: a queue the worker serves first has a job, so the drain yiel
 
 A task may return a follow-up, a callable run after the task is acknowledged: work the
 task has already made durable and that has its own recovery (continuing a run the
-task resumed; a lapsed lease gets it re-enqueued). A task that raises is handed to RQ
-as an ordinary job, which runs it once more, then by the task's retry intervals, and
-keeps it with its traceback in RQ's failed job registry when they run out.
+task resumed; a lapsed lease gets it re-enqueued).
+
+A task that raises is tried again later, by its retry intervals (by default
+:data:`DEFAULT_RETRY`: 1 s, 2 s, 4 s … capped at 2 minutes, a little over 10 minutes in
+all). ``INBOX_LATER`` moves it from the drain's own list to the inbox's "later" sorted set
+(scored by when it is due, its count of failed tries raised by one) in one step, so a
+worker killed at any point leaves it in one place or the other, never in neither; the
+drain goes on with the next task meanwhile. ``INBOX_DUE`` moves the tasks that have come
+due back to the tail of the inbox: every drain does so as it starts, a drain job is
+queued in RQ's scheduler for the moment the task is due, and every worker's sweep does
+so too, should that job be lost. When the tries run out the error is logged, the task's
+``on_failure`` (an import path, when it has one) is called with the error and the task's
+arguments, and only then is the task acknowledged: a worker killed before that runs it,
+and its ``on_failure``, again.
 """
 
 from __future__ import annotations
@@ -40,7 +51,7 @@ import socket
 import time
 import uuid
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, cast
 
 import redis
@@ -57,18 +68,43 @@ DRAIN_SECONDS = 20.0  # a drain hands over to a new job after this long, so time
 DRAIN_TASKS = 5_000
 
 MAX_BATCH = 1_000  # tasks in one write (Lua's unpack takes a few thousand at most)
+DUE_BATCH = 1_000  # tasks moved back from "later" in one script
 _COMPACT = json.JSONEncoder(separators=(",", ":"))  # json.dumps(separators=) builds one a call
+
+
+def backoff(first: int = 1, cap: int = 120, at_least: int = 600) -> tuple[int, ...]:
+    """Seconds before each further try: doubling from ``first`` up to ``cap``, as many as it
+    takes for the waits to add up to ``at_least``."""
+    intervals: list[int] = []
+    while sum(intervals) < at_least:
+        intervals.append(min(cap, first * 2 ** len(intervals)))
+    return tuple(intervals)
+
+
+# A task without retry intervals of its own: 1, 2, 4 … 64, then 120 s four times (607 s):
+# a Slack or Redis outage of up to ten minutes costs no click.
+DEFAULT_RETRY = backoff()
 
 @dataclass(frozen=True)
 class Task:
     function: str  # an import path, as for RQ
     args: tuple[Any, ...]
-    retry: tuple[int, ...] = ()  # seconds between further tries, once handed to RQ
+    retry: tuple[int, ...] = ()  # seconds before each further try; (): DEFAULT_RETRY
+    on_failure: str = ""  # import path, called as on_failure(error, *args) when tries run out
+    failures: int = 0  # tries that failed so far
+
+    @property
+    def intervals(self) -> tuple[int, ...]:
+        return self.retry or DEFAULT_RETRY
 
     def encode(self) -> str:
         data: dict[str, Any] = {"f": self.function, "a": list(self.args)}
         if self.retry:
             data["r"] = list(self.retry)
+        if self.on_failure:
+            data["x"] = self.on_failure
+        if self.failures:
+            data["n"] = self.failures
         return _COMPACT.encode(data)
 
     @classmethod
@@ -76,10 +112,12 @@ class Task:
         """Raises ValueError (bad JSON, bad UTF-8 included), KeyError or TypeError."""
         data = json.loads(raw)
         function, args, retry = data["f"], data["a"], data.get("r", [])
+        on_failure, failures = data.get("x", ""), data.get("n", 0)
         if not (isinstance(function, str) and function and isinstance(args, list)
-                and isinstance(retry, list)):
+                and isinstance(retry, list) and isinstance(on_failure, str)
+                and isinstance(failures, int)):
             raise TypeError(f"not an inbox task: {str(raw)[:200]}")
-        return cls(function, tuple(args), tuple(int(s) for s in retry))
+        return cls(function, tuple(args), tuple(int(s) for s in retry), on_failure, failures)
 
 
 class Inbox:
@@ -88,29 +126,42 @@ class Inbox:
 
     def __init__(self, connection: redis.Redis, queue: str,
                  enqueue_drain: Callable[[], None],
-                 run_as_job: Callable[[Task], None]) -> None:
+                 enqueue_drain_in: Callable[[float], None] | None = None, *,
+                 clock: Callable[[], float] = time.time) -> None:
         self.redis = connection
         self.queue = queue
         self.key, self.drain_flag = keys.inbox(queue), keys.inbox_drain(queue)
-        self.takers = keys.inbox_takers(queue)
+        self.takers, self.later = keys.inbox_takers(queue), keys.inbox_later(queue)
         self.enqueue_drain = enqueue_drain  # queue one drain job (the flag is ours)
-        self._run_as_job = run_as_job  # hand a failed task to RQ
+        self._enqueue_drain_in = enqueue_drain_in  # queue a drain job to start in n seconds
+        self.clock = clock  # seconds since the epoch: when a failed task is due again
         self._put = connection.register_script(lua.INBOX_PUT)
         self._next = connection.register_script(lua.INBOX_NEXT)
         self._recover = connection.register_script(lua.INBOX_RECOVER)
+        self._later = connection.register_script(lua.INBOX_LATER)
+        self._due = connection.register_script(lua.INBOX_DUE)
         self._functions: dict[str, Callable[..., Any]] = {}
 
     # -- in -----------------------------------------------------------------------------------
 
-    def put(self, function: str, *args: Any, retry: tuple[int, ...] = ()) -> None:
+    def put(self, function: str, *args: Any, retry: tuple[int, ...] = (),
+            on_failure: str = "") -> None:
         """Have a worker run ``function(*args)`` soon (``args`` must be JSON); should it
-        fail, RQ tries it again, then after each of ``retry``'s intervals (seconds)."""
+        fail, it is tried again after each of ``retry``'s intervals (seconds; by default
+        :data:`DEFAULT_RETRY`), then ``on_failure(error, *args)`` is called."""
+        task = Task(function, args, retry, on_failure)
         if self._put(keys=[self.key, self.drain_flag, keys.INBOXES],
-                     args=[DRAIN_FLAG_MS, self.queue, Task(function, args, retry).encode()]):
+                     args=[DRAIN_FLAG_MS, self.queue, task.encode()]):
             self.enqueue_drain()
 
     def pending(self) -> int:
         return int(self.redis.llen(self.key))
+
+    def retrying(self) -> list[tuple[float, Task]]:
+        """The tasks waiting to be tried again, soonest first, with when each is due."""
+        found = cast(list[tuple[bytes, float]],
+                     self.redis.zrange(self.later, 0, -1, withscores=True))
+        return [(score / 1000, Task.decode(_without_tag(member))) for member, score in found]
 
     # -- out ----------------------------------------------------------------------------------
 
@@ -130,6 +181,7 @@ class Inbox:
         pipe.set(alive, "1", px=ALIVE_MS)
         pipe.sadd(self.takers, taker)
         pipe.execute()
+        self.move_due()
         deadline = time.monotonic() + max_seconds
         done, finished, empty, stopped = 0, b"", False, False  # finished: ran, not acknowledged
         try:
@@ -140,8 +192,8 @@ class Inbox:
                 if raw is None or raw == -1:
                     empty = raw is None
                     break
-                ran, follow_up = self._run(raw)
-                finished = raw
+                ran, follow_up, later = self._run(raw, taking)
+                finished = b"" if later else raw  # a task due later is off our list already
                 done += ran
                 if follow_up is not None:
                     # Acknowledge first: the follow-up is durable work with its own recovery.
@@ -163,23 +215,68 @@ class Inbox:
             self.ensure_drain()  # out of budget, or yielding: another job goes on
         return done
 
-    def _run(self, raw: bytes) -> tuple[int, Any]:
-        """Run one task: (1 when it ran, 0 when it was dropped; its follow-up or None)."""
+    def _run(self, raw: bytes, taking: str) -> tuple[int, Any, bool]:
+        """Run one task: (1 when it ran, 0 when it was dropped; its follow-up or None; True
+        when it failed and was put off till later, off the drain's list)."""
         try:
             task = Task.decode(raw)
         except (ValueError, KeyError, TypeError):
             log.error("dropped an inbox entry that is not a task: %.200r", raw)
-            return 0, None
+            return 0, None, False
         try:
-            function = self._functions.get(task.function)
-            if function is None:
-                function = self._functions[task.function] = import_attribute(task.function)
-            return 1, function(*task.args)
+            return 1, self._function(task.function)(*task.args), False
+        except Exception as exc:
+            return 1, None, self._failed(raw, task, exc, taking)
+
+    def _function(self, path: str) -> Callable[..., Any]:
+        function = self._functions.get(path)
+        if function is None:
+            function = self._functions[path] = import_attribute(path)
+        return function
+
+    def _failed(self, raw: bytes, task: Task, exc: Exception, taking: str) -> bool:
+        """Put ``task`` off till its next try (True), or, its tries spent, log it and call its
+        ``on_failure`` (False: the drain acknowledges it afterwards)."""
+        intervals = task.intervals
+        if task.failures < len(intervals):
+            delay = intervals[task.failures]
+            log.warning("inbox task %s failed (try %d of %d); trying again in %d s",
+                        task.function, task.failures + 1, len(intervals) + 1, delay,
+                        exc_info=exc)
+            again = replace(task, failures=task.failures + 1)
+            due_ms = int((self.clock() + delay) * 1000)
+            self._later(keys=[taking, self.later],
+                        args=[raw, due_ms, f"{uuid.uuid4().hex[:8]}|{again.encode()}"])
+            self._wake_in(delay)
+            return True
+        log.error("inbox task %s failed %d times over %d s; giving up: %.500s",
+                  task.function, task.failures + 1, sum(intervals), task.encode(), exc_info=exc)
+        if task.on_failure:
+            try:
+                self._function(task.on_failure)(_describe(exc), *task.args)
+            except Exception:
+                log.exception("the on_failure of inbox task %s failed", task.function)
+        return False
+
+    def _wake_in(self, delay: float) -> None:
+        """Have a drain start when a task put off by ``delay`` seconds is due (should this
+        fail, the next drain or sweep moves it back)."""
+        if self._enqueue_drain_in is None:
+            return
+        try:
+            self._enqueue_drain_in(delay)
         except Exception:
-            log.exception("inbox task %s failed; handing it to RQ to try once more",
-                          task.function)
-            self._run_as_job(task)
-            return 1, None
+            log.exception("could not queue a drain of inbox %s in %s s", self.queue, delay)
+
+    def move_due(self) -> int:
+        """Move the tasks whose next try has come due back to the inbox; how many."""
+        moved = 0
+        while True:
+            n = int(self._due(keys=[self.later, self.key],
+                              args=[int(self.clock() * 1000), DUE_BATCH]))
+            moved += n
+            if n < DUE_BATCH:
+                return moved
 
     @staticmethod
     def _follow(follow_up: Any) -> None:
@@ -212,6 +309,7 @@ class Inbox:
                 log.warning("put back %d inbox task(s) of drain %s, whose heartbeat lapsed",
                             moved, taker)
                 recovered += moved
+        self.move_due()
         if self.pending():
             self.ensure_drain()
         return recovered
@@ -256,12 +354,13 @@ class AsyncInbox:
         or ``timeout_ms`` passed (then the shortfall is logged as an error)."""
         self.replicas, self.replica_timeout_ms = replicas, timeout_ms
 
-    async def put(self, function: str, *args: Any, retry: tuple[int, ...] = ()) -> None:
+    async def put(self, function: str, *args: Any, retry: tuple[int, ...] = (),
+                  on_failure: str = "") -> None:
         """Have a worker run ``function(*args)`` soon (as :meth:`Inbox.put`); raises when
         Redis cannot take it."""
         loop = asyncio.get_running_loop()
         written: asyncio.Future[None] = loop.create_future()
-        self._waiting.append((Task(function, args, retry).encode(), written))
+        self._waiting.append((Task(function, args, retry, on_failure).encode(), written))
         if self._writer is None:
             self._writer = loop.create_task(self._write())
         await written
@@ -331,6 +430,16 @@ class AsyncInbox:
         self._background.add(future)
         future.add_done_callback(self._background.discard)
         future.add_done_callback(done)
+
+
+def _without_tag(member: bytes | str) -> str:
+    """A task as kept in the "later" set: ``tag|task``, the tag keeping equal tasks apart."""
+    text = member.decode() if isinstance(member, bytes) else member
+    return text.split("|", 1)[1]
+
+
+def _describe(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {exc}"[:500]
 
 
 def _log_failure(future: asyncio.Future[Any]) -> None:

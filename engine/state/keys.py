@@ -20,7 +20,9 @@
                                     the sweeper re-enqueues those whose lease has lapsed
     signoff:inboxes         set     the RQ queues that have an inbox (engine.state.inbox)
     signoff:inbox:{q}       list    small tasks waiting for a drain job on queue q (JSON: import
-                                    path, args, retry intervals)
+                                    path, args, retry intervals, on_failure, failed tries)
+    signoff:inbox:{q}:later zset    tasks of that inbox that failed, waiting for their next try
+                                    (tag|task JSON), scored by when it is due (ms since the epoch)
     signoff:inbox:{q}:drain string  set while a drain job is queued and not yet started (expiring)
     signoff:inbox:{q}:takers set    drains of that inbox that may hold a task
     signoff:inbox-taking:{t} list   the task drain t is running
@@ -99,6 +101,10 @@ def inbox(queue: str) -> str:
 
 def inbox_drain(queue: str) -> str:
     return f"{PREFIX}inbox:{queue}:drain"
+
+
+def inbox_later(queue: str) -> str:
+    return f"{PREFIX}inbox:{queue}:later"
 
 
 def inbox_takers(queue: str) -> str:

@@ -182,3 +182,27 @@ while redis.call('LMOVE', KEYS[2], KEYS[1], 'RIGHT', 'LEFT') do n = n + 1 end
 redis.call('SREM', KEYS[4], ARGV[1])
 return n
 """
+
+# INBOX_LATER: put off a task that failed till its next try (Inbox.drain): take it off the
+# drain's taking list and add it to the inbox's "later" set, in one step. KEYS[1] the
+# drain's taking list, KEYS[2] the inbox's "later" set; ARGV[1] the task as it was taken,
+# ARGV[2] when it is due (ms since the epoch), ARGV[3] the task to try then (tag|task JSON,
+# its count of failed tries raised). Returns 1.
+INBOX_LATER = """
+redis.call('LREM', KEYS[1], 1, ARGV[1])
+redis.call('ZADD', KEYS[2], ARGV[2], ARGV[3])
+return 1
+"""
+
+# INBOX_DUE: move the tasks of the "later" set that have come due to the tail of the inbox,
+# soonest first, without their tags (Inbox.move_due). KEYS[1] the "later" set, KEYS[2] the
+# inbox list; ARGV[1] now (ms since the epoch), ARGV[2] at most how many. Returns how many.
+INBOX_DUE = """
+local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, tonumber(ARGV[2]))
+for _, member in ipairs(due) do
+  local bar = string.find(member, '|', 1, true)
+  redis.call('RPUSH', KEYS[2], string.sub(member, bar + 1))
+  redis.call('ZREM', KEYS[1], member)
+end
+return #due
+"""

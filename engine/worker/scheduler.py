@@ -17,7 +17,7 @@ from rq import Queue, Retry
 
 from engine.run import timers
 from engine.run.timers import Timer
-from engine.state.inbox import AsyncInbox, Inbox, Task
+from engine.state.inbox import AsyncInbox, Inbox
 from engine.state.store import Store
 
 JOB_TIMEOUT = 3600  # seconds; one segment of automatic steps, http timeouts included
@@ -50,8 +50,8 @@ class RQScheduler:
                                 failure_ttl=FAILURE_TTL, pipeline=pipe)
         pipe.execute()
 
-    def hand_in(self, function: str, *args: Any) -> None:
-        self.inbox.put(function, *args)
+    def hand_in(self, function: str, *args: Any, on_failure: str = "") -> None:
+        self.inbox.put(function, *args, on_failure=on_failure)
 
     def enqueue_to(self, queue: str, function: str, *args: Any, retry: Sequence[int] = (),
                    timeout: int | None = None, description: str | None = None) -> None:
@@ -61,8 +61,8 @@ class RQScheduler:
             retry=Retry(max=len(retry), interval=list(retry)) if retry else None)
 
     def hand_in_to(self, queue: str, function: str, *args: Any,
-                   retry: Sequence[int] = ()) -> None:
-        self.inbox_of(queue).put(function, *args, retry=tuple(retry))
+                   retry: Sequence[int] = (), on_failure: str = "") -> None:
+        self.inbox_of(queue).put(function, *args, retry=tuple(retry), on_failure=on_failure)
 
     def inbox_of(self, queue: str) -> Inbox:
         """The inbox of RQ queue ``queue`` (the engine's or a plug-in's), draining in jobs
@@ -138,14 +138,14 @@ def rq_inbox(connection: redis.Redis, queue_name: str) -> Inbox:
                            description=f"drain the {queue_name} inbox")
         pipe.execute()
 
-    def run_as_job(task: Task) -> None:
-        queue.enqueue_call(task.function, args=task.args, timeout=JOB_TIMEOUT, result_ttl=0,
-                           failure_ttl=FAILURE_TTL,
-                           retry=Retry(max=len(task.retry), interval=list(task.retry))
-                           if task.retry else None,
-                           description=f"{task.function}, from the {queue_name} inbox")
+    def enqueue_drain_in(seconds: float) -> None:
+        # RQ's scheduler (every `signoff worker` runs one) keeps whole seconds and may start
+        # a job up to a second early, before the task is due: a second later, then.
+        queue.enqueue_in(timedelta(seconds=seconds + 1), f"{JOBS}.drain_inbox", queue_name,
+                         job_timeout=JOB_TIMEOUT, result_ttl=0, failure_ttl=FAILURE_TTL,
+                         description=f"drain the {queue_name} inbox (a task is due again)")
 
-    return Inbox(connection, queue_name, enqueue_drain, run_as_job)
+    return Inbox(connection, queue_name, enqueue_drain, enqueue_drain_in)
 
 
 def _now(reference: datetime) -> datetime:

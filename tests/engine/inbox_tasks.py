@@ -130,3 +130,15 @@ def outlive_heartbeat(name: str) -> None:
 def exit_mid_task(name: str) -> None:
     record(f"{name} started")
     raise SystemExit()  # what RQ's cold shutdown (a second SIGTERM, Ctrl-C) raises in a job
+
+
+def gave_up(error: str, name: str) -> None:
+    """An ``on_failure``: record that the tries of ``name`` ran out, and the last error."""
+    record("gave up", name, error)
+
+
+def fail_once_then_block(name: str, release: str) -> None:
+    """Fail the first try; on the next, say it started and wait as :func:`block` does."""
+    if _redis().incr(ATTEMPTS + name) == 1:
+        raise RuntimeError(f"{name} fails the first time")
+    block(name, release)

@@ -12,7 +12,7 @@ import time
 import pytest
 import redis
 from rq import Queue
-from rq.registry import FailedJobRegistry, ScheduledJobRegistry
+from rq.registry import ScheduledJobRegistry
 
 from engine.notify import NullNotifier
 from engine.settings import Settings
@@ -211,37 +211,121 @@ def test_a_follow_up_runs_once_its_task_is_acknowledged_and_its_failure_stops_no
     assert drain_leftovers(redis_client, queue) == []
 
 
-def test_a_task_that_raises_is_handed_to_rq_as_an_ordinary_job_and_the_drain_goes_on(
-        redis_client, inbox, queue, work, caplog):
+class Clock:
+    """Seconds since the epoch, moved by the test: when a failed task is due again."""
+
+    def __init__(self, now: float = 1_000_000.0) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def retrying(inbox) -> list[tuple[float, tuple, int]]:
+    """The inbox's tasks waiting for another try: (due, args, tries failed so far)."""
+    return sorted((due, task.args, task.failures) for due, task in inbox.retrying())
+
+
+def scheduled_drains(r: redis.Redis, queue: str) -> list[tuple[str, tuple]]:
+    registry = ScheduledJobRegistry(queue, connection=r)
+    found = [registry.job_class.fetch(i, connection=r) for i in registry.get_job_ids()]
+    return [(job.func_name, tuple(job.args)) for job in found]
+
+
+def test_a_task_that_raises_is_tried_again_later_and_the_drain_goes_on(
+        redis_client, inbox, queue, caplog):
+    inbox.clock = clock = Clock()
+    t0 = clock.now
     inbox.put(task("fail_once"), "flaky")
     inbox.put(task("fail"), "broken")
     inbox.put(task("fail"), "patient", retry=(60, 120))
     inbox.put(task("record"), "after")
 
-    with caplog.at_level(logging.ERROR, logger="engine.state.inbox"):
+    with caplog.at_level(logging.WARNING, logger="engine.state.inbox"):
         assert inbox.drain() == 4
 
-    assert ran(redis_client) == ["after"]
-    assert jobs(redis_client, queue) == [(DRAIN, (queue,)),
-                                         (task("fail_once"), ("flaky",)),
-                                         (task("fail"), ("broken",)),
-                                         (task("fail"), ("patient",))]
-    assert [str(r.exc_info[1]) for r in logged_errors(caplog)] == [
+    assert ran(redis_client) == ["after"]  # not held up by the three that failed
+    assert retrying(inbox) == [(t0 + 1, ("broken",), 1), (t0 + 1, ("flaky",), 1),
+                               (t0 + 60, ("patient",), 1)]
+    assert inbox.pending() == 0 and drain_leftovers(redis_client, queue) == []
+    assert logged_errors(caplog) == []  # tries left: warnings, with the traceback
+    assert [r.exc_info[1].args[0] for r in caplog.records if r.exc_info] == [
         "flaky fails the first time", "broken always fails", "patient always fails"]
-    patient = Queue(queue, connection=redis_client).get_jobs()[-1]
-    assert patient.retries_left == 2 and patient.retry_intervals == [60, 120]
+    # Nothing handed to RQ as a job of its own; a drain is scheduled for each task's next try.
+    assert jobs(redis_client, queue) == [(DRAIN, (queue,))]
+    assert scheduled_drains(redis_client, queue) == [(DRAIN, (queue,))] * 3
+
+    clock.now = t0 + 0.5  # not due yet: a drain leaves them be
+    assert inbox.drain() == 0 and len(retrying(inbox)) == 3
+
+    clock.now = t0 + 1
+    assert inbox.drain() == 2
+    assert ran(redis_client) == ["after", "flaky"]  # its second try succeeded
+    assert retrying(inbox) == [(t0 + 1 + 2, ("broken",), 2), (t0 + 60, ("patient",), 1)]
+
+
+def test_a_task_that_keeps_failing_is_tried_with_backoff_for_ten_minutes_then_given_up(
+        redis_client, inbox, queue, caplog):
+    inbox.clock = clock = Clock()
+    t0 = clock.now
+    inbox.put(task("fail"), "broken", on_failure=task("gave_up"))
+    inbox.put(task("record"), "other")
+
+    tries = []
+    with caplog.at_level(logging.WARNING, logger="engine.state.inbox"):
+        inbox.drain()
+        while retrying(inbox):
+            [(due, _, failures)] = retrying(inbox)
+            tries.append((due - t0, failures))
+            clock.now = due
+            inbox.drain()
+
+    # Doubling from a second, capped at two minutes, for more than ten minutes in all.
+    waits = [1, 2, 4, 8, 16, 32, 64, 120, 120, 120, 120]
+    assert [failures for _, failures in tries] == list(range(1, len(waits) + 1))
+    assert [round(b - a) for a, b in zip([0, *[t for t, _ in tries]], [t for t, _ in tries],
+                                         strict=False)] == waits
+    assert tries[-1][0] == sum(waits) >= 600
+    # Its tries spent: logged as an error, its on_failure told (once), then acknowledged.
+    assert ran(redis_client) == ["other", json.dumps(["gave up", "broken",
+                                                      "RuntimeError: broken always fails"])]
+    [given_up] = logged_errors(caplog)
+    assert "failed 12 times over 607 s; giving up" in given_up.getMessage()
+    assert inbox.pending() == 0 and retrying(inbox) == []
     assert drain_leftovers(redis_client, queue) == []
 
-    work()
 
-    assert ran(redis_client) == ["after", "flaky"]  # RQ's try succeeded
-    failed = FailedJobRegistry(queue, connection=redis_client)
-    [broken] = [failed.job_class.fetch(i, connection=redis_client) for i in failed.get_job_ids()]
-    assert tuple(broken.args) == ("broken",) and "broken always fails" in broken.latest_result().exc_string
-    scheduled = ScheduledJobRegistry(queue, connection=redis_client)
-    [again] = [scheduled.job_class.fetch(i, connection=redis_client)
-               for i in scheduled.get_job_ids()]
-    assert tuple(again.args) == ("patient",) and again.retries_left == 1  # due again in 60 s
+def test_a_retry_whose_drain_job_was_lost_is_moved_back_by_the_sweep(
+        redis_client, inbox, queue):
+    inbox.clock = clock = Clock()
+    inbox.put(task("fail_once"), "flaky")
+    inbox.drain()
+    redis_client.delete(*redis_client.keys("rq:*"))  # every queued and scheduled drain job lost
+
+    assert inbox.recover() == 0 and inbox.pending() == 0  # not due yet
+    clock.now += 1
+    inbox.recover()  # a worker's maintenance sweep
+    assert inbox.pending() == 1 and retrying(inbox) == []
+    assert jobs(redis_client, queue) == [(DRAIN, (queue,))]
+    inbox.drain()
+    assert ran(redis_client) == ["flaky"]
+
+
+def test_a_real_worker_tries_a_failed_task_again_when_due_and_a_kill_loses_no_try(
+        redis_client, inbox, queue, worker_process):
+    inbox.put(task("fail_once_then_block"), "slow", RELEASE)
+    # First try fails; a second later RQ's scheduler, in the worker process, starts a drain.
+    worker, taker = start_blocked_drain(redis_client, worker_process, queue)
+    worker.kill()  # during the second try
+
+    lapse_heartbeat(redis_client, taker)
+    assert inbox.recover() == 1
+    [entry] = entries(redis_client, queue)
+    assert Task.decode(entry) == Task(task("fail_once_then_block"), ("slow", RELEASE),
+                                      failures=1)  # back, its failed try still counted
+    redis_client.rpush(RELEASE, "go")
+    inbox.drain()
+    assert ran(redis_client) == ["slow"]
 
 
 def test_an_entry_that_is_not_a_task_is_dropped_with_an_error_and_the_drain_goes_on(
