@@ -238,7 +238,11 @@ def execution_view(state: ExecutionState) -> dict[str, Any]:
         w = state.waiting
         waiting = {"step": w.step, "path": w.path, "type": w.step_type, "message": w.message,
                    "messageSha256": w.message_sha256, "schema": w.schema,
-                   "approvers": list(w.approvers), "since": w.since, "dueAt": w.due_at}
+                   "approvers": list(w.approvers), "since": w.since, "dueAt": w.due_at,
+                   # 1 is the first approvers: what POST …/escalate takes as fromLevel
+                   "level": w.level + 1, "levels": 1 + len(w.options.get("escalation") or ()),
+                   "approvals": [a.get("actor") for a in w.approvals],
+                   "handedOff": list(w.handed)}
     return {"id": state.id, "workflow": state.workflow, "status": state.status.value,
             "startedAt": state.started_at, "finishedAt": state.finished_at,
             "requestedBy": state.requested_by, "error": state.error,

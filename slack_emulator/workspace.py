@@ -166,6 +166,11 @@ class Workspace:
             conversation = self._conversation(channel_id)
             return "directmessage" if conversation.is_im else conversation.name
 
+    def add_member(self, channel_id: str, user_id: str) -> None:
+        """``user_id`` joins the conversation (as an invitation in Slack would)."""
+        with self._lock:
+            self._conversation(channel_id).members.add(user_id)
+
     def members(self, channel_id: str) -> set[str]:
         with self._lock:
             return set(self._conversation(channel_id).members)

@@ -314,3 +314,32 @@ def test_a_review_whose_timers_never_reached_rq_still_escalates(runtime, work):
     assert runtime.engine.scheduler.fire_overdue(timedelta(0)) == 1
     work()
     assert runtime.engine.get(execution_id).waiting.level == 1
+
+
+NEW_LEVEL_ONLY = """
+name: contain
+steps:
+  - name: review
+    type: waitForApproval
+    with:
+      message: "Isolate web-01?"
+      approvers: ["U0ALICE", "U0BOB"]
+      earlier-levels-keep-rights: false
+      escalation:
+        - approvers: ["U0LEAD01"]
+"""
+
+
+def test_without_earlier_levels_keeping_rights_only_the_new_level_decides(runtime, work):
+    engine = runtime.engine
+    execution_id = start(runtime, work, NEW_LEVEL_ONLY)
+    engine.reassign(execution_id, BOB, "U0DAVE")  # a seat handed on at level 1 lapses too
+    assert engine.escalate(execution_id, ALICE, "need the lead") == 1
+    waiting = engine.get(execution_id).waiting
+    assert waiting.approvers == ("U0LEAD01",) and waiting.handed == ()
+    for who in (ALICE, Actor(id="U0DAVE", name="dave")):
+        with pytest.raises(ActorNotAllowed) as refused:
+            engine.resume(execution_id, {"approved": True}, who)
+        assert refused.value.reason == "not_an_approver"
+    engine.resume(execution_id, {"approved": True}, Actor(id="U0LEAD01", name="lead"))
+    assert engine.get(execution_id).status is ExecutionStatus.RUNNING
