@@ -55,6 +55,7 @@ from bot.mrkdwn import (
     truncate_plain,
 )
 from engine.notify import SYSTEM_TIMEOUT, Actor, ReviewClosed, ReviewRequest
+from engine.run import escalation
 
 ACTION_APPROVE = "signoff.approve"
 ACTION_DENY = "signoff.deny"
@@ -91,6 +92,8 @@ class ReviewContext:
     requested_by_display: str = ""  # a user id is mentioned, anything else shown as text
     level: int = 0  # escalation level, 0 for the step's own approvers
     due_at: datetime | None = None  # the next deadline: the level's SLA or the timeout
+    escalate_to: tuple[str, ...] = ()  # SIGNOFF_ESCALATE_TO: Escalate's target past the levels
+    unanswerable: bool = False  # its approvers resolve to nobody but its requester
 
     @classmethod
     def from_review(cls, review: ReviewRequest) -> ReviewContext:
@@ -206,6 +209,9 @@ def _context(review: ReviewRequest, context: ReviewContext) -> dict[str, Any]:
     if context.level > 0:
         lines.append(texts.context_level(context.level + 1, max(review.levels,
                                                                 context.level + 1)))
+    if context.unanswerable and context.level == 0:
+        lines.append(texts.UNANSWERABLE_ESCALATED if context.escalate_to
+                     else texts.UNANSWERABLE)
     if review.approvals_required > 1 and review.approvals:
         who = [_actor(Actor.from_json(a.get("actor") or {"id": "?"})) for a in review.approvals]
         lines.append(texts.quorum_progress(len(review.approvals), review.approvals_required,
@@ -221,7 +227,7 @@ def _actions(review: ReviewRequest, context: ReviewContext) -> dict[str, Any]:
     if offers_decision(review):
         decide = ReviewRef.of(review, one_click=only_decision_required(review)).encode()
         buttons.extend(decision_buttons(review, decide, decision_line(review)))
-    if _can_escalate(review, context.level):
+    if _can_escalate(review, context):
         buttons.append(button(texts.ESCALATE, ACTION_ESCALATE, value))
     if asks_more_than_decision(review):
         buttons.append(button(texts.RESPOND, ACTION_RESPOND, value))
@@ -255,9 +261,13 @@ def decision_labels(review: ReviewRequest) -> tuple[str, str]:
     return texts.APPROVE, texts.DENY
 
 
-def _can_escalate(review: ReviewRequest, level: int) -> bool:
-    escalation = review.options.get("escalation")
-    return isinstance(escalation, list) and level < len(escalation)
+def _can_escalate(review: ReviewRequest, context: ReviewContext) -> bool:
+    """Escalate is always offered, but past the last level once the workspace's default
+    target (SIGNOFF_ESCALATE_TO) has the review."""
+    levels = review.options.get("escalation")
+    if isinstance(levels, list) and context.level < len(levels):
+        return True
+    return escalation.beyond_levels(review.options, context.escalate_to, "someone") is not None
 
 
 def button(text: str, action_id: str, value: str, *, style: str | None = None,
@@ -387,19 +397,28 @@ def notice_modal(mrkdwn: str) -> dict[str, Any]:
 # -- escalating and reassigning --------------------------------------------------------------
 
 
-def escalate_modal(review: ReviewRequest, next_approvers: tuple[str, ...]) -> dict[str, Any]:
-    """Asks why a review should go to its next level now (the reason is required)."""
+def escalate_modal(review: ReviewRequest, next_approvers: tuple[str, ...], *,
+                   pick: bool = False) -> dict[str, Any]:
+    """Asks why a review should go to its next level now (the reason is required); with
+    ``pick`` (past its last level, no SIGNOFF_ESCALATE_TO) also to whom."""
     number = review.level + 2
+    title = escape_mrkdwn(decision_line(review))
     who = ", ".join(mention_approver(a) for a in next_approvers[:MAX_APPROVERS_SHOWN])
-    prompt = texts.escalate_prompt(escape_mrkdwn(decision_line(review)), number,
-                                   max(review.levels, number), who)
+    prompt = (texts.escalate_pick_prompt(title) if pick
+              else texts.escalate_prompt(title, number, max(review.levels, number), who))
     reason = {"type": "input", "block_id": REASON_BLOCK,
               "label": plain_text(texts.ESCALATE_REASON_LABEL),
               "hint": plain_text(texts.ESCALATE_REASON_HINT),
               "element": {"type": "plain_text_input", "action_id": INPUT_ACTION,
                           "multiline": True, "max_length": REASON_LIMIT}}
-    return _action_modal(review, CALLBACK_ESCALATE, texts.ESCALATE_TITLE, texts.ESCALATE,
+    view = _action_modal(review, CALLBACK_ESCALATE, texts.ESCALATE_TITLE, texts.ESCALATE,
                          prompt, reason, with_level=True)
+    if pick:
+        view["blocks"].insert(1, {"type": "input", "block_id": APPROVER_BLOCK,
+                                  "label": plain_text(texts.ESCALATE_PICK_LABEL),
+                                  "element": {"type": "users_select",
+                                              "action_id": INPUT_ACTION}})
+    return view
 
 
 def reassign_modal(review: ReviewRequest) -> dict[str, Any]:

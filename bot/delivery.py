@@ -284,15 +284,25 @@ class Deliverer:
                 continue
             delivery = self.post(delivery, target, message, dm=not channel)
         self.share_audience(review, delivery)
+        if self.unanswerable(review, delivery) and review.level == 0:
+            # A vote that can never count: send it on rather than let it wait for nobody.
+            self.engine.escalate_unanswerable(execution_id, step, texts.UNANSWERABLE_REASON)
         self.catch_up(delivery)
         return delivery
+
+    def unanswerable(self, review: ReviewRequest, delivery: Delivery) -> bool:
+        """The review names approvers and they resolve to people, but to nobody who may
+        decide: only its requester (``access-request``'s owner taken from the event)."""
+        return bool(delivery.approvers) and not deciders(self.engine, review, delivery)
 
     def render(self, review: ReviewRequest, delivery: Delivery) -> dict[str, Any]:
         """The review's message as it stands: level, next deadline, approvers, approvals."""
         return review_message(review, context=ReviewContext(
             approvers=delivery.shown,
             requested_by_display=delivery.requester or review.requested_by or "",
-            level=review.level, due_at=review.next_deadline))
+            level=review.level, due_at=review.next_deadline,
+            escalate_to=self.engine.escalate_to,
+            unanswerable=self.unanswerable(review, delivery)))
 
     def post(self, delivery: Delivery, target: str, message: Mapping[str, Any], *,
              dm: bool) -> Delivery:

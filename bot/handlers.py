@@ -75,6 +75,7 @@ MAX_ERROR_LENGTH = 150
 _NOT_ABOUT_CHOSEN = {Refusal.NOT_AN_APPROVER, Refusal.SELF_APPROVAL, Refusal.HANDED_OFF,
                      Refusal.REQUESTER_UNVERIFIABLE, Refusal.ALREADY_VOTED,
                      Refusal.ANYONE_MAY_DECIDE}
+_ABOUT_CHOSEN = {Refusal.REASSIGN_TO_REQUESTER, Refusal.ALREADY_AN_APPROVER}
 
 Ack = Callable[..., Any]
 
@@ -201,12 +202,16 @@ class ReviewListeners:
             return
         reviewer, review = found
         levels = escalation.levels(review.options)
-        if review.level + 1 >= len(levels):
-            self._reply(reviewer, ephemeral_text(
-                texts.NO_FURTHER_LEVEL if len(levels) > 1 else texts.ESCALATION_NOT_CONFIGURED))
-            return
-        self._open_view(client, body, review,
-                        escalate_modal(review, levels[review.level + 1].approvers))
+        if review.level + 1 < len(levels):
+            view = escalate_modal(review, levels[review.level + 1].approvers)
+        elif self.engine.escalate_to:  # past the levels: the workspace's default target, once
+            if escalation.beyond_levels(review.options, self.engine.escalate_to, None) is None:
+                self._reply(reviewer, ephemeral_text(texts.NO_FURTHER_LEVEL))
+                return
+            view = escalate_modal(review, self.engine.escalate_to)
+        else:  # nobody configured: the reviewer chooses whom
+            view = escalate_modal(review, (), pick=True)
+        self._open_view(client, body, review, view)
 
     def reassign(self, ack: Ack, body: dict[str, Any], client: WebClient) -> None:
         ack()
@@ -339,16 +344,27 @@ class ReviewListeners:
         if found is None:
             return
         reviewer, review = found
+        picks = any(b.get("block_id") == APPROVER_BLOCK for b in view.get("blocks") or ())
+        chosen = None
+        if picks:
+            chosen = _required_input(ack, view, APPROVER_BLOCK, "selected_user",
+                                     texts.ERROR_REQUIRED)
+            if chosen is None:
+                return
         reason = _required_input(ack, view, REASON_BLOCK, "value", texts.ERROR_REASON_REQUIRED)
         if reason is None:
             return
         opened_at = ReviewRef.decode(str(view.get("private_metadata") or "")).level
         try:
             self.engine.escalate(review.execution_id, reviewer.actor(self.directory), reason,
-                                 step=review.step, from_level=opened_at)
+                                 step=review.step, from_level=opened_at, to=chosen)
         except ActorNotAllowed as exc:
-            ack(response_action="update", view=notice_modal(
-                ephemeral_not_allowed(texts.refusal_text(exc.reason))["text"]))
+            if picks and exc.reason in _ABOUT_CHOSEN:
+                ack(response_action="errors",
+                    errors={APPROVER_BLOCK: texts.refusal_text(exc.reason)})
+            else:
+                ack(response_action="update", view=notice_modal(
+                    ephemeral_not_allowed(texts.refusal_text(exc.reason))["text"]))
         except AlreadyEscalated as exc:
             ack(response_action="errors", errors={
                 REASON_BLOCK: texts.already_escalated(exc.level + 1, exc.by)})

@@ -189,7 +189,6 @@ ALREADY_VOTED = "you approved it already; each person counts once towards its qu
 HANDED_OFF = "you handed it to someone else."
 
 # The Escalate button and its modal (title and submit ≤ 24 characters).
-ESCALATION_NOT_CONFIGURED = "Escalation levels are not configured for this review."
 NO_FURTHER_LEVEL = "There is no further level to escalate to: this review is at its last level."
 
 
@@ -206,6 +205,21 @@ def escalate_prompt(title: str, number: int, levels: int, who: str) -> str:
     to = f": {who}" if who else ""
     return (f"Send *{title}* to level {number} of {levels}{to}. They get it as a direct "
             "message; its current approvers can still decide.")
+
+
+ESCALATE_PICK_LABEL = "Escalate to"
+
+
+def escalate_pick_prompt(title: str) -> str:
+    return (f"*{title}* has no further escalation level. Choose who should decide it and say "
+            "why: they get it as a direct message, and you can still decide it.")
+
+
+UNANSWERABLE = ("⚠️ Nobody named can decide this review: its only approvers requested it. "
+                "Set SIGNOFF_ESCALATE_TO, or cancel the run and ask again.")
+UNANSWERABLE_REASON = "its approvers resolve to nobody but the run's requester"
+UNANSWERABLE_ESCALATED = ("⚠️ Its only approvers requested it, so it went to the workspace's "
+                          "escalation contacts.")
 
 
 def escalated(who: str, by: str | None, reason: str) -> str:

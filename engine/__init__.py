@@ -35,6 +35,7 @@ from engine.errors import (
     DefinitionMissing,
     DurationError,
     EgressBlocked,
+    EscalationTargetRequired,
     ExecutionError,
     ExecutionNotFound,
     InputInvalid,
@@ -106,7 +107,7 @@ __all__ = [
     "ActorNotAllowed", "CannotEscalate", "WorkflowDisabled", "Contention", "TokenError",
     "TokenExists", "TokenNotFound", "AccessDenied", "MissingScope", "ActAsRequired",
     "EgressBlocked", "SettingsInvalid", "WorkflowInputsInvalid", "AlreadyEscalated",
-    "RequesterInvalid",
+    "RequesterInvalid", "EscalationTargetRequired",
 ]
 
 

@@ -35,6 +35,7 @@ from engine.errors import (
     AlreadyEscalated,
     CannotEscalate,
     Contention,
+    EscalationTargetRequired,
     ExecutionNotFound,
     InputInvalid,
     MissingScope,
@@ -137,9 +138,13 @@ def build_api(engine: Engine, catalog: WorkflowCatalog, *, api_token: str | None
         if isinstance(from_level, bool) or not isinstance(from_level, int) or from_level < 1:
             raise _BadRequest('"fromLevel" must be the level you saw (1 is the first '
                               "approvers): an escalation moves the review on from it once")
+        to = body.get("to")
+        if to is not None and (not isinstance(to, str) or not to.strip()):
+            raise _BadRequest('"to" names whom to escalate to past the last level: a Slack '
+                              "user id, an e-mail address or a principal")
         level = engine.escalate(execution_id, _actor(request), reason,
                                 step=request.query_params.get("step"),
-                                from_level=from_level - 1)
+                                from_level=from_level - 1, to=to.strip() if to else None)
         review = engine.review(execution_id)
         return JSONResponse({"executionId": execution_id, "level": level + 1,
                              "levels": review.levels if review else level + 1,
@@ -451,6 +456,8 @@ async def _handle_error(request: Request, exc: Exception) -> Response:
     if isinstance(exc, AlreadyEscalated):
         return _error(409, "already_escalated", str(exc), executionId=exc.execution_id,
                       level=exc.level + 1, escalatedBy=exc.by, escalatedAt=exc.at)
+    if isinstance(exc, EscalationTargetRequired):
+        return _error(422, "escalation_target_required", str(exc), executionId=exc.execution_id)
     if isinstance(exc, CannotEscalate):
         return _error(409, "cannot_escalate", str(exc), executionId=exc.execution_id)
     if isinstance(exc, StoreUnavailable):

@@ -30,6 +30,7 @@
         ├── InputInvalid         resume input violates the step's schema (every violation)
         ├── ActorNotAllowed      this actor may not decide (escalate, reassign) this review: why
         ├── CannotEscalate       the review is at its last level
+        │   └── EscalationTargetRequired  past its levels, with no SIGNOFF_ESCALATE_TO: name someone
         ├── AlreadyEscalated     someone moved the review past the level asked from (who, to which)
         └── Contention           the execution kept changing under a write; try again
 """
@@ -260,6 +261,16 @@ class ActorNotAllowed(ExecutionError):
 
 class CannotEscalate(ExecutionError):
     """The review is at its last level (or has no escalation levels)."""
+
+
+class EscalationTargetRequired(CannotEscalate):
+    """The review has no further level and the workspace no default target
+    (SIGNOFF_ESCALATE_TO): the one escalating must name whom to."""
+
+    def __init__(self, execution_id: str) -> None:
+        super().__init__(f"review of {execution_id} has no further escalation level and "
+                         "SIGNOFF_ESCALATE_TO is not set: name whom to escalate it to",
+                         execution_id=execution_id)
 
 
 class AlreadyEscalated(ExecutionError):

@@ -48,6 +48,8 @@ class Actor:
 
 SYSTEM_TIMEOUT = Actor(id="system:timeout", name="system:timeout", source="system")
 SYSTEM_SLA = Actor(id="system:sla", name="system:sla", source="system")
+# Sends a review nobody named can decide to SIGNOFF_ESCALATE_TO.
+SYSTEM_ESCALATION = Actor(id="system:escalation", name="system:escalation", source="system")
 
 
 @dataclass(frozen=True)

@@ -34,6 +34,10 @@ class Settings:
     # Replicas that must hold a click (Redis WAIT) before Slack gets its 200; 0: no WAIT.
     ack_replicas: int = 0
     ack_timeout_ms: int = ACK_TIMEOUT_MS  # how long the web process waits for them
+    # Where Escalate sends a review past its last level (or one without levels), and where a
+    # review whose approvers are only its requester goes: Slack user (U…) or group (S…)
+    # ids, e-mail addresses. None: the reviewer picks someone when escalating.
+    escalate_to: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if self.audit_key is not None and len(self.audit_key) < MIN_AUDIT_KEY:
@@ -70,6 +74,7 @@ class Settings:
             audit_key=env.get("SIGNOFF_AUDIT_KEY") or None,
             ack_replicas=_whole_number(env, "SIGNOFF_ACK_REPLICAS", cls.ack_replicas),
             ack_timeout_ms=_whole_number(env, "SIGNOFF_ACK_TIMEOUT_MS", cls.ack_timeout_ms),
+            escalate_to=_entries(env.get("SIGNOFF_ESCALATE_TO")),
         )
 
     def __repr__(self) -> str:
@@ -80,7 +85,8 @@ class Settings:
                 f"lease_seconds={self.lease_seconds}, sweep_seconds={self.sweep_seconds}, "
                 f"http_allow={self.http_allow!r}, http_deny={self.http_deny!r}, "
                 f"audit_key={'***' if self.audit_key else None!r}, "
-                f"ack_replicas={self.ack_replicas}, ack_timeout_ms={self.ack_timeout_ms})")
+                f"ack_replicas={self.ack_replicas}, ack_timeout_ms={self.ack_timeout_ms}, "
+                f"escalate_to={self.escalate_to!r})")
 
 
 def _whole_number(env: Mapping[str, str], name: str, default: int) -> int:

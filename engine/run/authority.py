@@ -52,7 +52,8 @@ EXPLANATIONS: dict[Refusal, str] = {
                                     "cannot be looked up, so they might be the requester",
     Refusal.ALREADY_VOTED: "they approved already; a quorum counts each person once",
     Refusal.HANDED_OFF: "they handed their seat on this review to someone else",
-    Refusal.REASSIGN_TO_REQUESTER: "the review cannot be handed to the run's requester",
+    Refusal.REASSIGN_TO_REQUESTER: "the review cannot be handed (or escalated) to the run's "
+                                   "requester",
     Refusal.ALREADY_AN_APPROVER: "the person chosen is an approver of this review already",
     Refusal.ANYONE_MAY_DECIDE: "the review names no approvers: anyone who sees it may "
                                "decide, so there is no seat to hand on",
@@ -128,6 +129,13 @@ def reassign_refusal(review: ReviewRequest, who: str, chosen: str,
         return found
     if voted(review.approvals, who, people):
         return Refusal.ALREADY_VOTED
+    return target_refusal(review, chosen, people)
+
+
+def target_refusal(review: ReviewRequest, chosen: str,
+                   people: People = _DEFAULT_PEOPLE) -> Refusal | None:
+    """Why ``review`` may not be escalated to ``chosen`` (a person the escalating reviewer
+    picked): they are its requester, or may decide it already."""
     requester = review.requested_by
     if requester and not review.allow_self_approval and people.same_person(
             chosen, requester) is not False:

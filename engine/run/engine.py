@@ -16,12 +16,20 @@ from engine.definition.loader import stored_workflow
 from engine.definition.model import Workflow
 from engine.errors import (
     AlreadyDecided,
+    CannotEscalate,
     ExecutionNotFound,
     NotWaiting,
     WorkflowDisabled,
     WorkflowInputsInvalid,
 )
-from engine.notify import SYSTEM_TIMEOUT, Actor, Notifier, NullNotifier, ReviewRequest
+from engine.notify import (
+    SYSTEM_ESCALATION,
+    SYSTEM_TIMEOUT,
+    Actor,
+    Notifier,
+    NullNotifier,
+    ReviewRequest,
+)
 from engine.run import authority, identity, timers
 from engine.run.authority import Refusal
 from engine.run.identity import NamedPeople, People
@@ -44,7 +52,8 @@ from engine.state.tokens import OPERATOR_PRINCIPAL
 
 class Engine:
     def __init__(self, store: Store, scheduler: Scheduler, notifier: Notifier | None = None,
-                 clock: Callable[[], datetime] = utcnow, lease_ms: int = LEASE_MS) -> None:
+                 clock: Callable[[], datetime] = utcnow, lease_ms: int = LEASE_MS,
+                 escalate_to: Sequence[str] = ()) -> None:
         self.store = store
         self.scheduler = scheduler
         self.notifier = notifier or NullNotifier()
@@ -54,7 +63,7 @@ class Engine:
         # (the bot's Slack one) is installed here.
         self.people: People = NamedPeople()
         self.reviews = Reviews(store, scheduler, self.notifier, lambda: self.clock(), lease_ms,
-                               people=lambda: self.people)
+                               people=lambda: self.people, escalate_to=escalate_to)
 
     # -- definitions -------------------------------------------------------------------------
 
@@ -162,14 +171,34 @@ class Engine:
         """
         return self.reviews.resume(execution_id, input_, actor, step=step, advance=advance)
 
+    @property
+    def escalate_to(self) -> tuple[str, ...]:
+        """SIGNOFF_ESCALATE_TO: where Escalate goes past a review's last level."""
+        return self.reviews.escalate_to
+
     def escalate(self, execution_id: str, actor: Actor, reason: str, *,
-                 step: str | None = None, from_level: int | None = None) -> int:
-        """Move a review to its next escalation level now (CannotEscalate at the last);
-        ``actor`` must be allowed to decide it (ActorNotAllowed, audited, otherwise).
-        ``from_level``: the level the person saw; if the review has left it, AlreadyEscalated
-        says who moved it (a compare-and-set: two escalations never skip a level)."""
+                 step: str | None = None, from_level: int | None = None,
+                 to: str | None = None) -> int:
+        """Move a review to its next escalation level now; ``actor`` must be allowed to
+        decide it (ActorNotAllowed, audited, otherwise). Past its last level it goes to
+        :attr:`escalate_to` (once), else to the person named ``to``
+        (EscalationTargetRequired without one; CannotEscalate when the default target
+        has it already). ``from_level``: the level the person saw; if the review has left
+        it, AlreadyEscalated says who moved it (two escalations never skip a level)."""
         return self.reviews.escalate(execution_id, actor, reason, step=step,
-                                     expect_level=from_level)
+                                     expect_level=from_level, beyond=True, to=to)
+
+    def escalate_unanswerable(self, execution_id: str, step: str, reason: str) -> bool:
+        """Send a review that nobody named can decide (its approvers are only its requester)
+        to :attr:`escalate_to`, as the system; False when there is none (or it was sent)."""
+        if not self.escalate_to:
+            return False
+        try:
+            self.reviews.escalate(execution_id, SYSTEM_ESCALATION, reason, step=step,
+                                  authorize=False, beyond=True)
+        except (CannotEscalate, NotWaiting, AlreadyDecided):
+            return False
+        return True
 
     def reassign(self, execution_id: str, actor: Actor, approver: str, *,
                  step: str | None = None, reason: str = "") -> None:

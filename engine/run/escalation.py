@@ -9,7 +9,7 @@ step's ``on-timeout`` applies.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -32,6 +32,27 @@ def levels(options: Mapping[str, Any]) -> list[Level]:
         found.append(Level(tuple(entry.get("approvers") or ()), _duration(entry.get("sla")),
                            entry.get("channel")))
     return found
+
+
+DEFAULT_TARGET = "default"  # an `escalation` entry added for SIGNOFF_ESCALATE_TO
+CHOSEN_TARGET = "chosen"  # one added for the person a reviewer chose when escalating
+
+
+def beyond_levels(options: Mapping[str, Any], escalate_to: Sequence[str],
+                  to: str | None) -> dict[str, Any] | None:
+    """The ``escalation`` entry a person's Escalate adds past the step's last level: the
+    workspace's default target (``escalate_to``) once, else the person they chose (``to``).
+    None when there is nowhere further (the default target was reached already) or no one
+    was named with no default target."""
+    reached = any(isinstance(e, Mapping) and e.get("added") == DEFAULT_TARGET
+                  for e in options.get("escalation") or ())
+    if escalate_to:
+        if reached:
+            return None
+        return {"approvers": list(escalate_to), "added": DEFAULT_TARGET}
+    if to:
+        return {"approvers": [to], "added": CHOSEN_TARGET}
+    return None
 
 
 def merged(current: Iterable[str], added: Iterable[str]) -> tuple[str, ...]:

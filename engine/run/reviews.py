@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -22,6 +22,7 @@ from engine.errors import (
     AlreadyEscalated,
     CannotEscalate,
     Contention,
+    EscalationTargetRequired,
     ExecutionError,
     ExecutionNotFound,
     InputInvalid,
@@ -79,13 +80,15 @@ class ResumeResult:
 class Reviews:
     def __init__(self, store: Store, scheduler: Scheduler, notifier: Notifier,
                  clock: Callable[[], datetime] = utcnow, lease_ms: int = LEASE_MS,
-                 people: Callable[[], People] = NamedPeople) -> None:
+                 people: Callable[[], People] = NamedPeople,
+                 escalate_to: Sequence[str] = ()) -> None:
         self.store = store
         self.scheduler = scheduler
         self.notifier = notifier
         self.clock = clock
         self.lease_ms = lease_ms
         self.people = people  # who is who, asked at each check (the bot installs Slack's)
+        self.escalate_to = tuple(escalate_to)  # SIGNOFF_ESCALATE_TO
 
     # -- deciding ----------------------------------------------------------------------------
 
@@ -207,33 +210,49 @@ class Reviews:
 
     def escalate(self, execution_id: str, actor: Actor, reason: str, *,
                  step: str | None = None, from_level: int | None = None,
-                 expect_level: int | None = None, authorize: bool = True) -> int:
+                 expect_level: int | None = None, authorize: bool = True,
+                 beyond: bool = False, to: str | None = None) -> int:
         """Move the review to its next level now; returns the new level.
 
         A compare-and-set on the level: with ``from_level`` (a timer) a review that has
         left that level is left alone; with ``expect_level`` (a person, who saw that level)
         it raises AlreadyEscalated naming who moved it, so two people escalating at once, or
-        one submission replayed, never skip a level. Raises CannotEscalate at the last
-        level, NotWaiting / AlreadyDecided when decided.
+        one submission replayed, never skip a level.
+
+        Past the step's last level (or without levels), ``beyond`` (a person's Escalate)
+        adds a level: the workspace's ``escalate_to`` once, else the person named ``to``
+        (EscalationTargetRequired without one; ActorNotAllowed when ``to`` is the requester
+        or can decide already). Otherwise CannotEscalate at the last level. NotWaiting /
+        AlreadyDecided when decided.
         """
         for _ in range(50):
             state, waiting = self._waiting(execution_id, step)
+            review = review_request(state, waiting)
             if authorize:
-                why = authority.refusal(review_request(state, waiting), actor.id, self.people())
+                why = authority.refusal(review, actor.id, self.people())
                 if why is not None:
                     raise self.refused(execution_id, actor, why)
             if from_level is not None and waiting.level != from_level:
                 return waiting.level  # someone escalated it already
             if expect_level is not None and waiting.level != expect_level:
                 raise self._already_escalated(state.id, waiting.level)
-            all_levels = escalation.levels(waiting.options)
+            options = waiting.options
             target = waiting.level + 1
-            if target >= len(all_levels):
-                raise CannotEscalate(
-                    f"review {waiting.step} of {execution_id} is at its last level "
-                    f"({waiting.level + 1} of {len(all_levels)}): there is no one "
-                    "further to escalate to", execution_id=execution_id)
-            if self._move_to_level(state, waiting, target, all_levels, actor, reason):
+            if target >= len(escalation.levels(options)):
+                added = escalation.beyond_levels(options, self.escalate_to, to) if beyond else None
+                if added is None:
+                    if beyond and not self.escalate_to and not to:
+                        raise EscalationTargetRequired(execution_id)
+                    raise CannotEscalate(
+                        f"review {waiting.step} of {execution_id} is at its last level "
+                        f"({waiting.level + 1} of {target}): there is no one "
+                        "further to escalate to", execution_id=execution_id)
+                if added["added"] == escalation.CHOSEN_TARGET and to is not None:
+                    why = authority.target_refusal(review, to, self.people())
+                    if why is not None:
+                        raise self.refused(execution_id, actor, why)
+                options = {**options, "escalation": [*(options.get("escalation") or ()), added]}
+            if self._move_to_level(state, waiting, target, options, actor, reason):
                 return target
         raise Contention(execution_id, "escalate")
 
@@ -248,9 +267,9 @@ class Reviews:
         return AlreadyEscalated(execution_id, level=level, by=by, at=at)
 
     def _move_to_level(self, state: ExecutionState, waiting: Waiting, target: int,
-                       all_levels: list[escalation.Level], actor: Actor, reason: str) -> bool:
+                       options: Mapping[str, Any], actor: Actor, reason: str) -> bool:
         now = self.clock()
-        level = all_levels[target]
+        level = escalation.levels(options)[target]
         due = now + level.sla if level.sla is not None else None
         remind = escalation.remind_time(waiting.options, now, due)
         if escalation.earlier_levels_keep_rights(waiting.options):
@@ -258,7 +277,7 @@ class Reviews:
         else:  # the new level alone decides; seats handed on at earlier levels lapse
             seats, handed = tuple(level.approvers), ()
         updated = waiting.evolve(level=target, level_due=iso(due), remind_at=iso(remind),
-                                 approvers=seats, handed=handed)
+                                 approvers=seats, handed=handed, options=options)
         new_timers = []
         if due is not None:
             new_timers.append(timers.review_timer(state.id, waiting.path, target, "sla", due))
@@ -268,7 +287,9 @@ class Reviews:
         change = Change(set={"w": updated.to_json()}, events=[audit.event(
             audit.ESCALATED, iso(now) or "", step=waiting.path, actor=actor.to_json(),
             fromLevel=waiting.level, toLevel=target, approvers=list(level.approvers),
-            reason=reason, slaDueAt=iso(due))], zadd=[timer.entry for timer in new_timers])
+            reason=reason, slaDueAt=iso(due),
+            target=(options.get("escalation") or [{}])[target - 1].get("added"))],
+            zadd=[timer.entry for timer in new_timers])
         if not self._commit_waiting(state, waiting, change):
             return False
         for timer in new_timers:

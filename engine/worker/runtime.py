@@ -46,7 +46,8 @@ def build_runtime(settings: Settings, connection: redis.Redis,
                                          connection=connection)
     lease_ms = int(settings.lease_seconds * 1000)
     egress = EgressPolicy.from_entries(settings.http_allow, settings.http_deny)
-    engine = Engine(store, scheduler, notifier, lease_ms=lease_ms)
+    engine = Engine(store, scheduler, notifier, lease_ms=lease_ms,
+                    escalate_to=settings.escalate_to)
     runner = Runner(store, scheduler, notifier, engine.definition, lease_ms=lease_ms,
                     egress=egress)
     catalog = WorkflowCatalog(settings.workflows_dir)

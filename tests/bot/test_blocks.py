@@ -206,7 +206,7 @@ def test_buttons_carry_the_review_reference(make_review: Callable[..., ReviewReq
     (actions,) = blocks_of(message, "actions")
     assert actions["block_id"] == ACTIONS_BLOCK_ID
     found = buttons(message)
-    assert list(found) == [ACTION_APPROVE, ACTION_DENY, ACTION_RESPOND]
+    assert list(found) == [ACTION_APPROVE, ACTION_DENY, ACTION_ESCALATE, ACTION_RESPOND]
     assert found[ACTION_APPROVE]["style"] == "primary"
     assert found[ACTION_DENY]["style"] == "danger"
     assert found[ACTION_DENY]["confirm"]["confirm"]["text"] == "Deny"
@@ -229,17 +229,24 @@ def test_approval_step_uses_its_labels_and_needs_no_respond(
     message = review_message(review, context=ReviewContext())
     assert_valid_message(message)
     found = buttons(message)
-    assert list(found) == [ACTION_APPROVE, ACTION_DENY]
+    assert list(found) == [ACTION_APPROVE, ACTION_DENY, ACTION_ESCALATE]
     assert found[ACTION_APPROVE]["text"]["text"] == "Ship it"
     assert found[ACTION_DENY]["text"]["text"] == "Hold the release"
     assert found[ACTION_DENY]["confirm"]["confirm"]["text"] == "Hold the release"
 
 
-def test_escalate_offered_while_levels_remain(make_review: Callable[..., ReviewRequest]) -> None:
+def test_escalate_is_always_offered_until_the_workspace_default_has_the_review(
+        make_review: Callable[..., ReviewRequest]) -> None:
     review = make_review(options={"escalation": [{"approvers": ["U0LEAD"]}]})
     assert ACTION_ESCALATE in buttons(review_message(review, context=ReviewContext(level=0)))
-    assert ACTION_ESCALATE not in buttons(review_message(review, context=ReviewContext(level=1)))
-    assert ACTION_ESCALATE not in buttons(review_message(make_review(), context=ReviewContext()))
+    # Past the last level: to the workspace's default target, or to someone the reviewer picks.
+    assert ACTION_ESCALATE in buttons(review_message(review, context=ReviewContext(level=1)))
+    assert ACTION_ESCALATE in buttons(review_message(make_review(), context=ReviewContext()))
+    default = ReviewContext(escalate_to=("S0CISO",))
+    assert ACTION_ESCALATE in buttons(review_message(make_review(), context=default))
+    reached = make_review(options={"escalation": [{"approvers": ["S0CISO"], "added": "default"}]})
+    assert ACTION_ESCALATE not in buttons(review_message(
+        reached, context=ReviewContext(level=1, escalate_to=("S0CISO",))))
 
 
 def test_form_without_decision_offers_only_respond(
@@ -247,13 +254,13 @@ def test_form_without_decision_offers_only_respond(
     schema = {"type": "object", "properties": {"ticket": {"type": "string"}},
               "required": ["ticket"]}
     message = review_message(make_review(schema=schema), context=ReviewContext())
-    assert list(buttons(message)) == [ACTION_RESPOND]
+    assert list(buttons(message)) == [ACTION_ESCALATE, ACTION_RESPOND]
 
 
 def test_default_schema_offers_one_click_decision(
         make_review: Callable[..., ReviewRequest]) -> None:
     message = review_message(make_review(schema={"type": "object"}), context=ReviewContext())
-    assert list(buttons(message)) == [ACTION_APPROVE, ACTION_DENY]
+    assert list(buttons(message)) == [ACTION_APPROVE, ACTION_DENY, ACTION_ESCALATE]
 
 
 def test_long_title_is_cut_in_the_header_and_kept_in_the_evidence(

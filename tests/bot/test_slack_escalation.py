@@ -224,7 +224,7 @@ def test_manual_escalation_asks_why_and_is_refused_past_the_last_level(signoff: 
     assert [e["toLevel"] for e in audit(signoff, execution_id, "review.escalated")] == [1, 2]
     final = only(signoff)
     assert "Escalated: level 3 of 3" in text_of(final)
-    assert ACTION_ESCALATE not in action_ids(final)
+    assert ACTION_ESCALATE in action_ids(final)  # past the last level: to someone chosen
     assert signoff.engine.get(execution_id).status is ExecutionStatus.WAITING_FOR_INPUT
     # Everyone so far may still decide: alice from level 1, dave (on-call) from level 3.
     [oncall_copy] = signoff.messages("D0DAVE")

@@ -8,7 +8,7 @@ from typing import Any
 
 from slack_sdk.models.blocks import Block
 
-from bot.blocks import ACTION_APPROVE, ACTION_DENY, ACTION_RESPOND
+from bot.blocks import ACTION_APPROVE, ACTION_DENY, ACTION_ESCALATE, ACTION_RESPOND
 from bot.delivery import closed_from_state, load_delivery
 from engine.definition.loader import parse_workflow
 from engine.notify import Actor
@@ -46,7 +46,8 @@ def test_approve_click_resumes_the_run_and_updates_the_message(signoff: Signoff)
     assert blocks[0]["text"]["text"] == "Isolate web-01?"
     assert "*Rule:* beaconing" in all_text(message)
     buttons = [e["action_id"] for e in blocks[-1]["elements"] if e["type"] == "button"]
-    assert buttons == [ACTION_APPROVE, ACTION_DENY, ACTION_RESPOND]  # no escalation levels
+    # No escalation levels: Escalate asks whom to (no SIGNOFF_ESCALATE_TO here).
+    assert buttons == [ACTION_APPROVE, ACTION_DENY, ACTION_ESCALATE, ACTION_RESPOND]
     delivery = load_delivery(signoff.engine, execution_id, "review")
     assert delivery is not None
     assert [(p.channel, p.ts) for p in delivery.posts] == [(REVIEWS, message["ts"])]
@@ -177,7 +178,7 @@ def test_group_and_email_approvers_are_resolved_and_the_requester_cannot_self_ap
     assert "<!subteam^S0SOCL1>" in text and "<@U0DAVE>" in text
     assert "Requested by <@U0BOB>" in text
     assert [e["text"]["text"] for e in message["blocks"][-1]["elements"]
-            if e["type"] == "button"] == ["Ship it", "Hold"]
+            if e["type"] == "button"] == ["Ship it", "Hold", "Escalate"]
 
     # bob is in the group but asked for the run himself.
     assert signoff.driver.click("U0BOB", (REVIEWS, message["ts"]), ACTION_APPROVE).ok

@@ -8,7 +8,12 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from engine.definition.loader import parse_workflow
-from engine.errors import ActorNotAllowed, AlreadyDecided, CannotEscalate
+from engine.errors import (
+    ActorNotAllowed,
+    AlreadyDecided,
+    CannotEscalate,
+    EscalationTargetRequired,
+)
 from engine.notify import Actor, ReviewChange, ReviewClosed, ReviewRequest
 from engine.state.execution import ExecutionStatus, parse_iso
 from tests.support.services import wait_until
@@ -144,12 +149,21 @@ def test_manual_escalation_with_a_reason_and_refusal_past_the_last_level(runtime
     engine = runtime.engine
     assert engine.escalate(execution_id, ALICE, "need a lead's call") == 1
     assert engine.escalate(execution_id, ALICE, "still unsure") == 2
-    with pytest.raises(CannotEscalate) as caught:
+    # Past the last level with no SIGNOFF_ESCALATE_TO: whom to must be named.
+    with pytest.raises(EscalationTargetRequired) as caught:
         engine.escalate(execution_id, ALICE, "more")
-    assert "last level" in str(caught.value)
+    assert "SIGNOFF_ESCALATE_TO" in str(caught.value)
+    with pytest.raises(ActorNotAllowed) as chosen:  # the chosen one can decide already
+        engine.escalate(execution_id, ALICE, "more", to="U0BOB")
+    assert chosen.value.reason == "already_an_approver"
+    assert engine.escalate(execution_id, ALICE, "the CISO's call", to="U0CISO01") == 3
+    assert engine.get(execution_id).waiting.approvers[-1] == "U0CISO01"
+    assert engine.review(execution_id).levels == 4
     events = [e.event for e in engine.audit_entries(execution_id)
               if e.event["type"] == "review.escalated"]
-    assert [e["reason"] for e in events] == ["need a lead's call", "still unsure"]
+    assert [e["reason"] for e in events] == ["need a lead's call", "still unsure",
+                                             "the CISO's call"]
+    assert [e.get("target") for e in events] == [None, None, "chosen"]
     assert events[0]["actor"]["id"] == "U0ALICE"
     # The old level's SLA timer, firing late, must not escalate again.
     engine.clock = lambda: at(engine.get(execution_id).waiting.level_due, timedelta(hours=5))
@@ -343,3 +357,18 @@ def test_without_earlier_levels_keeping_rights_only_the_new_level_decides(runtim
         assert refused.value.reason == "not_an_approver"
     engine.resume(execution_id, {"approved": True}, Actor(id="U0LEAD01", name="lead"))
     assert engine.get(execution_id).status is ExecutionStatus.RUNNING
+
+
+def test_past_the_last_level_escalate_goes_to_the_workspace_default_once(runtime, work):
+    from engine.run.engine import Engine
+
+    engine = Engine(runtime.store, runtime.engine.scheduler,
+                    escalate_to=("S0CISO", "ciso@corp.test"))
+    execution_id = start(runtime, work, NEW_LEVEL_ONLY.replace(
+        "      earlier-levels-keep-rights: false\n", ""))
+    assert engine.escalate(execution_id, ALICE, "lead is out") == 1
+    assert engine.escalate(execution_id, ALICE, "no answer", to="U0IGNORED1") == 2
+    assert engine.get(execution_id).waiting.approvers[-2:] == ("S0CISO", "ciso@corp.test")
+    with pytest.raises(CannotEscalate) as caught:
+        engine.escalate(execution_id, ALICE, "again")
+    assert not isinstance(caught.value, EscalationTargetRequired)
