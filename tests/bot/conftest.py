@@ -9,7 +9,7 @@ and a driver acting as the workspace's people. ``work`` drains both queues.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import pytest
@@ -144,9 +144,10 @@ def start_signoff(settings: Settings, redis_client: redis.Redis, slack: SlackEmu
                   served: Callable[[Any], ServedApp]) -> Iterator[Callable[..., Signoff]]:
     drivers: list[SlackDriver] = []
 
-    def start(bot_settings: BotSettings) -> Signoff:
-        runtime = build_runtime(settings, redis_client,
-                                notifier=SlackNotifier(settings, redis_client))
+    def start(bot_settings: BotSettings, *, escalate_to: tuple[str, ...] = ()) -> Signoff:
+        engine_settings = replace(settings, escalate_to=escalate_to)  # SIGNOFF_ESCALATE_TO
+        runtime = build_runtime(engine_settings, redis_client,
+                                notifier=SlackNotifier(engine_settings, redis_client))
         install_runtime(runtime)
         bot = build_bot_runtime(bot_settings, runtime.engine)
         install_bot_runtime(bot)
