@@ -298,7 +298,7 @@ class Deliverer:
     def render(self, review: ReviewRequest, delivery: Delivery) -> dict[str, Any]:
         """The review's message as it stands: level, next deadline, approvers, approvals."""
         return review_message(review, context=ReviewContext(
-            approvers=delivery.shown,
+            approvers=tuple(a for a in delivery.shown if a not in review.handed),
             requested_by_display=delivery.requester or review.requested_by or "",
             level=review.level, due_at=review.next_deadline,
             escalate_to=self.engine.escalate_to,
