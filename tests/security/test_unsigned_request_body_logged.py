@@ -9,19 +9,13 @@ the marker must not be in its log.
 
 from __future__ import annotations
 
-import contextlib
-import os
-import signal
-import subprocess
-import sys
 import time
 
 import httpx
 import pytest
 
-from engine.state.embedded_redis import free_port
 from slack_emulator import SlackEmulator
-from tests.support.services import ROOT, wait_until
+from tests.support.services import ServeProcess
 
 MARKER = "planted-log-line-7d2e"
 
@@ -30,30 +24,14 @@ MARKER = "planted-log-line-7d2e"
 def serve(redis_url, tmp_path):
     """`signoff serve` with Slack configured, as a process; yields its URL and log path."""
     with SlackEmulator() as slack:
-        port = free_port()
-        log_path = tmp_path / "serve.log"
-        env = {**{k: v for k, v in os.environ.items() if not k.startswith(("SLACK_", "SIGNOFF_"))},
-               "REDIS_URL": redis_url, "PYTHONUNBUFFERED": "1", "SIGNOFF_API_TOKEN": "t",
-               "SLACK_BOT_TOKEN": slack.bot_token, "SLACK_SIGNING_SECRET": slack.signing_secret,
-               "SLACK_API_URL": slack.api_url, "SIGNOFF_WORKFLOWS": str(tmp_path)}
-        with open(log_path, "wb") as log:
-            process = subprocess.Popen(
-                [sys.executable, "-m", "engine.cli", "serve", "--port", str(port)], cwd=ROOT,
-                env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-        url = f"http://127.0.0.1:{port}"
-
-        def healthy() -> bool:
-            with contextlib.suppress(httpx.HTTPError):
-                return httpx.get(f"{url}/healthz", timeout=1).status_code == 200
-            return False
-
+        process = ServeProcess(redis_url, tmp_path / "serve.log", {
+            "SIGNOFF_API_TOKEN": "t", "SLACK_BOT_TOKEN": slack.bot_token,
+            "SLACK_SIGNING_SECRET": slack.signing_secret, "SLACK_API_URL": slack.api_url,
+            "SIGNOFF_WORKFLOWS": str(tmp_path)})
         try:
-            wait_until(healthy, timeout=30, message="signoff serve to answer")
-            yield url, log_path
+            yield process.url, process.log_path
         finally:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(process.pid, signal.SIGTERM)
-            process.wait(timeout=10)
+            process.stop()
 
 
 def test_an_invalid_request_body_is_not_logged(serve):

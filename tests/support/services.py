@@ -70,6 +70,46 @@ class WorkerProcess:
         return self.log_path.read_text(errors="replace")
 
 
+class ServeProcess:
+    """`signoff serve` as a real process, as production runs it; ``env`` adds to (and
+    overrides) its environment, from which every SLACK_ and SIGNOFF_ variable is dropped."""
+
+    def __init__(self, redis_url: str, log_path: Path, env: dict[str, str]) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.log_path = log_path
+        full = {**{k: v for k, v in os.environ.items() if not k.startswith(("SLACK_", "SIGNOFF_"))},
+                "REDIS_URL": redis_url, "PYTHONUNBUFFERED": "1", **env}
+        with open(log_path, "wb") as log:
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "engine.cli", "serve", "--port", str(self.port)],
+                cwd=ROOT, env=full, stdout=log, stderr=subprocess.STDOUT,
+                start_new_session=True)
+
+        def healthy() -> bool:
+            with contextlib.suppress(httpx.HTTPError):
+                return httpx.get(f"{self.url}/healthz", timeout=1).status_code == 200
+            return False
+
+        try:
+            wait_until(healthy, timeout=30, message="signoff serve to answer")
+        except BaseException:
+            self.stop()
+            raise
+
+    def stop(self) -> None:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.process.pid, signal.SIGTERM)
+        try:
+            self.process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.process.pid, signal.SIGKILL)
+            self.process.wait(timeout=10)
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+
 class ServedApp:
     """An ASGI app served by uvicorn on a free loopback port, in a thread."""
 
