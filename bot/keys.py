@@ -12,6 +12,21 @@
 All five cache what Slack answered and expire (:mod:`bot.directory`, :mod:`bot.overview`);
 losing them costs Slack calls, nothing else. What the bot must keep, where it posted a
 review, it keeps on the execution itself, as an annotation (:mod:`engine.state.keys`).
+
+Who may see each waiting review, for ``/approvals all`` (:mod:`bot.visibility`), written
+as reviews are posted and widened and taken out as they close:
+
+    signoff:slack:sees:{U…}                 zset    the reviews user U may see as one of their
+                                                    people (approver at any level, requester,
+                                                    DM'd), by when they started waiting
+    signoff:slack:posted:{channel}          zset    the reviews posted in a channel (not a
+                                                    DM), by when they started waiting
+    signoff:slack:posted-channels           set     every channel with a ``posted`` index
+    signoff:slack:indexed                   zset    every review indexed so, by when it
+                                                    started waiting
+
+Losing these hides reviews from ``/approvals all`` (for all but admins) until each is
+posted again (``signoff redeliver``) or changes (escalated, reassigned).
 """
 
 from __future__ import annotations
@@ -39,3 +54,16 @@ def permalink(channel: str, ts: str) -> str:
 
 def conversation_members(channel: str) -> str:
     return f"{PREFIX}members:{channel}"
+
+
+def viewer(user_id: str) -> str:
+    return f"{PREFIX}sees:{user_id}"
+
+
+def posted_in(channel: str) -> str:
+    return f"{PREFIX}posted:{channel}"
+
+
+POSTED_CHANNELS = f"{PREFIX}posted-channels"
+
+INDEXED = f"{PREFIX}indexed"
