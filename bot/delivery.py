@@ -64,7 +64,6 @@ class Delivery:
     review: Mapping[str, Any]  # review_to_json() of what was posted
     sources: tuple[str, ...] = ()  # approver entries as written that ``approvers`` covers
     sent: tuple[str, ...] = ()  # thread replies and reminders already sent (retries skip them)
-    indexed: tuple[str, ...] = ()  # user ids whose visibility index names it (bot.visibility)
 
     def to_json(self) -> dict[str, Any]:
         data = asdict(self)
@@ -83,7 +82,6 @@ class Delivery:
             sources=tuple(data.get("sources") or (data.get("review") or {}).get("approvers")
                           or ()),
             sent=tuple(data.get("sent") or ()),
-            indexed=tuple(data.get("indexed") or ()),
         )
 
     def same_review(self, review: ReviewRequest) -> bool:
@@ -289,7 +287,7 @@ class Deliverer:
                 continue
             delivery = self.post(delivery, target, message, dm=not channel)
         self.share_audience(review, delivery)
-        delivery = self.index_viewers(review, delivery)
+        self.index_viewers(review, delivery)
         self.catch_up(delivery)
         return delivery
 
@@ -318,12 +316,9 @@ class Deliverer:
         if audience:
             self.engine.set_review_audience(review.execution_id, review.step, audience)
 
-    def index_viewers(self, review: ReviewRequest, delivery: Delivery) -> Delivery:
+    def index_viewers(self, review: ReviewRequest, delivery: Delivery) -> None:
         """Let everyone ``review`` is shown to find it in ``/approvals all`` (bot.visibility)."""
-        indexed = self.visibility.record(review, delivery)
-        if indexed.indexed != delivery.indexed:
-            save_delivery(self.engine, indexed)
-        return indexed
+        self.visibility.record(review, delivery)
 
     def open_dm(self, user_id: str) -> str:
         return str(self.client.conversations_open(users=user_id)["channel"]["id"])
@@ -340,7 +335,7 @@ class Deliverer:
         closed = closed_from_state(self.engine, state, delivery.step, delivery.since)
         if closed is None:
             return
-        self.visibility.forget(delivery)
+        self.visibility.forget(delivery.execution_id, delivery.since)
         if delivery.posts:
             self.mark_closed(delivery, closed, state.status)
 
@@ -355,7 +350,7 @@ class Deliverer:
             # What was posted still waits: this closure was of an earlier instance of the
             # step (foreach), whose record a later post replaced.
             return 0
-        self.visibility.forget(delivery)  # gone from /approvals all (it no longer listed it)
+        self.visibility.forget(execution_id, delivery.since)  # out of /approvals all
         return self.mark_closed(delivery, closed or found, state.status)
 
     def mark_closed(self, delivery: Delivery, closed: ReviewClosed,

@@ -24,9 +24,12 @@ as reviews are posted and widened and taken out as they close:
     signoff:slack:posted-channels           set     every channel with a ``posted`` index
     signoff:slack:indexed                   zset    every review indexed so, by when it
                                                     started waiting
+    signoff:slack:seen-by:{id}:{ms}         set     whose ``sees`` index holds the review
+                                                    that started waiting at ms, for its close
 
-Losing these hides reviews from ``/approvals all`` (for all but admins) until each is
-posted again (``signoff redeliver``) or changes (escalated, reassigned).
+Losing all of them makes every waiting review one not indexed, which ``/approvals all``
+checks one by one (right, slower) until it is posted again (``signoff redeliver``) or
+closes; losing some but not ``indexed`` hides reviews from all but admins likewise.
 """
 
 from __future__ import annotations
@@ -67,3 +70,7 @@ def posted_in(channel: str) -> str:
 POSTED_CHANNELS = f"{PREFIX}posted-channels"
 
 INDEXED = f"{PREFIX}indexed"
+
+
+def seen_by(execution_id: str, since_ms: int) -> str:
+    return f"{PREFIX}seen-by:{execution_id}:{since_ms}"

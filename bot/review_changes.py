@@ -107,7 +107,7 @@ class ReviewChanges:
         delivery = widened(delivery, added, self.directory)
         save_delivery(self.engine, delivery)  # the new approvers may decide from here on
         self.deliverer.share_audience(review, delivery)
-        delivery = self.deliverer.index_viewers(review, delivery)  # they may see it from now on
+        self.deliverer.index_viewers(review, delivery)  # they may see it from now on
         # Who could decide before this change (a retried job finds them widened already).
         before = self.directory.resolve_approvers(
             tuple(s for s in delivery.sources if s not in added)).user_ids
@@ -130,7 +130,7 @@ class ReviewChanges:
         for post in earlier:
             delivery = self._reply_once(delivery, post, f"{key}@{post.channel}/{post.ts}", note)
         count += self.deliverer.rewrite(earlier, message)
-        delivery = self.deliverer.index_viewers(review, delivery)  # the added, the new channel
+        self.deliverer.index_viewers(review, delivery)  # the level's channel, posted in now
         self.deliverer.catch_up(delivery)
         return count
 

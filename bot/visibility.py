@@ -12,7 +12,9 @@ started waiting, its execution id the member (keys in :mod:`bot.keys`):
   admins), resolved when it is posted, again when it is escalated or reassigned (the
   approvers added, the level's channel), and whenever it is posted again;
 - ``posted:{C}``: each channel (not DM) it was posted in, and ``posted-channels``, the
-  set of those channels.
+  set of those channels;
+- ``indexed``: every review so indexed, and ``seen-by:{id}:{ms}``, the people and
+  channels each was indexed under, for its close to take it out of theirs.
 
 ``/approvals all`` for someone who is not an admin (:meth:`Visibility.page`) reads the
 union of their own index and the ``posted`` indexes of the channels they are a member of
@@ -32,6 +34,11 @@ and taken out by the listing that finds it. Entries are only removed where their
 still that instance's (:data:`engine.state.lua.REMOVE_INSTANCE`), so a later review of the
 same run keeps its own.
 
+A waiting review that is not in ``indexed`` (its post job has not run yet, or it was
+posted before this index existed) is found by :meth:`Visibility.unindexed` (one ``ZDIFF``
+of the waiting index against ``indexed``); :meth:`bot.overview.Overview.page` indexes
+those that were posted, for a bounded time per listing, and checks the others one by one.
+
 Not covered, by design: who joins a user group or takes over an e-mail address after the
 review was posted sees it from its next change (escalation, reassignment, ``signoff
 redeliver``), not before; whoever left a group keeps seeing it until it closes. A review
@@ -43,8 +50,7 @@ job waits. ``/approvals ID`` still checks the one review as it stands
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import replace
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 from bot import keys
 from bot.directory import Directory
@@ -55,12 +61,32 @@ from engine.state import keys as engine_keys
 from engine.state.execution import ExecutionStatus, epoch_ms, parse_iso, review_request
 from engine.state.store import Store
 
-if TYPE_CHECKING:
-    from bot.delivery import Delivery
-
 # Listing passes that may find entries of reviews a run has moved on from; each takes
 # out what it found, so a second pass is the exception and a third is not expected.
 PASSES = 3
+
+
+class Post(Protocol):
+    """One message showing a review (:class:`bot.delivery.Post`)."""
+
+    @property
+    def to(self) -> str: ...  # the channel asked for, or the DM'd user
+
+    @property
+    def channel(self) -> str: ...
+
+
+class Delivery(Protocol):
+    """What the index reads of where a review went (:class:`bot.delivery.Delivery`)."""
+
+    @property
+    def approvers(self) -> tuple[str, ...]: ...
+
+    @property
+    def requester(self) -> str | None: ...
+
+    @property
+    def posts(self) -> Sequence[Post]: ...
 
 
 def people(review: ReviewRequest, delivery: Delivery, directory: Directory) -> tuple[str, ...]:
@@ -88,28 +114,34 @@ class Visibility:
         self.store = store
         self.directory = directory
 
-    def record(self, review: ReviewRequest, delivery: Delivery) -> Delivery:
-        """Index ``review`` for everyone ``delivery`` shows it to; returns ``delivery`` with
-        those people noted (``indexed``), for :meth:`forget` to find them when it closes."""
+    def record(self, review: ReviewRequest, delivery: Delivery) -> None:
+        """Index ``review`` for everyone ``delivery`` shows it to (again: no harm), and note
+        them (``seen-by``) for :meth:`forget`."""
         who = people(review, delivery, self.directory)
         where = channels(delivery)
         score = epoch_ms(review.created_at)
+        self.store.set_add(keys.seen_by(review.execution_id, score),
+                           [*who, *(f"#{c}" for c in where)])
         self.store.set_add(keys.POSTED_CHANNELS, where)
         self.store.index_add([(keys.viewer(u), score, review.execution_id) for u in who]
                              + [(keys.posted_in(c), score, review.execution_id)
                                 for c in where]
                              + [(keys.INDEXED, score, review.execution_id)])
-        return replace(delivery, indexed=escalation.merged(delivery.indexed, who))
 
-    def forget(self, delivery: Delivery) -> int:
-        """Take the review ``delivery`` posted out of every index it was put in."""
-        since = parse_iso(delivery.since)
-        if since is None:
+    def forget(self, execution_id: str, since: str) -> int:
+        """Take the review of ``execution_id`` that started waiting at ``since`` out of every
+        index it was put in; returns how many entries went."""
+        moment = parse_iso(since)
+        if moment is None:
             return 0
-        return self.store.index_remove_instance(
-            [*(keys.viewer(u) for u in delivery.indexed),
-             *(keys.posted_in(c) for c in channels(delivery)), keys.INDEXED],
-            delivery.execution_id, epoch_ms(since))
+        score = epoch_ms(moment)
+        noted = keys.seen_by(execution_id, score)
+        index_keys = [keys.posted_in(m[1:]) if m.startswith("#") else keys.viewer(m)
+                      for m in self.store.set_members(noted)]
+        removed = self.store.index_remove_instance([*index_keys, keys.INDEXED],
+                                                   execution_id, score)
+        self.store.delete(noted)
+        return removed
 
     def page(self, user_id: str, offset: int, limit: int,
              also: Sequence[ReviewRequest] = ()) -> tuple[list[ReviewRequest], int]:
@@ -132,7 +164,7 @@ class Visibility:
 
     def unindexed(self) -> list[str]:
         """The waiting reviews not indexed: not posted yet (their post job has not run), or
-        posted before this index existed; the listing checks these one by one."""
+        posted before this index existed (see :meth:`bot.overview.Overview.page`)."""
         return self.store.index_difference(engine_keys.INDEX_WAITING, keys.INDEXED)
 
     def channels_of(self, user_id: str) -> list[str]:

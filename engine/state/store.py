@@ -301,6 +301,9 @@ class Store:
         if members:
             self._call(self.redis.sadd, key, *members)
 
+    def delete(self, key: str) -> None:
+        self._call(self.redis.delete, key)
+
     def set_members(self, key: str) -> list[str]:
         return sorted(_text(m) for m in self._call(self.redis.smembers, key))
 
