@@ -175,7 +175,8 @@ class Overview:
             reviews, total = self.engine.pending(offset=offset, limit=limit)
         else:
             # Only what the viewer may see, paged in Redis (bot.visibility): offsets and
-            # the total count nothing else, and no review is checked one by one.
+            # the total count nothing else. Only reviews the index does not hold yet
+            # (normally none) are checked one by one.
             reviews, total = self.visibility.page(user_id, offset, limit,
                                                   also=self._unindexed(user_id))
         return PendingPage(scope, tuple(self.items(user_id, reviews)), offset, total)

@@ -32,7 +32,7 @@
     signoff:refused:{id}:{U} string set for a minute after U's refused attempt on an execution
                                     was audited (expiring): repeats in that minute are not
     signoff:tmp:{token}     zset    a scratch result of one read (Store.index_union_page), deleted
-                            in the same transaction that made it
+                                    in the same transaction that made it
     signoff:status:{id}     channel pub/sub, told each new status of an execution (not a key)
 
 Execution hash fields: ``wf`` workflow name, ``d`` definition digest, ``st`` status,
