@@ -28,8 +28,8 @@ as reviews are posted and widened and taken out as they close:
                                                     that started waiting at ms, for its close
 
 Losing all of them makes every waiting review one not indexed, which ``/approvals all``
-checks one by one (right, slower) until it is posted again (``signoff redeliver``) or
-closes; losing some but not ``indexed`` hides reviews from all but admins likewise.
+indexes again as it finds them (:meth:`bot.overview.Overview.page`); losing some but not
+``indexed`` hides those reviews from all but admins until they change or close.
 """
 
 from __future__ import annotations
