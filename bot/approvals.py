@@ -4,7 +4,8 @@
     /approvals all           every review waiting that you may see, ten at a time
     /approvals ID            one execution's reviews, waiting or decided (who and when)
 
-A review is shown only to whom :meth:`bot.overview.Overview.may_see` lets see it; for an
+A review is shown only to whom :meth:`bot.overview.Overview.may_see` lets see it
+(``/approvals all`` reads it from the index :mod:`bot.visibility` keeps); for an
 execution nobody showed you, ``/approvals ID`` answers exactly as for an id that does not
 exist, so the answer does not tell whether it does.
     /approvals stats [days]  per workflow step over the last 7 (or ``days``) days

@@ -5,7 +5,8 @@ Where a review went is kept on its execution as the annotation ``slack:{step}``
 requester as resolved (widened as the review escalates or is reassigned), and a
 copy of the review, so the messages can be rewritten once the run has moved on.
 Posting is idempotent per recipient: a retried job posts only where the last
-attempt did not get to.
+attempt did not get to. Everyone a posted review is shown to is indexed for
+``/approvals all`` (:mod:`bot.visibility`), and taken out again when it closes.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from slack_sdk.errors import SlackApiError
 from bot import texts
 from bot.blocks import ReviewContext, decided_message, ephemeral_already_decided, review_message
 from bot.directory import Directory
+from bot.visibility import Visibility
 from engine.errors import ExecutionNotFound, SignoffError
 from engine.notify import SYSTEM_TIMEOUT, Actor, ReviewClosed, ReviewRequest
 from engine.run import escalation
@@ -257,6 +259,7 @@ class Deliverer:
         self.client = client
         self.directory = directory
         self.default_channel = default_channel
+        self.visibility = Visibility(engine.store, directory)
 
     def deliver(self, execution_id: str, step: str, *, again: bool = False) -> Delivery | None:
         """Post the review ``execution_id`` waits on at ``step``; None if it no longer waits.
@@ -284,6 +287,7 @@ class Deliverer:
                 continue
             delivery = self.post(delivery, target, message, dm=not channel)
         self.share_audience(review, delivery)
+        self.index_viewers(review, delivery)
         if self.unanswerable(review, delivery) and review.level == 0:
             # A vote that can never count: send it on rather than let it wait for nobody.
             self.engine.escalate_unanswerable(execution_id, step, texts.UNANSWERABLE_REASON)
@@ -322,6 +326,10 @@ class Deliverer:
         if audience:
             self.engine.set_review_audience(review.execution_id, review.step, audience)
 
+    def index_viewers(self, review: ReviewRequest, delivery: Delivery) -> None:
+        """Let everyone ``review`` is shown to find it in ``/approvals all`` (bot.visibility)."""
+        self.visibility.record(review, delivery)
+
     def open_dm(self, user_id: str) -> str:
         return str(self.client.conversations_open(users=user_id)["channel"]["id"])
 
@@ -335,7 +343,10 @@ class Deliverer:
         except ExecutionNotFound:
             return
         closed = closed_from_state(self.engine, state, delivery.step, delivery.since)
-        if closed is not None and delivery.posts:
+        if closed is None:
+            return
+        self.visibility.forget(delivery.execution_id, delivery.since)
+        if delivery.posts:
             self.mark_closed(delivery, closed, state.status)
 
     def close(self, execution_id: str, step: str, closed: ReviewClosed | None) -> int:
@@ -349,6 +360,7 @@ class Deliverer:
             # What was posted still waits: this closure was of an earlier instance of the
             # step (foreach), whose record a later post replaced.
             return 0
+        self.visibility.forget(execution_id, delivery.since)  # out of /approvals all
         return self.mark_closed(delivery, closed or found, state.status)
 
     def mark_closed(self, delivery: Delivery, closed: ReviewClosed,

@@ -14,6 +14,24 @@
 All six cache what Slack answered and expire (:mod:`bot.directory`, :mod:`bot.overview`);
 losing them costs Slack calls, nothing else. What the bot must keep, where it posted a
 review, it keeps on the execution itself, as an annotation (:mod:`engine.state.keys`).
+
+Who may see each waiting review, for ``/approvals all`` (:mod:`bot.visibility`), written
+as reviews are posted and widened and taken out as they close:
+
+    signoff:slack:sees:{U…}                 zset    the reviews user U may see as one of their
+                                                    people (approver at any level, requester,
+                                                    DM'd), by when they started waiting
+    signoff:slack:posted:{channel}          zset    the reviews posted in a channel (not a
+                                                    DM), by when they started waiting
+    signoff:slack:posted-channels           set     every channel with a ``posted`` index
+    signoff:slack:indexed                   zset    every review indexed so, by when it
+                                                    started waiting
+    signoff:slack:seen-by:{id}:{ms}         set     whose ``sees`` index holds the review
+                                                    that started waiting at ms, for its close
+
+Losing all of them makes every waiting review one not indexed, which ``/approvals all``
+indexes again as it finds them (:meth:`bot.overview.Overview.page`); losing some but not
+``indexed`` hides those reviews from all but admins until they change or close.
 """
 
 from __future__ import annotations
@@ -45,3 +63,20 @@ def permalink(channel: str, ts: str) -> str:
 
 def conversation_members(channel: str) -> str:
     return f"{PREFIX}members:{channel}"
+
+
+def viewer(user_id: str) -> str:
+    return f"{PREFIX}sees:{user_id}"
+
+
+def posted_in(channel: str) -> str:
+    return f"{PREFIX}posted:{channel}"
+
+
+POSTED_CHANNELS = f"{PREFIX}posted-channels"
+
+INDEXED = f"{PREFIX}indexed"
+
+
+def seen_by(execution_id: str, since_ms: int) -> str:
+    return f"{PREFIX}seen-by:{execution_id}:{since_ms}"

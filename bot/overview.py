@@ -12,8 +12,9 @@ Who sees a review: its approvers at any level (user ids, members of the user gro
 the users behind the e-mails it names, resolved as its buttons resolve them, plus its
 ``audience``), its requester, members of the conversations it was posted in
 (``conversations.members``, cached by :class:`bot.directory.Directory`) and the admins
-(``SIGNOFF_ADMINS``). Everyone else is shown nothing of it: :meth:`Overview.visible`
-filters every listing before it is paged.
+(``SIGNOFF_ADMINS``). Everyone else is shown nothing of it. ``/approvals all`` reads
+only what the viewer may see, from the indexes :mod:`bot.visibility` writes as reviews
+are posted; :meth:`Overview.may_see` checks one review as it stands (``/approvals ID``).
 
 The builders below are pure: a page in, Block Kit out, for the slash command's
 ephemeral answers and for the Home tab alike.
@@ -23,6 +24,7 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import dataclass
@@ -51,6 +53,7 @@ from bot.mrkdwn import (
     is_user_id,
     slack_date,
 )
+from bot.visibility import Visibility
 from engine.notify import ReviewRequest
 from engine.run import escalation
 from engine.run.engine import Engine
@@ -68,11 +71,13 @@ PERMALINK_TIMEOUT = 2
 PERMALINK_THREADS = 16
 TITLES_KEPT = 10_000  # decision lines kept parsed, by message digest
 MAX_STATS_SHOWN = 20
-# `/approvals all` for someone who is not an admin reads this many waiting reviews (the
-# oldest), at most, to filter them before paging; reviews past it are not listed to them.
-# Measured (benchmarks/approvals.py, 3,000 waiting, 2 CPUs): about 0.35 ms of the web
-# process per review read, so 1,000 keep a page near 0.35 s, well within Slack's 3 s.
-MAX_FILTERED = 1_000
+# Reviews the visibility index does not hold yet (bot.visibility). Those already posted
+# (before the index existed) are indexed by the listing that finds them, for this long at
+# most; the rest are checked one by one (about 0.35 ms each, measured before the index),
+# this many at most, so the answer stays well within Slack's 3 s even right after an
+# upgrade, while the index fills.
+BACKFILL_BUDGET = 0.5  # seconds
+MAX_CHECKED = 1_000
 
 
 class Scope(StrEnum):
@@ -127,18 +132,10 @@ class Overview:
         self._titles: dict[tuple[str, str, str], str] = {}
         self.directory = directory  # who may decide a review not posted yet
         self.admins = admins  # user and user-group ids who see every review
+        self.visibility = Visibility(engine.store, directory)
 
     def is_admin(self, user_id: str) -> bool:
         return bool(user_id) and self.directory.is_among(user_id, self.admins)
-
-    def visible(self, user_id: str, reviews: Sequence[ReviewRequest]) -> list[ReviewRequest]:
-        """Those of ``reviews`` that ``user_id`` may see, in order."""
-        if self.is_admin(user_id):
-            return list(reviews)
-        deliveries = self._deliveries(reviews)
-        memo: dict[Any, frozenset[str]] = {}  # one look-up per conversation per listing
-        return [review for review, stored in zip(reviews, deliveries, strict=True)
-                if self.may_see(user_id, review, stored, memo)]
 
     def may_see(self, user_id: str, review: ReviewRequest, stored: Delivery | None,
                 memo: dict[Any, frozenset[str]] | None = None) -> bool:
@@ -177,17 +174,34 @@ class Overview:
         elif self.is_admin(user_id):
             reviews, total = self.engine.pending(offset=offset, limit=limit)
         else:
-            # Filter, then page, so offsets and the total count only what the viewer may
-            # see. The cost: every page reads the whole waiting index (up to MAX_FILTERED)
-            # in the same two round trips one page took (its ids, then the reviews), plus
-            # one per workflow step for the delivery records, and checks each review against
-            # the directory's cached look-ups (a Redis read per group, e-mail or channel not
-            # yet seen in this listing; a DM needs none). Linear in waiting reviews, hence
-            # the cap; an index per viewer, written at delivery, is the next step.
-            waiting, _ = self.engine.pending(offset=0, limit=MAX_FILTERED)
-            shown = self.visible(user_id, waiting)
-            reviews, total = shown[offset:offset + limit], len(shown)
+            # Only what the viewer may see, paged in Redis (bot.visibility): offsets and
+            # the total count nothing else. Only reviews the index does not hold yet
+            # (normally none) are checked one by one.
+            reviews, total = self.visibility.page(user_id, offset, limit,
+                                                  also=self._unindexed(user_id))
         return PendingPage(scope, tuple(self.items(user_id, reviews)), offset, total)
+
+    def _unindexed(self, user_id: str) -> list[ReviewRequest]:
+        """The waiting reviews the visibility index does not hold that ``user_id`` may see.
+
+        Those posted before the index existed (an upgrade) are indexed here, for up to
+        :data:`BACKFILL_BUDGET` per listing, then found in the index like the others; those
+        whose post job has not run yet (normally none or a few) and any left over are
+        checked one by one, the oldest :data:`MAX_CHECKED` of them at most.
+        """
+        waiting = [r for r in self.visibility.load(self.visibility.unindexed()) if r is not None]
+        if not waiting:
+            return []
+        deadline = time.monotonic() + BACKFILL_BUDGET
+        checked = []
+        for review, stored in zip(waiting, self._deliveries(waiting), strict=True):
+            if stored is not None and stored.posts and time.monotonic() < deadline:
+                self.visibility.record(review, stored)
+            else:
+                checked.append((review, stored))
+        memo: dict[Any, frozenset[str]] = {}  # one look-up per conversation per listing
+        return [review for review, stored in checked[:MAX_CHECKED]
+                if self.may_see(user_id, review, stored, memo)]
 
     def items(self, user_id: str, reviews: Sequence[ReviewRequest], *,
               links: bool = True) -> list[PendingItem]:

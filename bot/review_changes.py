@@ -7,7 +7,8 @@ on the ``slack`` queue brings it here:
   now on (earlier ones keep the right), each gets the full review as a DM (and a
   level's own ``channel`` gets it too), a thread reply under the earlier messages
   says who it went to and why, and those messages are rewritten to show the level
-  and the approvers;
+  and the approvers; the added approvers and the level's channel are indexed for
+  ``/approvals all`` (:mod:`bot.visibility`);
 - ``approval``: the messages are rewritten to show the quorum so far;
 - ``reminder``: each current approver gets a DM linking to the review.
 
@@ -106,6 +107,7 @@ class ReviewChanges:
         delivery = widened(delivery, added, self.directory)
         save_delivery(self.engine, delivery)  # the new approvers may decide from here on
         self.deliverer.share_audience(review, delivery)
+        self.deliverer.index_viewers(review, delivery)  # they may see it from now on
         # Who could decide before this change (a retried job finds them widened already).
         before = self.directory.resolve_approvers(
             tuple(s for s in delivery.sources if s not in added)).user_ids
@@ -128,6 +130,7 @@ class ReviewChanges:
         for post in earlier:
             delivery = self._reply_once(delivery, post, f"{key}@{post.channel}/{post.ts}", note)
         count += self.deliverer.rewrite(earlier, message)
+        self.deliverer.index_viewers(review, delivery)  # the level's channel, posted in now
         self.deliverer.catch_up(delivery)
         return count
 

@@ -33,6 +33,8 @@
                                     createdAt), found by the hash of its secret; never the secret
     signoff:refused:{id}:{U} string set for a minute after U's refused attempt on an execution
                                     was audited (expiring): repeats in that minute are not
+    signoff:tmp:{token}     zset    a scratch result of one read (Store.index_union_page), deleted
+                                    in the same transaction that made it
     signoff:status:{id}     channel pub/sub, told each new status of an execution (not a key)
 
 Execution hash fields: ``wf`` workflow name, ``d`` definition digest, ``st`` status,
@@ -117,6 +119,11 @@ def inbox_taking(taker: str) -> str:
 
 def inbox_alive(taker: str) -> str:
     return f"{PREFIX}inbox-alive:{taker}"
+
+
+def scratch(token: str) -> str:
+    """A key one read builds and deletes in the same MULTI (never outlives it)."""
+    return f"{PREFIX}tmp:{token}"
 
 
 def index_approver(user_id: str) -> str:

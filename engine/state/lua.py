@@ -116,6 +116,22 @@ if redis.call('GET', KEYS[1]) == ARGV[1] then redis.call('SET', KEYS[1], ARGV[2]
 return 0
 """
 
+# REMOVE_INSTANCE: take a member out of sorted-set indexes only where its score is still
+# the one given (Store.index_remove_instance): an index entry for an execution is one
+# instance of its waiting (scored by when it started waiting), and a later instance that
+# replaced it must stay. KEYS: the indexes; ARGV[1] the member, ARGV[2] the score.
+# Returns how many entries were removed.
+REMOVE_INSTANCE = """
+local removed = 0
+for _, key in ipairs(KEYS) do
+  local score = redis.call('ZSCORE', key, ARGV[1])
+  if score and tonumber(score) == tonumber(ARGV[2]) then
+    removed = removed + redis.call('ZREM', key, ARGV[1])
+  end
+end
+return removed
+"""
+
 # -- API tokens (engine.state.store) -----------------------------------------------------------
 
 # ADD_TOKEN: keep a new API token, its name unique (Store.add_token). KEYS[1] the token

@@ -127,6 +127,7 @@ class Store:
         self._release = client.register_script(lua.RELEASE_LEASE)
         self._annotate = client.register_script(lua.ANNOTATE)
         self._cas = client.register_script(lua.COMPARE_AND_SET)
+        self._remove_instance = client.register_script(lua.REMOVE_INSTANCE)
         self._add_token = client.register_script(lua.ADD_TOKEN)
         self._revoke_token = client.register_script(lua.REVOKE_TOKEN)
 
@@ -245,6 +246,73 @@ class Store:
         """The ``count`` highest-scored members, highest first."""
         rows = self._call(self.redis.zrevrange, key, 0, count - 1)
         return [_text(r) for r in rows]
+
+    def index_add(self, entries: Sequence[tuple[str, float, str]]) -> None:
+        """Add (key, score, member) entries to sorted-set indexes in one round trip; an entry
+        already there keeps the higher score (``ZADD GT``: a later instance wins)."""
+        if not entries:
+            return
+        pipe = self.redis.pipeline(transaction=False)
+        for key, score, member in entries:
+            pipe.zadd(key, {member: score}, gt=True)
+        self._call(pipe.execute)
+
+    def index_remove_instance(self, index_keys: Sequence[str], member: str,
+                              score: float) -> int:
+        """Remove ``member`` from each of ``index_keys`` where it still has ``score``;
+        returns how many entries went (see :data:`engine.state.lua.REMOVE_INSTANCE`)."""
+        if not index_keys:
+            return 0
+        return int(self._call(self._remove_instance, keys=list(index_keys),
+                              args=[member, score]))
+
+    def index_union_page(self, sources: Sequence[str], within: str, offset: int,
+                         limit: int, *, extra: Sequence[tuple[str, float]] = ()
+                         ) -> tuple[list[tuple[str, float]], int]:
+        """A page (lowest score first, with scores) of the members of any of ``sources``
+        (and the ``extra`` members, with their scores) that are also in ``within``, and
+        how many there are in all; one MULTI round trip.
+
+        The union is built in a scratch key and deleted in the same transaction: Redis does
+        O(N log N) work for the N members of ``sources``, nothing is sent back but the page.
+        """
+        if not sources and not extra:
+            return [], 0
+        scratch = keys.scratch(secrets.token_hex(8))
+        pipe = self.redis.pipeline(transaction=True)
+        if sources:
+            pipe.zunionstore(scratch, list(sources), aggregate="MAX")
+        if extra:
+            pipe.zadd(scratch, dict(extra), gt=True)
+        pipe.zinterstore(scratch, {scratch: 1, within: 0})
+        pipe.zrange(scratch, offset, offset + limit - 1, withscores=True)
+        pipe.zcard(scratch)
+        pipe.delete(scratch)
+        *_, rows, total, _ = self._call(pipe.execute)
+        return [(_text(m), float(s)) for m, s in rows], int(total)
+
+    def index_difference(self, key: str, without: str) -> list[str]:
+        """The members of sorted set ``key`` that ``without`` lacks, lowest score first
+        (``ZDIFF``: Redis walks both sets, only the difference is sent back)."""
+        return [_text(m) for m in self._call(self.redis.zdiff, [key, without])]
+
+    def set_add(self, key: str, members: Iterable[str]) -> None:
+        members = list(members)
+        if members:
+            self._call(self.redis.sadd, key, *members)
+
+    def delete(self, key: str) -> None:
+        self._call(self.redis.delete, key)
+
+    def set_members(self, key: str) -> list[str]:
+        return sorted(_text(m) for m in self._call(self.redis.smembers, key))
+
+    def index_sizes(self, index_keys: Sequence[str]) -> list[int]:
+        """How many members each sorted set has, in one round trip."""
+        pipe = self.redis.pipeline(transaction=False)
+        for key in index_keys:
+            pipe.zcard(key)
+        return [int(n) for n in self._call(pipe.execute)]
 
     def summaries(self, ids: Iterable[str]) -> list[ExecutionSummary]:
         ids = list(ids)

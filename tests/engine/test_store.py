@@ -144,3 +144,32 @@ def _script_commands(monitor: Monitor) -> list[tuple[set[str], str, list[str]]]:
             declared = set(args[2:2 + int(args[1])])
         elif client == "lua":
             found.append((declared, command, args))
+
+
+def test_an_instance_is_removed_only_where_its_score_is_still_the_one_given(store, redis_client):
+    store.index_add([("idx:a", 100, "x1"), ("idx:b", 100, "x1"), ("idx:b", 50, "x2")])
+    store.index_add([("idx:b", 200, "x1"), ("idx:a", 90, "x1")])  # a later instance; an older
+
+    assert members(redis_client, "idx:a") == {"x1": 100}  # GT: the older one did not win
+    assert store.index_remove_instance(["idx:a", "idx:b", "idx:none"], "x1", 100) == 1
+    assert members(redis_client, "idx:a") == {}
+    assert members(redis_client, "idx:b") == {"x2": 50, "x1": 200}  # the later one stays
+
+
+def test_a_union_page_counts_and_pages_only_what_is_also_in_the_other_index(store, redis_client):
+    store.index_add([("idx:mine", n, f"r{n}") for n in range(0, 30, 2)]
+                    + [("idx:channel", n, f"r{n}") for n in range(20, 40)]
+                    + [("idx:waiting", n, f"r{n}") for n in range(5, 40)])
+
+    rows, total = store.index_union_page(["idx:mine", "idx:channel"], "idx:waiting", 0, 3,
+                                         extra=[("r7", 7.0), ("r99", 99.0)])
+
+    # r0..r4 no longer wait, r99 never did; r7 comes in through `extra`.
+    assert rows == [("r6", 6.0), ("r7", 7.0), ("r8", 8.0)]
+    assert total == len({6, 7, 8, 10, 12, 14, 16, 18, *range(20, 40)})
+    last, count = store.index_union_page(["idx:mine", "idx:channel"], "idx:waiting",
+                                         total - 2, 3)
+    assert last == [("r39", 39.0)] and count == total - 1  # without r7 this time
+    assert store.index_union_page([], "idx:waiting", 0, 3) == ([], 0)
+    assert not list(redis_client.scan_iter(keys.scratch("*")))  # nothing left behind
+    assert store.index_difference("idx:waiting", "idx:channel") == [f"r{n}" for n in range(5, 20)]

@@ -1,0 +1,197 @@
+"""Who may see each waiting review, indexed as it is posted: ``/approvals all`` for one person.
+
+A review is shown to its approvers at any level (user ids, members of the user groups,
+the users behind the e-mails, plus the engine's ``audience``), its requester, whoever it
+was DM'd to, members of the channels it was posted in, and the admins
+(:meth:`bot.overview.Overview.may_see` says so for one review). Rather than check every
+waiting review against that at each listing, :class:`bot.delivery.Deliverer` writes it
+down as it posts (:meth:`Visibility.record`), in sorted sets scored by when the review
+started waiting, its execution id the member (keys in :mod:`bot.keys`):
+
+- ``sees:{U}``: each of the review's *people* (everyone above but channel members and
+  admins), resolved when it is posted, again when it is escalated or reassigned (the
+  approvers added, the level's channel), and whenever it is posted again;
+- ``posted:{C}``: each channel (not DM) it was posted in, and ``posted-channels``, the
+  set of those channels;
+- ``indexed``: every review so indexed, and ``seen-by:{id}:{ms}``, the people and
+  channels each was indexed under, for its close to take it out of theirs.
+
+``/approvals all`` for someone who is not an admin (:meth:`Visibility.page`) reads the
+union of their own index and the ``posted`` indexes of the channels they are a member of
+(``conversations.members``, read through :class:`bot.directory.Directory`'s one-hour
+cache: one Redis read per channel that has waiting reviews, a Slack call only when its
+cache has lapsed, never one per review), kept to what is still in the engine's waiting
+index, and pages it in Redis: one MULTI, O(V log V) for the V reviews the person may see,
+and only the page is sent back. Channel membership is therefore read at listing time as
+before: someone who joins a channel sees its reviews once the cached member list is
+renewed (within the hour), someone who leaves stops seeing them likewise.
+
+A closed review (decided, timed out, cancelled) drops out at once, since the listing keeps
+only what the waiting index still holds; its close job then takes its entries out
+(:meth:`Visibility.forget`). An entry for an earlier step of a run that now waits on
+another review is told apart by its score (when that review started waiting), left out
+and taken out by the listing that finds it. Entries are only removed where their score is
+still that instance's (:data:`engine.state.lua.REMOVE_INSTANCE`), so a later review of the
+same run keeps its own.
+
+A waiting review that is not in ``indexed`` (its post job has not run yet, or it was
+posted before this index existed) is found by :meth:`Visibility.unindexed` (one ``ZDIFF``
+of the waiting index against ``indexed``); :meth:`bot.overview.Overview.page` indexes
+those that were posted, for a bounded time per listing, and checks the others one by one.
+
+Not covered, by design: who joins a user group or takes over an e-mail address after the
+review was posted sees it from its next change (escalation, reassignment, ``signoff
+redeliver``), not before; whoever left a group keeps seeing it until it closes. A review
+appears in the listing once its post job has run (as in ``/approvals``), not while that
+job waits. ``/approvals ID`` still checks the one review as it stands
+(:meth:`bot.overview.Overview.may_see`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Protocol
+
+from bot import keys
+from bot.directory import Directory
+from bot.mrkdwn import is_user_id
+from engine.notify import ReviewRequest
+from engine.run import escalation
+from engine.state import keys as engine_keys
+from engine.state.execution import ExecutionStatus, epoch_ms, parse_iso, review_request
+from engine.state.store import Store
+
+# Listing passes that may find entries of reviews a run has moved on from; each takes
+# out what it found, so a second pass is the exception and a third is not expected.
+PASSES = 3
+
+
+class Post(Protocol):
+    """One message showing a review (:class:`bot.delivery.Post`)."""
+
+    @property
+    def to(self) -> str: ...  # the channel asked for, or the DM'd user
+
+    @property
+    def channel(self) -> str: ...
+
+
+class Delivery(Protocol):
+    """What the index reads of where a review went (:class:`bot.delivery.Delivery`)."""
+
+    @property
+    def approvers(self) -> tuple[str, ...]: ...
+
+    @property
+    def requester(self) -> str | None: ...
+
+    @property
+    def posts(self) -> Sequence[Post]: ...
+
+
+def people(review: ReviewRequest, delivery: Delivery, directory: Directory) -> tuple[str, ...]:
+    """Who may see ``review`` as one of its people: approvers at every level (resolved as
+    its buttons resolve them), the engine's audience, the requester and those it was DM'd
+    to; channel members and admins are found at listing time."""
+    named = escalation.merged(review.approvers, (
+        a for level in escalation.levels(review.options) for a in level.approvers))
+    resolved = directory.resolve_approvers(named).user_ids
+    dms = (p.to for p in delivery.posts if is_user_id(p.to))
+    requester = (delivery.requester,) if delivery.requester else ()
+    return escalation.merged(escalation.merged(delivery.approvers, resolved),
+                             (*review.audience, *requester, *dms))
+
+
+def channels(delivery: Delivery) -> tuple[str, ...]:
+    """The channels (not DMs) ``delivery`` posted in."""
+    return tuple(dict.fromkeys(p.channel for p in delivery.posts if not is_user_id(p.to)))
+
+
+class Visibility:
+    """The per-person and per-channel indexes of who may see each waiting review."""
+
+    def __init__(self, store: Store, directory: Directory) -> None:
+        self.store = store
+        self.directory = directory
+
+    def record(self, review: ReviewRequest, delivery: Delivery) -> None:
+        """Index ``review`` for everyone ``delivery`` shows it to (again: no harm), and note
+        them (``seen-by``) for :meth:`forget`."""
+        who = people(review, delivery, self.directory)
+        where = channels(delivery)
+        score = epoch_ms(review.created_at)
+        self.store.set_add(keys.seen_by(review.execution_id, score),
+                           [*who, *(f"#{c}" for c in where)])
+        self.store.set_add(keys.POSTED_CHANNELS, where)
+        self.store.index_add([(keys.viewer(u), score, review.execution_id) for u in who]
+                             + [(keys.posted_in(c), score, review.execution_id)
+                                for c in where]
+                             + [(keys.INDEXED, score, review.execution_id)])
+
+    def forget(self, execution_id: str, since: str) -> int:
+        """Take the review of ``execution_id`` that started waiting at ``since`` out of every
+        index it was put in; returns how many entries went."""
+        moment = parse_iso(since)
+        if moment is None:
+            return 0
+        score = epoch_ms(moment)
+        noted = keys.seen_by(execution_id, score)
+        index_keys = [keys.posted_in(m[1:]) if m.startswith("#") else keys.viewer(m)
+                      for m in self.store.set_members(noted)]
+        removed = self.store.index_remove_instance([*index_keys, keys.INDEXED],
+                                                   execution_id, score)
+        self.store.delete(noted)
+        return removed
+
+    def page(self, user_id: str, offset: int, limit: int,
+             also: Sequence[ReviewRequest] = ()) -> tuple[list[ReviewRequest], int]:
+        """A page of the waiting reviews ``user_id`` may see (admins aside), oldest first,
+        and how many there are; ``also``: reviews not indexed that they may see."""
+        sources = [keys.viewer(user_id), *(keys.posted_in(c) for c in self.channels_of(user_id))]
+        extra = [(r.execution_id, float(epoch_ms(r.created_at))) for r in also]
+        reviews: list[ReviewRequest] = []
+        total = 0
+        for _ in range(PASSES):
+            rows, total = self.store.index_union_page(sources, engine_keys.INDEX_WAITING,
+                                                      offset, limit, extra=extra)
+            reviews, stale = self._reviews(rows)
+            if not stale:
+                break
+            for member, score in stale:  # its run waits on another review now
+                self.store.index_remove_instance([*sources, keys.INDEXED], member, score)
+            total -= len(stale)
+        return reviews, max(total, len(reviews))
+
+    def unindexed(self) -> list[str]:
+        """The waiting reviews not indexed: not posted yet (their post job has not run), or
+        posted before this index existed (see :meth:`bot.overview.Overview.page`)."""
+        return self.store.index_difference(engine_keys.INDEX_WAITING, keys.INDEXED)
+
+    def channels_of(self, user_id: str) -> list[str]:
+        """The channels with reviews posted in them that ``user_id`` is a member of."""
+        posted = self.store.set_members(keys.POSTED_CHANNELS)
+        if not posted:
+            return []
+        sizes = self.store.index_sizes([keys.posted_in(c) for c in posted])
+        return [c for c, size in zip(posted, sizes, strict=True)
+                if size and user_id in self.directory.conversation_members(c)]
+
+    def load(self, ids: Sequence[str]) -> list[ReviewRequest | None]:
+        """The review each of ``ids`` waits on (None where it waits on none), in one round trip."""
+        return [review_request(state, state.waiting)
+                if state is not None and state.waiting is not None
+                and state.status is ExecutionStatus.WAITING_FOR_INPUT else None
+                for state in self.store.load_reviews(ids)]
+
+    def _reviews(self, rows: Sequence[tuple[str, float]]
+                 ) -> tuple[list[ReviewRequest], list[tuple[str, float]]]:
+        """The reviews ``rows`` name, and the rows whose run now waits on another review."""
+        found: list[ReviewRequest] = []
+        stale: list[tuple[str, float]] = []
+        loaded = self.load([member for member, _ in rows])
+        for (member, score), review in zip(rows, loaded, strict=True):
+            if review is not None and epoch_ms(review.created_at) == int(score):
+                found.append(review)
+            else:
+                stale.append((member, score))
+        return found, stale
