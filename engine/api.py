@@ -385,7 +385,8 @@ def _actor(request: Request) -> Actor:
     """Who acts: the caller's principal, or whom ``X-Signoff-Actor`` names (``act-as``)."""
     who = _on_behalf_of(request, "X-Signoff-Actor")
     who = slack_user_id(who) or who  # <@u0alice01> is U0ALICE01
-    return Actor(id=who, name=who, source="api")
+    # The audit trail keeps which token acted, so an act-as front-end's word is traceable.
+    return Actor(id=who, name=who, source="api", token=caller_of(request).name)
 
 
 def _requester(request: Request) -> str:

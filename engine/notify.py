@@ -29,6 +29,7 @@ class Actor:
     name: str = ""
     source: str = "api"  # api | cli | slack | system
     team: str | None = None
+    token: str | None = None  # the API token that acted (its name): who vouched for ``id``
 
     @property
     def display(self) -> str:
@@ -38,12 +39,15 @@ class Actor:
         data: dict[str, Any] = {"id": self.id, "name": self.name or self.id, "source": self.source}
         if self.team:
             data["team"] = self.team
+        if self.token:
+            data["token"] = self.token
         return data
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> Actor:
         return cls(id=str(data["id"]), name=str(data.get("name") or ""),
-                   source=str(data.get("source") or "api"), team=data.get("team"))
+                   source=str(data.get("source") or "api"), team=data.get("team"),
+                   token=data.get("token"))
 
 
 SYSTEM_TIMEOUT = Actor(id="system:timeout", name="system:timeout", source="system")

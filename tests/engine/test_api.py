@@ -243,4 +243,6 @@ def test_the_operator_acts_as_operator_unless_a_header_names_someone(api, work):
     assert other.status_code == 403 and other.json()["error"] == "not_an_approver"
     resumed = api.post(f"/api/workflowExecutions/{execution_id}/resume", json={"approved": True},
                        headers={"X-Signoff-Actor": "<@u0alice>"})
-    assert resumed.json()["decidedBy"] == {"id": "U0ALICE", "name": "U0ALICE", "source": "api"}
+    # The audit keeps which token vouched for the actor it named.
+    assert resumed.json()["decidedBy"] == {"id": "U0ALICE", "name": "U0ALICE", "source": "api",
+                                           "token": "operator"}

@@ -161,7 +161,7 @@ def test_standard_access_is_granted_by_policy_without_asking_anyone(signoff: Sig
 def test_privileged_access_waits_for_the_resource_owner_alone(signoff: Signoff, target):
     execution_id = signoff.run(example("access-request"), access("privileged", target))
     message = review_message(signoff)
-    assert buttons(message) == ["Grant access", "Refuse"]
+    assert buttons(message) == ["Grant access", "Refuse", "Escalate"]
     assert calls(target) == []
 
     assert signoff.driver.click("U0BOB", (REVIEWS, message["ts"]), ACTION_APPROVE).ok
@@ -228,7 +228,7 @@ def test_a_refund_is_paid_out_once_finance_says_pay_out(signoff: Signoff, target
     execution_id = signoff.run(example("refund-approval"),
                                {**REFUND, "inputs": {"payments_url": target.url}})
     message = review_message(signoff)
-    assert buttons(message) == ["Pay out", "Refuse refund"]
+    assert buttons(message) == ["Pay out", "Refuse refund", "Escalate"]
 
     assert signoff.driver.click("U0ALICE", (REVIEWS, message["ts"]), ACTION_APPROVE).ok
     signoff.drain()

@@ -36,7 +36,7 @@ def test_without_a_header_the_decision_is_the_principals(make_token, client_for,
     work()
     decided = decisions(operator, execution_id)
     assert [d["actor"] for d in decided] == [{"id": "U0ALICE", "name": "U0ALICE",
-                                              "source": "api"}]
+                                              "source": "api", "token": "alice-phone"}]
     view = operator.get(f"/api/workflowExecutions/{execution_id}").json()
     assert view["steps"]["review"]["resumedBy"]["id"] == "U0ALICE"
     assert view["status"] == "COMPLETED"
