@@ -46,6 +46,18 @@ class SignoffWorker(SimpleWorker):
         kwargs.setdefault("worker_ttl", int(kwargs["maintenance_interval"]) + 15)
         super().__init__(*args, **kwargs)
 
+    def work(self, burst: bool = False, *args: Any, **kwargs: Any) -> bool:
+        self._burst = burst
+        return bool(super().work(burst, *args, **kwargs))
+
+    def subscribe(self) -> None:
+        """RQ's command channel (``rq.command``: stop a job, shut down), for a long-lived
+        worker. A burst worker leaves when the queues are empty, so it does not listen: RQ
+        listens in a thread that, when the worker unsubscribes before Redis confirmed the
+        subscription, waits 60 s for a confirmation that never comes."""
+        if not getattr(self, "_burst", False):
+            super().subscribe()
+
     def execute_job(self, job: Any, queue: Queue) -> None:
         _working["worker"] = self  # for drain_inbox: which queues come first
         try:
