@@ -1,19 +1,22 @@
 """KQL conditions for step ``if:`` guards and ``if`` steps, parsed once and evaluated on a scope.
 
-The subset workflows use: ``field : value`` (quoted, unquoted, ``*``/``?`` wildcards),
-``field : *``, ``field < 5`` (also ``<=``, ``>``, ``>=``), value groups ``field : (a or b)``,
-``and``/``or``/``not`` with parentheses, and a bare ``true``/``false``. Evaluation never
-raises: a missing field or a comparison between incompatible types is simply false.
+The text is KQL exactly as Kibana parses it (:mod:`engine.definition.kql`); a condition
+with ``{{ }}`` templates inside is rendered against the scope first, when it is evaluated,
+as Elastic Workflows do, and a condition that is exactly ``true`` or ``false`` is that
+boolean. Evaluation follows Kibana's workflow engine: a missing field, a comparison between
+incompatible types, free text, a wildcard field name and a nested ``field:{...}`` query
+are simply false, and evaluating never raises (except a templated condition, which can
+fail to render or render to text that is not KQL).
 
 Event data is untrusted, so evaluation costs time linear in what it reads, and it reads at
 most the first 64 KiB (65,536 characters, ``READ_LIMIT``) of a string: a wildcard matches
 that prefix (``*login`` does not see the end of a longer value), and a longer string is
 never read as a number. Equality and comparisons with text need no more of a value than
-the condition's own text. A wildcard is never a regex over the whole value: its pieces
-between the stars (literal characters and ``?``, which stands for one) are found left to
-right, the first anchored at the start and the last at the end, as KQL requires; a
-backtracking regex took 7 s for ``*failed*login*`` over 128 KB. Nested lists are read
-without recursion, so no event is too deep to evaluate.
+the condition's own text. A wildcard is never a regex over the whole value: its literal
+pieces between the stars are found left to right, the first anchored at the start and
+the last at the end, as KQL requires; a backtracking regex took 7 s for
+``*failed*login*`` over 128 KB. Nested lists are read without recursion, so no event is
+too deep to evaluate.
 """
 
 from __future__ import annotations
@@ -26,42 +29,33 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from lark import Lark, Token, Tree
-from lark.exceptions import UnexpectedCharacters, UnexpectedInput, UnexpectedToken
+from engine.definition import templates
+from engine.definition.kql import (
+    JS_WHITESPACE,
+    And,
+    Constant,
+    Exists,
+    Match,
+    MatchesNothing,
+    Not,
+    Or,
+    Query,
+    Range,
+    Value,
+    field_segments,
+    parse_kql,
+)
+from engine.errors import ConditionError, TemplateError
 
-from engine.errors import ConditionError
+__all__ = ["READ_LIMIT", "Condition", "Query", "is_template_condition", "parse_condition",
+           "resolve_path"]
 
-# A keyword is only a keyword when no word character follows it: `android`, `not-approved`.
-_GRAMMAR = r"""
-start: query
-?query: conj (_OR conj)*
-?conj: neg (_AND neg)*
-?neg: sub | _NOT neg -> not_
-?sub: "(" query ")"
-    | WORD ":" values -> match
-    | WORD RANGE_OP scalar -> range
-    | BOOL -> constant
-?values: scalar | "(" vquery ")"
-?vquery: vconj (_OR vconj)*
-?vconj: vneg (_AND vneg)*
-?vneg: scalar | "(" vquery ")" | _NOT vneg -> not_
-scalar: WORD | QUOTED | BOOL
-
-_AND.2: /and(?![^\s():<>"{}])/i
-_OR.2: /or(?![^\s():<>"{}])/i
-_NOT.2: /not(?![^\s():<>"{}])/i
-BOOL.2: /(?:true|false)(?![^\s():<>"{}])/i
-RANGE_OP: /[<>]=?/
-QUOTED: /"(?:[^"\\]|\\.)*"/
-WORD: /(?:[^\s\\():<>"{}]|\\.)+/
-%ignore /\s+/
-"""
-_FIELD = re.compile(r"[^.\[\]*?\\]+(?:\.[^.\[\]*?\\]+|\[[0-9]+\])*")
-_INDEX = re.compile(r"\[([0-9]+)\]")
 # No quantifier follows another over the same digits, so a long non-number fails in linear
 # time (`[0-9]+\.?[0-9]*` took 11 s on 16,384 digits and an "x").
 _NUMBER = re.compile(r"[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]+)?")
 _TEMPLATE = re.compile(r"\$?\{\{(?:(?!\}\}).)*\}\}", re.DOTALL)
+_TEMPLATE_PART = re.compile(r"\{\{(?:(?!\}\}).)*\}\}|\{%(?:(?!%\}).)*%\}", re.DOTALL)
+_PLACEHOLDER = "signoff-template-value"  # what a template stands for when validating
 READ_LIMIT = 65_536  # characters of a string value a condition reads
 _RANGE_OPS: dict[str, Callable[[Any, Any], bool]] = {
     "<": operator.lt, "<=": operator.le, ">": operator.gt, ">=": operator.ge,
@@ -70,104 +64,53 @@ _END = object()
 
 
 @dataclass(frozen=True)
-class Wildcard:
-    """An unquoted value with ``*`` or ``?``, as the pieces between its stars.
-
-    Each piece is a fixed-length pattern (literal characters, ``.`` for ``?``) with its
-    length; it is found at the leftmost place it fits, which is where every later piece has
-    the most room, so a match never backtracks across a star.
-    """
-
-    pieces: tuple[tuple[re.Pattern[str], int], ...]
-
-    def matches(self, text: str) -> bool:
-        """Whether the whole of ``text`` matches, in time linear in ``len(text)``."""
-        (head, head_length), *middle = self.pieces
-        if not middle:  # no star: `?` only
-            return len(text) == head_length and head.match(text) is not None
-        *middle, (tail, tail_length) = middle
-        tail_start = len(text) - tail_length
-        if tail_start < head_length or head.match(text) is None:
-            return False
-        position = head_length
-        for piece, length in middle:
-            if length:
-                found = piece.search(text, position, tail_start)
-                if found is None:
-                    return False
-                position = found.end()
-        return tail.match(text, tail_start) is not None
-
-
-@dataclass(frozen=True)
-class Value:
-    """A value as written (unescaped); ``wildcard`` is set when an unquoted value has one."""
-
-    text: str
-    quoted: bool = False
-    wildcard: Wildcard | None = None
-
-
-# The query tree. A value group `f : (a or not b)` is built as `f : a or not f : b`, as KQL does.
-@dataclass(frozen=True)
-class Match:
-    path: str
-    value: Value
-
-
-@dataclass(frozen=True)
-class Exists:
-    path: str
-
-
-@dataclass(frozen=True)
-class Range:
-    path: str
-    op: str
-    value: Value
-
-
-@dataclass(frozen=True)
-class Or:
-    items: tuple[Query, ...]
-
-
-@dataclass(frozen=True)
-class And:
-    items: tuple[Query, ...]
-
-
-@dataclass(frozen=True)
-class Not:
-    item: Query
-
-
-@dataclass(frozen=True)
-class Constant:
-    value: bool
-
-
-Query = Match | Exists | Range | Or | And | Not | Constant
-
-
-@dataclass(frozen=True)
 class Condition:
-    """A parsed KQL condition; build it with :func:`parse_condition`."""
+    """A parsed KQL condition; build it with :func:`parse_condition`.
+
+    A condition with ``{{ }}`` templates inside (``templated``) is rendered against the
+    scope and parsed when it is evaluated, as Elastic does; until then ``query`` is what
+    it parses to with each template standing for a plain word, or None when that does
+    not parse (a template may stand for operators too, so that is no error).
+    """
 
     text: str
     query: Query = dataclasses.field(init=False, repr=False, compare=False)
+    templated: bool = dataclasses.field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "query", _parse(self.text))
+        templated = templates.has_template(self.text) and not is_template_condition(self.text)
+        object.__setattr__(self, "templated", templated)
+        if templated:
+            try:
+                templates.compile_template(self.text)
+            except TemplateError as exc:
+                raise ConditionError(f"template error: {exc}", condition=self.text,
+                                     column=max(exc.column, 1)) from exc
+            try:
+                query: Query | None = _parse(_TEMPLATE_PART.sub(_PLACEHOLDER, self.text))
+            except ConditionError:
+                query = None
+            object.__setattr__(self, "query", query)
+        else:
+            object.__setattr__(self, "query", _parse(self.text))
 
     def evaluate(self, scope: Mapping[str, Any]) -> bool:
-        """Whether ``scope`` satisfies the condition; never raises."""
+        """Whether ``scope`` satisfies the condition.
+
+        Never raises, except that a templated condition raises TemplateError when its
+        templates fail to render and ConditionError when the rendered text is not KQL.
+        """
+        if self.templated:
+            return parse_condition(templates.render_text(self.text, scope)).evaluate(scope)
         return _evaluate(self.query, scope)
 
     @property
     def references(self) -> frozenset[str]:
         """Field paths the condition reads, dotted, with ``[N]`` written as ``.N``."""
-        return frozenset(_paths(self.query))
+        paths = {path for path in _paths(self.query) if _PLACEHOLDER not in path}
+        if self.templated:
+            paths |= templates.references(self.text)
+        return frozenset(paths)
 
 
 def parse_condition(text: str) -> Condition:
@@ -186,7 +129,8 @@ def is_template_condition(text: str) -> bool:
 
 
 def resolve_path(scope: Mapping[str, Any], path: str) -> tuple[bool, Any]:
-    """Look up ``a.b[0].c`` (or ``a.b.0.c``) in nested mappings and lists: ``(found, value)``."""
+    """Look up ``a.b[0].c`` (or ``a.b.0.c``, ``a['b']``) in nested mappings and lists:
+    ``(found, value)``."""
     return _walk(scope, _segments(path))
 
 
@@ -195,14 +139,9 @@ def _parse_cached(text: str) -> Condition:
     return Condition(text)
 
 
-@functools.cache
-def _parser() -> Lark:
-    return Lark(_GRAMMAR, parser="lalr", lexer="basic")
-
-
 @functools.lru_cache(maxsize=4096)
 def _segments(path: str) -> tuple[str, ...]:
-    return tuple(_INDEX.sub(r".\1", path).split("."))
+    return field_segments(path)
 
 
 def _walk(node: Any, segments: tuple[str, ...]) -> tuple[bool, Any]:
@@ -227,124 +166,20 @@ def _parse(text: str) -> Query:
     if is_template_condition(text):
         raise ConditionError("this is a template, not KQL; the template engine evaluates it",
                              condition=text, column=1)
-    if not text.strip():
-        raise ConditionError("the condition is empty", condition=text, column=1)
-    try:
-        tree = _parser().parse(text)
-    except UnexpectedInput as exc:
-        raise _syntax_error(text, exc) from None
-    return _build(tree.children[0], text, None)
-
-
-def _build(node: Tree[Token] | Token, text: str, path: str | None) -> Query:
-    # `path` is the field a value group belongs to, None outside one.
-    if isinstance(node, Token) or node.data == "scalar":
-        assert path is not None
-        value = _value(node)
-        if value.text == "*" and value.wildcard is not None:
-            return Exists(path)
-        return Match(path, value)
-    children = node.children
-    if node.data in ("query", "vquery"):
-        return Or(tuple(_build(child, text, path) for child in children))
-    if node.data in ("conj", "vconj"):
-        return And(tuple(_build(child, text, path) for child in children))
-    if node.data == "not_":
-        return Not(_build(children[0], text, path))
-    if node.data == "constant":
-        return Constant(str(children[0]).lower() == "true")
-    field = children[0]
-    assert isinstance(field, Token)
-    if not _FIELD.fullmatch(field):
-        column = (field.start_pos or 0) + 1
-        raise ConditionError(
-            f"{str(field)!r} at column {column} is not a field path "
-            "(write e.g. steps.review.output.approved or event.alerts[0].host.name)",
-            condition=text, column=column)
-    field_path = _INDEX.sub(r".\1", field)
-    if node.data == "range":
-        return Range(field_path, str(children[1]), _value(children[2]))
-    return _build(children[1], text, field_path)
-
-
-def _value(node: Tree[Token] | Token) -> Value:
-    token = node.children[0] if isinstance(node, Tree) else node
-    assert isinstance(token, Token)
-    if token.type == "QUOTED":
-        return Value(re.sub(r"\\(.)", r"\1", token[1:-1], flags=re.DOTALL), quoted=True)
-    chars: list[str] = []
-    pieces: list[list[str]] = [[]]  # each a list of regex atoms, one per character
-    wild = False
-    for escaped, char in re.findall(r"\\(.)|(.)", token, re.DOTALL):
-        if char == "*":  # an escaped \* is a literal star
-            pieces.append([])
-        else:
-            pieces[-1].append("." if char == "?" else re.escape(escaped or char))
-        wild = wild or char in ("*", "?")
-        chars.append(escaped or char)
-    if not wild:
-        return Value("".join(chars))
-    compiled = tuple((re.compile("".join(atoms), re.DOTALL), len(atoms)) for atoms in pieces)
-    return Value("".join(chars), wildcard=Wildcard(compiled))
-
-
-def _syntax_error(text: str, exc: UnexpectedInput) -> ConditionError:
-    if isinstance(exc, UnexpectedCharacters):
-        pos = exc.pos_in_stream or 0
-        if text[pos] == '"':
-            message = f"unterminated string starting at column {pos + 1}"
-        elif text.startswith("{{", pos):
-            message = (f"template '{{{{' inside a condition at column {pos + 1}; "
-                       "render it before evaluating, or compare a field instead")
-        else:
-            message = f"unexpected character '{text[pos]}' at column {pos + 1}"
-        return ConditionError(message, condition=text, column=pos + 1)
-    if not isinstance(exc, UnexpectedToken):
-        return ConditionError("invalid condition", condition=text, column=exc.column or 1)
-    at_end = exc.token.type == "$END"
-    pos = len(text.rstrip()) if at_end else exc.token.start_pos or 0
-    try:
-        before = list(_parser().lex(text[:pos]))
-    except UnexpectedInput:  # the text before the bad token does not even lex
-        return ConditionError(f"invalid condition near column {pos + 1}", condition=text,
-                              column=pos + 1)
-    opened: list[int] = []
-    for token in before:
-        if token.type == "LPAR":
-            opened.append((token.start_pos or 0) + 1)
-        elif token.type == "RPAR" and opened:
-            opened.pop()
-    expected = set(exc.expected)
-    if at_end and opened and "RPAR" in expected:
-        return ConditionError(f"unclosed '(' at column {opened[-1]}", condition=text,
-                              column=opened[-1])
-    if exc.token.type == "RPAR" and not opened and not expected & {"WORD", "COLON"}:
-        return ConditionError(f"unmatched ')' at column {pos + 1}", condition=text,
-                              column=pos + 1)
-    # LALR merges states, so ')' and the end can both be offered where only one is valid.
-    expected.discard("$END" if opened else "RPAR")
-    after = f" after '{before[-1]}'" if before else ""
-    found = "" if at_end else f", found '{exc.token}'"
-    return ConditionError(f"expected {_describe(expected)}{after} at column {pos + 1}{found}",
-                          condition=text, column=pos + 1)
-
-
-def _describe(expected: set[str]) -> str:
-    if "COLON" in expected:
-        return "':' or a comparison (<, <=, >, >=)"
-    if "QUOTED" in expected:
-        return "a value"
-    if "WORD" in expected:
-        return "a condition"
-    labels = {"_AND": "'and'", "_OR": "'or'", "RPAR": "')'", "$END": "the end of the condition"}
-    names = [label for name, label in labels.items() if name in expected] or ["something else"]
-    return names[0] if len(names) == 1 else ", ".join(names[:-1]) + " or " + names[-1]
+    # Elastic's workflow engine reads a condition that is exactly "true" or "false" (once
+    # trimmed) as that boolean; in KQL each would be free text.
+    trimmed = text.strip(JS_WHITESPACE)
+    if trimmed in ("true", "false"):
+        return Constant(trimmed == "true")
+    return parse_kql(text)
 
 
 def _evaluate(query: Query, scope: Mapping[str, Any]) -> bool:
     match query:
         case Constant(constant):
             return constant
+        case MatchesNothing():
+            return False
         case Not(item):
             return not _evaluate(item, scope)
         case And(items):
@@ -422,10 +257,12 @@ def _number(text: str) -> int | float | None:
     return int(text)
 
 
-def _paths(query: Query) -> list[str]:
+def _paths(query: Query | None) -> list[str]:
     match query:
         case Match(path) | Exists(path) | Range(path):
-            return [path]
+            return [".".join(_segments(path))]
+        case MatchesNothing(path=str(path)):
+            return [".".join(_segments(path))]
         case And(items) | Or(items):
             return [path for item in items for path in _paths(item)]
         case Not(item):

@@ -24,7 +24,7 @@ from typing import Any, assert_never
 from engine.definition.conditions import Condition
 from engine.definition.model import Step
 from engine.definition.step_types import StepKind, StepType
-from engine.errors import TemplateError
+from engine.errors import ConditionError, TemplateError
 from engine.run import escalation, timers
 from engine.state.execution import StepResult, StepStatus, Waiting, iso, parse_iso
 from engine.steps.human import input_schema
@@ -159,10 +159,14 @@ def next_step(step: Step, path: str, spec: StepType | None, recorded: StepResult
 
 
 def condition_holds(condition: Condition, step: Step, scope: Mapping[str, Any]) -> bool | FailRun:
-    """Whether ``condition`` of ``step`` holds; FailRun when it cannot be evaluated."""
+    """Whether ``condition`` of ``step`` holds; FailRun when it cannot be evaluated.
+
+    A condition with ``{{ }}`` inside is rendered against ``scope`` and parsed here, as
+    Elastic does: a template that fails, or a rendered text that is not KQL, fails the run.
+    """
     try:
         return condition.evaluate(scope)
-    except TemplateError as exc:
+    except (TemplateError, ConditionError) as exc:
         return FailRun(f"condition of step {step.name!r} failed: {exc}", step=step.name)
 
 

@@ -129,8 +129,6 @@ def test_star_means_the_field_exists_and_is_not_null(text: str, expected: bool) 
         ("host : web-*", "db-01", False),
         ("host : web-*", "WEB-01", False),
         ("host : *-01", "db-01", True),
-        ("host : web-0?", "web-01", True),
-        ("host : web-0?", "web-012", False),
         ("host : w*b*", "web-01", True),
         ("host : w*x*", "web-01", False),
         ("host : a.c*", "abc", False),  # '.' is literal, not a regex dot
@@ -163,19 +161,14 @@ def test_star_means_the_field_exists_and_is_not_null(text: str, expected: bool) 
         ("host : web**01", "web-01", True),
         ("host : *-*", "-", True),
         ("host : *-*", "", False),
-        # `?` is one character, inside or between pieces
-        ("host : ?", "", False),
-        ("host : ?", "é", True),
-        ("host : *?", "", False),
-        ("host : ?*?", "ab", True),
-        ("host : ?*?", "a", False),
-        ("host : *b?d*", "abcde", True),
-        ("host : *b?d*", "abde", False),
-        ("host : a?*?d", "abcd", True),
-        (r"host : web\?", "web?", True),
-        (r"host : web\?*", "web1", False),
+        # `?` is a literal character, as in Kibana (only `*` is a KQL wildcard)
+        ("host : web-0?", "web-01", False),
+        ("host : web-0?", "web-0?", True),
+        ("host : ?*", "?x", True),
+        ("host : ?*", "x", False),
+        ("host : *b?d*", "ab?de", True),
+        ("host : *b?d*", "abcde", False),
         ("host : a*", "a\nb", True),  # a star spans line breaks
-        ("host : a?b", "a\nb", True),
         # case-sensitive, as an equality is
         ("host : *LOGIN*", "failed login", False),
         ("host : *Login*", "failed Login", True),
@@ -186,8 +179,8 @@ def test_wildcards_match_whole_strings_without_regex(text: str, value: Any, expe
 
 
 def _as_regex(pattern: str) -> str:
-    # The translation conditions.py used before its linear matcher: the reference semantics.
-    return "".join(".*" if c == "*" else "." if c == "?" else re.escape(c) for c in pattern)
+    # Kibana's wildcard test as a regex: `*` is any run of characters, everything else literal.
+    return "".join(".*" if c == "*" else re.escape(c) for c in pattern)
 
 
 @given(st.text(alphabet="ab*?", min_size=1, max_size=8), st.text(alphabet="ab", max_size=12))
@@ -276,7 +269,6 @@ def test_range_operators(text: str, expected: bool) -> None:
         ("count : 4 Or tags : nope", False),
         ("not count : 4", True),
         ("NOT count : 5", False),
-        ("not not count : 5", True),
         # not binds tighter than and, and tighter than or
         ("count : 4 or count : 5 and tags : nope", False),
         ("count : 5 or count : 4 and tags : nope", True),
@@ -405,28 +397,23 @@ def test_resolve_path() -> None:
 @pytest.mark.parametrize(
     ("text", "column", "message"),
     [
-        ("a :", 4, "expected a value after ':' at column 4"),
-        ("a : (b or", 10, "expected a value after 'or' at column 10"),
-        ("and b", 1, "expected a condition at column 1, found 'and'"),
+        ("a :", 4, "expected a value at column 4, found the end"),
+        ("a : (b or", 5, "unclosed '(' at column 5"),
         ('a : "unfinished', 5, "unterminated string starting at column 5"),
         ('a : "x" and b : "y', 17, "unterminated string starting at column 17"),
         ("a : (b or c", 5, "unclosed '(' at column 5"),
         ("(a : b", 1, "unclosed '(' at column 1"),
         ("a : b)", 6, "unmatched ')' at column 6"),
-        ("a : b or c : d e", 16, "expected 'and', 'or' or the end of the condition after 'd'"),
-        ("(a : b or c : d e)", 17, "expected 'and', 'or' or ')' after 'd' at column 17, found 'e'"),
-        ("a : 10:00", 7, "expected 'and', 'or' or the end of the condition after '10'"),
-        ("a : b c : d", 7, "expected 'and', 'or' or the end of the condition after 'b'"),
-        ("approved", 9, "expected ':' or a comparison (<, <=, >, >=) after 'approved'"),
-        ("a < ", 4, "expected a value after '<' at column 4"),
-        ("a : b and", 10, "expected a condition after 'and' at column 10"),
-        ("a : b and not", 14, "expected a condition after 'not' at column 14"),
-        ("a : )", 5, "expected a value after ':' at column 5, found ')'"),
-        ("a[x] : 1", 1, "'a[x]' at column 1 is not a field path"),
-        ("ok : 1 and web-* : 1", 12, "'web-*' at column 12 is not a field path"),
-        ("a : {b}", 5, "unexpected character '{' at column 5"),
-        ("a : {{ inputs.x }}", 5, "template '{{' inside a condition at column 5"),
-        ("   ", 1, "the condition is empty"),
+        ("a : 10:00", 7, "expected 'and', 'or' or the end of the condition at column 7"),
+        ("a : b c : d", 9, "expected 'and', 'or' or the end of the condition at column 9"),
+        ("a < ", 4, "expected a value at column 4, found the end"),
+        ("a : b and ", 10, "expected a field or a value at column 10, found the end"),
+        ("a : )", 5, "expected a value at column 5, found ')'"),
+        ("a : cannot be", 8, "found the keyword 'not' (quote a value that holds it)"),
+        ("not not a : b", 5, "found the keyword 'not'"),
+        ("a : c:\\tmp", 6, "expected 'and', 'or'"),
+        ("a : c\\d", 6, "'\\' at column 6 escapes only a special character"),
+        ("(" * 101 + "a : b" + ")" * 101, 101, "nested more than 100 deep at column 101"),
         ("${{ inputs.go }}", 1, "the template engine evaluates it"),
     ],
 )

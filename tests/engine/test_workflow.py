@@ -485,8 +485,8 @@ def test_condition_errors_are_located_within_the_line() -> None:
 
     # plain, quoted and block scalars: the column within the condition, placed in the file
     dangling = the_problem(problems, "invalid condition in steps[0].if")
-    assert at(dangling) == (5, 34)
-    assert dangling.message.endswith("expected a value after 'or' at column 25")
+    assert at(dangling) == (5, 29)  # `a or` is a value (no space after `or`): the '(' is open
+    assert dangling.message.endswith("unclosed '(' at column 20")
     assert at(the_problem(problems, "invalid condition in steps[1].condition")) == (8, 27)
     assert at(the_problem(problems, "invalid condition in steps[2].if")) == (15, 30)
 
