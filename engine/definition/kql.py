@@ -149,7 +149,11 @@ class _Fail(Exception):
 
 def parse_kql(text: str) -> Query:
     """Parse KQL as Kibana does; raise ConditionError (with a 1-based column) if it does not."""
-    return _Parser(text).parse()
+    try:
+        return _Parser(text).parse()
+    except RecursionError:  # MAX_DEPTH keeps well inside the limit; a caller deep in its own
+        raise ConditionError(f"nested too deeply (at most {MAX_DEPTH})", condition=text,
+                             column=1) from None
 
 
 def field_segments(path: str) -> tuple[str, ...]:

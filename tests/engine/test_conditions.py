@@ -425,6 +425,11 @@ def test_syntax_errors_say_what_was_expected_and_where(
     assert message in str(error)
 
 
+def test_a_hundred_nested_parentheses_parse() -> None:
+    assert holds("(" * 100 + "count : 5" + ")" * 100)
+    assert holds("not (" * 49 + "count : 4" + ")" * 49)  # each `not (` nests twice
+
+
 def test_parse_condition_is_cached_by_text() -> None:
     first = parse_condition("count : 5 and tags : prod")
     assert parse_condition("count : 5 and tags : prod") is first
