@@ -184,6 +184,7 @@ class _Parser:
         self.depth = 0
         self.farthest = 0  # where the parse got furthest, and what it expected there
         self.expected: set[str] = set()
+        self.depth_exceeded_at: int | None = None
 
     def parse(self) -> Query:
         text = self.text
@@ -217,22 +218,23 @@ class _Parser:
         if quote is not None:
             return ConditionError(f"unterminated string starting at column {quote + 1}",
                                   condition=text, column=quote + 1)
-        found = "the end" if at >= len(text) else repr(text[at])
-        if at >= len(text):  # point just past the last word, not at trailing spaces
+        at_end = at >= len(text)
+        found = "the end" if at_end else repr(text[at])
+        if at_end:  # point just past the last word, not at trailing spaces
             at = len(text.rstrip(_SPACE))
-        if at < len(text) and self._keyword_at(at):
+        elif self._keyword_at(at):
             word = text[at:at + 4].strip(_SPACE)
             found = f"the keyword {word!r} (quote a value that holds it)"
         if self.depth_exceeded_at is not None:
             return ConditionError(f"nested more than {MAX_DEPTH} deep at column "
                                   f"{self.depth_exceeded_at + 1}", condition=text,
                                   column=self.depth_exceeded_at + 1)
-        if at >= len(text) and "')'" in self.expected:
+        if at_end and "')'" in self.expected:
             opened = _open_parenthesis(text)
             if opened is not None:
                 return ConditionError(f"unclosed '(' at column {opened + 1}", condition=text,
                                       column=opened + 1)
-        if at < len(text) and text[at] == "\\":
+        if not at_end and text[at] == "\\":
             message = (f"'\\' at column {at + 1} escapes only a special character "
                        '(\\():<>"*{}), or, and, not, \\t, \\r, \\n or \\uXXXX; '
                        "quote the value to keep a backslash")
@@ -242,8 +244,6 @@ class _Parser:
             " or " + expected[-1]
         return ConditionError(f"expected {described} at column {at + 1}, found {found}",
                               condition=text, column=at + 1)
-
-    depth_exceeded_at: int | None = None
 
     def _enter(self, position: int) -> None:
         self.depth += 1
