@@ -5,6 +5,13 @@ exactly ``${{ expr }}`` (surrounding whitespace allowed) evaluates to the expres
 own value, so a list stays a list and an int an int. Inside ``{{ }}`` the Elastic
 Workflows ternary ``cond ? a : b`` is accepted and read as Liquid's ``a if cond else b``.
 
+Elastic renders with LiquidJS, which reads an output (``{{ }}``, ``${{ }}``, ``echo``)
+as an expression followed by filters, so ``{{ a > 3 and b == 'x' }}`` is ``true`` or
+``false``, and a property may be named like a keyword (``inputs.limit``). python-liquid
+allows neither; the two changes below are made on its tokens, before its own parsers
+run: a keyword after a dot is a property name, and an output's head is parsed as a
+logical expression (python-liquid's ``if`` grammar) before its filters.
+
 A :class:`MarkdownTemplate` (a human step's ``message``: Markdown a reviewer reads)
 renders with every interpolated value escaped for Markdown, so event data shows as
 literal text and cannot forge a link, a heading or emphasis; the template's own text
@@ -12,7 +19,8 @@ is the author's Markdown and renders. ``{{ value | markdown }}`` opts a trusted 
 in. Slack's own syntax (``&``, ``<``, ``>``, mentions) is left to the bot, which
 escapes it in all text it converts (bot/mrkdwn.py). Other strings are not escaped.
 
-python-liquid enters Signoff through this module only.
+python-liquid enters Signoff through this module only (and the filters it registers,
+engine/definition/template_filters.py).
 """
 
 from __future__ import annotations
@@ -26,17 +34,39 @@ from dataclasses import dataclass
 from io import StringIO
 from typing import Any
 
-from liquid import BoundTemplate, Environment, RenderContext, is_undefined
+from liquid import BoundTemplate, Environment, RenderContext, Token, is_undefined
+from liquid.ast import Node
+from liquid.builtin.expressions import (
+    Filter,
+    FilteredExpression,
+    Nil,
+    TernaryFilteredExpression,
+    tokenize,
+)
+from liquid.builtin.expressions.logical import parse_boolean_primitive
 from liquid.builtin.output import Output, OutputNode
 from liquid.builtin.tags.capture_tag import CaptureNode, CaptureTag
 from liquid.builtin.tags.echo_tag import EchoNode, EchoTag
-from liquid.exceptions import LiquidError, LiquidInterrupt
+from liquid.exceptions import LiquidError, LiquidInterrupt, LiquidSyntaxError
 from liquid.expression import Expression
 from liquid.filter import int_arg
+from liquid.parser import get_parser
 from liquid.stream import TokenStream
 from liquid.stringify import to_liquid_string
-from liquid.token import TOKEN_EXPRESSION
+from liquid.token import (
+    TOKEN_DOT,
+    TOKEN_EOF,
+    TOKEN_EXPRESSION,
+    TOKEN_IF,
+    TOKEN_LBRACKET,
+    TOKEN_OUTPUT,
+    TOKEN_PIPE,
+    TOKEN_RBRACKET,
+    TOKEN_STRING,
+    TOKEN_TAG,
+)
 
+from engine.definition import template_filters
 from engine.definition.markdown_escape import (
     CodeTracker,
     TrustedMarkdown,
@@ -74,6 +104,85 @@ class _SignoffEnvironment(Environment):
     # A runaway `{% for %}` must not wedge a worker.
     loop_iteration_limit = 100_000
 
+    def _parse(self, source: str) -> list[Node]:
+        return get_parser(self).parse(_TokenStream(self.tokenizer()(source)))
+
+
+# A filter argument `[]` (`| default: []`) stands for an empty list; python-liquid has
+# no list literal, so the tokens carry this marker until the filter is built.
+_EMPTY_LIST = "\x00signoff-empty-list\x00"
+
+
+def _tokenize(source: str, parent: Token, *, in_output: bool = False) -> list[Token]:
+    """python-liquid's expression tokens, with LiquidJS's reading of keywords after a dot.
+
+    ``inputs.limit``: python-liquid makes ``limit`` (``offset``, ``reversed``, ``cols``,
+    ``with``, ``for``, ...) a keyword wherever it stands; after a dot it is a property.
+    In an output, ``[]`` becomes the empty-list marker.
+    """
+    tokens: list[Token] = []
+    for token in tokenize(source, parent):
+        kind = token.kind
+        if tokens and tokens[-1].kind == TOKEN_DOT and kind == token.value and kind.isalpha():
+            token = token._replace(kind="word")
+        elif in_output and kind == TOKEN_RBRACKET and tokens and tokens[-1].kind == TOKEN_LBRACKET:
+            token = tokens.pop()._replace(kind=TOKEN_STRING, value=_EMPTY_LIST)
+        tokens.append(token)
+    return tokens
+
+
+class _TokenStream(TokenStream):
+    """The template's token stream; each tag's expression is tokenized by ``_tokenize``."""
+
+    def into_inner(self, *, tag: Token | None = None, eat: bool = True) -> TokenStream:
+        token = self.current
+        if token.kind != TOKEN_EXPRESSION:
+            raise LiquidSyntaxError("missing expression", token=tag or token)
+        if eat:
+            next(self)
+        return TokenStream(iter(_tokenize(token.value, token)))
+
+
+class _EmptyList(Expression):
+    __slots__ = ()
+
+    def evaluate(self, context: RenderContext) -> list[Any]:
+        return []
+
+    async def evaluate_async(self, context: RenderContext) -> list[Any]:
+        return []
+
+    def children(self) -> list[Expression]:
+        return []
+
+
+def _with_empty_lists(filters: list[Filter] | None) -> None:
+    for filter_ in filters or ():
+        for argument in filter_.args:
+            value = argument.value
+            if getattr(value, "value", None) == _EMPTY_LIST:
+                argument.value = _EmptyList(value.token)
+
+
+def _parse_output(environment: Environment, expression: Token) -> Expression:
+    """An output's expression as LiquidJS reads it: a logical expression, then filters."""
+    source = expression.value
+    if "?" in source:
+        source = _rewrite_ternary(source) or source
+    tokens = TokenStream(iter(_tokenize(source, expression, in_output=True)))
+    left = parse_boolean_primitive(environment, tokens)
+    filters = Filter.parse(environment, tokens, delim=(TOKEN_PIPE,))
+    _with_empty_lists(filters)
+    if tokens.current.kind == TOKEN_IF:
+        ternary = TernaryFilteredExpression.parse(
+            environment, FilteredExpression(left.token, left, filters), tokens
+        )
+        _with_empty_lists(ternary.filters)
+        _with_empty_lists(ternary.tail_filters)
+        return ternary
+    tokens.eat(TOKEN_EOF)
+    return FilteredExpression(left.token, left, filters)
+
 
 def _rewrite_ternary(expression: str) -> str | None:
     """``cond ? a : b`` as ``a if cond else b``; None when there is no ternary.
@@ -102,16 +211,22 @@ def _rewrite_ternary(expression: str) -> str | None:
 
 
 class _TernaryOutput(Output):
-    """The output statement, accepting ``cond ? a : b`` before Liquid parses it."""
+    """The output statement as LiquidJS reads it, and ``cond ? a : b``."""
 
     def parse(self, stream: TokenStream) -> OutputNode:
-        at = stream.pos + 1
-        if at < len(stream.tokens) and stream.tokens[at].kind == TOKEN_EXPRESSION:
-            token = stream.tokens[at]
-            rewritten = _rewrite_ternary(token.value) if "?" in token.value else None
-            if rewritten is not None:
-                stream.tokens[at] = token._replace(value=rewritten)
-        return super().parse(stream)
+        token = stream.eat(TOKEN_OUTPUT)
+        expression = stream.expect(TOKEN_EXPRESSION)
+        return self.node_class(token, _parse_output(self.env, expression))
+
+
+class _Echo(EchoTag):
+    """``{% echo %}``, read as an output is."""
+
+    def parse(self, stream: TokenStream) -> Node:
+        token = stream.eat(TOKEN_TAG)
+        if stream.current.kind != TOKEN_EXPRESSION:
+            return self.node_class(token, Nil(stream.current))
+        return self.node_class(token, _parse_output(self.env, stream.current))
 
 
 def _json_default(obj: object) -> object:
@@ -201,7 +316,7 @@ class _MarkdownOutput(_TernaryOutput):
     node_class = _MarkdownOutputNode
 
 
-class _MarkdownEcho(EchoTag):
+class _MarkdownEcho(_Echo):
     node_class = _MarkdownEchoNode
 
 
@@ -212,11 +327,15 @@ def _markdown_filter(value: object) -> TrustedMarkdown:
 def _build_environment(*, markdown: bool = False) -> Environment:
     environment = _SignoffEnvironment(autoescape=False, strict_filters=True)
     environment.add_tag(_MarkdownOutput if markdown else _TernaryOutput)
+    environment.add_tag(_MarkdownEcho if markdown else _Echo)
     if markdown:
-        environment.add_tag(_MarkdownEcho)
         environment.add_tag(_MarkdownCapture)
         environment.add_filter("markdown", _markdown_filter)
     environment.add_filter("json", _json_filter)
+    environment.add_filter("jsonify", _json_filter)
+    environment.add_filter("inspect", _json_filter)
+    for name, function in template_filters.FILTERS.items():
+        environment.add_filter(name, function)
     return environment
 
 
