@@ -22,10 +22,10 @@ from urllib.parse import quote
 
 from liquid import is_undefined
 
-__all__ = ["FILTERS"]
+__all__ = ["FILTERS", "as_list", "grouped"]
 
 
-def _as_list(value: object) -> list[Any]:
+def as_list(value: object) -> list[Any]:
     """LiquidJS's reading of a filter's input as an array: nothing is an empty one."""
     if value is None or is_undefined(value):
         return []
@@ -123,31 +123,37 @@ def _set_child(container: Any, segment: str, value: Any) -> None:
 
 def push(value: object, item: object = None) -> list[Any]:
     """The list with ``item`` appended."""
-    return [*_as_list(value), item]
+    return [*as_list(value), item]
 
 
 def pop(value: object) -> list[Any]:
     """The list without its last item."""
-    return _as_list(value)[:-1]
+    return as_list(value)[:-1]
 
 
 def shift(value: object) -> list[Any]:
     """The list without its first item."""
-    return _as_list(value)[1:]
+    return as_list(value)[1:]
 
 
 def unshift(value: object, item: object = None) -> list[Any]:
     """The list with ``item`` put first."""
-    return [item, *_as_list(value)]
+    return [item, *as_list(value)]
 
 
 def group_by(value: object, key: object) -> list[dict[str, Any]]:
     """``[{"name": k, "items": [...]}]`` for each value of ``key``, in order of appearance."""
-    groups: dict[Any, list[Any]] = {}
-    for item in _as_list(value):
-        name = item.get(str(key)) if isinstance(item, Mapping) else None
-        groups.setdefault(_hashable(name), []).append(item)
-    return [{"name": name, "items": items} for name, items in groups.items()]
+    items = as_list(value)
+    return grouped(items, [item.get(str(key)) if isinstance(item, Mapping) else None
+                           for item in items])
+
+
+def grouped(items: list[Any], names: list[Any]) -> list[dict[str, Any]]:
+    """``items`` grouped by their ``names`` (one name per item), in order of appearance."""
+    groups: dict[Any, tuple[Any, list[Any]]] = {}
+    for item, name in zip(items, names, strict=True):
+        groups.setdefault(_hashable(name), (name, []))[1].append(item)
+    return [{"name": name, "items": members} for name, members in groups.values()]
 
 
 def _hashable(value: object) -> Any:
@@ -160,7 +166,7 @@ def _hashable(value: object) -> Any:
 
 def array_to_sentence_string(value: object, connector: object = "and") -> str:
     """``a, b, and c`` (``a and b`` for two)."""
-    items = [_text(item) for item in _as_list(value)]
+    items = [_text(item) for item in as_list(value)]
     word = _text(connector)
     if len(items) <= 1:
         return "".join(items)

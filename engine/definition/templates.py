@@ -43,13 +43,18 @@ from liquid.builtin.expressions import (
     TernaryFilteredExpression,
     tokenize,
 )
-from liquid.builtin.expressions.logical import parse_boolean_primitive
+from liquid.builtin.expressions.logical import is_truthy, parse_boolean_primitive
 from liquid.builtin.output import Output, OutputNode
 from liquid.builtin.tags.capture_tag import CaptureNode, CaptureTag
 from liquid.builtin.tags.echo_tag import EchoNode, EchoTag
-from liquid.exceptions import LiquidError, LiquidInterrupt, LiquidSyntaxError
+from liquid.exceptions import (
+    FilterArgumentError,
+    LiquidError,
+    LiquidInterrupt,
+    LiquidSyntaxError,
+)
 from liquid.expression import Expression
-from liquid.filter import int_arg
+from liquid.filter import int_arg, with_context
 from liquid.parser import get_parser
 from liquid.stream import TokenStream
 from liquid.stringify import to_liquid_string
@@ -320,6 +325,52 @@ class _MarkdownEcho(_Echo):
     node_class = _MarkdownEchoNode
 
 
+@functools.lru_cache(maxsize=_CACHE_SIZE)
+def _item_expression(source: str) -> Expression:
+    """The expression of a ``where_exp``/``find_exp``/``group_by_exp`` (``"i.size > 3"``)."""
+    token = Token(TOKEN_EXPRESSION, source, 0, source)
+    tokens = TokenStream(iter(_tokenize(source, token)))
+    expression = parse_boolean_primitive(_ENVIRONMENT, tokens)
+    tokens.eat(TOKEN_EOF)
+    return expression
+
+
+def _per_item(value: object, name: object, source: object,
+              context: RenderContext) -> tuple[list[Any], list[Any]]:
+    """The items of ``value`` and, for each, ``source`` evaluated with the item as ``name``."""
+    items = template_filters.as_list(value)
+    try:
+        expression = _item_expression(str(source))
+    except LiquidSyntaxError as exc:
+        raise FilterArgumentError(f"bad expression {str(source)!r}: {exc.message}") from exc
+    results = []
+    for item in items:
+        with context.extend({str(name): item}):
+            results.append(expression.evaluate(context))
+    return items, results
+
+
+@with_context
+def _where_exp(value: object, name: object, source: object, *,
+               context: RenderContext) -> list[Any]:
+    items, results = _per_item(value, name, source, context)
+    return [item for item, result in zip(items, results, strict=True) if is_truthy(result)]
+
+
+@with_context
+def _find_exp(value: object, name: object, source: object, *, context: RenderContext) -> Any:
+    items, results = _per_item(value, name, source, context)
+    return next((item for item, result in zip(items, results, strict=True)
+                 if is_truthy(result)), None)
+
+
+@with_context
+def _group_by_exp(value: object, name: object, source: object, *,
+                  context: RenderContext) -> list[dict[str, Any]]:
+    items, results = _per_item(value, name, source, context)
+    return template_filters.grouped(items, [None if is_undefined(r) else r for r in results])
+
+
 def _markdown_filter(value: object) -> TrustedMarkdown:
     return TrustedMarkdown(to_liquid_string(value, autoescape=False))
 
@@ -334,6 +385,9 @@ def _build_environment(*, markdown: bool = False) -> Environment:
     environment.add_filter("json", _json_filter)
     environment.add_filter("jsonify", _json_filter)
     environment.add_filter("inspect", _json_filter)
+    environment.add_filter("where_exp", _where_exp)
+    environment.add_filter("find_exp", _find_exp)
+    environment.add_filter("group_by_exp", _group_by_exp)
     for name, function in template_filters.FILTERS.items():
         environment.add_filter(name, function)
     return environment
