@@ -342,7 +342,8 @@ def _per_item(value: object, name: object, source: object,
     try:
         expression = _item_expression(str(source))
     except LiquidSyntaxError as exc:
-        raise FilterArgumentError(f"bad expression {str(source)!r}: {exc.message}") from exc
+        raise FilterArgumentError(f"bad expression {str(source)!r}: {exc.message}",
+                                  token=None) from exc
     results = []
     for item in items:
         with context.extend({str(name): item}):
