@@ -239,7 +239,8 @@ def _date_formatter(fmt: str) -> Callable[[object], object]:
         moment = _as_datetime(value)
         if moment is None:
             return value
-        return moment.strftime(fmt)
+        offset = moment.strftime("%z")
+        return moment.strftime(fmt.replace("{colon_offset}", f"{offset[:3]}:{offset[3:]}"))
 
     format_date.__doc__ = f"A date as ``{fmt}``."
     return format_date
@@ -286,7 +287,7 @@ FILTERS: dict[str, Callable[..., Any]] = {
     "cgi_escape": cgi_escape,
     "uri_escape": uri_escape,
     "slugify": slugify,
-    "date_to_xmlschema": _date_formatter("%Y-%m-%dT%H:%M:%S%:z"),
+    "date_to_xmlschema": _date_formatter("%Y-%m-%dT%H:%M:%S{colon_offset}"),
     "date_to_rfc822": _date_formatter("%a, %d %b %Y %H:%M:%S %z"),
     "date_to_string": _date_formatter("%d %b %Y"),
     "date_to_long_string": _date_formatter("%d %B %Y"),

@@ -6,7 +6,8 @@ own value, so a list stays a list and an int an int. Inside ``{{ }}`` the Elasti
 Workflows ternary ``cond ? a : b`` is accepted and read as Liquid's ``a if cond else b``.
 
 Elastic renders with LiquidJS, which reads an output (``{{ }}``, ``${{ }}``, ``echo``)
-as an expression followed by filters, so ``{{ a > 3 and b == 'x' }}`` is ``true`` or
+(and ``assign``'s value) as an expression followed by filters, so
+``{{ a > 3 and b == 'x' }}`` is ``true`` or
 ``false``, and a property may be named like a keyword (``inputs.limit``). python-liquid
 allows neither; the two changes below are made on its tokens, before its own parsers
 run: a keyword after a dot is a property name, and an output's head is parsed as a
@@ -41,10 +42,12 @@ from liquid.builtin.expressions import (
     FilteredExpression,
     Nil,
     TernaryFilteredExpression,
+    parse_identifier,
     tokenize,
 )
 from liquid.builtin.expressions.logical import is_truthy, parse_boolean_primitive
 from liquid.builtin.output import Output, OutputNode
+from liquid.builtin.tags.assign_tag import AssignNode, AssignTag
 from liquid.builtin.tags.capture_tag import CaptureNode, CaptureTag
 from liquid.builtin.tags.echo_tag import EchoNode, EchoTag
 from liquid.exceptions import (
@@ -59,6 +62,7 @@ from liquid.parser import get_parser
 from liquid.stream import TokenStream
 from liquid.stringify import to_liquid_string
 from liquid.token import (
+    TOKEN_ASSIGN,
     TOKEN_DOT,
     TOKEN_EOF,
     TOKEN_EXPRESSION,
@@ -174,7 +178,11 @@ def _parse_output(environment: Environment, expression: Token) -> Expression:
     source = expression.value
     if "?" in source:
         source = _rewrite_ternary(source) or source
-    tokens = TokenStream(iter(_tokenize(source, expression, in_output=True)))
+    return _parse_value(environment, TokenStream(iter(_tokenize(source, expression,
+                                                                in_output=True))))
+
+
+def _parse_value(environment: Environment, tokens: TokenStream) -> Expression:
     left = parse_boolean_primitive(environment, tokens)
     filters = Filter.parse(environment, tokens, delim=(TOKEN_PIPE,))
     _with_empty_lists(filters)
@@ -305,6 +313,18 @@ class _MarkdownEchoNode(EchoNode):
         return _write_markdown(self, context, buffer)
 
 
+class _Assign(AssignTag):
+    """``{% assign name = value %}``, the value read as an output is (LiquidJS)."""
+
+    def parse(self, stream: TokenStream) -> AssignNode:
+        token = stream.eat(TOKEN_TAG)
+        expression = stream.expect(TOKEN_EXPRESSION)
+        tokens = TokenStream(iter(_tokenize(expression.value, expression, in_output=True)))
+        name = parse_identifier(self.env, tokens, allow_trailing_question_mark=False)
+        tokens.eat(TOKEN_ASSIGN)
+        return self.node_class(token, name=name, expression=_parse_value(self.env, tokens))
+
+
 class _MarkdownCaptureNode(CaptureNode):
     __slots__ = ()
 
@@ -380,6 +400,7 @@ def _build_environment(*, markdown: bool = False) -> Environment:
     environment = _SignoffEnvironment(autoescape=False, strict_filters=True)
     environment.add_tag(_MarkdownOutput if markdown else _TernaryOutput)
     environment.add_tag(_MarkdownEcho if markdown else _Echo)
+    environment.add_tag(_Assign)
     if markdown:
         environment.add_tag(_MarkdownCapture)
         environment.add_filter("markdown", _markdown_filter)
