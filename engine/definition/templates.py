@@ -5,13 +5,9 @@ exactly ``${{ expr }}`` (surrounding whitespace allowed) evaluates to the expres
 own value, so a list stays a list and an int an int. Inside ``{{ }}`` the Elastic
 Workflows ternary ``cond ? a : b`` is accepted and read as Liquid's ``a if cond else b``.
 
-Elastic renders with LiquidJS, which reads an output (``{{ }}``, ``${{ }}``, ``echo``)
-(and ``assign``'s value) as an expression followed by filters, so
-``{{ a > 3 and b == 'x' }}`` is ``true`` or
-``false``, and a property may be named like a keyword (``inputs.limit``). python-liquid
-allows neither; the two changes below are made on its tokens, before its own parsers
-run: a keyword after a dot is a property name, and an output's head is parsed as a
-logical expression (python-liquid's ``if`` grammar) before its filters.
+Templates are read as Elastic's LiquidJS reads them (engine/definition/liquidjs.py):
+``{{ a > 3 and b == 'x' }}`` renders ``true`` or ``false``, ``inputs.limit`` is a
+property, and Elastic's filters are there (engine/definition/template_filters.py).
 
 A :class:`MarkdownTemplate` (a human step's ``message``: Markdown a reviewer reads)
 renders with every interpolated value escaped for Markdown, so event data shows as
@@ -20,8 +16,8 @@ is the author's Markdown and renders. ``{{ value | markdown }}`` opts a trusted 
 in. Slack's own syntax (``&``, ``<``, ``>``, mentions) is left to the bot, which
 escapes it in all text it converts (bot/mrkdwn.py). Other strings are not escaped.
 
-python-liquid enters Signoff through this module only (and the filters it registers,
-engine/definition/template_filters.py).
+python-liquid enters Signoff through this module, and the two it builds on: liquidjs.py
+and template_filters.py.
 """
 
 from __future__ import annotations
@@ -35,47 +31,28 @@ from dataclasses import dataclass
 from io import StringIO
 from typing import Any
 
-from liquid import BoundTemplate, Environment, RenderContext, Token, is_undefined
+from liquid import BoundTemplate, Environment, RenderContext, is_undefined
 from liquid.ast import Node
-from liquid.builtin.expressions import (
-    Filter,
-    FilteredExpression,
-    Nil,
-    TernaryFilteredExpression,
-    parse_identifier,
-    tokenize,
-)
-from liquid.builtin.expressions.logical import is_truthy, parse_boolean_primitive
-from liquid.builtin.output import Output, OutputNode
-from liquid.builtin.tags.assign_tag import AssignNode, AssignTag
+from liquid.builtin.output import OutputNode
 from liquid.builtin.tags.capture_tag import CaptureNode, CaptureTag
-from liquid.builtin.tags.echo_tag import EchoNode, EchoTag
+from liquid.builtin.tags.echo_tag import EchoNode
 from liquid.exceptions import (
-    FilterArgumentError,
     LiquidError,
     LiquidInterrupt,
-    LiquidSyntaxError,
 )
 from liquid.expression import Expression
-from liquid.filter import int_arg, with_context
+from liquid.filter import int_arg
 from liquid.parser import get_parser
-from liquid.stream import TokenStream
 from liquid.stringify import to_liquid_string
-from liquid.token import (
-    TOKEN_ASSIGN,
-    TOKEN_DOT,
-    TOKEN_EOF,
-    TOKEN_EXPRESSION,
-    TOKEN_IF,
-    TOKEN_LBRACKET,
-    TOKEN_OUTPUT,
-    TOKEN_PIPE,
-    TOKEN_RBRACKET,
-    TOKEN_STRING,
-    TOKEN_TAG,
-)
 
 from engine.definition import template_filters
+from engine.definition.liquidjs import (
+    EXPRESSION_FILTERS,
+    LiquidJSAssign,
+    LiquidJSEcho,
+    LiquidJSOutput,
+    LiquidJSTokenStream,
+)
 from engine.definition.markdown_escape import (
     CodeTracker,
     TrustedMarkdown,
@@ -101,9 +78,6 @@ _CACHE_SIZE = 4096
 # The whole value is one output statement marked with "$": keep the expression's type.
 _TYPED = re.compile(r"\s*\$(?P<output>\{\{.*\}\})\s*", re.DOTALL)
 
-# Liquid string literals have no escapes: a quote runs to the next quote of its kind.
-_TERNARY_LEXEME = re.compile(r"""(?P<string>"[^"]*"|'[^']*')|[?:|]""")
-
 
 class _SignoffEnvironment(Environment):
     ternary_expressions = True  # `a if cond else b`, the target of the `? :` rewrite
@@ -114,132 +88,7 @@ class _SignoffEnvironment(Environment):
     loop_iteration_limit = 100_000
 
     def _parse(self, source: str) -> list[Node]:
-        return get_parser(self).parse(_TokenStream(self.tokenizer()(source)))
-
-
-# A filter argument `[]` (`| default: []`) stands for an empty list; python-liquid has
-# no list literal, so the tokens carry this marker until the filter is built.
-_EMPTY_LIST = "\x00signoff-empty-list\x00"
-
-
-def _tokenize(source: str, parent: Token, *, in_output: bool = False) -> list[Token]:
-    """python-liquid's expression tokens, with LiquidJS's reading of keywords after a dot.
-
-    ``inputs.limit``: python-liquid makes ``limit`` (``offset``, ``reversed``, ``cols``,
-    ``with``, ``for``, ...) a keyword wherever it stands; after a dot it is a property.
-    In an output, ``[]`` becomes the empty-list marker.
-    """
-    tokens: list[Token] = []
-    for token in tokenize(source, parent):
-        kind = token.kind
-        if tokens and tokens[-1].kind == TOKEN_DOT and kind == token.value and kind.isalpha():
-            token = token._replace(kind="word")
-        elif in_output and kind == TOKEN_RBRACKET and tokens and tokens[-1].kind == TOKEN_LBRACKET:
-            token = tokens.pop()._replace(kind=TOKEN_STRING, value=_EMPTY_LIST)
-        tokens.append(token)
-    return tokens
-
-
-class _TokenStream(TokenStream):
-    """The template's token stream; each tag's expression is tokenized by ``_tokenize``."""
-
-    def into_inner(self, *, tag: Token | None = None, eat: bool = True) -> TokenStream:
-        token = self.current
-        if token.kind != TOKEN_EXPRESSION:
-            raise LiquidSyntaxError("missing expression", token=tag or token)
-        if eat:
-            next(self)
-        return TokenStream(iter(_tokenize(token.value, token)))
-
-
-class _EmptyList(Expression):
-    __slots__ = ()
-
-    def evaluate(self, context: RenderContext) -> list[Any]:
-        return []
-
-    async def evaluate_async(self, context: RenderContext) -> list[Any]:
-        return []
-
-    def children(self) -> list[Expression]:
-        return []
-
-
-def _with_empty_lists(filters: list[Filter] | None) -> None:
-    for filter_ in filters or ():
-        for argument in filter_.args:
-            value = argument.value
-            if getattr(value, "value", None) == _EMPTY_LIST:
-                argument.value = _EmptyList(value.token)
-
-
-def _parse_output(environment: Environment, expression: Token) -> Expression:
-    """An output's expression as LiquidJS reads it: a logical expression, then filters."""
-    source = expression.value
-    if "?" in source:
-        source = _rewrite_ternary(source) or source
-    return _parse_value(environment, TokenStream(iter(_tokenize(source, expression,
-                                                                in_output=True))))
-
-
-def _parse_value(environment: Environment, tokens: TokenStream) -> Expression:
-    left = parse_boolean_primitive(environment, tokens)
-    filters = Filter.parse(environment, tokens, delim=(TOKEN_PIPE,))
-    _with_empty_lists(filters)
-    if tokens.current.kind == TOKEN_IF:
-        ternary = TernaryFilteredExpression.parse(
-            environment, FilteredExpression(left.token, left, filters), tokens
-        )
-        _with_empty_lists(ternary.filters)
-        _with_empty_lists(ternary.tail_filters)
-        return ternary
-    tokens.eat(TOKEN_EOF)
-    return FilteredExpression(left.token, left, filters)
-
-
-def _rewrite_ternary(expression: str) -> str | None:
-    """``cond ? a : b`` as ``a if cond else b``; None when there is no ternary.
-
-    Only ``?``, ``:`` and ``|`` outside string literals count. After a ``|`` in the
-    middle branch, a ``:`` glued to the word before it is a filter's argument colon
-    (``a ? b | default: "x" : c``), not the ternary's.
-    """
-    question = -1
-    piped = False
-    for match in _TERNARY_LEXEME.finditer(expression):
-        if match.group("string") is not None:
-            continue
-        symbol, at = match.group(), match.start()
-        if question < 0:
-            if symbol == "?":
-                question = at
-        elif symbol == "|":
-            piped = True
-        elif symbol == ":" and not (piped and not expression[at - 1].isspace()):
-            condition = expression[:question].strip()
-            then = expression[question + 1 : at].strip()
-            otherwise = expression[at + 1 :].strip()
-            return f"{then} if {condition} else {otherwise}"
-    return None
-
-
-class _TernaryOutput(Output):
-    """The output statement as LiquidJS reads it, and ``cond ? a : b``."""
-
-    def parse(self, stream: TokenStream) -> OutputNode:
-        token = stream.eat(TOKEN_OUTPUT)
-        expression = stream.expect(TOKEN_EXPRESSION)
-        return self.node_class(token, _parse_output(self.env, expression))
-
-
-class _Echo(EchoTag):
-    """``{% echo %}``, read as an output is."""
-
-    def parse(self, stream: TokenStream) -> Node:
-        token = stream.eat(TOKEN_TAG)
-        if stream.current.kind != TOKEN_EXPRESSION:
-            return self.node_class(token, Nil(stream.current))
-        return self.node_class(token, _parse_output(self.env, stream.current))
+        return get_parser(self).parse(LiquidJSTokenStream(self.tokenizer()(source)))
 
 
 def _json_default(obj: object) -> object:
@@ -313,18 +162,6 @@ class _MarkdownEchoNode(EchoNode):
         return _write_markdown(self, context, buffer)
 
 
-class _Assign(AssignTag):
-    """``{% assign name = value %}``, the value read as an output is (LiquidJS)."""
-
-    def parse(self, stream: TokenStream) -> AssignNode:
-        token = stream.eat(TOKEN_TAG)
-        expression = stream.expect(TOKEN_EXPRESSION)
-        tokens = TokenStream(iter(_tokenize(expression.value, expression, in_output=True)))
-        name = parse_identifier(self.env, tokens, allow_trailing_question_mark=False)
-        tokens.eat(TOKEN_ASSIGN)
-        return self.node_class(token, name=name, expression=_parse_value(self.env, tokens))
-
-
 class _MarkdownCaptureNode(CaptureNode):
     __slots__ = ()
 
@@ -337,59 +174,12 @@ class _MarkdownCapture(CaptureTag):
     node_class = _MarkdownCaptureNode
 
 
-class _MarkdownOutput(_TernaryOutput):
+class _MarkdownOutput(LiquidJSOutput):
     node_class = _MarkdownOutputNode
 
 
-class _MarkdownEcho(_Echo):
+class _MarkdownEcho(LiquidJSEcho):
     node_class = _MarkdownEchoNode
-
-
-@functools.lru_cache(maxsize=_CACHE_SIZE)
-def _item_expression(source: str) -> Expression:
-    """The expression of a ``where_exp``/``find_exp``/``group_by_exp`` (``"i.size > 3"``)."""
-    token = Token(TOKEN_EXPRESSION, source, 0, source)
-    tokens = TokenStream(iter(_tokenize(source, token)))
-    expression = parse_boolean_primitive(_ENVIRONMENT, tokens)
-    tokens.eat(TOKEN_EOF)
-    return expression
-
-
-def _per_item(value: object, name: object, source: object,
-              context: RenderContext) -> tuple[list[Any], list[Any]]:
-    """The items of ``value`` and, for each, ``source`` evaluated with the item as ``name``."""
-    items = template_filters.as_list(value)
-    try:
-        expression = _item_expression(str(source))
-    except LiquidSyntaxError as exc:
-        raise FilterArgumentError(f"bad expression {str(source)!r}: {exc.message}",
-                                  token=None) from exc
-    results = []
-    for item in items:
-        with context.extend({str(name): item}):
-            results.append(expression.evaluate(context))
-    return items, results
-
-
-@with_context
-def _where_exp(value: object, name: object, source: object, *,
-               context: RenderContext) -> list[Any]:
-    items, results = _per_item(value, name, source, context)
-    return [item for item, result in zip(items, results, strict=True) if is_truthy(result)]
-
-
-@with_context
-def _find_exp(value: object, name: object, source: object, *, context: RenderContext) -> Any:
-    items, results = _per_item(value, name, source, context)
-    return next((item for item, result in zip(items, results, strict=True)
-                 if is_truthy(result)), None)
-
-
-@with_context
-def _group_by_exp(value: object, name: object, source: object, *,
-                  context: RenderContext) -> list[dict[str, Any]]:
-    items, results = _per_item(value, name, source, context)
-    return template_filters.grouped(items, [None if is_undefined(r) else r for r in results])
 
 
 def _markdown_filter(value: object) -> TrustedMarkdown:
@@ -398,19 +188,16 @@ def _markdown_filter(value: object) -> TrustedMarkdown:
 
 def _build_environment(*, markdown: bool = False) -> Environment:
     environment = _SignoffEnvironment(autoescape=False, strict_filters=True)
-    environment.add_tag(_MarkdownOutput if markdown else _TernaryOutput)
-    environment.add_tag(_MarkdownEcho if markdown else _Echo)
-    environment.add_tag(_Assign)
+    environment.add_tag(_MarkdownOutput if markdown else LiquidJSOutput)
+    environment.add_tag(_MarkdownEcho if markdown else LiquidJSEcho)
+    environment.add_tag(LiquidJSAssign)
     if markdown:
         environment.add_tag(_MarkdownCapture)
         environment.add_filter("markdown", _markdown_filter)
     environment.add_filter("json", _json_filter)
     environment.add_filter("jsonify", _json_filter)
     environment.add_filter("inspect", _json_filter)
-    environment.add_filter("where_exp", _where_exp)
-    environment.add_filter("find_exp", _find_exp)
-    environment.add_filter("group_by_exp", _group_by_exp)
-    for name, function in template_filters.FILTERS.items():
+    for name, function in {**template_filters.FILTERS, **EXPRESSION_FILTERS}.items():
         environment.add_filter(name, function)
     return environment
 
