@@ -228,7 +228,7 @@ steps:
       targets: "${{ inputs.hosts | default: [] | push: 'bastion' }}"
   - name: page
     type: if
-    condition: "${{ variables.paging }}"
+    condition: "${{ variables.paging and inputs.limit >= 5 }}"
     steps:
       - name: paged
         type: console
@@ -237,6 +237,10 @@ steps:
       - name: quiet
         type: console
         with: {message: "quiet"}
+  - name: ticket
+    type: console
+    if: "${{ inputs.kind != 'page' }}"
+    with: {message: "ticket"}
   - name: each
     type: foreach
     foreach: "${{ variables.targets }}"
@@ -260,6 +264,7 @@ def test_a_workflow_using_liquidjs_expressions_runs_on_a_worker(runtime, work,
     assert state.results["facts"].output == {"paging": True, "limit": 5,
                                              "targets": ["web-1", "web-2", "bastion"]}
     assert state.results["paged"].output == "paging, LIMIT 5, over=true"
+    assert state.results["ticket"].status.value == "SKIPPED"
     assert [state.results[f"each[{i}].touch"].output for i in range(3)] == [
         "0:web-1 last=false", "1:web-2 last=false", "2:bastion last=true"]
 
@@ -267,4 +272,5 @@ def test_a_workflow_using_liquidjs_expressions_runs_on_a_worker(runtime, work,
     assert other.status.value == "COMPLETED"
     assert other.results["facts"].output["paging"] is False
     assert other.results["quiet"].output == "quiet" and "paged" not in other.results
+    assert other.results["ticket"].output == "ticket"
     assert other.results["each[0].touch"].output == "0:bastion last=false"
