@@ -5,6 +5,10 @@ exactly ``${{ expr }}`` (surrounding whitespace allowed) evaluates to the expres
 own value, so a list stays a list and an int an int. Inside ``{{ }}`` the Elastic
 Workflows ternary ``cond ? a : b`` is accepted and read as Liquid's ``a if cond else b``.
 
+Templates are read as Elastic's LiquidJS reads them (engine/definition/liquidjs.py):
+``{{ a > 3 and b == 'x' }}`` renders ``true`` or ``false``, ``inputs.limit`` is a
+property, and Elastic's filters are there (engine/definition/template_filters.py).
+
 A :class:`MarkdownTemplate` (a human step's ``message``: Markdown a reviewer reads)
 renders with every interpolated value escaped for Markdown, so event data shows as
 literal text and cannot forge a link, a heading or emphasis; the template's own text
@@ -12,7 +16,8 @@ is the author's Markdown and renders. ``{{ value | markdown }}`` opts a trusted 
 in. Slack's own syntax (``&``, ``<``, ``>``, mentions) is left to the bot, which
 escapes it in all text it converts (bot/mrkdwn.py). Other strings are not escaped.
 
-python-liquid enters Signoff through this module only.
+python-liquid enters Signoff through this module, and the two it builds on: liquidjs.py
+and template_filters.py.
 """
 
 from __future__ import annotations
@@ -27,16 +32,27 @@ from io import StringIO
 from typing import Any
 
 from liquid import BoundTemplate, Environment, RenderContext, is_undefined
-from liquid.builtin.output import Output, OutputNode
+from liquid.ast import Node
+from liquid.builtin.output import OutputNode
 from liquid.builtin.tags.capture_tag import CaptureNode, CaptureTag
-from liquid.builtin.tags.echo_tag import EchoNode, EchoTag
-from liquid.exceptions import LiquidError, LiquidInterrupt
+from liquid.builtin.tags.echo_tag import EchoNode
+from liquid.exceptions import (
+    LiquidError,
+    LiquidInterrupt,
+)
 from liquid.expression import Expression
 from liquid.filter import int_arg
-from liquid.stream import TokenStream
+from liquid.parser import get_parser
 from liquid.stringify import to_liquid_string
-from liquid.token import TOKEN_EXPRESSION
 
+from engine.definition import template_filters
+from engine.definition.liquidjs import (
+    EXPRESSION_FILTERS,
+    LiquidJSAssign,
+    LiquidJSEcho,
+    LiquidJSOutput,
+    LiquidJSTokenStream,
+)
 from engine.definition.markdown_escape import (
     CodeTracker,
     TrustedMarkdown,
@@ -62,9 +78,6 @@ _CACHE_SIZE = 4096
 # The whole value is one output statement marked with "$": keep the expression's type.
 _TYPED = re.compile(r"\s*\$(?P<output>\{\{.*\}\})\s*", re.DOTALL)
 
-# Liquid string literals have no escapes: a quote runs to the next quote of its kind.
-_TERNARY_LEXEME = re.compile(r"""(?P<string>"[^"]*"|'[^']*')|[?:|]""")
-
 
 class _SignoffEnvironment(Environment):
     ternary_expressions = True  # `a if cond else b`, the target of the `? :` rewrite
@@ -74,44 +87,8 @@ class _SignoffEnvironment(Environment):
     # A runaway `{% for %}` must not wedge a worker.
     loop_iteration_limit = 100_000
 
-
-def _rewrite_ternary(expression: str) -> str | None:
-    """``cond ? a : b`` as ``a if cond else b``; None when there is no ternary.
-
-    Only ``?``, ``:`` and ``|`` outside string literals count. After a ``|`` in the
-    middle branch, a ``:`` glued to the word before it is a filter's argument colon
-    (``a ? b | default: "x" : c``), not the ternary's.
-    """
-    question = -1
-    piped = False
-    for match in _TERNARY_LEXEME.finditer(expression):
-        if match.group("string") is not None:
-            continue
-        symbol, at = match.group(), match.start()
-        if question < 0:
-            if symbol == "?":
-                question = at
-        elif symbol == "|":
-            piped = True
-        elif symbol == ":" and not (piped and not expression[at - 1].isspace()):
-            condition = expression[:question].strip()
-            then = expression[question + 1 : at].strip()
-            otherwise = expression[at + 1 :].strip()
-            return f"{then} if {condition} else {otherwise}"
-    return None
-
-
-class _TernaryOutput(Output):
-    """The output statement, accepting ``cond ? a : b`` before Liquid parses it."""
-
-    def parse(self, stream: TokenStream) -> OutputNode:
-        at = stream.pos + 1
-        if at < len(stream.tokens) and stream.tokens[at].kind == TOKEN_EXPRESSION:
-            token = stream.tokens[at]
-            rewritten = _rewrite_ternary(token.value) if "?" in token.value else None
-            if rewritten is not None:
-                stream.tokens[at] = token._replace(value=rewritten)
-        return super().parse(stream)
+    def _parse(self, source: str) -> list[Node]:
+        return get_parser(self).parse(LiquidJSTokenStream(self.tokenizer()(source)))
 
 
 def _json_default(obj: object) -> object:
@@ -197,11 +174,11 @@ class _MarkdownCapture(CaptureTag):
     node_class = _MarkdownCaptureNode
 
 
-class _MarkdownOutput(_TernaryOutput):
+class _MarkdownOutput(LiquidJSOutput):
     node_class = _MarkdownOutputNode
 
 
-class _MarkdownEcho(EchoTag):
+class _MarkdownEcho(LiquidJSEcho):
     node_class = _MarkdownEchoNode
 
 
@@ -211,12 +188,17 @@ def _markdown_filter(value: object) -> TrustedMarkdown:
 
 def _build_environment(*, markdown: bool = False) -> Environment:
     environment = _SignoffEnvironment(autoescape=False, strict_filters=True)
-    environment.add_tag(_MarkdownOutput if markdown else _TernaryOutput)
+    environment.add_tag(_MarkdownOutput if markdown else LiquidJSOutput)
+    environment.add_tag(_MarkdownEcho if markdown else LiquidJSEcho)
+    environment.add_tag(LiquidJSAssign)
     if markdown:
-        environment.add_tag(_MarkdownEcho)
         environment.add_tag(_MarkdownCapture)
         environment.add_filter("markdown", _markdown_filter)
     environment.add_filter("json", _json_filter)
+    environment.add_filter("jsonify", _json_filter)
+    environment.add_filter("inspect", _json_filter)
+    for name, function in {**template_filters.FILTERS, **EXPRESSION_FILTERS}.items():
+        environment.add_filter(name, function)
     return environment
 
 

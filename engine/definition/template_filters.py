@@ -1,0 +1,295 @@
+"""The template filters Elastic Workflows has and python-liquid lacks.
+
+Kibana renders with LiquidJS and registers three filters of its own: ``json_parse``,
+``entries`` and ``pick``. LiquidJS's built-ins that python-liquid does not ship are
+added here with LiquidJS's meaning: the array filters return a new list and never
+change the one they are given, and a missing value counts as an empty list.
+
+Filters are plain functions ``(value, *args) -> value`` registered by
+engine/definition/templates.py, the module python-liquid otherwise enters through.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import html
+import json
+import math
+import re
+from collections.abc import Callable, Mapping
+from typing import Any
+from urllib.parse import quote
+
+from liquid import is_undefined
+
+__all__ = ["FILTERS", "as_list", "grouped"]
+
+
+def as_list(value: object) -> list[Any]:
+    """LiquidJS's reading of a filter's input as an array: nothing is an empty one."""
+    if value is None or is_undefined(value):
+        return []
+    if isinstance(value, list | tuple):
+        return list(value)
+    return [value]
+
+
+def _text(value: object) -> str:
+    if value is None or is_undefined(value):
+        return ""
+    return str(value)
+
+
+# Kibana's own filters.
+
+def json_parse(value: object) -> object:
+    """A JSON string as the value it holds; anything else, or invalid JSON, unchanged."""
+    if not isinstance(value, str):
+        return value
+    try:
+        return json.loads(value)
+    except ValueError:
+        return value
+
+
+def entries(value: object) -> object:
+    """An object as a list of ``{"key": k, "value": v}``; anything else unchanged."""
+    if isinstance(value, Mapping):
+        return [{"key": key, "value": item} for key, item in value.items()]
+    return value
+
+
+_INDEX = re.compile(r"\d+")
+_MISSING = object()
+
+
+def pick(value: object, *paths: object) -> object:
+    """Only the given dotted paths of an object, nested as they were.
+
+    ``pick: "a", "b.c"`` or ``pick: list_of_paths``. A digit segment indexes a list
+    (``users.0.name`` keeps ``users`` a list); absent paths are skipped; a value that
+    is not an object comes back unchanged.
+    """
+    if not isinstance(value, Mapping):
+        return value
+    if len(paths) == 1 and isinstance(paths[0], list | tuple):
+        paths = tuple(paths[0])
+    picked: dict[str, Any] = {}
+    for path in paths:
+        if isinstance(path, str) and path:
+            _copy_path(value, picked, path.split("."))
+    return picked
+
+
+def _copy_path(source: Mapping[str, Any], target: dict[str, Any], segments: list[str]) -> None:
+    found: Any = source
+    for segment in segments:
+        if isinstance(found, Mapping):
+            found = found.get(segment, _MISSING)
+        elif isinstance(found, list) and _INDEX.fullmatch(segment) and int(segment) < len(found):
+            found = found[int(segment)]
+        else:
+            return
+        if found is _MISSING:
+            return
+    container: Any = target
+    for segment, following in zip(segments, segments[1:], strict=False):
+        wants_list = bool(_INDEX.fullmatch(following))
+        child = _child(container, segment)
+        if not isinstance(child, list if wants_list else dict):
+            child = [] if wants_list else {}
+            _set_child(container, segment, child)
+        container = child
+    _set_child(container, segments[-1], json.loads(json.dumps(found, default=str)))
+
+
+def _child(container: Any, segment: str) -> Any:
+    if isinstance(container, list):
+        index = int(segment)
+        return container[index] if index < len(container) else None
+    return container.get(segment)
+
+
+def _set_child(container: Any, segment: str, value: Any) -> None:
+    if isinstance(container, list):
+        index = int(segment)
+        container.extend([None] * (index + 1 - len(container)))
+        container[index] = value
+    else:
+        container[segment] = value
+
+
+# LiquidJS's array filters: each returns a new list.
+
+def push(value: object, item: object = None) -> list[Any]:
+    """The list with ``item`` appended."""
+    return [*as_list(value), item]
+
+
+def pop(value: object) -> list[Any]:
+    """The list without its last item."""
+    return as_list(value)[:-1]
+
+
+def shift(value: object) -> list[Any]:
+    """The list without its first item."""
+    return as_list(value)[1:]
+
+
+def unshift(value: object, item: object = None) -> list[Any]:
+    """The list with ``item`` put first."""
+    return [item, *as_list(value)]
+
+
+def group_by(value: object, key: object) -> list[dict[str, Any]]:
+    """``[{"name": k, "items": [...]}]`` for each value of ``key``, in order of appearance."""
+    items = as_list(value)
+    return grouped(items, [item.get(str(key)) if isinstance(item, Mapping) else None
+                           for item in items])
+
+
+def grouped(items: list[Any], names: list[Any]) -> list[dict[str, Any]]:
+    """``items`` grouped by their ``names`` (one name per item), in order of appearance."""
+    groups: dict[Any, tuple[Any, list[Any]]] = {}
+    for item, name in zip(items, names, strict=True):
+        groups.setdefault(_hashable(name), (name, []))[1].append(item)
+    return [{"name": name, "items": members} for name, members in groups.values()]
+
+
+def _hashable(value: object) -> Any:
+    try:
+        hash(value)
+    except TypeError:
+        return json.dumps(value, sort_keys=True, default=str)
+    return value
+
+
+def array_to_sentence_string(value: object, connector: object = "and") -> str:
+    """``a, b, and c`` (``a and b`` for two)."""
+    items = [_text(item) for item in as_list(value)]
+    word = _text(connector)
+    if len(items) <= 1:
+        return "".join(items)
+    if len(items) == 2:
+        return f"{items[0]} {word} {items[1]}"
+    return f"{', '.join(items[:-1])}, {word} {items[-1]}"
+
+
+# LiquidJS's string and number filters.
+
+def to_integer(value: object) -> int:
+    """The value as an integer, truncated; 0 when it is not a number."""
+    if isinstance(value, bool):
+        return int(value)
+    try:
+        number = float(value) if isinstance(value, int | float) else float(_text(value).strip())
+    except ValueError:
+        return 0
+    return int(number) if math.isfinite(number) else 0
+
+
+_SPACES = re.compile(r"\s+")
+
+
+def normalize_whitespace(value: object) -> str:
+    """Every run of whitespace as one space."""
+    return _SPACES.sub(" ", _text(value))
+
+
+def number_of_words(value: object, mode: object = None) -> int:
+    """How many whitespace-separated words the text has."""
+    return len(_text(value).split())
+
+
+def xml_escape(value: object) -> str:
+    """``& < > " '`` as XML entities."""
+    return html.escape(_text(value), quote=True)
+
+
+def cgi_escape(value: object) -> str:
+    """Percent-encoded for a query string, spaces as ``+``."""
+    return quote(_text(value), safe="-_.~").replace("%20", "+")
+
+
+def uri_escape(value: object) -> str:
+    """Percent-encoded as a whole URI: reserved characters such as ``/?&=#[]`` stay."""
+    return quote(_text(value), safe=";,/?:@&=+$-_.!~*'()#[]")
+
+
+_SLUG_MODES = {
+    "raw": re.compile(r"\s+"),
+    "default": re.compile(r"[^\w]+|_+"),
+    "pretty": re.compile(r"[^\w._~!$&'()+,;=@]+|_+"),
+    "ascii": re.compile(r"[^A-Za-z0-9]+"),
+}
+
+
+def slugify(value: object, mode: object = "default", cased: object = False) -> str:
+    """Words joined by hyphens, lowercased unless ``cased``; modes as Jekyll's."""
+    text = _text(value)
+    pattern = _SLUG_MODES.get(_text(mode) or "default")
+    if pattern is None:  # "none"
+        return text
+    slug = pattern.sub("-", text).strip("-")
+    return slug if cased is True else slug.lower()
+
+
+def _date_formatter(fmt: str) -> Callable[[object], object]:
+    def format_date(value: object) -> object:
+        moment = _as_datetime(value)
+        if moment is None:
+            return value
+        offset = moment.strftime("%z")
+        return moment.strftime(fmt.replace("{colon_offset}", f"{offset[:3]}:{offset[3:]}"))
+
+    format_date.__doc__ = f"A date as ``{fmt}``."
+    return format_date
+
+
+def _as_datetime(value: object) -> dt.datetime | None:
+    if isinstance(value, dt.datetime):
+        return value
+    if isinstance(value, dt.date):
+        return dt.datetime(value.year, value.month, value.day, tzinfo=dt.UTC)
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return dt.datetime.fromtimestamp(value, tz=dt.UTC)
+    if isinstance(value, str):
+        text = value.strip()
+        if text == "now":
+            return dt.datetime.now(dt.UTC)
+        try:
+            moment = dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
+        except ValueError:
+            return None
+        return moment if moment.tzinfo else moment.replace(tzinfo=dt.UTC)
+    return None
+
+
+def raw(value: object) -> object:
+    """The value as it is (LiquidJS's marker for output not to escape)."""
+    return value
+
+
+FILTERS: dict[str, Callable[..., Any]] = {
+    "json_parse": json_parse,
+    "entries": entries,
+    "pick": pick,
+    "push": push,
+    "pop": pop,
+    "shift": shift,
+    "unshift": unshift,
+    "group_by": group_by,
+    "array_to_sentence_string": array_to_sentence_string,
+    "to_integer": to_integer,
+    "normalize_whitespace": normalize_whitespace,
+    "number_of_words": number_of_words,
+    "xml_escape": xml_escape,
+    "cgi_escape": cgi_escape,
+    "uri_escape": uri_escape,
+    "slugify": slugify,
+    "date_to_xmlschema": _date_formatter("%Y-%m-%dT%H:%M:%S{colon_offset}"),
+    "date_to_rfc822": _date_formatter("%a, %d %b %Y %H:%M:%S %z"),
+    "date_to_string": _date_formatter("%d %b %Y"),
+    "date_to_long_string": _date_formatter("%d %B %Y"),
+    "raw": raw,
+}

@@ -1,0 +1,276 @@
+"""Templates mean what they mean in Elastic Workflows, which renders them with LiquidJS.
+
+Each expected value below is LiquidJS's documented result: an output (``{{ }}``,
+``${{ }}``, ``echo``) is an expression with operators followed by filters; ``and`` and
+``or`` give booleans and group from the right; a property may be named like a keyword;
+``${{ }}`` keeps the value's type and ``{{ }}`` renders it as text (``true``, ``""`` for
+nothing). Kibana adds ``json_parse``, ``entries`` and ``pick``.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from engine.definition.loader import parse_workflow
+from engine.definition.templates import (
+    MarkdownTemplate,
+    compile_template,
+    evaluate_expression,
+    references,
+    render_text,
+    render_value,
+)
+from engine.errors import TemplateError
+
+SCOPE = {
+    "inputs": {"kind": "page", "limit": 5, "offset": 2, "reversed": True, "cols": 3,
+               "count": 0, "tags": ["db", "prod"], "note": "", "nothing": None,
+               "for": "f", "with": "w", "in": "i", "as": "a", "continue": "c"},
+    "event": {"alert": {"score": 72, "host": "web-1", "labels": {"team": "sre", "tier": 1}},
+              "items": [{"host": "a", "cpu": 10, "zone": "eu"},
+                        {"host": "b", "cpu": 90, "zone": "us"},
+                        {"host": "c", "cpu": 55, "zone": "eu"}]},
+    "steps": {"fetch": {"output": {"body": '{"hits": [1, 2], "ok": true}'}}},
+}
+
+
+# (expression inside ${{ }}, LiquidJS's value)
+TYPED = [
+    ("inputs.kind == 'page'", True),
+    ("inputs.kind != 'page'", False),
+    ('inputs.kind == "ticket"', False),
+    ("inputs.limit > 3", True),
+    ("inputs.limit >= 5", True),
+    ("inputs.limit < 5", False),
+    ("inputs.limit <= 4", False),
+    ("inputs.limit > 3 and inputs.kind == 'page'", True),
+    ("inputs.limit > 30 and inputs.kind == 'page'", False),
+    ("inputs.limit > 30 or inputs.kind == 'page'", True),
+    # and/or return booleans, not an operand
+    ("inputs.kind and inputs.limit", True),
+    ("inputs.missing or inputs.limit", True),
+    # right to left: true or (false and false)
+    ("true or false and false", True),
+    ("false and false or true", False),
+    ("inputs.tags contains 'db'", True),
+    ("inputs.tags contains 'dev'", False),
+    ("event.alert.host contains 'web'", True),
+    # 0 and "" are truthy in Liquid; only false and nil are not
+    ("inputs.count and inputs.note", True),
+    ("inputs.nothing or false", False),
+    ("inputs.missing == nil", True),
+    ("inputs.missing > 3", False),
+    ("inputs.note == empty", True),
+    ("inputs.tags == empty", False),
+    ("event.alert.score > 50 and event.alert.labels.team == 'sre'", True),
+    ("not (inputs.limit > 3)", False),
+    ("inputs.limit", 5),
+    ("inputs.tags", ["db", "prod"]),
+    ("inputs.missing", None),
+    ("inputs.limit | plus: 1", 6),
+    ("inputs.tags | size", 2),
+    ("'yes' if inputs.limit > 3 else 'no'", "yes"),
+]
+
+
+@pytest.mark.parametrize(("expression", "expected"), TYPED, ids=[e for e, _ in TYPED])
+def test_a_typed_value_is_the_expressions_value(expression: str, expected: object) -> None:
+    assert render_value(f"${{{{ {expression} }}}}", SCOPE) == expected
+    assert evaluate_expression(expression, SCOPE) == expected
+
+
+# (template, LiquidJS's text)
+TEXT = [
+    ("{{ inputs.kind == 'page' }}", "true"),
+    ("{{ inputs.limit > 3 and inputs.kind == 'x' }}", "false"),
+    ("{{ inputs.missing }}", ""),
+    ("kind={{ inputs.kind }} over={{ event.alert.score > 50 }}", "kind=page over=true"),
+    ("{% echo inputs.limit > 3 %}", "true"),
+    ("{{ inputs.limit > 3 ? 'many' : 'few' }}", "many"),
+    ("{% if inputs.limit > 3 and inputs.kind == 'page' %}page{% endif %}", "page"),
+    ("{% assign big = inputs.limit > 3 %}{{ big }}", "true"),
+]
+
+
+@pytest.mark.parametrize(("template", "expected"), TEXT, ids=[t for t, _ in TEXT])
+def test_text_renders_the_expression_as_liquidjs_does(template: str, expected: str) -> None:
+    assert render_text(template, SCOPE) == expected
+
+
+KEYWORDS = ["limit", "offset", "reversed", "cols", "for", "with", "in", "as", "continue"]
+
+
+@pytest.mark.parametrize("name", KEYWORDS)
+def test_a_property_may_be_named_like_a_liquid_keyword(name: str) -> None:
+    expected = SCOPE["inputs"][name]
+    assert render_value(f"${{{{ inputs.{name} }}}}", SCOPE) == expected
+    rendered = "true" if expected is True else str(expected)
+    assert render_text(f"{{{{ inputs.{name} }}}}", SCOPE) == rendered
+    assert render_text(f"{{% if inputs.{name} %}}y{{% endif %}}", SCOPE) == "y"
+    assert references(f"{{{{ inputs.{name} | default: 1 }}}}") == {f"inputs.{name}"}
+
+
+def test_keywords_keep_their_meaning_where_they_are_keywords() -> None:
+    loop = "{% for t in inputs.tags limit: inputs.limit offset: 1 reversed %}{{ t }}{% endfor %}"
+    assert render_text(loop, SCOPE) == "prod"
+    assert render_text("{% for i in (1..inputs.limit) %}{{ i }}{% endfor %}", SCOPE) == "12345"
+    esql = "FROM logs | LIMIT {{ inputs.limit }} | OFFSET {{ inputs.offset }}"
+    assert render_text(esql, SCOPE) == "FROM logs | LIMIT 5 | OFFSET 2"
+
+
+def test_a_human_message_escapes_a_comparisons_interpolated_value() -> None:
+    message = MarkdownTemplate("**{{ inputs.limit > 3 }}** on `{{ event.alert.host }}` "
+                               "{{ inputs.tags | push: '*x*' | join: ' ' }}")
+    assert render_value(message, SCOPE) == r"**true** on `web-1` db prod \*x\*"
+
+
+# Filters: (expression inside ${{ }}, value)
+FILTERS = [
+    # Kibana's
+    ("steps.fetch.output.body | json_parse", {"hits": [1, 2], "ok": True}),
+    ("steps.fetch.output.body | json_parse | map: 'ok'", [True]),
+    ("'not json' | json_parse", "not json"),
+    ("inputs.limit | json_parse", 5),
+    ("event.alert.labels | entries",
+     [{"key": "team", "value": "sre"}, {"key": "tier", "value": 1}]),
+    ("inputs.tags | entries", ["db", "prod"]),
+    ("event.alert | pick: 'host', 'labels.team'",
+     {"host": "web-1", "labels": {"team": "sre"}}),
+    ("event | pick: 'items.1.host'", {"items": [None, {"host": "b"}]}),
+    ("event.alert | pick: 'nope', 'host.deeper'", {}),
+    ("inputs.kind | pick: 'a'", "page"),
+    # LiquidJS's array filters return new lists
+    ("inputs.tags | push: 'eu'", ["db", "prod", "eu"]),
+    ("inputs.missing | push: 'eu'", ["eu"]),
+    ("inputs.tags | pop", ["db"]),
+    ("inputs.tags | shift", ["prod"]),
+    ("inputs.tags | unshift: 'eu'", ["eu", "db", "prod"]),
+    ("event.items | group_by: 'zone' | map: 'name'", ["eu", "us"]),
+    ("event.items | where_exp: 'i', 'i.cpu > 50' | map: 'host'", ["b", "c"]),
+    ("event.items | find_exp: 'i', \"i.zone == 'us'\"", {"host": "b", "cpu": 90, "zone": "us"}),
+    ("event.items | group_by_exp: 'i', 'i.cpu > 50' | map: 'name'", [False, True]),
+    ("inputs.tags | array_to_sentence_string", "db and prod"),
+    ("event.items | map: 'host' | array_to_sentence_string: 'or'", "a, b, or c"),
+    # `default: []` stands for an empty list
+    ("inputs.missing | default: []", []),
+    ("inputs.tags | default: []", ["db", "prod"]),
+    ("inputs.missing | default: [] | push: 1", [1]),
+    # strings, numbers, dates
+    ("'4.7' | to_integer", 4),
+    ("'x' | to_integer", 0),
+    ("'  a \n\t b ' | normalize_whitespace", " a b "),
+    ("'one two  three' | number_of_words", 3),
+    ("'<a & b>' | xml_escape", "&lt;a &amp; b&gt;"),
+    ("'a b&c=d/é' | cgi_escape", "a+b%26c%3Dd%2F%C3%A9"),
+    ("'https://x.example/a b?q=[1]' | uri_escape", "https://x.example/a%20b?q=[1]"),
+    ("'Hello, World!  Again' | slugify", "hello-world-again"),
+    ("'Hello, World!' | slugify: 'pretty'", "hello,-world!"),
+    ("'Hello World' | slugify: 'default', true", "Hello-World"),
+    ("'2026-03-05T10:20:30Z' | date_to_xmlschema", "2026-03-05T10:20:30+00:00"),
+    ("'2026-03-05T10:20:30Z' | date_to_rfc822", "Thu, 05 Mar 2026 10:20:30 +0000"),
+    ("'2026-03-05T10:20:30Z' | date_to_string", "05 Mar 2026"),
+    ("'2026-03-05T10:20:30Z' | date_to_long_string", "05 March 2026"),
+    ("inputs.tags | jsonify", '["db","prod"]'),
+    ("inputs.tags | inspect", '["db","prod"]'),
+    ("inputs.kind | raw", "page"),
+]
+
+
+@pytest.mark.parametrize(("expression", "expected"), FILTERS, ids=[e for e, _ in FILTERS])
+def test_each_filter_gives_liquidjs_or_kibanas_value(expression: str, expected: object) -> None:
+    assert render_value(f"${{{{ {expression} }}}}", SCOPE) == expected
+
+
+def test_array_filters_leave_the_input_list_alone() -> None:
+    scope = {"xs": [1, 2]}
+    for expression in ("xs | push: 3", "xs | pop", "xs | shift", "xs | unshift: 0"):
+        render_value(f"${{{{ {expression} }}}}", scope)
+    assert scope == {"xs": [1, 2]}
+
+
+def test_pick_copies_what_it_picks() -> None:
+    scope = {"o": {"a": {"b": [1]}}}
+    picked = render_value("${{ o | pick: 'a.b' }}", scope)
+    picked["a"]["b"].append(2)
+    assert scope == {"o": {"a": {"b": [1]}}}
+
+
+def test_an_objects_keys_can_be_looped_over() -> None:
+    entries = ("{% assign pairs = event.alert.labels | entries %}"
+               "{% for kv in pairs %}{{ kv.key }}={{ kv.value }};{% endfor %}")
+    assert render_text(entries, SCOPE) == "team=sre;tier=1;"
+    # LiquidJS loops over an object as [key, value] pairs
+    pairs = "{% for kv in event.alert.labels %}{{ kv[0] }}={{ kv[1] }};{% endfor %}"
+    assert render_text(pairs, SCOPE) == "team=sre;tier=1;"
+
+
+def test_unknown_filters_and_bad_expressions_still_fail_at_load() -> None:
+    with pytest.raises(TemplateError, match="unknown filter 'to_json'"):
+        compile_template("{{ x | to_json }}")
+    with pytest.raises(TemplateError, match="at column"):
+        compile_template("{{ inputs.limit > }}")
+    with pytest.raises(TemplateError, match="bad expression"):
+        render_text("{{ event.items | where_exp: 'i', 'i.cpu >' }}", SCOPE)
+
+
+RUN = """
+name: liquidjs-run
+inputs:
+  - {name: kind, type: string}
+  - {name: limit, type: integer}
+  - {name: hosts, type: array}
+steps:
+  - name: facts
+    type: data.set
+    with:
+      paging: "${{ inputs.kind == 'page' and inputs.limit > 3 }}"
+      limit: "${{ inputs.limit }}"
+      targets: "${{ inputs.hosts | default: [] | push: 'bastion' }}"
+  - name: page
+    type: if
+    condition: "${{ variables.paging and inputs.limit >= 5 }}"
+    steps:
+      - name: paged
+        type: console
+        with: {message: "paging, LIMIT {{ inputs.limit }}, over={{ inputs.limit > 3 }}"}
+    else:
+      - name: quiet
+        type: console
+        with: {message: "quiet"}
+  - name: ticket
+    type: console
+    if: "${{ inputs.kind != 'page' }}"
+    with: {message: "ticket"}
+  - name: each
+    type: foreach
+    foreach: "${{ variables.targets }}"
+    steps:
+      - name: touch
+        type: console
+        with: {message: "{{ foreach.index }}:{{ foreach.item }} last={{ foreach.index == 2 }}"}
+"""
+
+
+def test_a_workflow_using_liquidjs_expressions_runs_on_a_worker(runtime, work,
+                                                                 workflow_file) -> None:
+    workflow = parse_workflow(workflow_file(RUN).read_text())
+    paging = runtime.engine.run(workflow, {"inputs": {"kind": "page", "limit": 5,
+                                                      "hosts": ["web-1", "web-2"]}})
+    quiet = runtime.engine.run(workflow, {"inputs": {"kind": "ticket", "limit": 5}})
+    work()
+
+    state = runtime.engine.get(paging)
+    assert state.status.value == "COMPLETED"
+    assert state.results["facts"].output == {"paging": True, "limit": 5,
+                                             "targets": ["web-1", "web-2", "bastion"]}
+    assert state.results["paged"].output == "paging, LIMIT 5, over=true"
+    assert state.results["ticket"].status.value == "SKIPPED"
+    assert [state.results[f"each[{i}].touch"].output for i in range(3)] == [
+        "0:web-1 last=false", "1:web-2 last=false", "2:bastion last=true"]
+
+    other = runtime.engine.get(quiet)
+    assert other.status.value == "COMPLETED"
+    assert other.results["facts"].output["paging"] is False
+    assert other.results["quiet"].output == "quiet" and "paged" not in other.results
+    assert other.results["ticket"].output == "ticket"
+    assert other.results["each[0].touch"].output == "0:bastion last=false"
