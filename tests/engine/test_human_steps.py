@@ -8,6 +8,7 @@ from datetime import timedelta
 import pytest
 
 from engine.definition.loader import parse_workflow
+from engine.errors import WorkflowInvalid
 from engine.notify import Actor
 from engine.state.execution import ExecutionStatus, StepStatus, parse_iso
 
@@ -169,3 +170,32 @@ def test_a_step_timeout_or_the_run_timeout_wins_over_the_default(runtime, work):
     waiting = runtime.engine.get(execution_id).waiting
     assert waiting is not None and waiting.step == "answer"
     assert parse_iso(waiting.due_at) - parse_iso(waiting.since) <= timedelta(hours=1)
+
+
+CHANNELS = """
+name: channels
+steps:
+  - name: review
+    type: {type}
+    with:
+      message: "Go?"
+      channels: {channels}
+"""
+
+
+@pytest.mark.parametrize("step_type", ["waitForApproval", "waitForInput"])
+def test_elastic_9_5_channels_load_as_kibana_declares_them(step_type):
+    parse_workflow(CHANNELS.format(type=step_type, channels=(
+        "{slack: {connector-id: hook, message: 'Respond'}, "
+        "slack_api: {connector-id: api, channels: [C0OPS, C0SECOPS]}}")))
+
+
+@pytest.mark.parametrize("channels", [
+    "{slack_api: {connector-id: api}}",  # no channel ids
+    "{slack_api: {connector-id: api, channels: []}}",
+    "{slack: {channel: C0OPS}}",  # no connector-id
+    "{email: {connector-id: smtp}}",  # not a 9.5 channel
+])
+def test_malformed_channels_fail_validation(channels):
+    with pytest.raises(WorkflowInvalid):
+        parse_workflow(CHANNELS.format(type="waitForApproval", channels=channels))
