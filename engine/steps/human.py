@@ -1,9 +1,10 @@
 """The human steps: ``waitForInput`` (a form from a JSON Schema) and ``waitForApproval`` (yes/no).
 
 They do not run a function: the runner suspends the execution in
-``WAITING_FOR_INPUT`` and the reviewer's answer becomes the step's output. Their
-Slack keys (channel, approvers, SLA, escalation) are validated here and acted on
-by the bot and the timers.
+``WAITING_FOR_INPUT`` and the reviewer's answer becomes the step's output, shaped as
+Elastic 9.4 and 9.5 both read it (:func:`answer_output`). Their Slack keys (channel,
+Elastic 9.5's ``channels``, approvers, SLA, escalation) are validated here and acted on by
+the bot and the timers; their default timeouts (:data:`DEFAULT_TIMEOUTS`) are Kibana's.
 """
 
 from __future__ import annotations

@@ -16,7 +16,7 @@ from engine.errors import (
 )
 from engine.notify import Actor, ReviewChange, ReviewClosed, ReviewRequest
 from engine.state.execution import ExecutionStatus, parse_iso
-from tests.support.services import answer, wait_until
+from tests.support.services import reviewer_answer, wait_until
 
 CHAIN = """
 name: contain
@@ -276,7 +276,7 @@ def test_real_timers_escalate_through_a_worker_process(runtime, worker_process, 
     assert escalations[1]["at"] >= escalations[0]["slaDueAt"]
     decided = next(e for e in events if e["type"] == "step.decided")
     assert decided["at"] >= escalations[1]["slaDueAt"]
-    assert answer(runtime.engine.get(execution_id).results["review"].output) == {"approved": False}
+    assert reviewer_answer(runtime.engine.get(execution_id).results["review"].output) == {"approved": False}
 
 
 def test_a_timer_due_while_its_worker_was_killed_is_acted_on_by_a_new_worker(

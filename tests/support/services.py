@@ -134,7 +134,7 @@ class ServedApp:
         self.thread.join(timeout=10)
 
 
-def answer(output: Any) -> dict[str, Any]:
+def reviewer_answer(output: Any) -> dict[str, Any]:
     """A decided human step's output without the keys Elastic 9.5 adds (engine.steps.human)."""
     from engine.steps.human import ANSWER_KEYS
 
