@@ -132,8 +132,9 @@ def input_schema(step_type: str, options: dict[str, Any]) -> dict[str, Any]:
 
 
 # When a human step sets no `timeout`, it waits as long as Kibana's would: the defaults are
-# kbn-workflows' DEFAULT_WAIT_FOR_APPROVAL_TIMEOUT ('24h') and DEFAULT_WAIT_FOR_INPUT_TIMEOUT
-# ('72h'), applied by the execution engine's wait_for_approval_step.ts and
+# @kbn/workflows' DEFAULT_WAIT_FOR_APPROVAL_TIMEOUT ('24h') and DEFAULT_WAIT_FOR_INPUT_TIMEOUT
+# ('72h', src/platform/packages/shared/kbn-workflows/common/hitl.ts), applied by the
+# execution engine's wait_for_approval_step.ts and
 # wait_for_input_step.ts (src/platform/plugins/shared/workflows_execution_engine/server/step/),
 # where the step fails when the wait passes. Elastic's docs say waitForInput has no default;
 # the code wins. Signoff's `on-timeout` still chooses the outcome (default: fail).
@@ -169,7 +170,8 @@ def responder(actor: Mapping[str, Any], at: str) -> dict[str, Any]:
 
     Kibana stamps ``respondedBy: 'system'`` and ``channel: 'timeout'`` when the wait
     passes; a person is named by their name (a Slack user's, an API token's caller) and the
-    channel is where the answer came from: ``slack``, ``api`` or ``cli``.
+    channel is where the answer came from: ``slack``, ``api`` or ``cli`` (Kibana's own
+    values name its surfaces, e.g. ``inbox``, ``kibana_execution_view``).
     """
     if actor.get("source") == "system":
         return {"respondedBy": "system", "respondedAt": at,
