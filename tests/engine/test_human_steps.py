@@ -199,3 +199,11 @@ def test_elastic_9_5_channels_load_as_kibana_declares_them(step_type):
 def test_malformed_channels_fail_validation(channels):
     with pytest.raises(WorkflowInvalid):
         parse_workflow(CHANNELS.format(type="waitForApproval", channels=channels))
+
+
+def test_a_channel_message_with_kibanas_form_link_does_not_stop_the_review(runtime, work):
+    execution_id = start(runtime, work, CHANNELS.format(type="waitForInput", channels=(
+        "{slack: {connector-id: hook, "
+        "message: 'Respond here: {{context.hitl.externalFormLink}}'}}")))
+    state = runtime.engine.get(execution_id)
+    assert state.status is ExecutionStatus.WAITING_FOR_INPUT
