@@ -249,6 +249,18 @@ def _moment(at: str | None, state: ExecutionState) -> datetime:
 
 # -- posting -----------------------------------------------------------------------------------
 
+def review_channels(review: ReviewRequest, default_channel: str | None) -> list[str]:
+    """The channels a review is posted to, each once: the step's `channel`, then Elastic
+    9.5's ``with.channels.slack_api.channels``, and the workspace's default channel when
+    there is neither or a ``with.channels.slack`` webhook is asked for (Signoff does not post
+    to webhooks: the review, buttons and all, goes to the default channel instead). Empty: DM
+    the approvers. Every ``connector-id`` means this workspace's one Slack connection."""
+    named = [c for c in (review.channel, *review.channels) if c]
+    if default_channel and (review.webhook or not named):
+        named.append(default_channel)
+    return list(dict.fromkeys(named))
+
+
 class Deliverer:
     """Posts reviews, keeps their messages in step while they wait, and rewrites them once
     closed, for one workspace."""
@@ -274,8 +286,8 @@ class Deliverer:
         delivery = load_delivery(self.engine, execution_id, step)
         if delivery is None or not delivery.same_review(review):
             delivery = new_delivery(review, self.directory)
-        channel = review.channel or self.default_channel
-        targets = [channel] if channel else list(delivery.approvers)
+        channels = review_channels(review, self.default_channel)
+        targets = channels or list(delivery.approvers)
         if not targets:
             raise DeliveryError(
                 f"review {step} of {execution_id} has nowhere to go: set `channel` on the step "
@@ -285,7 +297,7 @@ class Deliverer:
         for target in targets:
             if target in done:
                 continue
-            delivery = self.post(delivery, target, message, dm=not channel)
+            delivery = self.post(delivery, target, message, dm=not channels)
         self.share_audience(review, delivery)
         self.index_viewers(review, delivery)
         if self.unanswerable(review, delivery) and review.level == 0:

@@ -71,6 +71,10 @@ class ReviewRequest:
     decision_field: str = "approved"
     approvers: tuple[str, ...] = ()  # as written: U…, S… or e-mail addresses
     channel: str | None = None
+    # Elastic 9.5's with.channels: slack_api's channel ids (posted to as well as `channel`),
+    # and whether a `slack` (incoming webhook) channel was asked for.
+    channels: tuple[str, ...] = ()
+    webhook: bool = False
     requested_by: str | None = None
     due_at: datetime | None = None  # step timeout or settings.timeout, whichever is first
     approve_label: str = "Approve"  # waitForApproval's buttons: approveLabel, rejectLabel

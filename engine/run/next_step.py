@@ -27,7 +27,7 @@ from engine.definition.step_types import StepKind, StepType
 from engine.errors import ConditionError, TemplateError
 from engine.run import escalation, timers
 from engine.state.execution import StepResult, StepStatus, Waiting, iso, parse_iso
-from engine.steps.human import input_schema
+from engine.steps.human import DEFAULT_TIMEOUTS, input_schema
 
 # -- what to do with a step -------------------------------------------------------------------
 
@@ -264,9 +264,11 @@ class ReviewStart:
 def start_review(step: Step, path: str, options: Mapping[str, Any], execution_id: str,
                  now: datetime, run_deadline: datetime | None) -> ReviewStart:
     """The review a human ``step`` (its instance at ``path``, ``options`` rendered) asks for
-    at ``now``; it is due at the step's timeout or ``run_deadline``, whichever is first."""
+    at ``now``; it is due at the step's timeout (Kibana's default for its type when it sets
+    none) or ``run_deadline``, whichever is first."""
     message = str(options.get("message") or "")
-    deadlines = [d for d in (now + step.timeout if step.timeout is not None else None,
+    timeout = step.timeout if step.timeout is not None else DEFAULT_TIMEOUTS.get(step.type)
+    deadlines = [d for d in (now + timeout if timeout is not None else None,
                              run_deadline) if d is not None]
     first = escalation.levels(options)[0]
     level_due = now + first.sla if first.sla is not None else None
@@ -278,8 +280,8 @@ def start_review(step: Step, path: str, options: Mapping[str, Any], execution_id
                       options={k: v for k, v in options.items() if k not in ("message", "schema")},
                       level_due=iso(level_due), first_due=iso(level_due), remind_at=iso(remind_at))
     set_timers = []
-    if step.timeout is not None:
-        set_timers.append(timers.step_timeout_timer(execution_id, path, now + step.timeout))
+    if timeout is not None:
+        set_timers.append(timers.step_timeout_timer(execution_id, path, now + timeout))
     if level_due is not None:
         set_timers.append(timers.review_timer(execution_id, path, 0, "sla", level_due))
     if remind_at is not None:

@@ -59,6 +59,7 @@ from engine.state.execution import (
     utcnow,
 )
 from engine.state.store import Change, Store
+from engine.steps import human
 
 log = logging.getLogger(__name__)
 
@@ -157,7 +158,9 @@ class Reviews:
     def _decide_change(self, state: ExecutionState, waiting: Waiting, decision: Decision,
                        approvals: list[Mapping[str, Any]], now: datetime) -> Change:
         previous = state.results.get(waiting.path)
-        result = StepResult(status=StepStatus.COMPLETED, output=dict(decision.input),
+        output = human.answer_output(waiting.step_type, decision.input, decision.actor,
+                                     decision.at)
+        result = StepResult(status=StepStatus.COMPLETED, output=output,
                             started_at=previous.started_at if previous else None,
                             finished_at=decision.at, resumed_by=decision.actor,
                             resumed_at=decision.at)
@@ -424,7 +427,8 @@ class Reviews:
                            reason: str) -> None:
         now = self.clock()
         result = StepResult(status=StepStatus.FAILED, error=reason, finished_at=iso(now),
-                            output={"timedOut": True, "onTimeout": outcome})
+                            output={"timedOut": True, "onTimeout": outcome,
+                                    **human.responder(SYSTEM_TIMEOUT.to_json(), iso(now) or "")})
         change = Change(delete=["w"], status=ExecutionStatus.RUNNING, waiting="remove",
                         running="add", running_score=epoch_ms(now) + 2 * self.lease_ms,
                         events=[audit.event(audit.STEP_FAILED, iso(now) or "",

@@ -257,6 +257,7 @@ def review_request(state: ExecutionState, waiting: Waiting) -> ReviewRequest:
               if opts.get(key) and waiting.step_type == "waitForApproval"}
     created = parse_iso(waiting.since)
     assert created is not None
+    external = opts.get("channels") or {}
     return ReviewRequest(
         execution_id=state.id,
         workflow=state.workflow,
@@ -269,6 +270,8 @@ def review_request(state: ExecutionState, waiting: Waiting) -> ReviewRequest:
         decision_field=str(opts.get("decision-field") or "approved"),
         approvers=tuple(waiting.approvers),
         channel=opts.get("channel"),
+        channels=tuple(str(c) for c in (external.get("slack_api") or {}).get("channels") or ()),
+        webhook="slack" in external,
         requested_by=state.requested_by,
         due_at=parse_iso(waiting.due_at),
         allow_self_approval=bool(opts.get("allow-self-approval", False)),

@@ -1,13 +1,16 @@
 """The human steps: ``waitForInput`` (a form from a JSON Schema) and ``waitForApproval`` (yes/no).
 
 They do not run a function: the runner suspends the execution in
-``WAITING_FOR_INPUT`` and the reviewer's answer becomes the step's output. Their
-Slack keys (channel, approvers, SLA, escalation) are validated here and acted on
-by the bot and the timers.
+``WAITING_FOR_INPUT`` and the reviewer's answer becomes the step's output, shaped as
+Elastic 9.4 and 9.5 both read it (:func:`answer_output`). Their Slack keys (channel,
+Elastic 9.5's ``channels``, approvers, SLA, escalation) are validated here and acted on by
+the bot and the timers; their default timeouts (:data:`DEFAULT_TIMEOUTS`) are Kibana's.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from datetime import timedelta
 from typing import Any
 
 from engine.definition.durations import DURATION_PATTERN
@@ -45,12 +48,43 @@ _SLACK_KEYS: dict[str, Any] = {
     "on-timeout": {"enum": ["deny", "approve", "cancel", "fail", "continue"]},
 }
 
+# Elastic 9.5's `with.channels`, as Kibana's kbn-workflows spec/schema.ts declares it
+# (WaitForApprovalChannelsSchema, shared by both human steps): `slack` is a Slack
+# incoming-webhook connector, `slack_api` a Slack API connector with the channel ids to post
+# to; each takes an optional notification `message`. Signoff has one Slack connection per
+# workspace, so a `connector-id` names it whatever it says (see README).
+_CONNECTOR_ID = {"type": "string", "minLength": 1, "maxLength": 512}
+_CHANNELS: dict[str, Any] = {
+    "type": "object",
+    "properties": {
+        "slack": {
+            "type": "object",
+            "properties": {"connector-id": _CONNECTOR_ID, "message": {"type": "string"}},
+            "required": ["connector-id"],
+            "additionalProperties": False,
+        },
+        "slack_api": {
+            "type": "object",
+            "properties": {
+                "connector-id": _CONNECTOR_ID,
+                "channels": {"type": "array", "minItems": 1,
+                             "items": {"type": "string", "minLength": 1, "maxLength": 256}},
+                "message": {"type": "string"},
+            },
+            "required": ["connector-id", "channels"],
+            "additionalProperties": False,
+        },
+    },
+    "additionalProperties": False,
+}
+
 WAIT_FOR_INPUT_OPTIONS: dict[str, Any] = {
     "type": "object",
     "properties": {
         "message": {"type": "string"},
         "schema": {"type": "object"},
         "decision-field": {"type": "string", "minLength": 1},
+        "channels": _CHANNELS,
         **_SLACK_KEYS,
     },
     "additionalProperties": False,
@@ -62,6 +96,7 @@ WAIT_FOR_APPROVAL_OPTIONS: dict[str, Any] = {
         "message": {"type": "string"},
         "approveLabel": {"type": "string", "minLength": 1, "maxLength": 75},
         "rejectLabel": {"type": "string", "minLength": 1, "maxLength": 75},
+        "channels": _CHANNELS,
         **_SLACK_KEYS,
     },
     "additionalProperties": False,
@@ -94,3 +129,52 @@ def input_schema(step_type: str, options: dict[str, Any]) -> dict[str, Any]:
         return APPROVAL_SCHEMA
     schema = options.get("schema")
     return dict(schema) if isinstance(schema, dict) else DEFAULT_INPUT_SCHEMA
+
+
+# When a human step sets no `timeout`, it waits as long as Kibana's would: the defaults are
+# @kbn/workflows' DEFAULT_WAIT_FOR_APPROVAL_TIMEOUT ('24h') and DEFAULT_WAIT_FOR_INPUT_TIMEOUT
+# ('72h', src/platform/packages/shared/kbn-workflows/common/hitl.ts), applied by the
+# execution engine's wait_for_approval_step.ts and
+# wait_for_input_step.ts (src/platform/plugins/shared/workflows_execution_engine/server/step/),
+# where the step fails when the wait passes. Elastic's docs say waitForInput has no default;
+# the code wins. Signoff's `on-timeout` still chooses the outcome (default: fail).
+DEFAULT_TIMEOUTS: dict[str, timedelta] = {
+    "waitForApproval": timedelta(hours=24),
+    "waitForInput": timedelta(hours=72),
+}
+
+# The keys Elastic 9.5 puts on a human step's output, besides the answer's own fields.
+ANSWER_KEYS = ("response", "respondedBy", "respondedAt", "channel")
+
+
+def answer_output(step_type: str, answer: Mapping[str, Any], actor: Mapping[str, Any],
+                  at: str) -> dict[str, Any]:
+    """A decided human step's output, readable as Elastic 9.4 and 9.5 both have it.
+
+    9.4 put the answer itself in ``output`` (``output.approved``). 9.5 wraps it: Kibana's
+    execution engine (``server/step/wait_for_input_step/wait_for_input_step.ts``,
+    ``server/step/wait_for_approval_step/wait_for_approval_step.ts`` and their shared
+    ``wait_for_input_step/hitl_wait_helpers.ts``) finishes the step with
+    ``{response, respondedBy}`` plus ``channel`` and ``respondedAt`` from the response's
+    audit stamp; ``response`` is the answer for ``waitForInput`` and just
+    ``{approved: <boolean>}`` for ``waitForApproval``. Signoff writes both: the answer's
+    fields, then the 9.5 keys (which win should the answer have a field of that name).
+    """
+    response = ({"approved": answer.get("approved") is True} if step_type == "waitForApproval"
+                else dict(answer))
+    return {**answer, "response": response, **responder(actor, at)}
+
+
+def responder(actor: Mapping[str, Any], at: str) -> dict[str, Any]:
+    """9.5's ``respondedBy`` / ``respondedAt`` / ``channel`` for an answer from ``actor``.
+
+    Kibana stamps ``respondedBy: 'system'`` and ``channel: 'timeout'`` when the wait
+    passes; a person is named by their name (a Slack user's, an API token's caller) and the
+    channel is where the answer came from: ``slack``, ``api`` or ``cli`` (Kibana's own
+    values name its surfaces, e.g. ``inbox``, ``kibana_execution_view``).
+    """
+    if actor.get("source") == "system":
+        return {"respondedBy": "system", "respondedAt": at,
+                "channel": "timeout" if actor.get("id") == "system:timeout" else "system"}
+    return {"respondedBy": str(actor.get("name") or actor.get("id") or "unknown"),
+            "respondedAt": at, "channel": str(actor.get("source") or "api")}

@@ -16,6 +16,7 @@ from engine.state.execution import ExecutionStatus, StepStatus, Waiting, parse_i
 from engine.worker.worker import SignoffWorker
 from slack_emulator import Tamper
 from tests.bot.conftest import ISOLATE, REVIEWS, TICKET, Signoff
+from tests.support.services import reviewer_answer
 
 EVENT = {"host": "web-01", "rule": "beaconing"}
 
@@ -81,7 +82,7 @@ def test_deny_click_skips_the_gated_step(signoff: Signoff):
     state = signoff.engine.get(execution_id)
     assert state.status is ExecutionStatus.COMPLETED
     assert state.results["isolate"].status is StepStatus.SKIPPED
-    assert state.results["review"].output == {"approved": False}
+    assert reviewer_answer(state.results["review"].output) == {"approved": False}
     updated = only_message(signoff)
     assert not has_buttons(updated)
     assert "Denied by <@U0BOB>" in all_text(updated)
@@ -122,7 +123,8 @@ def test_modal_shows_inline_errors_then_accepts_a_valid_answer(signoff: Signoff)
 
     state = signoff.engine.get(execution_id)
     assert state.status is ExecutionStatus.COMPLETED
-    assert state.results["review"].output == {"approved": True, "ticket": "CHG-42", "hours": 2}
+    assert reviewer_answer(state.results["review"].output) == {
+        "approved": True, "ticket": "CHG-42", "hours": 2}
     assert state.results["open"].output == "opening for CHG-42"
     assert "CHG-42" in all_text(only_message(signoff))
 
@@ -321,7 +323,8 @@ def test_without_a_channel_each_approver_gets_a_dm(start_signoff, bot_settings):
     # dave clicks his copy before it is updated: he is told who decided.
     assert signoff.driver.click("U0DAVE", ("D0DAVE", dave_dm["ts"]), ACTION_DENY).ok
     signoff.drain()
-    assert signoff.engine.get(execution_id).results["review"].output == {"approved": True}
+    decided = signoff.engine.get(execution_id).results["review"]
+    assert reviewer_answer(decided.output) == {"approved": True}
     [told] = signoff.ephemerals("U0DAVE")
     assert "Approved by <@U0ALICE>" in told
     for channel in ("D0ALICE", "D0DAVE"):
@@ -381,7 +384,7 @@ def test_answers_the_engine_rejects_come_back_as_inline_errors(signoff: Signoff)
 
     assert signoff.driver.submit_view("U0ALICE", modal["id"], {"contact": "oncall@corp.test"}).ok
     signoff.drain()
-    assert signoff.engine.get(execution_id).results["review"].output == {
+    assert reviewer_answer(signoff.engine.get(execution_id).results["review"].output) == {
         "contact": "oncall@corp.test"}
 
 
@@ -416,7 +419,7 @@ def test_a_form_left_open_on_an_earlier_instance_does_not_answer_the_next(signof
     signoff.drain()  # web-01 approved; the same step now waits for web-02
     state = signoff.engine.get(execution_id)
     assert state.status is ExecutionStatus.WAITING_FOR_INPUT
-    assert state.results["hosts[0].review"].output == {"approved": True}
+    assert reviewer_answer(state.results["hosts[0].review"].output) == {"approved": True}
     assert "web-02" in all_text(signoff.messages()[-1])
 
     answer = signoff.driver.submit_view("U0ALICE", stale_form["id"], {"approved": "false"})

@@ -8,6 +8,7 @@ from engine.definition.loader import parse_workflow
 from engine.errors import AlreadyDecided, InputInvalid, NotWaiting
 from engine.notify import Actor
 from engine.state.execution import ExecutionStatus, StepStatus
+from tests.support.services import reviewer_answer
 
 ISOLATE = """
 name: isolate-host-with-approval
@@ -114,7 +115,7 @@ def test_second_resume_says_who_decided_first(runtime, work):
     assert caught.value.by == "alice"
     assert caught.value.outcome == "approved"
     work()
-    assert runtime.engine.get(execution_id).results["review"].output == {"approved": True}
+    assert reviewer_answer(runtime.engine.get(execution_id).results["review"].output) == {"approved": True}
 
 
 def test_resume_of_a_run_that_never_waited_is_refused(runtime, work):

@@ -16,7 +16,7 @@ from engine.errors import (
 )
 from engine.notify import Actor, ReviewChange, ReviewClosed, ReviewRequest
 from engine.state.execution import ExecutionStatus, parse_iso
-from tests.support.services import wait_until
+from tests.support.services import reviewer_answer, wait_until
 
 CHAIN = """
 name: contain
@@ -276,7 +276,7 @@ def test_real_timers_escalate_through_a_worker_process(runtime, worker_process, 
     assert escalations[1]["at"] >= escalations[0]["slaDueAt"]
     decided = next(e for e in events if e["type"] == "step.decided")
     assert decided["at"] >= escalations[1]["slaDueAt"]
-    assert runtime.engine.get(execution_id).results["review"].output == {"approved": False}
+    assert reviewer_answer(runtime.engine.get(execution_id).results["review"].output) == {"approved": False}
 
 
 def test_a_timer_due_while_its_worker_was_killed_is_acted_on_by_a_new_worker(
@@ -316,8 +316,10 @@ def test_a_review_whose_timers_never_reached_rq_still_escalates(runtime, work):
     work()
     waiting = runtime.engine.get(execution_id).waiting
     # The wait was committed together with its timers' entries in the overdue index...
+    # (the SLA's, and the default 72 h timeout's: the step sets none)
     members = runtime.store.redis.zrange(keys.INDEX_TIMERS, 0, -1)
-    assert members == [f'["review_timer","{execution_id}","review","0","sla"]'.encode()]
+    assert members == [f'["review_timer","{execution_id}","review","0","sla"]'.encode(),
+                       f'["step_timed_out","{execution_id}","review"]'.encode()]
     # ...so a worker that dies before RQ hears of them (here: RQ forgets them) loses nothing.
     registry = ScheduledJobRegistry(queue=Queue(runtime.settings.queue,
                                                 connection=runtime.store.redis))

@@ -132,3 +132,10 @@ class ServedApp:
     def stop(self) -> None:
         self.server.should_exit = True
         self.thread.join(timeout=10)
+
+
+def reviewer_answer(output: Any) -> dict[str, Any]:
+    """A decided human step's output without the keys Elastic 9.5 adds (engine.steps.human)."""
+    from engine.steps.human import ANSWER_KEYS
+
+    return {k: v for k, v in dict(output).items() if k not in ANSWER_KEYS}
