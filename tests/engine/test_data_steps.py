@@ -8,6 +8,7 @@ import textwrap
 
 import pytest
 
+from engine.definition import step_types as registry
 from engine.definition.loader import parse_workflow
 from engine.errors import Problem, WorkflowInvalid
 from engine.state.execution import ExecutionStatus, StepStatus
@@ -460,3 +461,45 @@ def test_templated_top_level_keys_are_checked_when_the_step_runs():
             type: console
             with: {message: "{}"}
         """)[0].message.startswith("step 'early' reads steps.late")
+
+
+# -- top-level keys of any step type -------------------------------------------------
+
+
+@pytest.fixture
+def echo_params(monkeypatch):
+    """A step type `test.echo`, for one test, that takes `target` and `count` at the top
+    level and outputs what reached it."""
+    registry.registered_step_types()  # built-ins and entry points first, so ours is not lost
+    monkeypatch.setitem(registry._registry, "test.echo", registry.StepType(
+        name="test.echo", kind=registry.StepKind.ACTION, options_schema={"type": "object"},
+        run=lambda ctx: {"params": dict(ctx.params), "options": dict(ctx.options)},
+        params_schema={"type": "object", "required": ["target"],
+                       "properties": {"target": {"type": "string"},
+                                      "count": {"type": "integer"}}}))
+
+
+def test_a_step_types_declared_top_level_keys_are_rendered_and_reach_it(runtime, work,
+                                                                        workflow_file,
+                                                                        echo_params):
+    state = run(runtime, work, workflow_file, """
+        name: echo
+        steps:
+          - name: echo
+            type: test.echo
+            target: "host {{ event.host }}"
+            count: 2
+            with: {note: "{{ event.host }}"}
+        """, {"host": "web-1"})
+    assert state.results["echo"].output == {"params": {"target": "host web-1", "count": 2},
+                                            "options": {"note": "web-1"}}
+    problems = problems_in("""
+        name: echo-wrong
+        steps:
+          - name: echo
+            type: test.echo
+            count: two
+        """)
+    assert [(p.line, p.message) for p in problems] == [
+        (4, "steps[0].target is required (step 'echo')"),
+        (6, "steps[0].count must be an integer, not the string 'two' (step 'echo')")]
