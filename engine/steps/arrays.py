@@ -119,7 +119,8 @@ def data_find(ctx: StepContext) -> dict[str, Any]:
         found = list(_first(_matching(items, condition)))
     if not found:
         if ctx.options.get("errorIfEmpty"):
-            raise StepFailed("No item matching the condition was found", retryable=False)
+            raise StepFailed("No item matching the condition was found" if condition.strip()
+                             else "No items found in the collection", retryable=False)
         return {"item": None, "index": None}
     index, item = found[0]
     return {"item": item, "index": index}

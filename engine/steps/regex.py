@@ -71,7 +71,7 @@ def _check_pattern(options: Mapping[str, Any],
     if not isinstance(pattern, str) or not isinstance(flags, str):
         return
     if has_template(flags):
-        return
+        flags = ""  # known at run time; no flag changes whether RE2 can run the pattern
     try:
         _flag_prefix(flags)
     except PatternRefused as exc:
