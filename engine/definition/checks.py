@@ -183,7 +183,7 @@ class Analysis:
             for prop in missing[:1]:
                 self._problem(path, f"{_render((*path, prop))} is required{in_step}")
         elif kind == "additionalProperties" and isinstance(value, dict):
-            allowed = list(schema.get("properties", {}))
+            allowed = [*schema.get("properties", {}), *self._param_keys(path)]
             patterns = list(schema.get("patternProperties", {}))
             for key in value:
                 if key in allowed or any(re.search(p, str(key)) for p in patterns):
@@ -213,6 +213,12 @@ class Analysis:
                                 f"not {value!r}{in_step}")
         else:
             self._problem(path, f"{where}: {error.message}{in_step}")
+
+    def _param_keys(self, path: YamlPath) -> list[str]:
+        """The top-level keys the type of the step at ``path`` declares (none if not a step)."""
+        step = self.step_paths.get(path)
+        spec = get_step_type(step["type"]) if step and isinstance(step.get("type"), str) else None
+        return sorted(spec.param_keys) if spec else []
 
     # -- steps, names and references -------------------------------------------------
 
@@ -315,9 +321,11 @@ class Analysis:
         name, type_ = data.get("name"), data.get("type")
         scope = _Scope(name if isinstance(name, str) else _render(path), visible, ancestors)
         options = _mark_markdown(type_, data.get("with", {}))
+        params = {key: data[key] for key in self._param_keys(path) if key in data}
         if isinstance(type_, str):
-            self._check_type(type_, data, path, options)
+            self._check_type(type_, data, path, options, params)
         self._check_templates(options, (*path, "with"), scope)
+        self._check_templates(params, path, scope)
         if_ = self._condition(data, "if", path, scope)
         condition = self._condition(data, "condition", path, scope)
         foreach = self._expression(data, "foreach", path, scope)
@@ -333,7 +341,7 @@ class Analysis:
         pos = self.doc.locate(path)
         return Step(
             name=scope.name, type=str(type_), location=Location(self.source, pos.line, pos.column),
-            with_=options if isinstance(options, dict) else {}, if_=if_,
+            with_=options if isinstance(options, dict) else {}, params=params, if_=if_,
             connector_id=data.get("connector-id"),
             timeout=self._duration(data, "timeout", path), on_failure=on_failure,
             condition=condition,
@@ -342,7 +350,8 @@ class Analysis:
             foreach=foreach, expression=expression, cases=cases,
             default=self._steps(data.get("default"), (*path, "default"), visible, inner))
 
-    def _check_type(self, type_: str, data: dict[str, Any], path: YamlPath, options: Any) -> None:
+    def _check_type(self, type_: str, data: dict[str, Any], path: YamlPath, options: Any,
+                    params: dict[str, Any]) -> None:
         for key, owners in _flow_keys().items():
             if key in data and type_ not in owners:
                 self._problem((*path, key), f"key {key!r} {self._context(path)} only applies to "
@@ -358,10 +367,16 @@ class Analysis:
                           f"{', '.join(known)}. Custom step types register through the "
                           "`signoff.steps` entry point group")
             return
+        if spec.params_schema is not None:
+            for error in Draft202012Validator(spec.params_schema).iter_errors(params):
+                self._schema_problem(error, path)
         if spec.kind is StepKind.FLOW or not isinstance(options, dict):
             return
         for error in Draft202012Validator(spec.options_schema).iter_errors(options):
             self._schema_problem(error, (*path, "with"))
+        if spec.check is not None:
+            for where, message in spec.check(options, params):
+                self._problem((*path, *where), f"{_render((*path, *where))}: {message}")
         if spec.kind is StepKind.HUMAN:
             self._check_human(type_, options, (*path, "with"))
 

@@ -61,6 +61,8 @@ class Step:
     connector_id: str | None = None
     timeout: timedelta | None = None
     on_failure: FailurePolicy | None = None
+    # the top-level keys its type declares (StepType.params_schema): `items`, `source`, ...
+    params: Mapping[str, Any] = field(default_factory=dict)
     # flow control: `if`
     condition: Condition | None = None
     steps: tuple[Step, ...] = ()

@@ -4,7 +4,9 @@ A step type is registered with :func:`step_type` (an action) or :func:`flow_step
 (a step that runs other steps: if, foreach, switch); packages of the user's own add
 theirs through the ``signoff.steps`` entry-point group (the entry point names a
 module to import, whose decorators register the types). Unknown types and options
-that do not match a type's ``options_schema`` fail at ``signoff validate``. A plug-in
+that do not match a type's ``options_schema`` fail at ``signoff validate``, and so do the
+step's own top-level keys a type declares in ``params_schema`` (Elastic's data steps take
+their source there: ``items``, ``source``, ``arrays``). A plug-in
 that fails to import is logged and remembered (:func:`plugin_failures`), not raised:
 a worker goes on without its types, and ``signoff validate`` reports it.
 
@@ -16,8 +18,8 @@ from __future__ import annotations
 
 import importlib
 import logging
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass, replace
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from importlib.metadata import entry_points
 from typing import TYPE_CHECKING, Any, Protocol
@@ -48,7 +50,7 @@ class StepKind(StrEnum):
 class StepContext:
     """What a running step may see and do."""
 
-    options: Mapping[str, Any]  # the step's `with`, templates rendered
+    options: Mapping[str, Any]  # the step's `with`, templates rendered (but its raw_options)
     execution_id: str
     step_name: str
     step_path: str
@@ -56,6 +58,10 @@ class StepContext:
     connector_id: str | None = None
     timeout_seconds: float | None = None
     egress: EgressPolicy = DEFAULT_POLICY  # where an http step may connect (the worker's settings)
+    params: Mapping[str, Any] = field(default_factory=dict)  # its declared top-level keys, rendered
+    # Renders a value as `with` is rendered, in the step's scope plus the names given
+    # (data.map renders its raw `fields` once per item, with `item` and `index`).
+    render: Callable[[Any, Mapping[str, Any]], Any] = lambda value, names: value
 
     def log(self, message: str) -> None:
         """Write ``message`` to the worker's log, tagged with the execution and the step."""
@@ -63,6 +69,13 @@ class StepContext:
 
 
 StepFunction = Callable[[StepContext], Any]
+
+# What a schema cannot say about a step: given its `with` and its top-level params (as
+# written, templates unrendered), each problem as (path within the step, message), e.g.
+# (("with", "pattern"), "..."). Called by `signoff validate`; a templated value is known
+# only at run time, so a check leaves it alone.
+StepCheck = Callable[[Mapping[str, Any], Mapping[str, Any]],
+                     Iterable[tuple[tuple[str | int, ...], str]]]
 
 
 class FlowContext(Protocol):
@@ -121,6 +134,16 @@ class StepType:
     sets_variables: bool = False  # its output, a mapping, is merged into `variables`
     flow: FlowFunction | None = None  # FLOW: the function that walks its child steps
     step_keys: tuple[str, ...] = ()  # FLOW: the step keys it reads (condition, steps, ...)
+    # The top-level keys of the step it takes besides the common ones, as the JSON Schema
+    # of an object (its `properties` name them); the loader keeps them as `Step.params`.
+    params_schema: Mapping[str, Any] | None = None
+    raw_options: tuple[str, ...] = ()  # keys of `with` passed unrendered (see StepContext.render)
+    check: StepCheck | None = None
+
+    @property
+    def param_keys(self) -> frozenset[str]:
+        """The top-level keys ``params_schema`` declares."""
+        return frozenset((self.params_schema or {}).get("properties", {}))
 
 
 @dataclass(frozen=True)
@@ -147,6 +170,9 @@ def step_type(
     description: str = "",
     pure: bool = False,
     sets_variables: bool = False,
+    params_schema: Mapping[str, Any] | None = None,
+    raw_options: tuple[str, ...] = (),
+    check: StepCheck | None = None,
 ) -> Callable[[StepFunction], StepFunction]:
     """Register a step type; the decorated function runs it (``ACTION`` kind)."""
 
@@ -160,6 +186,9 @@ def step_type(
                 description=description or _first_line(func.__doc__),
                 pure=pure,
                 sets_variables=sets_variables,
+                params_schema=params_schema,
+                raw_options=raw_options,
+                check=check,
             )
         )
         return func

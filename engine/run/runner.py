@@ -243,9 +243,11 @@ class _Segment:
     def _scope(self, frame: _Frame) -> dict[str, Any]:
         return {**self.scope, **frame} if frame else self.scope
 
-    def _options(self, step: Step, frame: _Frame) -> dict[str, Any]:
-        """The step's ``with``, its templates rendered."""
-        return render_value(dict(step.with_), self._scope(frame))
+    def _options(self, step: Step, frame: _Frame, raw: tuple[str, ...] = ()) -> dict[str, Any]:
+        """The step's ``with``, its templates rendered but for the ``raw`` keys."""
+        scope = self._scope(frame)
+        return {key: value if key in raw else render_value(value, scope)
+                for key, value in step.with_.items()}
 
     def _holds(self, condition: Condition, step: Step, frame: _Frame) -> bool:
         holds = condition_holds(condition, step, self._scope(frame))
@@ -312,11 +314,14 @@ class _Segment:
                 self.writes.lease_ms = int(step.timeout.total_seconds() * 1000) + self.base_lease_ms
             self.writes.commit(Change(events=[started_event]).step(path, running))
         try:
-            options = self._options(step, frame)
+            options = self._options(step, frame, spec.raw_options)
+            scope = self._scope(frame)
             ctx = StepContext(options=options, execution_id=self.state.id, step_name=step.name,
                               step_path=path, attempt=attempt, connector_id=step.connector_id,
                               timeout_seconds=step.timeout.total_seconds() if step.timeout
-                              else None, egress=self.r.egress)
+                              else None, egress=self.r.egress,
+                              params=render_value(dict(step.params), scope),
+                              render=lambda value, names: render_value(value, {**scope, **names}))
             output = spec.run(ctx)
         except WorkflowFailRequested as exc:
             self._record_failure(step, path, running, str(exc), unwritten)
