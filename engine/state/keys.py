@@ -70,6 +70,9 @@ INDEX_ALL = f"{PREFIX}idx:all"
 INDEX_WAITING = f"{PREFIX}idx:waiting"
 INDEX_RUNNING = f"{PREFIX}idx:running"
 INDEX_TIMERS = f"{PREFIX}idx:timers"
+# Timers due beyond the scheduling horizon: no RQ job yet; a worker's sweep schedules each
+# as it comes within reach (member -> due, epoch seconds).
+INDEX_TIMERS_LATER = f"{PREFIX}idx:timers:later"
 
 
 def status_channel(execution_id: str) -> str:

@@ -549,6 +549,26 @@ class Store:
         pipe.zadd(keys.INDEX_TIMERS, {member: due})
         self._call(pipe.execute)
 
+    def defer_timer(self, member: str, due: float) -> None:
+        """Keep a timer due beyond the scheduling horizon without an RQ job, in the deferred
+        index alone (moved there from the overdue-timer index, in one transaction), which
+        :meth:`take_deferred_timers` reads as it comes within reach."""
+        pipe = self.redis.pipeline(transaction=True)
+        pipe.zadd(keys.INDEX_TIMERS_LATER, {member: due})
+        pipe.zrem(keys.INDEX_TIMERS, member)
+        self._call(pipe.execute)
+
+    def take_deferred_timers(self, before: float, limit: int) -> list[tuple[str, float]]:
+        """Up to ``limit`` deferred timers due before ``before`` (epoch seconds), each taken
+        off the deferred index by this caller alone (another worker gets none of them)."""
+        rows = self._call(self.redis.zrangebyscore, keys.INDEX_TIMERS_LATER, "-inf", before,
+                          start=0, num=limit, withscores=True)
+        taken = []
+        for member, due in rows:
+            if self._call(self.redis.zrem, keys.INDEX_TIMERS_LATER, member):
+                taken.append((_text(member), float(due)))
+        return taken
+
     def overdue_timers(self, before: float, limit: int) -> list[str]:
         """Up to ``limit`` timers of the overdue-timer index due before ``before`` (epoch
         seconds), soonest first."""

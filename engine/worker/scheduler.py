@@ -22,6 +22,8 @@ from engine.state.store import Store
 
 JOB_TIMEOUT = 3600  # seconds; one segment of automatic steps, http timeouts included
 FAILURE_TTL = 7 * 86400  # a failed job stays in RQ's failed registry for a week
+# A timer due later than this gets its RQ job from the workers' sweep as it comes near.
+TIMER_HORIZON = timedelta(hours=1)
 JOBS = "engine.worker.jobs"  # where the job bodies live, as RQ names them
 
 
@@ -85,17 +87,37 @@ class RQScheduler:
         return AsyncInbox(connection, self.queue.name, self.inbox.enqueue_drain)
 
     def schedule(self, timer: Timer) -> None:
+        if timer.when - _now(timer.when) > TIMER_HORIZON:
+            # Far off (a human step's default 24 h or 72 h timeout, a long SLA): no RQ job,
+            # whose ~1.5 KB would sit in Redis for days; the sweep schedules it in time.
+            self.store.defer_timer(timer.member, timer.when.timestamp())
+            return
+        self._enqueue_timer(timer.job, timer.args, timer.when, timer.member)
+
+    def _enqueue_timer(self, job: str, args: tuple[str, ...] | list[str], when: datetime,
+                       member: str) -> None:
         def enqueue(pipe: Any) -> None:
             # The registry keeps whole seconds and the scheduler polls each second: a job may
             # run up to ~1 s early. Every timer job re-checks its deadline and defers if so.
-            self.queue.enqueue_in(max(timedelta(0), timer.when - _now(timer.when)),
-                                  f"{JOBS}.{timer.job}", *timer.args, job_timeout=JOB_TIMEOUT,
+            self.queue.enqueue_in(max(timedelta(0), when - _now(when)),
+                                  f"{JOBS}.{job}", *args, job_timeout=JOB_TIMEOUT,
                                   result_ttl=0, failure_ttl=FAILURE_TTL, pipeline=pipe)
 
         # Also kept in our own index (usually committed already, with the change that set
         # the timer): RQ's scheduler lock outlives a killed worker by a minute, and a timer
         # must not wait that long (see fire_overdue).
-        self.store.index_timer(timer.member, timer.when.timestamp(), enqueue=enqueue)
+        self.store.index_timer(member, when.timestamp(), enqueue=enqueue)
+
+    def schedule_deferred(self, window: timedelta, limit: int = 500) -> int:
+        """Give deferred timers due within ``window`` their RQ job (the workers' sweep calls
+        this more often than ``window``, so each is scheduled before it is due)."""
+        now = datetime.now().astimezone()
+        scheduled = 0
+        for member, due in self.store.take_deferred_timers((now + window).timestamp(), limit):
+            name, *args = json.loads(member)
+            self._enqueue_timer(name, args, datetime.fromtimestamp(due).astimezone(), member)
+            scheduled += 1
+        return scheduled
 
     def advance_at(self, execution_id: str, when: datetime) -> None:
         self.schedule(timers.advance_timer(execution_id, when))

@@ -80,6 +80,11 @@ class SignoffWorker(SimpleWorker):
                 rq_scheduler().inbox_of(name).recover()
         except Exception:
             log.exception("could not recover the inbox tasks of dead drains")
+        try:  # far timers get their RQ job well before they are due
+            rq_scheduler().schedule_deferred(
+                timedelta(seconds=3 * int(self.maintenance_interval) + 60))
+        except Exception:
+            log.exception("could not schedule deferred timers")
         try:
             fired = rq_scheduler().fire_overdue(
                 timedelta(seconds=max(5, int(self.maintenance_interval))))

@@ -316,10 +316,12 @@ def test_a_review_whose_timers_never_reached_rq_still_escalates(runtime, work):
     work()
     waiting = runtime.engine.get(execution_id).waiting
     # The wait was committed together with its timers' entries in the overdue index...
-    # (the SLA's, and the default 72 h timeout's: the step sets none)
     members = runtime.store.redis.zrange(keys.INDEX_TIMERS, 0, -1)
-    assert members == [f'["review_timer","{execution_id}","review","0","sla"]'.encode(),
-                       f'["step_timed_out","{execution_id}","review"]'.encode()]
+    assert members == [f'["review_timer","{execution_id}","review","0","sla"]'.encode()]
+    # (the default 72 h timeout, the step setting none, waits in the deferred index: no RQ
+    # job for days)
+    assert runtime.store.redis.zrange(keys.INDEX_TIMERS_LATER, 0, -1) == [
+        f'["step_timed_out","{execution_id}","review"]'.encode()]
     # ...so a worker that dies before RQ hears of them (here: RQ forgets them) loses nothing.
     registry = ScheduledJobRegistry(queue=Queue(runtime.settings.queue,
                                                 connection=runtime.store.redis))
@@ -330,6 +332,28 @@ def test_a_review_whose_timers_never_reached_rq_still_escalates(runtime, work):
     assert runtime.engine.scheduler.fire_overdue(timedelta(0)) == 1
     work()
     assert runtime.engine.get(execution_id).waiting.level == 1
+
+
+def test_a_far_timer_gets_its_rq_job_from_the_sweep_as_it_comes_near(runtime, work):
+    from rq import Queue
+    from rq.registry import ScheduledJobRegistry
+
+    from engine.state import keys
+
+    execution_id = runtime.engine.run(parse_workflow(CHAIN.format(
+        sla0="30m", remind="10m", sla1="1h", sla2="1h")), {"host": "db-5"})
+    work()
+    registry = ScheduledJobRegistry(queue=Queue(runtime.settings.queue,
+                                                connection=runtime.store.redis))
+    scheduled = len(registry.get_job_ids())  # the SLA and remind timers: within the horizon
+    scheduler = runtime.engine.scheduler
+    assert scheduler.schedule_deferred(timedelta(hours=1)) == 0  # 72 h away: not yet
+    assert scheduler.schedule_deferred(timedelta(hours=73)) == 1
+    assert scheduler.schedule_deferred(timedelta(hours=73)) == 0  # taken once
+    assert len(registry.get_job_ids()) == scheduled + 1
+    assert runtime.store.redis.zcard(keys.INDEX_TIMERS_LATER) == 0
+    assert f'["step_timed_out","{execution_id}","review"]'.encode() in \
+        runtime.store.redis.zrange(keys.INDEX_TIMERS, 0, -1)  # the overdue net again
 
 
 NEW_LEVEL_ONLY = """
