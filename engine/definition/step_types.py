@@ -122,6 +122,12 @@ class StepType:
     flow: FlowFunction | None = None  # FLOW: the function that walks its child steps
     step_keys: tuple[str, ...] = ()  # FLOW: the step keys it reads (condition, steps, ...)
 
+    @property
+    def built_in(self) -> bool:
+        """One of Signoff's own types (registered by :data:`BUILT_IN_STEPS`), not a plug-in's."""
+        function = self.run or self.flow
+        return function is None or function.__module__.startswith(BUILT_IN_STEPS)
+
 
 @dataclass(frozen=True)
 class PluginFailure:

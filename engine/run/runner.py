@@ -17,7 +17,9 @@ flow steps) are buffered and written with the next write that must happen anyway
 
 from __future__ import annotations
 
+import json
 import logging
+import random
 from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
 from typing import Any, NoReturn, assert_never
@@ -25,6 +27,7 @@ from typing import Any, NoReturn, assert_never
 from engine.definition.conditions import Condition
 from engine.definition.durations import parse_duration
 from engine.definition.egress import DEFAULT_POLICY, EgressPolicy
+from engine.definition.inputs import input_values
 from engine.definition.model import Step, Workflow
 from engine.definition.step_types import StepContext, StepType, get_step_type
 from engine.definition.templates import evaluate_expression, render_value
@@ -135,7 +138,7 @@ class _Segment:
         self.step_scope: dict[str, Any] = {}
         self.scope: dict[str, Any] = {
             "event": state.event,
-            "inputs": _inputs(workflow, state.event),
+            "inputs": input_values(workflow, state.event),
             "consts": dict(workflow.consts),
             "variables": state.variables,
             "steps": self.step_scope,
@@ -318,6 +321,7 @@ class _Segment:
                               timeout_seconds=step.timeout.total_seconds() if step.timeout
                               else None, egress=self.r.egress)
             output = spec.run(ctx)
+            self._check_size(step, output)
         except WorkflowFailRequested as exc:
             self._record_failure(step, path, running, str(exc), unwritten)
             raise _RunFailed(str(exc), step=path) from exc
@@ -340,11 +344,23 @@ class _Segment:
         self.writes.commit(change, buffer=spec.pure)
         self._expose(step, done)
 
+    def _check_size(self, step: Step, output: Any) -> None:
+        """StepFailed when ``output`` is larger than the step's ``max-step-size`` (or the
+        workflow's ``settings.max-step-size``), as JSON."""
+        limit = step.max_step_size or self.workflow.settings.max_step_size
+        if limit is None:
+            return
+        size = len(json.dumps(_jsonable(output), default=str).encode("utf-8"))
+        if size > limit:
+            raise StepFailed(f"the output of step {step.name!r} is {size} bytes as JSON, more "
+                             f"than its max-step-size of {limit} bytes", retryable=False)
+
     def _fail_attempt(self, step: Step, path: str, prefix: str, frame: _Frame,
                       running: StepResult, exc: StepFailed | TemplateError,
                       unwritten: list[dict[str, Any]]) -> None:
         message = str(exc)
-        retry = retry_after(step, running, message, getattr(exc, "retryable", False), self.now())
+        retry = retry_after(step, running, message, getattr(exc, "retryable", False), self.now(),
+                            self._scope(frame), random.random())
         if retry is None:
             failed = self._record_failure(step, path, running, message, unwritten,
                                           details=getattr(exc, "details", None))
@@ -368,7 +384,7 @@ class _Segment:
 
     def _after_failure(self, step: Step, path: str, prefix: str, frame: _Frame,
                        failed: StepResult) -> None:
-        outcome = after_failure(step, path, failed)
+        outcome = after_failure(step, path, failed, self._scope(frame))
         match outcome:
             case GoOn():
                 pass
@@ -489,16 +505,6 @@ class _FlowRun:
                   scope: Mapping[str, Any] | None = None) -> None:
         frame = {**self._frame, **scope} if scope else self._frame
         self._segment._run_steps(steps, self._prefix if prefix is None else prefix, frame)
-
-
-def _inputs(workflow: Workflow, event: Any) -> dict[str, Any]:
-    values: dict[str, Any] = {}
-    for spec in workflow.inputs:
-        if "default" in spec:
-            values[str(spec["name"])] = spec["default"]
-    if isinstance(event, Mapping) and isinstance(event.get("inputs"), Mapping):
-        values.update(event["inputs"])
-    return values
 
 
 def _jsonable(value: Any) -> Any:
