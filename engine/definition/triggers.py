@@ -5,9 +5,9 @@ of a workflow are scheduled, and when one fires next. Starting the runs is
 ``every`` is aligned to the epoch and ``cron`` is read in the trigger's zone (its
 ``with.timezone``, else ``settings.timezone``, else UTC). An ``rrule`` (Elastic's form:
 ``freq``, ``interval``, ``tzid``, ``dtstart``, ``byhour``, ``byminute``, ``byweekday``,
-``bymonthday``) is evaluated by python-dateutil's ``rrule`` in its ``tzid`` (default UTC),
-counting from its ``dtstart`` (default midnight, 1 January 2000, in that zone), so every
-worker computes the same times.
+``bymonthday``) is evaluated by python-dateutil's ``rrule`` in its ``tzid`` (else
+``settings.timezone``, else UTC), counting from its ``dtstart`` (default midnight,
+1 January 2000, in that zone), so every worker computes the same times.
 """
 
 from __future__ import annotations
@@ -86,9 +86,9 @@ def next_due(trigger: Trigger, after: datetime) -> datetime:
         epoch = after.timestamp()
         return datetime.fromtimestamp((epoch // step + 1) * step, UTC)
     if "rrule" in options:
-        zone = ZoneInfo(str(options["rrule"].get("tzid", "UTC")))
-        local = after.astimezone(zone)
-        following = _rrule(options["rrule"], near=local).after(local, inc=False)
+        rule = {"tzid": trigger.timezone, **options["rrule"]}
+        local = after.astimezone(ZoneInfo(str(rule["tzid"])))
+        following = _rrule(rule, near=local).after(local, inc=False)
         if following is None:  # a rule with an end; Elastic's have none
             raise ValueError("the rrule has no time after " + after.isoformat())
         return following.astimezone(UTC)

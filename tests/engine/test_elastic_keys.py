@@ -341,3 +341,29 @@ steps:
     assert state.results["small"].status is StepStatus.COMPLETED
     assert state.status is ExecutionStatus.FAILED
     assert "more than its max-step-size of 20 bytes" in (state.error or "")
+
+
+def test_an_rrule_without_tzid_is_read_in_settings_timezone():
+    workflow = parse_workflow("""
+name: paris
+settings: {timezone: Europe/Paris}
+triggers:
+  - type: scheduled
+    with: {rrule: {freq: DAILY, interval: 1, byhour: [9], byminute: [0]}}
+steps:
+  - {name: tick, type: console, with: {message: tick}}
+""")
+    assert next_due(workflow.triggers[0], datetime(2026, 12, 4, 1, 0, tzinfo=UTC)) == \
+        datetime(2026, 12, 4, 8, 0, tzinfo=UTC)
+
+
+def test_step_names_with_spaces_run_and_are_read_by_name(runtime, work):
+    from pathlib import Path
+
+    workflow = parse_workflow((Path(__file__).parent / "elastic_corpus" / "step-names.yaml")
+                              .read_text(encoding="utf-8"))
+    execution_id = runtime.engine.run(workflow, {})
+    work()
+    state = runtime.engine.get(execution_id)
+    assert state.status is ExecutionStatus.COMPLETED
+    assert state.results["3rd step"].output == "looking"
