@@ -27,7 +27,7 @@ from engine.errors import StepTypeInvalid
 
 if TYPE_CHECKING:
     from engine.definition.conditions import Condition
-    from engine.definition.model import Step
+    from engine.definition.model import FailurePolicy, Step
 
 log = logging.getLogger(__name__)
 
@@ -99,9 +99,12 @@ class FlowContext(Protocol):
         ...
 
     def run_steps(self, steps: tuple[Step, ...], *, prefix: str | None = None,
-                  scope: Mapping[str, Any] | None = None) -> None:
+                  scope: Mapping[str, Any] | None = None,
+                  on_failure: FailurePolicy | None = None) -> None:
         """Run child steps in order, their paths under ``prefix`` (the flow step's own by
-        default), with ``scope`` added to what their templates see (``foreach``)."""
+        default), with ``scope`` added to what their templates see (``foreach``). When one
+        fails the run, ``on_failure`` (a loop's ``iteration-on-failure``) may run its
+        ``fallback`` steps or ``continue`` instead; ``workflow.fail`` is never caught."""
         ...
 
 

@@ -215,7 +215,7 @@ def retry_after(step: Step, running: StepResult, message: str, retryable: bool,
     policy = step.on_failure.retry if step.on_failure else None
     if not retryable or policy is None or running.attempts >= policy.max_attempts:
         return None
-    if policy.condition is not None and not _holds_for_error(policy.condition, message, scope):
+    if policy.condition is not None and not holds_for_error(policy.condition, message, scope):
         return None
     delay = policy.delay_before(running.attempts + 1, chance)
     wake = now + delay
@@ -223,7 +223,7 @@ def retry_after(step: Step, running: StepResult, message: str, retryable: bool,
     return Retry(waiting, wake, immediately=delay <= timedelta(0))
 
 
-def _holds_for_error(condition: Condition, message: str | None,
+def holds_for_error(condition: Condition, message: str | None,
                      scope: Mapping[str, Any] | None) -> bool:
     """Whether ``condition`` holds with the failure as ``error``; one that cannot be
     evaluated does not hold."""
@@ -258,7 +258,7 @@ def after_failure(step: Step, path: str, failed: StepResult,
     if policy is not None and policy.fallback:
         return RunFallback(policy.fallback)
     if policy is not None and (policy.continue_ or policy.continue_if is not None
-                               and _holds_for_error(policy.continue_if, failed.error, scope)):
+                               and holds_for_error(policy.continue_if, failed.error, scope)):
         return GoOn()
     return FailRun(f"step {path!r} failed: {failed.error or 'failed'}", step=path)
 

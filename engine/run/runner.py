@@ -28,7 +28,7 @@ from engine.definition.conditions import Condition
 from engine.definition.durations import parse_duration
 from engine.definition.egress import DEFAULT_POLICY, EgressPolicy
 from engine.definition.inputs import input_values
-from engine.definition.model import Step, Workflow
+from engine.definition.model import FailurePolicy, Step, Workflow
 from engine.definition.step_types import StepContext, StepType, get_step_type
 from engine.definition.templates import evaluate_expression, render_value
 from engine.errors import DurationError, StepFailed, TemplateError, WorkflowFailRequested
@@ -51,6 +51,7 @@ from engine.run.next_step import (
     UseRecorded,
     after_failure,
     condition_holds,
+    holds_for_error,
     next_step,
     retry_after,
     start_review,
@@ -83,8 +84,9 @@ class _Suspend(Exception):
 
 
 class _RunFailed(Exception):
-    def __init__(self, message: str, step: str | None = None) -> None:
+    def __init__(self, message: str, step: str | None = None, *, final: bool = False) -> None:
         self.step = step
+        self.final = final  # `workflow.fail`: no loop's `iteration-on-failure` catches it
         super().__init__(message)
 
 
@@ -324,7 +326,7 @@ class _Segment:
             self._check_size(step, output)
         except WorkflowFailRequested as exc:
             self._record_failure(step, path, running, str(exc), unwritten)
-            raise _RunFailed(str(exc), step=path) from exc
+            raise _RunFailed(str(exc), step=path, final=True) from exc
         except (StepFailed, TemplateError) as exc:
             self._fail_attempt(step, path, prefix, frame, running, exc, unwritten)
             return
@@ -502,9 +504,22 @@ class _FlowRun:
         return self._segment._holds(condition, self._step, self._frame)
 
     def run_steps(self, steps: tuple[Step, ...], *, prefix: str | None = None,
-                  scope: Mapping[str, Any] | None = None) -> None:
+                  scope: Mapping[str, Any] | None = None,
+                  on_failure: FailurePolicy | None = None) -> None:
         frame = {**self._frame, **scope} if scope else self._frame
-        self._segment._run_steps(steps, self._prefix if prefix is None else prefix, frame)
+        prefix = self._prefix if prefix is None else prefix
+        try:
+            self._segment._run_steps(steps, prefix, frame)
+        except _RunFailed as failure:
+            # A replay fails the same way and is caught the same way, so the run keeps
+            # taking the same path.
+            if on_failure is None or failure.final:
+                raise
+            if on_failure.fallback:
+                self._segment._run_steps(on_failure.fallback, prefix, frame)
+            elif not (on_failure.continue_ or on_failure.continue_if is not None and holds_for_error(
+                    on_failure.continue_if, str(failure), self._segment._scope(frame))):
+                raise
 
 
 def _jsonable(value: Any) -> Any:

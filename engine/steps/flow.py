@@ -35,7 +35,8 @@ def run_foreach(flow: FlowContext) -> None:
     for index, item in enumerate(items):
         flow.run_steps(flow.step.steps, prefix=f"{flow.path}[{index}].",
                        scope={"foreach": {"item": item, "index": index, "items": items,
-                                          "total": len(items)}})
+                                          "total": len(items)}},
+                       on_failure=flow.step.iteration_on_failure)
 
 
 @flow_step_type("switch", step_keys=("expression", "cases", "default"))

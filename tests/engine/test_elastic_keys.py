@@ -367,3 +367,63 @@ def test_step_names_with_spaces_run_and_are_read_by_name(runtime, work):
     state = runtime.engine.get(execution_id)
     assert state.status is ExecutionStatus.COMPLETED
     assert state.results["3rd step"].output == "looking"
+
+
+ITERATIONS = """
+name: iterations
+steps:
+  - name: each
+    type: foreach
+    foreach: [1, 2, 3]
+    iteration-on-failure: {policy}
+    steps:
+      - name: call
+        type: http
+        if: "foreach.item : 2"
+        with: {{method: POST, url: "{url}/x"}}
+      - name: say
+        type: console
+        with: {{message: "item {{{{ foreach.item }}}}"}}
+  - name: after
+    type: console
+    with: {{message: done}}
+"""
+
+
+def test_iteration_on_failure_lets_the_loop_go_on_or_runs_its_fallback(runtime, work, flaky):
+    endpoint = flaky(99)
+    go_on = runtime.engine.run(parse_workflow(ITERATIONS.format(
+        policy="{continue: true}", url=endpoint.url)))
+    fallback = runtime.engine.run(parse_workflow(ITERATIONS.format(
+        policy="{fallback: [{name: note, type: console, with: {message: 'item failed'}}]}",
+        url=endpoint.url).replace("name: iterations", "name: with-fallback")))
+    work()
+    ran = runtime.engine.get(go_on)
+    assert ran.status is ExecutionStatus.COMPLETED
+    assert ran.results["each[1].call"].status is StepStatus.FAILED
+    assert "each[1].say" not in ran.results  # the failed iteration stopped where it failed
+    assert ran.results["each[2].say"].output == "item 3"
+    assert ran.results["after"].output == "done"
+    caught = runtime.engine.get(fallback)
+    assert caught.status is ExecutionStatus.COMPLETED
+    assert caught.results["each[1].note"].output == "item failed"
+    assert "each[0].note" not in caught.results
+
+
+def test_workflow_fail_in_an_iteration_is_not_caught(runtime, work):
+    workflow = parse_workflow("""
+name: stop
+steps:
+  - name: each
+    type: foreach
+    foreach: [1, 2]
+    iteration-on-failure: {continue: true}
+    steps:
+      - name: stop
+        type: workflow.fail
+        with: {message: stop here}
+""")
+    execution_id = runtime.engine.run(workflow, {})
+    work()
+    state = runtime.engine.get(execution_id)
+    assert state.status is ExecutionStatus.FAILED and "each[1].stop" not in state.results
