@@ -206,6 +206,14 @@ class Analysis:
             choices = ", ".join(repr(c) for c in expected_value)
             hint = _suggest(str(value), [str(c) for c in expected_value])
             self._problem(path, f"{where} must be one of {choices}, not {value!r}{hint}{in_step}")
+        elif kind in ("oneOf", "anyOf") and error.context:
+            # Say what is wrong in the branch of the value's own type (a mapping where a
+            # number or a mapping may go is judged as a mapping).
+            fitting = [e for e in error.context if e.validator != "type" or e.relative_path]
+            self._schema_problem(best_match(fitting or error.context), base)
+        elif kind == "pattern" and path[-1:] == ("max-step-size",):
+            self._problem(path, f"{where}: {value!r} is not a byte size; write a number and a "
+                                f"unit: b, kb, mb or gb (e.g. 512kb, 10mb){in_step}")
         elif kind == "pattern" and error.validator_value == DURATION_PATTERN:
             self._problem(path, f"{where}: {_duration_message(value)}{in_step}")
         elif kind == "pattern" and path[-1:] == ("name",):
@@ -588,6 +596,9 @@ class Analysis:
 
     def _trigger(self, data: dict[str, Any], path: YamlPath, timezone: str) -> Trigger:
         options = data.get("with")
+        if "inputs" in data and data.get("type") != "manual":
+            self._problem((*path, "inputs"), f"key 'inputs' in {_render(path)} only applies to "
+                                             f"manual triggers, not {data.get('type')!r}", key=True)
         if data.get("type") == "scheduled" and isinstance(options, dict):
             given = [key for key in ("every", "cron", "rrule") if key in options]
             if len(given) != 1:

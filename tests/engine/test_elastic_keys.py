@@ -427,3 +427,53 @@ steps:
     work()
     state = runtime.engine.get(execution_id)
     assert state.status is ExecutionStatus.FAILED and "each[1].stop" not in state.results
+
+
+def test_signoff_validate_says_what_is_wrong_with_the_new_keys():
+    from engine.errors import WorkflowInvalid
+
+    with pytest.raises(WorkflowInvalid) as caught:
+        parse_workflow("""\
+name: bad
+settings:
+  timezone: Mars/Olympus
+  max-step-size: 10 parsecs
+triggers:
+  - type: alert
+    inputs: [{name: x, type: string}]
+  - type: manual
+    inputs:
+      type: object
+      properties: {host: {type: string}}
+      required: [hots]
+  - type: scheduled
+    with:
+      rrule: {freq: DAILY, interval: 1, tzid: Nowhere/Land}
+steps:
+  - name: each
+    type: foreach
+    foreach: [1]
+    max-iterations: {limit: 2, on-limit: maybe}
+    steps:
+      - name: x
+        type: console
+        with: {message: hi}
+        on-failure:
+          retry: {max-attempts: 2, multiplier: 0.5}
+""", "bad.yml")
+    found = {(p.line, p.column): p.message for p in caught.value.problems}
+    assert found == {
+        (3, 13): "settings.timezone: 'Mars/Olympus' is not an IANA time zone name "
+                 "(e.g. \"UTC\", \"Europe/Paris\")",
+        (4, 18): "settings.max-step-size: '10 parsecs' is not a byte size; write a number and "
+                 "a unit: b, kb, mb or gb (e.g. 512kb, 10mb)",
+        (7, 5): "key 'inputs' in triggers[0] only applies to manual triggers, not 'alert'",
+        (12, 18): "triggers[1].inputs.required names 'hots', which is not one of its "
+                  "properties (did you mean 'host'?)",
+        (15, 47): "triggers[2].with.rrule.tzid: 'Nowhere/Land' is not an IANA time zone name "
+                  "(e.g. \"UTC\", \"Europe/Paris\")",
+        (20, 42): "steps[0].max-iterations.on-limit must be one of 'continue', 'fail', "
+                  "not 'maybe' (step 'each')",
+        (26, 48): "steps[0].steps[0].on-failure.retry.multiplier must be at least 1, not 0.5 "
+                  "(step 'x')",
+    }
