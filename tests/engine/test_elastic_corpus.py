@@ -82,3 +82,16 @@ def test_what_the_corpus_means() -> None:
 
     names = load_workflow(CORPUS / "step-names.yaml")
     assert [s.name for s in names.steps] == ["Look up the host", "Étape 2 — notify", "3rd step"]
+
+
+def test_the_signoff_command_validates_the_corpus(tmp_path: Path) -> None:
+    """The real `signoff validate`, as a user runs it (the connector step needs a plug-in)."""
+    import subprocess
+    import sys
+
+    from tests.support.services import ROOT
+
+    files = [str(p) for p in FILES if p.name != "custom-step-keys.yaml"]
+    done = subprocess.run([sys.executable, "-m", "engine.cli", "validate", *files], cwd=ROOT,
+                          capture_output=True, text=True, timeout=120)
+    assert (done.returncode, done.stdout) == (0, "all workflows are valid\n"), done.stdout
