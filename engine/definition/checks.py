@@ -30,6 +30,7 @@ from engine.definition.conditions import Condition, Constant, is_template_condit
 from engine.definition.durations import DURATION_PATTERN, parse_duration
 from engine.definition.model import (
     FailurePolicy,
+    IterationLimit,
     Location,
     RetryPolicy,
     Settings,
@@ -39,7 +40,7 @@ from engine.definition.model import (
     Workflow,
 )
 from engine.definition.step_types import StepKind, get_step_type, registered_step_types
-from engine.definition.triggers import cron_problem
+from engine.definition.triggers import cron_problem, rrule_problem, timezone_problem
 from engine.definition.yaml_positions import (
     Position,
     PositionedDocument,
@@ -53,6 +54,8 @@ DEFAULT_RETRY_DELAY = timedelta(seconds=1)
 
 _INDIVIDUAL = re.compile(r"^(?:[UW][A-Z0-9]+|[^@\s]+@[^@\s]+)$")  # a user id or an e-mail
 _PLAIN_KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_-]*$")
+_BYTE_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(b|kb|mb|gb)\s*$", re.IGNORECASE)
+_BYTES = {"b": 1, "kb": 1024, "mb": 1024**2, "gb": 1024**3}
 _JSON_TYPES = {"string": "a string", "object": "a mapping", "array": "a list", "null": "null",
                "integer": "an integer", "number": "a number", "boolean": "true or false"}
 
@@ -183,6 +186,8 @@ class Analysis:
             for prop in missing[:1]:
                 self._problem(path, f"{_render((*path, prop))} is required{in_step}")
         elif kind == "additionalProperties" and isinstance(value, dict):
+            if path in self.step_paths and _custom_type(value.get("type")):
+                return  # a plug-in's step: keys Signoff does not read are that type's business
             allowed = [*schema.get("properties", {}), *self._param_keys(path)]
             patterns = list(schema.get("patternProperties", {}))
             for key in value:
@@ -201,6 +206,14 @@ class Analysis:
             choices = ", ".join(repr(c) for c in expected_value)
             hint = _suggest(str(value), [str(c) for c in expected_value])
             self._problem(path, f"{where} must be one of {choices}, not {value!r}{hint}{in_step}")
+        elif kind in ("oneOf", "anyOf") and error.context:
+            # Say what is wrong in the branch of the value's own type (a mapping where a
+            # number or a mapping may go is judged as a mapping).
+            fitting = [e for e in error.context if e.validator != "type" or e.relative_path]
+            self._schema_problem(best_match(fitting or error.context), base)
+        elif kind == "pattern" and path[-1:] == ("max-step-size",):
+            self._problem(path, f"{where}: {value!r} is not a byte size; write a number and a "
+                                f"unit: b, kb, mb or gb (e.g. 512kb, 10mb){in_step}")
         elif kind == "pattern" and error.validator_value == DURATION_PATTERN:
             self._problem(path, f"{where}: {_duration_message(value)}{in_step}")
         elif kind == "pattern" and path[-1:] == ("name",):
@@ -286,21 +299,79 @@ class Analysis:
         raw_settings = data.get("settings")
         if isinstance(raw_settings, dict):
             everything = frozenset(self.step_names)  # a workflow fallback may follow any step
+            timezone = raw_settings.get("timezone")
+            if isinstance(timezone, str) and (problem := timezone_problem(timezone)):
+                self._problem(("settings", "timezone"), f"settings.timezone: {problem}")
             settings = Settings(
                 timeout=self._duration(raw_settings, "timeout", ("settings",)),
                 on_failure=self._failure_policy(raw_settings.get("on-failure"),
                                                 ("settings", "on-failure"),
-                                                _Scope("", everything, ())))
-        triggers = tuple(self._trigger(t, ("triggers", i))
+                                                _Scope("", everything, ())),
+                timezone=timezone if isinstance(timezone, str) else None,
+                max_step_size=self._byte_size(raw_settings, "max-step-size", ("settings",)),
+                concurrency=dict(raw_settings.get("concurrency") or {}),
+                liquid=dict(raw_settings.get("liquid") or {}))
+        triggers = tuple(self._trigger(t, ("triggers", i), settings.timezone or "UTC")
                          for i, t in enumerate(data.get("triggers") or []) if isinstance(t, dict))
+        inputs, inputs_schema = self._inputs(data)
         if self.problems:
             return None
+        version = data.get("version")
         return Workflow(
             name=data["name"], steps=steps, source=self.source, text=self.text,
             digest=hashlib.sha256(self.text.encode("utf-8")).hexdigest(),
             description=data.get("description") or "", enabled=data.get("enabled", True),
             triggers=triggers, settings=settings, consts=dict(data.get("consts") or {}),
-            inputs=tuple(dict(i) for i in data.get("inputs") or []))
+            inputs=inputs, inputs_schema=inputs_schema,
+            tags=tuple(data.get("tags") or ()),
+            version=None if version is None else str(version))
+
+    def _inputs(self, data: dict[str, Any]) -> tuple[tuple[dict[str, Any], ...],
+                                                     dict[str, Any] | None]:
+        """The declared inputs: the top-level list (Elastic 9.3/9.4) or a manual trigger's
+        ``inputs`` (9.5: a JSON Schema, or the legacy list), from one place only."""
+        declared: list[tuple[YamlPath, Any]] = []
+        if "inputs" in data:
+            declared.append((("inputs",), data["inputs"]))
+        for i, trigger in enumerate(data.get("triggers") or []):
+            if isinstance(trigger, dict) and trigger.get("type") == "manual" and "inputs" in trigger:
+                declared.append((("triggers", i, "inputs"), trigger["inputs"]))
+        if not declared:
+            return (), None
+        declared.sort(key=lambda found: _line_col(self.doc, found[0]))
+        for path, _ in declared[1:]:
+            first = self.doc.locate_key(declared[0][0]).line
+            self._problem(path, f"{_render(path)}: inputs are already declared on line {first}; "
+                                "declare them in one place (under the manual trigger, or the "
+                                "top-level `inputs` of Elastic 9.3/9.4)", key=True)
+        path, given = declared[0]
+        if isinstance(given, list):
+            return tuple(dict(item) for item in given if isinstance(item, dict)), None
+        if not isinstance(given, dict):
+            return (), None
+        self._check_inputs_schema(given, path)
+        return (), dict(given)
+
+    def _check_inputs_schema(self, schema: dict[str, Any], path: YamlPath) -> None:
+        try:
+            Draft202012Validator.check_schema(schema)
+        except SchemaError as exc:
+            detail = best_match(exc.context) if exc.context else exc
+            self._problem((*path, *exc.absolute_path),
+                          f"{_render((*path, *exc.absolute_path))} is not valid in a JSON Schema: "
+                          f"{detail.message}")
+            return
+        if schema.get("type", "object") != "object":
+            self._problem((*path, "type"), f"{_render(path)} must have `type: object`: a run's "
+                                           "inputs are an object, one property per input")
+        properties = schema.get("properties") or {}
+        for j, name in enumerate(schema.get("required") or []):
+            if name not in properties:
+                hint = _suggest(str(name), list(properties))
+                self._problem((*path, "required", j),
+                              f"{_render(path)}.required names {name!r}, which is not one of its "
+                              f"properties{hint}")
+        self._check_patterns(schema, path)
 
     def _steps(self, items: Any, path: YamlPath, visible: frozenset[str],
                ancestors: tuple[str, ...]) -> tuple[Step, ...]:
@@ -328,7 +399,7 @@ class Analysis:
         self._check_templates(params, path, scope)
         if_ = self._condition(data, "if", path, scope)
         condition = self._condition(data, "condition", path, scope)
-        foreach = self._expression(data, "foreach", path, scope)
+        foreach = self._foreach(data, path, scope)
         expression = self._expression(data, "expression", path, scope)
         on_failure = self._failure_policy(
             data.get("on-failure"), (*path, "on-failure"),
@@ -348,7 +419,35 @@ class Analysis:
             steps=self._steps(data.get("steps"), (*path, "steps"), visible, inner),
             else_=self._steps(data.get("else"), (*path, "else"), visible, inner),
             foreach=foreach, expression=expression, cases=cases,
-            default=self._steps(data.get("default"), (*path, "default"), visible, inner))
+            default=self._steps(data.get("default"), (*path, "default"), visible, inner),
+            max_iterations=_iteration_limit(data.get("max-iterations")),
+            iteration_timeout=self._duration(data, "iteration-timeout", path),
+            iteration_on_failure=self._failure_policy(
+                data.get("iteration-on-failure"), (*path, "iteration-on-failure"),
+                _Scope(scope.name, visible | _names_within(data), inner)),
+            max_step_size=self._byte_size(data, "max-step-size", path))
+
+    def _foreach(self, data: dict[str, Any], path: YamlPath,
+                 scope: _Scope) -> str | tuple[Any, ...] | None:
+        """A loop's items: a list written in YAML or as a JSON string, else an expression."""
+        given = data.get("foreach")
+        if isinstance(given, list):
+            self._check_templates(given, (*path, "foreach"), scope)
+            return tuple(given)
+        if isinstance(given, str) and given.lstrip().startswith("["):
+            try:
+                items = json.loads(given)
+            except ValueError:
+                items = None
+            if isinstance(items, list):
+                return tuple(items)
+        return self._expression(data, "foreach", path, scope)
+
+    def _byte_size(self, data: dict[str, Any], key: str, path: YamlPath) -> int | None:
+        match = _BYTE_SIZE.match(data[key]) if isinstance(data.get(key), str) else None
+        if match is None:
+            return None  # absent, or the workflow schema reports it
+        return int(float(match.group(1)) * _BYTES[match.group(2).lower()])
 
     def _check_type(self, type_: str, data: dict[str, Any], path: YamlPath, options: Any,
                     params: dict[str, Any]) -> None:
@@ -490,31 +589,58 @@ class Analysis:
         retry, raw = None, value.get("retry")
         if isinstance(raw, dict) and isinstance(raw.get("max-attempts"), int):
             delay = self._duration(raw, "delay", (*path, "retry"))
+            multiplier = raw.get("multiplier", 2)
             retry = RetryPolicy(raw["max-attempts"],
                                 DEFAULT_RETRY_DELAY if delay is None else delay,
-                                str(raw.get("strategy", "fixed")))
+                                str(raw.get("strategy", "fixed")),
+                                multiplier=float(multiplier)
+                                if isinstance(multiplier, int | float) else 2.0,
+                                max_delay=self._duration(raw, "max-delay", (*path, "retry")),
+                                jitter=raw.get("jitter") is True,
+                                condition=self._condition(raw, "condition", (*path, "retry"),
+                                                          scope))
         fallback = self._steps(value.get("fallback"), (*path, "fallback"), scope.visible,
                                scope.ancestors)
-        return FailurePolicy(retry=retry, continue_=value.get("continue") is True,
+        continue_, continue_if = value.get("continue"), None
+        if isinstance(continue_, str) and continue_.strip().lower() in ("true", "false"):
+            continue_ = continue_.strip().lower() == "true"
+        elif isinstance(continue_, str):
+            continue_if = self._condition(value, "continue", path, scope)
+        return FailurePolicy(retry=retry, continue_=continue_ is True, continue_if=continue_if,
                              fallback=fallback)
 
-    def _trigger(self, data: dict[str, Any], path: YamlPath) -> Trigger:
+    def _trigger(self, data: dict[str, Any], path: YamlPath, timezone: str) -> Trigger:
         options = data.get("with")
+        if "inputs" in data and data.get("type") != "manual":
+            self._problem((*path, "inputs"), f"key 'inputs' in {_render(path)} only applies to "
+                                             f"manual triggers, not {data.get('type')!r}", key=True)
         if data.get("type") == "scheduled" and isinstance(options, dict):
-            given = [key for key in ("every", "cron") if key in options]
+            given = [key for key in ("every", "cron", "rrule") if key in options]
             if len(given) != 1:
                 self._problem((*path, "with"),
                               f"{_render(path)}: a scheduled trigger needs exactly one of `every` "
-                              "(e.g. 5m) or `cron` (e.g. \"0 9 * * 1-5\")"
-                              + (", not both" if given else ""))
+                              "(e.g. 5m), `rrule` (e.g. {freq: DAILY, interval: 1, byhour: [9]}) "
+                              "or `cron` (e.g. \"0 9 * * 1-5\")"
+                              + ("" if not given else ", not both" if len(given) == 2
+                                 else ", not all three"))
             self._duration(options, "every", (*path, "with"))
             cron = options.get("cron")
             problem = cron_problem(cron) if isinstance(cron, str) else None
             if problem:
                 self._problem((*path, "with", "cron"),
                               f"{_render((*path, 'with', 'cron'))}: {problem}")
+            zone = options.get("timezone")
+            if isinstance(zone, str) and (problem := timezone_problem(zone)):
+                self._problem((*path, "with", "timezone"),
+                              f"{_render((*path, 'with', 'timezone'))}: {problem}")
+            rule = options.get("rrule")
+            found = rrule_problem(rule) if isinstance(rule, dict) else None
+            if found:
+                key, why = found
+                at = (*path, "with", "rrule") + ((key,) if key != "rrule" else ())
+                self._problem(at, f"{_render(at)}: {why}")
         return Trigger(type=str(data.get("type")),
-                       with_=options if isinstance(options, dict) else {})
+                       with_=options if isinstance(options, dict) else {}, timezone=timezone)
 
 
 @functools.cache
@@ -542,9 +668,24 @@ def _nested_step_lists(step: dict[str, Any],
     for j, case in enumerate(cases if isinstance(cases, list) else []):
         if isinstance(case, dict) and isinstance(case.get("steps"), list):
             yield (*path, "cases", j, "steps"), case["steps"]
-    fallback = _get(step, "on-failure", "fallback")
-    if isinstance(fallback, list):
-        yield (*path, "on-failure", "fallback"), fallback
+    for policy in ("on-failure", "iteration-on-failure"):
+        fallback = _get(step, policy, "fallback")
+        if isinstance(fallback, list):
+            yield (*path, policy, "fallback"), fallback
+
+
+def _custom_type(type_: Any) -> bool:
+    """Whether ``type_`` names a registered step type that is not one of Signoff's own."""
+    spec = get_step_type(type_) if isinstance(type_, str) else None
+    return spec is not None and not spec.built_in
+
+
+def _iteration_limit(value: Any) -> IterationLimit | None:
+    if isinstance(value, int) and not isinstance(value, bool) and value >= 1:
+        return IterationLimit(value)
+    if isinstance(value, dict) and isinstance(value.get("limit"), int):
+        return IterationLimit(value["limit"], str(value.get("on-limit", "fail")))
+    return None
 
 
 def _names_within(step: dict[str, Any]) -> frozenset[str]:

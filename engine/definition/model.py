@@ -25,24 +25,47 @@ class Location:
         return f"{self.source}:{self.line}:{self.column}"
 
 
+JITTER = 0.25  # `jitter: true` adds up to this fraction of a retry's delay
+
+
 @dataclass(frozen=True)
 class RetryPolicy:
     max_attempts: int
     delay: timedelta
     strategy: str = "fixed"  # fixed | exponential
+    multiplier: float = 2.0  # exponential: each delay is the last one times this
+    max_delay: timedelta | None = None  # exponential: no delay is longer
+    jitter: bool = False
+    condition: Condition | None = None  # retry only failures it holds for (`error` in scope)
 
-    def delay_before(self, attempt: int) -> timedelta:
-        """Delay before attempt number ``attempt`` (2 is the first retry)."""
+    def delay_before(self, attempt: int, chance: float = 0.0) -> timedelta:
+        """Delay before attempt number ``attempt`` (2 is the first retry); ``chance`` in
+        [0, 1) picks the jitter."""
+        delay = self.delay
         if self.strategy == "exponential":
-            return self.delay * (2 ** max(0, attempt - 2))
-        return self.delay
+            delay = self.delay * (self.multiplier ** max(0, attempt - 2))
+            if self.max_delay is not None:
+                delay = min(delay, self.max_delay)
+        if self.jitter:
+            delay += delay * JITTER * chance
+        return delay
 
 
 @dataclass(frozen=True)
 class FailurePolicy:
     retry: RetryPolicy | None = None
     continue_: bool = False
+    continue_if: Condition | None = None  # `continue` written as a condition
     fallback: tuple[Step, ...] = ()
+
+
+@dataclass(frozen=True)
+class IterationLimit:
+    """A loop's ``max-iterations``: at most ``limit`` items; past it, ``continue`` runs the
+    first ``limit`` and ``fail`` fails the step."""
+
+    limit: int
+    on_limit: str = "fail"  # continue | fail
 
 
 @dataclass(frozen=True)
@@ -67,8 +90,12 @@ class Step:
     condition: Condition | None = None
     steps: tuple[Step, ...] = ()
     else_: tuple[Step, ...] = ()
-    # flow control: `foreach` (an expression or template yielding a list)
-    foreach: str | None = None
+    # flow control: `foreach` (an expression or template yielding a list, or the list itself)
+    foreach: str | tuple[Any, ...] | None = None
+    max_iterations: IterationLimit | None = None
+    iteration_timeout: timedelta | None = None  # accepted; not enforced (README)
+    iteration_on_failure: FailurePolicy | None = None  # accepted; not applied (README)
+    max_step_size: int | None = None  # bytes; a larger output fails the step
     # flow control: `switch`
     expression: str | None = None
     cases: tuple[SwitchCase, ...] = ()
@@ -79,12 +106,17 @@ class Step:
 class Trigger:
     type: str  # manual | alert | webhook | scheduled
     with_: Mapping[str, Any] = field(default_factory=dict)
+    timezone: str = "UTC"  # scheduled `cron`: the zone its times are in (settings.timezone)
 
 
 @dataclass(frozen=True)
 class Settings:
     timeout: timedelta | None = None
     on_failure: FailurePolicy | None = None
+    timezone: str | None = None  # an IANA zone name
+    max_step_size: int | None = None  # bytes; the default of every step's `max-step-size`
+    concurrency: Mapping[str, Any] = field(default_factory=dict)  # accepted; not enforced
+    liquid: Mapping[str, Any] = field(default_factory=dict)  # accepted; Signoff's own limits apply
 
 
 @dataclass(frozen=True)
@@ -99,7 +131,12 @@ class Workflow:
     triggers: tuple[Trigger, ...] = ()
     settings: Settings = field(default_factory=Settings)
     consts: Mapping[str, Any] = field(default_factory=dict)
+    # Declared inputs: the list form (top level, or a manual trigger's legacy list), or a
+    # JSON Schema given under the manual trigger (``inputs_schema``); never both.
     inputs: tuple[Mapping[str, Any], ...] = ()
+    inputs_schema: Mapping[str, Any] | None = None
+    tags: tuple[str, ...] = ()
+    version: str | None = None
 
     def iter_steps(self) -> list[Step]:
         """Every step, nested ones included, in document order."""
@@ -115,6 +152,8 @@ class Workflow:
                 walk(step.default)
                 if step.on_failure:
                     walk(step.on_failure.fallback)
+                if step.iteration_on_failure:
+                    walk(step.iteration_on_failure.fallback)
 
         walk(self.steps)
         if self.settings.on_failure:

@@ -29,7 +29,7 @@ from engine.errors import StepTypeInvalid
 
 if TYPE_CHECKING:
     from engine.definition.conditions import Condition
-    from engine.definition.model import Step
+    from engine.definition.model import FailurePolicy, Step
 
 log = logging.getLogger(__name__)
 
@@ -112,9 +112,12 @@ class FlowContext(Protocol):
         ...
 
     def run_steps(self, steps: tuple[Step, ...], *, prefix: str | None = None,
-                  scope: Mapping[str, Any] | None = None) -> None:
+                  scope: Mapping[str, Any] | None = None,
+                  on_failure: FailurePolicy | None = None) -> None:
         """Run child steps in order, their paths under ``prefix`` (the flow step's own by
-        default), with ``scope`` added to what their templates see (``foreach``)."""
+        default), with ``scope`` added to what their templates see (``foreach``). When one
+        fails the run, ``on_failure`` (a loop's ``iteration-on-failure``) may run its
+        ``fallback`` steps or ``continue`` instead; ``workflow.fail`` is never caught."""
         ...
 
 
@@ -144,6 +147,12 @@ class StepType:
     def param_keys(self) -> frozenset[str]:
         """The top-level keys ``params_schema`` declares."""
         return frozenset((self.params_schema or {}).get("properties", {}))
+
+    @property
+    def built_in(self) -> bool:
+        """One of Signoff's own types (registered by :data:`BUILT_IN_STEPS`), not a plug-in's."""
+        function = self.run or self.flow
+        return function is None or function.__module__.startswith(BUILT_IN_STEPS)
 
 
 @dataclass(frozen=True)

@@ -6,12 +6,12 @@ The HTTP API, the CLI, the bot and the RQ jobs all go through :class:`Engine`.
 from __future__ import annotations
 
 import hashlib
-import json
 import uuid
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from datetime import datetime
 from typing import Any
 
+from engine.definition.inputs import input_problems
 from engine.definition.loader import stored_workflow
 from engine.definition.model import Workflow
 from engine.errors import (
@@ -305,59 +305,3 @@ class Engine:
             self.store.mark_runnable(execution_id, now_ms + self.lease_ms)
             self.scheduler.enqueue_advance(execution_id)
         return stalled
-
-
-# What each declared input `type` accepts, and how a value of another type is named.
-_INPUT_TYPES: dict[str, Callable[[Any], bool]] = {
-    "string": lambda v: isinstance(v, str),
-    "choice": lambda v: isinstance(v, str),  # and one of its options, when it lists them
-    "number": lambda v: isinstance(v, int | float) and not isinstance(v, bool),
-    "integer": lambda v: (isinstance(v, int) and not isinstance(v, bool)
-                          or isinstance(v, float) and v.is_integer()),
-    "boolean": lambda v: isinstance(v, bool),
-    "array": lambda v: isinstance(v, list | tuple),
-    "object": lambda v: isinstance(v, Mapping),
-}
-
-
-def input_problems(workflow: Workflow, event: Any) -> list[dict[str, str]]:
-    """What is wrong with ``event``'s ``inputs`` for ``workflow``, one entry per input:
-    undeclared, required and missing, of another type, not one of a choice's options."""
-    given = event.get("inputs", {}) if isinstance(event, Mapping) else {}
-    if not isinstance(given, Mapping):
-        return [{"input": "inputs", "message": f"must be an object, not {_json_type(given)}"}]
-    declared = {str(spec["name"]): spec for spec in workflow.inputs}
-    names = ", ".join(declared) or "none"
-    problems = [{"input": str(name), "message": f"is not an input of workflow "
-                 f"{workflow.name!r} (it declares: {names})"}
-                for name in given if name not in declared]
-    for name, spec in declared.items():
-        if name not in given:
-            if spec.get("required") and "default" not in spec:
-                problems.append({"input": name, "message": "is required"})
-            continue
-        value, type_ = given[name], str(spec["type"])
-        options = spec.get("options") if type_ == "choice" else None
-        if options and value not in options:
-            problems.append({"input": name, "message": "must be one of "
-                             f"{', '.join(json.dumps(o) for o in options)}, "
-                             f"not {json.dumps(value)}"})
-        elif not _INPUT_TYPES[type_](value):
-            problems.append({"input": name, "message": f"must be {_ARTICLE.get(type_, 'a')} "
-                             f"{type_}, not {_json_type(value)}"})
-    return problems
-
-
-_ARTICLE = {"array": "an", "integer": "an", "object": "an"}
-
-
-def _json_type(value: Any) -> str:
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "a boolean"
-    if isinstance(value, int | float):
-        return "a number"
-    if isinstance(value, str):
-        return "a string"
-    return "an array" if isinstance(value, list | tuple) else "an object"

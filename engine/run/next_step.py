@@ -210,16 +210,31 @@ class Retry:
 
 
 def retry_after(step: Step, running: StepResult, message: str, retryable: bool,
-                now: datetime) -> Retry | None:
+                now: datetime, scope: Mapping[str, Any] | None = None,
+                chance: float = 0.0) -> Retry | None:
     """The retry of the attempt ``running`` that failed with ``message``, or None when
-    ``on-failure.retry`` allows no more (or the failure is not ``retryable``)."""
+    ``on-failure.retry`` allows no more, its ``condition`` does not hold for the error
+    (read as ``error.message`` in ``scope``), or the failure is not ``retryable``.
+    ``chance`` in [0, 1) picks the retry's jitter."""
     policy = step.on_failure.retry if step.on_failure else None
     if not retryable or policy is None or running.attempts >= policy.max_attempts:
         return None
-    delay = policy.delay_before(running.attempts + 1)
+    if policy.condition is not None and not holds_for_error(policy.condition, message, scope):
+        return None
+    delay = policy.delay_before(running.attempts + 1, chance)
     wake = now + delay
     waiting = running.evolve(status=StepStatus.WAITING, error=message, wake_at=iso(wake))
     return Retry(waiting, wake, immediately=delay <= timedelta(0))
+
+
+def holds_for_error(condition: Condition, message: str | None,
+                     scope: Mapping[str, Any] | None) -> bool:
+    """Whether ``condition`` holds with the failure as ``error``; one that cannot be
+    evaluated does not hold."""
+    try:
+        return condition.evaluate({**(scope or {}), "error": {"message": message or ""}})
+    except TemplateError:
+        return False
 
 
 @dataclass(frozen=True)
@@ -234,16 +249,20 @@ class RunFallback:
     steps: tuple[Step, ...]
 
 
-def after_failure(step: Step, path: str, failed: StepResult) -> GoOn | RunFallback | FailRun:
+def after_failure(step: Step, path: str, failed: StepResult,
+                  scope: Mapping[str, Any] | None = None) -> GoOn | RunFallback | FailRun:
     """What the failure for good of ``step`` (its instance at ``path``, recorded as
-    ``failed``) means for the run: its ``on-timeout`` and ``on-failure`` say."""
+    ``failed``) means for the run: its ``on-timeout`` and ``on-failure`` say (a
+    ``continue`` written as a condition is evaluated in ``scope``, the failure as
+    ``error``)."""
     outcome = failed.output
     if isinstance(outcome, Mapping) and outcome.get("onTimeout") == "continue":
         return GoOn()
     policy = step.on_failure
     if policy is not None and policy.fallback:
         return RunFallback(policy.fallback)
-    if policy is not None and policy.continue_:
+    if policy is not None and (policy.continue_ or policy.continue_if is not None
+                               and holds_for_error(policy.continue_if, failed.error, scope)):
         return GoOn()
     return FailRun(f"step {path!r} failed: {failed.error or 'failed'}", step=path)
 

@@ -17,7 +17,9 @@ flow steps) are buffered and written with the next write that must happen anyway
 
 from __future__ import annotations
 
+import json
 import logging
+import random
 from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
 from typing import Any, NoReturn, assert_never
@@ -25,7 +27,8 @@ from typing import Any, NoReturn, assert_never
 from engine.definition.conditions import Condition
 from engine.definition.durations import parse_duration
 from engine.definition.egress import DEFAULT_POLICY, EgressPolicy
-from engine.definition.model import Step, Workflow
+from engine.definition.inputs import input_values
+from engine.definition.model import FailurePolicy, Step, Workflow
 from engine.definition.step_types import StepContext, StepType, get_step_type
 from engine.definition.templates import evaluate_expression, render_value
 from engine.errors import DurationError, StepFailed, TemplateError, WorkflowFailRequested
@@ -48,6 +51,7 @@ from engine.run.next_step import (
     UseRecorded,
     after_failure,
     condition_holds,
+    holds_for_error,
     next_step,
     retry_after,
     start_review,
@@ -80,8 +84,9 @@ class _Suspend(Exception):
 
 
 class _RunFailed(Exception):
-    def __init__(self, message: str, step: str | None = None) -> None:
+    def __init__(self, message: str, step: str | None = None, *, final: bool = False) -> None:
         self.step = step
+        self.final = final  # `workflow.fail`: no loop's `iteration-on-failure` catches it
         super().__init__(message)
 
 
@@ -135,7 +140,7 @@ class _Segment:
         self.step_scope: dict[str, Any] = {}
         self.scope: dict[str, Any] = {
             "event": state.event,
-            "inputs": _inputs(workflow, state.event),
+            "inputs": input_values(workflow, state.event),
             "consts": dict(workflow.consts),
             "variables": state.variables,
             "steps": self.step_scope,
@@ -323,9 +328,10 @@ class _Segment:
                               params=render_value(dict(step.params), scope),
                               render=lambda value, names: render_value(value, {**scope, **names}))
             output = spec.run(ctx)
+            self._check_size(step, output)
         except WorkflowFailRequested as exc:
             self._record_failure(step, path, running, str(exc), unwritten)
-            raise _RunFailed(str(exc), step=path) from exc
+            raise _RunFailed(str(exc), step=path, final=True) from exc
         except (StepFailed, TemplateError) as exc:
             self._fail_attempt(step, path, prefix, frame, running, exc, unwritten)
             return
@@ -345,11 +351,23 @@ class _Segment:
         self.writes.commit(change, buffer=spec.pure)
         self._expose(step, done)
 
+    def _check_size(self, step: Step, output: Any) -> None:
+        """StepFailed when ``output`` is larger than the step's ``max-step-size`` (or the
+        workflow's ``settings.max-step-size``), as JSON."""
+        limit = step.max_step_size or self.workflow.settings.max_step_size
+        if limit is None:
+            return
+        size = len(json.dumps(_jsonable(output), default=str).encode("utf-8"))
+        if size > limit:
+            raise StepFailed(f"the output of step {step.name!r} is {size} bytes as JSON, more "
+                             f"than its max-step-size of {limit} bytes", retryable=False)
+
     def _fail_attempt(self, step: Step, path: str, prefix: str, frame: _Frame,
                       running: StepResult, exc: StepFailed | TemplateError,
                       unwritten: list[dict[str, Any]]) -> None:
         message = str(exc)
-        retry = retry_after(step, running, message, getattr(exc, "retryable", False), self.now())
+        retry = retry_after(step, running, message, getattr(exc, "retryable", False), self.now(),
+                            self._scope(frame), random.random())
         if retry is None:
             failed = self._record_failure(step, path, running, message, unwritten,
                                           details=getattr(exc, "details", None))
@@ -373,7 +391,7 @@ class _Segment:
 
     def _after_failure(self, step: Step, path: str, prefix: str, frame: _Frame,
                        failed: StepResult) -> None:
-        outcome = after_failure(step, path, failed)
+        outcome = after_failure(step, path, failed, self._scope(frame))
         match outcome:
             case GoOn():
                 pass
@@ -491,19 +509,22 @@ class _FlowRun:
         return self._segment._holds(condition, self._step, self._frame)
 
     def run_steps(self, steps: tuple[Step, ...], *, prefix: str | None = None,
-                  scope: Mapping[str, Any] | None = None) -> None:
+                  scope: Mapping[str, Any] | None = None,
+                  on_failure: FailurePolicy | None = None) -> None:
         frame = {**self._frame, **scope} if scope else self._frame
-        self._segment._run_steps(steps, self._prefix if prefix is None else prefix, frame)
-
-
-def _inputs(workflow: Workflow, event: Any) -> dict[str, Any]:
-    values: dict[str, Any] = {}
-    for spec in workflow.inputs:
-        if "default" in spec:
-            values[str(spec["name"])] = spec["default"]
-    if isinstance(event, Mapping) and isinstance(event.get("inputs"), Mapping):
-        values.update(event["inputs"])
-    return values
+        prefix = self._prefix if prefix is None else prefix
+        try:
+            self._segment._run_steps(steps, prefix, frame)
+        except _RunFailed as failure:
+            # A replay fails the same way and is caught the same way, so the run keeps
+            # taking the same path.
+            if on_failure is None or failure.final:
+                raise
+            if on_failure.fallback:
+                self._segment._run_steps(on_failure.fallback, prefix, frame)
+            elif not (on_failure.continue_ or on_failure.continue_if is not None and holds_for_error(
+                    on_failure.continue_if, str(failure), self._segment._scope(frame))):
+                raise
 
 
 def _jsonable(value: Any) -> Any:

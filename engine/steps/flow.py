@@ -26,14 +26,17 @@ def run_if(flow: FlowContext) -> None:
     flow.run_steps(step.steps if choice["branch"] == "then" else step.else_)
 
 
-@flow_step_type("foreach", step_keys=("foreach", "steps"))
+@flow_step_type("foreach", step_keys=("foreach", "steps", "max-iterations", "iteration-timeout",
+                                       "iteration-on-failure"))
 def run_foreach(flow: FlowContext) -> None:
-    """Run `steps` once per item of `foreach`, with `foreach.item` and `foreach.index` in scope."""
+    """Run `steps` once per item of `foreach`, with `foreach.item` and `foreach.index` in scope;
+    `max-iterations` caps the items (past it: `fail`, or `continue` with the first ones)."""
     items = flow.choose(lambda: {"items": _items(flow)})["items"]
     for index, item in enumerate(items):
         flow.run_steps(flow.step.steps, prefix=f"{flow.path}[{index}].",
                        scope={"foreach": {"item": item, "index": index, "items": items,
-                                          "total": len(items)}})
+                                          "total": len(items)}},
+                       on_failure=flow.step.iteration_on_failure)
 
 
 @flow_step_type("switch", step_keys=("expression", "cases", "default"))
@@ -46,12 +49,20 @@ def run_switch(flow: FlowContext) -> None:
 
 
 def _items(flow: FlowContext) -> list[Any]:
-    items = flow.evaluate(flow.step.foreach or "")
+    step = flow.step
+    items = list(step.foreach) if isinstance(step.foreach, tuple) else flow.evaluate(
+        step.foreach or "")
     if isinstance(items, Mapping):
         items = [{"key": k, "value": v} for k, v in items.items()]
     if not isinstance(items, list):
         raise StepFailed(f"foreach of step {flow.step.name!r} gave {type(items).__name__}, "
                          "not a list", retryable=False)
+    cap = step.max_iterations
+    if cap is not None and len(items) > cap.limit:
+        if cap.on_limit != "continue":
+            raise StepFailed(f"foreach of step {step.name!r} has {len(items)} items, more than "
+                             f"its max-iterations of {cap.limit}", retryable=False)
+        items = items[:cap.limit]
     return items
 
 

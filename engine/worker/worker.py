@@ -58,6 +58,21 @@ class SignoffWorker(SimpleWorker):
         if not getattr(self, "_burst", False):
             super().subscribe()
 
+    def unsubscribe(self) -> None:
+        """RQ's, with a bounded wait: redis-py's listener thread, stopped before Redis
+        confirmed the subscription, sits out its 60 s wait for a confirmation, and its
+        ``stop()`` waits for it without limit (a shutting-down worker hung that long)."""
+        thread = self.pubsub_thread
+        if not thread or self.pubsub is None:
+            return
+        self.pubsub.unsubscribe()
+        try:
+            thread.stop(timeout=1)  # type: ignore[call-arg]  # newer redis-py joins here
+        except TypeError:  # older redis-py: stop() only trips the flag
+            thread.stop()
+            thread.join(timeout=1)
+        self.pubsub.close()
+
     def execute_job(self, job: Any, queue: Queue) -> None:
         _working["worker"] = self  # for drain_inbox: which queues come first
         try:

@@ -259,3 +259,35 @@ def test_deciding_imports_no_redis_rq_or_store() -> None:
                               text=True, check=True, timeout=60)
 
     assert imported.stdout.strip() == "[]"
+
+
+CONDITIONAL = parse_workflow(dedent("""\
+    name: conditional-failures
+    steps:
+      - name: call
+        type: http
+        with: {url: "https://example.invalid"}
+        on-failure:
+          retry:
+            max-attempts: 5
+            delay: 1s
+            strategy: exponential
+            multiplier: 4
+            max-delay: 10s
+            condition: "error.message : *503*"
+          continue: "event.optional : true"
+    """))
+
+
+def test_a_retry_condition_and_a_continue_condition_read_the_failure_and_the_scope() -> None:
+    call = step("call", CONDITIONAL)
+    third = StepResult(status=StepStatus.RUNNING, attempts=3)
+
+    retry = retry_after(call, third, "HTTP 503", retryable=True, now=NOW)
+    assert retry is not None and retry.wake_at == NOW + timedelta(seconds=10)  # 16s, capped
+    assert retry_after(call, third, "HTTP 502", retryable=True, now=NOW) is None
+
+    failed = StepResult(status=StepStatus.FAILED, error="HTTP 400")
+    assert after_failure(call, "call", failed, {"event": {"optional": True}}) == GoOn()
+    assert isinstance(after_failure(call, "call", failed, {"event": {"optional": False}}),
+                      FailRun)

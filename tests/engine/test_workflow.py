@@ -193,10 +193,10 @@ def test_schema_errors_name_the_path_and_suggest_the_key() -> None:
           - type: alarm
         steps:
           - name: first
-            type: test.note
+            type: console
             tiemout: 5m
           - name: second
-          - name: bad name
+          - name: ""
             type: test.note
         sttings: {}
         """)
@@ -209,7 +209,7 @@ def test_schema_errors_name_the_path_and_suggest_the_key() -> None:
     assert at(typo) == (8, 5)
     assert typo.message == "unknown key 'tiemout' in step 'first' (did you mean 'timeout'?)"
     assert at(the_problem(problems, "steps[1].type is required (step 'second')")) == (9, 5)
-    assert at(the_problem(problems, "steps[2].name 'bad name' is not a valid name")) == (10, 11)
+    assert at(the_problem(problems, "steps[2].name must not be empty")) == (10, 11)
     top = the_problem(problems, "unknown key 'sttings'")
     assert (at(top), top.message) == (
         (12, 1), "unknown key 'sttings' at the top level (did you mean 'settings'?)")
