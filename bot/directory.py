@@ -152,7 +152,17 @@ class Directory:
         if found is not None:
             return found
         user, address = (a, b) if slack_user_id(a) is not None else (b, a)
-        email = self.email_of(slack_user_id(user) or user)
+        user = slack_user_id(user) or user
+        # One cached look-up answers for every user compared with the same address (a
+        # group's members against the requester), rather than one users.info per member.
+        try:
+            owner = self.user_for_email(email_key(address))
+        except SlackApiError as exc:  # missing users:read.email, a rate limit: ask the user's
+            log.warning("users.lookupByEmail failed: %s", exc.response.get("error"))
+            owner = None
+        if owner is not None:
+            return owner == user
+        email = self.email_of(user)  # nobody has that address: unless this user's own is unknown
         if email is None:
             return None
         return email_key(email) == email_key(address)

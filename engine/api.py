@@ -79,7 +79,7 @@ def build_api(engine: Engine, catalog: WorkflowCatalog, *, api_token: str | None
         workflow = catalog.get(name)
         requested_by = _requester(request)
         execution_id = engine.run(workflow, event, requested_by=requested_by,
-                                  actor=_actor(request))
+                                  actor=_actor(request), principal=caller_of(request).acts_as)
         return JSONResponse({"executionId": execution_id, "workflow": workflow.name,
                              "status": "PENDING"}, status_code=201,
                             headers={"Location": f"/api/workflowExecutions/{execution_id}"})

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -72,26 +72,28 @@ class Engine:
 
     # -- start -------------------------------------------------------------------------------
 
-    def requester(self, raw: str) -> str:
+    def requester(self, raw: str, known: Collection[str] = ()) -> str:
         """``raw`` as a run's requester: a Slack user id, an e-mail address or an API
         token's principal, normalised (:func:`engine.run.identity.requester`);
-        RequesterInvalid for anything else."""
-        if identity.kind_of(raw) is not identity.Kind.PRINCIPAL:
-            return identity.requester(raw)  # no need to read the tokens
+        RequesterInvalid for anything else. ``known``: principals the caller vouches for
+        (the calling token's own), so the tokens are read only for another one."""
+        if identity.kind_of(raw) is not identity.Kind.PRINCIPAL or raw.strip() in known:
+            return identity.requester(raw, known)  # no need to read the tokens
         principals = {token.acts_as for token in self.store.tokens()} | {OPERATOR_PRINCIPAL}
         return identity.requester(raw, principals)
 
     def run(self, workflow: Workflow, event: Any = None, *, requested_by: str | None = None,
-            actor: Actor | None = None) -> str:
+            actor: Actor | None = None, principal: str | None = None) -> str:
         """Start an execution of ``workflow`` for ``event``; returns its id.
 
         ``requested_by`` is normalised (:meth:`requester`; RequesterInvalid when it names
-        nobody). WorkflowInputsInvalid when the event's ``inputs`` name one the workflow
-        does not declare, miss a required one, or give one a value of another type."""
+        nobody); ``principal`` is the calling token's own, valid without a look-up.
+        WorkflowInputsInvalid when the event's ``inputs`` name one the workflow does not
+        declare, miss a required one, or give one a value of another type."""
         if not workflow.enabled:
             raise WorkflowDisabled(workflow.name)
         if requested_by is not None:
-            requested_by = self.requester(requested_by)
+            requested_by = self.requester(requested_by, (principal,) if principal else ())
         problems = input_problems(workflow, event)
         if problems:
             raise WorkflowInputsInvalid(workflow.name, problems)
