@@ -106,7 +106,10 @@ class RunAction:
 
 @dataclass(frozen=True)
 class RunFlow:
-    """Run a flow step's function; ``started`` records its choice after the first pass."""
+    """Run a flow step's function; ``started`` records its choice after the first pass.
+
+    A flow step that completed on an earlier pass runs again too: its function replays
+    its children, whose recorded results go back in scope, and nothing is recorded."""
 
     spec: StepType
     started: StepResult | None
@@ -123,6 +126,9 @@ def next_step(step: Step, path: str, spec: StepType | None, recorded: StepResult
     ``spec`` is its registered type (None when it is not installed here), ``recorded``
     what an earlier pass recorded for it, ``scope`` what its ``if:`` sees."""
     if recorded is not None and recorded.status in (StepStatus.COMPLETED, StepStatus.SKIPPED):
+        if recorded.status is StepStatus.COMPLETED and spec is not None \
+                and spec.kind is StepKind.FLOW:
+            return RunFlow(spec, recorded)  # its children's results go back in scope too
         return UseRecorded(recorded)
     if recorded is not None and recorded.status is StepStatus.FAILED:
         return HandleFailure(recorded)

@@ -291,6 +291,9 @@ class _Segment:
             spec.flow(flow)
         except StepFailed as exc:
             raise _RunFailed(str(exc), step=path) from exc
+        if started is not None and started.status is StepStatus.COMPLETED:
+            self._expose(step, started)  # a replay: its children are back in scope
+            return
         started = flow.started or self._start_flow(step, path, {})
         done = started.evolve(status=StepStatus.COMPLETED, finished_at=iso(self.now()))
         self._record(step, path, done, audit.STEP_COMPLETED, buffer=True)

@@ -364,3 +364,35 @@ def test_options_that_fail_to_render_fail_the_step_not_the_job(runtime, work):
     assert "can't divide by 0" in (state.results["review"].error or "")
     assert state.error is not None and "review" in state.error
     assert not runtime.store.stale_running(now_ms=2**62)  # nothing left for the sweep
+
+
+def test_outputs_of_steps_inside_a_finished_flow_step_survive_a_pause(runtime, work):
+    """A run resumed after a review replays from the top: the steps inside a completed
+    `if` or `foreach` put their outputs back in scope for the steps after the pause."""
+    text = """
+        name: replay
+        steps:
+          - name: check
+            type: if
+            condition: "event.x : 1"
+            steps:
+              - {name: inner, type: console, with: {message: hello}}
+          - name: loop
+            type: foreach
+            foreach: [a, b]
+            steps:
+              - {name: each, type: console, with: {message: "item {{ foreach.item }}"}}
+          - name: ask
+            type: waitForInput
+            with: {message: go}
+          - name: after
+            type: console
+            with: {message: "{{ steps.inner.output }} / {{ steps.each.output }}"}
+        """
+    state = run(runtime, work, text, {"x": 1})
+    assert state.status is ExecutionStatus.WAITING_FOR_INPUT
+    runtime.engine.resume(state.id, {}, Actor(id="U1"))
+    work()
+    state = runtime.engine.get(state.id)
+    assert state.status is ExecutionStatus.COMPLETED
+    assert state.results["after"].output == "hello / item b"
