@@ -8,6 +8,7 @@ with no report.
 
 from __future__ import annotations
 
+import json
 import textwrap
 from pathlib import Path
 
@@ -407,3 +408,42 @@ steps:
         (11, 21, "Kibana 9.5 would refuse this file: max-iterations needs `on-limit: continue` "
                  "or `on-limit: fail`"),
         (12, 12, "Kibana 9.5 would refuse this file: `steps` needs at least one step")]
+
+
+CORPUS = Path(__file__).parent / "elastic_corpus"
+
+
+def test_the_corpus_written_for_elastic_is_also_what_kibana_takes(
+        capsys: pytest.CaptureFixture[str]) -> None:
+    """Every corpus file passes Kibana's rules but two: Signoff's `cron`, and a plug-in's step
+    type (acme.ticket, registered above), which Kibana does not have."""
+    reported = {Path(line.split(":")[0]).name
+                for path in sorted(CORPUS.glob("*.yaml"))
+                for line in map(str, kibana_problems(path.read_text(), str(path)))}
+    assert reported == {"scheduled-every-and-cron.yaml", "custom-step-keys.yaml"}
+
+
+def test_a_library_template_runs_with_its_header_its_input_names_and_its_dates(
+        runtime, work) -> None:
+    from engine.definition.loader import load_workflow
+
+    workflow = load_workflow(CORPUS / "library-template.yaml")
+    assert [spec["name"] for spec in workflow.inputs] == [".index", "doc.id"]
+    scheduled = next(t for t in workflow.triggers if t.type == "scheduled")
+    assert scheduled.with_["rrule"]["dtstart"] == "2026-01-05T09:00:00.000Z"  # a string
+
+    execution_id = runtime.engine.run(workflow, {"inputs": {".index": "logs-web", "doc.id": "7"}})
+    work()
+    state = runtime.engine.get(execution_id)
+    assert state.results["show"].output == "logs-web/7"
+
+
+def test_the_data_steps_of_the_corpus_run_as_the_library_uses_them(runtime, work) -> None:
+    from engine.definition.loader import load_workflow
+
+    execution_id = runtime.engine.run(load_workflow(CORPUS / "data-map-and-json.yaml"), {})
+    work()
+    state = runtime.engine.get(execution_id)
+    assert state.results["hosts"].output == [{"host_id": "h1", "platform": "LINUX"},
+                                             {"host_id": "h2", "platform": "WINDOWS"}]
+    assert json.loads(state.results["show"].output) == state.results["hosts"].output
