@@ -96,7 +96,8 @@ KIBANA_STEP_TYPES = frozenset(_STEP_KEYS) | _EXTENSION_STEP_TYPES
 
 # Step type prefixes Kibana serves: its Elasticsearch and Kibana API steps, cases, the AI and
 # data extension steps, and its connector types (a step is `<connector>` or
-# `<connector>.<action>`, the connector's type id without its leading dot).
+# `<connector>.<action>`, the connector's type id without its leading dot): the stack
+# connectors (the workflows' sub-action map) and the specs under kbn-connector-specs.
 _CONNECTOR_FAMILIES = frozenset({
     "elasticsearch", "kibana", "cases", "ai", "data", "search", "security", "streams",
     "onechat", "agent_builder", "remote_host", "javascript", "inference",
@@ -109,7 +110,12 @@ _CONNECTOR_FAMILIES = frozenset({
     "alienvault-otx", "github", "gitlab", "confluence-cloud", "sharepoint-online",
     "sharepoint-server", "google_drive", "google_calendar", "google_cloud_storage", "amazon_s3",
     "zendesk", "zoom", "firecrawl", "brave-search", "tavily_mcp", "pagerduty_mcp", "notion",
-    "salesforce", "okta", "microsoft_graph",
+    "salesforce", "okta", "microsoft_graph", "servicenow-itsm", "jina", "figma", "gmail",
+    "azure_blob", "azure_aks", "azure_functions", "azure_monitor", "ansible_controller",
+    "argocd", "aws_cloudwatch", "aws_ec2", "aws_lambda", "amazon_dynamodb", "anyrun_sandbox",
+    "bitbucket", "github_mcp", "google_threat_intelligence", "hubspot", "jira-data-center",
+    "misp", "one_drive", "outlook", "posthog", "prometheus", "rootly", "sentry",
+    "opensearch_aws_opensearch_service", "microsoft_teams",
 })
 
 _SIGNOFF_HUMAN_KEYS = frozenset({"channel", "approvers", "approvals-required",
@@ -122,7 +128,10 @@ _HUMAN_WITH = {"waitForInput": frozenset({"message", "schema", "channels"}),
 
 def knows_step_type(type_: str) -> bool:
     """Whether Kibana 9.5 has this step type: built in, an extension step or a connector's."""
-    return type_ in KIBANA_STEP_TYPES or type_.split(".", 1)[0] in _CONNECTOR_FAMILIES
+    family = type_.split(".", 1)[0]
+    return (type_ in KIBANA_STEP_TYPES or family in _CONNECTOR_FAMILIES
+            or family.replace("-", "_") in _CONNECTOR_FAMILIES
+            or family.replace("_", "-") in _CONNECTOR_FAMILIES)
 
 
 def kibana_problems(text: str, source: str) -> list[Problem]:
