@@ -55,8 +55,7 @@ LIQUID_LIMITS = {"parseLimit": 600_000, "renderLimit": 2_000, "memoryLimit": 60_
 
 _TOP_LEVEL = frozenset({"version", "name", "description", "settings", "enabled", "tags",
                         "outputs", "consts", "steps", "triggers",
-                        # read by Kibana's workflow library and its input normaliser
-                        "inputs", "template-metadata"})
+                        "template-metadata"})  # read by Kibana's workflow library
 _SETTINGS = frozenset({"on-failure", "timezone", "timeout", "concurrency", "max-step-size",
                        "liquid"})
 _CONCURRENCY = frozenset({"key", "strategy", "max", "queue-size", "queue-ttl"})
@@ -154,7 +153,13 @@ class _Rules:
 
     def check(self) -> list[Problem]:
         data: dict[str, Any] = self.doc.data
-        self._unknown_keys(data, (), _TOP_LEVEL, "at the top level")
+        self._unknown_keys({k: v for k, v in data.items() if k != "inputs"}, (), _TOP_LEVEL,
+                           "at the top level")
+        if "inputs" in data:
+            self._unknown_keys({"inputs": None}, (), frozenset(), "at the top level",
+                               "Kibana 9.5 reads a run's inputs under the manual trigger "
+                               "(`triggers[].inputs`); top-level `inputs` is the form of "
+                               "earlier versions")
         if "version" in data and data["version"] != "1":
             self._refused(("version",), f"`version` must be the string '1', not {data['version']!r}"
                                         " (quote it)")

@@ -209,6 +209,18 @@ steps:
   - {name: hello, type: console, with: {message: hi}}
 """, 3, 11, "trigger type 'webhook' is not one of Kibana 9.5's triggers (alert, manual, "
             "scheduled)"),
+    "top-level-inputs": ("""\
+name: older-form
+inputs:
+  - name: host
+    type: string
+triggers:
+  - type: manual
+steps:
+  - {name: hello, type: console, with: {message: "{{ inputs.host }}"}}
+""", 2, 1, "Kibana 9.5 would not accept key 'inputs' at the top level: Kibana 9.5 reads a "
+           "run's inputs under the manual trigger (`triggers[].inputs`); top-level `inputs` is "
+           "the form of earlier versions"),
     "integer-input": ("""\
 name: ask-days
 triggers:
@@ -415,12 +427,14 @@ CORPUS = Path(__file__).parent / "elastic_corpus"
 
 def test_the_corpus_written_for_elastic_is_also_what_kibana_takes(
         capsys: pytest.CaptureFixture[str]) -> None:
-    """Every corpus file passes Kibana's rules but two: Signoff's `cron`, and a plug-in's step
-    type (acme.ticket, registered above), which Kibana does not have."""
+    """Every corpus file passes Kibana's rules but three: Signoff's `cron`, a plug-in's step
+    type (acme.ticket, registered above), which Kibana does not have, and inputs at the top
+    level, as Elastic 9.3 and 9.4 wrote them."""
     reported = {Path(line.split(":")[0]).name
                 for path in sorted(CORPUS.glob("*.yaml"))
                 for line in map(str, kibana_problems(path.read_text(), str(path)))}
-    assert reported == {"scheduled-every-and-cron.yaml", "custom-step-keys.yaml"}
+    assert reported == {"scheduled-every-and-cron.yaml", "custom-step-keys.yaml",
+                        "top-level-inputs.yaml"}
 
 
 def test_a_library_template_runs_with_its_header_its_input_names_and_its_dates(
