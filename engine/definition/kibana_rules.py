@@ -233,7 +233,10 @@ class _Rules:
             self._refused((*path, "type"), f"trigger type {type_!r} is not one of Kibana 9.5's "
                                            "triggers (alert, manual, scheduled)")
             return
-        if type_ == "manual":
+        if type_ == "alert":
+            self._unknown_keys(trigger, path, frozenset({"type"}), "in an alert trigger",
+                               "Kibana's alert trigger takes no key but `type`")
+        elif type_ == "manual":
             self._unknown_keys(trigger, path, frozenset({"type", "inputs"}),
                                "in a manual trigger")
             inputs = trigger.get("inputs")

@@ -221,6 +221,15 @@ steps:
 """, 2, 1, "Kibana 9.5 would not accept key 'inputs' at the top level: Kibana 9.5 reads a "
            "run's inputs under the manual trigger (`triggers[].inputs`); top-level `inputs` is "
            "the form of earlier versions"),
+    "alert-trigger-with": ("""\
+name: on-alert
+triggers:
+  - type: alert
+    with: {rule: disk-full}
+steps:
+  - {name: hello, type: console, with: {message: hi}}
+""", 4, 5, "Kibana 9.5 would not accept key 'with' in an alert trigger: Kibana's alert trigger "
+           "takes no key but `type`"),
     "integer-input": ("""\
 name: ask-days
 triggers:
