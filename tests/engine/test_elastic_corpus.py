@@ -70,7 +70,7 @@ def test_what_the_corpus_means() -> None:
     assert from_list.max_iterations is not None and from_list.max_iterations.limit == 1
     assert from_list.max_iterations.on_limit == "continue"
     assert from_expression.foreach == "{{ event.alerts | json }}"
-    assert from_json.max_iterations is not None and from_json.max_iterations.on_limit == "fail"
+    assert from_json.max_iterations is not None and from_json.max_iterations.on_limit == "continue"
 
     retry = load_workflow(CORPUS / "retry-and-continue.yaml")
     policy = retry.steps[0].on_failure

@@ -1,0 +1,490 @@
+"""Elastic's loops as the runner executes them (real Redis, real RQ jobs): `while`,
+`loop.break` / `loop.continue`, `foreach` on any step, `iteration-timeout`."""
+
+from __future__ import annotations
+
+import textwrap
+from datetime import timedelta
+
+import pytest
+
+from engine.cli import main
+from engine.definition import step_types as registry
+from engine.definition.loader import parse_workflow
+from engine.errors import WorkflowInvalid
+from engine.notify import Actor
+from engine.state.execution import ExecutionStatus, StepStatus, parse_iso
+
+
+def run(runtime, work, text, event=None):
+    execution_id = runtime.engine.run(parse_workflow(textwrap.dedent(text)), event or {})
+    work()
+    return runtime.engine.get(execution_id)
+
+
+def resume(runtime, work, state, answer):
+    runtime.engine.resume(state.id, answer, Actor(id="U1"))
+    work()
+    return runtime.engine.get(state.id)
+
+
+def outputs(state, path_format, count):
+    return [state.results[path_format.format(i)].output for i in range(count)]
+
+
+# -- while ---------------------------------------------------------------------------------------
+
+
+COUNTDOWN = """
+    name: countdown
+    steps:
+      - name: poll
+        type: while
+        condition: "{condition}"
+        steps:
+          - name: tick
+            type: console
+            with: {{message: "tick {{{{ while.iteration }}}}"}}
+      - name: after
+        type: console
+        with: {{message: "last {{{{ steps.tick.output }}}}"}}
+    """
+
+
+@pytest.mark.parametrize("condition", ["while.iteration < 3", "${{ while.iteration < 3 }}"])
+def test_while_repeats_its_steps_while_the_condition_holds(runtime, work, condition):
+    state = run(runtime, work, COUNTDOWN.format(condition=condition))
+    assert state.status is ExecutionStatus.COMPLETED
+    assert outputs(state, "poll[{}].tick", 3) == ["tick 0", "tick 1", "tick 2"]
+    assert "poll[3].tick" not in state.results
+    assert state.results["poll"].output["exitReason"] == "condition"
+    assert state.results["poll"].output["iterations"] == 3
+    assert state.results["after"].output == "last tick 2"
+
+
+def test_while_runs_its_first_iteration_before_looking_at_the_condition(runtime, work):
+    state = run(runtime, work, COUNTDOWN.format(condition="event.again : true"),
+                {"again": False})
+    assert state.status is ExecutionStatus.COMPLETED
+    assert state.results["poll[0].tick"].output == "tick 0"
+    assert "poll[1].tick" not in state.results
+
+
+def test_while_condition_reads_the_steps_of_its_body(runtime, work):
+    state = run(runtime, work, """
+        name: until-three
+        steps:
+          - name: count
+            type: while
+            condition: "steps.add.output.n < 3"
+            steps:
+              - name: add
+                type: data.set
+                with: {n: "${{ variables.n | default: 0 | plus: 1 }}"}
+        """)
+    assert state.status is ExecutionStatus.COMPLETED
+    assert [state.results[f"count[{i}].add"].output for i in range(3)] == [
+        {"n": 1}, {"n": 2}, {"n": 3}]
+    assert state.variables == {"n": 3}
+
+
+def test_while_max_iterations_ends_the_loop_or_fails_it(runtime, work):
+    capped = run(runtime, work, COUNTDOWN.format(condition="while.iteration < 100")
+                 .replace("type: while", "type: while\n        max-iterations: 2"))
+    assert capped.status is ExecutionStatus.COMPLETED
+    assert "poll[1].tick" in capped.results and "poll[2].tick" not in capped.results
+    assert capped.results["poll"].output["exitReason"] == "max-iterations"
+
+    failing = run(runtime, work, COUNTDOWN.format(condition="while.iteration < 100").replace(
+        "type: while", "type: while\n        max-iterations: {limit: 2, on-limit: fail}"))
+    assert failing.status is ExecutionStatus.FAILED
+    assert failing.error == ("while step 'poll' exceeded its max-iterations limit of 2: "
+                             "completed 2 iterations")
+    assert "after" not in failing.results
+
+
+def test_while_without_max_iterations_stops_at_kibanas_default_of_2000(runtime, work):
+    state = run(runtime, work, COUNTDOWN.format(condition="while.iteration >= 0"))
+    assert state.status is ExecutionStatus.COMPLETED
+    assert state.results["poll"].output["iterations"] == 2000
+    assert state.results["poll[1999].tick"].output == "tick 1999"
+    assert "poll[2000].tick" not in state.results
+
+
+def test_while_if_skips_the_whole_loop(runtime, work):
+    state = run(runtime, work, COUNTDOWN.format(condition="while.iteration < 3")
+                .replace("type: while", "type: while\n        if: \"event.poll : true\""),
+                {"poll": False})
+    assert state.status is ExecutionStatus.COMPLETED
+    assert state.results["poll"].status is StepStatus.SKIPPED
+    assert not [path for path in state.results if path.startswith("poll[")]
+
+
+ASK_AGAIN = """
+    name: ask-again
+    steps:
+      - name: rounds
+        type: while
+        condition: "steps.ask.output.again : true"
+        steps:
+          - name: before
+            type: console
+            with: {message: "round {{ while.iteration }}"}
+          - name: ask
+            type: waitForInput
+            with:
+              message: "Again?"
+              schema:
+                type: object
+                properties: {again: {type: boolean}}
+          - name: noted
+            type: console
+            with: {message: "answered {{ steps.ask.output.again }} in {{ while.iteration }}"}
+      - name: after
+        type: console
+        with: {message: "{{ steps.noted.output }}"}
+    """
+
+
+def test_a_run_resumed_inside_a_while_goes_on_in_the_same_iteration(runtime, work):
+    state = run(runtime, work, ASK_AGAIN)
+    assert state.status is ExecutionStatus.WAITING_FOR_INPUT
+    assert state.waiting is not None and state.waiting.path == "rounds[0].ask"
+    state = resume(runtime, work, state, {"again": True})
+    assert state.status is ExecutionStatus.WAITING_FOR_INPUT
+    assert state.waiting is not None and state.waiting.path == "rounds[1].ask"
+    assert state.results["rounds"].output["iteration"] == 1
+    state = resume(runtime, work, state, {"again": False})
+    assert state.status is ExecutionStatus.COMPLETED
+    assert outputs(state, "rounds[{}].noted", 2) == ["answered true in 0", "answered false in 1"]
+    assert outputs(state, "rounds[{}].before", 2) == ["round 0", "round 1"]
+    assert "rounds[2].before" not in state.results
+    assert state.results["rounds"].output["exitReason"] == "condition"
+    assert state.results["after"].output == "answered false in 1"
+
+
+# -- loop.break and loop.continue ----------------------------------------------------------------
+
+
+BREAK_AND_CONTINUE = """
+    name: controls
+    steps:
+      - name: hosts
+        type: foreach
+        foreach: [web-1, skip-me, web-2, stop, web-3]
+        steps:
+          - name: skip
+            type: loop.continue
+            if: "foreach.item : skip-me"
+          - name: check
+            type: if
+            condition: "foreach.item : stop"
+            steps:
+              - name: stop
+                type: loop.break
+          - name: each
+            type: console
+            with: {message: "host {{ foreach.item }}"}
+      - name: ask
+        type: waitForInput
+        with: {message: "go on?"}
+      - name: after
+        type: console
+        with: {message: "last {{ steps.each.output }}"}
+    """
+
+
+def test_continue_skips_the_rest_of_an_iteration_and_break_leaves_the_loop(runtime, work):
+    state = run(runtime, work, BREAK_AND_CONTINUE)
+    assert state.status is ExecutionStatus.WAITING_FOR_INPUT
+    ran = sorted(path for path in state.results if path.endswith(".each"))
+    assert ran == ["hosts[0].each", "hosts[2].each"]
+    assert state.results["hosts[0].skip"].status is StepStatus.SKIPPED
+    assert state.results["hosts[1].skip"].status is StepStatus.COMPLETED
+    assert state.results["hosts[1].skip"].output == {"navigateToNode": "exitForeach_hosts"}
+    assert "hosts[1].check" not in state.results
+    assert state.results["hosts[3].stop"].output == {"navigateToNode": "exitForeach_hosts"}
+    assert state.results["hosts[3].check"].status is StepStatus.COMPLETED
+    assert "hosts[4].skip" not in state.results
+    assert state.results["hosts"].status is StepStatus.COMPLETED
+
+    # The resumed run replays the loop from the top and leaves it the same way.
+    done = resume(runtime, work, state, {})
+    assert done.status is ExecutionStatus.COMPLETED
+    assert done.results["after"].output == "last host web-2"
+    assert sorted(path for path in done.results if path.endswith(".each")) == ran
+
+
+def test_break_leaves_only_the_innermost_loop(runtime, work):
+    state = run(runtime, work, """
+        name: nested
+        steps:
+          - name: outer
+            type: while
+            condition: "while.iteration < 2"
+            steps:
+              - name: inner
+                type: foreach
+                foreach: [a, b, c]
+                steps:
+                  - name: say
+                    type: console
+                    with: {message: "{{ while.iteration }}{{ foreach.item }}"}
+                  - name: enough
+                    type: loop.break
+                    if: "foreach.item : b"
+              - name: end
+                type: console
+                with: {message: "end {{ while.iteration }}"}
+        """)
+    assert state.status is ExecutionStatus.COMPLETED
+    said = [state.results[p].output for p in sorted(state.results) if p.endswith(".say")]
+    assert said == ["0a", "0b", "1a", "1b"]
+    assert outputs(state, "outer[{}].end", 2) == ["end 0", "end 1"]
+    assert state.results["outer[0].inner[1].enough"].output == {
+        "navigateToNode": "exitForeach_inner"}
+    assert state.results["outer"].output["exitReason"] == "condition"
+
+
+def test_break_ends_a_while_with_exit_reason_break(runtime, work):
+    state = run(runtime, work, """
+        name: until-found
+        steps:
+          - name: search
+            type: while
+            condition: "true"
+            steps:
+              - name: found
+                type: loop.break
+                if: "${{ while.iteration == 2 }}"
+              - name: look
+                type: console
+                with: {message: "look {{ while.iteration }}"}
+        """)
+    assert state.status is ExecutionStatus.COMPLETED
+    assert outputs(state, "search[{}].look", 2) == ["look 0", "look 1"]
+    assert "search[2].look" not in state.results
+    assert state.results["search[2].found"].output == {"navigateToNode": "exitWhile_search"}
+    assert state.results["search"].output["exitReason"] == "break"
+    assert state.results["search"].output["iterations"] == 3
+
+
+def test_loop_controls_outside_a_loop_are_reported_by_validate(tmp_path, capsys):
+    path = tmp_path / "controls.yaml"
+    path.write_text(textwrap.dedent("""\
+        name: misplaced
+        settings:
+          on-failure:
+            fallback:
+              - name: again
+                type: loop.continue
+        steps:
+          - name: check
+            type: if
+            condition: "event.x : 1"
+            steps:
+              - name: leave
+                type: loop.break
+          - name: loop
+            type: foreach
+            foreach: [a]
+            steps:
+              - name: branch
+                type: if
+                condition: "foreach.item : a"
+                steps:
+                  - name: fine
+                    type: loop.break
+        """))
+    assert main(["validate", str(path)]) == 1
+    out = capsys.readouterr().out
+    assert (f"{path}:13:15: step 'leave' of type 'loop.break' is outside any loop: it is only "
+            "valid inside the steps of a foreach or while (an if or switch within them "
+            "counts); move it inside a loop or remove it") in out
+    assert f"{path}:6:15: step 'again' of type 'loop.continue' is outside any loop" in out
+    assert "'fine'" not in out
+
+
+# -- foreach on any step -------------------------------------------------------------------------
+
+
+def test_foreach_on_an_ordinary_step_runs_it_once_per_item(runtime, work):
+    state = run(runtime, work, """
+        name: step-foreach
+        steps:
+          - name: greet
+            type: console
+            foreach: "${{ event.people }}"
+            with: {message: "hi {{ foreach.item }} ({{ foreach.index }}/{{ foreach.total }})"}
+          - name: after
+            type: console
+            with: {message: "{{ steps.greet.output }}"}
+        """, {"people": ["ann", "bob"]})
+    assert state.status is ExecutionStatus.COMPLETED
+    assert outputs(state, "foreach_greet[{}].greet", 2) == ["hi ann (0/2)", "hi bob (1/2)"]
+    assert state.results["foreach_greet"].output["items"] == ["ann", "bob"]
+    assert state.results["foreach_greet"].status is StepStatus.COMPLETED
+    assert state.results["after"].output == "hi bob (1/2)"
+
+
+def test_foreach_on_a_step_takes_if_and_the_loop_keys_to_the_loop(runtime, work):
+    text = """
+        name: step-foreach-keys
+        steps:
+          - name: greet
+            type: console
+            foreach: [ann, bob, cy]
+            if: "event.go : true"
+            max-iterations: 2
+            with: {message: "hi {{ foreach.item }}"}
+        """
+    workflow = parse_workflow(textwrap.dedent(text))
+    loop = workflow.steps[0]
+    assert (loop.name, loop.type, [s.name for s in loop.steps]) == (
+        "foreach_greet", "foreach", ["greet"])
+    assert loop.steps[0].foreach is None and loop.steps[0].if_ is None
+
+    ran = run(runtime, work, text, {"go": True})
+    assert outputs(ran, "foreach_greet[{}].greet", 2) == ["hi ann", "hi bob"]
+    assert "foreach_greet[2].greet" not in ran.results
+    skipped = run(runtime, work, text, {"go": False})
+    assert skipped.results["foreach_greet"].status is StepStatus.SKIPPED
+    assert "foreach_greet[0].greet" not in skipped.results
+
+
+def test_foreach_where_elastic_ignores_it_is_reported():
+    with pytest.raises(WorkflowInvalid) as caught:
+        parse_workflow(textwrap.dedent("""\
+            name: ignored
+            steps:
+              - name: ask
+                type: waitForInput
+                foreach: [a, b]
+                with: {message: "ok?"}
+            """), "wf.yml")
+    assert [str(p) for p in caught.value.problems] == [
+        "wf.yml:5:5: key 'foreach' in step 'ask' has no effect on a step of type "
+        "'waitForInput' (Elastic ignores it there); wrap the step in a foreach step"]
+
+
+# -- iteration-timeout ---------------------------------------------------------------------------
+
+
+def _after(iso_text):
+    return parse_iso(iso_text) + timedelta(milliseconds=1)
+
+
+def _wake_after(runtime, state, path):
+    """Advance the run as its timer would, just after the wake-up of the step at ``path``."""
+    wake = state.results[path].wake_at
+    runtime.runner.clock = lambda: _after(wake)
+    runtime.runner.advance(state.id)
+    return runtime.engine.get(state.id)
+
+
+TIMED_ITERATIONS = """
+    name: timed
+    steps:
+      - name: items
+        type: foreach
+        foreach: [a, b]
+        iteration-timeout: 1m
+        iteration-on-failure: {continue: true}
+        steps:
+          - name: pause
+            type: wait
+            on-failure: {continue: true}
+            with: {duration: 1h}
+          - name: late
+            type: console
+            with: {message: "after the pause"}
+      - name: ask
+        type: waitForInput
+        with: {message: "go on?"}
+      - name: done
+        type: console
+        with: {message: "{{ steps.pause.error }}"}
+    """
+
+
+def test_an_iteration_waiting_past_its_timeout_fails_when_its_deadline_comes(runtime, work):
+    state = run(runtime, work, TIMED_ITERATIONS)
+    assert state.status is ExecutionStatus.WAITING
+    started = parse_iso(state.results["items"].output["iterationStartedAt"])
+    # The wait's timer is set at the iteration's deadline, not an hour later.
+    assert parse_iso(state.results["items[0].pause"].wake_at) == started + timedelta(minutes=1)
+
+    state = _wake_after(runtime, state, "items[0].pause")
+    first = state.results["items[0].pause"]
+    assert first.status is StepStatus.FAILED
+    assert first.error == ("TimeoutError: iteration 0 of step 'items' exceeded its "
+                           "iteration-timeout of 60s")
+    assert "items[0].late" not in state.results  # the step's own on-failure does not apply
+    assert state.status is ExecutionStatus.WAITING  # iteration-on-failure went on to item 1
+    state = _wake_after(runtime, state, "items[1].pause")
+    assert state.status is ExecutionStatus.WAITING_FOR_INPUT
+    assert state.results["items[1].pause"].status is StepStatus.FAILED
+
+    done = resume(runtime, work, state, {})  # replays both timed-out iterations the same way
+    assert done.status is ExecutionStatus.COMPLETED
+    assert not [path for path in done.results if path.endswith(".late")]
+    assert done.results["done"].output.startswith("TimeoutError: iteration 1 of step 'items'")
+
+
+@pytest.fixture
+def boom(monkeypatch):
+    """A step type `test.boom`, for one test, whose function raises RuntimeError("boom")."""
+    registry.registered_step_types()
+    monkeypatch.setitem(registry._registry, "test.boom", registry.StepType(
+        name="test.boom", kind=registry.StepKind.ACTION, run=_boom,
+        options_schema={"type": "object"}))
+
+
+def _boom(ctx):
+    raise RuntimeError("boom")
+
+
+def test_a_retry_due_after_the_iteration_deadline_times_the_iteration_out(runtime, work, boom):
+    state = run(runtime, work, """
+        name: retrying
+        steps:
+          - name: poll
+            type: while
+            condition: "true"
+            iteration-timeout: 10m
+            steps:
+              - name: flaky
+                type: test.boom
+                on-failure:
+                  retry: {max-attempts: 5, delay: 1h}
+        """)
+    assert state.status is ExecutionStatus.WAITING
+    waiting = state.results["poll[0].flaky"]
+    started = parse_iso(state.results["poll"].output["iterationStartedAt"])
+    assert waiting.attempts == 1 and parse_iso(waiting.wake_at) == started + timedelta(minutes=10)
+    state = _wake_after(runtime, state, "poll[0].flaky")
+    assert state.status is ExecutionStatus.FAILED
+    assert state.results["poll[0].flaky"].attempts == 1  # not tried again past the deadline
+    assert state.error == ("TimeoutError: iteration 0 of step 'poll' exceeded its "
+                           "iteration-timeout of 600s")
+
+
+def test_a_loops_own_timeout_is_not_caught_by_its_iteration_on_failure(runtime, work):
+    state = run(runtime, work, """
+        name: whole-loop
+        steps:
+          - name: poll
+            type: while
+            condition: "true"
+            timeout: 30m
+            iteration-on-failure: {continue: true}
+            steps:
+              - name: pause
+                type: wait
+                with: {duration: 1h}
+        """)
+    assert state.status is ExecutionStatus.WAITING
+    state = _wake_after(runtime, state, "poll[0].pause")
+    assert state.status is ExecutionStatus.FAILED
+    assert state.error == "TimeoutError: step 'poll' exceeded its timeout of 1800s"
+    assert "poll[1].pause" not in state.results
