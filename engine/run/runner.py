@@ -318,12 +318,25 @@ class _Segment:
         assert spec.flow is not None  # the registry refuses a flow step without one
         flow = _FlowRun(self, step, path, prefix, frame, started)
         try:
-            spec.flow(flow)
-        except StepFailed as exc:
-            raise _RunFailed(str(exc), step=path) from exc
+            try:
+                spec.flow(flow)
+            except StepFailed as exc:
+                raise _RunFailed(str(exc), step=path) from exc
         except _LoopExit:
             self._complete_flow(step, path, flow)  # a loop.break/continue ends it here
             raise
+        except _RunFailed as failure:
+            if step.on_failure is None or failure.final:
+                raise
+            # Its own on-failure wraps the whole flow step, as in Kibana: recorded failed,
+            # it is not walked again on a replay, and `continue` or `fallback` decide.
+            base = flow.started or StepResult(status=StepStatus.RUNNING,
+                                              started_at=iso(self.now()))
+            failed = base.evolve(status=StepStatus.FAILED, error=str(failure),
+                                 finished_at=iso(self.now()))
+            self._record(step, path, failed, audit.STEP_FAILED, error=str(failure))
+            self._after_failure(step, path, prefix, frame, failed)
+            return
         self._complete_flow(step, path, flow)
 
     def _complete_flow(self, step: Step, path: str, flow: _FlowRun) -> None:

@@ -5,12 +5,13 @@ from __future__ import annotations
 
 import textwrap
 from datetime import timedelta
+from pathlib import Path
 
 import pytest
 
 from engine.cli import main
 from engine.definition import step_types as registry
-from engine.definition.loader import parse_workflow
+from engine.definition.loader import load_workflow, parse_workflow
 from engine.errors import WorkflowInvalid
 from engine.notify import Actor
 from engine.state.execution import ExecutionStatus, StepStatus, parse_iso
@@ -488,3 +489,90 @@ def test_a_loops_own_timeout_is_not_caught_by_its_iteration_on_failure(runtime, 
     assert state.status is ExecutionStatus.FAILED
     assert state.error == "TimeoutError: step 'poll' exceeded its timeout of 1800s"
     assert "poll[1].pause" not in state.results
+
+
+def test_a_loops_on_failure_handles_the_failure_of_the_whole_loop(runtime, work, boom):
+    state = run(runtime, work, """
+        name: loop-on-failure
+        steps:
+          - name: soft
+            type: while
+            condition: "true"
+            on-failure: {continue: true}
+            steps:
+              - {name: explode, type: test.boom}
+          - name: hard
+            type: foreach
+            foreach: [a, b]
+            on-failure:
+              fallback:
+                - name: cleanup
+                  type: console
+                  with: {message: "cleaning after {{ steps.hard.error }}"}
+            steps:
+              - {name: explode_each, type: test.boom}
+          - name: ask
+            type: waitForInput
+            with: {message: "go on?"}
+        """)
+    assert state.status is ExecutionStatus.WAITING_FOR_INPUT
+    assert state.results["soft"].status is StepStatus.FAILED
+    assert "soft[1].explode" not in state.results
+    assert state.results["hard"].status is StepStatus.FAILED
+    assert "hard[1].explode_each" not in state.results
+    assert state.results["cleanup"].output == (
+        "cleaning after step 'hard[0].explode_each' failed: RuntimeError: boom")
+    done = resume(runtime, work, state, {})
+    assert done.status is ExecutionStatus.COMPLETED
+
+
+# -- the corpus files, run -----------------------------------------------------------------------
+
+
+CORPUS = Path(__file__).parent / "elastic_corpus"
+
+
+def run_file(runtime, work, name, event):
+    execution_id = runtime.engine.run(load_workflow(CORPUS / name), event)
+    work()
+    return runtime.engine.get(execution_id)
+
+
+def test_corpus_while_polls_until_ready(runtime, work):
+    state = run_file(runtime, work, "while-poll-until-ready.yaml",
+                     {"poll": True, "statuses": ["pending", "pending", "ready"]})
+    assert state.status is ExecutionStatus.COMPLETED
+    assert state.results["poll_job[2].log_progress"].output == "Attempt 2: status ready"
+    assert state.results["report"].output == "finished after 3 checks"
+    skipped = run_file(runtime, work, "while-poll-until-ready.yaml", {"poll": False})
+    assert skipped.results["poll_job"].status is StepStatus.SKIPPED
+
+
+def test_corpus_while_waits_between_attempts(runtime, work):
+    state = run_file(runtime, work, "while-template-condition.yaml", {"codes": [500]})
+    assert state.status is ExecutionStatus.WAITING
+    state = _wake_after(runtime, state, "retry_until_ok[0].back_off")
+    assert state.status is ExecutionStatus.COMPLETED
+    assert state.results["retry_until_ok[1].back_off"].status is StepStatus.SKIPPED
+    assert state.results["outcome"].output == "last code 200 (condition)"
+
+
+def test_corpus_loop_break_and_continue(runtime, work):
+    state = run_file(runtime, work, "loop-break-continue.yaml", {"hosts": [
+        {"name": "a"}, {"name": "b", "maintenance": True}, {"name": "stop"}, {"name": "c"}]})
+    assert state.status is ExecutionStatus.COMPLETED
+    assert [p for p in state.results if p.endswith(".visit")] == ["each_host[0].visit"]
+    assert outputs(state, "search[{}].look", 2) == ["looking, round 0", "looking, round 1"]
+    assert state.results["summary"].output == "last visit: visiting a"
+
+
+def test_corpus_step_foreach_freezes_each_looping_step_as_a_loop():
+    workflow = load_workflow(CORPUS / "step-foreach-any-step.yaml")
+    assert [(s.name, s.type) for s in workflow.steps] == [
+        ("foreach_greet", "foreach"), ("foreach_tag", "foreach"), ("foreach_notify", "foreach")]
+    greet = workflow.steps[0]
+    assert greet.max_iterations is not None and greet.max_iterations.limit == 50
+    assert greet.iteration_timeout == timedelta(minutes=1) and greet.if_ is not None
+    notify = workflow.steps[2].steps[0]
+    assert notify.on_failure is not None and notify.on_failure.continue_
+    assert workflow.steps[1].foreach == ("a", "b")
