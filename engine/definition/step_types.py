@@ -119,10 +119,10 @@ class FlowContext(Protocol):
     def run_iteration(self, steps: tuple[Step, ...], *, index: int, prefix: str,
                       scope: Mapping[str, Any]) -> bool:
         """Run one iteration of a loop (``foreach``, ``while``): its ``steps`` under
-        ``prefix``, with ``scope`` added. The iteration's start is recorded (its
-        ``iteration-timeout`` runs from it, on every pass), a ``loop.continue`` inside ends
-        it, and its failure is handled by the loop's ``iteration-on-failure``. True when a
-        ``loop.break`` inside ended the loop."""
+        ``prefix``, with ``scope`` added. With an ``iteration-timeout`` the iteration's
+        start is recorded (its deadline runs from it, on every pass); a ``loop.continue``
+        inside ends it, and its failure is handled by the loop's ``iteration-on-failure``.
+        True when a ``loop.break`` inside ended the loop."""
         ...
 
     def exit_loop(self, how: str) -> None:

@@ -651,22 +651,22 @@ class _FlowRun:
         raise failure
 
     def _iteration_deadlines(self, index: int) -> list[_Deadline]:
-        """Record iteration ``index`` as started (unless an earlier pass did) and return the
-        deadlines it runs under: its ``iteration-timeout``, the loop's ``timeout``. An
+        """The deadlines iteration ``index`` runs under: its ``iteration-timeout`` (from its
+        start, recorded by the first pass that enters it), the loop's ``timeout``. An
         iteration that finished on an earlier pass has none: it only replays."""
         started = self.started
         assert started is not None  # a loop chooses first
+        step = self._step
         recorded = started.output if isinstance(started.output, Mapping) else {}
-        current = recorded.get("iteration")
-        if started.status is StepStatus.COMPLETED or isinstance(current, int) and current > index:
+        timed = recorded.get("timedIteration")
+        if started.status is StepStatus.COMPLETED or isinstance(timed, int) and timed > index:
             return []
-        step, now = self._step, self._segment.now()
-        if current != index:
-            timing = {"iterationStartedAt": iso(now)} if step.iteration_timeout else {}
-            recorded = self.progress({"iteration": index, **timing})
         deadlines = []
         if step.iteration_timeout is not None:
-            begun = parse_iso(recorded.get("iterationStartedAt")) or now
+            if timed != index:
+                recorded = self.progress({"timedIteration": index,
+                                          "iterationStartedAt": iso(self._segment.now())})
+            begun = parse_iso(recorded.get("iterationStartedAt")) or self._segment.now()
             deadlines.append(_Deadline(
                 begun + step.iteration_timeout,
                 f"TimeoutError: iteration {index} of step {step.name!r} exceeded its "

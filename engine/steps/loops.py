@@ -25,7 +25,7 @@ def run_while(flow: FlowContext) -> None:
     condition = step.condition
     assert condition is not None  # the workflow schema requires it
     cap = step.max_iterations or DEFAULT_ITERATION_LIMIT
-    flow.choose(dict)
+    flow.choose(lambda: {"iteration": 0})
     iteration = 0
     while True:
         if flow.run_iteration(step.steps, index=iteration, prefix=f"{flow.path}[{iteration}].",
@@ -44,10 +44,11 @@ def run_while(flow: FlowContext) -> None:
         if recorded.get("iterations") == following:  # the loop ended here on an earlier pass
             reason = str(recorded.get("exitReason"))
             break
-        went_on = int(recorded.get("iteration", 0)) > iteration
-        if not went_on and not flow.holds(condition, {"while": {"iteration": following}}):
-            reason = "condition"
-            break
+        if int(recorded.get("iteration", 0)) <= iteration:  # not decided on an earlier pass
+            if not flow.holds(condition, {"while": {"iteration": following}}):
+                reason = "condition"
+                break
+            flow.progress({"iteration": following})
         iteration = following
     flow.progress({"exitReason": reason, "iterations": iteration + 1})
 
