@@ -576,3 +576,27 @@ def test_corpus_step_foreach_freezes_each_looping_step_as_a_loop():
     notify = workflow.steps[2].steps[0]
     assert notify.on_failure is not None and notify.on_failure.continue_
     assert workflow.steps[1].foreach == ("a", "b")
+
+
+def test_an_action_in_a_timed_iteration_gets_the_time_left_as_its_timeout(runtime, work,
+                                                                           monkeypatch):
+    registry.registered_step_types()
+    monkeypatch.setitem(registry._registry, "test.timeout", registry.StepType(
+        name="test.timeout", kind=registry.StepKind.ACTION,
+        run=lambda ctx: ctx.timeout_seconds, options_schema={"type": "object"}))
+    state = run(runtime, work, """
+        name: time-left
+        steps:
+          - name: each
+            type: foreach
+            foreach: [a]
+            iteration-timeout: 5m
+            steps:
+              - {name: left, type: test.timeout}
+              - {name: own, type: test.timeout, timeout: 10s}
+          - {name: outside, type: test.timeout, timeout: 1h}
+        """)
+    assert state.status is ExecutionStatus.COMPLETED
+    assert 0 < state.results["each[0].left"].output <= 300
+    assert state.results["each[0].own"].output == 10
+    assert state.results["outside"].output == 3600
