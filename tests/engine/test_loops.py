@@ -600,3 +600,32 @@ def test_an_action_in_a_timed_iteration_gets_the_time_left_as_its_timeout(runtim
     assert 0 < state.results["each[0].left"].output <= 300
     assert state.results["each[0].own"].output == 10
     assert state.results["outside"].output == 3600
+
+
+def test_validate_checks_while_and_loop_keys():
+    with pytest.raises(WorkflowInvalid) as caught:
+        parse_workflow(textwrap.dedent("""\
+            name: bad-loops
+            steps:
+              - name: poll
+                type: while
+                steps:
+                  - {name: tick, type: console, with: {message: tick}}
+              - name: branch
+                type: if
+                condition: "event.x : 1"
+                foreach: [a]
+                steps:
+                  - {name: inner, type: console, with: {message: hi}}
+            """), "wf.yml")
+    assert [str(p) for p in caught.value.problems] == [
+        "wf.yml:3:5: steps[0].condition is required (step 'poll')",
+        "wf.yml:10:5: key 'foreach' in step 'branch' has no effect on a step of type 'if' "
+        "(Elastic ignores it there); wrap the step in a foreach step"]
+    # The loop keys are built-in properties of every step in Kibana: accepted, no loop made.
+    plain = parse_workflow(textwrap.dedent("""\
+        name: plain
+        steps:
+          - {name: say, type: console, max-iterations: 3, with: {message: hi}}
+        """)).steps[0]
+    assert (plain.name, plain.type) == ("say", "console")
