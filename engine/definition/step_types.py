@@ -121,7 +121,8 @@ class FlowContext(Protocol):
         """Run one iteration of a loop (``foreach``, ``while``): its ``steps`` under
         ``prefix``, with ``scope`` added. With an ``iteration-timeout`` the iteration's
         start is recorded (its deadline runs from it, on every pass); a ``loop.continue``
-        inside ends it, and its failure is handled by the loop's ``iteration-on-failure``.
+        inside ends it, and its failure is handled by the loop's ``iteration-on-failure``
+        (whose ``retry`` runs it again, under ``<prefix>#2.`` and so on, after its delay).
         True when a ``loop.break`` inside ended the loop."""
         ...
 

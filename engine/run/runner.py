@@ -617,21 +617,69 @@ class _FlowRun:
                       scope: Mapping[str, Any]) -> bool:
         segment = self._segment
         frame = {**self._frame, **scope}
-        deadlines = self._iteration_deadlines(index)
         segment.loops.append(f"exit{self._step.type.capitalize()}_{self._step.name}")
-        segment.deadlines.extend(deadlines)
         try:
-            try:
-                segment._run_steps(steps, prefix, frame)
-            finally:
-                del segment.deadlines[len(segment.deadlines) - len(deadlines):]
-            return False
-        except _LoopExit as exit_:
-            return exit_.how == "break"
-        except _RunFailed as failure:
-            return self._iteration_failed(failure, prefix, frame)
+            attempt = 1
+            while True:
+                # A retried iteration runs its steps again under new paths: loop[1]#2.check
+                at = prefix if attempt == 1 else f"{prefix[:-1]}#{attempt}."
+                try:
+                    self._run_attempt(steps, index, attempt, at, frame)
+                    return False
+                except _LoopExit as exit_:
+                    return exit_.how == "break"
+                except _RunFailed as failure:
+                    if not self._retry_iteration(failure, index, attempt, frame):
+                        return self._iteration_failed(failure, at, frame)
+                attempt += 1
         finally:
             segment.loops.pop()
+
+    def _run_attempt(self, steps: tuple[Step, ...], index: int, attempt: int, prefix: str,
+                     frame: _Frame) -> None:
+        segment = self._segment
+        deadlines = self._iteration_deadlines(index, attempt)
+        segment.deadlines.extend(deadlines)
+        try:
+            segment._run_steps(steps, prefix, frame)
+        finally:
+            del segment.deadlines[len(segment.deadlines) - len(deadlines):]
+
+    def _retry_iteration(self, failure: _RunFailed, index: int, attempt: int,
+                         frame: _Frame) -> bool:
+        """Whether ``iteration-on-failure.retry`` runs iteration ``index`` again after its
+        attempt ``attempt`` failed. The decision is recorded in the loop's output
+        (``retried``: the last attempt of each iteration retried); a delay parks the run
+        with the loop's record WAITING, as a step's retry does, and a replay after it goes
+        straight on to the next attempt."""
+        policy = self._step.iteration_on_failure
+        retry = policy.retry if policy is not None else None
+        if retry is None or failure.final or failure.loop == self._path \
+                or attempt >= retry.max_attempts:
+            return False
+        segment, started = self._segment, self.started
+        assert started is not None  # a loop chooses first
+        retried = dict(self.progress().get("retried") or {})
+        if int(retried.get(str(index), 1)) > attempt:  # decided on an earlier pass
+            if started.status is StepStatus.WAITING:  # and its delay is over: go on
+                self.started = started.evolve(status=StepStatus.RUNNING, wake_at=None)
+                segment.writes.commit(Change().step(self._path, self.started), buffer=True)
+            return True
+        if retry.condition is not None and not holds_for_error(
+                retry.condition, str(failure), segment._scope(frame)):
+            return False
+        retried[str(index)] = attempt + 1
+        self.progress({"retried": retried})
+        now = segment.now()
+        wake = now + retry.delay_before(attempt + 1, random.random())
+        if wake > now:
+            assert self.started is not None
+            waiting = self.started.evolve(status=StepStatus.WAITING, wake_at=iso(wake))
+            self.started = waiting
+            segment._park_until(wake, Change(events=[segment._event(
+                audit.STEP_RETRY, step=self._path, error=str(failure), iteration=index,
+                attempt=attempt, retryAt=iso(wake))]).step(self._path, waiting))
+        return True
 
     def _iteration_failed(self, failure: _RunFailed, prefix: str, frame: _Frame) -> bool:
         """The loop's ``iteration-on-failure`` for an iteration that failed the run: its
@@ -650,21 +698,22 @@ class _FlowRun:
             return False
         raise failure
 
-    def _iteration_deadlines(self, index: int) -> list[_Deadline]:
-        """The deadlines iteration ``index`` runs under: its ``iteration-timeout`` (from its
-        start, recorded by the first pass that enters it), the loop's ``timeout``. An
-        iteration that finished on an earlier pass has none: it only replays."""
+    def _iteration_deadlines(self, index: int, attempt: int) -> list[_Deadline]:
+        """The deadlines attempt ``attempt`` of iteration ``index`` runs under: its
+        ``iteration-timeout`` (from its start, recorded by the first pass that enters it),
+        the loop's ``timeout``. One that finished on an earlier pass has none: it replays."""
         started = self.started
         assert started is not None  # a loop chooses first
         step = self._step
         recorded = started.output if isinstance(started.output, Mapping) else {}
         timed = recorded.get("timedIteration")
-        if started.status is StepStatus.COMPLETED or isinstance(timed, int) and timed > index:
+        timed = tuple(timed) if isinstance(timed, list) else (-1, 0)
+        if started.status is StepStatus.COMPLETED or timed > (index, attempt):
             return []
         deadlines = []
         if step.iteration_timeout is not None:
-            if timed != index:
-                recorded = self.progress({"timedIteration": index,
+            if timed != (index, attempt):
+                recorded = self.progress({"timedIteration": [index, attempt],
                                           "iterationStartedAt": iso(self._segment.now())})
             begun = parse_iso(recorded.get("iterationStartedAt")) or self._segment.now()
             deadlines.append(_Deadline(

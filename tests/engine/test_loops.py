@@ -629,3 +629,81 @@ def test_validate_checks_while_and_loop_keys():
           - {name: say, type: console, max-iterations: 3, with: {message: hi}}
         """)).steps[0]
     assert (plain.name, plain.type) == ("say", "console")
+
+
+# -- iteration-on-failure.retry ------------------------------------------------------------------
+
+
+@pytest.fixture
+def flaky(monkeypatch):
+    """`test.flaky` fails but in a retried iteration's attempt `with.passes_on` (a path part)."""
+    registry.registered_step_types()
+
+    def run_flaky(ctx):
+        if ctx.options.get("passes_on", "#2") not in ctx.step_path:
+            raise RuntimeError(f"flaky at {ctx.step_path}")
+        return "ok"
+
+    monkeypatch.setitem(registry._registry, "test.flaky", registry.StepType(
+        name="test.flaky", kind=registry.StepKind.ACTION, run=run_flaky,
+        options_schema={"type": "object"}))
+
+
+RETRIED_ITERATIONS = """
+    name: retried
+    steps:
+      - name: items
+        type: foreach
+        foreach: [a, b]
+        iteration-on-failure:
+          retry: {{max-attempts: 3, delay: {delay}}}
+          continue: true
+        steps:
+          - name: flaky
+            type: test.flaky
+            with: {{passes_on: "{passes_on}"}}
+          - name: after
+            type: console
+            with: {{message: "{{{{ foreach.item }}}} passed"}}
+      - name: ask
+        type: waitForInput
+        with: {{message: "go on?"}}
+      - name: last
+        type: console
+        with: {{message: "{{{{ steps.after.output }}}}"}}
+    """
+
+
+def test_a_failed_iteration_is_retried_after_its_delay_under_new_paths(runtime, work, flaky):
+    state = run(runtime, work, RETRIED_ITERATIONS.format(delay="1m", passes_on="#2"))
+    assert state.status is ExecutionStatus.WAITING
+    assert state.results["items"].status is StepStatus.WAITING  # the iteration's retry delay
+    assert state.results["items"].output["retried"] == {"0": 2}
+    assert state.results["items[0].flaky"].status is StepStatus.FAILED
+    assert "items[0].after" not in state.results
+
+    state = _wake_after(runtime, state, "items")
+    assert state.results["items[0]#2.flaky"].output == "ok"
+    assert state.results["items[0]#2.after"].output == "a passed"
+    assert state.results["items[1].flaky"].status is StepStatus.FAILED
+    state = _wake_after(runtime, state, "items")
+    assert state.status is ExecutionStatus.WAITING_FOR_INPUT
+    assert state.results["items"].output["retried"] == {"0": 2, "1": 2}
+
+    done = resume(runtime, work, state, {})  # the replay takes the retried paths, not waiting
+    assert done.status is ExecutionStatus.COMPLETED
+    assert done.results["items"].status is StepStatus.COMPLETED
+    assert done.results["last"].output == "b passed"
+    assert not [path for path in done.results if "#3" in path]
+
+
+def test_an_iteration_failing_every_attempt_goes_to_the_rest_of_its_policy(runtime, work, flaky):
+    state = run(runtime, work, RETRIED_ITERATIONS.format(delay=0, passes_on="never"))
+    assert state.status is ExecutionStatus.WAITING_FOR_INPUT
+    for item in (0, 1):
+        assert state.results[f"items[{item}].flaky"].status is StepStatus.FAILED
+        assert state.results[f"items[{item}]#2.flaky"].status is StepStatus.FAILED
+        assert state.results[f"items[{item}]#3.flaky"].error == (
+            f"RuntimeError: flaky at items[{item}]#3.flaky")
+    assert not [path for path in state.results if "#4" in path or path.endswith(".after")]
+    assert resume(runtime, work, state, {}).status is ExecutionStatus.COMPLETED
