@@ -707,3 +707,46 @@ def test_an_iteration_failing_every_attempt_goes_to_the_rest_of_its_policy(runti
             f"RuntimeError: flaky at items[{item}]#3.flaky")
     assert not [path for path in state.results if "#4" in path or path.endswith(".after")]
     assert resume(runtime, work, state, {}).status is ExecutionStatus.COMPLETED
+
+
+def test_loop_controls_in_fallbacks_act_on_the_loop_around_them(runtime, work, boom):
+    state = run(runtime, work, """
+        name: fallback-controls
+        steps:
+          - name: outer
+            type: foreach
+            foreach: [a, c, b, d]
+            iteration-on-failure:
+              fallback:
+                - name: give_up
+                  type: loop.break
+                  if: "foreach.item : b"
+            steps:
+              - name: try_it
+                type: test.boom
+                if: "not foreach.item : a"
+                on-failure:
+                  fallback:
+                    - name: next_one
+                      type: loop.continue
+                      if: "foreach.item : c"
+              - name: explode
+                type: test.boom
+                if: "foreach.item : b"
+              - name: reached
+                type: console
+                with: {message: "reached {{ foreach.item }}"}
+          - name: after
+            type: console
+            with: {message: "{{ steps.reached.output }}"}
+        """)
+    assert state.status is ExecutionStatus.COMPLETED
+    assert state.results["outer[0].reached"].output == "reached a"
+    # c: try_it's fallback continues with the next item, past `reached`.
+    assert state.results["outer[1].next_one"].output == {"navigateToNode": "exitForeach_outer"}
+    assert "outer[1].reached" not in state.results
+    # b: `explode` fails the iteration; the loop's fallback breaks: d never runs.
+    assert state.results["outer[2].next_one"].status is StepStatus.SKIPPED
+    assert state.results["outer[2].give_up"].output == {"navigateToNode": "exitForeach_outer"}
+    assert "outer[2].reached" not in state.results and "outer[3].try_it" not in state.results
+    assert state.results["after"].output == "reached a"
