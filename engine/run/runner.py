@@ -43,6 +43,7 @@ from engine.run.next_step import (
     FinishWait,
     GoOn,
     HandleFailure,
+    ReviewStart,
     RunAction,
     RunFallback,
     RunFlow,
@@ -236,8 +237,8 @@ class _Segment:
                 self._expose(step, result)
             case HandleFailure(result):
                 self._expose(step, result)
-                timed_out = result.output.get("timedOut") if isinstance(result.output,
-                                                                        Mapping) else None
+                timed_out = result.output.get("loopDeadline") if isinstance(result.output,
+                                                                            Mapping) else None
                 if isinstance(timed_out, Mapping):  # its loop's deadline, not its own failure
                     raise _RunFailed(result.error or "timed out", step=path,
                                      loop=timed_out.get("loop"))
@@ -362,11 +363,24 @@ class _Segment:
         now = iso(self.now())
         recorded = self.state.results.get(path)
         failed = StepResult(status=StepStatus.FAILED, error=deadline.message,
-                            output={"timedOut": {"loop": deadline.loop}},
+                            output={"loopDeadline": {"loop": deadline.loop}},
                             started_at=recorded.started_at if recorded else now, finished_at=now,
                             attempts=recorded.attempts if recorded else 0)
         self._record(step, path, failed, audit.STEP_FAILED, error=deadline.message)
         raise _RunFailed(deadline.message, step=path, loop=deadline.loop)
+
+    def _review_within_deadline(self, review: ReviewStart, path: str) -> ReviewStart:
+        """A review asked inside a timed iteration (or loop) is due at its deadline, if that
+        is sooner than its own: a timer then applies the step's ``on-timeout``."""
+        if not self.deadlines:
+            return review
+        deadline = min(deadline.at for deadline in self.deadlines)
+        due = parse_iso(review.waiting.due_at)
+        if due is not None and due <= deadline:
+            return review
+        return replace(review, waiting=replace(review.waiting, due_at=iso(deadline)),
+                       timers=(*review.timers, timers.step_timeout_timer(self.state.id, path,
+                                                                         deadline)))
 
     def _within_deadline(self, wake: datetime) -> datetime:
         """``wake``, or the deadline of the iteration the walk is in when that is sooner: a
@@ -524,6 +538,7 @@ class _Segment:
         except (TemplateError, DurationError) as exc:
             self._fail_unstarted(step, path, prefix, frame, str(exc))
             return
+        review = self._review_within_deadline(review, path)
         waiting = review.waiting
         change = Change(
             set={"w": waiting.to_json()}, status=ExecutionStatus.WAITING_FOR_INPUT,

@@ -750,3 +750,34 @@ def test_loop_controls_in_fallbacks_act_on_the_loop_around_them(runtime, work, b
     assert state.results["outer[2].give_up"].output == {"navigateToNode": "exitForeach_outer"}
     assert "outer[2].reached" not in state.results and "outer[3].try_it" not in state.results
     assert state.results["after"].output == "reached a"
+
+
+def test_a_review_in_a_timed_iteration_is_due_at_the_iterations_deadline(runtime, work):
+    state = run(runtime, work, """
+        name: timed-review
+        steps:
+          - name: hosts
+            type: foreach
+            foreach: [web-1, web-2]
+            iteration-timeout: 10m
+            iteration-on-failure: {continue: true}
+            steps:
+              - name: ask
+                type: waitForApproval
+                with: {message: "Isolate {{ foreach.item }}?"}
+        """)
+    assert state.status is ExecutionStatus.WAITING_FOR_INPUT
+    started = parse_iso(state.results["hosts"].output["iterationStartedAt"])
+    assert state.waiting is not None
+    assert parse_iso(state.waiting.due_at) == started + timedelta(minutes=10)  # not 24 h
+
+    # The timer set at the deadline applies the step's on-timeout (fail): the iteration
+    # fails, and iteration-on-failure goes on with the next host.
+    assert runtime.engine.step_timed_out(state.id, "hosts[0].ask") is False  # not yet due
+    runtime.engine.clock = lambda: _after(state.waiting.due_at)
+    assert runtime.engine.step_timed_out(state.id, "hosts[0].ask") is True
+    work()
+    state = runtime.engine.get(state.id)
+    assert state.results["hosts[0].ask"].status is StepStatus.FAILED
+    assert state.status is ExecutionStatus.WAITING_FOR_INPUT
+    assert state.waiting is not None and state.waiting.path == "hosts[1].ask"
