@@ -13,6 +13,12 @@ result after. The results of pure steps (console, data.set, skips, the choices o
 flow steps) are buffered and written with the next write that must happen anyway
 (a pause, a step with effects, the end): a crash before it only makes them run again
 (:mod:`engine.run.buffered_writes`).
+
+Loops (``foreach``, ``while``) record their decisions in their own result as they take
+them (see :mod:`engine.steps.loops`), so a replay walks the same iterations. An iteration's
+deadline (``iteration-timeout``, or the loop's ``timeout``) is checked at every step
+boundary inside it: a step that would run, wait or wake after it fails in its place, and
+that failure is recorded so a replay fails there too.
 """
 
 from __future__ import annotations

@@ -3,8 +3,9 @@
 The files in ``elastic_corpus/`` are our own, one per construct of Kibana's workflow
 spec that Signoff reads: inputs under the manual trigger (a JSON Schema or the legacy
 list) or at the top level, ``rrule`` schedules, every ``settings`` key, ``tags`` and
-``version``, the loop keys and ``foreach`` forms, retry options, ``continue`` as a
-string, step names with spaces, and a connector step's own keys.
+``version``, the loop keys and ``foreach`` forms, ``while`` loops, ``loop.break`` and
+``loop.continue``, ``foreach`` on any step, retry options, ``continue`` as a string, step
+names with spaces, and a connector step's own keys.
 """
 
 from __future__ import annotations
