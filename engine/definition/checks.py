@@ -28,7 +28,12 @@ from engine.definition import templates
 from engine.definition.answer_schema import LINEAR_TIME, pattern_problems
 from engine.definition.conditions import Condition, Constant, is_template_condition, parse_condition
 from engine.definition.durations import DURATION_PATTERN, parse_duration
-from engine.definition.loops import FOREACH_IGNORED, misplaced_loop_controls, step_loop
+from engine.definition.loops import (
+    FOREACH_IGNORED,
+    generated_loop_name,
+    misplaced_loop_controls,
+    step_loop,
+)
 from engine.definition.model import (
     FailurePolicy,
     IterationLimit,
@@ -269,6 +274,13 @@ class Analysis:
                               f"{self.doc.locate(first).line}; names must be unique in the whole "
                               "workflow, nested steps included, since outputs are read as "
                               f"steps.{name}")
+            loop = generated_loop_name(step)
+            if loop is not None and self.step_names.setdefault(loop, path) != path:
+                self._problem((*path, "foreach"),
+                              f"step {name!r} with foreach runs as a loop named {loop!r}, as in "
+                              "Elastic, but the step on line "
+                              f"{self.doc.locate(self.step_names[loop]).line} has that name; "
+                              "rename one of them", key=True)
 
     def _check_references(self, found: Iterable[str], path: YamlPath, scope: _Scope,
                           text: str = "") -> None:
@@ -704,6 +716,9 @@ def _iteration_limit(value: Any) -> IterationLimit | None:
 
 def _names_within(step: dict[str, Any]) -> frozenset[str]:
     names = {step["name"]} if isinstance(step.get("name"), str) else set()
+    loop = generated_loop_name(step)
+    if loop is not None:
+        names.add(loop)
     for _, items in _nested_step_lists(step, ()):
         for item in items:
             if isinstance(item, dict):

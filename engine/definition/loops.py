@@ -45,6 +45,15 @@ def step_loop(step: Step) -> Step:
                 iteration_on_failure=step.iteration_on_failure)
 
 
+def generated_loop_name(step: Any) -> str | None:
+    """The name of the loop :func:`step_loop` makes of ``step`` (a step as written), if any."""
+    if not isinstance(step, dict) or "foreach" not in step or not isinstance(step.get("name"), str):
+        return None
+    if step.get("type") == "foreach" or step.get("type") in FOREACH_IGNORED:
+        return None
+    return GENERATED_PREFIX + step["name"]
+
+
 def misplaced_loop_controls(data: Any) -> Iterator[tuple[Path, str]]:
     """Each ``loop.break``/``loop.continue`` step outside any loop body, by its path in the
     document, with its type."""

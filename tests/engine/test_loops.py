@@ -319,13 +319,13 @@ def test_foreach_on_an_ordinary_step_runs_it_once_per_item(runtime, work):
             with: {message: "hi {{ foreach.item }} ({{ foreach.index }}/{{ foreach.total }})"}
           - name: after
             type: console
-            with: {message: "{{ steps.greet.output }}"}
+            with: {message: "{{ steps.greet.output }} ({{ steps.foreach_greet.status }})"}
         """, {"people": ["ann", "bob"]})
     assert state.status is ExecutionStatus.COMPLETED
     assert outputs(state, "foreach_greet[{}].greet", 2) == ["hi ann (0/2)", "hi bob (1/2)"]
     assert state.results["foreach_greet"].output["items"] == ["ann", "bob"]
     assert state.results["foreach_greet"].status is StepStatus.COMPLETED
-    assert state.results["after"].output == "hi bob (1/2)"
+    assert state.results["after"].output == "hi bob (1/2) (COMPLETED)"
 
 
 def test_foreach_on_a_step_takes_if_and_the_loop_keys_to_the_loop(runtime, work):
@@ -781,3 +781,19 @@ def test_a_review_in_a_timed_iteration_is_due_at_the_iterations_deadline(runtime
     assert state.results["hosts[0].ask"].status is StepStatus.FAILED
     assert state.status is ExecutionStatus.WAITING_FOR_INPUT
     assert state.waiting is not None and state.waiting.path == "hosts[1].ask"
+
+
+def test_the_loop_of_a_step_with_foreach_takes_its_name():
+    with pytest.raises(WorkflowInvalid) as caught:
+        parse_workflow(textwrap.dedent("""\
+            name: clash
+            steps:
+              - {name: foreach_greet, type: console, with: {message: first}}
+              - name: greet
+                type: console
+                foreach: [a]
+                with: {message: "{{ foreach.item }}"}
+            """), "wf.yml")
+    assert [str(p) for p in caught.value.problems] == [
+        "wf.yml:6:5: step 'greet' with foreach runs as a loop named 'foreach_greet', as in "
+        "Elastic, but the step on line 3 has that name; rename one of them"]
