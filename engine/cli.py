@@ -17,7 +17,9 @@ from typing import Any
 
 from engine.errors import (
     AlreadyDecided,
+    ConnectorsInvalid,
     InputInvalid,
+    Problem,
     SignoffError,
     WorkflowInvalid,
 )
@@ -148,6 +150,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
     from engine.definition.loader import validate_paths
 
     problems = validate_paths(args.paths)
+    problems += _connector_problems(args.paths)
     for problem in problems:
         print(problem)
     if problems:
@@ -155,6 +158,28 @@ def cmd_validate(args: argparse.Namespace) -> int:
         return 1
     print("all workflows are valid")
     return 0
+
+
+def _connector_problems(paths: list[str]) -> list[Problem]:
+    """The SIGNOFF_CONNECTORS file's own problems, else what the workflows' ``with.channels``
+    ask of it (a connector of the wrong type, a channel it does not allow)."""
+    from engine.connectors import check_workflow
+    from engine.definition.loader import workflow_files
+
+    try:
+        connectors = Settings.from_env().connectors
+    except ConnectorsInvalid as exc:
+        return exc.problems
+    if not connectors.connections:
+        return []
+    problems: list[Problem] = []
+    for path in workflow_files(paths):
+        try:
+            text = path.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError):
+            continue  # validate_paths reported it
+        problems += check_workflow(text, str(path), connectors)
+    return problems
 
 
 def cmd_run(args: argparse.Namespace) -> int:

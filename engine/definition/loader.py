@@ -189,6 +189,11 @@ def _read(path: str | os.PathLike[str]) -> tuple[str | None, Problem | None]:
         return None, Problem(os.fspath(path), 1, 1, f"cannot read: {exc.strerror or exc}")
 
 
+def workflow_files(paths: Iterable[str | os.PathLike[str]]) -> Iterator[Path]:
+    """The workflow files ``signoff validate`` reads for ``paths``, each once."""
+    return _workflow_files(paths)
+
+
 def _workflow_files(paths: Iterable[str | os.PathLike[str]]) -> Iterator[Path]:
     seen: set[Path] = set()
     for given in paths:
