@@ -72,10 +72,12 @@ def review_channels(review: ReviewRequest, default_channel: str | None,
 
 
 def with_links(mrkdwn: str, link: str) -> str:
-    """``mrkdwn`` with Elastic's ``context.hitl`` links made ``link``."""
+    """``mrkdwn`` with Elastic's ``context.hitl`` links made ``link``: inside a link's
+    ``<…|label>`` as they stand, elsewhere as ``<link>`` (Slack links no bare ``slack://``)."""
     target = link.replace("&", "&amp;")
     for placeholder in HITL_LINK_PLACEHOLDERS.values():
-        mrkdwn = mrkdwn.replace(placeholder, target)
+        mrkdwn = mrkdwn.replace(f"<{placeholder}", f"<{target}")
+        mrkdwn = mrkdwn.replace(placeholder, f"<{target}>" if target else "")
     return mrkdwn
 
 

@@ -21,10 +21,7 @@ caller and not tried again.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
-
-from slack_sdk.webhook import WebhookClient
 
 from bot.slack import webhook_client
 from engine.connectors import SlackWebhookConnection
@@ -49,11 +46,9 @@ class WebhookRefused:
         return f"webhook {self.connector_id} refused the notification: {self.status} {self.error}"
 
 
-def post_to_webhook(connection: SlackWebhookConnection, text: str, *,
-                    client_for: Callable[[str], WebhookClient] = webhook_client
-                    ) -> WebhookRefused | None:
+def post_to_webhook(connection: SlackWebhookConnection, text: str) -> WebhookRefused | None:
     """Post ``text`` (mrkdwn) to ``connection``; None once Slack answered ``ok``."""
-    client = client_for(connection.url)
+    client = webhook_client(connection.url)
     try:
         answer = client.send(text=text[:MAX_TEXT], unfurl_links=False, unfurl_media=False)
     except Exception as exc:  # urllib's errors: the URL must not travel on in their text

@@ -168,7 +168,7 @@ def test_a_slack_api_message_leads_the_post_escaped_with_the_link_to_app_home(si
     [posted] = signoff.messages(SECOPS)
     app = signoff.slack.workspace.app
     home = f"slack://app?team={signoff.slack.workspace.team.id}&amp;id={app.app_id}&amp;tab=home"
-    lead = f"*&lt;!here&gt; logs* goes unless you say no: {home}"
+    lead = f"*&lt;!here&gt; logs* goes unless you say no: <{home}>"
     assert posted["text"] == lead  # what notifications show
     assert posted["blocks"][0] == {"type": "section", "text": {"type": "mrkdwn", "text": lead},
                                    "block_id": posted["blocks"][0]["block_id"]}
