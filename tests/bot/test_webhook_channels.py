@@ -5,10 +5,12 @@ the webhook's URL (its credential) never written anywhere."""
 
 from __future__ import annotations
 
+import logging
 import os
 import subprocess
 import sys
 import textwrap
+import zlib
 from collections.abc import Callable
 from typing import Any
 
@@ -113,7 +115,21 @@ def everything_in(client: redis.Redis) -> str:
         else:
             value = kind
         dump.append(f"{key!r}={value!r}")
+        dump.extend(_unzipped(value))  # RQ keeps a job's data and traceback zlib-compressed
     return "\n".join(dump)
+
+
+def _unzipped(value: Any) -> list[str]:
+    if isinstance(value, bytes):
+        try:
+            return [repr(zlib.decompress(value))]
+        except zlib.error:
+            return []
+    if isinstance(value, dict):
+        return [text for item in value.values() for text in _unzipped(item)]
+    if isinstance(value, list | set | tuple):
+        return [text for item in value for text in _unzipped(item)]
+    return []
 
 
 def test_the_review_is_posted_with_buttons_and_the_webhook_gets_a_link_to_it(
@@ -213,11 +229,14 @@ def test_a_webhook_still_failing_raises_without_its_url(
     assert failure.value.__cause__ is None and failure.value.__context__ is None
 
 
-def test_the_webhook_url_is_never_in_redis_nor_the_audit_trail(
-        hooked: Signoff, slack: SlackEmulator, webhook_url: str, redis_client: redis.Redis):
+def test_the_webhook_url_is_never_in_redis_the_audit_trail_or_the_log(
+        hooked: Signoff, slack: SlackEmulator, webhook_url: str, redis_client: redis.Redis,
+        caplog: pytest.LogCaptureFixture):
     secret = webhook_url.rsplit("/", 1)[1]
-    slack.webhooks.fail_next(webhook_url, status=500, count=3)  # a failed job's traceback too
+    caplog.set_level(logging.DEBUG)
+    slack.webhooks.fail_next(webhook_url, status=500, count=3)  # the worker logs the failure
     execution_id = hooked.run(rotate(), {"service": "billing"})
+    assert "webhook team-webhook answered 500 internal_error" in caplog.text
     slack.webhooks.remove(webhook_url)
     hooked.bot.deliverer.deliver(execution_id, "review")  # refused: audited
     assert audit_events(hooked, execution_id, "review.notification_failed")
@@ -225,6 +244,7 @@ def test_the_webhook_url_is_never_in_redis_nor_the_audit_trail(
     assert secret not in everything_in(redis_client)
     assert secret not in str([e.event for e in hooked.engine.audit_entries(execution_id)])
     assert secret not in repr(hooked.bot.connectors) + repr(hooked.runtime.settings)
+    assert secret not in caplog.text
 
 
 def test_slack_api_channels_outside_the_connections_allowed_channels_are_not_posted_to(
