@@ -24,7 +24,7 @@ from engine.errors import (
     WorkflowInvalid,
 )
 from engine.notify import Actor
-from engine.settings import Settings
+from engine.settings import Settings, connectors_from_env
 
 
 class UserError(Exception):
@@ -167,7 +167,7 @@ def _connector_problems(paths: list[str]) -> list[Problem]:
     from engine.definition.loader import workflow_files
 
     try:
-        connectors = Settings.from_env().connectors
+        connectors = connectors_from_env()
     except ConnectorsInvalid as exc:
         return exc.problems
     if not connectors.connections:

@@ -79,7 +79,7 @@ class Settings:
             ack_replicas=_whole_number(env, "SIGNOFF_ACK_REPLICAS", cls.ack_replicas),
             ack_timeout_ms=_whole_number(env, "SIGNOFF_ACK_TIMEOUT_MS", cls.ack_timeout_ms),
             escalate_to=_entries(env.get("SIGNOFF_ESCALATE_TO")),
-            connectors=load_connectors(env.get("SIGNOFF_CONNECTORS") or None, env),
+            connectors=connectors_from_env(env),
         )
 
     def __repr__(self) -> str:
@@ -92,6 +92,13 @@ class Settings:
                 f"audit_key={'***' if self.audit_key else None!r}, "
                 f"ack_replicas={self.ack_replicas}, ack_timeout_ms={self.ack_timeout_ms}, "
                 f"escalate_to={self.escalate_to!r}, connectors={self.connectors!r})")
+
+
+def connectors_from_env(env: Mapping[str, str] | None = None) -> Connectors:
+    """The connections file ``SIGNOFF_CONNECTORS`` names, loaded (none: no connections);
+    raises ConnectorsInvalid. ``signoff validate`` reads it alone, without other settings."""
+    env = os.environ if env is None else env
+    return load_connectors(env.get("SIGNOFF_CONNECTORS") or None, env)
 
 
 def _whole_number(env: Mapping[str, str], name: str, default: int) -> int:

@@ -1,10 +1,13 @@
 """Incoming webhooks on the emulator, spoken to over HTTP as Slack's would be: httpx for the
-raw wire format, slack_sdk's WebhookClient (with its retry handlers) for the client's view."""
+raw wire format, slack_sdk's WebhookClient (with its retry handlers) for the client's view;
+and ``bots.info``, which the bot asks for the app's Home tab link."""
 
 from __future__ import annotations
 
 import httpx
 import pytest
+from slack_sdk import WebClient
+from slack_sdk.errors import SlackApiError
 from slack_sdk.http_retry.builtin_handlers import RateLimitErrorRetryHandler
 from slack_sdk.webhook import WebhookClient
 
@@ -111,3 +114,13 @@ def test_reset_forgets_the_webhooks(emulator: SlackEmulator):
     url = emulator.webhooks.add(REVIEWS)
     emulator.reset()
     assert httpx.post(url, json={"text": "x"}).status_code == 404
+
+
+def test_bots_info_names_the_app_behind_the_bot(emulator: SlackEmulator):
+    client = WebClient(token=emulator.bot_token, base_url=emulator.api_url)
+    me = client.auth_test()
+    bot = client.bots_info(bot=me["bot_id"])["bot"]
+    assert (bot["id"], bot["app_id"], bot["user_id"]) == (
+        emulator.workspace.app.bot_id, emulator.workspace.app.app_id, me["user_id"])
+    with pytest.raises(SlackApiError, match="bot_not_found"):
+        client.bots_info(bot="B0NOBODY")
