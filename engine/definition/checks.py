@@ -51,6 +51,7 @@ from engine.definition.yaml_positions import (
 from engine.errors import ConditionError, DurationError, Problem, TemplateError
 
 DEFAULT_RETRY_DELAY = timedelta(seconds=1)
+CALL_TYPES = ("workflow.execute", "workflow.executeAsync")  # steps that start another workflow
 
 _INDIVIDUAL = re.compile(r"^(?:[UW][A-Z0-9]+|[^@\s]+@[^@\s]+)$")  # a user id or an e-mail
 _PLAIN_KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_-]*$")
@@ -314,6 +315,8 @@ class Analysis:
         triggers = tuple(self._trigger(t, ("triggers", i), settings.timezone or "UTC")
                          for i, t in enumerate(data.get("triggers") or []) if isinstance(t, dict))
         inputs, inputs_schema = self._inputs(data)
+        outputs, outputs_schema = self._outputs(data)
+        self._check_composition(data)
         if self.problems:
             return None
         version = data.get("version")
@@ -323,6 +326,7 @@ class Analysis:
             description=data.get("description") or "", enabled=data.get("enabled", True),
             triggers=triggers, settings=settings, consts=dict(data.get("consts") or {}),
             inputs=inputs, inputs_schema=inputs_schema,
+            outputs=outputs, outputs_schema=outputs_schema,
             tags=tuple(data.get("tags") or ()),
             version=None if version is None else str(version))
 
@@ -351,6 +355,37 @@ class Analysis:
             return (), None
         self._check_inputs_schema(given, path)
         return (), dict(given)
+
+    def _outputs(self, data: dict[str, Any]) -> tuple[tuple[dict[str, Any], ...],
+                                                      dict[str, Any] | None]:
+        """The declared outputs: the legacy list (as inputs) or a JSON Schema."""
+        given = data.get("outputs")
+        if isinstance(given, list):
+            return tuple(dict(item) for item in given if isinstance(item, dict)), None
+        if not isinstance(given, dict):
+            return (), None
+        self._check_inputs_schema(given, ("outputs",))
+        return (), dict(given)
+
+    def called_workflows(self) -> list[tuple[str, Position]]:
+        """The ``with.workflow-id`` of every workflow.execute/executeAsync step written as
+        plain text (a template is known only at run time), with where it is written."""
+        called = []
+        for path, step in self.step_paths.items():
+            target = _get(step, "with", "workflow-id")
+            if step.get("type") in CALL_TYPES and isinstance(target, str) \
+                    and not templates.has_template(target):
+                called.append((target, self.doc.locate((*path, "with", "workflow-id"))))
+        return called
+
+    def _check_composition(self, data: dict[str, Any]) -> None:
+        name = data.get("name")
+        for target, where in self.called_workflows():
+            if target == name:
+                self.problems.append(Problem(
+                    self.source, where.line, where.column,
+                    f"workflow {name!r} calls itself (with.workflow-id); a workflow cannot "
+                    "run itself as a child, as in Elastic"))
 
     def _check_inputs_schema(self, schema: dict[str, Any], path: YamlPath) -> None:
         try:

@@ -135,6 +135,9 @@ class Workflow:
     # JSON Schema given under the manual trigger (``inputs_schema``); never both.
     inputs: tuple[Mapping[str, Any], ...] = ()
     inputs_schema: Mapping[str, Any] | None = None
+    # Declared outputs (what `workflow.output` emits), in the same two forms as inputs.
+    outputs: tuple[Mapping[str, Any], ...] = ()
+    outputs_schema: Mapping[str, Any] | None = None
     tags: tuple[str, ...] = ()
     version: str | None = None
 

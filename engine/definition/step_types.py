@@ -44,6 +44,9 @@ class StepKind(StrEnum):
     HUMAN = "human"  # suspends the run until someone resumes it
     TIMER = "timer"  # suspends the run until a time
     FLOW = "flow"  # runs other steps (if / foreach / switch): a function walks them
+    # starts child executions and waits for them (workflow.execute, parallel): the runner's
+    # engine.run.children does it, by the step's type
+    CHILDREN = "children"
 
 
 @dataclass

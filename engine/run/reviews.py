@@ -36,7 +36,7 @@ from engine.notify import (
     ReviewChange,
     ReviewClosed,
 )
-from engine.run import authority, escalation, timers
+from engine.run import authority, children, escalation, timers
 from engine.run.authority import Refusal
 from engine.run.identity import NamedPeople, People
 from engine.run.timers import Scheduler
@@ -462,8 +462,10 @@ class Reviews:
             outcome = "cancelled" if status is ExecutionStatus.CANCELLED else "timed_out"
             if waiting is not None:
                 self.close_into(change, state, waiting, outcome, now)
+            parent_timer = children.report_end(change, state, status, now, error=reason)
             result = self.store.commit(state, change, guard_status=ACTIVE)
             if result.ok:
+                children.wake_parent(self.store, self.scheduler, parent_timer)
                 if waiting is not None:
                     self._announce_closed(state, outcome, actor, {}, reason)
                 return

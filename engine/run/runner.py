@@ -29,11 +29,12 @@ from engine.definition.durations import parse_duration
 from engine.definition.egress import DEFAULT_POLICY, EgressPolicy
 from engine.definition.inputs import input_values
 from engine.definition.model import FailurePolicy, Step, Workflow
+from engine.definition.outputs import output_problems
 from engine.definition.step_types import StepContext, StepType, get_step_type
 from engine.definition.templates import evaluate_expression, render_value
 from engine.errors import DurationError, StepFailed, TemplateError, WorkflowFailRequested
 from engine.notify import Notifier
-from engine.run import timers
+from engine.run import children, timers
 from engine.run.buffered_writes import BufferedWrites, ExecutionChanged
 from engine.run.next_step import (
     AskReviewer,
@@ -43,6 +44,7 @@ from engine.run.next_step import (
     GoOn,
     HandleFailure,
     RunAction,
+    RunChildren,
     RunFallback,
     RunFlow,
     Skip,
@@ -73,6 +75,7 @@ from engine.state.execution import (
     utcnow,
 )
 from engine.state.store import Change, Store
+from engine.steps.composition import OutputsEmitted
 
 log = logging.getLogger(__name__)
 
@@ -90,6 +93,22 @@ class _RunFailed(Exception):
         super().__init__(message)
 
 
+class _RunEnded(Exception):
+    """``workflow.output`` ended the run with ``status`` (its outputs are on the state)."""
+
+    def __init__(self, status: ExecutionStatus, error: str | None, step: str) -> None:
+        self.status = status
+        self.error = error
+        self.step = step
+        super().__init__(error or status.value)
+
+
+_OUTPUT_STATUS = {"completed": ExecutionStatus.COMPLETED, "cancelled": ExecutionStatus.CANCELLED,
+                  "failed": ExecutionStatus.FAILED}
+_END_EVENT = {ExecutionStatus.COMPLETED: audit.COMPLETED, ExecutionStatus.CANCELLED: audit.CANCELLED,
+              ExecutionStatus.FAILED: audit.FAILED}
+
+
 # What enclosing flow steps add to the scope of their children (``foreach``).
 _Frame = Mapping[str, Any]
 _NO_FRAME: _Frame = {}
@@ -101,7 +120,8 @@ class Runner:
     def __init__(self, store: Store, scheduler: Scheduler, notifier: Notifier,
                  load_workflow: Callable[[str], Workflow],
                  clock: Callable[[], datetime] = utcnow, lease_ms: int = LEASE_MS,
-                 egress: EgressPolicy = DEFAULT_POLICY) -> None:
+                 egress: EgressPolicy = DEFAULT_POLICY,
+                 find_workflow: Callable[[str], Workflow] | None = None) -> None:
         self.store = store
         self.scheduler = scheduler
         self.notifier = notifier
@@ -109,6 +129,7 @@ class Runner:
         self.clock = clock
         self.lease_ms = lease_ms
         self.egress = egress  # handed to every step: where http steps may connect
+        self.find_workflow = find_workflow  # name -> Workflow (the catalog): workflow.execute
 
     def advance(self, execution_id: str) -> ExecutionStatus | None:
         """Run the execution's next segment; returns its status afterwards (None if busy)."""
@@ -166,6 +187,10 @@ class _Segment:
                 self._finish(ExecutionStatus.FAILED, audit.FAILED, error=str(failure),
                              step=failure.step)
                 return state.status
+            except _RunEnded as ended:
+                self._finish(ended.status, _END_EVENT[ended.status], error=ended.error,
+                             step=ended.step)
+                return state.status
             self._finish(ExecutionStatus.COMPLETED, audit.COMPLETED)
         except _Suspend:
             self.writes.flush()
@@ -179,6 +204,8 @@ class _Segment:
             self._suspend_until(due.wake_at)
         for path in due.paths:
             self._mark_running(audit.TIMER_FIRED, guard=ExecutionStatus.WAITING, step=path)
+        if not due.paths:  # parked for child executions (engine.run.children): look again
+            self._mark_running(audit.WOKEN, guard=ExecutionStatus.WAITING)
 
     def _mark_running(self, kind: str, *, guard: ExecutionStatus, **data: Any) -> None:
         self.writes.commit(Change(status=ExecutionStatus.RUNNING, running="add",
@@ -194,8 +221,24 @@ class _Segment:
                         events=[self._event(kind, error=error, step=step)])
         if error:
             change.set["err"] = error
+        if self.state.outputs is not None:
+            change.set["out"] = dumps(self.state.outputs)
+        parent_timer = children.report_end(change, self.state, status, self.now(),
+                                           outputs=self._run_outputs(), error=error)
         self.writes.commit(change, guard=(ExecutionStatus.RUNNING,), release=True)
         self.state.finished_at = finished
+        children.wake_parent(self.r.store, self.r.scheduler, parent_timer)
+
+    def _run_outputs(self) -> Any:
+        """What the run gives its caller: what `workflow.output` emitted, else (as Kibana)
+        the output of the last top-level step that ran."""
+        if self.state.outputs is not None:
+            return self.state.outputs
+        for step in reversed(self.workflow.steps):
+            entry = self.step_scope.get(step.name)
+            if entry is not None and entry.get("status") == StepStatus.COMPLETED.value:
+                return entry.get("output")
+        return None
 
     # -- walking -----------------------------------------------------------------------------
 
@@ -230,6 +273,8 @@ class _Segment:
                 self._run_action(decision, step, path, prefix, frame)
             case RunFlow(spec, started):
                 self._run_flow(spec, step, path, prefix, frame, started)
+            case RunChildren(spec, recorded):
+                children.run_call(self, step, path, prefix, frame, recorded)
             case _:
                 assert_never(decision)
 
@@ -335,6 +380,9 @@ class _Segment:
         except WorkflowFailRequested as exc:
             self._record_failure(step, path, running, str(exc), unwritten)
             raise _RunFailed(str(exc), step=path, final=True) from exc
+        except OutputsEmitted as emitted:
+            self._emit_outputs(step, path, prefix, frame, running, emitted, unwritten)
+            return
         except (StepFailed, TemplateError) as exc:
             self._fail_attempt(step, path, prefix, frame, running, exc, unwritten)
             return
@@ -353,6 +401,27 @@ class _Segment:
         self.writes.lease_ms = self.base_lease_ms
         self.writes.commit(change, buffer=spec.pure)
         self._expose(step, done)
+
+    def _emit_outputs(self, step: Step, path: str, prefix: str, frame: _Frame,
+                      running: StepResult, emitted: OutputsEmitted,
+                      unwritten: list[dict[str, Any]]) -> NoReturn | None:
+        """`workflow.output`: the run ends with these outputs, if they are the declared ones."""
+        problems = output_problems(self.workflow, emitted.values)
+        if problems:
+            listed = "; ".join(f"{p['output']}: {p['message']}" for p in problems)
+            failure = StepFailed(f"the outputs of step {step.name!r} do not match the "
+                                 f"workflow's declared outputs: {listed}", retryable=False)
+            self._fail_attempt(step, path, prefix, frame, running, failure, unwritten)
+            return None
+        values = _jsonable(emitted.values)
+        done = running.evolve(status=StepStatus.COMPLETED, output=values,
+                              finished_at=iso(self.now()), error=None)
+        self._record(step, path, done, audit.STEP_COMPLETED, buffer=True, unwritten=unwritten)
+        self.state.outputs = values
+        status = _OUTPUT_STATUS[emitted.status]
+        error = (f"step {step.name!r} ended the run as {emitted.status}"
+                 if status is not ExecutionStatus.COMPLETED else None)
+        raise _RunEnded(status, error, path)
 
     def _check_size(self, step: Step, output: Any) -> None:
         """StepFailed when ``output`` is larger than the step's ``max-step-size`` (or the

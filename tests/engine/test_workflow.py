@@ -279,7 +279,7 @@ def test_a_step_type_is_refused_unless_its_kind_is_a_step_kind(
 
     with pytest.raises(StepTypeInvalid, match=r"^step type 'test.odd' has kind 'fancy', which is "
                                               r"not a step kind \(one of action, human, timer, "
-                                              r"flow\)$"):
+                                              r"flow, children\)$"):
         registry.register_step_type(StepType(name="test.odd", kind="fancy", run=lambda ctx: None,
                                              options_schema={"type": "object"}))
     with pytest.raises(StepTypeInvalid, match="'test.idle' is an action but has no function"):
