@@ -29,6 +29,7 @@ from engine.definition.answer_schema import LINEAR_TIME, pattern_problems
 from engine.definition.conditions import Condition, Constant, is_template_condition, parse_condition
 from engine.definition.durations import DURATION_PATTERN, parse_duration
 from engine.definition.model import (
+    Branch,
     FailurePolicy,
     IterationLimit,
     Location,
@@ -455,12 +456,24 @@ class Analysis:
             else_=self._steps(data.get("else"), (*path, "else"), visible, inner),
             foreach=foreach, expression=expression, cases=cases,
             default=self._steps(data.get("default"), (*path, "default"), visible, inner),
+            branches=self._branches(data, path, visible, inner),
             max_iterations=_iteration_limit(data.get("max-iterations")),
             iteration_timeout=self._duration(data, "iteration-timeout", path),
             iteration_on_failure=self._failure_policy(
                 data.get("iteration-on-failure"), (*path, "iteration-on-failure"),
                 _Scope(scope.name, visible | _names_within(data), inner)),
             max_step_size=self._byte_size(data, "max-step-size", path))
+
+    def _branches(self, data: dict[str, Any], path: YamlPath, visible: frozenset[str],
+                  inner: tuple[str, ...]) -> tuple[Branch, ...]:
+        """A ``parallel`` step's static branches; each branch's steps see what ran before."""
+        given = data.get("branches")
+        return tuple(
+            Branch(str(branch.get("name")),
+                   self._steps(branch.get("steps"), (*path, "branches", j, "steps"), visible,
+                               inner))
+            for j, branch in enumerate(given if isinstance(given, list) else [])
+            if isinstance(branch, dict))
 
     def _foreach(self, data: dict[str, Any], path: YamlPath,
                  scope: _Scope) -> str | tuple[Any, ...] | None:
@@ -504,6 +517,10 @@ class Analysis:
         if spec.params_schema is not None:
             for error in Draft202012Validator(spec.params_schema).iter_errors(params):
                 self._schema_problem(error, path)
+        if spec.check_shape is not None:
+            for where, message, at_key in spec.check_shape(data):
+                self._problem((*path, *where), f"{_render((*path, *where))}: {message}",
+                              key=at_key)
         if spec.kind is StepKind.FLOW or not isinstance(options, dict):
             return
         for error in Draft202012Validator(spec.options_schema).iter_errors(options):
@@ -703,6 +720,10 @@ def _nested_step_lists(step: dict[str, Any],
     for j, case in enumerate(cases if isinstance(cases, list) else []):
         if isinstance(case, dict) and isinstance(case.get("steps"), list):
             yield (*path, "cases", j, "steps"), case["steps"]
+    branches = step.get("branches")
+    for j, branch in enumerate(branches if isinstance(branches, list) else []):
+        if isinstance(branch, dict) and isinstance(branch.get("steps"), list):
+            yield (*path, "branches", j, "steps"), branch["steps"]
     for policy in ("on-failure", "iteration-on-failure"):
         fallback = _get(step, policy, "fallback")
         if isinstance(fallback, list):

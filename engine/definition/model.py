@@ -75,6 +75,14 @@ class SwitchCase:
 
 
 @dataclass(frozen=True)
+class Branch:
+    """A static branch of a ``parallel`` step: its name (its key in the output) and steps."""
+
+    name: str
+    steps: tuple[Step, ...]
+
+
+@dataclass(frozen=True)
 class Step:
     name: str
     type: str
@@ -100,6 +108,8 @@ class Step:
     expression: str | None = None
     cases: tuple[SwitchCase, ...] = ()
     default: tuple[Step, ...] = ()
+    # `parallel` with static branches (its dynamic fan-out uses `foreach` and `steps`)
+    branches: tuple[Branch, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -153,6 +163,8 @@ class Workflow:
                 for case in step.cases:
                     walk(case.steps)
                 walk(step.default)
+                for branch in step.branches:
+                    walk(branch.steps)
                 if step.on_failure:
                     walk(step.on_failure.fallback)
                 if step.iteration_on_failure:

@@ -91,13 +91,23 @@ def wake_parent(store: Store, scheduler: Scheduler, timer: timers.Timer | None) 
     store.forget_timer(timer.member)
 
 
+def nudge_parent(scheduler: Scheduler, state: ExecutionState) -> None:
+    """A parallel branch parked on a timer: let its parent look again, since with
+    ``count-waiting: false`` the branch no longer holds its slot. Best effort: a nudge
+    that finds the parent busy is dropped, and the slot is then freed at its next look."""
+    link = state.parent
+    if link is not None and link.branch is not None:
+        scheduler.enqueue_advance(link.id)
+
+
 # -- the parent's side --------------------------------------------------------------------------
 
 def start_child(store: Store, scheduler: Scheduler, workflow: Workflow, event: Any,
                 link: ParentLink, child_id: str, now: datetime, *,
                 requested_by: str | None, variables: Mapping[str, Any] | None = None) -> None:
     """Create the child execution ``child_id`` of ``workflow`` and enqueue its first job,
-    as a run is started (its ``settings.timeout`` timer included)."""
+    as a run is started (its ``settings.timeout`` timer included, but for a parallel
+    branch, which its parent's deadlines bound)."""
     state = ExecutionState(id=child_id, workflow=workflow.name, digest=workflow.digest,
                            status=ExecutionStatus.PENDING, started_at=iso(now) or "",
                            event=event, audit_head=audit.GENESIS, requested_by=requested_by,
@@ -108,7 +118,7 @@ def start_child(store: Store, scheduler: Scheduler, workflow: Workflow, event: A
         requestedBy=requested_by, parentExecution=link.id, parentStep=link.path,
         branch=link.branch)
     new_timers = []
-    if workflow.settings.timeout is not None:
+    if workflow.settings.timeout is not None and link.branch is None:
         new_timers.append(timers.run_timeout_timer(child_id, now + workflow.settings.timeout))
     store.create(state, workflow.text, [created],
                  enqueue=lambda pipe: scheduler.enqueue_advance(child_id, pipeline=pipe),
@@ -117,20 +127,28 @@ def start_child(store: Store, scheduler: Scheduler, workflow: Workflow, event: A
         scheduler.schedule(timer)
 
 
-def park(seg: _Segment, reports_seen: int) -> bool:
-    """Park the parent in WAITING until a child reports; False (nothing written) when a
-    report arrived since the parent counted ``reports_seen``: look again."""
+def park(seg: _Segment, reports_seen: int, change: Change | None = None,
+         wake_at: datetime | None = None) -> bool:
+    """Park the parent in WAITING until a child reports (or ``wake_at``, a deadline), with
+    ``change``; False (nothing written) when a report arrived since the parent counted
+    ``reports_seen``: look again."""
     from engine.run.runner import _Suspend
 
     state = seg.state
     seg.writes.flush()
+    change = change or Change()
+    change.status, change.running = ExecutionStatus.WAITING, "remove"
+    timer = timers.advance_timer(state.id, wake_at) if wake_at is not None else None
+    if timer is not None:
+        change.zadd.append(timer.entry)
     for _ in range(100):
-        result = seg.r.store.commit(state, Change(status=ExecutionStatus.WAITING,
-                                                  running="remove"),
+        result = seg.r.store.commit(state, change,
                                     guard_status=(ExecutionStatus.RUNNING,),
                                     guard_lease=seg.writes.token,
                                     guard_hlen=(keys.children(state.id), reports_seen))
         if result.ok:
+            if timer is not None:
+                seg.r.scheduler.schedule(timer)
             raise _Suspend
         if result.reason == "hlen":
             return False

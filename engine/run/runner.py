@@ -34,7 +34,7 @@ from engine.definition.step_types import StepContext, StepType, get_step_type
 from engine.definition.templates import evaluate_expression, render_value
 from engine.errors import DurationError, StepFailed, TemplateError, WorkflowFailRequested
 from engine.notify import Notifier
-from engine.run import children, timers
+from engine.run import branches, children, timers
 from engine.run.buffered_writes import BufferedWrites, ExecutionChanged
 from engine.run.next_step import (
     AskReviewer,
@@ -170,6 +170,19 @@ class _Segment:
         }
         self.base_lease_ms = runner.lease_ms
         self.writes = BufferedWrites(runner.store, state, token, runner.lease_ms)
+        self.body, self.body_frame = self._body()
+
+    def _body(self) -> tuple[tuple[Step, ...], _Frame]:
+        """The steps this run runs: all of them, or a parallel branch's (engine.run.branches),
+        in the scope its parent had when it started the branch."""
+        link = self.state.parent
+        if link is None or link.branch is None:
+            return self.workflow.steps, _NO_FRAME
+        scope = link.scope or {}
+        self.step_scope.update(scope.get("steps") or {})
+        step = self.workflow.step(str(scope.get("step")))
+        steps = step.branches[link.branch].steps if step.branches else step.steps
+        return steps, scope.get("frame") or _NO_FRAME
 
     # -- the segment -------------------------------------------------------------------------
 
@@ -181,9 +194,10 @@ class _Segment:
             elif state.status is ExecutionStatus.WAITING:
                 self._wake_timers()
             try:
-                self._run_steps(self.workflow.steps, "", _NO_FRAME)
+                self._run_steps(self.body, "", self.body_frame)
             except _RunFailed as failure:
-                self._run_workflow_fallback()
+                if self.body is self.workflow.steps:  # a branch is not the whole run
+                    self._run_workflow_fallback()
                 self._finish(ExecutionStatus.FAILED, audit.FAILED, error=str(failure),
                              step=failure.step)
                 return state.status
@@ -223,8 +237,10 @@ class _Segment:
             change.set["err"] = error
         if self.state.outputs is not None:
             change.set["out"] = dumps(self.state.outputs)
-        parent_timer = children.report_end(change, self.state, status, self.now(),
-                                           outputs=self._run_outputs(), error=error)
+        parent_timer = children.report_end(
+            change, self.state, status, self.now(), outputs=self._run_outputs(), error=error,
+            steps={s.name: self.step_scope[s.name] for s in self.body if s.name in self.step_scope}
+            if self.body is not self.workflow.steps else None)
         self.writes.commit(change, guard=(ExecutionStatus.RUNNING,), release=True)
         self.state.finished_at = finished
         children.wake_parent(self.r.store, self.r.scheduler, parent_timer)
@@ -234,7 +250,7 @@ class _Segment:
         the output of the last top-level step that ran."""
         if self.state.outputs is not None:
             return self.state.outputs
-        for step in reversed(self.workflow.steps):
+        for step in reversed(self.body):
             entry = self.step_scope.get(step.name)
             if entry is not None and entry.get("status") == StepStatus.COMPLETED.value:
                 return entry.get("output")
@@ -274,7 +290,8 @@ class _Segment:
             case RunFlow(spec, started):
                 self._run_flow(spec, step, path, prefix, frame, started)
             case RunChildren(spec, recorded):
-                children.run_call(self, step, path, prefix, frame, recorded)
+                run = branches.run_parallel if step.type == "parallel" else children.run_call
+                run(self, step, path, prefix, frame, recorded)
             case _:
                 assert_never(decision)
 
@@ -324,6 +341,7 @@ class _Segment:
         change.zadd.append(timer.entry)
         self.writes.commit(change, guard=(ExecutionStatus.RUNNING,))
         self.r.scheduler.schedule(timer)
+        children.nudge_parent(self.r.scheduler, self.state)
         raise _Suspend
 
     # -- flow control ------------------------------------------------------------------------

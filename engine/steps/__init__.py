@@ -8,6 +8,7 @@ from engine.steps import (  # noqa: F401
     flow,
     http,
     human,
+    parallel,
     regex,
     wait,
 )
