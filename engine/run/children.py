@@ -20,7 +20,9 @@ never holds a worker while it waits:
 4. The parent's replay reads the report: the step completes with the child's outputs, or
    fails with the child's error, and its ``on-failure`` applies.
 
-Nothing here cancels a child when its parent is cancelled or times out (see README).
+When a parent is cancelled or times out, the children it waits on are cancelled with it
+(:func:`awaited_children`, used by :meth:`engine.run.reviews.Reviews.end`), as Kibana
+cancels a child on its parent's cancel; a ``workflow.executeAsync`` child runs on.
 """
 
 from __future__ import annotations
@@ -98,6 +100,23 @@ def nudge_parent(scheduler: Scheduler, state: ExecutionState) -> None:
     link = state.parent
     if link is not None and link.branch is not None:
         scheduler.enqueue_advance(link.id)
+
+
+def awaited_children(state: ExecutionState) -> list[str]:
+    """The children ``state`` is waiting on: a workflow.execute step's, a parallel step's
+    branches that have not reported."""
+    found = []
+    for result in state.results.values():
+        output = result.output
+        if result.status is not StepStatus.WAITING or not isinstance(output, Mapping):
+            continue
+        if "executionId" in output and "workflowId" in output:
+            found.append(str(output["executionId"]))
+        elif isinstance(output.get("children"), Mapping):
+            done = {*output.get("seen", ()), *output.get("timedOut", {})}
+            found.extend(str(child) for index, child in output["children"].items()
+                         if index not in done)
+    return found
 
 
 # -- the parent's side --------------------------------------------------------------------------

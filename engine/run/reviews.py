@@ -8,6 +8,7 @@ double click, changes nothing.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 from collections.abc import Callable, Mapping, Sequence
@@ -466,6 +467,12 @@ class Reviews:
             result = self.store.commit(state, change, guard_status=ACTIVE)
             if result.ok:
                 children.wake_parent(self.store, self.scheduler, parent_timer)
+                # Kibana cancels a child its parent waits on with the parent; one that
+                # ended meanwhile is left as it ended.
+                for child in children.awaited_children(state):
+                    with contextlib.suppress(NotWaiting, ExecutionNotFound):
+                        self.end(child, ExecutionStatus.CANCELLED, audit.CANCELLED, actor,
+                                 f"its parent {execution_id} ended: {reason}")
                 if waiting is not None:
                     self._announce_closed(state, outcome, actor, {}, reason)
                 return

@@ -414,3 +414,30 @@ def test_the_composition_corpus_means_what_elastic_means(runtime, work):
     assert state.status is ExecutionStatus.COMPLETED, state.error
     assert state.outputs == {"score": 42}
     assert state.results["score"].output == {"score": 42, "notes": "looked at db-1"}
+
+
+def test_cancelling_a_parent_cancels_the_child_it_waits_on(runtime, work, workflow_file):
+    workflow_file("""
+name: slow-child
+steps:
+  - name: ask
+    type: waitForInput
+    with: {message: "Go?"}
+""", "slow.yaml")
+    parent_id = runtime.engine.run(parse_workflow("""
+name: impatient
+steps:
+  - name: call
+    type: workflow.execute
+    with: {workflow-id: slow-child}
+"""))
+    work()
+    child_id = child_of(runtime, parent_id, "call")
+    assert runtime.engine.get(child_id).status is ExecutionStatus.WAITING_FOR_INPUT
+    runtime.engine.cancel(parent_id, Actor(id="U9", name="ops", source="api"), "not needed")
+    work()
+    assert runtime.engine.get(parent_id).status is ExecutionStatus.CANCELLED
+    child = runtime.engine.get(child_id)
+    assert child.status is ExecutionStatus.CANCELLED
+    assert child.error == f"its parent {parent_id} ended: not needed"
+    assert runtime.engine.review(child_id) is None  # no review is left waiting

@@ -410,3 +410,29 @@ def test_aggregate_counts_timeouts_as_failures():
     assert (output["failed"], output["succeeded"], output["status"]) == (1, 1, "failed")
     assert output["results"][0]["durationMs"] == 2000
     assert output["branches"]["a"]["error"] == {"message": "branch timed out"}
+
+
+def test_cancelling_the_parent_cancels_its_running_branches(runtime, work):
+    from engine.notify import Actor
+
+    parent_id = runtime.engine.run(parse_workflow("""
+name: long-fan
+steps:
+  - name: fan
+    type: parallel
+    foreach: [a, b, c]
+    concurrency: 2
+    steps:
+      - name: nap
+        type: wait
+        with: {duration: 1h}
+"""))
+    work()
+    assert runtime.engine.get(parent_id).status is ExecutionStatus.WAITING
+    started = [e["child"] for e in trail(runtime, parent_id) if e["type"] == "child.started"]
+    assert len(started) == 2  # the cap: the third is not started
+    runtime.engine.cancel(parent_id, Actor(id="U9", name="ops", source="api"))
+    work()
+    assert [runtime.engine.get(child).status for child in started] == [
+        ExecutionStatus.CANCELLED, ExecutionStatus.CANCELLED]
+    assert runtime.engine.get(parent_id).status is ExecutionStatus.CANCELLED
