@@ -76,7 +76,7 @@ def report_end(change: Change, state: ExecutionState, status: ExecutionStatus, n
                          steps=dict(steps or {}))
     change.hset.append((keys.children(link.id), keys.child_field(link.path, link.branch),
                         report.to_json()))
-    timer = timers.advance_timer(link.id, now)
+    timer = timers.child_reported_timer(link.id, state.id, now)
     change.zadd.append(timer.entry)
     change.events.append(audit.event(audit.PARENT_TOLD, iso(now) or "", parent=link.id,
                                       step=link.path, branch=link.branch,

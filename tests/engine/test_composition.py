@@ -441,3 +441,67 @@ steps:
     assert child.status is ExecutionStatus.CANCELLED
     assert child.error == f"its parent {parent_id} ended: not needed"
     assert runtime.engine.review(child_id) is None  # no review is left waiting
+
+
+def test_the_api_and_the_cli_show_a_runs_outputs(runtime, work, workflow_file, served,
+                                                 settings, redis_url):
+    import json
+
+    from engine.api import build_api
+    from engine.definition.loader import WorkflowCatalog
+    from tests.engine.test_cli import signoff
+
+    workflow_file(ENRICH, "enrich.yaml")
+    execution_id = runtime.engine.run(runtime.catalog.get("shared--enrich"),
+                                      {"inputs": {"host": "db-2"}})
+    work()
+    app = build_api(runtime.engine, WorkflowCatalog(settings.workflows_dir),
+                    api_token="test-token", workers_seen=lambda: 0)
+    client = served(app).client(headers={"Authorization": "Bearer test-token"})
+    try:
+        body = client.get(f"/api/workflowExecutions/{execution_id}").json()
+    finally:
+        client.close()
+    assert body["outputs"] == {"verdict": "clean:db-2", "score": 7}
+    shown = signoff(redis_url, "status", execution_id)
+    assert shown.returncode == 0, shown.stderr
+    assert json.loads(shown.stdout)["outputs"] == {"verdict": "clean:db-2", "score": 7}
+
+
+def test_a_report_whose_wake_up_was_never_enqueued_is_fired_by_the_sweep(runtime, work,
+                                                                         workflow_file):
+    """A worker that dies right after a child's final commit, before it enqueues the
+    parent's advance: the report and its overdue-timer entry are in Redis, and the
+    workers' sweep fires the entry."""
+    from datetime import timedelta
+
+    from engine.run import children
+    from engine.state.execution import utcnow
+
+    workflow_file("""
+name: held
+steps:
+  - name: ask
+    type: waitForInput
+    with: {message: "Go?"}
+""", "held.yaml")
+    parent_id = runtime.engine.run(parse_workflow("""
+name: holder
+steps:
+  - name: call
+    type: workflow.execute
+    with: {workflow-id: held}
+"""))
+    work()
+    child = runtime.engine.get(child_of(runtime, parent_id, "call"))
+    # The child's final commit, as the runner makes it, and then nothing: the worker died.
+    change = Change(status=ExecutionStatus.COMPLETED, waiting="remove")
+    children.report_end(change, child, ExecutionStatus.COMPLETED, utcnow(), outputs={"ok": 1})
+    assert runtime.store.commit(child, change).ok
+    work()
+    assert runtime.engine.get(parent_id).status is ExecutionStatus.WAITING  # nobody woke it
+    assert runtime.engine.scheduler.fire_overdue(timedelta(0)) == 1  # the workers' sweep
+    work()
+    parent = runtime.engine.get(parent_id)
+    assert parent.status is ExecutionStatus.COMPLETED
+    assert parent.results["call"].output == {"ok": 1}

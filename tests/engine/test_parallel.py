@@ -436,3 +436,15 @@ steps:
     assert [runtime.engine.get(child).status for child in started] == [
         ExecutionStatus.CANCELLED, ExecutionStatus.CANCELLED]
     assert runtime.engine.get(parent_id).status is ExecutionStatus.CANCELLED
+
+
+def test_merge_is_not_a_step_type_here_as_kibanas_engine_does_not_run_it():
+    found = problems_of("""
+name: merging
+steps:
+  - name: join
+    type: merge
+    sources: [a, b]
+    steps: [{name: after, type: console, with: {message: x}}]
+""")
+    assert found[0].startswith("p.yaml:5:11: unknown step type 'merge' in step 'join'")
