@@ -505,3 +505,28 @@ steps:
     parent = runtime.engine.get(parent_id)
     assert parent.status is ExecutionStatus.COMPLETED
     assert parent.results["call"].output == {"ok": 1}
+
+
+def test_workflow_fail_takes_elastics_reason_and_the_caller_reads_it(runtime, work,
+                                                                     workflow_file):
+    workflow_file("""
+name: validator
+steps:
+  - name: abort
+    type: workflow.fail
+    with: {message: "Required input missing", reason: missing_input}
+""", "validator.yaml")
+    parent_id = runtime.engine.run(parse_workflow("""
+name: checks
+steps:
+  - name: validate
+    type: workflow.execute
+    with: {workflow-id: validator}
+    on-failure: {continue: true}
+  - name: say
+    type: console
+    with: {message: "{{ steps.validate.error }}"}
+"""))
+    work()
+    assert runtime.engine.get(parent_id).results["say"].output == (
+        "Required input missing (reason: missing_input)")
