@@ -83,10 +83,11 @@ def run_parallel(seg: _Segment, step: Step, path: str, prefix: str, frame: Frame
                   for index, report in sorted(mine.items()) if str(index) not in state["seen"]]
         state["seen"] = sorted({*state["seen"], *(str(i) for i in mine)}, key=int)
         started = {int(i): parse_iso(t) for i, t in state["started"].items()}
+        # A branch marked timed out stays so, whatever its child reports later.
         finished = {index: _finished(report) for index, report in mine.items()}
         finished.update({int(i): Finished("timed_out", error="branch timed out",
                                           finished_at=parse_iso(t))
-                         for i, t in state["timedOut"].items() if int(i) not in finished})
+                         for i, t in state["timedOut"].items()})
         now = seg.now()
         moves = parallel.next_moves(len(state["keys"]), settings,
                                     {i: t for i, t in started.items() if t is not None},
@@ -95,8 +96,15 @@ def run_parallel(seg: _Segment, step: Step, path: str, prefix: str, frame: Frame
         for index in moves.timed_out:
             state["timedOut"][str(index)] = iso(now)
             events.append(_event(seg, audit.STEP_FAILED, step=f"{path}#{index}",
-                                 error="branch timed out"))
+                                 error="branch timed out", child=state["children"][str(index)]))
             finished[index] = Finished("timed_out", error="branch timed out", finished_at=now)
+        if moves.timed_out:  # written before the children are told to stop
+            recorded = recorded.evolve(output=state)
+            seg._record(step, path, recorded, audit.STEP_STARTED, unwritten=events,
+                        timedOut=list(moves.timed_out))
+            events = []
+            _stop(seg, [state["children"][str(i)] for i in moves.timed_out])
+            continue
         if moves.done:
             _finish(seg, step, path, prefix, frame, recorded.evolve(output=state), settings,
                     started, finished, mine, events)
@@ -213,6 +221,16 @@ def _finish(seg: _Segment, step: Step, path: str, prefix: str, frame: Frame,
         return
     done = recorded.evolve(status=StepStatus.COMPLETED, output=output, finished_at=now)
     seg._record(step, path, done, audit.STEP_COMPLETED, unwritten=events)
+
+
+def _stop(seg: _Segment, child_ids: list[str]) -> None:
+    """Tell timed-out branches to stop: their executions end TIMED_OUT (their report is
+    no longer read). Best effort, as in Elastic: a step already running finishes."""
+    end = seg.r.end_execution
+    if end is None:
+        return
+    for child_id in child_ids:
+        end(child_id, "its parallel branch timed out")
 
 
 def _copy(output: Mapping[str, Any]) -> dict[str, Any]:

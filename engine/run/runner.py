@@ -121,7 +121,8 @@ class Runner:
                  load_workflow: Callable[[str], Workflow],
                  clock: Callable[[], datetime] = utcnow, lease_ms: int = LEASE_MS,
                  egress: EgressPolicy = DEFAULT_POLICY,
-                 find_workflow: Callable[[str], Workflow] | None = None) -> None:
+                 find_workflow: Callable[[str], Workflow] | None = None,
+                 end_execution: Callable[[str, str], object] | None = None) -> None:
         self.store = store
         self.scheduler = scheduler
         self.notifier = notifier
@@ -130,6 +131,7 @@ class Runner:
         self.lease_ms = lease_ms
         self.egress = egress  # handed to every step: where http steps may connect
         self.find_workflow = find_workflow  # name -> Workflow (the catalog): workflow.execute
+        self.end_execution = end_execution  # (id, reason): time out a parallel branch
 
     def advance(self, execution_id: str) -> ExecutionStatus | None:
         """Run the execution's next segment; returns its status afterwards (None if busy)."""

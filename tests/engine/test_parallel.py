@@ -204,7 +204,7 @@ steps:
     assert started == [0, 1]  # nothing started after the failure was seen
 
 
-def test_a_child_with_a_timer_branch_and_a_branch_timeout(runtime, worker_process):
+def test_a_branch_past_its_branch_timeout_is_timed_out_and_stopped(runtime, worker_process):
     worker_process()
     parent_id = runtime.engine.run(parse_workflow("""
 name: slowpoke
@@ -233,6 +233,12 @@ steps:
     assert [(r["key"], r["status"]) for r in results] == [("slow", "timed_out"),
                                                           ("quick", "completed")]
     assert parent.results["fan"].output["failed"] == 1
+    # The slow branch was told to stop: its execution timed out, its wait never fired.
+    slow = next(e["child"] for e in trail(runtime, parent_id)
+                if e["type"] == "child.started" and e["key"] == "slow")
+    child = runtime.engine.get(slow)
+    assert child.status is ExecutionStatus.TIMED_OUT
+    assert child.error == "its parallel branch timed out"
 
 
 def test_count_waiting_false_frees_the_slot_of_a_branch_parked_on_a_timer(runtime,
