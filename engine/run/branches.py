@@ -13,8 +13,9 @@ timed out, which reports it has read. Each pass reads the reports, asks
 :func:`engine.steps.parallel.next_moves` what to do, commits the branches it starts
 before creating them (a replay finds a started branch without its child and creates
 it, under the same id), and parks until the next report or deadline. A branch that
-times out is marked so and no longer waited for; its child is not stopped (Elastic's
-cancellation is best effort too).
+times out is marked so, no longer waited for, and its execution is ended TIMED_OUT
+(through the runner's ``end_execution``); a step it is running then finishes first, as
+Elastic's cancellation is best effort too.
 """
 
 from __future__ import annotations
