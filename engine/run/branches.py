@@ -16,6 +16,12 @@ it, under the same id), and parks until the next report or deadline. A branch th
 times out is marked so, no longer waited for, and its execution is ended TIMED_OUT
 (through the runner's ``end_execution``); a step it is running then finishes first, as
 Elastic's cancellation is best effort too.
+
+Costs: a branch's link holds a copy of the parent's step outputs as they were (one per
+branch: a fan-out of 100 over large outputs stores them 100 times, for the branches' own
+lifetime, like the rest of an execution); each pass of the parent reads its children
+hash once (one field per branch that ended) and checks that its running branches exist
+(at most ``concurrency.max`` of them).
 """
 
 from __future__ import annotations
