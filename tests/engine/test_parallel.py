@@ -454,3 +454,33 @@ steps:
     steps: [{name: after, type: console, with: {message: x}}]
 """)
     assert found[0].startswith("p.yaml:5:11: unknown step type 'merge' in step 'join'")
+
+
+def test_a_parallel_step_inside_a_foreach_fans_out_once_per_item(runtime, work):
+    parent_id = runtime.engine.run(parse_workflow("""
+name: nested
+steps:
+  - name: per_host
+    type: foreach
+    foreach: [h1, h2]
+    steps:
+      - name: checks
+        type: parallel
+        branches:
+          - name: ping
+            steps:
+              - name: do_ping
+                type: console
+                with: {message: "ping {{ foreach.item }}"}
+          - name: scan
+            steps:
+              - name: do_scan
+                type: console
+                with: {message: "scan {{ foreach.item }}"}
+"""))
+    work()
+    parent = runtime.engine.get(parent_id)
+    assert parent.status is ExecutionStatus.COMPLETED, parent.error
+    for index, host in enumerate(["h1", "h2"]):
+        output = parent.results[f"per_host[{index}].checks"].output
+        assert [r["output"] for r in output["results"]] == [f"ping {host}", f"scan {host}"]
