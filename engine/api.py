@@ -251,7 +251,19 @@ def execution_view(state: ExecutionState) -> dict[str, Any]:
     return {"id": state.id, "workflow": state.workflow, "status": state.status.value,
             "startedAt": state.started_at, "finishedAt": state.finished_at,
             "requestedBy": state.requested_by, "error": state.error,
+            "outputs": state.outputs, **_parent_view(state),
             "steps": steps, "waitingFor": waiting}
+
+
+def _parent_view(state: ExecutionState) -> dict[str, Any]:
+    """A child execution's parent (workflow.execute, a parallel branch), when it has one."""
+    link = state.parent
+    if link is None:
+        return {}
+    parent: dict[str, Any] = {"id": link.id, "step": link.path, "awaited": link.awaited}
+    if link.branch is not None:
+        parent["branch"] = link.branch
+    return {"parent": parent}
 
 
 Endpoint = Callable[[Request], Response]

@@ -30,11 +30,13 @@ from engine.definition.conditions import Condition, Constant, is_template_condit
 from engine.definition.durations import DURATION_PATTERN, parse_duration
 from engine.definition.loops import (
     FOREACH_IGNORED,
+    FOREACH_OWN,
     generated_loop_name,
     misplaced_loop_controls,
     step_loop,
 )
 from engine.definition.model import (
+    Branch,
     FailurePolicy,
     IterationLimit,
     Location,
@@ -57,6 +59,7 @@ from engine.definition.yaml_positions import (
 from engine.errors import ConditionError, DurationError, Problem, TemplateError
 
 DEFAULT_RETRY_DELAY = timedelta(seconds=1)
+CALL_TYPES = ("workflow.execute", "workflow.executeAsync")  # steps that start another workflow
 
 _INDIVIDUAL = re.compile(r"^(?:[UW][A-Z0-9]+|[^@\s]+@[^@\s]+)$")  # a user id or an e-mail
 _PLAIN_KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_-]*$")
@@ -332,6 +335,8 @@ class Analysis:
         triggers = tuple(self._trigger(t, ("triggers", i), settings.timezone or "UTC")
                          for i, t in enumerate(data.get("triggers") or []) if isinstance(t, dict))
         inputs, inputs_schema = self._inputs(data)
+        outputs, outputs_schema = self._outputs(data)
+        self._check_composition(data)
         if self.problems:
             return None
         version = data.get("version")
@@ -341,6 +346,7 @@ class Analysis:
             description=data.get("description") or "", enabled=data.get("enabled", True),
             triggers=triggers, settings=settings, consts=dict(data.get("consts") or {}),
             inputs=inputs, inputs_schema=inputs_schema,
+            outputs=outputs, outputs_schema=outputs_schema,
             tags=tuple(data.get("tags") or ()),
             version=None if version is None else str(version))
 
@@ -369,6 +375,37 @@ class Analysis:
             return (), None
         self._check_inputs_schema(given, path)
         return (), dict(given)
+
+    def _outputs(self, data: dict[str, Any]) -> tuple[tuple[dict[str, Any], ...],
+                                                      dict[str, Any] | None]:
+        """The declared outputs: the legacy list (as inputs) or a JSON Schema."""
+        given = data.get("outputs")
+        if isinstance(given, list):
+            return tuple(dict(item) for item in given if isinstance(item, dict)), None
+        if not isinstance(given, dict):
+            return (), None
+        self._check_inputs_schema(given, ("outputs",))
+        return (), dict(given)
+
+    def called_workflows(self) -> list[tuple[str, Position]]:
+        """The ``with.workflow-id`` of every workflow.execute/executeAsync step written as
+        plain text (a template is known only at run time), with where it is written."""
+        called = []
+        for path, step in self.step_paths.items():
+            target = _get(step, "with", "workflow-id")
+            if step.get("type") in CALL_TYPES and isinstance(target, str) \
+                    and not templates.has_template(target):
+                called.append((target, self.doc.locate((*path, "with", "workflow-id"))))
+        return called
+
+    def _check_composition(self, data: dict[str, Any]) -> None:
+        name = data.get("name")
+        for target, where in self.called_workflows():
+            if target == name:
+                self.problems.append(Problem(
+                    self.source, where.line, where.column,
+                    f"workflow {name!r} calls itself (with.workflow-id); a workflow cannot "
+                    "run itself as a child, as in Elastic"))
 
     def _check_inputs_schema(self, schema: dict[str, Any], path: YamlPath) -> None:
         try:
@@ -445,13 +482,25 @@ class Analysis:
             else_=self._steps(data.get("else"), (*path, "else"), visible, inner),
             foreach=foreach, expression=expression, cases=cases,
             default=self._steps(data.get("default"), (*path, "default"), visible, inner),
+            branches=self._branches(data, path, visible, inner),
             max_iterations=_iteration_limit(data.get("max-iterations")),
             iteration_timeout=self._duration(data, "iteration-timeout", path),
             iteration_on_failure=self._failure_policy(
                 data.get("iteration-on-failure"), (*path, "iteration-on-failure"),
                 _Scope(scope.name, visible | _names_within(data), inner)),
             max_step_size=self._byte_size(data, "max-step-size", path))
-        return step_loop(step) if step.foreach is not None and type_ != "foreach" else step
+        return step_loop(step) if step.foreach is not None and type_ not in FOREACH_OWN else step
+
+    def _branches(self, data: dict[str, Any], path: YamlPath, visible: frozenset[str],
+                  inner: tuple[str, ...]) -> tuple[Branch, ...]:
+        """A ``parallel`` step's static branches; each branch's steps see what ran before."""
+        given = data.get("branches")
+        return tuple(
+            Branch(str(branch.get("name")),
+                   self._steps(branch.get("steps"), (*path, "branches", j, "steps"), visible,
+                               inner))
+            for j, branch in enumerate(given if isinstance(given, list) else [])
+            if isinstance(branch, dict))
 
     def _foreach(self, data: dict[str, Any], path: YamlPath,
                  scope: _Scope) -> str | tuple[Any, ...] | None:
@@ -495,6 +544,10 @@ class Analysis:
         if spec.params_schema is not None:
             for error in Draft202012Validator(spec.params_schema).iter_errors(params):
                 self._schema_problem(error, path)
+        if spec.check_shape is not None:
+            for where, message, at_key in spec.check_shape(data):
+                self._problem((*path, *where), f"{_render((*path, *where))}: {message}",
+                              key=at_key)
         if spec.kind is StepKind.FLOW or not isinstance(options, dict):
             return
         for error in Draft202012Validator(spec.options_schema).iter_errors(options):
@@ -694,6 +747,10 @@ def _nested_step_lists(step: dict[str, Any],
     for j, case in enumerate(cases if isinstance(cases, list) else []):
         if isinstance(case, dict) and isinstance(case.get("steps"), list):
             yield (*path, "cases", j, "steps"), case["steps"]
+    branches = step.get("branches")
+    for j, branch in enumerate(branches if isinstance(branches, list) else []):
+        if isinstance(branch, dict) and isinstance(branch.get("steps"), list):
+            yield (*path, "branches", j, "steps"), branch["steps"]
     for policy in ("on-failure", "iteration-on-failure"):
         fallback = _get(step, policy, "fallback")
         if isinstance(fallback, list):

@@ -23,8 +23,10 @@ LOOP_TYPES = ("foreach", "while")
 LOOP_CONTROLS = ("loop.break", "loop.continue")
 # Types whose `foreach` key Kibana's graph builder never reads (it builds them before
 # looking for one): a `foreach` on them would be silently ignored there.
-FOREACH_IGNORED = ("if", "switch", "while", "parallel", *LOOP_CONTROLS, "waitForInput",
-                   "waitForApproval")
+FOREACH_IGNORED = ("if", "switch", "while", *LOOP_CONTROLS, "waitForInput", "waitForApproval")
+# Types whose own `foreach` is theirs to read (a parallel step's dynamic fan-out): no loop
+# is generated around them.
+FOREACH_OWN = ("foreach", "parallel")
 GENERATED_PREFIX = "foreach_"
 
 Path = tuple[str | int, ...]
@@ -49,7 +51,7 @@ def generated_loop_name(step: Any) -> str | None:
     """The name of the loop :func:`step_loop` makes of ``step`` (a step as written), if any."""
     if not isinstance(step, dict) or "foreach" not in step or not isinstance(step.get("name"), str):
         return None
-    if step.get("type") == "foreach" or step.get("type") in FOREACH_IGNORED:
+    if step.get("type") in FOREACH_OWN or step.get("type") in FOREACH_IGNORED:
         return None
     return GENERATED_PREFIX + step["name"]
 

@@ -83,6 +83,14 @@ class SwitchCase:
 
 
 @dataclass(frozen=True)
+class Branch:
+    """A static branch of a ``parallel`` step: its name (its key in the output) and steps."""
+
+    name: str
+    steps: tuple[Step, ...]
+
+
+@dataclass(frozen=True)
 class Step:
     name: str
     type: str
@@ -110,6 +118,8 @@ class Step:
     expression: str | None = None
     cases: tuple[SwitchCase, ...] = ()
     default: tuple[Step, ...] = ()
+    # `parallel` with static branches (its dynamic fan-out uses `foreach` and `steps`)
+    branches: tuple[Branch, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -145,6 +155,9 @@ class Workflow:
     # JSON Schema given under the manual trigger (``inputs_schema``); never both.
     inputs: tuple[Mapping[str, Any], ...] = ()
     inputs_schema: Mapping[str, Any] | None = None
+    # Declared outputs (what `workflow.output` emits), in the same two forms as inputs.
+    outputs: tuple[Mapping[str, Any], ...] = ()
+    outputs_schema: Mapping[str, Any] | None = None
     tags: tuple[str, ...] = ()
     version: str | None = None
 
@@ -160,6 +173,8 @@ class Workflow:
                 for case in step.cases:
                     walk(case.steps)
                 walk(step.default)
+                for branch in step.branches:
+                    walk(branch.steps)
                 if step.on_failure:
                     walk(step.on_failure.fallback)
                 if step.iteration_on_failure:

@@ -44,6 +44,9 @@ class StepKind(StrEnum):
     HUMAN = "human"  # suspends the run until someone resumes it
     TIMER = "timer"  # suspends the run until a time
     FLOW = "flow"  # runs other steps (if / foreach / while / switch): a function walks them
+    # starts child executions and waits for them (workflow.execute, parallel): the runner's
+    # engine.run.children does it, by the step's type
+    CHILDREN = "children"
 
 
 @dataclass
@@ -76,6 +79,10 @@ StepFunction = Callable[[StepContext], Any]
 # only at run time, so a check leaves it alone.
 StepCheck = Callable[[Mapping[str, Any], Mapping[str, Any]],
                      Iterable[tuple[tuple[str | int, ...], str]]]
+# What a schema cannot say about a step's whole shape (a parallel step's branches and what
+# their bodies may hold): given the step as written, each problem as (path within the
+# step, message, whether it points at the key rather than its value).
+StepShapeCheck = Callable[[Mapping[str, Any]], Iterable[tuple[tuple[str | int, ...], str, bool]]]
 
 
 class FlowContext(Protocol):
@@ -162,6 +169,7 @@ class StepType:
     params_schema: Mapping[str, Any] | None = None
     raw_options: tuple[str, ...] = ()  # keys of `with` passed unrendered (see StepContext.render)
     check: StepCheck | None = None
+    check_shape: StepShapeCheck | None = None
 
     @property
     def param_keys(self) -> frozenset[str]:

@@ -297,6 +297,16 @@ class Engine:
             return False
         return True
 
+    def time_out(self, execution_id: str, reason: str) -> bool:
+        """End a run that has not finished as TIMED_OUT, for ``reason`` (a parallel branch
+        past its deadline); False when it had finished."""
+        try:
+            self.reviews.end(execution_id, ExecutionStatus.TIMED_OUT, audit.TIMED_OUT,
+                             SYSTEM_TIMEOUT, reason)
+        except (NotWaiting, AlreadyDecided, ExecutionNotFound):
+            return False
+        return True
+
     # -- recovery ----------------------------------------------------------------------------
 
     def recover_stalled(self) -> list[str]:

@@ -36,11 +36,12 @@ from engine.definition.durations import parse_duration
 from engine.definition.egress import DEFAULT_POLICY, EgressPolicy
 from engine.definition.inputs import input_values
 from engine.definition.model import FailurePolicy, Step, Workflow
+from engine.definition.outputs import output_problems
 from engine.definition.step_types import StepContext, StepType, get_step_type
 from engine.definition.templates import evaluate_expression, render_value
 from engine.errors import DurationError, StepFailed, TemplateError, WorkflowFailRequested
 from engine.notify import Notifier
-from engine.run import timers
+from engine.run import branches, children, timers
 from engine.run.buffered_writes import BufferedWrites, ExecutionChanged
 from engine.run.next_step import (
     AskReviewer,
@@ -51,6 +52,7 @@ from engine.run.next_step import (
     HandleFailure,
     ReviewStart,
     RunAction,
+    RunChildren,
     RunFallback,
     RunFlow,
     Skip,
@@ -81,6 +83,7 @@ from engine.state.execution import (
     utcnow,
 )
 from engine.state.store import Change, Store
+from engine.steps.composition import OutputsEmitted
 
 log = logging.getLogger(__name__)
 
@@ -116,6 +119,21 @@ class _Deadline:
     message: str
     loop: str | None = None
 
+class _RunEnded(Exception):
+    """``workflow.output`` ended the run with ``status`` (its outputs are on the state)."""
+
+    def __init__(self, status: ExecutionStatus, error: str | None, step: str) -> None:
+        self.status = status
+        self.error = error
+        self.step = step
+        super().__init__(error or status.value)
+
+
+_OUTPUT_STATUS = {"completed": ExecutionStatus.COMPLETED, "cancelled": ExecutionStatus.CANCELLED,
+                  "failed": ExecutionStatus.FAILED}
+_END_EVENT = {ExecutionStatus.COMPLETED: audit.COMPLETED, ExecutionStatus.CANCELLED: audit.CANCELLED,
+              ExecutionStatus.FAILED: audit.FAILED}
+
 
 # What enclosing flow steps add to the scope of their children (``foreach``).
 _Frame = Mapping[str, Any]
@@ -128,7 +146,9 @@ class Runner:
     def __init__(self, store: Store, scheduler: Scheduler, notifier: Notifier,
                  load_workflow: Callable[[str], Workflow],
                  clock: Callable[[], datetime] = utcnow, lease_ms: int = LEASE_MS,
-                 egress: EgressPolicy = DEFAULT_POLICY) -> None:
+                 egress: EgressPolicy = DEFAULT_POLICY,
+                 find_workflow: Callable[[str], Workflow] | None = None,
+                 end_execution: Callable[[str, str], object] | None = None) -> None:
         self.store = store
         self.scheduler = scheduler
         self.notifier = notifier
@@ -136,6 +156,8 @@ class Runner:
         self.clock = clock
         self.lease_ms = lease_ms
         self.egress = egress  # handed to every step: where http steps may connect
+        self.find_workflow = find_workflow  # name -> Workflow (the catalog): workflow.execute
+        self.end_execution = end_execution  # (id, reason): time out a parallel branch
 
     def advance(self, execution_id: str) -> ExecutionStatus | None:
         """Run the execution's next segment; returns its status afterwards (None if busy)."""
@@ -178,6 +200,19 @@ class _Segment:
         self.writes = BufferedWrites(runner.store, state, token, runner.lease_ms)
         self.loops: list[str] = []  # the loops the walk is in, innermost last (loop.break)
         self.deadlines: list[_Deadline] = []  # of the iterations and loops the walk is in
+        self.body, self.body_frame = self._body()
+
+    def _body(self) -> tuple[tuple[Step, ...], _Frame]:
+        """The steps this run runs: all of them, or a parallel branch's (engine.run.branches),
+        in the scope its parent had when it started the branch."""
+        link = self.state.parent
+        if link is None or link.branch is None:
+            return self.workflow.steps, _NO_FRAME
+        scope = link.scope or {}
+        self.step_scope.update(scope.get("steps") or {})
+        step = self.workflow.step(str(scope.get("step")))
+        steps = step.branches[link.branch].steps if step.branches else step.steps
+        return steps, scope.get("frame") or _NO_FRAME
 
     # -- the segment -------------------------------------------------------------------------
 
@@ -189,11 +224,16 @@ class _Segment:
             elif state.status is ExecutionStatus.WAITING:
                 self._wake_timers()
             try:
-                self._run_steps(self.workflow.steps, "", _NO_FRAME)
+                self._run_steps(self.body, "", self.body_frame)
             except _RunFailed as failure:
-                self._run_workflow_fallback()
+                if self.body is self.workflow.steps:  # a branch is not the whole run
+                    self._run_workflow_fallback()
                 self._finish(ExecutionStatus.FAILED, audit.FAILED, error=str(failure),
                              step=failure.step)
+                return state.status
+            except _RunEnded as ended:
+                self._finish(ended.status, _END_EVENT[ended.status], error=ended.error,
+                             step=ended.step)
                 return state.status
             self._finish(ExecutionStatus.COMPLETED, audit.COMPLETED)
         except _Suspend:
@@ -208,6 +248,8 @@ class _Segment:
             self._suspend_until(due.wake_at)
         for path in due.paths:
             self._mark_running(audit.TIMER_FIRED, guard=ExecutionStatus.WAITING, step=path)
+        if not due.paths:  # parked for child executions (engine.run.children): look again
+            self._mark_running(audit.WOKEN, guard=ExecutionStatus.WAITING)
 
     def _mark_running(self, kind: str, *, guard: ExecutionStatus, **data: Any) -> None:
         self.writes.commit(Change(status=ExecutionStatus.RUNNING, running="add",
@@ -223,8 +265,26 @@ class _Segment:
                         events=[self._event(kind, error=error, step=step)])
         if error:
             change.set["err"] = error
+        if self.state.outputs is not None:
+            change.set["out"] = dumps(self.state.outputs)
+        parent_timer = children.report_end(
+            change, self.state, status, self.now(), outputs=self._run_outputs(), error=error,
+            steps={s.name: self.step_scope[s.name] for s in self.body if s.name in self.step_scope}
+            if self.body is not self.workflow.steps else None)
         self.writes.commit(change, guard=(ExecutionStatus.RUNNING,), release=True)
         self.state.finished_at = finished
+        children.wake_parent(self.r.store, self.r.scheduler, parent_timer)
+
+    def _run_outputs(self) -> Any:
+        """What the run gives its caller: what `workflow.output` emitted, else (as Kibana)
+        the output of the last top-level step that ran."""
+        if self.state.outputs is not None:
+            return self.state.outputs
+        for step in reversed(self.body):
+            entry = self.step_scope.get(step.name)
+            if entry is not None and entry.get("status") == StepStatus.COMPLETED.value:
+                return entry.get("output")
+        return None
 
     # -- walking -----------------------------------------------------------------------------
 
@@ -267,6 +327,9 @@ class _Segment:
                 self._run_action(decision, step, path, prefix, frame)
             case RunFlow(spec, started):
                 self._run_flow(spec, step, path, prefix, frame, started)
+            case RunChildren(spec, recorded):
+                run = branches.run_parallel if step.type == "parallel" else children.run_call
+                run(self, step, path, prefix, frame, recorded)
             case _:
                 assert_never(decision)
 
@@ -316,6 +379,7 @@ class _Segment:
         change.zadd.append(timer.entry)
         self.writes.commit(change, guard=(ExecutionStatus.RUNNING,))
         self.r.scheduler.schedule(timer)
+        children.nudge_parent(self.r.scheduler, self.state)
         raise _Suspend
 
     # -- flow control ------------------------------------------------------------------------
@@ -431,6 +495,9 @@ class _Segment:
         except WorkflowFailRequested as exc:
             self._record_failure(step, path, running, str(exc), unwritten)
             raise _RunFailed(str(exc), step=path, final=True) from exc
+        except OutputsEmitted as emitted:
+            self._emit_outputs(step, path, prefix, frame, running, emitted, unwritten)
+            return
         except (StepFailed, TemplateError) as exc:
             self._fail_attempt(step, path, prefix, frame, running, exc, unwritten)
             return
@@ -456,6 +523,27 @@ class _Segment:
         if self.deadlines:
             limits.append(self._within_deadline(self.now() + timedelta(days=366)) - self.now())
         return max(0.001, min(limits).total_seconds()) if limits else None
+
+    def _emit_outputs(self, step: Step, path: str, prefix: str, frame: _Frame,
+                      running: StepResult, emitted: OutputsEmitted,
+                      unwritten: list[dict[str, Any]]) -> NoReturn | None:
+        """`workflow.output`: the run ends with these outputs, if they are the declared ones."""
+        problems = output_problems(self.workflow, emitted.values)
+        if problems:
+            listed = "; ".join(f"{p['output']}: {p['message']}" for p in problems)
+            failure = StepFailed(f"the outputs of step {step.name!r} do not match the "
+                                 f"workflow's declared outputs: {listed}", retryable=False)
+            self._fail_attempt(step, path, prefix, frame, running, failure, unwritten)
+            return None
+        values = _jsonable(emitted.values)
+        done = running.evolve(status=StepStatus.COMPLETED, output=values,
+                              finished_at=iso(self.now()), error=None)
+        self._record(step, path, done, audit.STEP_COMPLETED, buffer=True, unwritten=unwritten)
+        self.state.outputs = values
+        status = _OUTPUT_STATUS[emitted.status]
+        error = (f"step {step.name!r} ended the run as {emitted.status}"
+                 if status is not ExecutionStatus.COMPLETED else None)
+        raise _RunEnded(status, error, path)
 
     def _check_size(self, step: Step, output: Any) -> None:
         """StepFailed when ``output`` is larger than the step's ``max-step-size`` (or the

@@ -62,6 +62,10 @@ ESCALATED = "review.escalated"
 REMINDED = "review.reminded"
 REASSIGNED = "review.reassigned"
 NOTIFICATION_FAILED = "review.notification_failed"  # a channel refused it for good
+WOKEN = "execution.woken"  # a run parked for its children woke to read their reports
+CHILD_STARTED = "child.started"  # the parent's trail: a child execution was started for a step
+CHILD_FINISHED = "child.finished"  # the parent's trail: a child it waits on ended
+PARENT_TOLD = "parent.told"  # the child's trail: its end was reported to its parent
 
 
 @dataclass(frozen=True)

@@ -35,14 +35,18 @@
                                     was audited (expiring): repeats in that minute are not
     signoff:tmp:{token}     zset    a scratch result of one read (Store.index_union_page), deleted
                                     in the same transaction that made it
+    signoff:kids:{id}       hash    what the finished children of execution {id} reported, by
+                                    "{step path}#{branch}" (JSON: engine.state.execution.ChildReport),
+                                    each written in the child's own final commit
     signoff:status:{id}     channel pub/sub, told each new status of an execution (not a key)
 
 Execution hash fields: ``wf`` workflow name, ``d`` definition digest, ``st`` status,
 ``t0``/``t1`` started/finished (ISO 8601), ``t0ms`` started (epoch ms, its score in the
 indexes), ``ev`` event JSON, ``rb`` requested by, ``err`` run error, ``ah`` audit head
 hash, ``v`` variables JSON, ``w`` what it waits for (JSON), ``s:{path}`` one step's result
-(JSON), ``dec:{path}`` a decision (JSON), ``n:{key}`` a plug-in's annotation (JSON; the
-bot keeps its Slack messages under ``n:slack:{step}``).
+(JSON), ``dec:{path}`` a decision (JSON), ``out`` the run's outputs (JSON, from
+``workflow.output``), ``par`` a child's link to its parent (JSON), ``n:{key}`` a plug-in's
+annotation (JSON; the bot keeps its Slack messages under ``n:slack:{step}``).
 """
 
 from __future__ import annotations
@@ -60,6 +64,17 @@ def audit(execution_id: str) -> str:
 
 def lease(execution_id: str) -> str:
     return f"{PREFIX}lease:{execution_id}"
+
+
+def children(execution_id: str) -> str:
+    """What the finished children of an execution reported (engine.run.children)."""
+    return f"{PREFIX}kids:{execution_id}"
+
+
+def child_field(path: str, branch: int | None) -> str:
+    """A child's field in its parent's children hash: the step that started it, and its
+    branch (0 for workflow.execute)."""
+    return f"{path}#{branch or 0}"
 
 
 def definition(digest: str) -> str:

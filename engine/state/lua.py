@@ -22,15 +22,17 @@ from __future__ import annotations
 # KEYS[6 .. 5+S]  the status indexes, one per status, in the order of ARGV[4 ..]
 # KEYS[6+S ..]    the indexes the change's zadd/zrem entries name (by KEYS position)
 # ARGV[1]  the change as JSON: guards (guard_status: statuses, guard_head: audit head,
-#          guard_field: [field, text it must contain], guard_lease: token), writes (set:
+#          guard_field: [field, text it must contain], guard_lease: token, guard_hlen:
+#          [KEYS position, how many fields that hash must have]), writes (set:
 #          fields, del: field names, status, waiting/running: add|remove with a score,
 #          zadd: [[KEYS position, score, member]], zrem: [[KEYS position, member]],
+#          hset: [[KEYS position, field, value]] into other hashes (a parent's children),
 #          events: [[body, hash]] appended in order), lease_ttl_ms or release
 # ARGV[2]  the execution id (its member in the indexes)
 # ARGV[3]  the pub/sub channel told a new status
 # ARGV[4 .. 3+S]  every status name (S of them), in the order of their index keys
 # Returns {1, status, audit head, 'ok'} when applied, else {0, status, audit head, reason}
-# with reason status | head | field | lease (a guard failed) or missing (no such execution;
+# with reason status | head | field | lease | hlen (a guard failed) or missing (no such execution;
 # status and head are then '').
 COMMIT = """
 local spec = cjson.decode(ARGV[1])
@@ -51,6 +53,11 @@ if spec.guard_field then
 end
 if spec.guard_lease then
   if redis.call('GET', lkey) ~= spec.guard_lease then return {0, cur[1], cur[2], 'lease'} end
+end
+if spec.guard_hlen then
+  if redis.call('HLEN', KEYS[spec.guard_hlen[1]]) ~= spec.guard_hlen[2] then
+    return {0, cur[1], cur[2], 'hlen'}
+  end
 end
 if spec.set then
   local flat = {}
@@ -75,6 +82,9 @@ if spec.zadd then
 end
 if spec.zrem then
   for _, z in ipairs(spec.zrem) do redis.call('ZREM', KEYS[z[1]], z[2]) end
+end
+if spec.hset then
+  for _, h in ipairs(spec.hset) do redis.call('HSET', KEYS[h[1]], h[2], h[3]) end
 end
 local head = cur[2]
 if spec.events then

@@ -42,9 +42,11 @@ from engine.errors import (
 )
 from engine.state import audit, keys, lua
 from engine.state.execution import (
+    ChildReport,
     Decision,
     ExecutionState,
     ExecutionStatus,
+    ParentLink,
     StepResult,
     Waiting,
     dumps,
@@ -102,6 +104,7 @@ class Change:
     running_score: float = 0
     zadd: list[tuple[str, float, str]] = field(default_factory=list)  # other indexes: key, score, member
     zrem: list[tuple[str, str]] = field(default_factory=list)  # key, member
+    hset: list[tuple[str, str, str]] = field(default_factory=list)  # other hashes: key, field, value
 
     def step(self, path: str, result: StepResult) -> Change:
         self.set[keys.step_field(path)] = result.to_json()
@@ -157,6 +160,8 @@ class Store:
             fields["rb"] = state.requested_by
         if state.variables:
             fields["v"] = dumps(state.variables)
+        if state.parent is not None:
+            fields["par"] = state.parent.to_json()
         pipe = self.redis.pipeline(transaction=True)
         if enqueue is not None:  # RQ opens the MULTI itself, so it goes first
             enqueue(pipe)
@@ -354,6 +359,7 @@ class Store:
                guard_status: Iterable[ExecutionStatus] | None = None,
                guard_head: bool = True, guard_lease: str | None = None,
                guard_field: tuple[str, str] | None = None,
+               guard_hlen: tuple[str, int] | None = None,
                lease_ttl_ms: int | None = None, release_lease: bool = False) -> CommitResult:
         """Apply ``change`` if the guards hold; on success ``state`` follows it (status, head)."""
         linked, head = audit.chain(state.audit_head, change.events, self.audit_key)
@@ -393,6 +399,10 @@ class Store:
             spec["zadd"] = [[position(key), score, member] for key, score, member in change.zadd]
         if change.zrem:
             spec["zrem"] = [[position(key), member] for key, member in change.zrem]
+        if change.hset:
+            spec["hset"] = [[position(key), name, value] for key, name, value in change.hset]
+        if guard_hlen is not None:  # the hash must have as many fields as the caller read
+            spec["guard_hlen"] = [position(guard_hlen[0]), guard_hlen[1]]
         if not spec["events"]:
             del spec["events"]
         raw = self._call(
@@ -460,6 +470,14 @@ class Store:
     def annotation(self, execution_id: str, key: str) -> Any:
         raw = self._call(self.redis.hget, keys.execution(execution_id), keys.annotation_field(key))
         return json.loads(raw) if raw is not None else None
+
+    # -- children (engine.run.children) ------------------------------------------------------
+
+    def child_reports(self, execution_id: str) -> dict[str, ChildReport]:
+        """What the finished children of an execution reported, by
+        :func:`engine.state.keys.child_field`."""
+        raw = self._call(self.redis.hgetall, keys.children(execution_id))
+        return {_text(name): ChildReport.from_json(value) for name, value in raw.items()}
 
     # -- leases ------------------------------------------------------------------------------
 
@@ -683,6 +701,8 @@ def _state_from_hash(execution_id: str, raw: Mapping[bytes, bytes]) -> Execution
         variables=json.loads(data["v"]) if "v" in data else {},
         waiting=Waiting.from_json(data["w"]) if "w" in data else None,
         results=results, decisions=decisions,
+        outputs=json.loads(data["out"]) if "out" in data else None,
+        parent=ParentLink.from_json(data["par"]) if "par" in data else None,
     )
 
 

@@ -48,9 +48,9 @@ def build_runtime(settings: Settings, connection: redis.Redis,
     egress = EgressPolicy.from_entries(settings.http_allow, settings.http_deny)
     engine = Engine(store, scheduler, notifier, lease_ms=lease_ms,
                     escalate_to=settings.escalate_to)
-    runner = Runner(store, scheduler, notifier, engine.definition, lease_ms=lease_ms,
-                    egress=egress)
     catalog = WorkflowCatalog(settings.workflows_dir)
+    runner = Runner(store, scheduler, notifier, engine.definition, lease_ms=lease_ms,
+                    egress=egress, find_workflow=catalog.get, end_execution=engine.time_out)
     keeper = ScheduleKeeper(store, scheduler, catalog)
     return Runtime(settings, store, engine, runner, catalog, keeper)
 
