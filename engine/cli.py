@@ -159,6 +159,8 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
 def cmd_run(args: argparse.Namespace) -> int:
     from engine.definition.loader import WorkflowCatalog, load_workflow
+    from engine.errors import RunSkipped
+    from engine.state.execution import ExecutionStatus
 
     settings = Settings.from_env()
     rt = _runtime(settings)
@@ -168,8 +170,15 @@ def cmd_run(args: argparse.Namespace) -> int:
     else:
         workflow = WorkflowCatalog(settings.workflows_dir).get(args.workflow)
     event = _json_arg(args.event, "--event")
-    execution_id = rt.engine.run(workflow, event, requested_by=args.requested_by,
-                                 actor=_cli_actor(None))
+    started = rt.engine.start(workflow, event, requested_by=args.requested_by,
+                              actor=_cli_actor(None))
+    execution_id = started.execution_id
+    if started.status is ExecutionStatus.SKIPPED:
+        raise RunSkipped(execution_id, workflow.name, started.group or "",
+                         started.skipped_because or "dropped", started.reason or "")
+    if started.status is ExecutionStatus.QUEUED:
+        print(f"signoff: {execution_id} is queued (position {started.position}) for a slot "
+              f"of concurrency group {started.group!r}", file=sys.stderr)
     if not args.wait:
         print(execution_id)
         return 0

@@ -90,6 +90,8 @@ class Reviews:
         self.lease_ms = lease_ms
         self.people = people  # who is who, asked at each check (the bot installs Slack's)
         self.escalate_to = tuple(escalate_to)  # SIGNOFF_ESCALATE_TO
+        # Told of every run end() ended (the engine gives back its concurrency slot).
+        self.ended: Callable[[ExecutionState], None] = lambda state: None
 
     # -- deciding ----------------------------------------------------------------------------
 
@@ -464,6 +466,7 @@ class Reviews:
                 self.close_into(change, state, waiting, outcome, now)
             result = self.store.commit(state, change, guard_status=ACTIVE)
             if result.ok:
+                self.ended(state)
                 if waiting is not None:
                     self._announce_closed(state, outcome, actor, {}, reason)
                 return

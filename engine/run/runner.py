@@ -35,6 +35,7 @@ from engine.errors import DurationError, StepFailed, TemplateError, WorkflowFail
 from engine.notify import Notifier
 from engine.run import timers
 from engine.run.buffered_writes import BufferedWrites, ExecutionChanged
+from engine.run.concurrency import Concurrency
 from engine.run.next_step import (
     AskReviewer,
     AwaitReviewer,
@@ -109,6 +110,7 @@ class Runner:
         self.clock = clock
         self.lease_ms = lease_ms
         self.egress = egress  # handed to every step: where http steps may connect
+        self.concurrency = Concurrency(store, scheduler, load_workflow, clock, lease_ms)
 
     def advance(self, execution_id: str) -> ExecutionStatus | None:
         """Run the execution's next segment; returns its status afterwards (None if busy)."""
@@ -196,6 +198,7 @@ class _Segment:
             change.set["err"] = error
         self.writes.commit(change, guard=(ExecutionStatus.RUNNING,), release=True)
         self.state.finished_at = finished
+        self.r.concurrency.ended(self.state, self.workflow)  # its slot goes to the next run
 
     # -- walking -----------------------------------------------------------------------------
 
