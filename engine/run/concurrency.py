@@ -287,19 +287,24 @@ class Concurrency:
 
     def reconcile(self) -> list[str]:
         """Give back the slots of runs that ended (or were never written) without giving
-        them back, their worker dead in between, and move every queue on; returns the runs
-        whose slots were given back."""
+        them back, their worker dead in between, and move on every queue with runs waiting;
+        returns the runs whose slots were given back. Three round trips however many groups
+        are in use, and one more for each group given a slot back or with a queue."""
         now_ms = epoch_ms(self.clock())
+        groups = self.slots.groups()
+        occupancy = self.slots.occupancy(list(groups))
+        holders = [execution_id for held, _ in occupancy for execution_id, _ in held]
+        statuses = dict(zip(holders, self.slots.statuses(holders), strict=True))
         freed: list[str] = []
-        for group_id, group in self.slots.groups().items():
-            holders = self.slots.holders(group_id)
-            statuses = self.slots.statuses([execution_id for execution_id, _ in holders])
-            for (execution_id, since_ms), status in zip(holders, statuses, strict=True):
+        for group, (held, waiting) in zip(groups.values(), occupancy, strict=True):
+            for execution_id, since_ms in held:
+                status = statuses[execution_id]
                 gone = status is None and since_ms < now_ms - self.lease_ms
                 if gone or (status is not None and ExecutionStatus(status).is_terminal):
                     self._release(group, execution_id)
                     freed.append(execution_id)
-            self._release(group, "")  # skips the expired, fills free slots
+            if waiting:
+                self._release(group, "")  # skips the expired, fills free slots
         return freed
 
 
@@ -307,4 +312,3 @@ def displacement_reason(group: str, policy: Policy, by: str) -> str:
     """Why a run was cancelled by cancel-in-progress, naming the run that took its slot."""
     return (f"cancelled by concurrency: run {by} took its slot in group {group!r} "
             f"(max: {policy.max_runs}, strategy: cancel-in-progress)")
-

@@ -98,10 +98,16 @@ class Slots:
         raw = _call(self.redis.hgetall, keys.CONCURRENCY_GROUPS)
         return {_text(k): _text(v) for k, v in raw.items()}
 
-    def holders(self, group_id: str) -> list[tuple[str, int]]:
-        """The runs holding a slot of the group, oldest first, with when they got it (ms)."""
-        rows = _call(self.redis.zrange, keys.concurrency_slots(group_id), 0, -1, withscores=True)
-        return [(_text(member), int(score)) for member, score in rows]
+    def occupancy(self, group_ids: Sequence[str]) -> list[tuple[list[tuple[str, int]], int]]:
+        """For each group, in one round trip: the runs holding a slot, oldest first, with
+        when they got it (ms), and how many runs wait in its queue."""
+        pipe = self.redis.pipeline(transaction=False)
+        for group_id in group_ids:
+            pipe.zrange(keys.concurrency_slots(group_id), 0, -1, withscores=True)
+            pipe.zcard(keys.concurrency_queue(group_id))
+        rows = _call(pipe.execute)
+        return [([(_text(member), int(score)) for member, score in rows[i]], int(rows[i + 1]))
+                for i in range(0, len(rows), 2)]
 
     def statuses(self, execution_ids: Sequence[str]) -> list[str | None]:
         """The status of each run, in one round trip (None for a run that does not exist)."""

@@ -390,3 +390,26 @@ def test_a_queued_run_handed_a_slot_by_a_dying_process_is_started_by_the_sweep(
     runtime.engine.recover_stalled()
     work()
     assert status(api, waiting) == "WAITING_FOR_INPUT"
+
+
+# -- the CLI ---------------------------------------------------------------------------------
+
+
+def test_signoff_run_says_queued_on_stderr_and_exits_1_when_skipped(tmp_path, redis_client,
+                                                                   redis_url):
+    from tests.engine.test_cli import signoff
+
+    path = tmp_path / "isolate.yaml"
+    path.write_text(gated("queue", extra="\n    queue-size: 1"))
+    event = '{"host": {"name": "web-7"}}'
+    first = signoff(redis_url, "run", str(path), "--event", event)
+    assert first.returncode == 0 and first.stderr == ""
+    queued = signoff(redis_url, "run", str(path), "--event", event)
+    assert queued.returncode == 0, queued.stderr
+    queued_id = queued.stdout.strip()
+    assert f"{queued_id} is queued (position 1)" in queued.stderr and "'web-7'" in queued.stderr
+    skipped = signoff(redis_url, "run", str(path), "--event", event)
+    assert skipped.returncode == 1
+    assert "skipped" in skipped.stderr and "queue-size: 1" in skipped.stderr
+    status = signoff(redis_url, "status", queued_id)
+    assert '"status": "QUEUED"' in status.stdout
