@@ -44,6 +44,7 @@ from engine.errors import (
     PluginNotFound,
     Problem,
     RequesterInvalid,
+    RunSkipped,
     SettingsInvalid,
     SignoffError,
     StepFailed,
@@ -107,7 +108,7 @@ __all__ = [
     "ActorNotAllowed", "CannotEscalate", "WorkflowDisabled", "Contention", "TokenError",
     "TokenExists", "TokenNotFound", "AccessDenied", "MissingScope", "ActAsRequired",
     "EgressBlocked", "SettingsInvalid", "WorkflowInputsInvalid", "AlreadyEscalated",
-    "RequesterInvalid", "EscalationTargetRequired",
+    "RequesterInvalid", "EscalationTargetRequired", "RunSkipped",
 ]
 
 

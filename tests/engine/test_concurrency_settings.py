@@ -413,3 +413,42 @@ def test_signoff_run_says_queued_on_stderr_and_exits_1_when_skipped(tmp_path, re
     assert "skipped" in skipped.stderr and "queue-size: 1" in skipped.stderr
     status = signoff(redis_url, "status", queued_id)
     assert '"status": "QUEUED"' in status.stdout
+
+
+# -- a worker process killed mid-run ---------------------------------------------------------
+
+
+def test_a_worker_killed_mid_run_leaks_no_slot(runtime, worker_process):
+    # The holder's worker dies inside an http step; a new worker's sweep takes the run
+    # over, it ends there, and its slot goes to the run queued behind it.
+    from engine.definition.loader import parse_workflow
+    from tests.engine.test_durability import Target, http_chain
+    from tests.support.services import wait_until
+
+    target = Target()
+    try:
+        target.stall.add("/three")
+        workflow = parse_workflow(http_chain(target.url).replace("name: chain\n", """name: chain
+settings:
+  concurrency: {key: "{{ event.host }}", strategy: queue, max: 1}
+"""))
+        env = {"SIGNOFF_LEASE_SECONDS": "2", "SIGNOFF_SWEEP_SECONDS": "1"}
+        first = worker_process(extra_env=env)
+        holder = runtime.engine.start(workflow, {"host": "h"})
+        queued = runtime.engine.start(workflow, {"host": "h"})
+        assert (holder.status, queued.status) == (ExecutionStatus.PENDING,
+                                                  ExecutionStatus.QUEUED)
+        wait_until(lambda: target.hits.get("/three"), timeout=20, message="step three to start")
+        first.kill()
+        target.stall.discard("/three")
+        target.release.set()
+        assert runtime.engine.get(holder.execution_id).status is ExecutionStatus.RUNNING
+
+        worker_process(extra_env=env)
+        wait_until(lambda: runtime.engine.get(queued.execution_id).status
+                   is ExecutionStatus.COMPLETED, timeout=30,
+                   message="the queued run to complete after the recovered one")
+        assert runtime.engine.get(holder.execution_id).status is ExecutionStatus.COMPLETED
+        assert slots_of(runtime.store.redis, "h") == set()
+    finally:
+        target.close()
