@@ -24,7 +24,10 @@ The decision is one Redis script (:class:`engine.state.slots.Slots`), so runs ra
 the last slot never both get it. A slot is given back when the run ends, however it ends
 (:meth:`Concurrency.ended`: the runner's finish, a cancel, a time-out), exactly once, and
 the group's queue moves on, whichever worker ends it. A worker that dies between a run's
-end and giving its slot back leaves it to the workers' sweep (:meth:`Concurrency.reconcile`).
+end and giving its slot back leaves it to the workers' sweep (:meth:`Concurrency.reconcile`),
+as does a process that took a slot and died before writing its run (after a lease). One
+window stays open: a process that dies after cancel-in-progress took the slots of older
+runs and before it cancelled them leaves those runs going, beyond ``max``, to their end.
 """
 
 from __future__ import annotations
