@@ -410,6 +410,9 @@ def _wait_until_settled(rt: Any, execution_id: str, timeout: float) -> Any:
     settled = {ExecutionStatus.WAITING_FOR_INPUT, ExecutionStatus.WAITING} | {
         s for s in ExecutionStatus if s.is_terminal}
     status = rt.store.wait_for_status(execution_id, lambda s: s in settled, timeout)
+    if status is ExecutionStatus.QUEUED:
+        raise UserError(f"{execution_id} is still queued after {timeout:.0f}s: its "
+                        "concurrency group has no free slot (settings.concurrency)")
     if status not in settled:
         raise UserError(f"{execution_id} is still {status.value} after {timeout:.0f}s; "
                         "is a worker running? (signoff worker)")

@@ -413,6 +413,11 @@ def test_signoff_run_says_queued_on_stderr_and_exits_1_when_skipped(tmp_path, re
     assert "skipped" in skipped.stderr and "queue-size: 1" in skipped.stderr
     status = signoff(redis_url, "status", queued_id)
     assert '"status": "QUEUED"' in status.stdout
+    other = '{"host": {"name": "web-8"}}'
+    assert signoff(redis_url, "run", str(path), "--event", other).returncode == 0
+    waited = signoff(redis_url, "run", str(path), "--event", other, "--wait", "--timeout", "0.1")
+    assert waited.returncode == 1
+    assert "still queued" in waited.stderr and "no free slot" in waited.stderr
 
 
 # -- a worker process killed mid-run ---------------------------------------------------------
