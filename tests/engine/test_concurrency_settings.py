@@ -272,6 +272,18 @@ def test_a_queued_run_past_its_queue_ttl_is_skipped_when_its_turn_comes(api_for,
     assert fresh.status_code == 201, fresh.text
 
 
+def test_the_sweep_skips_a_queued_run_past_its_ttl_even_while_the_holder_goes_on(
+        api_for, work, runtime):
+    api = api_for(gated("queue", extra="\n    queue-ttl: 1h"))
+    holder = run(api).json()["executionId"]
+    stale = run(api).json()["executionId"]
+    later = utcnow() + timedelta(hours=2)
+    runtime.engine.clock = lambda: later
+    runtime.engine.recover_stalled()  # the workers' sweep
+    assert status(api, stale) == "SKIPPED"
+    assert status(api, holder) == "PENDING"
+
+
 # -- cancel-in-progress ----------------------------------------------------------------------
 
 
