@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 from collections.abc import Sequence
 from importlib.metadata import entry_points
@@ -18,6 +19,7 @@ from typing import Any
 from engine.errors import (
     AlreadyDecided,
     InputInvalid,
+    Problem,
     SignoffError,
     WorkflowInvalid,
 )
@@ -66,6 +68,8 @@ def _parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("validate", help="check workflow files; exit 1 on any problem")
     p.add_argument("paths", nargs="+", metavar="FILE_OR_DIR")
+    p.add_argument("--elastic", action="store_true",
+                   help="also report what Kibana 9.5 would refuse or drop (for files kept for both)")
     p.set_defaults(func=cmd_validate)
 
     p = sub.add_parser("run", help="start a workflow (a file, or a name in SIGNOFF_WORKFLOWS)")
@@ -148,6 +152,8 @@ def cmd_validate(args: argparse.Namespace) -> int:
     from engine.definition.loader import validate_paths
 
     problems = validate_paths(args.paths)
+    if args.elastic:
+        problems = _with_kibana_problems(problems, args.paths)
     for problem in problems:
         print(problem)
     if problems:
@@ -155,6 +161,22 @@ def cmd_validate(args: argparse.Namespace) -> int:
         return 1
     print("all workflows are valid")
     return 0
+
+
+def _with_kibana_problems(problems: list[Problem], paths: list[str]) -> list[Problem]:
+    """Signoff's problems and Kibana's, file by file in the order the files were read."""
+    from engine.definition.kibana_rules import kibana_problems
+    from engine.definition.loader import workflow_files
+
+    files = workflow_files(paths)
+    order = {os.fspath(path): index for index, path in enumerate(files)}
+    for path in files:
+        try:
+            text = path.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError):
+            continue  # Signoff's own checks already say why
+        problems = [*problems, *kibana_problems(text, os.fspath(path))]
+    return sorted(problems, key=lambda p: (order.get(p.source, -1), p.line, p.column))
 
 
 def cmd_run(args: argparse.Namespace) -> int:

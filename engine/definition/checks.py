@@ -28,6 +28,12 @@ from engine.definition import templates
 from engine.definition.answer_schema import LINEAR_TIME, pattern_problems
 from engine.definition.conditions import Condition, Constant, is_template_condition, parse_condition
 from engine.definition.durations import DURATION_PATTERN, parse_duration
+from engine.definition.loops import (
+    FOREACH_IGNORED,
+    generated_loop_name,
+    misplaced_loop_controls,
+    step_loop,
+)
 from engine.definition.model import (
     FailurePolicy,
     IterationLimit,
@@ -142,6 +148,11 @@ class Analysis:
             self._schema_problem(error, ())
         if not isinstance(data, dict):
             return None
+        for path, type_ in misplaced_loop_controls(data):
+            self._problem((*path, "type"), f"step {_step_label(path, self.step_paths.get(path, {}))}"
+                          f" of type {type_!r} is outside any loop: it is only valid inside the "
+                          "steps of a foreach or while (an if or switch within them counts); "
+                          "move it inside a loop or remove it")
         workflow = self._freeze(data)
         return None if self.problems else workflow
 
@@ -263,6 +274,13 @@ class Analysis:
                               f"{self.doc.locate(first).line}; names must be unique in the whole "
                               "workflow, nested steps included, since outputs are read as "
                               f"steps.{name}")
+            loop = generated_loop_name(step)
+            if loop is not None and self.step_names.setdefault(loop, path) != path:
+                self._problem((*path, "foreach"),
+                              f"step {name!r} with foreach runs as a loop named {loop!r}, as in "
+                              "Elastic, but the step on line "
+                              f"{self.doc.locate(self.step_names[loop]).line} has that name; "
+                              "rename one of them", key=True)
 
     def _check_references(self, found: Iterable[str], path: YamlPath, scope: _Scope,
                           text: str = "") -> None:
@@ -398,7 +416,14 @@ class Analysis:
         self._check_templates(options, (*path, "with"), scope)
         self._check_templates(params, path, scope)
         if_ = self._condition(data, "if", path, scope)
-        condition = self._condition(data, "condition", path, scope)
+        # A while's condition is checked after each iteration: it reads the steps of its body.
+        condition = self._condition(data, "condition", path, scope if type_ != "while" else
+                                    _Scope(scope.name, visible | (_names_within(data)
+                                                                  - {scope.name}), ancestors))
+        if "foreach" in data and type_ in FOREACH_IGNORED:
+            self._problem((*path, "foreach"), f"key 'foreach' {self._context(path)} has no "
+                          f"effect on a step of type {type_!r} (Elastic ignores it there); wrap "
+                          "the step in a foreach step", key=True)
         foreach = self._foreach(data, path, scope)
         expression = self._expression(data, "expression", path, scope)
         on_failure = self._failure_policy(
@@ -410,7 +435,7 @@ class Analysis:
                        self._steps(case.get("steps"), (*path, "cases", j, "steps"), visible, inner))
             for j, case in enumerate(data.get("cases") or []) if isinstance(case, dict))
         pos = self.doc.locate(path)
-        return Step(
+        step = Step(
             name=scope.name, type=str(type_), location=Location(self.source, pos.line, pos.column),
             with_=options if isinstance(options, dict) else {}, params=params, if_=if_,
             connector_id=data.get("connector-id"),
@@ -426,6 +451,7 @@ class Analysis:
                 data.get("iteration-on-failure"), (*path, "iteration-on-failure"),
                 _Scope(scope.name, visible | _names_within(data), inner)),
             max_step_size=self._byte_size(data, "max-step-size", path))
+        return step_loop(step) if step.foreach is not None and type_ != "foreach" else step
 
     def _foreach(self, data: dict[str, Any], path: YamlPath,
                  scope: _Scope) -> str | tuple[Any, ...] | None:
@@ -684,12 +710,15 @@ def _iteration_limit(value: Any) -> IterationLimit | None:
     if isinstance(value, int) and not isinstance(value, bool) and value >= 1:
         return IterationLimit(value)
     if isinstance(value, dict) and isinstance(value.get("limit"), int):
-        return IterationLimit(value["limit"], str(value.get("on-limit", "fail")))
+        return IterationLimit(value["limit"], str(value.get("on-limit", "continue")))
     return None
 
 
 def _names_within(step: dict[str, Any]) -> frozenset[str]:
     names = {step["name"]} if isinstance(step.get("name"), str) else set()
+    loop = generated_loop_name(step)
+    if loop is not None:
+        names.add(loop)
     for _, items in _nested_step_lists(step, ()):
         for item in items:
             if isinstance(item, dict):

@@ -28,6 +28,7 @@ __all__ = [
     "parse_workflow",
     "validate_paths",
     "stored_workflow",
+    "workflow_files",
 ]
 
 WORKFLOW_SUFFIXES = (".yml", ".yaml")
@@ -187,6 +188,11 @@ def _read(path: str | os.PathLike[str]) -> tuple[str | None, Problem | None]:
         return None, Problem(os.fspath(path), 1, 1, f"cannot read: not UTF-8 text ({exc.reason})")
     except OSError as exc:
         return None, Problem(os.fspath(path), 1, 1, f"cannot read: {exc.strerror or exc}")
+
+
+def workflow_files(paths: Iterable[str | os.PathLike[str]]) -> list[Path]:
+    """The workflow files :func:`validate_paths` reads, in its order."""
+    return list(_workflow_files(paths))
 
 
 def _workflow_files(paths: Iterable[str | os.PathLike[str]]) -> Iterator[Path]:

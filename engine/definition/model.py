@@ -59,13 +59,21 @@ class FailurePolicy:
     fallback: tuple[Step, ...] = ()
 
 
+# Kibana's cap of a loop that sets no `max-iterations` (spec/schema.ts), with `on-limit: continue`.
+DEFAULT_LOOP_MAX_ITERATIONS = 2000
+
+
 @dataclass(frozen=True)
 class IterationLimit:
-    """A loop's ``max-iterations``: at most ``limit`` items; past it, ``continue`` runs the
-    first ``limit`` and ``fail`` fails the step."""
+    """A loop's ``max-iterations``: at most ``limit`` iterations. At the cap, ``continue``
+    ends the loop as done and ``fail`` fails the step; a bare number means ``continue``, as
+    in Kibana."""
 
     limit: int
-    on_limit: str = "fail"  # continue | fail
+    on_limit: str = "continue"  # continue | fail
+
+
+DEFAULT_ITERATION_LIMIT = IterationLimit(DEFAULT_LOOP_MAX_ITERATIONS)
 
 
 @dataclass(frozen=True)
@@ -86,15 +94,17 @@ class Step:
     on_failure: FailurePolicy | None = None
     # the top-level keys its type declares (StepType.params_schema): `items`, `source`, ...
     params: Mapping[str, Any] = field(default_factory=dict)
-    # flow control: `if`
+    # flow control: `if` (and `while`, whose `condition` is checked after each iteration)
     condition: Condition | None = None
     steps: tuple[Step, ...] = ()
     else_: tuple[Step, ...] = ()
     # flow control: `foreach` (an expression or template yielding a list, or the list itself)
+    # and the loop keys of `foreach` and `while`; a step of another type with `foreach` is
+    # frozen as a `foreach` step wrapping it (:func:`engine.definition.loops.step_loop`)
     foreach: str | tuple[Any, ...] | None = None
     max_iterations: IterationLimit | None = None
-    iteration_timeout: timedelta | None = None  # accepted; not enforced (README)
-    iteration_on_failure: FailurePolicy | None = None  # accepted; not applied (README)
+    iteration_timeout: timedelta | None = None
+    iteration_on_failure: FailurePolicy | None = None
     max_step_size: int | None = None  # bytes; a larger output fails the step
     # flow control: `switch`
     expression: str | None = None

@@ -3,7 +3,9 @@
 pyyaml's ``safe_load`` forgets where things were and silently keeps the last of two
 equal mapping keys. Here the node graph is composed first, indexed by path (the
 tuple of keys and indexes from the root, as in a JSON pointer), checked for
-duplicate keys, and only then constructed with the same safe constructor.
+duplicate keys, and only then constructed with the same safe constructor, less
+YAML 1.1's timestamps: an unquoted date stays a string, as Kibana's YAML 1.2 parser
+keeps it (``dtstart: 2025-01-01T09:00:00Z``).
 """
 
 from __future__ import annotations
@@ -103,12 +105,22 @@ class PositionedDocument:
         return value
 
 
+class _Loader(yaml.SafeLoader):
+    """The safe loader without YAML 1.1's implicit timestamps."""
+
+
+_Loader.yaml_implicit_resolvers = {
+    first: [(tag, regexp) for tag, regexp in resolvers if tag != "tag:yaml.org,2002:timestamp"]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
+
+
 def load_with_positions(text: str) -> PositionedDocument:
     """Load one YAML document as ``yaml.safe_load`` would, remembering positions.
 
     Raises :class:`YamlSyntaxError` when the text is not one well-formed document.
     """
-    loader = yaml.SafeLoader(text)
+    loader = _Loader(text)
     try:
         node = loader.get_single_node()
         document = PositionedDocument(data=None, text=text)

@@ -13,6 +13,12 @@ result after. The results of pure steps (console, data.set, skips, the choices o
 flow steps) are buffered and written with the next write that must happen anyway
 (a pause, a step with effects, the end): a crash before it only makes them run again
 (:mod:`engine.run.buffered_writes`).
+
+Loops (``foreach``, ``while``) record their decisions in their own result as they take
+them (see :mod:`engine.steps.loops`), so a replay walks the same iterations. An iteration's
+deadline (``iteration-timeout``, or the loop's ``timeout``) is checked at every step
+boundary inside it: a step that would run, wait or wake after it fails in its place, and
+that failure is recorded so a replay fails there too.
 """
 
 from __future__ import annotations
@@ -21,7 +27,8 @@ import json
 import logging
 import random
 from collections.abc import Callable, Mapping, Sequence
-from datetime import datetime
+from dataclasses import dataclass, replace
+from datetime import datetime, timedelta
 from typing import Any, NoReturn, assert_never
 
 from engine.definition.conditions import Condition
@@ -43,6 +50,7 @@ from engine.run.next_step import (
     FinishWait,
     GoOn,
     HandleFailure,
+    ReviewStart,
     RunAction,
     RunFallback,
     RunFlow,
@@ -85,10 +93,29 @@ class _Suspend(Exception):
 
 
 class _RunFailed(Exception):
-    def __init__(self, message: str, step: str | None = None, *, final: bool = False) -> None:
+    def __init__(self, message: str, step: str | None = None, *, final: bool = False,
+                 loop: str | None = None) -> None:
         self.step = step
         self.final = final  # `workflow.fail`: no loop's `iteration-on-failure` catches it
+        self.loop = loop  # the loop (its path) whose own `timeout` expired: not its iterations'
         super().__init__(message)
+
+
+class _LoopExit(Exception):
+    """A ``loop.break`` (``how="break"``) or ``loop.continue`` left the current iteration."""
+
+    def __init__(self, how: str) -> None:
+        self.how = how
+        super().__init__(how)
+
+
+@dataclass(frozen=True)
+class _Deadline:
+    """When the iteration (or the whole loop, ``loop`` its path) a step runs in times out."""
+
+    at: datetime
+    message: str
+    loop: str | None = None
 
 
 # What enclosing flow steps add to the scope of their children (``foreach``).
@@ -151,6 +178,8 @@ class _Segment:
         }
         self.base_lease_ms = runner.lease_ms
         self.writes = BufferedWrites(runner.store, state, token, runner.lease_ms)
+        self.loops: list[str] = []  # the loops the walk is in, innermost last (loop.break)
+        self.deadlines: list[_Deadline] = []  # of the iterations and loops the walk is in
 
     # -- the segment -------------------------------------------------------------------------
 
@@ -209,11 +238,19 @@ class _Segment:
     def _run_step(self, step: Step, path: str, prefix: str, frame: _Frame) -> None:
         decision = next_step(step, path, get_step_type(step.type), self.state.results.get(path),
                              self._scope(frame), self.now())
+        expired = self._expired_deadline() if _starts_work(decision) else None
+        if expired is not None:
+            self._time_out(step, path, expired)
         match decision:
             case UseRecorded(result):
                 self._expose(step, result)
             case HandleFailure(result):
                 self._expose(step, result)
+                timed_out = result.output.get("loopDeadline") if isinstance(result.output,
+                                                                            Mapping) else None
+                if isinstance(timed_out, Mapping):  # its loop's deadline, not its own failure
+                    raise _RunFailed(result.error or "timed out", step=path,
+                                     loop=timed_out.get("loop"))
                 self._after_failure(step, path, prefix, frame, result)
             case Skip(result):
                 self._record(step, path, result, audit.STEP_SKIPPED, buffer=True)
@@ -291,15 +328,75 @@ class _Segment:
         assert spec.flow is not None  # the registry refuses a flow step without one
         flow = _FlowRun(self, step, path, prefix, frame, started)
         try:
-            spec.flow(flow)
-        except StepFailed as exc:
-            raise _RunFailed(str(exc), step=path) from exc
+            try:
+                spec.flow(flow)
+            except StepFailed as exc:
+                raise _RunFailed(str(exc), step=path) from exc
+        except _LoopExit:
+            self._complete_flow(step, path, flow)  # a loop.break/continue ends it here
+            raise
+        except _RunFailed as failure:
+            if step.on_failure is None or failure.final:
+                raise
+            # Its own on-failure wraps the whole flow step, as in Kibana: recorded failed,
+            # it is not walked again on a replay, and `continue` or `fallback` decide.
+            base = flow.started or StepResult(status=StepStatus.RUNNING,
+                                              started_at=iso(self.now()))
+            failed = base.evolve(status=StepStatus.FAILED, error=str(failure),
+                                 finished_at=iso(self.now()))
+            self._record(step, path, failed, audit.STEP_FAILED, error=str(failure))
+            self._after_failure(step, path, prefix, frame, failed)
+            return
+        self._complete_flow(step, path, flow)
+
+    def _complete_flow(self, step: Step, path: str, flow: _FlowRun) -> None:
+        started = flow.started
         if started is not None and started.status is StepStatus.COMPLETED:
             self._expose(step, started)  # a replay: its children are back in scope
             return
-        started = flow.started or self._start_flow(step, path, {})
+        started = started or self._start_flow(step, path, {})
         done = started.evolve(status=StepStatus.COMPLETED, finished_at=iso(self.now()))
         self._record(step, path, done, audit.STEP_COMPLETED, buffer=True)
+
+    # -- loop deadlines ----------------------------------------------------------------------
+
+    def _expired_deadline(self) -> _Deadline | None:
+        if not self.deadlines:
+            return None
+        first = min(self.deadlines, key=lambda deadline: deadline.at)
+        return first if self.now() >= first.at else None
+
+    def _time_out(self, step: Step, path: str, deadline: _Deadline) -> NoReturn:
+        """The step at ``path`` is reached (or woken) after its iteration's or loop's
+        deadline: it fails with the deadline's message, past its own ``on-failure``."""
+        now = iso(self.now())
+        recorded = self.state.results.get(path)
+        failed = StepResult(status=StepStatus.FAILED, error=deadline.message,
+                            output={"loopDeadline": {"loop": deadline.loop}},
+                            started_at=recorded.started_at if recorded else now, finished_at=now,
+                            attempts=recorded.attempts if recorded else 0)
+        self._record(step, path, failed, audit.STEP_FAILED, error=deadline.message)
+        raise _RunFailed(deadline.message, step=path, loop=deadline.loop)
+
+    def _review_within_deadline(self, review: ReviewStart, path: str) -> ReviewStart:
+        """A review asked inside a timed iteration (or loop) is due at its deadline, if that
+        is sooner than its own: a timer then applies the step's ``on-timeout``."""
+        if not self.deadlines:
+            return review
+        deadline = min(deadline.at for deadline in self.deadlines)
+        due = parse_iso(review.waiting.due_at)
+        if due is not None and due <= deadline:
+            return review
+        return replace(review, waiting=replace(review.waiting, due_at=iso(deadline)),
+                       timers=(*review.timers, timers.step_timeout_timer(self.state.id, path,
+                                                                         deadline)))
+
+    def _within_deadline(self, wake: datetime) -> datetime:
+        """``wake``, or the deadline of the iteration the walk is in when that is sooner: a
+        timer or a retry's delay inside it wakes the run then, to time the iteration out."""
+        if not self.deadlines:
+            return wake
+        return min(wake, *(deadline.at for deadline in self.deadlines))
 
     def _start_flow(self, step: Step, path: str, output: dict[str, Any]) -> StepResult:
         result = StepResult(status=StepStatus.RUNNING, output=output, started_at=iso(self.now()))
@@ -329,8 +426,7 @@ class _Segment:
             scope = self._scope(frame)
             ctx = StepContext(options=options, execution_id=self.state.id, step_name=step.name,
                               step_path=path, attempt=attempt, connector_id=step.connector_id,
-                              timeout_seconds=step.timeout.total_seconds() if step.timeout
-                              else None, egress=self.r.egress,
+                              timeout_seconds=self._action_timeout(step), egress=self.r.egress,
                               params=render_value(dict(step.params), scope),
                               render=lambda value, names: render_value(value, {**scope, **names}))
             output = spec.run(ctx)
@@ -357,6 +453,13 @@ class _Segment:
         self.writes.commit(change, buffer=spec.pure)
         self._expose(step, done)
 
+    def _action_timeout(self, step: Step) -> float | None:
+        """The step's ``timeout``, or the time left to its iteration's deadline if shorter."""
+        limits = [step.timeout] if step.timeout is not None else []
+        if self.deadlines:
+            limits.append(self._within_deadline(self.now() + timedelta(days=366)) - self.now())
+        return max(0.001, min(limits).total_seconds()) if limits else None
+
     def _check_size(self, step: Step, output: Any) -> None:
         """StepFailed when ``output`` is larger than the step's ``max-step-size`` (or the
         workflow's ``settings.max-step-size``), as JSON."""
@@ -379,6 +482,9 @@ class _Segment:
                                           details=getattr(exc, "details", None))
             self._after_failure(step, path, prefix, frame, failed)
             return
+        if self._within_deadline(retry.wake_at) < retry.wake_at:
+            wake = self._within_deadline(retry.wake_at)
+            retry = replace(retry, wake_at=wake, waiting=retry.waiting.evolve(wake_at=iso(wake)))
         change = Change(events=[*unwritten, self._event(
             audit.STEP_RETRY, step=path, error=message, attempt=running.attempts,
             retryAt=iso(retry.wake_at))]).step(path, retry.waiting)
@@ -422,7 +528,7 @@ class _Segment:
     def _start_wait(self, step: Step, path: str, prefix: str, frame: _Frame) -> None:
         try:
             options = self._options(step, frame)
-            wake = self.now() + parse_duration(options["duration"])
+            wake = self._within_deadline(self.now() + parse_duration(options["duration"]))
         except (TemplateError, DurationError) as exc:
             self._fail_unstarted(step, path, prefix, frame, f"with.duration: {exc}")
             return
@@ -441,6 +547,7 @@ class _Segment:
         except (TemplateError, DurationError) as exc:
             self._fail_unstarted(step, path, prefix, frame, str(exc))
             return
+        review = self._review_within_deadline(review, path)
         waiting = review.waiting
         change = Change(
             set={"w": waiting.to_json()}, status=ExecutionStatus.WAITING_FOR_INPUT,
@@ -511,8 +618,139 @@ class _FlowRun:
     def evaluate(self, expression: str) -> Any:
         return self._segment._evaluate(self._step, expression, self._frame)
 
-    def holds(self, condition: Condition) -> bool:
-        return self._segment._holds(condition, self._step, self._frame)
+    def holds(self, condition: Condition, scope: Mapping[str, Any] | None = None) -> bool:
+        frame = {**self._frame, **scope} if scope else self._frame
+        return self._segment._holds(condition, self._step, frame)
+
+    def progress(self, update: Mapping[str, Any] | None = None) -> Mapping[str, Any]:
+        started = self.started
+        assert started is not None  # a loop chooses first
+        if update and started.status is not StepStatus.COMPLETED:
+            started = self.started = started.evolve(output={**(started.output or {}), **update})
+            self._segment.writes.commit(Change().step(self._path, started), buffer=True)
+        output: Mapping[str, Any] = started.output or {}
+        return output
+
+    def exit_loop(self, how: str) -> None:
+        loops = self._segment.loops
+        assert loops  # `signoff validate` refuses a loop control outside any loop
+        self.choose(lambda: {"navigateToNode": loops[-1]})  # what Kibana records
+        raise _LoopExit(how)
+
+    def run_iteration(self, steps: tuple[Step, ...], *, index: int, prefix: str,
+                      scope: Mapping[str, Any]) -> bool:
+        segment = self._segment
+        frame = {**self._frame, **scope}
+        segment.loops.append(f"exit{self._step.type.capitalize()}_{self._step.name}")
+        try:
+            attempt = 1
+            while True:
+                # A retried iteration runs its steps again under new paths: loop[1]#2.check
+                at = prefix if attempt == 1 else f"{prefix[:-1]}#{attempt}."
+                try:
+                    self._run_attempt(steps, index, attempt, at, frame)
+                    return False
+                except _LoopExit as exit_:
+                    return exit_.how == "break"
+                except _RunFailed as failure:
+                    if not self._retry_iteration(failure, index, attempt, frame):
+                        return self._iteration_failed(failure, at, frame)
+                attempt += 1
+        finally:
+            segment.loops.pop()
+
+    def _run_attempt(self, steps: tuple[Step, ...], index: int, attempt: int, prefix: str,
+                     frame: _Frame) -> None:
+        segment = self._segment
+        deadlines = self._iteration_deadlines(index, attempt)
+        segment.deadlines.extend(deadlines)
+        try:
+            segment._run_steps(steps, prefix, frame)
+        finally:
+            del segment.deadlines[len(segment.deadlines) - len(deadlines):]
+
+    def _retry_iteration(self, failure: _RunFailed, index: int, attempt: int,
+                         frame: _Frame) -> bool:
+        """Whether ``iteration-on-failure.retry`` runs iteration ``index`` again after its
+        attempt ``attempt`` failed. The decision is recorded in the loop's output
+        (``retried``: the last attempt of each iteration retried); a delay parks the run
+        with the loop's record WAITING, as a step's retry does, and a replay after it goes
+        straight on to the next attempt."""
+        policy = self._step.iteration_on_failure
+        retry = policy.retry if policy is not None else None
+        if retry is None or failure.final or failure.loop == self._path \
+                or attempt >= retry.max_attempts:
+            return False
+        segment, started = self._segment, self.started
+        assert started is not None  # a loop chooses first
+        retried = dict(self.progress().get("retried") or {})
+        if int(retried.get(str(index), 1)) > attempt:  # decided on an earlier pass
+            if started.status is StepStatus.WAITING:  # and its delay is over: go on
+                self.started = started.evolve(status=StepStatus.RUNNING, wake_at=None)
+                segment.writes.commit(Change().step(self._path, self.started), buffer=True)
+            return True
+        if retry.condition is not None and not holds_for_error(
+                retry.condition, str(failure), segment._scope(frame)):
+            return False
+        retried[str(index)] = attempt + 1
+        self.progress({"retried": retried})
+        now = segment.now()
+        wake = now + retry.delay_before(attempt + 1, random.random())
+        if wake > now:
+            assert self.started is not None
+            waiting = self.started.evolve(status=StepStatus.WAITING, wake_at=iso(wake))
+            self.started = waiting
+            segment._park_until(wake, Change(events=[segment._event(
+                audit.STEP_RETRY, step=self._path, error=str(failure), iteration=index,
+                attempt=attempt, retryAt=iso(wake))]).step(self._path, waiting))
+        return True
+
+    def _iteration_failed(self, failure: _RunFailed, prefix: str, frame: _Frame) -> bool:
+        """The loop's ``iteration-on-failure`` for an iteration that failed the run: its
+        fallback runs, or it goes on, or the failure stands. True when a loop.break ran."""
+        policy = self._step.iteration_on_failure
+        if policy is None or failure.final or failure.loop == self._path:
+            raise failure
+        if policy.fallback:
+            try:
+                self._segment._run_steps(policy.fallback, prefix, frame)
+            except _LoopExit as exit_:
+                return exit_.how == "break"
+            return False
+        if policy.continue_ or policy.continue_if is not None and holds_for_error(
+                policy.continue_if, str(failure), self._segment._scope(frame)):
+            return False
+        raise failure
+
+    def _iteration_deadlines(self, index: int, attempt: int) -> list[_Deadline]:
+        """The deadlines attempt ``attempt`` of iteration ``index`` runs under: its
+        ``iteration-timeout`` (from its start, recorded by the first pass that enters it),
+        the loop's ``timeout``. One that finished on an earlier pass has none: it replays."""
+        started = self.started
+        assert started is not None  # a loop chooses first
+        step = self._step
+        recorded = started.output if isinstance(started.output, Mapping) else {}
+        timed = recorded.get("timedIteration")
+        timed = tuple(timed) if isinstance(timed, list) else (-1, 0)
+        if started.status is StepStatus.COMPLETED or timed > (index, attempt):
+            return []
+        deadlines = []
+        if step.iteration_timeout is not None:
+            if timed != (index, attempt):
+                recorded = self.progress({"timedIteration": [index, attempt],
+                                          "iterationStartedAt": iso(self._segment.now())})
+            begun = parse_iso(recorded.get("iterationStartedAt")) or self._segment.now()
+            deadlines.append(_Deadline(
+                begun + step.iteration_timeout,
+                f"TimeoutError: iteration {index} of step {step.name!r} exceeded its "
+                f"iteration-timeout of {_seconds(step.iteration_timeout)}"))
+        loop_started = parse_iso(started.started_at)
+        if step.timeout is not None and loop_started is not None:
+            deadlines.append(_Deadline(
+                loop_started + step.timeout,
+                f"TimeoutError: step {step.name!r} exceeded its timeout of "
+                f"{_seconds(step.timeout)}", loop=self._path))
+        return deadlines
 
     def run_steps(self, steps: tuple[Step, ...], *, prefix: str | None = None,
                   scope: Mapping[str, Any] | None = None,
@@ -531,6 +769,17 @@ class _FlowRun:
             elif not (on_failure.continue_ or on_failure.continue_if is not None and holds_for_error(
                     on_failure.continue_if, str(failure), self._segment._scope(frame))):
                 raise
+
+
+def _starts_work(decision: object) -> bool:
+    """Whether ``decision`` runs, waits on or starts something (not a replay or a skip)."""
+    if isinstance(decision, RunFlow):
+        return decision.started is None
+    return isinstance(decision, RunAction | StartWait | FinishWait | AskReviewer | SuspendUntil)
+
+
+def _seconds(duration: timedelta) -> str:
+    return f"{duration.total_seconds():g}s"
 
 
 def _jsonable(value: Any) -> Any:

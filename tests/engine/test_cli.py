@@ -137,3 +137,46 @@ def test_token_create_refuses_unknown_scopes_and_bad_names(redis_client, redis_u
     assert signoff(redis_url, "token", "create", "ci", "--scopes", " , ").returncode == 1
     assert signoff(redis_url, "token", "create", "ci").returncode == 2  # --scopes is required
     assert redis_client.keys("signoff:token*") == []
+
+
+def test_validate_elastic_adds_what_kibana_would_refuse(tmp_path, redis_url):
+    both = tmp_path / "both.yaml"
+    both.write_text(GATE.replace("steps:", "triggers:\n  - type: manual\nsteps:", 1)
+                    .replace("type: waitForInput", "type: waitForInput\n    timeout: 1h30m"))
+    plain = signoff(redis_url, "validate", str(both))
+    assert (plain.returncode, plain.stdout) == (0, "all workflows are valid\n")
+
+    elastic = signoff(redis_url, "validate", "--elastic", str(both))
+
+    assert elastic.returncode == 1
+    assert elastic.stdout.startswith(f"{both}:8:14: Kibana 9.5 would refuse this file: timeout "
+                                     "'1h30m' is not a Kibana duration")
+    assert elastic.stderr == "1 problem(s)\n"
+
+
+def test_the_library_check_script_counts_files_by_cause(tmp_path):
+    checkout = tmp_path / "workflows"
+    (checkout / "examples" / "cases").mkdir(parents=True)
+    (checkout / "library" / "workflows" / "poll").mkdir(parents=True)
+    (checkout / "examples" / "hello.yaml").write_text(
+        "name: hello\ntriggers:\n  - type: manual\nsteps:\n"
+        "  - {name: say, type: console, with: {message: hi}}\n")
+    (checkout / "examples" / "cases" / "open.yaml").write_text(
+        "name: open\ntriggers:\n  - type: manual\nsteps:\n"
+        "  - {name: open, type: cases.createCase, with: {title: t}}\n")
+    (checkout / "library" / "workflows" / "poll" / "poll.yaml").write_text(
+        "name: poll\ntriggers:\n  - type: manual\nsteps:\n"
+        "  - {name: again, type: while, condition: 'true', steps: [{name: s, type: console}]}\n"
+        "  - {name: odd, type: console, with: {message: '{{ x | }}'}}\n")
+
+    done = subprocess.run([sys.executable, str(ROOT / "scripts" / "elastic-library-check"),
+                           str(checkout)], capture_output=True, text=True, timeout=120)
+
+    assert done.returncode == 0, done.stderr
+    lines = [" ".join(line.split()) for line in done.stdout.splitlines()]
+    assert "load in Signoff: 1 (33%)" in lines
+    assert "refused only for connector steps: 1" in lines
+    assert "refused for anything else: 1" in lines
+    assert "connector step 1 1" in lines
+    assert "liquid syntax 1 1" in lines
+    assert lines[lines.index("cause problems files") + 2].startswith("being built ")

@@ -250,7 +250,7 @@ def test_flow_keys_on_other_step_types() -> None:
         """)
 
     assert at(the_problem(problems, "key 'steps' in step 'note' only applies to steps of type "
-                                    "if or foreach, not 'test.note'")) == (5, 5)
+                                    "if or foreach or while, not 'test.note'")) == (5, 5)
     assert at(the_problem(problems, "key 'condition' in step 'note'")) == (7, 5)
 
 
