@@ -31,6 +31,7 @@ from engine.errors import (
     AlreadyEscalated,
     CannotEscalate,
     ConditionError,
+    ConnectorsInvalid,
     Contention,
     DefinitionMissing,
     DurationError,
@@ -108,7 +109,7 @@ __all__ = [
     "ActorNotAllowed", "CannotEscalate", "WorkflowDisabled", "Contention", "TokenError",
     "TokenExists", "TokenNotFound", "AccessDenied", "MissingScope", "ActAsRequired",
     "EgressBlocked", "SettingsInvalid", "WorkflowInputsInvalid", "AlreadyEscalated",
-    "RequesterInvalid", "EscalationTargetRequired", "RunSkipped",
+    "RequesterInvalid", "EscalationTargetRequired", "ConnectorsInvalid", "RunSkipped",
 ]
 
 

@@ -18,13 +18,14 @@ from typing import Any
 
 from engine.errors import (
     AlreadyDecided,
+    ConnectorsInvalid,
     InputInvalid,
     Problem,
     SignoffError,
     WorkflowInvalid,
 )
 from engine.notify import Actor
-from engine.settings import Settings
+from engine.settings import Settings, connectors_from_env
 
 
 class UserError(Exception):
@@ -152,6 +153,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
     from engine.definition.loader import validate_paths
 
     problems = validate_paths(args.paths)
+    problems += _connector_problems(args.paths)
     if args.elastic:
         problems = _with_kibana_problems(problems, args.paths)
     for problem in problems:
@@ -177,6 +179,28 @@ def _with_kibana_problems(problems: list[Problem], paths: list[str]) -> list[Pro
             continue  # Signoff's own checks already say why
         problems = [*problems, *kibana_problems(text, os.fspath(path))]
     return sorted(problems, key=lambda p: (order.get(p.source, -1), p.line, p.column))
+
+
+def _connector_problems(paths: list[str]) -> list[Problem]:
+    """The SIGNOFF_CONNECTORS file's own problems, else what the workflows' ``with.channels``
+    ask of it (a connector of the wrong type, a channel it does not allow)."""
+    from engine.connectors import check_workflow
+    from engine.definition.loader import workflow_files
+
+    try:
+        connectors = connectors_from_env()
+    except ConnectorsInvalid as exc:
+        return exc.problems
+    if not connectors.connections:
+        return []
+    problems: list[Problem] = []
+    for path in workflow_files(paths):
+        try:
+            text = path.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError):
+            continue  # validate_paths reported it
+        problems += check_workflow(text, str(path), connectors)
+    return problems
 
 
 def cmd_run(args: argparse.Namespace) -> int:

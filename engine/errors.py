@@ -21,6 +21,7 @@
     │   ├── MissingScope         the token lacks the scope the route needs
     │   └── ActAsRequired        a header names someone else, and the token may not act as others
     ├── SettingsInvalid          a setting from the environment does not parse
+    │   └── ConnectorsInvalid    the SIGNOFF_CONNECTORS file has problems (each with file:line:column)
     ├── WorkflowInputsInvalid    a run's `inputs` are undeclared, missing or of the wrong type
     ├── RequesterInvalid         a run's requester is no Slack id, e-mail address or principal
     └── ExecutionError           about one execution
@@ -189,6 +190,14 @@ class ActAsRequired(AccessDenied):
 
 class SettingsInvalid(SignoffError):
     """A setting read from the environment that does not parse (which variable, which entry)."""
+
+
+class ConnectorsInvalid(SettingsInvalid):
+    """The connections file (``SIGNOFF_CONNECTORS``) has problems; never quotes a secret."""
+
+    def __init__(self, problems: list[Problem]) -> None:
+        self.problems = problems
+        super().__init__("\n".join(str(p) for p in problems))
 
 
 class WorkflowInputsInvalid(SignoffError):

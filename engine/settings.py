@@ -6,6 +6,7 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
+from engine.connectors import Connectors, load_connectors
 from engine.errors import SettingsInvalid
 from engine.state.execution import LEASE_MS
 
@@ -38,6 +39,9 @@ class Settings:
     # review whose approvers are only its requester goes: Slack user (U…) or group (S…)
     # ids, e-mail addresses. None: the reviewer picks someone when escalating.
     escalate_to: tuple[str, ...] = ()
+    # SIGNOFF_CONNECTORS: the connections file, loaded (its ${ENV_VAR} secrets resolved)
+    # when the settings are read, so a bad file stops a process at start, file:line first.
+    connectors: Connectors = field(default_factory=Connectors, repr=False)
 
     def __post_init__(self) -> None:
         if self.audit_key is not None and len(self.audit_key) < MIN_AUDIT_KEY:
@@ -75,6 +79,7 @@ class Settings:
             ack_replicas=_whole_number(env, "SIGNOFF_ACK_REPLICAS", cls.ack_replicas),
             ack_timeout_ms=_whole_number(env, "SIGNOFF_ACK_TIMEOUT_MS", cls.ack_timeout_ms),
             escalate_to=_entries(env.get("SIGNOFF_ESCALATE_TO")),
+            connectors=connectors_from_env(env),
         )
 
     def __repr__(self) -> str:
@@ -86,7 +91,14 @@ class Settings:
                 f"http_allow={self.http_allow!r}, http_deny={self.http_deny!r}, "
                 f"audit_key={'***' if self.audit_key else None!r}, "
                 f"ack_replicas={self.ack_replicas}, ack_timeout_ms={self.ack_timeout_ms}, "
-                f"escalate_to={self.escalate_to!r})")
+                f"escalate_to={self.escalate_to!r}, connectors={self.connectors!r})")
+
+
+def connectors_from_env(env: Mapping[str, str] | None = None) -> Connectors:
+    """The connections file ``SIGNOFF_CONNECTORS`` names, loaded (none: no connections);
+    raises ConnectorsInvalid. ``signoff validate`` reads it alone, without other settings."""
+    env = os.environ if env is None else env
+    return load_connectors(env.get("SIGNOFF_CONNECTORS") or None, env)
 
 
 def _whole_number(env: Mapping[str, str], name: str, default: int) -> int:

@@ -738,9 +738,22 @@ def _mark_markdown(type_: object, options: Any) -> Any:
         return options
     spec = get_step_type(type_)
     message = options.get("message")
-    if spec is None or spec.kind is not StepKind.HUMAN or not isinstance(message, str):
+    if spec is None or spec.kind is not StepKind.HUMAN:
         return options
-    return {**options, "message": templates.MarkdownTemplate(message)}
+    marked = {"message": templates.MarkdownTemplate(message)} if isinstance(message, str) else {}
+    return {**options, **marked, **_channel_messages(options)}
+
+
+def _channel_messages(options: dict[str, Any]) -> dict[str, Any]:
+    """``with.channels`` with each channel's ``message`` a ChannelTemplate (escaped values,
+    Elastic's ``context.hitl`` links filled in when the notification is posted)."""
+    channels = options.get("channels")
+    if not isinstance(channels, dict):
+        return {}
+    return {"channels": {
+        key: {**channel, "message": templates.ChannelTemplate(channel["message"])}
+        if isinstance(channel, dict) and isinstance(channel.get("message"), str) else channel
+        for key, channel in channels.items()}}
 
 
 def _strings(value: Any, path: YamlPath) -> Iterator[tuple[YamlPath, str]]:

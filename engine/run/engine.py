@@ -267,6 +267,14 @@ class Engine:
                                                     actor=actor.to_json(), step=step,
                                                     approved=approved, error=error)])
 
+    def record_notification_failure(self, execution_id: str, step: str, reason: str) -> None:
+        """Audit that a notification of ``step``'s review (a channel, a webhook) was refused
+        for good, and why (connector id and Slack's answer; never a credential)."""
+        state = self.store.load(execution_id)
+        self.store.append_audit(state, [audit.event(audit.NOTIFICATION_FAILED,
+                                                    iso(self.clock()) or "", step=step,
+                                                    reason=reason)])
+
     def review_timer(self, execution_id: str, path: str, level: int, kind: str) -> bool:
         return self.reviews.review_timer(execution_id, path, level, kind)
 

@@ -64,6 +64,7 @@ APPROVAL_RECORDED = "review.approval_recorded"
 ESCALATED = "review.escalated"
 REMINDED = "review.reminded"
 REASSIGNED = "review.reassigned"
+NOTIFICATION_FAILED = "review.notification_failed"  # a channel refused it for good
 
 
 @dataclass(frozen=True)
