@@ -347,6 +347,44 @@ def test_engine_starts_racing_in_threads_for_one_slot(runtime, workflow_file, re
     assert results.count(ExecutionStatus.SKIPPED) == 23
 
 
+def test_a_burst_of_queued_runs_all_complete_in_arrival_order(runtime, work, redis_client):
+    from engine.definition.loader import parse_workflow
+
+    workflow = parse_workflow("""
+name: burst
+settings:
+  concurrency: {key: "{{ event.host }}", strategy: queue, max: 3}
+steps:
+  - name: note
+    type: console
+    with: {message: "{{ event.n }}"}
+""")
+    started: list = []
+    barrier = threading.Barrier(12)
+
+    def start(n: int) -> None:
+        barrier.wait()
+        started.append(runtime.engine.start(workflow, {"host": "h", "n": n}))
+
+    threads = [threading.Thread(target=start, args=(n,)) for n in range(12)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert sum(s.status is ExecutionStatus.PENDING for s in started) == 3
+    queued = sorted((s for s in started if s.status is ExecutionStatus.QUEUED),
+                    key=lambda s: s.position)
+    assert [s.position for s in queued] == list(range(1, 10))
+    work()
+    assert {runtime.engine.get(s.execution_id).status for s in started} == \
+        {ExecutionStatus.COMPLETED}
+    dequeued_at = [runtime.engine.audit_entries(s.execution_id)[2].event for s in queued]
+    assert [event["type"] for event in dequeued_at] == ["execution.dequeued"] * 9
+    assert [event["at"] for event in dequeued_at] == sorted(event["at"] for event in dequeued_at)
+    assert slots_of(redis_client, "h") == set()
+    assert redis_client.hlen(keys.CONCURRENCY_GROUPS) == 0
+
+
 def test_a_slot_left_by_a_worker_that_died_after_ending_its_run_is_given_back(
         api_for, work, runtime, redis_client):
     api = api_for(gated("queue"))
