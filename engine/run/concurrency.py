@@ -25,9 +25,9 @@ the last slot never both get it. A slot is given back when the run ends, however
 (:meth:`Concurrency.ended`: the runner's finish, a cancel, a time-out), exactly once, and
 the group's queue moves on, whichever worker ends it. A worker that dies between a run's
 end and giving its slot back leaves it to the workers' sweep (:meth:`Concurrency.reconcile`),
-as does a process that took a slot and died before writing its run (after a lease). One
-window stays open: a process that dies after cancel-in-progress took the slots of older
-runs and before it cancelled them leaves those runs going, beyond ``max``, to their end.
+as does a process that took a slot and died before writing its run (after a lease), or
+one that died after cancel-in-progress took the slots of older runs and before it
+cancelled them (:meth:`engine.run.engine.Engine.recover_stalled` cancels them).
 """
 
 from __future__ import annotations
@@ -156,6 +156,7 @@ class Concurrency:
         if admission.decision == "run":
             for displaced in admission.displaced:
                 displace(displaced)
+                self.slots.forget_displaced(displaced)
             self.store.create(state, workflow.text, [created],
                               enqueue=lambda pipe: self.scheduler.enqueue_advance(
                                   state.id, pipeline=pipe),
@@ -311,7 +312,7 @@ class Concurrency:
         return freed
 
 
-def displacement_reason(group: str, policy: Policy, by: str) -> str:
+def displacement_reason(group: str, by: str) -> str:
     """Why a run was cancelled by cancel-in-progress, naming the run that took its slot."""
     return (f"cancelled by concurrency: run {by} took its slot in group {group!r} "
-            f"(max: {policy.max_runs}, strategy: cancel-in-progress)")
+            f"(strategy: cancel-in-progress)")

@@ -138,7 +138,7 @@ class Engine:
             new_timers.append(timers.run_timeout_timer(execution_id,
                                                        now + workflow.settings.timeout))
         if policy is not None and group is not None:
-            reason = displacement_reason(group, policy, execution_id)
+            reason = displacement_reason(group, execution_id)
             return self.concurrency.start(state, workflow, policy, group, created, new_timers,
                                           displace=lambda other: self._displace(other, reason))
         self.store.create(state, workflow.text, [created],
@@ -333,9 +333,10 @@ class Engine:
     # -- recovery ----------------------------------------------------------------------------
 
     def recover_stalled(self) -> list[str]:
-        """Re-enqueue runs whose worker died (lease lapsed), finish the start of queued runs
-        whose slot came while their worker died, and give back the concurrency slots of runs
-        that ended without giving them back; returns the ids of the runs it found stalled."""
+        """Re-enqueue runs whose worker died (lease lapsed), and finish what a process that
+        died left of settings.concurrency: start queued runs handed a slot, cancel runs
+        cancel-in-progress displaced, give back slots of runs that ended; returns the ids
+        of the runs it found stalled."""
         stalled = self.store.stale_running()
         now_ms = epoch_ms(self.clock())
         for execution_id in stalled:
@@ -352,5 +353,8 @@ class Engine:
                 continue
             self.store.mark_runnable(execution_id, now_ms + self.lease_ms)
             self.scheduler.enqueue_advance(execution_id)
+        for displaced, (by, group) in self.concurrency.slots.displaced().items():
+            self._displace(displaced, displacement_reason(group, by))  # its canceller died
+            self.concurrency.slots.forget_displaced(displaced)
         self.concurrency.reconcile()
         return stalled

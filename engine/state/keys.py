@@ -43,13 +43,14 @@
                                     arrival (signoff:conc:seq)
     signoff:conc:{g}:meta   hash    a waiting run of g -> "queued-ms ttl-ms max" (its own settings)
     signoff:conc:seq        string  the counter that orders arrivals in every queue
+    signoff:conc:displaced  hash    a run cancel-in-progress took the slot of, until it is
+                                    cancelled -> "{the run that took it} {group}"
     signoff:status:{id}     channel pub/sub, told each new status of an execution (not a key)
 
 Execution hash fields: ``wf`` workflow name, ``d`` definition digest, ``st`` status,
 ``t0``/``t1`` started/finished (ISO 8601), ``t0ms`` started (epoch ms, its score in the
 indexes), ``ev`` event JSON, ``rb`` requested by, ``err`` run error, ``ah`` audit head
-hash, ``v`` variables JSON, ``cq`` set once a run's place in a concurrency queue is
-recorded (engine.run.concurrency), ``w`` what it waits for (JSON), ``s:{path}`` one step's result
+hash, ``v`` variables JSON, ``w`` what it waits for (JSON), ``s:{path}`` one step's result
 (JSON), ``dec:{path}`` a decision (JSON), ``n:{key}`` a plug-in's annotation (JSON; the
 bot keeps its Slack messages under ``n:slack:{step}``).
 """
@@ -177,6 +178,7 @@ def annotation_field(key: str) -> str:
 
 CONCURRENCY_GROUPS = f"{PREFIX}conc:groups"
 CONCURRENCY_SEQ = f"{PREFIX}conc:seq"
+CONCURRENCY_DISPLACED = f"{PREFIX}conc:displaced"
 
 
 def concurrency_group_id(group: str) -> str:

@@ -229,7 +229,8 @@ return #due
 # SLOT_ADMIT: decide, for a run starting in a concurrency group, whether it takes a slot now
 # (Slots.admit). The check and the taking are one step: two runs racing for the last slot
 # never both get it. KEYS[1] the group's slots, KEYS[2] its queue, KEYS[3] its queue's meta,
-# KEYS[4] the groups hash, KEYS[5] the arrival counter; ARGV[1] the execution id, ARGV[2] the
+# KEYS[4] the groups hash, KEYS[5] the arrival counter, KEYS[6] the displaced runs (each to
+# be cancelled: the sweep does it if the caller dies first); ARGV[1] the execution id, ARGV[2] the
 # strategy (drop | cancel-in-progress | queue), ARGV[3] max, ARGV[4] queue-size, ARGV[5] now
 # (ms), ARGV[6] queue-ttl (ms), ARGV[7] the group's id, ARGV[8] its key as rendered.
 # Returns {'run', displaced ids...} (cancel-in-progress: the oldest holders, already out of
@@ -260,6 +261,7 @@ if held >= max then
   if ARGV[2] == 'drop' then return {'dropped'} end
   for _, other in ipairs(redis.call('ZRANGE', KEYS[1], 0, held - max)) do
     redis.call('ZREM', KEYS[1], other)
+    redis.call('HSET', KEYS[6], other, id .. ' ' .. ARGV[8])
     table.insert(out, other)
   end
 end

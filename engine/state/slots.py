@@ -64,7 +64,7 @@ class Slots:
         raw = _call(self._admit,
                     keys=[keys.concurrency_slots(group_id), keys.concurrency_queue(group_id),
                           keys.concurrency_meta(group_id), keys.CONCURRENCY_GROUPS,
-                          keys.CONCURRENCY_SEQ],
+                          keys.CONCURRENCY_SEQ, keys.CONCURRENCY_DISPLACED],
                     args=[execution_id, strategy, max_runs, queue_size, now_ms, queue_ttl_ms,
                           group_id, group])
         decision = _text(raw[0])
@@ -116,12 +116,19 @@ class Slots:
             pipe.hget(keys.execution(execution_id), "st")
         return [None if raw is None else _text(raw) for raw in _call(pipe.execute)]
 
-    def queue_recorded(self, execution_id: str) -> bool:
-        """Whether the run's place in a queue is in its record yet (field ``cq``)."""
-        return bool(_call(self.redis.hexists, keys.execution(execution_id), QUEUE_MARK))
+    def displaced(self) -> dict[str, tuple[str, str]]:
+        """Runs cancel-in-progress took the slot of and nobody has cancelled yet: each to
+        (the run that took it, the group)."""
+        raw = _call(self.redis.hgetall, keys.CONCURRENCY_DISPLACED)
+        found = {}
+        for member, value in raw.items():
+            by, _, group = _text(value).partition(" ")
+            found[_text(member)] = (by, group)
+        return found
 
-
-QUEUE_MARK = "cq"  # execution hash field: the run's place in a concurrency queue is recorded
+    def forget_displaced(self, execution_id: str) -> None:
+        """The displaced run is cancelled (or had ended)."""
+        _call(self.redis.hdel, keys.CONCURRENCY_DISPLACED, execution_id)
 
 
 def _call(func: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:

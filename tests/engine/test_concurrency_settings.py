@@ -287,7 +287,7 @@ def test_the_sweep_skips_a_queued_run_past_its_ttl_even_while_the_holder_goes_on
 # -- cancel-in-progress ----------------------------------------------------------------------
 
 
-def test_cancel_in_progress_cancels_the_oldest_and_names_the_newcomer(api_for, work):
+def test_cancel_in_progress_cancels_the_oldest_and_names_the_newcomer(api_for, work, runtime):
     api = api_for(gated("cancel-in-progress", max_runs=2))
     oldest = run(api).json()["executionId"]
     middle = run(api).json()["executionId"]
@@ -302,6 +302,26 @@ def test_cancel_in_progress_cancels_the_oldest_and_names_the_newcomer(api_for, w
     cancelled = audit_of(api, oldest, "execution.cancelled")
     assert newest_id in cancelled["reason"]
     assert cancelled["actor"]["id"] == "system:concurrency"
+    assert runtime.engine.concurrency.slots.displaced() == {}  # nothing left for the sweep
+
+
+def test_runs_displaced_by_a_process_that_died_before_cancelling_them_are_cancelled(
+        api_for, work, runtime):
+    api = api_for(gated("cancel-in-progress"))
+    holder = run(api).json()["executionId"]
+    work()
+    # A process took the holder's slot for a new run, then died before cancelling it.
+    now_ms = int(utcnow().timestamp() * 1000)
+    taken = runtime.engine.concurrency.slots.admit(
+        "web-1", "newcomer", strategy="cancel-in-progress", max_runs=1, queue_size=100,
+        queue_ttl_ms=1000, now_ms=now_ms)
+    assert taken.displaced == (holder,)
+    assert status(api, holder) == "WAITING_FOR_INPUT"
+
+    runtime.engine.recover_stalled()  # the workers' sweep
+    assert status(api, holder) == "CANCELLED"
+    assert "run newcomer took its slot" in audit_of(api, holder, "execution.cancelled")["reason"]
+    assert runtime.engine.concurrency.slots.displaced() == {}
 
 
 # -- races and crashes -----------------------------------------------------------------------
