@@ -45,6 +45,7 @@ from engine.errors import (
     PluginNotFound,
     Problem,
     RequesterInvalid,
+    RunSkipped,
     SettingsInvalid,
     SignoffError,
     StepFailed,
@@ -108,7 +109,7 @@ __all__ = [
     "ActorNotAllowed", "CannotEscalate", "WorkflowDisabled", "Contention", "TokenError",
     "TokenExists", "TokenNotFound", "AccessDenied", "MissingScope", "ActAsRequired",
     "EgressBlocked", "SettingsInvalid", "WorkflowInputsInvalid", "AlreadyEscalated",
-    "RequesterInvalid", "EscalationTargetRequired", "ConnectorsInvalid",
+    "RequesterInvalid", "EscalationTargetRequired", "ConnectorsInvalid", "RunSkipped",
 ]
 
 

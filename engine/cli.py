@@ -205,6 +205,8 @@ def _connector_problems(paths: list[str]) -> list[Problem]:
 
 def cmd_run(args: argparse.Namespace) -> int:
     from engine.definition.loader import WorkflowCatalog, load_workflow
+    from engine.errors import RunSkipped
+    from engine.state.execution import ExecutionStatus
 
     settings = Settings.from_env()
     rt = _runtime(settings)
@@ -214,8 +216,15 @@ def cmd_run(args: argparse.Namespace) -> int:
     else:
         workflow = WorkflowCatalog(settings.workflows_dir).get(args.workflow)
     event = _json_arg(args.event, "--event")
-    execution_id = rt.engine.run(workflow, event, requested_by=args.requested_by,
-                                 actor=_cli_actor(None))
+    started = rt.engine.start(workflow, event, requested_by=args.requested_by,
+                              actor=_cli_actor(None))
+    execution_id = started.execution_id
+    if started.status is ExecutionStatus.SKIPPED:
+        raise RunSkipped(execution_id, workflow.name, started.group or "",
+                         started.skipped_because or "dropped", started.reason or "")
+    if started.status is ExecutionStatus.QUEUED:
+        print(f"signoff: {execution_id} is queued (position {started.position}) for a slot "
+              f"of concurrency group {started.group!r}", file=sys.stderr)
     if not args.wait:
         print(execution_id)
         return 0
@@ -447,6 +456,9 @@ def _wait_until_settled(rt: Any, execution_id: str, timeout: float) -> Any:
     settled = {ExecutionStatus.WAITING_FOR_INPUT, ExecutionStatus.WAITING} | {
         s for s in ExecutionStatus if s.is_terminal}
     status = rt.store.wait_for_status(execution_id, lambda s: s in settled, timeout)
+    if status is ExecutionStatus.QUEUED:
+        raise UserError(f"{execution_id} is still queued after {timeout:.0f}s: its "
+                        "concurrency group has no free slot (settings.concurrency)")
     if status not in settled:
         raise UserError(f"{execution_id} is still {status.value} after {timeout:.0f}s; "
                         "is a worker running? (signoff worker)")

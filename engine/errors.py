@@ -33,7 +33,8 @@
         ├── CannotEscalate       the review is at its last level
         │   └── EscalationTargetRequired  past its levels, with no SIGNOFF_ESCALATE_TO: name someone
         ├── AlreadyEscalated     someone moved the review past the level asked from (who, to which)
-        └── Contention           the execution kept changing under a write; try again
+        ├── Contention           the execution kept changing under a write; try again
+        └── RunSkipped           settings.concurrency skipped a new run (dropped, queue full)
 """
 
 from __future__ import annotations
@@ -306,3 +307,18 @@ class Contention(ExecutionError):
         self.doing = doing
         super().__init__(f"could not {doing} {execution_id}: it kept changing under us; "
                          "try again", execution_id=execution_id)
+
+
+class RunSkipped(ExecutionError):
+    """``settings.concurrency`` skipped a new run: its group had no free slot and its
+    strategy is ``drop`` (``because`` is ``dropped``), or its queue was full
+    (``queue_full``). The run's record exists, SKIPPED, with ``reason``."""
+
+    def __init__(self, execution_id: str, workflow: str, group: str, because: str,
+                 reason: str) -> None:
+        self.workflow = workflow
+        self.group = group
+        self.because = because
+        self.reason = reason
+        super().__init__(f"run {execution_id} of {workflow} skipped: {reason}",
+                         execution_id=execution_id)

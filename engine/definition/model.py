@@ -135,7 +135,7 @@ class Settings:
     on_failure: FailurePolicy | None = None
     timezone: str | None = None  # an IANA zone name
     max_step_size: int | None = None  # bytes; the default of every step's `max-step-size`
-    concurrency: Mapping[str, Any] = field(default_factory=dict)  # accepted; not enforced
+    concurrency: Mapping[str, Any] = field(default_factory=dict)  # engine.run.concurrency
     liquid: Mapping[str, Any] = field(default_factory=dict)  # accepted; Signoff's own limits apply
 
 

@@ -91,6 +91,8 @@ class Reviews:
         self.lease_ms = lease_ms
         self.people = people  # who is who, asked at each check (the bot installs Slack's)
         self.escalate_to = tuple(escalate_to)  # SIGNOFF_ESCALATE_TO
+        # Told of every run end() ended (the engine gives back its concurrency slot).
+        self.ended: Callable[[ExecutionState], None] = lambda state: None
 
     # -- deciding ----------------------------------------------------------------------------
 
@@ -466,6 +468,7 @@ class Reviews:
             parent_timer = children.report_end(change, state, status, now, error=reason)
             result = self.store.commit(state, change, guard_status=ACTIVE)
             if result.ok:
+                self.ended(state)
                 children.wake_parent(self.store, self.scheduler, parent_timer)
                 # Kibana cancels a child its parent waits on with the parent; one that
                 # ended meanwhile is left as it ended.

@@ -43,6 +43,7 @@ from engine.errors import DurationError, StepFailed, TemplateError, WorkflowFail
 from engine.notify import Notifier
 from engine.run import branches, children, timers
 from engine.run.buffered_writes import BufferedWrites, ExecutionChanged
+from engine.run.concurrency import Concurrency
 from engine.run.next_step import (
     AskReviewer,
     AwaitReviewer,
@@ -158,6 +159,7 @@ class Runner:
         self.egress = egress  # handed to every step: where http steps may connect
         self.find_workflow = find_workflow  # name -> Workflow (the catalog): workflow.execute
         self.end_execution = end_execution  # (id, reason): time out a parallel branch
+        self.concurrency = Concurrency(store, scheduler, load_workflow, clock, lease_ms)
 
     def advance(self, execution_id: str) -> ExecutionStatus | None:
         """Run the execution's next segment; returns its status afterwards (None if busy)."""
@@ -274,6 +276,7 @@ class _Segment:
         self.writes.commit(change, guard=(ExecutionStatus.RUNNING,), release=True)
         self.state.finished_at = finished
         children.wake_parent(self.r.store, self.r.scheduler, parent_timer)
+        self.r.concurrency.ended(self.state, self.workflow)  # its slot goes to the next run
 
     def _run_outputs(self) -> Any:
         """What the run gives its caller: what `workflow.output` emitted, else (as Kibana)

@@ -19,6 +19,7 @@ LEASE_MS = 30_000  # how long a worker may go silent before its runs are taken o
 
 
 class ExecutionStatus(StrEnum):
+    QUEUED = "QUEUED"  # waiting for a concurrency slot (settings.concurrency, strategy queue)
     PENDING = "PENDING"
     RUNNING = "RUNNING"
     WAITING = "WAITING"  # on a timer: a `wait` step or a retry delay
@@ -27,6 +28,8 @@ class ExecutionStatus(StrEnum):
     FAILED = "FAILED"
     CANCELLED = "CANCELLED"
     TIMED_OUT = "TIMED_OUT"
+    SKIPPED = "SKIPPED"  # never ran: settings.concurrency dropped it (or its queue was full, or
+    # it waited longer than queue-ttl)
 
     @property
     def is_terminal(self) -> bool:
@@ -34,7 +37,8 @@ class ExecutionStatus(StrEnum):
 
 
 TERMINAL = frozenset({ExecutionStatus.COMPLETED, ExecutionStatus.FAILED,
-                      ExecutionStatus.CANCELLED, ExecutionStatus.TIMED_OUT})
+                      ExecutionStatus.CANCELLED, ExecutionStatus.TIMED_OUT,
+                      ExecutionStatus.SKIPPED})
 ACTIVE = frozenset(ExecutionStatus) - TERMINAL
 
 

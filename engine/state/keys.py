@@ -38,6 +38,16 @@
     signoff:kids:{id}       hash    what the finished children of execution {id} reported, by
                                     "{step path}#{branch}" (JSON: engine.state.execution.ChildReport),
                                     each written in the child's own final commit
+    signoff:conc:groups     hash    every concurrency group with a run holding or waiting for a
+                                    slot: its id (below) -> its key as rendered; the sweep's list
+    signoff:conc:{g}:slots  zset    runs holding a slot of concurrency group g (the first 32 hex of
+                                    the SHA-256 of its rendered key), scored by admission (ms)
+    signoff:conc:{g}:queue  zset    runs waiting for a slot of g (strategy queue), scored by
+                                    arrival (signoff:conc:seq)
+    signoff:conc:{g}:meta   hash    a waiting run of g -> "queued-ms ttl-ms max" (its own settings)
+    signoff:conc:seq        string  the counter that orders arrivals in every queue
+    signoff:conc:displaced  hash    a run cancel-in-progress took the slot of, until it is
+                                    cancelled -> "{the run that took it} {group}"
     signoff:status:{id}     channel pub/sub, told each new status of an execution (not a key)
 
 Execution hash fields: ``wf`` workflow name, ``d`` definition digest, ``st`` status,
@@ -50,6 +60,8 @@ annotation (JSON; the bot keeps its Slack messages under ``n:slack:{step}``).
 """
 
 from __future__ import annotations
+
+import hashlib
 
 PREFIX = "signoff:"
 
@@ -177,3 +189,25 @@ def decision_field(path: str) -> str:
 
 def annotation_field(key: str) -> str:
     return f"{ANNOTATION_FIELD}{key}"
+
+
+CONCURRENCY_GROUPS = f"{PREFIX}conc:groups"
+CONCURRENCY_SEQ = f"{PREFIX}conc:seq"
+CONCURRENCY_DISPLACED = f"{PREFIX}conc:displaced"
+
+
+def concurrency_group_id(group: str) -> str:
+    """A concurrency group's id in keys: its rendered key can be long or hold anything."""
+    return hashlib.sha256(group.encode("utf-8")).hexdigest()[:32]
+
+
+def concurrency_slots(group_id: str) -> str:
+    return f"{PREFIX}conc:{group_id}:slots"
+
+
+def concurrency_queue(group_id: str) -> str:
+    return f"{PREFIX}conc:{group_id}:queue"
+
+
+def concurrency_meta(group_id: str) -> str:
+    return f"{PREFIX}conc:{group_id}:meta"
