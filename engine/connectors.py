@@ -158,7 +158,8 @@ register_connector_type(ConnectorType(
             # A base URL to join a step's `path` to: no query or fragment, and no
             # user:password@ (a credential in a URL ends up in logs; use headers).
             "url": {"type": "string", "pattern": r"^https?://[^/?#@\s]+(/[^?#\s]*)?$"},
-            "headers": {"type": "object", "additionalProperties": {"type": "string"}},
+            "headers": {"type": "object",
+                        "additionalProperties": {"type": "string", "pattern": "^[^\r\n]*$"}},
         },
         "required": ["url"],
         "additionalProperties": False,

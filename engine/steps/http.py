@@ -293,7 +293,8 @@ def http(ctx: StepContext) -> dict[str, Any]:
     try:
         request = client.build_request(method, url, headers=headers, content=content,
                                        params=options.get("query"), timeout=timeout)
-    except (httpx.InvalidURL, httpx.UnsupportedProtocol) as exc:
+    except (httpx.InvalidURL, httpx.UnsupportedProtocol, TypeError) as exc:
+        # TypeError: a query value httpx cannot write (a mapping, a list of mappings)
         raise StepFailed(f"{method} {url}: {_scrub(str(exc), secrets)}", retryable=False) from None
     response, data = _exchange(ctx, request, fetcher, connection, from_connection, secrets)
     output = {"status": response.status_code, "statusText": response.reason_phrase,
@@ -360,8 +361,8 @@ def _exchange(ctx: StepContext, request: httpx.Request, fetcher: Fetcher,
             response = client.send(request, stream=True, follow_redirects=False)
         except EgressBlocked as exc:
             raise EgressBlocked(exc.host, exc.address, exc.reason, request=where) from None
-        except httpx.HTTPError as exc:
-            raise _transport_failure(where, exc, request, fetcher, secrets) from None
+        except (httpx.HTTPError, httpx.InvalidURL) as exc:
+            raise _transport_failure(where, exc, fetcher, secrets) from None
         try:
             if fetcher.follow_redirects and response.next_request is not None:
                 if hops >= fetcher.max_redirects:
@@ -374,7 +375,7 @@ def _exchange(ctx: StepContext, request: httpx.Request, fetcher: Fetcher,
                 continue
             return response, _parsed(response, _read(response, fetcher, where))
         except httpx.HTTPError as exc:
-            raise _transport_failure(where, exc, request, fetcher, secrets) from None
+            raise _transport_failure(where, exc, fetcher, secrets) from None
         finally:
             response.close()
 
@@ -435,9 +436,11 @@ def _parsed(response: httpx.Response, body: bytes) -> Any:
         return text
 
 
-def _transport_failure(where: str, exc: httpx.HTTPError, request: httpx.Request,
-                       fetcher: Fetcher, secrets: list[str]) -> StepFailed:
+def _transport_failure(where: str, exc: httpx.HTTPError | httpx.InvalidURL, fetcher: Fetcher,
+                       secrets: list[str]) -> StepFailed:
     message = _scrub(f"{type(exc).__name__}: {exc}", secrets)
+    if isinstance(exc, httpx.UnsupportedProtocol | httpx.InvalidURL):
+        return StepFailed(f"{where} failed: {message}", retryable=False)
     if "CERTIFICATE_VERIFY_FAILED" in message:
         hint = (" (fetcher.skip_ssl_verification is honoured only for the hosts listed in "
                 "SIGNOFF_HTTP_INSECURE_TLS)" if fetcher.skip_ssl_verification else "")

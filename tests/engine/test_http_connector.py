@@ -24,7 +24,7 @@ import pytest
 
 from engine.cli import main
 from engine.connectors import load_connectors
-from engine.definition.loader import parse_workflow
+from engine.definition.loader import load_workflow, parse_workflow
 from engine.errors import ConnectorsInvalid
 from engine.notify import NullNotifier
 from engine.state.execution import ExecutionStatus, StepStatus
@@ -457,6 +457,43 @@ def test_an_http_connections_credential_must_come_from_the_environment(tmp_path)
     path.write_text("edr: {type: http, url: 'https://u:p@edr.example.com'}\n")
     with pytest.raises(ConnectorsInvalid, match="`url` does not look right|url"):
         load_connectors(path, {})
+
+
+def test_a_header_value_that_would_split_the_request_is_refused_without_quoting_it(tmp_path):
+    path = tmp_path / "connectors.yaml"
+    path.write_text('edr:\n  type: http\n  url: https://edr.example.com\n  headers:\n'
+                    '    Authorization: "Bearer ${EDR_TOKEN}"\n    X-Trace: "${TRACE}"\n')
+    with pytest.raises(ConnectorsInvalid) as caught:
+        load_connectors(path, {"EDR_TOKEN": "abc\r\nX-Evil: 1"})
+    assert "environment variable TRACE is not set" in str(caught.value)
+    with pytest.raises(ConnectorsInvalid) as caught:
+        load_connectors(path, {"EDR_TOKEN": "abc\r\nX-Evil: 1", "TRACE": "t"})
+    assert "`headers` does not look right for a http" in str(caught.value)
+    assert "X-Evil" not in str(caught.value)
+
+
+def test_network_errors_are_retried_and_unsupported_urls_are_not(connected, service):
+    rt = connected()
+    retry = "    on-failure:\n      retry: {max-attempts: 2, delay: 0s}\n"
+    closed = service.url.rsplit(":", 1)[0] + ":1"  # nothing listens on port 1
+    _, refused = run(rt, step(f"url: {closed}/x", connector="", extra=retry))
+    assert refused.results["call"].attempts == 2
+    assert "ConnectError" in (refused.results["call"].error or "")
+    _, ftp = run(rt, step("url: ftp://127.0.0.1/x", connector="", extra=retry))
+    assert ftp.results["call"].attempts == 1
+    assert "UnsupportedProtocol" in (ftp.results["call"].error or "")
+
+
+def test_what_the_corpus_file_means():
+    workflow = load_workflow(Path(__file__).parent / "elastic_corpus" /
+                             "http-connector-graph.yaml")
+    get_user, revoke, poll, _ = workflow.steps
+    assert (get_user.connector_id, revoke.connector_id, poll.connector_id) == (
+        "directory-api", "directory-api", None)
+    assert get_user.with_["path"] == "/users/{{ inputs.upn }}"
+    assert get_user.with_["fetcher"] == {"max_content_length": 1048576}
+    assert revoke.with_["fetcher"] == {"follow_redirects": False, "keep_alive": False}
+    assert poll.with_["fetcher"]["skip_ssl_verification"] is True
 
 
 def test_a_worker_process_loads_signoff_connectors(runtime, worker_process, service, tmp_path):
