@@ -24,8 +24,10 @@ fault. An id that is not in the file means the default connection of whatever as
 (Slack's: the workspace ``SLACK_BOT_TOKEN`` belongs to), so Elastic's files run unchanged.
 
 This is the settings edge: the pure definition layer never reads it; ``signoff
-validate`` checks workflows against it with :func:`check_workflow` and the bot looks
-connections up in it when it delivers.
+validate`` checks workflows against it with :func:`check_workflow`, the bot looks
+connections up in it when it delivers, and the worker's runtime hands them to the
+``http`` step (:mod:`engine.steps.http`), which sends an ``http`` connection's headers
+only under its base URL.
 """
 
 from __future__ import annotations
