@@ -299,7 +299,7 @@ def http(ctx: StepContext) -> dict[str, Any]:
     response, data = _exchange(ctx, request, fetcher, connection, from_connection, secrets)
     output = {"status": response.status_code, "statusText": response.reason_phrase,
               "headers": dict(response.headers), "data": data}
-    where = f"{request.method} {response.request.url}"
+    where = f"{response.request.method} {response.request.url}"
     if not response.is_success:
         message = data.get("message") if isinstance(data, dict) else None
         suffix = f": {message}" if isinstance(message, str) and message else ""
