@@ -43,7 +43,8 @@ class Service:
     tls: ssl.SSLContext | None = None
     seen: list[dict[str, Any]] = field(default_factory=list)
     redirect_to: str = ""
-    big_finished: bool | None = None
+    big_finished: bool | None = None  # whether /big wrote its whole body
+    big_done: threading.Event = field(default_factory=threading.Event)
 
     def __post_init__(self) -> None:
         service = self
@@ -94,8 +95,10 @@ class Service:
                         self.wfile.write(b"%x\r\n%s\r\n" % (len(chunk), chunk))
                     self.wfile.write(b"0\r\n\r\n")
                     service.big_finished = True
-                except OSError:
+                except OSError:  # the client hung up
                     self.close_connection = True
+                finally:
+                    service.big_done.set()
 
             do_GET = do_POST = do_PATCH = do_DELETE = answer  # noqa: N815 - http.server's naming
 
@@ -333,7 +336,7 @@ def test_max_content_length_aborts_the_response_mid_stream(connected, service):
     assert result.status is StepStatus.FAILED and result.attempts == 1
     assert "more than fetcher.max_content_length (100000 bytes); the request was aborted" in (
         result.error or "")
-    service.server.shutdown()  # waits for the handler: it gave up writing
+    assert service.big_done.wait(timeout=30)  # the handler stopped writing
     assert service.big_finished is False
 
 
