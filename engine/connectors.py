@@ -10,6 +10,10 @@ connector-id: secops-slack``). Signoff keeps its own list in one YAML file, the 
     secops-slack:
       type: slack
       allowed-channels: [C0SECOPS, C0OPS]
+    edr-connector:
+      type: http
+      url: https://edr.example.com/api
+      headers: {Authorization: "Bearer ${EDR_TOKEN}"}
 
 Each type is a :class:`ConnectorType` in a small registry: the JSON Schema its settings
 must satisfy, which of them are secrets, and how to build its frozen record. A secret is
@@ -20,8 +24,10 @@ fault. An id that is not in the file means the default connection of whatever as
 (Slack's: the workspace ``SLACK_BOT_TOKEN`` belongs to), so Elastic's files run unchanged.
 
 This is the settings edge: the pure definition layer never reads it; ``signoff
-validate`` checks workflows against it with :func:`check_workflow` and the bot looks
-connections up in it when it delivers.
+validate`` checks workflows against it with :func:`check_workflow`, the bot looks
+connections up in it when it delivers, and the worker's runtime hands them to the
+``http`` step (:mod:`engine.steps.http`), which sends an ``http`` connection's headers
+only under its base URL.
 """
 
 from __future__ import annotations
@@ -35,6 +41,7 @@ from typing import Any
 
 import jsonschema
 
+from engine.definition.egress import is_credential_header, within_base
 from engine.definition.yaml_positions import (
     PositionedDocument,
     YamlPath,
@@ -80,6 +87,18 @@ class SlackConnection(Connection):
 
 
 @dataclass(frozen=True)
+class HttpConnection(Connection):
+    """An HTTP service (``http``): an ``http`` step with this ``connector-id`` calls a
+    ``path`` under ``url`` and sends ``headers`` (the credentials, typically), as Kibana's
+    HTTP connector does."""
+
+    id: str
+    url: str  # the base URL: scheme, host, optional port and path; no query, no user:password@
+    headers: tuple[tuple[str, str], ...] = field(default=(), repr=False)
+    type: str = "http"
+
+
+@dataclass(frozen=True)
 class ConnectorType:
     """One kind of connection: its settings' schema, its secret settings, how to build it."""
 
@@ -88,6 +107,10 @@ class ConnectorType:
     build: Callable[[str, Mapping[str, Any]], Connection]
     secrets: tuple[str, ...] = ()  # settings written only as ${ENV_VAR}
     description: str = ""
+    # A mapping setting of header names to values (`headers`): the values of credential
+    # headers (Authorization, X-Api-Key, ...) must hold an ${ENV_VAR} reference, and no
+    # value of it is ever echoed in a problem.
+    header_setting: str | None = None
 
 
 CONNECTOR_TYPES: dict[str, ConnectorType] = {}
@@ -129,6 +152,28 @@ register_connector_type(ConnectorType(
     description="Signoff's Slack app: with.channels.slack_api posts the review through it",
 ))
 
+register_connector_type(ConnectorType(
+    name="http",
+    settings_schema={
+        "type": "object",
+        "properties": {
+            # A base URL to join a step's `path` to: no query or fragment, and no
+            # user:password@ (a credential in a URL ends up in logs; use headers).
+            "url": {"type": "string", "pattern": r"^https?://[^/?#@\s]+(/[^?#\s]*)?$"},
+            "headers": {"type": "object",
+                        "additionalProperties": {"type": "string", "pattern": "^[^\r\n]*$"}},
+        },
+        "required": ["url"],
+        "additionalProperties": False,
+    },
+    header_setting="headers",
+    build=lambda id_, s: HttpConnection(
+        id=id_, url=str(s["url"]),
+        headers=tuple((str(k), str(v)) for k, v in (s.get("headers") or {}).items())),
+    description="an HTTP service: an http step with this connector-id calls a path under "
+                "its url with its headers",
+))
+
 # Which connector type each of Elastic 9.5's `with.channels` keys takes.
 CHANNEL_TYPES = {"slack": "slack-webhook", "slack_api": "slack"}
 
@@ -150,6 +195,10 @@ class Connectors:
     def slack(self, connector_id: str | None) -> SlackConnection | None:
         found = self.get(connector_id)
         return found if isinstance(found, SlackConnection) else None
+
+    def http(self, connector_id: str | None) -> HttpConnection | None:
+        found = self.get(connector_id)
+        return found if isinstance(found, HttpConnection) else None
 
     def __repr__(self) -> str:
         kinds = ", ".join(f"{k}: {c.type}" for k, c in self.connections.items())
@@ -216,8 +265,24 @@ def _connection(connector_id: str, entry: Any, doc: PositionedDocument, source: 
             # Never echo the value: it may be the secret itself.
             problems.append(problem((name,), f"`{name}` is a secret: write it as a "
                                     "${ENV_VAR} reference, not in the file"))
+    headers = settings.get(spec.header_setting) if spec.header_setting else None
+    for header, value in (headers.items() if isinstance(headers, dict) else ()):
+        if (is_credential_header(str(header)) and isinstance(value, str)
+                and not _ENV_REFERENCE.search(value)):
+            problems.append(problem((str(spec.header_setting), header), f"header {header!r} "
+                                    "carries a credential: give its value as an ${ENV_VAR} "
+                                    'reference (e.g. "Bearer ${EDR_TOKEN}"), not in the file'))
     resolved: dict[str, Any] = {}
     for name, value in settings.items():
+        if isinstance(value, dict) and name == spec.header_setting:
+            missing = [m for v in value.values() if isinstance(v, str)
+                       for m in _ENV_REFERENCE.findall(v) if m not in env]
+            if missing:
+                problems.append(problem((name,), "environment variable "
+                                        + ", ".join(dict.fromkeys(missing)) + " is not set"))
+                continue
+            value = {k: _ENV_REFERENCE.sub(lambda m: env[m.group(1)], v) if isinstance(v, str)
+                     else v for k, v in value.items()}
         if isinstance(value, str):
             missing = [m for m in _ENV_REFERENCE.findall(value) if m not in env]
             if missing:
@@ -235,7 +300,7 @@ def _connection(connector_id: str, entry: Any, doc: PositionedDocument, source: 
                 and isinstance(error.schema, Mapping)):
             known = error.schema.get("properties", {})
             where = (*where, *[k for k in error.instance if k not in known][:1])
-        secret = bool(where) and where[0] in spec.secrets
+        secret = bool(where) and (where[0] in spec.secrets or where[0] == spec.header_setting)
         # A resolved secret must not reach the message through jsonschema's wording.
         problems.append(problem(where, f"`{where[0]}` does not look right for a {spec.name}"
                                 if secret else _schema_message(error)))
@@ -258,12 +323,13 @@ def check_workflow(text: str, source: str, connectors: Connectors) -> list[Probl
     """Problems with the ``with.channels`` of a workflow file's human steps against
     ``connectors``: a ``connector-id`` configured with another type than its channel key
     takes, a ``slack_api`` channel its connection does not allow. Unconfigured ids are
-    fine (the default connection). A file that does not load is left to the loader."""
+    fine (the default connection). Then its ``http`` steps' (:func:`_check_http_steps`).
+    A file that does not load is left to the loader."""
     try:
         doc = load_with_positions(text)
     except YamlSyntaxError:
         return []
-    problems = []
+    problems = _check_http_steps(doc, source, connectors)
     for path, key, channel in _channels(doc.data, ()):
         connector_id = channel.get("connector-id")
         found = connectors.get(connector_id) if isinstance(connector_id, str) else None
@@ -303,3 +369,52 @@ def _channels(node: Any, path: YamlPath) -> Iterator[tuple[YamlPath, str, Mappin
     elif isinstance(node, list):
         for index, value in enumerate(node):
             yield from _channels(value, (*path, index))
+
+
+def _check_http_steps(doc: PositionedDocument, source: str,
+                      connectors: Connectors) -> list[Problem]:
+    """Problems with the ``connector-id`` of ``http`` steps: configured with another type,
+    or not configured while the step has no ``url`` of its own for its ``path``; and a
+    literal ``with.url`` outside its connection's base URL (whose headers go only there)."""
+    problems = []
+    for path, step in _http_steps(doc.data, ()):
+        connector_id = step.get("connector-id")
+        if not isinstance(connector_id, str) or "{{" in connector_id:
+            continue
+        with_ = step.get("with")
+        url = with_.get("url") if isinstance(with_, dict) else None
+        at = doc.locate((*path, "connector-id"))
+        found = connectors.get(connector_id)
+        if found is None:
+            if url is None:
+                problems.append(Problem(
+                    source, at.line, at.column,
+                    f"connector {connector_id!r} is not in {connectors.source}: an http step "
+                    "without a url of its own needs an http connection for its base URL"))
+            continue
+        if not isinstance(found, HttpConnection):
+            problems.append(Problem(
+                source, at.line, at.column,
+                f"connector {connector_id!r} is a {found.type} in {connectors.source}, and an "
+                "http step takes an http connection"))
+            continue
+        if isinstance(url, str) and "{{" not in url and "{%" not in url \
+                and not within_base(url, found.url):
+            where = doc.locate((*path, "with", "url"))
+            problems.append(Problem(
+                source, where.line, where.column,
+                f"with.url {url!r} is outside connector {connector_id!r}'s base URL "
+                f"{found.url} (its headers are sent only under it); give a path instead"))
+    return problems
+
+
+def _http_steps(node: Any, path: YamlPath) -> Iterator[tuple[YamlPath, Mapping[str, Any]]]:
+    """Every step of type ``http`` in a loaded workflow, wherever it is."""
+    if isinstance(node, dict):
+        if node.get("type") == "http" and isinstance(node.get("name"), str):
+            yield path, node
+        for key, value in node.items():
+            yield from _http_steps(value, (*path, key))
+    elif isinstance(node, list):
+        for index, value in enumerate(node):
+            yield from _http_steps(value, (*path, index))

@@ -29,6 +29,9 @@ class Settings:
     # (loopback, link-local, cloud metadata), and ones they may not reach at all.
     http_allow: tuple[str, ...] = ()
     http_deny: tuple[str, ...] = ()
+    # Host names whose TLS certificates an http step's fetcher.skip_ssl_verification may
+    # skip checking (self-signed internal services); elsewhere the option is not honoured.
+    http_insecure_tls: tuple[str, ...] = ()
     # HMAC-SHA256 key for the audit chain; kept out of Redis, so a trail cannot be rewritten
     # consistently by someone who can only write to Redis. None: bare sha256 links.
     audit_key: str | None = field(default=None, repr=False)
@@ -75,6 +78,8 @@ class Settings:
             sweep_seconds=int(env.get("SIGNOFF_SWEEP_SECONDS") or cls.sweep_seconds),
             http_allow=_entries(env.get("SIGNOFF_HTTP_ALLOW")),
             http_deny=_entries(env.get("SIGNOFF_HTTP_DENY")),
+            http_insecure_tls=tuple(h.rstrip(".").lower()
+                                    for h in _entries(env.get("SIGNOFF_HTTP_INSECURE_TLS"))),
             audit_key=env.get("SIGNOFF_AUDIT_KEY") or None,
             ack_replicas=_whole_number(env, "SIGNOFF_ACK_REPLICAS", cls.ack_replicas),
             ack_timeout_ms=_whole_number(env, "SIGNOFF_ACK_TIMEOUT_MS", cls.ack_timeout_ms),
@@ -89,6 +94,7 @@ class Settings:
                 f"notifier={self.notifier!r}, queue={self.queue!r}, "
                 f"lease_seconds={self.lease_seconds}, sweep_seconds={self.sweep_seconds}, "
                 f"http_allow={self.http_allow!r}, http_deny={self.http_deny!r}, "
+                f"http_insecure_tls={self.http_insecure_tls!r}, "
                 f"audit_key={'***' if self.audit_key else None!r}, "
                 f"ack_replicas={self.ack_replicas}, ack_timeout_ms={self.ack_timeout_ms}, "
                 f"escalate_to={self.escalate_to!r}, connectors={self.connectors!r})")

@@ -288,7 +288,7 @@ steps:
         with: {{method: POST, url: "{target.url}/{{{{ foreach.item }}}}"}}
   - name: after
     type: console
-    with: {{message: "{{{{ steps.fan.output.results[1].output.body.path }}}}"}}
+    with: {{message: "{{{{ steps.fan.output.results[1].output.data.path }}}}"}}
 """))
     wait_until(lambda: target.hits.get("/b"), timeout=20, message="branch b's call to start")
     first.kill()
