@@ -75,7 +75,7 @@ def run_parallel(seg: Walk, step: Step, path: str, prefix: str, frame: Frame,
             seg.record(step, path, done, audit.STEP_COMPLETED, buffer=True)
             return
         seg.record(step, path, recorded, audit.STEP_STARTED, buffer=True,
-                    branches=len(plan["keys"]))
+                   branches=len(plan["keys"]))
     while True:
         before = recorded
         state = _copy(recorded.output)
@@ -104,7 +104,7 @@ def run_parallel(seg: Walk, step: Step, path: str, prefix: str, frame: Frame,
         if moves.timed_out:  # written before the children are told to stop
             recorded = recorded.evolve(output=state)
             seg.record(step, path, recorded, audit.STEP_STARTED, unwritten=events,
-                        timedOut=list(moves.timed_out))
+                       timedOut=list(moves.timed_out))
             events = []
             _stop(seg, [state["children"][str(i)] for i in moves.timed_out])
             continue
@@ -121,7 +121,7 @@ def run_parallel(seg: Walk, step: Step, path: str, prefix: str, frame: Frame,
         recorded = recorded.evolve(output=state)
         if moves.start:
             seg.record(step, path, recorded, audit.STEP_STARTED, unwritten=events,
-                        started=list(moves.start))
+                       started=list(moves.start))
             events = []
         _ensure_children(seg, step, path, frame, state, finished)
         if moves.start:

@@ -194,7 +194,7 @@ def run_call(seg: Walk, step: Step, path: str, prefix: str, frame: Frame,
             recorded = StepResult(status=StepStatus.WAITING if awaited else StepStatus.RUNNING,
                                   started_at=iso(now), output=output)
             seg.record(step, path, recorded, audit.CHILD_STARTED, child=child_id,
-                        workflow=workflow.name, awaited=awaited)
+                       workflow=workflow.name, awaited=awaited)
         link = ParentLink(id=seg.state.id, path=path, awaited=awaited,
                           depth=seg.state.depth + 1)
         start_child(seg.r.store, seg.r.scheduler, workflow, {"inputs": inputs}, link, child_id,
@@ -223,13 +223,13 @@ def _finish_call(seg: Walk, step: Step, path: str, prefix: str, frame: Frame,
         done = waiting.evolve(status=StepStatus.COMPLETED, output=report.outputs,
                               finished_at=now)
         seg.record(step, path, done, audit.STEP_COMPLETED, unwritten=[finished],
-                    child=report.id)
+                   child=report.id)
         return
     message = report.error or f"child execution {report.id} ended {report.status.value}"
     failed = waiting.evolve(status=StepStatus.FAILED, error=message, finished_at=now,
                             output=None)
     seg.record(step, path, failed, audit.STEP_FAILED, unwritten=[finished], error=message,
-                child=report.id)
+               child=report.id)
     seg.follow_on_failure(step, path, prefix, frame, failed)
 
 
