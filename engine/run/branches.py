@@ -28,12 +28,13 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from engine.definition.model import Step
 from engine.definition.templates import render_value
 from engine.errors import DurationError, TemplateError
 from engine.run import children
+from engine.run.walk import Frame, Walk
 from engine.state import audit, keys
 from engine.state.execution import (
     ChildReport,
@@ -48,38 +49,33 @@ from engine.state.store import Change
 from engine.steps import parallel
 from engine.steps.parallel import Finished
 
-if TYPE_CHECKING:
-    from engine.run.runner import _Segment
 
-Frame = Mapping[str, Any]
-
-
-def run_parallel(seg: _Segment, step: Step, path: str, prefix: str, frame: Frame,
+def run_parallel(seg: Walk, step: Step, path: str, prefix: str, frame: Frame,
                  recorded: StepResult | None) -> None:
     """The ``parallel`` step at ``path``, on this pass."""
     if recorded is not None and recorded.status is StepStatus.COMPLETED:
         _expose_branch_steps(seg, step, path)
-        seg._expose(step, recorded)
+        seg.expose(step, recorded)
         return
     try:
-        settings = parallel.settings_of(render_value(dict(step.params), seg._scope(frame)),
+        settings = parallel.settings_of(render_value(dict(step.params), seg.scope_for(frame)),
                                         step.timeout)
     except (TemplateError, DurationError) as exc:
-        seg._fail_unstarted(step, path, prefix, frame, f"step {step.name!r}: {exc}")
+        seg.fail_unstarted(step, path, prefix, frame, f"step {step.name!r}: {exc}")
         return
     if recorded is None:
         plan = _plan(seg, step, frame)
         if isinstance(plan, str):
-            seg._fail_unstarted(step, path, prefix, frame, plan)
+            seg.fail_unstarted(step, path, prefix, frame, plan)
             return
         recorded = StepResult(status=StepStatus.WAITING, started_at=iso(seg.now()), output=plan)
         if not plan["keys"]:  # an empty fan-out completes at once
             done = recorded.evolve(status=StepStatus.COMPLETED, finished_at=recorded.started_at,
                                    output=parallel.aggregate([], None, {}, {}))
-            seg._record(step, path, done, audit.STEP_COMPLETED, buffer=True)
+            seg.record(step, path, done, audit.STEP_COMPLETED, buffer=True)
             return
-        seg._record(step, path, recorded, audit.STEP_STARTED, buffer=True,
-                    branches=len(plan["keys"]))
+        seg.record(step, path, recorded, audit.STEP_STARTED, buffer=True,
+                   branches=len(plan["keys"]))
     while True:
         before = recorded
         state = _copy(recorded.output)
@@ -107,8 +103,8 @@ def run_parallel(seg: _Segment, step: Step, path: str, prefix: str, frame: Frame
             finished[index] = Finished("timed_out", error="branch timed out", finished_at=now)
         if moves.timed_out:  # written before the children are told to stop
             recorded = recorded.evolve(output=state)
-            seg._record(step, path, recorded, audit.STEP_STARTED, unwritten=events,
-                        timedOut=list(moves.timed_out))
+            seg.record(step, path, recorded, audit.STEP_STARTED, unwritten=events,
+                       timedOut=list(moves.timed_out))
             events = []
             _stop(seg, [state["children"][str(i)] for i in moves.timed_out])
             continue
@@ -124,8 +120,8 @@ def run_parallel(seg: _Segment, step: Step, path: str, prefix: str, frame: Frame
                                  child=child_id, key=state["keys"][index]))
         recorded = recorded.evolve(output=state)
         if moves.start:
-            seg._record(step, path, recorded, audit.STEP_STARTED, unwritten=events,
-                        started=list(moves.start))
+            seg.record(step, path, recorded, audit.STEP_STARTED, unwritten=events,
+                       started=list(moves.start))
             events = []
         _ensure_children(seg, step, path, frame, state, finished)
         if moves.start:
@@ -135,7 +131,7 @@ def run_parallel(seg: _Segment, step: Step, path: str, prefix: str, frame: Frame
         recorded = before  # a report came meanwhile: nothing was written, look again
 
 
-def _plan(seg: _Segment, step: Step, frame: Frame) -> dict[str, Any] | str:
+def _plan(seg: Walk, step: Step, frame: Frame) -> dict[str, Any] | str:
     """The branches' keys (a fan-out's items, or the static branches' names)."""
     static = [branch.name for branch in step.branches] if step.branches else None
     if static is not None:
@@ -145,8 +141,8 @@ def _plan(seg: _Segment, step: Step, frame: Frame) -> dict[str, Any] | str:
             items: Any = list(step.foreach)
         else:
             try:
-                items = seg._evaluate(step, step.foreach or "", frame)
-            except Exception as exc:  # _RunFailed: the expression failed
+                items = seg.evaluate(step, step.foreach or "", frame)
+            except Exception as exc:  # RunFailed: the expression failed
                 return str(exc)
         if isinstance(items, Mapping):
             items = [{"key": k, "value": v} for k, v in items.items()]
@@ -179,7 +175,7 @@ def _finished(report: ChildReport) -> Finished:
                     finished_at=parse_iso(report.finished_at))
 
 
-def _parked(seg: _Segment, state: Mapping[str, Any], started: Mapping[int, Any],
+def _parked(seg: Walk, state: Mapping[str, Any], started: Mapping[int, Any],
             finished: Mapping[int, Finished], settings: parallel.Settings) -> frozenset[int]:
     """Running branches parked on a timer (only asked when they free their slot)."""
     if settings.count_waiting:
@@ -189,7 +185,7 @@ def _parked(seg: _Segment, state: Mapping[str, Any], started: Mapping[int, Any],
                      if seg.r.store.status(state["children"][str(i)]) is ExecutionStatus.WAITING)
 
 
-def _ensure_children(seg: _Segment, step: Step, path: str, frame: Frame,
+def _ensure_children(seg: Walk, step: Step, path: str, frame: Frame,
                      state: Mapping[str, Any], finished: Mapping[int, Finished]) -> None:
     """Create each started, unfinished branch's child that does not exist yet (all of a
     new wave; after a crash, those recorded as started whose child was never made)."""
@@ -209,7 +205,7 @@ def _ensure_children(seg: _Segment, step: Step, path: str, frame: Frame,
                              variables=seg.state.variables)
 
 
-def _finish(seg: _Segment, step: Step, path: str, prefix: str, frame: Frame,
+def _finish(seg: Walk, step: Step, path: str, prefix: str, frame: Frame,
             recorded: StepResult, settings: parallel.Settings, started: Mapping[int, Any],
             finished: Mapping[int, Finished], mine: Mapping[int, ChildReport],
             events: list[dict[str, Any]]) -> None:
@@ -223,14 +219,14 @@ def _finish(seg: _Segment, step: Step, path: str, prefix: str, frame: Frame,
                    "failed")
         failed = recorded.evolve(status=StepStatus.FAILED, output=output, error=message,
                                  finished_at=now)
-        seg._record(step, path, failed, audit.STEP_FAILED, unwritten=events, error=message)
-        seg._after_failure(step, path, prefix, frame, failed)
+        seg.record(step, path, failed, audit.STEP_FAILED, unwritten=events, error=message)
+        seg.follow_on_failure(step, path, prefix, frame, failed)
         return
     done = recorded.evolve(status=StepStatus.COMPLETED, output=output, finished_at=now)
-    seg._record(step, path, done, audit.STEP_COMPLETED, unwritten=events)
+    seg.record(step, path, done, audit.STEP_COMPLETED, unwritten=events)
 
 
-def _stop(seg: _Segment, child_ids: list[str]) -> None:
+def _stop(seg: Walk, child_ids: list[str]) -> None:
     """Tell timed-out branches to stop: their executions end TIMED_OUT (their report is
     no longer read). Best effort, as in Elastic: a step already running finishes."""
     end = seg.r.end_execution
@@ -247,7 +243,7 @@ def _copy(output: Mapping[str, Any]) -> dict[str, Any]:
             for key, value in output.items()}
 
 
-def _expose_branch_steps(seg: _Segment, step: Step, path: str) -> None:
+def _expose_branch_steps(seg: Walk, step: Step, path: str) -> None:
     """A replay of a finished static parallel step puts its branches' steps back in scope."""
     if not step.branches:
         return
@@ -257,12 +253,12 @@ def _expose_branch_steps(seg: _Segment, step: Step, path: str) -> None:
     _expose_reports(seg, step, mine)
 
 
-def _expose_reports(seg: _Segment, step: Step, mine: Mapping[int, ChildReport]) -> None:
+def _expose_reports(seg: Walk, step: Step, mine: Mapping[int, ChildReport]) -> None:
     if not step.branches:
         return  # a fan-out's steps ran once per item: read them from results[]
     for _, report in sorted(mine.items()):
         seg.step_scope.update(report.steps)
 
 
-def _event(seg: _Segment, kind: str, **data: Any) -> dict[str, Any]:
+def _event(seg: Walk, kind: str, **data: Any) -> dict[str, Any]:
     return audit.event(kind, iso(seg.now()) or "", **data)

@@ -31,7 +31,7 @@ import hashlib
 import uuid
 from collections.abc import Callable, Mapping
 from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from engine.definition.inputs import input_problems
 from engine.definition.model import Step, Workflow
@@ -39,6 +39,7 @@ from engine.errors import SignoffError, TemplateError
 from engine.run import timers
 from engine.run.buffered_writes import ExecutionChanged
 from engine.run.timers import Scheduler
+from engine.run.walk import Frame, Suspend, Walk
 from engine.state import audit, keys
 from engine.state.execution import (
     ChildReport,
@@ -53,10 +54,6 @@ from engine.state.execution import (
 from engine.state.store import Change, Store
 from engine.steps.composition import MAX_WORKFLOW_DEPTH, async_output
 
-if TYPE_CHECKING:
-    from engine.run.runner import _Segment
-
-Frame = Mapping[str, Any]
 FindWorkflow = Callable[[str], Workflow]
 
 
@@ -146,13 +143,11 @@ def start_child(store: Store, scheduler: Scheduler, workflow: Workflow, event: A
         scheduler.schedule(timer)
 
 
-def park(seg: _Segment, reports_seen: int, change: Change | None = None,
+def park(seg: Walk, reports_seen: int, change: Change | None = None,
          wake_at: datetime | None = None) -> bool:
     """Park the parent in WAITING until a child reports (or ``wake_at``, a deadline), with
     ``change``; False (nothing written) when a report arrived since the parent counted
     ``reports_seen``: look again."""
-    from engine.run.runner import _Suspend
-
     state = seg.state
     seg.writes.flush()
     change = change or Change()
@@ -168,7 +163,7 @@ def park(seg: _Segment, reports_seen: int, change: Change | None = None,
         if result.ok:
             if timer is not None:
                 seg.r.scheduler.schedule(timer)
-            raise _Suspend
+            raise Suspend
         if result.reason == "hlen":
             return False
         if result.reason != "head":
@@ -177,18 +172,18 @@ def park(seg: _Segment, reports_seen: int, change: Change | None = None,
     raise ExecutionChanged
 
 
-def run_call(seg: _Segment, step: Step, path: str, prefix: str, frame: Frame,
+def run_call(seg: Walk, step: Step, path: str, prefix: str, frame: Frame,
              recorded: StepResult | None) -> None:
     """``workflow.execute`` / ``workflow.executeAsync`` at ``path``, on this pass."""
     if recorded is not None and recorded.status is StepStatus.COMPLETED:
-        seg._expose(step, recorded)
+        seg.expose(step, recorded)
         return
     awaited = step.type == "workflow.execute"
     child_id = (recorded.output or {}).get("executionId") if recorded is not None else None
     if child_id is None or not seg.r.store.exists(child_id):
         prepared = _prepare_call(seg, step, frame)
         if isinstance(prepared, str):
-            seg._fail_unstarted(step, path, prefix, frame, prepared)
+            seg.fail_unstarted(step, path, prefix, frame, prepared)
             return
         workflow, inputs = prepared
         now = seg.now()
@@ -198,8 +193,8 @@ def run_call(seg: _Segment, step: Step, path: str, prefix: str, frame: Frame,
                       else async_output(workflow.name, child_id, iso(now)))
             recorded = StepResult(status=StepStatus.WAITING if awaited else StepStatus.RUNNING,
                                   started_at=iso(now), output=output)
-            seg._record(step, path, recorded, audit.CHILD_STARTED, child=child_id,
-                        workflow=workflow.name, awaited=awaited)
+            seg.record(step, path, recorded, audit.CHILD_STARTED, child=child_id,
+                       workflow=workflow.name, awaited=awaited)
         link = ParentLink(id=seg.state.id, path=path, awaited=awaited,
                           depth=seg.state.depth + 1)
         start_child(seg.r.store, seg.r.scheduler, workflow, {"inputs": inputs}, link, child_id,
@@ -207,7 +202,7 @@ def run_call(seg: _Segment, step: Step, path: str, prefix: str, frame: Frame,
     assert recorded is not None
     if not awaited:
         done = recorded.evolve(status=StepStatus.COMPLETED, finished_at=iso(seg.now()))
-        seg._record(step, path, done, audit.STEP_COMPLETED, buffer=True)
+        seg.record(step, path, done, audit.STEP_COMPLETED, buffer=True)
         return
     field = keys.child_field(path, None)
     while True:
@@ -219,7 +214,7 @@ def run_call(seg: _Segment, step: Step, path: str, prefix: str, frame: Frame,
     _finish_call(seg, step, path, prefix, frame, recorded, report)
 
 
-def _finish_call(seg: _Segment, step: Step, path: str, prefix: str, frame: Frame,
+def _finish_call(seg: Walk, step: Step, path: str, prefix: str, frame: Frame,
                  waiting: StepResult, report: ChildReport) -> None:
     now = iso(seg.now())
     finished = audit.event(audit.CHILD_FINISHED, now or "", step=path, child=report.id,
@@ -227,24 +222,24 @@ def _finish_call(seg: _Segment, step: Step, path: str, prefix: str, frame: Frame
     if report.status is ExecutionStatus.COMPLETED:
         done = waiting.evolve(status=StepStatus.COMPLETED, output=report.outputs,
                               finished_at=now)
-        seg._record(step, path, done, audit.STEP_COMPLETED, unwritten=[finished],
-                    child=report.id)
+        seg.record(step, path, done, audit.STEP_COMPLETED, unwritten=[finished],
+                   child=report.id)
         return
     message = report.error or f"child execution {report.id} ended {report.status.value}"
     failed = waiting.evolve(status=StepStatus.FAILED, error=message, finished_at=now,
                             output=None)
-    seg._record(step, path, failed, audit.STEP_FAILED, unwritten=[finished], error=message,
-                child=report.id)
-    seg._after_failure(step, path, prefix, frame, failed)
+    seg.record(step, path, failed, audit.STEP_FAILED, unwritten=[finished], error=message,
+               child=report.id)
+    seg.follow_on_failure(step, path, prefix, frame, failed)
 
 
-def _prepare_call(seg: _Segment, step: Step, frame: Frame) -> tuple[Workflow, dict[str, Any]] | str:
+def _prepare_call(seg: Walk, step: Step, frame: Frame) -> tuple[Workflow, dict[str, Any]] | str:
     """The workflow a call step names and the inputs it gives, or why it cannot start."""
     if seg.state.depth >= MAX_WORKFLOW_DEPTH:
         return (f"workflow composition depth limit ({MAX_WORKFLOW_DEPTH}) exceeded at step "
                 f"{step.name!r} in workflow {seg.workflow.name!r}; refactor to reduce nesting")
     try:
-        options = seg._options(step, frame)
+        options = seg.options(step, frame)
     except TemplateError as exc:
         return f"with of step {step.name!r}: {exc}"
     name = str(options.get("workflow-id") or "")

@@ -55,7 +55,8 @@ from engine.state.execution import (
     review_request,
     utcnow,
 )
-from engine.state.store import ExecutionSummary, Store
+from engine.state.indexes import ExecutionSummary
+from engine.state.store import Store
 from engine.state.tokens import OPERATOR_PRINCIPAL
 
 
