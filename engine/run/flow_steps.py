@@ -24,7 +24,7 @@ from engine.definition.step_types import StepType
 from engine.errors import StepFailed
 from engine.run.loop_deadlines import Deadline
 from engine.run.next_step import holds_for_error
-from engine.run.walk import Frame, LoopExit, RunFailed, Walk
+from engine.run.walk import Frame, LoopExit, RunEnded, RunFailed, Walk
 from engine.state import audit
 from engine.state.execution import StepResult, StepStatus, iso, parse_iso
 from engine.state.store import Change
@@ -41,8 +41,9 @@ def run_flow(walk: Walk, spec: StepType, step: Step, path: str, prefix: str, fra
             spec.flow(flow)
         except StepFailed as exc:
             raise RunFailed(str(exc), step=path) from exc
-    except LoopExit:
-        _complete(walk, step, path, flow)  # a loop.break/continue ends it here
+    except (LoopExit, RunEnded):
+        # A loop.break/continue ends it here; a workflow.output inside it ends it with the run.
+        _complete(walk, step, path, flow)
         raise
     except RunFailed as failure:
         if step.on_failure is None or failure.final:

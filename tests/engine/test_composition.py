@@ -530,3 +530,27 @@ steps:
     work()
     assert runtime.engine.get(parent_id).results["say"].output == (
         "Required input missing (reason: missing_input)")
+
+
+def test_workflow_output_inside_an_if_ends_the_run_and_the_if_with_it(runtime, work):
+    parent_id = runtime.engine.run(parse_workflow("""
+name: early-exit
+outputs:
+  - {name: verdict, type: string}
+steps:
+  - name: check
+    type: if
+    condition: "event.known : true"
+    steps:
+      - name: done
+        type: workflow.output
+        with: {verdict: known}
+  - name: never
+    type: console
+    with: {message: not reached}
+"""), {"known": True})
+    work()
+    state = runtime.engine.get(parent_id)
+    assert state.status is ExecutionStatus.COMPLETED and state.outputs == {"verdict": "known"}
+    assert state.results["check"].status is StepStatus.COMPLETED
+    assert "never" not in state.results
