@@ -38,6 +38,9 @@ class Settings:
     # review whose approvers are only its requester goes: Slack user (U…) or group (S…)
     # ids, e-mail addresses. None: the reviewer picks someone when escalating.
     escalate_to: tuple[str, ...] = ()
+    # The agent and CI gate's policy: a YAML file or a directory of them. None: no rules, so
+    # every call escalates to a review.
+    policy_path: str | None = None
 
     def __post_init__(self) -> None:
         if self.audit_key is not None and len(self.audit_key) < MIN_AUDIT_KEY:
@@ -75,6 +78,7 @@ class Settings:
             ack_replicas=_whole_number(env, "SIGNOFF_ACK_REPLICAS", cls.ack_replicas),
             ack_timeout_ms=_whole_number(env, "SIGNOFF_ACK_TIMEOUT_MS", cls.ack_timeout_ms),
             escalate_to=_entries(env.get("SIGNOFF_ESCALATE_TO")),
+            policy_path=env.get("SIGNOFF_POLICY") or None,
         )
 
     def __repr__(self) -> str:

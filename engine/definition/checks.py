@@ -773,3 +773,34 @@ def _duration_message(value: Any) -> str:
 def _line_col(doc: PositionedDocument, path: YamlPath) -> tuple[int, int]:
     where = doc.locate(path)
     return where.line, where.column
+
+
+def schema_problems(doc: PositionedDocument, source: str, schema: Mapping[str, Any],
+                    value: Any, path: YamlPath) -> list[Problem]:
+    """What ``schema`` finds wrong with ``value`` at ``path`` of ``doc``, worded and
+    located as a workflow's problems are: for other documents (policy files)."""
+    analysis = _analysis_of(doc, source)
+    for error in Draft202012Validator(schema).iter_errors(value):
+        analysis._schema_problem(error, path)
+    return analysis.problems
+
+
+def human_step_problems(doc: PositionedDocument, source: str, step_type: str,
+                        options: Mapping[str, Any], path: YamlPath) -> list[Problem]:
+    """The problems ``signoff validate`` finds in a human step's options (its ``with``),
+    for options written at ``path`` outside a workflow: a policy rule's review options."""
+    analysis = _analysis_of(doc, source)
+    spec = get_step_type(step_type)
+    if spec is None or spec.kind is not StepKind.HUMAN:
+        raise ValueError(f"{step_type!r} is not a human step type")
+    for error in Draft202012Validator(spec.options_schema).iter_errors(dict(options)):
+        analysis._schema_problem(error, path)
+    analysis._check_human(step_type, dict(options), path)
+    analysis._check_templates(dict(options), path, _Scope(_render(path), frozenset(), ()))
+    return analysis.problems
+
+
+def _analysis_of(doc: PositionedDocument, source: str) -> Analysis:
+    analysis = Analysis(doc.text, source)
+    analysis.doc = doc
+    return analysis

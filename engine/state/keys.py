@@ -35,6 +35,8 @@
                                     was audited (expiring): repeats in that minute are not
     signoff:tmp:{token}     zset    a scratch result of one read (Store.index_union_page), deleted
                                     in the same transaction that made it
+    signoff:gate-use:{id}   string  set once when the approved agent call of gate request {id} is
+                                    run (JSON: who, when): a second use is refused
     signoff:status:{id}     channel pub/sub, told each new status of an execution (not a key)
 
 Execution hash fields: ``wf`` workflow name, ``d`` definition digest, ``st`` status,
@@ -162,3 +164,8 @@ def decision_field(path: str) -> str:
 
 def annotation_field(key: str) -> str:
     return f"{ANNOTATION_FIELD}{key}"
+
+
+def gate_use(execution_id: str) -> str:
+    """Set once when the call gate request ``execution_id`` approved is run."""
+    return f"{PREFIX}gate-use:{execution_id}"
