@@ -38,10 +38,12 @@ from engine.errors import (
     EscalationTargetRequired,
     ExecutionError,
     ExecutionNotFound,
+    GateUseRefused,
     InputInvalid,
     MissingScope,
     NotWaiting,
     PluginNotFound,
+    PolicyInvalid,
     Problem,
     RequesterInvalid,
     SettingsInvalid,
@@ -107,7 +109,7 @@ __all__ = [
     "ActorNotAllowed", "CannotEscalate", "WorkflowDisabled", "Contention", "TokenError",
     "TokenExists", "TokenNotFound", "AccessDenied", "MissingScope", "ActAsRequired",
     "EgressBlocked", "SettingsInvalid", "WorkflowInputsInvalid", "AlreadyEscalated",
-    "RequesterInvalid", "EscalationTargetRequired",
+    "RequesterInvalid", "EscalationTargetRequired", "PolicyInvalid", "GateUseRefused",
 ]
 
 

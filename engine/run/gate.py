@@ -32,8 +32,6 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
-import yaml
-
 from engine.definition.loader import parse_workflow
 from engine.definition.model import Workflow
 from engine.definition.policy import Action, Decision, PolicySource, Rule
@@ -280,7 +278,7 @@ def _review_text(rule: Rule | None) -> str:
         "triggers": [{"type": "manual"}],
         "steps": [step],
     }
-    return yaml.safe_dump(document, sort_keys=False, allow_unicode=True)
+    return json.dumps(document, indent=2, ensure_ascii=False)  # JSON is YAML, and needs no yaml
 
 
 def _duration(value: timedelta) -> str:
