@@ -139,9 +139,11 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument("name")
     t.set_defaults(func=cmd_token_revoke)
 
+    from engine.ask import register as register_ask
     from engine.policy_commands import register as register_policy_commands
 
     register_policy_commands(sub)
+    register_ask(sub)
 
     # Plug-ins add commands through the signoff.commands entry-point group: each entry
     # point is a function register(subparsers) that adds its parsers with set_defaults(func=...).

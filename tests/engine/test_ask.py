@@ -1,0 +1,157 @@
+"""`signoff ask` as a CI job runs it: a real process against a real `signoff serve`, a real
+`signoff worker`, Redis, and reviewers clicking in the Slack emulator."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+
+import httpx
+import pytest
+
+from bot.blocks import ACTION_APPROVE, ACTION_DENY
+from slack_emulator import SlackDriver, SlackEmulator
+from tests.support.services import ROOT, ServeProcess, free_port, wait_until
+
+POLICY = textwrap.dedent("""\
+    rules:
+      - tool: "search.web"
+        action: allow
+      - tool: "shell.execute"
+        action: block
+        reason: "No shell in CI"
+      - tool: "deploy.*"
+        action: escalate
+        reason: "Production deploys need a second pair of eyes"
+        approvers: ["U0ALICE"]
+        channel: C0REVIEWS
+      - tool: "canary.deploy"
+        action: escalate
+        approvers: ["U0ALICE"]
+        channel: C0REVIEWS
+        timeout: 1s
+""")
+TOKEN = "operator-secret"
+
+
+@pytest.fixture
+def stack(redis_url, tmp_path, worker_process):
+    (tmp_path / "policy.yml").write_text(POLICY)
+    with SlackEmulator() as slack:
+        env = {"SIGNOFF_API_TOKEN": TOKEN, "SLACK_BOT_TOKEN": slack.bot_token,
+               "SLACK_SIGNING_SECRET": slack.signing_secret, "SLACK_API_URL": slack.api_url,
+               "SIGNOFF_WORKFLOWS": str(tmp_path), "SIGNOFF_POLICY": str(tmp_path / "policy.yml")}
+        worker_process(extra_env=env)
+        serve = ServeProcess(redis_url, tmp_path / "serve.log", env)
+        driver = SlackDriver(slack, f"{serve.url}/slack/events")
+        api = httpx.Client(base_url=serve.url, timeout=10,
+                           headers={"Authorization": f"Bearer {TOKEN}"})
+        try:
+            yield serve, slack, driver, api
+        finally:
+            api.close()
+            driver.close()
+            serve.stop()
+
+
+def ask(url: str, *args: str) -> subprocess.Popen[str]:
+    env = {**os.environ, "SIGNOFF_URL": url, "SIGNOFF_API_TOKEN": TOKEN}
+    return subprocess.Popen([sys.executable, "-m", "engine.cli", "ask", *args], cwd=ROOT,
+                            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def finish(process: subprocess.Popen[str]) -> tuple[int, str, str]:
+    out, err = process.communicate(timeout=90)
+    return process.returncode, out, err
+
+
+def posted_review(slack: SlackEmulator) -> dict:
+    wait_until(lambda: slack.workspace.messages("C0REVIEWS"), timeout=30,
+               message="the review to be posted in #reviews")
+    [message] = slack.workspace.messages("C0REVIEWS")
+    return message
+
+
+def review_of(slack: SlackEmulator, request_id: str) -> dict | None:
+    found = [m for m in slack.workspace.messages("C0REVIEWS") if request_id in json.dumps(m)]
+    return found[0] if found else None
+
+
+def test_allow_and_block_answer_without_slack(stack):
+    serve, slack, _, _ = stack
+    assert finish(ask(serve.url, "search.web", "--args", '{"q": "rq"}'))[0] == 0
+    code, out, _ = finish(ask(serve.url, "shell.execute", "--args", '{"cmd": "ls"}'))
+    assert (code, out.strip()) == (3, "block: No shell in CI")
+    assert slack.workspace.messages("C0REVIEWS") == []
+
+
+def test_an_approver_approves_in_slack_after_a_non_approvers_click_changed_nothing(stack):
+    serve, slack, driver, _ = stack
+    process = ask(serve.url, "deploy.prod", "--args", '{"version": "1.4.2"}',
+                  "--summary", "Ship 1.4.2", "--json")
+    message = posted_review(slack)
+    assert "deploy.prod" in json.dumps(message)
+    assert driver.click("U0CAROL", ("C0REVIEWS", message["ts"]), ACTION_APPROVE).ok
+    wait_until(lambda: slack.workspace.ephemeral_messages("U0CAROL"), timeout=30,
+               message="Carol to be told she may not decide")
+    assert process.poll() is None  # still waiting
+    assert driver.click("U0ALICE", ("C0REVIEWS", message["ts"]), ACTION_APPROVE).ok
+    code, out, err = finish(process)
+    assert code == 0, err
+    body = json.loads(out)
+    assert (body["status"], body["decidedBy"]) == ("approved", "U0ALICE")
+    assert body["args"] == {"version": "1.4.2"}
+    assert "waiting for a decision on request" in err
+
+
+def test_a_deny_in_slack_exits_1(stack):
+    serve, slack, driver, _ = stack
+    process = ask(serve.url, "deploy.prod", "--args", '{"version": "9"}')
+    message = posted_review(slack)
+    assert driver.click("U0ALICE", ("C0REVIEWS", message["ts"]), ACTION_DENY).ok
+    code, out, _ = finish(process)
+    assert code == 1
+    assert out.startswith("denied by U0ALICE")
+
+
+def test_no_wait_pending_review_timeout_and_interrupt(stack):
+    serve, slack, _, api = stack
+    code, out, _ = finish(ask(serve.url, "deploy.prod", "--no-wait"))
+    assert code == 75
+    request_id = out.strip()
+    assert api.get(f"/api/gate/requests/{request_id}").json()["status"] == "pending"
+
+    # the review's own timeout (1s, on-timeout: fail) passes undecided
+    code, out, _ = finish(ask(serve.url, "canary.deploy"))
+    assert (code, out.split()[0]) == (4, "timed_out")
+
+    # SIGINT while waiting withdraws the request, and the review says so
+    process = ask(serve.url, "deploy.prod", "--args", '{"version": "2"}', "--json")
+    wait_until(lambda: "waiting for a decision" in process.stderr.readline(), timeout=30,
+               message="ask to wait for the review")
+    request_id = api.get("/api/workflowExecutions", params={"status": "WAITING_FOR_INPUT"}
+                         ).json()["results"][0]["id"]  # the newest
+    wait_until(lambda: review_of(slack, request_id), timeout=30,
+               message="the review to be posted")
+    process.send_signal(signal.SIGINT)
+    code, out, err = finish(process)
+    assert code == 5, err
+    withdrawn = json.loads(out)
+    assert withdrawn["status"] == "cancelled"
+    wait_until(lambda: "Cancelled" in json.dumps(review_of(slack, withdrawn["requestId"])),
+               timeout=30, message="the review to show it was cancelled")
+
+
+def test_an_unreachable_server_fails_closed():
+    code, _, err = finish(ask(f"http://127.0.0.1:{free_port()}", "search.web"))
+    assert code == 69
+    assert "failing closed" in err
+
+
+def test_bad_usage_is_2():
+    code, _, err = finish(ask("http://127.0.0.1:9", "x", "--args", "[1]"))
+    assert code == 2 and "--args must be a JSON object" in err
