@@ -98,9 +98,9 @@ def gate_extension(gate: Gate) -> WebExtension:
     @needs_scope(Scope.RUN)
     def cancel_request(request: Request) -> Response:
         request_id = request.path_params["id"]
-        current = gate.request(request_id)
         caller = caller_of(request)
-        if current["requestedBy"] != _requester(request) and not caller.allows(Scope.ADMIN):
+        if not gate.is_requester(request_id, _requester(request)) \
+                and not caller.allows(Scope.ADMIN):
             return _error(403, "not_the_requester", "only the request's requester (or a token "
                           "with admin) may cancel it", requestId=request_id)
         body = _json_or_empty(request)

@@ -46,6 +46,7 @@ DEFAULT_TIMEOUT = timedelta(hours=24)  # as a waitForApproval's; a rule's `timeo
 FOLD_AT = 300  # characters of one argument's JSON shown before it is folded
 SHOWN_ARGUMENTS = 50  # top-level arguments listed before "… and N more"
 USED = "gate.used"  # the audit event of a reported use
+GATE_ANNOTATION = "gate"  # set on the executions that are gate requests
 
 # What a review shows: the rule's message (or this one), then always the reason and the
 # arguments, so no message can hide what will run. Values are escaped by the human step's
@@ -135,7 +136,15 @@ class Gate:
         request_id = self.engine.run(review_workflow(decision.deciding), event,
                                      requested_by=requested_by, actor=actor,
                                      principal=principal)
+        # What makes an execution a gate request: no API caller can set an annotation, so
+        # a workflow of someone's own, however named and whatever its event, is not one.
+        self.engine.annotate(request_id, GATE_ANNOTATION, {"argsSha256": call.args_sha256})
         return CheckAnswer(decision, request_id)
+
+    def is_requester(self, request_id: str, who: str) -> bool:
+        """Whether ``who`` (a requester as the API names one) asked for the request."""
+        state = self._state(request_id)
+        return self.engine.requester(who, (who,)) == state.requested_by
 
     def request(self, request_id: str) -> dict[str, Any]:
         """A request's state (ExecutionNotFound for an id that is no gate request)."""
@@ -163,7 +172,7 @@ class Gate:
         if view["status"] != GateStatus.APPROVED:
             raise GateUseRefused(request_id, "not_approved",
                                  f"request {request_id} is {view['status']}, not approved")
-        if self.engine.requester(requester, (requester,)) != state.requested_by:
+        if not self.is_requester(request_id, requester):
             raise GateUseRefused(request_id, "not_the_requester",
                                  f"request {request_id} was asked by {state.requested_by}; "
                                  "only they may use its approval")
@@ -189,8 +198,9 @@ class Gate:
 
     def _state(self, request_id: str) -> ExecutionState:
         state = self.engine.get(request_id)
-        if not isinstance(state.event, dict) or "argsSha256" not in state.event \
-                or not state.workflow.startswith("gate: "):
+        marker = self.engine.annotation(request_id, GATE_ANNOTATION)
+        if not isinstance(marker, dict) or not isinstance(state.event, dict) \
+                or marker.get("argsSha256") != state.event.get("argsSha256"):
             raise ExecutionNotFound(request_id)
         return state
 

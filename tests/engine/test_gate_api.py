@@ -8,7 +8,7 @@ import threading
 import pytest
 
 from engine.api import build_api
-from engine.definition.loader import WorkflowCatalog
+from engine.definition.loader import WorkflowCatalog, parse_workflow
 from engine.definition.policy import PolicySource
 from engine.gate_api import gate_extension
 from engine.run.gate import Gate
@@ -221,9 +221,32 @@ def test_scopes_run_to_ask_and_read_to_poll(gate_server, agent, work):
     assert polled.status_code == 403 and polled.json()["error"] == "missing_scope"
 
 
-def test_an_execution_that_is_no_gate_request_is_not_found(agent, alice, work, workflow_file):
-    response = agent.get("/api/gate/requests/nope")
-    assert response.status_code == 404
+LOOKALIKE = """
+name: "gate: payments.pay*"
+steps:
+  - name: review
+    type: waitForInput
+    with:
+      message: "approve?"
+      schema: {type: object, properties: {approved: {type: boolean}}, required: [approved]}
+"""
+
+
+def test_a_lookalike_run_is_no_gate_request_and_cannot_be_used(agent, gate_server, work,
+                                                               runtime):
+    # A workflow named like a gate review, run with a gate request's event and approved by
+    # an accomplice, still is no approval of that call.
+    event = {"tool": REFUND["tool"], "args": REFUND["args"], "argsSha256": "x" * 64}
+    fake = runtime.engine.run(parse_workflow(LOOKALIKE), event, requested_by="agent-1")
+    work()
+    accomplice = gate_server("accomplice", "decide", "U0EVE")
+    assert decide(accomplice, fake, True).status_code == 200
+    work()
+    assert agent.get(f"/api/gate/requests/{fake}").status_code == 404
+    used = agent.post(f"/api/gate/requests/{fake}/use",
+                      json={"tool": REFUND["tool"], "args": REFUND["args"]})
+    assert used.status_code == 404
+    assert agent.get("/api/gate/requests/nope").status_code == 404
 
 
 def test_bad_calls_are_400(agent):
