@@ -23,12 +23,13 @@ import argparse
 import json
 import os
 import signal
+import subprocess
 import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TextIO
 
 from engine.definition.durations import parse_duration
 from engine.errors import DurationError
@@ -59,23 +60,69 @@ class _Stop(Exception):
 
 
 def register(sub: Any) -> None:
-    """Add ``ask`` to the ``signoff`` command's subparsers."""
+    """Add ``ask`` and ``exec`` to the ``signoff`` command's subparsers."""
     p = sub.add_parser("ask", help="ask the gate whether a tool call may run; wait for its "
                                    "review (exit 0 approved, 1 denied, 3 blocked, ...)")
-    p.add_argument("tool")
+    _call_arguments(p)
+    p.add_argument("--json", action="store_true", help="print the whole answer as JSON")
+    p.add_argument("--no-wait", action="store_true",
+                   help="do not wait for a review: print the request id, exit 75")
+    p.set_defaults(func=cmd_ask)
+    p = sub.add_parser("exec", help="run a command only when the gate allows or approves the "
+                                    "call, and report its use: signoff exec TOOL -- COMMAND...")
+    _call_arguments(p)
+    p.add_argument("program", nargs=argparse.REMAINDER, metavar="-- COMMAND...")
+    p.set_defaults(func=cmd_exec, json=False, no_wait=False)
+
+
+def _call_arguments(p: argparse.ArgumentParser, *, tool: bool = True) -> None:
+    if tool:
+        p.add_argument("tool")
     p.add_argument("--args", default="{}", help="the call's arguments: JSON or @file")
     p.add_argument("--summary", default="", help="what the call does, for the reviewer")
     p.add_argument("--context", default="{}", help="context for the policy: JSON or @file")
     p.add_argument("--timeout", default=None,
                    help="stop waiting after this long (e.g. 30m): the request is withdrawn, "
                         "exit 4")
-    p.add_argument("--json", action="store_true", help="print the whole answer as JSON")
-    p.add_argument("--no-wait", action="store_true",
-                   help="do not wait for a review: print the request id, exit 75")
-    p.set_defaults(func=cmd_ask)
 
 
 def cmd_ask(args: argparse.Namespace) -> int:
+    return _session(args, lambda client, call, url, limit:
+                    _ask(client, url, call, args, limit, sys.stdout)[0])
+
+
+def cmd_exec(args: argparse.Namespace) -> int:
+    # argparse leaves everything after TOOL to the command, options included: read the
+    # options written between TOOL and `--` here.
+    head, command = ([], args.program)
+    if "--" in args.program:
+        cut = args.program.index("--")
+        head, command = args.program[:cut], args.program[cut + 1:]
+    if head:
+        options = argparse.ArgumentParser(prog="signoff exec TOOL", add_help=False)
+        _call_arguments(options, tool=False)
+        try:
+            options.parse_args(head, namespace=args)
+        except SystemExit:
+            return EXIT_USAGE
+    if not command:
+        print("signoff exec: give the command after --: signoff exec TOOL -- COMMAND...",
+              file=sys.stderr)
+        return EXIT_USAGE
+
+    def gated(client: httpx.Client, call: dict[str, Any], url: str, limit: float | None) -> int:
+        code, body = _ask(client, url, call, args, limit, sys.stderr)
+        if code != EXIT_APPROVED:
+            return code
+        if body.get("requestId"):  # approved in a review: the approval is spent on this run
+            _call(client, "POST", f"/api/gate/requests/{body['requestId']}/use",
+                  json={"tool": call["tool"], "args": call["args"]})
+        return subprocess.call(command)
+
+    return _session(args, gated)
+
+
+def _session(args: argparse.Namespace, act: Any) -> int:
     import httpx  # here, so other commands do not load it
 
     try:
@@ -83,50 +130,53 @@ def cmd_ask(args: argparse.Namespace) -> int:
                 "summary": args.summary, "context": _json_object(args.context, "--context")}
         limit = parse_duration(args.timeout).total_seconds() if args.timeout else None
     except (ValueError, DurationError) as exc:
-        print(f"signoff ask: {exc}", file=sys.stderr)
+        print(f"signoff {args.command}: {exc}", file=sys.stderr)
         return EXIT_USAGE
     url = (os.environ.get("SIGNOFF_URL") or DEFAULT_URL).rstrip("/")
     token = os.environ.get("SIGNOFF_API_TOKEN") or ""
     with httpx.Client(base_url=url, timeout=POLL_SECONDS + 15,
                       headers={"Authorization": f"Bearer {token}"}) as client:
         try:
-            return _ask(client, url, call, args, limit)
+            code: int = act(client, call, url, limit)
+            return code
         except Unavailable as exc:
-            print(f"signoff ask: no decision: {exc} (failing closed)", file=sys.stderr)
+            print(f"signoff: no decision: {exc} (failing closed)", file=sys.stderr)
             return EXIT_UNAVAILABLE
 
 
 def _ask(client: httpx.Client, url: str, call: dict[str, Any], args: argparse.Namespace,
-         limit: float | None) -> int:
+         limit: float | None, out: TextIO) -> tuple[int, dict[str, Any]]:
+    """Check the call and wait for its review: the exit status and the last answer."""
     answer = _call(client, "POST", "/api/gate/check", json=call)
     decision = answer.get("decision")
     if decision != "escalate":
-        _print(answer, args.json, f"{decision}: {answer.get('reason')}")
-        return EXIT_APPROVED if decision == "allow" else EXIT_BLOCKED
+        _print(answer, args.json, f"{decision}: {answer.get('reason')}", out)
+        return (EXIT_APPROVED if decision == "allow" else EXIT_BLOCKED), answer
     request_id = str(answer["requestId"])
     where = f"{url}/api/gate/requests/{request_id}"
     if args.no_wait:
-        _print(answer, args.json, request_id)
-        print(f"signoff ask: {args.tool} needs a review ({answer.get('reason')}); "
+        _print(answer, args.json, request_id, out)
+        print(f"signoff: {args.tool} needs a review ({answer.get('reason')}); "
               f"request {request_id} is pending: {where}", file=sys.stderr)
-        return EXIT_PENDING
+        return EXIT_PENDING, answer
     deadline = None if limit is None else time.monotonic() + limit
     try:
         with _sigterm_stops():
-            print(f"signoff ask: {args.tool} needs a review ({answer.get('reason')}); waiting "
+            print(f"signoff: {args.tool} needs a review ({answer.get('reason')}); waiting "
                   f"for a decision on request {request_id}: {where}", file=sys.stderr)
             state = _wait(client, request_id, deadline)
     except (KeyboardInterrupt, _Stop):
         state = _withdraw(client, request_id, "the caller stopped waiting (signal)")
-        _print(state, args.json, _line(state))
-        return EXIT_CANCELLED
+        _print(state, args.json, _line(state), out)
+        return EXIT_CANCELLED, state
     if state["status"] == "pending":  # our own --timeout passed
         state = _withdraw(client, request_id, f"no decision within {args.timeout}")
-        _print(state, args.json, _line(state))
-        return EXIT_TIMED_OUT if state["status"] == "cancelled" else \
+        _print(state, args.json, _line(state), out)
+        code = EXIT_TIMED_OUT if state["status"] == "cancelled" else \
             _BY_STATUS.get(state["status"], EXIT_DENIED)
-    _print(state, args.json, _line(state))
-    return _BY_STATUS.get(state["status"], EXIT_DENIED)
+        return code, state
+    _print(state, args.json, _line(state), out)
+    return _BY_STATUS.get(state["status"], EXIT_DENIED), state
 
 
 def _wait(client: httpx.Client, request_id: str, deadline: float | None) -> dict[str, Any]:
@@ -183,8 +233,8 @@ def _line(state: dict[str, Any]) -> str:
     return f"{status}{who}{when}{comment}"
 
 
-def _print(body: dict[str, Any], as_json: bool, line: str) -> None:
-    print(json.dumps(body, indent=2, ensure_ascii=False) if as_json else line)
+def _print(body: dict[str, Any], as_json: bool, line: str, out: TextIO) -> None:
+    print(json.dumps(body, indent=2, ensure_ascii=False) if as_json else line, file=out)
 
 
 @contextmanager

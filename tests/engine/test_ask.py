@@ -39,7 +39,7 @@ TOKEN = "operator-secret"
 
 
 @pytest.fixture
-def stack(redis_url, tmp_path, worker_process):
+def stack(redis_url, redis_client, tmp_path, worker_process):  # redis_client: a clean database
     (tmp_path / "policy.yml").write_text(POLICY)
     with SlackEmulator() as slack:
         env = {"SIGNOFF_API_TOKEN": TOKEN, "SLACK_BOT_TOKEN": slack.bot_token,
@@ -58,9 +58,9 @@ def stack(redis_url, tmp_path, worker_process):
             serve.stop()
 
 
-def ask(url: str, *args: str) -> subprocess.Popen[str]:
+def ask(url: str, *args: str, program: str = "ask") -> subprocess.Popen[str]:
     env = {**os.environ, "SIGNOFF_URL": url, "SIGNOFF_API_TOKEN": TOKEN}
-    return subprocess.Popen([sys.executable, "-m", "engine.cli", "ask", *args], cwd=ROOT,
+    return subprocess.Popen([sys.executable, "-m", "engine.cli", program, *args], cwd=ROOT,
                             env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
@@ -155,3 +155,29 @@ def test_an_unreachable_server_fails_closed():
 def test_bad_usage_is_2():
     code, _, err = finish(ask("http://127.0.0.1:9", "x", "--args", "[1]"))
     assert code == 2 and "--args must be a JSON object" in err
+
+
+def test_exec_runs_the_command_only_when_approved_and_spends_the_approval(stack, tmp_path):
+    serve, slack, driver, api = stack
+    marker = tmp_path / "ran"
+    command = ["--", sys.executable, "-c",
+               f"import pathlib, sys; pathlib.Path({str(marker)!r}).write_text('ran'); "
+               "sys.exit(7)"]
+    code, _, _ = finish(ask(serve.url, "shell.execute", *command, program="exec"))  # blocked
+    assert code == 3 and not marker.exists()
+
+    process = ask(serve.url, "deploy.prod", "--args", '{"version": "3"}', *command,
+                  program="exec")
+    message = posted_review(slack)
+    assert not marker.exists()  # not before the decision
+    assert driver.click("U0ALICE", ("C0REVIEWS", message["ts"]), ACTION_APPROVE).ok
+    code, _, err = finish(process)
+    assert code == 7, err  # the command's own status
+    assert marker.read_text() == "ran"
+    request_id = api.get("/api/workflowExecutions").json()["results"][0]["id"]  # the newest
+    state = api.get(f"/api/gate/requests/{request_id}").json()
+    assert state["args"] == {"version": "3"}
+    assert state["used"]["by"] == "operator"
+    replay = api.post(f"/api/gate/requests/{request_id}/use",
+                      json={"tool": "deploy.prod", "args": {"version": "3"}})
+    assert replay.status_code == 409 and replay.json()["error"] == "already_used"
