@@ -1,4 +1,4 @@
-"""``signoff ask``: ask a Signoff server whether a tool call may run, and wait for the review.
+"""``signoff ask`` and ``signoff exec``: ask a Signoff server whether a tool call may run.
 
 An HTTP client of the gate API (:mod:`engine.gate_api`) at ``SIGNOFF_URL`` with
 ``SIGNOFF_API_TOKEN`` (scopes ``run`` and ``read``), for CI jobs and scripts: progress on
@@ -14,7 +14,11 @@ the decision, and it fails closed: anything but an approval or an allow is non-z
 While it waits, SIGINT or SIGTERM withdraws the request (the review in Slack says it was
 cancelled) and it exits 5; so does its own ``--timeout`` passing (then 4). ``ask`` does not
 report the call as used (``POST …/use``): the approval stays bound to that call for its
-requester, once, and whoever runs it may report it.
+requester, once, and whoever runs it may report it. ``exec TOOL -- COMMAND...`` asks the
+same way, then reports the use and runs the command, exiting with its status.
+
+:func:`open_client`, :func:`ask_and_wait` and :func:`report_use` are the client's parts,
+which the Claude Code hook (:mod:`engine.hooks`) uses too.
 """
 
 from __future__ import annotations
@@ -87,11 +91,13 @@ def _call_arguments(p: argparse.ArgumentParser, *, tool: bool = True) -> None:
 
 
 def cmd_ask(args: argparse.Namespace) -> int:
-    return _session(args, lambda client, call, url, limit:
-                    _ask(client, url, call, args, limit, sys.stdout)[0])
+    return _session(args, lambda client, call, url, limit: ask_and_wait(
+        client, url, call, limit=limit, limit_text=args.timeout, out=sys.stdout,
+        as_json=args.json, no_wait=args.no_wait)[0])
 
 
 def cmd_exec(args: argparse.Namespace) -> int:
+    """Run the command only when the call is allowed or approved, spending the approval."""
     # argparse leaves everything after TOOL to the command, options included: read the
     # options written between TOOL and `--` here.
     head, command = ([], args.program)
@@ -111,20 +117,17 @@ def cmd_exec(args: argparse.Namespace) -> int:
         return EXIT_USAGE
 
     def gated(client: httpx.Client, call: dict[str, Any], url: str, limit: float | None) -> int:
-        code, body = _ask(client, url, call, args, limit, sys.stderr)
+        code, body = ask_and_wait(client, url, call, limit=limit, limit_text=args.timeout,
+                                  out=sys.stderr)
         if code != EXIT_APPROVED:
             return code
-        if body.get("requestId"):  # approved in a review: the approval is spent on this run
-            _call(client, "POST", f"/api/gate/requests/{body['requestId']}/use",
-                  json={"tool": call["tool"], "args": call["args"]})
+        report_use(client, body, call)
         return subprocess.call(command)
 
     return _session(args, gated)
 
 
 def _session(args: argparse.Namespace, act: Any) -> int:
-    import httpx  # here, so other commands do not load it
-
     try:
         call = {"tool": args.tool, "args": _json_object(args.args, "--args"),
                 "summary": args.summary, "context": _json_object(args.context, "--context")}
@@ -132,10 +135,7 @@ def _session(args: argparse.Namespace, act: Any) -> int:
     except (ValueError, DurationError) as exc:
         print(f"signoff {args.command}: {exc}", file=sys.stderr)
         return EXIT_USAGE
-    url = (os.environ.get("SIGNOFF_URL") or DEFAULT_URL).rstrip("/")
-    token = os.environ.get("SIGNOFF_API_TOKEN") or ""
-    with httpx.Client(base_url=url, timeout=POLL_SECONDS + 15,
-                      headers={"Authorization": f"Bearer {token}"}) as client:
+    with open_client() as (client, url):
         try:
             code: int = act(client, call, url, limit)
             return code
@@ -144,38 +144,62 @@ def _session(args: argparse.Namespace, act: Any) -> int:
             return EXIT_UNAVAILABLE
 
 
-def _ask(client: httpx.Client, url: str, call: dict[str, Any], args: argparse.Namespace,
-         limit: float | None, out: TextIO) -> tuple[int, dict[str, Any]]:
-    """Check the call and wait for its review: the exit status and the last answer."""
+@contextmanager
+def open_client() -> Iterator[tuple[httpx.Client, str]]:
+    """An HTTP client of the server at SIGNOFF_URL, with SIGNOFF_API_TOKEN, and its URL."""
+    import httpx  # here, so other commands do not load it
+
+    url = (os.environ.get("SIGNOFF_URL") or DEFAULT_URL).rstrip("/")
+    token = os.environ.get("SIGNOFF_API_TOKEN") or ""
+    with httpx.Client(base_url=url, timeout=POLL_SECONDS + 15,
+                      headers={"Authorization": f"Bearer {token}"}) as client:
+        yield client, url
+
+
+def report_use(client: httpx.Client, answer: dict[str, Any], call: dict[str, Any]) -> None:
+    """Spend an approval on the call about to run (nothing to do for a policy's allow);
+    Unavailable when the server refuses it (used already) or cannot be reached."""
+    if answer.get("requestId"):
+        _call(client, "POST", f"/api/gate/requests/{answer['requestId']}/use",
+              json={"tool": call["tool"], "args": call["args"]})
+
+
+def ask_and_wait(client: httpx.Client, url: str, call: dict[str, Any], *,
+                 limit: float | None, limit_text: str | None, out: TextIO,
+                 as_json: bool = False, no_wait: bool = False) -> tuple[int, dict[str, Any]]:
+    """Check the call and wait for its review (at most ``limit`` seconds, then withdraw
+    it): the exit status and the last answer, printed on ``out``; progress on stderr.
+    Unavailable when no decision can be had."""
+    tool = call["tool"]
     answer = _call(client, "POST", "/api/gate/check", json=call)
     decision = answer.get("decision")
     if decision != "escalate":
-        _print(answer, args.json, f"{decision}: {answer.get('reason')}", out)
+        _print(answer, as_json, f"{decision}: {answer.get('reason')}", out)
         return (EXIT_APPROVED if decision == "allow" else EXIT_BLOCKED), answer
     request_id = str(answer["requestId"])
     where = f"{url}/api/gate/requests/{request_id}"
-    if args.no_wait:
-        _print(answer, args.json, request_id, out)
-        print(f"signoff: {args.tool} needs a review ({answer.get('reason')}); "
+    if no_wait:
+        _print(answer, as_json, request_id, out)
+        print(f"signoff: {tool} needs a review ({answer.get('reason')}); "
               f"request {request_id} is pending: {where}", file=sys.stderr)
         return EXIT_PENDING, answer
     deadline = None if limit is None else time.monotonic() + limit
     try:
         with _sigterm_stops():
-            print(f"signoff: {args.tool} needs a review ({answer.get('reason')}); waiting "
+            print(f"signoff: {tool} needs a review ({answer.get('reason')}); waiting "
                   f"for a decision on request {request_id}: {where}", file=sys.stderr)
             state = _wait(client, request_id, deadline)
     except (KeyboardInterrupt, _Stop):
         state = _withdraw(client, request_id, "the caller stopped waiting (signal)")
-        _print(state, args.json, _line(state), out)
+        _print(state, as_json, _line(state), out)
         return EXIT_CANCELLED, state
     if state["status"] == "pending":  # our own --timeout passed
-        state = _withdraw(client, request_id, f"no decision within {args.timeout}")
-        _print(state, args.json, _line(state), out)
+        state = _withdraw(client, request_id, f"no decision within {limit_text}")
+        _print(state, as_json, _line(state), out)
         code = EXIT_TIMED_OUT if state["status"] == "cancelled" else \
             _BY_STATUS.get(state["status"], EXIT_DENIED)
         return code, state
-    _print(state, args.json, _line(state), out)
+    _print(state, as_json, _line(state), out)
     return _BY_STATUS.get(state["status"], EXIT_DENIED), state
 
 
