@@ -140,10 +140,12 @@ def _parser() -> argparse.ArgumentParser:
     t.set_defaults(func=cmd_token_revoke)
 
     from engine.ask import register as register_ask
+    from engine.hooks import register as register_hooks
     from engine.policy_commands import register as register_policy_commands
 
     register_policy_commands(sub)
     register_ask(sub)
+    register_hooks(sub)
 
     # Plug-ins add commands through the signoff.commands entry-point group: each entry
     # point is a function register(subparsers) that adds its parsers with set_defaults(func=...).

@@ -29,6 +29,10 @@ POLICY = textwrap.dedent("""\
         reason: "Production deploys need a second pair of eyes"
         approvers: ["U0ALICE"]
         channel: C0REVIEWS
+      - tool: "Bash"
+        action: escalate
+        approvers: ["U0ALICE"]
+        channel: C0REVIEWS
       - tool: "canary.deploy"
         action: escalate
         approvers: ["U0ALICE"]
@@ -181,3 +185,57 @@ def test_exec_runs_the_command_only_when_approved_and_spends_the_approval(stack,
     replay = api.post(f"/api/gate/requests/{request_id}/use",
                       json={"tool": "deploy.prod", "args": {"version": "3"}})
     assert replay.status_code == 409 and replay.json()["error"] == "already_used"
+
+
+def hook(url: str, event: dict) -> subprocess.Popen[str]:
+    env = {**os.environ, "SIGNOFF_URL": url, "SIGNOFF_API_TOKEN": TOKEN}
+    process = subprocess.Popen([sys.executable, "-m", "engine.cli", "hook", "claude-code"],
+                               cwd=ROOT, env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True)
+    assert process.stdin is not None
+    process.stdin.write(json.dumps(event))
+    process.stdin.close()
+    process.stdin = None  # written and closed: communicate() leaves it alone
+    return process
+
+
+def hook_answer(process: subprocess.Popen[str]) -> tuple[str, str]:
+    code, out, err = finish(process)
+    assert code == 0, err
+    answer = json.loads(out)["hookSpecificOutput"]
+    assert answer["hookEventName"] == "PreToolUse"
+    return answer["permissionDecision"], answer["permissionDecisionReason"]
+
+
+def pre_tool_use(tool: str, tool_input: dict) -> dict:
+    return {"session_id": "s-1", "hook_event_name": "PreToolUse", "tool_name": tool,
+            "tool_input": tool_input, "cwd": "/repo", "permission_mode": "default"}
+
+
+def test_the_claude_code_hook_allows_denies_and_waits_for_slack(stack):
+    serve, slack, driver, api = stack
+    assert hook_answer(hook(serve.url, pre_tool_use("search.web", {"q": "x"})))[0] == "allow"
+    assert hook_answer(hook(serve.url, pre_tool_use("shell.execute", {}))) == \
+        ("deny", "blocked by the Signoff policy: No shell in CI")
+
+    pushing = hook(serve.url, pre_tool_use("Bash", {"command": "git push origin main"}))
+    message = posted_review(slack)
+    assert "git push origin main" in json.dumps(message)
+    assert driver.click("U0ALICE", ("C0REVIEWS", message["ts"]), ACTION_APPROVE).ok
+    assert hook_answer(pushing) == ("allow", "approved by U0ALICE in Signoff")
+    request_id = api.get("/api/workflowExecutions").json()["results"][0]["id"]
+    assert api.get(f"/api/gate/requests/{request_id}").json()["used"]["by"] == "operator"
+
+    forcing = hook(serve.url, pre_tool_use("Bash", {"command": "git push --force"}))
+    wait_until(lambda: len(slack.workspace.messages("C0REVIEWS")) == 2, timeout=30,
+               message="the second review to be posted")
+    second = next(m for m in slack.workspace.messages("C0REVIEWS") if "force" in json.dumps(m))
+    assert driver.click("U0ALICE", ("C0REVIEWS", second["ts"]), ACTION_DENY).ok
+    assert hook_answer(forcing) == ("deny", "denied by U0ALICE in Signoff")
+
+
+def test_the_claude_code_hook_denies_when_signoff_is_unreachable_or_the_event_is_odd():
+    url = f"http://127.0.0.1:{free_port()}"
+    decision, reason = hook_answer(hook(url, pre_tool_use("Bash", {"command": "ls"})))
+    assert decision == "deny" and "could not decide" in reason
+    assert hook_answer(hook(url, {"hook_event_name": "Stop"}))[0] == "deny"
