@@ -18,11 +18,11 @@ install: $(STAMP)
 # scripts/system-packages installs it (and Chromium for the browser test) when missing.
 test: $(STAMP)
 	scripts/system-packages
-	$(BIN)/ruff check engine bot slack_emulator tests benchmarks demo
+	$(BIN)/ruff check engine bot signoff slack_emulator tests benchmarks demo
 	$(BIN)/python -m pytest -q -p no:cacheprovider $(PYTEST_ARGS)
 
 lint: $(STAMP)
-	$(BIN)/ruff check engine bot slack_emulator tests benchmarks demo
+	$(BIN)/ruff check engine bot signoff slack_emulator tests benchmarks demo
 	$(BIN)/mypy
 
 demo: $(STAMP)
