@@ -2,7 +2,7 @@
 
 | route | scope |
 |---|---|
-| ``POST /api/gate/check`` ``{tool, args, summary?, context?}`` | ``run`` |
+| ``POST /api/gate/check`` ``{tool, args, summary?, context?, dryRun?}`` | ``run`` |
 | ``GET /api/gate/requests/{id}`` | ``read`` |
 | ``GET /api/gate/requests/{id}/wait?timeout=50s`` (long poll) | ``read`` |
 | ``POST /api/gate/requests/{id}/cancel`` | ``run`` (its requester) or ``admin`` |
@@ -65,6 +65,13 @@ def gate_extension(gate: Gate) -> WebExtension:
                           f"{MAX_SUMMARY} characters")
         if not isinstance(context, dict | None):
             return _error(400, "bad_request", '"context" must be a JSON object')
+        if body.get("dryRun") is True:  # what the policy says, starting no review
+            try:
+                decision = gate.policy.current().decide(tool, args, context or {})
+            except PolicyInvalid as exc:
+                return _error(503, "policy_invalid", "the policy (SIGNOFF_POLICY) has "
+                              "problems", problems=[str(p) for p in exc.problems])
+            return JSONResponse(decision.to_json())
         try:
             answer = gate.check(ToolCall(tool, args, summary, context or {}),
                                 requester=_requester(request), actor=_actor(request),

@@ -117,17 +117,37 @@ class Gate:
         call = _call(tool, args, summary, context)
         with self._client() as client:
             answer = _send(client, "POST", "/api/gate/check", json=call)
-            if answer.get("decision") != "escalate" or not wait:
-                return _decision(answer, call)
-            request_id = str(answer["requestId"])
-            deadline = _deadline(timeout if timeout is not None else self.timeout)
+        if answer.get("decision") != "escalate" or not wait:
+            return _decision(answer, call)
+        return self.wait(str(answer["requestId"]),
+                         timeout if timeout is not None else self.timeout, withdraw=True)
+
+    def policy(self, tool: str, args: Mapping[str, Any] | None = None, *,
+               context: Mapping[str, Any] | None = None) -> Decision:
+        """What the policy says of a call (``allowed``, ``blocked``, or ``escalate`` for a
+        call that would need a review), asking nobody and starting nothing."""
+        call = {**_call(tool, args, "", context), "dryRun": True}
+        with self._client() as client:
+            answer = _send(client, "POST", "/api/gate/check", json=call)
+        decided = _decision(answer, call)
+        return decided if decided.status != "pending" else \
+            Decision(**{**decided.__dict__, "status": "escalate"})
+
+    def wait(self, request_id: str, timeout: float | None = None, *,
+             withdraw: bool = False) -> Decision:
+        """A request's decision once made, or after ``timeout`` seconds: still ``pending``,
+        or with ``withdraw``, cancelled and reported as ``timed_out``."""
+        deadline = _deadline(timeout)
+        with self._client() as client:
             while True:
-                seconds = _poll_seconds(deadline)
                 state = _send(client, "GET", f"/api/gate/requests/{request_id}/wait",
-                              params={"timeout": f"{seconds}s"})
+                              params={"timeout": f"{_poll_seconds(deadline)}s"})
+                call = {"tool": state.get("tool"), "args": state.get("args") or {}}
                 if state["status"] != "pending":
                     return _decision(state, call)
                 if deadline is not None and time.monotonic() >= deadline:
+                    if not withdraw:
+                        return _decision(state, call)
                     _send(client, "POST", f"/api/gate/requests/{request_id}/cancel",
                           json={"reason": "the caller stopped waiting"}, ok=(200, 409))
                     state = _send(client, "GET", f"/api/gate/requests/{request_id}")

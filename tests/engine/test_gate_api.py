@@ -319,3 +319,10 @@ def test_a_denied_or_pending_request_cannot_be_used(agent, alice, work):
     work()
     late = agent.post(f"/api/gate/requests/{pending}/use", json=use)
     assert late.status_code == 409 and late.json()["error"] == "not_approved"
+
+
+def test_a_dry_run_says_what_the_policy_decides_and_starts_nothing(agent, runtime):
+    body = agent.post("/api/gate/check", json={**REFUND, "dryRun": True}).json()
+    assert body["decision"] == "escalate" and "requestId" not in body
+    assert body["reason"] == "Money leaves the company"
+    assert runtime.engine.list_executions()[1] == 0

@@ -127,6 +127,7 @@ def test_allow_and_block_need_no_reviewer(server):
         pytest.fail("a blocked block ran")
     assert caught.value.decision.reason == "No shell for agents"
     assert gate.check("shell.execute").status == "blocked"  # check does not raise
+    assert gate.policy("payments.refund", {"amount": 1}).status == "escalate"  # starts nothing
 
 
 def test_check_without_waiting_and_an_async_guard(server, runtime, work):
