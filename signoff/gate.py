@@ -169,7 +169,7 @@ class Gate:
         decision = self.check(tool, args, summary=summary, context=context,
                               timeout=timeout).raise_for_status()
         if decision.request_id is not None:
-            self._use(decision)
+            self.spend(decision)
         return decision
 
     @contextmanager
@@ -219,7 +219,9 @@ class Gate:
 
     # -- plumbing ----------------------------------------------------------------------------
 
-    def _use(self, decision: Decision) -> None:
+    def spend(self, decision: Decision) -> None:
+        """Report that the approved call runs now (``POST …/use``): an approval covers one
+        call; Unavailable when the server refuses (it was spent already)."""
         with self._client() as client:
             _send(client, "POST", f"/api/gate/requests/{decision.request_id}/use",
                   json={"tool": decision.tool, "args": dict(decision.args)})
