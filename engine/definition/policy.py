@@ -63,6 +63,7 @@ REVIEW_STEP_TYPE = "waitForInput"  # an escalation's review: Approve / Deny and 
 _NOT_FOR_RULES = frozenset({"schema", "decision-field", "channels"})
 _WHEN_NAMES = ("args", "context", "tool")  # what a rule's `when` reads
 _MESSAGE_NAMES = ("tool", "args", "context", "summary", "reason")  # what its `message` reads
+_ANSWER_NAMES = ("approved", "comment")  # the review's answer: not argument names to edit
 
 
 class Action(StrEnum):
@@ -333,6 +334,16 @@ class _PolicyFile:
             self._check_names(review.get("message"), (*path, "message"), _MESSAGE_NAMES,
                               templates.references if isinstance(review.get("message"), str)
                               else None)
+        for i, name in enumerate(raw.get("editable") or []):
+            if action != Action.ESCALATE.value:
+                self._problem((*path, "editable"), f"{_render((*path, 'editable'))}: only an "
+                              "escalating rule's arguments can be edited by a reviewer",
+                              key=True)
+                break
+            if name in _ANSWER_NAMES:
+                self._problem((*path, "editable", i), f"{_render((*path, 'editable', i))}: "
+                              f"{name!r} is the review's own answer field; it cannot also be "
+                              "an argument the reviewer edits")
         when = self._when(raw, path)
         if not isinstance(tool, str) or not isinstance(action, str) \
                 or action not in Action.__members__.values():

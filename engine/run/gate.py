@@ -43,6 +43,8 @@ from engine.state.execution import ExecutionState, ExecutionStatus, canonical, d
 
 REVIEW_STEP = "review"
 DEFAULT_TIMEOUT = timedelta(hours=24)  # as a waitForApproval's; a rule's `timeout` overrides it
+EDITABLE_TEXT = 2000  # characters of a string argument a reviewer may edit in the form
+_EDITABLE_TYPES = {str: "string", int: "integer", float: "number", bool: "boolean"}
 FOLD_AT = 300  # characters of one argument's JSON shown before it is folded
 SHOWN_ARGUMENTS = 50  # top-level arguments listed before "… and N more"
 USED = "gate.used"  # the audit event of a reported use
@@ -59,11 +61,9 @@ DEFAULT_MESSAGE = ("Agent call: **{{ tool }}**, requested by {{ event.requestedB
 _FOOTER = ("\n\n**Why it needs a review:** {{ reason }}\n\n"
            "**Arguments** (sha256 {{ event.argsSha256 | slice: 0, 12 }}):\n"
            "```\n{{ event.shownArgs }}\n```")
-_ANSWER_SCHEMA = {
-    "type": "object",
-    "properties": {"approved": {"type": "boolean", "title": "Approve"},
-                   "comment": {"type": "string", "title": "Comment", "maxLength": 2000}},
-    "required": ["approved"],
+_ANSWER_FIELDS: dict[str, Any] = {
+    "approved": {"type": "boolean", "title": "Approve"},
+    "comment": {"type": "string", "title": "Comment", "maxLength": 2000},
 }
 
 
@@ -126,14 +126,16 @@ class Gate:
         if decision.action is not Action.ESCALATE:
             return CheckAnswer(decision)
         requested_by = self.engine.requester(requester, (principal,) if principal else ())
-        event = {
+        event: dict[str, Any] = {
             "tool": call.tool, "args": dict(call.args), "argsSha256": call.args_sha256,
             "summary": call.summary, "context": dict(call.context or {}),
             "reason": decision.reason, "requestedBy": requested_by,
             "rule": decision.deciding.to_json() if decision.deciding else None,
             "shownArgs": shown_arguments(call.args),
         }
-        request_id = self.engine.run(review_workflow(decision.deciding), event,
+        review = review_workflow(decision.deciding, call.args)
+        event["editable"] = sorted(_editable_in(review))
+        request_id = self.engine.run(review, event,
                                      requested_by=requested_by, actor=actor,
                                      principal=principal)
         # What makes an execution a gate request: no API caller can set an annotation, so
@@ -207,9 +209,13 @@ class Gate:
     def _view(self, state: ExecutionState) -> dict[str, Any]:
         event = state.event
         status, decided_by, decided_at, comment = self._outcome(state)
+        edits = self._edits(state) if status == GateStatus.APPROVED else {}
+        to_run = {**event["args"], **edits}
         return {
             "requestId": state.id, "status": status, "tool": event["tool"],
-            "args": event["args"], "argsSha256": event["argsSha256"],
+            "args": to_run, "argsSha256": args_digest(to_run) if edits else event["argsSha256"],
+            "requestedArgs": event["args"],
+            "edited": sorted(k for k, v in edits.items() if event["args"].get(k) != v),
             "summary": event.get("summary") or "", "context": event.get("context") or {},
             "reason": event.get("reason"), "rule": event.get("rule"),
             "requestedBy": state.requested_by, "requestedAt": state.started_at,
@@ -239,6 +245,14 @@ class Gate:
             return GateStatus.TIMED_OUT, "system:timeout", state.finished_at, None
         return GateStatus.FAILED, None, state.finished_at, state.error
 
+    @staticmethod
+    def _edits(state: ExecutionState) -> dict[str, Any]:
+        """The editable arguments as the reviewer's answer has them."""
+        result = state.results.get(REVIEW_STEP)
+        answer = result.output if result is not None and isinstance(result.output, dict) else {}
+        return {name: answer[name] for name in state.event.get("editable") or ()
+                if name in answer}
+
     def _ended_by(self, request_id: str) -> str | None:
         for entry in reversed(self.engine.audit_entries(request_id)):
             if entry.event.get("type") == audit.CANCELLED:
@@ -255,11 +269,28 @@ def _used(gate: Gate, request_id: str) -> dict[str, Any] | None:
 # -- the review's workflow -------------------------------------------------------------------
 
 
-def review_workflow(rule: Rule | None) -> Workflow:
+def review_workflow(rule: Rule | None, args: Mapping[str, Any] | None = None) -> Workflow:
     """The workflow an escalated call runs: one review step with the rule's options. Its
     text depends on the rule alone (the call is the event), so every call one rule
-    escalates shares one stored definition."""
-    return _parsed_review(_review_text(rule), f"<gate {_where(rule)}>")
+    escalates shares one stored definition; except where the rule makes arguments
+    ``editable``: the review's form then offers those of ``args`` with their values."""
+    return _parsed_review(_review_text(rule, editable_fields(rule, args or {})),
+                          f"<gate {_where(rule)}>")
+
+
+def editable_fields(rule: Rule | None, args: Mapping[str, Any]) -> dict[str, Any]:
+    """The form fields a reviewer may change: each argument the rule names ``editable``
+    whose value is a string (at most :data:`EDITABLE_TEXT` characters), a number or a
+    boolean, as a JSON Schema property holding the value asked for as its default."""
+    fields: dict[str, Any] = {}
+    for name in rule.editable if rule is not None else ():
+        value = args.get(name)
+        kind = _EDITABLE_TYPES.get(type(value))
+        if kind is None or (isinstance(value, str) and len(value) > EDITABLE_TEXT):
+            continue
+        fields[name] = {"type": kind, "title": f"{name} (edit to change what runs)",
+                        "default": value}
+    return fields
 
 
 @functools.lru_cache(maxsize=256)
@@ -267,18 +298,25 @@ def _parsed_review(text: str, source: str) -> Workflow:
     return parse_workflow(text, source)
 
 
+def _editable_in(review: Workflow) -> set[str]:
+    schema = review.steps[0].with_.get("schema") or {}
+    return set(schema.get("properties", {})) - set(_ANSWER_FIELDS)
+
+
 def _where(rule: Rule | None) -> str:
     return f"rule {rule.index + 1} ({rule.location})" if rule is not None else "the default"
 
 
-def _review_text(rule: Rule | None) -> str:
+def _review_text(rule: Rule | None, fields: Mapping[str, Any]) -> str:
     review = dict(rule.review) if rule is not None else {}
     message = review.pop("message", None) or DEFAULT_MESSAGE
     timeout = rule.timeout if rule is not None and rule.timeout else DEFAULT_TIMEOUT
     step: dict[str, Any] = {
         "name": REVIEW_STEP, "type": "waitForInput",
         "timeout": _duration(timeout),
-        "with": {"message": _NAMES + str(message) + _FOOTER, "schema": _ANSWER_SCHEMA,
+        "with": {"message": _NAMES + str(message) + _FOOTER,
+                 "schema": {"type": "object", "properties": {**_ANSWER_FIELDS, **fields},
+                            "required": ["approved"]},
                  **review},
     }
     document = {

@@ -33,6 +33,10 @@ POLICY = textwrap.dedent("""\
         on-timeout: approve
         approvers: ["U0ALICE"]
         reason: "Small refund"
+      - tool: "payments.transfer"
+        action: escalate
+        approvers: ["U0ALICE"]
+        editable: [amount, memo, attachments]
       - tool: "email.send"
         action: block
         shadow: true
@@ -326,3 +330,42 @@ def test_a_dry_run_says_what_the_policy_decides_and_starts_nothing(agent, runtim
     assert body["decision"] == "escalate" and "requestId" not in body
     assert body["reason"] == "Money leaves the company"
     assert runtime.engine.list_executions()[1] == 0
+
+
+TRANSFER = {"tool": "payments.transfer",
+            "args": {"amount": 5000, "memo": "Q3", "iban": "DE89", "attachments": ["a.pdf"]}}
+
+
+def test_a_reviewer_edits_the_arguments_a_rule_marks_editable(agent, alice, work, runtime):
+    request_id = escalate(agent, work, TRANSFER)
+    schema = runtime.engine.get(request_id).waiting.schema
+    # scalars only: a list is not offered for editing, nor is an argument the rule leaves out
+    assert set(schema["properties"]) == {"approved", "comment", "amount", "memo"}
+    assert schema["properties"]["amount"]["default"] == 5000
+    answer = {"approved": True, "amount": 500, "memo": "Q3", "iban": "XX00"}
+    assert alice.post(f"/api/workflowExecutions/{request_id}/resume",
+                      json=answer).status_code == 200
+    work()
+    state = agent.get(f"/api/gate/requests/{request_id}").json()
+    assert state["args"] == {**TRANSFER["args"], "amount": 500}  # iban was not editable
+    assert state["requestedArgs"] == TRANSFER["args"]
+    assert state["edited"] == ["amount"]
+    # the approval covers the edited call, not the one asked for
+    asked = agent.post(f"/api/gate/requests/{request_id}/use", json=TRANSFER)
+    assert asked.status_code == 409 and asked.json()["error"] == "other_arguments"
+    edited = agent.post(f"/api/gate/requests/{request_id}/use",
+                        json={"tool": TRANSFER["tool"], "args": state["args"]})
+    assert edited.status_code == 200
+    trail = agent.get(f"/api/workflowExecutions/{request_id}/audit").json()["events"]
+    decided = next(e for e in trail if e["type"] == "step.decided")
+    assert decided["input"]["amount"] == 500  # the audit shows both: the event, the answer
+
+
+def test_edits_in_a_denial_change_nothing(agent, alice, work):
+    request_id = escalate(agent, work, TRANSFER)
+    alice.post(f"/api/workflowExecutions/{request_id}/resume",
+               json={"approved": False, "amount": 1})
+    work()
+    state = agent.get(f"/api/gate/requests/{request_id}").json()
+    assert state["status"] == "denied" and state["args"] == TRANSFER["args"]
+    assert state["edited"] == []

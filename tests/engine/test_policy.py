@@ -198,6 +198,19 @@ def test_a_message_template_that_does_not_parse_or_reads_unknown_names_is_a_prob
     assert found[1].startswith("policy.yml:7:") and "template error in rules[1].message" in found[1]
 
 
+def test_editable_is_for_escalating_rules_and_not_the_answers_own_fields():
+    found = problems_of("""\
+        rules:
+          - {tool: a, action: allow, editable: [amount]}
+          - {tool: b, action: escalate, editable: [amount, approved]}
+        """)
+    assert found == [
+        "policy.yml:2:30: rules[0].editable: only an escalating rule's arguments can be "
+        "edited by a reviewer",
+        "policy.yml:3:52: rules[1].editable[1]: 'approved' is the review's own answer field; "
+        "it cannot also be an argument the reviewer edits"]
+
+
 def test_a_directory_is_one_policy_with_one_default(tmp_path):
     (tmp_path / "a.yml").write_text("rules:\n  - {tool: a, action: allow}\ndefault: block\n")
     (tmp_path / "b.yaml").write_text("rules:\n  - {tool: b, action: block}\n")
