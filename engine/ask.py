@@ -121,6 +121,11 @@ def cmd_exec(args: argparse.Namespace) -> int:
                                   out=sys.stderr)
         if code != EXIT_APPROVED:
             return code
+        if body.get("edited"):  # the command line cannot take the reviewer's arguments
+            print(f"signoff exec: the reviewer changed {', '.join(body['edited'])}; the "
+                  "command would run what was asked, not what was approved, so it does not "
+                  "run", file=sys.stderr)
+            return EXIT_DENIED
         report_use(client, body, call)
         return subprocess.call(command)
 
@@ -157,11 +162,13 @@ def open_client() -> Iterator[tuple[httpx.Client, str]]:
 
 
 def report_use(client: httpx.Client, answer: dict[str, Any], call: dict[str, Any]) -> None:
-    """Spend an approval on the call about to run (nothing to do for a policy's allow);
-    Unavailable when the server refuses it (used already) or cannot be reached."""
+    """Spend an approval on the call about to run, with the arguments approved (nothing to
+    do for a policy's allow); Unavailable when the server refuses it (used already) or
+    cannot be reached."""
     if answer.get("requestId"):
+        to_run = answer.get("args") if isinstance(answer.get("args"), dict) else call["args"]
         _call(client, "POST", f"/api/gate/requests/{answer['requestId']}/use",
-              json={"tool": call["tool"], "args": call["args"]})
+              json={"tool": call["tool"], "args": to_run})
 
 
 def ask_and_wait(client: httpx.Client, url: str, call: dict[str, Any], *,

@@ -11,10 +11,11 @@ its answer on stdout::
 The call is checked against the policy at ``SIGNOFF_URL`` as ``signoff ask`` checks it (the
 tool's name is ``tool_name``, its arguments ``tool_input``, and the session in ``context``):
 ``allow`` allows, ``block`` denies with the rule's reason, ``escalate`` waits for the review
-and allows once approved (reporting the use: the approval is spent on this call) or denies,
-naming who denied and why. Anything else denies: a time-out, a cancellation, an event that
-is not a PreToolUse, a server that cannot be reached. It always exits 0, so Claude Code
-reads the answer rather than treating the hook as broken.
+and allows once approved (reporting the use: the approval is spent on this call; arguments a
+reviewer edited are passed back as ``updatedInput``) or denies, naming who denied and why.
+Anything else denies: a time-out, a cancellation, an event that is not a PreToolUse, a
+server that cannot be reached. It always exits 0, so Claude Code reads the answer rather
+than treating the hook as broken.
 """
 
 from __future__ import annotations
@@ -77,7 +78,10 @@ def claude_code_answer(event_text: str, wait: str = DEFAULT_WAIT) -> dict[str, A
                 report_use(client, body, call)
     except Unavailable as exc:
         return _answer("deny", f"Signoff could not decide, so the call is denied: {exc}")
-    return _answer(*_decision(code, body))
+    decided = _answer(*_decision(code, body))
+    if code == EXIT_APPROVED and body.get("edited"):  # the reviewer's arguments run
+        decided["hookSpecificOutput"]["updatedInput"] = body["args"]
+    return decided
 
 
 def _decision(code: int, body: dict[str, Any]) -> tuple[str, str]:

@@ -185,33 +185,46 @@ class Gate:
               timeout: float | None = None) -> Callable[[F], F]:
         """A decorator: each call of the function is asked for as ``tool``, its arguments
         bound by parameter name (defaults included); it runs once allowed or approved,
+        with the arguments approved (a reviewer may edit those the rule marks editable),
         and raises Blocked, Denied, TimedOut, Cancelled or Unavailable otherwise. On an
         ``async def`` function the wait does not block the event loop."""
 
         def decorate(func: F) -> F:
             signature = inspect.signature(func)
 
-            def arguments(*a: Any, **kw: Any) -> tuple[dict[str, Any], str]:
+            def arguments(*a: Any, **kw: Any) -> tuple[inspect.BoundArguments, str]:
                 bound = signature.bind(*a, **kw)
                 bound.apply_defaults()
                 text = summary(*a, **kw) if callable(summary) else summary
-                return dict(bound.arguments), text
+                return bound, text
+
+            def approved(bound: inspect.BoundArguments, decision: Decision
+                         ) -> tuple[tuple[Any, ...], dict[str, Any]]:
+                # A reviewer may have edited arguments the rule marks editable: run those.
+                for name, value in decision.args.items():
+                    if name in bound.arguments:
+                        bound.arguments[name] = value
+                return bound.args, bound.kwargs
 
             if inspect.iscoroutinefunction(func):
                 @functools.wraps(func)
                 async def guarded_async(*a: Any, **kw: Any) -> Any:
-                    call_args, text = arguments(*a, **kw)
-                    await asyncio.to_thread(self.require, tool, call_args, summary=text,
-                                            context=context, timeout=timeout)
-                    return await func(*a, **kw)
+                    bound, text = arguments(*a, **kw)
+                    decision = await asyncio.to_thread(
+                        self.require, tool, dict(bound.arguments), summary=text,
+                        context=context, timeout=timeout)
+                    run_a, run_kw = approved(bound, decision)
+                    return await func(*run_a, **run_kw)
 
                 return guarded_async  # type: ignore[return-value]
 
             @functools.wraps(func)
             def guarded(*a: Any, **kw: Any) -> Any:
-                call_args, text = arguments(*a, **kw)
-                self.require(tool, call_args, summary=text, context=context, timeout=timeout)
-                return func(*a, **kw)
+                bound, text = arguments(*a, **kw)
+                decision = self.require(tool, dict(bound.arguments), summary=text,
+                                        context=context, timeout=timeout)
+                run_a, run_kw = approved(bound, decision)
+                return func(*run_a, **run_kw)
 
             return guarded  # type: ignore[return-value]
 

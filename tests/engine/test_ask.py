@@ -33,6 +33,7 @@ POLICY = textwrap.dedent("""\
         action: escalate
         approvers: ["U0ALICE"]
         channel: C0REVIEWS
+        editable: [command]
       - tool: "canary.deploy"
         action: escalate
         approvers: ["U0ALICE"]
@@ -239,3 +240,36 @@ def test_the_claude_code_hook_denies_when_signoff_is_unreachable_or_the_event_is
     decision, reason = hook_answer(hook(url, pre_tool_use("Bash", {"command": "ls"})))
     assert decision == "deny" and "could not decide" in reason
     assert hook_answer(hook(url, {"hook_event_name": "Stop"}))[0] == "deny"
+
+
+def test_the_hook_passes_a_reviewers_edit_back_as_updated_input(stack):
+    serve, slack, _, api = stack
+    forcing = hook(serve.url, pre_tool_use("Bash", {"command": "git push --force"}))
+    posted_review(slack)
+    request_id = api.get("/api/workflowExecutions").json()["results"][0]["id"]
+    decided = api.post(f"/api/workflowExecutions/{request_id}/resume",
+                       json={"approved": True, "command": "git push"},
+                       headers={"X-Signoff-Actor": "U0ALICE"})
+    assert decided.status_code == 200, decided.text
+    code, out, err = finish(forcing)
+    assert code == 0, err
+    answer = json.loads(out)["hookSpecificOutput"]
+    assert answer["permissionDecision"] == "allow"
+    assert answer["updatedInput"] == {"command": "git push"}
+    assert api.get(f"/api/gate/requests/{request_id}").json()["used"] is not None
+
+
+def test_exec_does_not_run_a_command_whose_arguments_a_reviewer_changed(stack, tmp_path):
+    serve, slack, _, api = stack
+    marker = tmp_path / "ran"
+    running = ask(serve.url, "Bash", "--args", '{"command": "rm -rf build"}', "--",
+                  sys.executable, "-c", f"open({str(marker)!r}, 'w').write('ran')",
+                  program="exec")
+    posted_review(slack)
+    request_id = api.get("/api/workflowExecutions").json()["results"][0]["id"]
+    api.post(f"/api/workflowExecutions/{request_id}/resume",
+             json={"approved": True, "command": "rm -rf build/tmp"},
+             headers={"X-Signoff-Actor": "U0ALICE"})
+    code, _, err = finish(running)
+    assert code == 1 and "the reviewer changed command" in err
+    assert not marker.exists()

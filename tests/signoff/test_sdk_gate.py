@@ -27,6 +27,10 @@ POLICY = textwrap.dedent("""\
         action: escalate
         reason: "Money leaves the company"
         approvers: ["U0ALICE"]
+      - tool: "payments.transfer"
+        action: escalate
+        approvers: ["U0ALICE"]
+        editable: [amount]
 """)
 
 
@@ -64,13 +68,14 @@ def in_background(action) -> dict[str, Any]:
     return outcome
 
 
-def decide_when_waiting(runtime, work, alice, approved: bool, comment: str = "") -> str:
+def decide_when_waiting(runtime, work, alice, approved: bool, comment: str = "",
+                        **edits: Any) -> str:
     """The reviewer's side: once the call's review waits, Alice decides it."""
     wait_until(lambda: runtime.engine.list_executions()[1] >= 1, timeout=30,
                message="the call to be escalated")
     [summary], _ = runtime.engine.list_executions(limit=1)
     work()
-    answer = {"approved": approved, **({"comment": comment} if comment else {})}
+    answer = {"approved": approved, **({"comment": comment} if comment else {}), **edits}
     response = alice.post(f"/api/workflowExecutions/{summary.id}/resume", json=answer)
     assert response.status_code == 200, response.text
     work()
@@ -164,3 +169,21 @@ def test_an_unreachable_server_fails_closed():
         search("x")
     assert ran == []
     assert "signoff_secret" not in repr(gate)
+
+
+def test_a_guarded_function_runs_with_the_arguments_the_reviewer_edited(server, runtime, work):
+    url, token, alice = server
+    gate = Gate(url, token)
+    paid = []
+
+    @gate.guard("payments.transfer")
+    def transfer(iban: str, amount: int) -> None:
+        paid.append((iban, amount))
+
+    outcome = in_background(lambda: transfer("DE89", 5000))
+    request_id = decide_when_waiting(runtime, work, alice, True, amount=500)
+    outcome["thread"].join(timeout=60)
+    assert "error" not in outcome, outcome
+    assert paid == [("DE89", 500)]
+    used = runtime.store.get_value(f"signoff:gate-use:{request_id}")
+    assert used is not None  # spent on the edited call
