@@ -13,7 +13,7 @@ import textwrap
 import httpx
 import pytest
 
-from bot.blocks import ACTION_APPROVE, ACTION_DENY
+from bot.blocks import ACTION_APPROVE, ACTION_DENY, ACTION_RESPOND
 from slack_emulator import SlackDriver, SlackEmulator
 from tests.support.services import ROOT, ServeProcess, free_port, wait_until
 
@@ -242,15 +242,19 @@ def test_the_claude_code_hook_denies_when_signoff_is_unreachable_or_the_event_is
     assert hook_answer(hook(url, {"hook_event_name": "Stop"}))[0] == "deny"
 
 
-def test_the_hook_passes_a_reviewers_edit_back_as_updated_input(stack):
-    serve, slack, _, api = stack
+def test_the_hook_passes_a_reviewers_edit_in_slack_back_as_updated_input(stack):
+    serve, slack, driver, api = stack
     forcing = hook(serve.url, pre_tool_use("Bash", {"command": "git push --force"}))
-    posted_review(slack)
+    message = posted_review(slack)
     request_id = api.get("/api/workflowExecutions").json()["results"][0]["id"]
-    decided = api.post(f"/api/workflowExecutions/{request_id}/resume",
-                       json={"approved": True, "command": "git push"},
-                       headers={"X-Signoff-Actor": "U0ALICE"})
-    assert decided.status_code == 200, decided.text
+    assert driver.click("U0ALICE", ("C0REVIEWS", message["ts"]), ACTION_RESPOND).ok
+    wait_until(lambda: slack.workspace.views.modals("U0ALICE"), timeout=30,
+               message="the review's form to open")
+    [form] = slack.workspace.views.modals("U0ALICE")
+    assert "git push --force" in json.dumps(form)  # the value asked for, to edit
+    submitted = driver.submit_view("U0ALICE", form["id"],
+                                   {"approved": "true", "command": "git push"})
+    assert submitted.ok
     code, out, err = finish(forcing)
     assert code == 0, err
     answer = json.loads(out)["hookSpecificOutput"]
