@@ -1,9 +1,11 @@
-"""``signoff policy check`` and ``signoff policy test``: the gate's policy, without a server.
+"""``signoff policy check``, ``test`` and ``suggest``: the gate's policy from the command line.
 
 ``check TOOL`` says which rules match a call and what the policy decides, asking nobody;
-``test`` runs the policy file's own ``tests:`` (for policy changes reviewed in CI). Both
-read ``--policy PATH`` or ``SIGNOFF_POLICY``; exit 1 when the policy has problems (printed
-as ``file:line:column: message``) or a test fails, 2 on bad usage.
+``test`` runs the policy file's own ``tests:`` (for policy changes reviewed in CI);
+``suggest`` reads the gate's history in Redis for escalating rules whose reviewers always
+approve (:mod:`engine.run.graduation`). They read ``--policy PATH`` or ``SIGNOFF_POLICY``;
+exit 1 when the policy has problems (printed as ``file:line:column: message``) or a test
+fails, 2 on bad usage.
 """
 
 from __future__ import annotations
@@ -35,6 +37,14 @@ def register(sub: Any) -> None:
     t.add_argument("--policy", default=None, help="a policy file or directory "
                                                   "(default: SIGNOFF_POLICY)")
     t.set_defaults(func=cmd_policy_test)
+    g = actions.add_parser("suggest", help="escalating rules whose last decisions were all "
+                                           "approvals, and the allow rule to replace each")
+    g.add_argument("--last", type=int, default=10,
+                   help="how many decisions in a row must be approvals (default 10)")
+    g.add_argument("--json", action="store_true", help="print the suggestions as JSON")
+    g.add_argument("--policy", default=None, help="a policy file or directory "
+                                                  "(default: SIGNOFF_POLICY)")
+    g.set_defaults(func=cmd_policy_suggest)
 
 
 def cmd_policy_check(args: argparse.Namespace) -> int:
@@ -66,6 +76,33 @@ def cmd_policy_test(args: argparse.Namespace) -> int:
     print(f"{len(results) - len(failed)} of {len(results)} policy test(s) passed",
           file=sys.stderr)
     return 1 if failed else 0
+
+
+def cmd_policy_suggest(args: argparse.Namespace) -> int:
+    from engine.definition.policy import PolicySource
+    from engine.run.gate import Gate
+    from engine.run.graduation import suggestions
+    from engine.state.store import connect
+    from engine.worker.runtime import build_runtime
+
+    if args.last < 1:
+        raise SystemExit(_usage("--last must be 1 or more"))
+    policy = _policy(args.policy)
+    settings = Settings.from_env()
+    engine = build_runtime(settings, connect(settings.redis_url)).engine
+    found = suggestions(Gate(engine, PolicySource(None)), policy, args.last)
+    if args.json:
+        print(json.dumps([s.to_json() for s in found], indent=2, ensure_ascii=False))
+        return 0
+    if not found:
+        print(f"no escalating rule has had {args.last} approvals in a row")
+    for suggestion in found:
+        rule = suggestion.rule
+        print(f"# rule {rule.index + 1} at {rule.location} ({rule.tool}): the last "
+              f"{suggestion.decisions} decisions were approvals, by "
+              f"{', '.join(suggestion.deciders) or 'the system'}; it could become:")
+        print(suggestion.yaml())
+    return 0
 
 
 def _print_shadow(decision: Decision) -> None:

@@ -8,12 +8,15 @@ import threading
 import pytest
 
 from engine.api import build_api
+from engine.definition.conditions import parse_condition
 from engine.definition.loader import WorkflowCatalog, parse_workflow
-from engine.definition.policy import PolicySource
+from engine.definition.policy import PolicySource, load_policy
 from engine.gate_api import gate_extension
 from engine.run.gate import Gate
+from engine.run.graduation import narrowing, suggestions
 from engine.state import tokens
 from engine.state.execution import parse_iso
+from tests.engine.test_cli import signoff
 
 POLICY = textwrap.dedent("""\
     rules:
@@ -369,3 +372,48 @@ def test_edits_in_a_denial_change_nothing(agent, alice, work):
     state = agent.get(f"/api/gate/requests/{request_id}").json()
     assert state["status"] == "denied" and state["args"] == TRANSFER["args"]
     assert state["edited"] == []
+
+
+# -- graduation ------------------------------------------------------------------------------
+
+
+def test_narrowing_keeps_an_allow_rule_to_the_calls_approved():
+    seen = [{"amount": 20, "currency": "EUR", "note": "a", "dry": True, "n": i}
+            for i in range(8)] + [{"amount": 45, "currency": 'U"SD', "note": "b", "dry": True,
+                                   "n": 9}]
+    clauses = narrowing(seen)
+    assert clauses == ['args.amount <= 45', 'args.currency : ("EUR" or "U\\"SD")',
+                       "args.dry : true", "args.n <= 9", 'args.note : ("a" or "b")']
+    condition = parse_condition(" and ".join(clauses))
+    assert all(condition.evaluate({"args": args}) for args in seen)
+    assert not condition.evaluate({"args": {**seen[0], "amount": 46}})
+    assert not condition.evaluate({"args": {**seen[0], "currency": "GBP"}})
+
+
+def test_a_rule_always_approved_is_suggested_and_a_denial_resets_it(agent, alice, work, runtime,
+                                                                     gate_server, redis_url):
+    for amount in (100, 250, 80):
+        request_id = escalate(agent, work, {"tool": "payments.payout",
+                                            "args": {"amount": amount, "iban": "DE89"}})
+        decide(alice, request_id, True)
+        work()
+    policy = load_policy(gate_server.policy)
+    gate = Gate(runtime.engine, PolicySource(None))
+    [suggestion] = suggestions(gate, policy, last=3)
+    assert suggestion.rule.tool == "payments.pay*"
+    assert suggestion.deciders == ("U0ALICE",)
+    assert suggestion.when == 'args.amount <= 250 and args.iban : ("DE89")'
+    assert 'action: allow' in suggestion.yaml()
+    assert suggestions(gate, policy, last=4) == []  # not enough decisions yet
+    shown = signoff(redis_url, "policy", "suggest", "--last", "3", "--policy",
+                    str(gate_server.policy))
+    assert shown.returncode == 0, shown.stderr
+    assert shown.stdout.splitlines()[1:] == [
+        '- tool: "payments.pay*"', "  action: allow",
+        '  when: "args.amount <= 250 and args.iban : (\\"DE89\\")"',
+        '  reason: "graduated: 3 approvals in a row"']
+
+    request_id = escalate(agent, work, {"tool": "payments.payout", "args": {"amount": 1}})
+    decide(alice, request_id, False)
+    work()
+    assert suggestions(gate, policy, last=3) == []  # the newest was a denial
