@@ -161,14 +161,16 @@ def cmd_validate(args: argparse.Namespace) -> int:
     from engine.definition.policy import is_policy_file, policy_problems
 
     policies = [path for path in workflow_files(args.paths) if is_policy_file(path)]
+    workflow_paths = list(args.paths)
     if policies:  # policy files are checked as one policy, the rest as workflows
         chosen = {path.resolve() for path in policies}
-        workflows = [path for path in workflow_files(args.paths) if path.resolve() not in chosen]
-        problems = [*validate_paths(workflows), *policy_problems(policies)]
+        workflow_paths = [os.fspath(path) for path in workflow_files(args.paths)
+                          if path.resolve() not in chosen]
+        problems = [*validate_paths(workflow_paths), *policy_problems(policies)]
     else:
         problems = validate_paths(args.paths)
-    if args.elastic:
-        problems = _with_kibana_problems(problems, args.paths)
+    if args.elastic:  # Kibana has no policy files: only the workflows are compared
+        problems = _with_kibana_problems(problems, workflow_paths)
     for problem in problems:
         print(problem)
     if problems:

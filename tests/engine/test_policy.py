@@ -247,6 +247,9 @@ def test_validate_checks_policy_files_beside_workflows(tmp_path, redis_url):
     result = signoff(redis_url, "validate", str(tmp_path))
     assert result.returncode == 1
     assert f"{tmp_path / 'bad.yml'}:3:13: rules[0].action must be one of" in result.stdout
+    (tmp_path / "bad.yml").unlink()
+    elastic = signoff(redis_url, "validate", "--elastic", str(tmp_path))
+    assert elastic.returncode == 0, elastic.stdout  # Kibana's rules are not a policy's
 
 
 def test_policy_check_says_which_rules_matched_and_the_decision(tmp_path, redis_url):
