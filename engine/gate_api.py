@@ -10,7 +10,8 @@
 
 Served as a :class:`engine.api.WebExtension`, so the API's auth, body cap and error mapping
 apply; the logic is :class:`engine.run.gate.Gate`'s. A long poll holds one of the server's
-worker threads while it waits (Starlette runs these endpoints in its thread pool).
+worker threads while it waits (Starlette runs sync endpoints in its thread pool, 40 threads
+by default), so the check itself runs on the event loop.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
@@ -32,8 +34,9 @@ from engine.api import (
     needs_scope,
 )
 from engine.definition.durations import parse_duration
-from engine.errors import DurationError, GateUseRefused, NotWaiting, PolicyInvalid
-from engine.run.gate import Gate, ToolCall
+from engine.definition.policy import Action
+from engine.errors import DurationError, GateUseRefused, MissingScope, NotWaiting, PolicyInvalid
+from engine.run.gate import CheckAnswer, Gate, ToolCall
 from engine.state.tokens import Scope
 
 log = logging.getLogger(__name__)
@@ -47,8 +50,13 @@ MAX_SUMMARY = 4000
 def gate_extension(gate: Gate) -> WebExtension:
     """The gate's routes, to pass to :func:`engine.api.build_api` as an extension."""
 
-    @needs_scope(Scope.RUN)
-    def check(request: Request) -> Response:
+    async def check(request: Request) -> Response:
+        # On the event loop, not in the thread pool: allow and block touch no store, so they
+        # answer without a thread, even while long polls hold the pool's threads; only an
+        # escalation's start goes to a thread.
+        caller = caller_of(request)
+        if not caller.allows(Scope.RUN):
+            raise MissingScope(caller.name, Scope.RUN.value, f"{request.method} {request.url.path}")
         body = _object_body(request)
         tool, args = body.get("tool"), body.get("args", {})
         summary, context = body.get("summary", ""), body.get("context", {})
@@ -65,28 +73,28 @@ def gate_extension(gate: Gate) -> WebExtension:
                           f"{MAX_SUMMARY} characters")
         if not isinstance(context, dict | None):
             return _error(400, "bad_request", '"context" must be a JSON object')
-        if body.get("dryRun") is True:  # what the policy says, starting no review
-            try:
-                decision = gate.policy.current().decide(tool, args, context or {})
-            except PolicyInvalid as exc:
-                return _error(503, "policy_invalid", "the policy (SIGNOFF_POLICY) has "
-                              "problems", problems=[str(p) for p in exc.problems])
-            return JSONResponse(decision.to_json())
+        call = ToolCall(tool, args, summary, context or {})
         try:
-            answer = gate.check(ToolCall(tool, args, summary, context or {}),
-                                requester=_requester(request), actor=_actor(request),
-                                principal=caller_of(request).acts_as)
+            decision = gate.decide(call)
         except PolicyInvalid as exc:
             # Fail closed: while the policy has problems nothing is allowed.
             return _error(503, "policy_invalid", "the policy (SIGNOFF_POLICY) has problems; "
                           "nothing is decided until they are fixed",
                           problems=[str(p) for p in exc.problems])
-        body = answer.to_json()
-        if answer.decision.shadow:
+        answer = CheckAnswer(decision)
+        # dryRun: what the policy says, starting no review
+        if decision.action is Action.ESCALATE and body.get("dryRun") is not True:
+            answer = CheckAnswer(decision, await run_in_threadpool(
+                gate.start, call, decision, requester=_requester(request),
+                actor=_actor(request), principal=caller.acts_as))
+        out = answer.to_json()
+        if decision.shadow:
             log.info("gate: %s would be %s with shadow rules %s (is %s)", tool,
-                     body["shadow"]["decision"], [r["index"] + 1 for r in body["shadow"]["rules"]],
-                     body["decision"])
-        return JSONResponse(body)
+                     out["shadow"]["decision"], [r["index"] + 1 for r in out["shadow"]["rules"]],
+                     out["decision"])
+        return JSONResponse(out)
+
+    check.needs_scope = Scope.RUN  # type: ignore[attr-defined]
 
     @needs_scope(Scope.READ)
     def get_request(request: Request) -> Response:

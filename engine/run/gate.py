@@ -122,9 +122,20 @@ class Gate:
               principal: str | None = None) -> CheckAnswer:
         """Decide ``call``; on escalate, start its review and return the request's id.
         PolicyInvalid while the policy has problems (nothing is decided then)."""
-        decision = self.policy.current().decide(call.tool, call.args, call.context)
+        decision = self.decide(call)
         if decision.action is not Action.ESCALATE:
             return CheckAnswer(decision)
+        return CheckAnswer(decision, self.start(call, decision, requester=requester,
+                                                actor=actor, principal=principal))
+
+    def decide(self, call: ToolCall) -> Decision:
+        """What the policy says of ``call``, touching no store (PolicyInvalid while the
+        policy has problems)."""
+        return self.policy.current().decide(call.tool, call.args, call.context)
+
+    def start(self, call: ToolCall, decision: Decision, *, requester: str, actor: Actor,
+              principal: str | None = None) -> str:
+        """Start the review of a call ``decision`` escalates; returns the request's id."""
         requested_by = self.engine.requester(requester, (principal,) if principal else ())
         event: dict[str, Any] = {
             "tool": call.tool, "args": dict(call.args), "argsSha256": call.args_sha256,
@@ -141,7 +152,7 @@ class Gate:
         # What makes an execution a gate request: no API caller can set an annotation, so
         # a workflow of someone's own, however named and whatever its event, is not one.
         self.engine.annotate(request_id, GATE_ANNOTATION, {"argsSha256": call.args_sha256})
-        return CheckAnswer(decision, request_id)
+        return request_id
 
     def is_requester(self, request_id: str, who: str) -> bool:
         """Whether ``who`` (a requester as the API names one) asked for the request."""
