@@ -4,7 +4,8 @@
 
 Prints: a bare no-op RQ job on SimpleWorker (the cheapest job RQ can run), one
 5-step automatic execution (console, templates, conditions) on Signoff's worker,
-their ratio (target <= 2.0), the cost of starting an execution, and Redis memory
+their ratio (target <= 2.0), the cost of starting an execution (and of one whose
+``settings.concurrency`` takes a slot, given back when it ends), and Redis memory
 per execution paused at waitForInput beyond its ~1 KB event (target <= 4 KB).
 Uses REDIS_URL when set, else a private redis-server.
 """
@@ -55,6 +56,16 @@ steps:
     with: {message: "{{ steps.high.output | default: steps.low.output }} for {{ variables.host }}"}
 """
 
+# The same steps, each run in its host's concurrency group (one slot, drop): every run here
+# takes a slot at start and gives it back at its end.
+LIMITED = FIVE_STEPS.replace("name: five-steps\n", """name: five-steps-limited
+settings:
+  concurrency:
+    key: "{{ event.alert.host }}"
+    strategy: drop
+    max: 1
+""")
+
 PAUSING = """
 name: pausing
 steps:
@@ -97,12 +108,12 @@ def bench_bare(redis_url: str, runs: int) -> float:
     return elapsed / runs
 
 
-def bench_engine(redis_url: str, runs: int) -> tuple[float, float]:
+def bench_engine(redis_url: str, runs: int, text: str = FIVE_STEPS) -> tuple[float, float]:
     client = connect(redis_url)
     client.flushdb()
     rt = build_runtime(Settings(redis_url=redis_url), client, notifier=NullNotifier())
     install_runtime(rt)
-    workflow = parse_workflow(FIVE_STEPS)
+    workflow = parse_workflow(text)
     t0 = time.perf_counter()
     ids = [rt.engine.run(workflow, event(n)) for n in range(runs)]
     create = (time.perf_counter() - t0) / runs
@@ -150,6 +161,7 @@ def main() -> None:
         bare = bench_bare(url, args.runs)
         bench_engine(url, 200)
         per_run, create = bench_engine(url, args.runs)
+        limited_run, limited_create = bench_engine(url, args.runs, LIMITED)
         mem, payload = bench_memory(url, args.runs)
         ping = connect(url)
         t0 = time.perf_counter()
@@ -168,6 +180,9 @@ def main() -> None:
     print(f"ratio execution / bare job:         {per_run / bare:7.2f}   (target <= 2.00)")
     print(f"starting an execution (engine.run): {create * 1e3:7.3f} ms   "
           f"({create / rtt:5.1f} round trips)")
+    print(f"  with settings.concurrency (a slot): {limited_create * 1e3:7.3f} ms   "
+          f"({limited_create / rtt:5.1f} round trips); run to its end "
+          f"{limited_run * 1e3:7.3f} ms/run")
     print(f"redis memory per paused execution:  {mem:7.0f} B total, event payload "
           f"{payload:.0f} B, beyond payload {mem - payload:7.0f} B   (target <= 4096)")
 

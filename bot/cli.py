@@ -39,7 +39,8 @@ def cmd_redeliver(args: argparse.Namespace) -> int:
     if review is None:
         raise SignoffError(f"{args.id} is not waiting for a review "
                            f"(status {engine.get(args.id).status.value})")
-    delivery = build_bot_runtime(bot_settings, engine).deliverer.deliver(
+    connectors = Settings.from_env().connectors  # SIGNOFF_CONNECTORS: webhooks are posted again
+    delivery = build_bot_runtime(bot_settings, engine, connectors=connectors).deliverer.deliver(
         args.id, review.step, again=True)
     if delivery is None:
         raise SignoffError(f"{args.id} stopped waiting while the review was being posted")

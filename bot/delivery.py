@@ -6,7 +6,9 @@ requester as resolved (widened as the review escalates or is reassigned), and a
 copy of the review, so the messages can be rewritten once the run has moved on.
 Posting is idempotent per recipient: a retried job posts only where the last
 attempt did not get to. Everyone a posted review is shown to is indexed for
-``/approvals all`` (:mod:`bot.visibility`), and taken out again when it closes.
+``/approvals all`` (:mod:`bot.visibility`), and taken out again when it closes. Elastic
+9.5's ``with.channels`` (:mod:`bot.channels`) add channels, a lead text on their posts, and
+an incoming webhook's notification, sent once the review is posted so it can link to it.
 """
 
 from __future__ import annotations
@@ -20,10 +22,13 @@ from typing import Any
 from slack_sdk import WebClient
 from slack_sdk.errors import SlackApiError
 
+from bot import channels as external
 from bot import texts
 from bot.blocks import ReviewContext, decided_message, ephemeral_already_decided, review_message
 from bot.directory import Directory
 from bot.visibility import Visibility
+from bot.webhooks import WebhookRefused, post_to_webhook
+from engine.connectors import Connectors
 from engine.errors import ExecutionNotFound, SignoffError
 from engine.notify import SYSTEM_TIMEOUT, Actor, ReviewClosed, ReviewRequest
 from engine.run import escalation
@@ -47,6 +52,7 @@ class Post:
     to: str
     channel: str
     ts: str
+    lead: str = ""  # mrkdwn shown above the review (with.channels.slack_api.message)
 
 
 @dataclass(frozen=True)
@@ -64,6 +70,7 @@ class Delivery:
     review: Mapping[str, Any]  # review_to_json() of what was posted
     sources: tuple[str, ...] = ()  # approver entries as written that ``approvers`` covers
     sent: tuple[str, ...] = ()  # thread replies and reminders already sent (retries skip them)
+    failures: tuple[str, ...] = ()  # notifications refused for good (connector id and why)
 
     def to_json(self) -> dict[str, Any]:
         data = asdict(self)
@@ -82,6 +89,7 @@ class Delivery:
             sources=tuple(data.get("sources") or (data.get("review") or {}).get("approvers")
                           or ()),
             sent=tuple(data.get("sent") or ()),
+            failures=tuple(data.get("failures") or ()),
         )
 
     def same_review(self, review: ReviewRequest) -> bool:
@@ -249,29 +257,19 @@ def _moment(at: str | None, state: ExecutionState) -> datetime:
 
 # -- posting -----------------------------------------------------------------------------------
 
-def review_channels(review: ReviewRequest, default_channel: str | None) -> list[str]:
-    """The channels a review is posted to, each once: the step's `channel`, then Elastic
-    9.5's ``with.channels.slack_api.channels``, and the workspace's default channel when
-    there is neither or a ``with.channels.slack`` webhook is asked for (Signoff does not post
-    to webhooks: the review, buttons and all, goes to the default channel instead). Empty: DM
-    the approvers. Every ``connector-id`` means this workspace's one Slack connection."""
-    named = [c for c in (review.channel, *review.channels) if c]
-    if default_channel and (review.webhook or not named):
-        named.append(default_channel)
-    return list(dict.fromkeys(named))
-
-
 class Deliverer:
     """Posts reviews, keeps their messages in step while they wait, and rewrites them once
     closed, for one workspace."""
 
     def __init__(self, engine: Engine, client: WebClient, directory: Directory,
-                 default_channel: str | None) -> None:
+                 default_channel: str | None, connectors: Connectors | None = None) -> None:
         self.engine = engine
         self.client = client
         self.directory = directory
         self.default_channel = default_channel
+        self.connectors = connectors or Connectors()
         self.visibility = Visibility(engine.store, directory)
+        self._app_home: str | None = None
 
     def deliver(self, execution_id: str, step: str, *, again: bool = False) -> Delivery | None:
         """Post the review ``execution_id`` waits on at ``step``; None if it no longer waits.
@@ -286,25 +284,82 @@ class Deliverer:
         delivery = load_delivery(self.engine, execution_id, step)
         if delivery is None or not delivery.same_review(review):
             delivery = new_delivery(review, self.directory)
-        channels = review_channels(review, self.default_channel)
+        channels = external.review_channels(review, self.default_channel, self.connectors)
         targets = channels or list(delivery.approvers)
         if not targets:
             raise DeliveryError(
                 f"review {step} of {execution_id} has nowhere to go: set `channel` on the step "
                 "or SIGNOFF_SLACK_CHANNEL, or name approvers to message them directly")
         message = self.render(review, delivery)
+        api_channels, refused = external.api_channels(review, self.connectors)
+        lead = external.api_lead(review, self.app_home_link() if external.needs_link(review)
+                                 else None)
         done = set() if again else {p.to for p in delivery.posts}
         for target in targets:
             if target in done:
                 continue
-            delivery = self.post(delivery, target, message, dm=not channels)
+            delivery = self.post(delivery, target, message, dm=not channels,
+                                 lead=lead if target in api_channels else "")
+        for channel in refused:
+            delivery = self.record_failure(delivery, f"slack_api:{channel}", texts.channel_refused(
+                channel, str(external.channel_options(review, external.API)["connector-id"])))
         self.share_audience(review, delivery)
         self.index_viewers(review, delivery)
         if self.unanswerable(review, delivery) and review.level == 0:
             # A vote that can never count: send it on rather than let it wait for nobody.
             self.engine.escalate_unanswerable(execution_id, step, texts.UNANSWERABLE_REASON)
-        self.catch_up(delivery)
+        if not self.catch_up(delivery):
+            delivery = self.notify_webhook(review, delivery, again=again)
         return delivery
+
+    def notify_webhook(self, review: ReviewRequest, delivery: Delivery, *,
+                       again: bool = False) -> Delivery:
+        """Post the ``slack`` webhook's notification, once (``again``: anew), linking to the
+        review; a refusal for good is recorded, not retried. Raises WebhookUnavailable (the
+        job is retried) while the webhook cannot take it."""
+        connection = self.connectors.webhook(external.webhook_connector(review))
+        if connection is None:
+            return delivery
+        key = f"webhook:{connection.id}"
+        if key in delivery.sent and not again:
+            return delivery
+        text = external.webhook_text(review, self.review_link(delivery))
+        refused = post_to_webhook(connection, text)
+        if isinstance(refused, WebhookRefused):
+            return self.record_failure(delivery, key, str(refused))
+        delivery = replace(delivery, sent=escalation.merged(delivery.sent, (key,)))
+        save_delivery(self.engine, delivery)
+        return delivery
+
+    def record_failure(self, delivery: Delivery, key: str, why: str) -> Delivery:
+        """Record for good that ``key`` (a notification, a channel) could not be posted: on
+        the delivery record, in the run's audit trail, in the log. Retries skip it."""
+        if key in delivery.sent:
+            return delivery
+        log.warning("review %s of %s: %s", delivery.step, delivery.execution_id, why)
+        delivery = replace(delivery, sent=(*delivery.sent, key),
+                           failures=(*delivery.failures, why))
+        save_delivery(self.engine, delivery)
+        self.engine.record_notification_failure(delivery.execution_id, delivery.step, why)
+        return delivery
+
+    def review_link(self, delivery: Delivery) -> str:
+        """Where a notification sends people: the review's first message in a channel,
+        else (it went to DMs alone) the app's Home tab, which lists it for its deciders."""
+        for post in delivery.posts:
+            if not post.channel.startswith("D"):  # a DM's link opens for its one reader
+                found = permalink(self.client, post)
+                if found:
+                    return found
+        return self.app_home_link()
+
+    def app_home_link(self) -> str:
+        """Slack's deep link to this app's Home tab (``slack://app?team=…&id=…&tab=home``)."""
+        if self._app_home is None:
+            me = self.client.auth_test()
+            bot = self.client.bots_info(bot=str(me["bot_id"]))["bot"]
+            self._app_home = f"slack://app?team={me['team_id']}&id={bot['app_id']}&tab=home"
+        return self._app_home
 
     def unanswerable(self, review: ReviewRequest, delivery: Delivery) -> bool:
         """The review names approvers and they resolve to people, but to nobody who may
@@ -321,13 +376,15 @@ class Deliverer:
             unanswerable=self.unanswerable(review, delivery)))
 
     def post(self, delivery: Delivery, target: str, message: Mapping[str, Any], *,
-             dm: bool) -> Delivery:
-        """Post the review to a channel (or, with ``dm``, a user) and record where."""
+             dm: bool, lead: str = "") -> Delivery:
+        """Post the review to a channel (or, with ``dm``, a user) and record where; ``lead``
+        (mrkdwn) goes above it, in this post and every rewrite of it."""
         conversation = self.open_dm(target) if dm else target
+        shown = external.with_lead(message, lead)
         posted = self.client.chat_postMessage(
-            channel=conversation, text=message["text"], blocks=message["blocks"],
+            channel=conversation, text=shown["text"], blocks=shown["blocks"],
             unfurl_links=False, unfurl_media=False)
-        post = Post(to=target, channel=str(posted["channel"]), ts=str(posted["ts"]))
+        post = Post(to=target, channel=str(posted["channel"]), ts=str(posted["ts"]), lead=lead)
         delivery = replace(delivery, posts=(*delivery.posts, post))
         save_delivery(self.engine, delivery)
         return delivery
@@ -345,21 +402,23 @@ class Deliverer:
     def open_dm(self, user_id: str) -> str:
         return str(self.client.conversations_open(users=user_id)["channel"]["id"])
 
-    def catch_up(self, delivery: Delivery) -> None:
-        """Mark the messages closed if the review closed while they were being written."""
+    def catch_up(self, delivery: Delivery) -> bool:
+        """Mark the messages closed if the review closed while they were being written;
+        True when it has closed."""
         # The review may have been decided while we posted (an API call, a fast click on
         # the first DM): the update job then found nothing to update, or rewrote them
         # before we did, so do it here.
         try:
             state = self.engine.get(delivery.execution_id)
         except ExecutionNotFound:
-            return
+            return True
         closed = closed_from_state(self.engine, state, delivery.step, delivery.since)
         if closed is None:
-            return
+            return False
         self.visibility.forget(delivery.execution_id, delivery.since)
         if delivery.posts:
             self.mark_closed(delivery, closed, state.status)
+        return True
 
     def close(self, execution_id: str, step: str, closed: ReviewClosed | None) -> int:
         """Rewrite the messages of a closed review; returns how many were rewritten."""
@@ -385,9 +444,10 @@ class Deliverer:
         """Replace ``posts`` with ``message``; returns how many were still there to replace."""
         updated = 0
         for post in posts:
+            shown = external.with_lead(message, post.lead)
             try:
-                self.client.chat_update(channel=post.channel, ts=post.ts, text=message["text"],
-                                        blocks=message["blocks"])
+                self.client.chat_update(channel=post.channel, ts=post.ts, text=shown["text"],
+                                        blocks=shown["blocks"])
             except SlackApiError as exc:
                 if exc.response.get("error") not in _GONE:
                     raise

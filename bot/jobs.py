@@ -17,7 +17,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from slack_sdk import WebClient
@@ -33,6 +33,7 @@ from bot.outbox import Outbox
 from bot.review_changes import ReviewChanges
 from bot.settings import BotSettings
 from bot.slack import web_client
+from engine.connectors import Connectors
 from engine.errors import ExecutionNotFound
 from engine.run.engine import Engine
 from engine.worker.runtime import runtime
@@ -46,10 +47,12 @@ class BotRuntime:
     engine: Engine
     client: WebClient
     directory: Directory
+    connectors: Connectors = field(default_factory=Connectors)  # SIGNOFF_CONNECTORS
 
     @property
     def deliverer(self) -> Deliverer:
-        return Deliverer(self.engine, self.client, self.directory, self.settings.channel)
+        return Deliverer(self.engine, self.client, self.directory, self.settings.channel,
+                         self.connectors)
 
     @property
     def review_changes(self) -> ReviewChanges:
@@ -61,11 +64,12 @@ class BotRuntime:
 
 
 def build_bot_runtime(settings: BotSettings, engine: Engine,
-                      client: WebClient | None = None) -> BotRuntime:
+                      client: WebClient | None = None,
+                      connectors: Connectors | None = None) -> BotRuntime:
     client = client or web_client(settings)
     directory = Directory(client, engine.store, ttl=settings.cache_seconds)
     engine.people = directory  # the engine's rules on who may act ask Slack who is who
-    return BotRuntime(settings, engine, client, directory)
+    return BotRuntime(settings, engine, client, directory, connectors or Connectors())
 
 
 _installed: dict[int, BotRuntime] = {}
@@ -87,7 +91,8 @@ def bot_runtime() -> BotRuntime:
             return _installed[0]
         key = id(engine)
         if key not in _installed:
-            _installed[key] = build_bot_runtime(BotSettings.from_env(), engine)
+            _installed[key] = build_bot_runtime(BotSettings.from_env(), engine,
+                                                connectors=runtime().settings.connectors)
         return _installed[key]
 
 

@@ -1,6 +1,9 @@
-"""The one place slack_sdk's Web API client is built: base URL, token, timeouts, retries."""
+"""The one place slack_sdk's clients are built: the Web API's (base URL, token, timeouts,
+retries) and incoming webhooks'."""
 
 from __future__ import annotations
+
+import logging
 
 from slack_sdk import WebClient
 from slack_sdk.http_retry.builtin_handlers import (
@@ -8,6 +11,7 @@ from slack_sdk.http_retry.builtin_handlers import (
     RateLimitErrorRetryHandler,
     ServerErrorRetryHandler,
 )
+from slack_sdk.webhook import WebhookClient
 
 from bot.settings import BotSettings
 
@@ -24,6 +28,27 @@ def web_client(settings: BotSettings) -> WebClient:
         token=settings.bot_token,
         base_url=settings.api_url,
         timeout=TIMEOUT_SECONDS,
+        retry_handlers=[
+            RateLimitErrorRetryHandler(max_retry_count=2),
+            ConnectionErrorRetryHandler(max_retry_count=2),
+            ServerErrorRetryHandler(max_retry_count=2),
+        ],
+    )
+
+
+# slack_sdk's webhook client logs the URL (the webhook's credential) at DEBUG: keep its own
+# logger above that whatever the process's logging says.
+_WEBHOOK_LOG = logging.getLogger("bot.slack.webhook")
+_WEBHOOK_LOG.setLevel(logging.WARNING)
+
+
+def webhook_client(url: str) -> WebhookClient:
+    """A WebhookClient for one incoming webhook that waits out 429s (Retry-After) and retries
+    5xx and resets, as :func:`web_client` does."""
+    return WebhookClient(
+        url,
+        timeout=TIMEOUT_SECONDS,
+        logger=_WEBHOOK_LOG,
         retry_handlers=[
             RateLimitErrorRetryHandler(max_retry_count=2),
             ConnectionErrorRetryHandler(max_retry_count=2),

@@ -278,6 +278,19 @@ def reminder(title: str, when: str | None, link: str | None) -> str:
     return text
 
 
+# An incoming webhook's notification (with.channels.slack) when its `message` is not set:
+# buttons cannot work there, so it links to the review. Slack's text limit is 40,000.
+def webhook_notice(title: str, workflow: str, when: str | None, link: str) -> str:
+    text = f"🔔 *{title}* ({workflow}) is waiting for a decision"
+    text += f", due {when}." if when else "."
+    return f"{text} <{link}|Open the review>"
+
+
+def channel_refused(channel: str, connector_id: str) -> str:
+    return (f"not posted to {channel}: connector {connector_id}'s allowed-channels "
+            "leave it out")
+
+
 def approval_already_counted(count: int, required: int) -> str:
     return f"Your approval is already counted ({count} of {required})."
 

@@ -31,6 +31,7 @@ from engine.errors import (
     AlreadyEscalated,
     CannotEscalate,
     ConditionError,
+    ConnectorsInvalid,
     Contention,
     DefinitionMissing,
     DurationError,
@@ -46,6 +47,7 @@ from engine.errors import (
     PolicyInvalid,
     Problem,
     RequesterInvalid,
+    RunSkipped,
     SettingsInvalid,
     SignoffError,
     StepFailed,
@@ -109,7 +111,8 @@ __all__ = [
     "ActorNotAllowed", "CannotEscalate", "WorkflowDisabled", "Contention", "TokenError",
     "TokenExists", "TokenNotFound", "AccessDenied", "MissingScope", "ActAsRequired",
     "EgressBlocked", "SettingsInvalid", "WorkflowInputsInvalid", "AlreadyEscalated",
-    "RequesterInvalid", "EscalationTargetRequired", "PolicyInvalid", "GateUseRefused",
+    "RequesterInvalid", "EscalationTargetRequired", "ConnectorsInvalid", "RunSkipped",
+    "PolicyInvalid", "GateUseRefused",
 ]
 
 

@@ -41,6 +41,7 @@ from engine.errors import (
     MissingScope,
     NotWaiting,
     RequesterInvalid,
+    RunSkipped,
     SignoffError,
     StoreUnavailable,
     WorkflowInputsInvalid,
@@ -50,7 +51,7 @@ from engine.errors import (
 from engine.notify import Actor
 from engine.run.engine import Engine
 from engine.run.identity import slack_user_id
-from engine.state.execution import ExecutionState
+from engine.state.execution import ExecutionState, ExecutionStatus
 from engine.state.tokens import OPERATOR, ApiToken, digest
 from engine.state.tokens import Scope as TokenScope
 
@@ -78,10 +79,21 @@ def build_api(engine: Engine, catalog: WorkflowCatalog, *, api_token: str | None
         event = _json_body(request, default={})
         workflow = catalog.get(name)
         requested_by = _requester(request)
-        execution_id = engine.run(workflow, event, requested_by=requested_by,
-                                  actor=_actor(request), principal=caller_of(request).acts_as)
-        return JSONResponse({"executionId": execution_id, "workflow": workflow.name,
-                             "status": "PENDING"}, status_code=201,
+        started = engine.start(workflow, event, requested_by=requested_by,
+                               actor=_actor(request), principal=caller_of(request).acts_as)
+        execution_id = started.execution_id
+        if started.status is ExecutionStatus.SKIPPED:
+            raise RunSkipped(execution_id, workflow.name, started.group or "",
+                             started.skipped_because or "dropped", started.reason or "")
+        body: dict[str, Any] = {"executionId": execution_id, "workflow": workflow.name,
+                                "status": started.status.value}
+        if started.group is not None:
+            body["concurrencyGroup"] = started.group
+        if started.status is ExecutionStatus.QUEUED:
+            body["position"] = started.position
+        # 202: accepted, not started: it waits for a slot of its concurrency group.
+        return JSONResponse(body, status_code=202 if started.status is ExecutionStatus.QUEUED
+                            else 201,
                             headers={"Location": f"/api/workflowExecutions/{execution_id}"})
 
     @needs_scope(TokenScope.READ)
@@ -251,7 +263,19 @@ def execution_view(state: ExecutionState) -> dict[str, Any]:
     return {"id": state.id, "workflow": state.workflow, "status": state.status.value,
             "startedAt": state.started_at, "finishedAt": state.finished_at,
             "requestedBy": state.requested_by, "error": state.error,
+            "outputs": state.outputs, **_parent_view(state),
             "steps": steps, "waitingFor": waiting}
+
+
+def _parent_view(state: ExecutionState) -> dict[str, Any]:
+    """A child execution's parent (workflow.execute, a parallel branch), when it has one."""
+    link = state.parent
+    if link is None:
+        return {}
+    parent: dict[str, Any] = {"id": link.id, "step": link.path, "awaited": link.awaited}
+    if link.branch is not None:
+        parent["branch"] = link.branch
+    return {"parent": parent}
 
 
 Endpoint = Callable[[Request], Response]
@@ -347,8 +371,8 @@ class _BadRequest(SignoffError):
     pass
 
 
-_STATUSES = {"PENDING", "RUNNING", "WAITING", "WAITING_FOR_INPUT", "COMPLETED", "FAILED",
-             "CANCELLED", "TIMED_OUT"}
+_STATUSES = {"QUEUED", "PENDING", "RUNNING", "WAITING", "WAITING_FOR_INPUT", "COMPLETED",
+             "FAILED", "CANCELLED", "TIMED_OUT", "SKIPPED"}
 
 
 def _json_body(request: Request, default: Any = None) -> Any:
@@ -461,6 +485,11 @@ async def _handle_error(request: Request, exc: Exception) -> Response:
         return _error(422, "escalation_target_required", str(exc), executionId=exc.execution_id)
     if isinstance(exc, CannotEscalate):
         return _error(409, "cannot_escalate", str(exc), executionId=exc.execution_id)
+    if isinstance(exc, RunSkipped):  # 409: its group is busy; 429: its queue is full
+        return _error(429 if exc.because == "queue_full" else 409,
+                      "queue_full" if exc.because == "queue_full" else "run_dropped", str(exc),
+                      executionId=exc.execution_id, workflow=exc.workflow, status="SKIPPED",
+                      concurrencyGroup=exc.group, reason=exc.reason)
     if isinstance(exc, StoreUnavailable):
         return _error(503, "unavailable", "Redis is unreachable; try again shortly")
     return _error(400, "bad_request", str(exc))

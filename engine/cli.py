@@ -18,13 +18,14 @@ from typing import Any
 
 from engine.errors import (
     AlreadyDecided,
+    ConnectorsInvalid,
     InputInvalid,
     Problem,
     SignoffError,
     WorkflowInvalid,
 )
 from engine.notify import Actor
-from engine.settings import Settings
+from engine.settings import Settings, connectors_from_env
 
 
 class UserError(Exception):
@@ -169,6 +170,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
         problems = [*validate_paths(workflow_paths), *policy_problems(policies)]
     else:
         problems = validate_paths(args.paths)
+    problems += _connector_problems(workflow_paths)
     if args.elastic:  # Kibana has no policy files: only the workflows are compared
         problems = _with_kibana_problems(problems, workflow_paths)
     for problem in problems:
@@ -196,8 +198,32 @@ def _with_kibana_problems(problems: list[Problem], paths: list[str]) -> list[Pro
     return sorted(problems, key=lambda p: (order.get(p.source, -1), p.line, p.column))
 
 
+def _connector_problems(paths: list[str]) -> list[Problem]:
+    """The SIGNOFF_CONNECTORS file's own problems, else what the workflows' ``with.channels``
+    ask of it (a connector of the wrong type, a channel it does not allow)."""
+    from engine.connectors import check_workflow
+    from engine.definition.loader import workflow_files
+
+    try:
+        connectors = connectors_from_env()
+    except ConnectorsInvalid as exc:
+        return exc.problems
+    if not connectors.connections:
+        return []
+    problems: list[Problem] = []
+    for path in workflow_files(paths):
+        try:
+            text = path.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError):
+            continue  # validate_paths reported it
+        problems += check_workflow(text, str(path), connectors)
+    return problems
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     from engine.definition.loader import WorkflowCatalog, load_workflow
+    from engine.errors import RunSkipped
+    from engine.state.execution import ExecutionStatus
 
     settings = Settings.from_env()
     rt = _runtime(settings)
@@ -207,8 +233,15 @@ def cmd_run(args: argparse.Namespace) -> int:
     else:
         workflow = WorkflowCatalog(settings.workflows_dir).get(args.workflow)
     event = _json_arg(args.event, "--event")
-    execution_id = rt.engine.run(workflow, event, requested_by=args.requested_by,
-                                 actor=_cli_actor(None))
+    started = rt.engine.start(workflow, event, requested_by=args.requested_by,
+                              actor=_cli_actor(None))
+    execution_id = started.execution_id
+    if started.status is ExecutionStatus.SKIPPED:
+        raise RunSkipped(execution_id, workflow.name, started.group or "",
+                         started.skipped_because or "dropped", started.reason or "")
+    if started.status is ExecutionStatus.QUEUED:
+        print(f"signoff: {execution_id} is queued (position {started.position}) for a slot "
+              f"of concurrency group {started.group!r}", file=sys.stderr)
     if not args.wait:
         print(execution_id)
         return 0
@@ -444,6 +477,9 @@ def _wait_until_settled(rt: Any, execution_id: str, timeout: float) -> Any:
     settled = {ExecutionStatus.WAITING_FOR_INPUT, ExecutionStatus.WAITING} | {
         s for s in ExecutionStatus if s.is_terminal}
     status = rt.store.wait_for_status(execution_id, lambda s: s in settled, timeout)
+    if status is ExecutionStatus.QUEUED:
+        raise UserError(f"{execution_id} is still queued after {timeout:.0f}s: its "
+                        "concurrency group has no free slot (settings.concurrency)")
     if status not in settled:
         raise UserError(f"{execution_id} is still {status.value} after {timeout:.0f}s; "
                         "is a worker running? (signoff worker)")

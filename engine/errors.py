@@ -22,6 +22,7 @@
     │   ├── MissingScope         the token lacks the scope the route needs
     │   └── ActAsRequired        a header names someone else, and the token may not act as others
     ├── SettingsInvalid          a setting from the environment does not parse
+    │   └── ConnectorsInvalid    the SIGNOFF_CONNECTORS file has problems (each with file:line:column)
     ├── WorkflowInputsInvalid    a run's `inputs` are undeclared, missing or of the wrong type
     ├── RequesterInvalid         a run's requester is no Slack id, e-mail address or principal
     └── ExecutionError           about one execution
@@ -34,6 +35,7 @@
         │   └── EscalationTargetRequired  past its levels, with no SIGNOFF_ESCALATE_TO: name someone
         ├── AlreadyEscalated     someone moved the review past the level asked from (who, to which)
         ├── Contention           the execution kept changing under a write; try again
+        ├── RunSkipped           settings.concurrency skipped a new run (dropped, queue full)
         └── GateUseRefused       an agent call's approval cannot cover this use (why: its code)
 """
 
@@ -196,6 +198,14 @@ class SettingsInvalid(SignoffError):
     """A setting read from the environment that does not parse (which variable, which entry)."""
 
 
+class ConnectorsInvalid(SettingsInvalid):
+    """The connections file (``SIGNOFF_CONNECTORS``) has problems; never quotes a secret."""
+
+    def __init__(self, problems: list[Problem]) -> None:
+        self.problems = problems
+        super().__init__("\n".join(str(p) for p in problems))
+
+
 class WorkflowInputsInvalid(SignoffError):
     """A run's ``inputs`` do not match what the workflow declares; one problem per input."""
 
@@ -303,6 +313,21 @@ class Contention(ExecutionError):
         self.doing = doing
         super().__init__(f"could not {doing} {execution_id}: it kept changing under us; "
                          "try again", execution_id=execution_id)
+
+
+class RunSkipped(ExecutionError):
+    """``settings.concurrency`` skipped a new run: its group had no free slot and its
+    strategy is ``drop`` (``because`` is ``dropped``), or its queue was full
+    (``queue_full``). The run's record exists, SKIPPED, with ``reason``."""
+
+    def __init__(self, execution_id: str, workflow: str, group: str, because: str,
+                 reason: str) -> None:
+        self.workflow = workflow
+        self.group = group
+        self.because = because
+        self.reason = reason
+        super().__init__(f"run {execution_id} of {workflow} skipped: {reason}",
+                         execution_id=execution_id)
 
 
 class GateUseRefused(ExecutionError):

@@ -6,6 +6,7 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
+from engine.connectors import Connectors, load_connectors
 from engine.errors import SettingsInvalid
 from engine.state.execution import LEASE_MS
 
@@ -28,6 +29,9 @@ class Settings:
     # (loopback, link-local, cloud metadata), and ones they may not reach at all.
     http_allow: tuple[str, ...] = ()
     http_deny: tuple[str, ...] = ()
+    # Host names whose TLS certificates an http step's fetcher.skip_ssl_verification may
+    # skip checking (self-signed internal services); elsewhere the option is not honoured.
+    http_insecure_tls: tuple[str, ...] = ()
     # HMAC-SHA256 key for the audit chain; kept out of Redis, so a trail cannot be rewritten
     # consistently by someone who can only write to Redis. None: bare sha256 links.
     audit_key: str | None = field(default=None, repr=False)
@@ -38,6 +42,9 @@ class Settings:
     # review whose approvers are only its requester goes: Slack user (U…) or group (S…)
     # ids, e-mail addresses. None: the reviewer picks someone when escalating.
     escalate_to: tuple[str, ...] = ()
+    # SIGNOFF_CONNECTORS: the connections file, loaded (its ${ENV_VAR} secrets resolved)
+    # when the settings are read, so a bad file stops a process at start, file:line first.
+    connectors: Connectors = field(default_factory=Connectors, repr=False)
     # The agent and CI gate's policy: a YAML file or a directory of them. None: no rules, so
     # every call escalates to a review.
     policy_path: str | None = None
@@ -74,10 +81,13 @@ class Settings:
             sweep_seconds=int(env.get("SIGNOFF_SWEEP_SECONDS") or cls.sweep_seconds),
             http_allow=_entries(env.get("SIGNOFF_HTTP_ALLOW")),
             http_deny=_entries(env.get("SIGNOFF_HTTP_DENY")),
+            http_insecure_tls=tuple(h.rstrip(".").lower()
+                                    for h in _entries(env.get("SIGNOFF_HTTP_INSECURE_TLS"))),
             audit_key=env.get("SIGNOFF_AUDIT_KEY") or None,
             ack_replicas=_whole_number(env, "SIGNOFF_ACK_REPLICAS", cls.ack_replicas),
             ack_timeout_ms=_whole_number(env, "SIGNOFF_ACK_TIMEOUT_MS", cls.ack_timeout_ms),
             escalate_to=_entries(env.get("SIGNOFF_ESCALATE_TO")),
+            connectors=connectors_from_env(env),
             policy_path=env.get("SIGNOFF_POLICY") or None,
         )
 
@@ -88,9 +98,17 @@ class Settings:
                 f"notifier={self.notifier!r}, queue={self.queue!r}, "
                 f"lease_seconds={self.lease_seconds}, sweep_seconds={self.sweep_seconds}, "
                 f"http_allow={self.http_allow!r}, http_deny={self.http_deny!r}, "
+                f"http_insecure_tls={self.http_insecure_tls!r}, "
                 f"audit_key={'***' if self.audit_key else None!r}, "
                 f"ack_replicas={self.ack_replicas}, ack_timeout_ms={self.ack_timeout_ms}, "
-                f"escalate_to={self.escalate_to!r})")
+                f"escalate_to={self.escalate_to!r}, connectors={self.connectors!r})")
+
+
+def connectors_from_env(env: Mapping[str, str] | None = None) -> Connectors:
+    """The connections file ``SIGNOFF_CONNECTORS`` names, loaded (none: no connections);
+    raises ConnectorsInvalid. ``signoff validate`` reads it alone, without other settings."""
+    env = os.environ if env is None else env
+    return load_connectors(env.get("SIGNOFF_CONNECTORS") or None, env)
 
 
 def _whole_number(env: Mapping[str, str], name: str, default: int) -> int:

@@ -5,6 +5,8 @@
   dave, two user groups and #reviews.
 - ``server``: :class:`SlackEmulator` serves Slack's Web API (``web_api``, Block Kit
   checks in ``blockkit``) and response URLs on loopback, with fault injection.
+- ``webhooks``: :class:`IncomingWebhooks`, Slack's incoming webhooks (``emulator.webhooks``):
+  per-channel URLs, plain-text answers and errors, what each one was posted.
 - ``socket_mode``: :class:`SocketModeServer`, Slack's Socket Mode websocket behind
   ``apps.connections.open`` (``emulator.socket_mode``): hello, envelopes, acks, disconnects.
 - ``driver``: :class:`SlackDriver` acts as the users, sending the app signed
@@ -22,6 +24,7 @@ from slack_emulator.errors import DriverError, EmulatorError, EmulatorStartError
 from slack_emulator.server import SlackEmulator
 from slack_emulator.socket_mode import Ack, AckOutcome, SocketConnection, SocketModeServer
 from slack_emulator.views import Views
+from slack_emulator.webhooks import IncomingWebhook, IncomingWebhooks
 from slack_emulator.workspace import MessageRef, Workspace, default_workspace
 
 __all__ = [
@@ -32,6 +35,8 @@ __all__ = [
     "DriverError",
     "EmulatorError",
     "EmulatorStartError",
+    "IncomingWebhook",
+    "IncomingWebhooks",
     "MessageRef",
     "SlackApiFailure",
     "SlackDriver",

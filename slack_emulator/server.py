@@ -6,6 +6,8 @@ over HTTP exactly as they would to slack.com. It records every call and can be
 told to fail the next ones (rate limits, 5xx, error codes) for resilience tests.
 ``apps.connections.open`` (with :attr:`SlackEmulator.app_token`) hands out URLs of
 its Socket Mode websocket, :attr:`SlackEmulator.socket_mode`, started on first use.
+Incoming webhooks (``/services/…``, plain-text answers) live in
+:attr:`SlackEmulator.webhooks` (:mod:`slack_emulator.webhooks`).
 """
 
 from __future__ import annotations
@@ -22,13 +24,14 @@ from urllib.parse import parse_qsl
 import uvicorn
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 from starlette.types import ASGIApp
 
 from slack_emulator.errors import EmulatorStartError, SlackApiFailure
 from slack_emulator.socket_mode import SocketModeServer
 from slack_emulator.web_api import APP_LEVEL_METHODS, WebApi
+from slack_emulator.webhooks import IncomingWebhooks
 from slack_emulator.workspace import ResponseHook, Workspace, default_workspace
 
 # Fields slack_sdk sends as JSON strings when it form-encodes a call.
@@ -57,6 +60,8 @@ class SlackEmulator:
         self.workspace = workspace or default_workspace()
         self.socket_mode = SocketModeServer(host=host)
         self.web_api = WebApi(self.workspace, socket_url=self.socket_mode.issue_url)
+        # Incoming webhooks (POST /services/T…/B…/secret): add, break, read what was posted.
+        self.webhooks = IncomingWebhooks(self.workspace, lambda: self.base_url)
         self.app = build_app(self)
         self._lock = threading.Lock()
         self._calls: list[tuple[str, dict[str, Any]]] = []
@@ -138,6 +143,7 @@ class SlackEmulator:
             self.web_api = WebApi(self.workspace, socket_url=self.socket_mode.issue_url)
             self._calls.clear()
             self._faults.clear()
+        self.webhooks.reset(self.workspace)
         self.socket_mode.clear()
         return self.workspace
 
@@ -343,12 +349,20 @@ def build_app(emulator: SlackEmulator) -> Starlette:
         status, answer = emulator.answer_response_url(request.path_params["hook_id"], body)
         return JSONResponse(answer, status_code=status)
 
+    async def incoming_webhook(request: Request) -> Response:
+        p = request.path_params
+        status, text, headers = emulator.webhooks.answer(
+            p["team"], p["hook"], p["secret"], await request.body(),
+            request.headers.get("content-type", ""))
+        return PlainTextResponse(text, status_code=status, headers=headers)
+
     async def state(request: Request) -> Response:
         return JSONResponse(emulator.workspace.snapshot())
 
     routes: list[Route] = [
         Route("/api/{method}", api, methods=["GET", "POST"]),
         Route("/hooks/{kind}/{hook_id:path}", hook, methods=["POST"]),
+        Route("/services/{team}/{hook}/{secret}", incoming_webhook, methods=["POST"]),
         Route("/_emulator/state", state, methods=["GET"]),
     ]
     return Starlette(routes=routes)

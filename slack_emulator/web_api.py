@@ -43,6 +43,7 @@ class WebApi:
             "api.test": lambda params: {"ok": True, "args": dict(params)},
             "apps.connections.open": self.apps_connections_open,
             "auth.test": self.auth_test,
+            "bots.info": self.bots_info,
             "chat.postMessage": self.chat_post_message,
             "chat.update": self.chat_update,
             "chat.delete": self.chat_delete,
@@ -116,6 +117,17 @@ class WebApi:
             "user_id": ws.app.bot_user_id,
             "bot_id": ws.app.bot_id,
             "is_enterprise_install": False,
+        }
+
+    def bots_info(self, params: Params) -> dict[str, Any]:
+        app = self.workspace.app
+        if params.get("bot") not in (None, "", app.bot_id):
+            raise SlackApiFailure("bot_not_found")
+        return {
+            "ok": True,
+            "bot": {"id": app.bot_id, "deleted": False, "name": self.workspace.user(
+                app.bot_user_id).name, "app_id": app.app_id, "user_id": app.bot_user_id,
+                "icons": {}},
         }
 
     def users_info(self, params: Params) -> dict[str, Any]:

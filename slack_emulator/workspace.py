@@ -35,6 +35,7 @@ class Conversation:
     members: set[str]
     is_im: bool = False
     dm_user: str | None = None
+    is_archived: bool = False
     messages: list[dict[str, Any]] = field(default_factory=list)
 
     def find(self, ts: str) -> dict[str, Any] | None:
@@ -166,6 +167,15 @@ class Workspace:
             conversation = self._conversation(channel_id)
             return "directmessage" if conversation.is_im else conversation.name
 
+    def archive_channel(self, channel_id: str) -> None:
+        """Archive a channel: posts to it are refused (``is_archived``)."""
+        with self._lock:
+            self._conversation(channel_id).is_archived = True
+
+    def is_archived(self, channel_id: str) -> bool:
+        with self._lock:
+            return self._conversation(channel_id).is_archived
+
     def add_member(self, channel_id: str, user_id: str) -> None:
         """``user_id`` joins the conversation (as an invitation in Slack would)."""
         with self._lock:
@@ -201,6 +211,8 @@ class Workspace:
         """Store a message from the app's bot; returns (channel id, message)."""
         with self._lock:
             conversation = self._conversation(channel)
+            if conversation.is_archived:
+                raise SlackApiFailure("is_archived")
             parent = None
             if thread_ts:
                 parent = conversation.find(thread_ts)

@@ -37,6 +37,7 @@ import ipaddress
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass
+from urllib.parse import SplitResult, unquote, urlsplit
 
 from engine.errors import SettingsInvalid
 
@@ -66,6 +67,12 @@ METADATA: dict[IPAddress, str] = {
         ("100.100.100.200", "Alibaba Cloud instance metadata"),
         ("192.0.0.192", "Oracle Cloud instance metadata (legacy address)"),
     )}
+
+# Request headers that carry credentials: a connection's file must give their values as
+# ${ENV_VAR} references, and an http step drops them when a redirect leaves their origin.
+_CREDENTIAL_HEADER = re.compile(
+    r"^(authorization|proxy-authorization|cookie)$|key|token|secret|auth|passw|session|signature",
+    re.IGNORECASE)
 
 _HOST_NAME = re.compile(r"^[a-z0-9_]([a-z0-9_-]*[a-z0-9_])?(\.[a-z0-9_]([a-z0-9_-]*[a-z0-9_])?)*$")
 
@@ -147,6 +154,12 @@ class EgressPolicy:
 DEFAULT_POLICY = EgressPolicy()  # the built-in refusals alone
 
 
+def is_credential_header(name: str) -> bool:
+    """Whether a request header named ``name`` carries a credential (Authorization,
+    Cookie, X-Api-Key, X-Auth-Token, ...)."""
+    return bool(_CREDENTIAL_HEADER.search(name.strip()))
+
+
 def _host_key(host: str) -> str:
     return host.strip().strip("[]").rstrip(".").lower()
 
@@ -160,3 +173,59 @@ def _effective_address(address: str) -> IPAddress:
         if ip.scope_id is not None:  # fe80::1%eth0: the zone does not change what it is
             return ipaddress.IPv6Address(address.strip("[]").split("%", 1)[0])
     return ip
+
+
+# -- a base URL and the paths under it ----------------------------------------------------------
+# An http step with a connection joins its `path` to the connection's base URL, and sends the
+# connection's headers (its credentials) only there: a path may not leave the base.
+
+_SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
+_DOT_SEGMENT = re.compile(r"(^|/)\.\.?(/|$)")
+
+
+def path_refusal(path: str) -> str | None:
+    """Why ``path`` may not be joined to a base URL (it would leave it); None if it may."""
+    if _SCHEME.match(path.strip()):
+        return "is an absolute URL"
+    decoded = unquote(path.split("?", 1)[0].split("#", 1)[0])
+    if path.lstrip().startswith(("//", "\\", "/\\")) or decoded.startswith("//"):
+        return "is scheme-relative (//host), which names another host"
+    if "\\" in decoded:
+        return "has a backslash, which some servers read as /"
+    if _DOT_SEGMENT.search(decoded):
+        return "has a . or .. segment, which climbs out of the base path"
+    if any(ord(c) < 0x20 or ord(c) == 0x7F for c in path):
+        return "has a control character"
+    return None
+
+
+def join_base(base: str, path: str) -> str:
+    """``path`` under ``base``, as Kibana's HTTP connector joins them (one ``/`` between);
+    ValueError if the path may not be joined (:func:`path_refusal`)."""
+    reason = path_refusal(path)
+    if reason is not None:
+        raise ValueError(f"path {path!r} {reason}")
+    joined = base.rstrip("/") + ("/" + path.lstrip("/") if path else "")
+    if not within_base(joined, base):  # what the checks above mean to guarantee
+        raise ValueError(f"path {path!r} leaves the base URL {base}")
+    return joined
+
+
+def within_base(url: str, base: str) -> bool:
+    """Whether ``url`` is ``base`` or under it: same scheme, host and port, and a path
+    that continues the base's path at a ``/``."""
+    target, root = urlsplit(url.strip()), urlsplit(base.strip())
+    if target.username is not None or target.password is not None:
+        return False
+    if (target.scheme.lower(), target.hostname, _port(target)) != \
+            (root.scheme.lower(), root.hostname, _port(root)) or not target.hostname:
+        return False
+    prefix = root.path.rstrip("/")
+    return not prefix or target.path == prefix or target.path.startswith(prefix + "/")
+
+
+def _port(parts: SplitResult) -> int | None:
+    try:
+        return parts.port or {"http": 80, "https": 443}.get(parts.scheme.lower())
+    except ValueError:
+        return None

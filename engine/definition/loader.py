@@ -9,6 +9,7 @@ from its stored text with :func:`stored_workflow` (read and checked once per dig
 
 from __future__ import annotations
 
+import difflib
 import hashlib
 import os
 import threading
@@ -19,6 +20,7 @@ from pathlib import Path
 from engine.definition.checks import Analysis, TemplateCondition
 from engine.definition.model import Workflow
 from engine.definition.step_types import PLUGIN_GROUP, PluginFailure, plugin_failures
+from engine.definition.yaml_positions import Position
 from engine.errors import Problem, WorkflowInvalid, WorkflowNotFound
 
 __all__ = [
@@ -56,6 +58,8 @@ def validate_paths(paths: Iterable[str | os.PathLike[str]]) -> list[Problem]:
     after one for each step-type plug-in that cannot be imported."""
     problems = [_plugin_problem(failure) for failure in plugin_failures()]
     first_by_name: dict[str, str] = {}
+    paths = list(paths)
+    calls: list[tuple[str, str, Position]] = []  # file, workflow-id, where
     for path in _workflow_files(paths):
         text, problem = _read(path)
         if text is None:
@@ -73,6 +77,17 @@ def validate_paths(paths: Iterable[str | os.PathLike[str]]) -> list[Problem]:
             else:
                 first_by_name[name] = f"{os.fspath(path)}:{where.line}"
         problems.extend(analysis.sorted_problems())
+        calls.extend((os.fspath(path), name, where) for name, where in analysis.called_workflows())
+    # A directory is a catalog, as a worker's SIGNOFF_WORKFLOWS is: a call to a workflow that
+    # is not in it cannot run. Files named one by one say nothing of what else exists.
+    if any(Path(given).is_dir() for given in paths):
+        for source, name, where in calls:
+            if name not in first_by_name:
+                hint = difflib.get_close_matches(name, list(first_by_name), n=1, cutoff=0.6)
+                problems.append(Problem(source, where.line, where.column, (
+                    f"with.workflow-id names {name!r}, but no workflow of that name is among the "
+                    "files validated" + (f" (did you mean {hint[0]!r}?)" if hint else
+                                         f" (there are: {', '.join(sorted(first_by_name))})"))))
     return problems
 
 

@@ -59,18 +59,34 @@ class FailurePolicy:
     fallback: tuple[Step, ...] = ()
 
 
+# Kibana's cap of a loop that sets no `max-iterations` (spec/schema.ts), with `on-limit: continue`.
+DEFAULT_LOOP_MAX_ITERATIONS = 2000
+
+
 @dataclass(frozen=True)
 class IterationLimit:
-    """A loop's ``max-iterations``: at most ``limit`` items; past it, ``continue`` runs the
-    first ``limit`` and ``fail`` fails the step."""
+    """A loop's ``max-iterations``: at most ``limit`` iterations. At the cap, ``continue``
+    ends the loop as done and ``fail`` fails the step; a bare number means ``continue``, as
+    in Kibana."""
 
     limit: int
-    on_limit: str = "fail"  # continue | fail
+    on_limit: str = "continue"  # continue | fail
+
+
+DEFAULT_ITERATION_LIMIT = IterationLimit(DEFAULT_LOOP_MAX_ITERATIONS)
 
 
 @dataclass(frozen=True)
 class SwitchCase:
     match: Any
+    steps: tuple[Step, ...]
+
+
+@dataclass(frozen=True)
+class Branch:
+    """A static branch of a ``parallel`` step: its name (its key in the output) and steps."""
+
+    name: str
     steps: tuple[Step, ...]
 
 
@@ -86,20 +102,24 @@ class Step:
     on_failure: FailurePolicy | None = None
     # the top-level keys its type declares (StepType.params_schema): `items`, `source`, ...
     params: Mapping[str, Any] = field(default_factory=dict)
-    # flow control: `if`
+    # flow control: `if` (and `while`, whose `condition` is checked after each iteration)
     condition: Condition | None = None
     steps: tuple[Step, ...] = ()
     else_: tuple[Step, ...] = ()
     # flow control: `foreach` (an expression or template yielding a list, or the list itself)
+    # and the loop keys of `foreach` and `while`; a step of another type with `foreach` is
+    # frozen as a `foreach` step wrapping it (:func:`engine.definition.loops.step_loop`)
     foreach: str | tuple[Any, ...] | None = None
     max_iterations: IterationLimit | None = None
-    iteration_timeout: timedelta | None = None  # accepted; not enforced (README)
-    iteration_on_failure: FailurePolicy | None = None  # accepted; not applied (README)
+    iteration_timeout: timedelta | None = None
+    iteration_on_failure: FailurePolicy | None = None
     max_step_size: int | None = None  # bytes; a larger output fails the step
     # flow control: `switch`
     expression: str | None = None
     cases: tuple[SwitchCase, ...] = ()
     default: tuple[Step, ...] = ()
+    # `parallel` with static branches (its dynamic fan-out uses `foreach` and `steps`)
+    branches: tuple[Branch, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -115,7 +135,7 @@ class Settings:
     on_failure: FailurePolicy | None = None
     timezone: str | None = None  # an IANA zone name
     max_step_size: int | None = None  # bytes; the default of every step's `max-step-size`
-    concurrency: Mapping[str, Any] = field(default_factory=dict)  # accepted; not enforced
+    concurrency: Mapping[str, Any] = field(default_factory=dict)  # engine.run.concurrency
     liquid: Mapping[str, Any] = field(default_factory=dict)  # accepted; Signoff's own limits apply
 
 
@@ -135,6 +155,9 @@ class Workflow:
     # JSON Schema given under the manual trigger (``inputs_schema``); never both.
     inputs: tuple[Mapping[str, Any], ...] = ()
     inputs_schema: Mapping[str, Any] | None = None
+    # Declared outputs (what `workflow.output` emits), in the same two forms as inputs.
+    outputs: tuple[Mapping[str, Any], ...] = ()
+    outputs_schema: Mapping[str, Any] | None = None
     tags: tuple[str, ...] = ()
     version: str | None = None
 
@@ -150,6 +173,8 @@ class Workflow:
                 for case in step.cases:
                     walk(case.steps)
                 walk(step.default)
+                for branch in step.branches:
+                    walk(branch.steps)
                 if step.on_failure:
                     walk(step.on_failure.fallback)
                 if step.iteration_on_failure:

@@ -18,7 +18,7 @@ enforced. An escalating rule takes a human step's review options (``approvers``,
 ``channel``, ``sla``, ``remind``, ``escalation``, ``approvals-required``,
 ``allow-self-approval``, ``timeout``, ``on-timeout``, and a ``message`` template over
 ``tool``, ``args``, ``context``, ``summary`` and ``reason``), checked by the human step's
-own schema and checks (:func:`engine.definition.checks.human_step_problems`), so a rule's
+own schema and checks (:func:`engine.definition.step_type_checks.check_human_options`), so a rule's
 options mean what they mean on a workflow step.
 
 Pure, like the rest of the definition layer: problems are reported at file:line:column
@@ -40,12 +40,16 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from jsonschema import Draft202012Validator
+
 from engine.definition import templates
-from engine.definition.checks import TemplateCondition, human_step_problems, schema_problems
+from engine.definition.checks import TemplateCondition
 from engine.definition.conditions import Condition, is_template_condition, parse_condition
 from engine.definition.durations import parse_duration
 from engine.definition.loader import workflow_files
 from engine.definition.model import Location
+from engine.definition.problem_report import ProblemReport
+from engine.definition.step_type_checks import check_human_options
 from engine.definition.yaml_positions import (
     PositionedDocument,
     YamlPath,
@@ -308,7 +312,10 @@ class _PolicyFile:
                 self.source, duplicate.position.line, duplicate.position.column,
                 f"duplicate key {duplicate.path[-1]!r} (first on line {duplicate.first.line}); "
                 "YAML keeps only the last one, so remove one of them"))
-        self.problems.extend(schema_problems(self.doc, self.source, _schema(), data, ()))
+        report = self._report()
+        for error in Draft202012Validator(_schema()).iter_errors(data):
+            report.schema_problem(error, ())
+        self.problems.extend(report.problems)
         if not isinstance(data, dict):
             return
         if isinstance(data.get("default"), str) and data["default"] in Action.__members__.values():
@@ -336,8 +343,10 @@ class _PolicyFile:
                               f"takes review options, and this rule's action is {action}",
                               key=True)
         else:
-            self.problems.extend(human_step_problems(self.doc, self.source, REVIEW_STEP_TYPE,
-                                                     review, path))
+            report = self._report()
+            check_human_options(report, REVIEW_STEP_TYPE, review, path)
+            self.problems.extend(report.problems)
+            self._check_message(review.get("message"), (*path, "message"))
             self._check_names(review.get("message"), (*path, "message"), _MESSAGE_NAMES,
                               templates.references if isinstance(review.get("message"), str)
                               else None)
@@ -408,6 +417,21 @@ class _PolicyFile:
         except DurationError as exc:
             self._problem((*path, "timeout"), f"{_render((*path, 'timeout'))}: {exc}")
             return None
+
+    def _report(self) -> ProblemReport:
+        report = ProblemReport(self.source, self.doc.text)
+        report.doc = self.doc
+        return report
+
+    def _check_message(self, message: Any, path: YamlPath) -> None:
+        if not isinstance(message, str) or not templates.has_template(message):
+            return
+        try:
+            templates.compile_template(message)
+        except TemplateError as exc:
+            line, column = self.doc.locate_in_scalar(path, max(exc.column - 1, 0))
+            self.problems.append(Problem(self.source, line, column,
+                                         f"template error in {_render(path)}: {exc}"))
 
     def _problem(self, path: YamlPath, message: str, *, key: bool = False) -> None:
         where = self.doc.locate_key(path) if key else self.doc.locate(path)

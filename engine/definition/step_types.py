@@ -43,7 +43,10 @@ class StepKind(StrEnum):
     ACTION = "action"  # runs a function and produces an output
     HUMAN = "human"  # suspends the run until someone resumes it
     TIMER = "timer"  # suspends the run until a time
-    FLOW = "flow"  # runs other steps (if / foreach / switch): a function walks them
+    FLOW = "flow"  # runs other steps (if / foreach / while / switch): a function walks them
+    # starts child executions and waits for them (workflow.execute, parallel): the runner's
+    # engine.run.children does it, by the step's type
+    CHILDREN = "children"
 
 
 @dataclass
@@ -76,6 +79,10 @@ StepFunction = Callable[[StepContext], Any]
 # only at run time, so a check leaves it alone.
 StepCheck = Callable[[Mapping[str, Any], Mapping[str, Any]],
                      Iterable[tuple[tuple[str | int, ...], str]]]
+# What a schema cannot say about a step's whole shape (a parallel step's branches and what
+# their bodies may hold): given the step as written, each problem as (path within the
+# step, message, whether it points at the key rather than its value).
+StepShapeCheck = Callable[[Mapping[str, Any]], Iterable[tuple[tuple[str | int, ...], str, bool]]]
 
 
 class FlowContext(Protocol):
@@ -107,8 +114,28 @@ class FlowContext(Protocol):
         """The value of a template or bare expression, in the step's scope."""
         ...
 
-    def holds(self, condition: Condition) -> bool:
-        """Whether ``condition`` holds in the step's scope."""
+    def holds(self, condition: Condition, scope: Mapping[str, Any] | None = None) -> bool:
+        """Whether ``condition`` holds in the step's scope, plus ``scope`` when given."""
+        ...
+
+    def progress(self, update: Mapping[str, Any] | None = None) -> Mapping[str, Any]:
+        """The step's recorded output, after merging ``update`` into it (recorded with the
+        next write) when the step has not completed; call :meth:`choose` first."""
+        ...
+
+    def run_iteration(self, steps: tuple[Step, ...], *, index: int, prefix: str,
+                      scope: Mapping[str, Any]) -> bool:
+        """Run one iteration of a loop (``foreach``, ``while``): its ``steps`` under
+        ``prefix``, with ``scope`` added. With an ``iteration-timeout`` the iteration's
+        start is recorded (its deadline runs from it, on every pass); a ``loop.continue``
+        inside ends it, and its failure is handled by the loop's ``iteration-on-failure``
+        (whose ``retry`` runs it again, under ``<prefix>#2.`` and so on, after its delay).
+        True when a ``loop.break`` inside ended the loop."""
+        ...
+
+    def exit_loop(self, how: str) -> None:
+        """End the current iteration (``how="continue"``) or the innermost loop (``"break"``);
+        the step is recorded first, so a replay leaves the loop the same way."""
         ...
 
     def run_steps(self, steps: tuple[Step, ...], *, prefix: str | None = None,
@@ -142,6 +169,7 @@ class StepType:
     params_schema: Mapping[str, Any] | None = None
     raw_options: tuple[str, ...] = ()  # keys of `with` passed unrendered (see StepContext.render)
     check: StepCheck | None = None
+    check_shape: StepShapeCheck | None = None
 
     @property
     def param_keys(self) -> frozenset[str]:

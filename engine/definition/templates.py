@@ -120,6 +120,30 @@ class MarkdownTemplate(str):
     __slots__ = ()
 
 
+class ChannelTemplate(MarkdownTemplate):
+    """A human step's ``with.channels.<key>.message`` (Elastic 9.5): Markdown like the step's
+    message, rendered when the step starts, with Elastic's ``context.hitl`` links standing
+    as the placeholders in :data:`HITL_LINK_PLACEHOLDERS`: the link exists only once the
+    review is posted, so whoever posts the notification puts it in."""
+
+    __slots__ = ()
+
+
+# context.hitl.externalFormLink / externalQueryLink (kbn-workflows common/hitl.ts) while a
+# channel message renders: URL-shaped (reserved .invalid domain) so Markdown keeps them whole.
+HITL_LINK_PLACEHOLDERS = {
+    "externalFormLink": "https://signoff.invalid/context.hitl.externalFormLink",
+    "externalQueryLink": "https://signoff.invalid/context.hitl.externalQueryLink",
+}
+
+
+def _with_hitl_links(scope: Mapping[str, Any]) -> dict[str, Any]:
+    context = scope.get("context")
+    hitl = {name: TrustedMarkdown(link) for name, link in HITL_LINK_PLACEHOLDERS.items()}
+    return {**scope, "context": {**(context if isinstance(context, Mapping) else {}),
+                                 "hitl": hitl}}
+
+
 def _markdown_value(value: object, code: str | None) -> str:
     """An output's text, escaped for where it lands: in code (``code``) or not (None)."""
     if isinstance(value, TrustedMarkdown):
@@ -347,6 +371,8 @@ def render_value(value: Any, scope: Mapping[str, Any]) -> Any:
     if isinstance(value, str):
         if not has_template(value):
             return value
+        if isinstance(value, ChannelTemplate):
+            scope = _with_hitl_links(scope)
         compiled = _compiled_for(value)
         if compiled.expression is not None:
             result = _evaluate(compiled, scope)

@@ -90,7 +90,8 @@ def _merge(first: Change, then: Change) -> Change:
                     waiting_score=then.waiting_score if then.waiting else first.waiting_score,
                     running=then.running or first.running,
                     running_score=then.running_score if then.running else first.running_score,
-                    zadd=first.zadd + then.zadd, zrem=first.zrem + then.zrem)
+                    zadd=first.zadd + then.zadd, zrem=first.zrem + then.zrem,
+                    hset=first.hset + then.hset)
     for name in then.delete:
         merged.set.pop(name, None)
     return merged

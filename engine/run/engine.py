@@ -5,6 +5,7 @@ The HTTP API, the CLI, the bot and the RQ jobs all go through :class:`Engine`.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import uuid
 from collections.abc import Callable, Collection, Sequence
@@ -32,6 +33,14 @@ from engine.notify import (
 )
 from engine.run import authority, identity, timers
 from engine.run.authority import Refusal
+from engine.run.concurrency import (
+    SYSTEM_CONCURRENCY,
+    Concurrency,
+    StartedRun,
+    displacement_reason,
+    group_of,
+    policy_of,
+)
 from engine.run.identity import NamedPeople, People
 from engine.run.reviews import ResumeResult, Reviews
 from engine.run.timers import Scheduler
@@ -46,7 +55,8 @@ from engine.state.execution import (
     review_request,
     utcnow,
 )
-from engine.state.store import ExecutionSummary, Store
+from engine.state.indexes import ExecutionSummary
+from engine.state.store import Store
 from engine.state.tokens import OPERATOR_PRINCIPAL
 
 
@@ -64,6 +74,9 @@ class Engine:
         self.people: People = NamedPeople()
         self.reviews = Reviews(store, scheduler, self.notifier, lambda: self.clock(), lease_ms,
                                people=lambda: self.people, escalate_to=escalate_to)
+        self.concurrency = Concurrency(store, scheduler, self.definition, lambda: self.clock(),
+                                       lease_ms)
+        self.reviews.ended = self.concurrency.ended  # a cancel or time-out gives its slot back
 
     # -- definitions -------------------------------------------------------------------------
 
@@ -84,7 +97,15 @@ class Engine:
 
     def run(self, workflow: Workflow, event: Any = None, *, requested_by: str | None = None,
             actor: Actor | None = None, principal: str | None = None) -> str:
-        """Start an execution of ``workflow`` for ``event``; returns its id.
+        """Start an execution of ``workflow`` for ``event``; returns its id (:meth:`start`
+        says more: whether ``settings.concurrency`` queued or skipped it)."""
+        return self.start(workflow, event, requested_by=requested_by, actor=actor,
+                          principal=principal).execution_id
+
+    def start(self, workflow: Workflow, event: Any = None, *, requested_by: str | None = None,
+              actor: Actor | None = None, principal: str | None = None) -> StartedRun:
+        """Start an execution of ``workflow`` for ``event``: PENDING, or, where
+        ``settings.concurrency`` limits its group, maybe QUEUED or SKIPPED (with why).
 
         ``requested_by`` is normalised (:meth:`requester`; RequesterInvalid when it names
         nobody); ``principal`` is the calling token's own, valid without a look-up.
@@ -105,22 +126,35 @@ class Engine:
             event=event if event is not None else {}, audit_head=audit.GENESIS,
             requested_by=requested_by,
         )
+        policy = policy_of(workflow)
+        group = group_of(policy, workflow, state) if policy is not None else None
         created = audit.event(
             audit.CREATED, state.started_at, workflow=workflow.name, digest=workflow.digest,
             eventSha256=hashlib.sha256(canonical(state.event).encode()).hexdigest(),
             requestedBy=requested_by, actor=actor.to_json() if actor else None,
+            concurrencyGroup=group,
         )
         new_timers = []
         if workflow.settings.timeout is not None:
             new_timers.append(timers.run_timeout_timer(execution_id,
                                                        now + workflow.settings.timeout))
+        if policy is not None and group is not None:
+            reason = displacement_reason(group, execution_id)
+            return self.concurrency.start(state, workflow, policy, group, created, new_timers,
+                                          displace=lambda other: self._displace(other, reason))
         self.store.create(state, workflow.text, [created],
                           enqueue=lambda pipe: self.scheduler.enqueue_advance(
                               execution_id, pipeline=pipe),
                           timers=[timer.entry for timer in new_timers])
         for timer in new_timers:
             self.scheduler.schedule(timer)
-        return execution_id
+        return StartedRun(execution_id, ExecutionStatus.PENDING)
+
+    def _displace(self, execution_id: str, reason: str) -> None:
+        """cancel-in-progress: cancel a run that lost its slot (it may have just ended)."""
+        with contextlib.suppress(NotWaiting, ExecutionNotFound):
+            self.reviews.end(execution_id, ExecutionStatus.CANCELLED, audit.CANCELLED,
+                             SYSTEM_CONCURRENCY, reason)
 
     # -- read --------------------------------------------------------------------------------
 
@@ -234,6 +268,14 @@ class Engine:
                                                     actor=actor.to_json(), step=step,
                                                     approved=approved, error=error)])
 
+    def record_notification_failure(self, execution_id: str, step: str, reason: str) -> None:
+        """Audit that a notification of ``step``'s review (a channel, a webhook) was refused
+        for good, and why (connector id and Slack's answer; never a credential)."""
+        state = self.store.load(execution_id)
+        self.store.append_audit(state, [audit.event(audit.NOTIFICATION_FAILED,
+                                                    iso(self.clock()) or "", step=step,
+                                                    reason=reason)])
+
     def review_timer(self, execution_id: str, path: str, level: int, kind: str) -> bool:
         return self.reviews.review_timer(execution_id, path, level, kind)
 
@@ -289,10 +331,23 @@ class Engine:
             return False
         return True
 
+    def time_out(self, execution_id: str, reason: str) -> bool:
+        """End a run that has not finished as TIMED_OUT, for ``reason`` (a parallel branch
+        past its deadline); False when it had finished."""
+        try:
+            self.reviews.end(execution_id, ExecutionStatus.TIMED_OUT, audit.TIMED_OUT,
+                             SYSTEM_TIMEOUT, reason)
+        except (NotWaiting, AlreadyDecided, ExecutionNotFound):
+            return False
+        return True
+
     # -- recovery ----------------------------------------------------------------------------
 
     def recover_stalled(self) -> list[str]:
-        """Re-enqueue runs whose worker died (lease lapsed); returns their ids."""
+        """Re-enqueue runs whose worker died (lease lapsed), and finish what a process that
+        died left of settings.concurrency: start queued runs handed a slot, cancel runs
+        cancel-in-progress displaced, give back slots of runs that ended; returns the ids
+        of the runs it found stalled."""
         stalled = self.store.stale_running()
         now_ms = epoch_ms(self.clock())
         for execution_id in stalled:
@@ -301,9 +356,16 @@ class Engine:
             except ExecutionNotFound:
                 self.store.forget_runnable(execution_id)
                 continue
+            if status is ExecutionStatus.QUEUED:
+                self.concurrency.recover(self.store.load(execution_id))
+                continue
             if status not in (ExecutionStatus.RUNNING, ExecutionStatus.PENDING):
                 self.store.forget_runnable(execution_id)
                 continue
             self.store.mark_runnable(execution_id, now_ms + self.lease_ms)
             self.scheduler.enqueue_advance(execution_id)
+        for displaced, (by, group) in self.concurrency.slots.displaced().items():
+            self._displace(displaced, displacement_reason(group, by))  # its canceller died
+            self.concurrency.slots.forget_displaced(displaced)
+        self.concurrency.reconcile()
         return stalled

@@ -115,8 +115,19 @@ class RunFlow:
     started: StepResult | None
 
 
+@dataclass(frozen=True)
+class RunChildren:
+    """A step that starts child executions (workflow.execute, parallel): start them, or read
+    what they reported (:mod:`engine.run.children`); ``recorded`` is what an earlier pass
+    recorded. A completed one runs again too: a parallel step puts its branches' steps
+    back in scope."""
+
+    spec: StepType
+    recorded: StepResult | None
+
+
 NextStep = (UseRecorded | HandleFailure | Skip | FailRun | SuspendUntil | AwaitReviewer
-            | AskReviewer | StartWait | FinishWait | RunAction | RunFlow)
+            | AskReviewer | StartWait | FinishWait | RunAction | RunFlow | RunChildren)
 
 
 def next_step(step: Step, path: str, spec: StepType | None, recorded: StepResult | None,
@@ -129,6 +140,9 @@ def next_step(step: Step, path: str, spec: StepType | None, recorded: StepResult
         if recorded.status is StepStatus.COMPLETED and spec is not None \
                 and spec.kind is StepKind.FLOW:
             return RunFlow(spec, recorded)  # its children's results go back in scope too
+        if recorded.status is StepStatus.COMPLETED and spec is not None \
+                and spec.kind is StepKind.CHILDREN:
+            return RunChildren(spec, recorded)
         return UseRecorded(recorded)
     if recorded is not None and recorded.status is StepStatus.FAILED:
         return HandleFailure(recorded)
@@ -144,6 +158,8 @@ def next_step(step: Step, path: str, spec: StepType | None, recorded: StepResult
     kind = spec.kind
     if kind is StepKind.FLOW:
         return RunFlow(spec, recorded)
+    if kind is StepKind.CHILDREN:
+        return RunChildren(spec, recorded)
     if kind is StepKind.HUMAN:
         if recorded is not None and recorded.status is StepStatus.WAITING_FOR_INPUT:
             return AwaitReviewer()

@@ -8,6 +8,7 @@ double click, changes nothing.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 from collections.abc import Callable, Mapping, Sequence
@@ -36,7 +37,7 @@ from engine.notify import (
     ReviewChange,
     ReviewClosed,
 )
-from engine.run import authority, escalation, timers
+from engine.run import authority, children, escalation, timers
 from engine.run.authority import Refusal
 from engine.run.identity import NamedPeople, People
 from engine.run.timers import Scheduler
@@ -90,6 +91,8 @@ class Reviews:
         self.lease_ms = lease_ms
         self.people = people  # who is who, asked at each check (the bot installs Slack's)
         self.escalate_to = tuple(escalate_to)  # SIGNOFF_ESCALATE_TO
+        # Told of every run end() ended (the engine gives back its concurrency slot).
+        self.ended: Callable[[ExecutionState], None] = lambda state: None
 
     # -- deciding ----------------------------------------------------------------------------
 
@@ -462,8 +465,17 @@ class Reviews:
             outcome = "cancelled" if status is ExecutionStatus.CANCELLED else "timed_out"
             if waiting is not None:
                 self.close_into(change, state, waiting, outcome, now)
+            parent_timer = children.report_end(change, state, status, now, error=reason)
             result = self.store.commit(state, change, guard_status=ACTIVE)
             if result.ok:
+                self.ended(state)
+                children.wake_parent(self.store, self.scheduler, parent_timer)
+                # Kibana cancels a child its parent waits on with the parent; one that
+                # ended meanwhile is left as it ended.
+                for child in children.awaited_children(state):
+                    with contextlib.suppress(NotWaiting, ExecutionNotFound):
+                        self.end(child, ExecutionStatus.CANCELLED, audit.CANCELLED, actor,
+                                 f"its parent {execution_id} ended: {reason}")
                 if waiting is not None:
                     self._announce_closed(state, outcome, actor, {}, reason)
                 return

@@ -43,6 +43,12 @@ def advance_timer(execution_id: str, when: datetime) -> Timer:
     return Timer("advance_timer", (execution_id,), when)
 
 
+def child_reported_timer(parent_id: str, child_id: str, when: datetime) -> Timer:
+    """Advance a parent whose child reported its end (engine.run.children): one per child,
+    so it never stands for, or is dropped with, the parent's own timers."""
+    return Timer("child_reported", (parent_id, child_id), when)
+
+
 def run_timeout_timer(execution_id: str, when: datetime) -> Timer:
     return Timer("expire_execution", (execution_id,), when)
 

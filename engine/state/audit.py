@@ -45,6 +45,9 @@ COMPLETED = "execution.completed"
 FAILED = "execution.failed"
 CANCELLED = "execution.cancelled"
 TIMED_OUT = "execution.timed_out"
+QUEUED = "execution.queued"  # settings.concurrency: waits for a slot of its group
+DEQUEUED = "execution.dequeued"  # ... and got one
+SKIPPED = "execution.skipped"  # ... never ran: dropped, queue full, or queue-ttl elapsed
 STEP_STARTED = "step.started"
 STEP_COMPLETED = "step.completed"
 STEP_FAILED = "step.failed"
@@ -61,6 +64,11 @@ APPROVAL_RECORDED = "review.approval_recorded"
 ESCALATED = "review.escalated"
 REMINDED = "review.reminded"
 REASSIGNED = "review.reassigned"
+NOTIFICATION_FAILED = "review.notification_failed"  # a channel refused it for good
+WOKEN = "execution.woken"  # a run parked for its children woke to read their reports
+CHILD_STARTED = "child.started"  # the parent's trail: a child execution was started for a step
+CHILD_FINISHED = "child.finished"  # the parent's trail: a child it waits on ended
+PARENT_TOLD = "parent.told"  # the child's trail: its end was reported to its parent
 
 
 @dataclass(frozen=True)

@@ -19,6 +19,7 @@ LEASE_MS = 30_000  # how long a worker may go silent before its runs are taken o
 
 
 class ExecutionStatus(StrEnum):
+    QUEUED = "QUEUED"  # waiting for a concurrency slot (settings.concurrency, strategy queue)
     PENDING = "PENDING"
     RUNNING = "RUNNING"
     WAITING = "WAITING"  # on a timer: a `wait` step or a retry delay
@@ -27,6 +28,8 @@ class ExecutionStatus(StrEnum):
     FAILED = "FAILED"
     CANCELLED = "CANCELLED"
     TIMED_OUT = "TIMED_OUT"
+    SKIPPED = "SKIPPED"  # never ran: settings.concurrency dropped it (or its queue was full, or
+    # it waited longer than queue-ttl)
 
     @property
     def is_terminal(self) -> bool:
@@ -34,7 +37,8 @@ class ExecutionStatus(StrEnum):
 
 
 TERMINAL = frozenset({ExecutionStatus.COMPLETED, ExecutionStatus.FAILED,
-                      ExecutionStatus.CANCELLED, ExecutionStatus.TIMED_OUT})
+                      ExecutionStatus.CANCELLED, ExecutionStatus.TIMED_OUT,
+                      ExecutionStatus.SKIPPED})
 ACTIVE = frozenset(ExecutionStatus) - TERMINAL
 
 
@@ -218,6 +222,65 @@ class Decision:
                    input=data["input"], message_sha256=data["sha"], outcome=data["outcome"])
 
 
+@dataclass(frozen=True)
+class ParentLink:
+    """A child execution's link to the run that started it, stored under ``par``.
+
+    ``workflow.execute`` and ``workflow.executeAsync`` start a child of another workflow;
+    a ``parallel`` step starts one child per branch, of its own definition, running only
+    that branch's steps (``branch``) in the parent's scope as it was (``scope``: the
+    outputs of the steps before, and ``foreach`` for a fan-out)."""
+
+    id: str  # the parent execution
+    path: str  # the parent's step that started it
+    awaited: bool = True  # the parent waits: the child reports its end (engine.run.children)
+    depth: int = 1  # how deep in workflow.execute calls; a top-level run is 0
+    branch: int | None = None  # a parallel branch: its index
+    scope: Mapping[str, Any] | None = None  # a parallel branch: {"steps": ..., "frame": ...}
+
+    def to_json(self) -> str:
+        data: dict[str, Any] = {"id": self.id, "path": self.path, "depth": self.depth}
+        if not self.awaited:
+            data["async"] = True
+        if self.branch is not None:
+            data["branch"] = self.branch
+            data["scope"] = self.scope or {}
+        return dumps(data)
+
+    @classmethod
+    def from_json(cls, text: str | bytes) -> ParentLink:
+        data = json.loads(text)
+        return cls(id=data["id"], path=data["path"], awaited=not data.get("async"),
+                   depth=int(data.get("depth", 1)), branch=data.get("branch"),
+                   scope=data.get("scope"))
+
+
+@dataclass(frozen=True)
+class ChildReport:
+    """What a finished child tells its parent, in the parent's children hash
+    (:func:`engine.state.keys.children`), written in the child's final commit."""
+
+    id: str
+    status: ExecutionStatus
+    outputs: Any = None
+    error: str | None = None
+    started_at: str | None = None
+    finished_at: str | None = None
+    steps: Mapping[str, Any] = field(default_factory=dict)  # a branch: its steps' scope entries
+
+    def to_json(self) -> str:
+        return dumps({"id": self.id, "st": self.status.value, "out": self.outputs,
+                      "err": self.error, "t0": self.started_at, "t1": self.finished_at,
+                      "steps": self.steps})
+
+    @classmethod
+    def from_json(cls, text: str | bytes) -> ChildReport:
+        data = json.loads(text)
+        return cls(id=data["id"], status=ExecutionStatus(data["st"]), outputs=data.get("out"),
+                   error=data.get("err"), started_at=data.get("t0"),
+                   finished_at=data.get("t1"), steps=data.get("steps") or {})
+
+
 @dataclass
 class ExecutionState:
     """An execution as loaded from Redis; the runner mutates its copy while it holds the lease."""
@@ -236,6 +299,13 @@ class ExecutionState:
     waiting: Waiting | None = None
     results: dict[str, StepResult] = field(default_factory=dict)
     decisions: dict[str, Decision] = field(default_factory=dict)
+    outputs: Any = None  # what `workflow.output` emitted (the run's outputs)
+    parent: ParentLink | None = None  # a child execution: who started it
+
+    @property
+    def depth(self) -> int:
+        """How deep in ``workflow.execute`` calls this run is (a top-level run is 0)."""
+        return self.parent.depth if self.parent is not None else 0
 
 
 def decision_outcome(input_: Mapping[str, Any], decision_field: str = "approved") -> str:

@@ -37,17 +37,33 @@
                                     in the same transaction that made it
     signoff:gate-use:{id}   string  set once when the approved agent call of gate request {id} is
                                     run (JSON: who, when): a second use is refused
+    signoff:kids:{id}       hash    what the finished children of execution {id} reported, by
+                                    "{step path}#{branch}" (JSON: engine.state.execution.ChildReport),
+                                    each written in the child's own final commit
+    signoff:conc:groups     hash    every concurrency group with a run holding or waiting for a
+                                    slot: its id (below) -> its key as rendered; the sweep's list
+    signoff:conc:{g}:slots  zset    runs holding a slot of concurrency group g (the first 32 hex of
+                                    the SHA-256 of its rendered key), scored by admission (ms)
+    signoff:conc:{g}:queue  zset    runs waiting for a slot of g (strategy queue), scored by
+                                    arrival (signoff:conc:seq)
+    signoff:conc:{g}:meta   hash    a waiting run of g -> "queued-ms ttl-ms max" (its own settings)
+    signoff:conc:seq        string  the counter that orders arrivals in every queue
+    signoff:conc:displaced  hash    a run cancel-in-progress took the slot of, until it is
+                                    cancelled -> "{the run that took it} {group}"
     signoff:status:{id}     channel pub/sub, told each new status of an execution (not a key)
 
 Execution hash fields: ``wf`` workflow name, ``d`` definition digest, ``st`` status,
 ``t0``/``t1`` started/finished (ISO 8601), ``t0ms`` started (epoch ms, its score in the
 indexes), ``ev`` event JSON, ``rb`` requested by, ``err`` run error, ``ah`` audit head
 hash, ``v`` variables JSON, ``w`` what it waits for (JSON), ``s:{path}`` one step's result
-(JSON), ``dec:{path}`` a decision (JSON), ``n:{key}`` a plug-in's annotation (JSON; the
-bot keeps its Slack messages under ``n:slack:{step}``).
+(JSON), ``dec:{path}`` a decision (JSON), ``out`` the run's outputs (JSON, from
+``workflow.output``), ``par`` a child's link to its parent (JSON), ``n:{key}`` a plug-in's
+annotation (JSON; the bot keeps its Slack messages under ``n:slack:{step}``).
 """
 
 from __future__ import annotations
+
+import hashlib
 
 PREFIX = "signoff:"
 
@@ -62,6 +78,17 @@ def audit(execution_id: str) -> str:
 
 def lease(execution_id: str) -> str:
     return f"{PREFIX}lease:{execution_id}"
+
+
+def children(execution_id: str) -> str:
+    """What the finished children of an execution reported (engine.run.children)."""
+    return f"{PREFIX}kids:{execution_id}"
+
+
+def child_field(path: str, branch: int | None) -> str:
+    """A child's field in its parent's children hash: the step that started it, and its
+    branch (0 for workflow.execute)."""
+    return f"{path}#{branch or 0}"
 
 
 def definition(digest: str) -> str:
@@ -169,3 +196,23 @@ def annotation_field(key: str) -> str:
 def gate_use(execution_id: str) -> str:
     """Set once when the call gate request ``execution_id`` approved is run."""
     return f"{PREFIX}gate-use:{execution_id}"
+CONCURRENCY_GROUPS = f"{PREFIX}conc:groups"
+CONCURRENCY_SEQ = f"{PREFIX}conc:seq"
+CONCURRENCY_DISPLACED = f"{PREFIX}conc:displaced"
+
+
+def concurrency_group_id(group: str) -> str:
+    """A concurrency group's id in keys: its rendered key can be long or hold anything."""
+    return hashlib.sha256(group.encode("utf-8")).hexdigest()[:32]
+
+
+def concurrency_slots(group_id: str) -> str:
+    return f"{PREFIX}conc:{group_id}:slots"
+
+
+def concurrency_queue(group_id: str) -> str:
+    return f"{PREFIX}conc:{group_id}:queue"
+
+
+def concurrency_meta(group_id: str) -> str:
+    return f"{PREFIX}conc:{group_id}:meta"

@@ -4,7 +4,8 @@ A script runs atomically: no other client's command lands between its reads and 
 writes, which is what makes a guarded state change, a lease release or an inbox hand-off
 all or nothing. Each script is registered once per client (``register_script``: EVALSHA,
 loaded again on NOSCRIPT) by the module that runs it: :mod:`engine.state.store` runs the
-execution and token scripts, :mod:`engine.state.inbox` the inbox ones.
+execution and token scripts, :mod:`engine.state.inbox` the inbox ones,
+:mod:`engine.state.slots` the concurrency ones.
 
 Every key a script reads or writes is passed in KEYS, none is built inside a script, so
 each script's comment below is the whole list of what it may touch. A pub/sub channel is
@@ -22,15 +23,17 @@ from __future__ import annotations
 # KEYS[6 .. 5+S]  the status indexes, one per status, in the order of ARGV[4 ..]
 # KEYS[6+S ..]    the indexes the change's zadd/zrem entries name (by KEYS position)
 # ARGV[1]  the change as JSON: guards (guard_status: statuses, guard_head: audit head,
-#          guard_field: [field, text it must contain], guard_lease: token), writes (set:
+#          guard_field: [field, text it must contain], guard_lease: token, guard_hlen:
+#          [KEYS position, how many fields that hash must have]), writes (set:
 #          fields, del: field names, status, waiting/running: add|remove with a score,
 #          zadd: [[KEYS position, score, member]], zrem: [[KEYS position, member]],
+#          hset: [[KEYS position, field, value]] into other hashes (a parent's children),
 #          events: [[body, hash]] appended in order), lease_ttl_ms or release
 # ARGV[2]  the execution id (its member in the indexes)
 # ARGV[3]  the pub/sub channel told a new status
 # ARGV[4 .. 3+S]  every status name (S of them), in the order of their index keys
 # Returns {1, status, audit head, 'ok'} when applied, else {0, status, audit head, reason}
-# with reason status | head | field | lease (a guard failed) or missing (no such execution;
+# with reason status | head | field | lease | hlen (a guard failed) or missing (no such execution;
 # status and head are then '').
 COMMIT = """
 local spec = cjson.decode(ARGV[1])
@@ -51,6 +54,11 @@ if spec.guard_field then
 end
 if spec.guard_lease then
   if redis.call('GET', lkey) ~= spec.guard_lease then return {0, cur[1], cur[2], 'lease'} end
+end
+if spec.guard_hlen then
+  if redis.call('HLEN', KEYS[spec.guard_hlen[1]]) ~= spec.guard_hlen[2] then
+    return {0, cur[1], cur[2], 'hlen'}
+  end
 end
 if spec.set then
   local flat = {}
@@ -75,6 +83,9 @@ if spec.zadd then
 end
 if spec.zrem then
   for _, z in ipairs(spec.zrem) do redis.call('ZREM', KEYS[z[1]], z[2]) end
+end
+if spec.hset then
+  for _, h in ipairs(spec.hset) do redis.call('HSET', KEYS[h[1]], h[2], h[3]) end
 end
 local head = cur[2]
 if spec.events then
@@ -221,4 +232,94 @@ for _, member in ipairs(due) do
   redis.call('ZREM', KEYS[1], member)
 end
 return #due
+"""
+
+# -- concurrency groups (engine.state.slots) ---------------------------------------------------
+
+# SLOT_ADMIT: decide, for a run starting in a concurrency group, whether it takes a slot now
+# (Slots.admit). The check and the taking are one step: two runs racing for the last slot
+# never both get it. KEYS[1] the group's slots, KEYS[2] its queue, KEYS[3] its queue's meta,
+# KEYS[4] the groups hash, KEYS[5] the arrival counter, KEYS[6] the displaced runs (each to
+# be cancelled: the sweep does it if the caller dies first); ARGV[1] the execution id, ARGV[2] the
+# strategy (drop | cancel-in-progress | queue), ARGV[3] max, ARGV[4] queue-size, ARGV[5] now
+# (ms), ARGV[6] queue-ttl (ms), ARGV[7] the group's id, ARGV[8] its key as rendered.
+# Returns {'run', displaced ids...} (cancel-in-progress: the oldest holders, already out of
+# the slots), {'queued', position}, {'dropped'} or {'full'}. A run that holds a slot or waits
+# in the queue already gets the same answer again (recovery may ask twice).
+SLOT_ADMIT = """
+local id = ARGV[1]
+if redis.call('ZSCORE', KEYS[1], id) then return {'run'} end
+local rank = redis.call('ZRANK', KEYS[2], id)
+if rank then return {'queued', rank + 1} end
+local max = tonumber(ARGV[3])
+local held = redis.call('ZCARD', KEYS[1])
+if ARGV[2] == 'queue' then
+  local waiting = redis.call('ZCARD', KEYS[2])
+  if waiting == 0 and held < max then
+    redis.call('ZADD', KEYS[1], ARGV[5], id)
+    redis.call('HSET', KEYS[4], ARGV[7], ARGV[8])
+    return {'run'}
+  end
+  if waiting >= tonumber(ARGV[4]) then return {'full'} end
+  redis.call('ZADD', KEYS[2], redis.call('INCR', KEYS[5]), id)
+  redis.call('HSET', KEYS[3], id, ARGV[5] .. ' ' .. ARGV[6] .. ' ' .. ARGV[3])
+  redis.call('HSET', KEYS[4], ARGV[7], ARGV[8])
+  return {'queued', waiting + 1}
+end
+local out = {'run'}
+if held >= max then
+  if ARGV[2] == 'drop' then return {'dropped'} end
+  for _, other in ipairs(redis.call('ZRANGE', KEYS[1], 0, held - max)) do
+    redis.call('ZREM', KEYS[1], other)
+    redis.call('HSET', KEYS[6], other, id .. ' ' .. ARGV[8])
+    table.insert(out, other)
+  end
+end
+redis.call('ZADD', KEYS[1], ARGV[5], id)
+redis.call('HSET', KEYS[4], ARGV[7], ARGV[8])
+return out
+"""
+
+# SLOT_RELEASE: give back a run's slot (or its place in the queue), exactly once, and hand
+# the free slots to the queue's oldest runs (Slots.release). KEYS[1] the group's slots,
+# KEYS[2] its queue, KEYS[3] its queue's meta, KEYS[4] the groups hash, KEYS[5] the running
+# index; ARGV[1] the execution id ('' to only hand out free slots), ARGV[2] now (ms),
+# ARGV[3] the deadline the running index gets for each run taken off the queue (ms),
+# ARGV[4] the group's id. Each run taken off the queue, given a slot or expired (waited
+# past its queue-ttl), enters the running index, so the sweep finishes the hand-over if
+# the caller dies before it has. Returns {released (1 when the run held a slot, 0 when it
+# did not: released before, or never held), how many were given a slot, their ids ...,
+# then the expired ids ...}.
+SLOT_RELEASE = """
+local released = 0
+if ARGV[1] ~= '' then
+  released = redis.call('ZREM', KEYS[1], ARGV[1])
+  if redis.call('ZREM', KEYS[2], ARGV[1]) == 1 then redis.call('HDEL', KEYS[3], ARGV[1]) end
+end
+local now = tonumber(ARGV[2])
+local promoted, expired = {}, {}
+while true do
+  local head = redis.call('ZRANGE', KEYS[2], 0, 0)[1]
+  if not head then break end
+  local queued, ttl, max = string.match(redis.call('HGET', KEYS[3], head) or '',
+                                        '^(%d+) (%d+) (%d+)$')
+  if not queued or now >= tonumber(queued) + tonumber(ttl) then
+    table.insert(expired, head)
+  elseif redis.call('ZCARD', KEYS[1]) < tonumber(max) then
+    redis.call('ZADD', KEYS[1], now, head)
+    table.insert(promoted, head)
+  else
+    break
+  end
+  redis.call('ZREM', KEYS[2], head)
+  redis.call('HDEL', KEYS[3], head)
+  redis.call('ZADD', KEYS[5], ARGV[3], head)
+end
+if redis.call('ZCARD', KEYS[1]) == 0 and redis.call('ZCARD', KEYS[2]) == 0 then
+  redis.call('HDEL', KEYS[4], ARGV[4])
+end
+local out = {released, #promoted}
+for _, id in ipairs(promoted) do table.insert(out, id) end
+for _, id in ipairs(expired) do table.insert(out, id) end
+return out
 """

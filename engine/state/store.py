@@ -11,9 +11,9 @@ The audit events are hashed here, in Python, before the script appends them: wit
 audit key (``SIGNOFF_AUDIT_KEY``) each link is an HMAC under it (:mod:`engine.state.audit`),
 and the key never goes to Redis.
 
-The worker side's own bookkeeping (the overdue-timer index, the list of inboxes) and
-plug-ins' small values and the API tokens' records (:mod:`engine.state.tokens`) go
-through here too, so a Redis that cannot be reached is
+A store is also the :class:`engine.state.indexes.Indexes` the listings read and the
+worker side keeps its timers in. Plug-ins' small values and the API tokens' records
+(:mod:`engine.state.tokens`) go through here too, so a Redis that cannot be reached is
 :class:`engine.errors.StoreUnavailable` in one place. Only RQ and the inboxes
 (:mod:`engine.state.inbox`) use the client directly.
 """
@@ -42,15 +42,18 @@ from engine.errors import (
 )
 from engine.state import audit, keys, lua
 from engine.state.execution import (
+    ChildReport,
     Decision,
     ExecutionState,
     ExecutionStatus,
+    ParentLink,
     StepResult,
     Waiting,
     dumps,
     epoch_ms,
     parse_iso,
 )
+from engine.state.indexes import Indexes, reply_text
 from engine.state.tokens import ApiToken
 
 
@@ -102,32 +105,23 @@ class Change:
     running_score: float = 0
     zadd: list[tuple[str, float, str]] = field(default_factory=list)  # other indexes: key, score, member
     zrem: list[tuple[str, str]] = field(default_factory=list)  # key, member
+    hset: list[tuple[str, str, str]] = field(default_factory=list)  # other hashes: key, field, value
 
     def step(self, path: str, result: StepResult) -> Change:
         self.set[keys.step_field(path)] = result.to_json()
         return self
 
 
-@dataclass(frozen=True)
-class ExecutionSummary:
-    id: str
-    workflow: str
-    status: str
-    started_at: str
-    finished_at: str | None
-
-
-class Store:
+class Store(Indexes):
     """Executions, their audit trails and indexes in Redis."""
 
     def __init__(self, client: redis.Redis, *, audit_key: bytes | None = None) -> None:
-        self.redis = client
+        super().__init__(client)
         self.audit_key = audit_key  # SIGNOFF_AUDIT_KEY: audit links are HMACs under it
         self._commit = client.register_script(lua.COMMIT)
         self._release = client.register_script(lua.RELEASE_LEASE)
         self._annotate = client.register_script(lua.ANNOTATE)
         self._cas = client.register_script(lua.COMPARE_AND_SET)
-        self._remove_instance = client.register_script(lua.REMOVE_INSTANCE)
         self._add_token = client.register_script(lua.ADD_TOKEN)
         self._revoke_token = client.register_script(lua.REVOKE_TOKEN)
 
@@ -157,6 +151,8 @@ class Store:
             fields["rb"] = state.requested_by
         if state.variables:
             fields["v"] = dumps(state.variables)
+        if state.parent is not None:
+            fields["par"] = state.parent.to_json()
         pipe = self.redis.pipeline(transaction=True)
         if enqueue is not None:  # RQ opens the MULTI itself, so it goes first
             enqueue(pipe)
@@ -209,151 +205,13 @@ class Store:
             raise ExecutionNotFound(execution_id)
         return ExecutionStatus(raw.decode())
 
-    def list_executions(self, *, status: str | None = None, workflow: str | None = None,
-             offset: int = 0, limit: int = 50, newest_first: bool = True
-             ) -> tuple[list[ExecutionSummary], int]:
-        """A page of executions from the indexes (never a scan), and the total that match."""
-        if status and workflow:
-            ids, total = self._intersect(keys.index_status(status),
-                                         keys.index_workflow(workflow), offset, limit,
-                                         newest_first)
-        else:
-            key = (keys.index_status(status) if status else
-                   keys.index_workflow(workflow) if workflow else keys.INDEX_ALL)
-            ids, total = self.index_page(key, offset, limit, newest_first=newest_first)
-        return self.summaries(ids), total
-
-    def waiting(self, *, offset: int = 0, limit: int = 50) -> tuple[list[str], int]:
-        """Executions waiting for input, oldest first."""
-        return self.index_page(keys.INDEX_WAITING, offset, limit)
-
-    def index_page(self, key: str, offset: int, limit: int, *,
-                   newest_first: bool = False) -> tuple[list[str], int]:
-        """A page of a sorted-set index, lowest score first (highest with ``newest_first``),
-        and its size."""
-        pipe = self.redis.pipeline(transaction=False)
-        page = pipe.zrevrange if newest_first else pipe.zrange
-        page(key, offset, offset + limit - 1)
-        pipe.zcard(key)
-        raw_ids, total = self._call(pipe.execute)
-        return [_text(i) for i in raw_ids], int(total)
-
-    def index_members(self, key: str, min_score: float) -> list[str]:
-        rows = self._call(self.redis.zrangebyscore, key, min_score, "+inf")
-        return [_text(r) for r in rows]
-
-    def index_last(self, key: str, count: int) -> list[str]:
-        """The ``count`` highest-scored members, highest first."""
-        rows = self._call(self.redis.zrevrange, key, 0, count - 1)
-        return [_text(r) for r in rows]
-
-    def index_add(self, entries: Sequence[tuple[str, float, str]]) -> None:
-        """Add (key, score, member) entries to sorted-set indexes in one round trip; an entry
-        already there keeps the higher score (``ZADD GT``: a later instance wins)."""
-        if not entries:
-            return
-        pipe = self.redis.pipeline(transaction=False)
-        for key, score, member in entries:
-            pipe.zadd(key, {member: score}, gt=True)
-        self._call(pipe.execute)
-
-    def index_remove_instance(self, index_keys: Sequence[str], member: str,
-                              score: float) -> int:
-        """Remove ``member`` from each of ``index_keys`` where it still has ``score``;
-        returns how many entries went (see :data:`engine.state.lua.REMOVE_INSTANCE`)."""
-        if not index_keys:
-            return 0
-        return int(self._call(self._remove_instance, keys=list(index_keys),
-                              args=[member, score]))
-
-    def index_union_page(self, sources: Sequence[str], within: str, offset: int,
-                         limit: int, *, extra: Sequence[tuple[str, float]] = ()
-                         ) -> tuple[list[tuple[str, float]], int]:
-        """A page (lowest score first, with scores) of the members of any of ``sources``
-        (and the ``extra`` members, with their scores) that are also in ``within``, and
-        how many there are in all; one MULTI round trip.
-
-        The union is built in a scratch key and deleted in the same transaction: Redis does
-        O(N log N) work for the N members of ``sources``, nothing is sent back but the page.
-        """
-        if not sources and not extra:
-            return [], 0
-        scratch = keys.scratch(secrets.token_hex(8))
-        pipe = self.redis.pipeline(transaction=True)
-        if sources:
-            pipe.zunionstore(scratch, list(sources), aggregate="MAX")
-        if extra:
-            pipe.zadd(scratch, dict(extra), gt=True)
-        pipe.zinterstore(scratch, {scratch: 1, within: 0})
-        pipe.zrange(scratch, offset, offset + limit - 1, withscores=True)
-        pipe.zcard(scratch)
-        pipe.delete(scratch)
-        *_, rows, total, _ = self._call(pipe.execute)
-        return [(_text(m), float(s)) for m, s in rows], int(total)
-
-    def index_difference(self, key: str, without: str) -> list[str]:
-        """The members of sorted set ``key`` that ``without`` lacks, lowest score first
-        (``ZDIFF``: Redis walks both sets, only the difference is sent back)."""
-        return [_text(m) for m in self._call(self.redis.zdiff, [key, without])]
-
-    def set_add(self, key: str, members: Iterable[str]) -> None:
-        members = list(members)
-        if members:
-            self._call(self.redis.sadd, key, *members)
-
-    def delete(self, key: str) -> None:
-        self._call(self.redis.delete, key)
-
-    def set_members(self, key: str) -> list[str]:
-        return sorted(_text(m) for m in self._call(self.redis.smembers, key))
-
-    def index_sizes(self, index_keys: Sequence[str]) -> list[int]:
-        """How many members each sorted set has, in one round trip."""
-        pipe = self.redis.pipeline(transaction=False)
-        for key in index_keys:
-            pipe.zcard(key)
-        return [int(n) for n in self._call(pipe.execute)]
-
-    def summaries(self, ids: Iterable[str]) -> list[ExecutionSummary]:
-        ids = list(ids)
-        pipe = self.redis.pipeline(transaction=False)
-        for execution_id in ids:
-            pipe.hmget(keys.execution(execution_id), "wf", "st", "t0", "t1")
-        rows = self._call(pipe.execute)
-        found = []
-        for execution_id, row in zip(ids, rows, strict=True):
-            if row[0] is None:
-                continue
-            found.append(ExecutionSummary(
-                id=execution_id, workflow=row[0].decode(), status=row[1].decode(),
-                started_at=row[2].decode(), finished_at=row[3].decode() if row[3] else None))
-        return found
-
-    def _intersect(self, key_a: str, key_b: str, offset: int, limit: int,
-                   newest_first: bool) -> tuple[list[str], int]:
-        pipe = self.redis.pipeline(transaction=False)
-        pipe.zcard(key_a)
-        pipe.zcard(key_b)
-        size_a, size_b = self._call(pipe.execute)
-        small, large = (key_a, key_b) if size_a <= size_b else (key_b, key_a)
-        members = self._call(self.redis.zrange, small, 0, -1, withscores=True)
-        if not members:
-            return [], 0
-        pipe = self.redis.pipeline(transaction=False)
-        for member, _ in members:
-            pipe.zscore(large, member)
-        scores = self._call(pipe.execute)
-        both = [(score, member.decode()) for (member, score), other in
-                zip(members, scores, strict=True) if other is not None]
-        both.sort(reverse=newest_first)
-        return [m for _, m in both[offset:offset + limit]], len(both)
-
     # -- write -------------------------------------------------------------------------------
 
     def commit(self, state: ExecutionState, change: Change, *,
                guard_status: Iterable[ExecutionStatus] | None = None,
                guard_head: bool = True, guard_lease: str | None = None,
                guard_field: tuple[str, str] | None = None,
+               guard_hlen: tuple[str, int] | None = None,
                lease_ttl_ms: int | None = None, release_lease: bool = False) -> CommitResult:
         """Apply ``change`` if the guards hold; on success ``state`` follows it (status, head)."""
         linked, head = audit.chain(state.audit_head, change.events, self.audit_key)
@@ -393,6 +251,10 @@ class Store:
             spec["zadd"] = [[position(key), score, member] for key, score, member in change.zadd]
         if change.zrem:
             spec["zrem"] = [[position(key), member] for key, member in change.zrem]
+        if change.hset:
+            spec["hset"] = [[position(key), name, value] for key, name, value in change.hset]
+        if guard_hlen is not None:  # the hash must have as many fields as the caller read
+            spec["guard_hlen"] = [position(guard_hlen[0]), guard_hlen[1]]
         if not spec["events"]:
             del spec["events"]
         raw = self._call(
@@ -401,8 +263,8 @@ class Store:
                   keys.INDEX_WAITING, keys.INDEX_RUNNING, *_STATUS_INDEXES, *named],
             args=[json.dumps(spec), state.id, keys.status_channel(state.id), *_STATUS_NAMES],
         )
-        result = CommitResult(ok=bool(raw[0]), status=_text(raw[1]), head=_text(raw[2]),
-                              reason=_text(raw[3]))
+        result = CommitResult(ok=bool(raw[0]), status=reply_text(raw[1]), head=reply_text(raw[2]),
+                              reason=reply_text(raw[3]))
         if result.ok:
             state.audit_head = result.head
             if change.status is not None:
@@ -460,6 +322,14 @@ class Store:
     def annotation(self, execution_id: str, key: str) -> Any:
         raw = self._call(self.redis.hget, keys.execution(execution_id), keys.annotation_field(key))
         return json.loads(raw) if raw is not None else None
+
+    # -- children (engine.run.children) ------------------------------------------------------
+
+    def child_reports(self, execution_id: str) -> dict[str, ChildReport]:
+        """What the finished children of an execution reported, by
+        :func:`engine.state.keys.child_field`."""
+        raw = self._call(self.redis.hgetall, keys.children(execution_id))
+        return {reply_text(name): ChildReport.from_json(value) for name, value in raw.items()}
 
     # -- leases ------------------------------------------------------------------------------
 
@@ -534,58 +404,10 @@ class Store:
                     break
                 message = self._call(pubsub.get_message, timeout=remaining)
                 if message is not None:
-                    status = ExecutionStatus(_text(message["data"]))
+                    status = ExecutionStatus(reply_text(message["data"]))
             return status
         finally:
             pubsub.close()
-
-    # -- timers ------------------------------------------------------------------------------
-
-    def index_timer(self, member: str, due: float, *, enqueue: Callable[[Any], None]) -> None:
-        """Keep a timer (``Timer.member``, due at epoch seconds ``due``) in the overdue-timer
-        index, in one transaction with ``enqueue``, which schedules its RQ job."""
-        pipe = self.redis.pipeline(transaction=True)
-        enqueue(pipe)  # RQ opens the MULTI itself, so it goes first
-        pipe.zadd(keys.INDEX_TIMERS, {member: due})
-        self._call(pipe.execute)
-
-    def defer_timer(self, member: str, due: float) -> None:
-        """Keep a timer due beyond the scheduling horizon without an RQ job, in the deferred
-        index alone (moved there from the overdue-timer index, in one transaction), which
-        :meth:`take_deferred_timers` reads as it comes within reach."""
-        pipe = self.redis.pipeline(transaction=True)
-        pipe.zadd(keys.INDEX_TIMERS_LATER, {member: due})
-        pipe.zrem(keys.INDEX_TIMERS, member)
-        self._call(pipe.execute)
-
-    def take_deferred_timers(self, before: float, limit: int) -> list[tuple[str, float]]:
-        """Up to ``limit`` deferred timers due before ``before`` (epoch seconds), each taken
-        off the deferred index by this caller alone (another worker gets none of them)."""
-        rows = self._call(self.redis.zrangebyscore, keys.INDEX_TIMERS_LATER, "-inf", before,
-                          start=0, num=limit, withscores=True)
-        taken = []
-        for member, due in rows:
-            if self._call(self.redis.zrem, keys.INDEX_TIMERS_LATER, member):
-                taken.append((_text(member), float(due)))
-        return taken
-
-    def overdue_timers(self, before: float, limit: int) -> list[str]:
-        """Up to ``limit`` timers of the overdue-timer index due before ``before`` (epoch
-        seconds), soonest first."""
-        rows = self._call(self.redis.zrangebyscore, keys.INDEX_TIMERS, "-inf", before,
-                          start=0, num=limit)
-        return [_text(r) for r in rows]
-
-    def forget_timer(self, member: str) -> bool:
-        """Take a timer off the overdue-timer index: it ran, or is about to. False when it
-        was not there (another worker took it)."""
-        return bool(self._call(self.redis.zrem, keys.INDEX_TIMERS, member))
-
-    # -- inboxes -----------------------------------------------------------------------------
-
-    def inbox_queues(self) -> list[str]:
-        """The RQ queues that have an inbox (engine.state.inbox), for the workers' sweep."""
-        return [_text(name) for name in self._call(self.redis.smembers, keys.INBOXES)]
 
     # -- API tokens (engine.state.tokens) ----------------------------------------------------
 
@@ -606,7 +428,7 @@ class Store:
     def tokens(self) -> list[ApiToken]:
         """Every token's record, by name."""
         names = self._call(self.redis.hgetall, keys.TOKEN_NAMES)
-        ordered = sorted((_text(name), _text(digest)) for name, digest in names.items())
+        ordered = sorted((reply_text(name), reply_text(digest)) for name, digest in names.items())
         rows = self.get_values([keys.token(digest) for _, digest in ordered])
         return [ApiToken.from_json(raw) for raw in rows if raw is not None]
 
@@ -617,7 +439,7 @@ class Store:
             found = self._call(self.redis.hget, keys.TOKEN_NAMES, name)
             if found is None:
                 raise TokenNotFound(name)
-            secret_digest = _text(found)
+            secret_digest = reply_text(found)
             if self._call(self._revoke_token,
                           keys=[keys.TOKEN_NAMES, keys.token(secret_digest)],
                           args=[name, secret_digest]):
@@ -631,13 +453,13 @@ class Store:
         rows = self._call(self.redis.lrange, keys.audit(execution_id), 0, -1)
         entries = []
         for number, raw in enumerate(rows, start=1):
-            digest, body = audit.split(_text(raw))
+            digest, body = audit.split(reply_text(raw))
             entries.append((str(number), body, digest))
         return entries
 
     def audit_head(self, execution_id: str) -> str | None:
         raw = self._call(self.redis.hget, keys.execution(execution_id), "ah")
-        return _text(raw) if raw is not None else None
+        return reply_text(raw) if raw is not None else None
 
     # -- plumbing ----------------------------------------------------------------------------
 
@@ -656,13 +478,6 @@ class Store:
             return False
         finally:
             probe.close()
-
-    @staticmethod
-    def _call(func: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
-        try:
-            return func(*args, **kwargs)
-        except (redis.ConnectionError, redis.TimeoutError) as exc:
-            raise StoreUnavailable(f"Redis is unreachable: {exc}") from exc
 
 
 def _state_from_hash(execution_id: str, raw: Mapping[bytes, bytes]) -> ExecutionState:
@@ -683,6 +498,8 @@ def _state_from_hash(execution_id: str, raw: Mapping[bytes, bytes]) -> Execution
         variables=json.loads(data["v"]) if "v" in data else {},
         waiting=Waiting.from_json(data["w"]) if "w" in data else None,
         results=results, decisions=decisions,
+        outputs=json.loads(data["out"]) if "out" in data else None,
+        parent=ParentLink.from_json(data["par"]) if "par" in data else None,
     )
 
 
@@ -690,10 +507,6 @@ _STATUS_NAMES = [status.value for status in ExecutionStatus]  # COMMIT's ARGV[4 
 _STATUS_INDEXES = [keys.index_status(name) for name in _STATUS_NAMES]  # its KEYS[6 ..]
 _FIRST_NAMED_KEY = 6 + len(_STATUS_INDEXES)  # Lua counts KEYS from 1
 _REVIEW_FIELDS = ("wf", "d", "st", "t0", "rb", "w")  # wf first: None means gone
-
-
-def _text(value: Any) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)
 
 
 def _ms(iso_text: str) -> int:

@@ -1,3 +1,15 @@
 """Built-in step types; importing this package registers them."""
 
-from engine.steps import arrays, console, data, flow, http, human, regex, wait  # noqa: F401
+from engine.steps import (  # noqa: F401
+    arrays,
+    composition,
+    console,
+    data,
+    flow,
+    http,
+    human,
+    loops,
+    parallel,
+    regex,
+    wait,
+)

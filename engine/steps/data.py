@@ -32,12 +32,14 @@ def data_set(ctx: StepContext) -> dict[str, Any]:
 
 @step_type("workflow.fail", pure=True, options_schema={
     "type": "object",
-    "properties": {"message": {"type": "string"}},
+    "properties": {"message": {"type": "string"}, "reason": {"type": "string"}},
     "additionalProperties": False,
 })
 def workflow_fail(ctx: StepContext) -> None:
-    """End the run as FAILED with ``message``."""
-    raise WorkflowFailRequested(str(ctx.options.get("message") or f"failed by step {ctx.step_name}"),
+    """End the run as FAILED with ``message`` (and ``reason``, a machine-readable code)."""
+    message = str(ctx.options.get("message") or f"failed by step {ctx.step_name}")
+    reason = ctx.options.get("reason")
+    raise WorkflowFailRequested(f"{message} (reason: {reason})" if reason else message,
                                 retryable=False)
 
 

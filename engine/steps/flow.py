@@ -1,4 +1,5 @@
-"""The flow-control steps: ``if``, ``foreach`` and ``switch``.
+"""The flow-control steps: ``if``, ``foreach`` and ``switch`` (``while`` and the loop
+controls are in :mod:`engine.steps.loops`).
 
 Each walks its child steps through a :class:`FlowContext`. What it decides (the
 branch, the items, the case) is recorded as its output on the first pass and read
@@ -11,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from engine.definition.model import Step
+from engine.definition.model import DEFAULT_ITERATION_LIMIT, Step
 from engine.definition.step_types import FlowContext, flow_step_type
 from engine.errors import StepFailed
 
@@ -26,17 +27,24 @@ def run_if(flow: FlowContext) -> None:
     flow.run_steps(step.steps if choice["branch"] == "then" else step.else_)
 
 
-@flow_step_type("foreach", step_keys=("foreach", "steps", "max-iterations", "iteration-timeout",
-                                       "iteration-on-failure"))
+@flow_step_type("foreach", step_keys=("steps",))
 def run_foreach(flow: FlowContext) -> None:
-    """Run `steps` once per item of `foreach`, with `foreach.item` and `foreach.index` in scope;
-    `max-iterations` caps the items (past it: `fail`, or `continue` with the first ones)."""
+    """Run `steps` once per item of `foreach`, with `foreach.item`, `.index`, `.items` and
+    `.total` in scope, for at most `max-iterations` items (Kibana's default: 2000); past the
+    cap the loop ends (`on-limit: continue`) or fails (`fail`) after running that many."""
+    step = flow.step
     items = flow.choose(lambda: {"items": _items(flow)})["items"]
-    for index, item in enumerate(items):
-        flow.run_steps(flow.step.steps, prefix=f"{flow.path}[{index}].",
-                       scope={"foreach": {"item": item, "index": index, "items": items,
-                                          "total": len(items)}},
-                       on_failure=flow.step.iteration_on_failure)
+    cap = step.max_iterations or DEFAULT_ITERATION_LIMIT
+    for index, item in enumerate(items[:cap.limit]):
+        broke = flow.run_iteration(step.steps, index=index, prefix=f"{flow.path}[{index}].",
+                                   scope={"foreach": {"item": item, "index": index,
+                                                      "items": items, "total": len(items)}})
+        if broke:
+            return
+    if len(items) > cap.limit and cap.on_limit == "fail":
+        raise StepFailed(f"foreach step {step.name!r} exceeded its max-iterations limit of "
+                         f"{cap.limit}: processed {cap.limit} of {len(items)} items",
+                         retryable=False)
 
 
 @flow_step_type("switch", step_keys=("expression", "cases", "default"))
@@ -57,12 +65,6 @@ def _items(flow: FlowContext) -> list[Any]:
     if not isinstance(items, list):
         raise StepFailed(f"foreach of step {flow.step.name!r} gave {type(items).__name__}, "
                          "not a list", retryable=False)
-    cap = step.max_iterations
-    if cap is not None and len(items) > cap.limit:
-        if cap.on_limit != "continue":
-            raise StepFailed(f"foreach of step {step.name!r} has {len(items)} items, more than "
-                             f"its max-iterations of {cap.limit}", retryable=False)
-        items = items[:cap.limit]
     return items
 
 

@@ -51,15 +51,17 @@ _SLACK_KEYS: dict[str, Any] = {
 # Elastic 9.5's `with.channels`, as Kibana's kbn-workflows spec/schema.ts declares it
 # (WaitForApprovalChannelsSchema, shared by both human steps): `slack` is a Slack
 # incoming-webhook connector, `slack_api` a Slack API connector with the channel ids to post
-# to; each takes an optional notification `message`. Signoff has one Slack connection per
-# workspace, so a `connector-id` names it whatever it says (see README).
+# to; each takes an optional notification `message` (at most MAX_HITL_MESSAGE_LENGTH). A
+# `connector-id` names a connection in SIGNOFF_CONNECTORS (engine/connectors.py), and one
+# not configured there means the workspace's own Slack connection (see README).
 _CONNECTOR_ID = {"type": "string", "minLength": 1, "maxLength": 512}
+_CHANNEL_MESSAGE = {"type": "string", "maxLength": 10_240}
 _CHANNELS: dict[str, Any] = {
     "type": "object",
     "properties": {
         "slack": {
             "type": "object",
-            "properties": {"connector-id": _CONNECTOR_ID, "message": {"type": "string"}},
+            "properties": {"connector-id": _CONNECTOR_ID, "message": _CHANNEL_MESSAGE},
             "required": ["connector-id"],
             "additionalProperties": False,
         },
@@ -69,7 +71,7 @@ _CHANNELS: dict[str, Any] = {
                 "connector-id": _CONNECTOR_ID,
                 "channels": {"type": "array", "minItems": 1,
                              "items": {"type": "string", "minLength": 1, "maxLength": 256}},
-                "message": {"type": "string"},
+                "message": _CHANNEL_MESSAGE,
             },
             "required": ["connector-id", "channels"],
             "additionalProperties": False,

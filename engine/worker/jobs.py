@@ -40,6 +40,12 @@ def advance_timer(execution_id: str) -> str | None:
     return advance_execution(execution_id)
 
 
+def child_reported(parent_id: str, child_id: str) -> str | None:
+    """A child's report is in; its parent reads it (engine.run.children)."""
+    _timer_ran("child_reported", parent_id, child_id)
+    return advance_execution(parent_id)
+
+
 def expire_execution(execution_id: str) -> bool:
     _timer_ran("expire_execution", execution_id)
     return runtime().engine.expire(execution_id)

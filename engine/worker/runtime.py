@@ -20,6 +20,7 @@ from engine.run.engine import Engine
 from engine.run.runner import Runner
 from engine.settings import Settings
 from engine.state.store import Store, connect
+from engine.steps.http import HttpSettings, configure_http
 from engine.worker.scheduled_runs import ScheduleKeeper
 from engine.worker.scheduler import RQScheduler
 
@@ -46,11 +47,15 @@ def build_runtime(settings: Settings, connection: redis.Redis,
                                          connection=connection)
     lease_ms = int(settings.lease_seconds * 1000)
     egress = EgressPolicy.from_entries(settings.http_allow, settings.http_deny)
+    # The http step reads its connections (SIGNOFF_CONNECTORS) and TLS exceptions from
+    # the process: a worker process has one runtime.
+    configure_http(HttpSettings(dict(settings.connectors.connections),
+                                frozenset(settings.http_insecure_tls)))
     engine = Engine(store, scheduler, notifier, lease_ms=lease_ms,
                     escalate_to=settings.escalate_to)
-    runner = Runner(store, scheduler, notifier, engine.definition, lease_ms=lease_ms,
-                    egress=egress)
     catalog = WorkflowCatalog(settings.workflows_dir)
+    runner = Runner(store, scheduler, notifier, engine.definition, lease_ms=lease_ms,
+                    egress=egress, find_workflow=catalog.get, end_execution=engine.time_out)
     keeper = ScheduleKeeper(store, scheduler, catalog)
     return Runtime(settings, store, engine, runner, catalog, keeper)
 

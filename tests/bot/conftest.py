@@ -21,6 +21,7 @@ from bot.outbox import QUEUE
 from bot.settings import BotSettings
 from bot.web import extension
 from engine.api import build_api
+from engine.connectors import Connectors
 from engine.definition.loader import WorkflowCatalog, parse_workflow
 from engine.settings import Settings
 from engine.worker.runtime import Runtime, build_runtime, install_runtime
@@ -144,12 +145,16 @@ def start_signoff(settings: Settings, redis_client: redis.Redis, slack: SlackEmu
                   served: Callable[[Any], ServedApp]) -> Iterator[Callable[..., Signoff]]:
     drivers: list[SlackDriver] = []
 
-    def start(bot_settings: BotSettings, *, escalate_to: tuple[str, ...] = ()) -> Signoff:
-        engine_settings = replace(settings, escalate_to=escalate_to)  # SIGNOFF_ESCALATE_TO
+    def start(bot_settings: BotSettings, *, escalate_to: tuple[str, ...] = (),
+              connectors: Connectors | None = None) -> Signoff:
+        # SIGNOFF_ESCALATE_TO, SIGNOFF_CONNECTORS
+        engine_settings = replace(settings, escalate_to=escalate_to,
+                                  connectors=connectors or Connectors())
         runtime = build_runtime(engine_settings, redis_client,
                                 notifier=SlackNotifier(engine_settings, redis_client))
         install_runtime(runtime)
-        bot = build_bot_runtime(bot_settings, runtime.engine)
+        bot = build_bot_runtime(bot_settings, runtime.engine,
+                                connectors=engine_settings.connectors)
         install_bot_runtime(bot)
         app = build_api(runtime.engine, WorkflowCatalog(settings.workflows_dir),
                         api_token=settings.api_token,

@@ -131,7 +131,11 @@ steps:
     ("", [REVIEWS]),
     ("slack_api: {connector-id: unknown-connector, channels: [C0OPS]}", [OPS, REVIEWS]),
 ])
-def test_a_webhook_channel_posts_to_the_default_channel(signoff: Signoff, extra, posted_to):
+def test_an_unconfigured_webhook_connector_means_the_default_connection(
+        signoff: Signoff, extra, posted_to):
+    # No SIGNOFF_CONNECTORS: `team-webhook` is not a configured webhook, so the workspace's
+    # own connection stands in for it and the review, buttons and all, goes to the default
+    # channel; an unconfigured slack_api connector-id posts through it too.
     execution_id = signoff.run(WEBHOOK.format(extra=extra))
     assert sorted(c for c in (REVIEWS, OPS) if signoff.messages(c)) == sorted(posted_to)
     [message] = signoff.messages(posted_to[-1])
@@ -141,3 +145,38 @@ def test_a_webhook_channel_posts_to_the_default_channel(signoff: Signoff, extra,
     state = signoff.engine.get(execution_id)
     assert state.results["rotate"].output == "rotating"
     assert state.results["review"].output["response"] == {"approved": True}
+
+
+LEAD = """
+name: lead-text
+steps:
+  - name: review
+    type: waitForApproval
+    with:
+      message: "Delete index `{{ event.index }}`?"
+      channels:
+        slack_api:
+          connector-id: secops-slack
+          channels: [C0SECOPS]
+          message: "**{{ event.index }}** goes unless you say no: {{ context.hitl.externalFormLink }}"
+"""
+
+
+def test_a_slack_api_message_leads_the_post_escaped_with_the_link_to_app_home(signoff: Signoff):
+    execution_id = signoff.run(LEAD, {"index": "<!here> logs"})
+
+    [posted] = signoff.messages(SECOPS)
+    app = signoff.slack.workspace.app
+    home = f"slack://app?team={signoff.slack.workspace.team.id}&amp;id={app.app_id}&amp;tab=home"
+    lead = f"*&lt;!here&gt; logs* goes unless you say no: <{home}>"
+    assert posted["text"] == lead  # what notifications show
+    assert posted["blocks"][0] == {"type": "section", "text": {"type": "mrkdwn", "text": lead},
+                                   "block_id": posted["blocks"][0]["block_id"]}
+    assert [b["text"]["text"] for b in buttons(posted)][:2] == ["Approve", "Decline"]
+
+    assert signoff.driver.click("U0BOB", (SECOPS, posted["ts"]), ACTION_APPROVE).ok
+    signoff.drain()
+    assert signoff.engine.get(execution_id).status is ExecutionStatus.COMPLETED
+    [closed] = signoff.messages(SECOPS)
+    assert closed["blocks"][0]["text"]["text"] == lead  # the lead stays on the closed message
+    assert buttons(closed) == []

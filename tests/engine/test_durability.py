@@ -135,7 +135,7 @@ steps:
     with: {{method: POST, url: "{url}/three"}}
   - name: four
     type: console
-    with: {{message: "{{{{ steps.three.output.body.path }}}}"}}
+    with: {{message: "{{{{ steps.three.output.data.path }}}}"}}
 """
 
 

@@ -243,7 +243,7 @@ def test_an_allowed_host_name_is_called_by_its_name(runtime_with, recorder):
 
     state = rt.engine.get(execution_id)
     assert state.status is ExecutionStatus.COMPLETED, state.error
-    assert state.results["call"].output["body"] == {"secret": "recorder-answer"}
+    assert state.results["call"].output["data"] == {"secret": "recorder-answer"}
     # Connected to the address it checked, with the URL's host name in the Host header.
     assert recorder.seen == [("POST", "/grants", url.removeprefix("http://"))]
 
@@ -268,13 +268,31 @@ def test_a_redirect_to_a_refused_address_is_refused_before_connecting(redirect_t
     assert elsewhere.seen == []
 
 
-def test_the_http_step_does_not_follow_a_redirect(runtime_with, redirect_target):
+def test_the_http_step_checks_every_redirect_hop_it_follows(runtime_with, redirect_target):
     allowed, elsewhere = redirect_target
-    rt = runtime_with("127.0.0.1", "127.0.0.2")
+    rt = runtime_with("127.0.0.1")  # 127.0.0.2 stays refused
     execution_id = rt.engine.run(parse_workflow(call(f"{allowed.url}/redirect")), {})
     drain(rt)
 
     state = rt.engine.get(execution_id)
     assert state.status is ExecutionStatus.FAILED
-    assert "answered 302" in (state.results["call"].error or "")
+    step = state.results["call"]
+    assert step.attempts == 1  # refused, not retried
+    assert (step.error or "").startswith(f"egress_blocked: GET {elsewhere.url}/metadata: "
+                                         "127.0.0.2, refused: 127.0.0.2 is loopback")
+    assert elsewhere.seen == []
+
+
+def test_the_http_step_does_not_follow_a_redirect_when_told_not_to(runtime_with,
+                                                                   redirect_target):
+    allowed, elsewhere = redirect_target
+    rt = runtime_with("127.0.0.1", "127.0.0.2")
+    workflow = call(f"{allowed.url}/redirect").replace(
+        "body: {n: 1}}", "body: {n: 1}, fetcher: {follow_redirects: false}}")
+    execution_id = rt.engine.run(parse_workflow(workflow), {})
+    drain(rt)
+
+    state = rt.engine.get(execution_id)
+    assert state.status is ExecutionStatus.FAILED
+    assert "answered [302] Found" in (state.results["call"].error or "")
     assert elsewhere.seen == []

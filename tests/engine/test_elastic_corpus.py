@@ -3,8 +3,9 @@
 The files in ``elastic_corpus/`` are our own, one per construct of Kibana's workflow
 spec that Signoff reads: inputs under the manual trigger (a JSON Schema or the legacy
 list) or at the top level, ``rrule`` schedules, every ``settings`` key, ``tags`` and
-``version``, the loop keys and ``foreach`` forms, retry options, ``continue`` as a
-string, step names with spaces, and a connector step's own keys.
+``version``, the loop keys and ``foreach`` forms, ``while`` loops, ``loop.break`` and
+``loop.continue``, ``foreach`` on any step, retry options, ``continue`` as a string, step
+names with spaces, and a connector step's own keys.
 """
 
 from __future__ import annotations
@@ -70,7 +71,7 @@ def test_what_the_corpus_means() -> None:
     assert from_list.max_iterations is not None and from_list.max_iterations.limit == 1
     assert from_list.max_iterations.on_limit == "continue"
     assert from_expression.foreach == "{{ event.alerts | json }}"
-    assert from_json.max_iterations is not None and from_json.max_iterations.on_limit == "fail"
+    assert from_json.max_iterations is not None and from_json.max_iterations.on_limit == "continue"
 
     retry = load_workflow(CORPUS / "retry-and-continue.yaml")
     policy = retry.steps[0].on_failure

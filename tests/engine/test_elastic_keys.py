@@ -308,17 +308,21 @@ steps:
 
 
 def test_max_iterations_caps_a_foreach(runtime, work):
-    go_on = runtime.engine.run(parse_workflow(LOOP.format(limit="{limit: 2, on-limit: continue}")))
-    fail = runtime.engine.run(parse_workflow(LOOP.format(limit=2)))
+    # As in Kibana: a bare number ends the loop at the cap (on-limit: continue); with
+    # on-limit: fail the first `limit` items run, then the step fails.
+    bare = runtime.engine.run(parse_workflow(LOOP.format(limit=2)))
+    fail = runtime.engine.run(parse_workflow(LOOP.format(limit="{limit: 2, on-limit: fail}")))
     enough = runtime.engine.run(parse_workflow(LOOP.format(limit=3)))
     work()
-    ran = runtime.engine.get(go_on)
+    ran = runtime.engine.get(bare)
     assert ran.status is ExecutionStatus.COMPLETED
     assert [ran.results[f"each[{i}].say"].output for i in range(2)] == ["a", "b"]
     assert "each[2].say" not in ran.results
     failed = runtime.engine.get(fail)
     assert failed.status is ExecutionStatus.FAILED
-    assert "3 items, more than its max-iterations of 2" in (failed.error or "")
+    assert failed.error == ("foreach step 'each' exceeded its max-iterations limit of 2: "
+                            "processed 2 of 3 items")
+    assert [failed.results[f"each[{i}].say"].output for i in range(2)] == ["a", "b"]
     assert runtime.engine.get(enough).status is ExecutionStatus.COMPLETED
 
 

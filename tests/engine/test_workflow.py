@@ -250,7 +250,7 @@ def test_flow_keys_on_other_step_types() -> None:
         """)
 
     assert at(the_problem(problems, "key 'steps' in step 'note' only applies to steps of type "
-                                    "if or foreach, not 'test.note'")) == (5, 5)
+                                    "if or foreach or while or parallel, not 'test.note'")) == (5, 5)
     assert at(the_problem(problems, "key 'condition' in step 'note'")) == (7, 5)
 
 
@@ -279,7 +279,7 @@ def test_a_step_type_is_refused_unless_its_kind_is_a_step_kind(
 
     with pytest.raises(StepTypeInvalid, match=r"^step type 'test.odd' has kind 'fancy', which is "
                                               r"not a step kind \(one of action, human, timer, "
-                                              r"flow\)$"):
+                                              r"flow, children\)$"):
         registry.register_step_type(StepType(name="test.odd", kind="fancy", run=lambda ctx: None,
                                              options_schema={"type": "object"}))
     with pytest.raises(StepTypeInvalid, match="'test.idle' is an action but has no function"):

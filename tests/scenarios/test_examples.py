@@ -61,7 +61,7 @@ def test_isolate_host_isolates_only_after_an_approval(signoff: Signoff, target):
     signoff.drain()
 
     assert signoff.engine.get(execution_id).status is ExecutionStatus.COMPLETED
-    case_id = signoff.engine.get(execution_id).results["open_case"].output["body"]["id"]
+    case_id = signoff.engine.get(execution_id).results["open_case"].output["data"]["id"]
     assert calls(target) == ["POST /cases", "POST /isolate", f"POST /cases/{case_id}/comments"]
     assert body_of(target, "/isolate")["host"] == "web-prod-07"
     comment = body_of(target, f"/cases/{case_id}/comments")["comment"]
