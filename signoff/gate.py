@@ -24,7 +24,7 @@ import os
 import time
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, TypeVar
 
 import httpx
@@ -130,8 +130,7 @@ class Gate:
         with self._client() as client:
             answer = _send(client, "POST", "/api/gate/check", json=call)
         decided = _decision(answer, call)
-        return decided if decided.status != "pending" else \
-            Decision(**{**decided.__dict__, "status": "escalate"})
+        return decided if decided.status != "pending" else replace(decided, status="escalate")
 
     def wait(self, request_id: str, timeout: float | None = None, *,
              withdraw: bool = False) -> Decision:
@@ -281,7 +280,7 @@ def _decision(body: Mapping[str, Any], call: Mapping[str, Any]) -> Decision:
 def _timed_out(decision: Decision) -> Decision:
     if decision.status != "cancelled":
         return decision
-    return Decision(**{**decision.__dict__, "status": "timed_out"})
+    return replace(decision, status="timed_out")
 
 
 def _deadline(timeout: float | None) -> float | None:

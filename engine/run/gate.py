@@ -30,6 +30,7 @@ import json
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import timedelta
+from enum import StrEnum
 from typing import Any
 
 from engine.definition.loader import parse_workflow
@@ -67,7 +68,7 @@ _ANSWER_FIELDS: dict[str, Any] = {
 }
 
 
-class GateStatus:
+class GateStatus(StrEnum):
     """A request's states, as the API names them."""
 
     PENDING = "pending"
