@@ -39,10 +39,12 @@ from engine.errors import (
     EscalationTargetRequired,
     ExecutionError,
     ExecutionNotFound,
+    GateUseRefused,
     InputInvalid,
     MissingScope,
     NotWaiting,
     PluginNotFound,
+    PolicyInvalid,
     Problem,
     RequesterInvalid,
     RunSkipped,
@@ -110,6 +112,7 @@ __all__ = [
     "TokenExists", "TokenNotFound", "AccessDenied", "MissingScope", "ActAsRequired",
     "EgressBlocked", "SettingsInvalid", "WorkflowInputsInvalid", "AlreadyEscalated",
     "RequesterInvalid", "EscalationTargetRequired", "ConnectorsInvalid", "RunSkipped",
+    "PolicyInvalid", "GateUseRefused",
 ]
 
 

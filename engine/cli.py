@@ -140,6 +140,14 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument("name")
     t.set_defaults(func=cmd_token_revoke)
 
+    from engine.ask import register as register_ask
+    from engine.hooks import register as register_hooks
+    from engine.policy_commands import register as register_policy_commands
+
+    register_policy_commands(sub)
+    register_ask(sub)
+    register_hooks(sub)
+
     # Plug-ins add commands through the signoff.commands entry-point group: each entry
     # point is a function register(subparsers) that adds its parsers with set_defaults(func=...).
     for ep in entry_points(group="signoff.commands"):
@@ -150,12 +158,21 @@ def _parser() -> argparse.ArgumentParser:
 # -- commands --------------------------------------------------------------------------------
 
 def cmd_validate(args: argparse.Namespace) -> int:
-    from engine.definition.loader import validate_paths
+    from engine.definition.loader import validate_paths, workflow_files
+    from engine.definition.policy import is_policy_file, policy_problems
 
-    problems = validate_paths(args.paths)
-    problems += _connector_problems(args.paths)
-    if args.elastic:
-        problems = _with_kibana_problems(problems, args.paths)
+    policies = [path for path in workflow_files(args.paths) if is_policy_file(path)]
+    workflow_paths = list(args.paths)
+    if policies:  # policy files are checked as one policy, the rest as workflows
+        chosen = {path.resolve() for path in policies}
+        workflow_paths = [os.fspath(path) for path in workflow_files(args.paths)
+                          if path.resolve() not in chosen]
+        problems = [*validate_paths(workflow_paths), *policy_problems(policies)]
+    else:
+        problems = validate_paths(args.paths)
+    problems += _connector_problems(workflow_paths)
+    if args.elastic:  # Kibana has no policy files: only the workflows are compared
+        problems = _with_kibana_problems(problems, workflow_paths)
     for problem in problems:
         print(problem)
     if problems:
@@ -382,10 +399,14 @@ def build_web_app(settings: Settings, *, insecure: bool = False) -> Any:
 
     from engine.api import build_api
     from engine.definition.loader import WorkflowCatalog
+    from engine.definition.policy import PolicySource
+    from engine.gate_api import gate_extension
+    from engine.run.gate import Gate
 
     rt = _runtime(settings)
     extensions = [ep.load()(settings=settings, engine=rt.engine)
                   for ep in entry_points(group="signoff.web")]
+    extensions.append(gate_extension(Gate(rt.engine, PolicySource(settings.policy_path))))
     return build_api(rt.engine, WorkflowCatalog(settings.workflows_dir),
                      api_token=None if insecure else settings.api_token,
                      workers_seen=lambda: Worker.count(connection=rt.store.redis),

@@ -2,6 +2,7 @@
 
     SignoffError
     ├── WorkflowInvalid          a workflow file has problems (each with file:line:column)
+    │   └── PolicyInvalid        a policy file (SIGNOFF_POLICY) has problems, located the same way
     ├── TemplateError            a Liquid template does not parse or render
     ├── ConditionError           a KQL condition does not parse
     ├── DurationError            "15x" is not a duration
@@ -34,7 +35,8 @@
         │   └── EscalationTargetRequired  past its levels, with no SIGNOFF_ESCALATE_TO: name someone
         ├── AlreadyEscalated     someone moved the review past the level asked from (who, to which)
         ├── Contention           the execution kept changing under a write; try again
-        └── RunSkipped           settings.concurrency skipped a new run (dropped, queue full)
+        ├── RunSkipped           settings.concurrency skipped a new run (dropped, queue full)
+        └── GateUseRefused       an agent call's approval cannot cover this use (why: its code)
 """
 
 from __future__ import annotations
@@ -64,6 +66,10 @@ class WorkflowInvalid(SignoffError):
     def __init__(self, problems: list[Problem]) -> None:
         self.problems = problems
         super().__init__("\n".join(str(p) for p in problems))
+
+
+class PolicyInvalid(WorkflowInvalid):
+    """A policy file of agent and CI gate rules has problems (each with file:line:column)."""
 
 
 class TemplateError(SignoffError):
@@ -322,3 +328,15 @@ class RunSkipped(ExecutionError):
         self.reason = reason
         super().__init__(f"run {execution_id} of {workflow} skipped: {reason}",
                          execution_id=execution_id)
+
+
+class GateUseRefused(ExecutionError):
+    """A caller reported running a gated call that its approval does not cover: ``reason``
+    is ``not_approved``, ``not_the_requester``, ``other_tool``, ``other_arguments`` or
+    ``already_used`` (then ``used`` says who used it and when)."""
+
+    def __init__(self, execution_id: str, reason: str, message: str,
+                 used: dict[str, Any] | None = None) -> None:
+        self.reason = reason
+        self.used = used
+        super().__init__(message, execution_id=execution_id)

@@ -45,6 +45,9 @@ class Settings:
     # SIGNOFF_CONNECTORS: the connections file, loaded (its ${ENV_VAR} secrets resolved)
     # when the settings are read, so a bad file stops a process at start, file:line first.
     connectors: Connectors = field(default_factory=Connectors, repr=False)
+    # The agent and CI gate's policy: a YAML file or a directory of them. None: no rules, so
+    # every call escalates to a review.
+    policy_path: str | None = None
 
     def __post_init__(self) -> None:
         if self.audit_key is not None and len(self.audit_key) < MIN_AUDIT_KEY:
@@ -85,6 +88,7 @@ class Settings:
             ack_timeout_ms=_whole_number(env, "SIGNOFF_ACK_TIMEOUT_MS", cls.ack_timeout_ms),
             escalate_to=_entries(env.get("SIGNOFF_ESCALATE_TO")),
             connectors=connectors_from_env(env),
+            policy_path=env.get("SIGNOFF_POLICY") or None,
         )
 
     def __repr__(self) -> str:

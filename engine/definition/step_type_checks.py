@@ -150,3 +150,16 @@ def _flow_keys() -> dict[str, tuple[str, ...]]:
         for key in spec.step_keys:
             owners[key] = (*owners.get(key, ()), name)
     return owners
+
+
+def check_human_options(report: ProblemReport, type_: str, options: Mapping[str, Any],
+                        path: YamlPath) -> None:
+    """Report what ``signoff validate`` finds wrong in a human step's options written at
+    ``path`` outside a workflow (a policy rule's review options): the type's option
+    schema and the human step's own checks."""
+    spec = get_step_type(type_)
+    if spec is None or spec.kind is not StepKind.HUMAN:
+        raise ValueError(f"{type_!r} is not a human step type")
+    for error in Draft202012Validator(spec.options_schema).iter_errors(dict(options)):
+        report.schema_problem(error, path)
+    _check_human(report, type_, dict(options), path)

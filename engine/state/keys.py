@@ -35,6 +35,8 @@
                                     was audited (expiring): repeats in that minute are not
     signoff:tmp:{token}     zset    a scratch result of one read (Store.index_union_page), deleted
                                     in the same transaction that made it
+    signoff:gate-use:{id}   string  set once when the approved agent call of gate request {id} is
+                                    run (JSON: who, when): a second use is refused
     signoff:kids:{id}       hash    what the finished children of execution {id} reported, by
                                     "{step path}#{branch}" (JSON: engine.state.execution.ChildReport),
                                     each written in the child's own final commit
@@ -191,6 +193,9 @@ def annotation_field(key: str) -> str:
     return f"{ANNOTATION_FIELD}{key}"
 
 
+def gate_use(execution_id: str) -> str:
+    """Set once when the call gate request ``execution_id`` approved is run."""
+    return f"{PREFIX}gate-use:{execution_id}"
 CONCURRENCY_GROUPS = f"{PREFIX}conc:groups"
 CONCURRENCY_SEQ = f"{PREFIX}conc:seq"
 CONCURRENCY_DISPLACED = f"{PREFIX}conc:displaced"
