@@ -292,14 +292,14 @@ def _render_once(compiled: _Compiled, scope: Mapping[str, Any],
     return buffer.getvalue(), context
 
 
-def _evaluate(compiled: _Compiled, scope: Mapping[str, Any]) -> Any:
+def _evaluate(compiled: _Compiled, scope: Mapping[str, Any], undefined: Any = None) -> Any:
     assert compiled.expression is not None
     try:
         result = compiled.expression.evaluate(RenderContext(compiled.template, globals=scope))
     except LiquidError as exc:
         raise _from_liquid(exc, compiled.text, compiled.offset) from exc
     if is_undefined(result):
-        return None
+        return undefined
     if isinstance(result, range):
         return list(result)
     return result
@@ -360,12 +360,12 @@ def render_value(value: Any, scope: Mapping[str, Any]) -> Any:
     return value
 
 
-def evaluate_expression(expr: str, scope: Mapping[str, Any]) -> Any:
+def evaluate_expression(expr: str, scope: Mapping[str, Any], *, undefined: Any = None) -> Any:
     """The typed value of a Liquid expression, bare or wrapped in ``{{ }}``/``${{ }}``.
 
-    An undefined variable gives None.
+    An undefined value (a missing variable) gives ``undefined``, None unless told.
     """
-    return _evaluate(_compile_expression(expr), scope)
+    return _evaluate(_compile_expression(expr), scope, undefined)
 
 
 @functools.lru_cache(maxsize=_CACHE_SIZE)
