@@ -68,7 +68,6 @@ __all__ = ["MAX_LIST_DEPTH", "Condition", "Constant", "Query", "evaluate_templat
 _TEMPLATE_PART = re.compile(r"\{\{(?:(?!\}\}).)*\}\}|\{%(?:(?!%\}).)*%\}", re.DOTALL)
 _PLACEHOLDER = "signoff-template-value"  # what a template stands for when validating
 MAX_LIST_DEPTH = 100  # lists a field path may cross inside lists
-_KUERY_WILDCARD = "@kuery-wildcard@"  # how Kibana's KQL tree writes a value's `*`
 _ANY = Wildcard(("", ""))
 _NOT_FOUND = object()
 _END = object()
@@ -299,23 +298,12 @@ def _is_list(value: Any) -> bool:
     return isinstance(value, Sequence) and not isinstance(value, str | bytes)
 
 
-def _literal(value: Value) -> str | bool | None:
-    """The value as Kibana's KQL tree holds it: unquoted ``null``, ``true`` and ``false``
-    are typed, everything else is text (a wildcard's stars as Kibana marks them)."""
-    if value.quoted:
-        return value.text
-    if value.wildcard is not None:
-        return _KUERY_WILDCARD.join(value.wildcard.pieces)
-    return {"null": None, "true": True, "false": False}.get(value.text, value.text)
-
-
 def _as_text(value: Value, now: dt.datetime | None) -> str:
-    text = jsvalue.text(_literal(value))
-    if text.startswith("now") or "||" in text:
-        instant = datemath.resolve(text, now or dt.datetime.now(dt.UTC))
+    if value.may_be_date_math:
+        instant = datemath.resolve(value.literal_text, now or dt.datetime.now(dt.UTC))
         if instant is not None:
             return instant
-    return text
+    return value.literal_text
 
 
 def _matches(actual: Any, wildcard: Wildcard) -> bool:
@@ -332,9 +320,9 @@ def _equals(actual: Any, value: Value, now: dt.datetime | None) -> bool:
     if isinstance(actual, str):
         return actual == _as_text(value, now)
     if isinstance(actual, bool):
-        return actual == (jsvalue.text(_literal(value)) == "true")
+        return actual == (value.literal_text == "true")
     if isinstance(actual, int | float):
-        return jsvalue.to_number(actual) == jsvalue.parse_float(jsvalue.text(_literal(value)))
+        return jsvalue.to_number(actual) == value.number
     return False  # null and objects are never equal to a value
 
 
@@ -343,9 +331,9 @@ def _in_range(actual: Any, op: str, value: Value, now: dt.datetime | None) -> bo
     if isinstance(actual, str):
         right = _as_text(value, now)
     elif isinstance(actual, bool):
-        right = jsvalue.text(_literal(value)) == "true"
+        right = value.literal_text == "true"
     elif isinstance(actual, int | float):
-        right = jsvalue.parse_float(jsvalue.text(_literal(value)))
+        right = value.number
     else:
         return False  # null, objects and nested lists compare with nothing
     return jsvalue.compare(actual, op, right)

@@ -38,6 +38,7 @@ _DECIMAL_PREFIX = re.compile(
     r"[+-]?(?:Infinity|(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]+)?)")
 _NON_DECIMAL = re.compile(r"0[xX][0-9a-fA-F]+|0[oO][0-7]+|0[bB][01]+")
 _SAFE_INTEGER = 2**53
+_NUMBERS = (int, float)
 _OPERATORS: dict[str, Callable[[Any, Any], bool]] = {
     "<": operator.lt, "<=": operator.le, ">": operator.gt, ">=": operator.ge,
 }
@@ -163,6 +164,8 @@ def _utf16(value: str) -> bytes:
 
 def compare(left: object, op: str, right: object) -> bool:
     """JavaScript's ``left op right`` for ``<``, ``<=``, ``>``, ``>=``."""
+    if type(left) in _NUMBERS and type(right) in _NUMBERS:
+        return _OPERATORS[op](_double(left), _double(right))  # type: ignore[arg-type]
     left, right = _primitive(left), _primitive(right)
     if isinstance(left, str) and isinstance(right, str):
         if left.isascii() and right.isascii():

@@ -11,16 +11,23 @@ property name, and an output's head is parsed with the grammar of its ``if`` tag
 expression trees are python-liquid's, so rendering costs what it did. Elastic's
 ternary ``cond ? a : b`` is rewritten to Liquid's ``a if cond else b`` first.
 
+LiquidJS runs in JavaScript, and that shows in a few more places, taught here too:
+``<``, ``>``, ``<=``, ``>=`` and ``contains`` compare as JavaScript does (python-liquid
+refuses a string against a number, and finds a key in an object); the argument ``[]``
+is nothing (undefined); and a ``for`` tag ignores everything after a ``|``.
+
 Used by engine/definition/templates.py, which builds the environments.
 """
 
 from __future__ import annotations
 
 import functools
+import operator
 import re
+from collections.abc import Iterable
 from typing import Any
 
-from liquid import Environment, RenderContext, Token, is_undefined
+from liquid import Environment, RenderContext, Token, Undefined, is_undefined
 from liquid.ast import Node
 from liquid.builtin.expressions import (
     Filter,
@@ -30,10 +37,20 @@ from liquid.builtin.expressions import (
     parse_identifier,
     tokenize,
 )
-from liquid.builtin.expressions.logical import is_truthy, parse_boolean_primitive
+from liquid.builtin.expressions.logical import (
+    ContainsExpression,
+    GeExpression,
+    GtExpression,
+    LeExpression,
+    LtExpression,
+    is_truthy,
+    parse_boolean_primitive,
+)
+from liquid.builtin.expressions.primitive import Blank, Empty
 from liquid.builtin.output import Output, OutputNode
 from liquid.builtin.tags.assign_tag import AssignNode, AssignTag
 from liquid.builtin.tags.echo_tag import EchoTag
+from liquid.builtin.tags.for_tag import TAG_FOR
 from liquid.exceptions import FilterArgumentError, LiquidSyntaxError
 from liquid.expression import Expression
 from liquid.filter import with_context
@@ -52,7 +69,7 @@ from liquid.token import (
     TOKEN_TAG,
 )
 
-from engine.definition import template_filters
+from engine.definition import jsvalue, template_filters
 
 __all__ = [
     "EXPRESSION_FILTERS",
@@ -60,13 +77,14 @@ __all__ = [
     "LiquidJSEcho",
     "LiquidJSOutput",
     "LiquidJSTokenStream",
+    "with_javascript_operators",
 ]
 
 # Liquid string literals have no escapes: a quote runs to the next quote of its kind.
 _TERNARY_LEXEME = re.compile(r"""(?P<string>"[^"]*"|'[^']*')|[?:|]""")
 
-# A filter argument `[]` (`| default: []`) stands for an empty list; python-liquid has
-# no list literal, so the tokens carry this marker until the filter is built.
+# LiquidJS reads a filter argument `[]` (`| default: []`) as nothing: undefined. python-liquid
+# cannot parse it, so the tokens carry this marker until the filter is built.
 _EMPTY_LIST = "\x00signoff-empty-list\x00"
 
 
@@ -89,7 +107,11 @@ def _tokenize(source: str, parent: Token, *, in_output: bool = False) -> list[To
 
 
 class LiquidJSTokenStream(TokenStream):
-    """The template's token stream; each tag's expression is tokenized by ``_tokenize``."""
+    """The template's token stream; each tag's expression is tokenized by ``_tokenize``.
+
+    In a ``for`` tag, LiquidJS reads the collection and the loop's options up to a ``|``
+    and ignores the rest: ``{% for x in obj | entries %}`` loops over ``obj``.
+    """
 
     def into_inner(self, *, tag: Token | None = None, eat: bool = True) -> TokenStream:
         token = self.current
@@ -97,17 +119,22 @@ class LiquidJSTokenStream(TokenStream):
             raise LiquidSyntaxError("missing expression", token=tag or token)
         if eat:
             next(self)
-        return TokenStream(iter(_tokenize(token.value, token)))
+        tokens = _tokenize(token.value, token)
+        if tag is not None and tag.value == TAG_FOR:
+            pipe = next((i for i, t in enumerate(tokens) if t.kind == TOKEN_PIPE), None)
+            if pipe is not None:
+                tokens = [*tokens[:pipe], tokens[-1]._replace(kind=TOKEN_EOF, value="")]
+        return TokenStream(iter(tokens))
 
 
 class _EmptyList(Expression):
     __slots__ = ()
 
-    def evaluate(self, context: RenderContext) -> list[Any]:
-        return []
+    def evaluate(self, context: RenderContext) -> Undefined:
+        return Undefined("[]", token=self.token)
 
-    async def evaluate_async(self, context: RenderContext) -> list[Any]:
-        return []
+    async def evaluate_async(self, context: RenderContext) -> Undefined:
+        return Undefined("[]", token=self.token)
 
     def children(self) -> list[Expression]:
         return []
@@ -203,6 +230,140 @@ class LiquidJSAssign(AssignTag):
 
 
 
+def _is_drop(expression: Expression, value: Any) -> bool:
+    # `nil`, `empty` and `blank` written in the template are LiquidJS drops, which are
+    # neither less nor greater than anything; a null value from the data is JavaScript's null.
+    return isinstance(expression, Nil | Empty | Blank) or isinstance(value, Empty | Blank)
+
+
+def _relational(expression: Any, op: str, context: RenderContext) -> bool:
+    left = expression.left.evaluate(context)
+    right = expression.right.evaluate(context)
+    left_type, right_type = type(left), type(right)
+    # Two numbers, or two ASCII strings: Python compares them as JavaScript does (an int
+    # past 2**53 is rounded to a double there first, so it takes the long way).
+    if left_type is str and right_type is str:
+        if left.isascii() and right.isascii():
+            return bool(_PYTHON_OPERATORS[op](left, right))
+    elif ((left_type is int or left_type is float) and (right_type is int or right_type is float)
+          and -_SAFE <= left <= _SAFE and -_SAFE <= right <= _SAFE):
+        return bool(_PYTHON_OPERATORS[op](left, right))
+    left = jsvalue.UNDEFINED if is_undefined(left) else left
+    right = jsvalue.UNDEFINED if is_undefined(right) else right
+    if _is_drop(expression.left, left) or _is_drop(expression.right, right):
+        return False
+    return jsvalue.compare(_listed(left), op, _listed(right))
+
+
+def _listed(value: Any) -> Any:
+    return list(value) if isinstance(value, range) else value
+
+
+_SAFE = 2**53
+_PYTHON_OPERATORS: dict[str, Any] = {
+    "<": operator.lt, "<=": operator.le, ">": operator.gt, ">=": operator.ge,
+}
+
+
+class _JSLt(LtExpression):
+    __slots__ = ()
+
+    def evaluate(self, context: RenderContext) -> object:
+        return _relational(self, "<", context)
+
+    async def evaluate_async(self, context: RenderContext) -> object:
+        return _relational(self, "<", context)
+
+
+class _JSGt(GtExpression):
+    __slots__ = ()
+
+    def evaluate(self, context: RenderContext) -> object:
+        return _relational(self, ">", context)
+
+    async def evaluate_async(self, context: RenderContext) -> object:
+        return _relational(self, ">", context)
+
+
+class _JSLe(LeExpression):
+    __slots__ = ()
+
+    def evaluate(self, context: RenderContext) -> object:
+        return _relational(self, "<=", context)
+
+    async def evaluate_async(self, context: RenderContext) -> object:
+        return _relational(self, "<=", context)
+
+
+class _JSGe(GeExpression):
+    __slots__ = ()
+
+    def evaluate(self, context: RenderContext) -> object:
+        return _relational(self, ">=", context)
+
+    async def evaluate_async(self, context: RenderContext) -> object:
+        return _relational(self, ">=", context)
+
+
+def _strictly_equal(left: Any, right: Any) -> bool:
+    """LiquidJS's ``equals`` as ``contains`` uses it: lists item by item, else ``===``."""
+    if isinstance(left, list | tuple):
+        return (isinstance(right, list | tuple) and len(left) == len(right)
+                and all(_strictly_equal(a, b) for a, b in zip(left, right, strict=True)))
+    if jsvalue.is_number(left) and jsvalue.is_number(right):
+        return jsvalue.to_number(left) == jsvalue.to_number(right)
+    if isinstance(left, str) and isinstance(right, str):
+        return left == right
+    if isinstance(left, bool) and isinstance(right, bool):
+        return left == right
+    return left is right  # null, undefined, and an object only to itself
+
+
+def _contains(expression: Any, context: RenderContext) -> bool:
+    left = expression.left.evaluate(context)
+    right = expression.right.evaluate(context)
+    if type(right) is str and (type(left) is list or type(left) is str):
+        return right in left  # a string equals only a string, in both languages
+    left = _listed(jsvalue.UNDEFINED if is_undefined(left) else left)
+    right = _listed(jsvalue.UNDEFINED if is_undefined(right) else right)
+    if isinstance(left, list | tuple):
+        return any(_strictly_equal(item, right) for item in left)
+    if isinstance(left, str):
+        return jsvalue.text(right) in left  # String.prototype.indexOf converts its argument
+    return False  # an object, a number, nil: LiquidJS finds nothing in them
+
+
+class _JSContains(ContainsExpression):
+    __slots__ = ()
+
+    def evaluate(self, context: RenderContext) -> object:
+        return _contains(self, context)
+
+    async def evaluate_async(self, context: RenderContext) -> object:
+        return _contains(self, context)
+
+
+_JAVASCRIPT_OPERATORS: dict[type[Expression], type[Expression]] = {
+    LtExpression: _JSLt, GtExpression: _JSGt, LeExpression: _JSLe, GeExpression: _JSGe,
+    ContainsExpression: _JSContains,
+}
+
+
+def with_javascript_operators(expressions: Iterable[Expression]) -> None:
+    """Make ``<``, ``>``, ``<=``, ``>=`` and ``contains`` in these expressions (and those
+    inside them) compare as LiquidJS does, in JavaScript: ``"10" > 9`` converts the
+    string to a number, ``"10" > "9"`` compares text by UTF-16 code units, and an object
+    contains nothing. The nodes are python-liquid's, retyped in place once, when parsed.
+    """
+    pending = list(expressions)
+    while pending:
+        expression = pending.pop()
+        javascript = _JAVASCRIPT_OPERATORS.get(type(expression))
+        if javascript is not None:
+            expression.__class__ = javascript
+        pending.extend(expression.children())
+
+
 @functools.lru_cache(maxsize=4096)
 def _item_expression(environment: Environment, source: str) -> Expression:
     """The expression of a ``where_exp``/``find_exp``/``group_by_exp`` (``"i.size > 3"``)."""
@@ -210,6 +371,7 @@ def _item_expression(environment: Environment, source: str) -> Expression:
     tokens = TokenStream(iter(_tokenize(source, token)))
     expression = parse_boolean_primitive(environment, tokens)
     tokens.eat(TOKEN_EOF)
+    with_javascript_operators([expression])
     return expression
 
 

@@ -20,7 +20,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 from urllib.parse import quote
 
-from liquid import is_undefined
+from liquid import Undefined, is_undefined
 
 __all__ = ["FILTERS", "as_list", "grouped"]
 
@@ -32,6 +32,24 @@ def as_list(value: object) -> list[Any]:
     if isinstance(value, list | tuple):
         return list(value)
     return [value]
+
+
+_NO_DEFAULT = object()
+
+
+def default(value: object, default_: object = _NO_DEFAULT, *,
+            allow_false: object = False) -> object:
+    """LiquidJS's ``default``: an empty string or list, false, nil and undefined give the
+    default (undefined when none is given); 0 and objects, even empty ones, stay."""
+    fallback = Undefined("default") if default_ is _NO_DEFAULT else default_
+    if isinstance(value, str | list | tuple):
+        return value if value else fallback
+    if value is False and allow_false not in (False, None, 0, "") and \
+            not is_undefined(allow_false):
+        return value
+    if value is None or value is False or is_undefined(value):
+        return fallback
+    return value
 
 
 def _text(value: object) -> str:
@@ -271,6 +289,7 @@ def raw(value: object) -> object:
 
 
 FILTERS: dict[str, Callable[..., Any]] = {
+    "default": default,
     "json_parse": json_parse,
     "entries": entries,
     "pick": pick,

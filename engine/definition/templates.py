@@ -1,13 +1,15 @@
 """Liquid templates in step options: text rendering, typed ``${{ }}`` values, analysis.
 
 A string holding ``{{ expr }}`` or ``{% tag %}`` renders to text. A string that is
-exactly ``${{ expr }}`` (surrounding whitespace allowed) evaluates to the expression's
-own value, so a list stays a list and an int an int. Inside ``{{ }}`` the Elastic
-Workflows ternary ``cond ? a : b`` is accepted and read as Liquid's ``a if cond else b``.
+exactly ``${{ expr }}`` (starting with ``$`` and ending with ``}}``, as Kibana requires)
+evaluates to the expression's own value, so a list stays a list and an int an int.
+Inside ``{{ }}`` the Elastic Workflows ternary ``cond ? a : b`` is accepted and read as
+Liquid's ``a if cond else b``.
 
 Templates are read as Elastic's LiquidJS reads them (engine/definition/liquidjs.py):
-``{{ a > 3 and b == 'x' }}`` renders ``true`` or ``false``, ``inputs.limit`` is a
-property, and Elastic's filters are there (engine/definition/template_filters.py).
+``{{ a > 3 and b == 'x' }}`` renders ``true`` or ``false``, ``<`` and ``contains`` compare
+as JavaScript does, a ``for`` tag ignores a filter, ``inputs.limit`` is a property, and
+Elastic's filters are there (engine/definition/template_filters.py).
 
 A :class:`MarkdownTemplate` (a human step's ``message``: Markdown a reviewer reads)
 renders with every interpolated value escaped for Markdown, so event data shows as
@@ -52,6 +54,7 @@ from engine.definition.liquidjs import (
     LiquidJSEcho,
     LiquidJSOutput,
     LiquidJSTokenStream,
+    with_javascript_operators,
 )
 from engine.definition.markdown_escape import (
     CodeTracker,
@@ -76,7 +79,8 @@ __all__ = [
 _CACHE_SIZE = 4096
 
 # The whole value is one output statement marked with "$": keep the expression's type.
-_TYPED = re.compile(r"\s*\$(?P<output>\{\{.*\}\})\s*", re.DOTALL)
+# As in Kibana, nothing may stand before the "$" or after the "}}", not even a space.
+_TYPED = re.compile(r"\$(?P<output>\{\{.*\}\})", re.DOTALL)
 
 
 class _SignoffEnvironment(Environment):
@@ -103,7 +107,9 @@ def _json_default(obj: object) -> object:
     return str(obj)
 
 
-def _json_filter(obj: object, indent: object = None) -> str:
+def _json_filter(obj: object, indent: object = None) -> object:
+    if is_undefined(obj):
+        return obj  # JSON.stringify(undefined) is undefined, which renders as nothing
     separators = (",", ":") if indent is None else None
     return json.dumps(
         obj,
@@ -236,12 +242,23 @@ def _parse(source: str, text: str, offset: int, markdown: bool = False) -> Bound
         template = environment.from_string(source)
     except LiquidError as exc:
         raise _from_liquid(exc, text, offset) from exc
+    with_javascript_operators(_expressions(template))
     # Liquid reports an unknown filter only when it is applied; find it now instead.
     for name, spans in template.analyze(include_partials=False).filters.items():
         if name not in environment.filters:
             hint = " (it applies only in a human step's message)" if name == "markdown" else ""
             raise _error(f"unknown filter {name!r}{hint}", text, offset + spans[0].index)
     return template
+
+
+def _expressions(template: BoundTemplate) -> Iterable[Expression]:
+    """Every expression of the template's nodes, nested blocks included."""
+    context = RenderContext(template)
+    pending = list(template.nodes)
+    while pending:
+        node = pending.pop()
+        yield from node.expressions()
+        pending.extend(node.children(context, include_partials=False))
 
 
 def _compiled_for(text: str) -> _Compiled:

@@ -24,7 +24,7 @@ from engine.errors import TemplateError
 
 SCOPE = {
     "inputs": {"kind": "page", "limit": 5, "offset": 2, "reversed": True, "cols": 3,
-               "count": 0, "tags": ["db", "prod"], "note": "", "nothing": None,
+               "count": 0, "tags": ["db", "prod"], "note": "", "nothing": None, "empty_object": {},
                "for": "f", "with": "w", "in": "i", "as": "a", "continue": "c"},
     "event": {"alert": {"score": 72, "host": "web-1", "labels": {"team": "sre", "tier": 1}},
               "items": [{"host": "a", "cpu": 10, "zone": "eu"},
@@ -151,10 +151,18 @@ FILTERS = [
     ("event.items | group_by_exp: 'i', 'i.cpu > 50' | map: 'name'", [False, True]),
     ("inputs.tags | array_to_sentence_string", "db and prod"),
     ("event.items | map: 'host' | array_to_sentence_string: 'or'", "a, b, or c"),
-    # `default: []` stands for an empty list
-    ("inputs.missing | default: []", []),
+    # LiquidJS reads the argument `[]` as nothing: `default: []` gives undefined
+    ("inputs.missing | default: []", None),
+    ("inputs.missing | default", None),
     ("inputs.tags | default: []", ["db", "prod"]),
     ("inputs.missing | default: [] | push: 1", [1]),
+    ("inputs.missing | default: [] | size", 0),
+    ("inputs.missing | default: [] | json", None),
+    ("'' | default: 'x'", "x"),
+    ("false | default: 'x'", "x"),
+    ("false | default: 'x', allow_false: true", False),
+    ("0 | default: 'x'", 0),
+    ("inputs.empty_object | default: 'x'", {}),  # an object is kept, even empty
     # strings, numbers, dates
     ("'4.7' | to_integer", 4),
     ("'x' | to_integer", 0),
@@ -202,6 +210,63 @@ def test_an_objects_keys_can_be_looped_over() -> None:
     # LiquidJS loops over an object as [key, value] pairs
     pairs = "{% for kv in event.alert.labels %}{{ kv[0] }}={{ kv[1] }};{% endfor %}"
     assert render_text(pairs, SCOPE) == "team=sre;tier=1;"
+
+
+def test_a_filter_in_a_for_tag_is_ignored_as_liquidjs_ignores_it() -> None:
+    # LiquidJS reads a for tag's collection and options up to a `|` and drops the rest.
+    labels = "{% for kv in event.alert.labels | entries %}{{ kv[0] }}={{ kv.key }};{% endfor %}"
+    assert render_text(labels, SCOPE) == "team=;tier=;"
+    scope = {"xs": [1, 2, 3]}
+    assert render_text("{% for x in xs | reverse %}{{ x }}{% endfor %}", scope) == "123"
+    assert render_text("{% for x in xs | reverse limit: 1 %}{{ x }}{% endfor %}", scope) == "123"
+    assert render_text("{% for x in xs limit: 1 | reverse %}{{ x }}{% endfor %}", scope) == "1"
+    assert render_text("{% for x in xs | nosuch: 1 %}{{ x }}{% endfor %}", scope) == "123"
+    assert render_text("{% for x in none | default: [] %}{{ x }}{% endfor %}", scope) == ""
+    compile_template("{% for x in xs | nosuch %}{% endfor %}")  # never applied: no error
+
+
+# `<`, `>`, `<=`, `>=` and `contains` as LiquidJS evaluates them: in JavaScript.
+OPERATORS = [
+    ("'10' > 9", True),  # a string against a number: the string as a number
+    ("'10' > '9'", False),  # two strings: text, character by character
+    ("'abc' > 3", False),  # NaN is neither
+    ("'abc' < 3", False),
+    ("'' < 1", True),  # the empty string is 0
+    ("' 5' >= 5", True),
+    ("'0x10' > 15", True),
+    ("inputs.limit > '4'", True),
+    ("inputs.limit <= '5.0'", True),
+    ("inputs.nothing < 1", True),  # null from the data is 0
+    ("nil < 1", False),  # the literal nil compares with nothing
+    ("inputs.missing < 1", False),  # undefined is NaN
+    ("true > 0", True),
+    ("inputs.tags > 1", False),  # a list is its text: "db,prod"
+    ("event.alert.labels > 1", False),  # an object: "[object Object]"
+    ("empty < 1", False),
+    ("(1..3) > 0", False),
+    ("inputs.tags contains 'db'", True),
+    ("inputs.tags contains 'd'", False),  # items are compared whole
+    ("event.alert.labels contains 'team'", False),  # an object contains nothing
+    ("inputs.kind contains 'ag'", True),
+    ("inputs.kind contains ''", True),
+    ("'truex' contains true", True),  # the value as its text
+    ("'a1b' contains 1.0", True),  # 1.0 is "1"
+    ("'xnullx' contains inputs.nothing", True),
+    ("inputs.limit contains 5", False),  # a number contains nothing
+    ("(1..3) contains 2", True),
+]
+
+
+@pytest.mark.parametrize(("expression", "expected"), OPERATORS, ids=[e for e, _ in OPERATORS])
+def test_comparisons_and_contains_are_javascripts(expression: str, expected: bool) -> None:
+    assert render_value(f"${{{{ {expression} }}}}", SCOPE) is expected
+    text = render_text(f"{{% if {expression} %}}y{{% else %}}n{{% endif %}}", SCOPE)
+    assert text == ("y" if expected else "n")
+
+
+def test_comparisons_inside_item_expressions_are_javascripts_too() -> None:
+    scope = {"xs": ["10", "9", 3, "x"]}
+    assert render_value("${{ xs | where_exp: 'i', 'i > 5' }}", scope) == ["10", "9"]
 
 
 def test_unknown_filters_and_bad_expressions_still_fail_at_load() -> None:
