@@ -326,6 +326,8 @@ def _contains(expression: Any, context: RenderContext) -> bool:
         return right in left  # a string equals only a string, in both languages
     left = _listed(jsvalue.UNDEFINED if is_undefined(left) else left)
     right = _listed(jsvalue.UNDEFINED if is_undefined(right) else right)
+    if _is_drop(expression.left, left) and not isinstance(expression.left, Nil):
+        left = ""  # `empty` and `blank` are the empty string to JavaScript
     if isinstance(left, list | tuple):
         return any(_strictly_equal(item, right) for item in left)
     if isinstance(left, str):

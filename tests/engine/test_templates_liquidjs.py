@@ -254,6 +254,8 @@ OPERATORS = [
     ("'xnullx' contains inputs.nothing", True),
     ("inputs.limit contains 5", False),  # a number contains nothing
     ("(1..3) contains 2", True),
+    ("empty contains ''", True),  # `empty` is the empty string to JavaScript
+    ("nil contains ''", False),
 ]
 
 
