@@ -24,8 +24,8 @@ from __future__ import annotations
 import functools
 import operator
 import re
-from collections.abc import Iterable
-from typing import Any
+from collections.abc import Iterable, Mapping
+from typing import Any, TextIO
 
 from liquid import Environment, RenderContext, Token, Undefined, is_undefined
 from liquid.ast import Node
@@ -49,7 +49,7 @@ from liquid.builtin.expressions.logical import (
 from liquid.builtin.expressions.primitive import Blank, Empty
 from liquid.builtin.output import Output, OutputNode
 from liquid.builtin.tags.assign_tag import AssignNode, AssignTag
-from liquid.builtin.tags.echo_tag import EchoTag
+from liquid.builtin.tags.echo_tag import EchoNode, EchoTag
 from liquid.builtin.tags.for_tag import TAG_FOR
 from liquid.exceptions import FilterArgumentError, LiquidSyntaxError
 from liquid.expression import Expression
@@ -77,6 +77,7 @@ __all__ = [
     "LiquidJSEcho",
     "LiquidJSOutput",
     "LiquidJSTokenStream",
+    "liquidjs_text",
     "with_javascript_operators",
 ]
 
@@ -198,8 +199,51 @@ def _rewrite_ternary(expression: str) -> str | None:
     return None
 
 
+def liquidjs_text(value: object) -> str:
+    """What LiquidJS prints for a value: nil and undefined print nothing, a list its items
+    one after another, a number as JavaScript writes it (``2.0`` is ``2``), an object
+    ``[object Object]``."""
+    if isinstance(value, str):
+        return value
+    if value is None or is_undefined(value) or isinstance(value, Empty | Blank):
+        return ""
+    if isinstance(value, list | tuple | range):
+        return "".join(liquidjs_text(item) for item in value)
+    if isinstance(value, bool | int | float | Mapping):
+        return jsvalue.text(value)
+    return str(value)
+
+
+class LiquidJSOutputNode(OutputNode):
+    """An output that prints its value as LiquidJS does."""
+
+    __slots__ = ()
+
+    def render_to_output(self, context: RenderContext, buffer: TextIO) -> int:
+        value = self.expression.evaluate(context)
+        return buffer.write(value if type(value) is str else liquidjs_text(value))
+
+    async def render_to_output_async(self, context: RenderContext, buffer: TextIO) -> int:
+        return self.render_to_output(context, buffer)
+
+
+class LiquidJSEchoNode(EchoNode):
+    """``{% echo %}``, printing as LiquidJS does."""
+
+    __slots__ = ()
+
+    def render_to_output(self, context: RenderContext, buffer: TextIO) -> int:
+        value = self.expression.evaluate(context)
+        return buffer.write(value if type(value) is str else liquidjs_text(value))
+
+    async def render_to_output_async(self, context: RenderContext, buffer: TextIO) -> int:
+        return self.render_to_output(context, buffer)
+
+
 class LiquidJSOutput(Output):
     """The output statement as LiquidJS reads it, and ``cond ? a : b``."""
+
+    node_class: type[OutputNode] = LiquidJSOutputNode
 
     def parse(self, stream: TokenStream) -> OutputNode:
         token = stream.eat(TOKEN_OUTPUT)
@@ -209,6 +253,8 @@ class LiquidJSOutput(Output):
 
 class LiquidJSEcho(EchoTag):
     """``{% echo %}``, read as an output is."""
+
+    node_class: type[EchoNode] = LiquidJSEchoNode
 
     def parse(self, stream: TokenStream) -> Node:
         token = stream.eat(TOKEN_TAG)

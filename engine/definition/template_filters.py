@@ -22,6 +22,8 @@ from urllib.parse import quote
 
 from liquid import Undefined, is_undefined
 
+from engine.definition import jsvalue
+
 __all__ = ["FILTERS", "as_list", "grouped"]
 
 
@@ -50,6 +52,66 @@ def default(value: object, default_: object = _NO_DEFAULT, *,
     if value is None or value is False or is_undefined(value):
         return fallback
     return value
+
+
+def _number(value: object) -> float:
+    # LiquidJS's toNumber: JavaScript's unary plus, with NaN (and -0) as 0.
+    number = jsvalue.to_number(jsvalue.UNDEFINED if is_undefined(value) else value)
+    return number if number == number and number != 0 else 0.0
+
+
+def _js_number(value: float) -> int | float:
+    """A JavaScript number as the value a run holds: an int when it is a whole number."""
+    value = float(value)
+    if value.is_integer() and abs(value) <= 2**53:
+        return int(value)
+    return value
+
+
+def _arithmetic(operation: Callable[..., float]) -> Callable[..., int | float]:
+    def apply(value: object, *args: object) -> int | float:
+        return _js_number(operation(_number(value), *map(_number, args)))
+
+    apply.__doc__ = f"LiquidJS's {operation.__name__}: the operands as JavaScript numbers."
+    return apply
+
+
+def _divide(dividend: float, divisor: float, integer: float = 0) -> float:
+    if divisor == 0:
+        return math.nan if dividend == 0 else math.copysign(math.inf, dividend) * \
+            math.copysign(1, divisor)
+    return math.floor(dividend / divisor) if integer else dividend / divisor
+
+
+def _modulo(value: float, divisor: float) -> float:
+    if divisor == 0 or math.isinf(value):
+        return math.nan
+    return math.fmod(math.fmod(value, divisor) + divisor, divisor)  # JavaScript's %
+
+
+def _shift(number: float, exponent: float) -> float:
+    mantissa, _, power = jsvalue.number_text(number).partition("e")
+    try:
+        return float(f"{mantissa}e{int(power or 0) + int(exponent)}")
+    except ValueError:
+        return math.nan
+
+
+def _round(value: float, digits: float = 0) -> float:
+    scaled = _shift(abs(value), digits)
+    if not scaled <= 2**53 - 1:
+        return value
+    whole = math.floor(scaled)
+    rounded = _shift(whole + 1 if scaled - whole >= 0.5 else whole, -digits)  # Math.round
+    return -rounded if value < 0 else rounded
+
+
+def _ceil(value: float) -> float:
+    return value if math.isinf(value) else math.ceil(value)
+
+
+def _floor(value: float) -> float:
+    return value if math.isinf(value) else math.floor(value)
 
 
 def _text(value: object) -> str:
@@ -290,6 +352,19 @@ def raw(value: object) -> object:
 
 FILTERS: dict[str, Callable[..., Any]] = {
     "default": default,
+    # LiquidJS's arithmetic is JavaScript's: `10 | divided_by: 3` is 3.3333333333333335,
+    # `0.1 | plus: 0.2` is 0.30000000000000004, `2.5 | round` is 3, and text is a number.
+    "plus": _arithmetic(lambda a, b=0.0: a + b),
+    "minus": _arithmetic(lambda a, b=0.0: a - b),
+    "times": _arithmetic(lambda a, b=0.0: a * b),
+    "divided_by": _arithmetic(_divide),
+    "modulo": _arithmetic(_modulo),
+    "round": _arithmetic(_round),
+    "abs": _arithmetic(abs),
+    "ceil": _arithmetic(_ceil),
+    "floor": _arithmetic(_floor),
+    "at_least": _arithmetic(lambda a, *rest: max((a, *rest))),
+    "at_most": _arithmetic(lambda a, *rest: min((a, *rest))),
     "json_parse": json_parse,
     "entries": entries,
     "pick": pick,

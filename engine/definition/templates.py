@@ -45,7 +45,6 @@ from liquid.exceptions import (
 from liquid.expression import Expression
 from liquid.filter import int_arg
 from liquid.parser import get_parser
-from liquid.stringify import to_liquid_string
 
 from engine.definition import template_filters
 from engine.definition.liquidjs import (
@@ -54,6 +53,7 @@ from engine.definition.liquidjs import (
     LiquidJSEcho,
     LiquidJSOutput,
     LiquidJSTokenStream,
+    liquidjs_text,
     with_javascript_operators,
 )
 from engine.definition.markdown_escape import (
@@ -130,7 +130,7 @@ def _markdown_value(value: object, code: str | None) -> str:
     """An output's text, escaped for where it lands: in code (``code``) or not (None)."""
     if isinstance(value, TrustedMarkdown):
         return value
-    return escaped_for(to_liquid_string(value, autoescape=False), code)
+    return escaped_for(liquidjs_text(value), code)
 
 
 _TRACKERS = "signoff_markdown_code"  # RenderContext.tag_namespace keys
@@ -189,7 +189,7 @@ class _MarkdownEcho(LiquidJSEcho):
 
 
 def _markdown_filter(value: object) -> TrustedMarkdown:
-    return TrustedMarkdown(to_liquid_string(value, autoescape=False))
+    return TrustedMarkdown(liquidjs_text(value))
 
 
 def _build_environment(*, markdown: bool = False) -> Environment:

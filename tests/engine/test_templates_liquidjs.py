@@ -271,6 +271,52 @@ def test_comparisons_inside_item_expressions_are_javascripts_too() -> None:
     assert render_value("${{ xs | where_exp: 'i', 'i > 5' }}", scope) == ["10", "9"]
 
 
+@pytest.mark.parametrize(("template", "expected"), [
+    ("{{ f }}", "2"),  # a number as JavaScript writes it
+    ("{{ 10 | times: 1.5 }}", "15"),
+    ("{{ big }}", "1e+21"),
+    ("{{ small }}", "1e-7"),
+    ("{{ o }}", "[object Object]"),
+    ("{{ l }}", "12x"),  # a list: its items one after another, nil as nothing
+    ("{{ t }}|{{ n }}|{{ missing }}", "true||"),
+    ("{% for kv in o %}{{ kv }};{% endfor %}", "a1;"),  # a [key, value] pair
+    ("{{ (1..3) }}", "123"),
+    ("{% echo f %}", "2"),
+])
+def test_an_output_prints_its_value_as_liquidjs_does(template: str, expected: str) -> None:
+    scope = {"f": 2.0, "big": 1e21, "small": 1e-7, "o": {"a": 1}, "l": [1, [2.0, None], "x"],
+             "t": True, "n": None}
+    assert render_text(template, scope) == expected
+
+
+@pytest.mark.parametrize(("template", "expected"), [
+    ("{{ 10 | divided_by: 3 }}", "3.3333333333333335"),  # JavaScript division, not Ruby's
+    ("{{ 10 | divided_by: 5 }}", "2"),
+    ("{{ 10 | divided_by: 3, true }}", "3"),  # LiquidJS's integer division, rounded down
+    ("{{ -7 | divided_by: 2, true }}", "-4"),
+    ("{{ 10 | divided_by: 0 }}", "Infinity"),
+    ("{{ 0 | divided_by: 0 }}", "NaN"),
+    ("{{ 0.1 | plus: 0.2 }}", "0.30000000000000004"),
+    ("{{ -7 | modulo: 3 }}", "2"),
+    ("{{ 2.5 | round }}", "3"),  # half up, not to even
+    ("{{ 1.005 | round: 2 }}", "1.01"),
+    ("{{ 1234.5 | round: -2 }}", "1200"),
+    ("{{ '5' | plus: 1 }}", "6"),
+    ("{{ 'abc' | plus: 1 }}", "1"),  # not a number: 0
+    ("{{ missing | times: 3 }}", "0"),
+    ("{{ 4.2 | ceil }}|{{ -4.2 | floor }}|{{ -4.2 | abs }}", "5|-5|4.2"),
+    ("{{ 5 | at_least: 7 }}|{{ 5 | at_most: 3 }}", "7|3"),
+])
+def test_arithmetic_is_javascripts(template: str, expected: str) -> None:
+    assert render_text(template, {}) == expected
+
+
+def test_arithmetic_keeps_whole_numbers_whole() -> None:
+    assert render_value("${{ 3 | times: 2 }}", {}) == 6
+    assert isinstance(render_value("${{ 10 | divided_by: 5 }}", {}), int)
+    assert render_value("${{ 10 | divided_by: 4 }}", {}) == 2.5
+
+
 def test_unknown_filters_and_bad_expressions_still_fail_at_load() -> None:
     with pytest.raises(TemplateError, match="unknown filter 'to_json'"):
         compile_template("{{ x | to_json }}")
