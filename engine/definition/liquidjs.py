@@ -89,6 +89,44 @@ _TERNARY_LEXEME = re.compile(r"""(?P<string>"[^"]*"|'[^']*')|[?:|]""")
 _EMPTY_LIST = "\x00signoff-empty-list\x00"
 
 
+_ESCAPES = {"b": "\b", "f": "\f", "n": "\n", "r": "\r", "t": "\t", "v": "\v"}
+_OCTAL = "01234567"
+_HEX = "0123456789abcdefABCDEF"
+
+
+def _unescape(text: str) -> str:
+    """A string literal's text as LiquidJS reads it: ``\\n``, ``\\t``, ``\\uXXXX``, octal
+    ``\\101`` and ``\\x`` for any other ``x`` (python-liquid keeps the backslashes)."""
+    out: list[str] = []
+    i, end = 0, len(text)
+    while i < end:
+        char = text[i]
+        if char != "\\" or i + 1 == end:
+            out.append(char)
+            i += 1
+            continue
+        following = text[i + 1]
+        if following in _ESCAPES:
+            out.append(_ESCAPES[following])
+            i += 2
+        elif following == "u":
+            j, value = i + 2, 0
+            while j <= i + 5 and j < end and text[j] in _HEX:
+                value, j = value * 16 + int(text[j], 16), j + 1
+            out.append(chr(value))
+            i = j
+        elif following not in _OCTAL:
+            out.append(following)
+            i += 2
+        else:
+            j, value = i + 1, 0
+            while j <= i + 3 and j < end and text[j] in _OCTAL:
+                value, j = value * 8 + int(text[j]), j + 1
+            out.append(chr(value))
+            i = j
+    return "".join(out)
+
+
 def _tokenize(source: str, parent: Token, *, in_output: bool = False) -> list[Token]:
     """python-liquid's expression tokens, with LiquidJS's reading of keywords after a dot.
 
@@ -103,6 +141,8 @@ def _tokenize(source: str, parent: Token, *, in_output: bool = False) -> list[To
             token = token._replace(kind="word")
         elif in_output and kind == TOKEN_RBRACKET and tokens and tokens[-1].kind == TOKEN_LBRACKET:
             token = tokens.pop()._replace(kind=TOKEN_STRING, value=_EMPTY_LIST)
+        elif kind == TOKEN_STRING and "\\" in token.value:
+            token = token._replace(value=_unescape(token.value))
         tokens.append(token)
     return tokens
 

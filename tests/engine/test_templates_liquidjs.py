@@ -317,6 +317,17 @@ def test_arithmetic_keeps_whole_numbers_whole() -> None:
     assert render_value("${{ 10 | divided_by: 4 }}", {}) == 2.5
 
 
+@pytest.mark.parametrize(("template", "expected"), [
+    (r'{{ text | split: "\n" | size }}', "3"),  # LiquidJS unescapes string literals
+    (r'{{ "a\tb" }}', "a\tb"),
+    (r'{{ "a\\b" }}', "a\\b"),
+    (r'{{ "\u0041\101\q" }}', "AAq"),  # \uXXXX, octal, and any other character as itself
+    (r'{% if text contains "\n" %}lines{% endif %}', "lines"),
+])
+def test_string_literals_take_javascripts_escapes(template: str, expected: str) -> None:
+    assert render_text(template, {"text": "a\nb\nc"}) == expected
+
+
 def test_unknown_filters_and_bad_expressions_still_fail_at_load() -> None:
     with pytest.raises(TemplateError, match="unknown filter 'to_json'"):
         compile_template("{{ x | to_json }}")
