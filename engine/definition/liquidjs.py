@@ -24,7 +24,7 @@ from __future__ import annotations
 import functools
 import operator
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any, TextIO
 
 from liquid import Environment, RenderContext, Token, Undefined, is_undefined
@@ -322,18 +322,7 @@ def _is_drop(expression: Expression, value: Any) -> bool:
     return isinstance(expression, Nil | Empty | Blank) or isinstance(value, Empty | Blank)
 
 
-def _relational(expression: Any, op: str, context: RenderContext) -> bool:
-    left = expression.left.evaluate(context)
-    right = expression.right.evaluate(context)
-    left_type, right_type = type(left), type(right)
-    # Two numbers, or two ASCII strings: Python compares them as JavaScript does (an int
-    # past 2**53 is rounded to a double there first, so it takes the long way).
-    if left_type is str and right_type is str:
-        if left.isascii() and right.isascii():
-            return bool(_PYTHON_OPERATORS[op](left, right))
-    elif ((left_type is int or left_type is float) and (right_type is int or right_type is float)
-          and -_SAFE <= left <= _SAFE and -_SAFE <= right <= _SAFE):
-        return bool(_PYTHON_OPERATORS[op](left, right))
+def _relational(expression: Any, op: str, left: Any, right: Any) -> bool:
     left = jsvalue.UNDEFINED if is_undefined(left) else left
     right = jsvalue.UNDEFINED if is_undefined(right) else right
     if _is_drop(expression.left, left) or _is_drop(expression.right, right):
@@ -346,49 +335,54 @@ def _listed(value: Any) -> Any:
 
 
 _SAFE = 2**53
-_PYTHON_OPERATORS: dict[str, Any] = {
-    "<": operator.lt, "<=": operator.le, ">": operator.gt, ">=": operator.ge,
-}
 
 
-class _JSLt(LtExpression):
+class _JSRelational:
+    """``<``, ``>``, ``<=``, ``>=`` as JavaScript compares. Two numbers, or two ASCII
+    strings, Python compares the same way, so they skip the conversions (an int past
+    2**53 is rounded to a double in JavaScript first, so it takes the long way)."""
+
     __slots__ = ()
+    left: Expression
+    right: Expression
+    _op: str
+    _python: Callable[..., Any]
 
     def evaluate(self, context: RenderContext) -> object:
-        return _relational(self, "<", context)
+        left: Any = self.left.evaluate(context)
+        right: Any = self.right.evaluate(context)
+        left_type, right_type = type(left), type(right)
+        if left_type is str and right_type is str:
+            if left.isascii() and right.isascii():
+                return self._python(left, right)
+        elif ((left_type is int or left_type is float)
+              and (right_type is int or right_type is float)
+              and -_SAFE <= left <= _SAFE and -_SAFE <= right <= _SAFE):
+            return self._python(left, right)
+        return _relational(self, self._op, left, right)
 
     async def evaluate_async(self, context: RenderContext) -> object:
-        return _relational(self, "<", context)
+        return self.evaluate(context)
 
 
-class _JSGt(GtExpression):
+class _JSLt(_JSRelational, LtExpression):
     __slots__ = ()
-
-    def evaluate(self, context: RenderContext) -> object:
-        return _relational(self, ">", context)
-
-    async def evaluate_async(self, context: RenderContext) -> object:
-        return _relational(self, ">", context)
+    _op, _python = "<", operator.lt
 
 
-class _JSLe(LeExpression):
+class _JSGt(_JSRelational, GtExpression):
     __slots__ = ()
-
-    def evaluate(self, context: RenderContext) -> object:
-        return _relational(self, "<=", context)
-
-    async def evaluate_async(self, context: RenderContext) -> object:
-        return _relational(self, "<=", context)
+    _op, _python = ">", operator.gt
 
 
-class _JSGe(GeExpression):
+class _JSLe(_JSRelational, LeExpression):
     __slots__ = ()
+    _op, _python = "<=", operator.le
 
-    def evaluate(self, context: RenderContext) -> object:
-        return _relational(self, ">=", context)
 
-    async def evaluate_async(self, context: RenderContext) -> object:
-        return _relational(self, ">=", context)
+class _JSGe(_JSRelational, GeExpression):
+    __slots__ = ()
+    _op, _python = ">=", operator.ge
 
 
 def _strictly_equal(left: Any, right: Any) -> bool:
