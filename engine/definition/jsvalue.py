@@ -90,6 +90,8 @@ def text(value: object) -> str:
     "[object Object]"."""
     if isinstance(value, str):
         return value
+    if type(value) is int and -_SAFE_INTEGER <= value <= _SAFE_INTEGER:  # type: ignore[operator]
+        return str(value)
     if value is None:
         return "null"
     if value is UNDEFINED:

@@ -243,6 +243,9 @@ def liquidjs_text(value: object) -> str:
     """What LiquidJS prints for a value: nil and undefined print nothing, a list its items
     one after another, a number as JavaScript writes it (``2.0`` is ``2``), an object
     ``[object Object]``."""
+    kind = type(value)
+    if kind is int or kind is float or kind is bool:
+        return jsvalue.text(value)
     if isinstance(value, str):
         return value
     if value is None or is_undefined(value) or isinstance(value, Empty | Blank):
