@@ -20,7 +20,9 @@ from collections.abc import Callable, Mapping
 from typing import Any
 from urllib.parse import quote
 
-from liquid import Undefined, is_undefined
+from liquid import Environment, Undefined, is_undefined
+from liquid.builtin.filters.misc import date as liquid_date
+from liquid.filter import with_environment
 
 from engine.definition import jsvalue
 
@@ -176,6 +178,64 @@ def _ceil(value: float) -> float:
 
 def _floor(value: float) -> float:
     return value if math.isinf(value) else math.floor(value)
+
+
+_EPOCH_TEXT = re.compile(r"[0-9]+")
+
+
+def _utc_moment(value: object) -> object:
+    """The date a ``date`` filter formats, as LiquidJS reads it on a server in UTC: an
+    instant with an offset is shown in UTC, a number (or digits) is seconds since the
+    epoch, ``now``/``today`` the current time; other values are left to python-liquid."""
+    if isinstance(value, dt.datetime):
+        return value.astimezone(dt.UTC) if value.tzinfo is not None else value
+    if isinstance(value, int | float) and not isinstance(value, bool) or \
+            isinstance(value, str) and _EPOCH_TEXT.fullmatch(value):
+        try:
+            return dt.datetime.fromtimestamp(float(value), dt.UTC)  # type: ignore[arg-type]
+        except (OverflowError, OSError, ValueError):
+            return value
+    if value in ("now", "today"):
+        return dt.datetime.now(dt.UTC)
+    if isinstance(value, str):
+        try:
+            moment = dt.datetime.fromisoformat(value.strip())
+        except ValueError:
+            return value
+        return moment.astimezone(dt.UTC) if moment.tzinfo is not None else moment
+    return value
+
+
+_DEFAULT_DATE_FORMAT = "%A, %B %-e, %Y at %-l:%M %P %z"  # LiquidJS's, without a format
+_LIQUIDJS_DIRECTIVES = re.compile(r"%[%LNqs]")
+
+
+def _ordinal_suffix(day: int) -> str:
+    if day in (11, 12, 13):
+        return "th"
+    return {1: "st", 2: "nd", 3: "rd"}.get(day % 10, "th")
+
+
+def _directive(moment: dt.datetime, directive: str) -> str:
+    millisecond = f"{moment.microsecond // 1000:03d}"
+    return {"%%": "%%", "%L": millisecond, "%N": millisecond.ljust(9, "0"),
+            "%q": _ordinal_suffix(moment.day),
+            "%s": str(int(moment.timestamp()))}[directive]
+
+
+@with_environment
+def date(value: object, fmt: object = None, *, environment: Environment) -> object:
+    """LiquidJS's ``date`` on a server in UTC: python-liquid's strftime, in UTC, with
+    LiquidJS's ``%L`` (milliseconds), ``%N``, ``%q`` (``st``, ``nd``…) and default format."""
+    moment = _utc_moment(value)
+    if fmt is None or is_undefined(fmt):
+        fmt = _DEFAULT_DATE_FORMAT
+    if isinstance(moment, dt.datetime):
+        if moment.tzinfo is None:
+            moment = moment.replace(tzinfo=dt.UTC)  # JavaScript reads it as local: UTC
+        if isinstance(fmt, str):
+            fmt = _LIQUIDJS_DIRECTIVES.sub(lambda m: _directive(moment, m.group()), fmt)
+    return liquid_date(moment, fmt, environment=environment)
 
 
 def _text(value: object) -> str:
@@ -416,6 +476,7 @@ def raw(value: object) -> object:
 
 FILTERS: dict[str, Callable[..., Any]] = {
     "default": default,
+    "date": date,
     # LiquidJS's arithmetic is JavaScript's: `10 | divided_by: 3` is 3.3333333333333335,
     # `0.1 | plus: 0.2` is 0.30000000000000004, `2.5 | round` is 3, and text is a number.
     "plus": plus,

@@ -328,6 +328,21 @@ def test_string_literals_take_javascripts_escapes(template: str, expected: str) 
     assert render_text(template, {"text": "a\nb\nc"}) == expected
 
 
+@pytest.mark.parametrize(("template", "expected"), [
+    ('{{ "2024-01-15T10:05:03+02:00" | date: "%H:%M %z" }}', "08:05 +0000"),  # shown in UTC
+    ('{{ "2024-01-15T10:05:03" | date: "%H:%M %z" }}', "10:05 +0000"),  # no offset: UTC
+    ('{{ 1705312800 | date: "%Y-%m-%d %H:%M" }}', "2024-01-15 10:00"),  # epoch seconds
+    ('{{ "1705312800" | date: "%Y-%m-%d" }}', "2024-01-15"),
+    ('{{ "2024-01-15T10:05:03.123Z" | date: "%S.%L" }}', "03.123"),  # LiquidJS's %L
+    ('{{ "2024-01-02" | date: "%-d%q" }}', "2nd"),  # and %q
+    ('{{ "2024-01-15T10:05:03Z" | date: "100%% %s" }}', "100% 1705313103"),
+    ('{{ "2024-01-15T10:05:03Z" | date }}', "Monday, January 15, 2024 at 10:05 am +0000"),
+    ('{{ "not a date" | date: "%Y" }}', "not a date"),
+])
+def test_dates_format_as_liquidjs_on_a_server_in_utc(template: str, expected: str) -> None:
+    assert render_text(template, {}) == expected
+
+
 def test_unknown_filters_and_bad_expressions_still_fail_at_load() -> None:
     with pytest.raises(TemplateError, match="unknown filter 'to_json'"):
         compile_template("{{ x | to_json }}")
