@@ -70,6 +70,7 @@ from liquid.token import (
 )
 
 from engine.definition import jsvalue, template_filters
+from engine.definition.kql import field_segments
 
 __all__ = [
     "EXPRESSION_FILTERS",
@@ -497,7 +498,54 @@ def _group_by_exp(value: object, name: object, source: object, *,
     return template_filters.grouped(items, [None if is_undefined(r) else r for r in results])
 
 
+_UNSET = object()
+
+
+def _liquidjs_array(value: object) -> list[Any]:
+    # LiquidJS's toArray: a list as it is, an object as its [key, value] pairs, nil as none.
+    if isinstance(value, Mapping):
+        return [[key, item] for key, item in value.items()]
+    return template_filters.as_list(value)
+
+
+def _property(value: Any, segments: tuple[str, ...]) -> Any:
+    for segment in segments:
+        if isinstance(value, Mapping):
+            value = value.get(segment, jsvalue.UNDEFINED)
+        elif isinstance(value, list | tuple):
+            if (segment.lstrip("-").isdigit() and len(segment) < 18
+                    and -len(value) <= int(segment) < len(value)):
+                value = value[int(segment)]
+            elif segment in ("size", "first", "last"):
+                value = (len(value) if segment == "size" else
+                         (value[0] if segment == "first" else value[-1]) if value else None)
+            else:
+                value = jsvalue.UNDEFINED
+        elif isinstance(value, str) and segment == "size":
+            value = len(value)
+        else:
+            return jsvalue.UNDEFINED
+    return value
+
+
+def _where(value: object, prop: object, expected: object = _UNSET) -> list[Any]:
+    """LiquidJS's ``where``: the items whose property (a path: ``host.name``) equals
+    ``expected`` strictly, or is truthy when none is given; items without it are left out."""
+    segments = field_segments(jsvalue.text(prop) if not is_undefined(prop) else "")
+    kept = []
+    for item in _liquidjs_array(value):
+        found = _property(item, segments)
+        if expected is _UNSET or is_undefined(expected):
+            keep = found is not None and found is not False and found is not jsvalue.UNDEFINED
+        else:
+            keep = _strictly_equal(found, expected)
+        if keep:
+            kept.append(item)
+    return kept
+
+
 EXPRESSION_FILTERS = {
+    "where": _where,
     "where_exp": _where_exp,
     "find_exp": _find_exp,
     "group_by_exp": _group_by_exp,

@@ -27,6 +27,8 @@ SCOPE = {
                "count": 0, "tags": ["db", "prod"], "note": "", "nothing": None, "empty_object": {},
                "for": "f", "with": "w", "in": "i", "as": "a", "continue": "c"},
     "event": {"alert": {"score": 72, "host": "web-1", "labels": {"team": "sre", "tier": 1}},
+              "wrapped": [{"host": {"name": "a"}}, {"host": {"name": "b"}}, 7],
+              "mixed": [{"n": 1}, {"n": 1.0}, {"n": "1"}, 5, None],
               "items": [{"host": "a", "cpu": 10, "zone": "eu"},
                         {"host": "b", "cpu": 90, "zone": "us"},
                         {"host": "c", "cpu": 55, "zone": "eu"}]},
@@ -151,6 +153,11 @@ FILTERS = [
     ("event.items | group_by_exp: 'i', 'i.cpu > 50' | map: 'name'", [False, True]),
     ("inputs.tags | array_to_sentence_string", "db and prod"),
     ("event.items | map: 'host' | array_to_sentence_string: 'or'", "a, b, or c"),
+    # `where` reads a property path, compares strictly, and passes over what has none
+    ("event.items | where: 'zone', 'eu' | map: 'host'", ["a", "c"]),
+    ("event.wrapped | where: 'host.name', 'b' | size", 1),
+    ("event.mixed | where: 'n', 1 | size", 2),  # 1 and 1.0, not '1', not an int item
+    ("event.mixed | where: 'n' | size", 3),  # truthy
     # LiquidJS reads the argument `[]` as nothing: `default: []` gives undefined
     ("inputs.missing | default: []", None),
     ("inputs.missing | default", None),
