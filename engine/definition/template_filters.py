@@ -238,6 +238,21 @@ def date(value: object, fmt: object = None, *, environment: Environment) -> obje
     return liquid_date(moment, fmt, environment=environment)
 
 
+def first(value: object) -> object:
+    """LiquidJS's ``first``: the first item of a list or character of a string (undefined
+    when empty); anything else gives an empty string."""
+    if isinstance(value, str | list | tuple | range):
+        return value[0] if len(value) else Undefined("first")
+    return ""
+
+
+def last(value: object) -> object:
+    """LiquidJS's ``last``, as :func:`first` from the end."""
+    if isinstance(value, str | list | tuple | range):
+        return value[-1] if len(value) else Undefined("last")
+    return ""
+
+
 def _text(value: object) -> str:
     if value is None or is_undefined(value):
         return ""
@@ -477,6 +492,8 @@ def raw(value: object) -> object:
 FILTERS: dict[str, Callable[..., Any]] = {
     "default": default,
     "date": date,
+    "first": first,
+    "last": last,
     # LiquidJS's arithmetic is JavaScript's: `10 | divided_by: 3` is 3.3333333333333335,
     # `0.1 | plus: 0.2` is 0.30000000000000004, `2.5 | round` is 3, and text is a number.
     "plus": plus,

@@ -158,6 +158,11 @@ FILTERS = [
     ("event.wrapped | where: 'host.name', 'b' | size", 1),
     ("event.mixed | where: 'n', 1 | size", 2),  # 1 and 1.0, not '1', not an int item
     ("event.mixed | where: 'n' | size", 3),  # truthy
+    # `first` / `last`: a list's item or a string's character; anything else is ""
+    ("inputs.tags | first", "db"),
+    ("inputs.kind | last", "e"),
+    ("event.alert.labels | first", ""),
+    ("inputs.missing | first", ""),
     # LiquidJS reads the argument `[]` as nothing: `default: []` gives undefined
     ("inputs.missing | default: []", None),
     ("inputs.missing | default", None),
