@@ -192,8 +192,14 @@ def _markdown_filter(value: object) -> TrustedMarkdown:
     return TrustedMarkdown(liquidjs_text(value))
 
 
+# Tags Kibana deletes from its LiquidJS engine (LIQUID_ALLOWED_TAGS keeps the rest).
+_TAGS_KIBANA_REMOVES = ("tablerow", "ifchanged", "include", "render", "doc")
+
+
 def _build_environment(*, markdown: bool = False) -> Environment:
     environment = _SignoffEnvironment(autoescape=False, strict_filters=True)
+    for tag in _TAGS_KIBANA_REMOVES:
+        environment.tags.pop(tag, None)
     environment.add_tag(_MarkdownOutput if markdown else LiquidJSOutput)
     environment.add_tag(_MarkdownEcho if markdown else LiquidJSEcho)
     environment.add_tag(LiquidJSAssign)

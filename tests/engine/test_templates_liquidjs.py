@@ -355,6 +355,17 @@ def test_dates_format_as_liquidjs_on_a_server_in_utc(template: str, expected: st
     assert render_text(template, {}) == expected
 
 
+@pytest.mark.parametrize("template", [
+    "{% tablerow x in xs %}{{ x }}{% endtablerow %}",
+    "{% ifchanged %}x{% endifchanged %}",
+    '{% include "part" %}',
+    '{% render "part" %}',
+])
+def test_tags_kibana_removes_are_refused_at_load(template: str) -> None:
+    with pytest.raises(TemplateError, match="unexpected tag"):
+        compile_template(template)
+
+
 def test_unknown_filters_and_bad_expressions_still_fail_at_load() -> None:
     with pytest.raises(TemplateError, match="unknown filter 'to_json'"):
         compile_template("{{ x | to_json }}")
