@@ -21,14 +21,20 @@ import json
 import re
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from importlib import resources
 from typing import Any
 
 from jsonschema import Draft202012Validator
 
 from engine.definition import interface_checks, templates
-from engine.definition.conditions import Condition, Constant, is_template_condition, parse_condition
+from engine.definition.conditions import (
+    Condition,
+    Constant,
+    evaluate_template_condition,
+    is_template_condition,
+    parse_condition,
+)
 from engine.definition.loops import (
     FOREACH_IGNORED,
     FOREACH_OWN,
@@ -67,22 +73,18 @@ _BYTES = {"b": 1, "kb": 1024, "mb": 1024**2, "gb": 1024**3}
 
 @dataclass(frozen=True)
 class TemplateCondition(Condition):
-    """An ``if``/``condition`` written as one ``{{ ... }}`` or ``${{ ... }}`` template.
-
-    It holds when the expression yields something other than null, false, 0, an empty
-    string or collection, or the text "false"/"null". Unlike KQL, evaluating it can
-    raise TemplateError (a filter failing on the value): the runner fails the step.
+    """An ``if``/``condition`` written as one ``${{ ... }}`` template, evaluated as Elastic
+    does (:func:`engine.definition.conditions.evaluate_template_condition`): a boolean as
+    it is, a string read as KQL, undefined false; another value, a string that is not KQL
+    or a filter failing on the value raises, and the runner fails the step.
     """
 
     def __post_init__(self) -> None:
         templates.compile_template(self.text)
         object.__setattr__(self, "query", Constant(True))
 
-    def evaluate(self, scope: Mapping[str, Any]) -> bool:
-        value = templates.evaluate_expression(self.text, scope)
-        if isinstance(value, str):
-            return value.strip().lower() not in ("", "false", "null", "none", "0")
-        return bool(value)
+    def evaluate(self, scope: Mapping[str, Any], *, now: datetime | None = None) -> bool:
+        return evaluate_template_condition(self.text, scope, now=now)
 
     @property
     def references(self) -> frozenset[str]:
@@ -392,8 +394,7 @@ class Analysis:
             if isinstance(text, str) and is_template_condition(text):
                 condition: Condition = TemplateCondition(text)
             else:
-                condition = parse_condition(text if isinstance(text, str)
-                                            else "true" if text else "false")
+                condition = parse_condition(text)
         except (ConditionError, TemplateError) as exc:
             self.report.problem_in_scalar(path, exc.column - 1,
                                     f"invalid condition in {render(path)}: {exc}")

@@ -29,10 +29,12 @@ longer than a field name, and nesting (parentheses, ``not``, ``{``) is capped at
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from engine.definition.jsvalue import parse_float
 from engine.errors import ConditionError
 
 MAX_DEPTH = 100  # nested parentheses, braces and `not`s
@@ -81,6 +83,39 @@ class Value:
     text: str
     quoted: bool = False
     wildcard: Wildcard | None = None
+
+    @functools.cached_property
+    def literal(self) -> str | bool | None:
+        """The value as Kibana's KQL tree holds it: unquoted ``null``, ``true`` and
+        ``false`` are typed, everything else is text (a wildcard's stars as Kibana marks
+        them, ``@kuery-wildcard@``)."""
+        if self.quoted:
+            return self.text
+        if self.wildcard is not None:
+            return KUERY_WILDCARD.join(self.wildcard.pieces)
+        return _TYPED_LITERALS.get(self.text, self.text)
+
+    @functools.cached_property
+    def literal_text(self) -> str:
+        """JavaScript's ``String()`` of :attr:`literal`: ``null`` for null."""
+        literal = self.literal
+        if isinstance(literal, str):
+            return literal
+        return "null" if literal is None else "true" if literal else "false"
+
+    @functools.cached_property
+    def number(self) -> float:
+        """JavaScript's ``parseFloat`` of :attr:`literal`: NaN when it is no number."""
+        return parse_float(self.literal_text)
+
+    @functools.cached_property
+    def may_be_date_math(self) -> bool:
+        """Whether Kibana tries the text as date math (``now…`` or ``…||…``)."""
+        return self.literal_text.startswith("now") or "||" in self.literal_text
+
+
+KUERY_WILDCARD = "@kuery-wildcard@"  # how Kibana's KQL tree writes a value's `*`
+_TYPED_LITERALS: dict[str, bool | None] = {"null": None, "true": True, "false": False}
 
 
 # The query tree. A value group `f : (a or not b)` is built as `f : a or not f : b`, as KQL does.

@@ -11,16 +11,23 @@ property name, and an output's head is parsed with the grammar of its ``if`` tag
 expression trees are python-liquid's, so rendering costs what it did. Elastic's
 ternary ``cond ? a : b`` is rewritten to Liquid's ``a if cond else b`` first.
 
+LiquidJS runs in JavaScript, and that shows in a few more places, taught here too:
+``<``, ``>``, ``<=``, ``>=`` and ``contains`` compare as JavaScript does (python-liquid
+refuses a string against a number, and finds a key in an object); the argument ``[]``
+is nothing (undefined); and a ``for`` tag ignores everything after a ``|``.
+
 Used by engine/definition/templates.py, which builds the environments.
 """
 
 from __future__ import annotations
 
 import functools
+import operator
 import re
-from typing import Any
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any, TextIO
 
-from liquid import Environment, RenderContext, Token, is_undefined
+from liquid import Environment, RenderContext, Token, Undefined, is_undefined
 from liquid.ast import Node
 from liquid.builtin.expressions import (
     Filter,
@@ -30,10 +37,20 @@ from liquid.builtin.expressions import (
     parse_identifier,
     tokenize,
 )
-from liquid.builtin.expressions.logical import is_truthy, parse_boolean_primitive
+from liquid.builtin.expressions.logical import (
+    ContainsExpression,
+    GeExpression,
+    GtExpression,
+    LeExpression,
+    LtExpression,
+    is_truthy,
+    parse_boolean_primitive,
+)
+from liquid.builtin.expressions.primitive import Blank, Empty
 from liquid.builtin.output import Output, OutputNode
 from liquid.builtin.tags.assign_tag import AssignNode, AssignTag
-from liquid.builtin.tags.echo_tag import EchoTag
+from liquid.builtin.tags.echo_tag import EchoNode, EchoTag
+from liquid.builtin.tags.for_tag import TAG_FOR
 from liquid.exceptions import FilterArgumentError, LiquidSyntaxError
 from liquid.expression import Expression
 from liquid.filter import with_context
@@ -52,7 +69,8 @@ from liquid.token import (
     TOKEN_TAG,
 )
 
-from engine.definition import template_filters
+from engine.definition import jsvalue, template_filters
+from engine.definition.kql import field_segments
 
 __all__ = [
     "EXPRESSION_FILTERS",
@@ -60,14 +78,54 @@ __all__ = [
     "LiquidJSEcho",
     "LiquidJSOutput",
     "LiquidJSTokenStream",
+    "liquidjs_text",
+    "with_javascript_operators",
 ]
 
 # Liquid string literals have no escapes: a quote runs to the next quote of its kind.
 _TERNARY_LEXEME = re.compile(r"""(?P<string>"[^"]*"|'[^']*')|[?:|]""")
 
-# A filter argument `[]` (`| default: []`) stands for an empty list; python-liquid has
-# no list literal, so the tokens carry this marker until the filter is built.
+# LiquidJS reads a filter argument `[]` (`| default: []`) as nothing: undefined. python-liquid
+# cannot parse it, so the tokens carry this marker until the filter is built.
 _EMPTY_LIST = "\x00signoff-empty-list\x00"
+
+
+_ESCAPES = {"b": "\b", "f": "\f", "n": "\n", "r": "\r", "t": "\t", "v": "\v"}
+_OCTAL = "01234567"
+_HEX = "0123456789abcdefABCDEF"
+
+
+def _unescape(text: str) -> str:
+    """A string literal's text as LiquidJS reads it: ``\\n``, ``\\t``, ``\\uXXXX``, octal
+    ``\\101`` and ``\\x`` for any other ``x`` (python-liquid keeps the backslashes)."""
+    out: list[str] = []
+    i, end = 0, len(text)
+    while i < end:
+        char = text[i]
+        if char != "\\" or i + 1 == end:
+            out.append(char)
+            i += 1
+            continue
+        following = text[i + 1]
+        if following in _ESCAPES:
+            out.append(_ESCAPES[following])
+            i += 2
+        elif following == "u":
+            j, value = i + 2, 0
+            while j <= i + 5 and j < end and text[j] in _HEX:
+                value, j = value * 16 + int(text[j], 16), j + 1
+            out.append(chr(value))
+            i = j
+        elif following not in _OCTAL:
+            out.append(following)
+            i += 2
+        else:
+            j, value = i + 1, 0
+            while j <= i + 3 and j < end and text[j] in _OCTAL:
+                value, j = value * 8 + int(text[j]), j + 1
+            out.append(chr(value))
+            i = j
+    return "".join(out)
 
 
 def _tokenize(source: str, parent: Token, *, in_output: bool = False) -> list[Token]:
@@ -84,12 +142,18 @@ def _tokenize(source: str, parent: Token, *, in_output: bool = False) -> list[To
             token = token._replace(kind="word")
         elif in_output and kind == TOKEN_RBRACKET and tokens and tokens[-1].kind == TOKEN_LBRACKET:
             token = tokens.pop()._replace(kind=TOKEN_STRING, value=_EMPTY_LIST)
+        elif kind == TOKEN_STRING and "\\" in token.value:
+            token = token._replace(value=_unescape(token.value))
         tokens.append(token)
     return tokens
 
 
 class LiquidJSTokenStream(TokenStream):
-    """The template's token stream; each tag's expression is tokenized by ``_tokenize``."""
+    """The template's token stream; each tag's expression is tokenized by ``_tokenize``.
+
+    In a ``for`` tag, LiquidJS reads the collection and the loop's options up to a ``|``
+    and ignores the rest: ``{% for x in obj | entries %}`` loops over ``obj``.
+    """
 
     def into_inner(self, *, tag: Token | None = None, eat: bool = True) -> TokenStream:
         token = self.current
@@ -97,17 +161,22 @@ class LiquidJSTokenStream(TokenStream):
             raise LiquidSyntaxError("missing expression", token=tag or token)
         if eat:
             next(self)
-        return TokenStream(iter(_tokenize(token.value, token)))
+        tokens = _tokenize(token.value, token)
+        if tag is not None and tag.value == TAG_FOR:
+            pipe = next((i for i, t in enumerate(tokens) if t.kind == TOKEN_PIPE), None)
+            if pipe is not None:
+                tokens = [*tokens[:pipe], tokens[-1]._replace(kind=TOKEN_EOF, value="")]
+        return TokenStream(iter(tokens))
 
 
 class _EmptyList(Expression):
     __slots__ = ()
 
-    def evaluate(self, context: RenderContext) -> list[Any]:
-        return []
+    def evaluate(self, context: RenderContext) -> Undefined:
+        return Undefined("[]", token=self.token)
 
-    async def evaluate_async(self, context: RenderContext) -> list[Any]:
-        return []
+    async def evaluate_async(self, context: RenderContext) -> Undefined:
+        return Undefined("[]", token=self.token)
 
     def children(self) -> list[Expression]:
         return []
@@ -171,8 +240,54 @@ def _rewrite_ternary(expression: str) -> str | None:
     return None
 
 
+def liquidjs_text(value: object) -> str:
+    """What LiquidJS prints for a value: nil and undefined print nothing, a list its items
+    one after another, a number as JavaScript writes it (``2.0`` is ``2``), an object
+    ``[object Object]``."""
+    kind = type(value)
+    if kind is int or kind is float or kind is bool:
+        return jsvalue.text(value)
+    if isinstance(value, str):
+        return value
+    if value is None or is_undefined(value) or isinstance(value, Empty | Blank):
+        return ""
+    if isinstance(value, list | tuple | range):
+        return "".join(liquidjs_text(item) for item in value)
+    if isinstance(value, bool | int | float | Mapping):
+        return jsvalue.text(value)
+    return str(value)
+
+
+class LiquidJSOutputNode(OutputNode):
+    """An output that prints its value as LiquidJS does."""
+
+    __slots__ = ()
+
+    def render_to_output(self, context: RenderContext, buffer: TextIO) -> int:
+        value = self.expression.evaluate(context)
+        return buffer.write(value if type(value) is str else liquidjs_text(value))
+
+    async def render_to_output_async(self, context: RenderContext, buffer: TextIO) -> int:
+        return self.render_to_output(context, buffer)
+
+
+class LiquidJSEchoNode(EchoNode):
+    """``{% echo %}``, printing as LiquidJS does."""
+
+    __slots__ = ()
+
+    def render_to_output(self, context: RenderContext, buffer: TextIO) -> int:
+        value = self.expression.evaluate(context)
+        return buffer.write(value if type(value) is str else liquidjs_text(value))
+
+    async def render_to_output_async(self, context: RenderContext, buffer: TextIO) -> int:
+        return self.render_to_output(context, buffer)
+
+
 class LiquidJSOutput(Output):
     """The output statement as LiquidJS reads it, and ``cond ? a : b``."""
+
+    node_class: type[OutputNode] = LiquidJSOutputNode
 
     def parse(self, stream: TokenStream) -> OutputNode:
         token = stream.eat(TOKEN_OUTPUT)
@@ -182,6 +297,8 @@ class LiquidJSOutput(Output):
 
 class LiquidJSEcho(EchoTag):
     """``{% echo %}``, read as an output is."""
+
+    node_class: type[EchoNode] = LiquidJSEchoNode
 
     def parse(self, stream: TokenStream) -> Node:
         token = stream.eat(TOKEN_TAG)
@@ -203,6 +320,136 @@ class LiquidJSAssign(AssignTag):
 
 
 
+def _is_drop(expression: Expression, value: Any) -> bool:
+    # `nil`, `empty` and `blank` written in the template are LiquidJS drops, which are
+    # neither less nor greater than anything; a null value from the data is JavaScript's null.
+    return isinstance(expression, Nil | Empty | Blank) or isinstance(value, Empty | Blank)
+
+
+def _relational(expression: Any, op: str, left: Any, right: Any) -> bool:
+    left = jsvalue.UNDEFINED if is_undefined(left) else left
+    right = jsvalue.UNDEFINED if is_undefined(right) else right
+    if _is_drop(expression.left, left) or _is_drop(expression.right, right):
+        return False
+    return jsvalue.compare(_listed(left), op, _listed(right))
+
+
+def _listed(value: Any) -> Any:
+    return list(value) if isinstance(value, range) else value
+
+
+_SAFE = 2**53
+
+
+class _JSRelational:
+    """``<``, ``>``, ``<=``, ``>=`` as JavaScript compares. Two numbers, or two ASCII
+    strings, Python compares the same way, so they skip the conversions (an int past
+    2**53 is rounded to a double in JavaScript first, so it takes the long way)."""
+
+    __slots__ = ()
+    left: Expression
+    right: Expression
+    _op: str
+    _python: Callable[..., Any]
+
+    def evaluate(self, context: RenderContext) -> object:
+        left: Any = self.left.evaluate(context)
+        right: Any = self.right.evaluate(context)
+        left_type, right_type = type(left), type(right)
+        if left_type is str and right_type is str:
+            if left.isascii() and right.isascii():
+                return self._python(left, right)
+        elif ((left_type is int or left_type is float)
+              and (right_type is int or right_type is float)
+              and -_SAFE <= left <= _SAFE and -_SAFE <= right <= _SAFE):
+            return self._python(left, right)
+        return _relational(self, self._op, left, right)
+
+    async def evaluate_async(self, context: RenderContext) -> object:
+        return self.evaluate(context)
+
+
+class _JSLt(_JSRelational, LtExpression):
+    __slots__ = ()
+    _op, _python = "<", operator.lt
+
+
+class _JSGt(_JSRelational, GtExpression):
+    __slots__ = ()
+    _op, _python = ">", operator.gt
+
+
+class _JSLe(_JSRelational, LeExpression):
+    __slots__ = ()
+    _op, _python = "<=", operator.le
+
+
+class _JSGe(_JSRelational, GeExpression):
+    __slots__ = ()
+    _op, _python = ">=", operator.ge
+
+
+def _strictly_equal(left: Any, right: Any) -> bool:
+    """LiquidJS's ``equals`` as ``contains`` uses it: lists item by item, else ``===``."""
+    if isinstance(left, list | tuple):
+        return (isinstance(right, list | tuple) and len(left) == len(right)
+                and all(_strictly_equal(a, b) for a, b in zip(left, right, strict=True)))
+    if jsvalue.is_number(left) and jsvalue.is_number(right):
+        return jsvalue.to_number(left) == jsvalue.to_number(right)
+    if isinstance(left, str) and isinstance(right, str):
+        return left == right
+    if isinstance(left, bool) and isinstance(right, bool):
+        return left == right
+    return left is right  # null, undefined, and an object only to itself
+
+
+def _contains(expression: Any, context: RenderContext) -> bool:
+    left = expression.left.evaluate(context)
+    right = expression.right.evaluate(context)
+    if type(right) is str and (type(left) is list or type(left) is str):
+        return right in left  # a string equals only a string, in both languages
+    left = _listed(jsvalue.UNDEFINED if is_undefined(left) else left)
+    right = _listed(jsvalue.UNDEFINED if is_undefined(right) else right)
+    if _is_drop(expression.left, left) and not isinstance(expression.left, Nil):
+        left = ""  # `empty` and `blank` are the empty string to JavaScript
+    if isinstance(left, list | tuple):
+        return any(_strictly_equal(item, right) for item in left)
+    if isinstance(left, str):
+        return jsvalue.text(right) in left  # String.prototype.indexOf converts its argument
+    return False  # an object, a number, nil: LiquidJS finds nothing in them
+
+
+class _JSContains(ContainsExpression):
+    __slots__ = ()
+
+    def evaluate(self, context: RenderContext) -> object:
+        return _contains(self, context)
+
+    async def evaluate_async(self, context: RenderContext) -> object:
+        return _contains(self, context)
+
+
+_JAVASCRIPT_OPERATORS: dict[type[Expression], type[Expression]] = {
+    LtExpression: _JSLt, GtExpression: _JSGt, LeExpression: _JSLe, GeExpression: _JSGe,
+    ContainsExpression: _JSContains,
+}
+
+
+def with_javascript_operators(expressions: Iterable[Expression]) -> None:
+    """Make ``<``, ``>``, ``<=``, ``>=`` and ``contains`` in these expressions (and those
+    inside them) compare as LiquidJS does, in JavaScript: ``"10" > 9`` converts the
+    string to a number, ``"10" > "9"`` compares text by UTF-16 code units, and an object
+    contains nothing. The nodes are python-liquid's, retyped in place once, when parsed.
+    """
+    pending = list(expressions)
+    while pending:
+        expression = pending.pop()
+        javascript = _JAVASCRIPT_OPERATORS.get(type(expression))
+        if javascript is not None:
+            expression.__class__ = javascript
+        pending.extend(expression.children())
+
+
 @functools.lru_cache(maxsize=4096)
 def _item_expression(environment: Environment, source: str) -> Expression:
     """The expression of a ``where_exp``/``find_exp``/``group_by_exp`` (``"i.size > 3"``)."""
@@ -210,6 +457,7 @@ def _item_expression(environment: Environment, source: str) -> Expression:
     tokens = TokenStream(iter(_tokenize(source, token)))
     expression = parse_boolean_primitive(environment, tokens)
     tokens.eat(TOKEN_EOF)
+    with_javascript_operators([expression])
     return expression
 
 
@@ -250,7 +498,54 @@ def _group_by_exp(value: object, name: object, source: object, *,
     return template_filters.grouped(items, [None if is_undefined(r) else r for r in results])
 
 
+_UNSET = object()
+
+
+def _liquidjs_array(value: object) -> list[Any]:
+    # LiquidJS's toArray: a list as it is, an object as its [key, value] pairs, nil as none.
+    if isinstance(value, Mapping):
+        return [[key, item] for key, item in value.items()]
+    return template_filters.as_list(value)
+
+
+def _property(value: Any, segments: tuple[str, ...]) -> Any:
+    for segment in segments:
+        if isinstance(value, Mapping):
+            value = value.get(segment, jsvalue.UNDEFINED)
+        elif isinstance(value, list | tuple):
+            if (segment.lstrip("-").isdigit() and len(segment) < 18
+                    and -len(value) <= int(segment) < len(value)):
+                value = value[int(segment)]
+            elif segment in ("size", "first", "last"):
+                value = (len(value) if segment == "size" else
+                         (value[0] if segment == "first" else value[-1]) if value else None)
+            else:
+                value = jsvalue.UNDEFINED
+        elif isinstance(value, str) and segment == "size":
+            value = len(value)
+        else:
+            return jsvalue.UNDEFINED
+    return value
+
+
+def _where(value: object, prop: object, expected: object = _UNSET) -> list[Any]:
+    """LiquidJS's ``where``: the items whose property (a path: ``host.name``) equals
+    ``expected`` strictly, or is truthy when none is given; items without it are left out."""
+    segments = field_segments(jsvalue.text(prop) if not is_undefined(prop) else "")
+    kept = []
+    for item in _liquidjs_array(value):
+        found = _property(item, segments)
+        if expected is _UNSET or is_undefined(expected):
+            keep = found is not None and found is not False and found is not jsvalue.UNDEFINED
+        else:
+            keep = _strictly_equal(found, expected)
+        if keep:
+            kept.append(item)
+    return kept
+
+
 EXPRESSION_FILTERS = {
+    "where": _where,
     "where_exp": _where_exp,
     "find_exp": _find_exp,
     "group_by_exp": _group_by_exp,

@@ -20,7 +20,11 @@ from collections.abc import Callable, Mapping
 from typing import Any
 from urllib.parse import quote
 
-from liquid import is_undefined
+from liquid import Environment, Undefined, is_undefined
+from liquid.builtin.filters.misc import date as liquid_date
+from liquid.filter import with_environment
+
+from engine.definition import jsvalue
 
 __all__ = ["FILTERS", "as_list", "grouped"]
 
@@ -32,6 +36,221 @@ def as_list(value: object) -> list[Any]:
     if isinstance(value, list | tuple):
         return list(value)
     return [value]
+
+
+_NO_DEFAULT = object()
+
+
+def default(value: object, default_: object = _NO_DEFAULT, *,
+            allow_false: object = False) -> object:
+    """LiquidJS's ``default``: an empty string or list, false, nil and undefined give the
+    default (undefined when none is given); 0 and objects, even empty ones, stay."""
+    fallback = Undefined("default") if default_ is _NO_DEFAULT else default_
+    if isinstance(value, str | list | tuple):
+        return value if value else fallback
+    if value is False and allow_false not in (False, None, 0, "") and \
+            not is_undefined(allow_false):
+        return value
+    if value is None or value is False or is_undefined(value):
+        return fallback
+    return value
+
+
+def _number(value: object) -> float:
+    # LiquidJS's toNumber: JavaScript's unary plus, with NaN (and -0) as 0.
+    if type(value) is float:
+        number = value
+    elif type(value) is int and -2**53 <= value <= 2**53:  # type: ignore[operator]
+        return float(value)  # type: ignore[arg-type]
+    else:
+        number = jsvalue.to_number(jsvalue.UNDEFINED if is_undefined(value) else value)
+    return number if number == number and number != 0 else 0.0
+
+
+def _whole(value: float) -> int | float:
+    """A JavaScript number as the value a run holds: an int when it is a whole number."""
+    if type(value) is int:  # math.floor and math.ceil give ints
+        return value
+    return int(value) if value.is_integer() and -2**53 <= value <= 2**53 else value
+
+
+def plus(value: object, other: object = 0) -> int | float:
+    """LiquidJS's ``plus``: JavaScript's ``+`` on the operands as numbers."""
+    return _whole(_number(value) + _number(other))
+
+
+def minus(value: object, other: object = 0) -> int | float:
+    """LiquidJS's ``minus``."""
+    return _whole(_number(value) - _number(other))
+
+
+def times(value: object, other: object = 0) -> int | float:
+    """LiquidJS's ``times``."""
+    return _whole(_number(value) * _number(other))
+
+
+def divided_by(value: object, divisor: object = 0, integer: object = False) -> int | float:
+    """LiquidJS's ``divided_by``: true division, rounded down with a truthy third argument;
+    by 0 it is Infinity or NaN, as in JavaScript."""
+    if integer is False:
+        dividend, by = _number(value), _number(divisor)
+        return _whole(dividend / by if by else _divide(dividend, by))
+    return _whole(_divide(_number(value), _number(divisor), _number(integer)))
+
+
+def modulo(value: object, divisor: object = 0) -> int | float:
+    """LiquidJS's ``modulo``: the remainder with the divisor's sign."""
+    return _whole(_modulo(_number(value), _number(divisor)))
+
+
+def round_(value: object, digits: object = 0) -> int | float:
+    """LiquidJS's ``round``: half up, at ``digits`` decimals."""
+    number = _number(value)
+    if digits == 0 and abs(number) <= 2**53 - 1:  # Math.round, on the magnitude
+        whole = math.floor(abs(number))
+        rounded = whole + 1 if abs(number) - whole >= 0.5 else whole
+        return -rounded if number < 0 else rounded
+    return _whole(_round(number, _number(digits)))
+
+
+def abs_(value: object) -> int | float:
+    """LiquidJS's ``abs``."""
+    return _whole(abs(_number(value)))
+
+
+def ceil(value: object) -> int | float:
+    """LiquidJS's ``ceil``."""
+    return _whole(_ceil(_number(value)))
+
+
+def floor(value: object) -> int | float:
+    """LiquidJS's ``floor``."""
+    return _whole(_floor(_number(value)))
+
+
+def at_least(value: object, *others: object) -> int | float:
+    """LiquidJS's ``at_least``: the largest of the operands."""
+    return _whole(max((_number(value), *map(_number, others))))
+
+
+def at_most(value: object, *others: object) -> int | float:
+    """LiquidJS's ``at_most``: the smallest of the operands."""
+    return _whole(min((_number(value), *map(_number, others))))
+
+
+def _divide(dividend: float, divisor: float, integer: float = 0) -> float:
+    if divisor == 0:
+        return math.nan if dividend == 0 else math.copysign(math.inf, dividend) * \
+            math.copysign(1, divisor)
+    return math.floor(dividend / divisor) if integer else dividend / divisor
+
+
+def _modulo(value: float, divisor: float) -> float:
+    if divisor == 0 or math.isinf(value):
+        return math.nan
+    return math.fmod(math.fmod(value, divisor) + divisor, divisor)  # JavaScript's %
+
+
+def _shift(number: float, exponent: float) -> float:
+    # LiquidJS moves the decimal point in the number's text, not by multiplying: repr()
+    # has the digits String() has, so the number read back is the same.
+    if not exponent:
+        return number
+    mantissa, _, power = repr(float(number)).partition("e")
+    try:
+        return float(f"{mantissa}e{int(power or 0) + int(exponent)}")
+    except ValueError:
+        return math.nan  # Infinity
+
+
+def _round(value: float, digits: float = 0) -> float:
+    scaled = _shift(abs(value), digits)
+    if not scaled <= 2**53 - 1:
+        return value
+    whole = math.floor(scaled)
+    rounded = _shift(whole + 1 if scaled - whole >= 0.5 else whole, -digits)  # Math.round
+    return -rounded if value < 0 else rounded
+
+
+def _ceil(value: float) -> float:
+    return value if math.isinf(value) else math.ceil(value)
+
+
+def _floor(value: float) -> float:
+    return value if math.isinf(value) else math.floor(value)
+
+
+_EPOCH_TEXT = re.compile(r"[0-9]+")
+
+
+def _utc_moment(value: object) -> object:
+    """The date a ``date`` filter formats, as LiquidJS reads it on a server in UTC: an
+    instant with an offset is shown in UTC, a number (or digits) is seconds since the
+    epoch, ``now``/``today`` the current time; other values are left to python-liquid."""
+    if isinstance(value, dt.datetime):
+        return value.astimezone(dt.UTC) if value.tzinfo is not None else value
+    if isinstance(value, int | float) and not isinstance(value, bool) or \
+            isinstance(value, str) and _EPOCH_TEXT.fullmatch(value):
+        try:
+            return dt.datetime.fromtimestamp(float(value), dt.UTC)  # type: ignore[arg-type]
+        except (OverflowError, OSError, ValueError):
+            return value
+    if value in ("now", "today"):
+        return dt.datetime.now(dt.UTC)
+    if isinstance(value, str):
+        try:
+            moment = dt.datetime.fromisoformat(value.strip())
+        except ValueError:
+            return value
+        return moment.astimezone(dt.UTC) if moment.tzinfo is not None else moment
+    return value
+
+
+_DEFAULT_DATE_FORMAT = "%A, %B %-e, %Y at %-l:%M %P %z"  # LiquidJS's, without a format
+_LIQUIDJS_DIRECTIVES = re.compile(r"%[%LNqs]")
+
+
+def _ordinal_suffix(day: int) -> str:
+    if day in (11, 12, 13):
+        return "th"
+    return {1: "st", 2: "nd", 3: "rd"}.get(day % 10, "th")
+
+
+def _directive(moment: dt.datetime, directive: str) -> str:
+    millisecond = f"{moment.microsecond // 1000:03d}"
+    return {"%%": "%%", "%L": millisecond, "%N": millisecond.ljust(9, "0"),
+            "%q": _ordinal_suffix(moment.day),
+            "%s": str(int(moment.timestamp()))}[directive]
+
+
+@with_environment
+def date(value: object, fmt: object = None, *, environment: Environment) -> object:
+    """LiquidJS's ``date`` on a server in UTC: python-liquid's strftime, in UTC, with
+    LiquidJS's ``%L`` (milliseconds), ``%N``, ``%q`` (``st``, ``nd``…) and default format."""
+    moment = _utc_moment(value)
+    if fmt is None or is_undefined(fmt):
+        fmt = _DEFAULT_DATE_FORMAT
+    if isinstance(moment, dt.datetime):
+        if moment.tzinfo is None:
+            moment = moment.replace(tzinfo=dt.UTC)  # JavaScript reads it as local: UTC
+        if isinstance(fmt, str):
+            fmt = _LIQUIDJS_DIRECTIVES.sub(lambda m: _directive(moment, m.group()), fmt)
+    return liquid_date(moment, fmt, environment=environment)
+
+
+def first(value: object) -> object:
+    """LiquidJS's ``first``: the first item of a list or character of a string (undefined
+    when empty); anything else gives an empty string."""
+    if isinstance(value, str | list | tuple | range):
+        return value[0] if len(value) else Undefined("first")
+    return ""
+
+
+def last(value: object) -> object:
+    """LiquidJS's ``last``, as :func:`first` from the end."""
+    if isinstance(value, str | list | tuple | range):
+        return value[-1] if len(value) else Undefined("last")
+    return ""
 
 
 def _text(value: object) -> str:
@@ -271,6 +490,23 @@ def raw(value: object) -> object:
 
 
 FILTERS: dict[str, Callable[..., Any]] = {
+    "default": default,
+    "date": date,
+    "first": first,
+    "last": last,
+    # LiquidJS's arithmetic is JavaScript's: `10 | divided_by: 3` is 3.3333333333333335,
+    # `0.1 | plus: 0.2` is 0.30000000000000004, `2.5 | round` is 3, and text is a number.
+    "plus": plus,
+    "minus": minus,
+    "times": times,
+    "divided_by": divided_by,
+    "modulo": modulo,
+    "round": round_,
+    "abs": abs_,
+    "ceil": ceil,
+    "floor": floor,
+    "at_least": at_least,
+    "at_most": at_most,
     "json_parse": json_parse,
     "entries": entries,
     "pick": pick,

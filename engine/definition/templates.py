@@ -1,13 +1,15 @@
 """Liquid templates in step options: text rendering, typed ``${{ }}`` values, analysis.
 
 A string holding ``{{ expr }}`` or ``{% tag %}`` renders to text. A string that is
-exactly ``${{ expr }}`` (surrounding whitespace allowed) evaluates to the expression's
-own value, so a list stays a list and an int an int. Inside ``{{ }}`` the Elastic
-Workflows ternary ``cond ? a : b`` is accepted and read as Liquid's ``a if cond else b``.
+exactly ``${{ expr }}`` (starting with ``$`` and ending with ``}}``, as Kibana requires)
+evaluates to the expression's own value, so a list stays a list and an int an int.
+Inside ``{{ }}`` the Elastic Workflows ternary ``cond ? a : b`` is accepted and read as
+Liquid's ``a if cond else b``.
 
 Templates are read as Elastic's LiquidJS reads them (engine/definition/liquidjs.py):
-``{{ a > 3 and b == 'x' }}`` renders ``true`` or ``false``, ``inputs.limit`` is a
-property, and Elastic's filters are there (engine/definition/template_filters.py).
+``{{ a > 3 and b == 'x' }}`` renders ``true`` or ``false``, ``<`` and ``contains`` compare
+as JavaScript does, a ``for`` tag ignores a filter, ``inputs.limit`` is a property, and
+Elastic's filters are there (engine/definition/template_filters.py).
 
 A :class:`MarkdownTemplate` (a human step's ``message``: Markdown a reviewer reads)
 renders with every interpolated value escaped for Markdown, so event data shows as
@@ -43,7 +45,6 @@ from liquid.exceptions import (
 from liquid.expression import Expression
 from liquid.filter import int_arg
 from liquid.parser import get_parser
-from liquid.stringify import to_liquid_string
 
 from engine.definition import template_filters
 from engine.definition.liquidjs import (
@@ -52,6 +53,8 @@ from engine.definition.liquidjs import (
     LiquidJSEcho,
     LiquidJSOutput,
     LiquidJSTokenStream,
+    liquidjs_text,
+    with_javascript_operators,
 )
 from engine.definition.markdown_escape import (
     CodeTracker,
@@ -76,7 +79,8 @@ __all__ = [
 _CACHE_SIZE = 4096
 
 # The whole value is one output statement marked with "$": keep the expression's type.
-_TYPED = re.compile(r"\s*\$(?P<output>\{\{.*\}\})\s*", re.DOTALL)
+# As in Kibana, nothing may stand before the "$" or after the "}}", not even a space.
+_TYPED = re.compile(r"\$(?P<output>\{\{.*\}\})", re.DOTALL)
 
 
 class _SignoffEnvironment(Environment):
@@ -103,7 +107,9 @@ def _json_default(obj: object) -> object:
     return str(obj)
 
 
-def _json_filter(obj: object, indent: object = None) -> str:
+def _json_filter(obj: object, indent: object = None) -> object:
+    if is_undefined(obj):
+        return obj  # JSON.stringify(undefined) is undefined, which renders as nothing
     separators = (",", ":") if indent is None else None
     return json.dumps(
         obj,
@@ -148,7 +154,7 @@ def _markdown_value(value: object, code: str | None) -> str:
     """An output's text, escaped for where it lands: in code (``code``) or not (None)."""
     if isinstance(value, TrustedMarkdown):
         return value
-    return escaped_for(to_liquid_string(value, autoescape=False), code)
+    return escaped_for(liquidjs_text(value), code)
 
 
 _TRACKERS = "signoff_markdown_code"  # RenderContext.tag_namespace keys
@@ -207,11 +213,17 @@ class _MarkdownEcho(LiquidJSEcho):
 
 
 def _markdown_filter(value: object) -> TrustedMarkdown:
-    return TrustedMarkdown(to_liquid_string(value, autoescape=False))
+    return TrustedMarkdown(liquidjs_text(value))
+
+
+# Tags Kibana deletes from its LiquidJS engine (LIQUID_ALLOWED_TAGS keeps the rest).
+_TAGS_KIBANA_REMOVES = ("tablerow", "ifchanged", "include", "render", "doc")
 
 
 def _build_environment(*, markdown: bool = False) -> Environment:
     environment = _SignoffEnvironment(autoescape=False, strict_filters=True)
+    for tag in _TAGS_KIBANA_REMOVES:
+        environment.tags.pop(tag, None)
     environment.add_tag(_MarkdownOutput if markdown else LiquidJSOutput)
     environment.add_tag(_MarkdownEcho if markdown else LiquidJSEcho)
     environment.add_tag(LiquidJSAssign)
@@ -260,12 +272,23 @@ def _parse(source: str, text: str, offset: int, markdown: bool = False) -> Bound
         template = environment.from_string(source)
     except LiquidError as exc:
         raise _from_liquid(exc, text, offset) from exc
+    with_javascript_operators(_expressions(template))
     # Liquid reports an unknown filter only when it is applied; find it now instead.
     for name, spans in template.analyze(include_partials=False).filters.items():
         if name not in environment.filters:
             hint = " (it applies only in a human step's message)" if name == "markdown" else ""
             raise _error(f"unknown filter {name!r}{hint}", text, offset + spans[0].index)
     return template
+
+
+def _expressions(template: BoundTemplate) -> Iterable[Expression]:
+    """Every expression of the template's nodes, nested blocks included."""
+    context = RenderContext(template)
+    pending = list(template.nodes)
+    while pending:
+        node = pending.pop()
+        yield from node.expressions()
+        pending.extend(node.children(context, include_partials=False))
 
 
 def _compiled_for(text: str) -> _Compiled:
@@ -316,14 +339,14 @@ def _render_once(compiled: _Compiled, scope: Mapping[str, Any],
     return buffer.getvalue(), context
 
 
-def _evaluate(compiled: _Compiled, scope: Mapping[str, Any]) -> Any:
+def _evaluate(compiled: _Compiled, scope: Mapping[str, Any], undefined: Any = None) -> Any:
     assert compiled.expression is not None
     try:
         result = compiled.expression.evaluate(RenderContext(compiled.template, globals=scope))
     except LiquidError as exc:
         raise _from_liquid(exc, compiled.text, compiled.offset) from exc
     if is_undefined(result):
-        return None
+        return undefined
     if isinstance(result, range):
         return list(result)
     return result
@@ -386,12 +409,12 @@ def render_value(value: Any, scope: Mapping[str, Any]) -> Any:
     return value
 
 
-def evaluate_expression(expr: str, scope: Mapping[str, Any]) -> Any:
+def evaluate_expression(expr: str, scope: Mapping[str, Any], *, undefined: Any = None) -> Any:
     """The typed value of a Liquid expression, bare or wrapped in ``{{ }}``/``${{ }}``.
 
-    An undefined variable gives None.
+    An undefined value (a missing variable) gives ``undefined``, None unless told.
     """
-    return _evaluate(_compile_expression(expr), scope)
+    return _evaluate(_compile_expression(expr), scope, undefined)
 
 
 @functools.lru_cache(maxsize=_CACHE_SIZE)

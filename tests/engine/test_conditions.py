@@ -11,7 +11,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from engine.definition.conditions import (
-    READ_LIMIT,
+    MAX_LIST_DEPTH,
     Condition,
     is_template_condition,
     parse_condition,
@@ -62,7 +62,7 @@ def error_for(text: str) -> ConditionError:
         ("count : 5.0", True),
         ("count : 6", False),
         ("ratio : 0.25", True),
-        ("nothing : null", True),
+        ("nothing : null", False),  # null equals nothing, as in Kibana
         ('nothing : "null"', False),
         ("count : null", False),
         ("steps.review.output : ana", False),  # a mapping equals no value
@@ -86,7 +86,9 @@ def test_quoted_values_keep_escapes_spaces_and_keywords_literal() -> None:
     [
         ("approved : true", {"approved": True}, True),
         ("approved : true", {"approved": "true"}, True),
-        ("approved : TRUE", {"approved": True}, True),
+        ("approved : TRUE", {"approved": True}, False),  # only the text "true" is true
+        ("approved : TRUE", {"approved": False}, True),  # ...so anything else equals false
+        ("approved : no", {"approved": False}, True),
         ('approved : "true"', {"approved": True}, True),
         ("approved : true", {"approved": 1}, False),
         ("approved : false", {"approved": False}, True),
@@ -98,6 +100,8 @@ def test_quoted_values_keep_escapes_spaces_and_keywords_literal() -> None:
         ("count : 5", {"count": True}, False),
         ("count : five", {"count": 5}, False),
         ("count : -2.5e1", {"count": -25}, True),
+        ("count : 5abc", {"count": 5}, True),  # parseFloat reads the number it starts with
+        ("count : 05", {"count": "5"}, False),  # a string compares as text
     ],
 )
 def test_values_are_coerced_like_kibana(text: str, scope: dict[str, Any], expected: bool) -> None:
@@ -138,7 +142,15 @@ def test_star_means_the_field_exists_and_is_not_null(text: str, expected: bool) 
         (r"host : web\*", "web*", True),
         (r"host : web\*", "web-01", False),
         ("host : web-*", 5, False),
-        ("host : 5*", 55, False),  # wildcards match strings only
+        ("host : 5*", 55, True),  # a number matches as its text
+        ("host : 5*", 65, False),
+        ("host : 2.5*", 2.5, True),
+        ("host : 2.0", 2.0, True),
+        ("host : 2*", 2.0, True),  # 2.0 is the text "2"
+        ("host : 2.*", 2.0, False),
+        ("host : tr*", True, True),
+        ("host : *", {"a": 1}, True),  # an object exists
+        ("host : x*", {"a": 1}, True),  # ...whatever the pattern
         # a prefix, a suffix, an infix: the first piece is anchored at the start, the last at the end
         ("host : *failed*login*", "sshd: failed password; login refused", True),
         ("host : *failed*login*", "login failed", False),  # pieces in order
@@ -191,22 +203,23 @@ def test_wildcards_agree_with_a_whole_string_regex(pattern: str, value: str) -> 
     assert holds(f"host : {pattern}", {"host": value}) is expected
 
 
-def test_a_wildcard_reads_the_first_64_kib_of_a_string() -> None:
-    within = "x" * (READ_LIMIT - len("failed login")) + "failed login" + "y" * 10
-    beyond = "x" * READ_LIMIT + "failed login"
-    assert holds("msg : *failed*login*", {"msg": within})
-    assert not holds("msg : *failed*login*", {"msg": beyond})
-    assert holds("msg : x*", {"msg": beyond})
-    assert not holds("msg : *login", {"msg": beyond})  # the end it sees is the cap's
-    assert holds(f'msg : "{beyond}"', {"msg": beyond})  # equality needs no cap: it is exact
-    assert not holds(f'msg : "{beyond}"', {"msg": beyond + "!"})
+def test_a_wildcard_reads_the_whole_string_in_linear_time() -> None:
+    long = "x" * 1_000_000 + "failed login"
+    assert holds("msg : *failed*login", {"msg": long})
+    assert not holds("msg : *failed*login*x", {"msg": long})
+    assert holds("msg : *login", {"msg": long})
 
 
-def test_a_string_longer_than_the_cap_is_never_a_number() -> None:
-    assert holds("n > 5", {"n": "9" * READ_LIMIT})
-    assert not holds("n > 5", {"n": "9" * (READ_LIMIT + 1)})
-    assert not holds("n < 5", {"n": "9" * (READ_LIMIT + 1)})
-    assert holds("day < 2025-01-01", {"day": "2024-12-31" + "x" * READ_LIMIT})  # text compares
+def test_a_path_through_lists_nested_too_deep_matches_nothing() -> None:
+    def nest(depth: int) -> Any:
+        value: Any = {"name": "web-01"}
+        for _ in range(depth):
+            value = [value]
+        return value
+
+    assert holds("host.name : web-01", {"host": nest(MAX_LIST_DEPTH)})
+    assert not holds("host.name : web-01", {"host": nest(MAX_LIST_DEPTH + 1)})
+    assert not holds("host.name : web-01", {"host": nest(sys.getrecursionlimit() * 2)})
 
 
 def test_lists_nested_deeper_than_the_recursion_limit_evaluate() -> None:
@@ -220,15 +233,16 @@ def test_lists_nested_deeper_than_the_recursion_limit_evaluate() -> None:
 @pytest.mark.parametrize(
     ("text", "value", "expected"),
     [
-        ("n > 5", "1" * 5000, True),  # past int()'s 4,300 digits: read as a float
-        ("n < 5", "1" * 5000, False),
-        ("n > 5", "1" * 20_000 + "x", False),  # not a number
-        ("n : 5", "5" + "0" * 5000, False),
-        ("n > 5", "6." + "0" * 5000, True),
+        ("n > 5", "1" * 5000, False),  # text against text: "1…" sorts before "5"
+        ("n < 5", "1" * 5000, True),
+        ("n > 5", 10**400, True),  # a number past a double's range is Infinity
+        ("n : 5", 5 * 10**400, False),
+        ("n < 7", "6." + "0" * 5000, True),
+        ("n : 1" + "0" * 400, 10**400, True),  # both Infinity, as in JavaScript
     ],
 )
-def test_long_numeric_strings_compare_without_raising(text: str, value: str,
-                                                      expected: bool) -> None:
+def test_long_numbers_and_strings_compare_without_raising(text: str, value: Any,
+                                                          expected: bool) -> None:
     assert holds(text, {"n": value}) is expected
 
 
@@ -243,13 +257,15 @@ def test_long_numeric_strings_compare_without_raising(text: str, value: str,
         ("count > 5", False),
         ("count>=5", True),
         ("ratio < 1", True),
-        ("text_count > 9", True),  # numeric strings compare as numbers
+        ("text_count > 9", False),  # a string compares as text: "12" sorts before "9"
+        ("text_count > 10", True),
         ('created > "2024-01-01"', True),
         ('created < "2024-05-01T09:00:00Z"', False),
         ("created < 2024-06", True),
-        ("created > 2024", False),  # a number against text that is not a number
-        ("steps.review.output.reviewer > 5", False),
-        ("steps.review.output.approved > 0", False),
+        ("created > 2024", True),  # text: "2024-05-01…" sorts after "2024"
+        ("steps.review.output.reviewer > 5", True),  # text: "a" sorts after "5"
+        ("steps.review.output.approved > 0", True),  # true > false: "0" is not "true"
+        ("steps.review.output.approved > true", False),
         ("nothing < 1", False),
         ("steps.review < 1", False),
         ("missing < 1", False),
@@ -316,7 +332,9 @@ def test_value_groups(text: str, expected: bool) -> None:
         ("tags : eu", True),
         ("tags : us", False),
         ("tags : e*", True),
-        ("event.alerts.host.name : db-01", False),  # lists are indexed, not traversed by name
+        ("event.alerts.host.name : db-01", True),  # a name reads every item of a list
+        ("event.alerts.host.name : mail-*", False),
+        ("event.alerts.severity : (high and low)", True),  # the values found, as one list
         ("event.alerts[1].host.name : db-01", True),
         ("event.alerts[0].host.name : web-*", True),
         ("event.alerts.0.severity : high", True),
@@ -360,15 +378,18 @@ def test_whole_condition_may_be_a_boolean_literal() -> None:
     assert holds("true", {}) is True
     assert holds("  FALSE ", {}) is False
     assert holds("false or count : 5") is True
-    assert parse_condition(True) is parse_condition("true")  # type: ignore[arg-type]
-    assert parse_condition(False).evaluate({}) is False  # type: ignore[arg-type]
+    assert holds(" true\n", {}) is True  # trimmed as JavaScript trims
+    assert parse_condition(True).evaluate({}) is True
+    assert parse_condition(False).evaluate({}) is False
+    assert parse_condition(True) != parse_condition("true")  # a YAML boolean is no text
 
 
-def test_flattened_dotted_keys_resolve_like_nested_ones() -> None:
+def test_a_dotted_key_is_not_a_path() -> None:
+    # Kibana reads one property per segment: "kibana.alert.rule.name" as one key is not found.
     alert = {"kibana.alert.rule.name": "Brute force", "host": {"os.name": "linux"}}
-    assert holds('kibana.alert.rule.name : "Brute force"', alert)
-    assert holds("host.os.name : linux", alert)
-    assert not holds("kibana.alert : *", alert)
+    assert not holds('kibana.alert.rule.name : "Brute force"', alert)
+    assert not holds("host.os.name : linux", alert)
+    assert holds("host['os.name'] : linux", alert)
 
 
 def test_references_list_field_paths_with_indexes_normalized() -> None:
@@ -392,6 +413,12 @@ def test_resolve_path() -> None:
     assert resolve_path(REVIEW, "count.value") == (False, None)
     assert resolve_path({"a": "text"}, "a.0") == (False, None)
     assert resolve_path({"a": ("x", "y")}, "a[1]") == (True, "y")
+    assert resolve_path(REVIEW, "event.alerts.host.name") == (True, ["web-01", "db-01"])
+    assert resolve_path(REVIEW, "event.alerts.severity.x") == (False, None)
+    items = {"i": [{"v": [1, [2]]}, {"v": 3}, {"w": 4}, {"v": [5]}]}
+    assert resolve_path(items, "i.v") == (True, [1, [2], 3, 5])  # one level merged
+    assert resolve_path({"i": [{"v": [[1]]}]}, "i.v") == (True, [[1]])  # a single find as is
+    assert resolve_path({"i": [1, 2]}, "i.01") == (True, 2)
 
 
 @pytest.mark.parametrize(
@@ -458,10 +485,12 @@ def test_parsing_and_evaluating_are_fast() -> None:
 @pytest.mark.parametrize(
     ("text", "expected"),
     [
-        ("{{ steps.review.output.approved }}", True),
+        ("{{ steps.review.output.approved }}", False),  # text: rendered, then read as KQL
         ("${{ inputs.enabled }}", True),
-        ("  {{ x | default: false }}  ", True),
-        ("{{ a }} and {{ b }}", False),
+        ("${{inputs.enabled}}", True),
+        ("  ${{ x | default: false }}  ", False),  # as Elastic: "$" must come first
+        ("${{ a }} and {{ b }}", True),
+        ("${{ a }} and b", False),
         ("a : {{ x }}", False),
         ("approved : true", False),
         ("{{ unfinished", False),
@@ -482,15 +511,18 @@ def test_any_text_parses_or_raises_condition_error_with_a_column(text: str) -> N
 
 
 @given(st.integers(-1000, 1000), st.integers(-1000, 1000), st.booleans())
-def test_ranges_agree_with_python_for_numbers_and_numeric_strings(
+def test_ranges_compare_numbers_as_numbers_and_strings_as_text(
     actual: int, bound: int, as_text: bool
 ) -> None:
-    scope = {"x": str(actual) if as_text else actual}
-    assert holds(f"x < {bound}", scope) is (actual < bound)
-    assert holds(f"x <= {bound}", scope) is (actual <= bound)
-    assert holds(f"x > {bound}", scope) is (actual > bound)
-    assert holds(f"x >= {bound}", scope) is (actual >= bound)
-    assert holds(f"x : {bound}", scope) is (actual == bound)
+    # A number compares as a number; a numeric string as text, as JavaScript compares them.
+    x: Any = str(actual) if as_text else actual
+    y: Any = str(bound) if as_text else bound
+    scope = {"x": x}
+    assert holds(f"x < {bound}", scope) is (x < y)
+    assert holds(f"x <= {bound}", scope) is (x <= y)
+    assert holds(f"x > {bound}", scope) is (x > y)
+    assert holds(f"x >= {bound}", scope) is (x >= y)
+    assert holds(f"x : {bound}", scope) is (x == y)
 
 
 @given(st.booleans(), st.booleans(), st.booleans())

@@ -9,13 +9,14 @@ The cases are ours, worked out from Kibana's grammar (``kbn-es-query``'s
 
 from __future__ import annotations
 
+import datetime as dt
 import textwrap
 from typing import Any
 
 import pytest
 
 from engine.definition.conditions import parse_condition
-from engine.definition.loader import load_workflow, validate_paths
+from engine.definition.loader import TemplateCondition, load_workflow, validate_paths
 from engine.errors import ConditionError
 from engine.state.execution import ExecutionStatus, StepStatus
 
@@ -224,6 +225,153 @@ EVALUATES = [
                          ids=[row[0] or "(empty)" for row in EVALUATES])
 def test_evaluates_as_kibanas_workflow_engine(text: str, expected: bool, kibana: str) -> None:
     assert parse_condition(text).evaluate(CONTEXT) is expected
+
+
+# Kibana's workflow engine (evaluateKql in @kbn/eval-kql) case by case: each row is a
+# condition, the context it runs against and what Kibana answers, with why. Worked out
+# from its evaluator and its tests; the values are ours.
+NOW = dt.datetime(2025, 3, 12, 9, 30, tzinfo=dt.UTC)
+ALERTS = {"alerts": [{"host": {"name": "web-01"}, "score": 40, "tags": ["ssh", "prod"]},
+                     {"host": {"name": "db-01"}, "score": [75, 12], "tags": ["db"]}]}
+CASES: list[tuple[str, dict[str, Any], bool, str]] = [
+    # a field is a path, read a property at a time
+    ("user: ana", {"user": {"name": "ana"}}, False, "an object equals no value"),
+    ("a.b.c: x", {"a": {"b": {"c": "x"}}}, True, "nested objects"),
+    ("a.b.c: x", {"a.b.c": "x"}, False, "a dotted key is not a path"),
+    ("a.b.c: x", {"a": {"b.c": "x"}}, False, "nor half of one"),
+    ("out.value: true", {"out": "hello"}, False, "no path through a string"),
+    ("out.value: true", {"out": 42}, False, "nor through a number"),
+    ("out.value: true", {"out": None}, False, "nor through null"),
+    ("out.value.deeper > 5", {"out": "hello"}, False, "a range through a string"),
+    # through a list: an index picks an item, a name reads them all
+    ("alerts[1].host.name: db-01", ALERTS, True, "an index in brackets"),
+    ("alerts.0.host.name: web-01", ALERTS, True, "an index as a segment"),
+    ("alerts.2.host.name: *", ALERTS, False, "an index past the end reads no item"),
+    ("alerts.host.name: db-01", ALERTS, True, "a name reads every item"),
+    ("alerts.host.name: mail-01", ALERTS, False, "none of them matches"),
+    ("alerts.tags: ssh", ALERTS, True, "lists found in the items, merged"),
+    ("alerts.tags: (ssh and db)", ALERTS, True, "across items: one list"),
+    ("alerts.score > 70", ALERTS, True, "a range over the merged list"),
+    ("alerts.score < 20", ALERTS, True, "12 is there too"),
+    ("alerts.host.name: db-01 and not alerts.tags: spam", ALERTS, True, "both ways"),
+    # equality converts the value to the field's type
+    ("status: active", {"status": "active"}, True, "text"),
+    ("status: Active", {"status": "active"}, False, "case-sensitive"),
+    ("n: 2339", {"n": 2339}, True, "a number"),
+    ("n: 2339.0", {"n": 2339}, True, "parseFloat: the same number"),
+    ("n: 2339xyz", {"n": 2339}, True, "parseFloat reads the number it starts with"),
+    ("n: abc", {"n": 0}, False, "NaN equals nothing"),
+    ("n: 2339", {"n": "2339"}, True, "a string field: compared as text"),
+    ("n: 2339.0", {"n": "2339"}, False, "as text they differ"),
+    ('n: "2339"', {"n": 2339}, True, "quotes do not matter to a number field"),
+    ("flag: true", {"flag": True}, True, "a boolean"),
+    ("flag: false", {"flag": False}, True, "false"),
+    ("flag: TRUE", {"flag": True}, False, "only the text 'true' is true"),
+    ("flag: TRUE", {"flag": False}, True, "so any other value is false"),
+    ('flag: "true"', {"flag": True}, True, "quoted: still the text 'true'"),
+    ("flag: true", {"flag": "true"}, True, "a string field: the text 'true'"),
+    ("n: null", {"n": None}, False, "null equals nothing, not even null"),
+    ("n: null", {"n": "null"}, True, "the text 'null'"),
+    ("tags: prod", {"tags": ["dev", "prod"]}, True, "a list: any item"),
+    ("tags: prod", {"tags": [["dev"], ["prod"]]}, True, "nested lists too"),
+    ("tags: prod", {"tags": []}, False, "an empty list: nothing"),
+    # wildcards
+    ("n: *", {"n": 0}, True, "exists: any value but null"),
+    ("n: *", {"n": {"k": "v"}}, True, "an object exists"),
+    ("n: *", {"n": None}, False, "null does not"),
+    ("n: *", {"n": []}, False, "nor an empty list"),
+    ("n: *", {"m": 1}, False, "nor a missing field"),
+    ("n: 23*", {"n": 2339}, True, "a number matches as its text"),
+    ("n: 23*", {"n": 2339.5}, True, "'2339.5'"),
+    ("n: 2.*", {"n": 2.0}, False, "2.0 is the text '2'"),
+    ("n: tr*", {"n": True}, True, "a boolean as its text"),
+    ("n: foo*", {"n": 5}, False, "text that does not match"),
+    ("n: x*", {"n": {"k": "v"}}, True, "an object exists, whatever the pattern"),
+    ("tags: pr*", {"tags": ["dev", "prod"]}, True, "a list: any item"),
+    ("user.name: J*n D*", {"user": {"name": "John Doe"}}, True, "several stars"),
+    ('user.name: "J*"', {"user": {"name": "J*"}}, True, "a quoted star is a star"),
+    # ranges compare as JavaScript does
+    ("n >= 1000 and n <= 5000", {"n": 2339}, True, "numbers"),
+    ("n > 9", {"n": "12"}, False, "a string is compared as text: '12' < '9'"),
+    ("n > 10", {"n": "12"}, True, "'12' > '10'"),
+    ("day < 2025-06-01", {"day": "2025-05-31"}, True, "ISO dates compare as text"),
+    ("name > 5", {"name": "ana"}, True, "text: 'a' after '5'"),
+    ("n > abc", {"n": 5}, False, "NaN compares false"),
+    ("flag > false", {"flag": True}, True, "true > false"),
+    ("flag >= whatever", {"flag": False}, True, "'whatever' is false, false >= false"),
+    ("n < 1", {"n": None}, False, "null compares with nothing"),
+    ("user < 90", {"user": {"name": "x"}}, False, "nor does an object"),
+    ("scores >= 10", {"scores": [1, 5, 12]}, True, "a list: any item"),
+    ("scores >= 10", {"scores": [[12]]}, False, "but a range looks one list deep"),
+    ("scores >= 10", {"scores": []}, False, "an empty list"),
+    ("n > 5*", {"n": 7}, True, "a range value with a star: parseFloat reads 5"),
+    # date math
+    ("at: now", {"at": "2025-03-12T09:30:00.000Z"}, True, "now, as ISO text"),
+    ("at: now-1d", {"at": "2025-03-11T09:30:00.000Z"}, True, "a day before"),
+    ("at: now/d", {"at": "2025-03-12T00:00:00.000Z"}, True, "rounded to the day"),
+    ("at: now/w", {"at": "2025-03-09T00:00:00.000Z"}, True, "weeks start on Sunday"),
+    ("at >= now-7d", {"at": "2025-03-06T00:00:00.000Z"}, True, "a range from a week ago"),
+    ("at >= now-7d", {"at": "2025-03-01T00:00:00.000Z"}, False, "too old"),
+    ("at >= now-7d/d", {"at": "2025-03-05T00:00:00.000Z"}, True, "from the start of that day"),
+    ("at < now", {"at": "2025-03-13T00:00:00.000Z"}, False, "in the future"),
+    ('at: "2025-01-31||+1M"', {"at": "2025-02-28T00:00:00.000Z"}, True, "an anchor"),
+    ("at: now-1x", {"at": "now-1x"}, True, "not date math: compared as written"),
+    ("at: now", {"at": 1}, False, "a number field: parseFloat('now') is NaN"),
+    ("label: nowhere", {"label": "nowhere"}, True, "not date math either"),
+]
+
+
+@pytest.mark.parametrize(("text", "context", "expected", "kibana"), CASES,
+                         ids=[f"{row[0]} | {row[3]}" for row in CASES])
+def test_evaluates_case_by_case_as_kibana(text: str, context: dict[str, Any], expected: bool,
+                                          kibana: str) -> None:
+    assert parse_condition(text).evaluate(context, now=NOW) is expected
+
+
+# A condition that is one whole `${{ }}` is the expression's value, as Elastic takes it.
+WHOLE_TEMPLATES: list[tuple[str, dict[str, Any], bool | type[Exception]]] = [
+    ("${{ inputs.go }}", {"inputs": {"go": True}}, True),
+    ("${{ inputs.go }}", {"inputs": {"go": False}}, False),
+    ("${{ inputs.n > 3 }}", {"inputs": {"n": 5}}, True),
+    ("${{ inputs.missing }}", {"inputs": {}}, False),  # undefined is false
+    ("${{ inputs.kind }}", {"inputs": {"kind": "true"}}, True),  # text "true"
+    ("${{ inputs.kind }}", {"inputs": {"kind": "status: active"}}, True),  # text is KQL
+    ("${{ inputs.kind }}", {"inputs": {"kind": "status: idle"}}, False),
+    ("${{ inputs.kind }}", {"inputs": {"kind": "yes"}}, False),  # free text
+    ("${{ inputs.kind }}", {"inputs": {"kind": 'status: "{{ inputs.v }}"', "v": "active"}},
+     False),  # what the value holds is not rendered again
+    ("${{ inputs.kind }}", {"inputs": {"kind": "a : (b"}}, ConditionError),  # not KQL
+    ("${{ inputs.n }}", {"inputs": {"n": 1}}, ConditionError),  # a number is an error
+    ("${{ inputs.n }}", {"inputs": {"n": None}}, ConditionError),  # null too
+    ("${{ inputs.list }}", {"inputs": {"list": [1]}}, ConditionError),
+    ("${{ inputs }}", {"inputs": {"a": 1}}, ConditionError),
+]
+
+
+@pytest.mark.parametrize(("text", "context", "expected"), WHOLE_TEMPLATES,
+                         ids=[f"{row[0]} {row[1]}" for row in WHOLE_TEMPLATES])
+def test_a_whole_template_condition_is_its_value(
+        text: str, context: dict[str, Any], expected: bool | type[Exception]) -> None:
+    condition = TemplateCondition(text)
+    scope = {**context, "status": "active"}
+    if isinstance(expected, bool):
+        assert condition.evaluate(scope) is expected
+    else:
+        with pytest.raises(expected):
+            condition.evaluate(scope)
+
+
+@pytest.mark.parametrize(("text", "context", "expected"), [
+    ("{{ inputs.go }}", {"inputs": {"go": True}}, True),  # renders "true"
+    ("{{ inputs.n > 3 }}", {"inputs": {"n": 5}}, True),
+    ("{{ inputs.n > 3 }}", {"inputs": {"n": 1}}, False),
+    ("{{ inputs.kind }}", {"inputs": {"kind": "yes"}}, False),  # "yes" is free text
+    ("{{ inputs.missing }}", {"inputs": {}}, False),  # "" is the empty condition
+    ("{{ inputs.n }}", {"inputs": {"n": 1}}, False),  # "1" is free text: no error
+])
+def test_a_whole_text_template_condition_renders_then_reads_as_kql(
+        text: str, context: dict[str, Any], expected: bool) -> None:
+    assert parse_condition(text).evaluate(context) is expected
 
 
 @pytest.mark.parametrize(

@@ -337,7 +337,7 @@ BAD_OPTIONS = """
         with: {duration: "{{ event.delay }}"}
       - name: review
         type: waitForApproval
-        with: {message: "Isolate {{ event.host | divided_by: event.zero }}?"}
+        with: {message: "Isolate {{ event.hosts | where_exp: 'h', event.bad }}?"}
       - name: after
         type: console
         with: {message: "went on"}
@@ -348,7 +348,7 @@ def test_options_that_fail_to_render_fail_the_step_not_the_job(runtime, work):
     # A wait whose duration is not one, and a review whose message cannot render, are the
     # workflow's failures: recorded, audited, and the run ends (or goes on by on-failure);
     # the job itself must not raise, or the sweep would retry the run forever.
-    state = run(runtime, work, BAD_OPTIONS, {"delay": "soon", "host": 1, "zero": 0})
+    state = run(runtime, work, BAD_OPTIONS, {"delay": "soon", "hosts": [1], "bad": "h >"})
     assert state.status is ExecutionStatus.FAILED
     assert state.results["pause"].status is StepStatus.FAILED
     assert "'soon' is not a duration" in (state.results["pause"].error or "")
@@ -357,11 +357,11 @@ def test_options_that_fail_to_render_fail_the_step_not_the_job(runtime, work):
     text = BAD_OPTIONS.replace('with: {duration: "{{ event.delay }}"}',
                                'with: {duration: "{{ event.delay }}"}\n'
                                '        on-failure: {continue: true}')
-    state = run(runtime, work, text, {"delay": "soon", "host": 1, "zero": 0})
+    state = run(runtime, work, text, {"delay": "soon", "hosts": [1], "bad": "h >"})
     assert state.status is ExecutionStatus.FAILED
     assert state.results["pause"].status is StepStatus.FAILED
     assert state.results["review"].status is StepStatus.FAILED
-    assert "can't divide by 0" in (state.results["review"].error or "")
+    assert "bad expression" in (state.results["review"].error or "")
     assert state.error is not None and "review" in state.error
     assert not runtime.store.stale_running(now_ms=2**62)  # nothing left for the sweep
 

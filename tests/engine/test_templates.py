@@ -116,7 +116,8 @@ def test_json_filter_is_compact_keeps_order_and_unicode(make_scope):
     scope = make_scope(event={"z": 1, "a": ["é", None, True]})
 
     assert render_text("{{ event | json }}", scope) == '{"z":1,"a":["é",null,true]}'
-    assert render_text("{{ nothing | json }}", scope) == "null"
+    assert render_text("{{ nothing | json }}", scope) == ""  # JSON.stringify(undefined)
+    assert render_text("{{ event.a[1] | json }}", scope) == "null"
     assert render_text("{{ event.z | json: 2 }}", scope) == "1"
 
 
@@ -143,7 +144,9 @@ def test_typed_value_keeps_lists_dicts_and_numbers(make_scope):
         "category": "malware",
         "score": 0.9,
     }
-    assert render_value("  ${{ event.count }}\n", scope) == 3
+    assert render_value("${{event.count}}", scope) == 3
+    # As in Kibana, only a value that starts with "${{" and ends with "}}" is typed.
+    assert render_value("  ${{ event.count }}\n", scope) == "  $3\n"
     assert render_value("${{ steps.review.output.approved }}", scope) is True
 
 
@@ -281,8 +284,10 @@ def test_dangling_ternary_is_a_syntax_error():
 
 
 def test_render_time_filter_failure_is_a_template_error(make_scope):
-    with pytest.raises(TemplateError, match="divide by 0"):
-        render_text("{{ event.count | divided_by: 0 }}", make_scope())
+    with pytest.raises(TemplateError, match="bad expression"):
+        render_text("{{ event.hosts | where_exp: 'h', 'h >' }}", make_scope())
+    # Dividing by 0 is no failure: JavaScript's arithmetic, as in LiquidJS.
+    assert render_text("{{ event.count | divided_by: 0 }}", make_scope()) == "Infinity"
 
 
 def test_break_outside_a_loop_is_a_template_error(make_scope):

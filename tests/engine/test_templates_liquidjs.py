@@ -24,9 +24,11 @@ from engine.errors import TemplateError
 
 SCOPE = {
     "inputs": {"kind": "page", "limit": 5, "offset": 2, "reversed": True, "cols": 3,
-               "count": 0, "tags": ["db", "prod"], "note": "", "nothing": None,
+               "count": 0, "tags": ["db", "prod"], "note": "", "nothing": None, "empty_object": {},
                "for": "f", "with": "w", "in": "i", "as": "a", "continue": "c"},
     "event": {"alert": {"score": 72, "host": "web-1", "labels": {"team": "sre", "tier": 1}},
+              "wrapped": [{"host": {"name": "a"}}, {"host": {"name": "b"}}, 7],
+              "mixed": [{"n": 1}, {"n": 1.0}, {"n": "1"}, 5, None],
               "items": [{"host": "a", "cpu": 10, "zone": "eu"},
                         {"host": "b", "cpu": 90, "zone": "us"},
                         {"host": "c", "cpu": 55, "zone": "eu"}]},
@@ -151,10 +153,28 @@ FILTERS = [
     ("event.items | group_by_exp: 'i', 'i.cpu > 50' | map: 'name'", [False, True]),
     ("inputs.tags | array_to_sentence_string", "db and prod"),
     ("event.items | map: 'host' | array_to_sentence_string: 'or'", "a, b, or c"),
-    # `default: []` stands for an empty list
-    ("inputs.missing | default: []", []),
+    # `where` reads a property path, compares strictly, and passes over what has none
+    ("event.items | where: 'zone', 'eu' | map: 'host'", ["a", "c"]),
+    ("event.wrapped | where: 'host.name', 'b' | size", 1),
+    ("event.mixed | where: 'n', 1 | size", 2),  # 1 and 1.0, not '1', not an int item
+    ("event.mixed | where: 'n' | size", 3),  # truthy
+    # `first` / `last`: a list's item or a string's character; anything else is ""
+    ("inputs.tags | first", "db"),
+    ("inputs.kind | last", "e"),
+    ("event.alert.labels | first", ""),
+    ("inputs.missing | first", ""),
+    # LiquidJS reads the argument `[]` as nothing: `default: []` gives undefined
+    ("inputs.missing | default: []", None),
+    ("inputs.missing | default", None),
     ("inputs.tags | default: []", ["db", "prod"]),
     ("inputs.missing | default: [] | push: 1", [1]),
+    ("inputs.missing | default: [] | size", 0),
+    ("inputs.missing | default: [] | json", None),
+    ("'' | default: 'x'", "x"),
+    ("false | default: 'x'", "x"),
+    ("false | default: 'x', allow_false: true", False),
+    ("0 | default: 'x'", 0),
+    ("inputs.empty_object | default: 'x'", {}),  # an object is kept, even empty
     # strings, numbers, dates
     ("'4.7' | to_integer", 4),
     ("'x' | to_integer", 0),
@@ -202,6 +222,148 @@ def test_an_objects_keys_can_be_looped_over() -> None:
     # LiquidJS loops over an object as [key, value] pairs
     pairs = "{% for kv in event.alert.labels %}{{ kv[0] }}={{ kv[1] }};{% endfor %}"
     assert render_text(pairs, SCOPE) == "team=sre;tier=1;"
+
+
+def test_a_filter_in_a_for_tag_is_ignored_as_liquidjs_ignores_it() -> None:
+    # LiquidJS reads a for tag's collection and options up to a `|` and drops the rest.
+    labels = "{% for kv in event.alert.labels | entries %}{{ kv[0] }}={{ kv.key }};{% endfor %}"
+    assert render_text(labels, SCOPE) == "team=;tier=;"
+    scope = {"xs": [1, 2, 3]}
+    assert render_text("{% for x in xs | reverse %}{{ x }}{% endfor %}", scope) == "123"
+    assert render_text("{% for x in xs | reverse limit: 1 %}{{ x }}{% endfor %}", scope) == "123"
+    assert render_text("{% for x in xs limit: 1 | reverse %}{{ x }}{% endfor %}", scope) == "1"
+    assert render_text("{% for x in xs | nosuch: 1 %}{{ x }}{% endfor %}", scope) == "123"
+    assert render_text("{% for x in none | default: [] %}{{ x }}{% endfor %}", scope) == ""
+    compile_template("{% for x in xs | nosuch %}{% endfor %}")  # never applied: no error
+
+
+# `<`, `>`, `<=`, `>=` and `contains` as LiquidJS evaluates them: in JavaScript.
+OPERATORS = [
+    ("'10' > 9", True),  # a string against a number: the string as a number
+    ("'10' > '9'", False),  # two strings: text, character by character
+    ("'abc' > 3", False),  # NaN is neither
+    ("'abc' < 3", False),
+    ("'' < 1", True),  # the empty string is 0
+    ("' 5' >= 5", True),
+    ("'0x10' > 15", True),
+    ("inputs.limit > '4'", True),
+    ("inputs.limit <= '5.0'", True),
+    ("inputs.nothing < 1", True),  # null from the data is 0
+    ("nil < 1", False),  # the literal nil compares with nothing
+    ("inputs.missing < 1", False),  # undefined is NaN
+    ("true > 0", True),
+    ("inputs.tags > 1", False),  # a list is its text: "db,prod"
+    ("event.alert.labels > 1", False),  # an object: "[object Object]"
+    ("empty < 1", False),
+    ("(1..3) > 0", False),
+    ("inputs.tags contains 'db'", True),
+    ("inputs.tags contains 'd'", False),  # items are compared whole
+    ("event.alert.labels contains 'team'", False),  # an object contains nothing
+    ("inputs.kind contains 'ag'", True),
+    ("inputs.kind contains ''", True),
+    ("'truex' contains true", True),  # the value as its text
+    ("'a1b' contains 1.0", True),  # 1.0 is "1"
+    ("'xnullx' contains inputs.nothing", True),
+    ("inputs.limit contains 5", False),  # a number contains nothing
+    ("(1..3) contains 2", True),
+    ("empty contains ''", True),  # `empty` is the empty string to JavaScript
+    ("nil contains ''", False),
+]
+
+
+@pytest.mark.parametrize(("expression", "expected"), OPERATORS, ids=[e for e, _ in OPERATORS])
+def test_comparisons_and_contains_are_javascripts(expression: str, expected: bool) -> None:
+    assert render_value(f"${{{{ {expression} }}}}", SCOPE) is expected
+    text = render_text(f"{{% if {expression} %}}y{{% else %}}n{{% endif %}}", SCOPE)
+    assert text == ("y" if expected else "n")
+
+
+def test_comparisons_inside_item_expressions_are_javascripts_too() -> None:
+    scope = {"xs": ["10", "9", 3, "x"]}
+    assert render_value("${{ xs | where_exp: 'i', 'i > 5' }}", scope) == ["10", "9"]
+
+
+@pytest.mark.parametrize(("template", "expected"), [
+    ("{{ f }}", "2"),  # a number as JavaScript writes it
+    ("{{ 10 | times: 1.5 }}", "15"),
+    ("{{ big }}", "1e+21"),
+    ("{{ small }}", "1e-7"),
+    ("{{ o }}", "[object Object]"),
+    ("{{ l }}", "12x"),  # a list: its items one after another, nil as nothing
+    ("{{ t }}|{{ n }}|{{ missing }}", "true||"),
+    ("{% for kv in o %}{{ kv }};{% endfor %}", "a1;"),  # a [key, value] pair
+    ("{{ (1..3) }}", "123"),
+    ("{% echo f %}", "2"),
+])
+def test_an_output_prints_its_value_as_liquidjs_does(template: str, expected: str) -> None:
+    scope = {"f": 2.0, "big": 1e21, "small": 1e-7, "o": {"a": 1}, "l": [1, [2.0, None], "x"],
+             "t": True, "n": None}
+    assert render_text(template, scope) == expected
+
+
+@pytest.mark.parametrize(("template", "expected"), [
+    ("{{ 10 | divided_by: 3 }}", "3.3333333333333335"),  # JavaScript division, not Ruby's
+    ("{{ 10 | divided_by: 5 }}", "2"),
+    ("{{ 10 | divided_by: 3, true }}", "3"),  # LiquidJS's integer division, rounded down
+    ("{{ -7 | divided_by: 2, true }}", "-4"),
+    ("{{ 10 | divided_by: 0 }}", "Infinity"),
+    ("{{ 0 | divided_by: 0 }}", "NaN"),
+    ("{{ 0.1 | plus: 0.2 }}", "0.30000000000000004"),
+    ("{{ -7 | modulo: 3 }}", "2"),
+    ("{{ 2.5 | round }}", "3"),  # half up, not to even
+    ("{{ 1.005 | round: 2 }}", "1.01"),
+    ("{{ 1234.5 | round: -2 }}", "1200"),
+    ("{{ '5' | plus: 1 }}", "6"),
+    ("{{ 'abc' | plus: 1 }}", "1"),  # not a number: 0
+    ("{{ missing | times: 3 }}", "0"),
+    ("{{ 4.2 | ceil }}|{{ -4.2 | floor }}|{{ -4.2 | abs }}", "5|-5|4.2"),
+    ("{{ 5 | at_least: 7 }}|{{ 5 | at_most: 3 }}", "7|3"),
+])
+def test_arithmetic_is_javascripts(template: str, expected: str) -> None:
+    assert render_text(template, {}) == expected
+
+
+def test_arithmetic_keeps_whole_numbers_whole() -> None:
+    assert render_value("${{ 3 | times: 2 }}", {}) == 6
+    assert isinstance(render_value("${{ 10 | divided_by: 5 }}", {}), int)
+    assert render_value("${{ 10 | divided_by: 4 }}", {}) == 2.5
+
+
+@pytest.mark.parametrize(("template", "expected"), [
+    (r'{{ text | split: "\n" | size }}', "3"),  # LiquidJS unescapes string literals
+    (r'{{ "a\tb" }}', "a\tb"),
+    (r'{{ "a\\b" }}', "a\\b"),
+    (r'{{ "\u0041\101\q" }}', "AAq"),  # \uXXXX, octal, and any other character as itself
+    (r'{% if text contains "\n" %}lines{% endif %}', "lines"),
+])
+def test_string_literals_take_javascripts_escapes(template: str, expected: str) -> None:
+    assert render_text(template, {"text": "a\nb\nc"}) == expected
+
+
+@pytest.mark.parametrize(("template", "expected"), [
+    ('{{ "2024-01-15T10:05:03+02:00" | date: "%H:%M %z" }}', "08:05 +0000"),  # shown in UTC
+    ('{{ "2024-01-15T10:05:03" | date: "%H:%M %z" }}', "10:05 +0000"),  # no offset: UTC
+    ('{{ 1705312800 | date: "%Y-%m-%d %H:%M" }}', "2024-01-15 10:00"),  # epoch seconds
+    ('{{ "1705312800" | date: "%Y-%m-%d" }}', "2024-01-15"),
+    ('{{ "2024-01-15T10:05:03.123Z" | date: "%S.%L" }}', "03.123"),  # LiquidJS's %L
+    ('{{ "2024-01-02" | date: "%-d%q" }}', "2nd"),  # and %q
+    ('{{ "2024-01-15T10:05:03Z" | date: "100%% %s" }}', "100% 1705313103"),
+    ('{{ "2024-01-15T10:05:03Z" | date }}', "Monday, January 15, 2024 at 10:05 am +0000"),
+    ('{{ "not a date" | date: "%Y" }}', "not a date"),
+])
+def test_dates_format_as_liquidjs_on_a_server_in_utc(template: str, expected: str) -> None:
+    assert render_text(template, {}) == expected
+
+
+@pytest.mark.parametrize("template", [
+    "{% tablerow x in xs %}{{ x }}{% endtablerow %}",
+    "{% ifchanged %}x{% endifchanged %}",
+    '{% include "part" %}',
+    '{% render "part" %}',
+])
+def test_tags_kibana_removes_are_refused_at_load(template: str) -> None:
+    with pytest.raises(TemplateError, match="unexpected tag"):
+        compile_template(template)
 
 
 def test_unknown_filters_and_bad_expressions_still_fail_at_load() -> None:

@@ -701,7 +701,8 @@ def test_nested_steps_freeze_into_records() -> None:
     assert route.expression == "steps.gather.output.level"
     assert [case.match for case in route.cases] == ["high", 2]
     page = route.cases[0].steps[0]
-    assert isinstance(page.if_, TemplateCondition)
+    # A `{{ }}` condition is text: rendered, then read as KQL ("true" is true).
+    assert not isinstance(page.if_, TemplateCondition) and page.if_.templated
     assert page.if_.evaluate({"steps": {"gather": {"output": {"urgent": True}}}})
     assert not page.if_.evaluate({"steps": {"gather": {"output": {"urgent": False}}}})
     assert not page.if_.evaluate({})

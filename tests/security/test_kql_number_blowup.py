@@ -1,8 +1,10 @@
 """Attack: a long almost-number in an event, compared with `<`/`>` to pin a worker's CPU.
 
-A range condition reads a string as a number when it looks like one; the regex that
+A range condition once read a string as a number when it looked like one; the regex that
 decided that backtracked, so 16,384 digits and an "x" took 11 s, and 5,000 digits made
-`int()` raise instead of comparing. The run goes through the API and a real worker.
+`int()` raise instead of comparing. As in Kibana, a string now compares with the bound as
+text ("1…" after "100"), and must still do so promptly. The run goes through the API and a
+real worker.
 """
 
 from __future__ import annotations
@@ -38,8 +40,9 @@ def api(runtime, served, workflow_file, settings):
 
 
 @pytest.mark.parametrize(("failures", "paged"), [
-    ("1" * 65_000 + "x", False),  # not a number, after a long run of digits
-    ("9" * 5_000, True),  # a number too long for int()
+    ("1" * 65_000 + "x", True),  # text: "11…" sorts after "100"
+    ("9" * 5_000, True),  # text too: "9…" sorts after "100"
+    ("0" * 65_000 + "x", False),  # "00…" sorts before "100"
 ])
 def test_a_long_number_like_value_is_compared_promptly(api, worker_process, failures, paged):
     worker_process()
