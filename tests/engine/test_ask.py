@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -136,10 +137,9 @@ def test_no_wait_pending_review_timeout_and_interrupt(stack):
 
     # SIGINT while waiting withdraws the request, and the review says so
     process = ask(serve.url, "deploy.prod", "--args", '{"version": "2"}', "--json")
-    wait_until(lambda: "waiting for a decision" in process.stderr.readline(), timeout=30,
-               message="ask to wait for the review")
-    request_id = api.get("/api/workflowExecutions", params={"status": "WAITING_FOR_INPUT"}
-                         ).json()["results"][0]["id"]  # the newest
+    line = wait_until(lambda: _waiting_line(process.stderr.readline()), timeout=30,
+                      message="ask to wait for the review")
+    request_id = re.search(r"on request (\S+):", line).group(1)  # what ask itself waits on
     wait_until(lambda: review_of(slack, request_id), timeout=30,
                message="the review to be posted")
     process.send_signal(signal.SIGINT)
@@ -149,6 +149,10 @@ def test_no_wait_pending_review_timeout_and_interrupt(stack):
     assert withdrawn["status"] == "cancelled"
     wait_until(lambda: "Cancelled" in json.dumps(review_of(slack, withdrawn["requestId"])),
                timeout=30, message="the review to show it was cancelled")
+
+
+def _waiting_line(line: str) -> str | None:
+    return line if "waiting for a decision" in line else None
 
 
 def test_an_unreachable_server_fails_closed():
