@@ -25,7 +25,7 @@ from importlib.metadata import entry_points
 from typing import TYPE_CHECKING, Any, Protocol
 
 from engine.definition.egress import DEFAULT_POLICY, EgressPolicy
-from engine.errors import StepTypeInvalid
+from engine.errors import StepFailed, StepTypeInvalid
 
 if TYPE_CHECKING:
     from engine.definition.conditions import Condition
@@ -65,6 +65,36 @@ class StepContext:
     # Renders a value as `with` is rendered, in the step's scope plus the names given
     # (data.map renders its raw `fields` once per item, with `item` and `index`).
     render: Callable[[Any, Mapping[str, Any]], Any] = lambda value, names: value
+    # The worker's connections (SIGNOFF_CONNECTORS) by connector id: each a frozen record
+    # with at least `id` and `type` (engine.connectors); see :meth:`connection`.
+    connections: Mapping[str, Any] = field(default_factory=dict, repr=False)
+
+    def connection(self, family: str, types: tuple[str, ...]) -> Any:
+        """The connection a connector step of ``family`` (``kibana``, ``elasticsearch``,
+        ``ai``) uses: the one its ``connector-id`` names, else the one whose id is the
+        family's name, else the only one of ``types``. StepFailed (not retried) when
+        there is none, or the one named is of another type."""
+        if self.connector_id is not None:
+            chosen = self.connections.get(self.connector_id)
+            if chosen is None:
+                raise StepFailed(f"connector-id {self.connector_id!r} of step "
+                                 f"{self.step_name!r} is not configured in SIGNOFF_CONNECTORS",
+                                 retryable=False)
+        else:
+            chosen = self.connections.get(family)
+            if chosen is None:
+                of_type = [c for c in self.connections.values() if c.type in types]
+                if len(of_type) != 1:
+                    found = "none is" if not of_type else f"{len(of_type)} are"
+                    raise StepFailed(
+                        f"step {self.step_name!r} names no connector-id, no connection is "
+                        f"called {family!r}, and {found} of type {' or '.join(types)} in "
+                        "SIGNOFF_CONNECTORS", retryable=False)
+                chosen = of_type[0]
+        if chosen.type not in types:
+            raise StepFailed(f"connection {chosen.id!r} of step {self.step_name!r} is of type "
+                             f"{chosen.type!r}, not {' or '.join(types)}", retryable=False)
+        return chosen
 
     def log(self, message: str) -> None:
         """Write ``message`` to the worker's log, tagged with the execution and the step."""

@@ -63,6 +63,7 @@ def run_action(walk: Walk, action: RunAction, step: Step, path: str, prefix: str
                           timeout_seconds=loop_deadlines.action_timeout(
                               walk.deadlines, step.timeout, walk.now()),
                           egress=walk.r.egress, params=render_value(dict(step.params), scope),
+                          connections=walk.r.connections,
                           render=lambda value, names: render_value(value, {**scope, **names}))
         output = spec.run(ctx)
         _check_size(walk, step, output)

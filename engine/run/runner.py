@@ -97,7 +97,8 @@ class Runner:
                  clock: Callable[[], datetime] = utcnow, lease_ms: int = LEASE_MS,
                  egress: EgressPolicy = DEFAULT_POLICY,
                  find_workflow: Callable[[str], Workflow] | None = None,
-                 end_execution: Callable[[str, str], object] | None = None) -> None:
+                 end_execution: Callable[[str, str], object] | None = None,
+                 connections: Mapping[str, Any] | None = None) -> None:
         self.store = store
         self.scheduler = scheduler
         self.notifier = notifier
@@ -107,6 +108,8 @@ class Runner:
         self.egress = egress  # handed to every step: where http steps may connect
         self.find_workflow = find_workflow  # name -> Workflow (the catalog): workflow.execute
         self.end_execution = end_execution  # (id, reason): time out a parallel branch
+        # SIGNOFF_CONNECTORS by connector id, handed to every action (StepContext.connection)
+        self.connections: Mapping[str, Any] = dict(connections or {})
         self.concurrency = Concurrency(store, scheduler, load_workflow, clock, lease_ms)
 
     def advance(self, execution_id: str) -> ExecutionStatus | None:

@@ -83,6 +83,9 @@ class Services(Protocol):
     @property
     def end_execution(self) -> Callable[[str, str], object] | None: ...
 
+    @property
+    def connections(self) -> Mapping[str, Any]: ...
+
 
 class Walk(Protocol):
     """One segment's walk through a run's steps, holding its lease."""

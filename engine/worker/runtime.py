@@ -55,7 +55,8 @@ def build_runtime(settings: Settings, connection: redis.Redis,
                     escalate_to=settings.escalate_to)
     catalog = WorkflowCatalog(settings.workflows_dir)
     runner = Runner(store, scheduler, notifier, engine.definition, lease_ms=lease_ms,
-                    egress=egress, find_workflow=catalog.get, end_execution=engine.time_out)
+                    egress=egress, find_workflow=catalog.get, end_execution=engine.time_out,
+                    connections=settings.connectors.connections)
     keeper = ScheduleKeeper(store, scheduler, catalog)
     return Runtime(settings, store, engine, runner, catalog, keeper)
 
