@@ -21,11 +21,11 @@ install: $(STAMP)
 PYTEST_WORKERS ?= 4
 test: $(STAMP)
 	scripts/system-packages
-	$(BIN)/ruff check engine bot signoff slack_emulator tests benchmarks demo
+	$(BIN)/ruff check engine bot signoff slack_emulator elastic_emulator openai_emulator tests benchmarks demo
 	$(BIN)/python -m pytest -q -p no:cacheprovider -n $(PYTEST_WORKERS) $(PYTEST_ARGS)
 
 lint: $(STAMP)
-	$(BIN)/ruff check engine bot signoff slack_emulator tests benchmarks demo
+	$(BIN)/ruff check engine bot signoff slack_emulator elastic_emulator openai_emulator tests benchmarks demo
 	$(BIN)/mypy
 
 demo: $(STAMP)
