@@ -134,8 +134,8 @@ def cmd_exec(args: argparse.Namespace) -> int:
 
 def _session(args: argparse.Namespace, act: Any) -> int:
     try:
-        call = {"tool": args.tool, "args": _json_object(args.args, "--args"),
-                "summary": args.summary, "context": _json_object(args.context, "--context")}
+        call = {"tool": args.tool, "args": json_object(args.args, "--args"),
+                "summary": args.summary, "context": json_object(args.context, "--context")}
         limit = parse_duration(args.timeout).total_seconds() if args.timeout else None
     except (ValueError, DurationError) as exc:
         print(f"signoff {args.command}: {exc}", file=sys.stderr)
@@ -280,7 +280,9 @@ def _sigterm_stops() -> Iterator[None]:
         signal.signal(signal.SIGTERM, previous)
 
 
-def _json_object(raw: str, flag: str) -> dict[str, Any]:
+def json_object(raw: str, flag: str) -> dict[str, Any]:
+    """The JSON object a flag gives, written inline or as ``@file``; ValueError saying
+    what is wrong."""
     text = raw
     if raw.startswith("@"):
         try:

@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from pathlib import Path
 from typing import Any
 
 from engine.definition.policy import Decision, Policy, load_policy, run_tests
@@ -122,19 +121,12 @@ def _policy(given: str | None) -> Policy:
 
 
 def _json_object(raw: str, flag: str) -> dict[str, Any]:
-    text = raw
-    if raw.startswith("@"):
-        try:
-            text = Path(raw[1:]).read_text(encoding="utf-8")
-        except OSError as exc:
-            raise SystemExit(_usage(f"{flag}: cannot read {raw[1:]}: {exc.strerror}")) from exc
+    from engine.ask import json_object
+
     try:
-        value = json.loads(text)
+        return json_object(raw, flag)
     except ValueError as exc:
-        raise SystemExit(_usage(f"{flag} is not valid JSON: {exc}")) from exc
-    if not isinstance(value, dict):
-        raise SystemExit(_usage(f"{flag} must be a JSON object"))
-    return value
+        raise SystemExit(_usage(str(exc))) from exc
 
 
 def _usage(message: str) -> int:

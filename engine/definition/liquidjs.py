@@ -258,17 +258,21 @@ def liquidjs_text(value: object) -> str:
     return str(value)
 
 
+def _print_as_liquidjs(node: OutputNode, context: RenderContext, buffer: TextIO) -> int:
+    value = node.expression.evaluate(context)
+    return buffer.write(value if type(value) is str else liquidjs_text(value))
+
+
 class LiquidJSOutputNode(OutputNode):
     """An output that prints its value as LiquidJS does."""
 
     __slots__ = ()
 
     def render_to_output(self, context: RenderContext, buffer: TextIO) -> int:
-        value = self.expression.evaluate(context)
-        return buffer.write(value if type(value) is str else liquidjs_text(value))
+        return _print_as_liquidjs(self, context, buffer)
 
     async def render_to_output_async(self, context: RenderContext, buffer: TextIO) -> int:
-        return self.render_to_output(context, buffer)
+        return _print_as_liquidjs(self, context, buffer)
 
 
 class LiquidJSEchoNode(EchoNode):
@@ -277,11 +281,10 @@ class LiquidJSEchoNode(EchoNode):
     __slots__ = ()
 
     def render_to_output(self, context: RenderContext, buffer: TextIO) -> int:
-        value = self.expression.evaluate(context)
-        return buffer.write(value if type(value) is str else liquidjs_text(value))
+        return _print_as_liquidjs(self, context, buffer)
 
     async def render_to_output_async(self, context: RenderContext, buffer: TextIO) -> int:
-        return self.render_to_output(context, buffer)
+        return _print_as_liquidjs(self, context, buffer)
 
 
 class LiquidJSOutput(Output):
