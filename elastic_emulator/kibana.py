@@ -11,7 +11,8 @@ connection's URL and API key. What it answers as Kibana 9.5 does:
 - Writes (POST, PUT, PATCH, DELETE) without a ``kbn-xsrf`` header answer 400
   ``Request must contain a kbn-xsrf header.``, checked after authentication as Kibana does.
 - Every error has Kibana's shape ``{statusCode, error, message}``.
-- :meth:`fail_next` answers the next calls with 429 (``Retry-After``) or a 5xx.
+- :meth:`fail_next` answers the next calls with 429 (``Retry-After``) or a 5xx;
+  :meth:`delay_next` answers them late (for clients' timeouts).
 - ``GET /api/status``: the overall status (what ``signoff connectors check`` reads).
 - Cases: ``POST /api/cases``, ``GET /api/cases/{id}``, ``PATCH /api/cases`` (each case
   with its ``version``: a stale one answers 409), ``POST /api/cases/{id}/comments`` with
@@ -32,6 +33,7 @@ themselves (an alert is an id with a status, added with :meth:`add_alert`).
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 import threading
@@ -129,6 +131,7 @@ class KibanaEmulator:
         self.spaces: dict[str, Space] = {name: Space() for name in spaces}
         self._requests: list[Recorded] = []
         self._faults: list[Fault] = []
+        self._delays: list[list[float]] = []  # [seconds, remaining]
         self._seq = 0
         self.app = Starlette(routes=[Route("/{path:path}", self._handle,
                                            methods=["GET", "POST", "PUT", "PATCH", "DELETE"])])
@@ -159,6 +162,7 @@ class KibanaEmulator:
             self.spaces = {name: Space() for name in self._space_names}
             self._requests.clear()
             self._faults.clear()
+            self._delays.clear()
 
     # -- what tests arrange and read ----------------------------------------------------------
 
@@ -189,6 +193,11 @@ class KibanaEmulator:
             self._faults.append(Fault(status, path, retry_after if status == 429 else None,
                                       count))
 
+    def delay_next(self, seconds: float, *, count: int = 1) -> None:
+        """Answer the next ``count`` requests ``seconds`` late (as Kibana would, otherwise)."""
+        with self._lock:
+            self._delays.append([seconds, count])
+
     # -- serving ------------------------------------------------------------------------------
 
     async def _handle(self, request: Request) -> Response:
@@ -198,6 +207,14 @@ class KibanaEmulator:
         except ValueError:
             body = raw.decode(errors="replace")
         path = request.url.path
+        with self._lock:
+            delay = self._delays[0][0] if self._delays else 0.0
+            if self._delays:
+                self._delays[0][1] -= 1
+                if self._delays[0][1] <= 0:
+                    self._delays.pop(0)
+        if delay:
+            await asyncio.sleep(delay)
         with self._lock:
             self._requests.append(Recorded(request.method, path, dict(request.headers), body))
             try:

@@ -323,3 +323,13 @@ def test_signoff_validate_reports_a_kibana_step_without_its_connection(tmp_path,
     assert f"{path}:4:" in out and "connector 'edr' is a http in" in out
     assert f"{path}:5:" in out and "connector 'gone' is not in" in out
     assert f"{path}:6:" not in out
+
+
+def test_a_call_past_the_steps_timeout_fails_and_is_retried(connected, kibana):
+    rt = connected()
+    kibana.delay_next(5)
+    _, state = run(rt, "  - name: s\n    type: kibana.request\n    timeout: 1s\n"
+                       "    with: {path: /api/status}\n" + RETRY)
+    assert state.status is ExecutionStatus.COMPLETED, state.error
+    assert state.results["s"].attempts == 2  # the first timed out
+    assert state.results["s"].output["status"]["overall"]["level"] == "available"
