@@ -297,10 +297,12 @@ basic: {{type: kibana, url: {kibana.base_url}, username: "${{KU}}", password: "$
     assert "kibana (kibana): ok: Kibana 9.5.0" in out and "basic (kibana): ok:" in out
 
     monkeypatch.setenv("KIBANA_API_KEY", "revoked-key-123")
+    monkeypatch.setenv("KP", "wrong-password-9")
     assert main(["connectors", "check"]) == 1
     out = capsys.readouterr().out
     assert "kibana (kibana): FAILED: GET /api/status answered [401] Unauthorized" in out
-    assert "revoked-key-123" not in out
+    assert "basic (kibana): FAILED: GET /api/status answered [401] Unauthorized" in out
+    assert "revoked-key-123" not in out and "wrong-password-9" not in out
 
 
 def test_signoff_validate_reports_a_kibana_step_without_its_connection(tmp_path, monkeypatch,
