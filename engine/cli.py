@@ -140,6 +140,12 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument("name")
     t.set_defaults(func=cmd_token_revoke)
 
+    p = sub.add_parser("connectors", help="the connections of SIGNOFF_CONNECTORS")
+    c = p.add_subparsers(dest="action", metavar="ACTION", required=True)
+    c.add_parser("check", help="call each connection's cheapest authenticated read; exit 1 "
+                 "if one does not answer or authenticate").set_defaults(
+                     func=cmd_connectors_check)
+
     from engine.ask import register as register_ask
     from engine.hooks import register as register_hooks
     from engine.policy_commands import register as register_policy_commands
@@ -218,6 +224,31 @@ def _connector_problems(paths: list[str]) -> list[Problem]:
             continue  # validate_paths reported it
         problems += check_workflow(text, str(path), connectors)
     return problems
+
+
+def cmd_connectors_check(args: argparse.Namespace) -> int:
+    from engine.connectors import connection_check
+    from engine.definition.egress import EgressPolicy
+
+    settings = Settings.from_env()
+    if not settings.connectors.connections:
+        print("signoff: no connections: SIGNOFF_CONNECTORS names no file, or an empty one",
+              file=sys.stderr)
+        return 1
+    egress = EgressPolicy.from_entries(settings.http_allow, settings.http_deny)
+    failed = 0
+    for connector_id, connection in settings.connectors.connections.items():
+        check = connection_check(connection.type)
+        if check is None:
+            print(f"{connector_id} ({connection.type}): not checked: a {connection.type} "
+                  "connection has no read to try")
+            continue
+        try:
+            print(f"{connector_id} ({connection.type}): ok: {check(connection, egress)}")
+        except SignoffError as exc:
+            failed += 1
+            print(f"{connector_id} ({connection.type}): FAILED: {exc}")
+    return 1 if failed else 0
 
 
 def cmd_run(args: argparse.Namespace) -> int:

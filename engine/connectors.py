@@ -32,6 +32,7 @@ only under its base URL.
 
 from __future__ import annotations
 
+import importlib
 import os
 import re
 from collections.abc import Callable, Iterator, Mapping
@@ -96,6 +97,21 @@ class HttpConnection(Connection):
     url: str  # the base URL: scheme, host, optional port and path; no query, no user:password@
     headers: tuple[tuple[str, str], ...] = field(default=(), repr=False)
     type: str = "http"
+
+
+@dataclass(frozen=True)
+class KibanaConnection(Connection):
+    """A Kibana (``kibana``): ``cases.*`` and ``kibana.*`` steps call its APIs at ``url`` in
+    ``space``, authenticated with ``api_key`` (``Authorization: ApiKey``) or, without one,
+    ``username`` and ``password`` (basic)."""
+
+    id: str
+    url: str  # the base URL, as for an http connection
+    api_key: str | None = field(default=None, repr=False)
+    username: str | None = field(default=None, repr=False)
+    password: str | None = field(default=None, repr=False)
+    space: str = "default"
+    type: str = "kibana"
 
 
 @dataclass(frozen=True)
@@ -172,6 +188,31 @@ register_connector_type(ConnectorType(
         headers=tuple((str(k), str(v)) for k, v in (s.get("headers") or {}).items())),
     description="an HTTP service: an http step with this connector-id calls a path under "
                 "its url with its headers",
+))
+
+register_connector_type(ConnectorType(
+    name="kibana",
+    settings_schema={
+        "type": "object",
+        "properties": {
+            "url": {"type": "string", "pattern": r"^https?://[^/?#@\s]+(/[^?#\s]*)?$"},
+            "api-key": {"type": "string", "minLength": 1},
+            "username": {"type": "string", "minLength": 1},
+            "password": {"type": "string", "minLength": 1},
+            "space": {"type": "string", "pattern": "^[a-z0-9_-]+$"},  # Kibana's space ids
+        },
+        "required": ["url"],
+        # Basic auth takes both; without it, an API key. (No oneOf: its message would
+        # print the resolved secrets.)
+        "dependentRequired": {"username": ["password"], "password": ["username"]},
+        "if": {"not": {"required": ["username"]}}, "then": {"required": ["api-key"]},
+        "additionalProperties": False,
+    },
+    secrets=("api-key", "username", "password"),
+    build=lambda id_, s: KibanaConnection(
+        id=id_, url=str(s["url"]), api_key=s.get("api-key"), username=s.get("username"),
+        password=s.get("password"), space=str(s.get("space") or "default")),
+    description="a Kibana: cases.* and kibana.* steps call its APIs in its space",
 ))
 
 # Which connector type each of Elastic 9.5's `with.channels` keys takes.
@@ -329,7 +370,8 @@ def check_workflow(text: str, source: str, connectors: Connectors) -> list[Probl
         doc = load_with_positions(text)
     except YamlSyntaxError:
         return []
-    problems = _check_http_steps(doc, source, connectors)
+    problems = _check_http_steps(doc, source, connectors) + _check_family_steps(
+        doc, source, connectors)
     for path, key, channel in _channels(doc.data, ()):
         connector_id = channel.get("connector-id")
         found = connectors.get(connector_id) if isinstance(connector_id, str) else None
@@ -408,6 +450,56 @@ def _check_http_steps(doc: PositionedDocument, source: str,
     return problems
 
 
+# The connection a connector step family uses without a connector-id (the one of that
+# name, else the only one of its types), as StepContext.connection picks it at run time.
+FAMILY_CONNECTIONS: dict[str, tuple[str, tuple[str, ...]]] = {
+    "cases": ("kibana", ("kibana",)),
+    "kibana": ("kibana", ("kibana",)),
+}
+
+
+def _check_family_steps(doc: PositionedDocument, source: str,
+                        connectors: Connectors) -> list[Problem]:
+    """Problems with the connection of each connector family's step (``cases.*``, ...):
+    its ``connector-id`` not configured or of another type, or, without one, no connection
+    it would use."""
+    problems = []
+    for path, step in _typed_steps(doc.data, ()):
+        family = FAMILY_CONNECTIONS.get(str(step["type"]).split(".", 1)[0])
+        if family is None or "." not in step["type"]:
+            continue
+        name, types = family
+        connector_id = step.get("connector-id")
+        if isinstance(connector_id, str) and "{{" not in connector_id:
+            found = connectors.get(connector_id)
+            at = doc.locate((*path, "connector-id"))
+            if found is None or found.type not in types:
+                what = "is not in" if found is None else f"is a {found.type} in"
+                problems.append(Problem(source, at.line, at.column, (
+                    f"connector {connector_id!r} {what} {connectors.source}, and a "
+                    f"{step['type']} step takes a {' or '.join(types)} connection")))
+        elif connector_id is None and connectors.get(name) is None and len(
+                [c for c in connectors.connections.values() if c.type in types]) != 1:
+            at = doc.locate((*path, "type"))
+            problems.append(Problem(source, at.line, at.column, (
+                f"step {step.get('name')!r} ({step['type']}) names no connector-id, and "
+                f"{connectors.source} has no connection called {name!r} nor exactly one of "
+                f"type {' or '.join(types)}")))
+    return problems
+
+
+def _typed_steps(node: Any, path: YamlPath) -> Iterator[tuple[YamlPath, Mapping[str, Any]]]:
+    """Every step (a mapping with a ``name`` and a ``type``) in a loaded workflow."""
+    if isinstance(node, dict):
+        if isinstance(node.get("type"), str) and isinstance(node.get("name"), str):
+            yield path, node
+        for key, value in node.items():
+            yield from _typed_steps(value, (*path, key))
+    elif isinstance(node, list):
+        for index, value in enumerate(node):
+            yield from _typed_steps(value, (*path, index))
+
+
 def _http_steps(node: Any, path: YamlPath) -> Iterator[tuple[YamlPath, Mapping[str, Any]]]:
     """Every step of type ``http`` in a loaded workflow, wherever it is."""
     if isinstance(node, dict):
@@ -418,3 +510,25 @@ def _http_steps(node: Any, path: YamlPath) -> Iterator[tuple[YamlPath, Mapping[s
     elif isinstance(node, list):
         for index, value in enumerate(node):
             yield from _http_steps(value, (*path, index))
+
+
+
+# -- checking connections (`signoff connectors check`) -----------------------------------------
+
+# Each type's cheapest authenticated read, as "module:function", imported when a check
+# runs (the step module that calls the type's service holds it; the steps layer does not
+# import this one). Called with the connection and the worker's egress policy, it returns
+# a line saying what answered, or raises engine.errors.StepFailed saying why not.
+CONNECTION_CHECKS: dict[str, str] = {
+    "kibana": "engine.steps.kibana:check_kibana",
+}
+
+
+def connection_check(type_name: str) -> Callable[[Connection, Any], str] | None:
+    """The check ``signoff connectors check`` calls for a connection of ``type_name``."""
+    target = CONNECTION_CHECKS.get(type_name)
+    if target is None:
+        return None
+    module, _, name = target.partition(":")
+    check: Callable[[Connection, Any], str] = getattr(importlib.import_module(module), name)
+    return check

@@ -2,12 +2,14 @@
 
 from engine.steps import (  # noqa: F401
     arrays,
+    cases,
     composition,
     console,
     data,
     flow,
     http,
     human,
+    kibana,
     loops,
     parallel,
     regex,

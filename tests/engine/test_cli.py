@@ -163,7 +163,7 @@ def test_the_library_check_script_counts_files_by_cause(tmp_path):
         "  - {name: say, type: console, with: {message: hi}}\n")
     (checkout / "examples" / "cases" / "open.yaml").write_text(
         "name: open\ntriggers:\n  - type: manual\nsteps:\n"
-        "  - {name: open, type: cases.createCase, with: {title: t}}\n")
+        "  - {name: close, type: cases.closeCase, with: {case_id: c}}\n")
     (checkout / "library" / "workflows" / "poll" / "poll.yaml").write_text(
         "name: poll\ntriggers:\n  - type: manual\nsteps:\n"
         "  - {name: again, type: while, condition: 'true', steps: [{name: s, type: console}]}\n"

@@ -29,6 +29,12 @@ from engine.errors import Problem, StepTypeInvalid, WorkflowInvalid, WorkflowNot
 WORKFLOWS = Path(__file__).parent / "workflows"
 SEED = WORKFLOWS / "isolate-host-with-approval.yml"
 SEED_TYPES = ("cases.createCase", "elasticsearch.search", "ai.classify", "cases.addComment")
+SEED_LINES = dict(zip(SEED_TYPES, (9, 16, 24, 65), strict=True))
+
+
+def unbuilt_seed_types() -> list[tuple[int, str]]:
+    """(line, type) of the seed's connector steps that are not built in (yet)."""
+    return [(SEED_LINES[t], t) for t in SEED_TYPES if registry.get_step_type(t) is None]
 
 RegisterTypes = Callable[..., None]
 
@@ -85,19 +91,20 @@ def kind_of(step: Step) -> StepKind | None:
 
 
 def test_seed_reports_its_custom_step_types_as_unknown() -> None:
+    unbuilt = unbuilt_seed_types()
+    if not unbuilt:  # every connector step of the seed is built in
+        assert load_workflow(SEED).name == "isolate-host-with-approval"
+        return
     with pytest.raises(WorkflowInvalid) as caught:
         load_workflow(SEED)
 
     problems = caught.value.problems
     assert [(p.line, p.message.split(" in step")[0]) for p in problems] == [
-        (9, "unknown step type 'cases.createCase'"),
-        (16, "unknown step type 'elasticsearch.search'"),
-        (24, "unknown step type 'ai.classify'"),
-        (65, "unknown step type 'cases.addComment'"),
-    ]
+        (line, f"unknown step type '{t}'") for line, t in unbuilt]
     assert all(p.source == str(SEED) and p.column == 11 for p in problems)
     assert all("`signoff.steps` entry point group" in p.message for p in problems)
-    assert str(problems[0]).startswith(f"{SEED}:9:11: unknown step type 'cases.createCase'")
+    line, first = unbuilt[0]
+    assert str(problems[0]).startswith(f"{SEED}:{line}:11: unknown step type '{first}'")
 
 
 def test_seed_loads_once_its_step_types_are_registered(register_types: RegisterTypes) -> None:
@@ -775,7 +782,7 @@ def test_validate_paths_searches_directories(tmp_path: Path) -> None:
 
 
 def test_validate_paths_on_clean_files_finds_nothing(register_types: RegisterTypes) -> None:
-    assert [p.line for p in validate_paths([SEED])] == [9, 16, 24, 65]
+    assert [p.line for p in validate_paths([SEED])] == [line for line, _ in unbuilt_seed_types()]
 
     register_types(*SEED_TYPES)
 
