@@ -95,11 +95,15 @@ class DurationError(SignoffError):
 
 
 class StepFailed(SignoffError):
-    """A step ran and failed. ``retryable`` says whether ``on-failure.retry`` may try again."""
+    """A step ran and failed. ``retryable`` says whether ``on-failure.retry`` may try again;
+    ``retry_after`` (seconds) is how long the service asked to be left alone (a 429's
+    ``Retry-After``): a retry waits at least that long."""
 
-    def __init__(self, message: str, *, retryable: bool = True, details: Any = None) -> None:
+    def __init__(self, message: str, *, retryable: bool = True, details: Any = None,
+                 retry_after: float | None = None) -> None:
         self.retryable = retryable
         self.details = details
+        self.retry_after = retry_after
         super().__init__(message)
 
 

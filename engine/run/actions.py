@@ -132,7 +132,8 @@ def _fail_attempt(walk: Walk, step: Step, path: str, prefix: str, frame: Frame,
                   unwritten: list[dict[str, Any]]) -> None:
     message = str(exc)
     retry = retry_after(step, running, message, getattr(exc, "retryable", False), walk.now(),
-                        walk.scope_for(frame), random.random())
+                        walk.scope_for(frame), random.random(),
+                        service_asked=getattr(exc, "retry_after", None))
     if retry is None:
         failed = _record_failure(walk, step, path, running, message, unwritten,
                                  details=getattr(exc, "details", None))

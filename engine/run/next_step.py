@@ -231,19 +231,27 @@ class Retry:
     immediately: bool  # no delay: tried again in this pass, with no timer
 
 
+# The longest a service's Retry-After delays a retry: a hostile or broken answer cannot
+# park a run for days.
+MAX_SERVICE_RETRY_AFTER = timedelta(hours=1)
+
+
 def retry_after(step: Step, running: StepResult, message: str, retryable: bool,
                 now: datetime, scope: Mapping[str, Any] | None = None,
-                chance: float = 0.0) -> Retry | None:
+                chance: float = 0.0, service_asked: float | None = None) -> Retry | None:
     """The retry of the attempt ``running`` that failed with ``message``, or None when
     ``on-failure.retry`` allows no more, its ``condition`` does not hold for the error
     (read as ``error.message`` in ``scope``), or the failure is not ``retryable``.
-    ``chance`` in [0, 1) picks the retry's jitter."""
+    ``chance`` in [0, 1) picks the retry's jitter; ``service_asked`` (seconds, a 429's
+    Retry-After) is waited at least, up to :data:`MAX_SERVICE_RETRY_AFTER`."""
     policy = step.on_failure.retry if step.on_failure else None
     if not retryable or policy is None or running.attempts >= policy.max_attempts:
         return None
     if policy.condition is not None and not holds_for_error(policy.condition, message, scope):
         return None
     delay = policy.delay_before(running.attempts + 1, chance)
+    if service_asked is not None and service_asked > 0:
+        delay = max(delay, min(timedelta(seconds=service_asked), MAX_SERVICE_RETRY_AFTER))
     wake = now + delay
     waiting = running.evolve(status=StepStatus.WAITING, error=message, wake_at=iso(wake))
     return Retry(waiting, wake, immediately=delay <= timedelta(0))

@@ -35,11 +35,13 @@ cannot see them. The clients keep no cookies: one run's session is not another's
 from __future__ import annotations
 
 import contextlib
+import email.utils
 import json
 import socket
 import threading
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from http.cookiejar import CookieJar, DefaultCookiePolicy
 from typing import Any, Protocol, runtime_checkable
 
@@ -307,7 +309,7 @@ def http(ctx: StepContext) -> dict[str, Any]:
             _scrub(f"{where} answered [{response.status_code}] {response.reason_phrase}{suffix}",
                    secrets),
             retryable=response.status_code >= 500 or response.status_code == 429,
-            details=output)
+            details=output, retry_after=retry_after_seconds(response))
     ctx.log(f"{where} -> {response.status_code}")
     return output
 
@@ -455,3 +457,24 @@ def _scrub(message: str, secrets: list[str]) -> str:
         if len(secret) >= 4:
             message = message.replace(secret, "***").replace(repr(secret.encode())[2:-1], "***")
     return message
+
+
+def retry_after_seconds(response: httpx.Response) -> float | None:
+    """How long a 429 or 503 answer asks the caller to wait (``Retry-After``: seconds, or
+    an HTTP date), or None."""
+    if response.status_code not in (429, 503):
+        return None
+    value = response.headers.get("Retry-After", "").strip()
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    return max(0.0, (when - datetime.now(UTC)).total_seconds())

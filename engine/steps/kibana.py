@@ -32,7 +32,13 @@ import httpx
 from engine.definition.egress import DEFAULT_POLICY, EgressPolicy, join_base
 from engine.definition.step_types import StepContext, step_type
 from engine.errors import EgressBlocked, StepFailed
-from engine.steps.http import DEFAULT_TIMEOUT, Fetcher, _skips_verification, shared_client
+from engine.steps.http import (
+    DEFAULT_TIMEOUT,
+    Fetcher,
+    _skips_verification,
+    retry_after_seconds,
+    shared_client,
+)
 
 FAMILY = "kibana"  # the connection a cases.* or kibana.* step uses without a connector-id
 TYPES = ("kibana",)
@@ -149,7 +155,8 @@ def _failure(where: str, response: httpx.Response, data: Any, secrets: list[str]
         message += f" (Retry-After: {retry_after}s)"
         details["retryAfter"] = retry_after
     return StepFailed(_scrub(message, secrets), retryable=status == 429 or status >= 500,
-                      details=json.loads(_scrub(json.dumps(details), secrets)))
+                      details=json.loads(_scrub(json.dumps(details), secrets)),
+                      retry_after=retry_after_seconds(response))
 
 
 def _scrub(text: str, secrets: list[str]) -> str:

@@ -8,6 +8,7 @@ import json
 import logging
 from collections.abc import Callable, Iterator
 from dataclasses import replace
+from datetime import timedelta
 from typing import Any
 
 import pytest
@@ -18,7 +19,8 @@ from engine.connectors import load_connectors
 from engine.definition.loader import parse_workflow
 from engine.errors import ConnectorsInvalid
 from engine.notify import NullNotifier
-from engine.state.execution import ExecutionStatus
+from engine.state import audit
+from engine.state.execution import ExecutionStatus, parse_iso
 from engine.worker.runtime import Runtime, build_runtime, install_runtime
 from engine.worker.worker import SignoffWorker
 
@@ -184,20 +186,41 @@ def test_an_unknown_api_fails_with_kibanas_message_and_is_not_retried(connected,
     assert result.error == "GET /api/nothing/here answered [404] Not Found: Not Found"
 
 
-def test_429_and_5xx_are_retried_with_retry_after_in_the_error(connected, kibana):
+def _through_retries(rt: Runtime, execution_id: str) -> Any:
+    """Advance a run parked on retry delays as its timers would, each just after its wake-up;
+    the delays it waited, in seconds."""
+    waited = []
+    state = rt.engine.get(execution_id)
+    while state.status is ExecutionStatus.WAITING:
+        result = next(r for r in state.results.values() if r.wake_at)
+        wake = parse_iso(result.wake_at)
+        failed_at = max(e.event["at"] for e in rt.engine.audit_entries(execution_id)
+                        if e.event["type"] == audit.STEP_RETRY)
+        waited.append(round((wake - parse_iso(failed_at)).total_seconds()))
+        rt.runner.clock = lambda wake=wake: wake + timedelta(milliseconds=1)
+        rt.runner.advance(execution_id)
+        state = rt.engine.get(execution_id)
+    return state, waited
+
+
+def test_429_and_5xx_are_retried_a_429_after_its_retry_after(connected, kibana):
     rt = connected()
     kibana.fail_next(status=429, retry_after=3, path="/api/cases")
     kibana.fail_next(status=503, path="/api/cases")
-    _, state = run(rt, "  - name: open_case\n    type: cases.createCase\n"
-                       "    with: {title: Retried}\n" + RETRY)
+    execution_id, _ = run(rt, "  - name: open_case\n    type: cases.createCase\n"
+                              "    with: {title: Retried}\n" + RETRY)
+    state, waited = _through_retries(rt, execution_id)
     assert state.status is ExecutionStatus.COMPLETED, state.error
+    assert waited == [3]  # the 429's Retry-After, over the policy's 0s; the 503 at once
     assert state.results["open_case"].attempts == 3
     assert [c["title"] for c in kibana.cases()] == ["Retried"]
 
     kibana.fail_next(status=429, retry_after=3, path="/api/cases", count=5)
-    _, limited = run(rt, "  - name: open_case\n    type: cases.createCase\n"
-                         "    with: {title: Limited}\n" + RETRY)
+    execution_id, _ = run(rt, "  - name: open_case\n    type: cases.createCase\n"
+                              "    with: {title: Limited}\n" + RETRY)
+    limited, waited = _through_retries(rt, execution_id)
     assert limited.status is ExecutionStatus.FAILED
+    assert waited == [3, 3]
     assert limited.results["open_case"].attempts == 3
     assert limited.results["open_case"].error == (
         "POST /api/cases answered [429] Too Many Requests: Too Many Requests "

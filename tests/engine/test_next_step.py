@@ -202,6 +202,38 @@ def test_a_retryable_failure_is_retried_with_the_policy_delay_until_attempts_run
     assert retry_after(step("say"), second, "503", retryable=True, now=NOW) is None  # no retry
 
 
+def test_a_services_retry_after_is_waited_at_least_and_at_most_an_hour() -> None:
+    second = StepResult(status=StepStatus.RUNNING, attempts=2)
+
+    def wake(asked: float | None) -> datetime:
+        retry = retry_after(step("call"), second, "429", retryable=True, now=NOW,
+                            service_asked=asked)
+        assert retry is not None
+        return retry.wake_at
+
+    assert wake(None) == NOW + timedelta(seconds=20)  # the policy's delay
+    assert wake(5) == NOW + timedelta(seconds=20)  # shorter than the policy's: the policy's
+    assert wake(90) == NOW + timedelta(seconds=90)  # longer: what the service asked
+    assert wake(10**9) == NOW + timedelta(hours=1)  # a hostile answer parks it an hour at most
+
+
+def test_retry_after_reads_seconds_and_http_dates_of_a_429_or_503_only() -> None:
+    import httpx
+
+    from engine.steps.http import retry_after_seconds
+
+    def answer(status: int, value: str) -> httpx.Response:
+        return httpx.Response(status, headers={"Retry-After": value})
+
+    assert retry_after_seconds(answer(429, "7")) == 7.0
+    assert retry_after_seconds(answer(503, "0.5")) == 0.5
+    later = answer(429, "Wed, 21 Oct 2099 07:28:00 GMT")
+    assert (retry_after_seconds(later) or 0) > 365 * 24 * 3600
+    assert retry_after_seconds(answer(429, "soon")) is None
+    assert retry_after_seconds(answer(500, "7")) is None
+    assert retry_after_seconds(httpx.Response(429)) is None
+
+
 def test_a_retry_without_delay_is_tried_again_at_once() -> None:
     first = StepResult(status=StepStatus.RUNNING, attempts=1)
 
