@@ -1,5 +1,5 @@
-"""The ``signoff`` command: validate, run, status, resume, cancel, pending, audit, worker, serve,
-token.
+"""The ``signoff`` command: validate, run, status, resume, cancel, pending, audit, connectors
+check, worker, serve, token.
 
 Exit codes: 0 ok, 1 a user error (with a message on stderr), 2 bad usage.
 """
@@ -139,6 +139,11 @@ def _parser() -> argparse.ArgumentParser:
     t = actions.add_parser("revoke", help="refuse a token from its next request on")
     t.add_argument("name")
     t.set_defaults(func=cmd_token_revoke)
+
+    p = sub.add_parser("connectors", help="the connections of SIGNOFF_CONNECTORS")
+    checks = p.add_subparsers(dest="action", metavar="ACTION", required=True)
+    checks.add_parser("check", help="call each connection's cheapest authenticated read; exit "
+                      "1 if one fails").set_defaults(func=cmd_connectors_check)
 
     from engine.ask import register as register_ask
     from engine.hooks import register as register_hooks
@@ -324,6 +329,35 @@ def cmd_audit(args: argparse.Namespace) -> int:
         print(f"audit trail of {args.id} verified: {check.checked} events, chain intact "
               f"({scheme})", file=sys.stderr if args.format == "jsonl" else sys.stdout)
     return 0
+
+
+def cmd_connectors_check(args: argparse.Namespace) -> int:
+    """Each connection: whether it answers and authenticates (types without a check say so)."""
+    from engine.definition.egress import EgressPolicy
+
+    settings = Settings.from_env()
+    egress = EgressPolicy.from_entries(settings.http_allow, settings.http_deny)
+    checks = {"elasticsearch": _check_elasticsearch}
+    failed = 0
+    for connector_id, connection in settings.connectors.connections.items():
+        check = checks.get(connection.type)
+        if check is None:
+            print(f"{connector_id} ({connection.type}): no check for this type")
+            continue
+        try:
+            print(f"{connector_id} ({connection.type}): {check(connection, egress)}")
+        except SignoffError as exc:
+            failed += 1
+            print(f"{connector_id} ({connection.type}): FAILED: {exc}")
+    if not settings.connectors.connections:
+        print("no connections (SIGNOFF_CONNECTORS names no file)")
+    return 1 if failed else 0
+
+
+def _check_elasticsearch(connection: Any, egress: Any) -> str:
+    from engine.steps.elasticsearch import check_elasticsearch_connection
+
+    return check_elasticsearch_connection(connection, egress)
 
 
 def cmd_worker(args: argparse.Namespace) -> int:

@@ -32,6 +32,7 @@ only under its base URL.
 
 from __future__ import annotations
 
+import base64
 import os
 import re
 from collections.abc import Callable, Iterator, Mapping
@@ -172,6 +173,59 @@ register_connector_type(ConnectorType(
         headers=tuple((str(k), str(v)) for k, v in (s.get("headers") or {}).items())),
     description="an HTTP service: an http step with this connector-id calls a path under "
                 "its url with its headers",
+))
+
+@dataclass(frozen=True)
+class ElasticsearchConnection(Connection):
+    """An Elasticsearch cluster (``elasticsearch``): ``elasticsearch.*`` steps call its REST
+    API under ``url``, authenticated with ``api_key`` (``Authorization: ApiKey``) or
+    ``username``/``password`` (basic), as Elasticsearch's clients do; the key wins when
+    both are given."""
+
+    id: str
+    url: str
+    api_key: str | None = field(default=None, repr=False)
+    username: str | None = field(default=None, repr=False)
+    password: str | None = field(default=None, repr=False)
+    type: str = "elasticsearch"
+
+    @property
+    def secrets(self) -> tuple[str, ...]:
+        """The values that must never be shown (the key, the password, the basic header)."""
+        return tuple(s for s in (self.api_key, self.password, self.username,
+                                 self.authorization) if s)
+
+    @property
+    def authorization(self) -> str | None:
+        """The ``Authorization`` header's value."""
+        if self.api_key:
+            return f"ApiKey {self.api_key}"
+        if self.username is not None and self.password is not None:
+            pair = f"{self.username}:{self.password}".encode()
+            return f"Basic {base64.b64encode(pair).decode()}"
+        return None
+
+
+register_connector_type(ConnectorType(
+    name="elasticsearch",
+    settings_schema={
+        "type": "object",
+        "properties": {
+            "url": {"type": "string", "pattern": r"^https?://[^/?#@\s]+(/[^?#\s]*)?$"},
+            "api-key": {"type": "string", "minLength": 1},
+            "username": {"type": "string", "minLength": 1},
+            "password": {"type": "string", "minLength": 1},
+        },
+        "required": ["url"],
+        "dependentRequired": {"username": ["password"], "password": ["username"]},
+        "additionalProperties": False,
+    },
+    secrets=("api-key", "username", "password"),
+    build=lambda id_, s: ElasticsearchConnection(
+        id=id_, url=str(s["url"]).rstrip("/"), api_key=s.get("api-key"),
+        username=s.get("username"), password=s.get("password")),
+    description="an Elasticsearch cluster: elasticsearch.* steps call its REST API with an "
+                "api-key or a username and password",
 ))
 
 # Which connector type each of Elastic 9.5's `with.channels` keys takes.

@@ -5,6 +5,7 @@ from engine.steps import (  # noqa: F401
     composition,
     console,
     data,
+    elasticsearch,
     flow,
     http,
     human,
