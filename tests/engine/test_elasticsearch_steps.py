@@ -259,6 +259,11 @@ def test_esql_errors_carry_elasticsearchs_reason(connected):
 """)
     assert "[400] verification_exception: Found 1 problem\nline 1:" in state.results["q"].error
     assert "Unknown column [nope]" in state.results["q"].error
+    assert state.results["q"].output == {"status": 400, "error": {
+        "root_cause": [{"type": "verification_exception",
+                        "reason": "Found 1 problem\nline 1:22: Unknown column [nope]"}],
+        "type": "verification_exception",
+        "reason": "Found 1 problem\nline 1:22: Unknown column [nope]"}}
 
 
 def test_a_wrong_key_is_a_401_not_retried_and_the_key_is_not_in_the_error(connected):
