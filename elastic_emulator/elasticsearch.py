@@ -24,7 +24,8 @@ Authentication: every request needs ``Authorization: ApiKey <key>`` with a key o
 :attr:`api_keys` or ``Basic`` with a user of :attr:`users`; else 401
 ``security_exception`` with ``WWW-Authenticate``, as Elasticsearch answers.
 :meth:`fail_next` makes the next calls answer 429 ``es_rejected_execution_exception``
-(with ``Retry-After``) or a 5xx. Every request is recorded (:attr:`requests`).
+(with ``Retry-After``) or a 5xx, :meth:`stall_next` makes them slow. Every request is
+recorded (:attr:`requests`).
 
 Deliberately not modelled: mappings and analysis (no text vs keyword, no analyzers,
 no scoring: every hit scores 1.0), shards and replicas (``_shards`` is fixed), refresh
@@ -38,6 +39,7 @@ Unknown routes answer ``no handler found for uri`` (400), as Elasticsearch does.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import fnmatch
 import json
@@ -70,9 +72,10 @@ def error_body(type_: str, reason: str, status: int, **extra: Any) -> dict[str, 
 
 @dataclass
 class _Fault:
-    status: int
+    status: int  # 0: answer normally, after `stall` seconds
     retry_after: int | None
     remaining: int
+    stall: float = 0.0
 
 
 @dataclass
@@ -133,6 +136,11 @@ class ElasticsearchEmulator:
         with ``Retry-After``; 5xx: an internal error)."""
         with self._lock:
             self._faults.append(_Fault(status, retry_after if status == 429 else None, times))
+
+    def stall_next(self, seconds: float, *, times: int = 1) -> None:
+        """Answer the next ``times`` requests only after ``seconds`` (a slow cluster)."""
+        with self._lock:
+            self._faults.append(_Fault(0, None, times, stall=seconds))
 
     def put(self, index: str, source: Mapping[str, Any], doc_id: str | None = None) -> str:
         """Index ``source`` (as ``PUT /index/_doc/id`` would); its id."""
@@ -330,7 +338,9 @@ def _build_app(es: ElasticsearchEmulator) -> Starlette:
                 fault.remaining -= 1
                 if fault.remaining <= 0:
                     es._faults.pop(0)
-        if fault is not None:
+        if fault is not None and fault.stall:
+            await asyncio.sleep(fault.stall)
+        elif fault is not None:
             return _fault(fault, path)
         try:
             body = json.loads(raw) if raw.strip() else {}

@@ -384,6 +384,8 @@ def check_workflow(text: str, source: str, connectors: Connectors) -> list[Probl
     except YamlSyntaxError:
         return []
     problems = _check_http_steps(doc, source, connectors)
+    problems += _check_connector_steps(doc, source, connectors, "elasticsearch.",
+                                       "elasticsearch", ("elasticsearch",))
     for path, key, channel in _channels(doc.data, ()):
         connector_id = channel.get("connector-id")
         found = connectors.get(connector_id) if isinstance(connector_id, str) else None
@@ -472,3 +474,58 @@ def _http_steps(node: Any, path: YamlPath) -> Iterator[tuple[YamlPath, Mapping[s
     elif isinstance(node, list):
         for index, value in enumerate(node):
             yield from _http_steps(value, (*path, index))
+
+
+def _check_connector_steps(doc: PositionedDocument, source: str, connectors: Connectors,
+                           prefix: str, family: str, types: tuple[str, ...]) -> list[Problem]:
+    """Problems with the connection of the steps whose type starts with ``prefix``, by the
+    rule a running step follows (:meth:`engine.definition.step_types.StepContext.
+    connection`): its ``connector-id`` not configured or of another type; without one, no
+    connection called ``family`` and not exactly one of ``types``."""
+    problems = []
+    wanted = " or ".join(types)
+    for path, step in _steps_of(doc.data, (), prefix):
+        connector_id = step.get("connector-id")
+        if isinstance(connector_id, str) and "{{" in connector_id:
+            continue
+        if isinstance(connector_id, str):
+            chosen = connectors.get(connector_id)
+            at = doc.locate((*path, "connector-id"))
+            if chosen is None:
+                message = (f"connector {connector_id!r} is not in {connectors.source}: a "
+                           f"{step['type']} step needs an {wanted} connection")
+            elif chosen.type not in types:
+                message = (f"connector {connector_id!r} is a {chosen.type} in "
+                           f"{connectors.source}, and a {step['type']} step takes an {wanted}")
+            else:
+                continue
+        else:
+            chosen = connectors.get(family)
+            of_type = [c for c in connectors.connections.values() if c.type in types]
+            at = doc.locate((*path, "type"))
+            if chosen is not None and chosen.type not in types:
+                message = (f"{step['type']} without a connector-id uses connector {family!r}, "
+                           f"a {chosen.type} in {connectors.source}, not an {wanted}")
+            elif chosen is None and len(of_type) != 1:
+                found = "none is" if not of_type else f"{len(of_type)} are"
+                message = (f"{step['type']} names no connector-id, no connector is called "
+                           f"{family!r}, and {found} of type {wanted} in {connectors.source}")
+            else:
+                continue
+        problems.append(Problem(source, at.line, at.column, message))
+    return problems
+
+
+def _steps_of(node: Any, path: YamlPath, prefix: str
+              ) -> Iterator[tuple[YamlPath, Mapping[str, Any]]]:
+    """Every step whose type starts with ``prefix`` in a loaded workflow, wherever it is."""
+    if isinstance(node, dict):
+        kind = node.get("type")
+        if isinstance(kind, str) and kind.startswith(prefix) and isinstance(node.get("name"),
+                                                                            str):
+            yield path, node
+        for key, value in node.items():
+            yield from _steps_of(value, (*path, key), prefix)
+    elif isinstance(node, list):
+        for index, value in enumerate(node):
+            yield from _steps_of(value, (*path, index), prefix)

@@ -233,6 +233,16 @@ def test_a_429_is_retried_after_elasticsearch_rejects_the_first_attempt(connecte
     assert state.results["s"].output["hits"]["total"]["value"] == 2
 
 
+def test_a_call_slower_than_the_steps_timeout_fails_and_is_retried(connected, es):
+    rt = connected()
+    es.stall_next(3)
+    _, state = run(rt, "  - name: s\n    type: elasticsearch.search\n    timeout: 1s\n"
+                   "    with: {index: logs-web}\n" + RETRY)
+    assert state.status is ExecutionStatus.COMPLETED, state.error
+    assert state.results["s"].attempts == 2
+    assert len([r for r in es.requests if r["path"] == "/logs-web/_search"]) == 2
+
+
 @pytest.mark.parametrize(("fault", "attempts", "says"), [
     (503, 2, "[503] internal_server_error"),
     (None, 1, "[400] parsing_exception: unknown query [nonsense]"),
@@ -363,6 +373,44 @@ steps:
     assert f"{workflow}:8:" in out and "needs `index`" in out
     assert f"{workflow}:11:" in out and "scheme-relative" in out
     assert len([line for line in out.splitlines() if line.startswith(str(workflow))]) == 3
+
+
+def test_validate_reports_an_elasticsearch_step_without_its_connection(tmp_path, capsys,
+                                                                       monkeypatch):
+    connectors = tmp_path / "connectors.yaml"
+    connectors.write_text('logs: {type: elasticsearch, url: "https://logs.example:9200", '
+                          'api-key: "${K}"}\n'
+                          'audit: {type: elasticsearch, url: "https://audit.example:9200", '
+                          'api-key: "${K}"}\nchat: {type: slack}\n')
+    monkeypatch.setenv("SIGNOFF_CONNECTORS", str(connectors))
+    monkeypatch.setenv("K", KEY)
+    workflow = tmp_path / "wf.yaml"
+    workflow.write_text("""name: wf
+steps:
+  - name: which
+    type: elasticsearch.search
+    with: {index: logs}
+  - name: missing
+    type: elasticsearch.search
+    connector-id: nowhere
+    with: {index: logs}
+  - name: wrong
+    type: elasticsearch.esql.query
+    connector-id: chat
+    with: {query: FROM logs}
+  - name: fine
+    type: elasticsearch.search
+    connector-id: audit
+    with: {index: logs}
+""")
+    assert main(["validate", str(workflow)]) == 1
+    out = capsys.readouterr().out
+    assert (f"{workflow}:4:11: elasticsearch.search names no connector-id, no connector is "
+            f"called 'elasticsearch', and 2 are of type elasticsearch in {connectors}") in out
+    assert f"{workflow}:8:19: connector 'nowhere' is not in {connectors}" in out
+    assert f"{workflow}:12:19: connector 'chat' is a slack in {connectors}" in out
+    assert len([line for line in out.splitlines() if line.startswith(str(workflow))]) == 3
+    assert KEY not in out
 
 
 def _connections_file(tmp_path: Path, url: str) -> Path:
