@@ -63,14 +63,16 @@ def run_esql(query: str, indices: Mapping[str, Mapping[str, Any]], now: datetime
             for name in (n.strip() for n in rest.split(",")):
                 found = [c for c in columns if fnmatch.fnmatchcase(c, name)]
                 if not found:
-                    raise _error("verification_exception", at + 6, f"Unknown column [{name}]")
+                    raise _error("verification_exception", at + 1 + text.find(name, 4),
+                                 f"Unknown column [{name}]")
                 kept += [c for c in found if c not in kept]
             columns = kept
         elif keyword == "SORT":
             for part in reversed([p.strip() for p in rest.split(",")]):
                 name, *order = part.split()
                 if name not in columns:
-                    raise _error("verification_exception", at + 6, f"Unknown column [{name}]")
+                    raise _error("verification_exception", at + 1 + text.find(name, 4),
+                                 f"Unknown column [{name}]")
                 descending = bool(order) and order[0].upper() == "DESC"
                 present = [r for r in rows if r.get(name) is not None]
                 absent = [r for r in rows if r.get(name) is None]

@@ -213,6 +213,8 @@ def test_everything_is_listed_by_name_without_keep(client):
     ("FROM logs-auth | WHERE status === 1", "parsing_exception", "line 1:"),
     ("FROM logs-auth | KEEP nope", "verification_exception",
      "Found 1 problem\nline 1:23: Unknown column [nope]"),
+    ("FROM logs-auth | SORT status, nope", "verification_exception",
+     "Found 1 problem\nline 1:31: Unknown column [nope]"),
     ("FROM missing", "verification_exception", "Found 1 problem\nline 1:6: Unknown index [missing]"),
 ])
 def test_esql_errors_are_elasticsearchs(client, query, kind, reason):
