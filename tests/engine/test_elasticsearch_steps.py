@@ -437,3 +437,13 @@ def test_connectors_check_says_whether_the_cluster_answers_and_authenticates(
     out = capsys.readouterr().out
     assert "FAILED: GET / answered [401] security_exception" in out
     assert "d3Jvbmc6d3Jvbmcta2V5" not in out
+
+
+def test_connectors_check_obeys_the_egress_policy(tmp_path, es, monkeypatch, capsys):
+    monkeypatch.setenv("SIGNOFF_CONNECTORS", str(_connections_file(tmp_path, es.url)))
+    monkeypatch.delenv("SIGNOFF_HTTP_ALLOW", raising=False)  # loopback is refused by default
+    monkeypatch.setenv("ES_API_KEY", KEY)
+    before = len(es.requests)
+    assert main(["connectors", "check"]) == 1
+    assert "FAILED: GET / is refused by the egress policy" in capsys.readouterr().out
+    assert len(es.requests) == before
