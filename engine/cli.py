@@ -1,5 +1,5 @@
-"""The ``signoff`` command: validate, run, status, resume, cancel, pending, audit, worker, serve,
-token.
+"""The ``signoff`` command: validate, run, status, resume, cancel, pending, audit, connectors
+check, worker, serve, token.
 
 Exit codes: 0 ok, 1 a user error (with a message on stderr), 2 bad usage.
 """

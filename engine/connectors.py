@@ -32,6 +32,7 @@ only under its base URL.
 
 from __future__ import annotations
 
+import base64
 import importlib
 import os
 import re
@@ -213,6 +214,59 @@ register_connector_type(ConnectorType(
         id=id_, url=str(s["url"]), api_key=s.get("api-key"), username=s.get("username"),
         password=s.get("password"), space=str(s.get("space") or "default")),
     description="a Kibana: cases.* and kibana.* steps call its APIs in its space",
+))
+
+@dataclass(frozen=True)
+class ElasticsearchConnection(Connection):
+    """An Elasticsearch cluster (``elasticsearch``): ``elasticsearch.*`` steps call its REST
+    API under ``url``, authenticated with ``api_key`` (``Authorization: ApiKey``) or
+    ``username``/``password`` (basic), as Elasticsearch's clients do; the key wins when
+    both are given."""
+
+    id: str
+    url: str
+    api_key: str | None = field(default=None, repr=False)
+    username: str | None = field(default=None, repr=False)
+    password: str | None = field(default=None, repr=False)
+    type: str = "elasticsearch"
+
+    @property
+    def secrets(self) -> tuple[str, ...]:
+        """The values that must never be shown (the key, the password, the basic header)."""
+        return tuple(s for s in (self.api_key, self.password, self.username,
+                                 self.authorization) if s)
+
+    @property
+    def authorization(self) -> str | None:
+        """The ``Authorization`` header's value."""
+        if self.api_key:
+            return f"ApiKey {self.api_key}"
+        if self.username is not None and self.password is not None:
+            pair = f"{self.username}:{self.password}".encode()
+            return f"Basic {base64.b64encode(pair).decode()}"
+        return None
+
+
+register_connector_type(ConnectorType(
+    name="elasticsearch",
+    settings_schema={
+        "type": "object",
+        "properties": {
+            "url": {"type": "string", "pattern": r"^https?://[^/?#@\s]+(/[^?#\s]*)?$"},
+            "api-key": {"type": "string", "minLength": 1},
+            "username": {"type": "string", "minLength": 1},
+            "password": {"type": "string", "minLength": 1},
+        },
+        "required": ["url"],
+        "dependentRequired": {"username": ["password"], "password": ["username"]},
+        "additionalProperties": False,
+    },
+    secrets=("api-key", "username", "password"),
+    build=lambda id_, s: ElasticsearchConnection(
+        id=id_, url=str(s["url"]).rstrip("/"), api_key=s.get("api-key"),
+        username=s.get("username"), password=s.get("password")),
+    description="an Elasticsearch cluster: elasticsearch.* steps call its REST API with an "
+                "api-key or a username and password",
 ))
 
 # Which connector type each of Elastic 9.5's `with.channels` keys takes.
@@ -455,6 +509,7 @@ def _check_http_steps(doc: PositionedDocument, source: str,
 FAMILY_CONNECTIONS: dict[str, tuple[str, tuple[str, ...]]] = {
     "cases": ("kibana", ("kibana",)),
     "kibana": ("kibana", ("kibana",)),
+    "elasticsearch": ("elasticsearch", ("elasticsearch",)),
 }
 
 
@@ -470,6 +525,7 @@ def _check_family_steps(doc: PositionedDocument, source: str,
             continue
         name, types = family
         connector_id = step.get("connector-id")
+        wanted = " or ".join(types)
         if isinstance(connector_id, str) and "{{" not in connector_id:
             found = connectors.get(connector_id)
             at = doc.locate((*path, "connector-id"))
@@ -477,14 +533,21 @@ def _check_family_steps(doc: PositionedDocument, source: str,
                 what = "is not in" if found is None else f"is a {found.type} in"
                 problems.append(Problem(source, at.line, at.column, (
                     f"connector {connector_id!r} {what} {connectors.source}, and a "
-                    f"{step['type']} step takes a {' or '.join(types)} connection")))
-        elif connector_id is None and connectors.get(name) is None and len(
-                [c for c in connectors.connections.values() if c.type in types]) != 1:
+                    f"{step['type']} step takes a connection of type {wanted}")))
+        elif connector_id is None:
+            named = connectors.get(name)
             at = doc.locate((*path, "type"))
-            problems.append(Problem(source, at.line, at.column, (
-                f"step {step.get('name')!r} ({step['type']}) names no connector-id, and "
-                f"{connectors.source} has no connection called {name!r} nor exactly one of "
-                f"type {' or '.join(types)}")))
+            if named is not None and named.type not in types:
+                problems.append(Problem(source, at.line, at.column, (
+                    f"step {step.get('name')!r} ({step['type']}) names no connector-id, so it "
+                    f"uses connector {name!r}, a {named.type} in {connectors.source}, not a "
+                    f"connection of type {wanted}")))
+            elif named is None and len(
+                    [c for c in connectors.connections.values() if c.type in types]) != 1:
+                problems.append(Problem(source, at.line, at.column, (
+                    f"step {step.get('name')!r} ({step['type']}) names no connector-id, and "
+                    f"{connectors.source} has no connection called {name!r} nor exactly one "
+                    f"of type {wanted}")))
     return problems
 
 
@@ -521,6 +584,7 @@ def _http_steps(node: Any, path: YamlPath) -> Iterator[tuple[YamlPath, Mapping[s
 # a line saying what answered, or raises engine.errors.StepFailed saying why not.
 CONNECTION_CHECKS: dict[str, str] = {
     "kibana": "engine.steps.kibana:check_kibana",
+    "elasticsearch": "engine.steps.elasticsearch:check_elasticsearch_connection",
 }
 
 
@@ -532,3 +596,4 @@ def connection_check(type_name: str) -> Callable[[Connection, Any], str] | None:
     module, _, name = target.partition(":")
     check: Callable[[Connection, Any], str] = getattr(importlib.import_module(module), name)
     return check
+

@@ -6,6 +6,7 @@ from engine.steps import (  # noqa: F401
     composition,
     console,
     data,
+    elasticsearch,
     flow,
     http,
     human,

@@ -295,7 +295,7 @@ def test_a_bad_connections_file_names_each_fault_at_its_line_without_quoting_sec
 
     assert [str(p) for p in failure.value.problems] == [
         f"{path}:2:3: connector 'team-webhook': unknown type 'slack-hook'; known types: "
-        "http, kibana, slack, slack-webhook",
+        "elasticsearch, http, kibana, slack, slack-webhook",
         f"{path}:5:3: connector 'other-webhook': environment variable MISSING_WEBHOOK_URL "
         "is not set",
         f"{path}:8:3: connector 'pasted': `url` is a secret: write it as a ${{ENV_VAR}} "
