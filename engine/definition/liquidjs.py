@@ -70,7 +70,7 @@ from liquid.token import (
 )
 
 from engine.definition import jsvalue, template_filters
-from engine.definition.kql import field_segments
+from engine.definition.kql_tree import field_segments
 
 __all__ = [
     "EXPRESSION_FILTERS",
