@@ -1,6 +1,6 @@
 """KQL conditions for step ``if:`` guards and ``if`` steps, parsed once and evaluated on a scope.
 
-The text is KQL exactly as Kibana parses it (:mod:`engine.definition.kql`); a condition
+The text is KQL exactly as Kibana parses it (:mod:`engine.definition.kql_parser`); a condition
 with ``{{ }}`` templates inside is rendered against the scope first, when it is evaluated,
 and a condition that is, once rendered and trimmed, exactly ``true`` or ``false`` is that
 boolean, as in Elastic Workflows. A condition that is one whole ``${{ expr }}`` is the
@@ -44,8 +44,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from engine.definition import datemath, jsvalue, templates
-from engine.definition.kql import (
-    JS_WHITESPACE,
+from engine.definition.kql_parser import JS_WHITESPACE, parse_kql
+from engine.definition.kql_tree import (
     And,
     Constant,
     Exists,
@@ -58,7 +58,6 @@ from engine.definition.kql import (
     Value,
     Wildcard,
     field_segments,
-    parse_kql,
 )
 from engine.errors import ConditionError, TemplateError
 

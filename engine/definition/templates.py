@@ -6,7 +6,7 @@ evaluates to the expression's own value, so a list stays a list and an int an in
 Inside ``{{ }}`` the Elastic Workflows ternary ``cond ? a : b`` is accepted and read as
 Liquid's ``a if cond else b``.
 
-Templates are read as Elastic's LiquidJS reads them (engine/definition/liquidjs.py):
+Templates are read as Elastic's LiquidJS reads them (engine/definition/liquidjs_*.py):
 ``{{ a > 3 and b == 'x' }}`` renders ``true`` or ``false``, ``<`` and ``contains`` compare
 as JavaScript does, a ``for`` tag ignores a filter, ``inputs.limit`` is a property, and
 Elastic's filters are there (engine/definition/template_filters.py).
@@ -18,7 +18,7 @@ is the author's Markdown and renders. ``{{ value | markdown }}`` opts a trusted 
 in. Slack's own syntax (``&``, ``<``, ``>``, mentions) is left to the bot, which
 escapes it in all text it converts (bot/mrkdwn.py). Other strings are not escaped.
 
-python-liquid enters Signoff through this module, and the two it builds on: liquidjs.py
+python-liquid enters Signoff through this module, and those it builds on: liquidjs_*.py
 and template_filters.py.
 """
 
@@ -47,15 +47,15 @@ from liquid.filter import int_arg
 from liquid.parser import get_parser
 
 from engine.definition import template_filters
-from engine.definition.liquidjs import (
-    EXPRESSION_FILTERS,
+from engine.definition.liquidjs_comparisons import with_javascript_operators
+from engine.definition.liquidjs_filters import EXPRESSION_FILTERS
+from engine.definition.liquidjs_parser import (
     LiquidJSAssign,
     LiquidJSEcho,
     LiquidJSOutput,
     LiquidJSTokenStream,
-    liquidjs_text,
-    with_javascript_operators,
 )
+from engine.definition.liquidjs_printing import liquidjs_text
 from engine.definition.markdown_escape import (
     CodeTracker,
     TrustedMarkdown,

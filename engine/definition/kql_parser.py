@@ -25,16 +25,34 @@ Workflows parses here when it parses there, to the same tree:
 Parsing is linear in the text: every rule scans forward, alternatives share no rescans
 longer than a field name, and nesting (parentheses, ``not``, ``{``) is capped at
 ``MAX_DEPTH`` so no text can exhaust Python's stack.
+
+It builds the records of :mod:`engine.definition.kql_tree`; a syntax error is worded by
+:mod:`engine.definition.kql_syntax_errors`.
 """
 
 from __future__ import annotations
 
-import functools
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from engine.definition.jsvalue import parse_float
+from engine.definition.kql_syntax_errors import (
+    nested_too_deeply,
+    syntax_error,
+    unmatched_parenthesis,
+)
+from engine.definition.kql_tree import (
+    And,
+    Exists,
+    Match,
+    MatchesNothing,
+    Not,
+    Or,
+    Query,
+    Range,
+    Value,
+    Wildcard,
+)
 from engine.errors import ConditionError
 
 MAX_DEPTH = 100  # nested parentheses, braces and `not`s
@@ -47,127 +65,6 @@ _ESCAPED_WHITESPACE = {"t": "\t", "r": "\r", "n": "\n"}
 _HEX4 = re.compile(r"[0-9a-fA-F]{4}")
 _RANGE_OPS = ("<=", ">=", "<", ">")
 
-
-@dataclass(frozen=True)
-class Wildcard:
-    """An unquoted value with ``*``: the literal pieces between its stars, in order.
-
-    The first piece is anchored at the start and the last at the end; each middle piece
-    is found at its leftmost place, which leaves every later piece the most room, so a
-    match never backtracks across a star.
-    """
-
-    pieces: tuple[str, ...]
-
-    def matches(self, text: str) -> bool:
-        """Whether the whole of ``text`` matches, in time linear in ``len(text)``."""
-        head, *middle, tail = self.pieces
-        end = len(text) - len(tail)
-        if end < len(head) or not text.startswith(head) or not text.endswith(tail):
-            return False
-        position = len(head)
-        for piece in middle:
-            if piece:
-                found = text.find(piece, position, end)
-                if found < 0:
-                    return False
-                position = found + len(piece)
-        return True
-
-
-@dataclass(frozen=True)
-class Value:
-    """A value as written (unescaped, trimmed); ``wildcard`` is set when an unquoted value
-    has an unescaped ``*``."""
-
-    text: str
-    quoted: bool = False
-    wildcard: Wildcard | None = None
-
-    @functools.cached_property
-    def literal(self) -> str | bool | None:
-        """The value as Kibana's KQL tree holds it: unquoted ``null``, ``true`` and
-        ``false`` are typed, everything else is text (a wildcard's stars as Kibana marks
-        them, ``@kuery-wildcard@``)."""
-        if self.quoted:
-            return self.text
-        if self.wildcard is not None:
-            return KUERY_WILDCARD.join(self.wildcard.pieces)
-        return _TYPED_LITERALS.get(self.text, self.text)
-
-    @functools.cached_property
-    def literal_text(self) -> str:
-        """JavaScript's ``String()`` of :attr:`literal`: ``null`` for null."""
-        literal = self.literal
-        if isinstance(literal, str):
-            return literal
-        return "null" if literal is None else "true" if literal else "false"
-
-    @functools.cached_property
-    def number(self) -> float:
-        """JavaScript's ``parseFloat`` of :attr:`literal`: NaN when it is no number."""
-        return parse_float(self.literal_text)
-
-    @functools.cached_property
-    def may_be_date_math(self) -> bool:
-        """Whether Kibana tries the text as date math (``now…`` or ``…||…``)."""
-        return self.literal_text.startswith("now") or "||" in self.literal_text
-
-
-KUERY_WILDCARD = "@kuery-wildcard@"  # how Kibana's KQL tree writes a value's `*`
-_TYPED_LITERALS: dict[str, bool | None] = {"null": None, "true": True, "false": False}
-
-
-# The query tree. A value group `f : (a or not b)` is built as `f : a or not f : b`, as KQL does.
-@dataclass(frozen=True)
-class Match:
-    path: str
-    value: Value
-
-
-@dataclass(frozen=True)
-class Exists:
-    path: str
-
-
-@dataclass(frozen=True)
-class Range:
-    path: str
-    op: str
-    value: Value
-
-
-@dataclass(frozen=True)
-class Or:
-    items: tuple[Query, ...]
-
-
-@dataclass(frozen=True)
-class And:
-    items: tuple[Query, ...]
-
-
-@dataclass(frozen=True)
-class Not:
-    item: Query
-
-
-@dataclass(frozen=True)
-class Constant:
-    value: bool
-
-
-@dataclass(frozen=True)
-class MatchesNothing:
-    """What KQL accepts but Kibana's workflow engine never matches: ``kind`` is "free text"
-    (a value without a field), "wildcard field", "nested query" or "empty"; ``path`` is
-    the nested query's field."""
-
-    kind: str
-    path: str | None = None
-
-
-Query = Match | Exists | Range | Or | And | Not | Constant | MatchesNothing
 _Partial = Callable[[str | None], Query]  # a value (group) waiting for its field
 
 
@@ -187,30 +84,7 @@ def parse_kql(text: str) -> Query:
     try:
         return _Parser(text).parse()
     except RecursionError:  # MAX_DEPTH keeps well inside the limit; a caller deep in its own
-        raise ConditionError(f"nested too deeply (at most {MAX_DEPTH})", condition=text,
-                             column=1) from None
-
-
-def field_segments(path: str) -> tuple[str, ...]:
-    """A field name's property path, read as Kibana's workflow engine reads it:
-    ``a.b[0].c`` and ``a['b-c']`` give ``("a", "b", "0", "c")`` and ``("a", "b-c")``."""
-    parts: list[str] = []
-    current: list[str] = []
-    in_bracket = False
-    for char in path:
-        if char == "." and not in_bracket or char in "[]":
-            if current:
-                part = "".join(current)
-                if char == "]" and len(part) > 1 and part[0] == part[-1] and part[0] in "'\"":
-                    part = part[1:-1]
-                parts.append(part)
-                current = []
-            in_bracket = char == "[" or in_bracket and char != "]"
-        else:
-            current.append(char)
-    if current:
-        parts.append("".join(current))
-    return tuple(parts)
+        raise nested_too_deeply(text, MAX_DEPTH) from None
 
 
 class _Parser:
@@ -232,8 +106,7 @@ class _Parser:
             raise self._error() from None
         position = self._spaces(position)
         if position < len(text) and text[position] == ")" and position >= self.farthest:
-            raise ConditionError(f"unmatched ')' at column {position + 1}", condition=text,
-                                 column=position + 1)
+            raise unmatched_parenthesis(text, position)
         if position != len(text):
             self._expect(position, "'and', 'or' or the end of the condition")
             raise self._error()
@@ -249,36 +122,11 @@ class _Parser:
 
     def _error(self) -> ConditionError:
         text, at = self.text, self.farthest
-        quote = _open_quote(text, at)
-        if quote is not None:
-            return ConditionError(f"unterminated string starting at column {quote + 1}",
-                                  condition=text, column=quote + 1)
-        at_end = at >= len(text)
-        found = "the end" if at_end else repr(text[at])
-        if at_end:  # point just past the last word, not at trailing spaces
-            at = len(text.rstrip(_SPACE))
-        elif self._keyword_at(at):
-            word = text[at:at + 4].strip(_SPACE)
-            found = f"the keyword {word!r} (quote a value that holds it)"
-        if self.depth_exceeded_at is not None:
-            return ConditionError(f"nested more than {MAX_DEPTH} deep at column "
-                                  f"{self.depth_exceeded_at + 1}", condition=text,
-                                  column=self.depth_exceeded_at + 1)
-        if at_end and "')'" in self.expected:
-            opened = _open_parenthesis(text)
-            if opened is not None:
-                return ConditionError(f"unclosed '(' at column {opened + 1}", condition=text,
-                                      column=opened + 1)
-        if not at_end and text[at] == "\\":
-            message = (f"'\\' at column {at + 1} escapes only a special character "
-                       '(\\():<>"*{}), or, and, not, \\t, \\r, \\n or \\uXXXX; '
-                       "quote the value to keep a backslash")
-            return ConditionError(message, condition=text, column=at + 1)
-        expected = sorted(self.expected) or ["something else"]
-        described = expected[0] if len(expected) == 1 else ", ".join(expected[:-1]) + \
-            " or " + expected[-1]
-        return ConditionError(f"expected {described} at column {at + 1}, found {found}",
-                              condition=text, column=at + 1)
+        keyword = text[at:at + 4].strip(_SPACE) if at < len(text) and self._keyword_at(at) \
+            else None
+        return syntax_error(text, at, self.expected, keyword=keyword,
+                            words_end=len(text.rstrip(_SPACE)),
+                            nested_too_deep_at=self.depth_exceeded_at, max_depth=MAX_DEPTH)
 
     def _enter(self, position: int) -> None:
         self.depth += 1
@@ -598,46 +446,3 @@ def _field_path(field: _Literal) -> str:
 
 def _to_value(literal: _Literal) -> Value:
     return Value(literal.text, quoted=literal.quoted, wildcard=literal.wildcard)
-
-
-def _open_quote(text: str, at: int) -> int | None:
-    """Where the string still open at ``at`` (the end of the text) starts, if one is."""
-    if at < len(text):
-        return None
-    start: int | None = None
-    i = 0
-    while i < len(text):
-        char = text[i]
-        if start is None:
-            if char == "\\":
-                i += 2
-                continue
-            if char == '"':
-                start = i
-        elif char == "\\" and i + 1 < len(text) and text[i + 1] in '\\"':
-            i += 2
-            continue
-        elif char == '"':
-            start = None
-        i += 1
-    return start
-
-
-def _open_parenthesis(text: str) -> int | None:
-    """Where the innermost '(' left open at the end of ``text`` is, outside strings."""
-    opened: list[int] = []
-    quoted = False
-    i = 0
-    while i < len(text):
-        char = text[i]
-        if char == "\\":
-            i += 2
-            continue
-        if char == '"':
-            quoted = not quoted
-        elif not quoted and char == "(":
-            opened.append(i)
-        elif not quoted and char == ")" and opened:
-            opened.pop()
-        i += 1
-    return opened[-1] if opened else None
