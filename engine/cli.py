@@ -140,6 +140,12 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument("name")
     t.set_defaults(func=cmd_token_revoke)
 
+    p = sub.add_parser("connectors", help="SIGNOFF_CONNECTORS: check the connections")
+    actions = p.add_subparsers(dest="action", metavar="ACTION", required=True)
+    c = actions.add_parser("check", help="call each connection's cheapest read: does it "
+                           "answer and authenticate? exit 1 if one does not")
+    c.set_defaults(func=cmd_connectors_check)
+
     from engine.ask import register as register_ask
     from engine.hooks import register as register_hooks
     from engine.policy_commands import register as register_policy_commands
@@ -218,6 +224,35 @@ def _connector_problems(paths: list[str]) -> list[Problem]:
             continue  # validate_paths reported it
         problems += check_workflow(text, str(path), connectors)
     return problems
+
+
+def cmd_connectors_check(args: argparse.Namespace) -> int:
+    from engine.definition.egress import EgressPolicy
+
+    settings = Settings.from_env()
+    connections = settings.connectors.connections
+    if not connections:
+        raise UserError("no connections: set SIGNOFF_CONNECTORS to a connections file")
+    checks = {"openai": _check_openai}
+    policy = EgressPolicy.from_entries(settings.http_allow, settings.http_deny)
+    failed = 0
+    for connector_id, connection in connections.items():
+        check = checks.get(connection.type)
+        if check is None:
+            print(f"{connector_id} ({connection.type}): not checked (no check for this type)")
+            continue
+        try:
+            print(f"{connector_id} ({connection.type}): {check(connection, policy)}")
+        except SignoffError as exc:
+            failed += 1
+            print(f"{connector_id} ({connection.type}): FAILED: {exc}")
+    return 1 if failed else 0
+
+
+def _check_openai(connection: Any, policy: Any) -> str:
+    from engine.steps.chat_completions import check_openai
+
+    return check_openai(connection, policy)
 
 
 def cmd_run(args: argparse.Namespace) -> int:
