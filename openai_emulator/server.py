@@ -18,7 +18,8 @@ Errors come in OpenAI's shape ``{error: {message, type, param, code}}``: 401
 refuses (every object closed with ``additionalProperties: false``, every property
 required, an object at the root), and whatever :meth:`OpenAIEmulator.fail` tells it:
 429 ``rate_limit_exceeded`` with ``Retry-After``, 500/502/503. Every request is recorded
-(:attr:`OpenAIEmulator.requests`), headers included, for tests to read.
+(:attr:`OpenAIEmulator.requests`), headers included, for tests to read;
+:meth:`OpenAIEmulator.delay` holds answers back, for a client's timeout.
 
 What it deliberately does not model: streaming (``stream: true`` is refused with a 400),
 tools and function calling, ``n`` > 1, logprobs, images and audio, the Responses,
@@ -30,6 +31,7 @@ projects (``OpenAI-Organization`` is recorded, not checked), and content filteri
 
 from __future__ import annotations
 
+import asyncio
 import json
 import threading
 from collections import deque
@@ -94,6 +96,8 @@ class OpenAIEmulator:
         self._lock = threading.Lock()
         self._answers: dict[str, deque[CannedAnswer]] = {}
         self._faults: deque[_Fault] = deque()
+        self._delays: deque[float] = deque()
+        self._generation = 0  # counts resets, so a held request does not outlive one
         self.requests: list[Recorded] = []
         self._server = BackgroundServer(Starlette(routes=[
             Route("/v1/chat/completions", self._chat, methods=["POST"]),
@@ -141,6 +145,8 @@ class OpenAIEmulator:
         with self._lock:
             self._answers.clear()
             self._faults.clear()
+            self._delays.clear()
+            self._generation += 1
             self.requests.clear()
 
     # -- scripting -----------------------------------------------------------
@@ -164,6 +170,12 @@ class OpenAIEmulator:
         with self._lock:
             self._faults.append(_Fault(status, retry_after, times))
 
+    def delay(self, seconds: float, *, times: int = 1) -> None:
+        """Hold the next ``times`` completion requests ``seconds`` before answering (a slow
+        model, for a client's timeout)."""
+        with self._lock:
+            self._delays.extend([seconds] * times)
+
     @property
     def completions(self) -> list[Recorded]:
         """The chat-completion requests received, oldest first."""
@@ -173,12 +185,13 @@ class OpenAIEmulator:
 
     async def _chat(self, request: Request) -> JSONResponse:
         return await self._serve(request, lambda body: self._complete(request, body, None,
-                                                                     bearer=True))
+                                                                     bearer=True), hold=True)
 
     async def _azure_chat(self, request: Request) -> JSONResponse:
         deployment = request.path_params["deployment"]
         return await self._serve(
-            request, lambda body: self._complete(request, body, deployment, bearer=False))
+            request, lambda body: self._complete(request, body, deployment, bearer=False),
+            hold=True)
 
     async def _models(self, request: Request) -> JSONResponse:
         return await self._serve(request, lambda body: self._list(request, bearer=True))
@@ -186,8 +199,8 @@ class OpenAIEmulator:
     async def _azure_models(self, request: Request) -> JSONResponse:
         return await self._serve(request, lambda body: self._list(request, bearer=False))
 
-    async def _serve(self, request: Request,
-                     handle: Callable[[Any], dict[str, Any]]) -> JSONResponse:
+    async def _serve(self, request: Request, handle: Callable[[Any], dict[str, Any]],
+                     hold: bool = False) -> JSONResponse:
         raw = await request.body()
         try:
             body = json.loads(raw) if raw else None
@@ -197,6 +210,14 @@ class OpenAIEmulator:
             self.requests.append(Recorded(request.method, request.url.path,
                                           dict(request.query_params), dict(request.headers),
                                           body))
+            seconds = self._delays.popleft() if hold and self._delays else 0.0
+            generation = self._generation
+        if seconds:
+            await asyncio.sleep(seconds)
+            if generation != self._generation:  # reset meanwhile: touch no new test's script
+                return JSONResponse({"error": {"message": "The emulator was reset.",
+                                               "type": "server_error", "param": None,
+                                               "code": None}}, status_code=503)
         try:
             return JSONResponse(handle(body))
         except ApiError as exc:

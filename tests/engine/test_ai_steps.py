@@ -465,3 +465,19 @@ bad: {{type: openai, url: {emulator.base_url}, model: gpt-4o, api-key: "${{WRONG
     assert "[401]" in out[2] and "the API key was refused" in out[2]
     assert [r.path for r in emulator.requests] == ["/v1/models"] * 3
     assert KEY not in "\n".join(out) and "nope" not in "\n".join(out)
+
+
+def test_a_call_that_outlasts_the_steps_timeout_is_a_retryable_error(connected, emulator):
+    rt = connected()
+    emulator.delay(5)
+    timed = SEED_CLASSIFY.replace("    with:\n", "    timeout: 1s\n    with:\n", 1)
+    _, once = run(rt, timed)
+    assert "timed out after 1s" in (once.results["classify"].error or "")
+
+    emulator.delay(5)  # no answer is scripted: a held request may still take one when it wakes
+    _, state = run(rt, timed + RETRY)
+
+    assert state.status is ExecutionStatus.COMPLETED, state.error
+    result = state.results["classify"]
+    assert result.attempts == 2
+    assert result.output["category"] == "confirmed_compromise"  # the emulator's unscripted answer
