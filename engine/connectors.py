@@ -479,10 +479,14 @@ def _check_ai_steps(doc: PositionedDocument, source: str,
     problems = []
     openai = [c.id for c in connectors.connections.values() if c.type == "openai"]
     for path, step in _steps_of_types(doc.data, (), AI_STEP_TYPES):
-        connector_id = step.get("connector-id")
-        if isinstance(connector_id, str) and "{{" in connector_id:
+        connector_id, where = step.get("connector-id"), (*path, "connector-id")
+        with_ = step.get("with")
+        if connector_id is None and isinstance(with_, dict) and with_.get("connectorId"):
+            connector_id, where = with_["connectorId"], (*path, "with", "connectorId")
+        if connector_id is None:
+            where = (*path, "type")
+        elif not isinstance(connector_id, str) or "{{" in connector_id:
             continue
-        where = (*path, "connector-id") if connector_id is not None else (*path, "type")
         at = doc.locate(where)
         found = connectors.get(connector_id if isinstance(connector_id, str) else "ai")
         if connector_id is not None and found is None:

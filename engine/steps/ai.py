@@ -58,9 +58,13 @@ _DATA_RULE = ("The user message holds the data, as JSON between <data> and </dat
 def _call(ctx: StepContext, messages: list[dict[str, str]], *,
           schema: Mapping[str, Any] | None, schema_name: str, strict: bool) -> Completion:
     connection = ctx.connection(FAMILY, TYPES)
-    return complete(connection, ctx.egress, messages, schema=schema, schema_name=schema_name,
-                    strict=strict, temperature=_temperature(ctx.options.get("temperature")),
-                    timeout=ctx.timeout_seconds or DEFAULT_TIMEOUT)
+    answer = complete(connection, ctx.egress, messages, schema=schema, schema_name=schema_name,
+                      strict=strict, temperature=_temperature(ctx.options.get("temperature")),
+                      timeout=ctx.timeout_seconds or DEFAULT_TIMEOUT)
+    usage = answer.metadata.get("usage") or {}
+    ctx.log(f"connection {connection.id!r}: {answer.metadata.get('model')} answered "
+            f"({answer.metadata.get('finish_reason')}, {usage.get('total_tokens', '?')} tokens)")
+    return answer
 
 
 def _temperature(value: Any) -> float | None:

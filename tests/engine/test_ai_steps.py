@@ -433,6 +433,7 @@ steps:
   - {name: by_default, type: ai.summarize, with: {input: x}}
   - {name: missing, type: ai.summarize, connector-id: nowhere, with: {input: x}}
   - {name: wrong, type: ai.prompt, connector-id: edr, with: {prompt: x}}
+  - {name: docs_spelling, type: ai.prompt, with: {connectorId: nowhere, prompt: x}}
 """)
     monkeypatch.setenv("SIGNOFF_CONNECTORS", str(connectors))
 
@@ -441,7 +442,8 @@ steps:
     out = capsys.readouterr().out.splitlines()
     assert f"{workflow}:5:55: connector 'nowhere' is not in {connectors}" in out
     assert any(line.startswith(f"{workflow}:6:50: connector 'edr' is a http in") for line in out)
-    assert len([line for line in out if str(workflow) in line]) == 2  # the others resolve
+    assert f"{workflow}:7:64: connector 'nowhere' is not in {connectors}" in out
+    assert len([line for line in out if str(workflow) in line]) == 3  # the others resolve
 
 
 def test_connectors_check_lists_the_models_with_the_key(tmp_path, emulator, monkeypatch, capsys):
