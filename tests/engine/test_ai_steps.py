@@ -483,3 +483,22 @@ def test_a_call_that_outlasts_the_steps_timeout_is_a_retryable_error(connected, 
     result = state.results["classify"]
     assert result.attempts == 2
     assert result.output["category"] == "confirmed_compromise"  # the emulator's unscripted answer
+
+
+def test_categories_may_come_from_a_template_and_must_render_to_a_list(connected, emulator):
+    rt = connected()
+    emulator.answer({"category": "b"})
+    step = """  - name: pick
+    type: ai.classify
+    with:
+      input: x
+      categories: "${{ event.categories }}"
+"""
+    _, listed = run(rt, step, {"categories": ["a", "b"]})
+    assert listed.status is ExecutionStatus.COMPLETED, listed.error
+    assert listed.results["pick"].output["category"] == "b"
+
+    _, text = run(rt, step, {"categories": "a, b"})
+    assert "with.categories must be a list of at least one category" in (
+        text.results["pick"].error or "")
+    assert len(emulator.completions) == 1
