@@ -23,7 +23,7 @@ from engine.cli import main
 from engine.connectors import load_connectors
 from engine.definition.loader import parse_workflow
 from engine.errors import ConnectorsInvalid, WorkflowInvalid
-from engine.notify import NullNotifier
+from engine.notify import Actor, NullNotifier
 from engine.state.execution import ExecutionStatus
 from engine.worker.runtime import Runtime, build_runtime, install_runtime
 from engine.worker.worker import SignoffWorker
@@ -502,3 +502,38 @@ def test_categories_may_come_from_a_template_and_must_render_to_a_list(connected
     assert "with.categories must be a list of at least one category" in (
         text.results["pick"].error or "")
     assert len(emulator.completions) == 1
+
+
+def test_the_review_shows_the_ai_classification_as_the_seed_reads_it(connected, emulator):
+    rt = connected()
+    emulator.answer({"category": "confirmed_compromise", "rationale": "beaconing to a known C2"})
+    steps = SEED_CLASSIFY + """  - name: review
+    type: waitForInput
+    with:
+      message: |
+        **AI classification:** {{ steps.classify.output.category }}
+
+        **Rationale:** {{ steps.classify.output.rationale }}
+      schema:
+        type: object
+        properties: {approved: {type: boolean}}
+        required: [approved]
+  - name: isolate
+    type: console
+    if: "steps.review.output.approved : true and steps.classify.output.category : confirmed_compromise"
+    with: {message: isolating}
+"""
+    execution_id, waiting = run(rt, steps)
+    assert waiting.status is ExecutionStatus.WAITING_FOR_INPUT, waiting.error
+    review = rt.engine.review(execution_id)
+    assert review is not None
+    assert "**AI classification:** confirmed_compromise" in review.message
+    assert "**Rationale:** beaconing to a known C2" in review.message
+
+    rt.engine.resume(execution_id, {"approved": True}, Actor(id="U0ALICE", name="alice"))
+    SignoffWorker([rt.settings.queue], connection=rt.store.redis).work(
+        burst=True, logging_level="WARNING")
+    done = rt.engine.get(execution_id)
+    assert done.status is ExecutionStatus.COMPLETED, done.error
+    assert done.results["isolate"].output == "isolating"
+    assert len(emulator.completions) == 1  # the run resumed without asking the model again
