@@ -132,7 +132,10 @@ def check_openai(connection: OpenAIConnectionLike, policy: EgressPolicy) -> str:
     """What ``signoff connectors check`` says of an ``openai`` connection: that it answers
     and authenticates, and whether it serves the configured model; StepFailed if not."""
     models = list_models(connection, policy)
-    if connection.model in models or (connection.api_version and not models):
+    if connection.api_version:  # Azure lists the resource's base models, not its deployments
+        return "answers and authenticates (Azure: deployments are not listed, so the " \
+               f"deployment of {connection.url.rsplit('/', 1)[-1]!r} is not checked)"
+    if connection.model in models:
         return f"answers and authenticates; serves {connection.model}"
     listed = ", ".join(models[:10]) + (" ..." if len(models) > 10 else "")
     return (f"answers and authenticates, but does not list model {connection.model!r} "

@@ -451,6 +451,12 @@ def test_connectors_check_lists_the_models_with_the_key(tmp_path, emulator, monk
 good: {{type: openai, url: {emulator.base_url}, model: gpt-4o-mini, api-key: "${{OPENAI_API_KEY}}"}}
 odd: {{type: openai, url: {emulator.base_url}, model: gpt-9, api-key: "${{OPENAI_API_KEY}}"}}
 bad: {{type: openai, url: {emulator.base_url}, model: gpt-4o, api-key: "${{WRONG_KEY}}"}}
+azure:
+  type: openai
+  url: {emulator.root_url}/openai/deployments/prod-4o
+  model: gpt-4o
+  api-key: ${{OPENAI_API_KEY}}
+  api-version: "2024-10-21"
 """)
     monkeypatch.setenv("SIGNOFF_CONNECTORS", str(path))
     monkeypatch.setenv("OPENAI_API_KEY", KEY)
@@ -465,7 +471,11 @@ bad: {{type: openai, url: {emulator.base_url}, model: gpt-4o, api-key: "${{WRONG
                              "model 'gpt-9' (it lists: gpt-4o-mini, gpt-4o)")
     assert out[2].startswith("bad (openai): FAILED: GET ")
     assert "[401]" in out[2] and "the API key was refused" in out[2]
-    assert [r.path for r in emulator.requests] == ["/v1/models"] * 3
+    assert out[3] == ("azure (openai): answers and authenticates (Azure: deployments are not "
+                      "listed, so the deployment of 'prod-4o' is not checked)")
+    assert [r.path for r in emulator.requests] == ["/v1/models"] * 3 + ["/openai/models"]
+    assert emulator.requests[3].query == {"api-version": "2024-10-21"}
+    assert emulator.requests[3].headers["api-key"] == KEY
     assert KEY not in "\n".join(out) and "nope" not in "\n".join(out)
 
 
