@@ -269,6 +269,53 @@ register_connector_type(ConnectorType(
                 "api-key or a username and password",
 ))
 
+
+@dataclass(frozen=True)
+class OpenAIConnection(Connection):
+    """An OpenAI-compatible chat-completions API (``openai``): OpenAI, Azure OpenAI, vLLM,
+    Ollama, LiteLLM. ``ai.*`` steps post to ``{url}/chat/completions`` with ``model``.
+
+    The key goes as ``Authorization: Bearer``; with ``api_version`` (Azure OpenAI's
+    deployment URLs) it goes as Azure's ``api-key`` header and every call carries the
+    ``api-version`` query. ``organization`` is sent as ``OpenAI-Organization``."""
+
+    id: str
+    url: str  # the base URL, e.g. https://api.openai.com/v1
+    model: str
+    api_key: str | None = field(default=None, repr=False)
+    headers: tuple[tuple[str, str], ...] = field(default=(), repr=False)
+    organization: str | None = None
+    api_version: str | None = None
+    type: str = "openai"
+
+
+register_connector_type(ConnectorType(
+    name="openai",
+    settings_schema={
+        "type": "object",
+        "properties": {
+            "url": {"type": "string", "pattern": r"^https?://[^/?#@\s]+(/[^?#\s]*)?$"},
+            "model": {"type": "string", "minLength": 1},
+            "api-key": {"type": "string", "minLength": 1},
+            "headers": {"type": "object",
+                        "additionalProperties": {"type": "string", "pattern": "^[^\r\n]*$"}},
+            "organization": {"type": "string", "minLength": 1},
+            "api-version": {"type": "string", "pattern": "^[0-9A-Za-z.-]+$"},
+        },
+        "required": ["url", "model"],
+        "additionalProperties": False,
+    },
+    secrets=("api-key",),
+    header_setting="headers",
+    build=lambda id_, s: OpenAIConnection(
+        id=id_, url=str(s["url"]).rstrip("/"), model=str(s["model"]),
+        api_key=str(s["api-key"]) if s.get("api-key") else None,
+        headers=tuple((str(k), str(v)) for k, v in (s.get("headers") or {}).items()),
+        organization=s.get("organization"), api_version=s.get("api-version")),
+    description="an OpenAI-compatible chat-completions API (OpenAI, Azure OpenAI, vLLM, "
+                "Ollama, LiteLLM): ai.prompt, ai.classify and ai.summarize call it",
+))
+
 # Which connector type each of Elastic 9.5's `with.channels` keys takes.
 CHANNEL_TYPES = {"slack": "slack-webhook", "slack_api": "slack"}
 
@@ -426,6 +473,7 @@ def check_workflow(text: str, source: str, connectors: Connectors) -> list[Probl
         return []
     problems = _check_http_steps(doc, source, connectors) + _check_family_steps(
         doc, source, connectors)
+    problems += _check_ai_steps(doc, source, connectors)
     for path, key, channel in _channels(doc.data, ()):
         connector_id = channel.get("connector-id")
         found = connectors.get(connector_id) if isinstance(connector_id, str) else None
@@ -585,6 +633,7 @@ def _http_steps(node: Any, path: YamlPath) -> Iterator[tuple[YamlPath, Mapping[s
 CONNECTION_CHECKS: dict[str, str] = {
     "kibana": "engine.steps.kibana:check_kibana",
     "elasticsearch": "engine.steps.elasticsearch:check_elasticsearch_connection",
+    "openai": "engine.steps.chat_completions:check_openai",
 }
 
 
@@ -597,3 +646,52 @@ def connection_check(type_name: str) -> Callable[[Connection, Any], str] | None:
     check: Callable[[Connection, Any], str] = getattr(importlib.import_module(module), name)
     return check
 
+
+AI_STEP_TYPES = ("ai.prompt", "ai.classify", "ai.summarize")
+
+
+def _check_ai_steps(doc: PositionedDocument, source: str,
+                    connectors: Connectors) -> list[Problem]:
+    """Problems with the connection of ``ai.*`` steps, found as the step will find it
+    (:meth:`engine.definition.step_types.StepContext.connection`): a ``connector-id`` not
+    configured or not an ``openai`` connection; without one, no connection called ``ai``
+    and not exactly one ``openai`` connection."""
+    problems = []
+    openai = [c.id for c in connectors.connections.values() if c.type == "openai"]
+    for path, step in _steps_of_types(doc.data, (), AI_STEP_TYPES):
+        connector_id, where = step.get("connector-id"), (*path, "connector-id")
+        with_ = step.get("with")
+        if connector_id is None and isinstance(with_, dict) and with_.get("connectorId"):
+            connector_id, where = with_["connectorId"], (*path, "with", "connectorId")
+        if connector_id is None:
+            where = (*path, "type")
+        elif not isinstance(connector_id, str) or "{{" in connector_id:
+            continue
+        at = doc.locate(where)
+        found = connectors.get(connector_id if isinstance(connector_id, str) else "ai")
+        if connector_id is not None and found is None:
+            message = f"connector {connector_id!r} is not in {connectors.source}"
+        elif found is not None and found.type != "openai":
+            message = (f"connector {found.id!r} is a {found.type} in {connectors.source}, and "
+                       f"{step['type']} takes an openai connection")
+        elif found is None and len(openai) != 1:
+            message = (f"{step['type']} names no connector-id, no connection is called 'ai', "
+                       f"and {len(openai) or 'none'} of {connectors.source}'s connections "
+                       "are of type openai: give the step a connector-id")
+        else:
+            continue
+        problems.append(Problem(source, at.line, at.column, message))
+    return problems
+
+
+def _steps_of_types(node: Any, path: YamlPath,
+                    types: tuple[str, ...]) -> Iterator[tuple[YamlPath, Mapping[str, Any]]]:
+    """Every step of one of ``types`` in a loaded workflow, wherever it is."""
+    if isinstance(node, dict):
+        if node.get("type") in types and isinstance(node.get("name"), str):
+            yield path, node
+        for key, value in node.items():
+            yield from _steps_of_types(value, (*path, key), types)
+    elif isinstance(node, list):
+        for index, value in enumerate(node):
+            yield from _steps_of_types(value, (*path, index), types)

@@ -21,7 +21,7 @@ from bot.blocks import ACTION_APPROVE
 from bot.outbox import QUEUE
 from bot.settings import BotSettings
 from bot.webhooks import WebhookUnavailable
-from engine.connectors import Connectors, parse_connectors
+from engine.connectors import CONNECTOR_TYPES, Connectors, parse_connectors
 from engine.errors import ConnectorsInvalid
 from engine.settings import Settings
 from engine.state.execution import ExecutionStatus
@@ -295,7 +295,7 @@ def test_a_bad_connections_file_names_each_fault_at_its_line_without_quoting_sec
 
     assert [str(p) for p in failure.value.problems] == [
         f"{path}:2:3: connector 'team-webhook': unknown type 'slack-hook'; known types: "
-        "elasticsearch, http, kibana, slack, slack-webhook",
+        + ", ".join(sorted(CONNECTOR_TYPES)),
         f"{path}:5:3: connector 'other-webhook': environment variable MISSING_WEBHOOK_URL "
         "is not set",
         f"{path}:8:3: connector 'pasted': `url` is a secret: write it as a ${{ENV_VAR}} "
