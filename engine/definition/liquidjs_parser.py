@@ -132,11 +132,28 @@ def _tokenize(source: str, parent: Token, *, in_output: bool = False) -> list[To
     return tokens
 
 
+class _ThenAnything(TokenStream):
+    """A condition's tokens as LiquidJS reads them: one whole expression, then whatever
+    follows is ignored (``{% if wd ends with '/' %}`` tests ``wd``), where python-liquid
+    wants the end."""
+
+    def eat(self, typ: str) -> Token:
+        if typ == TOKEN_EOF:
+            self.pos = len(self.tokens)
+            return self.eof
+        return super().eat(typ)
+
+
+# The tags whose condition LiquidJS reads as one expression and ignores the rest after.
+_CONDITION_TAGS = frozenset(("if", "elsif", "unless"))
+
+
 class LiquidJSTokenStream(TokenStream):
     """The template's token stream; each tag's expression is tokenized by ``_tokenize``.
 
     In a ``for`` tag, LiquidJS reads the collection and the loop's options up to a ``|``
-    and ignores the rest: ``{% for x in obj | entries %}`` loops over ``obj``.
+    and ignores the rest: ``{% for x in obj | entries %}`` loops over ``obj``. In ``if``,
+    ``elsif`` and ``unless`` it reads one whole expression and ignores what follows.
     """
 
     def into_inner(self, *, tag: Token | None = None, eat: bool = True) -> TokenStream:
@@ -150,6 +167,8 @@ class LiquidJSTokenStream(TokenStream):
             pipe = next((i for i, t in enumerate(tokens) if t.kind == TOKEN_PIPE), None)
             if pipe is not None:
                 tokens = [*tokens[:pipe], tokens[-1]._replace(kind=TOKEN_EOF, value="")]
+        if tag is not None and tag.value in _CONDITION_TAGS:
+            return _ThenAnything(iter(tokens))
         return TokenStream(iter(tokens))
 
 
@@ -185,6 +204,10 @@ def _parse_output(environment: Environment, expression: Token) -> Expression:
 
 def _parse_value(environment: Environment, tokens: TokenStream) -> Expression:
     left = parse_boolean_primitive(environment, tokens)
+    # LiquidJS reads one whole expression and passes over words after it, up to the
+    # filters: `{{ a b | plus: 1 }}` is `a | plus: 1`.
+    while tokens.current.kind not in (TOKEN_PIPE, TOKEN_IF, TOKEN_EOF):
+        next(tokens)
     filters = Filter.parse(environment, tokens, delim=(TOKEN_PIPE,))
     _with_empty_lists(filters)
     if tokens.current.kind == TOKEN_IF:
