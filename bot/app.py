@@ -28,10 +28,13 @@ from bot.handlers import CALLBACK_SUBMIT, ReviewListeners
 from bot.settings import BotSettings
 from bot.slack import web_client
 from engine.run.engine import Engine
+from engine.run.gate import Gate
 
 
-def build_app(settings: BotSettings, engine: Engine, *, client: WebClient | None = None) -> App:
-    """A Bolt App for ``settings`` that records decisions through ``engine``."""
+def build_app(settings: BotSettings, engine: Engine, *, client: WebClient | None = None,
+              gate: Gate | None = None) -> App:
+    """A Bolt App for ``settings`` that records decisions through ``engine`` (and reports
+    on ``gate``'s policy in ``/approvals stats``)."""
     if not settings.bot_token:
         raise ValueError("SLACK_BOT_TOKEN is not set")
     if not settings.signing_secret and not settings.app_token:
@@ -60,7 +63,7 @@ def build_app(settings: BotSettings, engine: Engine, *, client: WebClient | None
     app.action(ACTION_REASSIGN)(listeners.reassign)
     app.view_submission(CALLBACK_ESCALATE)(listeners.submit_escalation)
     app.view_submission(CALLBACK_REASSIGN)(listeners.submit_reassignment)
-    register_approvals(app, engine, listeners.directory, admins=settings.admins)
+    register_approvals(app, engine, listeners.directory, admins=settings.admins, gate=gate)
     return app
 
 

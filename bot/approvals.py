@@ -56,9 +56,11 @@ from bot.overview import (
     pending_blocks,
     stats_blocks,
 )
+from bot.policy_stats import policy_stats, policy_stats_blocks
 from engine.errors import ExecutionNotFound
 from engine.notify import ReviewClosed
 from engine.run.engine import Engine
+from engine.run.gate import Gate
 from engine.state.execution import ExecutionState, ExecutionStatus, parse_iso, review_request
 
 COMMAND = "/approvals"
@@ -103,9 +105,10 @@ def parse_request(text: str) -> Request:
 class ApprovalsCommand:
     """The ``/approvals`` listener and its Show more button."""
 
-    def __init__(self, engine: Engine, overview: Overview) -> None:
+    def __init__(self, engine: Engine, overview: Overview, gate: Gate | None = None) -> None:
         self.engine = engine
         self.overview = overview
+        self.gate = gate  # the agent and CI gate, whose policy the stats end with
 
     def command(self, ack: Ack, command: dict[str, Any]) -> None:
         ack(response_type="ephemeral",
@@ -143,7 +146,10 @@ class ApprovalsCommand:
 
     def stats(self, days: int) -> Message:
         stats = self.overview.stats(days)
-        return {"text": texts.stats_title(days), "blocks": stats_blocks(stats, days)}
+        blocks = stats_blocks(stats, days)
+        if self.gate is not None:
+            blocks += policy_stats_blocks(policy_stats(self.gate))
+        return {"text": texts.stats_title(days), "blocks": blocks}
 
     def one(self, user_id: str, execution_id: str) -> Message | None:
         """One execution's reviews; None when there is no such execution, or when ``user_id``
@@ -245,11 +251,12 @@ def _text_message(text: str) -> Message:
 # -- wiring ----------------------------------------------------------------------------------------
 
 def register_approvals(app: App, engine: Engine, directory: Directory,
-                       admins: tuple[str, ...] = ()) -> None:
+                       admins: tuple[str, ...] = (), gate: Gate | None = None) -> None:
     """Add ``/approvals``, its buttons, batch review and the App Home to ``app``; ``admins``
-    (user and user-group ids, ``SIGNOFF_ADMINS``) see every pending review."""
+    (user and user-group ids, ``SIGNOFF_ADMINS``) see every pending review; ``gate``'s
+    policy (graduation, shadow rules) ends ``/approvals stats``."""
     overview = Overview(engine, app.client, directory, admins)
-    command = ApprovalsCommand(engine, overview)
+    command = ApprovalsCommand(engine, overview, gate)
     home = HomeTab(overview)
     batch = BatchReview(engine, directory, overview, republish=home.after_batch)
     app.command(COMMAND)(command.command)

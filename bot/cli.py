@@ -57,20 +57,23 @@ def cmd_slack_socket(args: argparse.Namespace) -> int:
 def connect_socket_mode(*, settings: Settings, engine: Any) -> None:
     """The ``signoff.socket_mode`` plug-in: ``signoff serve --socket-mode`` connects here and
     keeps serving the API in the same process."""
-    _socket_mode_handler(engine).connect()
+    _socket_mode_handler(engine, settings.policy_path).connect()
 
 
-def _socket_mode_handler(engine: Any) -> Any:
+def _socket_mode_handler(engine: Any, policy_path: str | None = None) -> Any:
     from slack_bolt.adapter.socket_mode import SocketModeHandler
 
     from bot.app import build_app
+    from engine.definition.policy import PolicySource
+    from engine.run.gate import Gate
 
     bot_settings = _bot_settings()
     if not bot_settings.app_token:
         raise SignoffError("SLACK_APP_TOKEN is not set: create an app-level token with the "
                            "connections:write scope (Basic Information, App-Level Tokens)")
     log.info("serving Slack over Socket Mode")
-    return SocketModeHandler(build_app(bot_settings, engine), bot_settings.app_token)
+    gate = Gate(engine, PolicySource(policy_path))  # its policy ends /approvals stats
+    return SocketModeHandler(build_app(bot_settings, engine, gate=gate), bot_settings.app_token)
 
 
 def _bot_settings() -> BotSettings:

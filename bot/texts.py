@@ -495,3 +495,32 @@ NEEDS_FORM = ("This review now needs more than a yes or no: use *Respond…* on 
 CLICK_NOT_RECORDED = ("Your decision on this review could not be recorded: Signoff could not "
                       "reach Slack or its store for ten minutes. Nothing was decided; please "
                       "click again.")
+
+
+# The agent and CI gate's policy in /approvals stats (bot.policy_stats).
+
+POLICY_STATS_TITLE = "Agent and CI policy"
+
+
+def policy_broken(problems: int) -> str:
+    return (f"⚠️ The policy (SIGNOFF_POLICY) has {problems} problem{'s' if problems != 1 else ''}:"
+            " the gate decides nothing until they are fixed (`signoff validate`).")
+
+
+def graduation_line(rule: str, decisions: int, deciders: str) -> str:
+    return (f"🎓 Escalating rule {rule}: its last {decisions} decisions were all approvals"
+            f" (by {deciders}). An allow rule could replace it:")
+
+
+def shadow_line(rule: str, action: str, calls: int, changed: int) -> str:
+    return (f"👤 Shadow rule {rule}, `{action}`: matched {calls:,} call{'s' if calls != 1 else ''};"
+            f" enforced, it would have changed the decision of {changed:,}.")
+
+
+def graduation_hint(last: int) -> str:
+    return (f"Candidates are rules whose last {last} decisions were all approvals; "
+            "`signoff policy suggest` prints the same. Edit the policy file to adopt one.")
+
+
+def more_rules(count: int) -> str:
+    return f"…and {count:,} more rule{'s' if count != 1 else ''}."

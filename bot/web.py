@@ -30,7 +30,9 @@ from bot.app import build_app
 from bot.handlers import CLICK_LOST, DECIDE_CLICK, Reviewer, one_click_decision
 from bot.settings import BotSettings
 from engine.api import WebExtension
+from engine.definition.policy import PolicySource
 from engine.run.engine import Engine
+from engine.run.gate import Gate
 from engine.state.inbox import AsyncInbox
 from engine.state.store import connect_async
 from engine.worker.scheduler import RQScheduler
@@ -45,7 +47,9 @@ def extension(settings: Any = None, engine: Engine | None = None, *,
     bot_settings = bot_settings or BotSettings.from_env()
     if not bot_settings.signing_secret or not bot_settings.bot_token or engine is None:
         return WebExtension()
-    app = build_app(bot_settings, engine)
+    # The gate's policy, for /approvals stats (its own reader: files are read again on change).
+    policy = PolicySource(getattr(settings, "policy_path", None))
+    app = build_app(bot_settings, engine, gate=Gate(engine, policy))
     url = getattr(settings, "redis_url", None)
     if not (url and isinstance(engine.scheduler, RQScheduler)):  # clicks go in from a thread
         clicks = OneClickPath(bot_settings.signing_secret, engine)

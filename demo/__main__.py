@@ -37,6 +37,7 @@ def main(argv: list[str] | None = None) -> int:
     stack = Stack(sandbox_port=args.port)
     try:
         stack.start()
+        stack.start_agent()  # first, so the isolate-host review is still the last posted
         started = stack.seed()
         _print_seeded(stack, started)
         if args.approve:
@@ -60,10 +61,12 @@ def _interrupt(signum: int, frame: FrameType | None) -> None:
 def _print_seeded(stack: Stack, started: list[str]) -> None:
     assert stack.sandbox is not None
     waiting = sum(seed.waits_for_review for seed in SEEDS)
-    print(f"\nseeded   {len(started)} runs from examples/: {waiting} reviews wait in #reviews, "
-          f"{len(started) - waiting} went through on policy alone\n", flush=True)
+    print(f"\nseeded   {len(started)} runs from examples/ ({len(started) - waiting} went through on "
+          f"policy alone) and the agent's calls: {waiting + 1} reviews wait in #reviews\n",
+          flush=True)
     print(f"  ➜  Open {stack.sandbox.url} : as alice, click Approve on \"{ISOLATE_TITLE}\" "
-          "and watch the stand-in EDR isolate the host.\n", flush=True)
+          "and watch the stand-in EDR isolate the host;\n"
+          "     approve the agent's email.send, and the agent sends its mail.\n", flush=True)
 
 
 def watch(stack: Stack) -> None:

@@ -3,6 +3,7 @@
 - Redis: ``REDIS_URL``, else a private ``redis-server`` in a temp dir;
 - the Slack emulator, with the sandbox page (in this process);
 - the stand-in target the example workflows act on (in this process);
+- the demo agent (``demo/agent.py``, in a thread), asking the gate under ``demo/policy.yaml``;
 - ``signoff serve`` (the API and ``/slack/events``) and ``signoff worker``, as processes
   configured exactly as in production, with the emulator as their Slack.
 """
@@ -25,9 +26,11 @@ from typing import Any
 
 import httpx
 
+from demo.agent import Agent, run_in_thread
 from demo.seeds import SEEDS, Seed
 from demo.target import Target
 from engine.state.embedded_redis import INSTALL_HINT, EmbeddedRedis, free_port
+from signoff import Gate
 from slack_emulator.errors import EmulatorStartError
 from slack_emulator.sandbox import Panel, Sandbox, attach_sandbox
 from slack_emulator.server import BackgroundServer, SlackEmulator
@@ -35,6 +38,7 @@ from slack_emulator.workspace import APP, REVIEWS_CHANNEL
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLES = ROOT / "examples"
+POLICY = ROOT / "demo" / "policy.yaml"
 SANDBOX_PORT = 3900
 START_TIMEOUT = 30.0
 STOP_GRACE = 3.0
@@ -69,6 +73,7 @@ class Stack:
         self.logs = Path(tempfile.mkdtemp(prefix="signoff-demo-"))
         self._servers: list[Any] = []
         self._client: httpx.Client | None = None
+        self.agent: Agent | None = None
 
     # -- starting --------------------------------------------------------------------------
 
@@ -123,6 +128,7 @@ class Stack:
         env.update({
             "REDIS_URL": self.redis_url, "PYTHONUNBUFFERED": "1",
             "SIGNOFF_API_TOKEN": self.token, "SIGNOFF_WORKFLOWS": str(EXAMPLES),
+            "SIGNOFF_POLICY": str(POLICY),
             "SLACK_API_URL": self.emulator.api_url, "SLACK_BOT_TOKEN": APP.bot_token,
             "SLACK_SIGNING_SECRET": APP.signing_secret, "SIGNOFF_SLACK_CHANNEL": REVIEWS_CHANNEL,
             # Short look-up cache: the demo's workspace is born with each run.
@@ -181,19 +187,30 @@ class Stack:
             raise RuntimeError(f"could not start {seed.workflow}: {answer.text}")
         return str(answer.json()["executionId"])
 
+    def start_agent(self, timeout: float = START_TIMEOUT) -> Agent:
+        """Start the demo agent; return once its escalated call's review is in #reviews."""
+        self.agent = run_in_thread(Gate(self.web_url, self.token), self.say)
+        self._wait_for_reviews(1, timeout, "the agent's review was not posted")
+        return self.agent
+
     def seed(self, seeds: tuple[Seed, ...] = SEEDS, timeout: float = START_TIMEOUT) -> list[str]:
         """Start the seeded runs; return once every review they ask for is in #reviews."""
         assert self.emulator is not None
+        posted = len(self.emulator.workspace.messages(REVIEWS_CHANNEL))
         started = [self.run(seed) for seed in seeds]
         self.seeded.extend(zip(seeds, started, strict=True))
         wanted = sum(seed.waits_for_review for seed in seeds)
-        deadline = time.monotonic() + timeout
-        while len(self.emulator.workspace.messages(REVIEWS_CHANNEL)) < wanted:
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"the seeded reviews were not all posted within {timeout:.0f}s;"
-                                   f" the worker says:\n{self.log_tail('worker')}")
-            time.sleep(0.1)
+        self._wait_for_reviews(posted + wanted, timeout, "the seeded reviews were not all posted")
         return started
+
+    def _wait_for_reviews(self, count: int, timeout: float, failure: str) -> None:
+        assert self.emulator is not None
+        deadline = time.monotonic() + timeout
+        while len(self.emulator.workspace.messages(REVIEWS_CHANNEL)) < count:
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"{failure} within {timeout:.0f}s; the worker says:\n"
+                                   f"{self.log_tail('worker')}")
+            time.sleep(0.1)
 
     def execution(self, execution_id: str) -> dict[str, Any]:
         return dict(self.api.get(f"/api/workflowExecutions/{execution_id}").json())
@@ -216,6 +233,8 @@ class Stack:
         main = threading.current_thread() is threading.main_thread()
         previous = signal.signal(signal.SIGINT, signal.SIG_IGN) if main else None
         try:
+            if self.agent is not None:
+                self.agent.stopping.set()  # its long poll is about to lose the server
             if self.sandbox is not None:
                 self.sandbox.close()
             if self._client is not None:

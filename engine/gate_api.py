@@ -88,7 +88,8 @@ def gate_extension(gate: Gate) -> WebExtension:
                 gate.start, call, decision, requester=_requester(request),
                 actor=_actor(request), principal=caller.acts_as))
         out = answer.to_json()
-        if decision.shadow:
+        if decision.shadow:  # counted for /approvals stats; only shadow rules pay the round trip
+            await run_in_threadpool(gate.record_shadow, decision)
             log.info("gate: %s would be %s with shadow rules %s (is %s)", tool,
                      out["shadow"]["decision"], [r["index"] + 1 for r in out["shadow"]["rules"]],
                      out["decision"])

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import httpx
 
+from bot.blocks import ACTION_APPROVE
 from tests.support.services import ROOT
 
 MARKER = "DEMO_TEST_MARKER"  # inherited by everything the demo starts, so we can find it
@@ -61,7 +62,13 @@ def test_demo_approve_runs_the_example_through_slack_and_cleans_up():
                             env=demo_env(marker), capture_output=True, text=True, timeout=120)
     out = result.stdout
     assert result.returncode == 0, out + result.stderr
-    assert "seeded   8 runs from examples/: 6 reviews wait in #reviews" in out
+    assert ("seeded   8 runs from examples/ (2 went through on policy alone) and the agent's "
+            "calls: 7 reviews wait in #reviews") in out
+    # The agent's three calls, through the SDK: one allowed, one blocked, one waiting.
+    assert "agent    search.web: 3 results for 'refund policy lost parcel' (allowed" in out
+    assert "agent    shell.execute: blocked (Agents do not get a shell on production hosts)" in out
+    assert "agent    email.send: pending, waiting in #reviews (request " in out
+    assert "agent    email.send: approved" not in out  # nobody approved it
     assert "/sandbox" in out
     assert "WAITING_FOR_INPUT" in out and "Isolate `web-prod-07`?" in out
     assert "alice clicks Approve in #reviews (--approve): Slack's request answered 200" in out
@@ -107,7 +114,18 @@ def test_demo_serves_the_sandbox_until_ctrl_c_then_leaves_nothing_running():
         assert "script-src 'self'" in page.headers["content-security-policy"]
         state = httpx.get(f"{url}/api/state", params={"user": "U0ALICE"}, timeout=10).json()
         [reviews] = [c for c in state["conversations"] if c["name"] == "reviews"]
-        assert len(reviews["messages"]) == 6
+        assert len(reviews["messages"]) == 7
+        [mail] = [m for m in reviews["messages"] if "email.send" in str(m["blocks"])]
+        button = next(e for b in mail["blocks"] if b["type"] == "actions"
+                      for e in b["elements"] if e["action_id"] == ACTION_APPROVE)
+        assert "jane.roe@example.test" in str(mail["blocks"])
+
+        # alice approves the agent's e-mail in the sandbox: the waiting agent sends it.
+        clicked = httpx.post(f"{url}/api/click", timeout=10, json={
+            "user": "U0ALICE", "channel": reviews["id"], "ts": mail["ts"],
+            "action_id": ACTION_APPROVE, "value": button["value"]})
+        assert clicked.status_code == 200
+        read_until(r"agent    email\.send: approved by U0ALICE; sent to jane\.roe@example\.test")
 
         started = time.monotonic()
         os.killpg(demo.pid, signal.SIGINT)  # Ctrl-C

@@ -124,6 +124,8 @@ class Gate:
         """Decide ``call``; on escalate, start its review and return the request's id.
         PolicyInvalid while the policy has problems (nothing is decided then)."""
         decision = self.decide(call)
+        if decision.shadow:
+            self.record_shadow(decision)
         if decision.action is not Action.ESCALATE:
             return CheckAnswer(decision)
         return CheckAnswer(decision, self.start(call, decision, requester=requester,
@@ -133,6 +135,15 @@ class Gate:
         """What the policy says of ``call``, touching no store (PolicyInvalid while the
         policy has problems)."""
         return self.policy.current().decide(call.tool, call.args, call.context)
+
+    def record_shadow(self, decision: Decision) -> None:
+        """Count what ``decision``'s shadow rules would have done: for each, one more call
+        matched, and one more changed when enforcing them would have decided otherwise."""
+        changed = decision.would_be is not None and decision.would_be is not decision.action
+        fields = [shadow_field(rule, "calls") for rule in decision.shadow]
+        if changed:
+            fields += [shadow_field(rule, "changed") for rule in decision.shadow]
+        self.engine.store.add_counts(keys.GATE_SHADOW, fields)
 
     def start(self, call: ToolCall, decision: Decision, *, requester: str, actor: Actor,
               principal: str | None = None) -> str:
@@ -279,6 +290,13 @@ def _used(gate: Gate, request_id: str) -> dict[str, Any] | None:
 
 
 # -- the review's workflow -------------------------------------------------------------------
+
+
+def shadow_field(rule: Rule, counter: str) -> str:
+    """A shadow rule's counter in ``signoff:gate-shadow``: by its glob and condition, so
+    the count survives edits elsewhere in the policy (``counter``: calls or changed)."""
+    return json.dumps([rule.tool, rule.when.text if rule.when else None, counter],
+                      separators=(",", ":"))
 
 
 def review_workflow(rule: Rule | None, args: Mapping[str, Any] | None = None) -> Workflow:

@@ -9,7 +9,13 @@ arguments those approvals covered (:func:`narrowing`): a number at most the larg
 text or a boolean among the few values seen. The proposal is only that: a person edits the
 policy file, and its ``tests:`` and review in CI decide.
 
-:func:`narrowing` and :func:`suggest` are pure; :func:`suggestions` reads the store.
+A rule set ``shadow: true`` is tried before it is enforced: the gate counts, per shadow
+rule, the calls it matched and those whose decision it would have changed
+(:meth:`engine.run.gate.Gate.record_shadow`); :func:`shadow_trials` reads them back for the
+policy's shadow rules, so ``/approvals stats`` can say whether enforcing one would matter.
+
+:func:`narrowing` and :func:`suggest` are pure; :func:`suggestions` and
+:func:`shadow_trials` read the store.
 """
 
 from __future__ import annotations
@@ -22,8 +28,10 @@ from typing import Any
 from engine.definition.conditions import parse_condition
 from engine.definition.policy import Action, Policy, Rule
 from engine.errors import ConditionError, ExecutionNotFound
-from engine.run.gate import Gate, GateStatus
+from engine.run.gate import Gate, GateStatus, shadow_field
+from engine.state import keys
 
+DEFAULT_LAST = 10  # decisions in a row, all approvals, that make a rule a candidate
 MAX_VALUES = 5  # a text argument is narrowed to the values seen when there are at most this many
 SCANNED = 500  # requests read per rule, newest first
 
@@ -107,10 +115,33 @@ def suggestions(gate: Gate, policy: Policy, last: int) -> list[Suggestion]:
                                                           if rule.when else None):
                 continue  # another rule with the same glob
             outcomes.append((request["status"], request["requestedArgs"], request["decidedBy"]))
+            if sum(o[0] in (GateStatus.APPROVED, GateStatus.DENIED) for o in outcomes) >= last:
+                break  # the newest ``last`` decisions are all suggest() reads
         suggestion = suggest(rule, outcomes, last)
         if suggestion is not None:
             found.append(suggestion)
     return found
+
+
+@dataclass(frozen=True)
+class ShadowTrial:
+    """A shadow rule, how many calls it matched, and how many of those it would have
+    decided otherwise had it been enforced."""
+
+    rule: Rule
+    calls: int
+    changed: int
+
+    def to_json(self) -> dict[str, Any]:
+        return {"rule": self.rule.to_json(), "calls": self.calls, "changed": self.changed}
+
+
+def shadow_trials(gate: Gate, policy: Policy) -> list[ShadowTrial]:
+    """The policy's shadow rules with what the gate counted for them since they were added."""
+    counts = gate.engine.store.counts(keys.GATE_SHADOW)
+    return [ShadowTrial(rule, counts.get(shadow_field(rule, "calls"), 0),
+                        counts.get(shadow_field(rule, "changed"), 0))
+            for rule in policy.rules if rule.shadow]
 
 
 def _quoted(value: str) -> str:

@@ -37,6 +37,9 @@
                                     in the same transaction that made it
     signoff:gate-use:{id}   string  set once when the approved agent call of gate request {id} is
                                     run (JSON: who, when): a second use is refused
+    signoff:gate-shadow     hash    per shadow policy rule, the calls it matched and those whose
+                                    decision it would have changed (counters; see
+                                    engine.run.gate.shadow_field)
     signoff:kids:{id}       hash    what the finished children of execution {id} reported, by
                                     "{step path}#{branch}" (JSON: engine.state.execution.ChildReport),
                                     each written in the child's own final commit
@@ -191,6 +194,9 @@ def decision_field(path: str) -> str:
 
 def annotation_field(key: str) -> str:
     return f"{ANNOTATION_FIELD}{key}"
+
+
+GATE_SHADOW = f"{PREFIX}gate-shadow"
 
 
 def gate_use(execution_id: str) -> str:

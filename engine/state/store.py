@@ -299,6 +299,18 @@ class Store(Indexes):
         """Set a small value, expiring after ``ttl_seconds`` when given."""
         self._call(self.redis.set, key, value, ex=ttl_seconds)
 
+    def add_counts(self, key: str, fields: Sequence[str]) -> None:
+        """Add one to each of ``fields`` of the counter hash ``key``, in one round trip."""
+        pipe = self.redis.pipeline(transaction=False)
+        for name in fields:
+            pipe.hincrby(key, name, 1)
+        self._call(pipe.execute)
+
+    def counts(self, key: str) -> dict[str, int]:
+        """The counter hash ``key``, field by field."""
+        raw = self._call(self.redis.hgetall, key)
+        return {name.decode(): int(value) for name, value in raw.items()}
+
     def first_in_window(self, key: str, window_ms: int) -> bool:
         """True for the first call naming ``key`` in ``window_ms``, False for the others
         (a marker that expires): to do something once per window however often asked."""

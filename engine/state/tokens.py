@@ -7,8 +7,11 @@ under ``signoff:token:{sha256}`` and its name in ``signoff:tokens`` (see
 :mod:`engine.state.keys`). A request's token is hashed and its record read by that hash,
 one GET: the secret is never compared, so no timing says how much of it was right, and
 a plain SHA-256 is enough because the secret is random, not a password someone could
-guess from a list. Nothing is cached: revoking deletes the record, so the very next
-request with that token is refused.
+guess from a list. Revoking deletes the record. Each web process keeps a token it found for
+:data:`RECENT_SECONDS` (:class:`RecentTokens`), so a busy API reads each token's record
+once per 0.1 s rather than on every request (a Redis round trip and a hop to a thread: two
+thirds of a gate check's cost): a revoked token is refused from 0.1 s after its revocation
+on, in every web process. Unknown secrets are never kept, so a new token works at once.
 
 The principal is who a token acts as: the requester of the runs it starts and the actor
 of the decisions it makes. Only a token with ``act-as`` (a trusted front-end that
@@ -26,7 +29,9 @@ import hashlib
 import json
 import re
 import secrets
-from collections.abc import Iterable
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from enum import StrEnum
 
@@ -104,6 +109,40 @@ def issue(name: str, scopes: Iterable[Scope], principal: str | None,
     secret = SECRET_PREFIX + secrets.token_urlsafe(32)
     return secret, ApiToken(name=name, scopes=scopes, principal=principal,
                             created_at=created_at)
+
+
+RECENT_SECONDS = 0.1  # how long a revoked token may still be accepted, at most
+RECENT_MAX = 1024  # tokens kept at most; the oldest go first
+
+
+class RecentTokens:
+    """The tokens found in the last ``seconds``, by the SHA-256 of their secret: at most
+    ``size`` of them, the oldest forgotten first. Not thread-safe: the API's auth uses it
+    from the event loop alone."""
+
+    def __init__(self, seconds: float = RECENT_SECONDS, size: int = RECENT_MAX,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.seconds = seconds
+        self.size = size
+        self.clock = clock
+        self._found: OrderedDict[str, tuple[float, ApiToken]] = OrderedDict()
+
+    def get(self, secret_digest: str) -> ApiToken | None:
+        """The token found under ``secret_digest`` less than ``seconds`` ago, else None."""
+        entry = self._found.get(secret_digest)
+        if entry is None:
+            return None
+        if self.clock() - entry[0] >= self.seconds:
+            del self._found[secret_digest]
+            return None
+        return entry[1]
+
+    def put(self, secret_digest: str, token: ApiToken) -> None:
+        """Keep ``token``, just read from the store under ``secret_digest``."""
+        self._found.pop(secret_digest, None)
+        self._found[secret_digest] = (self.clock(), token)
+        while len(self._found) > self.size:
+            self._found.popitem(last=False)
 
 
 def parse_scopes(text: str) -> frozenset[Scope]:

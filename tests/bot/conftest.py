@@ -146,10 +146,10 @@ def start_signoff(settings: Settings, redis_client: redis.Redis, slack: SlackEmu
     drivers: list[SlackDriver] = []
 
     def start(bot_settings: BotSettings, *, escalate_to: tuple[str, ...] = (),
-              connectors: Connectors | None = None) -> Signoff:
-        # SIGNOFF_ESCALATE_TO, SIGNOFF_CONNECTORS
+              connectors: Connectors | None = None, policy: str | None = None) -> Signoff:
+        # SIGNOFF_ESCALATE_TO, SIGNOFF_CONNECTORS, SIGNOFF_POLICY
         engine_settings = replace(settings, escalate_to=escalate_to,
-                                  connectors=connectors or Connectors())
+                                  connectors=connectors or Connectors(), policy_path=policy)
         runtime = build_runtime(engine_settings, redis_client,
                                 notifier=SlackNotifier(engine_settings, redis_client))
         install_runtime(runtime)
@@ -158,7 +158,7 @@ def start_signoff(settings: Settings, redis_client: redis.Redis, slack: SlackEmu
         install_bot_runtime(bot)
         app = build_api(runtime.engine, WorkflowCatalog(settings.workflows_dir),
                         api_token=settings.api_token,
-                        extensions=[extension(settings, runtime.engine,
+                        extensions=[extension(engine_settings, runtime.engine,
                                                       bot_settings=bot_settings)])
         web = served(app)
         driver = SlackDriver(slack, f"{web.url}/slack/events")

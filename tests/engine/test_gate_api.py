@@ -13,7 +13,7 @@ from engine.definition.loader import WorkflowCatalog, parse_workflow
 from engine.definition.policy import PolicySource, load_policy
 from engine.gate_api import gate_extension
 from engine.run.gate import Gate
-from engine.run.graduation import narrowing, suggestions
+from engine.run.graduation import narrowing, shadow_trials, suggestions
 from engine.state import tokens
 from engine.state.execution import parse_iso
 from tests.engine.test_cli import signoff
@@ -110,11 +110,22 @@ def test_allow_and_block_answer_at_once_and_start_nothing(agent, runtime):
     assert runtime.engine.list_executions()[1] == 0
 
 
-def test_a_shadow_rule_is_reported_while_the_call_is_allowed(agent):
+def test_a_shadow_rule_is_reported_while_the_call_is_allowed(agent, runtime, tmp_path):
     body = agent.post("/api/gate/check", json={"tool": "email.send", "args": {}}).json()
     assert body["decision"] == "allow"
     assert body["shadow"] == {"decision": "block", "rules": [
         {**body["shadow"]["rules"][0], "tool": "email.send", "reason": "would block mail"}]}
+    agent.post("/api/gate/check", json={"tool": "email.send", "args": {"to": "x"}})
+    # ... and counted, for /approvals stats
+    [trial] = shadow_trials(Gate(runtime.engine, PolicySource(None)),
+                            load_policy(_policy_file(tmp_path)))
+    assert (trial.rule.tool, trial.calls, trial.changed) == ("email.send", 2, 2)
+
+
+def _policy_file(tmp_path):
+    path = tmp_path / "same-policy.yml"
+    path.write_text(POLICY)
+    return path
 
 
 def test_escalate_starts_a_review_that_the_approver_decides(agent, alice, work, runtime):

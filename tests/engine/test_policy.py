@@ -97,6 +97,23 @@ def test_the_strictest_matching_rule_wins_whatever_the_order():
     assert policy.decide("search").action is Action.ALLOW
 
 
+def test_matching_rules_come_in_the_files_order_whatever_their_globs_literal_start():
+    policy = parse_policy(textwrap.dedent("""
+        rules:
+          - {tool: "payments.refund", action: escalate, reason: first}
+          - {tool: "*", action: escalate, reason: second}
+          - {tool: "pay*", action: escalate, reason: third}
+          - {tool: "payments.[rx]efund", action: allow}
+          - {tool: "payments.refunds", action: block}
+          - {tool: "Bash", action: block}
+    """))
+    decision = policy.decide("payments.refund")
+    assert [rule.index for rule in decision.rules] == [0, 1, 2, 3]
+    assert decision.reason == "first"  # the first escalating rule gives the review
+    assert [rule.index for rule in policy.decide("Bash").rules] == [1, 5]
+    assert [rule.index for rule in policy.decide("bash").rules] == [1]
+
+
 def test_default_applies_when_no_rule_matches():
     policy = parse_policy("rules: []\ndefault: allow\n")
     decision = policy.decide("anything")

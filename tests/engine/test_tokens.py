@@ -61,3 +61,19 @@ def test_each_secret_is_new_and_long():
     second, _ = tokens.issue("a", {Scope.RUN}, None, "")
     assert first != second
     assert first.startswith("signoff_") and len(first) == len("signoff_") + 43
+
+
+def test_a_web_process_keeps_a_found_token_a_tenth_of_a_second_and_no_more():
+    now = [100.0]
+    recent = tokens.RecentTokens(clock=lambda: now[0], size=2)
+    ci = ApiToken(name="ci", scopes=frozenset({Scope.RUN}))
+    recent.put("d-ci", ci)
+    now[0] += tokens.RECENT_SECONDS * 0.99
+    assert recent.get("d-ci") is ci
+    assert recent.get("d-unknown") is None
+    now[0] += tokens.RECENT_SECONDS * 0.02  # past the bound: read from the store again
+    assert recent.get("d-ci") is None
+    for name in ("a", "b", "c"):  # at most `size` kept: the oldest goes first
+        recent.put(f"d-{name}", ApiToken(name=name, scopes=frozenset({Scope.READ})))
+    assert recent.get("d-a") is None
+    assert [recent.get(f"d-{n}").name for n in ("b", "c")] == ["b", "c"]
