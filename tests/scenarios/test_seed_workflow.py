@@ -276,8 +276,39 @@ def verified_audit(stack: Stack, execution_id: str) -> list[dict[str, Any]]:
     return list(audit["events"])
 
 
-def test_the_seed_validates_unchanged(capsys):
-    assert main(["validate", str(SEED)]) == 0, capsys.readouterr()
+CONNECTIONS = f"""\
+kibana: {{type: kibana, url: "https://kibana.example.com", api-key: "${{KIBANA_API_KEY}}"}}
+elasticsearch: {{type: elasticsearch, url: "https://es.example.com:9200",
+                 api-key: "${{ES_API_KEY}}"}}
+my-openai: {{type: openai, url: "https://api.openai.com/v1", model: gpt-4o-mini,
+             api-key: "${{OPENAI_API_KEY}}"}}
+edr-connector: {{type: http, url: "https://{EDR_HOST}",
+                 headers: {{Authorization: "Bearer ${{EDR_TOKEN}}"}}}}
+"""
+
+
+@pytest.mark.parametrize(("drop", "problem"), [
+    ("", None),
+    ("kibana", "no connection called 'kibana'"),
+    ("my-openai", "'my-openai'"),
+])
+def test_the_seed_validates_unchanged_against_its_connections(tmp_path, monkeypatch, capsys,
+                                                              drop, problem):
+    lines = [line for line in CONNECTIONS.replace(",\n ", ",").splitlines()
+             if not (drop and line.startswith(drop))]
+    connectors = tmp_path / "connectors.yaml"
+    connectors.write_text("\n".join(lines) + "\n")
+    monkeypatch.setenv("SIGNOFF_CONNECTORS", str(connectors))
+    for name in ("KIBANA_API_KEY", "ES_API_KEY", "OPENAI_API_KEY", "EDR_TOKEN"):
+        monkeypatch.setenv(name, f"{name.lower()}-value")
+
+    code = main(["validate", str(SEED)])
+
+    out = capsys.readouterr().out
+    if problem is None:
+        assert code == 0 and "all workflows are valid" in out, out
+    else:
+        assert code == 1 and problem in out and "isolate-host-with-approval.yml:" in out, out
 
 
 def test_approved_the_host_is_isolated_and_the_case_records_it(stack: Stack):
