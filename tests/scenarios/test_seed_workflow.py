@@ -21,6 +21,7 @@ URL, the certificate check and the egress policy are the production ones.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import json
 import os
@@ -218,22 +219,20 @@ edr-connector: {{type: http, url: "https://{EDR_HOST}",
                          if not k.startswith(("SLACK_", "SIGNOFF_"))},
                       "REDIS_URL": redis_url, "PYTHONUNBUFFERED": "1", "SSL_CERT_FILE": str(ca),
                       "SIGNOFF_HTTP_ALLOW": f"127.0.0.1,{EDR_HOST}", **env}
-        edr = stand_in_edr(cert, key)
-        hosts = tmp_path / "hosts"
-        hosts.write_text(f"127.0.0.1 localhost\n{edr.address} {EDR_HOST}\n")
-        worker = MappedWorker(hosts, worker_env, tmp_path / "worker.log")
-        serve = ServeProcess(redis_url, tmp_path / "serve.log", env)
-        api = httpx.Client(base_url=serve.url, timeout=10,
-                           headers={"Authorization": "Bearer operator-secret"})
-        driver = SlackDriver(slack, f"{serve.url}/slack/events")
-        try:
+        with contextlib.ExitStack() as cleanup:
+            edr = stand_in_edr(cert, key)
+            cleanup.callback(edr.stop)
+            hosts = tmp_path / "hosts"
+            hosts.write_text(f"127.0.0.1 localhost\n{edr.address} {EDR_HOST}\n")
+            worker = MappedWorker(hosts, worker_env, tmp_path / "worker.log")
+            cleanup.callback(worker.stop)
+            serve = ServeProcess(redis_url, tmp_path / "serve.log", env)
+            cleanup.callback(serve.stop)
+            api = cleanup.enter_context(httpx.Client(
+                base_url=serve.url, timeout=10, headers={"Authorization": "Bearer operator-secret"}))
+            driver = SlackDriver(slack, f"{serve.url}/slack/events")
+            cleanup.callback(driver.close)
             yield Stack(api, slack, driver, kibana, openai, edr, worker)
-        finally:
-            driver.close()
-            api.close()
-            serve.stop()
-            worker.stop()
-            edr.stop()
 
 
 def status(stack: Stack, execution_id: str) -> dict[str, Any]:
