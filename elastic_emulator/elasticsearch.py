@@ -47,7 +47,6 @@ import threading
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from types import TracebackType
 from typing import Any
 
 from starlette.applications import Starlette
@@ -57,7 +56,7 @@ from starlette.routing import Route
 
 from elastic_emulator.elasticsearch_esql import run_esql
 from elastic_emulator.elasticsearch_query import QueryError, compare, field_values, matches
-from slack_emulator.server import BackgroundServer
+from slack_emulator.server import BackgroundServer, ServedInBackground
 
 VERSION = "9.1.0"
 _AUTHENTICATE = ['Basic realm="security", charset="UTF-8"', "ApiKey"]
@@ -85,7 +84,7 @@ class _Index:
     created: str = field(default_factory=lambda: datetime.now(UTC).isoformat())
 
 
-class ElasticsearchEmulator:
+class ElasticsearchEmulator(ServedInBackground):
     """A one-node Elasticsearch in memory, served on ``127.0.0.1`` in a background thread."""
 
     def __init__(self, *, api_keys: tuple[str, ...] = ("ZW11bGF0b3I6c2VjcmV0LWtleQ==",),
@@ -108,20 +107,6 @@ class ElasticsearchEmulator:
     @property
     def url(self) -> str:
         return self._server.base_url
-
-    def start(self) -> ElasticsearchEmulator:
-        self._server.start()
-        return self
-
-    def stop(self) -> None:
-        self._server.stop()
-
-    def __enter__(self) -> ElasticsearchEmulator:
-        return self.start()
-
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 traceback: TracebackType | None) -> None:
-        self.stop()
 
     def reset(self) -> None:
         """Forget indices, recorded requests and pending faults."""

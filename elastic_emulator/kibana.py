@@ -40,7 +40,6 @@ import threading
 import uuid
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from types import TracebackType
 from typing import Any
 
 from starlette.applications import Starlette
@@ -48,7 +47,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from slack_emulator.server import BackgroundServer
+from slack_emulator.server import BackgroundServer, ServedInBackground
 
 API_KEY = "kibana-emulator-api-key"
 USER = ("elastic", "changeme")
@@ -117,7 +116,7 @@ def _version(n: int) -> str:
     return base64.b64encode(json.dumps([n, 1]).encode()).decode()
 
 
-class KibanaEmulator:
+class KibanaEmulator(ServedInBackground):
     """A fake Kibana on ``127.0.0.1``, served in a background thread."""
 
     def __init__(self, *, api_keys: tuple[str, ...] = (API_KEY,),
@@ -140,21 +139,6 @@ class KibanaEmulator:
     @property
     def base_url(self) -> str:
         return self._server.base_url
-
-    def start(self) -> KibanaEmulator:
-        """Listen on a free (or the given) port until :meth:`stop`."""
-        self._server.start()
-        return self
-
-    def stop(self) -> None:
-        self._server.stop()
-
-    def __enter__(self) -> KibanaEmulator:
-        return self.start()
-
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 traceback: TracebackType | None) -> None:
-        self.stop()
 
     def reset(self) -> None:
         """Forget every case, alert, request and pending fault."""

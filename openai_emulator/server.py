@@ -37,7 +37,6 @@ import threading
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
-from types import TracebackType
 from typing import Any
 
 from starlette.applications import Starlette
@@ -53,7 +52,7 @@ from openai_emulator.completions import (
     default_answer,
     invalid,
 )
-from slack_emulator.server import BackgroundServer
+from slack_emulator.server import BackgroundServer, ServedInBackground
 
 DEFAULT_MODELS = ("gpt-4o-mini", "gpt-4o")
 DEFAULT_KEY = "sk-emulator-0123456789abcdef"
@@ -86,7 +85,7 @@ class _Fault:
     remaining: int
 
 
-class OpenAIEmulator:
+class OpenAIEmulator(ServedInBackground):
     """A fake OpenAI-compatible API for a set of models, served on ``127.0.0.1``."""
 
     def __init__(self, *, models: tuple[str, ...] = DEFAULT_MODELS, api_key: str = DEFAULT_KEY,
@@ -122,23 +121,9 @@ class OpenAIEmulator:
 
     # -- lifecycle -----------------------------------------------------------
 
-    def start(self) -> OpenAIEmulator:
-        self._server.start()
-        return self
-
-    def stop(self) -> None:
-        self._server.stop()
-
     def serve_forever(self) -> None:
         """Serve in the calling thread until interrupted (``python -m openai_emulator``)."""
         self._server.serve_forever()
-
-    def __enter__(self) -> OpenAIEmulator:
-        return self.start()
-
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 traceback: TracebackType | None) -> None:
-        self.stop()
 
     def reset(self) -> None:
         """Forget queued answers, pending faults and recorded requests."""

@@ -18,7 +18,7 @@ import threading
 import time
 from dataclasses import dataclass
 from types import TracebackType
-from typing import Any
+from typing import Any, Self
 from urllib.parse import parse_qsl
 
 import uvicorn
@@ -404,3 +404,25 @@ def _decode_if_json(value: Any) -> Any:
         return json.loads(value)
     except ValueError:
         return value
+
+
+class ServedInBackground:
+    """``start``, ``stop`` and ``with`` for a stand-in service that serves its app through a
+    :class:`BackgroundServer` it keeps as ``_server`` (the Elastic and OpenAI emulators)."""
+
+    _server: BackgroundServer
+
+    def start(self) -> Self:
+        """Listen on a free (or the given) port until :meth:`stop`."""
+        self._server.start()
+        return self
+
+    def stop(self) -> None:
+        self._server.stop()
+
+    def __enter__(self) -> Self:
+        return self.start()
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 traceback: TracebackType | None) -> None:
+        self.stop()
