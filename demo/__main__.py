@@ -101,7 +101,8 @@ def approve(stack: Stack) -> int:
     final = _wait_until_finished(stack, execution_id)
     print(f"\nfinished {final['status']}", flush=True)
     for name, step in final["steps"].items():
-        print(f"  {name:16} {step['status']}", flush=True)
+        error = f": {step['error']}" if step.get("error") else ""
+        print(f"  {name:16} {step['status']}{error}", flush=True)
     updated = stack.emulator.workspace.message(REVIEWS_CHANNEL, message["ts"])
     print(f"\nthe review message now says: {updated['text']}", flush=True)
     print("Kibana and the EDR:", flush=True)
