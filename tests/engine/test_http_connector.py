@@ -554,6 +554,19 @@ def test_connect_to_sends_the_urls_request_to_the_given_address(settings, redis_
     assert seen["headers"]["Authorization"] == f"Bearer {TOKEN}"
 
 
+def test_a_redirect_to_the_same_host_is_connected_at_the_address_too(settings, redis_client,
+                                                                    tmp_path, service):
+    port = service.url.rsplit(":", 1)[1]
+    rt = connect_to_runtime(settings, redis_client, tmp_path, "http://edr.example.test:8080",
+                            f"127.0.0.1:{port}")
+
+    _, state = run(rt, step("url: http://edr.example.test:8080/api/redirect-in"))
+
+    assert state.status is ExecutionStatus.COMPLETED, state.error
+    assert [r["path"] for r in service.seen] == ["/api/redirect-in", "/api/landed"]
+    assert {r["headers"]["Host"] for r in service.seen} == {"edr.example.test:8080"}
+
+
 def test_connect_to_is_checked_by_the_egress_policy_at_the_address_it_connects_to(
         settings, redis_client, tmp_path, service):
     port = service.url.rsplit(":", 1)[1]
