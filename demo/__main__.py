@@ -1,8 +1,9 @@
 """Run Signoff end to end with a Slack you can click in a browser: ``make demo``.
 
     python -m demo            # start everything, seed reviews, print the sandbox URL; Ctrl-C stops
-    python -m demo --approve  # approve the isolate-host review as alice, through the sandbox,
-                              # print what happened, and exit when the run completes
+    python -m demo --approve  # approve the isolate-host review (Elastic's example, with the
+                              # model's classification) as alice, through the sandbox, print
+                              # what happened, and exit when the run completes
 """
 
 from __future__ import annotations
@@ -61,11 +62,12 @@ def _interrupt(signum: int, frame: FrameType | None) -> None:
 def _print_seeded(stack: Stack, started: list[str]) -> None:
     assert stack.sandbox is not None
     waiting = sum(seed.waits_for_review for seed in SEEDS)
-    print(f"\nseeded   {len(started)} runs from examples/ ({len(started) - waiting} went through on "
-          f"policy alone) and the agent's calls: {waiting + 1} reviews wait in #reviews\n",
-          flush=True)
-    print(f"  ➜  Open {stack.sandbox.url} : as alice, click Approve on \"{ISOLATE_TITLE}\" "
-          "and watch the stand-in EDR isolate the host;\n"
+    print(f"\nseeded   {len(started)} runs from examples/ and Elastic's example "
+          f"({len(started) - waiting} went through on policy alone) and the agent's calls: "
+          f"{waiting + 1} reviews wait in #reviews\n", flush=True)
+    print(f"  ➜  Open {stack.sandbox.url} : as alice, read the model's classification in "
+          f"\"{ISOLATE_TITLE}\", click Approve,\n"
+          "     and watch the EDR isolate the host and the Kibana case record the decision;\n"
           "     approve the agent's email.send, and the agent sends its mail.\n", flush=True)
 
 
@@ -99,9 +101,13 @@ def approve(stack: Stack) -> int:
     final = _wait_until_finished(stack, execution_id)
     print(f"\nfinished {final['status']}", flush=True)
     for name, step in final["steps"].items():
-        print(f"  {name:16} {step['status']}", flush=True)
+        error = f": {step['error']}" if step.get("error") else ""
+        print(f"  {name:16} {step['status']}{error}", flush=True)
     updated = stack.emulator.workspace.message(REVIEWS_CHANNEL, message["ts"])
     print(f"\nthe review message now says: {updated['text']}", flush=True)
+    print("Kibana and the EDR:", flush=True)
+    for line in stack.elastic.lines():
+        print(f"  {line}", flush=True)
     audit = stack.api.get(f"/api/workflowExecutions/{execution_id}/audit").json()
     verdict = "hash chain verified" if audit["verified"] else f"BROKEN: {audit['problem']}"
     print(f"audit trail: {len(audit['events'])} events, {verdict}", flush=True)

@@ -1,9 +1,12 @@
 """The runs the demo starts from ``examples/``, so reviews are waiting when the sandbox opens.
 
 Each seed is one API call: a workflow, an event (its URL inputs pointed at the stand-in
-target) and who asked. Seeds whose run waits for a review are posted to #reviews in the
-order listed; the isolate-host review comes last, so it is at the bottom of the channel,
-where the sandbox opens.
+target) and who asked. The isolate-host seed runs Elastic's own example workflow
+(``tests/engine/workflows/isolate-host-with-approval.yml``, unchanged) on the Kibana,
+Elasticsearch and OpenAI emulators (:mod:`demo.elastic`), so it takes no URL input.
+Seeds whose run waits for a review are posted to #reviews in the order listed; the
+isolate-host review comes last, so it is at the bottom of the channel, where the sandbox
+opens.
 """
 
 from __future__ import annotations
@@ -12,19 +15,22 @@ from dataclasses import dataclass, field
 from typing import Any
 
 ISOLATE_HOST = "isolate-host-with-approval"
-ISOLATE_TITLE = "Isolate web-prod-07?"
+ALERT_HOST = "web-prod-07"
+ISOLATE_TITLE = f"Alert on {ALERT_HOST}"
 
 
 @dataclass(frozen=True)
 class Seed:
     workflow: str
     event: dict[str, Any]
-    url_input: str  # the workflow input naming the system it acts on
+    url_input: str | None  # the workflow input naming the system it acts on, if any
     requested_by: str | None = None
     waits_for_review: bool = True
     inputs: dict[str, Any] = field(default_factory=dict)
 
     def body(self, target_url: str) -> dict[str, Any]:
+        if self.url_input is None:
+            return dict(self.event)
         return {**self.event, "inputs": {**self.inputs, self.url_input: target_url}}
 
 
@@ -62,10 +68,7 @@ SEEDS = (
         "urls": ["https://evil-invoices.test/pay", "https://bit.ly/3xAmPl"]}},
         "mail_api"),
     Seed(ISOLATE_HOST, {"alerts": [{
-        "host": {"name": "web-prod-07"},
-        "rule": {"name": "Outbound connection to known C2 infrastructure"},
-        "ai": {"category": "confirmed_compromise",
-               "rationale": "Beaconing every 60 s to 203.0.113.9, a listed C2 address; "
-                            "new persistence service installed 4 minutes earlier."}}]},
-        "edr_url"),
+        "_id": "demo-alert-1", "host": {"name": ALERT_HOST},
+        "kibana.alert.rule.name": "Outbound connection to known C2 infrastructure"}]},
+        None),
 )

@@ -3,6 +3,8 @@
 - Redis: ``REDIS_URL``, else a private ``redis-server`` in a temp dir;
 - the Slack emulator, with the sandbox page (in this process);
 - the stand-in target the example workflows act on (in this process);
+- the Kibana, Elasticsearch and OpenAI emulators and a stand-in EDR over TLS, which
+  Elastic's own example workflow, run unchanged, calls (:mod:`demo.elastic`, in this process);
 - the demo agent (``demo/agent.py``, in a thread), asking the gate under ``demo/policy.yaml``;
 - ``signoff serve`` (the API and ``/slack/events``) and ``signoff worker``, as processes
   configured exactly as in production, with the emulator as their Slack.
@@ -27,7 +29,8 @@ from typing import Any
 import httpx
 
 from demo.agent import Agent, run_in_thread
-from demo.seeds import SEEDS, Seed
+from demo.elastic import ElasticSide
+from demo.seeds import ALERT_HOST, SEEDS, Seed
 from demo.target import Target
 from engine.state.embedded_redis import INSTALL_HINT, EmbeddedRedis, free_port
 from signoff import Gate
@@ -38,6 +41,9 @@ from slack_emulator.workspace import APP, REVIEWS_CHANNEL
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLES = ROOT / "examples"
+# Elastic's example, byte for byte: it stands in for examples/isolate-host.yaml (same name).
+ELASTIC_SEED = ROOT / "tests" / "engine" / "workflows" / "isolate-host-with-approval.yml"
+REPLACED_EXAMPLE = "isolate-host.yaml"
 POLICY = ROOT / "demo" / "policy.yaml"
 SANDBOX_PORT = 3900
 START_TIMEOUT = 30.0
@@ -71,6 +77,8 @@ class Stack:
         self.processes: dict[str, subprocess.Popen[bytes]] = {}
         self.seeded: list[tuple[Seed, str]] = []  # each seed and the execution it started
         self.logs = Path(tempfile.mkdtemp(prefix="signoff-demo-"))
+        self.workflows = self.logs / "workflows"
+        self.elastic = ElasticSide(self.logs)
         self._servers: list[Any] = []
         self._client: httpx.Client | None = None
         self.agent: Agent | None = None
@@ -83,6 +91,10 @@ class Stack:
         target = BackgroundServer(self.target.app).start()
         self._servers.append(target)
         self.target_url = self.target.url = target.base_url
+        self._servers.append(self.elastic)  # stopped however far it got
+        self.elastic.start()
+        self.elastic.prepare_alert(ALERT_HOST)
+        self._write_workflows()
         port = free_port()
         self.web_url = f"http://127.0.0.1:{port}"
         self._spawn("web", "serve", "--port", str(port))
@@ -96,8 +108,22 @@ class Stack:
         self.say(f"web      {self.web_url}  (signoff serve: the API, and Slack at /slack/events; "
                  f"API token {self.token})")
         self.say("worker   signoff worker  (RQ, with the scheduler)")
-        self.say(f"target   {self.target_url}  (stand-in EDR, mail, IAM, deploy and payments APIs)")
+        self.say(f"target   {self.target_url}  (stand-in mail, IAM, deploy and payments APIs)")
+        self.say(f"elastic  Kibana {self.elastic.kibana.base_url}, Elasticsearch "
+                 f"{self.elastic.elasticsearch.url}, OpenAI {self.elastic.openai.base_url}, "
+                 + (f"EDR https://edr.example.com at 127.0.0.1:{self.elastic.edr.port}"
+                    if self.elastic.edr is not None else
+                    "no stand-in EDR (no openssl to make its certificate): isolating fails")
+                 + f"  (connections in {self.elastic.connectors.name})")
         return self
+
+    def _write_workflows(self) -> None:
+        """examples/, with Elastic's own isolate-host workflow in place of ours."""
+        self.workflows.mkdir()
+        for path in sorted(EXAMPLES.glob("*.y*ml")):
+            if path.name != REPLACED_EXAMPLE:
+                shutil.copyfile(path, self.workflows / path.name)
+        shutil.copyfile(ELASTIC_SEED, self.workflows / ELASTIC_SEED.name)
 
     def _start_redis(self) -> None:
         url = os.environ.get("REDIS_URL") if self.use_env_redis else None
@@ -127,7 +153,7 @@ class Stack:
         env = {k: v for k, v in os.environ.items() if not k.startswith(("SLACK_", "SIGNOFF_"))}
         env.update({
             "REDIS_URL": self.redis_url, "PYTHONUNBUFFERED": "1",
-            "SIGNOFF_API_TOKEN": self.token, "SIGNOFF_WORKFLOWS": str(EXAMPLES),
+            "SIGNOFF_API_TOKEN": self.token, "SIGNOFF_WORKFLOWS": str(self.workflows),
             "SIGNOFF_POLICY": str(POLICY),
             "SLACK_API_URL": self.emulator.api_url, "SLACK_BOT_TOKEN": APP.bot_token,
             "SLACK_SIGNING_SECRET": APP.signing_secret, "SIGNOFF_SLACK_CHANNEL": REVIEWS_CHANNEL,
@@ -136,6 +162,7 @@ class Stack:
             # The stand-in target listens on loopback, which http steps may not reach
             # unless it is allowed.
             "SIGNOFF_HTTP_ALLOW": "127.0.0.1",
+            **self.elastic.env(),
         })
         return env
 
@@ -223,7 +250,8 @@ class Stack:
         """What the sandbox shows beside the channel: the runs, and what the target was asked."""
         runs = [f"{r['status']:<17} {r['workflow']}  {r['id'][:8]}" for r in self.executions()]
         return [Panel("Runs (newest first)", runs),
-                Panel("Stand-in target: what the workflows did", self.target.lines())]
+                Panel("Stand-in target: what the workflows did", self.target.lines()),
+                Panel("Kibana cases and the EDR (Elastic's example)", self.elastic.lines())]
 
     # -- stopping ---------------------------------------------------------------------------
 

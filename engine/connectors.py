@@ -14,6 +14,7 @@ connector-id: secops-slack``). Signoff keeps its own list in one YAML file, the 
       type: http
       url: https://edr.example.com/api
       headers: {Authorization: "Bearer ${EDR_TOKEN}"}
+      # connect-to: 10.0.4.12:8443   # optional: connect there, as curl's --connect-to
 
 Each type is a :class:`ConnectorType` in a small registry: the JSON Schema its settings
 must satisfy, which of them are secrets, and how to build its frozen record. A secret is
@@ -97,6 +98,10 @@ class HttpConnection(Connection):
     id: str
     url: str  # the base URL: scheme, host, optional port and path; no query, no user:password@
     headers: tuple[tuple[str, str], ...] = field(default=(), repr=False)
+    # `connect-to: host:port`, as curl's --connect-to: connections to the URL's host and
+    # port are made to this address instead; the URL, Host header, SNI and certificate
+    # check stay the URL's, and the egress policy checks the address connected to.
+    connect_to: str | None = None
     type: str = "http"
 
 
@@ -179,6 +184,8 @@ register_connector_type(ConnectorType(
             "url": {"type": "string", "pattern": r"^https?://[^/?#@\s]+(/[^?#\s]*)?$"},
             "headers": {"type": "object",
                         "additionalProperties": {"type": "string", "pattern": "^[^\r\n]*$"}},
+            "connect-to": {"type": "string",
+                           "pattern": r"^(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9.-]+):[0-9]{1,5}$"},
         },
         "required": ["url"],
         "additionalProperties": False,
@@ -186,7 +193,8 @@ register_connector_type(ConnectorType(
     header_setting="headers",
     build=lambda id_, s: HttpConnection(
         id=id_, url=str(s["url"]),
-        headers=tuple((str(k), str(v)) for k, v in (s.get("headers") or {}).items())),
+        headers=tuple((str(k), str(v)) for k, v in (s.get("headers") or {}).items()),
+        connect_to=str(s["connect-to"]) if s.get("connect-to") else None),
     description="an HTTP service: an http step with this connector-id calls a path under "
                 "its url with its headers",
 ))

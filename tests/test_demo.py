@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import queue
 import re
@@ -17,6 +18,7 @@ from pathlib import Path
 import httpx
 
 from bot.blocks import ACTION_APPROVE
+from demo.elastic import CATEGORY, RATIONALE
 from tests.support.services import ROOT
 
 MARKER = "DEMO_TEST_MARKER"  # inherited by everything the demo starts, so we can find it
@@ -56,25 +58,44 @@ def redis_still_listening(output: str) -> bool:
     return True
 
 
+def panel_lines_once(url: str, wanted: str) -> list[str]:
+    """The sandbox's panel lines, once one of them holds ``wanted`` (the run is working)."""
+    deadline = time.monotonic() + 60
+    while True:
+        state = httpx.get(f"{url}/api/state", params={"user": "U0ALICE"}, timeout=10).json()
+        lines = [line for panel in state["panels"] for line in panel["lines"]]
+        if any(wanted in line for line in lines):
+            return lines
+        assert time.monotonic() < deadline, f"no {wanted!r} in the panels:\n" + "\n".join(lines)
+        time.sleep(0.25)
+
+
 def test_demo_approve_runs_the_example_through_slack_and_cleans_up():
     marker = uuid.uuid4().hex
     result = subprocess.run([sys.executable, "-m", "demo", "--approve", "--port", "0"], cwd=ROOT,
                             env=demo_env(marker), capture_output=True, text=True, timeout=120)
     out = result.stdout
     assert result.returncode == 0, out + result.stderr
-    assert ("seeded   8 runs from examples/ (2 went through on policy alone) and the agent's "
-            "calls: 7 reviews wait in #reviews") in out
+    assert ("seeded   8 runs from examples/ and Elastic's example (2 went through on policy "
+            "alone) and the agent's calls: 7 reviews wait in #reviews") in out
     # The agent's three calls, through the SDK: one allowed, one blocked, one waiting.
     assert "agent    search.web: 3 results for 'refund policy lost parcel' (allowed" in out
     assert "agent    shell.execute: blocked (Agents do not get a shell on production hosts)" in out
     assert "agent    email.send: pending, waiting in #reviews (request " in out
     assert "agent    email.send: approved" not in out  # nobody approved it
     assert "/sandbox" in out
-    assert "WAITING_FOR_INPUT" in out and "Isolate `web-prod-07`?" in out
+    # Elastic's example, unchanged: its review carries the model's classification of the logs.
+    assert "WAITING_FOR_INPUT" in out and "## Alert on `web-prod-07`" in out
+    assert f"**AI classification:** {CATEGORY}" in out and f"**Rationale:** {RATIONALE}" in out
     assert "alice clicks Approve in #reviews (--approve): Slack's request answered 200" in out
-    assert "POST /isolate" in out  # the approved action reached the stand-in EDR
+    for step in ("open_case", "investigate", "classify", "review", "isolate", "record_decision"):
+        assert re.search(rf"^  {step} +COMPLETED$", out, re.MULTILINE), step
     assert "finished COMPLETED" in out and "hash chain verified" in out
-    assert "the review message now says: ✅ Approved: Isolate web-prod-07?" in out
+    assert "the review message now says: ✅ Approved: Alert on web-prod-07" in out
+    # The approved action reached the EDR at its own URL, over TLS it verified (connect-to).
+    assert 'EDR POST https://edr.example.com/isolate {"host": "web-prod-07"' in out
+    assert "case " in out and "'Potential compromise: web-prod-07'" in out
+    assert "comment: **Decision:** isolated" in out
     assert processes_with(marker) == []
     assert not redis_still_listening(out)
 
@@ -126,6 +147,21 @@ def test_demo_serves_the_sandbox_until_ctrl_c_then_leaves_nothing_running():
             "action_id": ACTION_APPROVE, "value": button["value"]})
         assert clicked.status_code == 200
         read_until(r"agent    email\.send: approved by U0ALICE; sent to jane\.roe@example\.test")
+
+        # Elastic's example waits beside it, the model's classification in its review.
+        [alert] = [m for m in reviews["messages"]
+                   if m["blocks"][0].get("text", {}).get("text") == "Alert on web-prod-07"]
+        assert CATEGORY in json.dumps(alert["blocks"]) and RATIONALE in json.dumps(alert["blocks"])
+        assert not [line for p in state["panels"] for line in p["lines"] if "Decision" in line]
+        button = next(e for b in alert["blocks"] if b["type"] == "actions"
+                      for e in b["elements"] if e["action_id"] == ACTION_APPROVE)
+        clicked = httpx.post(f"{url}/api/click", timeout=10, json={
+            "user": "U0ALICE", "channel": reviews["id"], "ts": alert["ts"],
+            "action_id": ACTION_APPROVE, "value": button["value"]})
+        assert clicked.status_code == 200
+        # The run goes on: the host is isolated, and the Kibana case records the decision.
+        panels = panel_lines_once(url, "**Decision:** isolated")
+        assert any(line.startswith("EDR POST https://edr.example.com/isolate") for line in panels)
 
         started = time.monotonic()
         os.killpg(demo.pid, signal.SIGINT)  # Ctrl-C

@@ -30,6 +30,13 @@ fails and is not retried. The check sits where connections are made, so it cover
 every redirect hop, each of which the step sends itself. With a client of its own
 transport, httpx ignores HTTP(S)_PROXY: a proxy would resolve names where the policy
 cannot see them. The clients keep no cookies: one run's session is not another's.
+
+An ``http`` connection's ``connect-to: host:port`` works as curl's ``--connect-to``:
+connections to its URL's host and port are made to that address instead (say, an
+internal name for a service whose certificate is for its public one). httpx still sees
+the URL, so its Host header, SNI and certificate check are the URL's; the egress policy
+checks the address connected to (the ``connect-to`` host and what it resolves to), not
+the URL's host. Only that host and port are rerouted: a redirect elsewhere is not.
 """
 
 from __future__ import annotations
@@ -56,7 +63,9 @@ from engine.errors import DurationError, EgressBlocked, StepFailed
 DEFAULT_TIMEOUT = 30.0
 DEFAULT_MAX_REDIRECTS = 20
 
-_clients: dict[tuple[EgressPolicy, bool], httpx.Client] = {}
+Route = tuple[tuple[str, int], tuple[str, int]]  # (URL host, port) -> (connect-to host, port)
+
+_clients: dict[tuple[EgressPolicy, bool, Route | None], httpx.Client] = {}
 _clients_lock = threading.Lock()
 
 
@@ -69,6 +78,7 @@ class HttpConnectionLike(Protocol):
     type: str
     url: str
     headers: tuple[tuple[str, str], ...]
+    connect_to: str | None
 
 
 @dataclass(frozen=True)
@@ -90,22 +100,38 @@ def configure_http(settings: HttpSettings) -> None:
     _settings = settings
 
 
-def shared_client(policy: EgressPolicy, verify: bool = True) -> httpx.Client:
-    """One pooled client per worker process (per egress policy: a worker has one, and per
-    certificate checking), made on first use."""
+def shared_client(policy: EgressPolicy, verify: bool = True,
+                  route: Route | None = None) -> httpx.Client:
+    """One pooled client per worker process (per egress policy: a worker has one, per
+    certificate checking and per ``connect-to`` route), made on first use."""
     with _clients_lock:
-        client = _clients.get((policy, verify))
+        client = _clients.get((policy, verify, route))
         if client is None:
-            client = _clients[(policy, verify)] = checked_client(policy, verify=verify)
+            client = _clients[(policy, verify, route)] = checked_client(
+                policy, verify=verify, route=route)
         return client
 
 
-def checked_client(policy: EgressPolicy, verify: bool = True, **options: Any) -> httpx.Client:
-    """An httpx client whose every connection ``policy`` checks first, keeping no cookies."""
+def checked_client(policy: EgressPolicy, verify: bool = True, route: Route | None = None,
+                   **options: Any) -> httpx.Client:
+    """An httpx client whose every connection ``policy`` checks first, keeping no cookies;
+    with ``route``, connections to its URL host and port go to its address instead."""
     options = {"follow_redirects": False, "timeout": DEFAULT_TIMEOUT,
                "headers": {"User-Agent": "signoff-workflows"},
                "cookies": CookieJar(DefaultCookiePolicy(allowed_domains=[])), **options}
-    return httpx.Client(transport=CheckedTransport(policy, verify=verify), **options)
+    return httpx.Client(transport=CheckedTransport(policy, verify=verify, route=route),
+                        **options)
+
+
+def connect_route(connection: HttpConnectionLike | None) -> Route | None:
+    """The ``connect-to`` route of ``connection``: its URL's host and port, and the
+    address to connect to instead; None without one."""
+    if connection is None or not connection.connect_to:
+        return None
+    url = httpx.URL(connection.url)
+    host, _, port = connection.connect_to.rpartition(":")
+    return (url.host.rstrip(".").lower(), url.port or (443 if url.scheme == "https" else 80)), \
+        (host.strip("[]"), int(port))
 
 
 def checked_addresses(policy: EgressPolicy, host: str, port: int) -> list[str]:
@@ -132,13 +158,16 @@ class CheckedConnections(httpcore.NetworkBackend):
     """httpcore's network backend, resolving and checking each host before connecting to
     the addresses it checked."""
 
-    def __init__(self, policy: EgressPolicy) -> None:
+    def __init__(self, policy: EgressPolicy, route: Route | None = None) -> None:
         self.policy = policy
+        self.route = route
         self.backend = httpcore.SyncBackend()
 
     def connect_tcp(self, host: str, port: int, timeout: float | None = None,
                     local_address: str | None = None,
                     socket_options: Iterable[Any] | None = None) -> httpcore.NetworkStream:
+        if self.route is not None and (host.rstrip(".").lower(), port) == self.route[0]:
+            host, port = self.route[1]  # TLS still names the URL's host: httpcore passes it
         failure: httpcore.ConnectError | httpcore.ConnectTimeout | None = None
         for address in checked_addresses(self.policy, host, port):
             try:
@@ -156,14 +185,15 @@ class CheckedConnections(httpcore.NetworkBackend):
 class CheckedTransport(httpx.HTTPTransport):
     """httpx's transport on a connection pool that connects through :class:`CheckedConnections`."""
 
-    def __init__(self, policy: EgressPolicy, verify: bool = True) -> None:
+    def __init__(self, policy: EgressPolicy, verify: bool = True,
+                 route: Route | None = None) -> None:
         super().__init__()
         # httpx takes no network backend, so its pool is replaced by one that has ours
         # (with httpx's default limits).
         self._pool = httpcore.ConnectionPool(
             ssl_context=httpx.create_ssl_context(verify=verify), max_connections=100,
             max_keepalive_connections=20, keepalive_expiry=5.0,
-            network_backend=CheckedConnections(policy))
+            network_backend=CheckedConnections(policy, route))
 
 
 @dataclass(frozen=True)
@@ -357,7 +387,8 @@ def _exchange(ctx: StepContext, request: httpx.Request, fetcher: Fetcher,
     its connection checked by the egress policy); the last response and its parsed body."""
     hops = 0
     while True:
-        client = shared_client(ctx.egress, verify=not _skips_verification(ctx, request, fetcher))
+        client = shared_client(ctx.egress, verify=not _skips_verification(ctx, request, fetcher),
+                               route=connect_route(connection))
         where = f"{request.method} {request.url}"
         try:
             response = client.send(request, stream=True, follow_redirects=False)

@@ -521,3 +521,111 @@ def test_the_corpus_file_of_connector_steps_validates(capsys):
     assert files
     for path in files:
         assert main(["validate", str(path)]) == 0, capsys.readouterr().out
+
+
+# -- connect-to ---------------------------------------------------------------------------------
+
+def connect_to_runtime(settings, redis_client, tmp_path, url: str, connect_to: str,
+                       **overrides: Any) -> Runtime:
+    """A runtime whose `edr` connection is ``url``, connected at ``connect_to``."""
+    path = tmp_path / "connect-to.yaml"
+    path.write_text(f'edr: {{type: http, url: "{url}", connect-to: "{connect_to}",\n'
+                    '      headers: {Authorization: "Bearer ${EDR_TOKEN}"}}\n')
+    connectors = load_connectors(path, {"EDR_TOKEN": TOKEN})
+    rt = build_runtime(replace(settings, connectors=connectors, **overrides), redis_client,
+                       notifier=NullNotifier())
+    install_runtime(rt)
+    return rt
+
+
+def test_connect_to_sends_the_urls_request_to_the_given_address(settings, redis_client,
+                                                                tmp_path, service):
+    port = service.url.rsplit(":", 1)[1]
+    rt = connect_to_runtime(settings, redis_client, tmp_path, "http://edr.example.test:8080",
+                            f"127.0.0.1:{port}")
+
+    _, state = run(rt, step("method: POST\nurl: http://edr.example.test:8080/isolate\n"
+                            "body: {host: web-07}"))
+
+    assert state.status is ExecutionStatus.COMPLETED, state.error
+    [seen] = service.seen
+    assert seen["path"] == "/isolate" and json.loads(seen["body"]) == {"host": "web-07"}
+    assert seen["headers"]["Host"] == "edr.example.test:8080"  # the URL's, not the address's
+    assert seen["headers"]["Authorization"] == f"Bearer {TOKEN}"
+
+
+def test_a_redirect_to_the_same_host_is_connected_at_the_address_too(settings, redis_client,
+                                                                    tmp_path, service):
+    port = service.url.rsplit(":", 1)[1]
+    rt = connect_to_runtime(settings, redis_client, tmp_path, "http://edr.example.test:8080",
+                            f"127.0.0.1:{port}")
+
+    _, state = run(rt, step("url: http://edr.example.test:8080/api/redirect-in"))
+
+    assert state.status is ExecutionStatus.COMPLETED, state.error
+    assert [r["path"] for r in service.seen] == ["/api/redirect-in", "/api/landed"]
+    assert {r["headers"]["Host"] for r in service.seen} == {"edr.example.test:8080"}
+
+
+def test_connect_to_is_checked_by_the_egress_policy_at_the_address_it_connects_to(
+        settings, redis_client, tmp_path, service):
+    port = service.url.rsplit(":", 1)[1]
+    # Allowing the URL's host by name does not allow the loopback address it is sent to.
+    rt = connect_to_runtime(settings, redis_client, tmp_path, "http://edr.example.test:8080",
+                            f"127.0.0.1:{port}", http_allow=("edr.example.test",))
+
+    _, state = run(rt, step("url: http://edr.example.test:8080/isolate"))
+
+    assert state.status is ExecutionStatus.FAILED
+    assert "127.0.0.1" in (state.results["call"].error or "")
+    assert service.seen == []
+
+
+def test_connect_to_keeps_the_urls_name_for_sni_and_the_certificate_check(
+        settings, redis_client, tmp_path, monkeypatch):
+    ca, ca_key = tmp_path / "ca.pem", tmp_path / "ca.key"
+    cert, key, csr = tmp_path / "edr.pem", tmp_path / "edr.key", tmp_path / "edr.csr"
+    ext = tmp_path / "edr.ext"
+    ext.write_text("subjectAltName=DNS:edr.example.test\nbasicConstraints=CA:FALSE\n")
+    for command in (
+        ["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", ca_key, "-out", ca,
+         "-days", "1", "-subj", "/CN=connect-to test CA",
+         "-addext", "basicConstraints=critical,CA:TRUE",
+         "-addext", "keyUsage=critical,keyCertSign,cRLSign"],
+        ["req", "-newkey", "rsa:2048", "-nodes", "-keyout", key, "-out", csr,
+         "-subj", "/CN=edr.example.test"],
+        ["x509", "-req", "-in", csr, "-CA", ca, "-CAkey", ca_key, "-CAcreateserial",
+         "-out", cert, "-days", "1", "-extfile", ext],
+    ):
+        subprocess.run(["openssl", *map(str, command)], check=True, capture_output=True)
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(cert, key)
+    names: list[str | None] = []
+    context.sni_callback = lambda sock, name, ctx: names.append(name)  # type: ignore[assignment,misc,func-returns-value]
+    edr = Service(tls=context)
+    monkeypatch.setenv("SSL_CERT_FILE", str(ca))  # the worker trusts the test CA
+    try:
+        port = edr.url.rsplit(":", 1)[1]
+        rt = connect_to_runtime(settings, redis_client, tmp_path, "https://edr.example.test",
+                                f"127.0.0.1:{port}")
+        _, state = run(rt, step("method: POST\nurl: https://edr.example.test/isolate"))
+        assert state.status is ExecutionStatus.COMPLETED, state.error
+        assert names == ["edr.example.test"]
+        assert edr.seen[0]["headers"]["Host"] == "edr.example.test"
+
+        # The certificate is checked against the URL's name: one for another name fails.
+        rt = connect_to_runtime(settings, redis_client, tmp_path, "https://other.example.test",
+                                f"127.0.0.1:{port}")
+        _, refused = run(rt, step("url: https://other.example.test/isolate"))
+        assert "TLS certificate does not verify" in (refused.results["call"].error or "")
+        assert len(edr.seen) == 1
+    finally:
+        edr.close()
+
+
+def test_connect_to_must_be_host_and_port(tmp_path):
+    path = tmp_path / "connectors.yaml"
+    path.write_text('edr: {type: http, url: "https://edr.example.test", connect-to: "127.0.0.1"}\n')
+    with pytest.raises(ConnectorsInvalid) as caught:
+        load_connectors(path, {})
+    assert "connect-to" in str(caught.value)
