@@ -10,7 +10,7 @@ from a CA made for this demo. The connections file names them as an operator wou
 secrets are ``${ENV}`` references to variables :meth:`ElasticSide.env` sets. The
 ``edr-connector`` reaches the stand-in with ``connect-to`` (curl's ``--connect-to``): the
 step's URL, Host header, SNI and certificate check stay ``edr.example.com``'s, and the
-worker trusts the demo CA through ``SSL_CERT_FILE``. No name is resolved differently.
+worker trusts the demo CA besides the public ones through ``SSL_CERT_FILE``. No name is resolved differently.
 
 Without the ``openssl`` command, no certificate can be made: the stand-in EDR is not
 started, ``connect-to`` points at a port that speaks no TLS, and the isolate step fails
@@ -141,8 +141,9 @@ edr-connector: {{type: http, url: "https://{EDR_HOST}", connect-to: "127.0.0.1:{
                "ES_API_KEY": self.elasticsearch.api_key, "OPENAI_API_KEY": self.openai_key,
                "EDR_TOKEN": self.edr_token}
         if self.ca is not None:
-            # The demo's HTTPS goes to the stand-in EDR alone: its CA is the one trusted.
-            env["SSL_CERT_FILE"] = str(self.ca)
+            # The public CAs (certifi's, httpx's default) and the demo's: a real HTTPS call
+            # from the demo's processes (a Slack workspace, say) still verifies.
+            env["SSL_CERT_FILE"] = str(_trust_bundle(self.ca))
         return env
 
     def prepare_alert(self, host: str) -> None:
@@ -191,3 +192,13 @@ def _tls_files(directory: Path) -> tuple[Path, Path, Path]:
     ):
         subprocess.run(["openssl", *map(str, command)], check=True, capture_output=True)
     return ca, cert, key
+
+
+def _trust_bundle(ca: Path) -> Path:
+    """A CA bundle of the public CAs httpx trusts by default (certifi's) and ``ca``."""
+    import certifi
+
+    bundle = ca.with_name("trusted-cas.pem")
+    bundle.write_text(Path(certifi.where()).read_text(encoding="ascii") + "\n"
+                      + ca.read_text(encoding="ascii"), encoding="ascii")
+    return bundle
