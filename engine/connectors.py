@@ -526,7 +526,7 @@ def _channels(node: Any, path: YamlPath) -> Iterator[tuple[YamlPath, str, Mappin
 def _check_http_steps(doc: PositionedDocument, source: str,
                       connectors: Connectors) -> list[Problem]:
     """Problems with the ``connector-id`` of ``http`` steps: configured with another type,
-    or not configured while the step has no ``url`` of its own for its ``path``; and a
+    or not configured (with no ``url`` of its own for its ``path``, or with one); and a
     literal ``with.url`` outside its connection's base URL (whose headers go only there)."""
     problems = []
     for path, step in _http_steps(doc.data, ()):
@@ -538,11 +538,14 @@ def _check_http_steps(doc: PositionedDocument, source: str,
         at = doc.locate((*path, "connector-id"))
         found = connectors.get(connector_id)
         if found is None:
-            if url is None:
-                problems.append(Problem(
-                    source, at.line, at.column,
-                    f"connector {connector_id!r} is not in {connectors.source}: an http step "
-                    "without a url of its own needs an http connection for its base URL"))
+            # Kibana fails a step whose connector does not exist; Signoff's run calls a full
+            # url without the connection's headers, so validate says what is missing.
+            problems.append(Problem(
+                source, at.line, at.column,
+                f"connector {connector_id!r} is not in {connectors.source}: an http step "
+                + ("without a url of its own needs an http connection for its base URL"
+                   if url is None else "with this connector-id is sent without the "
+                   "connection's headers (Kibana fails it)")))
             continue
         if not isinstance(found, HttpConnection):
             problems.append(Problem(

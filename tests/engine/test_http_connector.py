@@ -435,6 +435,10 @@ steps:
     type: http
     connector-id: edr
     with: {path: "/hosts/{{ event.host }}", fetcher: {max_redirects: 3, keep_alive: false}}
+  - name: full_url_unconfigured
+    type: http
+    connector-id: edr-connector
+    with: {url: "https://edr.example.com/isolate"}
 """)
     monkeypatch.setenv("SIGNOFF_CONNECTORS", str(connectors))
     assert main(["validate", str(workflow)]) == 1
@@ -444,7 +448,9 @@ steps:
     assert f"{workflow}:13:11: steps[2].with: an http step needs `url`, or a `connector-id`" in out
     assert f"{workflow}:17:18: steps[3].with.path: path '//evil.example/x' is scheme-relative" in out
     assert f"{workflow}:21:17: with.url 'https://evil.example/api' is outside connector" in out
-    assert len([line for line in out.splitlines() if line.startswith(str(workflow))]) == 5
+    assert (f"{workflow}:28:19: connector 'edr-connector' is not in {connectors}: an http step "
+            "with this connector-id is sent without the connection's headers") in out
+    assert len([line for line in out.splitlines() if line.startswith(str(workflow))]) == 6
 
 
 def test_an_http_connections_credential_must_come_from_the_environment(tmp_path):
