@@ -104,8 +104,8 @@ def test_alice_approves_the_waiting_review_and_watches_the_run_complete(page: An
                                                                         tmp_path: Path):
     from playwright.sync_api import expect
 
-    message = review(page, ISOLATE_TITLE)
-    expect(message.locator("strong", has_text="Rule:")).to_be_visible()  # mrkdwn *bold*
+    message = review(page, ISOLATE_TITLE)  # Elastic's example, the model's verdict in it
+    expect(message.locator("strong", has_text="AI classification:")).to_be_visible()  # **bold**
     approve = message.get_by_role("button", name="Approve")
     expect(approve).to_have_class("btn btn-primary")
     expect(message.get_by_role("button", name="Deny")).to_have_class("btn btn-danger")
@@ -121,8 +121,9 @@ def test_alice_approves_the_waiting_review_and_watches_the_run_complete(page: An
     expect(message.get_by_role("button")).to_have_count(0)
     state = wait_for_status(stack, execution_id(stack, ISOLATE_HOST), "COMPLETED")
     assert state["steps"]["isolate"]["status"] == "COMPLETED"
-    log = page.locator(".panel", has_text="Stand-in target")
-    expect(log).to_contain_text('POST /isolate {"host": "web-prod-07"', timeout=WAIT_MS)
+    log = page.locator(".panel", has_text="Kibana cases and the EDR")
+    expect(log).to_contain_text("EDR POST https://edr.example.com/isolate", timeout=WAIT_MS)
+    expect(log).to_contain_text("**Decision:** isolated", timeout=WAIT_MS)
 
 
 def test_a_non_approver_is_refused_and_the_review_stays_open(page: Any, stack: Stack):
@@ -196,12 +197,11 @@ def test_the_modal_offers_each_kind_of_field_the_schema_asks_for(page: Any):
 def test_event_data_renders_as_text_never_as_markup(page: Any, stack: Stack):
     from playwright.sync_api import expect
 
-    hostile = Seed(ISOLATE_HOST, {"alerts": [{
-        "host": {"name": "db-<img src=x onerror=alert(1)>"},
-        "rule": {"name": "<!channel> <script>alert(2)</script> & <https://evil.test|click>"}}]},
-        "edr_url")
+    hostile = Seed(ISOLATE_HOST, {"alerts": [{"host": {
+        "name": "db-<img src=x onerror=alert(1)> <!channel> <script>alert(2)</script> & "
+                "<https://evil.test|click>"}}]}, None)
     stack.run(hostile)
-    message = review(page, "Isolate db-<img src=x onerror=alert(1)>?")
+    message = review(page, "Alert on db-<img src=x onerror=alert(1)>")
     expect(message).to_contain_text("<!channel> <script>alert(2)</script> & ")
     expect(message).to_contain_text("evil.test|click")
     assert message.locator("img, script, a").count() == 0
