@@ -16,6 +16,7 @@ import sys
 from typing import Any
 
 from engine.definition.policy import Decision, Policy, load_policy, run_tests
+from engine.run.graduation import DEFAULT_LAST
 from engine.settings import Settings
 
 
@@ -38,8 +39,9 @@ def register(sub: Any) -> None:
     t.set_defaults(func=cmd_policy_test)
     g = actions.add_parser("suggest", help="escalating rules whose last decisions were all "
                                            "approvals, and the allow rule to replace each")
-    g.add_argument("--last", type=int, default=10,
-                   help="how many decisions in a row must be approvals (default 10)")
+    g.add_argument("--last", type=int, default=DEFAULT_LAST,
+                   help="how many decisions in a row must be approvals "
+                        f"(default {DEFAULT_LAST}, as /approvals stats)")
     g.add_argument("--json", action="store_true", help="print the suggestions as JSON")
     g.add_argument("--policy", default=None, help="a policy file or directory "
                                                   "(default: SIGNOFF_POLICY)")
