@@ -18,6 +18,8 @@ connection's URL and API key. What it answers as Kibana 9.5 does:
   with its ``version``: a stale one answers 409), ``POST /api/cases/{id}/comments`` with
   ``type: user`` (a comment) or ``type: alert`` (alerts attached, counted in
   ``totalAlerts``), ``GET /api/cases/{id}/comments/_find``.
+- ``POST /api/agent_builder/converse``: Agent Builder's converse API, with scripted
+  agents (:mod:`elastic_emulator.agent_builder`, one per space).
 - ``POST /api/detection_engine/signals/status``: ``signal_ids`` (or a ``query`` of
   ``ids``/``terms`` on ``_id``) set to ``open``, ``acknowledged``, ``in-progress`` or
   ``closed``; the answer is Elasticsearch's update-by-query summary.
@@ -47,6 +49,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from elastic_emulator.agent_builder import AgentBuilder, ConverseError
 from slack_emulator.server import BackgroundServer, ServedInBackground
 
 API_KEY = "kibana-emulator-api-key"
@@ -105,6 +108,7 @@ class Space:
 
     cases: dict[str, dict[str, Any]] = field(default_factory=dict)
     alerts: dict[str, str] = field(default_factory=dict)  # alert id -> workflow status
+    agent_builder: AgentBuilder = field(default_factory=AgentBuilder)
 
 
 def _now() -> str:
@@ -158,6 +162,11 @@ class KibanaEmulator(ServedInBackground):
     def alert_status(self, alert_id: str, space: str = "default") -> str | None:
         with self._lock:
             return self.spaces[space].alerts.get(alert_id)
+
+    def agent_builder(self, space: str = "default") -> AgentBuilder:
+        """The space's Agent Builder: script agents' answers, read conversations (hold no
+        reference across :meth:`reset`)."""
+        return self.spaces[space].agent_builder
 
     def cases(self, space: str = "default") -> list[dict[str, Any]]:
         with self._lock:
@@ -268,6 +277,11 @@ class KibanaEmulator(ServedInBackground):
             return {"comments": comments, "page": 1, "per_page": 20, "total": len(comments)}
         if (method, route) == ("POST", "/api/detection_engine/signals/status"):
             return self._set_alerts_status(space, _object(body))
+        if (method, route) == ("POST", "/api/agent_builder/converse"):
+            try:
+                return space.agent_builder.converse(_object(body))
+            except ConverseError as exc:
+                raise KibanaError(exc.status, exc.message) from None
         raise KibanaError(404, "Not Found")
 
     # -- cases --------------------------------------------------------------------------------
