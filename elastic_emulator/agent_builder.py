@@ -2,15 +2,17 @@
 
 ``POST /api/agent_builder/converse`` (in any space the emulator has) takes the converse
 API's body (``agent_id``, ``input``, ``conversation_id``, ``attachments``,
-``configuration_overrides``, ``structured_output`` with ``output_schema``) and answers
-``{conversation_id, round_id, steps, response: {message, structured_output?}}``. Agents
-are ids (``elastic-ai-agent`` is always there, as in Kibana); their answers are scripted
-with :meth:`AgentBuilder.script` (a string is a message, anything else a structured
-answer); an agent with nothing scripted echoes the input. A conversation keeps its rounds,
-readable with :meth:`AgentBuilder.rounds`.
+``configuration_overrides``, ...) and answers ``{conversation_id, round_id, steps,
+response: {message}}``. Agents are ids (``elastic-ai-agent`` is always there, as in
+Kibana); their answers are scripted with :meth:`AgentBuilder.script` (a string is the
+message as it is, anything else is sent as its JSON text); an agent with nothing scripted
+echoes the input. A conversation keeps its rounds, readable with
+:meth:`AgentBuilder.rounds`.
 
-Errors as Kibana gives them: an unknown agent or conversation answers 404, a body without
-``input`` 400, a conversation continued with another agent 400.
+Errors as Kibana gives them: a key the route's schema does not define answers 400
+(``[request body.<key>]: definition for this key is missing``, as ``@kbn/config-schema``
+words it), an unknown agent or conversation 404, a body without ``input`` 400, a
+conversation continued with another agent 400.
 
 Not modelled: the agent's tools, reasoning steps and model (``steps`` is empty), streaming
 (``/converse/async``), the agents and conversations CRUD APIs, and token usage.
@@ -24,6 +26,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 DEFAULT_AGENT = "elastic-ai-agent"
+BODY_KEYS = frozenset({"agent_id", "connector_id", "inference_id", "conversation_id", "input",
+                       "prompts", "attachments", "capabilities", "browser_api_tools",
+                       "configuration_overrides", "action", "_execution_mode", "agent_mode",
+                       "access_control"})
 
 
 class ConverseError(Exception):
@@ -62,6 +68,10 @@ class AgentBuilder:
 
     def converse(self, body: dict[str, Any]) -> dict[str, Any]:
         """One round: the agent's answer, in the converse API's shape."""
+        unknown = sorted(set(body) - BODY_KEYS)
+        if unknown:
+            raise ConverseError(400, f"[request body.{unknown[0]}]: definition for this key "
+                                     "is missing")
         text = body.get("input")
         if not isinstance(text, str):
             raise ConverseError(400, "[request body.input]: expected value of type [string] "
@@ -82,11 +92,7 @@ class AgentBuilder:
             conversation = self.conversations[conversation_id] = Conversation(agent_id)
         queue = self.scripted.get(agent_id) or []
         answer: Any = queue.pop(0) if queue else f"{agent_id} received: {text}"
-        response: dict[str, Any]
-        if isinstance(answer, str):
-            response = {"message": answer}
-        else:
-            response = {"message": json.dumps(answer), "structured_output": answer}
+        response = {"message": answer if isinstance(answer, str) else json.dumps(answer)}
         round_id = str(uuid.uuid4())
         conversation.rounds.append({"id": round_id, "input": {"message": text},
                                     "request": body, "response": response})

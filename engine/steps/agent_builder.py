@@ -6,14 +6,18 @@ converse API, ``POST /api/agent_builder/converse`` on the step's ``kibana`` conn
 and retryable 429 and 5xx). The request body is the converse API's: ``agent_id`` (the
 step's ``agent-id``; Kibana's default agent ``elastic-ai-agent`` without one), ``input``
 (``with.message``), ``conversation_id``, ``attachments``, ``configuration_overrides``
-(the step's ``instructions`` and ``tools``), and, with ``with.schema``,
-``structured_output: true`` with the schema as ``output_schema``.
+(the step's ``instructions`` and ``tools``).
+
+The public converse API takes no output schema (Kibana's step passes one to the agent
+in-process), so with ``with.schema`` the message ends with an instruction to answer with
+JSON only, matching that schema (given in full); the answer is parsed (a Markdown code
+fence around it is allowed) and validated against the schema. An answer that is not JSON
+or does not match is a retryable step error, as for the other ``ai.*`` steps.
 
 The output is Kibana's step output: ``message`` (the agent's answer; with a schema, the
-structured answer as JSON text), ``structured_output`` (with a schema, validated against
-it here as well: a malformed answer is a retryable step error, as for the other ``ai.*``
-steps) and ``conversation_id`` (when the step continues a conversation or
-``create-conversation`` is true).
+structured answer as JSON text), ``structured_output`` (with a schema) and
+``conversation_id`` (when the step continues a conversation or ``create-conversation`` is
+true).
 
 Left out: Kibana's model routing for the agent (its ``connector-id`` names a GenAI
 connector and ``inference-id`` an inference endpoint; Signoff's ``connector-id`` names the
@@ -25,6 +29,7 @@ connector and ``inference-id`` an inference endpoint; Signoff's ``connector-id``
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Mapping
 from typing import Any
 
@@ -35,11 +40,15 @@ from engine.steps.kibana import kibana_call
 
 CONVERSE_PATH = "/api/agent_builder/converse"
 DEFAULT_AGENT = "elastic-ai-agent"
+SCHEMA_INSTRUCTION = ("\n\nAnswer with JSON only, no other text, matching this JSON Schema: ")
+_FENCE = re.compile(r"^\s*```(?:json)?\s*\n(.*)\n\s*```\s*$", re.DOTALL)
 
+# The public converse API needs an attachment's data: Kibana's step also takes ``origin``
+# (a saved object resolved in-process), which that API refuses.
 _ATTACHMENT = {"type": "object", "properties": {
     "id": {"type": "string"}, "type": {"type": "string"}, "data": {"type": "object"},
-    "origin": {"type": "string"}, "hidden": {"type": "boolean"}},
-    "required": ["type"], "anyOf": [{"required": ["data"]}, {"required": ["origin"]}]}
+    "hidden": {"type": "boolean"}},
+    "required": ["type", "data"], "additionalProperties": False}
 
 
 @step_type("ai.agent", options_schema={
@@ -80,8 +89,7 @@ def run_agent(ctx: StepContext) -> dict[str, Any]:
         body["configuration_overrides"] = overrides
     schema = options.get("schema")
     if isinstance(schema, Mapping):
-        body["structured_output"] = True
-        body["output_schema"] = dict(schema)
+        body["input"] = message + SCHEMA_INSTRUCTION + json.dumps(schema)
     # Kibana reports the conversation only when the step asked for one or continues one.
     keep = params.get("create-conversation") is True or bool(conversation_id)
     answer = kibana_call(ctx, "POST", CONVERSE_PATH, body=body)
@@ -91,9 +99,7 @@ def run_agent(ctx: StepContext) -> dict[str, Any]:
     response = answer["response"]
     output: dict[str, Any] = {"message": str(response.get("message") or "")}
     if isinstance(schema, Mapping):
-        structured = response.get("structured_output")
-        if structured is None:
-            raise StepFailed(f"agent {body['agent_id']!r} gave no structured output")
+        structured = _json_answer(body["agent_id"], output["message"])
         errors = sorted(answer_errors(schema, structured), key=lambda e: list(e.path))
         if errors:
             where = "/".join(str(p) for p in errors[0].absolute_path) or "(answer)"
@@ -105,3 +111,13 @@ def run_agent(ctx: StepContext) -> dict[str, Any]:
     if keep and answer.get("conversation_id"):
         output["conversation_id"] = str(answer["conversation_id"])
     return output
+
+
+def _json_answer(agent_id: str, message: str) -> Any:
+    fenced = _FENCE.match(message)
+    text = fenced.group(1) if fenced else message
+    try:
+        return json.loads(text)
+    except ValueError:
+        raise StepFailed(f"agent {agent_id!r}: its answer is not JSON: {message[:200]!r}"
+                         ) from None

@@ -8,6 +8,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import replace
 from typing import Any
 
+import httpx
 import pytest
 
 from elastic_emulator.kibana import API_KEY, KibanaEmulator
@@ -106,23 +107,24 @@ STRUCTURED = """
         properties:
           verdict: {enum: [benign, malicious]}
     on-failure:
-      retry: {max-attempts: 2, delay: 0s}
+      retry: {max-attempts: 3, delay: 0s}
 """
 
 
 def test_structured_output_is_validated_and_a_bad_answer_retried(connected, kibana) -> None:
     rt = connected()
-    kibana.agent_builder("soc").script("elastic-ai-agent", {"verdict": "maybe"},
-                                       {"verdict": "malicious"})
+    kibana.agent_builder("soc").script("elastic-ai-agent", "I think it is malicious.",
+                                       {"verdict": "maybe"},
+                                       '```json\n{"verdict": "malicious"}\n```')
     execution = run(rt, STRUCTURED)
     assert execution.status == ExecutionStatus.COMPLETED, execution.error
     output = execution.results["triage"].output
     assert output == {"message": '{"verdict": "malicious"}',
                       "structured_output": {"verdict": "malicious"}}
     bodies = [r.body for r in kibana.requests if r.path.endswith("/converse")]
-    assert len(bodies) == 2
-    assert bodies[0]["structured_output"] is True
-    assert bodies[0]["output_schema"]["required"] == ["verdict"]
+    assert len(bodies) == 3  # not JSON, then not matching, then right
+    assert bodies[0]["input"].startswith("Triage it.\n\nAnswer with JSON only")
+    assert '"required": ["verdict"]' in bodies[0]["input"]
     assert "conversation_id" not in output
 
 
@@ -140,6 +142,15 @@ def test_an_unknown_agent_fails_with_kibanas_404_and_no_retry(connected, kibana)
     assert execution.status == ExecutionStatus.FAILED
     assert "[404] Not Found: Agent nobody not found" in str(execution.error)
     assert len([r for r in kibana.requests if r.path.endswith("/converse")]) == 1
+
+
+def test_the_emulator_refuses_a_key_kibanas_route_does_not_define(kibana) -> None:
+    answer = httpx.post(f"{kibana.base_url}/api/agent_builder/converse",
+                        json={"input": "hi", "output_schema": {}},
+                        headers={"kbn-xsrf": "true", "Authorization": f"ApiKey {API_KEY}"})
+    assert answer.status_code == 400
+    assert answer.json()["message"] == ("[request body.output_schema]: definition for this "
+                                        "key is missing")
 
 
 def test_a_429_is_retried(connected, kibana) -> None:
