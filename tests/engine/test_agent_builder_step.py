@@ -12,6 +12,7 @@ import httpx
 import pytest
 
 from elastic_emulator.kibana import API_KEY, KibanaEmulator
+from engine.cli import main
 from engine.connectors import load_connectors
 from engine.definition.loader import parse_workflow
 from engine.errors import WorkflowInvalid
@@ -178,3 +179,20 @@ def test_validate_refuses_what_signoff_does_not_do(param: str, expected: str) ->
         parse_workflow(f"name: a\nsteps:\n  - name: s\n    type: ai.agent\n    {param}\n"
                        "    with:\n      message: hi\n")
     assert expected in str(raised.value)
+
+
+def test_validate_reports_an_agent_step_without_its_kibana_connection(tmp_path, capsys,
+                                                                      monkeypatch) -> None:
+    connectors = tmp_path / "connectors.yaml"
+    connectors.write_text('model: {type: openai, url: "https://llm.example/v1", '
+                          'api-key: "${K}", model: m}\n')
+    monkeypatch.setenv("SIGNOFF_CONNECTORS", str(connectors))
+    monkeypatch.setenv("K", "sk-test-key")
+    workflow = tmp_path / "wf.yaml"
+    workflow.write_text("name: wf\nsteps:\n  - name: ask\n    type: ai.agent\n"
+                        "    with: {message: hi}\n")
+    assert main(["validate", str(workflow)]) == 1
+    out = capsys.readouterr().out
+    assert (f"{workflow}:4:11: step 'ask' (ai.agent) names no connector-id, and "
+            f"{connectors} has no connection called 'kibana' nor exactly one of type "
+            "kibana") in out
