@@ -134,12 +134,12 @@ def test_an_unknown_agent_fails_with_kibanas_404_and_no_retry(connected, kibana)
     execution = run(rt, """
   - name: ask
     type: ai.agent
-    agent-id: nobody
+    agent-id: "{{ event.who }}"
     with:
       message: hello
     on-failure:
       retry: {max-attempts: 3, delay: 0s}
-""")
+""", {"who": "nobody"})
     assert execution.status == ExecutionStatus.FAILED
     assert "[404] Not Found: Agent nobody not found" in str(execution.error)
     assert len([r for r in kibana.requests if r.path.endswith("/converse")]) == 1
