@@ -7,7 +7,12 @@
 What it answers, in Elasticsearch's shapes:
 
 - ``GET /``: the cluster's name and version (what ``signoff connectors check`` reads).
-- ``PUT /<index>``: creates an index (``resource_already_exists_exception`` if it exists).
+- ``PUT /<index>``: creates an index (``resource_already_exists_exception`` if it exists),
+  keeping the ``mappings``, ``settings`` and ``aliases`` it was given (not applied).
+- ``POST /<index>/_update/<id>``: ``doc`` merged into the document (objects recursively;
+  ``noop`` when nothing changes, unless ``detect_noop: false``), ``doc_as_upsert`` or
+  ``upsert`` when it is missing (201 ``created``), else 404
+  ``document_missing_exception``; a ``script`` is refused (not run).
 - ``PUT|POST /<index>/_doc/<id>``, ``POST /<index>/_doc``: index a document (201
   ``created`` or 200 ``updated``, ``_version`` and ``_seq_no`` counting up); the index is
   made on first write. ``GET /<index>/_doc/<id>``: ``found`` true or false (404).
@@ -81,6 +86,7 @@ class _Fault:
 class _Index:
     docs: dict[str, dict[str, Any]] = field(default_factory=dict)
     versions: dict[str, int] = field(default_factory=dict)
+    body: dict[str, Any] = field(default_factory=dict)  # mappings, settings, aliases given
     created: str = field(default_factory=lambda: datetime.now(UTC).isoformat())
 
 
@@ -148,6 +154,40 @@ class ElasticsearchEmulator(ServedInBackground):
                      "_seq_no": self._seq_no - 1, "_primary_term": 1},
                     200 if existed else 201)
 
+    def _update(self, index: str, doc_id: str, body: Mapping[str, Any]
+                ) -> tuple[dict[str, Any], int]:
+        if "script" in body:
+            raise QueryError("illegal_argument_exception",
+                             "scripts are not run by this emulator")
+        partial = body.get("doc")
+        with self._lock:
+            target = self.indices.get(index)
+            current = target.docs.get(doc_id) if target is not None else None
+            if current is None:
+                if body.get("doc_as_upsert") is True and isinstance(partial, dict):
+                    fresh: Any = partial
+                elif isinstance(body.get("upsert"), dict):
+                    fresh = body["upsert"]
+                else:
+                    raise QueryError("document_missing_exception",
+                                     f"[{doc_id}]: document missing", 404)
+                created = True
+            else:
+                if not isinstance(partial, dict):
+                    raise QueryError("action_request_validation_exception",
+                                     "Validation Failed: 1: script or doc is missing;")
+                fresh = _merged(current, partial)
+                created = False
+                if fresh == current and body.get("detect_noop", True) is not False:
+                    return ({"_index": index, "_id": doc_id,
+                             "_version": target.versions[doc_id],  # type: ignore[union-attr]
+                             "result": "noop", "_shards": {"total": 0, "successful": 0,
+                                                           "failed": 0},
+                             "_seq_no": self._seq_no - 1, "_primary_term": 1}, 200)
+        answer, _ = self._write(index, dict(fresh), doc_id)
+        return {**answer, "result": "created" if created else "updated"}, \
+            201 if created else 200
+
     def _resolve(self, patterns: str, request_path: str) -> list[str]:
         names: list[str] = []
         for pattern in patterns.split(","):
@@ -201,6 +241,18 @@ class ElasticsearchEmulator(ServedInBackground):
         if aggs:
             answer["aggregations"] = _aggregations(aggs, hits)
         return answer
+
+
+def _merged(current: Mapping[str, Any], partial: Mapping[str, Any]) -> dict[str, Any]:
+    """``partial`` merged into ``current`` as Elasticsearch merges an update's ``doc``:
+    objects recursively, anything else replaced."""
+    merged = dict(current)
+    for key, value in partial.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = _merged(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
 
 
 def _sorted(hits: list[dict[str, Any]], sort: list[Any], now: datetime) -> list[dict[str, Any]]:
@@ -407,8 +459,13 @@ def _route(es: ElasticsearchEmulator, method: str, path: str, body: dict[str, An
         if parts[0] in es.indices:
             raise QueryError("resource_already_exists_exception",
                              f"index [{parts[0]}/emulator] already exists")
-        es.indices[parts[0]] = _Index()
+        es.indices[parts[0]] = _Index(body={k: body[k] for k in ("mappings", "settings",
+                                                                  "aliases") if k in body})
         return _json({"acknowledged": True, "shards_acknowledged": True, "index": parts[0]})
+    if len(parts) == 3 and parts[1] == "_update" and method == "POST" \
+            and not parts[0].startswith("_"):
+        answer, status = es._update(parts[0], parts[2], body)
+        return _json(answer, status)
     if len(parts) in (2, 3) and parts[1] == "_doc" and not parts[0].startswith("_"):
         doc_id = parts[2] if len(parts) == 3 else None
         if method == "GET" and doc_id is not None:

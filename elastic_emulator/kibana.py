@@ -18,12 +18,18 @@ connection's URL and API key. What it answers as Kibana 9.5 does:
   with its ``version``: a stale one answers 409), ``POST /api/cases/{id}/comments`` with
   ``type: user`` (a comment) or ``type: alert`` (alerts attached, counted in
   ``totalAlerts``), ``GET /api/cases/{id}/comments/_find``.
+- ``GET /api/cases/_find`` and ``GET /api/cases/alerts/{alert_id}``:
+  :mod:`elastic_emulator.cases_search`.
+- ``POST /api/agent_builder/converse``: Agent Builder's converse API, with scripted
+  agents (:mod:`elastic_emulator.agent_builder`, one per space).
+- ``POST /api/detection_engine/signals/tags``: ``ids`` and ``tags: {tags_to_add,
+  tags_to_remove}`` (the same tag in both answers 400); tags read with :meth:`alert_tags`.
 - ``POST /api/detection_engine/signals/status``: ``signal_ids`` (or a ``query`` of
   ``ids``/``terms`` on ``_id``) set to ``open``, ``acknowledged``, ``in-progress`` or
   ``closed``; the answer is Elasticsearch's update-by-query summary.
 
 What it deliberately does not model: other Kibana APIs (they answer 404, as an unknown
-route does), the Cases API's other routes (find, delete, push, configure, user actions),
+route does), the Cases API's other routes (delete, push, configure, user actions),
 external connectors on cases (every case has the ``none`` connector), case templates,
 observables and custom field definitions, role privileges (any valid key may do
 anything), the API key's id:secret encoding (keys are compared as given), sessions and
@@ -47,6 +53,8 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from elastic_emulator.agent_builder import AgentBuilder, ConverseError
+from elastic_emulator.cases_search import SearchError, cases_of_alert, find_cases
 from slack_emulator.server import BackgroundServer, ServedInBackground
 
 API_KEY = "kibana-emulator-api-key"
@@ -105,6 +113,8 @@ class Space:
 
     cases: dict[str, dict[str, Any]] = field(default_factory=dict)
     alerts: dict[str, str] = field(default_factory=dict)  # alert id -> workflow status
+    alert_tags: dict[str, list[str]] = field(default_factory=dict)  # alert id -> its tags
+    agent_builder: AgentBuilder = field(default_factory=AgentBuilder)
 
 
 def _now() -> str:
@@ -158,6 +168,15 @@ class KibanaEmulator(ServedInBackground):
     def alert_status(self, alert_id: str, space: str = "default") -> str | None:
         with self._lock:
             return self.spaces[space].alerts.get(alert_id)
+
+    def alert_tags(self, alert_id: str, space: str = "default") -> list[str]:
+        with self._lock:
+            return list(self.spaces[space].alert_tags.get(alert_id, []))
+
+    def agent_builder(self, space: str = "default") -> AgentBuilder:
+        """The space's Agent Builder: script agents' answers, read conversations (hold no
+        reference across :meth:`reset`)."""
+        return self.spaces[space].agent_builder
 
     def cases(self, space: str = "default") -> list[dict[str, Any]]:
         with self._lock:
@@ -225,8 +244,25 @@ class KibanaEmulator(ServedInBackground):
         space = self.spaces.get(space_name)
         if space is None:
             raise KibanaError(404, "Not Found")
-        return JSONResponse(self._route(request.method, route.rstrip("/") or "/", space, body,
+        route = route.rstrip("/") or "/"
+        parts = route.strip("/").split("/")
+        if request.method == "GET" and parts[:3] == ["api", "cases", "_find"] \
+                and len(parts) == 3:
+            return JSONResponse(self._search(find_cases, list(space.cases.values()),
+                                             request.query_params.getlist))
+        if request.method == "GET" and parts[:3] == ["api", "cases", "alerts"] \
+                and len(parts) == 4:
+            return JSONResponse(cases_of_alert(list(space.cases.values()), parts[3],
+                                               request.query_params.getlist("owner")))
+        return JSONResponse(self._route(request.method, route, space, body,
                                         request.query_params.get("includeComments")))
+
+    @staticmethod
+    def _search(search: Any, cases: list[dict[str, Any]], query: Any) -> Any:
+        try:
+            return search(cases, query)
+        except SearchError as exc:
+            raise KibanaError(400, str(exc)) from None
 
     def _authenticate(self, header: str) -> None:
         scheme, _, credentials = header.partition(" ")
@@ -268,6 +304,13 @@ class KibanaEmulator(ServedInBackground):
             return {"comments": comments, "page": 1, "per_page": 20, "total": len(comments)}
         if (method, route) == ("POST", "/api/detection_engine/signals/status"):
             return self._set_alerts_status(space, _object(body))
+        if (method, route) == ("POST", "/api/detection_engine/signals/tags"):
+            return self._set_alert_tags(space, _object(body))
+        if (method, route) == ("POST", "/api/agent_builder/converse"):
+            try:
+                return space.agent_builder.converse(_object(body))
+            except ConverseError as exc:
+                raise KibanaError(exc.status, exc.message) from None
         raise KibanaError(404, "Not Found")
 
     # -- cases --------------------------------------------------------------------------------
@@ -383,10 +426,32 @@ class KibanaEmulator(ServedInBackground):
         matched = [i for i in ids if i in space.alerts]
         for alert_id in matched:
             space.alerts[alert_id] = status
-        return {"took": 3, "timed_out": False, "total": len(matched), "updated": len(matched),
-                "deleted": 0, "batches": 1 if matched else 0, "version_conflicts": 0,
-                "noops": 0, "retries": {"bulk": 0, "search": 0}, "throttled_millis": 0,
-                "requests_per_second": -1.0, "throttled_until_millis": 0, "failures": []}
+        return _update_summary(len(matched))
+
+
+    def _set_alert_tags(self, space: Space, body: dict[str, Any]) -> dict[str, Any]:
+        ids, tags = body.get("ids"), body.get("tags")
+        if not isinstance(ids, list) or not ids:
+            raise KibanaError(400, "[request body]: ids: Array must contain at least 1 "
+                                   "element(s)")
+        if not isinstance(tags, dict):
+            raise KibanaError(400, "[request body]: tags: Required")
+        add, remove = tags.get("tags_to_add") or [], tags.get("tags_to_remove") or []
+        if set(add) & set(remove):
+            raise KibanaError(400, "Duplicated tags were found in the tags_to_add and "
+                                   "tags_to_remove parameters.")
+        matched = [i for i in ids if i in space.alerts]
+        for alert_id in matched:
+            current = [t for t in space.alert_tags.get(alert_id, []) if t not in remove]
+            space.alert_tags[alert_id] = current + [t for t in add if t not in current]
+        return _update_summary(len(matched))
+
+
+def _update_summary(updated: int) -> dict[str, Any]:
+    return {"took": 3, "timed_out": False, "total": updated, "updated": updated,
+            "deleted": 0, "batches": 1 if updated else 0, "version_conflicts": 0,
+            "noops": 0, "retries": {"bulk": 0, "search": 0}, "throttled_millis": 0,
+            "requests_per_second": -1.0, "throttled_until_millis": 0, "failures": []}
 
 
 def _object(body: Any) -> dict[str, Any]:

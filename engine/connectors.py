@@ -570,6 +570,10 @@ FAMILY_CONNECTIONS: dict[str, tuple[str, tuple[str, ...]]] = {
     "kibana": ("kibana", ("kibana",)),
     "elasticsearch": ("elasticsearch", ("elasticsearch",)),
 }
+# Step types whose connection is not their family's: ai.agent calls Kibana's Agent Builder.
+STEP_CONNECTIONS: dict[str, tuple[str, tuple[str, ...]]] = {
+    "ai.agent": ("kibana", ("kibana",)),
+}
 
 
 def _check_family_steps(doc: PositionedDocument, source: str,
@@ -579,7 +583,8 @@ def _check_family_steps(doc: PositionedDocument, source: str,
     it would use."""
     problems = []
     for path, step in _typed_steps(doc.data, ()):
-        family = FAMILY_CONNECTIONS.get(str(step["type"]).split(".", 1)[0])
+        family = STEP_CONNECTIONS.get(str(step["type"])) or FAMILY_CONNECTIONS.get(
+            str(step["type"]).split(".", 1)[0])
         if family is None or "." not in step["type"]:
             continue
         name, types = family

@@ -1,6 +1,7 @@
 """Built-in step types; importing this package registers them."""
 
 from engine.steps import (  # noqa: F401
+    agent_builder,
     ai,
     arrays,
     cases,

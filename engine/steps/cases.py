@@ -1,7 +1,9 @@
 """Kibana's ``cases.*`` steps: ``createCase``, ``getCase``, ``updateCase``, ``addComment``,
-``addAlerts``, with the options of Kibana's step definitions (``case_id`` in snake case,
-``updates`` for ``updateCase``) and their output ``{case: ...}``, the case as the Cases
-API answers it: ``steps.<name>.output.case.id`` is the case's id.
+``addAlerts``, ``findCases`` and ``getCasesByAlertId``, with the options of Kibana's step
+definitions (``case_id`` in snake case, ``updates`` for ``updateCase``) and their output
+``{case: ...}``, the case as the Cases API answers it: ``steps.<name>.output.case.id`` is
+the case's id (``findCases`` answers the Cases API's ``_find`` page, ``getCasesByAlertId``
+``{cases: [...]}``).
 
 They call the Cases API of the step's ``kibana`` connection through
 :func:`engine.steps.kibana.kibana_call` (its timeout, retryable 429 and 5xx, space and
@@ -184,3 +186,60 @@ def _owner(ctx: StepContext, case_id: str) -> str:
     case = kibana_call(ctx, "GET", _case_path(case_id), query={"includeComments": "false"})
     owner = case.get("owner") if isinstance(case, dict) else None
     return str(owner or DEFAULT_OWNER)
+
+
+_ONE_OR_MANY = {"type": ["string", "array"], "items": {"type": "string"}}
+_FIND_QUERY = ("assignees", "category", "defaultSearchOperator", "from", "owner", "page",
+               "perPage", "reporters", "search", "searchFields", "severity", "sortField",
+               "sortOrder", "status", "tags", "to")
+
+
+@step_type("cases.findCases", options_schema={
+    "type": "object",
+    "properties": {
+        "assignees": _ONE_OR_MANY, "category": _ONE_OR_MANY, "owner": _ONE_OR_MANY,
+        "reporters": _ONE_OR_MANY, "tags": _ONE_OR_MANY,
+        "defaultSearchOperator": {"enum": ["AND", "OR"]},
+        "from": {"type": "string", "maxLength": 500}, "to": {"type": "string", "maxLength": 500},
+        "page": {"type": ["integer", "string"]}, "perPage": {"type": ["integer", "string"]},
+        "search": {"type": "string", "maxLength": 500},
+        "searchFields": {"type": ["string", "array"], "items": {
+            "enum": ["title", "description", "incremental_id.text"]}},
+        "severity": {"type": ["string", "array"], "items": {"enum": SEVERITIES}},
+        "status": {"type": ["string", "array"], "items": {"enum": STATUSES}},
+        "sortField": {"enum": ["title", "category", "createdAt", "updatedAt", "closedAt",
+                               "status", "severity"]},
+        "sortOrder": {"enum": ["asc", "desc"]},
+    },
+    "additionalProperties": False,
+}, params_schema=_CONFIG)
+def find_cases(ctx: StepContext) -> Any:
+    """Search cases (``GET /api/cases/_find``); the output is the Cases API's answer:
+    ``{cases, page, per_page, total, count_open_cases, count_in_progress_cases,
+    count_closed_cases}``."""
+    query: dict[str, Any] = {"page": "1", "perPage": "20"}
+    for name in _FIND_QUERY:
+        value = ctx.options.get(name)
+        if value is None or value == "" or value == []:
+            continue
+        query[name] = [str(v) for v in value] if isinstance(value, list) else str(value)
+    return kibana_call(ctx, "GET", "/api/cases/_find", query=query)
+
+
+@step_type("cases.getCasesByAlertId", options_schema={
+    "type": "object",
+    "properties": {"alert_id": {"type": "string", "minLength": 1}, "owner": _ONE_OR_MANY},
+    "required": ["alert_id"], "additionalProperties": False,
+}, params_schema=_CONFIG)
+def get_cases_by_alert_id(ctx: StepContext) -> dict[str, Any]:
+    """The cases an alert is attached to (``GET /api/cases/alerts/{alert_id}``); the output
+    is ``{cases: [{id, title, description, status, createdAt, totals}]}``."""
+    alert_id = ctx.options.get("alert_id")
+    if not isinstance(alert_id, str) or not alert_id.strip():
+        raise StepFailed("with.alert_id is empty", retryable=False)
+    if "/" in alert_id or alert_id.strip() in (".", ".."):
+        raise StepFailed(f"with.alert_id {alert_id!r} is not an alert id", retryable=False)
+    owner = ctx.options.get("owner")
+    query = {"owner": owner} if owner else None
+    cases = kibana_call(ctx, "GET", f"/api/cases/alerts/{alert_id.strip()}", query=query)
+    return {"cases": cases if isinstance(cases, list) else []}

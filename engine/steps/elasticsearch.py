@@ -1,6 +1,6 @@
-"""``elasticsearch.search``, ``elasticsearch.request``, ``elasticsearch.esql.query`` and
-``elasticsearch.index``: Elastic's Elasticsearch steps, against an ``elasticsearch``
-connection of ``SIGNOFF_CONNECTORS``.
+"""``elasticsearch.search``, ``elasticsearch.request``, ``elasticsearch.esql.query``,
+``elasticsearch.index``, ``elasticsearch.update`` and ``elasticsearch.indices.create``:
+Elastic's Elasticsearch steps, against an ``elasticsearch`` connection of ``SIGNOFF_CONNECTORS``.
 
 The request is built as Kibana's ``buildElasticsearchRequest`` builds it from the step's
 ``with``: ``with.request: {method, path, body}`` (the raw form, any of the four types)
@@ -96,6 +96,17 @@ CONTRACTS: dict[str, Contract] = {
         body_params=frozenset({"columnar", "filter", "locale", "params", "profile", "query",
                                "tables", "include_ccs_metadata",
                                "include_execution_metadata"})),
+    "elasticsearch.update": Contract(
+        methods=("POST",), patterns=("{index}/_update/{id}",),
+        url_params=frozenset(_words("""if_primary_term if_seq_no include_source_on_error lang
+            refresh require_alias retry_on_conflict routing timeout wait_for_active_shards
+            _source _source_excludes _source_includes""")),
+        body_params=frozenset(_words("""detect_noop doc doc_as_upsert script scripted_upsert
+            _source upsert"""))),
+    "elasticsearch.indices.create": Contract(
+        methods=("PUT",), patterns=("{index}",),
+        url_params=frozenset({"master_timeout", "timeout", "wait_for_active_shards"}),
+        body_params=frozenset({"aliases", "mappings", "settings"})),
     "elasticsearch.index": Contract(
         methods=("PUT", "POST"), patterns=("{index}/_doc/{id}", "{index}/_doc"),
         url_params=frozenset(_words("""if_primary_term if_seq_no include_source_on_error op_type
@@ -363,6 +374,29 @@ def esql_query(ctx: StepContext) -> Any:
 def index(ctx: StepContext) -> Any:
     """Create or update a document (``PUT /<index>/_doc/<id>``, ``POST /<index>/_doc``)."""
     return call(ctx, "elasticsearch.index")
+
+
+@step_type("elasticsearch.update", params_schema=_PARAMS, check=_needs("index", "id"),
+           options_schema=_schema("elasticsearch.update", index={"type": "string"},
+                                  id={"type": ["string", "integer"]},
+                                  doc={"type": ["object", "string"]},
+                                  doc_as_upsert={"type": ["boolean", "string"]},
+                                  upsert={"type": ["object", "string"]}))
+def update(ctx: StepContext) -> Any:
+    """Update a document (``POST /<index>/_update/<id>``: ``doc``, ``doc_as_upsert``,
+    ``upsert``, ``script``); the output is Elasticsearch's (``_id``, ``result``, ...)."""
+    return call(ctx, "elasticsearch.update")
+
+
+@step_type("elasticsearch.indices.create", params_schema=_PARAMS, check=_needs("index"),
+           options_schema=_schema("elasticsearch.indices.create", index={"type": "string"},
+                                  mappings={"type": ["object", "string"]},
+                                  settings={"type": ["object", "string"]},
+                                  aliases={"type": ["object", "string"]}))
+def indices_create(ctx: StepContext) -> Any:
+    """Create an index (``PUT /<index>`` with ``mappings``, ``settings``, ``aliases``); the
+    output is ``{acknowledged, shards_acknowledged, index}``."""
+    return call(ctx, "elasticsearch.indices.create")
 
 
 @step_type("elasticsearch.request", params_schema=_PARAMS, check=_check_request,

@@ -1,4 +1,4 @@
-"""``kibana.request`` and ``kibana.SetAlertsStatus``, and the Kibana client the
+"""``kibana.request``, ``kibana.SetAlertsStatus`` and ``kibana.SetAlertTags``, and the Kibana client the
 ``cases.*`` steps (:mod:`engine.steps.cases`) share.
 
 A step calls the Kibana of its ``kibana`` connection (``SIGNOFF_CONNECTORS``: ``connector-id``,
@@ -293,3 +293,46 @@ def set_alerts_status(ctx: StepContext) -> Any:
             body[name] = options[name]
     return kibana_call(ctx, "POST", "/api/detection_engine/signals/status", body=body,
                        fetcher=Fetcher.parse(options.get("fetcher")))
+
+
+# -- kibana.SetAlertTags ----------------------------------------------------------------------
+
+_TAG_LIST = {"type": "array", "items": {"type": "string"}}
+
+
+@step_type("kibana.SetAlertTags", options_schema={
+    "type": "object",
+    "properties": {
+        "ids": {"type": ["array", "string"], "items": {"type": "string"}},
+        "tags": {"type": "object", "properties": {"tags_to_add": _TAG_LIST,
+                                                  "tags_to_remove": _TAG_LIST},
+                 "required": ["tags_to_add", "tags_to_remove"], "additionalProperties": False},
+        "fetcher": _FETCHER,
+    },
+    "required": ["ids", "tags"],
+    "additionalProperties": False,
+}, params_schema={"type": "object",
+                  "properties": {"connector-id": {"type": "string", "minLength": 1}}})
+def set_alert_tags(ctx: StepContext) -> Any:
+    """Add and remove detection alerts' tags (POST /api/detection_engine/signals/tags); the
+    output is Kibana's answer, an update-by-query summary."""
+    options = ctx.options
+    ids = _id_list(options.get("ids"))
+    if not ids:
+        raise StepFailed("kibana.SetAlertTags needs with.ids", retryable=False)
+    tags = options.get("tags") or {}
+    body = {"ids": ids, "tags": {"tags_to_add": list(tags.get("tags_to_add") or []),
+                                 "tags_to_remove": list(tags.get("tags_to_remove") or [])}}
+    return kibana_call(ctx, "POST", "/api/detection_engine/signals/tags", body=body,
+                       fetcher=Fetcher.parse(options.get("fetcher")))
+
+
+def _id_list(ids: Any) -> list[str]:
+    """Ids as given, or a template rendered to one id or to a JSON list of them."""
+    if isinstance(ids, str):
+        try:
+            ids = json.loads(ids)
+        except ValueError:
+            ids = [ids]
+        ids = ids if isinstance(ids, list) else [ids]
+    return [str(i) for i in ids or []]

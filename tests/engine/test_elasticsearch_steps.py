@@ -207,6 +207,66 @@ def test_index_then_get_and_search_see_the_document(connected, es):
     assert (put["path"], put["query"]) == ("/decisions/_doc/case-7", {"refresh": "wait_for"})
 
 
+def test_indices_create_then_update_merges_upserts_and_reports_a_missing_document(
+        connected, es):
+    rt = connected()
+    _, state = run(rt, """  - name: make_index
+    type: elasticsearch.indices.create
+    with:
+      index: parks
+      mappings:
+        properties:
+          name: {type: text}
+  - name: upsert
+    type: elasticsearch.update
+    with:
+      index: parks
+      id: p1
+      doc_as_upsert: true
+      doc: {name: Yosemite, geo: {state: CA}}
+  - name: merge
+    type: elasticsearch.update
+    with:
+      index: parks
+      id: p1
+      refresh: "true"
+      doc: {geo: {visited: true}}
+  - name: again
+    type: elasticsearch.update
+    with:
+      index: parks
+      id: p1
+      doc: {geo: {visited: true}}
+""")
+    assert state.status is ExecutionStatus.COMPLETED, state.error
+    assert state.results["make_index"].output == {"acknowledged": True,
+                                                  "shards_acknowledged": True, "index": "parks"}
+    assert es.indices["parks"].body == {"mappings": {"properties": {"name": {"type": "text"}}}}
+    assert state.results["upsert"].output["result"] == "created"
+    merged = state.results["merge"].output
+    assert (merged["_id"], merged["result"], merged["_version"]) == ("p1", "updated", 2)
+    assert state.results["again"].output["result"] == "noop"
+    assert es.indices["parks"].docs["p1"] == {"name": "Yosemite",
+                                              "geo": {"state": "CA", "visited": True}}
+    update = next(r for r in es.requests if r["path"] == "/parks/_update/p1"
+                  and r["query"])
+    assert (update["method"], update["query"]) == ("POST", {"refresh": "true"})
+    create = next(r for r in es.requests if r["path"] == "/parks")
+    assert create["method"] == "PUT"
+
+    _, state = run(rt, """  - name: missing
+    type: elasticsearch.update
+    with: {index: parks, id: nope, doc: {a: 1}}
+""" + RETRY)
+    assert state.status is ExecutionStatus.FAILED
+    assert "[404]" in str(state.error) and "document missing" in str(state.error)
+    assert len([r for r in es.requests if r["path"] == "/parks/_update/nope"]) == 1
+    _, state = run(rt, "  - name: exists\n    type: elasticsearch.indices.create\n"
+                       "    with: {index: parks}\n")
+    assert state.status is ExecutionStatus.FAILED
+    assert "resource_already_exists_exception" in str(state.error)
+
+
 def test_basic_auth_is_sent_when_the_connection_has_a_username_and_password(connected, es,
                                                                              tmp_path):
     rt = connected(f'mine: {{type: elasticsearch, url: "{es.url}", username: "${{ES_USER}}", '

@@ -358,3 +358,104 @@ def test_a_call_past_the_steps_timeout_fails_and_is_retried(connected, kibana):
     assert state.status is ExecutionStatus.COMPLETED, state.error
     assert state.results["s"].attempts == 2  # the first timed out
     assert state.results["s"].output["status"]["overall"]["level"] == "available"
+
+
+FIND_AND_LOOKUP = """
+  - name: phishing
+    type: cases.createCase
+    with: {title: "Phishing kit for ana@example.com", tags: ["aitm-containment"],
+           severity: high}
+  - name: other
+    type: cases.createCase
+    with: {title: "Malware on web-1", tags: ["edr"]}
+  - name: attach
+    type: cases.addAlerts
+    with:
+      case_id: "{{ steps.phishing.output.case.id }}"
+      alerts: [{alertId: alert-9, index: .alerts-security.alerts-default}]
+  - name: found
+    type: cases.findCases
+    with:
+      searchFields: ["title"]
+      search: "ana@example.com"
+      tags: ["aitm-containment"]
+      owner: securitySolution
+      sortField: updatedAt
+      sortOrder: desc
+      perPage: 10
+  - name: none_found
+    type: cases.findCases
+    with: {tags: nothing-has-this}
+  - name: of_alert
+    type: cases.getCasesByAlertId
+    with: {alert_id: alert-9, owner: securitySolution}
+  - name: of_no_case
+    type: cases.getCasesByAlertId
+    with: {alert_id: alert-unknown}
+"""
+
+
+def test_find_cases_and_cases_by_alert_id_answer_the_cases_apis_shapes(connected, kibana):
+    rt = connected()
+    _, state = run(rt, FIND_AND_LOOKUP)
+
+    assert state.status is ExecutionStatus.COMPLETED, state.error
+    phishing_id = state.results["phishing"].output["case"]["id"]
+    found = state.results["found"].output
+    assert [c["id"] for c in found["cases"]] == [phishing_id]
+    assert (found["total"], found["page"], found["per_page"], found["count_open_cases"]) == (
+        1, 1, 10, 1)
+    assert found["cases"][0]["comments"] == []
+    assert state.results["none_found"].output["total"] == 0
+    [related] = state.results["of_alert"].output["cases"]
+    assert (related["id"], related["status"], related["totals"]["alerts"]) == (
+        phishing_id, "open", 1)
+    assert state.results["of_no_case"].output == {"cases": []}
+    find = next(r for r in kibana.requests if r.path == "/api/cases/_find")
+    assert find.method == "GET"
+
+
+def test_find_cases_refuses_a_page_too_large_as_kibana_does(connected, kibana):
+    rt = connected()
+    _, state = run(rt, "  - name: f\n    type: cases.findCases\n    with: {perPage: 500}\n")
+    assert state.status is ExecutionStatus.FAILED
+    assert "[400] Bad Request" in str(state.error)
+
+
+def test_set_alert_tags_adds_and_removes_tags(connected, kibana):
+    rt = connected()
+    kibana.add_alert("a-1")
+    kibana.add_alert("a-2")
+    _, state = run(rt, """
+  - name: tag
+    type: kibana.SetAlertTags
+    with:
+      ids: ["{{ event.alert }}", a-2]
+      tags:
+        tags_to_add: ["Triaged as False Positive by AI"]
+        tags_to_remove: []
+  - name: untag
+    type: kibana.SetAlertTags
+    with:
+      ids: [a-2]
+      tags: {tags_to_add: [], tags_to_remove: ["Triaged as False Positive by AI"]}
+""", {"alert": "a-1"})
+    assert state.status is ExecutionStatus.COMPLETED, state.error
+    assert state.results["tag"].output["updated"] == 2
+    assert kibana.alert_tags("a-1") == ["Triaged as False Positive by AI"]
+    assert kibana.alert_tags("a-2") == []
+    sent = next(r for r in kibana.requests if r.path.endswith("/signals/tags"))
+    assert sent.body == {"ids": ["a-1", "a-2"], "tags": {
+        "tags_to_add": ["Triaged as False Positive by AI"], "tags_to_remove": []}}
+
+
+def test_set_alert_tags_cannot_add_and_remove_the_same_tag(connected, kibana):
+    rt = connected()
+    kibana.add_alert("a-1")
+    _, state = run(rt, """
+  - name: tag
+    type: kibana.SetAlertTags
+    with: {ids: [a-1], tags: {tags_to_add: [x], tags_to_remove: [x]}}
+""")
+    assert state.status is ExecutionStatus.FAILED
+    assert "[400]" in str(state.error) and "Duplicated tags" in str(state.error)
