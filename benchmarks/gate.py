@@ -1,4 +1,4 @@
-"""The gate's two speeds: ``POST /api/gate/check`` with 1,000 rules, and a click to ``signoff ask`` exiting.
+"""The gate's speeds: ``POST /api/gate/check`` with 1,000 rules; a click to ``signoff ask`` exiting.
 
     python benchmarks/gate.py [--rules 1000] [--requests 4000] [--concurrency 32]
                               [--load-processes 4] [--ask-samples 30]
@@ -7,7 +7,7 @@ Starts what ``benchmarks/slack.py`` starts (a private Redis unless REDIS_URL is 
 Slack emulator, the web process as ``signoff serve`` runs it plus a no-op route, a worker,
 load processes) with ``SIGNOFF_POLICY`` naming a policy of ``--rules`` rules: most for other
 tools (globs, half of them with a ``when`` over the arguments, so each call is matched
-against every glob), then the two the benchmark calls. It sends ``--requests`` checks of
+against every glob), then the three it calls. It sends ``--requests`` checks of
 an allowed call, then of a blocked one, and the same bodies to the no-op route, each
 ``--concurrency`` at a time, and reports p50 and p99 with each as a multiple of the no-op
 route's. Target: the allow and block paths' p99 within 2x of the trivial route's.
@@ -67,10 +67,10 @@ ALLOWED_TOOL = "bench.read.user"
 
 
 def write_policy(directory: Path, rules: int) -> Path:
-    """``rules`` rules: ``rules - 2`` for other tools, then the allow, the block and the
+    """``rules`` rules: ``rules - 3`` for other tools, then the allow, the block and the
     escalation ``signoff ask`` waits on."""
     lines = ["rules:"]
-    for n in range(rules - 2):
+    for n in range(rules - 3):
         lines.append(f'  - tool: "svc{n}.*"')
         lines.append(f"    action: {('allow', 'escalate', 'block')[n % 3]}")
         if n % 2:
