@@ -16,7 +16,8 @@ Then, on the same processes, ``--ask-samples`` times one after the other: a real
 ask`` process asks for an escalating tool and waits; once its review is posted in the
 emulator's #reviews, the approver clicks Approve (a signed ``block_actions`` request from
 ``SlackDriver``), timed from just before the click's HTTP request to the ask process's exit
-(``waitpid``). Target: p99 < 1 s. Beside it, in the same run: the click's own ack, and a
+(``waitpid``), and to its answer's line on stdout (the rest is the process shutting down).
+Target: p99 < 1 s. Beside it, in the same run: the click's own ack, and a
 ``signoff ask`` for an allowed tool from its start to its exit (an interpreter starting,
 one check, exiting: the least any ``signoff ask`` costs), each sample interleaved with the
 click's. Two clicks are sent first and not counted (the web process's first click calls
@@ -93,10 +94,11 @@ def checks(url: str, token: str, tool: str, count: int) -> list[PreparedRequest]
 
 @dataclass(frozen=True)
 class AskTimes:
-    """Seconds per sample: the click's ack, click to ``signoff ask`` exiting, and an allowed
-    ``signoff ask`` from start to exit."""
+    """Seconds per sample: the click's ack, click to ``signoff ask`` printing its answer and
+    to its exit, and an allowed ``signoff ask`` from start to exit."""
 
     ack: list[float]
+    click_to_answer: list[float]
     click_to_exit: list[float]
     allowed_ask: list[float]
 
@@ -129,11 +131,13 @@ def allowed_ask(url: str, token: str, n: int) -> float:
     return took
 
 
-def approved_ask(stack: Stack, driver: SlackDriver, token: str, n: int) -> tuple[float, float]:
-    """Ask for the escalating tool, approve its review once posted: (ack, click to exit)."""
+def approved_ask(stack: Stack, driver: SlackDriver, token: str,
+                 n: int) -> tuple[float, float, float]:
+    """Ask for the escalating tool, approve its review once posted: (ack, click to the
+    answer on stdout, click to exit)."""
     assert stack.emulator is not None
     process = start_ask(stack.web_url, token, ESCALATED_TOOL, n)
-    assert process.stderr is not None
+    assert process.stderr is not None and process.stdout is not None
     request_id = ""
     while not request_id:  # ask prints this just before it starts waiting
         line = process.stderr.readline()
@@ -153,24 +157,29 @@ def approved_ask(stack: Stack, driver: SlackDriver, token: str, n: int) -> tuple
     clicked = time.perf_counter()
     acked = driver.click(CLICKER, (CHANNEL, review[0]["ts"]), ACTION_APPROVE)
     ack = time.perf_counter() - clicked
+    answer = process.stdout.readline()  # one line: "approved by U0ALICE ..."
+    answered = time.perf_counter() - clicked
     process.wait(timeout=ASK_TIMEOUT)
     took = time.perf_counter() - clicked
     if not acked.ok:
         raise RuntimeError(f"the click on request {request_id} was not acknowledged")
+    if not answer.startswith("approved"):
+        raise RuntimeError(f"signoff ask {ESCALATED_TOOL} answered {answer.strip()!r}")
     exited(process, f"signoff ask {ESCALATED_TOOL} (request {request_id})")
-    return ack, took
+    return ack, answered, took
 
 
 def measure_ask(stack: Stack, token: str, samples: int) -> AskTimes:
     assert stack.emulator is not None
     driver = SlackDriver(stack.emulator, stack.web_url + "/slack/events")
-    times = AskTimes([], [], [])
+    times = AskTimes([], [], [], [])
     try:
         for n in range(ASK_WARMUP + samples):
             allowed = allowed_ask(stack.web_url, token, n)
-            ack, took = approved_ask(stack, driver, token, n)
+            ack, answered, took = approved_ask(stack, driver, token, n)
             if n >= ASK_WARMUP:
                 times.ack.append(ack)
+                times.click_to_answer.append(answered)
                 times.click_to_exit.append(took)
                 times.allowed_ask.append(allowed)
     finally:
@@ -248,6 +257,7 @@ def report_ask(times: AskTimes) -> None:
     print(f"{'':36}{'p50':>10}{'p99':>10}{'p99 x ack':>11}")
     rows = (("click -> ack (POST /slack/events)", times.ack),
             ("allowed signoff ask, start -> exit", times.allowed_ask),
+            ("click -> signoff ask prints answer", times.click_to_answer),
             ("click -> signoff ask exits", times.click_to_exit))
     for name, values in rows:
         p50, p99 = percentile(values, 0.5), percentile(values, 0.99)
