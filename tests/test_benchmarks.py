@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -17,3 +18,15 @@ def test_a_benchmark_imports_and_reads_its_options(name: str) -> None:
                           capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
     assert "usage:" in done.stdout
+
+
+def test_the_gate_benchmark_times_a_click_to_signoff_ask_exiting() -> None:
+    # Its own Redis (without REDIS_URL it starts one), tiny sizes: it runs, not how fast.
+    env = {k: v for k, v in os.environ.items() if k != "REDIS_URL"}
+    done = subprocess.run([sys.executable, "benchmarks/gate.py", "--rules", "10", "--requests",
+                           "20", "--concurrency", "2", "--load-processes", "1",
+                           "--ask-samples", "1"],
+                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=180)
+    assert done.returncode == 0, done.stderr
+    assert "click -> signoff ask exits" in done.stdout
+    assert "allowed signoff ask, start -> exit" in done.stdout
