@@ -10,21 +10,18 @@ from a CA made for this demo. The connections file names them as an operator wou
 secrets are ``${ENV}`` references to variables :meth:`ElasticSide.env` sets. The
 ``edr-connector`` reaches the stand-in with ``connect-to`` (curl's ``--connect-to``): the
 step's URL, Host header, SNI and certificate check stay ``edr.example.com``'s, and the
-worker trusts the demo CA besides the public ones through ``SSL_CERT_FILE``. No name is resolved differently.
-
-Without the ``openssl`` command, no certificate can be made: the stand-in EDR is not
-started, ``connect-to`` points at a port that speaks no TLS, and the isolate step fails
-visibly instead of pretending.
+worker trusts the demo CA besides the public ones through ``SSL_CERT_FILE``. No name is
+resolved differently. The CA and the certificate are made with ``cryptography``
+(:func:`make_tls`), which the end-to-end test of the seed uses too.
 """
 
 from __future__ import annotations
 
 import json
 import secrets
-import shutil
 import ssl
-import subprocess
 import threading
+from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -32,7 +29,6 @@ from typing import Any
 from elastic_emulator.elasticsearch import ElasticsearchEmulator
 from elastic_emulator.kibana import API_KEY as KIBANA_API_KEY
 from elastic_emulator.kibana import KibanaEmulator
-from engine.state.embedded_redis import free_port
 from openai_emulator import OpenAIEmulator
 
 EDR_HOST = "edr.example.com"
@@ -75,7 +71,7 @@ class StandInEDR:
                     body = raw.decode("utf-8", "replace")
                 with lock:
                     requests.append({"path": self.path, "host": self.headers.get("Host"),
-                                     "body": body})
+                                     "headers": dict(self.headers), "body": body})
                 answer = json.dumps({"status": "isolation requested"}).encode()
                 self.send_response(202)
                 self.send_header("Content-Type", "application/json")
@@ -118,12 +114,9 @@ class ElasticSide:
         self.kibana.start()
         self.elasticsearch.start()
         self.openai.start()
-        if shutil.which("openssl") is not None:
-            self.ca, cert, key = _tls_files(self.directory)
-            self.edr = StandInEDR(cert, key)
-            edr_port = self.edr.port
-        else:
-            edr_port = free_port()  # nothing listens: the isolate step fails, saying so
+        self.ca, cert, key = make_tls(self.directory)
+        self.edr = StandInEDR(cert, key)
+        edr_port = self.edr.port
         self.connectors.write_text(f"""\
 # The seed workflow's connections, as an operator writes them; secrets from the environment.
 kibana: {{type: kibana, url: "{self.kibana.base_url}", api-key: "${{KIBANA_API_KEY}}"}}
@@ -172,25 +165,48 @@ edr-connector: {{type: http, url: "https://{EDR_HOST}", connect-to: "127.0.0.1:{
             emulator.stop()
 
 
-def _tls_files(directory: Path) -> tuple[Path, Path, Path]:
-    """A CA made for this demo and a certificate for :data:`EDR_HOST` it signed."""
-    ca, ca_key = directory / "demo-ca.pem", directory / "demo-ca.key"
-    cert, key, csr = directory / "edr.pem", directory / "edr.key", directory / "edr.csr"
-    extensions = directory / "edr.ext"
-    extensions.write_text(f"subjectAltName=DNS:{EDR_HOST}\nbasicConstraints=CA:FALSE\n"
-                          "keyUsage=digitalSignature,keyEncipherment\n"
-                          "extendedKeyUsage=serverAuth\n")
-    for command in (
-        ["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", ca_key, "-out", ca,
-         "-days", "2", "-subj", "/CN=Signoff demo CA",
-         "-addext", "basicConstraints=critical,CA:TRUE",
-         "-addext", "keyUsage=critical,keyCertSign,cRLSign"],
-        ["req", "-newkey", "rsa:2048", "-nodes", "-keyout", key, "-out", csr,
-         "-subj", f"/CN={EDR_HOST}"],
-        ["x509", "-req", "-in", csr, "-CA", ca, "-CAkey", ca_key, "-CAcreateserial",
-         "-out", cert, "-days", "2", "-extfile", extensions],
-    ):
-        subprocess.run(["openssl", *map(str, command)], check=True, capture_output=True)
+def make_tls(directory: Path, host: str = EDR_HOST) -> tuple[Path, Path, Path]:
+    """A CA made for the occasion and a certificate for ``host`` it signed, written in
+    ``directory``: (the CA's certificate, the host's certificate, its key), PEM."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+    now = datetime.now(UTC)
+
+    def built(subject: str, issuer: str, public: Any, signer: Any, *, ca: bool) -> Any:
+        builder = (x509.CertificateBuilder()
+                   .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, subject)]))
+                   .issuer_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, issuer)]))
+                   .public_key(public).serial_number(x509.random_serial_number())
+                   .not_valid_before(now - timedelta(minutes=5))
+                   .not_valid_after(now + timedelta(days=2))
+                   .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True))
+        if ca:
+            builder = builder.add_extension(x509.KeyUsage(
+                digital_signature=False, content_commitment=False, key_encipherment=False,
+                data_encipherment=False, key_agreement=False, key_cert_sign=True,
+                crl_sign=True, encipher_only=False, decipher_only=False), critical=True)
+        else:
+            builder = (builder
+                       .add_extension(x509.SubjectAlternativeName([x509.DNSName(host)]),
+                                      critical=False)
+                       .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]),
+                                      critical=False))
+        return builder.sign(signer, hashes.SHA256())
+
+    ca_key, host_key = ec.generate_private_key(ec.SECP256R1()), ec.generate_private_key(
+        ec.SECP256R1())
+    ca_cert = built("Signoff stand-in CA", "Signoff stand-in CA", ca_key.public_key(), ca_key,
+                    ca=True)
+    host_cert = built(host, "Signoff stand-in CA", host_key.public_key(), ca_key, ca=False)
+    ca, cert, key = directory / "stand-in-ca.pem", directory / "edr.pem", directory / "edr.key"
+    ca.write_bytes(ca_cert.public_bytes(serialization.Encoding.PEM))
+    cert.write_bytes(host_cert.public_bytes(serialization.Encoding.PEM))
+    key.write_bytes(host_key.private_bytes(serialization.Encoding.PEM,
+                                           serialization.PrivateFormat.PKCS8,
+                                           serialization.NoEncryption()))
     return ca, cert, key
 
 

@@ -109,12 +109,12 @@ class Stack:
                  f"API token {self.token})")
         self.say("worker   signoff worker  (RQ, with the scheduler)")
         self.say(f"target   {self.target_url}  (stand-in mail, IAM, deploy and payments APIs)")
+        edr = self.elastic.edr
+        assert edr is not None  # started with the emulators
         self.say(f"elastic  Kibana {self.elastic.kibana.base_url}, Elasticsearch "
                  f"{self.elastic.elasticsearch.url}, OpenAI {self.elastic.openai.base_url}, "
-                 + (f"EDR https://edr.example.com at 127.0.0.1:{self.elastic.edr.port}"
-                    if self.elastic.edr is not None else
-                    "no stand-in EDR (no openssl to make its certificate): isolating fails")
-                 + f"  (connections in {self.elastic.connectors.name})")
+                 f"EDR https://edr.example.com at 127.0.0.1:{edr.port}"
+                 f"  (connections in {self.elastic.connectors.name})")
         return self
 
     def _write_workflows(self) -> None:

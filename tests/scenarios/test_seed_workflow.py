@@ -8,33 +8,21 @@ and a real `signoff worker`, Redis, the Slack emulator, and the Kibana, Elastics
 and OpenAI emulators, all over loopback HTTP, its connections given in a
 SIGNOFF_CONNECTORS file whose secrets are ${ENV_VAR} references.
 
-The EDR: the seed calls the literal ``https://edr.example.com/isolate`` (port 443, TLS).
-Nothing in Signoff rewrites a step's full URL, and nothing should: the worker resolves
-``edr.example.com`` as any deployment would, through the system's resolver. So the
-worker runs in a mount namespace of its own (``unshare -rm``) whose ``/etc/hosts`` maps
-``edr.example.com`` to a loopback address, as an operator maps an internal name (a
-container's ``--add-host``); the stand-in EDR serves TLS there on port 443 with a
-certificate for that name from a test CA the worker trusts through ``SSL_CERT_FILE``;
-and ``SIGNOFF_HTTP_ALLOW`` names the host, as it would an internal service. The step's
-URL, the certificate check and the egress policy are the production ones.
+The EDR: the seed calls the literal ``https://edr.example.com/isolate``. The
+``edr-connector`` connection reaches it with ``connect-to`` (curl's ``--connect-to``) at
+the demo's stand-in EDR on a loopback port, whose certificate for ``edr.example.com``
+comes from a CA made for the test (:func:`demo.elastic.make_tls`) that the worker trusts
+through ``SSL_CERT_FILE``: the step's URL, Host header, SNI and certificate check are the
+production ones, and the egress policy checks the address connected to.
 """
 
 from __future__ import annotations
 
 import contextlib
-import errno
 import json
-import os
-import random
 import shutil
-import signal
-import ssl
-import subprocess
-import sys
-import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -42,13 +30,14 @@ import httpx
 import pytest
 
 from bot.blocks import ACTION_DENY, ACTION_RESPOND
+from demo.elastic import StandInEDR, make_tls
 from elastic_emulator.elasticsearch import ElasticsearchEmulator
 from elastic_emulator.kibana import API_KEY as KIBANA_KEY
 from elastic_emulator.kibana import KibanaEmulator
 from engine.cli import main
 from openai_emulator import OpenAIEmulator
 from slack_emulator import SlackDriver, SlackEmulator
-from tests.support.services import ROOT, ServeProcess, wait_until
+from tests.support.services import ROOT, ServeProcess, WorkerProcess, wait_until
 
 SEED = ROOT / "tests" / "engine" / "workflows" / "isolate-host-with-approval.yml"
 REVIEWS = "C0REVIEWS"
@@ -60,116 +49,6 @@ ALERT = {"alerts": [{"_id": "alert-1", "host": {"name": HOST},
                      "kibana.alert.rule.name": "Suspicious process on host"}]}
 
 
-class StandInEDR:
-    """An EDR's isolate endpoint on ``https://edr.example.com``: port 443 of a loopback
-    address of its own (``address``), recording what it is sent."""
-
-    def __init__(self, address: str, cert: Path, key: Path) -> None:
-        self.requests: list[dict[str, Any]] = []
-        requests = self.requests
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:  # noqa: N802 - http.server's name
-                body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
-                requests.append({"path": self.path, "headers": dict(self.headers),
-                                 "body": json.loads(body or b"null")})
-                answer = json.dumps({"status": "isolation requested"}).encode()
-                self.send_response(202)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(answer)))
-                self.end_headers()
-                self.wfile.write(answer)
-
-            def log_message(self, *args: Any) -> None:
-                pass
-
-        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-        context.load_cert_chain(cert, key)
-        self.address = address
-        self.server = ThreadingHTTPServer((address, 443), Handler)
-        self.server.socket = context.wrap_socket(self.server.socket, server_side=True)
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-        self.thread.start()
-
-    def stop(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
-
-
-def tls_files(directory: Path) -> tuple[Path, Path, Path]:
-    """A test CA and a certificate for :data:`EDR_HOST` it signed: (ca, cert, key)."""
-    ca, ca_key = directory / "ca.pem", directory / "ca.key"
-    cert, key, csr = directory / "edr.pem", directory / "edr.key", directory / "edr.csr"
-    extensions = directory / "edr.ext"
-    extensions.write_text(f"subjectAltName=DNS:{EDR_HOST}\nbasicConstraints=CA:FALSE\n"
-                          "authorityKeyIdentifier=keyid,issuer\n"
-                          "keyUsage=digitalSignature,keyEncipherment\n"
-                          "extendedKeyUsage=serverAuth\n")
-    for command in (
-        ["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", ca_key, "-out", ca,
-         "-days", "2", "-subj", "/CN=Signoff seed test CA",
-         "-addext", "basicConstraints=critical,CA:TRUE",
-         "-addext", "keyUsage=critical,keyCertSign,cRLSign"],
-        ["req", "-newkey", "rsa:2048", "-nodes", "-keyout", key, "-out", csr,
-         "-subj", f"/CN={EDR_HOST}"],
-        ["x509", "-req", "-in", csr, "-CA", ca, "-CAkey", ca_key, "-CAcreateserial",
-         "-out", cert, "-days", "2", "-extfile", extensions],
-    ):
-        subprocess.run(["openssl", *map(str, command)], check=True, capture_output=True)
-    return ca, cert, key
-
-
-def stand_in_edr(cert: Path, key: Path) -> StandInEDR:
-    """The stand-in on a free loopback address (another run of this test may hold one);
-    skips the test where port 443 needs a privilege this process lacks."""
-    rng = random.Random()
-    for _ in range(20):
-        address = f"127.53.{rng.randrange(1, 255)}.{rng.randrange(1, 255)}"
-        try:
-            return StandInEDR(address, cert, key)
-        except PermissionError as exc:
-            pytest.skip(f"the stand-in EDR cannot listen on port 443: {exc}")
-        except OSError as exc:
-            if exc.errno != errno.EADDRINUSE:
-                raise
-    raise RuntimeError("no free loopback address for the stand-in EDR")
-
-
-def can_map_hosts() -> str | None:
-    """Why this machine cannot run a worker with its own /etc/hosts, or None."""
-    if shutil.which("unshare") is None or shutil.which("openssl") is None:
-        return "needs unshare (util-linux) and openssl"
-    probe = subprocess.run(["unshare", "-rm", "sh", "-c", "mount --bind /dev/null /etc/hosts"],
-                           capture_output=True)
-    if probe.returncode != 0:
-        return f"unshare -rm cannot bind-mount here: {probe.stderr.decode().strip()}"
-    return None
-
-
-class MappedWorker:
-    """`signoff worker`, as production runs it, in a mount namespace whose /etc/hosts is
-    ``hosts``."""
-
-    def __init__(self, hosts: Path, env: dict[str, str], log_path: Path) -> None:
-        self.log_path = log_path
-        with open(log_path, "wb") as log:
-            self.process = subprocess.Popen(
-                ["unshare", "-rm", "sh", "-c",
-                 'mount --bind "$0" /etc/hosts && exec "$1" -m engine.cli worker',
-                 str(hosts), sys.executable],
-                cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
-                start_new_session=True)
-
-    def stop(self) -> None:
-        if self.process.poll() is None:
-            os.killpg(self.process.pid, signal.SIGTERM)
-            try:
-                self.process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.process.pid, signal.SIGKILL)
-                self.process.wait(timeout=10)
-
-
 @dataclass
 class Stack:
     api: httpx.Client
@@ -178,20 +57,20 @@ class Stack:
     kibana: KibanaEmulator
     openai: OpenAIEmulator
     edr: StandInEDR
-    worker: MappedWorker
+    worker: WorkerProcess
 
 
 @pytest.fixture
 def stack(redis_url: str, redis_client: Any, tmp_path: Path) -> Iterator[Stack]:
-    reason = can_map_hosts()
-    if reason:
-        pytest.skip(reason)
     workflows = tmp_path / "workflows"
     workflows.mkdir()
     shutil.copyfile(SEED, workflows / SEED.name)  # copied byte for byte
-    ca, cert, key = tls_files(tmp_path)
+    ca, cert, key = make_tls(tmp_path)
     with SlackEmulator() as slack, KibanaEmulator() as kibana, \
-            ElasticsearchEmulator() as es, OpenAIEmulator(api_key=OPENAI_KEY) as openai:
+            ElasticsearchEmulator() as es, OpenAIEmulator(api_key=OPENAI_KEY) as openai, \
+            contextlib.ExitStack() as cleanup:
+        edr = StandInEDR(cert, key)
+        cleanup.callback(edr.stop)
         es.put("logs-endpoint", {"@timestamp": "2026-12-04T10:00:00Z", "host": {"name": HOST},
                                  "process": {"name": "mimikatz.exe"},
                                  "message": "credential dumping tool started"}, "l1")
@@ -205,7 +84,7 @@ kibana: {{type: kibana, url: "{kibana.base_url}", api-key: "${{KIBANA_API_KEY}}"
 elasticsearch: {{type: elasticsearch, url: "{es.url}", api-key: "${{ES_API_KEY}}"}}
 my-openai: {{type: openai, url: "{openai.base_url}", model: gpt-4o-mini,
              api-key: "${{OPENAI_API_KEY}}"}}
-edr-connector: {{type: http, url: "https://{EDR_HOST}",
+edr-connector: {{type: http, url: "https://{EDR_HOST}", connect-to: "127.0.0.1:{edr.port}",
                  headers: {{Authorization: "Bearer ${{EDR_TOKEN}}"}}}}
 """)
         env = {"SIGNOFF_API_TOKEN": "operator-secret", "SLACK_BOT_TOKEN": slack.bot_token,
@@ -213,26 +92,18 @@ edr-connector: {{type: http, url: "https://{EDR_HOST}",
                "SIGNOFF_WORKFLOWS": str(workflows), "SIGNOFF_SLACK_CHANNEL": REVIEWS,
                "SIGNOFF_CONNECTORS": str(connectors), "KIBANA_API_KEY": KIBANA_KEY,
                "ES_API_KEY": es.api_key, "OPENAI_API_KEY": OPENAI_KEY, "EDR_TOKEN": EDR_TOKEN}
-        # The emulators are on 127.0.0.1, the EDR's name on a loopback address: both
-        # allowed, as an operator allows internal services.
-        worker_env = {**{k: v for k, v in os.environ.items()
-                         if not k.startswith(("SLACK_", "SIGNOFF_"))},
-                      "REDIS_URL": redis_url, "PYTHONUNBUFFERED": "1", "SSL_CERT_FILE": str(ca),
-                      "SIGNOFF_HTTP_ALLOW": f"127.0.0.1,{EDR_HOST}", **env}
-        with contextlib.ExitStack() as cleanup:
-            edr = stand_in_edr(cert, key)
-            cleanup.callback(edr.stop)
-            hosts = tmp_path / "hosts"
-            hosts.write_text(f"127.0.0.1 localhost\n{edr.address} {EDR_HOST}\n")
-            worker = MappedWorker(hosts, worker_env, tmp_path / "worker.log")
-            cleanup.callback(worker.stop)
-            serve = ServeProcess(redis_url, tmp_path / "serve.log", env)
-            cleanup.callback(serve.stop)
-            api = cleanup.enter_context(httpx.Client(
-                base_url=serve.url, timeout=10, headers={"Authorization": "Bearer operator-secret"}))
-            driver = SlackDriver(slack, f"{serve.url}/slack/events")
-            cleanup.callback(driver.close)
-            yield Stack(api, slack, driver, kibana, openai, edr, worker)
+        # The emulators and the EDR's stand-in are on 127.0.0.1, allowed as an operator
+        # allows internal services; connect-to sends edr.example.com there.
+        worker = WorkerProcess(redis_url, extra_env={
+            **env, "SSL_CERT_FILE": str(ca), "SIGNOFF_HTTP_ALLOW": "127.0.0.1"})
+        cleanup.callback(worker.stop)
+        serve = ServeProcess(redis_url, tmp_path / "serve.log", env)
+        cleanup.callback(serve.stop)
+        api = cleanup.enter_context(httpx.Client(
+            base_url=serve.url, timeout=10, headers={"Authorization": "Bearer operator-secret"}))
+        driver = SlackDriver(slack, f"{serve.url}/slack/events")
+        cleanup.callback(driver.close)
+        yield Stack(api, slack, driver, kibana, openai, edr, worker)
 
 
 def status(stack: Stack, execution_id: str) -> dict[str, Any]:
@@ -341,6 +212,7 @@ def test_approved_the_host_is_isolated_and_the_case_records_it(stack: Stack):
     assert isolate["path"] == "/isolate"
     assert isolate["body"] == {"host": HOST, "reason": "confirmed with the owner"}
     assert isolate["headers"]["Authorization"] == f"Bearer {EDR_TOKEN}"
+    assert isolate["host"] == EDR_HOST  # the URL's, connected at the stand-in's address
     assert "**Decision:** isolated" in the_comment(stack)
     assert "**Notes:** confirmed with the owner" in the_comment(stack)
     assert state["steps"]["isolate"]["output"]["status"] == 202
