@@ -22,6 +22,16 @@ from tests.bot.conftest import (  # noqa: F401 - the Slack side's fixtures, for 
     slack,
     start_signoff,
 )
+from tests.engine.test_gate_api import (  # noqa: F401 - the gate's fixtures, for its attacks
+    agent,
+    alice,
+    gate_server,
+)
+from tests.engine.test_http_connector import (  # noqa: F401 - for the connector-path attacks
+    connected,
+    elsewhere,
+    service,
+)
 from tests.support.services import ServedApp
 
 # A payout that Alice or Dave may approve; Bob asks for it.
