@@ -199,15 +199,21 @@ register_connector_type(ConnectorType(
                 "its url with its headers",
 ))
 
+# An Elastic service's address and credentials (Kibana's and Elasticsearch's connections):
+# an API key, or a username and password for basic authentication; all secrets.
+_ELASTIC_CREDENTIALS: dict[str, Any] = {
+    "url": {"type": "string", "pattern": r"^https?://[^/?#@\s]+(/[^?#\s]*)?$"},
+    "api-key": {"type": "string", "minLength": 1},
+    "username": {"type": "string", "minLength": 1},
+    "password": {"type": "string", "minLength": 1},
+}
+
 register_connector_type(ConnectorType(
     name="kibana",
     settings_schema={
         "type": "object",
         "properties": {
-            "url": {"type": "string", "pattern": r"^https?://[^/?#@\s]+(/[^?#\s]*)?$"},
-            "api-key": {"type": "string", "minLength": 1},
-            "username": {"type": "string", "minLength": 1},
-            "password": {"type": "string", "minLength": 1},
+            **_ELASTIC_CREDENTIALS,
             "space": {"type": "string", "pattern": "^[a-z0-9_-]+$"},  # Kibana's space ids
         },
         "required": ["url"],
@@ -260,10 +266,7 @@ register_connector_type(ConnectorType(
     settings_schema={
         "type": "object",
         "properties": {
-            "url": {"type": "string", "pattern": r"^https?://[^/?#@\s]+(/[^?#\s]*)?$"},
-            "api-key": {"type": "string", "minLength": 1},
-            "username": {"type": "string", "minLength": 1},
-            "password": {"type": "string", "minLength": 1},
+            **_ELASTIC_CREDENTIALS,
         },
         "required": ["url"],
         "dependentRequired": {"username": ["password"], "password": ["username"]},
