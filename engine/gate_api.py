@@ -17,6 +17,8 @@ by default), so the check itself runs on the event loop.
 from __future__ import annotations
 
 import logging
+
+import orjson
 from typing import Any
 
 from starlette.concurrency import run_in_threadpool
@@ -93,7 +95,7 @@ def gate_extension(gate: Gate) -> WebExtension:
             log.info("gate: %s would be %s with shadow rules %s (is %s)", tool,
                      out["shadow"]["decision"], [r["index"] + 1 for r in out["shadow"]["rules"]],
                      out["decision"])
-        return JSONResponse(out)
+        return Response(orjson.dumps(out), media_type="application/json")
 
     check.needs_scope = Scope.RUN  # type: ignore[attr-defined]
 
