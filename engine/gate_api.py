@@ -17,10 +17,9 @@ by default), so the check itself runs on the event loop.
 from __future__ import annotations
 
 import logging
-
-import orjson
 from typing import Any
 
+import orjson
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
