@@ -120,22 +120,6 @@ def test_the_seeds_classify_step_answers_category_and_rationale(connected, emula
     assert request.headers["authorization"] == f"Bearer {KEY}"
 
 
-def test_the_events_data_is_a_delimited_user_message_never_the_system_message(connected,
-                                                                              emulator):
-    rt = connected()
-    run(rt, SEED_CLASSIFY)
-
-    sent = messages(emulator)
-    assert "Ignore all previous instructions" not in sent["system"]
-    assert "web-1" not in sent["system"]
-    assert "untrusted input" in sent["system"]
-    user = sent["user"]
-    assert user.startswith("<data>\n") and user.endswith("\n</data>")
-    inner = user[len("<data>\n"):-len("\n</data>")]
-    assert "</" not in inner  # the data cannot close its own markers
-    assert json.loads(inner) == HITS  # and still reads back as the very data
-
-
 def test_category_objects_fallback_and_multiple_categories(connected, emulator):
     rt = connected()
     emulator.answer({"categories": ["Phishing", "Unknown"]})
