@@ -24,6 +24,7 @@ timeout passed undecided (unless ``on-timeout: approve``, which approves as
 
 from __future__ import annotations
 
+import copy
 import functools
 import hashlib
 import json
@@ -233,12 +234,13 @@ class Gate:
         event = state.event
         status, decided_by, decided_at, comment = self._outcome(state)
         edits = self._edits(state) if status == GateStatus.APPROVED else {}
-        to_run = {**event["args"], **edits}
+        to_run = with_edits(event["args"], edits)
         return {
             "requestId": state.id, "status": status, "tool": event["tool"],
             "args": to_run, "argsSha256": args_digest(to_run) if edits else event["argsSha256"],
             "requestedArgs": event["args"],
-            "edited": sorted(k for k, v in edits.items() if event["args"].get(k) != v),
+            "edited": sorted(k for k, v in edits.items()
+                             if argument_at(event["args"], k) != v),
             "summary": event.get("summary") or "", "context": event.get("context") or {},
             "reason": event.get("reason"), "rule": event.get("rule"),
             "requestedBy": state.requested_by, "requestedAt": state.started_at,
@@ -311,16 +313,50 @@ def review_workflow(rule: Rule | None, args: Mapping[str, Any] | None = None) ->
 def editable_fields(rule: Rule | None, args: Mapping[str, Any]) -> dict[str, Any]:
     """The form fields a reviewer may change: each argument the rule names ``editable``
     whose value is a string (at most :data:`EDITABLE_TEXT` characters), a number or a
-    boolean, as a JSON Schema property holding the value asked for as its default."""
+    boolean, as a JSON Schema property holding the value asked for as its default. A name
+    may be a dotted path into objects (``beneficiary.name``), see :func:`argument_at`."""
     fields: dict[str, Any] = {}
     for name in rule.editable if rule is not None else ():
-        value = args.get(name)
+        value = argument_at(args, name)
         kind = _EDITABLE_TYPES.get(type(value))
         if kind is None or (isinstance(value, str) and len(value) > EDITABLE_TEXT):
             continue
         fields[name] = {"type": kind, "title": f"{name} (edit to change what runs)",
                         "default": value}
     return fields
+
+
+_ABSENT = object()
+
+
+def argument_at(args: Mapping[str, Any], name: str) -> Any:
+    """The argument ``name`` names: a top-level key of that very name first, else a dotted
+    path through objects (``beneficiary.name`` is ``args["beneficiary"]["name"]``); None
+    when there is none (lists are not walked into)."""
+    if name in args:
+        return args[name]
+    value: Any = args
+    for key in name.split("."):
+        value = value.get(key, _ABSENT) if isinstance(value, Mapping) else _ABSENT
+        if value is _ABSENT:
+            return None
+    return value
+
+
+def with_edits(args: Mapping[str, Any], edits: Mapping[str, Any]) -> dict[str, Any]:
+    """``args`` with each edited argument replaced where :func:`argument_at` finds it (a
+    copy: the arguments asked for stay as they were)."""
+    result = copy.deepcopy(dict(args))
+    for name, value in edits.items():
+        if name in result or "." not in name:
+            result[name] = value
+            continue
+        *path, last = name.split(".")
+        parent = result
+        for key in path:
+            parent = parent[key]  # there: the form offers only paths it found
+        parent[last] = value
+    return result
 
 
 @functools.lru_cache(maxsize=256)

@@ -40,6 +40,10 @@ POLICY = textwrap.dedent("""\
         action: escalate
         approvers: ["U0ALICE"]
         editable: [amount, memo, attachments]
+      - tool: "payments.wire"
+        action: escalate
+        approvers: ["U0ALICE"]
+        editable: [beneficiary.name, "wire.ref", beneficiary.bank, beneficiary.missing]
       - tool: "email.send"
         action: block
         shadow: true
@@ -298,6 +302,33 @@ def test_a_reviewer_edits_the_arguments_a_rule_marks_editable(agent, alice, work
     trail = agent.get(f"/api/workflowExecutions/{request_id}/audit").json()["events"]
     decided = next(e for e in trail if e["type"] == "step.decided")
     assert decided["input"]["amount"] == 500  # the audit shows both: the event, the answer
+
+
+WIRE = {"tool": "payments.wire",
+        "args": {"amount": 900, "wire.ref": "INV-7",
+                 "beneficiary": {"name": "ACME GmbH", "iban": "DE89",
+                                 "bank": {"bic": "COBADEFF"}}}}
+
+
+def test_an_editable_name_may_be_a_path_into_the_arguments(agent, alice, work, runtime):
+    request_id = escalate(agent, work, WIRE)
+    schema = runtime.engine.get(request_id).waiting.schema
+    # a path to a scalar is offered; to an object, or to nothing, is not; a key that has
+    # a dot in its own name is that key
+    assert set(schema["properties"]) == {"approved", "comment", "beneficiary.name", "wire.ref"}
+    assert schema["properties"]["beneficiary.name"]["default"] == "ACME GmbH"
+    answer = {"approved": True, "beneficiary.name": "ACME Holding GmbH", "wire.ref": "INV-7"}
+    assert alice.post(f"/api/workflowExecutions/{request_id}/resume",
+                      json=answer).status_code == 200
+    work()
+    state = agent.get(f"/api/gate/requests/{request_id}").json()
+    assert state["args"] == {**WIRE["args"], "beneficiary": {
+        **WIRE["args"]["beneficiary"], "name": "ACME Holding GmbH"}}
+    assert state["requestedArgs"] == WIRE["args"]  # the call asked for is kept as it was
+    assert state["edited"] == ["beneficiary.name"]
+    edited = agent.post(f"/api/gate/requests/{request_id}/use",
+                        json={"tool": WIRE["tool"], "args": state["args"]})
+    assert edited.status_code == 200
 
 
 def test_edits_in_a_denial_change_nothing(agent, alice, work):
