@@ -9,6 +9,11 @@ attempt did not get to. Everyone a posted review is shown to is indexed for
 ``/approvals all`` (:mod:`bot.visibility`), and taken out again when it closes. Elastic
 9.5's ``with.channels`` (:mod:`bot.channels`) add channels, a lead text on their posts, and
 an incoming webhook's notification, sent once the review is posted so it can link to it.
+Posts go out within Slack's posting limit (:mod:`bot.ratelimit`: a 429 puts the post job off
+until the channel's Retry-After has passed, holding no worker); in an alert storm, reviews of
+a step past ``SIGNOFF_SLACK_DIGEST_AFTER`` in one channel join that channel's digest instead
+of a message each (:mod:`bot.digest`), recorded as a post of the digest's message, which
+closing a review never rewrites.
 """
 
 from __future__ import annotations
@@ -25,7 +30,9 @@ from slack_sdk.errors import SlackApiError
 from bot import channels as external
 from bot import texts
 from bot.blocks import ReviewContext, decided_message, ephemeral_already_decided, review_message
+from bot.digest import DIGEST_AFTER, Digests
 from bot.directory import Directory
+from bot.ratelimit import ChannelLimits
 from bot.visibility import Visibility
 from bot.webhooks import WebhookRefused, post_to_webhook
 from engine.connectors import Connectors
@@ -262,14 +269,23 @@ class Deliverer:
     closed, for one workspace."""
 
     def __init__(self, engine: Engine, client: WebClient, directory: Directory,
-                 default_channel: str | None, connectors: Connectors | None = None) -> None:
+                 default_channel: str | None, connectors: Connectors | None = None, *,
+                 digest_after: int = DIGEST_AFTER) -> None:
         self.engine = engine
         self.client = client
         self.directory = directory
         self.default_channel = default_channel
         self.connectors = connectors or Connectors()
         self.visibility = Visibility(engine.store, directory)
+        self.limits = ChannelLimits(engine.store.redis, client)
+        self.digests = Digests(engine, client, self.limits, threshold=digest_after,
+                               refresh_later=self._refresh_digest_later)
         self._app_home: str | None = None
+
+    def _refresh_digest_later(self, pile: str) -> None:
+        from bot.outbox import Outbox  # bot.outbox imports this module
+
+        Outbox(self.engine.scheduler).refresh_digest(pile)
 
     def deliver(self, execution_id: str, step: str, *, again: bool = False) -> Delivery | None:
         """Post the review ``execution_id`` waits on at ``step``; None if it no longer waits.
@@ -297,6 +313,12 @@ class Deliverer:
         done = set() if again else {p.to for p in delivery.posts}
         for target in targets:
             if target in done:
+                continue
+            digest = self.digests.absorb(review, target) if channels else None
+            if digest is not None:  # an alert storm: the step's digest shows it
+                delivery = replace(delivery, posts=(*delivery.posts, Post(
+                    to=target, channel=digest[0], ts=digest[1])))
+                save_delivery(self.engine, delivery)
                 continue
             delivery = self.post(delivery, target, message, dm=not channels,
                                  lead=lead if target in api_channels else "")
@@ -381,8 +403,8 @@ class Deliverer:
         (mrkdwn) goes above it, in this post and every rewrite of it."""
         conversation = self.open_dm(target) if dm else target
         shown = external.with_lead(message, lead)
-        posted = self.client.chat_postMessage(
-            channel=conversation, text=shown["text"], blocks=shown["blocks"],
+        posted = self.limits.post(  # raises RateLimited rather than wait (bot.ratelimit)
+            conversation, text=shown["text"], blocks=shown["blocks"],
             unfurl_links=False, unfurl_media=False)
         post = Post(to=target, channel=str(posted["channel"]), ts=str(posted["ts"]), lead=lead)
         delivery = replace(delivery, posts=(*delivery.posts, post))
@@ -416,6 +438,7 @@ class Deliverer:
         if closed is None:
             return False
         self.visibility.forget(delivery.execution_id, delivery.since)
+        self.leave_digests(delivery)
         if delivery.posts:
             self.mark_closed(delivery, closed, state.status)
         return True
@@ -432,7 +455,13 @@ class Deliverer:
             # step (foreach), whose record a later post replaced.
             return 0
         self.visibility.forget(execution_id, delivery.since)  # out of /approvals all
+        self.leave_digests(delivery)
         return self.mark_closed(delivery, closed or found, state.status)
+
+    def leave_digests(self, delivery: Delivery) -> None:
+        """The closed review no longer counts in its channels' digests (bot.digest)."""
+        self.digests.leave(delivery.execution_id, str(delivery.review.get("workflow") or ""),
+                           delivery.step, [p.to for p in delivery.posts])
 
     def mark_closed(self, delivery: Delivery, closed: ReviewClosed,
                     status: ExecutionStatus | None = None) -> int:
@@ -443,7 +472,10 @@ class Deliverer:
     def rewrite(self, posts: tuple[Post, ...], message: Mapping[str, Any]) -> int:
         """Replace ``posts`` with ``message``; returns how many were still there to replace."""
         updated = 0
+        digests = self.digests.digests_among([(p.channel, p.ts) for p in posts])
         for post in posts:
+            if (post.channel, post.ts) in digests:
+                continue  # a digest shows many reviews: bot.digest keeps it up to date
             shown = external.with_lead(message, post.lead)
             try:
                 self.client.chat_update(channel=post.channel, ts=post.ts, text=shown["text"],

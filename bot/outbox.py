@@ -11,18 +11,27 @@ module does not import the job bodies (which import the listeners that queue wor
 here).
 
 A job that fails is retried with backoff; when a post's retries run out the run still
-waits and ``signoff redeliver ID`` posts the review again.
+waits and ``signoff redeliver ID`` posts the review again. A post Slack refuses for its
+posting limit (429, :mod:`bot.ratelimit`) is not a failure: :func:`post_later` queues it
+again for when the channel's Retry-After has passed, its retries untouched, through RQ's
+scheduler (every ``signoff worker`` runs one).
 """
 
 from __future__ import annotations
 
+import random
 from collections.abc import Mapping
+from datetime import timedelta
 from typing import Any
+
+import redis
+from rq import Queue, Retry
 
 from bot.delivery import closed_to_json
 from bot.review_changes import change_to_json
 from engine.notify import ReviewChange, ReviewClosed
 from engine.run.timers import Scheduler
+from engine.worker.scheduler import FAILURE_TTL
 
 QUEUE = "slack"  # also the name of the bot's entry point in signoff.queues
 JOBS = "bot.jobs"
@@ -31,6 +40,7 @@ REPLY_TIMEOUT = 60
 # Slack's own retries (429 with Retry-After, 5xx, resets) run inside each call first.
 DELIVERY_RETRY = (10, 30, 120, 600, 1800)
 REPLY_RETRY = (2, 10)  # an ephemeral is worth little once the reviewer has moved on
+SPREAD = 1.0  # seconds of jitter on a post put off by the limit, so they do not come back at once
 
 
 class Outbox:
@@ -44,6 +54,12 @@ class Outbox:
         self.scheduler.enqueue_to(QUEUE, f"{JOBS}.post_review", execution_id, step,
                                   retry=DELIVERY_RETRY, timeout=JOB_TIMEOUT,
                                   description=f"post review {step} of {execution_id}")
+
+    def refresh_digest(self, pile_id: str) -> None:
+        """Bring a digest's message up to date with its pile (through the inbox, so that a
+        burst of reviews joining or leaving it costs one rewrite, :mod:`bot.digest`)."""
+        self.scheduler.hand_in_to(QUEUE, f"{JOBS}.refresh_digest", pile_id,
+                                  retry=DELIVERY_RETRY)
 
     def follow(self, change: ReviewChange) -> None:
         """Bring a waiting review's messages in step with ``change``."""
@@ -68,3 +84,26 @@ class Outbox:
         self.scheduler.enqueue_to(QUEUE, f"{JOBS}.post_ephemeral", channel, user, dict(message),
                                   retry=REPLY_RETRY, timeout=REPLY_TIMEOUT,
                                   description=f"ephemeral to {user} in {channel}")
+
+
+def post_later(connection: redis.Redis, execution_id: str, step: str, seconds: float) -> None:
+    """Post the review ``execution_id`` waits on at ``step`` in ``seconds`` (or a little
+    more): its channel is at Slack's posting limit until then."""
+    again_later(connection, seconds, "post_review", execution_id, step,
+                description=f"post review {step} of {execution_id} (after Slack's limit)")
+
+
+def again_later(connection: redis.Redis, seconds: float, job: str, *args: Any,
+                description: str) -> None:
+    """Run the ``slack`` queue's ``job`` with ``args`` in ``seconds`` (or a little more),
+    with a job's full retries, through RQ's scheduler."""
+    queue = Queue(QUEUE, connection=connection)
+    options: dict[str, Any] = {
+        "job_timeout": JOB_TIMEOUT, "result_ttl": 0, "failure_ttl": FAILURE_TTL,
+        "description": description,
+        "retry": Retry(max=len(DELIVERY_RETRY), interval=list(DELIVERY_RETRY))}
+    if seconds <= 0:  # "Retry-After: 0": now, behind what is queued
+        queue.enqueue(f"{JOBS}.{job}", *args, **options)
+        return
+    delay = timedelta(seconds=seconds + random.uniform(0, SPREAD))
+    queue.enqueue_in(delay, f"{JOBS}.{job}", *args, **options)
