@@ -19,7 +19,7 @@ closing a review never rewrites.
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, replace
 from datetime import datetime
 from typing import Any
@@ -270,7 +270,8 @@ class Deliverer:
 
     def __init__(self, engine: Engine, client: WebClient, directory: Directory,
                  default_channel: str | None, connectors: Connectors | None = None, *,
-                 digest_after: int = DIGEST_AFTER) -> None:
+                 digest_after: int = DIGEST_AFTER,
+                 refresh_digest: Callable[[str], None] | None = None) -> None:
         self.engine = engine
         self.client = client
         self.directory = directory
@@ -278,14 +279,10 @@ class Deliverer:
         self.connectors = connectors or Connectors()
         self.visibility = Visibility(engine.store, directory)
         self.limits = ChannelLimits(engine.store.redis, client)
+        # refresh_digest: hand a digest's rewrite to a job (Outbox.refresh_digest); None: now.
         self.digests = Digests(engine, client, self.limits, threshold=digest_after,
-                               refresh_later=self._refresh_digest_later)
+                               refresh_later=refresh_digest)
         self._app_home: str | None = None
-
-    def _refresh_digest_later(self, pile: str) -> None:
-        from bot.outbox import Outbox  # bot.outbox imports this module
-
-        Outbox(self.engine.scheduler).refresh_digest(pile)
 
     def deliver(self, execution_id: str, step: str, *, again: bool = False) -> Delivery | None:
         """Post the review ``execution_id`` waits on at ``step``; None if it no longer waits.
@@ -411,6 +408,11 @@ class Deliverer:
         save_delivery(self.engine, delivery)
         return delivery
 
+    def own_posts(self, posts: tuple[Post, ...]) -> tuple[Post, ...]:
+        """``posts`` without the digests (bot.digest) among them: the review's own messages."""
+        digests = self.digests.digests_among([(p.channel, p.ts) for p in posts])
+        return tuple(p for p in posts if (p.channel, p.ts) not in digests)
+
     def share_audience(self, review: ReviewRequest, delivery: Delivery) -> None:
         """Tell the engine who may decide, so the review is listed for each of them."""
         audience = deciders(self.engine, review, delivery)
@@ -472,10 +474,7 @@ class Deliverer:
     def rewrite(self, posts: tuple[Post, ...], message: Mapping[str, Any]) -> int:
         """Replace ``posts`` with ``message``; returns how many were still there to replace."""
         updated = 0
-        digests = self.digests.digests_among([(p.channel, p.ts) for p in posts])
-        for post in posts:
-            if (post.channel, post.ts) in digests:
-                continue  # a digest shows many reviews: bot.digest keeps it up to date
+        for post in self.own_posts(posts):  # a digest shows many: bot.digest rewrites it
             shown = external.with_lead(message, post.lead)
             try:
                 self.client.chat_update(channel=post.channel, ts=post.ts, text=shown["text"],

@@ -59,6 +59,7 @@ LOCK_SECONDS = 30
 FINISHED_TTL = 30 * 86400  # how long a closed digest's message stays known as one
 PRUNE_SAMPLE = 20  # members checked for having closed unseen, per refresh
 WHERE = "digest"  # the batch modal's origin, for bot.batch
+ACTION_DIGEST = "signoff.digest.batch"  # opens batch review (bot.approvals wires it)
 
 
 def pile_id(channel: str, workflow: str, step: str) -> str:
@@ -262,8 +263,6 @@ def digest_message(workflow: str, step: str, count: int,
                    titles: Sequence[str]) -> dict[str, Any]:
     """The digest: how many reviews of ``step`` wait, the newest few (``titles``, plain text
     from event data, escaped here), and the button that opens batch review."""
-    from bot.overview import ACTION_BATCH  # bot.overview imports bot.delivery, which imports us
-
     text = digest_text(step, count)
     where = f"`{escape_mrkdwn(step)}` of *{escape_mrkdwn(workflow)}*"
     if count == 0:
@@ -282,6 +281,6 @@ def digest_message(workflow: str, step: str, count: int,
     value = json.dumps({"workflow": workflow, "step": step, "where": WHERE},
                        separators=(",", ":"))
     blocks.append({"type": "actions", "block_id": "signoff.digest", "elements": [
-        {"type": "button", "action_id": ACTION_BATCH, "style": "primary",
+        {"type": "button", "action_id": ACTION_DIGEST, "style": "primary",
          "text": plain_text(truncate_plain("Review them together", 75)), "value": value}]})
     return {"text": text, "blocks": blocks}

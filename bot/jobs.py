@@ -53,7 +53,8 @@ class BotRuntime:
     @property
     def deliverer(self) -> Deliverer:
         return Deliverer(self.engine, self.client, self.directory, self.settings.channel,
-                         self.connectors, digest_after=self.settings.digest_after)
+                         self.connectors, digest_after=self.settings.digest_after,
+                         refresh_digest=Outbox(self.engine.scheduler).refresh_digest)
 
     @property
     def review_changes(self) -> ReviewChanges:

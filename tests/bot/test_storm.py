@@ -16,9 +16,8 @@ from rq.job import Job
 
 from bot.batch import BLOCK_DECISION, CALLBACK_BATCH
 from bot.delivery import load_delivery
-from bot.digest import pile_id
+from bot.digest import ACTION_DIGEST, pile_id
 from bot.outbox import QUEUE
-from bot.overview import ACTION_BATCH
 from bot.settings import BotSettings
 from bot.texts import BATCH_NOTHING_LEFT
 from engine.definition.loader import parse_workflow
@@ -153,7 +152,7 @@ def test_past_the_threshold_reviews_of_a_step_join_one_digest_each_still_its_own
     assert len(post_calls(storm)) == 3
 
     # Alice opens batch review from the digest and decides two of the digested reviews.
-    assert storm.driver.click("U0ALICE", (REVIEWS, digest["ts"]), ACTION_BATCH).ok
+    assert storm.driver.click("U0ALICE", (REVIEWS, digest["ts"]), ACTION_DIGEST).ok
     [modal] = storm.slack.workspace.views.modals("U0ALICE")
     options = [o["value"] for b in modal["blocks"] if b["type"] == "input"
                and b["element"]["type"] == "checkboxes" for o in b["element"]["options"]]
@@ -186,7 +185,7 @@ def test_once_every_review_closed_the_digest_says_so_and_the_next_is_posted_alon
         storm: Signoff):
     ids = start(storm, 4)
     digest = digest_of(storm)
-    assert storm.driver.click("U0BOB", (REVIEWS, digest["ts"]), ACTION_BATCH).ok
+    assert storm.driver.click("U0BOB", (REVIEWS, digest["ts"]), ACTION_DIGEST).ok
     [modal] = storm.slack.workspace.views.modals("U0BOB")
     assert storm.driver.submit_view("U0BOB", modal["id"], {
         "signoff.batch.0": ids, BLOCK_DECISION: "deny"}).ok
@@ -210,12 +209,12 @@ def test_a_non_approvers_click_on_the_digest_changes_nothing(storm: Signoff):
     ids = start(storm, 4)
     digest = digest_of(storm)
 
-    assert storm.driver.click("U0DAVE", (REVIEWS, digest["ts"]), ACTION_BATCH).ok
+    assert storm.driver.click("U0DAVE", (REVIEWS, digest["ts"]), ACTION_DIGEST).ok
     [notice] = storm.slack.workspace.views.modals("U0DAVE")
     assert BATCH_NOTHING_LEFT in json.dumps(notice)
 
     # A forged submission of alice's batch form as dave: the engine refuses each review.
-    assert storm.driver.click("U0ALICE", (REVIEWS, digest["ts"]), ACTION_BATCH).ok
+    assert storm.driver.click("U0ALICE", (REVIEWS, digest["ts"]), ACTION_DIGEST).ok
     [modal] = storm.slack.workspace.views.modals("U0ALICE")
     view = {**modal, "state": {"values": view_state(modal["blocks"], {
         "signoff.batch.0": ids, BLOCK_DECISION: "approve"})}}
