@@ -1,8 +1,9 @@
-"""RQ entry points on the ``slack`` queue: post a review, follow its changes (escalation,
-reassignment, quorum, reminders), mark it closed, reply to one person, learn a clicker's
-display name (all queued by :mod:`bot.outbox`), and record a one-click decision (handed in
-by a click's listener), or, when every try at that failed, audit the click as lost and
-tell the clicker.
+"""RQ entry points and inbox tasks on the ``slack`` queue: post a review (again later when
+Slack's posting limit says so, :mod:`bot.ratelimit`), refresh a digest (:mod:`bot.digest`),
+follow a review's changes (escalation, reassignment, quorum, reminders), mark it closed,
+reply to one person, learn a clicker's display name (all queued by :mod:`bot.outbox`), and
+record a one-click decision (handed in by a click's listener), or, when every try at that
+failed, audit the click as lost and tell the clicker.
 
 Slack is called only from here (and from ``views.open`` in a click's listener), so a
 slow or failing Slack never holds up the engine or a click's answer.

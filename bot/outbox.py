@@ -4,14 +4,15 @@ person.
 Nothing here calls Slack. Each piece of work becomes a job on the ``slack`` queue
 (:mod:`bot.jobs` holds the job bodies), handed over through the engine's scheduler seam
 (:class:`engine.run.timers.Scheduler`), so a slow or failing Slack never holds up a run
-or a click's answer. Closing comes in bursts (a reviewer approving a batch, an
-incident's worth of clicks), so it goes through the queue's inbox
-(:mod:`engine.state.inbox`), many to a job. Jobs are named by import path, so this
-module does not import the job bodies (which import the listeners that queue work
-here).
+or a click's answer. Posting and closing come in bursts (an alert storm's reviews, a
+reviewer approving a batch, an incident's worth of clicks), so they go through the queue's
+inbox (:mod:`engine.state.inbox`), many to a job, as do the rewrites of digests
+(:mod:`bot.digest`). Jobs are named by import path, so this module does not import the job
+bodies (which import the listeners that queue work here).
 
-A job that fails is retried with backoff; when a post's retries run out the run still
-waits and ``signoff redeliver ID`` posts the review again. A post Slack refuses for its
+Work that fails is retried with backoff (a post: after 10 s, 30 s, 2 min, 10 min and 30
+min); when a post's retries run out the run still waits and ``signoff redeliver ID`` posts
+the review again. A post Slack refuses for its
 posting limit (429, :mod:`bot.ratelimit`) is not a failure: :func:`post_later` queues it
 again for when the channel's Retry-After has passed, its retries untouched, through RQ's
 scheduler (every ``signoff worker`` runs one).
@@ -50,10 +51,11 @@ class Outbox:
         self.scheduler = scheduler
 
     def post(self, execution_id: str, step: str) -> None:
-        """Post the review ``execution_id`` waits on at ``step``."""
-        self.scheduler.enqueue_to(QUEUE, f"{JOBS}.post_review", execution_id, step,
-                                  retry=DELIVERY_RETRY, timeout=JOB_TIMEOUT,
-                                  description=f"post review {step} of {execution_id}")
+        """Post the review ``execution_id`` waits on at ``step`` (through the inbox: in an
+        alert storm, hundreds of reviews start waiting within seconds, and an RQ job each
+        would cost the workers more than posting them)."""
+        self.scheduler.hand_in_to(QUEUE, f"{JOBS}.post_review", execution_id, step,
+                                  retry=DELIVERY_RETRY)
 
     def refresh_digest(self, pile_id: str) -> None:
         """Bring a digest's message up to date with its pile (through the inbox, so that a
