@@ -111,7 +111,8 @@ def post_review(execution_id: str, step: str) -> int:
     except RateLimited as limited:
         log.info("review %s of %s waits %.1f s for Slack's posting limit in %s", step,
                  execution_id, limited.retry_after, limited.channel)
-        post_later(rt.engine.store.redis, execution_id, step, limited.retry_after)
+        post_later(rt.engine.store.redis, execution_id, step,
+                   rt.deliverer.limits.slot(limited.channel, limited.retry_after))
         return 0
     return len(delivery.posts) if delivery else 0
 
@@ -128,7 +129,9 @@ def follow_review(execution_id: str, step: str, change: Mapping[str, Any]) -> in
     try:
         return rt.review_changes.apply(execution_id, step, change)
     except RateLimited as limited:  # what was sent is recorded: the job goes on from there
-        again_later(rt.engine.store.redis, limited.retry_after, "follow_review", execution_id,
+        again_later(rt.engine.store.redis,
+                    rt.deliverer.limits.slot(limited.channel, limited.retry_after),
+                    "follow_review", execution_id,
                     step, dict(change), description=f"{change.get('kind')} review {step} of "
                     f"{execution_id} (after Slack's limit)")
         return 0

@@ -34,6 +34,8 @@ Slack's posting limit and the digests of an alert storm (:mod:`bot.ratelimit`,
 
     signoff:slack:ratelimited:{channel}     string  set while Slack's 429 for a channel lasts
                                                     (expires with its Retry-After)
+    signoff:slack:next-slot:{channel}       string  when the last post put off by the limit
+                                                    comes back (epoch seconds)
     signoff:slack:pile:{pile}               set     reviews of one workflow step waiting in one
                                                     channel (pile: JSON [channel, workflow, step])
     signoff:slack:digest:{pile}             hash    the pile's digest message: channel, ts
@@ -102,6 +104,10 @@ def seen_by(execution_id: str, since_ms: int) -> str:
 
 def rate_limited(channel: str) -> str:
     return f"{PREFIX}ratelimited:{channel}"
+
+
+def next_slot(channel: str) -> str:
+    return f"{PREFIX}next-slot:{channel}"
 
 
 def pile(pile_id: str) -> str:

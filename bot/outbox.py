@@ -20,7 +20,6 @@ scheduler (every ``signoff worker`` runs one).
 
 from __future__ import annotations
 
-import random
 from collections.abc import Mapping
 from datetime import timedelta
 from typing import Any
@@ -41,7 +40,6 @@ REPLY_TIMEOUT = 60
 # Slack's own retries (429 with Retry-After, 5xx, resets) run inside each call first.
 DELIVERY_RETRY = (10, 30, 120, 600, 1800)
 REPLY_RETRY = (2, 10)  # an ephemeral is worth little once the reviewer has moved on
-SPREAD = 1.0  # seconds of jitter on a post put off by the limit, so they do not come back at once
 
 
 class Outbox:
@@ -89,16 +87,16 @@ class Outbox:
 
 
 def post_later(connection: redis.Redis, execution_id: str, step: str, seconds: float) -> None:
-    """Post the review ``execution_id`` waits on at ``step`` in ``seconds`` (or a little
-    more): its channel is at Slack's posting limit until then."""
+    """Post the review ``execution_id`` waits on at ``step`` in ``seconds`` (its slot at
+    Slack's posting limit, :meth:`bot.ratelimit.ChannelLimits.slot`)."""
     again_later(connection, seconds, "post_review", execution_id, step,
                 description=f"post review {step} of {execution_id} (after Slack's limit)")
 
 
 def again_later(connection: redis.Redis, seconds: float, job: str, *args: Any,
                 description: str) -> None:
-    """Run the ``slack`` queue's ``job`` with ``args`` in ``seconds`` (or a little more),
-    with a job's full retries, through RQ's scheduler."""
+    """Run the ``slack`` queue's ``job`` with ``args`` in ``seconds`` (RQ's scheduler keeps
+    whole seconds), with a job's full retries."""
     queue = Queue(QUEUE, connection=connection)
     options: dict[str, Any] = {
         "job_timeout": JOB_TIMEOUT, "result_ttl": 0, "failure_ttl": FAILURE_TTL,
@@ -107,5 +105,5 @@ def again_later(connection: redis.Redis, seconds: float, job: str, *args: Any,
     if seconds <= 0:  # "Retry-After: 0": now, behind what is queued
         queue.enqueue(f"{JOBS}.{job}", *args, **options)
         return
-    delay = timedelta(seconds=seconds + random.uniform(0, SPREAD))
+    delay = timedelta(seconds=seconds)
     queue.enqueue_in(delay, f"{JOBS}.{job}", *args, **options)

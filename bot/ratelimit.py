@@ -8,10 +8,13 @@ Slack allows about one ``chat.postMessage`` a second per channel, short bursts a
 of reviews go through :class:`ChannelLimits` instead: a client that does not wait, and on a
 429 the channel is marked limited in Redis until its Retry-After has passed
 (``signoff:slack:ratelimited:{channel}``) and :class:`RateLimited` is raised. The post job
-then queues itself again for when the channel is free (:func:`bot.outbox.post_later`),
-without using up one of its retries; other posts to that channel see the mark and do the
-same without calling Slack. The review's run keeps waiting meanwhile: nothing is lost, the
-post is late.
+then queues itself again (:func:`bot.outbox.post_later`), without using up one of its
+retries, for a slot of its own (:meth:`ChannelLimits.slot`): the first after the
+Retry-After, the next a second (Slack's pace) after the last slot taken in that channel
+(``signoff:slack:next-slot:{channel}``), so that the posts put off come back one by one
+rather than all at once to be refused again. Other posts to that channel see the mark and
+do the same without calling Slack. The review's run keeps waiting meanwhile: nothing is
+lost, the post is late.
 """
 
 from __future__ import annotations
@@ -31,6 +34,19 @@ from bot import keys
 from engine.errors import SignoffError
 
 DEFAULT_WAIT = 1.0  # seconds, when a 429 carries no Retry-After
+PACE = 1.0  # seconds between the slots of put-off posts to one channel: Slack's figure
+
+# The first slot at least ``wait`` seconds from now and PACE after the last one taken:
+# KEYS[1] next-slot key; ARGV wait, pace (seconds). Returns the seconds until it.
+_SLOT = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) + tonumber(t[2]) / 1e6
+local last = tonumber(redis.call('GET', KEYS[1]) or '0')
+local slot = math.max(now + tonumber(ARGV[1]), last + tonumber(ARGV[2]))
+redis.call('SET', KEYS[1], string.format('%.6f', slot), 'PX',
+           math.ceil((slot - now) * 1000) + 60000)
+return string.format('%.6f', slot - now)
+"""
 
 
 class RateLimited(SignoffError):
@@ -69,6 +85,13 @@ class ChannelLimits:
     def __init__(self, connection: redis.Redis, client: WebClient) -> None:
         self.redis = connection
         self.client = not_waiting(client)
+
+    def slot(self, channel: str, wait: float) -> float:
+        """Seconds until a slot of its own for a post to ``channel`` put off ``wait``
+        seconds by Slack's limit."""
+        found = self.redis.eval(_SLOT, 1, keys.next_slot(channel), str(max(0.0, wait)),
+                                str(PACE))
+        return float(found.decode() if isinstance(found, bytes) else found)
 
     def wait_for(self, channel: str) -> float:
         """Seconds until ``channel`` may be posted to again (0: now)."""

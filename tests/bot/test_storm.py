@@ -18,6 +18,7 @@ from bot.batch import BLOCK_DECISION, CALLBACK_BATCH
 from bot.delivery import load_delivery
 from bot.digest import ACTION_DIGEST, pile_id
 from bot.outbox import QUEUE
+from bot.ratelimit import ChannelLimits
 from bot.settings import BotSettings
 from bot.texts import BATCH_NOTHING_LEFT
 from engine.definition.loader import parse_workflow
@@ -256,3 +257,14 @@ def test_with_digests_off_every_review_gets_its_own_message(
     start(signoff, 4)
     assert len(signoff.messages()) == 4
     assert not any("review them together" in m["text"] for m in signoff.messages())
+
+
+def test_posts_put_off_in_one_channel_come_back_a_second_apart(signoff: Signoff):
+    limits = ChannelLimits(signoff.engine.store.redis, signoff.bot.client)
+
+    slots = [limits.slot(REVIEWS, 3.0) for _ in range(3)]
+    elsewhere = limits.slot(OTHER, 3.0)
+
+    assert 2.9 < slots[0] <= 3.0  # the Retry-After first
+    assert slots[1] > slots[0] + 0.9 and slots[2] > slots[1] + 0.9  # then Slack's pace
+    assert 2.9 < elsewhere <= 3.0  # each channel has its own line
