@@ -56,10 +56,30 @@ DIGEST_AFTER = 20  # reviews of one step waiting in one channel before a digest 
 TITLES_SHOWN = 3  # the newest reviews' titles shown in the digest
 TITLE_LIMIT = 150
 LOCK_SECONDS = 30
+DIRTY_TTL = 600  # seconds; were a refresh handed in lost, the next change after hands in one
 FINISHED_TTL = 30 * 86400  # how long a closed digest's message stays known as one
 PRUNE_SAMPLE = 20  # members checked for having closed unseen, per refresh
 WHERE = "digest"  # the batch modal's origin, for bot.batch
 ACTION_DIGEST = "signoff.digest.batch"  # opens batch review (bot.approvals wires it)
+
+
+# A review joins its pile, and the pile's digest when there is one, in one round trip:
+# KEYS pile, digested, digest, titles, dirty; ARGV execution id, title, titles kept, dirty
+# TTL. Returns {1, channel, ts, 1 if the digest needs a refresh handed in} with a digest,
+# else {0, how many wait in the pile}.
+_ABSORB = """
+redis.call('SADD', KEYS[1], ARGV[1])
+local found = redis.call('HMGET', KEYS[3], 'channel', 'ts')
+if not found[1] or not found[2] then
+  return {0, redis.call('SCARD', KEYS[1])}
+end
+if redis.call('SADD', KEYS[2], ARGV[1]) == 1 then
+  redis.call('LPUSH', KEYS[4], ARGV[2])
+  redis.call('LTRIM', KEYS[4], 0, tonumber(ARGV[3]) - 1)
+end
+local dirty = redis.call('SET', KEYS[5], '1', 'NX', 'EX', tonumber(ARGV[4]))
+return {1, found[1], found[2], dirty and 1 or 0}
+"""
 
 
 def pile_id(channel: str, workflow: str, step: str) -> str:
@@ -84,6 +104,7 @@ class Digests:
         self.limits = limits
         self.threshold = threshold
         self._refresh_later = refresh_later
+        self._absorb = self.redis.register_script(_ABSORB)
 
     # -- a review joins --------------------------------------------------------------------------
 
@@ -95,27 +116,24 @@ class Digests:
         if self.threshold <= 0 or is_user_id(target):
             return None
         pile = pile_id(target, review.workflow, review.step)
-        pipe = self.redis.pipeline(transaction=False)
-        pipe.sadd(keys.pile(pile), review.execution_id)
-        pipe.sismember(keys.digested(pile), review.execution_id)
-        pipe.hgetall(keys.digest(pile))
-        _, already, found = pipe.execute()
-        digest = _message(found)
-        if already and digest is not None:
-            return digest  # a retried job: it is in the digest already
-        if digest is None:
-            if self.redis.scard(keys.pile(pile)) <= self.threshold:
-                return None
-            with self.redis.lock(keys.digest_lock(pile), timeout=LOCK_SECONDS,
-                                 blocking_timeout=LOCK_SECONDS):
-                digest = _message(self.redis.hgetall(keys.digest(pile)))
-                if digest is None:
-                    count = int(self.redis.scard(keys.pile(pile)))
-                    if count <= self.threshold:
-                        return None
-                    digest = self._post(pile, target, review, count)
-                self._join(pile, review)
-        else:
+        found = self._absorb(
+            keys=[keys.pile(pile), keys.digested(pile), keys.digest(pile),
+                  keys.digest_titles(pile), keys.digest_dirty(pile)],
+            args=[review.execution_id, decision_line(review), TITLES_SHOWN, DIRTY_TTL])
+        if int(found[0]) == 1:  # the digest exists: the review is in it now
+            if int(found[3]):
+                self._hand_in(pile)
+            return _text(found[1]), _text(found[2])
+        if int(found[1]) <= self.threshold:
+            return None
+        with self.redis.lock(keys.digest_lock(pile), timeout=LOCK_SECONDS,
+                             blocking_timeout=LOCK_SECONDS):
+            digest = _message(self.redis.hgetall(keys.digest(pile)))
+            if digest is None:
+                count = int(self.redis.scard(keys.pile(pile)))
+                if count <= self.threshold:
+                    return None
+                digest = self._post(pile, target, review, count)
             self._join(pile, review)
         self.changed(pile)
         return digest
@@ -175,11 +193,14 @@ class Digests:
 
     def changed(self, pile: str) -> None:
         """Mark ``pile``'s digest out of date; hand in one refresh for any number of marks."""
-        if self.redis.set(keys.digest_dirty(pile), "1", nx=True, ex=LOCK_SECONDS * 20):
-            if self._refresh_later is not None:
-                self._refresh_later(pile)
-            else:
-                self.refresh(pile)
+        if self.redis.set(keys.digest_dirty(pile), "1", nx=True, ex=DIRTY_TTL):
+            self._hand_in(pile)
+
+    def _hand_in(self, pile: str) -> None:
+        if self._refresh_later is not None:
+            self._refresh_later(pile)
+        else:
+            self.refresh(pile)
 
     def refresh(self, pile: str) -> int | None:
         """Rewrite ``pile``'s digest with the count as it stands (closed, once the pile is
@@ -236,6 +257,10 @@ class Digests:
         if gone:
             self.redis.srem(keys.pile(pile), *gone)
             self.redis.srem(keys.digested(pile), *gone)
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
 
 
 def _message(found: Mapping[Any, Any] | None) -> tuple[str, str] | None:

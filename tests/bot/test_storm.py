@@ -151,6 +151,11 @@ def test_past_the_threshold_reviews_of_a_step_join_one_digest_each_still_its_own
         assert delivery is not None
         assert [(p.channel, p.ts) for p in delivery.posts] == [(REVIEWS, digest["ts"])]
     assert len(post_calls(storm)) == 3
+    # A post job run again (a retry) finds the review in the digest: nothing posted twice.
+    again = storm.bot.deliverer.deliver(ids[3], "review")
+    assert again is not None and [(p.channel, p.ts) for p in again.posts] == [
+        (REVIEWS, digest["ts"])]
+    assert len(post_calls(storm)) == 3 and len(storm.messages()) == 3
 
     # Alice opens batch review from the digest and decides two of the digested reviews.
     assert storm.driver.click("U0ALICE", (REVIEWS, digest["ts"]), ACTION_DIGEST).ok
