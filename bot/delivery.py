@@ -311,7 +311,8 @@ class Deliverer:
         for target in targets:
             if target in done:
                 continue
-            digest = self.digests.absorb(review, target) if channels else None
+            # `signoff redeliver` (again) gives the review a message of its own.
+            digest = self.digests.absorb(review, target) if channels and not again else None
             if digest is not None:  # an alert storm: the step's digest shows it
                 delivery = replace(delivery, posts=(*delivery.posts, Post(
                     to=target, channel=digest[0], ts=digest[1])))
@@ -440,7 +441,7 @@ class Deliverer:
         if closed is None:
             return False
         self.visibility.forget(delivery.execution_id, delivery.since)
-        self.leave_digests(delivery)
+        self.leave_digests(delivery, state.workflow)
         if delivery.posts:
             self.mark_closed(delivery, closed, state.status)
         return True
@@ -457,13 +458,13 @@ class Deliverer:
             # step (foreach), whose record a later post replaced.
             return 0
         self.visibility.forget(execution_id, delivery.since)  # out of /approvals all
-        self.leave_digests(delivery)
+        self.leave_digests(delivery, state.workflow)
         return self.mark_closed(delivery, closed or found, state.status)
 
-    def leave_digests(self, delivery: Delivery) -> None:
+    def leave_digests(self, delivery: Delivery, workflow: str) -> None:
         """The closed review no longer counts in its channels' digests (bot.digest)."""
-        self.digests.leave(delivery.execution_id, str(delivery.review.get("workflow") or ""),
-                           delivery.step, [p.to for p in delivery.posts])
+        self.digests.leave(delivery.execution_id, workflow, delivery.step,
+                           [p.to for p in delivery.posts])
 
     def mark_closed(self, delivery: Delivery, closed: ReviewClosed,
                     status: ExecutionStatus | None = None) -> int:

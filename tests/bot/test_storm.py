@@ -273,3 +273,21 @@ def test_posts_put_off_in_one_channel_come_back_a_second_apart(signoff: Signoff)
     assert 2.9 < slots[0] <= 3.0  # the Retry-After first
     assert slots[1] > slots[0] + 0.9 and slots[2] > slots[1] + 0.9  # then Slack's pace
     assert 2.9 < elsewhere <= 3.0  # each channel has its own line
+
+
+def test_redeliver_gives_a_digested_review_a_message_of_its_own(storm: Signoff):
+    ids = start(storm, 3)
+    digest = digest_of(storm)
+
+    delivery = storm.bot.deliverer.deliver(ids[2], "review", again=True)  # signoff redeliver
+
+    assert delivery is not None
+    own = storm.messages()[-1]
+    assert [(p.channel, p.ts) for p in delivery.posts] == [
+        (REVIEWS, digest["ts"]), (REVIEWS, own["ts"])]
+    assert own["blocks"][0]["text"]["text"] == "Isolate web-02?"
+    assert storm.driver.click("U0ALICE", (REVIEWS, own["ts"]), "signoff.approve").ok
+    storm.drain()
+    assert step_decided(storm, ids[2])[0]["actor"]["id"] == "U0ALICE"
+    assert "Approved by <@U0ALICE>" in str(storm.slack.workspace.message(REVIEWS, own["ts"]))
+    assert digest_of(storm)["text"] == "2 reviews of review are waiting: review them together."
