@@ -32,6 +32,7 @@ from bot import texts
 from bot.blocks import ReviewContext, decided_message, ephemeral_already_decided, review_message
 from bot.digest import DIGEST_AFTER, Digests
 from bot.directory import Directory
+from bot.mrkdwn import is_user_id
 from bot.ratelimit import ChannelLimits
 from bot.visibility import Visibility
 from bot.webhooks import WebhookRefused, post_to_webhook
@@ -411,7 +412,8 @@ class Deliverer:
 
     def own_posts(self, posts: tuple[Post, ...]) -> tuple[Post, ...]:
         """``posts`` without the digests (bot.digest) among them: the review's own messages."""
-        digests = self.digests.digests_among([(p.channel, p.ts) for p in posts])
+        digests = self.digests.digests_among([(p.channel, p.ts) for p in posts
+                                              if not is_user_id(p.to)])  # a DM never is
         return tuple(p for p in posts if (p.channel, p.ts) not in digests)
 
     def share_audience(self, review: ReviewRequest, delivery: Delivery) -> None:
@@ -441,9 +443,9 @@ class Deliverer:
         if closed is None:
             return False
         self.visibility.forget(delivery.execution_id, delivery.since)
-        self.leave_digests(delivery, state.workflow)
+        digests = self.leave_digests(delivery, state.workflow)
         if delivery.posts:
-            self.mark_closed(delivery, closed, state.status)
+            self.mark_closed(delivery, closed, state.status, digests=digests)
         return True
 
     def close(self, execution_id: str, step: str, closed: ReviewClosed | None) -> int:
@@ -458,24 +460,30 @@ class Deliverer:
             # step (foreach), whose record a later post replaced.
             return 0
         self.visibility.forget(execution_id, delivery.since)  # out of /approvals all
-        self.leave_digests(delivery, state.workflow)
-        return self.mark_closed(delivery, closed or found, state.status)
+        digests = self.leave_digests(delivery, state.workflow)
+        return self.mark_closed(delivery, closed or found, state.status, digests=digests)
 
-    def leave_digests(self, delivery: Delivery, workflow: str) -> None:
-        """The closed review no longer counts in its channels' digests (bot.digest)."""
-        self.digests.leave(delivery.execution_id, workflow, delivery.step,
-                           [p.to for p in delivery.posts])
+    def leave_digests(self, delivery: Delivery, workflow: str) -> set[tuple[str, str]]:
+        """The closed review no longer counts in its channels' digests (bot.digest); which
+        of its posts are digests."""
+        return self.digests.leave(delivery.execution_id, workflow, delivery.step,
+                                  [(p.to, p.channel, p.ts) for p in delivery.posts])
 
     def mark_closed(self, delivery: Delivery, closed: ReviewClosed,
-                    status: ExecutionStatus | None = None) -> int:
+                    status: ExecutionStatus | None = None, *,
+                    digests: set[tuple[str, str]] | None = None) -> int:
         review = review_from_json(delivery.review)
         message = decided_message(review, explained(closed, review, status))
-        return self.rewrite(delivery.posts, message)
+        return self.rewrite(delivery.posts, message, digests=digests)
 
-    def rewrite(self, posts: tuple[Post, ...], message: Mapping[str, Any]) -> int:
-        """Replace ``posts`` with ``message``; returns how many were still there to replace."""
+    def rewrite(self, posts: tuple[Post, ...], message: Mapping[str, Any], *,
+                digests: set[tuple[str, str]] | None = None) -> int:
+        """Replace ``posts`` with ``message``, but not the digests among them (``digests``
+        when known, else asked of Redis); returns how many were still there to replace."""
         updated = 0
-        for post in self.own_posts(posts):  # a digest shows many: bot.digest rewrites it
+        own = (self.own_posts(posts) if digests is None
+               else tuple(p for p in posts if (p.channel, p.ts) not in digests))
+        for post in own:  # a digest shows many reviews: bot.digest rewrites it
             shown = external.with_lead(message, post.lead)
             try:
                 self.client.chat_update(channel=post.channel, ts=post.ts, text=shown["text"],

@@ -18,8 +18,10 @@ tab list digested reviews as any other, each decidable on its own, linking to th
 
 The digest is recorded on each review's delivery record as a post (the digest's channel and
 ts), so a retried post job does not post the review again, ``/approvals all`` shows it to the
-channel's members, and notifications link to it; :meth:`Digests.is_digest` tells those posts
-apart, so that closing one review never rewrites the digest with that review's message.
+channel's members, and notifications link to it. :meth:`Digests.digests_among` (and
+:meth:`Digests.leave`, as a review closes) tell those posts apart, so that closing one review
+never rewrites the digest with that review's message, nor an escalation notes it under it.
+``signoff redeliver`` gives a digested review a message of its own.
 
 The digest's count follows the pile (the reviews of that step still waiting in that channel,
 in its own messages or in the digest): each review that joins or leaves marks the digest
@@ -34,14 +36,14 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import redis
 from slack_sdk import WebClient
 from slack_sdk.errors import SlackApiError
 
-from bot import keys
+from bot import keys, texts
 from bot.block_kit import context_block, plain_text, section_block
 from bot.forms import decision_line
 from bot.mrkdwn import escape_mrkdwn, is_user_id, truncate_mrkdwn, truncate_plain
@@ -162,25 +164,31 @@ class Digests:
     # -- a review leaves -------------------------------------------------------------------------
 
     def leave(self, execution_id: str, workflow: str, step: str,
-              targets: Iterable[str]) -> None:
-        """``execution_id``'s review of ``step`` no longer waits in ``targets`` (channels it
-        was posted to; DMs are skipped)."""
-        if not workflow:
-            return
-        for target in dict.fromkeys(t for t in targets if not is_user_id(t)):
-            pile = pile_id(target, workflow, step)
-            pipe = self.redis.pipeline(transaction=False)
+              posts: Sequence[tuple[str, str, str]]) -> set[tuple[str, str]]:
+        """``execution_id``'s review of ``step`` no longer waits where it was posted
+        (``posts``: target, channel, ts; DMs are skipped); returns which of the posts are
+        digests (``(channel, ts)``), found in the same round trip."""
+        targets = list(dict.fromkeys(t for t, _, _ in posts if not is_user_id(t)))
+        shown = [(channel, ts) for target, channel, ts in posts if not is_user_id(target)]
+        if not targets:
+            return set()
+        piles = [pile_id(target, workflow, step) for target in targets]
+        pipe = self.redis.pipeline(transaction=False)
+        for pile in piles:
             pipe.srem(keys.pile(pile), execution_id)
             pipe.srem(keys.digested(pile), execution_id)
             pipe.exists(keys.digest(pile))
-            removed, _, has_digest = pipe.execute()
+        for channel, ts in shown:
+            pipe.exists(keys.digest_message(channel, ts))
+        found = pipe.execute()
+        for n, pile in enumerate(piles):
+            removed, _, has_digest = found[3 * n:3 * n + 3]
             if removed and has_digest:
                 self.changed(pile)
+        return {post for post, exists in zip(shown, found[3 * len(piles):], strict=True)
+                if exists}
 
     # -- the digest's message --------------------------------------------------------------------
-
-    def is_digest(self, channel: str, ts: str) -> bool:
-        return bool(self.redis.exists(keys.digest_message(channel, ts)))
 
     def digests_among(self, posts: Sequence[tuple[str, str]]) -> set[tuple[str, str]]:
         """Which of ``posts`` (channel, ts) are digest messages."""
@@ -278,28 +286,21 @@ def _message(found: Mapping[Any, Any] | None) -> tuple[str, str] | None:
 def digest_text(step: str, count: int) -> str:
     """The notification text (mrkdwn, escaped)."""
     if count == 0:
-        return f"Every review of {escape_mrkdwn(step)} in this digest was closed."
-    noun = "review" if count == 1 else "reviews"
-    verb = "is" if count == 1 else "are"
-    return f"{count} {noun} of {escape_mrkdwn(step)} {verb} waiting: review them together."
+        return texts.digest_closed(escape_mrkdwn(step))
+    return texts.digest_waiting(count, escape_mrkdwn(step))
 
 
 def digest_message(workflow: str, step: str, count: int,
                    titles: Sequence[str]) -> dict[str, Any]:
     """The digest: how many reviews of ``step`` wait, the newest few (``titles``, plain text
     from event data, escaped here), and the button that opens batch review."""
-    text = digest_text(step, count)
-    where = f"`{escape_mrkdwn(step)}` of *{escape_mrkdwn(workflow)}*"
     if count == 0:
-        return {"text": text, "blocks": [section_block(
-            f"Every review of {where} in this digest was closed. "
-            "Each one's decision is in its run's audit trail.")]}
-    noun = "review" if count == 1 else "reviews"
-    verb = "is" if count == 1 else "are"
+        closed = texts.digest_closed(f"`{escape_mrkdwn(step)}`")
+        return {"text": digest_text(step, 0), "blocks": [section_block(
+            f"{closed} {texts.DIGEST_CLOSED_DETAILS}")]}
+    headline = texts.digest_waiting(count, f"`{escape_mrkdwn(step)}`")
     blocks: list[dict[str, Any]] = [section_block(
-        f"*{count} {noun} of {where} {verb} waiting: review them together.*\n"
-        "Each is decided on its own; pick them in batch review, or one by one in "
-        "`/approvals`.")]
+        f"*{headline}*\n{texts.digest_details(escape_mrkdwn(workflow))}")]
     if titles:
         blocks.append(context_block(*(
             truncate_mrkdwn(escape_mrkdwn(t), TITLE_LIMIT) for t in titles[:TITLES_SHOWN])))
@@ -307,5 +308,5 @@ def digest_message(workflow: str, step: str, count: int,
                        separators=(",", ":"))
     blocks.append({"type": "actions", "block_id": "signoff.digest", "elements": [
         {"type": "button", "action_id": ACTION_DIGEST, "style": "primary",
-         "text": plain_text(truncate_plain("Review them together", 75)), "value": value}]})
-    return {"text": text, "blocks": blocks}
+         "text": plain_text(truncate_plain(texts.DIGEST_BUTTON, 75)), "value": value}]})
+    return {"text": digest_text(step, count), "blocks": blocks}

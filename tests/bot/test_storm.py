@@ -145,7 +145,9 @@ def test_past_the_threshold_reviews_of_a_step_join_one_digest_each_still_its_own
     assert len(messages) == 3  # two reviews posted on their own, then the digest
     digest = digest_of(storm)
     assert digest["text"] == "6 reviews of review are waiting: review them together."
-    assert "*6 reviews of `review` of *isolate-host* are waiting" in json.dumps(digest)
+    [headline] = [b["text"]["text"] for b in digest["blocks"] if b["type"] == "section"]
+    assert headline.startswith("*6 reviews of `review` are waiting: review them together.*\n"
+                               "Workflow *isolate-host*.")
     for execution_id in ids[2:]:
         delivery = load_delivery(storm.engine, execution_id, "review")
         assert delivery is not None
