@@ -61,7 +61,7 @@ from engine.state.embedded_redis import EmbeddedRedis, free_port  # noqa: E402
 from engine.state.execution import ExecutionStatus  # noqa: E402
 from engine.state.store import connect  # noqa: E402
 from engine.worker.runtime import Runtime, build_runtime  # noqa: E402
-from slack_emulator import SlackDriver, SlackEmulator  # noqa: E402
+from slack_emulator import PostingLimit, SlackDriver, SlackEmulator  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 CHANNEL = "C0REVIEWS"
@@ -138,14 +138,20 @@ class Stack:
         self.workers: list[subprocess.Popen[bytes]] = []
         self.load: LoadGenerator | None = None
 
-    def start(self, *, workers: int, load_processes: int, client: str) -> None:
+    def start(self, *, workers: int, load_processes: int, client: str,
+              posting_limit: PostingLimit | None = None,
+              env: dict[str, str] | None = None) -> None:
+        """``posting_limit``: the emulator's (default off: clicks are measured here, not
+        Slack's limit); ``env`` adds to the processes' environment (default: no digests,
+        every review gets the message the clicks press)."""
         self.redis_url = os.environ.get("REDIS_URL") or ""
         if not self.redis_url:
             self.redis = EmbeddedRedis().start()
             self.redis_url = self.redis.url
         connect(self.redis_url).flushdb()
-        self.emulator = SlackEmulator().start()
-        env = {**os.environ, "REDIS_URL": self.redis_url,
+        self.emulator = SlackEmulator(posting_limit=posting_limit or PostingLimit.off()).start()
+        env = {**os.environ, "SIGNOFF_SLACK_DIGEST_AFTER": "0", **(env or {}),
+               "REDIS_URL": self.redis_url,
                "SLACK_BOT_TOKEN": self.emulator.bot_token,
                "SLACK_SIGNING_SECRET": self.emulator.signing_secret,
                "SLACK_API_URL": self.emulator.api_url,

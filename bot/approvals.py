@@ -32,6 +32,7 @@ from bot import texts
 from bot.batch import CALLBACK_BATCH, BatchReview
 from bot.block_kit import context_block, section_block
 from bot.delivery import closed_from_state, load_delivery, review_from_json
+from bot.digest import ACTION_DIGEST
 from bot.directory import Directory
 from bot.forms import decision_line
 from bot.home import ACTION_HOME_MORE, HomeTab
@@ -263,5 +264,6 @@ def register_approvals(app: App, engine: Engine, directory: Directory,
     app.action(ACTION_MORE)(command.more)
     app.action(ACTION_HOME_MORE)(home.more)
     app.action(ACTION_BATCH)(batch.open)
+    app.action(ACTION_DIGEST)(batch.open)  # a digest's Review them together (bot.digest)
     app.view_submission(CALLBACK_BATCH)(batch.submit)
     app.event("app_home_opened")(home.opened)

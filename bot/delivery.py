@@ -9,12 +9,17 @@ attempt did not get to. Everyone a posted review is shown to is indexed for
 ``/approvals all`` (:mod:`bot.visibility`), and taken out again when it closes. Elastic
 9.5's ``with.channels`` (:mod:`bot.channels`) add channels, a lead text on their posts, and
 an incoming webhook's notification, sent once the review is posted so it can link to it.
+Posts go out within Slack's posting limit (:mod:`bot.ratelimit`: a 429 puts the post job off
+until the channel's Retry-After has passed, holding no worker); in an alert storm, reviews of
+a step past ``SIGNOFF_SLACK_DIGEST_AFTER`` in one channel join that channel's digest instead
+of a message each (:mod:`bot.digest`), recorded as a post of the digest's message, which
+closing a review never rewrites.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, replace
 from datetime import datetime
 from typing import Any
@@ -25,7 +30,10 @@ from slack_sdk.errors import SlackApiError
 from bot import channels as external
 from bot import texts
 from bot.blocks import ReviewContext, decided_message, ephemeral_already_decided, review_message
+from bot.digest import DIGEST_AFTER, Digests
 from bot.directory import Directory
+from bot.mrkdwn import is_user_id
+from bot.ratelimit import ChannelLimits
 from bot.visibility import Visibility
 from bot.webhooks import WebhookRefused, post_to_webhook
 from engine.connectors import Connectors
@@ -262,13 +270,19 @@ class Deliverer:
     closed, for one workspace."""
 
     def __init__(self, engine: Engine, client: WebClient, directory: Directory,
-                 default_channel: str | None, connectors: Connectors | None = None) -> None:
+                 default_channel: str | None, connectors: Connectors | None = None, *,
+                 digest_after: int = DIGEST_AFTER,
+                 refresh_digest: Callable[[str], None] | None = None) -> None:
         self.engine = engine
         self.client = client
         self.directory = directory
         self.default_channel = default_channel
         self.connectors = connectors or Connectors()
         self.visibility = Visibility(engine.store, directory)
+        self.limits = ChannelLimits(engine.store.redis, client)
+        # refresh_digest: hand a digest's rewrite to a job (Outbox.refresh_digest); None: now.
+        self.digests = Digests(engine, client, self.limits, threshold=digest_after,
+                               refresh_later=refresh_digest)
         self._app_home: str | None = None
 
     def deliver(self, execution_id: str, step: str, *, again: bool = False) -> Delivery | None:
@@ -297,6 +311,13 @@ class Deliverer:
         done = set() if again else {p.to for p in delivery.posts}
         for target in targets:
             if target in done:
+                continue
+            # `signoff redeliver` (again) gives the review a message of its own.
+            digest = self.digests.absorb(review, target) if channels and not again else None
+            if digest is not None:  # an alert storm: the step's digest shows it
+                delivery = replace(delivery, posts=(*delivery.posts, Post(
+                    to=target, channel=digest[0], ts=digest[1])))
+                save_delivery(self.engine, delivery)
                 continue
             delivery = self.post(delivery, target, message, dm=not channels,
                                  lead=lead if target in api_channels else "")
@@ -381,13 +402,19 @@ class Deliverer:
         (mrkdwn) goes above it, in this post and every rewrite of it."""
         conversation = self.open_dm(target) if dm else target
         shown = external.with_lead(message, lead)
-        posted = self.client.chat_postMessage(
-            channel=conversation, text=shown["text"], blocks=shown["blocks"],
+        posted = self.limits.post(  # raises RateLimited rather than wait (bot.ratelimit)
+            conversation, text=shown["text"], blocks=shown["blocks"],
             unfurl_links=False, unfurl_media=False)
         post = Post(to=target, channel=str(posted["channel"]), ts=str(posted["ts"]), lead=lead)
         delivery = replace(delivery, posts=(*delivery.posts, post))
         save_delivery(self.engine, delivery)
         return delivery
+
+    def own_posts(self, posts: tuple[Post, ...]) -> tuple[Post, ...]:
+        """``posts`` without the digests (bot.digest) among them: the review's own messages."""
+        digests = self.digests.digests_among([(p.channel, p.ts) for p in posts
+                                              if not is_user_id(p.to)])  # a DM never is
+        return tuple(p for p in posts if (p.channel, p.ts) not in digests)
 
     def share_audience(self, review: ReviewRequest, delivery: Delivery) -> None:
         """Tell the engine who may decide, so the review is listed for each of them."""
@@ -416,8 +443,9 @@ class Deliverer:
         if closed is None:
             return False
         self.visibility.forget(delivery.execution_id, delivery.since)
+        digests = self.leave_digests(delivery, state.workflow)
         if delivery.posts:
-            self.mark_closed(delivery, closed, state.status)
+            self.mark_closed(delivery, closed, state.status, digests=digests)
         return True
 
     def close(self, execution_id: str, step: str, closed: ReviewClosed | None) -> int:
@@ -432,18 +460,30 @@ class Deliverer:
             # step (foreach), whose record a later post replaced.
             return 0
         self.visibility.forget(execution_id, delivery.since)  # out of /approvals all
-        return self.mark_closed(delivery, closed or found, state.status)
+        digests = self.leave_digests(delivery, state.workflow)
+        return self.mark_closed(delivery, closed or found, state.status, digests=digests)
+
+    def leave_digests(self, delivery: Delivery, workflow: str) -> set[tuple[str, str]]:
+        """The closed review no longer counts in its channels' digests (bot.digest); which
+        of its posts are digests."""
+        return self.digests.leave(delivery.execution_id, workflow, delivery.step,
+                                  [(p.to, p.channel, p.ts) for p in delivery.posts])
 
     def mark_closed(self, delivery: Delivery, closed: ReviewClosed,
-                    status: ExecutionStatus | None = None) -> int:
+                    status: ExecutionStatus | None = None, *,
+                    digests: set[tuple[str, str]] | None = None) -> int:
         review = review_from_json(delivery.review)
         message = decided_message(review, explained(closed, review, status))
-        return self.rewrite(delivery.posts, message)
+        return self.rewrite(delivery.posts, message, digests=digests)
 
-    def rewrite(self, posts: tuple[Post, ...], message: Mapping[str, Any]) -> int:
-        """Replace ``posts`` with ``message``; returns how many were still there to replace."""
+    def rewrite(self, posts: tuple[Post, ...], message: Mapping[str, Any], *,
+                digests: set[tuple[str, str]] | None = None) -> int:
+        """Replace ``posts`` with ``message``, but not the digests among them (``digests``
+        when known, else asked of Redis); returns how many were still there to replace."""
         updated = 0
-        for post in posts:
+        own = (self.own_posts(posts) if digests is None
+               else tuple(p for p in posts if (p.channel, p.ts) not in digests))
+        for post in own:  # a digest shows many reviews: bot.digest rewrites it
             shown = external.with_lead(message, post.lead)
             try:
                 self.client.chat_update(channel=post.channel, ts=post.ts, text=shown["text"],

@@ -1,8 +1,9 @@
-"""RQ entry points on the ``slack`` queue: post a review, follow its changes (escalation,
-reassignment, quorum, reminders), mark it closed, reply to one person, learn a clicker's
-display name (all queued by :mod:`bot.outbox`), and record a one-click decision (handed in
-by a click's listener), or, when every try at that failed, audit the click as lost and
-tell the clicker.
+"""RQ entry points and inbox tasks on the ``slack`` queue: post a review (again later when
+Slack's posting limit says so, :mod:`bot.ratelimit`), refresh a digest (:mod:`bot.digest`),
+follow a review's changes (escalation, reassignment, quorum, reminders), mark it closed,
+reply to one person, learn a clicker's display name (all queued by :mod:`bot.outbox`), and
+record a one-click decision (handed in by a click's listener), or, when every try at that
+failed, audit the click as lost and tell the clicker.
 
 Slack is called only from here (and from ``views.open`` in a click's listener), so a
 slow or failing Slack never holds up the engine or a click's answer.
@@ -29,7 +30,8 @@ from bot.delivery import Deliverer, closed_from_json
 from bot.directory import Directory
 from bot.forms import ReviewRef
 from bot.handlers import Reviewer, ReviewListeners
-from bot.outbox import Outbox
+from bot.outbox import Outbox, again_later, post_later
+from bot.ratelimit import RateLimited
 from bot.review_changes import ReviewChanges
 from bot.settings import BotSettings
 from bot.slack import web_client
@@ -52,7 +54,8 @@ class BotRuntime:
     @property
     def deliverer(self) -> Deliverer:
         return Deliverer(self.engine, self.client, self.directory, self.settings.channel,
-                         self.connectors)
+                         self.connectors, digest_after=self.settings.digest_after,
+                         refresh_digest=Outbox(self.engine.scheduler).refresh_digest)
 
     @property
     def review_changes(self) -> ReviewChanges:
@@ -99,15 +102,39 @@ def bot_runtime() -> BotRuntime:
 # -- jobs --------------------------------------------------------------------------------------
 
 def post_review(execution_id: str, step: str) -> int:
-    """Post the review ``execution_id`` waits on at ``step``; returns how many messages."""
-    delivery = bot_runtime().deliverer.deliver(execution_id, step)
+    """Post the review ``execution_id`` waits on at ``step``; returns how many messages.
+    At Slack's posting limit for a channel, it comes back once the limit allows (the posts
+    made already are recorded and not made again)."""
+    rt = bot_runtime()
+    try:
+        delivery = rt.deliverer.deliver(execution_id, step)
+    except RateLimited as limited:
+        log.info("review %s of %s waits %.1f s for Slack's posting limit in %s", step,
+                 execution_id, limited.retry_after, limited.channel)
+        post_later(rt.engine.store.redis, execution_id, step,
+                   rt.deliverer.limits.slot(limited.channel, limited.retry_after))
+        return 0
     return len(delivery.posts) if delivery else 0
+
+
+def refresh_digest(pile: str) -> int | None:
+    """Bring a digest's count up to date (an inbox task, :mod:`bot.digest`)."""
+    return bot_runtime().deliverer.digests.refresh(pile)
 
 
 def follow_review(execution_id: str, step: str, change: Mapping[str, Any]) -> int:
     """Bring the review's messages in step with a change while it waits (escalated,
     reassigned, a quorum approval, a reminder); returns how many messages it touched."""
-    return bot_runtime().review_changes.apply(execution_id, step, change)
+    rt = bot_runtime()
+    try:
+        return rt.review_changes.apply(execution_id, step, change)
+    except RateLimited as limited:  # what was sent is recorded: the job goes on from there
+        again_later(rt.engine.store.redis,
+                    rt.deliverer.limits.slot(limited.channel, limited.retry_after),
+                    "follow_review", execution_id,
+                    step, dict(change), description=f"{change.get('kind')} review {step} of "
+                    f"{execution_id} (after Slack's limit)")
+        return 0
 
 
 def update_review(execution_id: str, step: str, closed: Mapping[str, Any] | None = None) -> int:

@@ -29,6 +29,26 @@ as reviews are posted and widened and taken out as they close:
     signoff:slack:seen-by:{id}:{ms}         set     whose ``sees`` index holds the review
                                                     that started waiting at ms, for its close
 
+Slack's posting limit and the digests of an alert storm (:mod:`bot.ratelimit`,
+:mod:`bot.digest`):
+
+    signoff:slack:ratelimited:{channel}     string  set while Slack's 429 for a channel lasts
+                                                    (expires with its Retry-After)
+    signoff:slack:next-slot:{channel}       string  when the last post put off by the limit
+                                                    comes back (epoch seconds)
+    signoff:slack:pile:{pile}               set     reviews of one workflow step waiting in one
+                                                    channel (pile: JSON [channel, workflow, step])
+    signoff:slack:digest:{pile}             hash    the pile's digest message: channel, ts
+    signoff:slack:digested:{pile}           set     the reviews shown by the digest alone
+    signoff:slack:digest-titles:{pile}      list    the newest reviews' titles, for the digest
+    signoff:slack:digest-dirty:{pile}       string  set while a refresh of the digest is due
+    signoff:slack:digest-lock:{pile}        string  held while a digest is posted or closed
+    signoff:slack:digest-message:{ch}:{ts}  string  the pile of a digest message: its posts on
+                                                    delivery records are never rewritten
+
+Losing a ``pile`` set makes its digest's count low until its reviews close; losing the
+``digest-message`` keys lets a closing review rewrite a digest with its own message.
+
 Losing all of them makes every waiting review one not indexed, which ``/approvals all``
 indexes again as it finds them (:meth:`bot.overview.Overview.page`); losing some but not
 ``indexed`` hides those reviews from all but admins until they change or close.
@@ -80,3 +100,39 @@ INDEXED = f"{PREFIX}indexed"
 
 def seen_by(execution_id: str, since_ms: int) -> str:
     return f"{PREFIX}seen-by:{execution_id}:{since_ms}"
+
+
+def rate_limited(channel: str) -> str:
+    return f"{PREFIX}ratelimited:{channel}"
+
+
+def next_slot(channel: str) -> str:
+    return f"{PREFIX}next-slot:{channel}"
+
+
+def pile(pile_id: str) -> str:
+    return f"{PREFIX}pile:{pile_id}"
+
+
+def digest(pile_id: str) -> str:
+    return f"{PREFIX}digest:{pile_id}"
+
+
+def digested(pile_id: str) -> str:
+    return f"{PREFIX}digested:{pile_id}"
+
+
+def digest_titles(pile_id: str) -> str:
+    return f"{PREFIX}digest-titles:{pile_id}"
+
+
+def digest_dirty(pile_id: str) -> str:
+    return f"{PREFIX}digest-dirty:{pile_id}"
+
+
+def digest_lock(pile_id: str) -> str:
+    return f"{PREFIX}digest-lock:{pile_id}"
+
+
+def digest_message(channel: str, ts: str) -> str:
+    return f"{PREFIX}digest-message:{channel}:{ts}"

@@ -4,25 +4,34 @@ person.
 Nothing here calls Slack. Each piece of work becomes a job on the ``slack`` queue
 (:mod:`bot.jobs` holds the job bodies), handed over through the engine's scheduler seam
 (:class:`engine.run.timers.Scheduler`), so a slow or failing Slack never holds up a run
-or a click's answer. Closing comes in bursts (a reviewer approving a batch, an
-incident's worth of clicks), so it goes through the queue's inbox
-(:mod:`engine.state.inbox`), many to a job. Jobs are named by import path, so this
-module does not import the job bodies (which import the listeners that queue work
-here).
+or a click's answer. Posting and closing come in bursts (an alert storm's reviews, a
+reviewer approving a batch, an incident's worth of clicks), so they go through the queue's
+inbox (:mod:`engine.state.inbox`), many to a job, as do the rewrites of digests
+(:mod:`bot.digest`). Jobs are named by import path, so this module does not import the job
+bodies (which import the listeners that queue work here).
 
-A job that fails is retried with backoff; when a post's retries run out the run still
-waits and ``signoff redeliver ID`` posts the review again.
+Work that fails is retried with backoff (a post: after 10 s, 30 s, 2 min, 10 min and 30
+min); when a post's retries run out the run still waits and ``signoff redeliver ID`` posts
+the review again. A post Slack refuses for its
+posting limit (429, :mod:`bot.ratelimit`) is not a failure: :func:`post_later` queues it
+again for when the channel's Retry-After has passed, its retries untouched, through RQ's
+scheduler (every ``signoff worker`` runs one).
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
+from datetime import timedelta
 from typing import Any
+
+import redis
+from rq import Queue, Retry
 
 from bot.delivery import closed_to_json
 from bot.review_changes import change_to_json
 from engine.notify import ReviewChange, ReviewClosed
 from engine.run.timers import Scheduler
+from engine.worker.scheduler import FAILURE_TTL
 
 QUEUE = "slack"  # also the name of the bot's entry point in signoff.queues
 JOBS = "bot.jobs"
@@ -40,10 +49,17 @@ class Outbox:
         self.scheduler = scheduler
 
     def post(self, execution_id: str, step: str) -> None:
-        """Post the review ``execution_id`` waits on at ``step``."""
-        self.scheduler.enqueue_to(QUEUE, f"{JOBS}.post_review", execution_id, step,
-                                  retry=DELIVERY_RETRY, timeout=JOB_TIMEOUT,
-                                  description=f"post review {step} of {execution_id}")
+        """Post the review ``execution_id`` waits on at ``step`` (through the inbox: in an
+        alert storm, hundreds of reviews start waiting within seconds, and an RQ job each
+        would cost the workers more than posting them)."""
+        self.scheduler.hand_in_to(QUEUE, f"{JOBS}.post_review", execution_id, step,
+                                  retry=DELIVERY_RETRY)
+
+    def refresh_digest(self, pile_id: str) -> None:
+        """Bring a digest's message up to date with its pile (through the inbox, so that a
+        burst of reviews joining or leaving it costs one rewrite, :mod:`bot.digest`)."""
+        self.scheduler.hand_in_to(QUEUE, f"{JOBS}.refresh_digest", pile_id,
+                                  retry=DELIVERY_RETRY)
 
     def follow(self, change: ReviewChange) -> None:
         """Bring a waiting review's messages in step with ``change``."""
@@ -68,3 +84,26 @@ class Outbox:
         self.scheduler.enqueue_to(QUEUE, f"{JOBS}.post_ephemeral", channel, user, dict(message),
                                   retry=REPLY_RETRY, timeout=REPLY_TIMEOUT,
                                   description=f"ephemeral to {user} in {channel}")
+
+
+def post_later(connection: redis.Redis, execution_id: str, step: str, seconds: float) -> None:
+    """Post the review ``execution_id`` waits on at ``step`` in ``seconds`` (its slot at
+    Slack's posting limit, :meth:`bot.ratelimit.ChannelLimits.slot`)."""
+    again_later(connection, seconds, "post_review", execution_id, step,
+                description=f"post review {step} of {execution_id} (after Slack's limit)")
+
+
+def again_later(connection: redis.Redis, seconds: float, job: str, *args: Any,
+                description: str) -> None:
+    """Run the ``slack`` queue's ``job`` with ``args`` in ``seconds`` (RQ's scheduler keeps
+    whole seconds), with a job's full retries."""
+    queue = Queue(QUEUE, connection=connection)
+    options: dict[str, Any] = {
+        "job_timeout": JOB_TIMEOUT, "result_ttl": 0, "failure_ttl": FAILURE_TTL,
+        "description": description,
+        "retry": Retry(max=len(DELIVERY_RETRY), interval=list(DELIVERY_RETRY))}
+    if seconds <= 0:  # "Retry-After: 0": now, behind what is queued
+        queue.enqueue(f"{JOBS}.{job}", *args, **options)
+        return
+    delay = timedelta(seconds=seconds)
+    queue.enqueue_in(delay, f"{JOBS}.{job}", *args, **options)

@@ -113,7 +113,7 @@ class ReviewChanges:
             tuple(s for s in delivery.sources if s not in added)).user_ids
         may_decide = deciders(self.engine, review, delivery)
         done = {p.to for p in delivery.posts}
-        earlier = delivery.posts
+        earlier = self.deliverer.own_posts(delivery.posts)  # a digest gets no thread note
         message = self.deliverer.render(review, delivery)
         resolved = self.directory.resolve_approvers(added)
         count = 0

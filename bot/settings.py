@@ -21,6 +21,8 @@ class BotSettings:
     cache_seconds: int = 3600  # how long display names, groups and e-mail look-ups are kept
     admins: tuple[str, ...] = ()  # SIGNOFF_ADMINS: user (U…) or user-group (S…) ids who see
     # every pending review in /approvals
+    digest_after: int = 20  # SIGNOFF_SLACK_DIGEST_AFTER: reviews of one step waiting in one
+    # channel before further ones join a digest (bot.digest); 0: never
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> BotSettings:
@@ -35,6 +37,7 @@ class BotSettings:
             cache_seconds=int(env.get("SIGNOFF_SLACK_CACHE_SECONDS") or cls.cache_seconds),
             admins=tuple(a.strip() for a in (env.get("SIGNOFF_ADMINS") or "").split(",")
                          if a.strip()),
+            digest_after=int(env.get("SIGNOFF_SLACK_DIGEST_AFTER") or cls.digest_after),
         )
 
     def __repr__(self) -> str:
@@ -45,4 +48,4 @@ class BotSettings:
                 f"signing_secret={mask(self.signing_secret)!r}, "
                 f"app_token={mask(self.app_token)!r}, channel={self.channel!r}, "
                 f"api_url={self.api_url!r}, cache_seconds={self.cache_seconds}, "
-                f"admins={self.admins!r})")
+                f"admins={self.admins!r}, digest_after={self.digest_after})")

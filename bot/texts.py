@@ -524,3 +524,27 @@ def graduation_hint(last: int) -> str:
 
 def more_rules(count: int) -> str:
     return f"…and {count:,} more rule{'s' if count != 1 else ''}."
+
+
+# -- digests of an alert storm (bot.digest); step and workflow names come escaped ----------------
+
+DIGEST_BUTTON = "Review them together"
+DIGEST_HOW = ("Each is decided on its own: pick some or all in batch review, or one by one in "
+              "`/approvals`.")
+
+
+def digest_waiting(count: int, step: str) -> str:
+    """The digest's notification text and headline (without the bold)."""
+    return (f"{count} review{'s' if count != 1 else ''} of {step} {'is' if count == 1 else 'are'}"
+            " waiting: review them together.")
+
+
+def digest_closed(step: str) -> str:
+    return f"Every review of {step} in this digest was closed."
+
+
+def digest_details(workflow: str) -> str:
+    return f"Workflow *{workflow}*. {DIGEST_HOW}"
+
+
+DIGEST_CLOSED_DETAILS = "Each one's decision is in its run's audit trail."

@@ -7,6 +7,7 @@ import sys
 from collections.abc import Sequence
 from dataclasses import replace
 
+from slack_emulator.ratelimit import DEFAULT_BURST, DEFAULT_RATE, PostingLimit
 from slack_emulator.server import SlackEmulator
 from slack_emulator.workspace import APP, default_workspace
 
@@ -24,12 +25,23 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--signing-secret", default=APP.signing_secret, help="app signing secret (default: dev one)"
     )
+    parser.add_argument(
+        "--post-rate", type=float, default=None,
+        help=f"chat.postMessage per second per channel (default {DEFAULT_RATE:g}, Slack's; "
+        "0: no limit; or SLACK_EMULATOR_POST_RATE)")
+    parser.add_argument(
+        "--post-burst", type=int, default=None,
+        help=f"posts a channel may take at once (default {DEFAULT_BURST}; "
+        "or SLACK_EMULATOR_POST_BURST)")
     args = parser.parse_args(argv)
+    limit = PostingLimit.from_env()
+    limit = PostingLimit(rate=limit.rate if args.post_rate is None else args.post_rate,
+                         burst=limit.burst if args.post_burst is None else args.post_burst)
     workspace = default_workspace()
     workspace.app = replace(
         workspace.app, bot_token=args.bot_token, signing_secret=args.signing_secret
     )
-    emulator = SlackEmulator(workspace, host=args.host, port=args.port)
+    emulator = SlackEmulator(workspace, host=args.host, port=args.port, posting_limit=limit)
     print(
         f"Slack emulator for {workspace.team.id} ({workspace.team.domain}): "
         f"WebClient(base_url={emulator.api_url!r}); state at "

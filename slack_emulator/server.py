@@ -4,6 +4,10 @@
 so the real ``slack_sdk.WebClient(base_url=emulator.api_url)`` and Bolt talk to it
 over HTTP exactly as they would to slack.com. It records every call and can be
 told to fail the next ones (rate limits, 5xx, error codes) for resilience tests.
+It enforces Slack's posting limit, about one ``chat.postMessage`` a second per channel with
+short bursts (:mod:`slack_emulator.ratelimit`: a token bucket per channel, on by default at
+Slack's rate; ``posting_limit=PostingLimit.off()`` or ``SLACK_EMULATOR_POST_RATE=0`` turns it
+off), answering 429 with ``Retry-After`` as Slack does.
 ``apps.connections.open`` (with :attr:`SlackEmulator.app_token`) hands out URLs of
 its Socket Mode websocket, :attr:`SlackEmulator.socket_mode`, started on first use.
 Incoming webhooks (``/services/…``, plain-text answers) live in
@@ -29,6 +33,7 @@ from starlette.routing import Route
 from starlette.types import ASGIApp
 
 from slack_emulator.errors import EmulatorStartError, SlackApiFailure
+from slack_emulator.ratelimit import ChannelBuckets, PostingLimit
 from slack_emulator.socket_mode import SocketModeServer
 from slack_emulator.web_api import APP_LEVEL_METHODS, WebApi
 from slack_emulator.webhooks import IncomingWebhooks
@@ -37,6 +42,7 @@ from slack_emulator.workspace import ResponseHook, Workspace, default_workspace
 # Fields slack_sdk sends as JSON strings when it form-encodes a call.
 JSON_FIELDS = ("blocks", "attachments", "view", "metadata")
 RESPONSE_URL_CALL = "response_url"
+POST_MESSAGE = "chat.postMessage"
 DEFAULT_ERRORS = {429: "ratelimited", 500: "internal_error", 503: "service_unavailable"}
 START_TIMEOUT = 10.0
 
@@ -55,9 +61,16 @@ class SlackEmulator:
     """A fake slack.com for one workspace, served on ``127.0.0.1`` in a background thread."""
 
     def __init__(
-        self, workspace: Workspace | None = None, *, host: str = "127.0.0.1", port: int = 0
+        self,
+        workspace: Workspace | None = None,
+        *,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        posting_limit: PostingLimit | None = None,
     ) -> None:
         self.workspace = workspace or default_workspace()
+        # Slack's chat.postMessage limit per channel (None: from the environment, else Slack's).
+        self.posting = ChannelBuckets(posting_limit or PostingLimit.from_env())
         self.socket_mode = SocketModeServer(host=host)
         self.web_api = WebApi(self.workspace, socket_url=self.socket_mode.issue_url)
         # Incoming webhooks (POST /services/T…/B…/secret): add, break, read what was posted.
@@ -143,6 +156,7 @@ class SlackEmulator:
             self.web_api = WebApi(self.workspace, socket_url=self.socket_mode.issue_url)
             self._calls.clear()
             self._faults.clear()
+        self.posting.clear()
         self.webhooks.reset(self.workspace)
         self.socket_mode.clear()
         return self.workspace
@@ -212,7 +226,23 @@ class SlackEmulator:
         if fault is not None:
             headers = {} if fault.retry_after is None else {"Retry-After": str(fault.retry_after)}
             return fault.status, {"ok": False, "error": fault.error}, headers
+        if method == POST_MESSAGE:
+            wait = self._posting_wait(params, token)
+            if wait is not None:
+                return 429, {"ok": False, "error": "ratelimited"}, {"Retry-After": str(wait)}
         return 200, self.web_api.call(method, params, token), {}
+
+    def _posting_wait(self, params: dict[str, Any], token: str | None) -> int | None:
+        """Seconds to wait before posting to the call's channel again (Slack's per-channel
+        limit), or None when the post may go ahead. Calls Slack would refuse for another
+        reason (no channel, a bad token) take nothing from the bucket."""
+        if not self.posting.limit.enabled or token != self.bot_token:
+            return None
+        try:
+            channel = self.workspace.resolve_channel(str(params.get("channel") or ""))
+        except SlackApiFailure:
+            return None
+        return self.posting.take(channel)
 
     def answer_response_url(self, hook_id: str, body: dict[str, Any]) -> tuple[int, dict[str, Any]]:
         self._record(RESPONSE_URL_CALL, {"hook": hook_id, **body})
