@@ -40,7 +40,7 @@ from engine.errors import (
     TokenExists,
     TokenNotFound,
 )
-from engine.state import audit, keys, lua
+from engine.state import audit, keys, lua, messages
 from engine.state.execution import (
     ChildReport,
     Decision,
@@ -124,6 +124,7 @@ class Store(Indexes):
         self._cas = client.register_script(lua.COMPARE_AND_SET)
         self._add_token = client.register_script(lua.ADD_TOKEN)
         self._revoke_token = client.register_script(lua.REVOKE_TOKEN)
+        self._load_with_message = client.register_script(messages.LOAD_WITH_MESSAGE)
 
     # -- definitions -------------------------------------------------------------------------
 
@@ -171,14 +172,34 @@ class Store(Indexes):
     # -- read --------------------------------------------------------------------------------
 
     def load(self, execution_id: str) -> ExecutionState:
-        raw = self._call(self.redis.hgetall, keys.execution(execution_id))
+        """The execution, its review's message (when it waits for input) read back from its
+        audit trail in the same round trip."""
+        raw, trail = self._call(self._load_with_message,
+                                keys=[keys.execution(execution_id), keys.audit(execution_id)])
         if not raw:
             raise ExecutionNotFound(execution_id)
-        return _state_from_hash(execution_id, raw)
+        state = _state_from_hash(execution_id, dict(zip(raw[::2], raw[1::2], strict=True)))
+        _complete(state, trail)
+        return state
+
+    def review_message(self, execution_id: str, sha256: str) -> str | None:
+        """The message a review of the execution showed its reviewers, known by its SHA-256,
+        from the audit trail (where it is stored once); None when the trail has no such
+        message."""
+        rows = self._call(self.redis.lrange, keys.audit(execution_id), 0, -1)
+        return messages.find(rows, sha256)
+
+    def _complete_message(self, state: ExecutionState) -> None:
+        """Put the review's message back into ``state.waiting`` when it holds only its
+        first line (a second round trip, for runs that wait for input)."""
+        waiting = state.waiting
+        if waiting is not None and not waiting.complete:
+            _complete(state, self._call(self.redis.lrange, keys.audit(state.id), 0, -1))
 
     def load_reviews(self, ids: Sequence[str]) -> list[ExecutionState | None]:
         """Executions as a review listing needs them (workflow, status, start, requester,
-        what they wait for), in one round trip; None for those that are gone."""
+        what they wait for), in one round trip; None for those that are gone. Their review's
+        message is its first line (``Waiting.complete`` is False): :meth:`load` reads it whole."""
         pipe = self.redis.pipeline(transaction=False)
         for execution_id in ids:
             pipe.hmget(keys.execution(execution_id), *_REVIEW_FIELDS)
@@ -361,7 +382,9 @@ class Store(Indexes):
                 self.release_lease(execution_id, token)
             self.forget_runnable(execution_id)
             raise ExecutionNotFound(execution_id)
-        return (token if acquired else None), _state_from_hash(execution_id, raw)
+        state = _state_from_hash(execution_id, raw)
+        self._complete_message(state)
+        return (token if acquired else None), state
 
     def _taking_lease(self, execution_id: str, ttl_ms: int) -> tuple[str, Any]:
         """A new lease token, and a transaction that takes the lease with it (if free) and
@@ -519,6 +542,16 @@ _STATUS_NAMES = [status.value for status in ExecutionStatus]  # COMMIT's ARGV[4 
 _STATUS_INDEXES = [keys.index_status(name) for name in _STATUS_NAMES]  # its KEYS[6 ..]
 _FIRST_NAMED_KEY = 6 + len(_STATUS_INDEXES)  # Lua counts KEYS from 1
 _REVIEW_FIELDS = ("wf", "d", "st", "t0", "rb", "w")  # wf first: None means gone
+
+
+def _complete(state: ExecutionState, trail: Sequence[bytes]) -> None:
+    """Put the message back into ``state.waiting`` from its audit ``trail``, if found there."""
+    waiting = state.waiting
+    if waiting is None or waiting.complete:
+        return
+    found = messages.find(trail, waiting.message_sha256)
+    if found is not None:
+        state.waiting = waiting.evolve(message=found, complete=True)
 
 
 def _ms(iso_text: str) -> int:
