@@ -169,10 +169,27 @@ class Memory:
         return self.per_run - self.payload
 
 
-def bench_memory(redis_url: str, runs: int) -> Memory:
+LISTPACK_VALUE = 4096  # README's production setting: hash-max-listpack-value
+
+
+def bench_memory(redis_url: str, runs: int, listpack_value: int | None = None) -> Memory:
     """Runs that pause at a review interpolating ~900 characters of evidence, each posted
     the production way: the Slack notifier queues a post job and the worker runs it
-    against the Slack emulator."""
+    against the Slack emulator. ``listpack_value``: Redis's hash-max-listpack-value for
+    the run (else the server's own, 64 by default)."""
+    client = connect(redis_url)
+    client.flushdb()
+    setting = "hash-max-listpack-value"
+    default = client.config_get(setting)[setting]
+    if listpack_value is not None:
+        client.config_set(setting, listpack_value)
+    try:
+        return _bench_memory(client, redis_url, runs)
+    finally:
+        client.config_set(setting, default)
+
+
+def _bench_memory(client: Any, redis_url: str, runs: int) -> Memory:
     from bot.jobs import build_bot_runtime, install_bot_runtime
     from bot.notifier import SlackNotifier
     from bot.outbox import QUEUE as SLACK_QUEUE
@@ -180,8 +197,6 @@ def bench_memory(redis_url: str, runs: int) -> Memory:
     from slack_emulator import SlackEmulator
     from slack_emulator.workspace import REVIEWS_CHANNEL
 
-    client = connect(redis_url)
-    client.flushdb()
     with SlackEmulator() as slack:
         settings = Settings(redis_url=redis_url)
         rt = build_runtime(settings, client, notifier=SlackNotifier(settings, client))
@@ -245,7 +260,9 @@ def main() -> None:
                         help="only the memory figure, with where the bytes go")
     args = parser.parse_args()
     if args.memory_only:
-        print_memory(memory_only(args.runs), args.runs, breakdown=True)
+        default, tuned = memory_only(args.runs)
+        print_memory(default, args.runs, breakdown=True)
+        print_memory(tuned, args.runs, breakdown=True, listpack_value=LISTPACK_VALUE)
         return
     server = None
     url = os.environ.get("REDIS_URL")
@@ -259,6 +276,7 @@ def main() -> None:
         per_run, create = bench_engine(url, args.runs)
         limited_run, limited_create = bench_engine(url, args.runs, LIMITED)
         mem = bench_memory(url, args.runs)
+        tuned = bench_memory(url, args.runs, LISTPACK_VALUE)
         ping = connect(url)
         t0 = time.perf_counter()
         for _ in range(1000):
@@ -280,25 +298,29 @@ def main() -> None:
           f"({limited_create / rtt:5.1f} round trips); run to its end "
           f"{limited_run * 1e3:7.3f} ms/run")
     print_memory(mem, args.runs)
+    print_memory(tuned, args.runs, listpack_value=LISTPACK_VALUE)
 
 
-def memory_only(runs: int) -> Memory:
+def memory_only(runs: int) -> tuple[Memory, Memory]:
     server = None
     url = os.environ.get("REDIS_URL")
     if not url:
         server = EmbeddedRedis().start()
         url = server.url
     try:
-        return bench_memory(url, runs)
+        return bench_memory(url, runs), bench_memory(url, runs, LISTPACK_VALUE)
     finally:
         if server:
             server.close()
 
 
-def print_memory(mem: Memory, runs: int, *, breakdown: bool = False) -> None:
+def print_memory(mem: Memory, runs: int, *, breakdown: bool = False,
+                 listpack_value: int | None = None) -> None:
     waiting = 100_000
+    config = (f"hash-max-listpack-value {listpack_value}" if listpack_value
+              else "Redis's default configuration")
     print(f"redis memory per paused run, review posted to Slack, ~900 characters of evidence "
-          f"in its message ({runs} runs):")
+          f"in its message ({runs} runs, {config}):")
     print(f"  {mem.per_run:7.0f} B total, event payload {mem.payload:.0f} B, beyond payload "
           f"{mem.beyond:7.0f} B   (target <= 3072)")
     print(f"  {waiting:,} waiting reviews: {(mem.baseline + mem.per_run * waiting) / 2**20:7.0f} MB "
@@ -306,7 +328,8 @@ def print_memory(mem: Memory, runs: int, *, breakdown: bool = False) -> None:
     if breakdown:
         print("  where it goes, bytes per run (MEMORY USAGE):")
         for kind, used in mem.by_kind.items():
-            print(f"    {used:8.0f}  {kind}")
+            if used >= 1:
+                print(f"    {used:8.0f}  {kind}")
 
 
 if __name__ == "__main__":

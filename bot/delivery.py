@@ -91,14 +91,18 @@ class Delivery:
             if value:
                 data[name] = value
         data["posts"] = [{k: v for k, v in asdict(p).items() if v} for p in self.posts]
-        data["review"] = {k: v for k, v in self.review.items() if k != "execution_id"}
+        # The copy's execution id, step and start are the record's own.
+        same = {"execution_id": self.execution_id, "step": self.step, "created_at": self.since}
+        data["review"] = {k: v for k, v in self.review.items()
+                          if k not in same or v != same[k]}
         return data
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> Delivery:
         review = data.get("review") or {}
         if review:
-            review = {"execution_id": str(data["execution_id"]), **review}
+            review = {"execution_id": str(data["execution_id"]), "step": str(data["step"]),
+                      "created_at": str(data["since"]), **review}
         return cls(
             execution_id=str(data["execution_id"]), step=str(data["step"]),
             since=str(data["since"]), approvers=tuple(data.get("approvers") or ()),

@@ -183,6 +183,7 @@ class Waiting:
     complete: bool = field(default=True, compare=False)  # False: message is its first line
 
     def to_json(self) -> str:
+        # "path" always: engine.run.reviews guards its commits on it.
         data: dict[str, Any] = {
             "step": self.step, "path": self.path, "type": self.step_type,
             "ti": first_line(self.message), "sha": self.message_sha256, "schema": self.schema,

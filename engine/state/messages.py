@@ -36,7 +36,7 @@ def find(entries: Iterable[bytes | str], sha256: str) -> str | None:
         if _MARK not in stored:
             continue
         _, body = audit.split(stored.decode())
-        event = json.loads(body)
+        event = audit.unpacked(json.loads(body))
         if event.get("sha256") != sha256:
             continue
         message = event.get("message")

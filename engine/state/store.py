@@ -40,7 +40,7 @@ from engine.errors import (
     TokenExists,
     TokenNotFound,
 )
-from engine.state import audit, keys, lua, messages
+from engine.state import audit, compact, keys, lua, messages
 from engine.state.execution import (
     ChildReport,
     Decision,
@@ -145,7 +145,8 @@ class Store(Indexes):
         started_ms = _ms(state.started_at)
         fields: dict[Any, Any] = {
             "wf": state.workflow, "d": state.digest, "st": state.status.value,
-            "t0": state.started_at, "t0ms": str(started_ms), "ev": dumps(state.event),
+            "t0": state.started_at, "t0ms": str(started_ms),
+            "ev": compact.pack(dumps(state.event)),
             "ah": head,
         }
         if state.requested_by:
@@ -516,7 +517,9 @@ class Store(Indexes):
 
 
 def _state_from_hash(execution_id: str, raw: Mapping[bytes, bytes]) -> ExecutionState:
-    data = {k.decode(): v.decode() for k, v in raw.items()}
+    data = {k.decode(): v.decode() for k, v in raw.items() if k != b"ev"}
+    if b"ev" in raw:
+        data["ev"] = compact.unpack(raw[b"ev"])
     results: dict[str, StepResult] = {}
     decisions: dict[str, Decision] = {}
     for name, value in data.items():

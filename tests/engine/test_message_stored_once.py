@@ -44,6 +44,13 @@ def test_the_message_is_in_the_audit_trail_alone_and_read_back_from_it(runtime, 
     assert EVIDENCE in shown["message"]
     assert shown["sha256"] == hashlib.sha256(shown["message"].encode()).hexdigest()
 
+    # Stored compressed (the trail's entry and the event), read back whole.
+    stored_trail = redis_client.lrange(keys.audit(execution_id), 0, -1)
+    assert not any(EVIDENCE.encode() in entry for entry in stored_trail)
+    assert any(b'"messageZ":' in entry for entry in stored_trail)
+    assert EVIDENCE.encode() not in stored[b"ev"]
+    assert runtime.engine.get(execution_id).event["evidence"] == EVIDENCE
+
     review = runtime.engine.review(execution_id)
     assert review is not None and review.message == shown["message"]
     assert review.title == "Isolate web-1?"
@@ -76,3 +83,19 @@ def test_a_waiting_state_written_with_its_message_whole_still_reads(runtime, wor
 
     review = runtime.engine.review(execution_id)
     assert review is not None and review.message == "as stored before"
+
+
+def test_an_edit_of_the_compressed_message_breaks_the_chain(runtime, work, redis_client):
+    execution_id = runtime.engine.run(parse_workflow(REVIEWS),
+                                      {"hosts": ["web-1"], "evidence": EVIDENCE})
+    work()
+    key = keys.audit(execution_id)
+    entries = redis_client.lrange(key, 0, -1)
+    [index] = [n for n, entry in enumerate(entries) if b'"messageZ":' in entry]
+    edited = json.loads(entries[index][64:])
+    edited["messageZ"] = edited["messageZ"][:-5] + "00000"
+    redis_client.lset(key, index, entries[index][:64] + json.dumps(
+        edited, separators=(",", ":"), sort_keys=True).encode())
+
+    check = runtime.engine.verify_audit(execution_id)
+    assert not check.ok and check.entry_id == str(index + 1)
