@@ -32,6 +32,7 @@ from rq import Queue, SimpleWorker  # noqa: E402
 from engine.definition.loader import parse_workflow  # noqa: E402
 from engine.notify import NullNotifier  # noqa: E402
 from engine.settings import Settings  # noqa: E402
+from engine.state import keys  # noqa: E402
 from engine.state.embedded_redis import EmbeddedRedis  # noqa: E402
 from engine.state.store import connect  # noqa: E402
 from engine.worker.runtime import build_runtime, install_runtime  # noqa: E402
@@ -222,7 +223,7 @@ def _bench_memory(client: Any, redis_url: str, runs: int) -> Memory:
         after = client.info("memory")["used_memory"]
         posted = len(slack.workspace.messages(REVIEWS_CHANNEL))
         install_bot_runtime(None)
-    waiting = client.zcard("signoff:idx:waiting")
+    waiting = client.zcard(keys.INDEX_WAITING)
     assert waiting == runs + 1, waiting
     assert posted == runs + 1, f"{posted} reviews posted of {runs + 1}"
     payload = sum(len(json.dumps(event(n), separators=(",", ":"))) for n in range(1, runs + 1))

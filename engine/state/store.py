@@ -216,7 +216,8 @@ class Store(Indexes):
         pipe = self.redis.pipeline(transaction=False)
         for execution_id in ids:
             pipe.hget(keys.execution(execution_id), keys.annotation_field(key))
-        return [json.loads(raw) if raw is not None else None for raw in self._call(pipe.execute)]
+        return [json.loads(compact.unpack(raw)) if raw is not None else None
+                for raw in self._call(pipe.execute)]
 
     def exists(self, execution_id: str) -> bool:
         return bool(self._call(self.redis.exists, keys.execution(execution_id)))
@@ -347,15 +348,16 @@ class Store(Indexes):
     # -- annotations -------------------------------------------------------------------------
 
     def set_annotation(self, execution_id: str, key: str, value: Any) -> None:
-        """Set field ``n:{key}`` (JSON) of an existing execution; plug-ins keep state here."""
+        """Set field ``n:{key}`` (JSON, compressed above 512 bytes: engine.state.compact) of
+        an existing execution; plug-ins keep state here."""
         written = self._call(self._annotate, keys=[keys.execution(execution_id)],
-                             args=[keys.annotation_field(key), dumps(value)])
+                             args=[keys.annotation_field(key), compact.pack(dumps(value))])
         if not written:
             raise ExecutionNotFound(execution_id)
 
     def annotation(self, execution_id: str, key: str) -> Any:
         raw = self._call(self.redis.hget, keys.execution(execution_id), keys.annotation_field(key))
-        return json.loads(raw) if raw is not None else None
+        return json.loads(compact.unpack(raw)) if raw is not None else None
 
     # -- children (engine.run.children) ------------------------------------------------------
 
@@ -517,7 +519,9 @@ class Store(Indexes):
 
 
 def _state_from_hash(execution_id: str, raw: Mapping[bytes, bytes]) -> ExecutionState:
-    data = {k.decode(): v.decode() for k, v in raw.items() if k != b"ev"}
+    # Annotations (n:…) are the plug-ins' (Store.annotation), possibly compressed.
+    data = {k.decode(): v.decode() for k, v in raw.items()
+            if k != b"ev" and not k.startswith(b"n:")}
     if b"ev" in raw:
         data["ev"] = compact.unpack(raw[b"ev"])
     results: dict[str, StepResult] = {}
