@@ -24,7 +24,7 @@ for. Rotation is not supported: keyed links verify only with the key that wrote 
 
 A review's message is stored once, here (``step.waiting_for_input``, with its
 ``sha256``; see :mod:`engine.state.messages`). Above :data:`PACK_OVER` bytes an event's
-``message`` is stored compressed, as ``messageZ`` (zlib, then base85: JSON-safe text).
+``message`` is stored compressed, as ``messageZ`` (zlib, then base64: JSON-safe text).
 The chain hashes the event as stored; :func:`decode` gives it back with ``message``.
 """
 
@@ -176,7 +176,7 @@ def packed(event: Mapping[str, Any]) -> Mapping[str, Any]:
     message = event.get("message")
     if not isinstance(message, str) or len(message.encode()) <= PACK_OVER:
         return event
-    squeezed = base64.b85encode(zlib.compress(message.encode(), 9)).decode()
+    squeezed = base64.b64encode(zlib.compress(message.encode(), 6)).decode()
     if len(squeezed) >= len(canonical(message)):
         return event
     return {**{k: v for k, v in event.items() if k != "message"}, PACKED: squeezed}
@@ -186,5 +186,5 @@ def unpacked(event: dict[str, Any]) -> dict[str, Any]:
     """An event as :func:`packed` stored it, with its ``message`` whole again."""
     squeezed = event.pop(PACKED, None)
     if isinstance(squeezed, str):
-        event["message"] = zlib.decompress(base64.b85decode(squeezed)).decode()
+        event["message"] = zlib.decompress(base64.b64decode(squeezed)).decode()
     return event
