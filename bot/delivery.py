@@ -3,7 +3,10 @@
 Where a review went is kept on its execution as the annotation ``slack:{step}``
 (a :class:`Delivery`): the messages posted (channel and ts), the approvers and
 requester as resolved (widened as the review escalates or is reassigned), and a
-copy of the review, so the messages can be rewritten once the run has moved on.
+copy of the review, so the messages can be rewritten once the run has moved on. The
+copy holds the message's hash and first line, not the message: the audit trail keeps
+it, and the rewrite reads it back from there (``Store.review_message``). The record is
+stored compressed (``Store.set_annotation``).
 Posting is idempotent per recipient: a retried job posts only where the last
 attempt did not get to. Everyone a posted review is shown to is indexed for
 ``/approvals all`` (:mod:`bot.visibility`), and taken out again when it closes. Elastic

@@ -11,6 +11,10 @@ The audit events are hashed here, in Python, before the script appends them: wit
 audit key (``SIGNOFF_AUDIT_KEY``) each link is an HMAC under it (:mod:`engine.state.audit`),
 and the key never goes to Redis.
 
+Large texts are stored once and compressed: a review's message in its audit event, read
+back into what the run waits on when it is loaded (:mod:`engine.state.messages`), the
+event and the plug-ins' large annotations with zlib (:mod:`engine.state.compact`).
+
 A store is also the :class:`engine.state.indexes.Indexes` the listings read and the
 worker side keeps its timers in. Plug-ins' small values and the API tokens' records
 (:mod:`engine.state.tokens`) go through here too, so a Redis that cannot be reached is
