@@ -6,19 +6,33 @@ Prints: a bare no-op RQ job on SimpleWorker (the cheapest job RQ can run), one
 5-step automatic execution (console, templates, conditions) on Signoff's worker,
 their ratio (target <= 2.0), the cost of starting an execution (and of one whose
 ``settings.concurrency`` takes a slot, given back when it ends), and Redis memory
-per execution paused at waitForInput beyond its ~1 KB event (target <= 4 KB).
+per execution paused at waitForInput beyond its ~1 KB event (target <= 3 KB), with
+what 100,000 of them take (target < 300 MB).
+
+The memory figure is a review as production has it: its message interpolates the
+event's ~900-character evidence field, and it is posted to Slack the production way
+(the Slack notifier queues the post job; the worker runs it against the Slack
+emulator), so the delivery record and the bot's visibility indexes are counted. It is
+measured with Redis's default configuration and with ``hash-max-listpack-value 4096``
+(README's production section). ``--memory-only`` prints only it, with where the bytes
+go (MEMORY USAGE per key kind, and the execution hash's largest fields).
 Uses REDIS_URL when set, else a private redis-server.
 """
 
 from __future__ import annotations
 
 import argparse
+import base64
 import gc
 import json
 import os
+import random
+import re
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -27,6 +41,7 @@ from rq import Queue, SimpleWorker  # noqa: E402
 from engine.definition.loader import parse_workflow  # noqa: E402
 from engine.notify import NullNotifier  # noqa: E402
 from engine.settings import Settings  # noqa: E402
+from engine.state import keys  # noqa: E402
 from engine.state.embedded_redis import EmbeddedRedis  # noqa: E402
 from engine.state.store import connect  # noqa: E402
 from engine.worker.runtime import build_runtime, install_runtime  # noqa: E402
@@ -75,10 +90,13 @@ steps:
   - name: review
     type: waitForInput
     with:
+      approvers: [S0SOCL1]
       message: |
         ## Isolate `{{ event.alert.host }}`?
         Score **{{ event.alert.score }}** from rule `{{ event.alert.rule_name }}`.
         The host talked to a known C2 address; the EDR agent is healthy.
+
+        Evidence: {{ event.alert.evidence }}
       schema:
         type: object
         properties:
@@ -92,6 +110,34 @@ def event(n: int) -> dict:
     return {"alert": {"id": f"a-{n}", "host": f"web-{n:05d}", "score": 40 + n % 30,
                       "severity": "high", "rule_name": "Outbound C2 beacon",
                       "raw": "x" * 860}}
+
+
+def review_event(n: int) -> dict:
+    """An alert as the memory figure has it: its ~900 characters of evidence are shown to
+    the reviewer."""
+    return {"alert": {"id": f"a-{n}", "host": f"web-{n:05d}", "score": 40 + n % 30,
+                      "severity": "high", "rule_name": "Outbound C2 beacon",
+                      "evidence": evidence(n)}}
+
+
+def evidence(n: int) -> str:
+    """~900 characters of what an EDR alert carries: a command line, hashes, addresses, paths.
+    Random per run (no two runs share it), and about as compressible as such text is."""
+    rng = random.Random(n)
+    hexes = [rng.randbytes(32).hex() for _ in range(3)]
+    encoded = base64.b64encode(rng.randbytes(120)).decode()
+    ip = ".".join(str(rng.randrange(1, 255)) for _ in range(4))
+    text = (f"process powershell.exe (pid {rng.randrange(1000, 65000)}) started by "
+            f"C:\\Windows\\explorer.exe as CORP\\user{rng.randrange(1000)} ran "
+            f"`powershell.exe -NoProfile -WindowStyle Hidden -enc {encoded}`; sha256 "
+            f"{hexes[0]}; it connected to {ip}:443 (beacon interval 60s, jitter 10%) and "
+            f"wrote C:\\Users\\user\\AppData\\Roaming\\{hexes[1][:12]}.dll (sha256 "
+            f"{hexes[1]}); parent sha256 {hexes[2]}; the same destination was seen on "
+            f"{rng.randrange(2, 40)} other hosts in the last 24 hours; DNS queries for "
+            f"{hexes[2][:10]}.example-cdn.net preceded every connection.")
+    while len(text) < 900:  # more hosts that saw it
+        text += f" web-{rng.randrange(100000):05d}"
+    return text[:900]
 
 
 def bench_bare(redis_url: str, runs: int) -> float:
@@ -126,31 +172,116 @@ def bench_engine(redis_url: str, runs: int, text: str = FIVE_STEPS) -> tuple[flo
     return elapsed / runs, create
 
 
-def bench_memory(redis_url: str, runs: int) -> tuple[float, float]:
+@dataclass
+class Memory:
+    """Redis memory per paused run whose review was posted, and where it goes."""
+
+    per_run: float  # bytes of used_memory per run
+    payload: float  # its event as compact JSON
+    baseline: int  # used_memory before the measured runs (one run posted, caches warm)
+    posted: int  # messages the emulator holds in the reviews channel
+    by_kind: dict[str, float]  # bytes per run by key kind (MEMORY USAGE), shared keys included
+
+    @property
+    def beyond(self) -> float:
+        return self.per_run - self.payload
+
+
+LISTPACK_VALUE = 4096  # README's production setting: hash-max-listpack-value
+
+
+def bench_memory(redis_url: str, runs: int, listpack_value: int | None = None) -> Memory:
+    """Runs that pause at a review interpolating ~900 characters of evidence, each posted
+    the production way: the Slack notifier queues a post job and the worker runs it
+    against the Slack emulator. ``listpack_value``: Redis's hash-max-listpack-value for
+    the run (else the server's own, 64 by default)."""
     client = connect(redis_url)
     client.flushdb()
-    rt = build_runtime(Settings(redis_url=redis_url), client, notifier=NullNotifier())
-    install_runtime(rt)
-    workflow = parse_workflow(PAUSING)
-    # The definition is stored once for all runs; count it in the baseline.
-    rt.engine.run(workflow, event(0))
-    SignoffWorker([rt.settings.queue], connection=client).work(burst=True, logging_level="ERROR")
-    gc.collect()
-    before = client.info("memory")["used_memory"]
-    for n in range(1, runs + 1):
-        rt.engine.run(workflow, event(n))
-    SignoffWorker([rt.settings.queue], connection=client).work(burst=True, logging_level="ERROR")
-    after = client.info("memory")["used_memory"]
-    waiting = client.zcard("signoff:idx:waiting")
+    setting = "hash-max-listpack-value"
+    default = client.config_get(setting)[setting]
+    if listpack_value is not None:
+        client.config_set(setting, listpack_value)
+    try:
+        return _bench_memory(client, redis_url, runs)
+    finally:
+        client.config_set(setting, default)
+
+
+def _bench_memory(client: Any, redis_url: str, runs: int) -> Memory:
+    from bot.jobs import build_bot_runtime, install_bot_runtime
+    from bot.notifier import SlackNotifier
+    from bot.outbox import QUEUE as SLACK_QUEUE
+    from bot.settings import BotSettings
+    from slack_emulator import SlackEmulator
+    from slack_emulator.workspace import REVIEWS_CHANNEL
+
+    with SlackEmulator() as slack:
+        settings = Settings(redis_url=redis_url)
+        rt = build_runtime(settings, client, notifier=SlackNotifier(settings, client))
+        install_runtime(rt)
+        install_bot_runtime(build_bot_runtime(
+            BotSettings(bot_token=slack.bot_token, signing_secret=slack.signing_secret,
+                        channel=REVIEWS_CHANNEL, api_url=slack.api_url), rt.engine))
+        workflow = parse_workflow(PAUSING)
+        queues = [settings.queue, SLACK_QUEUE]
+
+        def work() -> None:
+            SignoffWorker(queues, connection=client).work(burst=True, logging_level="ERROR")
+
+        # The definition and the bot's directory caches are stored once for all runs;
+        # count them in the baseline.
+        rt.engine.run(workflow, review_event(0))
+        work()
+        gc.collect()
+        shared = {key: client.memory_usage(key) or 0 for key in client.scan_iter(count=1000)}
+        before = client.info("memory")["used_memory"]
+        ids = [rt.engine.run(workflow, review_event(n)) for n in range(1, runs + 1)]
+        work()
+        after = client.info("memory")["used_memory"]
+        posted = len(slack.workspace.messages(REVIEWS_CHANNEL))
+        install_bot_runtime(None)
+    waiting = client.zcard(keys.INDEX_WAITING)
     assert waiting == runs + 1, waiting
-    payload = sum(len(json.dumps(event(n), separators=(",", ":"))) for n in range(1, runs + 1))
-    return (after - before) / runs, payload / runs
+    assert posted == runs + 1, f"{posted} reviews posted of {runs + 1}"
+    payload = sum(len(json.dumps(review_event(n), separators=(",", ":"))) for n in range(1, runs + 1))
+    return Memory((after - before) / runs, payload / runs, before, posted,
+                  memory_by_kind(client, ids, shared, runs))
+
+
+def memory_by_kind(client: Any, ids: list[str], shared: dict[Any, int],
+                   runs: int) -> dict[str, float]:
+    """MEMORY USAGE per run by key kind: each run's own keys, and what the shared keys
+    (indexes) grew by, spread over the runs."""
+    own = {f"signoff:x:{i}".encode() for i in ids} | {f"signoff:a:{i}".encode() for i in ids}
+    kinds: dict[str, float] = {}
+    for key in client.scan_iter(count=1000):
+        used = client.memory_usage(key, samples=0) or 0
+        if key in own:
+            kind = key.decode().split(":")[1]
+            kind = {"x": "execution hash", "a": "audit list"}[kind]
+        else:
+            used -= shared.get(key, 0)
+            kind = re.sub(r"[0-9a-f]{8}-[0-9a-f-]{27}(:[0-9]+)?", "{id}", key.decode())
+            kind = re.sub(r"[0-9a-f]{32}", "{id}", kind)
+        kinds[kind] = kinds.get(kind, 0) + used / runs
+    if ids:  # the execution hash's fields, for the first run
+        fields = client.hgetall(f"signoff:x:{ids[0]}")
+        for name, value in sorted(fields.items(), key=lambda kv: -len(kv[1]))[:6]:
+            kinds[f"  field {name.decode()} (length)"] = len(value)
+    return dict(sorted(kinds.items(), key=lambda kv: -kv[1]))
 
 
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--runs", type=int, default=2000)
+    parser.add_argument("--memory-only", action="store_true",
+                        help="only the memory figure, with where the bytes go")
     args = parser.parse_args()
+    if args.memory_only:
+        default, tuned = memory_only(args.runs)
+        print_memory(default, args.runs, breakdown=True)
+        print_memory(tuned, args.runs, breakdown=True, listpack_value=LISTPACK_VALUE)
+        return
     server = None
     url = os.environ.get("REDIS_URL")
     if not url:
@@ -162,7 +293,8 @@ def main() -> None:
         bench_engine(url, 200)
         per_run, create = bench_engine(url, args.runs)
         limited_run, limited_create = bench_engine(url, args.runs, LIMITED)
-        mem, payload = bench_memory(url, args.runs)
+        mem = bench_memory(url, args.runs)
+        tuned = bench_memory(url, args.runs, LISTPACK_VALUE)
         ping = connect(url)
         t0 = time.perf_counter()
         for _ in range(1000):
@@ -183,8 +315,39 @@ def main() -> None:
     print(f"  with settings.concurrency (a slot): {limited_create * 1e3:7.3f} ms   "
           f"({limited_create / rtt:5.1f} round trips); run to its end "
           f"{limited_run * 1e3:7.3f} ms/run")
-    print(f"redis memory per paused execution:  {mem:7.0f} B total, event payload "
-          f"{payload:.0f} B, beyond payload {mem - payload:7.0f} B   (target <= 4096)")
+    print_memory(mem, args.runs)
+    print_memory(tuned, args.runs, listpack_value=LISTPACK_VALUE)
+
+
+def memory_only(runs: int) -> tuple[Memory, Memory]:
+    server = None
+    url = os.environ.get("REDIS_URL")
+    if not url:
+        server = EmbeddedRedis().start()
+        url = server.url
+    try:
+        return bench_memory(url, runs), bench_memory(url, runs, LISTPACK_VALUE)
+    finally:
+        if server:
+            server.close()
+
+
+def print_memory(mem: Memory, runs: int, *, breakdown: bool = False,
+                 listpack_value: int | None = None) -> None:
+    waiting = 100_000
+    config = (f"hash-max-listpack-value {listpack_value}" if listpack_value
+              else "Redis's default configuration")
+    print(f"redis memory per paused run, review posted to Slack, ~900 characters of evidence "
+          f"in its message ({runs} runs, {config}):")
+    print(f"  {mem.per_run:7.0f} B total, event payload {mem.payload:.0f} B, beyond payload "
+          f"{mem.beyond:7.0f} B   (target <= 3072)")
+    print(f"  {waiting:,} waiting reviews: {(mem.baseline + mem.per_run * waiting) / 2**20:7.0f} MB "
+          f"(extrapolated from {runs:,}; target < 300 MB)")
+    if breakdown:
+        print("  where it goes, bytes per run (MEMORY USAGE):")
+        for kind, used in mem.by_kind.items():
+            if used >= 1:
+                print(f"    {used:8.0f}  {kind}")
 
 
 if __name__ == "__main__":

@@ -3,7 +3,10 @@
 Where a review went is kept on its execution as the annotation ``slack:{step}``
 (a :class:`Delivery`): the messages posted (channel and ts), the approvers and
 requester as resolved (widened as the review escalates or is reassigned), and a
-copy of the review, so the messages can be rewritten once the run has moved on.
+copy of the review, so the messages can be rewritten once the run has moved on. The
+copy holds the message's hash and first line, not the message: the audit trail keeps
+it, and the rewrite reads it back from there (``Store.review_message``). The record is
+stored compressed (``Store.set_annotation``).
 Posting is idempotent per recipient: a retried job posts only where the last
 attempt did not get to. Everyone a posted review is shown to is indexed for
 ``/approvals all`` (:mod:`bot.visibility`), and taken out again when it closes. Elastic
@@ -20,7 +23,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Mapping
-from dataclasses import asdict, dataclass, replace
+from dataclasses import MISSING, asdict, dataclass, replace
 from datetime import datetime
 from typing import Any
 
@@ -42,7 +45,14 @@ from engine.notify import SYSTEM_TIMEOUT, Actor, ReviewClosed, ReviewRequest
 from engine.run import escalation
 from engine.run.engine import Engine
 from engine.state import audit
-from engine.state.execution import ExecutionState, ExecutionStatus, StepStatus, iso, parse_iso
+from engine.state.execution import (
+    ExecutionState,
+    ExecutionStatus,
+    StepStatus,
+    first_line,
+    iso,
+    parse_iso,
+)
 
 log = logging.getLogger(__name__)
 
@@ -81,21 +91,37 @@ class Delivery:
     failures: tuple[str, ...] = ()  # notifications refused for good (connector id and why)
 
     def to_json(self) -> dict[str, Any]:
-        data = asdict(self)
-        data["posts"] = [asdict(p) for p in self.posts]
+        """The record as stored: empty and default values left out, the review's copy
+        without its execution id (the record's own) and without its message, which the
+        audit trail keeps (see :func:`review_to_json`)."""
+        data: dict[str, Any] = {"execution_id": self.execution_id, "step": self.step,
+                                "since": self.since}
+        for name in ("approvers", "restricted", "shown", "requester", "sources", "sent",
+                     "failures"):
+            value = getattr(self, name)
+            if value:
+                data[name] = value
+        data["posts"] = [{k: v for k, v in asdict(p).items() if v} for p in self.posts]
+        # The copy's execution id, step and start are the record's own.
+        same = {"execution_id": self.execution_id, "step": self.step, "created_at": self.since}
+        data["review"] = {k: v for k, v in self.review.items()
+                          if k not in same or v != same[k]}
         return data
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> Delivery:
+        review = data.get("review") or {}
+        if review:
+            review = {"execution_id": str(data["execution_id"]), "step": str(data["step"]),
+                      "created_at": str(data["since"]), **review}
         return cls(
             execution_id=str(data["execution_id"]), step=str(data["step"]),
             since=str(data["since"]), approvers=tuple(data.get("approvers") or ()),
             restricted=bool(data.get("restricted")), shown=tuple(data.get("shown") or ()),
             requester=data.get("requester"),
             posts=tuple(Post(**p) for p in data.get("posts") or ()),
-            review=data.get("review") or {},
-            sources=tuple(data.get("sources") or (data.get("review") or {}).get("approvers")
-                          or ()),
+            review=review,
+            sources=tuple(data.get("sources") or review.get("approvers") or ()),
             sent=tuple(data.get("sent") or ()),
             failures=tuple(data.get("failures") or ()),
         )
@@ -177,18 +203,31 @@ def save_delivery(engine: Engine, delivery: Delivery) -> None:
 
 # -- the review as it was posted ---------------------------------------------------------------
 
+_REVIEW_DEFAULTS = {name: f.default for name, f in ReviewRequest.__dataclass_fields__.items()
+                    if f.default is not MISSING}
+
+
 def review_to_json(review: ReviewRequest) -> dict[str, Any]:
+    """A copy of ``review`` as posted, for rewriting its messages once the run has moved on:
+    default values left out, and its message as its first line (``title``) and hash; the
+    message itself is in the audit trail (:meth:`engine.state.store.Store.review_message`)."""
     data = asdict(review)
     for name in ("created_at", "due_at", "sla_due_at"):
         data[name] = iso(getattr(review, name))
-    return data
+    data["title"] = first_line(data.pop("message"))
+    return {k: v for k, v in data.items()
+            if k not in _REVIEW_DEFAULTS or v != _REVIEW_DEFAULTS[k] and v not in ((), [])}
 
 
-def review_from_json(data: Mapping[str, Any]) -> ReviewRequest:
+def review_from_json(data: Mapping[str, Any], message: str | None = None) -> ReviewRequest:
+    """The review a record's copy describes; its message is ``message`` when given, else
+    its first line (enough for a title)."""
     fields = dict(data)
+    title = fields.pop("title", None)
+    fields["message"] = message if message is not None else fields.get("message", title or "")
     for name in ("created_at", "due_at", "sla_due_at"):
         fields[name] = parse_iso(fields.get(name))
-    for name in ("approvers", "approvals", "audience", "handed"):
+    for name in ("approvers", "approvals", "audience", "handed", "channels"):
         fields[name] = tuple(fields.get(name) or ())
     return ReviewRequest(**fields)
 
@@ -472,7 +511,12 @@ class Deliverer:
     def mark_closed(self, delivery: Delivery, closed: ReviewClosed,
                     status: ExecutionStatus | None = None, *,
                     digests: set[tuple[str, str]] | None = None) -> int:
-        review = review_from_json(delivery.review)
+        copy = delivery.review
+        # The message as the reviewers saw it, from the audit trail, where it is stored once.
+        shown = self.engine.store.review_message(
+            delivery.execution_id, str(copy.get("message_sha256") or "")
+        ) if "message" not in copy else None
+        review = review_from_json(copy, shown)
         message = decided_message(review, explained(closed, review, status))
         return self.rewrite(delivery.posts, message, digests=digests)
 

@@ -21,13 +21,20 @@ event written with the key. What the key cannot tell apart is a trail that is sh
 from its first event: written before the key was set, or rewritten whole by someone
 without it; :attr:`Verification.keyed_from` says which part of a trail the key vouches
 for. Rotation is not supported: keyed links verify only with the key that wrote them.
+
+A review's message is stored once, here (``step.waiting_for_input``, with its
+``sha256``; see :mod:`engine.state.messages`). Above :data:`PACK_OVER` bytes an event's
+``message`` is stored compressed, as ``messageZ`` (zlib, then base64: JSON-safe text).
+The chain hashes the event as stored; :func:`decode` gives it back with ``message``.
 """
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import hmac
 import json
+import zlib
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -36,6 +43,8 @@ from engine.errors import SettingsInvalid
 from engine.state.execution import canonical
 
 GENESIS = "0" * 64
+PACK_OVER = 512  # bytes of message above which an event stores it compressed
+PACKED = "messageZ"
 KEYED = "hmac:"  # starts a link made with SIGNOFF_AUDIT_KEY; a bare sha256 link is 64 hex
 
 # Event types, as they appear in exports.
@@ -111,7 +120,7 @@ def chain(previous: str, events: Iterable[Mapping[str, Any]], key: bytes | None 
     linked = []
     head = previous
     for item in events:
-        body = canonical(item)
+        body = canonical(packed(item))
         head = link(head, body, key)
         linked.append((body, head))
     return linked, head
@@ -159,4 +168,23 @@ def split(stored: str) -> tuple[str, str]:
 
 
 def decode(entry_id: str, body: str, digest: str) -> AuditEntry:
-    return AuditEntry(id=entry_id, event=json.loads(body), hash=digest)
+    return AuditEntry(id=entry_id, event=unpacked(json.loads(body)), hash=digest)
+
+
+def packed(event: Mapping[str, Any]) -> Mapping[str, Any]:
+    """``event`` as stored: a long ``message`` compressed into ``messageZ``."""
+    message = event.get("message")
+    if not isinstance(message, str) or len(message.encode()) <= PACK_OVER:
+        return event
+    squeezed = base64.b64encode(zlib.compress(message.encode(), 6)).decode()
+    if len(squeezed) >= len(canonical(message)):
+        return event
+    return {**{k: v for k, v in event.items() if k != "message"}, PACKED: squeezed}
+
+
+def unpacked(event: dict[str, Any]) -> dict[str, Any]:
+    """An event as :func:`packed` stored it, with its ``message`` whole again."""
+    squeezed = event.pop(PACKED, None)
+    if isinstance(squeezed, str):
+        event["message"] = zlib.decompress(base64.b64decode(squeezed)).decode()
+    return event

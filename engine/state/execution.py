@@ -52,6 +52,18 @@ class StepStatus(StrEnum):
     SKIPPED = "SKIPPED"
 
 
+TITLE_MAX = 300  # characters of a message's first line kept with what waits on it
+
+
+def first_line(message: str) -> str:
+    """The first non-empty line of ``message`` as written (at most :data:`TITLE_MAX`
+    characters): what a review's title is made of (:attr:`engine.notify.ReviewRequest.title`)."""
+    for line in message.splitlines():
+        if line.strip().lstrip("#").strip():
+            return line[:TITLE_MAX]
+    return ""
+
+
 def utcnow() -> datetime:
     return datetime.now(UTC)
 
@@ -142,7 +154,14 @@ class StepResult:
 
 @dataclass(frozen=True)
 class Waiting:
-    """What a WAITING_FOR_INPUT execution waits for, stored under ``w``."""
+    """What a WAITING_FOR_INPUT execution waits for, stored under ``w``.
+
+    The message itself is stored once, in the audit trail's ``step.waiting_for_input``
+    event, with its SHA-256; ``w`` keeps that hash and the message's first line (what a
+    listing shows). :meth:`engine.state.store.Store.load` puts the message back from the
+    trail; a listing (``Store.load_reviews``) leaves ``message`` as that first line, with
+    ``complete`` False.
+    """
 
     step: str  # the step's name
     path: str  # the step instance's path (differs inside foreach)
@@ -161,17 +180,19 @@ class Waiting:
     approvals: tuple[Mapping[str, Any], ...] = ()  # quorum: approvals recorded so far
     audience: tuple[str, ...] = ()  # resolved user ids who may decide (set by the notifier)
     handed: tuple[str, ...] = ()  # who handed their seat on (reassigned it) and holds none
+    complete: bool = field(default=True, compare=False)  # False: message is its first line
 
     def to_json(self) -> str:
+        # "path" always: engine.run.reviews guards its commits on it.
         data: dict[str, Any] = {
             "step": self.step, "path": self.path, "type": self.step_type,
-            "message": self.message, "sha": self.message_sha256, "schema": self.schema,
-            "since": self.since, "approvers": self.approvers, "due": self.due_at,
-            "opt": self.options}
-        for key, value in (("lv", self.level), ("ldue", self.level_due),
-                           ("fdue", self.first_due), ("rem", self.remind_at),
-                           ("apv", self.approvals), ("aud", self.audience),
-                           ("hnd", self.handed)):
+            "ti": first_line(self.message), "sha": self.message_sha256, "schema": self.schema,
+            "since": self.since}
+        for key, value in (("approvers", self.approvers), ("due", self.due_at),
+                           ("opt", self.options), ("lv", self.level),
+                           ("ldue", self.level_due), ("fdue", self.first_due),
+                           ("rem", self.remind_at), ("apv", self.approvals),
+                           ("aud", self.audience), ("hnd", self.handed)):
             if value:
                 data[key] = value
         return dumps(data)
@@ -179,15 +200,18 @@ class Waiting:
     @classmethod
     def from_json(cls, text: str | bytes) -> Waiting:
         data = json.loads(text)
+        # Before the message was stored once, ``w`` held it whole.
+        complete = "message" in data
         return cls(step=data["step"], path=data["path"], step_type=data["type"],
-                   message=data["message"], message_sha256=data["sha"], schema=data["schema"],
+                   message=data["message"] if complete else str(data.get("ti") or ""),
+                   message_sha256=data["sha"], schema=data["schema"],
                    since=data["since"], approvers=tuple(data.get("approvers") or ()),
                    due_at=data.get("due"), options=data.get("opt") or {},
                    level=int(data.get("lv") or 0), level_due=data.get("ldue"),
                    first_due=data.get("fdue"), remind_at=data.get("rem"),
                    approvals=tuple(data.get("apv") or ()),
                    audience=tuple(data.get("aud") or ()),
-                   handed=tuple(data.get("hnd") or ()))
+                   handed=tuple(data.get("hnd") or ()), complete=complete)
 
     @property
     def next_deadline(self) -> str | None:

@@ -6,9 +6,10 @@
     signoff:lease:{id}      string  the worker currently advancing it (token, expiring)
     signoff:def:{digest}    string  a workflow definition's YAML, shared by its executions
     signoff:idx:all         zset    every execution, scored by start time (ms)
-    signoff:idx:st:{STATUS} zset    executions in a status, scored by start time (ms)
+    signoff:idx:st:{STATUS} zset    executions in a status, scored by start time (ms); those
+                                    WAITING_FOR_INPUT by when they started waiting: it is
+                                    also the waiting index (INDEX_WAITING), one index not two
     signoff:idx:wf:{name}   zset    executions of a workflow, scored by start time (ms)
-    signoff:idx:waiting     zset    executions waiting for input, scored by when they started waiting
     signoff:idx:timers      zset    every timer RQ holds (job name and args as JSON), by when it is
                                     due; workers run those RQ's scheduler has left overdue
     signoff:idx:approver:{U} zset   reviews user U may decide, scored by when they started waiting
@@ -57,11 +58,14 @@
 
 Execution hash fields: ``wf`` workflow name, ``d`` definition digest, ``st`` status,
 ``t0``/``t1`` started/finished (ISO 8601), ``t0ms`` started (epoch ms, its score in the
-indexes), ``ev`` event JSON, ``rb`` requested by, ``err`` run error, ``ah`` audit head
-hash, ``v`` variables JSON, ``w`` what it waits for (JSON), ``s:{path}`` one step's result
+indexes), ``ev`` event JSON (zlib-compressed above 512 bytes: engine.state.compact),
+``rb`` requested by, ``err`` run error, ``ah`` audit head hash, ``v`` variables JSON,
+``w`` what it waits for (JSON; its message's hash and first line, the message being in
+the audit trail: engine.state.messages), ``s:{path}`` one step's result
 (JSON), ``dec:{path}`` a decision (JSON), ``out`` the run's outputs (JSON, from
 ``workflow.output``), ``par`` a child's link to its parent (JSON), ``n:{key}`` a plug-in's
-annotation (JSON; the bot keeps its Slack messages under ``n:slack:{step}``).
+annotation (JSON, compressed above 512 bytes; the bot keeps where it posted a review under
+``n:slack:{step}``).
 """
 
 from __future__ import annotations
@@ -99,7 +103,6 @@ def definition(digest: str) -> str:
 
 
 INDEX_ALL = f"{PREFIX}idx:all"
-INDEX_WAITING = f"{PREFIX}idx:waiting"
 INDEX_RUNNING = f"{PREFIX}idx:running"
 INDEX_TIMERS = f"{PREFIX}idx:timers"
 # Timers due beyond the scheduling horizon: no RQ job yet; a worker's sweep schedules each
@@ -114,6 +117,13 @@ def status_channel(execution_id: str) -> str:
 
 def index_status(status: str) -> str:
     return f"{PREFIX}idx:st:{status}"
+
+
+# Executions waiting for input, scored by when they started waiting: the status index of
+# WAITING_FOR_INPUT. The commit script moves a run into its status index (scored by its
+# start), then adds it to the waiting index (scored by when it started waiting), so one
+# sorted set serves both.
+INDEX_WAITING = index_status("WAITING_FOR_INPUT")
 
 
 def index_workflow(name: str) -> str:

@@ -11,6 +11,10 @@ The audit events are hashed here, in Python, before the script appends them: wit
 audit key (``SIGNOFF_AUDIT_KEY``) each link is an HMAC under it (:mod:`engine.state.audit`),
 and the key never goes to Redis.
 
+Large texts are stored once and compressed: a review's message in its audit event, read
+back into what the run waits on when it is loaded (:mod:`engine.state.messages`), the
+event and the plug-ins' large annotations with zlib (:mod:`engine.state.compact`).
+
 A store is also the :class:`engine.state.indexes.Indexes` the listings read and the
 worker side keeps its timers in. Plug-ins' small values and the API tokens' records
 (:mod:`engine.state.tokens`) go through here too, so a Redis that cannot be reached is
@@ -40,7 +44,7 @@ from engine.errors import (
     TokenExists,
     TokenNotFound,
 )
-from engine.state import audit, keys, lua
+from engine.state import audit, compact, keys, lua, messages
 from engine.state.execution import (
     ChildReport,
     Decision,
@@ -124,6 +128,7 @@ class Store(Indexes):
         self._cas = client.register_script(lua.COMPARE_AND_SET)
         self._add_token = client.register_script(lua.ADD_TOKEN)
         self._revoke_token = client.register_script(lua.REVOKE_TOKEN)
+        self._load_with_message = client.register_script(messages.LOAD_WITH_MESSAGE)
 
     # -- definitions -------------------------------------------------------------------------
 
@@ -144,7 +149,8 @@ class Store(Indexes):
         started_ms = _ms(state.started_at)
         fields: dict[Any, Any] = {
             "wf": state.workflow, "d": state.digest, "st": state.status.value,
-            "t0": state.started_at, "t0ms": str(started_ms), "ev": dumps(state.event),
+            "t0": state.started_at, "t0ms": str(started_ms),
+            "ev": compact.pack(dumps(state.event)),
             "ah": head,
         }
         if state.requested_by:
@@ -171,14 +177,34 @@ class Store(Indexes):
     # -- read --------------------------------------------------------------------------------
 
     def load(self, execution_id: str) -> ExecutionState:
-        raw = self._call(self.redis.hgetall, keys.execution(execution_id))
+        """The execution, its review's message (when it waits for input) read back from its
+        audit trail in the same round trip."""
+        raw, trail = self._call(self._load_with_message,
+                                keys=[keys.execution(execution_id), keys.audit(execution_id)])
         if not raw:
             raise ExecutionNotFound(execution_id)
-        return _state_from_hash(execution_id, raw)
+        state = _state_from_hash(execution_id, dict(zip(raw[::2], raw[1::2], strict=True)))
+        _complete(state, trail)
+        return state
+
+    def review_message(self, execution_id: str, sha256: str) -> str | None:
+        """The message a review of the execution showed its reviewers, known by its SHA-256,
+        from the audit trail (where it is stored once); None when the trail has no such
+        message."""
+        rows = self._call(self.redis.lrange, keys.audit(execution_id), 0, -1)
+        return messages.find(rows, sha256)
+
+    def _complete_message(self, state: ExecutionState) -> None:
+        """Put the review's message back into ``state.waiting`` when it holds only its
+        first line (a second round trip, for runs that wait for input)."""
+        waiting = state.waiting
+        if waiting is not None and not waiting.complete:
+            _complete(state, self._call(self.redis.lrange, keys.audit(state.id), 0, -1))
 
     def load_reviews(self, ids: Sequence[str]) -> list[ExecutionState | None]:
         """Executions as a review listing needs them (workflow, status, start, requester,
-        what they wait for), in one round trip; None for those that are gone."""
+        what they wait for), in one round trip; None for those that are gone. Their review's
+        message is its first line (``Waiting.complete`` is False): :meth:`load` reads it whole."""
         pipe = self.redis.pipeline(transaction=False)
         for execution_id in ids:
             pipe.hmget(keys.execution(execution_id), *_REVIEW_FIELDS)
@@ -194,7 +220,8 @@ class Store(Indexes):
         pipe = self.redis.pipeline(transaction=False)
         for execution_id in ids:
             pipe.hget(keys.execution(execution_id), keys.annotation_field(key))
-        return [json.loads(raw) if raw is not None else None for raw in self._call(pipe.execute)]
+        return [json.loads(compact.unpack(raw)) if raw is not None else None
+                for raw in self._call(pipe.execute)]
 
     def exists(self, execution_id: str) -> bool:
         return bool(self._call(self.redis.exists, keys.execution(execution_id)))
@@ -325,15 +352,16 @@ class Store(Indexes):
     # -- annotations -------------------------------------------------------------------------
 
     def set_annotation(self, execution_id: str, key: str, value: Any) -> None:
-        """Set field ``n:{key}`` (JSON) of an existing execution; plug-ins keep state here."""
+        """Set field ``n:{key}`` (JSON, compressed above 512 bytes: engine.state.compact) of
+        an existing execution; plug-ins keep state here."""
         written = self._call(self._annotate, keys=[keys.execution(execution_id)],
-                             args=[keys.annotation_field(key), dumps(value)])
+                             args=[keys.annotation_field(key), compact.pack(dumps(value))])
         if not written:
             raise ExecutionNotFound(execution_id)
 
     def annotation(self, execution_id: str, key: str) -> Any:
         raw = self._call(self.redis.hget, keys.execution(execution_id), keys.annotation_field(key))
-        return json.loads(raw) if raw is not None else None
+        return json.loads(compact.unpack(raw)) if raw is not None else None
 
     # -- children (engine.run.children) ------------------------------------------------------
 
@@ -361,7 +389,9 @@ class Store(Indexes):
                 self.release_lease(execution_id, token)
             self.forget_runnable(execution_id)
             raise ExecutionNotFound(execution_id)
-        return (token if acquired else None), _state_from_hash(execution_id, raw)
+        state = _state_from_hash(execution_id, raw)
+        self._complete_message(state)
+        return (token if acquired else None), state
 
     def _taking_lease(self, execution_id: str, ttl_ms: int) -> tuple[str, Any]:
         """A new lease token, and a transaction that takes the lease with it (if free) and
@@ -493,7 +523,11 @@ class Store(Indexes):
 
 
 def _state_from_hash(execution_id: str, raw: Mapping[bytes, bytes]) -> ExecutionState:
-    data = {k.decode(): v.decode() for k, v in raw.items()}
+    # Annotations (n:…) are the plug-ins' (Store.annotation), possibly compressed.
+    data = {k.decode(): v.decode() for k, v in raw.items()
+            if k != b"ev" and not k.startswith(b"n:")}
+    if b"ev" in raw:
+        data["ev"] = compact.unpack(raw[b"ev"])
     results: dict[str, StepResult] = {}
     decisions: dict[str, Decision] = {}
     for name, value in data.items():
@@ -519,6 +553,16 @@ _STATUS_NAMES = [status.value for status in ExecutionStatus]  # COMMIT's ARGV[4 
 _STATUS_INDEXES = [keys.index_status(name) for name in _STATUS_NAMES]  # its KEYS[6 ..]
 _FIRST_NAMED_KEY = 6 + len(_STATUS_INDEXES)  # Lua counts KEYS from 1
 _REVIEW_FIELDS = ("wf", "d", "st", "t0", "rb", "w")  # wf first: None means gone
+
+
+def _complete(state: ExecutionState, trail: Sequence[bytes]) -> None:
+    """Put the message back into ``state.waiting`` from its audit ``trail``, if found there."""
+    waiting = state.waiting
+    if waiting is None or waiting.complete:
+        return
+    found = messages.find(trail, waiting.message_sha256)
+    if found is not None:
+        state.waiting = waiting.evolve(message=found, complete=True)
 
 
 def _ms(iso_text: str) -> int:

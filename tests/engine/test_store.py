@@ -51,8 +51,11 @@ def test_commit_moves_the_status_indexes_and_writes_each_entry_to_its_own_index(
 
     assert result.ok and result.status == "WAITING_FOR_INPUT"
     assert members(redis_client, keys.index_status("RUNNING")) == {}
-    assert members(redis_client, keys.index_status("WAITING_FOR_INPUT")) == {state.id: STARTED_MS}
+    # One index, not two: the status index of WAITING_FOR_INPUT is the waiting index,
+    # scored by when the run started waiting.
+    assert keys.index_status("WAITING_FOR_INPUT") == keys.INDEX_WAITING
     assert members(redis_client, keys.INDEX_WAITING) == {state.id: 7}
+    assert STARTED_MS != 7
     assert members(redis_client, "signoff:idx:approver:U0ALICE") == {state.id: 5}
     assert members(redis_client, "signoff:idx:approver:U0BOB") == {state.id: 6}
     assert members(redis_client, keys.INDEX_TIMERS) == {"timer-a": 9, "timer-b": 10}

@@ -1,0 +1,62 @@
+"""The delivery record keeps where a review was posted, not the review's text: the message
+is in the audit trail alone, and the rewrite after a decision reads it back from there."""
+
+from __future__ import annotations
+
+from bot.blocks import ACTION_APPROVE
+from bot.delivery import Delivery, load_delivery, review_from_json
+from engine.state import compact, keys
+from tests.bot.conftest import ISOLATE, REVIEWS, Signoff
+
+EVIDENCE = "c2-beacon-" + "3f9a0c7e51d2" * 40  # one word: Slack's blocks keep it whole
+WITH_EVIDENCE = ISOLATE.replace("**Rule:** {{ event.rule }}",
+                                "**Rule:** {{ event.rule }}\n        {{ event.evidence }}")
+
+
+def test_the_record_holds_channel_and_ts_and_the_closed_message_keeps_the_evidence(
+        signoff: Signoff):
+    execution_id = signoff.run(WITH_EVIDENCE, {"host": "web-01", "rule": "beaconing",
+                                               "evidence": EVIDENCE})
+    [posted] = signoff.messages()
+    assert EVIDENCE in str(posted["blocks"])
+
+    raw = signoff.runtime.engine.store.redis.hget(keys.execution(execution_id),
+                                                  keys.annotation_field("slack:review"))
+    assert raw is not None
+    record = compact.unpack(raw)
+    assert EVIDENCE not in record and "blocks" not in record
+    delivery = load_delivery(signoff.engine, execution_id, "review")
+    assert delivery is not None
+    assert [(p.channel, p.ts) for p in delivery.posts] == [(REVIEWS, posted["ts"])]
+    assert delivery.review["title"] == "## Isolate `{{ event.host }}`?".replace(
+        "{{ event.host }}", "web-01")
+    assert delivery.review["execution_id"] == execution_id
+
+    assert signoff.driver.click("U0ALICE", (REVIEWS, posted["ts"]), ACTION_APPROVE).ok
+    signoff.drain()
+    [closed] = signoff.messages()
+    assert closed["ts"] == posted["ts"]
+    assert EVIDENCE in str(closed["blocks"])  # read back from the audit trail
+    assert not any(block["type"] == "actions" for block in closed["blocks"])
+    assert signoff.engine.verify_audit(execution_id).ok
+
+
+def test_a_record_written_before_keeps_reading_with_its_copy_of_the_message():
+    older = {"execution_id": "x-1", "step": "review", "since": "2026-01-01T00:00:00.000Z",
+             "approvers": ["U0ALICE"], "restricted": True, "shown": ["U0ALICE"],
+             "requester": None, "posts": [{"to": REVIEWS, "channel": REVIEWS, "ts": "1.2",
+                                           "lead": ""}],
+             "review": {"execution_id": "x-1", "workflow": "isolate-host", "step": "review",
+                        "step_type": "waitForInput", "message": "## Isolate?\nall the evidence",
+                        "message_sha256": "ab", "schema": {},
+                        "created_at": "2026-01-01T00:00:00.000Z", "approvers": ["U0ALICE"],
+                        "channel": None, "level": 0},
+             "sources": ["U0ALICE"], "sent": [], "failures": []}
+    delivery = Delivery.from_json(older)
+    review = review_from_json(delivery.review)
+    assert review.message == "## Isolate?\nall the evidence"
+    assert review.title == "Isolate?"
+    again = Delivery.from_json(delivery.to_json())
+    assert again.posts == delivery.posts and again.approvers == ("U0ALICE",)
+    assert review_from_json(again.review, "whole").message == "whole"
+    assert review_from_json(again.review).message == "## Isolate?\nall the evidence"
