@@ -212,16 +212,19 @@ def _bench_memory(client: Any, redis_url: str, runs: int) -> Memory:
     from bot.notifier import SlackNotifier
     from bot.outbox import QUEUE as SLACK_QUEUE
     from bot.settings import BotSettings
-    from slack_emulator import SlackEmulator
+    from slack_emulator import PostingLimit, SlackEmulator
     from slack_emulator.workspace import REVIEWS_CHANNEL
 
-    with SlackEmulator() as slack:
+    # Each review posted as a message of its own, as when reviews come one by one: no
+    # posting limit, no digest (benchmarks/storm.py measures those).
+    with SlackEmulator(posting_limit=PostingLimit.off()) as slack:
         settings = Settings(redis_url=redis_url)
         rt = build_runtime(settings, client, notifier=SlackNotifier(settings, client))
         install_runtime(rt)
         install_bot_runtime(build_bot_runtime(
             BotSettings(bot_token=slack.bot_token, signing_secret=slack.signing_secret,
-                        channel=REVIEWS_CHANNEL, api_url=slack.api_url), rt.engine))
+                        channel=REVIEWS_CHANNEL, api_url=slack.api_url, digest_after=0),
+            rt.engine))
         workflow = parse_workflow(PAUSING)
         queues = [settings.queue, SLACK_QUEUE]
 
