@@ -179,6 +179,31 @@ if redis.call('SET', KEYS[2], '1', 'NX', 'PX', ARGV[1]) then return 1 end
 return 0
 """
 
+# INBOX_RING: append tasks to an inbox and, unless a drain is queued already, queue one: the
+# queue's drain job, one RQ job kept per queue, pushed on its RQ queue (Inbox.put and
+# Inbox.ensure_drain with an RQ drain job; engine.worker.scheduler). Claiming the flag and
+# queueing the drain are one step, so a put inside another transaction (an execution's
+# creation) needs no second round trip. KEYS[1] the inbox list, KEYS[2] its drain flag,
+# KEYS[3] the set of inboxes, KEYS[4] the RQ queue's list, KEYS[5] RQ's set of queues,
+# KEYS[6] the drain job's hash; ARGV[1] the flag's lifetime (ms), ARGV[2] the queue name,
+# ARGV[3] the RQ queue's key (its member in KEYS[5]), ARGV[4] the drain job's id, ARGV[5]
+# n, the number of items that follow for the job's hash, ARGV[6 .. 5+n] its fields and
+# values (written again at each ring: a job RQ deleted or marked failed is whole again),
+# ARGV[6+n ..] the tasks (JSON; none to only queue a drain). Returns 1 when a drain was
+# queued, 0 when one was queued already.
+INBOX_RING = """
+local n = tonumber(ARGV[5])
+if #ARGV > 5 + n then
+  redis.call('RPUSH', KEYS[1], unpack(ARGV, 6 + n))
+  redis.call('SADD', KEYS[3], ARGV[2])
+end
+if not redis.call('SET', KEYS[2], '1', 'NX', 'PX', ARGV[1]) then return 0 end
+redis.call('HSET', KEYS[6], unpack(ARGV, 6, 5 + n))
+redis.call('RPUSH', KEYS[4], ARGV[4])
+redis.call('SADD', KEYS[5], ARGV[3])
+return 1
+"""
+
 # INBOX_NEXT: acknowledge the previous task (if any), keep the heartbeat and the drain's
 # place among the takers (a sweep drops a drain whose heartbeat lapsed during one long
 # task), take the next task (Inbox.drain). KEYS[1] the inbox list, KEYS[2] the drain's
