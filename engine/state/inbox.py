@@ -27,9 +27,11 @@ therefore runs at least once and must be safe to run twice (a decision is: the
 engine's guards turn the second into "already decided").
 
 Each move is one Lua script (in :mod:`engine.state.lua`): ``INBOX_PUT`` appends tasks
-and claims the "drain queued" flag (1: the caller enqueues the drain); ``INBOX_NEXT``
+and claims the "drain queued" flag (1: the caller enqueues the drain; ``INBOX_RING``
+queues the RQ drain job itself); ``INBOX_START`` begins a drain; ``INBOX_NEXT``
 acknowledges the task just run and moves the next to the drain's own list (nil: the
-inbox is empty; -1: a queue the worker serves first has a job, so the drain yields);
+inbox is empty, and the drain has ended; -1: a queue the worker serves first has a job,
+so the drain yields);
 ``INBOX_RECOVER`` puts a dead drain's tasks back (how many; -1: its heartbeat is alive).
 
 A task may return a follow-up, a callable run after the task is acknowledged: work the
@@ -169,6 +171,7 @@ class Inbox:
         self.clock = clock  # seconds since the epoch: when a failed task is due again
         self._put = connection.register_script(lua.INBOX_PUT)
         self._ring_script = connection.register_script(lua.INBOX_RING)
+        self._start = connection.register_script(lua.INBOX_START)
         self._next = connection.register_script(lua.INBOX_NEXT)
         self._recover = connection.register_script(lua.INBOX_RECOVER)
         self._later = connection.register_script(lua.INBOX_LATER)
@@ -244,21 +247,22 @@ class Inbox:
         """
         taker = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         taking, alive = keys.inbox_taking(taker), keys.inbox_alive(taker)
-        pipe = self.redis.pipeline()
-        pipe.delete(self.drain_flag)  # from now on, a new task queues another drain
-        pipe.set(alive, "1", px=ALIVE_MS)
-        pipe.sadd(self.takers, taker)
-        pipe.execute()
-        self.move_due()
+        # One script: the flag given up (a new task now queues another drain), the
+        # heartbeat started, and the tasks whose next try is due moved back.
+        moved = int(self._start(keys=[self.drain_flag, alive, self.takers, self.later, self.key],
+                                args=[ALIVE_MS, taker, int(self.clock() * 1000), DUE_BATCH]))
+        if moved >= DUE_BATCH:
+            self.move_due()
         deadline = time.monotonic() + max_seconds
         done, finished, empty, stopped = 0, b"", False, False  # finished: ran, not acknowledged
+        ended = False  # the last INBOX_NEXT found the inbox empty and ended the drain
         try:
             while done < max_tasks and time.monotonic() < deadline:
                 raw = self._next(keys=[self.key, taking, alive, self.takers, *yield_to],
-                                 args=[finished, ALIVE_MS, taker])
+                                 args=[finished, ALIVE_MS, taker, "1"])
                 finished = b""
                 if raw is None or raw == -1:
-                    empty = raw is None
+                    empty = ended = raw is None
                     break
                 ran, follow_up, later = self._run(raw, taking)
                 finished = b"" if later else raw  # a task due later is off our list already
@@ -272,13 +276,14 @@ class Inbox:
         finally:
             # A task cut short (the worker told to stop at once) stays in the taking list:
             # with the heartbeat gone, the next sweep puts it back.
-            pipe = self.redis.pipeline()
-            if finished:
-                pipe.lrem(taking, 1, cast(str, finished))
-            pipe.delete(alive)
-            if stopped:
-                pipe.srem(self.takers, taker)
-            pipe.execute()
+            if not ended:
+                pipe = self.redis.pipeline()
+                if finished:
+                    pipe.lrem(taking, 1, cast(str, finished))
+                pipe.delete(alive)
+                if stopped:
+                    pipe.srem(self.takers, taker)
+                pipe.execute()
         if not empty and self.pending():
             self.ensure_drain()  # out of budget, or yielding: another job goes on
         return done

@@ -6,6 +6,7 @@ overdue timers) and advances scheduled triggers."""
 from __future__ import annotations
 
 import logging
+import time
 from datetime import timedelta
 from typing import Any
 
@@ -13,11 +14,13 @@ from rq import Queue, SimpleWorker
 from rq.timeouts import JobTimeoutException
 from rq.worker import WorkerStatus
 
+from engine.state import lua
 from engine.worker.runtime import runtime
 from engine.worker.scheduler import JOB_TIMEOUT, RQScheduler, drain_job_id
 
 log = logging.getLogger(__name__)
 
+CHAIN_SECONDS = 10.0  # drains run one after another before RQ's loop (heartbeat, sweep) again
 _working: dict[str, SimpleWorker] = {}  # the SignoffWorker running a job in this process
 
 
@@ -60,6 +63,7 @@ class SignoffWorker(SimpleWorker):
         # the sweep interval, so runs of a dead worker are picked up even when all is quiet.
         kwargs.setdefault("worker_ttl", int(kwargs["maintenance_interval"]) + 15)
         super().__init__(*args, **kwargs)
+        self._next_drain_script: Any = None
 
     def work(self, burst: bool = False, *args: Any, **kwargs: Any) -> bool:
         self._burst = burst
@@ -111,12 +115,33 @@ class SignoffWorker(SimpleWorker):
             pipe.lrem(queue.intermediate_queue_key, 1, job.id)
         self.set_state(WorkerStatus.BUSY, pipeline=pipe)  # a stop signal now waits for it
         pipe.execute()
-        try:
-            with self.death_penalty_class(JOB_TIMEOUT, JobTimeoutException, job_id=job.id):
-                drain(queue.name)
-        except Exception:
-            log.exception("the drain of inbox %s failed; its task waits for the sweep",
-                          queue.name)
+        # When the first job waiting on this worker's queues is a drain too (a click's
+        # drain queued the rewrite of its Slack message), run it now: RQ's loop would cost
+        # it ~8 round trips more. Back to RQ's loop for any other job, and after a while.
+        until = time.monotonic() + CHAIN_SECONDS
+        while True:
+            try:
+                with self.death_penalty_class(JOB_TIMEOUT, JobTimeoutException, job_id=job.id):
+                    drain(queue.name)
+            except Exception:
+                log.exception("the drain of inbox %s failed; its task waits for the sweep",
+                              queue.name)
+            if self._stop_requested or time.monotonic() > until:
+                return
+            following = self._next_drain()
+            if following is None:
+                return
+            queue = following
+
+    def _next_drain(self) -> Queue | None:
+        """The queue whose drain job is the first job waiting on this worker's queues
+        (taken off it), or None (NEXT_DRAIN)."""
+        if self._next_drain_script is None:
+            self._next_drain_script = self.connection.register_script(lua.NEXT_DRAIN)
+        queues = list(self.queues)
+        found = int(self._next_drain_script(keys=[q.key for q in queues],
+                                            args=[drain_job_id(q.name) for q in queues]))
+        return queues[found - 1] if found else None
 
     def run_maintenance_tasks(self) -> None:
         super().run_maintenance_tasks()
