@@ -267,7 +267,7 @@ class Inbox:
                 ran, follow_up, later = self._run(raw, taking)
                 finished = b"" if later else raw  # a task due later is off our list already
                 done += ran
-                if follow_up is not None:
+                if callable(follow_up):  # a task's other return values are not followed
                     # Acknowledge first: the follow-up is durable work with its own recovery.
                     self.redis.lrem(taking, 1, cast(str, raw))  # redis-py takes bytes too
                     finished = b""
