@@ -2,6 +2,7 @@
 
     python benchmarks/slack.py [--reviews 200] [--concurrency 32] [--workers 1]
                                [--load-processes 4] [--client raw|httpx] [--warmup N]
+                               [--lone 100]
 
 Starts a private Redis (REDIS_URL when set), the Slack emulator, the web process
 (the app ``signoff serve`` serves, from ``engine.cli.build_web_app``, on uvicorn in
@@ -23,7 +24,11 @@ much CPU each group of processes used in each phase (a load generator near 100%
 of its cores would be measuring itself). The web process and Bolt are warmed up
 first with ``--warmup`` (default ``--concurrency``) clicks on extra reviews: a web
 process lives long, its first click calls auth.test and its thread pool grows on
-demand. Stops everything it started, also on Ctrl-C.
+demand. Then ``--lone`` more clicks are sent one at a time, each once the last one's
+run has finished and its message was rewritten, as people click, and as many bare RQ
+no-op jobs are enqueued one at a time on the same worker, in alternating halves: it
+prints the workers' CPU per lone click, per lone bare job, and their ratio (target
+<= 1.0). Stops everything it started, also on Ctrl-C.
 """
 
 from __future__ import annotations

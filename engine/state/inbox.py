@@ -248,18 +248,25 @@ class Inbox:
         taker = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         taking, alive = keys.inbox_taking(taker), keys.inbox_alive(taker)
         # One script: the flag given up (a new task now queues another drain), the
-        # heartbeat started, and the tasks whose next try is due moved back.
-        moved = int(self._start(keys=[self.drain_flag, alive, self.takers, self.later, self.key],
-                                args=[ALIVE_MS, taker, int(self.clock() * 1000), DUE_BATCH]))
-        if moved >= DUE_BATCH:
-            self.move_due()
+        # heartbeat started, the tasks whose next try is due moved back, the first taken.
+        take = "1" if max_seconds > 0 and max_tasks > 0 else "0"
+        moved, first = self._start(
+            keys=[self.drain_flag, alive, self.takers, self.later, self.key, taking, *yield_to],
+            args=[ALIVE_MS, taker, int(self.clock() * 1000), DUE_BATCH, take])
         deadline = time.monotonic() + max_seconds
         done, finished, empty, stopped = 0, b"", False, False  # finished: ran, not acknowledged
-        ended = False  # the last INBOX_NEXT found the inbox empty and ended the drain
+        ended = False  # the last script found the inbox empty and ended the drain
         try:
-            while done < max_tasks and time.monotonic() < deadline:
-                raw = self._next(keys=[self.key, taking, alive, self.takers, *yield_to],
-                                 args=[finished, ALIVE_MS, taker, "1"])
+            if int(moved) >= DUE_BATCH:
+                self.move_due()
+            while True:
+                if first != -2:  # taken by INBOX_START
+                    raw, first = (None if first == 0 else first), -2
+                elif done < max_tasks and time.monotonic() < deadline:
+                    raw = self._next(keys=[self.key, taking, alive, self.takers, *yield_to],
+                                     args=[finished, ALIVE_MS, taker, "1"])
+                else:
+                    break
                 finished = b""
                 if raw is None or raw == -1:
                     empty = ended = raw is None

@@ -226,11 +226,15 @@ return 0
 
 # INBOX_START: a drain begins (Inbox.drain): give up the "drain queued" flag (from now on
 # a new task queues another drain), start the drain's heartbeat, add it to the inbox's
-# takers, and move the tasks of the "later" set that have come due to the tail of the inbox
-# (as INBOX_DUE). KEYS[1] the drain flag, KEYS[2] the drain's heartbeat, KEYS[3] the
-# inbox's takers, KEYS[4] the inbox's "later" set, KEYS[5] the inbox list; ARGV[1] the
-# heartbeat's lifetime (ms), ARGV[2] the drain's name, ARGV[3] now (ms since the epoch),
-# ARGV[4] at most how many to move. Returns how many tasks were moved.
+# takers, move the tasks of the "later" set that have come due to the tail of the inbox (as
+# INBOX_DUE), and take the first task (as INBOX_NEXT). KEYS[1] the drain flag, KEYS[2] the
+# drain's heartbeat, KEYS[3] the inbox's takers, KEYS[4] the inbox's "later" set, KEYS[5]
+# the inbox list, KEYS[6] the drain's taking list, KEYS[7 ..] the RQ queues the worker
+# serves first; ARGV[1] the heartbeat's lifetime (ms), ARGV[2] the drain's name, ARGV[3]
+# now (ms since the epoch), ARGV[4] at most how many to move, ARGV[5] '1' to take the first
+# task. Returns {how many tasks were moved, the first task (moved to the taking list), or 0
+# when the inbox is empty (the drain has ended: heartbeat deleted, out of the takers), -1
+# when a queue in KEYS[7 ..] has jobs waiting, -2 when not asked to take one}.
 INBOX_START = """
 redis.call('DEL', KEYS[1])
 redis.call('SET', KEYS[2], '1', 'PX', ARGV[1])
@@ -241,7 +245,17 @@ for _, member in ipairs(due) do
   redis.call('RPUSH', KEYS[5], string.sub(member, bar + 1))
   redis.call('ZREM', KEYS[4], member)
 end
-return #due
+if ARGV[5] ~= '1' then return {#due, -2} end
+for i = 7, #KEYS do
+  if redis.call('LLEN', KEYS[i]) > 0 then return {#due, -1} end
+end
+local task = redis.call('LMOVE', KEYS[5], KEYS[6], 'LEFT', 'RIGHT')
+if not task then
+  redis.call('DEL', KEYS[2])
+  redis.call('SREM', KEYS[3], ARGV[2])
+  return {#due, 0}
+end
+return {#due, task}
 """
 
 # INBOX_NEXT: acknowledge the previous task (if any), keep the heartbeat and the drain's
