@@ -10,6 +10,7 @@ import time
 from datetime import timedelta
 from typing import Any
 
+import redis
 from rq import Queue, SimpleWorker
 from rq.timeouts import JobTimeoutException
 from rq.worker import WorkerStatus
@@ -114,7 +115,10 @@ class SignoffWorker(SimpleWorker):
             # it off as the job starts, and so do we.
             pipe.lrem(queue.intermediate_queue_key, 1, job.id)
         self.set_state(WorkerStatus.BUSY, pipeline=pipe)  # a stop signal now waits for it
-        pipe.execute()
+        try:
+            pipe.execute()
+        except redis.RedisError:  # the drain tries Redis again, and has its own recovery
+            log.exception("could not mark worker %s busy", self.name)
         # When the first job waiting on this worker's queues is a drain too (a click's
         # drain queued the rewrite of its Slack message), run it now: RQ's loop would cost
         # it ~8 round trips more. Back to RQ's loop for any other job, and after a while.
@@ -128,7 +132,11 @@ class SignoffWorker(SimpleWorker):
                               queue.name)
             if self._stop_requested or time.monotonic() > until:
                 return
-            following = self._next_drain()
+            try:
+                following = self._next_drain()
+            except redis.RedisError:  # RQ's loop dequeues it, or the sweep queues another
+                log.exception("could not look for the next drain job")
+                return
             if following is None:
                 return
             queue = following
