@@ -95,3 +95,19 @@ def test_an_ordinary_job_waiting_first_sends_the_worker_back_to_rqs_loop(runtime
         burst=True, logging_level="WARNING")
 
     assert ran(redis_client) == ["click", "click-job", "click-elsewhere"]
+
+
+def test_a_drain_job_whose_hash_was_deleted_is_whole_again_at_the_next_ring(runtime,
+                                                                              redis_client, work):
+    queue = Queue(runtime.settings.queue, connection=redis_client)
+    first = runtime.engine.run(FIVE, {"n": 1})
+    work()
+    # As `rq empty`, or a plain RQ worker that ran the job and dropped it (result_ttl 0), would.
+    redis_client.delete(Job.key_for(drain_job_id(queue.name)))
+
+    again = runtime.engine.run(FIVE, {"n": 2})
+    work()
+
+    assert runtime.engine.get(first).status is ExecutionStatus.COMPLETED
+    assert runtime.engine.get(again).status is ExecutionStatus.COMPLETED
+    assert redis_client.exists(Job.key_for(drain_job_id(queue.name)))
