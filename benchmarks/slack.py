@@ -2,6 +2,7 @@
 
     python benchmarks/slack.py [--reviews 200] [--concurrency 32] [--workers 1]
                                [--load-processes 4] [--client raw|httpx] [--warmup N]
+                               [--lone 100]
 
 Starts a private Redis (REDIS_URL when set), the Slack emulator, the web process
 (the app ``signoff serve`` serves, from ``engine.cli.build_web_app``, on uvicorn in
@@ -23,7 +24,11 @@ much CPU each group of processes used in each phase (a load generator near 100%
 of its cores would be measuring itself). The web process and Bolt are warmed up
 first with ``--warmup`` (default ``--concurrency``) clicks on extra reviews: a web
 process lives long, its first click calls auth.test and its thread pool grows on
-demand. Stops everything it started, also on Ctrl-C.
+demand. Then ``--lone`` more clicks are sent one at a time, each once the last one's
+run has finished and its message was rewritten, as people click, and as many bare RQ
+no-op jobs are enqueued one at a time on the same worker, in alternating halves: it
+prints the workers' CPU per lone click, per lone bare job, and their ratio (target
+<= 1.0). Stops everything it started, also on Ctrl-C.
 """
 
 from __future__ import annotations
@@ -74,6 +79,9 @@ NEXT_STEP_TARGET = 0.5  # seconds
 SETTLE_TIMEOUT = 60.0
 STARVED_BELOW = 0.6  # share of a core the busy web process gets on a machine of its own
 STOP_TIMEOUT = 5.0  # seconds each process gets to stop before SIGKILL
+LONE_TARGET = 1.0  # a lone click's worker CPU, in bare RQ no-op jobs
+LONE_POLL = 0.005  # seconds between looks while a lone click or job settles
+LONE_PAUSE = 0.05  # seconds after it settled, before the next
 
 ONE_CLICK = """
 name: bench-one-click
@@ -276,12 +284,13 @@ def at_noop(requests: Sequence[PreparedRequest], base_url: str, count: int) -> l
 
 # -- waiting ------------------------------------------------------------------------------------
 
-def wait_until(check: Callable[[], bool], what: str, timeout: float = SETTLE_TIMEOUT) -> None:
+def wait_until(check: Callable[[], bool], what: str, timeout: float = SETTLE_TIMEOUT,
+               poll: float = 0.05) -> None:
     deadline = time.monotonic() + timeout
     while not check():
         if time.monotonic() > deadline:
             raise RuntimeError(f"timed out after {timeout:.0f}s waiting for {what}")
-        time.sleep(0.05)
+        time.sleep(poll)
 
 
 def wait_posted(rt: Runtime, ids: Sequence[str]) -> None:
@@ -396,9 +405,73 @@ class Results:
     next_step: list[float]
     worker_cpu: float  # seconds per click: deciding, continuing the run, updating the message
     delivery_bytes: float  # the bot's record of a posted review, on the execution
+    lone: Lone | None = None
 
 
-def bench(stack: Stack, *, reviews: int, concurrency: int, warmup: int) -> Results:
+@dataclass(frozen=True)
+class Lone:
+    """Clicks sent one at a time, each after the last one's run finished and its message was
+    updated, against bare RQ no-op jobs enqueued one at a time on the same worker."""
+
+    count: int
+    click_cpu: float  # the worker's CPU seconds per lone click
+    job_cpu: float  # the worker's CPU seconds per lone bare RQ job
+
+    @property
+    def ratio(self) -> float:
+        return self.click_cpu / self.job_cpu
+
+
+def lone_clicks(stack: Stack, rt: Runtime, ids: Sequence[str],
+                clicks: Sequence[PreparedRequest]) -> Lone:
+    """The worker's CPU per click when clicks come alone (as people click), and per bare RQ
+    no-op job enqueued alone on the same worker, in alternating rounds."""
+    emulator = stack.emulator
+    assert emulator is not None and stack.workers
+    pids = [w.pid for w in stack.workers]
+    queue = Queue(rt.settings.queue, connection=rt.store.redis)
+    client = httpx.Client(timeout=10)
+
+    def quiet() -> None:  # the worker back in its blocking dequeue, its last job's ends tied up
+        time.sleep(LONE_PAUSE)
+
+    def one_click(execution_id: str, request: PreparedRequest) -> None:
+        updates = len(emulator.calls_to("chat.update"))
+        answer = client.request(request.method, request.url, content=request.body,
+                                headers=dict(request.headers))
+        if answer.status_code != 200:
+            raise RuntimeError(f"a lone click got {answer.status_code}")
+        wait_until(lambda: rt.engine.get(execution_id).status.is_terminal
+                   and len(emulator.calls_to("chat.update")) > updates, "a lone click to settle",
+                   poll=LONE_POLL)
+        quiet()
+
+    def one_job() -> None:
+        job = queue.enqueue("benchmarks.noop.noop", result_ttl=0)
+        wait_until(lambda: not rt.store.redis.exists(job.key), "a bare job to run",
+                   poll=LONE_POLL)
+        quiet()
+
+    click_cpu = job_cpu = 0.0
+    try:
+        one_job()  # warm: the no-op's import
+        half = len(ids) // 2
+        for part in (slice(0, half), slice(half, len(ids))):  # alternate, so drift hits both
+            before = cpu_seconds(pids)
+            for execution_id, request in zip(ids[part], clicks[part], strict=True):
+                one_click(execution_id, request)
+            click_cpu += cpu_seconds(pids) - before
+            before = cpu_seconds(pids)
+            for _ in ids[part]:
+                one_job()
+            job_cpu += cpu_seconds(pids) - before
+    finally:
+        client.close()
+    return Lone(len(ids), click_cpu / len(ids), job_cpu / len(ids))
+
+
+def bench(stack: Stack, *, reviews: int, concurrency: int, warmup: int,
+          lone: int = 0) -> Results:
     assert stack.emulator is not None
     rt = build_runtime(Settings(redis_url=stack.redis_url), connect(stack.redis_url),
                        notifier=NullNotifier())
@@ -411,9 +484,10 @@ def bench(stack: Stack, *, reviews: int, concurrency: int, warmup: int) -> Resul
     t0 = time.perf_counter()
     warm_ids = start(warmup, 0)
     ids = start(reviews, warmup)
-    wait_posted(rt, [*warm_ids, *ids])
+    lone_ids = start(lone, warmup + reviews)
+    wait_posted(rt, [*warm_ids, *ids, *lone_ids])
     post_seconds = time.perf_counter() - t0
-    assert len(stack.emulator.workspace.messages(CHANNEL)) == warmup + reviews
+    assert len(stack.emulator.workspace.messages(CHANNEL)) == warmup + reviews + lone
     # What the bot keeps per posted review (where it posted, who may decide, what it showed).
     pipe = rt.store.redis.pipeline()
     for execution_id in ids:
@@ -423,6 +497,7 @@ def bench(stack: Stack, *, reviews: int, concurrency: int, warmup: int) -> Resul
     driver = PreparingDriver(stack.emulator, stack.web_url + "/slack/events")
     warm_clicks = prepare_clicks(driver, rt.engine, warm_ids)
     clicks = prepare_clicks(driver, rt.engine, ids)
+    lone_requests = prepare_clicks(driver, rt.engine, lone_ids)
     driver.close()
     noop = at_noop(clicks, stack.web_url, BASELINE_REQUESTS)
 
@@ -438,10 +513,13 @@ def bench(stack: Stack, *, reviews: int, concurrency: int, warmup: int) -> Resul
     worker_cpu = (cpu_seconds([w.pid for w in stack.workers]) - workers_before) / reviews
     completed = sum(rt.engine.get(i).status is ExecutionStatus.COMPLETED for i in ids)
     assert completed == reviews, f"only {completed} of {reviews} runs completed"
+    lone_result = lone_clicks(stack, rt, lone_ids, lone_requests) if lone else None
+    completed = sum(rt.engine.get(i).status is ExecutionStatus.COMPLETED for i in lone_ids)
+    assert completed == lone, f"only {completed} of {lone} lone clicks' runs completed"
     return Results(reviews, concurrency, len(stack.workers), stack.load.size if stack.load else 0,
                    warmup, post_seconds, noop_phase, click_phase,
                    next_step_latencies(rt, ids, click_phase.samples), worker_cpu,
-                   delivery_bytes)
+                   delivery_bytes, lone_result)
 
 
 def report(r: Results) -> None:
@@ -476,6 +554,11 @@ def report(r: Results) -> None:
         f"p99 < {NEXT_STEP_TARGET * 1e3:.0f} ms  {mark(next_p99 < NEXT_STEP_TARGET)}")
     print(f"workers' CPU per click, from the click to its run finished and message updated: "
           f"{ms(r.worker_cpu)}")
+    if r.lone is not None:
+        print(f"worker CPU per lone click ({r.lone.count}, one at a time): {ms(r.lone.click_cpu)}; "
+              f"per bare RQ no-op job alone on the same worker: {ms(r.lone.job_cpu)}; "
+              f"ratio {r.lone.ratio:.2f}   (target <= {LONE_TARGET:.1f})  "
+              f"{mark(r.lone.ratio <= LONE_TARGET)}")
     print(f"the bot's record of a posted review (n:slack:review on the execution): "
           f"{r.delivery_bytes:.0f} B of JSON")
     for label, phase in (("trivial route", r.noop), ("clicks", r.clicks)):
@@ -500,6 +583,9 @@ def main() -> int:
                         help="the load processes' HTTP client (default: raw sockets, the cheapest)")
     parser.add_argument("--warmup", type=int, default=None,
                         help="extra reviews clicked first, not measured (default: --concurrency)")
+    parser.add_argument("--lone", type=int, default=100,
+                        help="clicks then sent one at a time, for the worker's CPU per lone "
+                             "click against a bare RQ job's (0: none)")
     parser.add_argument("--serve", type=int, metavar="PORT", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.serve:
@@ -516,7 +602,8 @@ def main() -> int:
         stack.start(workers=args.workers, load_processes=args.load_processes,
                     client=args.client)
         results = bench(stack, reviews=args.reviews, concurrency=args.concurrency,
-                        warmup=args.concurrency if args.warmup is None else args.warmup)
+                        warmup=args.concurrency if args.warmup is None else args.warmup,
+                        lone=args.lone)
         failed = False
     except KeyboardInterrupt:
         failed = False

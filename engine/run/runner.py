@@ -131,8 +131,8 @@ class Runner:
 
 
 class _Segment:
-    """One job's worth of progress on one execution, holding its lease: the
-    :class:`engine.run.walk.Walk` its step handlers see."""
+    """One segment's worth of progress on one execution (an inbox task, or a timer's RQ
+    job), holding its lease: the :class:`engine.run.walk.Walk` its step handlers see."""
 
     def __init__(self, runner: Runner, state: ExecutionState, workflow: Workflow,
                  token: str) -> None:

@@ -4,11 +4,20 @@ An RQ job costs a worker about 5 ms and 25 Redis round trips before its first li
 runs, and the process that enqueues it half a millisecond; a burst of 200 clicks as
 200 jobs keeps the workers busy with RQ rather than with the clicks. An inbox is a
 Redis list instead, one per RQ queue: :meth:`Inbox.put` appends a task in one round
-trip and, only when no drain is already queued, enqueues one RQ job on that queue
+trip and, only when no drain is already queued, queues one RQ job on that queue
 (``engine.worker.jobs.drain_inbox``) that runs tasks until the list is empty. A drain clears
 the "queued" flag as it starts, so the next task queues a second drain, which another
 free worker takes: during a burst every worker drains. The engine's queue has one
-(reviewers' clicks); the bot's ``slack`` queue another (rewriting decided reviews).
+(reviewers' clicks, and every run segment: a run started, resumed or recovered is a task,
+so one drain runs many segments); the bot's ``slack`` queue another (rewriting decided
+reviews).
+
+On RQ (:func:`engine.worker.scheduler.rq_inbox`) the drain job is one job kept per queue,
+``signoff-drain-{queue}`` (:class:`DrainJob`): ``INBOX_RING`` appends the tasks, claims the
+flag and pushes the job's id on the RQ queue in one script, so a put can be part of a
+caller's transaction (:meth:`Inbox.put_in`: an execution's creation and its first
+segment land together), and ``signoff worker`` runs the drain without RQ's per-job
+bookkeeping (:mod:`engine.worker.worker`).
 
 Nothing is lost when a worker dies: a drain moves each task to a list of its own
 (LMOVE) before running it and removes it afterwards, and keeps a heartbeat key alive
@@ -18,9 +27,11 @@ therefore runs at least once and must be safe to run twice (a decision is: the
 engine's guards turn the second into "already decided").
 
 Each move is one Lua script (in :mod:`engine.state.lua`): ``INBOX_PUT`` appends tasks
-and claims the "drain queued" flag (1: the caller enqueues the drain); ``INBOX_NEXT``
+and claims the "drain queued" flag (1: the caller enqueues the drain; ``INBOX_RING``
+queues the RQ drain job itself); ``INBOX_START`` begins a drain; ``INBOX_NEXT``
 acknowledges the task just run and moves the next to the drain's own list (nil: the
-inbox is empty; -1: a queue the worker serves first has a job, so the drain yields);
+inbox is empty, and the drain has ended; -1: a queue the worker serves first has a job,
+so the drain yields);
 ``INBOX_RECOVER`` puts a dead drain's tasks back (how many; -1: its heartbeat is alive).
 
 A task may return a follow-up, a callable run after the task is acknowledged: work the
@@ -120,22 +131,47 @@ class Task:
         return cls(function, tuple(args), tuple(int(s) for s in retry), on_failure, failures)
 
 
+@dataclass(frozen=True)
+class DrainJob:
+    """A queue's drain as one RQ job kept for good (its hash written again at each ring),
+    whose id :data:`INBOX_RING` pushes on the RQ queue: queueing a drain is then part of
+    the script that claims the flag, and a worker that knows the id runs the drain without
+    RQ's per-job bookkeeping (engine.worker.worker)."""
+
+    queue_key: str  # the RQ queue's list
+    queues_key: str  # RQ's set of queues
+    job_key: str  # the job's hash
+    job_id: str
+    fields: tuple[Any, ...]  # the job's hash, field, value, field, value ...
+
+
 class Inbox:
     """The inbox of RQ queue ``queue``: put tasks in (any process), drain them (a
-    worker's job), put back a dead drain's task (any worker's sweep)."""
+    worker's job), put back a dead drain's task (any worker's sweep).
+
+    With ``drain_job`` a drain is queued by :data:`INBOX_RING`, in the script that puts the
+    tasks (and :meth:`put` can join a caller's transaction); otherwise ``enqueue_drain``
+    queues one after the put."""
 
     def __init__(self, connection: redis.Redis, queue: str,
-                 enqueue_drain: Callable[[], None],
+                 enqueue_drain: Callable[[], None] | None = None,
                  enqueue_drain_in: Callable[[float], None] | None = None, *,
-                 clock: Callable[[], float] = time.time) -> None:
+                 clock: Callable[[], float] = time.time,
+                 drain_job: DrainJob | None = None) -> None:
         self.redis = connection
         self.queue = queue
         self.key, self.drain_flag = keys.inbox(queue), keys.inbox_drain(queue)
         self.takers, self.later = keys.inbox_takers(queue), keys.inbox_later(queue)
-        self.enqueue_drain = enqueue_drain  # queue one drain job (the flag is ours)
+        self.drain_job = drain_job
+        if enqueue_drain is None and drain_job is None:
+            raise ValueError("an inbox needs enqueue_drain or a drain_job")
+        # queue one drain job (the flag is ours)
+        self.enqueue_drain: Callable[[], None] = enqueue_drain or self._ring
         self._enqueue_drain_in = enqueue_drain_in  # queue a drain job to start in n seconds
         self.clock = clock  # seconds since the epoch: when a failed task is due again
         self._put = connection.register_script(lua.INBOX_PUT)
+        self._ring_script = connection.register_script(lua.INBOX_RING)
+        self._start = connection.register_script(lua.INBOX_START)
         self._next = connection.register_script(lua.INBOX_NEXT)
         self._recover = connection.register_script(lua.INBOX_RECOVER)
         self._later = connection.register_script(lua.INBOX_LATER)
@@ -150,9 +186,44 @@ class Inbox:
         fail, it is tried again after each of ``retry``'s intervals (seconds; by default
         :data:`DEFAULT_RETRY`), then ``on_failure(error, *args)`` is called."""
         task = Task(function, args, retry, on_failure)
+        if self.drain_job is not None:
+            self._ring_call(DRAIN_FLAG_MS, task.encode())
+            return
         if self._put(keys=[self.key, self.drain_flag, keys.INBOXES],
                      args=[DRAIN_FLAG_MS, self.queue, task.encode()]):
             self.enqueue_drain()
+
+    def put_in(self, pipeline: Any, function: str, *args: Any) -> None:
+        """:meth:`put`, as one more command of ``pipeline`` (a transaction the caller
+        executes): the task is in exactly when the caller's writes are. Needs a
+        ``drain_job``."""
+        if self.drain_job is None:
+            raise TypeError(f"inbox {self.queue} queues its drains in Python: use put()")
+        self._ring_call(DRAIN_FLAG_MS, Task(function, args).encode(), client=pipeline)
+
+    def _ring(self) -> None:
+        """Queue a drain whatever the flag says (the caller holds it)."""
+        job = self.drain_job
+        assert job is not None
+        pipe = self.redis.pipeline()
+        pipe.hset(job.job_key, items=list(job.fields))
+        pipe.rpush(job.queue_key, job.job_id)
+        pipe.sadd(job.queues_key, job.queue_key)
+        pipe.execute()
+
+    def _ring_call(self, flag_ms: int | str, *tasks: str, client: Any = None) -> int:
+        job = self.drain_job
+        assert job is not None
+        keys_ = [self.key, self.drain_flag, keys.INBOXES, job.queue_key, job.queues_key,
+                 job.job_key]
+        args = [flag_ms, self.queue, job.queue_key, job.job_id, len(job.fields), *job.fields,
+                *tasks]
+        if client is not None:
+            # EVAL, not EVALSHA: redis-py checks a pipeline's scripts with SCRIPT EXISTS
+            # before each execute, a round trip more than the ~1 KB of script and job.
+            client.eval(lua.INBOX_RING, len(keys_), *keys_, *args)
+            return 0
+        return int(self._ring_script(keys=keys_, args=args))
 
     def pending(self) -> int:
         return int(self.redis.llen(self.key))
@@ -176,26 +247,34 @@ class Inbox:
         """
         taker = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         taking, alive = keys.inbox_taking(taker), keys.inbox_alive(taker)
-        pipe = self.redis.pipeline()
-        pipe.delete(self.drain_flag)  # from now on, a new task queues another drain
-        pipe.set(alive, "1", px=ALIVE_MS)
-        pipe.sadd(self.takers, taker)
-        pipe.execute()
-        self.move_due()
+        # One script: the flag given up (a new task now queues another drain), the
+        # heartbeat started, the tasks whose next try is due moved back, the first taken.
+        take = "1" if max_seconds > 0 and max_tasks > 0 else "0"
+        moved, first = self._start(
+            keys=[self.drain_flag, alive, self.takers, self.later, self.key, taking, *yield_to],
+            args=[ALIVE_MS, taker, int(self.clock() * 1000), DUE_BATCH, take])
         deadline = time.monotonic() + max_seconds
         done, finished, empty, stopped = 0, b"", False, False  # finished: ran, not acknowledged
+        ended = False  # the last script found the inbox empty and ended the drain
         try:
-            while done < max_tasks and time.monotonic() < deadline:
-                raw = self._next(keys=[self.key, taking, alive, self.takers, *yield_to],
-                                 args=[finished, ALIVE_MS, taker])
+            if int(moved) >= DUE_BATCH:
+                self.move_due()
+            while True:
+                if first != -2:  # taken by INBOX_START
+                    raw, first = (None if first == 0 else first), -2
+                elif done < max_tasks and time.monotonic() < deadline:
+                    raw = self._next(keys=[self.key, taking, alive, self.takers, *yield_to],
+                                     args=[finished, ALIVE_MS, taker, "1"])
+                else:
+                    break
                 finished = b""
                 if raw is None or raw == -1:
-                    empty = raw is None
+                    empty = ended = raw is None
                     break
                 ran, follow_up, later = self._run(raw, taking)
                 finished = b"" if later else raw  # a task due later is off our list already
                 done += ran
-                if follow_up is not None:
+                if callable(follow_up):  # a task's other return values are not followed
                     # Acknowledge first: the follow-up is durable work with its own recovery.
                     self.redis.lrem(taking, 1, cast(str, raw))  # redis-py takes bytes too
                     finished = b""
@@ -204,13 +283,14 @@ class Inbox:
         finally:
             # A task cut short (the worker told to stop at once) stays in the taking list:
             # with the heartbeat gone, the next sweep puts it back.
-            pipe = self.redis.pipeline()
-            if finished:
-                pipe.lrem(taking, 1, cast(str, finished))
-            pipe.delete(alive)
-            if stopped:
-                pipe.srem(self.takers, taker)
-            pipe.execute()
+            if not ended:
+                pipe = self.redis.pipeline()
+                if finished:
+                    pipe.lrem(taking, 1, cast(str, finished))
+                pipe.delete(alive)
+                if stopped:
+                    pipe.srem(self.takers, taker)
+                pipe.execute()
         if not empty and self.pending():
             self.ensure_drain()  # out of budget, or yielding: another job goes on
         return done
@@ -291,6 +371,8 @@ class Inbox:
 
     def ensure_drain(self) -> bool:
         """Queue a drain unless one is queued already; True when this call queued it."""
+        if self.drain_job is not None:
+            return bool(self._ring_call(DRAIN_FLAG_MS))
         if self.redis.set(self.drain_flag, "1", nx=True, px=DRAIN_FLAG_MS):
             self.enqueue_drain()
             return True

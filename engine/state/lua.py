@@ -179,14 +179,94 @@ if redis.call('SET', KEYS[2], '1', 'NX', 'PX', ARGV[1]) then return 1 end
 return 0
 """
 
+# INBOX_RING: append tasks to an inbox and, unless a drain is queued already, queue one: the
+# queue's drain job, one RQ job kept per queue, pushed on its RQ queue (Inbox.put and
+# Inbox.ensure_drain with an RQ drain job; engine.worker.scheduler). Claiming the flag and
+# queueing the drain are one step, so a put inside another transaction (an execution's
+# creation) needs no second round trip. KEYS[1] the inbox list, KEYS[2] its drain flag,
+# KEYS[3] the set of inboxes, KEYS[4] the RQ queue's list, KEYS[5] RQ's set of queues,
+# KEYS[6] the drain job's hash; ARGV[1] the flag's lifetime (ms), ARGV[2] the queue name,
+# ARGV[3] the RQ queue's key (its member in KEYS[5]), ARGV[4] the drain job's id, ARGV[5]
+# n, the number of items that follow for the job's hash, ARGV[6 .. 5+n] its fields and
+# values (written again at each ring: a job RQ deleted or marked failed is whole again),
+# ARGV[6+n ..] the tasks (JSON; none to only queue a drain). Returns 1 when a drain was
+# queued, 0 when one was queued already.
+INBOX_RING = """
+local n = tonumber(ARGV[5])
+if #ARGV > 5 + n then
+  redis.call('RPUSH', KEYS[1], unpack(ARGV, 6 + n))
+  redis.call('SADD', KEYS[3], ARGV[2])
+end
+if not redis.call('SET', KEYS[2], '1', 'NX', 'PX', ARGV[1]) then return 0 end
+redis.call('HSET', KEYS[6], unpack(ARGV, 6, 5 + n))
+redis.call('RPUSH', KEYS[4], ARGV[4])
+redis.call('SADD', KEYS[5], ARGV[3])
+return 1
+"""
+
+# NEXT_DRAIN: after a drain, the drain job a worker may run next without going back to
+# RQ's loop (SignoffWorker): the first of its queues, in its order, that has a job waiting,
+# if that job is the queue's drain job; it is taken off the queue. KEYS: the worker's RQ
+# queue lists, in the order it serves them; ARGV: each queue's drain job id, in the same
+# order. Returns the queue's position (1 ..), or 0 when the first job waiting is another
+# (RQ's loop runs it) or no queue has one.
+NEXT_DRAIN = """
+for i, key in ipairs(KEYS) do
+  local head = redis.call('LINDEX', key, 0)
+  if head then
+    if head == ARGV[i] then
+      redis.call('LPOP', key)
+      return i
+    end
+    return 0
+  end
+end
+return 0
+"""
+
+# INBOX_START: a drain begins (Inbox.drain): give up the "drain queued" flag (from now on
+# a new task queues another drain), start the drain's heartbeat, add it to the inbox's
+# takers, move the tasks of the "later" set that have come due to the tail of the inbox (as
+# INBOX_DUE), and take the first task (as INBOX_NEXT). KEYS[1] the drain flag, KEYS[2] the
+# drain's heartbeat, KEYS[3] the inbox's takers, KEYS[4] the inbox's "later" set, KEYS[5]
+# the inbox list, KEYS[6] the drain's taking list, KEYS[7 ..] the RQ queues the worker
+# serves first; ARGV[1] the heartbeat's lifetime (ms), ARGV[2] the drain's name, ARGV[3]
+# now (ms since the epoch), ARGV[4] at most how many to move, ARGV[5] '1' to take the first
+# task. Returns {how many tasks were moved, the first task (moved to the taking list), or 0
+# when the inbox is empty (the drain has ended: heartbeat deleted, out of the takers), -1
+# when a queue in KEYS[7 ..] has jobs waiting, -2 when not asked to take one}.
+INBOX_START = """
+redis.call('DEL', KEYS[1])
+redis.call('SET', KEYS[2], '1', 'PX', ARGV[1])
+redis.call('SADD', KEYS[3], ARGV[2])
+local due = redis.call('ZRANGEBYSCORE', KEYS[4], '-inf', ARGV[3], 'LIMIT', 0, tonumber(ARGV[4]))
+for _, member in ipairs(due) do
+  local bar = string.find(member, '|', 1, true)
+  redis.call('RPUSH', KEYS[5], string.sub(member, bar + 1))
+  redis.call('ZREM', KEYS[4], member)
+end
+if ARGV[5] ~= '1' then return {#due, -2} end
+for i = 7, #KEYS do
+  if redis.call('LLEN', KEYS[i]) > 0 then return {#due, -1} end
+end
+local task = redis.call('LMOVE', KEYS[5], KEYS[6], 'LEFT', 'RIGHT')
+if not task then
+  redis.call('DEL', KEYS[2])
+  redis.call('SREM', KEYS[3], ARGV[2])
+  return {#due, 0}
+end
+return {#due, task}
+"""
+
 # INBOX_NEXT: acknowledge the previous task (if any), keep the heartbeat and the drain's
 # place among the takers (a sweep drops a drain whose heartbeat lapsed during one long
 # task), take the next task (Inbox.drain). KEYS[1] the inbox list, KEYS[2] the drain's
 # taking list, KEYS[3] its heartbeat, KEYS[4] the inbox's takers, KEYS[5 ..] the RQ queues
 # the worker serves first; ARGV[1] the task just finished ('' for none), ARGV[2] the
-# heartbeat's lifetime (ms), ARGV[3] the drain's name. Returns the next task (moved to the
-# taking list), nil when the inbox is empty, or -1 when a queue in KEYS[5 ..] has jobs
-# waiting: the drain yields to them.
+# heartbeat's lifetime (ms), ARGV[3] the drain's name, ARGV[4] '1' to end the drain when
+# the inbox is empty (its heartbeat deleted, out of the takers: nothing left behind).
+# Returns the next task (moved to the taking list), nil when the inbox is empty, or -1 when
+# a queue in KEYS[5 ..] has jobs waiting: the drain yields to them.
 INBOX_NEXT = """
 if ARGV[1] ~= '' then redis.call('LREM', KEYS[2], 1, ARGV[1]) end
 redis.call('SET', KEYS[3], '1', 'PX', ARGV[2])
@@ -194,7 +274,12 @@ redis.call('SADD', KEYS[4], ARGV[3])
 for i = 5, #KEYS do
   if redis.call('LLEN', KEYS[i]) > 0 then return -1 end
 end
-return redis.call('LMOVE', KEYS[1], KEYS[2], 'LEFT', 'RIGHT')
+local task = redis.call('LMOVE', KEYS[1], KEYS[2], 'LEFT', 'RIGHT')
+if not task and ARGV[4] == '1' then
+  redis.call('DEL', KEYS[3])
+  redis.call('SREM', KEYS[4], ARGV[3])
+end
+return task
 """
 
 # INBOX_RECOVER: put a dead drain's tasks back at the head of the inbox, oldest first, and

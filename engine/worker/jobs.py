@@ -13,7 +13,7 @@ from datetime import datetime
 from engine.run.timers import Timer
 from engine.worker.runtime import runtime
 from engine.worker.scheduled_runs import start_scheduled_run
-from engine.worker.worker import current_worker, rq_scheduler
+from engine.worker.worker import drain
 
 
 def advance_execution(execution_id: str) -> str | None:
@@ -24,13 +24,7 @@ def advance_execution(execution_id: str) -> str | None:
 def drain_inbox(queue_name: str) -> int:
     """Run the tasks in ``queue_name``'s inbox until it is empty, or until a queue this
     worker serves first has a job waiting; see engine.state.inbox."""
-    ahead: list[str] = []
-    worker = current_worker()
-    if worker is not None:
-        names = [q.name for q in worker.queues]
-        if queue_name in names:
-            ahead = [q.key for q in worker.queues[:names.index(queue_name)]]
-    return rq_scheduler().inbox_of(queue_name).drain(yield_to=ahead)
+    return drain(queue_name)
 
 
 # -- timers ------------------------------------------------------------------------------------

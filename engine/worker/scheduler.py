@@ -8,16 +8,17 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import redis
 import redis.asyncio
 from rq import Queue, Retry
+from rq.job import Job, JobStatus
 
 from engine.run import timers
 from engine.run.timers import Timer
-from engine.state.inbox import AsyncInbox, Inbox
+from engine.state.inbox import AsyncInbox, DrainJob, Inbox
 from engine.state.store import Store
 
 JOB_TIMEOUT = 3600  # seconds; one segment of automatic steps, http timeouts included
@@ -25,6 +26,8 @@ FAILURE_TTL = 7 * 86400  # a failed job stays in RQ's failed registry for a week
 # A timer due later than this gets its RQ job from the workers' sweep as it comes near.
 TIMER_HORIZON = timedelta(hours=1)
 JOBS = "engine.worker.jobs"  # where the job bodies live, as RQ names them
+ADVANCE = f"{JOBS}.advance_execution"  # a run's next segment, as an inbox task
+DRAIN_JOB_PREFIX = "signoff-drain-"  # + queue name: the id of a queue's drain job
 
 
 class RQScheduler:
@@ -38,13 +41,12 @@ class RQScheduler:
         self._inboxes: dict[str, Inbox] = {queue_name: self.inbox}
 
     def enqueue_advance(self, execution_id: str, *, pipeline: Any = None) -> None:
-        own = pipeline is None
-        pipe = self.queue.connection.pipeline() if own else pipeline
-        self.queue.enqueue_call(f"{JOBS}.advance_execution", args=(execution_id,),
-                                timeout=JOB_TIMEOUT, result_ttl=0, failure_ttl=FAILURE_TTL,
-                                pipeline=pipe, description=f"advance {execution_id}")
-        if own:  # one round trip instead of RQ's two transactions
-            pipe.execute()
+        """Have a worker run the execution's next segment: a task in the queue's inbox, so
+        that one drain runs many segments (an RQ job costs more than a 5-step run)."""
+        if pipeline is None:
+            self.inbox.put(ADVANCE, execution_id)
+        else:  # in the caller's transaction: the segment is due exactly when its writes land
+            self.inbox.put_in(pipeline, ADVANCE, execution_id)
 
     def enqueue(self, function: str, *args: Any) -> None:
         pipe = self.queue.connection.pipeline()
@@ -149,16 +151,26 @@ class RQScheduler:
         return fired
 
 
+def drain_job_id(queue_name: str) -> str:
+    return f"{DRAIN_JOB_PREFIX}{queue_name}"
+
+
+def drain_job(connection: redis.Redis, queue: Queue) -> DrainJob:
+    """``queue``'s drain job: one RQ job, ``engine.worker.jobs.drain_inbox(queue)``, whose id
+    is pushed on the queue each time a drain is wanted (see engine.state.inbox)."""
+    job = Job.create(f"{JOBS}.drain_inbox", args=(queue.name,), connection=connection,
+                     id=drain_job_id(queue.name), timeout=JOB_TIMEOUT, result_ttl=0,
+                     failure_ttl=FAILURE_TTL, origin=queue.name, status=JobStatus.QUEUED,
+                     description=f"drain the {queue.name} inbox")
+    job.enqueued_at = datetime.now(UTC)
+    fields = [item for pair in job.to_dict().items() for item in pair]
+    return DrainJob(queue_key=queue.key, queues_key=queue.redis_queues_keys, job_key=job.key,
+                    job_id=job.id, fields=tuple(fields))
+
+
 def rq_inbox(connection: redis.Redis, queue_name: str) -> Inbox:
     """The inbox of RQ queue ``queue_name``, draining in jobs on that queue."""
     queue = Queue(queue_name, connection=connection)
-
-    def enqueue_drain() -> None:
-        pipe = connection.pipeline()
-        queue.enqueue_call(f"{JOBS}.drain_inbox", args=(queue_name,), timeout=JOB_TIMEOUT,
-                           result_ttl=0, failure_ttl=FAILURE_TTL, pipeline=pipe,
-                           description=f"drain the {queue_name} inbox")
-        pipe.execute()
 
     def enqueue_drain_in(seconds: float) -> None:
         # RQ's scheduler (every `signoff worker` runs one) keeps whole seconds and may start
@@ -167,7 +179,8 @@ def rq_inbox(connection: redis.Redis, queue_name: str) -> Inbox:
                          job_timeout=JOB_TIMEOUT, result_ttl=0, failure_ttl=FAILURE_TTL,
                          description=f"drain the {queue_name} inbox (a task is due again)")
 
-    return Inbox(connection, queue_name, enqueue_drain, enqueue_drain_in)
+    return Inbox(connection, queue_name, None, enqueue_drain_in,
+                 drain_job=drain_job(connection, queue))
 
 
 def _now(reference: datetime) -> datetime:
