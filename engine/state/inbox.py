@@ -392,7 +392,14 @@ class Inbox:
                             moved, taker)
                 recovered += moved
         self.move_due()
-        if self.pending():
+        if self.pending() and not self.ensure_drain() and self.drain_job is not None \
+                and self.redis.lpos(self.drain_job.queue_key, self.drain_job.job_id) is None:
+            # The flag says a drain is queued, yet its job is on no queue: a worker took
+            # it and stopped before the drain began (killed, or its queue emptied). Queue it
+            # again now rather than when the flag lapses (30 s); should that worker's drain
+            # begin after all, the second finds the inbox empty and ends at once.
+            log.warning("inbox %s has tasks and no drain queued; queueing one", self.queue)
+            self.redis.delete(self.drain_flag)
             self.ensure_drain()
         return recovered
 

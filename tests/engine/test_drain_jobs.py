@@ -111,3 +111,25 @@ def test_a_drain_job_whose_hash_was_deleted_is_whole_again_at_the_next_ring(runt
     assert runtime.engine.get(first).status is ExecutionStatus.COMPLETED
     assert runtime.engine.get(again).status is ExecutionStatus.COMPLETED
     assert redis_client.exists(Job.key_for(drain_job_id(queue.name)))
+
+
+def test_a_drain_job_taken_by_a_worker_that_stopped_is_queued_again_by_the_sweep(
+        runtime, redis_client):
+    queue = Queue(runtime.settings.queue, connection=redis_client)
+    inbox = runtime.engine.scheduler.inbox
+    inbox.put(f"{drain_tasks.__name__}.record", "orphaned")
+    # A worker takes the drain job off the queue and dies before the drain begins: the
+    # "drain queued" flag stays for 30 s, and no job is left to run the task.
+    assert redis_client.lpop(queue.key) == drain_job_id(queue.name).encode()
+    assert redis_client.exists(keys.inbox_drain(queue.name))
+    assert inbox.recover() == 0  # no drain's tasks to put back: it never began
+
+    assert queue.get_job_ids() == [drain_job_id(queue.name)]  # queued again at once
+    SignoffWorker([queue.name], connection=redis_client).work(burst=True,
+                                                              logging_level="WARNING")
+    assert ran(redis_client) == ["orphaned"]
+
+    # A drain queued as it should be is left alone: no second job.
+    inbox.put(f"{drain_tasks.__name__}.record", "queued")
+    inbox.recover()
+    assert queue.get_job_ids() == [drain_job_id(queue.name)]
