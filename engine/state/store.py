@@ -363,7 +363,7 @@ class Store(Indexes):
     # -- annotations -------------------------------------------------------------------------
 
     def set_annotation(self, execution_id: str, key: str, value: Any) -> None:
-        """Set field ``n:{key}`` (JSON, compressed above 512 bytes: engine.state.compact) of
+        """Set field ``n:{key}`` (JSON, compressed above 256 bytes: engine.state.compact) of
         an existing execution; plug-ins keep state here."""
         written = self._call(self._annotate, keys=[keys.execution(execution_id)],
                              args=[keys.annotation_field(key), compact.pack(dumps(value))])
