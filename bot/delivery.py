@@ -91,7 +91,8 @@ class Delivery:
     failures: tuple[str, ...] = ()  # notifications refused for good (connector id and why)
 
     def to_json(self) -> dict[str, Any]:
-        """The record as stored: empty and default values left out, the review's copy
+        """The record as stored: empty and default values left out (``sources`` when it is
+        the copy's approvers, a post's ``channel`` when it is its ``to``), the review's copy
         without its execution id (the record's own) and without its message, which the
         audit trail keeps (see :func:`review_to_json`)."""
         data: dict[str, Any] = {"execution_id": self.execution_id, "step": self.step,
@@ -101,7 +102,11 @@ class Delivery:
             value = getattr(self, name)
             if value:
                 data[name] = value
-        data["posts"] = [{k: v for k, v in asdict(p).items() if v} for p in self.posts]
+        if tuple(self.review.get("approvers") or ()) == self.sources:
+            data.pop("sources", None)  # read back from the copy's approvers
+        # A post's channel is left out when it is the one asked for (``to``).
+        data["posts"] = [{k: v for k, v in asdict(p).items()
+                          if v and not (k == "channel" and v == p.to)} for p in self.posts]
         # The copy's execution id, step and start are the record's own.
         same = {"execution_id": self.execution_id, "step": self.step, "created_at": self.since}
         data["review"] = {k: v for k, v in self.review.items()
@@ -119,7 +124,7 @@ class Delivery:
             since=str(data["since"]), approvers=tuple(data.get("approvers") or ()),
             restricted=bool(data.get("restricted")), shown=tuple(data.get("shown") or ()),
             requester=data.get("requester"),
-            posts=tuple(Post(**p) for p in data.get("posts") or ()),
+            posts=tuple(Post(**{"channel": p["to"], **p}) for p in data.get("posts") or ()),
             review=review,
             sources=tuple(data.get("sources") or review.get("approvers") or ()),
             sent=tuple(data.get("sent") or ()),

@@ -187,7 +187,8 @@ class Engine:
     def audit_entries(self, execution_id: str) -> list[audit.AuditEntry]:
         if not self.store.exists(execution_id):
             raise ExecutionNotFound(execution_id)
-        return [audit.decode(*row) for row in self.store.audit_entries(execution_id)]
+        event = self.store.event_text(execution_id)  # long messages are packed against it
+        return [audit.decode(*row, event) for row in self.store.audit_entries(execution_id)]
 
     def verify_audit(self, execution_id: str) -> audit.Verification:
         if not self.store.exists(execution_id):

@@ -24,8 +24,13 @@ for. Rotation is not supported: keyed links verify only with the key that wrote 
 
 A review's message is stored once, here (``step.waiting_for_input``, with its
 ``sha256``; see :mod:`engine.state.messages`). Above :data:`PACK_OVER` bytes an event's
-``message`` is stored compressed, as ``messageZ`` (zlib, then base64: JSON-safe text).
-The chain hashes the event as stored; :func:`decode` gives it back with ``message``.
+``message`` is stored compressed (zlib, then base64: JSON-safe text): as ``messageE``,
+compressed with the execution's event (its JSON as stored under ``ev``) as zlib's preset
+dictionary, since a review's message mostly quotes its event; or as ``messageZ``
+(compressed alone) when no event is at hand or it does not help. Reading ``messageE``
+back needs that event; the message's ``sha256`` in the same event checks what comes out,
+and the trail's first event holds the event's own hash (``eventSha256``). The chain hashes
+the event as stored; :func:`decode` gives it back with ``message``.
 """
 
 from __future__ import annotations
@@ -44,7 +49,8 @@ from engine.state.execution import canonical
 
 GENESIS = "0" * 64
 PACK_OVER = 512  # bytes of message above which an event stores it compressed
-PACKED = "messageZ"
+PACKED = "messageZ"  # compressed alone
+PACKED_WITH_EVENT = "messageE"  # compressed with the execution's event as preset dictionary
 KEYED = "hmac:"  # starts a link made with SIGNOFF_AUDIT_KEY; a bare sha256 link is 64 hex
 
 # Event types, as they appear in exports.
@@ -109,18 +115,20 @@ def link(previous: str, body: str, key: bytes | None = None) -> str:
     return KEYED + hmac.new(key, message, hashlib.sha256).hexdigest()
 
 
-def chain(previous: str, events: Iterable[Mapping[str, Any]], key: bytes | None = None
-          ) -> tuple[list[tuple[str, str]], str]:
+def chain(previous: str, events: Iterable[Mapping[str, Any]], key: bytes | None = None,
+          dictionary: str | None = None) -> tuple[list[tuple[str, str]], str]:
     """Serialize and hash ``events`` after ``previous`` (with ``key`` when given); returns
-    [(body, hash)] and the new head. SettingsInvalid when the trail is keyed and ``key`` is
-    None: an unkeyed link after keyed ones would read as tampering."""
+    [(body, hash)] and the new head. ``dictionary``: the execution's event as stored, which
+    long messages are compressed against (see :func:`packed`). SettingsInvalid when the
+    trail is keyed and ``key`` is None: an unkeyed link after keyed ones would read as
+    tampering."""
     if key is None and previous.startswith(KEYED):
         raise SettingsInvalid("SIGNOFF_AUDIT_KEY: this audit trail is keyed, and this process "
                               "has no key; give every web and worker process the same key")
     linked = []
     head = previous
     for item in events:
-        body = canonical(packed(item))
+        body = canonical(packed(item, dictionary))
         head = link(head, body, key)
         linked.append((body, head))
     return linked, head
@@ -167,24 +175,47 @@ def split(stored: str) -> tuple[str, str]:
     return stored[:length], stored[length:]
 
 
-def decode(entry_id: str, body: str, digest: str) -> AuditEntry:
-    return AuditEntry(id=entry_id, event=unpacked(json.loads(body)), hash=digest)
+def decode(entry_id: str, body: str, digest: str, dictionary: str | None = None) -> AuditEntry:
+    """An entry as read: its event with ``message`` whole again. A message compressed with
+    the execution's event needs that event as stored (``dictionary``); without it the
+    event keeps ``messageE`` as stored."""
+    return AuditEntry(id=entry_id, event=unpacked(json.loads(body), dictionary), hash=digest)
 
 
-def packed(event: Mapping[str, Any]) -> Mapping[str, Any]:
-    """``event`` as stored: a long ``message`` compressed into ``messageZ``."""
+def packed(event: Mapping[str, Any], dictionary: str | None = None) -> Mapping[str, Any]:
+    """``event`` as stored: a long ``message`` compressed, into ``messageE`` against
+    ``dictionary`` (the execution's event as stored) when given and smaller for it, else
+    into ``messageZ``."""
     message = event.get("message")
     if not isinstance(message, str) or len(message.encode()) <= PACK_OVER:
         return event
-    squeezed = base64.b64encode(zlib.compress(message.encode(), 6)).decode()
-    if len(squeezed) >= len(canonical(message)):
+    raw = message.encode()
+    name, squeezed = PACKED, zlib.compress(raw, 6)
+    if dictionary:
+        packer = zlib.compressobj(6, zdict=dictionary.encode())
+        with_event = packer.compress(raw) + packer.flush()
+        if len(with_event) < len(squeezed):
+            name, squeezed = PACKED_WITH_EVENT, with_event
+    text = base64.b64encode(squeezed).decode()
+    if len(text) >= len(canonical(message)):
         return event
-    return {**{k: v for k, v in event.items() if k != "message"}, PACKED: squeezed}
+    return {**{k: v for k, v in event.items() if k != "message"}, name: text}
 
 
-def unpacked(event: dict[str, Any]) -> dict[str, Any]:
-    """An event as :func:`packed` stored it, with its ``message`` whole again."""
+def unpacked(event: dict[str, Any], dictionary: str | None = None) -> dict[str, Any]:
+    """An event as :func:`packed` stored it, with its ``message`` whole again (a
+    ``messageE`` only with ``dictionary``; a wrong one leaves it as stored)."""
     squeezed = event.pop(PACKED, None)
     if isinstance(squeezed, str):
         event["message"] = zlib.decompress(base64.b64decode(squeezed)).decode()
+    with_event = event.get(PACKED_WITH_EVENT)
+    if isinstance(with_event, str) and dictionary is not None:
+        try:
+            unpacker = zlib.decompressobj(zdict=dictionary.encode())
+            message = (unpacker.decompress(base64.b64decode(with_event))
+                       + unpacker.flush()).decode()
+        except (zlib.error, ValueError):  # not the event it was packed with
+            return event
+        del event[PACKED_WITH_EVENT]
+        event["message"] = message
     return event

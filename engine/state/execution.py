@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from typing import Any
 
@@ -62,6 +62,23 @@ def first_line(message: str) -> str:
         if line.strip().lstrip("#").strip():
             return line[:TITLE_MAX]
     return ""
+
+
+def _elapsed_ms(start: str | None, end: str | None) -> int | None:
+    """Milliseconds from ``start`` to ``end`` when :func:`iso` gives both back exactly from
+    the start and that many milliseconds; else None (stored as they are)."""
+    if not start or not end:
+        return None
+    try:
+        began, ended = parse_iso(start), parse_iso(end)
+    except ValueError:
+        return None
+    if began is None or ended is None or iso(began) != start or iso(ended) != end:
+        return None
+    took = round((ended - began).total_seconds() * 1000)
+    if took < 0 or iso(began + timedelta(milliseconds=took)) != end:
+        return None
+    return took
 
 
 def utcnow() -> datetime:
@@ -121,9 +138,13 @@ class StepResult:
     resumed_at: str | None = None
 
     def to_json(self) -> str:
+        """The result as stored: None left out, and the end as milliseconds after the
+        start (``d1``) when both are timestamps as :func:`iso` writes them."""
         data: dict[str, Any] = {"st": self.status.value}
+        took = _elapsed_ms(self.started_at, self.finished_at)
         for key, value in (("out", self.output), ("err", self.error), ("t0", self.started_at),
-                           ("t1", self.finished_at), ("wake", self.wake_at),
+                           ("t1", self.finished_at if took is None else None),
+                           ("d1", took), ("wake", self.wake_at),
                            ("by", self.resumed_by), ("at", self.resumed_at)):
             if value is not None:
                 data[key] = value
@@ -134,8 +155,13 @@ class StepResult:
     @classmethod
     def from_json(cls, text: str | bytes) -> StepResult:
         data = json.loads(text)
+        finished = data.get("t1")
+        if "d1" in data and data.get("t0"):
+            start = parse_iso(data["t0"])
+            assert start is not None
+            finished = iso(start + timedelta(milliseconds=int(data["d1"])))
         return cls(status=StepStatus(data["st"]), output=data.get("out"), error=data.get("err"),
-                   started_at=data.get("t0"), finished_at=data.get("t1"),
+                   started_at=data.get("t0"), finished_at=finished,
                    attempts=data.get("n", 0), wake_at=data.get("wake"),
                    resumed_by=data.get("by"), resumed_at=data.get("at"))
 

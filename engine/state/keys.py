@@ -58,14 +58,14 @@
 
 Execution hash fields: ``wf`` workflow name, ``d`` definition digest, ``st`` status,
 ``t0``/``t1`` started/finished (ISO 8601), ``t0ms`` started (epoch ms, its score in the
-indexes), ``ev`` event JSON (zlib-compressed above 512 bytes: engine.state.compact),
+indexes), ``ev`` event JSON (zlib-compressed above 256 bytes: engine.state.compact),
 ``rb`` requested by, ``err`` run error, ``ah`` audit head hash, ``v`` variables JSON,
 ``w`` what it waits for (JSON; its message's hash and first line, the message being in
 the audit trail: engine.state.messages), ``s:{path}`` one step's result
-(JSON), ``dec:{path}`` a decision (JSON), ``out`` the run's outputs (JSON, from
-``workflow.output``), ``par`` a child's link to its parent (JSON), ``n:{key}`` a plug-in's
-annotation (JSON, compressed above 512 bytes; the bot keeps where it posted a review under
-``n:slack:{step}``).
+(JSON; its end as ms after its start, ``d1``), ``dec:{path}`` a decision (JSON), ``out``
+the run's outputs (JSON, from ``workflow.output``), ``par`` a child's link to its parent
+(JSON), ``n:{key}`` a plug-in's annotation (JSON, compressed above 256 bytes; the bot keeps
+where it posted a review under ``n:slack:{step}``).
 """
 
 from __future__ import annotations

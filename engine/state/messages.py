@@ -4,6 +4,8 @@ The ``step.waiting_for_input`` event keeps the message the reviewer saw, hash-ch
 with the rest of the trail. What waits on it (``w``, :class:`engine.state.execution.Waiting`)
 and the Slack delivery record (:mod:`bot.delivery`) keep its hash and first line, and
 find the message here: the last such event of the step instance whose ``sha256`` matches.
+A long message is compressed there with the execution's event as zlib's dictionary
+(:func:`engine.state.audit.packed`): reading it back takes the event as stored.
 """
 
 from __future__ import annotations
@@ -27,16 +29,17 @@ return {fields, redis.call('LRANGE', KEYS[2], 0, -1)}
 _MARK = b'"type":"' + audit.WAITING_FOR_INPUT.encode() + b'"'
 
 
-def find(entries: Iterable[bytes | str], sha256: str) -> str | None:
+def find(entries: Iterable[bytes | str], sha256: str, event_text: str | None = None) -> str | None:
     """The message of the last ``step.waiting_for_input`` event whose hash is ``sha256``,
-    among stored trail ``entries`` (oldest first); None when there is none, or its text
-    does not match the hash."""
+    among stored trail ``entries`` (oldest first); ``event_text``: the execution's event as
+    stored (its JSON), for a message compressed against it. None when there is none, or
+    its text does not match the hash."""
     for raw in reversed(list(entries)):
         stored = raw if isinstance(raw, bytes) else raw.encode()
         if _MARK not in stored:
             continue
         _, body = audit.split(stored.decode())
-        event = audit.unpacked(json.loads(body))
+        event = audit.unpacked(json.loads(body), event_text)
         if event.get("sha256") != sha256:
             continue
         message = event.get("message")

@@ -145,12 +145,13 @@ class Store(Indexes):
                timers: Sequence[tuple[str, float, str]] = ()) -> None:
         """Write a new execution, its first audit events and indexes (and the index entries
         of its ``timers``), and enqueue its job, atomically."""
-        linked, head = audit.chain(audit.GENESIS, events, self.audit_key)
+        event_text = dumps(state.event)
+        linked, head = audit.chain(audit.GENESIS, events, self.audit_key, event_text)
         started_ms = _ms(state.started_at)
         fields: dict[Any, Any] = {
             "wf": state.workflow, "d": state.digest, "st": state.status.value,
             "t0": state.started_at, "t0ms": str(started_ms),
-            "ev": compact.pack(dumps(state.event)),
+            "ev": compact.pack(event_text),
             "ah": head,
         }
         if state.requested_by:
@@ -191,8 +192,17 @@ class Store(Indexes):
         """The message a review of the execution showed its reviewers, known by its SHA-256,
         from the audit trail (where it is stored once); None when the trail has no such
         message."""
-        rows = self._call(self.redis.lrange, keys.audit(execution_id), 0, -1)
-        return messages.find(rows, sha256)
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.lrange(keys.audit(execution_id), 0, -1)
+        pipe.hget(keys.execution(execution_id), "ev")
+        rows, event = self._call(pipe.execute)
+        return messages.find(rows, sha256, compact.unpack(event) if event is not None else None)
+
+    def event_text(self, execution_id: str) -> str | None:
+        """The execution's event as stored (its JSON): what long review messages in its
+        audit trail are compressed against (:func:`engine.state.audit.packed`)."""
+        raw = self._call(self.redis.hget, keys.execution(execution_id), "ev")
+        return compact.unpack(raw) if raw is not None else None
 
     def _complete_message(self, state: ExecutionState) -> None:
         """Put the review's message back into ``state.waiting`` when it holds only its
@@ -241,7 +251,8 @@ class Store(Indexes):
                guard_hlen: tuple[str, int] | None = None,
                lease_ttl_ms: int | None = None, release_lease: bool = False) -> CommitResult:
         """Apply ``change`` if the guards hold; on success ``state`` follows it (status, head)."""
-        linked, head = audit.chain(state.audit_head, change.events, self.audit_key)
+        linked, head = audit.chain(state.audit_head, change.events, self.audit_key,
+                                   _event_text(state, change.events))
         spec: dict[str, Any] = {"events": [list(pair) for pair in linked] or None}
         if change.set:
             spec["set"] = change.set
@@ -352,7 +363,7 @@ class Store(Indexes):
     # -- annotations -------------------------------------------------------------------------
 
     def set_annotation(self, execution_id: str, key: str, value: Any) -> None:
-        """Set field ``n:{key}`` (JSON, compressed above 512 bytes: engine.state.compact) of
+        """Set field ``n:{key}`` (JSON, compressed above 256 bytes: engine.state.compact) of
         an existing execution; plug-ins keep state here."""
         written = self._call(self._annotate, keys=[keys.execution(execution_id)],
                              args=[keys.annotation_field(key), compact.pack(dumps(value))])
@@ -560,9 +571,18 @@ def _complete(state: ExecutionState, trail: Sequence[bytes]) -> None:
     waiting = state.waiting
     if waiting is None or waiting.complete:
         return
-    found = messages.find(trail, waiting.message_sha256)
+    found = messages.find(trail, waiting.message_sha256, dumps(state.event))
     if found is not None:
         state.waiting = waiting.evolve(message=found, complete=True)
+
+
+def _event_text(state: ExecutionState, events: Sequence[Mapping[str, Any]]) -> str | None:
+    """``state``'s event as stored (``dumps`` gives back the text it was stored as), when
+    one of ``events`` carries a message long enough to be compressed against it."""
+    if state.event is None or not any(len(str(e.get("message") or "").encode()) > audit.PACK_OVER
+                                      for e in events):
+        return None
+    return dumps(state.event)
 
 
 def _ms(iso_text: str) -> int:

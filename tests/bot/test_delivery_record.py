@@ -4,7 +4,7 @@ is in the audit trail alone, and the rewrite after a decision reads it back from
 from __future__ import annotations
 
 from bot.blocks import ACTION_APPROVE
-from bot.delivery import Delivery, load_delivery, review_from_json
+from bot.delivery import Delivery, Post, load_delivery, review_from_json
 from engine.state import compact, keys
 from tests.bot.conftest import ISOLATE, REVIEWS, Signoff
 
@@ -60,3 +60,19 @@ def test_a_record_written_before_keeps_reading_with_its_copy_of_the_message():
     assert again.posts == delivery.posts and again.approvers == ("U0ALICE",)
     assert review_from_json(again.review, "whole").message == "whole"
     assert review_from_json(again.review).message == "## Isolate?\nall the evidence"
+
+
+def test_the_record_leaves_out_what_it_can_read_back_and_reads_the_same():
+    delivery = Delivery(
+        execution_id="x-2", step="review", since="2026-01-01T00:00:00.000Z",
+        approvers=("U0ALICE",), restricted=True, shown=("S0SOCL1",), requester=None,
+        posts=(Post(to=REVIEWS, channel=REVIEWS, ts="1.2"), Post(to="U0BOB", channel="D0BOB",
+                                                                  ts="3.4")),
+        review={"execution_id": "x-2", "step": "review", "approvers": ["S0SOCL1"],
+                "created_at": "2026-01-01T00:00:00.000Z", "title": "Isolate?"},
+        sources=("S0SOCL1",))
+    stored = delivery.to_json()
+    assert "sources" not in stored
+    assert stored["posts"] == [{"to": REVIEWS, "ts": "1.2"},
+                               {"to": "U0BOB", "channel": "D0BOB", "ts": "3.4"}]
+    assert Delivery.from_json(stored) == delivery

@@ -3,12 +3,14 @@ keeps the hash and the first line, and reads the message back from the trail."""
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import json
+import zlib
 
 from engine.definition.loader import parse_workflow
 from engine.notify import Actor
-from engine.state import keys
+from engine.state import audit, keys
 from engine.state.execution import ExecutionStatus
 
 ALICE = Actor(id="U0ALICE", name="alice", source="slack")
@@ -44,10 +46,13 @@ def test_the_message_is_in_the_audit_trail_alone_and_read_back_from_it(runtime, 
     assert EVIDENCE in shown["message"]
     assert shown["sha256"] == hashlib.sha256(shown["message"].encode()).hexdigest()
 
-    # Stored compressed (the trail's entry and the event), read back whole.
+    # Stored compressed (the trail's entry against the event, and the event), read back whole.
     stored_trail = redis_client.lrange(keys.audit(execution_id), 0, -1)
     assert not any(EVIDENCE.encode() in entry for entry in stored_trail)
-    assert any(b'"messageZ":' in entry for entry in stored_trail)
+    [packed] = [json.loads(audit.split(entry.decode())[1]) for entry in stored_trail
+                if b'"messageE":' in entry]
+    alone = base64.b64encode(zlib.compress(shown["message"].encode(), 6))
+    assert len(packed["messageE"]) < len(alone)  # the evidence it quotes is the event's
     assert EVIDENCE.encode() not in stored[b"ev"]
     assert runtime.engine.get(execution_id).event["evidence"] == EVIDENCE
 
@@ -91,11 +96,55 @@ def test_an_edit_of_the_compressed_message_breaks_the_chain(runtime, work, redis
     work()
     key = keys.audit(execution_id)
     entries = redis_client.lrange(key, 0, -1)
-    [index] = [n for n, entry in enumerate(entries) if b'"messageZ":' in entry]
+    [index] = [n for n, entry in enumerate(entries) if b'"messageE":' in entry]
     edited = json.loads(entries[index][64:])
-    edited["messageZ"] = edited["messageZ"][:-5] + "00000"
+    edited["messageE"] = edited["messageE"][:-5] + "00000"
     redis_client.lset(key, index, entries[index][:64] + json.dumps(
         edited, separators=(",", ":"), sort_keys=True).encode())
 
     check = runtime.engine.verify_audit(execution_id)
     assert not check.ok and check.entry_id == str(index + 1)
+
+
+def test_a_trail_written_before_messages_were_packed_against_the_event_still_reads(
+        runtime, work, redis_client):
+    """Trails written by the previous format keep the message compressed alone
+    (``messageZ``): they read, and verify, as before."""
+    execution_id = runtime.engine.run(parse_workflow(REVIEWS),
+                                      {"hosts": ["web-1"], "evidence": EVIDENCE})
+    work()
+    key = keys.audit(execution_id)
+    entries = redis_client.lrange(key, 0, -1)
+    # The same trail as the previous format wrote it: each event packed without the event,
+    # chained again from the start, and the head moved to match.
+    events = [audit.decode(str(n), *reversed(audit.split(raw.decode())),
+                           runtime.engine.store.event_text(execution_id)).event
+              for n, raw in enumerate(entries, start=1)]
+    linked, head = audit.chain(audit.GENESIS, events)
+    assert any('"messageZ":' in body for body, _ in linked)
+    assert not any('"messageE":' in body for body, _ in linked)
+    redis_client.delete(key)
+    redis_client.rpush(key, *[digest + body for body, digest in linked])
+    redis_client.hset(keys.execution(execution_id), "ah", head)
+
+    assert runtime.engine.verify_audit(execution_id).ok
+    review = runtime.engine.review(execution_id)
+    assert review is not None and EVIDENCE in review.message
+    [shown] = [e.event for e in runtime.engine.audit_entries(execution_id)
+               if e.event["type"] == "step.waiting_for_input"]
+    assert EVIDENCE in shown["message"]
+    runtime.engine.resume(execution_id, {"approved": True}, ALICE)
+    work()
+    assert runtime.engine.get(execution_id).status is ExecutionStatus.COMPLETED
+    assert runtime.engine.verify_audit(execution_id).ok
+
+
+def test_a_message_packed_against_the_event_reads_only_with_that_event():
+    message = "## Isolate web-1?\nEvidence: " + EVIDENCE
+    event = json.dumps({"evidence": EVIDENCE})
+    stored = audit.packed({"type": audit.WAITING_FOR_INPUT, "message": message}, event)
+    assert audit.PACKED_WITH_EVENT in stored and "message" not in stored
+    assert audit.unpacked(dict(stored), event)["message"] == message
+    # Without the event, or with another one, it stays as stored: no wrong text comes out.
+    assert "message" not in audit.unpacked(dict(stored))
+    assert "message" not in audit.unpacked(dict(stored), json.dumps({"evidence": "other"}))
