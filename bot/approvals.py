@@ -114,6 +114,15 @@ class ApprovalsCommand:
         ack(response_type="ephemeral",
             **self.answer(str(command.get("user_id") or ""), str(command.get("text") or "")))
 
+    def ack_body(self, user_id: str, text: str) -> Message:
+        """The command's whole answer, as Bolt's ``ack`` above sends it (for the web's
+        short path, :class:`bot.web.CommandPath`)."""
+        message = self.answer(user_id, text)
+        body: Message = {"text": message["text"], "response_type": "ephemeral"}
+        if message.get("blocks"):
+            body["blocks"] = message["blocks"]
+        return body
+
     def more(self, ack: Ack, body: dict[str, Any], respond: Callable[..., Any]) -> None:
         ack()
         scope, offset = parse_more(str((body.get("actions") or [{}])[0].get("value") or ""))
@@ -251,10 +260,11 @@ def _text_message(text: str) -> Message:
 # -- wiring ----------------------------------------------------------------------------------------
 
 def register_approvals(app: App, engine: Engine, directory: Directory,
-                       admins: tuple[str, ...] = (), gate: Gate | None = None) -> None:
+                       admins: tuple[str, ...] = (), gate: Gate | None = None) -> ApprovalsCommand:
     """Add ``/approvals``, its buttons, batch review and the App Home to ``app``; ``admins``
     (user and user-group ids, ``SIGNOFF_ADMINS``) see every pending review; ``gate``'s
-    policy (graduation, shadow rules) ends ``/approvals stats``."""
+    policy (graduation, shadow rules) ends ``/approvals stats``. Returns the command, which
+    the web process also answers on a short path (:class:`bot.web.CommandPath`)."""
     overview = Overview(engine, app.client, directory, admins)
     command = ApprovalsCommand(engine, overview, gate)
     home = HomeTab(overview)
@@ -265,3 +275,4 @@ def register_approvals(app: App, engine: Engine, directory: Directory,
     app.action(ACTION_BATCH)(batch.open)
     app.view_submission(CALLBACK_BATCH)(batch.submit)
     app.event("app_home_opened")(home.opened)
+    return command
