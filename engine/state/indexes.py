@@ -73,6 +73,15 @@ class Indexes:
         raw_ids, total = self._call(pipe.execute)
         return [reply_text(i) for i in raw_ids], int(total)
 
+    def index_scored_page(self, key: str, offset: int,
+                          limit: int) -> tuple[list[tuple[str, float]], int]:
+        """A page of a sorted-set index with scores, lowest score first, and its size."""
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.zrange(key, offset, offset + limit - 1, withscores=True)
+        pipe.zcard(key)
+        rows, total = self._call(pipe.execute)
+        return [(reply_text(m), float(s)) for m, s in rows], int(total)
+
     def index_members(self, key: str, min_score: float) -> list[str]:
         rows = self._call(self.redis.zrangebyscore, key, min_score, "+inf")
         return [reply_text(r) for r in rows]
