@@ -34,6 +34,7 @@ from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
+from functools import cached_property
 from typing import Any
 
 from slack_sdk import WebClient
@@ -98,9 +99,9 @@ class PendingItem:
     permalink: str | None
     refusal: str | None  # why the viewer may not decide it; None when they may
 
-    @property
+    @cached_property
     def one_click(self) -> bool:
-        return only_decision_required(self.review)
+        return only_decision_required(self.review)  # read three times per item rendered
 
     @property
     def decidable(self) -> bool:
