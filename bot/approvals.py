@@ -13,9 +13,12 @@ exist, so the answer does not tell whether it does.
 
 The answer travels in the command's ack, as an ephemeral message built from the
 engine's indexes well within Slack's 3 seconds (``process_before_response``: Bolt
-sends the ack as the HTTP answer). *Show more* replaces it through the click's
-response_url. :func:`register_approvals` wires the command, its buttons, batch
-review and the App Home into the Bolt app.
+sends the ack as the HTTP answer). Over HTTP the web process answers the command
+itself, on a short path that checks Slack's signature and calls
+:meth:`ApprovalsCommand.ack_body` without Bolt's dispatch (:class:`bot.web.CommandPath`);
+the answer is the same. *Show more* replaces it through the click's response_url.
+:func:`register_approvals` wires the command, its buttons, batch review and the App
+Home into the Bolt app.
 """
 
 from __future__ import annotations

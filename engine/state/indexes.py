@@ -158,6 +158,17 @@ class Indexes:
             pipe.zcard(key)
         return [int(n) for n in self._call(pipe.execute)]
 
+    def index_ends(self, index_keys: Sequence[str]) -> list[tuple[int, float | None]]:
+        """Each sorted set's size and highest score (None when empty), in one round trip:
+        O(log N) each, a cheap sign of whether a set changed."""
+        pipe = self.redis.pipeline(transaction=False)
+        for key in index_keys:
+            pipe.zcard(key)
+            pipe.zrange(key, -1, -1, withscores=True)
+        replies = self._call(pipe.execute)
+        return [(int(size), float(last[0][1]) if last else None)
+                for size, last in zip(replies[::2], replies[1::2], strict=True)]
+
     def summaries(self, ids: Iterable[str]) -> list[ExecutionSummary]:
         ids = list(ids)
         pipe = self.redis.pipeline(transaction=False)
