@@ -54,9 +54,10 @@ log = logging.getLogger(__name__)
 
 MAX_BODY = 1_048_576  # 1 MiB; Slack's requests are a few KB
 PATH = "/slack/events"
-# Threads answering /approvals: each listing waits on Redis a few times, so a few overlap
-# those waits; more would only contend for the GIL.
-COMMAND_THREADS = 4
+# Threads answering /approvals: each listing waits on Redis three times, so two overlap
+# those waits; more contend for the GIL (benchmarks/approvals.py, 2,000 reviews: about 470
+# commands a second with one or two threads, 250 with four).
+COMMAND_THREADS = 2
 
 
 def extension(settings: Any = None, engine: Engine | None = None, *,
