@@ -1,8 +1,10 @@
-"""``/approvals`` with 10,000 pending reviews across 200 approvers, against one Redis round trip.
+"""``/approvals`` with 100,000 pending reviews across 1,000 approvers, against one Redis round trip.
 
-    python benchmarks/approvals.py [--reviews 10000] [--approvers 200] [--requests 2000]
+    python benchmarks/approvals.py [--reviews 100000] [--approvers 1000] [--requests 2000]
                                    [--concurrency 32] [--load-processes 4]
                                    [--all-requests 400]
+
+(issue #15's command; creating the 100,000 reviews takes 5-20 minutes on 2 CPUs).
 
 Starts a private Redis (REDIS_URL when set), the Slack emulator and the web process
 (what ``signoff serve`` serves, plus a no-op route) as ``benchmarks/slack.py`` does.
@@ -19,14 +21,16 @@ Then it sends signed ``/approvals`` slash commands, built by ``SlackDriver``, to
 web process, ``--concurrency`` at a time from several load processes, and measures
 ack latency: the answer is the list itself (the command's ack), so this is also the
 response latency. Figures: one Redis round trip (PING) from this process, the no-op
-route at the same concurrency with the same bodies, ``/approvals help`` (Bolt and the
-command without Redis), each person's first ``/approvals`` (its permalinks asked of
-Slack), then ``/approvals`` and ``/approvals all`` with the permalinks cached.
+route at the same concurrency with the same bodies, ``/approvals help`` (the command
+without Redis), each person's first ``/approvals`` (its decision lines parsed, its links
+written from the workspace address), then ``/approvals`` and ``/approvals all``.
 ``/approvals all`` is measured for people who are not admins: the approvers (each may
 see ``--reviews / --approvers`` reviews) and U0ALICE (every review), at the benchmark's
 concurrency and one request at a time; each row also gives its p50 as a multiple of the
 trivial route's in the same run, at the same concurrency (``x trivial``). Target:
-``/approvals`` p99 < 300 ms.
+``/approvals`` p99 < 100 ms, for a person's first too. Each row is printed as it is
+measured; a phase whose requests fail (time out) is reported as failed and the others
+are still measured. The load average is printed last.
 """
 
 from __future__ import annotations
@@ -49,6 +53,7 @@ from slack_sdk import WebClient  # noqa: E402
 
 from benchmarks.load import CLIENTS, PreparedRequest  # noqa: E402
 from benchmarks.slack import (  # noqa: E402
+    Phase,
     PreparingDriver,
     Stack,
     at_noop,
@@ -64,7 +69,7 @@ from engine.state.store import connect  # noqa: E402
 from engine.worker.runtime import build_runtime  # noqa: E402
 from slack_emulator import SlackDriver, User  # noqa: E402
 
-TARGET_P99 = 0.300  # seconds
+TARGET_P99 = 0.100  # seconds
 LATER_LEVEL = "U0ALICE"  # every review's second level: no admin, may see them all
 
 WAITING = """
@@ -204,8 +209,8 @@ def row(name: str, latencies: Sequence[float], rate: float | None, rtt: float, n
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
-    parser.add_argument("--reviews", type=int, default=10_000)
-    parser.add_argument("--approvers", type=int, default=200)
+    parser.add_argument("--reviews", type=int, default=100_000)
+    parser.add_argument("--approvers", type=int, default=1000)
     parser.add_argument("--requests", type=int, default=2000, help="/approvals commands measured")
     parser.add_argument("--concurrency", type=int, default=32,
                         help="commands in flight (the click benchmark's default)")
@@ -230,21 +235,58 @@ def main() -> int:
         check_answer(stack, LATER_LEVEL, args.reviews, "all")
         rtt = redis_round_trips(stack.redis_url)
         rtt_p50 = percentile(rtt, 0.5)
+        print(f"{len(ids):,} pending reviews across {args.approvers} approvers ({per_person} "
+              f"each), created and delivered in {created:.1f} s; {args.concurrency} concurrent "
+              f"requests from {args.load_processes} load processes, {os.cpu_count()} CPUs")
+        print(f"{'':48}{'p50':>11}{'p99':>12}{'req/s':>9}{'p99/RTT':>11}{'x trivial':>11}"
+              "   target")
+        print(f"{'one Redis round trip (PING, this process)':48}{ms(rtt_p50):>11}"
+              f"{ms(percentile(rtt, 0.99)):>12}{'':9}{'':11}{'':11}   (baseline)", flush=True)
 
         noop = at_noop(commands(stack, users, 200), stack.web_url, 2000)
         measure(stack, noop[:args.concurrency * 10], args.concurrency)
         noop_phase = measure(stack, noop, args.concurrency)
+        trivial = percentile(noop_phase.latencies(), 0.5)
+        row("trivial route (same bodies, same concurrency)", noop_phase.latencies(),
+            noop_phase.rate, rtt_p50, f"({len(noop_phase.samples)} requests)", trivial)
         noop_alone = measure(stack, noop[:200], 1)
-        floor = measure(stack, commands(stack, users, 1000, "help"), args.concurrency)
-        first = measure(stack, commands(stack, users[:-1], len(users) - 1), args.concurrency)
-        mine = measure(stack, commands(stack, users, args.requests), args.concurrency)
-        everyone = measure(stack, commands(stack, users, args.all_requests, "all"),
-                           args.concurrency)
-        alone = measure(stack, commands(stack, users, max(20, args.all_requests // 8), "all"), 1)
-        alice = measure(stack, commands(stack, [LATER_LEVEL], args.all_requests, "all"),
-                        args.concurrency)
-        alice_alone = measure(stack, commands(stack, [LATER_LEVEL],
-                                              max(20, args.all_requests // 8), "all"), 1)
+        trivial_alone = percentile(noop_alone.latencies(), 0.5)
+
+        def phase(name: str, requests: Sequence[PreparedRequest], concurrency: int,
+                  base: float, target: bool = False) -> Phase | None:
+            """Measure and print one row at once; a phase whose requests fail (time out)
+            is reported as such, and the others are still measured."""
+            try:
+                measured = measure(stack, requests, concurrency)
+            except RuntimeError as exc:
+                print(f"{name:48}   FAILED: {exc}", flush=True)
+                return None
+            note = f"({len(measured.samples)} requests)"
+            if target:
+                ok = percentile(measured.latencies(), 0.99) < TARGET_P99
+                note = f"p99 < {TARGET_P99 * 1e3:.0f} ms  {'PASS' if ok else 'FAIL'} {note}"
+            row(name, measured.latencies(), measured.rate, rtt_p50, note, base)
+            return measured
+
+        phase("/approvals help (no Redis)", commands(stack, users, 1000, "help"),
+              args.concurrency, trivial)
+        phase("/approvals, a person's first (links)",
+              commands(stack, users[:-1], len(users) - 1), args.concurrency, trivial,
+              target=True)
+        mine = phase("/approvals (ack = the list)", commands(stack, users, args.requests),
+                     args.concurrency, trivial, target=True)
+        row("trivial route, one request at a time", noop_alone.latencies(), noop_alone.rate,
+            rtt_p50, f"({len(noop_alone.samples)} requests)", trivial_alone)
+        alone = max(20, args.all_requests // 8)
+        phase(f"/approvals all, an approver (sees {per_person:,})",
+              commands(stack, users, args.all_requests, "all"), args.concurrency, trivial)
+        phase("  the same, one request at a time", commands(stack, users, alone, "all"), 1,
+              trivial_alone)
+        phase(f"/approvals all, U0ALICE (sees all {args.reviews:,})",
+              commands(stack, [LATER_LEVEL], args.all_requests, "all"), args.concurrency,
+              trivial)
+        phase("  the same, one request at a time", commands(stack, [LATER_LEVEL], alone, "all"),
+              1, trivial_alone)
     except KeyboardInterrupt:
         print("interrupted; stopping", file=sys.stderr)
         return 130
@@ -254,35 +296,10 @@ def main() -> int:
     finally:
         stack.stop()
 
-    p99 = percentile(mine.latencies(), 0.99)
-    print(f"{len(ids):,} pending reviews across {args.approvers} approvers ({per_person} each), "
-          f"created and delivered in {created:.1f} s; {args.concurrency} concurrent requests from "
-          f"{args.load_processes} load processes, {os.cpu_count()} CPUs")
-    trivial = percentile(noop_phase.latencies(), 0.5)
-    print(f"{'':48}{'p50':>11}{'p99':>12}{'req/s':>9}{'p99/RTT':>11}{'x trivial':>11}   target")
-    print(f"{'one Redis round trip (PING, this process)':48}{ms(rtt_p50):>11}"
-          f"{ms(percentile(rtt, 0.99)):>12}{'':9}{'':11}{'':11}   (baseline)")
-    row("trivial route (same bodies, same concurrency)", noop_phase.latencies(), noop_phase.rate,
-        rtt_p50, f"({len(noop_phase.samples)} requests)", trivial)
-    row("/approvals help (Bolt, no Redis)", floor.latencies(), floor.rate, rtt_p50,
-        f"({len(floor.samples)} requests)", trivial)
-    row("/approvals, first per person (getPermalink)", first.latencies(), first.rate, rtt_p50,
-        f"({len(first.samples)} requests)", trivial)
-    row("/approvals (ack = the list)", mine.latencies(), mine.rate, rtt_p50,
-        f"p99 < {TARGET_P99 * 1e3:.0f} ms  {'PASS' if p99 < TARGET_P99 else 'FAIL'} "
-        f"({len(mine.samples)} requests)", trivial)
-    trivial_alone = percentile(noop_alone.latencies(), 0.5)
-    row("trivial route, one request at a time", noop_alone.latencies(), noop_alone.rate,
-        rtt_p50, f"({len(noop_alone.samples)} requests)", trivial_alone)
-    for name, phase, base in (
-            (f"/approvals all, an approver (sees {per_person:,})", everyone, trivial),
-            ("  the same, one request at a time", alone, trivial_alone),
-            (f"/approvals all, U0ALICE (sees all {args.reviews:,})", alice, trivial),
-            ("  the same, one request at a time", alice_alone, trivial_alone)):
-        row(name, phase.latencies(), phase.rate, rtt_p50, f"({len(phase.samples)} requests)",
-            base)
-    cpu = ", ".join(f"{name} {share * 100:.0f}%" for name, share in mine.cpu.items())
-    print(f"CPU during /approvals, share of one core: {cpu}")
+    if mine is not None:
+        cpu = ", ".join(f"{name} {share * 100:.0f}%" for name, share in mine.cpu.items())
+        print(f"CPU during /approvals, share of one core: {cpu}")
+    print(f"load average: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
     return 0
 
 

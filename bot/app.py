@@ -9,11 +9,12 @@ ack and lets the same app serve HTTP and Socket Mode.
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 
 from slack_bolt import App
 from slack_sdk import WebClient
 
-from bot.approvals import register_approvals
+from bot.approvals import ApprovalsCommand, register_approvals
 from bot.blocks import (
     ACTION_APPROVE,
     ACTION_DENY,
@@ -31,10 +32,24 @@ from engine.run.engine import Engine
 from engine.run.gate import Gate
 
 
+@dataclass(frozen=True)
+class Bot:
+    """The Bolt app and the ``/approvals`` command it serves (for the web's short path)."""
+
+    app: App
+    approvals: ApprovalsCommand
+
+
 def build_app(settings: BotSettings, engine: Engine, *, client: WebClient | None = None,
               gate: Gate | None = None) -> App:
     """A Bolt App for ``settings`` that records decisions through ``engine`` (and reports
     on ``gate``'s policy in ``/approvals stats``)."""
+    return build_bot(settings, engine, client=client, gate=gate).app
+
+
+def build_bot(settings: BotSettings, engine: Engine, *, client: WebClient | None = None,
+              gate: Gate | None = None) -> Bot:
+    """:func:`build_app`, and the ``/approvals`` command it registered."""
     if not settings.bot_token:
         raise ValueError("SLACK_BOT_TOKEN is not set")
     if not settings.signing_secret and not settings.app_token:
@@ -63,8 +78,9 @@ def build_app(settings: BotSettings, engine: Engine, *, client: WebClient | None
     app.action(ACTION_REASSIGN)(listeners.reassign)
     app.view_submission(CALLBACK_ESCALATE)(listeners.submit_escalation)
     app.view_submission(CALLBACK_REASSIGN)(listeners.submit_reassignment)
-    register_approvals(app, engine, listeners.directory, admins=settings.admins, gate=gate)
-    return app
+    approvals = register_approvals(app, engine, listeners.directory, admins=settings.admins,
+                                   gate=gate)
+    return Bot(app, approvals)
 
 
 def _bolt_logger() -> logging.Logger:

@@ -13,9 +13,12 @@ exist, so the answer does not tell whether it does.
 
 The answer travels in the command's ack, as an ephemeral message built from the
 engine's indexes well within Slack's 3 seconds (``process_before_response``: Bolt
-sends the ack as the HTTP answer). *Show more* replaces it through the click's
-response_url. :func:`register_approvals` wires the command, its buttons, batch
-review and the App Home into the Bolt app.
+sends the ack as the HTTP answer). Over HTTP the web process answers the command
+itself, on a short path that checks Slack's signature and calls
+:meth:`ApprovalsCommand.ack_body` without Bolt's dispatch (:class:`bot.web.CommandPath`);
+the answer is the same. *Show more* replaces it through the click's response_url.
+:func:`register_approvals` wires the command, its buttons, batch review and the App
+Home into the Bolt app.
 """
 
 from __future__ import annotations
@@ -114,6 +117,15 @@ class ApprovalsCommand:
     def command(self, ack: Ack, command: dict[str, Any]) -> None:
         ack(response_type="ephemeral",
             **self.answer(str(command.get("user_id") or ""), str(command.get("text") or "")))
+
+    def ack_body(self, user_id: str, text: str) -> Message:
+        """The command's whole answer, as Bolt's ``ack`` above sends it (for the web's
+        short path, :class:`bot.web.CommandPath`)."""
+        message = self.answer(user_id, text)
+        body: Message = {"text": message["text"], "response_type": "ephemeral"}
+        if message.get("blocks"):
+            body["blocks"] = message["blocks"]
+        return body
 
     def more(self, ack: Ack, body: dict[str, Any], respond: Callable[..., Any]) -> None:
         ack()
@@ -252,10 +264,11 @@ def _text_message(text: str) -> Message:
 # -- wiring ----------------------------------------------------------------------------------------
 
 def register_approvals(app: App, engine: Engine, directory: Directory,
-                       admins: tuple[str, ...] = (), gate: Gate | None = None) -> None:
+                       admins: tuple[str, ...] = (), gate: Gate | None = None) -> ApprovalsCommand:
     """Add ``/approvals``, its buttons, batch review and the App Home to ``app``; ``admins``
     (user and user-group ids, ``SIGNOFF_ADMINS``) see every pending review; ``gate``'s
-    policy (graduation, shadow rules) ends ``/approvals stats``."""
+    policy (graduation, shadow rules) ends ``/approvals stats``. Returns the command, which
+    the web process also answers on a short path (:class:`bot.web.CommandPath`)."""
     overview = Overview(engine, app.client, directory, admins)
     command = ApprovalsCommand(engine, overview, gate)
     home = HomeTab(overview)
@@ -267,3 +280,4 @@ def register_approvals(app: App, engine: Engine, directory: Directory,
     app.action(ACTION_DIGEST)(batch.open)  # a digest's Review them together (bot.digest)
     app.view_submission(CALLBACK_BATCH)(batch.submit)
     app.event("app_home_opened")(home.opened)
+    return command

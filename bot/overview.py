@@ -2,8 +2,12 @@
 
 Pages come from the engine's indexes (the per-approver or the global waiting index),
 never from a scan of executions. Each review comes with where it was posted (its
-:class:`bot.delivery.Delivery`) and a link to that message. A permalink is asked of
-Slack (``chat.getPermalink``) once per message, within a time budget so a slow Slack
+:class:`bot.delivery.Delivery`) and a link to that message, written in the form Slack's
+``chat.getPermalink`` answers for a message that is not a thread reply (review messages
+never are): the workspace's address (``auth.test``'s ``url``, asked once per process),
+``archives/{channel}/p{ts without its dot}``. A person's first listing no longer waits
+on one ``chat.getPermalink`` per review. Until ``auth.test`` has answered (Slack
+unreachable), links are asked of Slack as before, within a time budget so a slow Slack
 cannot hold up the 3-second answer, and kept in Redis:
 
     signoff:slack:permalink:{channel}:{ts}  string  the message's permalink
@@ -30,6 +34,7 @@ from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
+from functools import cached_property
 from typing import Any
 
 from slack_sdk import WebClient
@@ -94,9 +99,9 @@ class PendingItem:
     permalink: str | None
     refusal: str | None  # why the viewer may not decide it; None when they may
 
-    @property
+    @cached_property
     def one_click(self) -> bool:
-        return only_decision_required(self.review)
+        return only_decision_required(self.review)  # read three times per item rendered
 
     @property
     def decidable(self) -> bool:
@@ -130,6 +135,7 @@ class Overview:
                                timeout=PERMALINK_TIMEOUT, retry_handlers=[])
         self._asking = ThreadPoolExecutor(PERMALINK_THREADS, thread_name_prefix="permalink")
         self._titles: dict[tuple[str, str, str], str] = {}
+        self._workspace: str | None = None  # auth.test's url, once Slack has said
         self.directory = directory  # who may decide a review not posted yet
         self.admins = admins  # user and user-group ids who see every review
         self.visibility = Visibility(engine.store, directory)
@@ -247,6 +253,10 @@ class Overview:
         budget lasts; a link that comes later is kept for the next listing."""
         if not posts:
             return {}
+        workspace = self.workspace_url()
+        if workspace is not None:
+            built = {(p.channel, p.ts): archive_link(workspace, p) for p in posts}
+            return {where: link for where, link in built.items() if _safe_link(link)}
         cached = self.store.get_values([_permalink_key(p) for p in posts])
         found: dict[tuple[str, str], str] = {}
         asked = []
@@ -264,6 +274,20 @@ class Overview:
                 if link is not None:
                     found[(post.channel, post.ts)] = link
         return found
+
+    def workspace_url(self) -> str | None:
+        """The workspace's address (``https://acme.slack.com/``): ``auth.test``, asked once
+        (within the links' budget); None while Slack has not said."""
+        if self._workspace is None:
+            asked = self._asking.submit(self.links.auth_test)
+            try:
+                url = str(asked.result(timeout=PERMALINK_BUDGET).get("url") or "")
+            except Exception as exc:  # timeouts, refusals, Slack's errors: links asked instead
+                log.warning("auth.test failed, links are asked one by one: %s", exc)
+                return None
+            if _safe_link(url):
+                self._workspace = url if url.endswith("/") else url + "/"
+        return self._workspace
 
     def _ask_permalink(self, post: Post) -> str | None:
         try:
@@ -289,6 +313,12 @@ def _post_for(user_id: str, delivery: Delivery) -> Post | None:
     """The message to link to: the viewer's own DM if they got one, else the first post."""
     return next((p for p in delivery.posts if p.to == user_id),
                 delivery.posts[0] if delivery.posts else None)
+
+
+def archive_link(workspace: str, post: Post) -> str:
+    """The permalink of a message that is not a thread reply, as ``chat.getPermalink``
+    writes it: ``https://acme.slack.com/archives/C0123/p1700000000123456``."""
+    return f"{workspace}archives/{post.channel}/p{post.ts.replace('.', '')}"
 
 
 def _permalink_key(post: Post) -> str:

@@ -9,14 +9,26 @@ path: its signature is checked with slack_sdk's verifier, the decision is handed
 worker through the engine's inbox (one Redis round trip; as the Bolt listener would
 hand it), and Slack gets its 200 at once (with ``SIGNOFF_ACK_REPLICAS``, once that many
 replicas have it too: a Redis WAIT, see :class:`engine.state.inbox.AsyncInbox`).
-Everything else, and anything the short path does not recognise, goes to Bolt.
+
+``/approvals`` takes a short path too (:class:`CommandPath`): its signature is checked
+the same way (the signed form is the only word on who is asking), the form is read, and
+the command's own listener builds the answer, on a small thread pool of its own. Bolt's
+dispatch (its middleware chain, matching every listener, building each one's arguments)
+cost about 0.3 ms of the web process's CPU per command, more than the whole of a
+``/approvals help``. The answer is the one Bolt's ``ack`` sends.
+
+Everything else, and anything a short path does not recognise (a forged, stale or
+unsigned request among them), goes to Bolt, which refuses what is not signed.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
+import logging
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
-from urllib.parse import unquote_plus
+from urllib.parse import parse_qsl, unquote_plus
 
 from slack_bolt import App
 from slack_bolt.adapter.starlette.handler import to_bolt_request, to_starlette_response
@@ -26,7 +38,8 @@ from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
 from starlette.routing import Route
 
-from bot.app import build_app
+from bot.app import build_bot
+from bot.approvals import COMMAND, ApprovalsCommand
 from bot.handlers import CLICK_LOST, DECIDE_CLICK, Reviewer, one_click_decision
 from bot.settings import BotSettings
 from engine.api import WebExtension
@@ -37,8 +50,14 @@ from engine.state.inbox import AsyncInbox
 from engine.state.store import connect_async
 from engine.worker.scheduler import RQScheduler
 
+log = logging.getLogger(__name__)
+
 MAX_BODY = 1_048_576  # 1 MiB; Slack's requests are a few KB
 PATH = "/slack/events"
+# Threads answering /approvals: each listing waits on Redis three times, so two overlap
+# those waits; more contend for the GIL (benchmarks/approvals.py, 2,000 reviews: about 470
+# commands a second with one or two threads, 250 with four).
+COMMAND_THREADS = 2
 
 
 def extension(settings: Any = None, engine: Engine | None = None, *,
@@ -49,19 +68,22 @@ def extension(settings: Any = None, engine: Engine | None = None, *,
         return WebExtension()
     # The gate's policy, for /approvals stats (its own reader: files are read again on change).
     policy = PolicySource(getattr(settings, "policy_path", None))
-    app = build_app(bot_settings, engine, gate=Gate(engine, policy))
+    bot = build_bot(bot_settings, engine, gate=Gate(engine, policy))
+    app = bot.app
+    commands = CommandPath(bot_settings.signing_secret, bot.approvals)
     url = getattr(settings, "redis_url", None)
     if not (url and isinstance(engine.scheduler, RQScheduler)):  # clicks go in from a thread
         clicks = OneClickPath(bot_settings.signing_secret, engine)
-        return WebExtension([Route(PATH, events_endpoint(app, clicks), methods=["POST"])])
+        return WebExtension([Route(PATH, events_endpoint(app, clicks, commands),
+                                   methods=["POST"])], on_shutdown=[commands.close])
     connection = connect_async(url)
     inbox = engine.scheduler.async_inbox(connection)
     replicas = getattr(settings, "ack_replicas", 0)
     if replicas:  # SIGNOFF_ACK_REPLICAS: a click is acked once that many replicas have it
         inbox.wait_for_replicas(replicas, settings.ack_timeout_ms)
     clicks = OneClickPath(bot_settings.signing_secret, engine, inbox)
-    return WebExtension([Route(PATH, events_endpoint(app, clicks), methods=["POST"])],
-                        on_shutdown=[inbox.settle, connection.aclose])
+    return WebExtension([Route(PATH, events_endpoint(app, clicks, commands), methods=["POST"])],
+                        on_shutdown=[inbox.settle, connection.aclose, commands.close])
 
 
 class OneClickPath:
@@ -110,6 +132,55 @@ class OneClickPath:
         return True
 
 
+class CommandPath:
+    """Recognise a signed ``/approvals`` and answer it as its Bolt listener would; anything
+    else is Bolt's."""
+
+    MARK = b"command=%2Fapprovals"  # how the form spells it; checked again once parsed
+
+    def __init__(self, signing_secret: str, command: ApprovalsCommand,
+                 threads: int = COMMAND_THREADS) -> None:
+        self.verifier = SignatureVerifier(signing_secret)
+        self.command = command
+        self._threads = ThreadPoolExecutor(threads, thread_name_prefix="approvals")
+
+    def recognise(self, body: bytes, timestamp: str, signature: str) -> tuple[str, str] | None:
+        """Who asks and what (``user_id``, ``text``) when ``body`` is a signed ``/approvals``."""
+        if not (self.MARK in body and timestamp.isdigit() and signature
+                and self.verifier.is_valid(body, timestamp, signature)):
+            return None  # Bolt answers forged, stale and unsigned requests with its 401
+        try:
+            form = dict(parse_qsl(body.decode("utf-8"), keep_blank_values=True))  # as Bolt
+        except (UnicodeDecodeError, ValueError):
+            return None
+        if form.get("command") != COMMAND or "ssl_check" in form or "payload" in form:
+            return None
+        return form.get("user_id") or "", form.get("text") or ""
+
+    def answer(self, user_id: str, text: str) -> Response:
+        """From a thread: the command's answer; a failure (Redis unreachable) is a 500,
+        logged, as Bolt answers a listener that raised."""
+        try:
+            body = self.command.ack_body(user_id, text)
+        except Exception:
+            log.exception("/approvals failed")
+            return Response(status_code=500)
+        return Response(json.dumps(body), media_type="application/json;charset=utf-8")
+
+    async def handle_async(self, body: bytes, timestamp: str,
+                           signature: str) -> Response | None:
+        """On the event loop: the answer if it is an ``/approvals`` (computed on one of the
+        path's threads), else None."""
+        asked = self.recognise(body, timestamp, signature)
+        if asked is None:
+            return None
+        return await asyncio.get_running_loop().run_in_executor(self._threads, self.answer,
+                                                                *asked)
+
+    async def close(self) -> None:
+        self._threads.shutdown(wait=False)
+
+
 def form_value(encoded: bytes) -> str:
     """``urllib.parse.unquote_plus`` of a form value, eight times faster.
 
@@ -148,17 +219,23 @@ async def capped_body(request: Request, limit: int = MAX_BODY) -> bytes | None:
     return b"".join(chunks)
 
 
-def events_endpoint(app: App, clicks: OneClickPath | None = None) -> Any:
-    """An async Starlette endpoint that hands each request to ``app`` on a worker thread."""
+def events_endpoint(app: App, clicks: OneClickPath | None = None,
+                    commands: CommandPath | None = None) -> Any:
+    """An async Starlette endpoint that hands each request to ``app`` on a worker thread,
+    but for what the short paths take (one-click decisions, ``/approvals``)."""
 
     async def events(request: Request) -> Response:
         body = await capped_body(request)
         if body is None:
             return PlainTextResponse("request body too large", status_code=413)
-        if clicks is not None and await clicks.handle_async(
-                body, request.headers.get("x-slack-request-timestamp", ""),
-                request.headers.get("x-slack-signature", "")):
+        timestamp = request.headers.get("x-slack-request-timestamp", "")
+        signature = request.headers.get("x-slack-signature", "")
+        if clicks is not None and await clicks.handle_async(body, timestamp, signature):
             return Response(status_code=200)
+        if commands is not None:
+            answered = await commands.handle_async(body, timestamp, signature)
+            if answered is not None:
+                return answered
         response = await run_in_threadpool(app.dispatch, to_bolt_request(request, body))
         return to_starlette_response(response)
 

@@ -73,6 +73,15 @@ class Indexes:
         raw_ids, total = self._call(pipe.execute)
         return [reply_text(i) for i in raw_ids], int(total)
 
+    def index_scored_page(self, key: str, offset: int,
+                          limit: int) -> tuple[list[tuple[str, float]], int]:
+        """A page of a sorted-set index with scores, lowest score first, and its size."""
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.zrange(key, offset, offset + limit - 1, withscores=True)
+        pipe.zcard(key)
+        rows, total = self._call(pipe.execute)
+        return [(reply_text(m), float(s)) for m, s in rows], int(total)
+
     def index_members(self, key: str, min_score: float) -> list[str]:
         rows = self._call(self.redis.zrangebyscore, key, min_score, "+inf")
         return [reply_text(r) for r in rows]
@@ -148,6 +157,17 @@ class Indexes:
         for key in index_keys:
             pipe.zcard(key)
         return [int(n) for n in self._call(pipe.execute)]
+
+    def index_ends(self, index_keys: Sequence[str]) -> list[tuple[int, float | None]]:
+        """Each sorted set's size and highest score (None when empty), in one round trip:
+        O(log N) each, a cheap sign of whether a set changed."""
+        pipe = self.redis.pipeline(transaction=False)
+        for key in index_keys:
+            pipe.zcard(key)
+            pipe.zrange(key, -1, -1, withscores=True)
+        replies = self._call(pipe.execute)
+        return [(int(size), float(last[0][1]) if last else None)
+                for size, last in zip(replies[::2], replies[1::2], strict=True)]
 
     def summaries(self, ids: Iterable[str]) -> list[ExecutionSummary]:
         ids = list(ids)
