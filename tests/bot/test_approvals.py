@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from typing import Any
 
 from bot.batch import BLOCK_DECISION, BatchReview
@@ -56,11 +57,16 @@ steps:
 
 
 def start(signoff: Signoff, count: int, text: str = ISOLATE, **event: Any) -> list[str]:
-    """Start ``count`` runs, oldest first, and run every job until their reviews are posted."""
+    """Start ``count`` runs, oldest first, and run every job until their reviews are posted.
+    Each begins waiting in a millisecond of its own: listings show the oldest wait first,
+    and those that began in the same millisecond by id, not by when they started."""
     workflow = parse_workflow(text)
-    ids = [signoff.engine.run(workflow, {"host": f"web-{n:02d}", "rule": "beaconing",
-                                         "who": "erin", **event}) for n in range(count)]
-    signoff.drain()
+    ids = []
+    for n in range(count):
+        ids.append(signoff.engine.run(workflow, {"host": f"web-{n:02d}", "rule": "beaconing",
+                                                 "who": "erin", **event}))
+        signoff.drain()
+        time.sleep(0.002)
     return ids
 
 
