@@ -1,7 +1,9 @@
 """``signoff worker``'s RQ worker class: no fork per job, a queue's drain job run without
-RQ's per-job bookkeeping (the inbox keeps its own, see engine.state.inbox), and a
-maintenance sweep that recovers what dead workers left (stalled runs, inbox tasks,
-overdue timers) and advances scheduled triggers."""
+RQ's per-job bookkeeping (the inbox keeps its own, see engine.state.inbox): it is not
+read back from its hash when dequeued (:class:`SignoffQueue`), and RQ's heartbeats around
+it are skipped when the last is under ten seconds old; and a maintenance sweep that recovers
+what dead workers left (stalled runs, inbox tasks, overdue timers) and advances scheduled
+triggers."""
 
 from __future__ import annotations
 
@@ -25,8 +27,10 @@ log = logging.getLogger(__name__)
 CHAIN_SECONDS = 10.0  # drains run one after another before RQ's loop (heartbeat, sweep) again
 # Around a drain job, a heartbeat this soon after the last one is skipped: RQ sends one
 # after the dequeue, one after the job and one before the next dequeue (3 round trips
-# each), while the worker's key lives worker_ttl + 60 s. Other jobs keep all of RQ's.
-HEARTBEAT_GAP = 1.0  # seconds
+# each), while the worker's key lives worker_ttl + 60 s (90 s by default) and an idle
+# worker still beats before each blocking dequeue (every worker_ttl - 15 s), so beats
+# stay well under a minute apart. Other jobs keep all of RQ's.
+HEARTBEAT_GAP = 10.0  # seconds
 _working: dict[str, SimpleWorker] = {}  # the SignoffWorker running a job in this process
 
 
