@@ -160,6 +160,9 @@ class ReviewListeners:
                      approved: bool) -> Callable[[], Any] | None:
         """A one-click decision, in a worker: check who clicked what, record it. Returns
         what continues the run (in this worker, once the click is acknowledged), if any.
+        The review, its delivery record and the clicker's cached name come in one round
+        trip, and the engine decides on that read (its guarded commit catches any change
+        since, and tries again on a fresh read).
 
         Slack has had its answer, so the click must not be lost to Slack being down: the
         audit names the clicker by the signed click (or the name cached), and their display
