@@ -558,7 +558,7 @@ def report(r: Results) -> None:
         print(f"worker CPU per lone click ({r.lone.count}, one at a time): {ms(r.lone.click_cpu)}; "
               f"per bare RQ no-op job alone on the same worker: {ms(r.lone.job_cpu)}; "
               f"ratio {r.lone.ratio:.2f}   (target <= {LONE_TARGET:.1f})  "
-              f"{mark(r.lone.ratio <= LONE_TARGET)}")
+              f"{mark(r.lone.ratio <= LONE_TARGET)}; load average {os.getloadavg()[0]:.1f}")
     print(f"the bot's record of a posted review (n:slack:review on the execution): "
           f"{r.delivery_bytes:.0f} B of JSON")
     for label, phase in (("trivial route", r.noop), ("clicks", r.clicks)):

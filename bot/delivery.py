@@ -22,7 +22,7 @@ closing a review never rewrites.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import MISSING, asdict, dataclass, replace
 from datetime import datetime
 from typing import Any
@@ -44,7 +44,7 @@ from engine.errors import ExecutionNotFound, SignoffError
 from engine.notify import SYSTEM_TIMEOUT, Actor, ReviewClosed, ReviewRequest
 from engine.run import escalation
 from engine.run.engine import Engine
-from engine.state import audit
+from engine.state import audit, messages
 from engine.state.execution import (
     ExecutionState,
     ExecutionStatus,
@@ -494,10 +494,14 @@ class Deliverer:
 
     def close(self, execution_id: str, step: str, closed: ReviewClosed | None) -> int:
         """Rewrite the messages of a closed review; returns how many were rewritten."""
-        delivery = load_delivery(self.engine, execution_id, step)
+        try:  # the execution, its delivery record and the messages it showed, in one read
+            read = self.engine.get_annotated(execution_id, annotation_key(step))
+        except ExecutionNotFound:
+            return 0
+        note, state = read.annotation, read.state
+        delivery = Delivery.from_json(note) if isinstance(note, Mapping) else None
         if delivery is None:
             return 0  # never posted; the post job, if still to run, will not post it
-        state = self.engine.get(execution_id)
         found = closed_from_state(self.engine, state, step, delivery.since)
         if found is None:
             # What was posted still waits: this closure was of an earlier instance of the
@@ -505,7 +509,8 @@ class Deliverer:
             return 0
         self.visibility.forget(execution_id, delivery.since)  # out of /approvals all
         digests = self.leave_digests(delivery, state.workflow)
-        return self.mark_closed(delivery, closed or found, state.status, digests=digests)
+        return self.mark_closed(delivery, closed or found, state.status, digests=digests,
+                                trail=read.trail)
 
     def leave_digests(self, delivery: Delivery, workflow: str) -> set[tuple[str, str]]:
         """The closed review no longer counts in its channels' digests (bot.digest); which
@@ -515,12 +520,16 @@ class Deliverer:
 
     def mark_closed(self, delivery: Delivery, closed: ReviewClosed,
                     status: ExecutionStatus | None = None, *,
-                    digests: set[tuple[str, str]] | None = None) -> int:
+                    digests: set[tuple[str, str]] | None = None,
+                    trail: Sequence[bytes] | None = None) -> int:
+        """``trail``: the execution's audit trail when the caller read it already."""
         copy = delivery.review
         # The message as the reviewers saw it, from the audit trail, where it is stored once.
-        shown = self.engine.store.review_message(
-            delivery.execution_id, str(copy.get("message_sha256") or "")
-        ) if "message" not in copy else None
+        shown = None
+        if "message" not in copy:
+            sha256 = str(copy.get("message_sha256") or "")
+            shown = (messages.find(trail, sha256) if trail is not None
+                     else self.engine.store.review_message(delivery.execution_id, sha256))
         review = review_from_json(copy, shown)
         message = decided_message(review, explained(closed, review, status))
         return self.rewrite(delivery.posts, message, digests=digests)

@@ -87,6 +87,19 @@ class Directory:
         """The name people see for ``user_id`` if it is cached; Slack is not asked."""
         return self._cached(keys.user_name(user_id))
 
+    @staticmethod
+    def name_key(user_id: str) -> str:
+        """Where :meth:`cached_name` looks, for a caller that reads it along with other
+        things (a click reads it with the review); :meth:`name_from` reads the value."""
+        return keys.user_name(user_id)
+
+    @staticmethod
+    def name_from(value: bytes | str | None) -> str | None:
+        """:meth:`cached_name` from the value read at :meth:`name_key`."""
+        if value is None:
+            return None
+        return value.decode() if isinstance(value, bytes) else str(value)
+
     def group_members(self, group_id: str) -> tuple[str, ...] | None:
         """The members of a user group; None when Slack has no such group."""
         key = keys.group_members(group_id)

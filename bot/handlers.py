@@ -37,6 +37,7 @@ from bot.blocks import (
 )
 from bot.delivery import (
     Delivery,
+    annotation_key,
     closed_review_text,
     load_delivery,
     refusal,
@@ -64,6 +65,7 @@ from engine.notify import Actor, ReviewRequest
 from engine.run import escalation
 from engine.run.authority import Refusal
 from engine.run.engine import Engine
+from engine.state.execution import ExecutionState, ExecutionStatus, review_request
 
 log = logging.getLogger(__name__)
 
@@ -158,6 +160,9 @@ class ReviewListeners:
                      approved: bool) -> Callable[[], Any] | None:
         """A one-click decision, in a worker: check who clicked what, record it. Returns
         what continues the run (in this worker, once the click is acknowledged), if any.
+        The review, its delivery record and the clicker's cached name come in one round
+        trip, and the engine decides on that read (its guarded commit catches any change
+        since, and tries again on a fresh read).
 
         Slack has had its answer, so the click must not be lost to Slack being down: the
         audit names the clicker by the signed click (or the name cached), and their display
@@ -167,11 +172,13 @@ class ReviewListeners:
         found = self._review_clicked(reviewer, ref)
         if found is None:
             return None
-        review, _ = found
-        actor = reviewer.actor(self.directory, ask_slack=False)
-        try:  # the engine decides who may, and audits a refusal
+        review, _, state, cached = found
+        actor = Actor(id=reviewer.user_id, name=cached or reviewer.username, source="slack",
+                      team=reviewer.team_id)  # as reviewer.actor(ask_slack=False), one read
+        try:  # the engine decides who may, and audits a refusal; the read is checked again
             result = self.engine.resume(review.execution_id, {review.decision_field: approved},
-                                        actor, step=review.step, advance=self.advance is None)
+                                        actor, step=review.step, advance=self.advance is None,
+                                        read=state)
         except ActorNotAllowed as exc:
             self._reply(reviewer, _refusal_message(review, exc))
             return None
@@ -181,7 +188,7 @@ class ReviewListeners:
         except InputInvalid:  # the schema changed its mind: the form must ask
             self._reply(reviewer, ephemeral_text(texts.NEEDS_FORM))
             return None
-        if self.directory.cached_name(reviewer.user_id) is None:
+        if cached is None:
             self.outbox.learn_name(reviewer.user_id)  # for the next audit entry and /approvals
         if result.decided and self.advance is not None:
             return partial(self.advance, review.execution_id)
@@ -218,7 +225,7 @@ class ReviewListeners:
         found = self._clicked_review(body)
         if found is None:
             return
-        reviewer, review, _ = found
+        reviewer, review, _, _ = found
         if not review.approvers:
             self._reply(reviewer, ephemeral_text(texts.REASSIGN_ANYONE))
             return
@@ -251,15 +258,17 @@ class ReviewListeners:
             self._open_modal(client, body, review, approved)
 
     def _clicked_review(self, body: Mapping[str, Any]
-                        ) -> tuple[Reviewer, ReviewRequest, Delivery | None] | None:
-        """The reviewer, the review they clicked and its delivery record (None before it is
-        written), or None after telling them the review is closed."""
+                        ) -> tuple[Reviewer, ReviewRequest, Delivery | None,
+                                   ExecutionState] | None:
+        """The reviewer, the review they clicked, its delivery record (None before it is
+        written) and the execution as read, or None after telling them the review is
+        closed."""
         ref = _ref_of(body)
         if ref is None:
             return None
         reviewer = Reviewer.from_body(body)
         found = self._review_clicked(reviewer, ref)
-        return (reviewer, *found) if found is not None else None
+        return (reviewer, *found[:3]) if found is not None else None
 
     def _clicked_by_decider(self, body: Mapping[str, Any], *, record: bool = True
                             ) -> tuple[Reviewer, ReviewRequest] | None:
@@ -268,26 +277,37 @@ class ReviewListeners:
         found = self._clicked_review(body)
         if found is None:
             return None
-        reviewer, review, _ = found
+        reviewer, review, _, _ = found
         if self._refused(reviewer, review, record=record):
             return None
         return reviewer, review
 
     def _review_clicked(self, reviewer: Reviewer, ref: ReviewRef
-                        ) -> tuple[ReviewRequest, Delivery | None] | None:
-        review = self._waiting_review(ref)
+                        ) -> tuple[ReviewRequest, Delivery | None, ExecutionState,
+                                   str | None] | None:
+        """The review clicked, its delivery record, the execution and the clicker's cached
+        name (:meth:`Directory.cached_name`), from one round trip."""
+        name_key = self.directory.name_key(reviewer.user_id)
+        try:
+            read = self.engine.get_annotated(ref.execution_id, annotation_key(ref.step),
+                                             values=[name_key])
+            state, note = read.state, read.annotation
+            cached = self.directory.name_from(read.values[0])
+        except ExecutionNotFound:
+            state, note, cached = None, None, None
+        review = self._review_of(state, ref) if state is not None else None
         stored = None
         if review is not None:
-            stored = load_delivery(self.engine, ref.execution_id, ref.step)
+            stored = Delivery.from_json(note) if isinstance(note, Mapping) else None
             # A message of an earlier instance of the same step (inside foreach) is stale too.
             if (stored is not None and stored.same_review(review)
                     and reviewer.message_ts is not None and not reviewer.ephemeral
                     and reviewer.message_ts not in {p.ts for p in stored.posts}):
                 review = None
-        if review is None:
+        if review is None or state is None:
             self._reply_closed(reviewer, ref.execution_id, ref.step, ref.since)
             return None
-        return review, stored
+        return review, stored, state, cached
 
     def _open_modal(self, client: WebClient, body: Mapping[str, Any], review: ReviewRequest,
                     approved: bool | None) -> None:
@@ -454,10 +474,18 @@ class ReviewListeners:
 
     def _waiting_review(self, ref: ReviewRef) -> ReviewRequest | None:
         try:
-            review = self.engine.review(ref.execution_id)
+            state = self.engine.get(ref.execution_id)
         except ExecutionNotFound:
             return None
-        return review if review is not None and ref.refers_to(review) else None
+        return self._review_of(state, ref)
+
+    @staticmethod
+    def _review_of(state: ExecutionState, ref: ReviewRef) -> ReviewRequest | None:
+        """The review ``state`` waits on, if it is the one ``ref`` refers to."""
+        if state.status is not ExecutionStatus.WAITING_FOR_INPUT or state.waiting is None:
+            return None
+        review = review_request(state, state.waiting)
+        return review if ref.refers_to(review) else None
 
     def _closed_text(self, execution_id: str, step: str, since: str | None = None) -> str:
         return closed_review_text(self.engine, execution_id, step, since)

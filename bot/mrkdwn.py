@@ -18,7 +18,7 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 from datetime import UTC, datetime
-from functools import cache
+from functools import cache, lru_cache
 
 from markdown_it import MarkdownIt
 from markdown_it.tree import SyntaxTreeNode
@@ -123,14 +123,41 @@ def markdown_to_mrkdwn(md: str) -> str:
     return "\n\n".join(markdown_to_mrkdwn_chunks(md))
 
 
+# A process keeps its last RENDERED conversions of texts up to RENDERED_MAX characters: a
+# review's message is converted as it is posted and again as it is rewritten once closed
+# (by the same worker, often), and both conversions are pure functions of the text.
+RENDERED = 512
+RENDERED_MAX = 8_192
+
+
 def markdown_to_mrkdwn_chunks(md: str) -> list[str]:
     """The mrkdwn of each top-level Markdown block (paragraph, list, code, table…), in order."""
+    if len(md) <= RENDERED_MAX:
+        return list(_kept_chunks(md))
+    return _chunks(md)
+
+
+@lru_cache(maxsize=RENDERED)
+def _kept_chunks(md: str) -> tuple[str, ...]:
+    return tuple(_chunks(md))
+
+
+def _chunks(md: str) -> list[str]:
     renderer = _Renderer()
     return [chunk for chunk in (renderer.block(node, 0) for node in _tree(md).children) if chunk]
 
 
 def markdown_to_plain(md: str) -> str:
     """The text of some Markdown without any markup, on one line (for plain_text fields)."""
+    return _kept_plain(md) if len(md) <= RENDERED_MAX else _plain_text(md)
+
+
+@lru_cache(maxsize=RENDERED)
+def _kept_plain(md: str) -> str:
+    return _plain_text(md)
+
+
+def _plain_text(md: str) -> str:
     parts: list[str] = []
 
     def walk(node: SyntaxTreeNode) -> None:

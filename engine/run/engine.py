@@ -56,7 +56,7 @@ from engine.state.execution import (
     utcnow,
 )
 from engine.state.indexes import ExecutionSummary
-from engine.state.store import Store
+from engine.state.store import Annotated, Store
 from engine.state.tokens import OPERATOR_PRINCIPAL
 
 
@@ -161,6 +161,12 @@ class Engine:
     def get(self, execution_id: str) -> ExecutionState:
         return self.store.load(execution_id)
 
+    def get_annotated(self, execution_id: str, key: str, *,
+                      values: Sequence[str] = ()) -> Annotated:
+        """:meth:`get` and :meth:`annotation` ``key`` in one round trip, with a plug-in's
+        small ``values`` and the audit trail as stored (:meth:`Store.load_annotated`)."""
+        return self.store.load_annotated(execution_id, key, values=values)
+
     def review(self, execution_id: str) -> ReviewRequest | None:
         """The review an execution waits on, or None when it is not waiting for input."""
         state = self.store.load(execution_id)
@@ -199,14 +205,19 @@ class Engine:
     # -- decide ------------------------------------------------------------------------------
 
     def resume(self, execution_id: str, input_: Any, actor: Actor, *,
-               step: str | None = None, advance: bool = True) -> ResumeResult:
+               step: str | None = None, advance: bool = True,
+               read: ExecutionState | None = None) -> ResumeResult:
         """Record a reviewer's answer and continue the run, exactly once.
 
         Raises InputInvalid (every schema violation), NotWaiting, AlreadyDecided
         (someone decided first: who and when) or ExecutionNotFound. With a quorum
         (``approvals-required``) the result says how many approvals are in so far.
+        ``read``: the execution as the caller just read it, used for the first try instead
+        of reading it again (the commit is guarded all the same: if it changed since, the
+        decision is tried again on a fresh read).
         """
-        return self.reviews.resume(execution_id, input_, actor, step=step, advance=advance)
+        return self.reviews.resume(execution_id, input_, actor, step=step, advance=advance,
+                                   read=read)
 
     @property
     def escalate_to(self) -> tuple[str, ...]:

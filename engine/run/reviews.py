@@ -98,7 +98,7 @@ class Reviews:
 
     def resume(self, execution_id: str, input_: Any, actor: Actor, *,
                step: str | None = None, reason: str = "", advance: bool = True,
-               authorize: bool = True) -> ResumeResult:
+               authorize: bool = True, read: ExecutionState | None = None) -> ResumeResult:
         """Record an answer, exactly once; with ``approvals-required: N`` an approval counts
         toward the quorum and the N-th distinct approver decides (one deny denies).
 
@@ -106,9 +106,12 @@ class Reviews:
         attempt is audited and ActorNotAllowed says why. ``authorize=False`` is for the
         engine's own decisions (``on-timeout``). ``reason`` travels to the notifier (why
         ``system:timeout`` decided). With ``advance=False`` the caller continues the run
-        itself (a worker that decided a click); if it dies first, the sweeper does."""
+        itself (a worker that decided a click); if it dies first, the sweeper does.
+        ``read``: the execution as the caller just read it, for the first try (the commit's
+        guards catch any change since, and the next try reads afresh)."""
         for _ in range(50):
-            state, waiting = self._waiting(execution_id, step)
+            state, waiting = self._waiting(execution_id, step, read)
+            read = None
             if not isinstance(input_, Mapping):
                 raise InputInvalid(execution_id, [{"path": "", "message":
                                                    "the input must be a JSON object"}])
@@ -519,8 +522,10 @@ class Reviews:
 
     # -- plumbing ----------------------------------------------------------------------------
 
-    def _waiting(self, execution_id: str, step: str | None) -> tuple[ExecutionState, Waiting]:
-        state = self.store.load(execution_id)
+    def _waiting(self, execution_id: str, step: str | None,
+                 read: ExecutionState | None = None) -> tuple[ExecutionState, Waiting]:
+        state = read if read is not None and read.id == execution_id else self.store.load(
+            execution_id)
         waiting = state.waiting
         if state.status is not ExecutionStatus.WAITING_FOR_INPUT or waiting is None:
             raise self._not_waiting(state, step)

@@ -188,6 +188,26 @@ class Store(Indexes):
         _complete(state, trail)
         return state
 
+    def load_annotated(self, execution_id: str, key: str, *,
+                       values: Sequence[str] = ()) -> Annotated:
+        """:meth:`load`, :meth:`annotation` ``key``, the small values ``values`` (as
+        :meth:`get_values`) and the audit trail's stored entries (where
+        :func:`engine.state.messages.find` finds a review's message), in one round trip (a
+        MULTI: the execution and its trail are read together)."""
+        pipe = self.redis.pipeline(transaction=True)
+        pipe.hgetall(keys.execution(execution_id))
+        pipe.lrange(keys.audit(execution_id), 0, -1)  # the review's message is kept there
+        for name in values:
+            pipe.get(name)
+        raw, trail, *found = self._call(pipe.execute)
+        if not raw:
+            raise ExecutionNotFound(execution_id)
+        state = _state_from_hash(execution_id, raw)
+        _complete(state, trail)
+        note = raw.get(keys.annotation_field(key).encode())
+        return Annotated(state, json.loads(compact.unpack(note)) if note is not None else None,
+                         found, trail)
+
     def review_message(self, execution_id: str, sha256: str) -> str | None:
         """The message a review of the execution showed its reviewers, known by its SHA-256,
         from the audit trail (where it is stored once); None when the trail has no such
@@ -531,6 +551,16 @@ class Store(Indexes):
             return False
         finally:
             probe.close()
+
+
+@dataclass(frozen=True)
+class Annotated:
+    """What :meth:`Store.load_annotated` read in its one round trip."""
+
+    state: ExecutionState
+    annotation: Any  # the plug-in note asked for (None when unset)
+    values: list[bytes | None]  # the small values asked for, in order (None where unset)
+    trail: list[bytes]  # the audit trail's entries as stored, oldest first
 
 
 def _state_from_hash(execution_id: str, raw: Mapping[bytes, bytes]) -> ExecutionState:

@@ -1,7 +1,9 @@
 """``signoff worker``'s RQ worker class: no fork per job, a queue's drain job run without
-RQ's per-job bookkeeping (the inbox keeps its own, see engine.state.inbox), and a
-maintenance sweep that recovers what dead workers left (stalled runs, inbox tasks,
-overdue timers) and advances scheduled triggers."""
+RQ's per-job bookkeeping (the inbox keeps its own, see engine.state.inbox): it is not
+read back from its hash when dequeued (:class:`SignoffQueue`), and RQ's heartbeats around
+it are skipped when the last is under ten seconds old; and a maintenance sweep that recovers
+what dead workers left (stalled runs, inbox tasks, overdue timers) and advances scheduled
+triggers."""
 
 from __future__ import annotations
 
@@ -12,16 +14,23 @@ from typing import Any
 
 import redis
 from rq import Queue, SimpleWorker
+from rq.job import Job
 from rq.timeouts import JobTimeoutException
 from rq.worker import WorkerStatus
 
 from engine.state import lua
 from engine.worker.runtime import runtime
-from engine.worker.scheduler import JOB_TIMEOUT, RQScheduler, drain_job_id
+from engine.worker.scheduler import DRAIN_JOB_PREFIX, JOB_TIMEOUT, RQScheduler, drain_job_id
 
 log = logging.getLogger(__name__)
 
 CHAIN_SECONDS = 10.0  # drains run one after another before RQ's loop (heartbeat, sweep) again
+# Around a drain job, a heartbeat this soon after the last one is skipped: RQ sends one
+# after the dequeue, one after the job and one before the next dequeue (3 round trips
+# each), while the worker's key lives worker_ttl + 60 s (90 s by default) and an idle
+# worker still beats before each blocking dequeue (every worker_ttl - 15 s), so beats
+# stay well under a minute apart. Other jobs keep all of RQ's.
+HEARTBEAT_GAP = 10.0  # seconds
 _working: dict[str, SimpleWorker] = {}  # the SignoffWorker running a job in this process
 
 
@@ -50,6 +59,30 @@ def rq_scheduler() -> RQScheduler:
     return scheduler
 
 
+class SignoffQueue(Queue):
+    """RQ's Queue, except that a queue's drain job, once dequeued, is not read back from
+    its hash (a round trip and the unpickling of a job the worker does not use: it runs
+    the drain by its id, see SignoffWorker._drain_now). Every other job is fetched as RQ
+    fetches it."""
+
+    @classmethod
+    def _fetch_dequeued_job(cls, connection: Any, queue_key: str, job_id: str,
+                            job_class: Any = None, serializer: Any = None,
+                            death_penalty_class: Any = None) -> tuple[Job, Queue] | None:
+        if (job_id.startswith(DRAIN_JOB_PREFIX)
+                and queue_key == cls.redis_queue_namespace_prefix
+                + job_id[len(DRAIN_JOB_PREFIX):]):
+            queue = cls.from_queue_key(queue_key, connection=connection, job_class=job_class,
+                                       serializer=serializer,
+                                       death_penalty_class=death_penalty_class)
+            job = (job_class or Job)(job_id, connection=connection, serializer=serializer)
+            job.description = f"drain of inbox {queue.name}"
+            return job, queue
+        return super()._fetch_dequeued_job(connection, queue_key, job_id, job_class=job_class,
+                                           serializer=serializer,
+                                           death_penalty_class=death_penalty_class)
+
+
 class SignoffWorker(SimpleWorker):
     """RQ's SimpleWorker (no fork per job) whose maintenance also recovers stalled runs.
 
@@ -63,8 +96,11 @@ class SignoffWorker(SimpleWorker):
         # An idle worker wakes from its blocking dequeue every worker_ttl - 15 s; make that
         # the sweep interval, so runs of a dead worker are picked up even when all is quiet.
         kwargs.setdefault("worker_ttl", int(kwargs["maintenance_interval"]) + 15)
+        kwargs.setdefault("queue_class", SignoffQueue)  # drain jobs dequeued without a read
         super().__init__(*args, **kwargs)
         self._next_drain_script: Any = None
+        self._after_drain = False  # the last job was a drain: close heartbeats are skipped
+        self._beat_at = 0.0  # time.monotonic() of the last heartbeat
 
     def work(self, burst: bool = False, *args: Any, **kwargs: Any) -> bool:
         self._burst = burst
@@ -93,12 +129,22 @@ class SignoffWorker(SimpleWorker):
             thread.join(timeout=1)
         self.pubsub.close()
 
+    def heartbeat(self, timeout: int | None = None, pipeline: Any = None) -> None:
+        """RQ's, skipped around a drain job when the last one is under HEARTBEAT_GAP old."""
+        if (pipeline is None and timeout is None and self._after_drain
+                and time.monotonic() - self._beat_at < HEARTBEAT_GAP):
+            return
+        super().heartbeat(timeout, pipeline)
+        self._beat_at = time.monotonic()
+
     def execute_job(self, job: Any, queue: Queue) -> None:
         _working["worker"] = self  # for drain_inbox: which queues come first
         try:
             if job.id == drain_job_id(queue.name):
+                self._after_drain = True
                 self._drain_now(job, queue)
             else:
+                self._after_drain = False  # a job as RQ runs it, with all of RQ's heartbeats
                 super().execute_job(job, queue)
         finally:
             _working.pop("worker", None)

@@ -133,3 +133,19 @@ def test_a_drain_job_taken_by_a_worker_that_stopped_is_queued_again_by_the_sweep
     inbox.put(f"{drain_tasks.__name__}.record", "queued")
     inbox.recover()
     assert queue.get_job_ids() == [drain_job_id(queue.name)]
+
+
+def test_a_dequeued_drain_job_runs_by_its_id_without_reading_its_hash(runtime, redis_client,
+                                                                      work):
+    queue = Queue(runtime.settings.queue, connection=redis_client)
+    started = runtime.engine.run(FIVE, {"n": 3})
+    # The hash goes after the ring pushed the id: RQ would drop the id (no such job) and the
+    # run would wait for the sweep; the worker runs the drain by its id.
+    redis_client.delete(Job.key_for(drain_job_id(queue.name)))
+    ordinary = queue.enqueue("tests.engine.drain_tasks.record", "ordinary")
+
+    work()
+
+    assert runtime.engine.get(started).status is ExecutionStatus.COMPLETED
+    assert ran(redis_client) == ["ordinary"]  # an ordinary job is fetched and run as RQ does
+    assert ordinary.get_status(refresh=True) == "finished"
