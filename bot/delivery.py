@@ -49,6 +49,7 @@ from engine.state.execution import (
     ExecutionState,
     ExecutionStatus,
     StepStatus,
+    dumps,
     first_line,
     iso,
     parse_iso,
@@ -510,7 +511,7 @@ class Deliverer:
         self.visibility.forget(execution_id, delivery.since)  # out of /approvals all
         digests = self.leave_digests(delivery, state.workflow)
         return self.mark_closed(delivery, closed or found, state.status, digests=digests,
-                                trail=read.trail)
+                                trail=read.trail, event=state.event)
 
     def leave_digests(self, delivery: Delivery, workflow: str) -> set[tuple[str, str]]:
         """The closed review no longer counts in its channels' digests (bot.digest); which
@@ -521,14 +522,16 @@ class Deliverer:
     def mark_closed(self, delivery: Delivery, closed: ReviewClosed,
                     status: ExecutionStatus | None = None, *,
                     digests: set[tuple[str, str]] | None = None,
-                    trail: Sequence[bytes] | None = None) -> int:
-        """``trail``: the execution's audit trail when the caller read it already."""
+                    trail: Sequence[bytes] | None = None, event: Any = None) -> int:
+        """``trail``: the execution's audit trail when the caller read it already, with
+        ``event``, the execution's event (a long message is packed against it)."""
         copy = delivery.review
         # The message as the reviewers saw it, from the audit trail, where it is stored once.
         shown = None
         if "message" not in copy:
             sha256 = str(copy.get("message_sha256") or "")
-            shown = (messages.find(trail, sha256) if trail is not None
+            shown = (messages.find(trail, sha256, dumps(event) if event is not None else None)
+                     if trail is not None
                      else self.engine.store.review_message(delivery.execution_id, sha256))
         review = review_from_json(copy, shown)
         message = decided_message(review, explained(closed, review, status))

@@ -10,7 +10,7 @@ from engine.definition.loader import parse_workflow
 from engine.errors import AlreadyDecided, ExecutionNotFound
 from engine.notify import Actor
 from engine.state import keys, messages
-from engine.state.execution import ExecutionStatus
+from engine.state.execution import ExecutionStatus, dumps
 
 ALICE = Actor(id="U0ALICE", name="alice", source="slack")
 BOB = Actor(id="U0BOB", name="bob", source="slack")
@@ -50,8 +50,8 @@ def test_the_execution_its_note_values_and_trail_come_in_one_read(runtime, work,
     assert read.state.waiting is not None and loaded.waiting is not None
     assert read.state.waiting.message == loaded.waiting.message  # the message read back whole
     assert EVIDENCE in read.state.waiting.message
-    assert messages.find(read.trail, read.state.waiting.message_sha256) == \
-        read.state.waiting.message
+    assert messages.find(read.trail, read.state.waiting.message_sha256,
+                         dumps(read.state.event)) == read.state.waiting.message
     assert read.trail == redis_client.lrange(keys.audit(execution_id), 0, -1)
     assert runtime.engine.get_annotated(execution_id, "other").annotation is None
     with pytest.raises(ExecutionNotFound):
