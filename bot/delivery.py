@@ -316,7 +316,7 @@ class Deliverer:
 
     def __init__(self, engine: Engine, client: WebClient, directory: Directory,
                  default_channel: str | None, connectors: Connectors | None = None, *,
-                 digest_after: int = DIGEST_AFTER,
+                 digest_after: int = DIGEST_AFTER, digest_every: float = 0.0,
                  refresh_digest: Callable[[str], None] | None = None) -> None:
         self.engine = engine
         self.client = client
@@ -327,7 +327,7 @@ class Deliverer:
         self.limits = ChannelLimits(engine.store.redis, client)
         # refresh_digest: hand a digest's rewrite to a job (Outbox.refresh_digest); None: now.
         self.digests = Digests(engine, client, self.limits, threshold=digest_after,
-                               refresh_later=refresh_digest)
+                               every=digest_every, refresh_later=refresh_digest)
         self._app_home: str | None = None
 
     def deliver(self, execution_id: str, step: str, *, again: bool = False) -> Delivery | None:

@@ -26,8 +26,11 @@ never rewrites the digest with that review's message, nor an escalation notes it
 The digest's count follows the pile (the reviews of that step still waiting in that channel,
 in its own messages or in the digest): each review that joins or leaves marks the digest
 out of date and hands a refresh to the ``slack`` queue's inbox, so a burst of changes costs
-one ``chat.update``. When the pile is empty the digest says so, loses its button, and the
-next review of that step is posted on its own again.
+one ``chat.update``; and one digest is rewritten at most once every
+``SIGNOFF_SLACK_DIGEST_EVERY`` seconds (3 by default: Slack's ``chat.update`` takes about 50
+a minute), a refresh due sooner coming back then through RQ's scheduler. When the pile
+is empty the digest says so, loses its button, and the next review of that step is posted
+on its own again.
 
 Redis keys are listed in :mod:`bot.keys`.
 """
@@ -98,9 +101,10 @@ class Digests:
     """The digests of one workspace's channels, over one engine."""
 
     def __init__(self, engine: Engine, client: WebClient, limits: ChannelLimits, *,
-                 threshold: int = DIGEST_AFTER,
+                 threshold: int = DIGEST_AFTER, every: float = 0.0,
                  refresh_later: Callable[[str], None] | None = None) -> None:
         self.engine = engine
+        self.every = every  # seconds at least between two rewrites of one digest (0: none)
         self.redis: redis.Redis = engine.store.redis
         self.client = client
         self.limits = limits
@@ -212,7 +216,12 @@ class Digests:
 
     def refresh(self, pile: str) -> int | None:
         """Rewrite ``pile``'s digest with the count as it stands (closed, once the pile is
-        empty); the count shown, None without a digest."""
+        empty); the count shown, None without a digest. Raises :class:`TooSoon` when the
+        digest was rewritten less than ``every`` seconds ago: it stays marked out of date
+        (further changes hand in nothing), and the caller comes back then."""
+        if self.every > 0 and not self.redis.set(keys.digest_paced(pile), "1", nx=True,
+                                                 px=max(1, int(self.every * 1000))):
+            raise TooSoon(pile, max(int(self.redis.pttl(keys.digest_paced(pile))), 1) / 1000)
         self.redis.delete(keys.digest_dirty(pile))
         digest = _message(self.redis.hgetall(keys.digest(pile)))
         if digest is None:
@@ -265,6 +274,16 @@ class Digests:
         if gone:
             self.redis.srem(keys.pile(pile), *gone)
             self.redis.srem(keys.digested(pile), *gone)
+
+
+class TooSoon(Exception):
+    """A digest's rewrite must wait ``seconds`` (:meth:`Digests.refresh`)."""
+
+    def __init__(self, pile: str, seconds: float) -> None:
+        super().__init__(f"digest {pile} was rewritten less than its interval ago; "
+                         f"again in {seconds:.1f} s")
+        self.pile = pile
+        self.seconds = seconds
 
 
 def _text(value: Any) -> str:

@@ -27,6 +27,7 @@ from slack_sdk.errors import SlackApiError
 from bot import texts
 from bot.blocks import ephemeral_text
 from bot.delivery import Deliverer, closed_from_json
+from bot.digest import TooSoon
 from bot.directory import Directory
 from bot.forms import ReviewRef
 from bot.handlers import Reviewer, ReviewListeners
@@ -55,6 +56,7 @@ class BotRuntime:
     def deliverer(self) -> Deliverer:
         return Deliverer(self.engine, self.client, self.directory, self.settings.channel,
                          self.connectors, digest_after=self.settings.digest_after,
+                         digest_every=self.settings.digest_every,
                          refresh_digest=Outbox(self.engine.scheduler).refresh_digest)
 
     @property
@@ -118,8 +120,16 @@ def post_review(execution_id: str, step: str) -> int:
 
 
 def refresh_digest(pile: str) -> int | None:
-    """Bring a digest's count up to date (an inbox task, :mod:`bot.digest`)."""
-    return bot_runtime().deliverer.digests.refresh(pile)
+    """Bring a digest's count up to date (an inbox task, :mod:`bot.digest`); rewritten
+    less than ``digest_every`` seconds ago, it comes back once that has passed."""
+    rt = bot_runtime()
+    try:
+        return rt.deliverer.digests.refresh(pile)
+    except TooSoon as soon:
+        again_later(rt.engine.store.redis, soon.seconds, "refresh_digest", pile,
+                    description=f"refresh digest {pile} (at most one rewrite each "
+                                f"{rt.settings.digest_every:g} s)")
+        return None
 
 
 def follow_review(execution_id: str, step: str, change: Mapping[str, Any]) -> int:

@@ -130,6 +130,10 @@ def digest_dirty(pile_id: str) -> str:
     return f"{PREFIX}digest-dirty:{pile_id}"
 
 
+def digest_paced(pile_id: str) -> str:
+    return f"{PREFIX}digest-paced:{pile_id}"
+
+
 def digest_lock(pile_id: str) -> str:
     return f"{PREFIX}digest-lock:{pile_id}"
 

@@ -23,6 +23,8 @@ class BotSettings:
     # every pending review in /approvals
     digest_after: int = 20  # SIGNOFF_SLACK_DIGEST_AFTER: reviews of one step waiting in one
     # channel before further ones join a digest (bot.digest); 0: never
+    digest_every: float = 3.0  # SIGNOFF_SLACK_DIGEST_EVERY: seconds at least between two
+    # rewrites of one digest (Slack's chat.update takes about 50 a minute); 0: every change
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> BotSettings:
@@ -38,6 +40,7 @@ class BotSettings:
             admins=tuple(a.strip() for a in (env.get("SIGNOFF_ADMINS") or "").split(",")
                          if a.strip()),
             digest_after=int(env.get("SIGNOFF_SLACK_DIGEST_AFTER") or cls.digest_after),
+            digest_every=float(env.get("SIGNOFF_SLACK_DIGEST_EVERY") or cls.digest_every),
         )
 
     def __repr__(self) -> str:
@@ -48,4 +51,5 @@ class BotSettings:
                 f"signing_secret={mask(self.signing_secret)!r}, "
                 f"app_token={mask(self.app_token)!r}, channel={self.channel!r}, "
                 f"api_url={self.api_url!r}, cache_seconds={self.cache_seconds}, "
-                f"admins={self.admins!r}, digest_after={self.digest_after})")
+                f"admins={self.admins!r}, digest_after={self.digest_after}, "
+                f"digest_every={self.digest_every})")

@@ -36,8 +36,9 @@ ISOLATE_OTHER = ISOLATE.replace("approvers: [U0ALICE, U0BOB]",
 
 @pytest.fixture
 def storm(start_signoff: Callable[..., Signoff], bot_settings: BotSettings) -> Signoff:
-    """Signoff with digests after two reviews of a step in a channel."""
-    return start_signoff(replace(bot_settings, digest_after=2))
+    """Signoff with digests after two reviews of a step in a channel, each change to a
+    digest rewriting it at once."""
+    return start_signoff(replace(bot_settings, digest_after=2, digest_every=0))
 
 
 def start(signoff: Signoff, count: int, text: str = ISOLATE, **event: Any) -> list[str]:
@@ -141,6 +142,27 @@ def test_one_channel_at_its_limit_does_not_hold_up_posts_to_another(signoff: Sig
 def digest_of(signoff: Signoff, channel: str = REVIEWS) -> dict[str, Any]:
     [digest] = [m for m in signoff.messages(channel) if "review them together" in m["text"]]
     return digest
+
+
+def test_a_digest_is_rewritten_at_most_once_each_interval_and_ends_up_right(
+        start_signoff: Callable[..., Signoff], bot_settings: BotSettings):
+    # Slack's chat.update takes about 50 a minute: a storm must not rewrite a digest for
+    # every review that joins it.
+    signoff = start_signoff(replace(bot_settings, digest_after=2, digest_every=3))
+    start(signoff, 4)  # two on their own, the digest with the third, the fourth joins it
+    assert digest_of(signoff)["text"].startswith("4 reviews of review are waiting")
+    updates = len(signoff.slack.calls_to("chat.update"))
+    assert updates == 1  # the fourth's join, at once (nothing rewrote it just before)
+
+    start(signoff, 3)  # within the interval: put off, one refresh for all three
+    assert digest_of(signoff)["text"].startswith("4 reviews of review are waiting")
+    assert len(signoff.slack.calls_to("chat.update")) == updates
+    scheduled = Queue(QUEUE, connection=signoff.engine.store.redis).scheduled_job_registry
+    assert scheduled.count == 1
+
+    run_put_off_posts(signoff)  # due once the interval has passed
+    assert digest_of(signoff)["text"].startswith("7 reviews of review are waiting")
+    assert len(signoff.slack.calls_to("chat.update")) == updates + 1
 
 
 def test_past_the_threshold_reviews_of_a_step_join_one_digest_each_still_its_own_review(
