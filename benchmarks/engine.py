@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import base64
+import contextlib
 import gc
 import json
 import os
@@ -33,6 +34,7 @@ import re
 import sys
 import time
 from collections import defaultdict
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -300,12 +302,7 @@ def main() -> None:
         print_memory(tuned, args.runs, breakdown=True, listpack_value=LISTPACK_VALUE)
         return
     big = args.runs * args.batch_factor
-    server = None
-    url = os.environ.get("REDIS_URL")
-    if not url:
-        server = EmbeddedRedis().start()
-        url = server.url
-    try:
+    with redis_url() as url:
         bench_bare(url, 200)  # warm up imports and connections
         bench_engine(url, 200)
         # Small and large batches in turn, each figure the best of its rounds: on a shared
@@ -330,9 +327,6 @@ def main() -> None:
         for _ in range(1000):
             ping.ping()
         rtt = (time.perf_counter() - t0) / 1000
-    finally:
-        if server:
-            server.close()
     print(f"runs: {args.runs} and {big}, best of {args.rounds} rounds; "
           f"load average {os.getloadavg()[0]:.1f}")
     print(f"redis round trip (PING):            {rtt * 1e3:7.3f} ms")
@@ -364,16 +358,22 @@ def main() -> None:
 
 
 def memory_only(runs: int) -> tuple[Memory, Memory]:
-    server = None
-    url = os.environ.get("REDIS_URL")
-    if not url:
-        server = EmbeddedRedis().start()
-        url = server.url
-    try:
+    with redis_url() as url:
         return bench_memory(url, runs), bench_memory(url, runs, LISTPACK_VALUE)
+
+
+@contextlib.contextmanager
+def redis_url() -> Iterator[str]:
+    """REDIS_URL when set, else a private redis-server's, stopped afterwards."""
+    url = os.environ.get("REDIS_URL")
+    if url:
+        yield url
+        return
+    server = EmbeddedRedis().start()
+    try:
+        yield server.url
     finally:
-        if server:
-            server.close()
+        server.close()
 
 
 def print_memory(mem: Memory, runs: int, *, breakdown: bool = False,

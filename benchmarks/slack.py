@@ -592,6 +592,19 @@ def main() -> int:
         serve_web(args.serve)
         return 0
 
+    return on_stack("benchmarks/slack.py", lambda stack: stack.start(
+        workers=args.workers, load_processes=args.load_processes, client=args.client),
+        lambda stack: bench(stack, reviews=args.reviews, concurrency=args.concurrency,
+                            warmup=args.concurrency if args.warmup is None else args.warmup,
+                            lone=args.lone), report)
+
+
+def on_stack(name: str, start: Callable[[Stack], None], run: Callable[[Stack], Any],
+             report: Callable[[Any], None]) -> int:
+    """Start a :class:`Stack` with ``start``, measure with ``run``, stop everything (also on
+    Ctrl-C or SIGTERM, and when the measurement fails: its logs are kept and named), then
+    ``report`` what ``run`` returned; the process's exit status."""
+
     def interrupted(signum: int, frame: Any) -> None:
         raise KeyboardInterrupt
 
@@ -599,18 +612,15 @@ def main() -> int:
     stack = Stack()
     failed = True
     try:
-        stack.start(workers=args.workers, load_processes=args.load_processes,
-                    client=args.client)
-        results = bench(stack, reviews=args.reviews, concurrency=args.concurrency,
-                        warmup=args.concurrency if args.warmup is None else args.warmup,
-                        lone=args.lone)
+        start(stack)
+        results = run(stack)
         failed = False
     except KeyboardInterrupt:
         failed = False
         print("interrupted; stopping everything", file=sys.stderr)
         return 130
     except (RuntimeError, AssertionError) as exc:
-        print(f"benchmarks/slack.py: {exc}; logs in {stack.logs}", file=sys.stderr)
+        print(f"{name}: {exc}; logs in {stack.logs}", file=sys.stderr)
         return 1
     finally:
         stack.stop()

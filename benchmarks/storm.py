@@ -25,21 +25,25 @@ from __future__ import annotations
 
 import argparse
 import os
-import shutil
-import signal
 import sys
 import threading
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from rq import Queue  # noqa: E402
 
-from benchmarks.slack import CHANNEL, Stack, cpu_seconds, percentile, wait_until  # noqa: E402
+from benchmarks.slack import (  # noqa: E402
+    CHANNEL,
+    Stack,
+    cpu_seconds,
+    on_stack,
+    percentile,
+    wait_until,
+)
 from bot.delivery import Delivery, annotation_key  # noqa: E402
 from bot.digest import digest_text  # noqa: E402
 from bot.outbox import QUEUE as SLACK_QUEUE  # noqa: E402
@@ -235,33 +239,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--post-burst", type=int, default=DEFAULT_BURST)
     args = parser.parse_args(argv)
 
-    def interrupted(signum: int, frame: Any) -> None:
-        raise KeyboardInterrupt
-
-    signal.signal(signal.SIGTERM, interrupted)
     limit = (PostingLimit(rate=args.post_rate, burst=args.post_burst) if args.post_rate > 0
              else PostingLimit.off())
-    stack = Stack()
-    failed = True
-    try:
-        stack.start(workers=args.workers, load_processes=0, client="raw", posting_limit=limit,
-                    env={"SIGNOFF_SLACK_DIGEST_AFTER": str(args.digest_after)})
-        results = bench(stack, runs=args.runs, within=args.within, limit=limit,
-                        digest_after=args.digest_after)
-        failed = False
-    except KeyboardInterrupt:
-        failed = False
-        print("interrupted; stopping everything", file=sys.stderr)
-        return 130
-    except (RuntimeError, AssertionError) as exc:
-        print(f"benchmarks/storm.py: {exc}; logs in {stack.logs}", file=sys.stderr)
-        return 1
-    finally:
-        stack.stop()
-        if not failed:
-            shutil.rmtree(stack.logs, ignore_errors=True)
-    report(results)
-    return 0
+    return on_stack("benchmarks/storm.py", lambda stack: stack.start(
+        workers=args.workers, load_processes=0, client="raw", posting_limit=limit,
+        env={"SIGNOFF_SLACK_DIGEST_AFTER": str(args.digest_after)}),
+        lambda stack: bench(stack, runs=args.runs, within=args.within, limit=limit,
+                            digest_after=args.digest_after), report)
 
 
 if __name__ == "__main__":
