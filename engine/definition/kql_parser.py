@@ -35,6 +35,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TypeVar
 
 from engine.definition.kql_syntax_errors import (
     nested_too_deeply,
@@ -65,6 +66,7 @@ _ESCAPED_WHITESPACE = {"t": "\t", "r": "\r", "n": "\n"}
 _HEX4 = re.compile(r"[0-9a-fA-F]{4}")
 _RANGE_OPS = ("<=", ">=", "<", ">")
 
+_T = TypeVar("_T")
 _Partial = Callable[[str | None], Query]  # a value (group) waiting for its field
 
 
@@ -280,19 +282,7 @@ class _Parser:
         return (items[0] if len(items) == 1 else build(tuple(items))), position
 
     def _not_query(self, position: int) -> tuple[Query, int]:
-        after = self._not(position)
-        if after is not None:
-            self._enter(position)
-            try:
-                query, end = self._sub_query(after)
-            except _Fail:
-                if self.depth_exceeded_at is not None:
-                    raise
-            else:
-                return Not(query), end
-            finally:
-                self.depth -= 1
-        return self._sub_query(position)
+        return self._negated(position, self._sub_query, Not)
 
     def _sub_query(self, position: int) -> tuple[Query, int]:
         text = self.text
@@ -405,19 +395,26 @@ class _Parser:
         return (lambda path: build(tuple(partial(path) for partial in group))), position
 
     def _not_values(self, position: int) -> tuple[_Partial, int]:
+        return self._negated(position, self._list_of_values,
+                             lambda partial: lambda path: Not(partial(path)))
+
+    def _negated(self, position: int, parse: Callable[[int], tuple[_T, int]],
+                 negate: Callable[[_T], _T]) -> tuple[_T, int]:
+        """``not`` then what ``parse`` reads, negated; else (no ``not``, or nothing after
+        it that parses: ordered choice) what ``parse`` reads from ``position``."""
         after = self._not(position)
         if after is not None:
             self._enter(position)
             try:
-                partial, end = self._list_of_values(after)
+                found, end = parse(after)
             except _Fail:
                 if self.depth_exceeded_at is not None:
                     raise
             else:
-                return (lambda path: Not(partial(path))), end
+                return negate(found), end
             finally:
                 self.depth -= 1
-        return self._list_of_values(position)
+        return parse(position)
 
     def _value(self, position: int, what: str) -> tuple[_Partial, int]:
         literal, end = self._literal(position, what)
