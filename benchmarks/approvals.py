@@ -152,7 +152,7 @@ def start_and_deliver(redis_url: str, api_url: str, token: str, numbers: Sequenc
         delivery = replace(new_delivery(review, directory), posts=(
             Post(to=approver, channel=str(posted["channel"]), ts=str(posted["ts"])),))
         save_delivery(rt.engine, delivery)
-        deliverer.share_audience(review, delivery)
+        review = deliverer.share_audience(review, delivery)
         deliverer.index_viewers(review, delivery)
         ids.append(execution_id)
     return ids

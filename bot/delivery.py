@@ -369,7 +369,7 @@ class Deliverer:
         for channel in refused:
             delivery = self.record_failure(delivery, f"slack_api:{channel}", texts.channel_refused(
                 channel, str(external.channel_options(review, external.API)["connector-id"])))
-        self.share_audience(review, delivery)
+        review = self.share_audience(review, delivery)
         self.index_viewers(review, delivery)
         if self.unanswerable(review, delivery) and review.level == 0:
             # A vote that can never count: send it on rather than let it wait for nobody.
@@ -461,14 +461,18 @@ class Deliverer:
                                               if not is_user_id(p.to)])  # a DM never is
         return tuple(p for p in posts if (p.channel, p.ts) not in digests)
 
-    def share_audience(self, review: ReviewRequest, delivery: Delivery) -> None:
-        """Tell the engine who may decide, so the review is listed for each of them."""
+    def share_audience(self, review: ReviewRequest, delivery: Delivery) -> ReviewRequest:
+        """Tell the engine who may decide, so the review is listed for each of them;
+        returns ``review`` with the audience the engine now lists it for."""
         audience = deciders(self.engine, review, delivery)
-        if audience:
-            self.engine.set_review_audience(review.execution_id, review.step, audience)
+        if audience and self.engine.set_review_audience(review.execution_id, review.step,
+                                                         audience):
+            return replace(review, audience=audience)
+        return review
 
     def index_viewers(self, review: ReviewRequest, delivery: Delivery) -> None:
-        """Let everyone ``review`` is shown to find it in ``/approvals all`` (bot.visibility)."""
+        """Let everyone ``review`` is shown to find it in ``/approvals all`` (bot.visibility);
+        ``review`` as :meth:`share_audience` returned it."""
         self.visibility.record(review, delivery)
 
     def open_dm(self, user_id: str) -> str:

@@ -106,7 +106,7 @@ class ReviewChanges:
         added = tuple(str(a) for a in change.get("added") or ())
         delivery = widened(delivery, added, self.directory)
         save_delivery(self.engine, delivery)  # the new approvers may decide from here on
-        self.deliverer.share_audience(review, delivery)
+        review = self.deliverer.share_audience(review, delivery)
         self.deliverer.index_viewers(review, delivery)  # they may see it from now on
         # Who could decide before this change (a retried job finds them widened already).
         before = self.directory.resolve_approvers(

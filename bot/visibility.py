@@ -10,14 +10,20 @@ started waiting, its execution id the member (keys in :mod:`bot.keys`):
 
 - ``sees:{U}``: each of the review's *people* (everyone above but channel members and
   admins), resolved when it is posted, again when it is escalated or reassigned (the
-  approvers added, the level's channel), and whenever it is posted again;
+  approvers added, the level's channel), and whenever it is posted again; but not those
+  the engine already lists it for (its ``audience``, who may decide it: the engine's
+  ``idx:approver:{U}``, which listings read as well), so that the usual review, seen
+  by its approvers, is indexed once for each of them, not twice;
 - ``posted:{C}``: each channel (not DM) it was posted in, and ``posted-channels``, the
   set of those channels;
-- ``indexed``: every review so indexed, and ``seen-by:{id}:{ms}``, the people and
-  channels each was indexed under, for its close to take it out of theirs.
+- ``indexed``: every review so indexed; and on the execution itself, the annotation
+  ``n:slack:seen:{ms}`` (:func:`noted_key`), the people and channels each was indexed
+  under, for its close to take it out of theirs (a few words in the execution's hash,
+  where a Redis set of its own cost 320 bytes a review; reviews indexed before kept a
+  ``seen-by:{id}:{ms}`` set, still read and deleted at their close).
 
 ``/approvals all`` for someone who is not an admin (:meth:`Visibility.page`) reads the
-union of their own index and the ``posted`` indexes of the channels they are a member of
+union of their own indexes (``sees`` and the engine's ``idx:approver``) and the ``posted`` indexes of the channels they are a member of
 (``conversations.members``, read through :class:`bot.directory.Directory`'s one-hour
 cache: one Redis read per channel that has waiting reviews, a Slack call only when its
 cache has lapsed, never one per review), kept to what is still in the engine's waiting
@@ -112,6 +118,12 @@ def people(review: ReviewRequest, delivery: Delivery, directory: Directory) -> t
                              (*review.audience, *requester, *dms))
 
 
+def noted_key(since_ms: int) -> str:
+    """The execution's annotation that names whose indexes hold its review that started
+    waiting at ``since_ms`` (space-separated user ids and ``#`` channels)."""
+    return f"slack:seen:{since_ms}"
+
+
 def channels(delivery: Delivery) -> tuple[str, ...]:
     """The channels (not DMs) ``delivery`` posted in."""
     return tuple(dict.fromkeys(p.channel for p in delivery.posts if not is_user_id(p.to)))
@@ -128,43 +140,56 @@ class Visibility:
 
     def record(self, review: ReviewRequest, delivery: Delivery) -> None:
         """Index ``review`` for everyone ``delivery`` shows it to (again: no harm), and note
-        them (``seen-by``) for :meth:`forget`."""
-        who = people(review, delivery, self.directory)
+        them on the execution (:func:`noted_key`) for :meth:`forget`. Those the engine
+        already lists it for (``review.audience``: its approver index) are not indexed
+        again: a listing reads that index too."""
+        covered = set(review.audience)
+        who = [u for u in people(review, delivery, self.directory) if u not in covered]
         where = channels(delivery)
         score = epoch_ms(review.created_at)
-        self.store.set_add(keys.seen_by(review.execution_id, score),
-                           [*who, *(f"#{c}" for c in where)])
+        if not self.store.add_words(review.execution_id, noted_key(score),
+                                    [*who, *(f"#{c}" for c in where)]):
+            return  # the run is gone: nothing to list
         self.store.set_add(keys.POSTED_CHANNELS, where)
         self.store.index_add([(keys.viewer(u), score, review.execution_id) for u in who]
                              + [(keys.posted_in(c), score, review.execution_id)
                                 for c in where]
                              + [(keys.INDEXED, score, review.execution_id)])
 
+    def noted(self, execution_id: str, since_ms: int) -> list[str]:
+        """Whose indexes (people, and ``#`` channels) hold the review of ``execution_id``
+        that started waiting at ``since_ms``, as :meth:`record` noted them."""
+        return sorted({*self.store.words(execution_id, noted_key(since_ms)),
+                       *self.store.set_members(keys.seen_by(execution_id, since_ms))})
+
     def forget(self, execution_id: str, since: str) -> int:
         """Take the review of ``execution_id`` that started waiting at ``since`` out of every
-        index it was put in; returns how many entries went."""
+        index it was put in; returns how many entries went. Two round trips: its note read
+        and deleted, then its entries removed."""
         moment = parse_iso(since)
         if moment is None:
             return 0
         score = epoch_ms(moment)
-        noted = keys.seen_by(execution_id, score)
+        # Reviews indexed before the note moved onto the execution kept it in a set.
+        noted = self.store.take_words(execution_id, noted_key(score),
+                                      legacy_set=keys.seen_by(execution_id, score))
         index_keys = [keys.posted_in(m[1:]) if m.startswith("#") else keys.viewer(m)
-                      for m in self.store.set_members(noted)]
-        removed = self.store.index_remove_instance([*index_keys, keys.INDEXED],
-                                                   execution_id, score)
-        self.store.delete(noted)
-        return removed
+                      for m in noted]
+        return self.store.index_remove_instance([*index_keys, keys.INDEXED],
+                                                execution_id, score)
 
     def page(self, user_id: str, offset: int, limit: int,
              also: Sequence[ReviewRequest] = ()) -> tuple[list[ReviewRequest], int]:
         """A page of the waiting reviews ``user_id`` may see (admins aside), oldest first,
         and how many there are; ``also``: reviews not indexed that they may see."""
-        sources = [keys.viewer(user_id), *(keys.posted_in(c) for c in self.channels_of(user_id))]
+        sources = self.sources(user_id)
         extra = [(r.execution_id, float(epoch_ms(r.created_at))) for r in also]
         reviews: list[ReviewRequest] = []
         total = 0
+        if not sources and not extra:
+            return [], 0
         for _ in range(PASSES):
-            if len(sources) == 1 and not extra:  # one's own index alone: read, not merged
+            if len(sources) == 1 and not extra:  # one index alone: read, not merged
                 rows, total = self.store.index_scored_page(sources[0], offset, limit)
             else:
                 rows, total = self.store.index_union_page(sources, engine_keys.INDEX_WAITING,
@@ -194,14 +219,18 @@ class Visibility:
         self._unindexed = (stamp, tuple(found))
         return found
 
-    def channels_of(self, user_id: str) -> list[str]:
-        """The channels with reviews posted in them that ``user_id`` is a member of."""
+    def sources(self, user_id: str) -> list[str]:
+        """The indexes that hold reviews ``user_id`` may see, empty ones left out: their
+        own (``sees``), the engine's of those they may decide (``idx:approver``, which
+        :meth:`record` does not repeat) and those of the channels with reviews they are a
+        member of. Two round trips, and a Slack call per channel whose cached members
+        lapsed."""
         posted = self.store.set_members(keys.POSTED_CHANNELS)
-        if not posted:
-            return []
-        sizes = self.store.index_sizes([keys.posted_in(c) for c in posted])
-        return [c for c, size in zip(posted, sizes, strict=True)
-                if size and user_id in self.directory.conversation_members(c)]
+        own = [keys.viewer(user_id), engine_keys.index_approver(user_id)]
+        sizes = self.store.index_sizes([*own, *(keys.posted_in(c) for c in posted)])
+        found = [key for key, size in zip(own, sizes, strict=False) if size]
+        return found + [keys.posted_in(c) for c, size in zip(posted, sizes[len(own):], strict=True)
+                        if size and user_id in self.directory.conversation_members(c)]
 
     def load(self, ids: Sequence[str]) -> list[ReviewRequest | None]:
         """The review each of ``ids`` waits on (None where it waits on none), in one round trip."""

@@ -119,6 +119,26 @@ redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
 return 1
 """
 
+# ADD_WORDS: add words to a space-separated annotation of an existing execution, each once
+# (Store.add_words). KEYS[1] the execution hash; ARGV[1] the field, ARGV[2 ..] the words
+# (none containing a space). Returns 1 when the execution exists (the words are there
+# now), 0 when it does not (nothing written).
+ADD_WORDS = """
+if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+local held = redis.call('HGET', KEYS[1], ARGV[1]) or ''
+local seen = {}
+for word in string.gmatch(held, '[^ ]+') do seen[word] = true end
+local words = held
+for i = 2, #ARGV do
+  if not seen[ARGV[i]] then
+    seen[ARGV[i]] = true
+    if words == '' then words = ARGV[i] else words = words .. ' ' .. ARGV[i] end
+  end
+end
+if words ~= held then redis.call('HSET', KEYS[1], ARGV[1], words) end
+return 1
+"""
+
 # COMPARE_AND_SET: set a value only if it still holds what the caller read
 # (Store.compare_and_set). KEYS[1] the value; ARGV[1] what it must hold, ARGV[2] the new
 # value. Returns 1 when set, 0 when it held something else (or nothing).

@@ -126,6 +126,7 @@ class Store(Indexes):
         self._release = client.register_script(lua.RELEASE_LEASE)
         self._annotate = client.register_script(lua.ANNOTATE)
         self._cas = client.register_script(lua.COMPARE_AND_SET)
+        self._add_words = client.register_script(lua.ADD_WORDS)
         self._add_token = client.register_script(lua.ADD_TOKEN)
         self._revoke_token = client.register_script(lua.REVOKE_TOKEN)
         self._load_with_message = client.register_script(messages.LOAD_WITH_MESSAGE)
@@ -393,6 +394,42 @@ class Store(Indexes):
     def annotation(self, execution_id: str, key: str) -> Any:
         raw = self._call(self.redis.hget, keys.execution(execution_id), keys.annotation_field(key))
         return json.loads(compact.unpack(raw)) if raw is not None else None
+
+    def add_words(self, execution_id: str, key: str, words: Iterable[str]) -> bool:
+        """Add ``words`` (none with a space) to annotation ``n:{key}``, a space-separated
+        set, each once, atomically; False when the execution is gone (nothing written).
+        A few words cost tens of bytes in the execution's hash, where a Redis set of its
+        own costs hundreds."""
+        words = list(words)
+        if any(" " in w or not w for w in words):
+            raise ValueError(f"annotation words may not be empty or hold a space: {words!r}")
+        if not words:
+            return bool(self._call(self.redis.exists, keys.execution(execution_id)))
+        return bool(self._call(self._add_words, keys=[keys.execution(execution_id)],
+                               args=[keys.annotation_field(key), *words]))
+
+    def take_words(self, execution_id: str, key: str, *,
+                   legacy_set: str | None = None) -> list[str]:
+        """Read and delete annotation ``n:{key}`` (see :meth:`add_words`) in one round trip;
+        ``legacy_set``: a Redis set that held the same words before, read and deleted too."""
+        pipe = self.redis.pipeline(transaction=True)
+        field = keys.annotation_field(key)
+        pipe.hget(keys.execution(execution_id), field)
+        pipe.hdel(keys.execution(execution_id), field)
+        if legacy_set is not None:
+            pipe.smembers(legacy_set)
+            pipe.delete(legacy_set)
+        replies = self._call(pipe.execute)
+        words = reply_text(replies[0]).split() if replies[0] is not None else []
+        if legacy_set is not None:
+            words += [reply_text(m) for m in replies[2]]
+        return sorted(set(words))
+
+    def words(self, execution_id: str, key: str) -> list[str]:
+        """Annotation ``n:{key}`` as :meth:`add_words` wrote it."""
+        raw = self._call(self.redis.hget, keys.execution(execution_id),
+                         keys.annotation_field(key))
+        return sorted(reply_text(raw).split()) if raw is not None else []
 
     # -- children (engine.run.children) ------------------------------------------------------
 

@@ -18,8 +18,10 @@ from bot import keys
 from bot.delivery import load_delivery
 from bot.directory import Directory
 from bot.overview import ACTION_MORE, Overview, Scope
+from bot.visibility import Visibility, noted_key
 from engine.definition.loader import parse_workflow
 from engine.notify import Actor
+from engine.state import keys as engine_keys
 from engine.state.execution import epoch_ms, parse_iso
 from engine.worker.worker import SignoffWorker
 from slack_emulator import SlackEmulator
@@ -127,7 +129,11 @@ def test_a_non_approver_outside_the_channel_sees_nothing(site: Signoff):
     for viewer in ("U0ALICE", "U0DAVE", "U0CAROL", "U0ERIN"):
         assert listed(site, viewer) == [execution_id], viewer
     assert indexed(site, keys.posted_in(PAYOUTS)) == [execution_id]
-    assert seen_by(site, execution_id) == {"U0ALICE", "U0DAVE", "U0CAROL", f"#{PAYOUTS}"}
+    # Alice may decide it: the engine's index of her reviews lists it, the bot's does not
+    # repeat it.
+    assert indexed(site, engine_keys.index_approver("U0ALICE")) == [execution_id]
+    assert indexed(site, keys.viewer("U0ALICE")) == []
+    assert seen_by(site, execution_id) == {"U0DAVE", "U0CAROL", f"#{PAYOUTS}"}
 
 
 def test_escalation_shows_the_review_to_the_next_level_and_its_channel(site: Signoff):
@@ -152,15 +158,18 @@ def test_reassignment_shows_the_review_to_the_new_approver(site: Signoff):
     site.drain()
 
     assert listed(site, "U0MALLORY") == [execution_id]
-    assert "U0MALLORY" in seen_by(site, execution_id)
+    # She may decide it now: the engine lists it for her; Alice handed it off.
+    assert indexed(site, engine_keys.index_approver("U0MALLORY")) == [execution_id]
+    assert indexed(site, engine_keys.index_approver("U0ALICE")) == []
 
 
-def seen_by(site: Signoff, execution_id: str) -> set[str]:
-    """Whose index (and which channels') the review is in, as noted for its close."""
-    review = site.engine.review(execution_id)
-    assert review is not None
-    key = keys.seen_by(execution_id, epoch_ms(review.created_at))
-    return {m.decode() for m in site.engine.store.redis.smembers(key)}
+def seen_by(site: Signoff, execution_id: str, since_ms: int | None = None) -> set[str]:
+    """Whose index (and which channels') the bot put the review in, as noted for its close."""
+    if since_ms is None:
+        review = site.engine.review(execution_id)
+        assert review is not None
+        since_ms = epoch_ms(review.created_at)
+    return set(Visibility(site.engine.store, None).noted(execution_id, since_ms))  # type: ignore[arg-type]
 
 
 @pytest.mark.parametrize("close", ["decided", "cancelled"])
@@ -178,13 +187,39 @@ def test_a_closed_review_disappears_at_once_and_its_entries_go(site: Signoff, cl
 
     closed = load_delivery(site.engine, closing, "review")
     assert closed is not None
-    noted = keys.seen_by(closing, epoch_ms(parse_iso(closed.since) or datetime.now(UTC)))
-    assert site.engine.store.redis.exists(noted)
+    since_ms = epoch_ms(parse_iso(closed.since) or datetime.now(UTC))
+    assert seen_by(site, closing, since_ms) == {"U0DAVE", "U0CAROL", f"#{PAYOUTS}"}
+    assert indexed(site, engine_keys.index_approver("U0ALICE")) == [kept]  # the engine's, at once
     site.drain()  # the close job takes its entries out
-    for key in (keys.viewer("U0ALICE"), keys.viewer("U0DAVE"), keys.viewer("U0CAROL"),
-                keys.posted_in(PAYOUTS), keys.INDEXED):
+    for key in (keys.viewer("U0DAVE"), keys.viewer("U0CAROL"), keys.posted_in(PAYOUTS),
+                keys.INDEXED):
         assert indexed(site, key) == [kept], key
-    assert not site.engine.store.redis.exists(noted)
+    assert seen_by(site, closing, since_ms) == set()
+    assert not site.engine.store.redis.hexists(
+        engine_keys.execution(closing), engine_keys.annotation_field(noted_key(since_ms)))
+
+
+def test_a_review_noted_the_old_way_is_taken_out_of_every_index_at_its_close(site: Signoff):
+    """Reviews indexed before the note moved onto the execution kept it in a set of its
+    own (``seen-by:{id}:{ms}``); their close still takes them out of every index."""
+    kept, closing = payout(site, 1), payout(site, 2)
+    review = site.engine.review(closing)
+    assert review is not None
+    since_ms = epoch_ms(review.created_at)
+    redis_client = site.engine.store.redis
+    field = engine_keys.annotation_field(noted_key(since_ms))
+    words = redis_client.hget(engine_keys.execution(closing), field).decode().split()
+    redis_client.hdel(engine_keys.execution(closing), field)
+    redis_client.sadd(keys.seen_by(closing, since_ms), *words)  # as an older version left it
+    assert seen_by(site, closing) == {"U0DAVE", "U0CAROL", f"#{PAYOUTS}"}
+
+    site.engine.resume(closing, {"approved": True}, ALICE)
+    site.drain()
+
+    for key in (keys.viewer("U0DAVE"), keys.viewer("U0CAROL"), keys.posted_in(PAYOUTS),
+                keys.INDEXED):
+        assert indexed(site, key) == [kept], key
+    assert not redis_client.exists(keys.seen_by(closing, since_ms))
 
 
 def test_a_timed_out_review_disappears(site: Signoff):
@@ -193,7 +228,8 @@ def test_a_timed_out_review_disappears(site: Signoff):
     site.drain()
 
     assert listed(site, "U0ALICE") == [] and listed(site, "U0ERIN") == []
-    assert indexed(site, keys.viewer("U0ALICE")) == [] and indexed(site, keys.INDEXED) == []
+    assert indexed(site, keys.viewer("U0DAVE")) == [] and indexed(site, keys.INDEXED) == []
+    assert indexed(site, engine_keys.index_approver("U0ALICE")) == []
 
 
 def test_a_run_that_moved_on_to_another_review_shows_only_that_one(site: Signoff):
@@ -262,10 +298,15 @@ def test_reviews_posted_before_the_index_existed_are_indexed_by_the_first_listin
         if name.startswith((keys.viewer(""), keys.posted_in(""), keys.seen_by("", 0)[:-2],
                             keys.INDEXED, keys.POSTED_CHANNELS)):
             redis_client.delete(key)
+    for execution_id in (first, second):  # and the notes on the executions
+        redis_client.hdel(engine_keys.execution(execution_id), *[
+            f for f in redis_client.hkeys(engine_keys.execution(execution_id))
+            if f.startswith(engine_keys.annotation_field(noted_key(0))[:-1].encode())])
     assert indexed(site, keys.INDEXED) == []
+    assert seen_by(site, first) == set()
 
     assert listed(site, "U0MALLORY") == []
     assert indexed(site, keys.INDEXED) == [first, second]  # indexed by that listing
     assert listed(site, "U0ERIN") == [first, second]
     assert listed(site, "U0DAVE") == [first, second]
-    assert seen_by(site, first) == {"U0ALICE", "U0DAVE", "U0CAROL", f"#{PAYOUTS}"}
+    assert seen_by(site, first) == {"U0DAVE", "U0CAROL", f"#{PAYOUTS}"}
