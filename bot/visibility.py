@@ -23,13 +23,14 @@ started waiting, its execution id the member (keys in :mod:`bot.keys`):
   ``seen-by:{id}:{ms}`` set, still read and deleted at their close).
 
 ``/approvals all`` for someone who is not an admin (:meth:`Visibility.page`) reads the
-union of their own indexes (``sees`` and the engine's ``idx:approver``) and the ``posted`` indexes of the channels they are a member of
-(``conversations.members``, read through :class:`bot.directory.Directory`'s one-hour
-cache: one Redis read per channel that has waiting reviews, a Slack call only when its
-cache has lapsed, never one per review), kept to what is still in the engine's waiting
-index, and pages it in Redis: one MULTI, O(V log V) for the V reviews the person may see,
-and only the page is sent back. Someone who sees reviews through their own index alone
-(no channel with reviews, nothing unindexed) has it paged as it is, O(log V): a page
+union of their own indexes (``sees`` and the engine's ``idx:approver``) and the
+``posted`` indexes of the channels they are a member of (``conversations.members``,
+read through :class:`bot.directory.Directory`'s one-hour cache: one Redis read per
+channel that has waiting reviews, a Slack call only when its cache has lapsed, never one
+per review), kept to what is still in the engine's waiting index, and pages it in Redis:
+one MULTI, O(V log V) for the V reviews the person may see, and only the page is sent
+back. Someone who sees reviews through one index alone (no channel with reviews,
+nothing unindexed) has it paged as it is, O(log V): a page
 read, no union (at 100,000 reviews the union took Redis about as long as Slack allows
 an answer). Its entries for reviews that closed a moment ago (their close job has not
 run) count in its total until that job takes them out; on a page, they are found and

@@ -50,7 +50,6 @@ from engine.state.execution import (
     StepResult,
     StepStatus,
     Waiting,
-    canonical,
     decision_outcome,
     dumps,
     epoch_ms,
@@ -536,10 +535,9 @@ class Reviews:
     def _commit_waiting(self, state: ExecutionState, waiting: Waiting, change: Change) -> bool:
         """Commit if nothing changed since ``state`` was read (the audit head guards that:
         every change appends an event); False means look again."""
-        guard = f'"path":{canonical(waiting.path)}'
         result = self.store.commit(state, change,
                                    guard_status=(ExecutionStatus.WAITING_FOR_INPUT,),
-                                   guard_field=("w", guard))
+                                   guard_waiting=waiting.path)
         if result.reason == "missing":
             raise ExecutionNotFound(state.id)
         return result.ok

@@ -23,15 +23,20 @@ from __future__ import annotations
 # KEYS[6 .. 5+S]  the status indexes, one per status, in the order of ARGV[4 ..]
 # KEYS[6+S ..]    the indexes the change's zadd/zrem entries name (by KEYS position)
 # ARGV[1]  the change as JSON: guards (guard_status: statuses, guard_head: audit head,
-#          guard_field: [field, text it must contain], guard_lease: token, guard_hlen:
+#          guard_field: [field, text it must contain], guard_waiting: [the path ``wp``
+#          must hold, text ``w`` must contain when there is no ``wp``], guard_lease:
+#          token, guard_hlen:
 #          [KEYS position, how many fields that hash must have]), writes (set:
-#          fields, del: field names, status, waiting/running: add|remove with a score,
+#          fields, setv: {field: ARGV position of its value} for values that are not
+#          text (compressed), del: field names, status (nstatus: S), waiting/running:
+#          add|remove with a score,
 #          zadd: [[KEYS position, score, member]], zrem: [[KEYS position, member]],
 #          hset: [[KEYS position, field, value]] into other hashes (a parent's children),
 #          events: [[body, hash]] appended in order), lease_ttl_ms or release
 # ARGV[2]  the execution id (its member in the indexes)
 # ARGV[3]  the pub/sub channel told a new status
 # ARGV[4 .. 3+S]  every status name (S of them), in the order of their index keys
+# ARGV[4+S ..]    the values setv names
 # Returns {1, status, audit head, 'ok'} when applied, else {0, status, audit head, reason}
 # with reason status | head | field | lease | hlen (a guard failed) or missing (no such execution;
 # status and head are then '').
@@ -52,6 +57,15 @@ if spec.guard_field then
     return {0, cur[1], cur[2], 'field'}
   end
 end
+if spec.guard_waiting then
+  local wp = redis.call('HGET', xkey, 'wp')
+  local ok = wp == spec.guard_waiting[1]
+  if not wp then  -- waiting since before wp was written: its w is JSON text
+    local v = redis.call('HGET', xkey, 'w')
+    ok = v and string.find(v, spec.guard_waiting[2], 1, true) ~= nil
+  end
+  if not ok then return {0, cur[1], cur[2], 'field'} end
+end
 if spec.guard_lease then
   if redis.call('GET', lkey) ~= spec.guard_lease then return {0, cur[1], cur[2], 'lease'} end
 end
@@ -65,10 +79,13 @@ if spec.set then
   for k, v in pairs(spec.set) do table.insert(flat, k); table.insert(flat, v) end
   if #flat > 0 then redis.call('HSET', xkey, unpack(flat)) end
 end
+if spec.setv then
+  for k, i in pairs(spec.setv) do redis.call('HSET', xkey, k, ARGV[i]) end
+end
 if spec.del and #spec.del > 0 then redis.call('HDEL', xkey, unpack(spec.del)) end
 if spec.status and spec.status ~= cur[1] then
   local status_index = {}
-  for i = 4, #ARGV do status_index[ARGV[i]] = KEYS[i + 2] end
+  for i = 4, 3 + spec.nstatus do status_index[ARGV[i]] = KEYS[i + 2] end
   redis.call('HSET', xkey, 'st', spec.status)
   redis.call('ZREM', status_index[cur[1]], ARGV[2])
   redis.call('ZADD', status_index[spec.status], tonumber(cur[3]), ARGV[2])

@@ -53,6 +53,7 @@ from engine.state.execution import (
     ParentLink,
     StepResult,
     Waiting,
+    canonical,
     dumps,
     epoch_ms,
     parse_iso,
@@ -269,18 +270,26 @@ class Store(Indexes):
                guard_status: Iterable[ExecutionStatus] | None = None,
                guard_head: bool = True, guard_lease: str | None = None,
                guard_field: tuple[str, str] | None = None,
+               guard_waiting: str | None = None,
                guard_hlen: tuple[str, int] | None = None,
                lease_ttl_ms: int | None = None, release_lease: bool = False) -> CommitResult:
-        """Apply ``change`` if the guards hold; on success ``state`` follows it (status, head)."""
+        """Apply ``change`` if the guards hold; on success ``state`` follows it (status, head).
+        ``guard_waiting``: the path of the step the execution must be waiting on (``wp``)."""
         linked, head = audit.chain(state.audit_head, change.events, self.audit_key,
                                    _event_text(state, change.events))
         spec: dict[str, Any] = {"events": [list(pair) for pair in linked] or None}
+        values: list[bytes] = []  # ARGV after the status names: values as stored, any bytes
         if change.set:
-            spec["set"] = change.set
+            spec["set"], packed = _stored_fields(change.set)
+            if packed:
+                spec["setv"] = {name: len(_STATUS_NAMES) + 4 + i
+                                for i, name in enumerate(packed)}
+                values = list(packed.values())
         if change.delete:
-            spec["del"] = change.delete
+            spec["del"] = [*change.delete, *(["wp"] if "w" in change.delete else [])]
         if change.status is not None:
             spec["status"] = change.status.value
+            spec["nstatus"] = len(_STATUS_NAMES)
         if guard_status is not None:
             spec["guard_status"] = [s.value for s in guard_status]
         if guard_head:
@@ -293,6 +302,8 @@ class Store(Indexes):
                 spec["release"] = True
         if guard_field is not None:
             spec["guard_field"] = list(guard_field)
+        if guard_waiting is not None:
+            spec["guard_waiting"] = [guard_waiting, f'"path":{canonical(guard_waiting)}']
         if change.waiting:
             spec["waiting"] = change.waiting
             spec["waiting_score"] = change.waiting_score
@@ -320,7 +331,8 @@ class Store(Indexes):
             self._commit,
             keys=[keys.execution(state.id), keys.audit(state.id), keys.lease(state.id),
                   keys.INDEX_WAITING, keys.INDEX_RUNNING, *_STATUS_INDEXES, *named],
-            args=[json.dumps(spec), state.id, keys.status_channel(state.id), *_STATUS_NAMES],
+            args=[json.dumps(spec), state.id, keys.status_channel(state.id), *_STATUS_NAMES,
+                  *values],
         )
         result = CommitResult(ok=bool(raw[0]), status=reply_text(raw[1]), head=reply_text(raw[2]),
                               reason=reply_text(raw[3]))
@@ -602,10 +614,9 @@ class Annotated:
 
 def _state_from_hash(execution_id: str, raw: Mapping[bytes, bytes]) -> ExecutionState:
     # Annotations (n:…) are the plug-ins' (Store.annotation), possibly compressed.
-    data = {k.decode(): v.decode() for k, v in raw.items()
-            if k != b"ev" and not k.startswith(b"n:")}
-    if b"ev" in raw:
-        data["ev"] = compact.unpack(raw[b"ev"])
+    data = {name: value.decode() if name in _PLAIN_FIELDS else compact.unpack(value)
+            for name, value in ((k.decode(), v) for k, v in raw.items()
+                                if not k.startswith(b"n:"))}
     results: dict[str, StepResult] = {}
     decisions: dict[str, Decision] = {}
     for name, value in data.items():
@@ -631,6 +642,28 @@ _STATUS_NAMES = [status.value for status in ExecutionStatus]  # COMMIT's ARGV[4 
 _STATUS_INDEXES = [keys.index_status(name) for name in _STATUS_NAMES]  # its KEYS[6 ..]
 _FIRST_NAMED_KEY = 6 + len(_STATUS_INDEXES)  # Lua counts KEYS from 1
 _REVIEW_FIELDS = ("wf", "d", "st", "t0", "rb", "w")  # wf first: None means gone
+# Fields scripts and listings read as they are (COMMIT, summaries): never compressed.
+# Text that is not JSON (an error, a name) may start with "x" like zlib's stream: also
+# never compressed, and never read as if it were.
+_PLAIN_FIELDS = frozenset({"wf", "d", "st", "t0", "t0ms", "t1", "ah", "rb", "err", "wp"})
+
+
+def _stored_fields(fields: Mapping[str, str]) -> tuple[dict[str, str], dict[str, bytes]]:
+    """``fields`` as the execution hash stores them: (text fields, compressed fields).
+    Large values are compressed (:mod:`engine.state.compact`: a waiting review's state
+    shrinks to 40%); they go to COMMIT as arguments of their own, since its JSON carries
+    text only. Setting ``w`` sets ``wp``, the path it waits on, for ``guard_waiting``."""
+    text: dict[str, str] = {}
+    packed: dict[str, bytes] = {}
+    for name, value in fields.items():
+        stored = None if name in _PLAIN_FIELDS else compact.pack(value)
+        if stored is not None and stored[:1] == b"x":  # JSON never starts so: compressed
+            packed[name] = stored
+        else:
+            text[name] = value
+    if "w" in fields:
+        text["wp"] = str(json.loads(fields["w"])["path"])
+    return text, packed
 
 
 def _complete(state: ExecutionState, trail: Sequence[bytes]) -> None:

@@ -10,7 +10,7 @@ import zlib
 
 from engine.definition.loader import parse_workflow
 from engine.notify import Actor
-from engine.state import audit, keys
+from engine.state import audit, compact, keys
 from engine.state.execution import ExecutionStatus
 
 ALICE = Actor(id="U0ALICE", name="alice", source="slack")
@@ -39,8 +39,11 @@ def test_the_message_is_in_the_audit_trail_alone_and_read_back_from_it(runtime, 
     work()
 
     stored = redis_client.hgetall(keys.execution(execution_id))
-    assert EVIDENCE not in stored[b"w"].decode()
-    assert json.loads(stored[b"w"])["ti"] == "## Isolate web-1?"
+    waiting = compact.unpack(stored[b"w"])
+    assert stored[b"w"][:1] == b"x" and len(stored[b"w"]) < len(waiting)  # compressed
+    assert EVIDENCE not in waiting
+    assert json.loads(waiting)["ti"] == "## Isolate web-1?"
+    assert stored[b"wp"] == b"hosts[0].review"  # the path it waits on, for guards
     trail = [e.event for e in runtime.engine.audit_entries(execution_id)]
     [shown] = [e for e in trail if e["type"] == "step.waiting_for_input"]
     assert EVIDENCE in shown["message"]
@@ -82,12 +85,16 @@ def test_a_waiting_state_written_with_its_message_whole_still_reads(runtime, wor
                                       {"hosts": ["web-1"], "evidence": "short"})
     work()
     key = keys.execution(execution_id)
-    older = json.loads(redis_client.hget(key, "w"))
+    older = json.loads(compact.unpack(redis_client.hget(key, "w")))
     older["message"] = "as stored before"
-    redis_client.hset(key, "w", json.dumps(older))
+    redis_client.hset(key, "w", json.dumps(older, separators=(",", ":")))  # JSON, no ``wp``
+    redis_client.hdel(key, "wp")
 
     review = runtime.engine.review(execution_id)
     assert review is not None and review.message == "as stored before"
+    # A decision's guard finds the step it waits on in the JSON text.
+    runtime.engine.resume(execution_id, {"approved": True}, Actor(id="U1", name="u", source="api"))
+    assert runtime.engine.get(execution_id).decisions["hosts[0].review"].input == {"approved": True}
 
 
 def test_an_edit_of_the_compressed_message_breaks_the_chain(runtime, work, redis_client):
