@@ -1,8 +1,8 @@
 """The indexes in Redis, and the listings read from them: never a scan.
 
-Every execution is in sorted sets scored by its start: all of them, one per status (the
-commit script, :data:`engine.state.lua.COMMIT`, moves it as its status changes) and one
-per workflow. Other sorted sets and sets let the engine, the bot and the worker side find
+Every execution is in two sorted sets scored by its start: one per status (the commit
+script, :data:`engine.state.lua.COMMIT`, moves it as its status changes) and one per
+workflow; a listing of all of them merges the status indexes' first pages. Other sorted sets and sets let the engine, the bot and the worker side find
 things quickly (a reviewer's reviews, what a viewer may see, the timers due and deferred,
 the queues that have an inbox). A page of one index is one round trip; executions by
 status and workflow at once walk the smaller index and ask the larger; a union of several
@@ -24,6 +24,7 @@ import redis
 
 from engine.errors import StoreUnavailable
 from engine.state import keys, lua
+from engine.state.execution import ExecutionStatus
 
 
 @dataclass(frozen=True)
@@ -52,10 +53,12 @@ class Indexes:
             ids, total = self._intersect(keys.index_status(status),
                                          keys.index_workflow(workflow), offset, limit,
                                          newest_first)
-        else:
-            key = (keys.index_status(status) if status else
-                   keys.index_workflow(workflow) if workflow else keys.INDEX_ALL)
+        elif status or workflow:
+            key = keys.index_status(status) if status else keys.index_workflow(workflow or "")
             ids, total = self.index_page(key, offset, limit, newest_first=newest_first)
+        else:
+            ids, total = self._merged([keys.index_status(s.value) for s in ExecutionStatus],
+                                      offset, limit, newest_first)
         return self.summaries(ids), total
 
     def waiting(self, *, offset: int = 0, limit: int = 50) -> tuple[list[str], int]:
@@ -183,6 +186,23 @@ class Indexes:
                 id=execution_id, workflow=row[0].decode(), status=row[1].decode(),
                 started_at=row[2].decode(), finished_at=row[3].decode() if row[3] else None))
         return found
+
+    def _merged(self, sources: Sequence[str], offset: int, limit: int,
+                newest_first: bool) -> tuple[list[str], int]:
+        """A page of the union of ``sources``, which share no member (each execution is in
+        one status index), and its size: the first ``offset + limit`` of each, merged
+        here (a run waiting for input is placed by when it began waiting, its score in
+        that index). There is no index of every execution: it would cost each one ~135
+        bytes more, for a listing that walks few pages."""
+        pipe = self.redis.pipeline(transaction=False)
+        for key in sources:
+            page = pipe.zrevrange if newest_first else pipe.zrange
+            page(key, 0, offset + limit - 1, withscores=True)
+            pipe.zcard(key)
+        replies = self._call(pipe.execute)
+        rows = [(score, reply_text(member)) for found in replies[::2] for member, score in found]
+        rows.sort(reverse=newest_first)
+        return [m for _, m in rows[offset:offset + limit]], sum(int(n) for n in replies[1::2])
 
     def _intersect(self, key_a: str, key_b: str, offset: int, limit: int,
                    newest_first: bool) -> tuple[list[str], int]:

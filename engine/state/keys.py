@@ -5,7 +5,6 @@
                                     hash-chained, only ever appended to
     signoff:lease:{id}      string  the worker currently advancing it (token, expiring)
     signoff:def:{digest}    string  a workflow definition's YAML, shared by its executions
-    signoff:idx:all         zset    every execution, scored by start time (ms)
     signoff:idx:st:{STATUS} zset    executions in a status, scored by start time (ms); those
                                     WAITING_FOR_INPUT by when they started waiting: it is
                                     also the waiting index (INDEX_WAITING), one index not two
@@ -102,7 +101,6 @@ def definition(digest: str) -> str:
     return f"{PREFIX}def:{digest}"
 
 
-INDEX_ALL = f"{PREFIX}idx:all"
 INDEX_RUNNING = f"{PREFIX}idx:running"
 INDEX_TIMERS = f"{PREFIX}idx:timers"
 # Timers due beyond the scheduling horizon: no RQ job yet; a worker's sweep schedules each

@@ -169,7 +169,6 @@ class Store(Indexes):
         pipe.hset(keys.execution(state.id), mapping=fields)
         for body, digest in linked:
             pipe.rpush(keys.audit(state.id), digest + body)
-        pipe.zadd(keys.INDEX_ALL, {state.id: started_ms})
         pipe.zadd(keys.index_status(state.status.value), {state.id: started_ms})
         pipe.zadd(keys.index_workflow(state.workflow), {state.id: started_ms})
         for key, score, member in timers:

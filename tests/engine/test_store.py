@@ -176,3 +176,26 @@ def test_a_union_page_counts_and_pages_only_what_is_also_in_the_other_index(stor
     assert store.index_union_page([], "idx:waiting", 0, 3) == ([], 0)
     assert not list(redis_client.scan_iter(keys.scratch("*")))  # nothing left behind
     assert store.index_difference("idx:waiting", "idx:channel") == [f"r{n}" for n in range(5, 20)]
+
+
+def test_all_executions_are_listed_from_the_status_indexes_newest_first(store, redis_client):
+    """There is no index of every execution: a listing of all merges the status indexes."""
+    states = []
+    for n, status in enumerate([ExecutionStatus.RUNNING, ExecutionStatus.COMPLETED,
+                                ExecutionStatus.FAILED, ExecutionStatus.RUNNING,
+                                ExecutionStatus.COMPLETED]):
+        state = ExecutionState(id=f"run-{n}", workflow="isolate", digest="d1", status=status,
+                               started_at=f"2024-05-01T12:00:0{n}.000Z", event={},
+                               audit_head="")
+        store.create(state, "name: isolate\n", [{"type": "execution.started"}])
+        states.append(state)
+    assert not redis_client.exists("signoff:idx:all")
+
+    page, total = store.list_executions(offset=1, limit=3)
+    assert total == 5
+    assert [s.id for s in page] == ["run-3", "run-2", "run-1"]
+    assert [s.status for s in page] == ["RUNNING", "FAILED", "COMPLETED"]
+    oldest, _ = store.list_executions(offset=0, limit=2, newest_first=False)
+    assert [s.id for s in oldest] == ["run-0", "run-1"]
+    last, total = store.list_executions(offset=4, limit=10)
+    assert [s.id for s in last] == ["run-0"] and total == 5
