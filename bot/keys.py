@@ -24,10 +24,11 @@ as reviews are posted and widened and taken out as they close:
     signoff:slack:posted:{channel}          zset    the reviews posted in a channel (not a
                                                     DM), by when they started waiting
     signoff:slack:posted-channels           set     every channel with a ``posted`` index
-    signoff:slack:indexed                   zset    every review indexed so, by when it
-                                                    started waiting
-    signoff:slack:seen-by:{id}:{ms}         set     whose ``sees`` index holds the review
-                                                    that started waiting at ms, for its close
+    signoff:slack:indexed                   zset    written by earlier versions: reviews they
+                                                    indexed (entries go as those close)
+    signoff:slack:seen-by:{id}:{ms}         set     written by earlier versions: whose
+                                                    indexes hold the review (now the
+                                                    execution's ``n:slack:seen:{ms}``)
 
 Slack's posting limit and the digests of an alert storm (:mod:`bot.ratelimit`,
 :mod:`bot.digest`):
@@ -49,9 +50,10 @@ Slack's posting limit and the digests of an alert storm (:mod:`bot.ratelimit`,
 Losing a ``pile`` set makes its digest's count low until its reviews close; losing the
 ``digest-message`` keys lets a closing review rewrite a digest with its own message.
 
-Losing all of them makes every waiting review one not indexed, which ``/approvals all``
-indexes again as it finds them (:meth:`bot.overview.Overview.page`); losing some but not
-``indexed`` hides those reviews from all but admins until they change or close.
+Losing the ``n:slack:seen:{ms}`` notes makes those waiting reviews ones not indexed, which
+``/approvals all`` indexes again as it finds them (:meth:`bot.overview.Overview.page`);
+losing some indexes but not the notes hides those reviews from all but admins until they
+change or close.
 """
 
 from __future__ import annotations

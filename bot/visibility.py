@@ -16,11 +16,12 @@ started waiting, its execution id the member (keys in :mod:`bot.keys`):
   by its approvers, is indexed once for each of them, not twice;
 - ``posted:{C}``: each channel (not DM) it was posted in, and ``posted-channels``, the
   set of those channels;
-- ``indexed``: every review so indexed; and on the execution itself, the annotation
-  ``n:slack:seen:{ms}`` (:func:`noted_key`), the people and channels each was indexed
-  under, for its close to take it out of theirs (a few words in the execution's hash,
-  where a Redis set of its own cost 320 bytes a review; reviews indexed before kept a
-  ``seen-by:{id}:{ms}`` set, still read and deleted at their close).
+- on the execution itself, the annotation ``n:slack:seen:{ms}`` (:func:`noted_key`):
+  the people and channels the review was indexed under, for its close to take it out of
+  theirs, and the mark that it was indexed (a few words in the execution's hash, where
+  a Redis set of its own cost 320 bytes a review, and an index of every indexed review
+  135 more; reviews indexed by earlier versions kept a ``seen-by:{id}:{ms}`` set and an
+  ``indexed`` entry, still taken out at their close).
 
 ``/approvals all`` for someone who is not an admin (:meth:`Visibility.page`) reads the
 union of their own indexes (``sees`` and the engine's ``idx:approver``) and the
@@ -46,13 +47,12 @@ and taken out by the listing that finds it. Entries are only removed where their
 still that instance's (:data:`engine.state.lua.REMOVE_INSTANCE`), so a later review of the
 same run keeps its own.
 
-A waiting review that is not in ``indexed`` (its post job has not run yet, or it was
-posted before this index existed) is found by :meth:`Visibility.unindexed` (one ``ZDIFF``
-of the waiting index against ``indexed``, kept while both indexes' sizes and highest
-scores stay the same: a review that starts waiting changes them, unless it started no
-later than the newest one waiting (a worker's clock behind) while another closed; such a
-review, not posted yet, is then missed by listings that would show it only as unposted
-until either index changes again, while its approvers still see it in ``/approvals``);
+A waiting review without that note (its post job has not run yet, or it was posted
+before this index existed) is found by :meth:`Visibility.unindexed`, which after its
+first call in a process looks only at those it found before and those that began
+waiting since (a minute's margin for a late commit or a clock behind; a review whose
+wait committed later still than that, not posted yet, is missed by listings that would
+show it only as unposted, while its approvers still see it in ``/approvals``);
 :meth:`bot.overview.Overview.page` indexes those that were posted, for a bounded time per
 listing, and checks the others one by one.
 
@@ -81,6 +81,10 @@ from engine.state.store import Store
 # Listing passes that may find entries of reviews a run has moved on from; each takes
 # out what it found, so a second pass is the exception and a third is not expected.
 PASSES = 3
+# How far back each look for unindexed reviews reaches behind the newest it has seen: a
+# wait committed that much after its score was taken (a slow commit, a worker's clock
+# behind the others') is still found.
+LATE_MS = 60_000
 
 
 class Post(Protocol):
@@ -136,8 +140,9 @@ class Visibility:
     def __init__(self, store: Store, directory: Directory) -> None:
         self.store = store
         self.directory = directory
-        # unindexed(): the last ZDIFF's answer and the indexes' ends it was read at.
-        self._unindexed: tuple[tuple[tuple[int, float | None], ...], tuple[str, ...]] | None = None
+        # unindexed(): the newest waiting score it has read, and the reviews it found
+        # unindexed then (id: score).
+        self._unindexed: tuple[float | None, dict[str, float]] | None = None
 
     def record(self, review: ReviewRequest, delivery: Delivery) -> None:
         """Index ``review`` for everyone ``delivery`` shows it to (again: no harm), and note
@@ -154,8 +159,7 @@ class Visibility:
         self.store.set_add(keys.POSTED_CHANNELS, where)
         self.store.index_add([(keys.viewer(u), score, review.execution_id) for u in who]
                              + [(keys.posted_in(c), score, review.execution_id)
-                                for c in where]
-                             + [(keys.INDEXED, score, review.execution_id)])
+                                for c in where])
 
     def noted(self, execution_id: str, since_ms: int) -> list[str]:
         """Whose indexes (people, and ``#`` channels) hold the review of ``execution_id``
@@ -204,21 +208,30 @@ class Visibility:
         return reviews, max(total, len(reviews))
 
     def unindexed(self) -> list[str]:
-        """The waiting reviews not indexed: not posted yet (their post job has not run), or
-        posted before this index existed (see :meth:`bot.overview.Overview.page`).
+        """The waiting reviews not indexed, oldest first: not posted yet (their post job
+        has not run, or never will: a worker stopped between a run's wait and its post),
+        or posted before this index existed (see :meth:`bot.overview.Overview.page`).
 
-        The ``ZDIFF`` walks the whole waiting index (about 60 ms of Redis at 100,000
-        reviews, and Redis does one at a time), so its answer is kept while neither index
-        changed: their sizes and highest scores, read in one round trip, O(log N).
+        A review is indexed once its execution has its note (:func:`noted_key`). The
+        first call in a process reads the whole waiting index and asks each review (at
+        100,000 reviews, about half a second, once); later calls ask only those found
+        unindexed before and those that began waiting since, less :data:`LATE_MS` (a
+        review that committed its wait late, or on a worker whose clock is behind): one
+        range read, one score check, one pipelined look-up of their notes.
         """
-        key = (engine_keys.INDEX_WAITING, keys.INDEXED)
-        stamp = tuple(self.store.index_ends(key))
-        kept = self._unindexed
-        if kept is not None and kept[0] == stamp:
-            return list(kept[1])
-        found = self.store.index_difference(*key)
-        self._unindexed = (stamp, tuple(found))
-        return found
+        horizon, pending = self._unindexed if self._unindexed is not None else (None, {})
+        since = float("-inf") if horizon is None else horizon - LATE_MS
+        fresh = self.store.index_scored_from(engine_keys.INDEX_WAITING, since)
+        scores = dict(zip(pending, self.store.index_scores(engine_keys.INDEX_WAITING,
+                                                           list(pending)), strict=True))
+        candidates = {m: s for m, s in scores.items() if s is not None}
+        candidates.update(fresh)
+        ordered = sorted(candidates.items(), key=lambda row: (row[1], row[0]))
+        noted = self.store.have_annotations([(m, noted_key(int(s))) for m, s in ordered])
+        found = {m: s for (m, s), has in zip(ordered, noted, strict=True) if not has}
+        newest = max((s for _, s in fresh), default=horizon)
+        self._unindexed = (newest, found)
+        return list(found)
 
     def sources(self, user_id: str) -> list[str]:
         """The indexes that hold reviews ``user_id`` may see, empty ones left out: their

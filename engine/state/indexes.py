@@ -2,9 +2,10 @@
 
 Every execution is in two sorted sets scored by its start: one per status (the commit
 script, :data:`engine.state.lua.COMMIT`, moves it as its status changes) and one per
-workflow; a listing of all of them merges the status indexes' first pages. Other sorted sets and sets let the engine, the bot and the worker side find
-things quickly (a reviewer's reviews, what a viewer may see, the timers due and deferred,
-the queues that have an inbox). A page of one index is one round trip; executions by
+workflow; a listing of all of them merges the status indexes' first pages. Other sorted
+sets and sets let the engine, the bot and the worker side find things quickly (a
+reviewer's reviews, what a viewer may see, the timers due and deferred, the queues that
+have an inbox). A page of one index is one round trip; executions by
 status and workflow at once walk the smaller index and ask the larger; a union of several
 is built in a scratch key and dropped in the same transaction.
 
@@ -84,6 +85,19 @@ class Indexes:
         pipe.zcard(key)
         rows, total = self._call(pipe.execute)
         return [(reply_text(m), float(s)) for m, s in rows], int(total)
+
+    def index_scored_from(self, key: str, min_score: float) -> list[tuple[str, float]]:
+        """The members of a sorted-set index scored ``min_score`` or more, with their
+        scores, lowest first."""
+        rows = self._call(self.redis.zrangebyscore, key, min_score, "+inf", withscores=True)
+        return [(reply_text(m), float(s)) for m, s in rows]
+
+    def index_scores(self, key: str, members: Sequence[str]) -> list[float | None]:
+        """Each member's score in a sorted-set index (None where it is not there)."""
+        if not members:
+            return []
+        return [None if s is None else float(s)
+                for s in self._call(self.redis.zmscore, key, list(members))]
 
     def index_members(self, key: str, min_score: float) -> list[str]:
         rows = self._call(self.redis.zrangebyscore, key, min_score, "+inf")

@@ -136,10 +136,10 @@ redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
 return 1
 """
 
-# ADD_WORDS: add words to a space-separated annotation of an existing execution, each once
-# (Store.add_words). KEYS[1] the execution hash; ARGV[1] the field, ARGV[2 ..] the words
-# (none containing a space). Returns 1 when the execution exists (the words are there
-# now), 0 when it does not (nothing written).
+# ADD_WORDS: add words to a space-separated annotation of an existing execution, each once,
+# writing it (empty) if there are none (Store.add_words). KEYS[1] the execution hash;
+# ARGV[1] the field, ARGV[2 ..] the words (none containing a space). Returns 1 when the
+# execution exists (the words are there now), 0 when it does not (nothing written).
 ADD_WORDS = """
 if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
 local held = redis.call('HGET', KEYS[1], ARGV[1]) or ''
@@ -152,7 +152,9 @@ for i = 2, #ARGV do
     if words == '' then words = ARGV[i] else words = words .. ' ' .. ARGV[i] end
   end
 end
-if words ~= held then redis.call('HSET', KEYS[1], ARGV[1], words) end
+if words ~= held or redis.call('HEXISTS', KEYS[1], ARGV[1]) == 0 then
+  redis.call('HSET', KEYS[1], ARGV[1], words)
+end
 return 1
 """
 

@@ -408,14 +408,13 @@ class Store(Indexes):
 
     def add_words(self, execution_id: str, key: str, words: Iterable[str]) -> bool:
         """Add ``words`` (none with a space) to annotation ``n:{key}``, a space-separated
-        set, each once, atomically; False when the execution is gone (nothing written).
+        set, each once, atomically (written empty when there are none, so that it is
+        there); False when the execution is gone (nothing written).
         A few words cost tens of bytes in the execution's hash, where a Redis set of its
         own costs hundreds."""
         words = list(words)
         if any(" " in w or not w for w in words):
             raise ValueError(f"annotation words may not be empty or hold a space: {words!r}")
-        if not words:
-            return bool(self._call(self.redis.exists, keys.execution(execution_id)))
         return bool(self._call(self._add_words, keys=[keys.execution(execution_id)],
                                args=[keys.annotation_field(key), *words]))
 
@@ -435,6 +434,17 @@ class Store(Indexes):
         if legacy_set is not None:
             words += [reply_text(m) for m in replies[2]]
         return sorted(set(words))
+
+    def have_annotations(self, wanted: Sequence[tuple[str, str]]) -> list[bool]:
+        """Whether each (execution id, key) has annotation ``n:{key}``: pipelined, in
+        rounds of 5,000."""
+        found: list[bool] = []
+        for start in range(0, len(wanted), 5000):
+            pipe = self.redis.pipeline(transaction=False)
+            for execution_id, key in wanted[start:start + 5000]:
+                pipe.hexists(keys.execution(execution_id), keys.annotation_field(key))
+            found += [bool(n) for n in self._call(pipe.execute)]
+        return found
 
     def words(self, execution_id: str, key: str) -> list[str]:
         """Annotation ``n:{key}`` as :meth:`add_words` wrote it."""

@@ -191,8 +191,7 @@ def test_a_closed_review_disappears_at_once_and_its_entries_go(site: Signoff, cl
     assert seen_by(site, closing, since_ms) == {"U0DAVE", "U0CAROL", f"#{PAYOUTS}"}
     assert indexed(site, engine_keys.index_approver("U0ALICE")) == [kept]  # the engine's, at once
     site.drain()  # the close job takes its entries out
-    for key in (keys.viewer("U0DAVE"), keys.viewer("U0CAROL"), keys.posted_in(PAYOUTS),
-                keys.INDEXED):
+    for key in (keys.viewer("U0DAVE"), keys.viewer("U0CAROL"), keys.posted_in(PAYOUTS)):
         assert indexed(site, key) == [kept], key
     assert seen_by(site, closing, since_ms) == set()
     assert not site.engine.store.redis.hexists(
@@ -211,14 +210,15 @@ def test_a_review_noted_the_old_way_is_taken_out_of_every_index_at_its_close(sit
     words = redis_client.hget(engine_keys.execution(closing), field).decode().split()
     redis_client.hdel(engine_keys.execution(closing), field)
     redis_client.sadd(keys.seen_by(closing, since_ms), *words)  # as an older version left it
+    redis_client.zadd(keys.INDEXED, {closing: since_ms})  # ... with its index of all indexed
     assert seen_by(site, closing) == {"U0DAVE", "U0CAROL", f"#{PAYOUTS}"}
 
     site.engine.resume(closing, {"approved": True}, ALICE)
     site.drain()
 
-    for key in (keys.viewer("U0DAVE"), keys.viewer("U0CAROL"), keys.posted_in(PAYOUTS),
-                keys.INDEXED):
+    for key in (keys.viewer("U0DAVE"), keys.viewer("U0CAROL"), keys.posted_in(PAYOUTS)):
         assert indexed(site, key) == [kept], key
+    assert indexed(site, keys.INDEXED) == []
     assert not redis_client.exists(keys.seen_by(closing, since_ms))
 
 
@@ -228,8 +228,10 @@ def test_a_timed_out_review_disappears(site: Signoff):
     site.drain()
 
     assert listed(site, "U0ALICE") == [] and listed(site, "U0ERIN") == []
-    assert indexed(site, keys.viewer("U0DAVE")) == [] and indexed(site, keys.INDEXED) == []
+    assert indexed(site, keys.viewer("U0DAVE")) == []
     assert indexed(site, engine_keys.index_approver("U0ALICE")) == []
+    assert not [f for f in site.engine.store.redis.hkeys(engine_keys.execution(execution_id))
+                if f.startswith(b"n:slack:seen:")]
 
 
 def test_a_run_that_moved_on_to_another_review_shows_only_that_one(site: Signoff):
@@ -290,7 +292,7 @@ def test_more_than_a_thousand_waiting_reviews_are_all_listed(site: Signoff):
 def test_reviews_posted_before_the_index_existed_are_indexed_by_the_first_listing(
         site: Signoff):
     """An upgrade: reviews wait that were posted without the index. The first listing
-    finds them (not in ``indexed``), indexes them, and answers as the index would."""
+    finds them (no note on the execution), indexes them, and answers as the index would."""
     first, second = payout(site, 1), payout(site, 2)
     redis_client = site.engine.store.redis
     for key in redis_client.scan_iter(f"{keys.PREFIX}*"):
@@ -302,11 +304,10 @@ def test_reviews_posted_before_the_index_existed_are_indexed_by_the_first_listin
         redis_client.hdel(engine_keys.execution(execution_id), *[
             f for f in redis_client.hkeys(engine_keys.execution(execution_id))
             if f.startswith(engine_keys.annotation_field(noted_key(0))[:-1].encode())])
-    assert indexed(site, keys.INDEXED) == []
-    assert seen_by(site, first) == set()
+    assert seen_by(site, first) == set() and seen_by(site, second) == set()
 
     assert listed(site, "U0MALLORY") == []
-    assert indexed(site, keys.INDEXED) == [first, second]  # indexed by that listing
+    assert seen_by(site, second) == {"U0DAVE", "U0CAROL", f"#{PAYOUTS}"}  # by that listing
     assert listed(site, "U0ERIN") == [first, second]
     assert listed(site, "U0DAVE") == [first, second]
     assert seen_by(site, first) == {"U0DAVE", "U0CAROL", f"#{PAYOUTS}"}
