@@ -126,7 +126,8 @@ class Watcher(threading.Thread):
                     if isinstance(data, Mapping) and data.get("posts"):
                         with self.lock:
                             self.posted[execution_id] = now
-                            self.posts[execution_id] = Delivery.from_json(data)
+                            self.posts[execution_id] = Delivery.from_json(
+                                data, execution_id, STEP)
             self.done.wait(POLL_SECONDS)
 
 

@@ -93,11 +93,12 @@ class Delivery:
 
     def to_json(self) -> dict[str, Any]:
         """The record as stored: empty and default values left out (``sources`` when it is
-        the copy's approvers, a post's ``channel`` when it is its ``to``), the review's copy
-        without its execution id (the record's own) and without its message, which the
-        audit trail keeps (see :func:`review_to_json`)."""
-        data: dict[str, Any] = {"execution_id": self.execution_id, "step": self.step,
-                                "since": self.since}
+        the copy's approvers, a post's ``channel`` when it is its ``to``), without its
+        execution id and step (the annotation it is stored as names them: read back with
+        :meth:`from_json`'s), the review's copy without its execution id, step and start
+        (the record's own) and without its message, which the audit trail keeps (see
+        :func:`review_to_json`)."""
+        data: dict[str, Any] = {"since": self.since}  # its execution and step: its key
         for name in ("approvers", "restricted", "shown", "requester", "sources", "sent",
                      "failures"):
             value = getattr(self, name)
@@ -115,13 +116,17 @@ class Delivery:
         return data
 
     @classmethod
-    def from_json(cls, data: Mapping[str, Any]) -> Delivery:
+    def from_json(cls, data: Mapping[str, Any], execution_id: str, step: str) -> Delivery:
+        """The record ``to_json`` stored as the annotation of ``execution_id``'s ``step``
+        (records written by earlier versions name both themselves)."""
+        execution_id = str(data.get("execution_id") or execution_id)
+        step = str(data.get("step") or step)
         review = data.get("review") or {}
         if review:
-            review = {"execution_id": str(data["execution_id"]), "step": str(data["step"]),
+            review = {"execution_id": execution_id, "step": step,
                       "created_at": str(data["since"]), **review}
         return cls(
-            execution_id=str(data["execution_id"]), step=str(data["step"]),
+            execution_id=execution_id, step=step,
             since=str(data["since"]), approvers=tuple(data.get("approvers") or ()),
             restricted=bool(data.get("restricted")), shown=tuple(data.get("shown") or ()),
             requester=data.get("requester"),
@@ -200,7 +205,7 @@ def annotation_key(step: str) -> str:
 
 def load_delivery(engine: Engine, execution_id: str, step: str) -> Delivery | None:
     data = engine.annotation(execution_id, annotation_key(step))
-    return Delivery.from_json(data) if isinstance(data, Mapping) else None
+    return Delivery.from_json(data, execution_id, step) if isinstance(data, Mapping) else None
 
 
 def save_delivery(engine: Engine, delivery: Delivery) -> None:
@@ -504,7 +509,8 @@ class Deliverer:
         except ExecutionNotFound:
             return 0
         note, state = read.annotation, read.state
-        delivery = Delivery.from_json(note) if isinstance(note, Mapping) else None
+        delivery = (Delivery.from_json(note, execution_id, step) if isinstance(note, Mapping)
+                    else None)
         if delivery is None:
             return 0  # never posted; the post job, if still to run, will not post it
         found = closed_from_state(self.engine, state, step, delivery.since)

@@ -298,7 +298,8 @@ class ReviewListeners:
         review = self._review_of(state, ref) if state is not None else None
         stored = None
         if review is not None:
-            stored = Delivery.from_json(note) if isinstance(note, Mapping) else None
+            stored = (Delivery.from_json(note, ref.execution_id, ref.step)
+                      if isinstance(note, Mapping) else None)
             # A message of an earlier instance of the same step (inside foreach) is stale too.
             if (stored is not None and stored.same_review(review)
                     and reviewer.message_ts is not None and not reviewer.ephemeral

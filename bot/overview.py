@@ -243,7 +243,8 @@ class Overview:
                              strict=True))
         for review in reviews:
             data = notes.get(review.execution_id)
-            delivery = Delivery.from_json(data) if isinstance(data, Mapping) else None
+            delivery = (Delivery.from_json(data, review.execution_id, review.step)
+                        if isinstance(data, Mapping) else None)
             found.append(delivery if delivery is not None and delivery.same_review(review)
                          else None)
         return found

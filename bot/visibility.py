@@ -137,9 +137,10 @@ def channels(delivery: Delivery) -> tuple[str, ...]:
 class Visibility:
     """The per-person and per-channel indexes of who may see each waiting review."""
 
-    def __init__(self, store: Store, directory: Directory) -> None:
+    def __init__(self, store: Store, directory: Directory, *, late_ms: int = LATE_MS) -> None:
         self.store = store
         self.directory = directory
+        self.late_ms = late_ms  # see LATE_MS
         # unindexed(): the newest waiting score it has read, and the reviews it found
         # unindexed then (id: score).
         self._unindexed: tuple[float | None, dict[str, float]] | None = None
@@ -220,7 +221,7 @@ class Visibility:
         range read, one score check, one pipelined look-up of their notes.
         """
         horizon, pending = self._unindexed if self._unindexed is not None else (None, {})
-        since = float("-inf") if horizon is None else horizon - LATE_MS
+        since = float("-inf") if horizon is None else horizon - self.late_ms
         fresh = self.store.index_scored_from(engine_keys.INDEX_WAITING, since)
         scores = dict(zip(pending, self.store.index_scores(engine_keys.INDEX_WAITING,
                                                            list(pending)), strict=True))

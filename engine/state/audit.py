@@ -4,8 +4,10 @@ It is a Redis list rather than a stream: Redis 7 preallocates 4 KB for every new
 stream node, which alone would double what a paused execution costs. The chain,
 not the data type, is what makes the trail tamper-evident.
 
-Each event is canonical JSON ``e`` with ``h = sha256(previous h + e)``; the chain
-starts from :data:`GENESIS`. The execution keeps the last hash (``ah``), so
+Each event is canonical JSON ``e`` with ``h = sha256(previous h + e)`` (``h`` in hex);
+the chain starts from :data:`GENESIS`. The trail stores each entry as a marker byte,
+``h`` as 32 bytes and ``e`` (:func:`stored`); entries written by earlier versions, ``h``
+in hex then ``e``, still read and verify (:func:`split`). The execution keeps the last hash (``ah``), so
 editing, deleting or reordering any event, the last one included, breaks
 verification. Building and checking the chain is pure; the store appends.
 
@@ -169,10 +171,30 @@ def verify(entries: Iterable[tuple[str, str, str]], head: str | None,
     return Verification(True, count, keyed_from=keyed_from)
 
 
-def split(stored: str) -> tuple[str, str]:
-    """A stored entry (its hash, then its canonical JSON) as (hash, body)."""
-    length = len(GENESIS) + (len(KEYED) if stored.startswith(KEYED) else 0)
-    return stored[:length], stored[length:]
+_SHA256 = b"\x01"  # a stored entry that starts so: 32 bytes of sha256, then the body
+_HMAC = b"\x02"  # ... 32 bytes of HMAC-SHA256 under SIGNOFF_AUDIT_KEY, then the body
+
+
+def stored(digest: str, body: str) -> bytes:
+    """An entry as the trail stores it: a marker byte, its hash as 32 bytes (the chain
+    itself links hex, see :func:`link`), then its canonical JSON; 31 bytes less than
+    hex for each event."""
+    if digest.startswith(KEYED):
+        return _HMAC + bytes.fromhex(digest[len(KEYED):]) + body.encode()
+    return _SHA256 + bytes.fromhex(digest) + body.encode()
+
+
+def split(entry: bytes | str) -> tuple[str, str]:
+    """A stored entry as (hash as the chain links it, body): as :func:`stored` writes
+    it, or as earlier versions did (the hash in hex, then the body)."""
+    raw = entry.encode() if isinstance(entry, str) else entry
+    marker = raw[:1]
+    if marker in (_SHA256, _HMAC):
+        digest = raw[1:33].hex()
+        return (KEYED + digest if marker == _HMAC else digest), raw[33:].decode()
+    text = raw.decode()
+    length = len(GENESIS) + (len(KEYED) if text.startswith(KEYED) else 0)
+    return text[:length], text[length:]
 
 
 def decode(entry_id: str, body: str, digest: str, dictionary: str | None = None) -> AuditEntry:

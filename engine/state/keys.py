@@ -1,7 +1,8 @@
 """Every Redis key the engine uses, built in one place (the Slack bot adds its caches: bot.keys).
 
     signoff:x:{id}          hash    one execution (fields below)
-    signoff:a:{id}          list    its audit trail: entries of sha256 hex + canonical JSON,
+    signoff:a:{id}          list    its audit trail: entries of a marker, sha256 (32 bytes) and
+                                    canonical JSON (engine.state.audit.stored),
                                     hash-chained, only ever appended to
     signoff:lease:{id}      string  the worker currently advancing it (token, expiring)
     signoff:def:{digest}    string  a workflow definition's YAML, shared by its executions

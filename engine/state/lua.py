@@ -32,11 +32,12 @@ from __future__ import annotations
 #          add|remove with a score,
 #          zadd: [[KEYS position, score, member]], zrem: [[KEYS position, member]],
 #          hset: [[KEYS position, field, value]] into other hashes (a parent's children),
-#          events: [[body, hash]] appended in order), lease_ttl_ms or release
+#          events: [first, last] ARGV positions of the audit entries to append, in
+#          order, as stored, with head: the last one's hash), lease_ttl_ms or release
 # ARGV[2]  the execution id (its member in the indexes)
 # ARGV[3]  the pub/sub channel told a new status
 # ARGV[4 .. 3+S]  every status name (S of them), in the order of their index keys
-# ARGV[4+S ..]    the values setv names
+# ARGV[4+S ..]    the values setv names, then the audit entries
 # Returns {1, status, audit head, 'ok'} when applied, else {0, status, audit head, reason}
 # with reason status | head | field | lease | hlen (a guard failed) or missing (no such execution;
 # status and head are then '').
@@ -106,10 +107,8 @@ if spec.hset then
 end
 local head = cur[2]
 if spec.events then
-  for _, e in ipairs(spec.events) do
-    redis.call('RPUSH', akey, e[2] .. e[1])
-    head = e[2]
-  end
+  for i = spec.events[1], spec.events[2] do redis.call('RPUSH', akey, ARGV[i]) end
+  head = spec.head
   redis.call('HSET', xkey, 'ah', head)
 end
 if spec.guard_lease then

@@ -38,7 +38,7 @@ def find(entries: Iterable[bytes | str], sha256: str, event_text: str | None = N
         stored = raw if isinstance(raw, bytes) else raw.encode()
         if _MARK not in stored:
             continue
-        _, body = audit.split(stored.decode())
+        _, body = audit.split(stored)
         event = audit.unpacked(json.loads(body), event_text)
         if event.get("sha256") != sha256:
             continue

@@ -168,7 +168,7 @@ class Store(Indexes):
         pipe.set(keys.definition(state.digest), definition_text, nx=True)
         pipe.hset(keys.execution(state.id), mapping=fields)
         for body, digest in linked:
-            pipe.rpush(keys.audit(state.id), digest + body)
+            pipe.rpush(keys.audit(state.id), audit.stored(digest, body))
         pipe.zadd(keys.index_status(state.status.value), {state.id: started_ms})
         pipe.zadd(keys.index_workflow(state.workflow), {state.id: started_ms})
         for key, score, member in timers:
@@ -276,14 +276,18 @@ class Store(Indexes):
         ``guard_waiting``: the path of the step the execution must be waiting on (``wp``)."""
         linked, head = audit.chain(state.audit_head, change.events, self.audit_key,
                                    _event_text(state, change.events))
-        spec: dict[str, Any] = {"events": [list(pair) for pair in linked] or None}
+        spec: dict[str, Any] = {}
         values: list[bytes] = []  # ARGV after the status names: values as stored, any bytes
+        first = len(_STATUS_NAMES) + 4  # Lua counts ARGV from 1
         if change.set:
             spec["set"], packed = _stored_fields(change.set)
             if packed:
-                spec["setv"] = {name: len(_STATUS_NAMES) + 4 + i
-                                for i, name in enumerate(packed)}
+                spec["setv"] = {name: first + i for i, name in enumerate(packed)}
                 values = list(packed.values())
+        if linked:
+            spec["events"] = [first + len(values), first + len(values) + len(linked) - 1]
+            spec["head"] = head
+            values += [audit.stored(digest, body) for body, digest in linked]
         if change.delete:
             spec["del"] = [*change.delete, *(["wp"] if "w" in change.delete else [])]
         if change.status is not None:
@@ -324,8 +328,6 @@ class Store(Indexes):
             spec["hset"] = [[position(key), name, value] for key, name, value in change.hset]
         if guard_hlen is not None:  # the hash must have as many fields as the caller read
             spec["guard_hlen"] = [position(guard_hlen[0]), guard_hlen[1]]
-        if not spec["events"]:
-            del spec["events"]
         raw = self._call(
             self._commit,
             keys=[keys.execution(state.id), keys.audit(state.id), keys.lease(state.id),
@@ -584,7 +586,7 @@ class Store(Indexes):
         rows = self._call(self.redis.lrange, keys.audit(execution_id), 0, -1)
         entries = []
         for number, raw in enumerate(rows, start=1):
-            digest, body = audit.split(reply_text(raw))
+            digest, body = audit.split(raw)
             entries.append((str(number), body, digest))
         return entries
 

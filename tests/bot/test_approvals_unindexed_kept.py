@@ -1,15 +1,19 @@
-"""``/approvals all`` keeps the answer of its ``ZDIFF`` (bot.visibility.Visibility.unindexed)
-while the waiting and indexed sets are unchanged, and asks again as soon as either changes.
+"""``/approvals all`` finds the waiting reviews not indexed yet (bot.visibility.Visibility.unindexed)
+without walking every waiting review each time: the first look in a process does; later ones
+ask only about those found unindexed before and those that began waiting since.
 
-Counted with Redis's own command statistics, over the served app: listings with nothing
-new cost no ``ZDIFF``; a review that starts waiting (not posted yet) is found at the next
-listing and shown to its approver at once, and again once its post job indexed it.
+Counted with Redis's own command statistics (``HEXISTS``: one per review asked about); a
+review that starts waiting (not posted yet) is found at the next look and shown to its
+approver at once, and drops out once its post job indexed it.
 """
 
 from __future__ import annotations
 
 import redis
+from slack_sdk import WebClient
 
+from bot.directory import Directory
+from bot.visibility import Visibility
 from engine.definition.loader import parse_workflow
 from tests.bot.conftest import Signoff
 from tests.bot.test_approvals_visibility import (  # noqa: F401 - fixtures reused as they are
@@ -22,30 +26,37 @@ from tests.bot.test_approvals_visibility import (  # noqa: F401 - fixtures reuse
 )
 
 
-def zdiffs(client: redis.Redis) -> int:
+def asked(client: redis.Redis) -> int:
     stats = client.info("commandstats")
-    return int(stats.get("cmdstat_zdiff", {}).get("calls", 0))
+    return int(stats.get("cmdstat_hexists", {}).get("calls", 0))
 
 
-def test_the_unindexed_reviews_are_asked_again_only_when_the_indexes_change(
+def test_later_looks_ask_only_about_what_began_waiting_since_and_what_was_unindexed(
         site: Signoff):  # noqa: F811 - the fixture imported above
     client = site.engine.store.redis
-    first = payout(site)
-    assert listed(site, "U0ERIN") == [first]  # in #payouts
-    asked = zdiffs(client)
-    assert listed(site, "U0ERIN") == [first] and listed(site, "U0ALICE") == [first]
-    assert zdiffs(client) == asked  # nothing changed: the kept answer
+    slack = WebClient(token=site.slack.bot_token, base_url=site.slack.api_url)
+    # No margin for late commits, so that the test can count (LATE_MS is a minute).
+    visibility = Visibility(site.engine.store, Directory(slack, site.engine.store), late_ms=0)
+    posted = [payout(site, n) for n in range(1, 6)]
+
+    before = asked(client)
+    assert visibility.unindexed() == []
+    assert asked(client) - before == 5  # the first look: every waiting review
 
     # A review starts waiting; its post job has not run (it is not indexed).
     second = site.engine.run(parse_workflow(TWO_REVIEWS), {}, requested_by="U0CAROL")
     engine_jobs_only(site)
-    assert listed(site, "U0ALICE") == [first, second]  # checked as it stands
-    assert zdiffs(client) == asked + 1
-    assert listed(site, "U0ERIN") == [first]  # not posted anywhere she is
-    assert zdiffs(client) == asked + 1
+    before = asked(client)
+    assert visibility.unindexed() == [second]
+    assert asked(client) - before <= 2  # the new one (and the newest seen, at the edge)
+    assert listed(site, "U0ALICE") == [*posted, second]  # checked as it stands
+    assert listed(site, "U0ERIN") == posted  # not posted anywhere she is
 
-    site.drain()  # posted and indexed: the indexed set changed
-    assert listed(site, "U0ALICE") == [first, second]
-    assert zdiffs(client) == asked + 2
-    assert listed(site, "U0ERIN") == [first, second]  # posted in #payouts
-    assert zdiffs(client) == asked + 2
+    site.drain()  # posted and indexed
+    before = asked(client)
+    assert visibility.unindexed() == []
+    assert asked(client) - before == 1  # the one found unindexed before
+    before = asked(client)
+    assert visibility.unindexed() == []
+    assert asked(client) - before <= 1  # nothing new: the newest seen, at the edge
+    assert listed(site, "U0ERIN") == [*posted, second]  # posted in #payouts

@@ -3,6 +3,8 @@ is in the audit trail alone, and the rewrite after a decision reads it back from
 
 from __future__ import annotations
 
+import json
+
 from bot.blocks import ACTION_APPROVE
 from bot.delivery import Delivery, Post, load_delivery, review_from_json
 from engine.state import compact, keys
@@ -52,11 +54,12 @@ def test_a_record_written_before_keeps_reading_with_its_copy_of_the_message():
                         "created_at": "2026-01-01T00:00:00.000Z", "approvers": ["U0ALICE"],
                         "channel": None, "level": 0},
              "sources": ["U0ALICE"], "sent": [], "failures": []}
-    delivery = Delivery.from_json(older)
+    delivery = Delivery.from_json(older, "not-read", "not-read")  # it names its own
+    assert (delivery.execution_id, delivery.step) == ("x-1", "review")
     review = review_from_json(delivery.review)
     assert review.message == "## Isolate?\nall the evidence"
     assert review.title == "Isolate?"
-    again = Delivery.from_json(delivery.to_json())
+    again = Delivery.from_json(delivery.to_json(), "x-1", "review")
     assert again.posts == delivery.posts and again.approvers == ("U0ALICE",)
     assert review_from_json(again.review, "whole").message == "whole"
     assert review_from_json(again.review).message == "## Isolate?\nall the evidence"
@@ -73,6 +76,7 @@ def test_the_record_leaves_out_what_it_can_read_back_and_reads_the_same():
         sources=("S0SOCL1",))
     stored = delivery.to_json()
     assert "sources" not in stored
+    assert "x-2" not in json.dumps(stored) and "step" not in stored  # its annotation's key
     assert stored["posts"] == [{"to": REVIEWS, "ts": "1.2"},
                                {"to": "U0BOB", "channel": "D0BOB", "ts": "3.4"}]
-    assert Delivery.from_json(stored) == delivery
+    assert Delivery.from_json(stored, "x-2", "review") == delivery

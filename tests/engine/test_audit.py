@@ -50,11 +50,11 @@ def test_an_edited_decision_is_detected(runtime, work, redis_client):
     key = keys.audit(execution_id)
     entries = redis_client.lrange(key, 0, -1)
     index = next(i for i, raw in enumerate(entries) if b'"step.decided"' in raw)
-    raw = entries[index].decode()
-    digest, body = raw[:64], json.loads(raw[64:])
+    digest, text = audit.split(entries[index])
+    body = json.loads(text)
     body["actor"]["id"] = "U0MALLORY"  # rewrite who decided, keep the old hash
-    redis_client.lset(key, index, digest + json.dumps(body, sort_keys=True,
-                                                      separators=(",", ":")))
+    redis_client.lset(key, index, audit.stored(digest, json.dumps(body, sort_keys=True,
+                                                                  separators=(",", ":"))))
     check = runtime.engine.verify_audit(execution_id)
     assert not check.ok
     assert check.entry_id == str(index + 1)
@@ -101,7 +101,7 @@ def keyed_runtime(settings, redis_client, key=KEY):
 
 
 def stored_hashes(redis_client, execution_id):
-    return [audit.split(raw.decode())[0] for raw in
+    return [audit.split(raw)[0] for raw in
             redis_client.lrange(keys.audit(execution_id), 0, -1)]
 
 
@@ -164,11 +164,11 @@ def test_an_unkeyed_link_after_keyed_ones_is_named_as_a_rewrite(settings, redis_
     rt = keyed_runtime(settings, redis_client)
     execution_id = decided_run(rt, work)
     key = keys.audit(execution_id)
-    raws = [raw.decode() for raw in redis_client.lrange(key, 0, -1)]
+    raws = redis_client.lrange(key, 0, -1)
     previous = audit.split(raws[-2])[0]
     body = audit.split(raws[-1])[1]
     forged = audit.link(previous, body)  # what someone without the key can compute
-    redis_client.lset(key, len(raws) - 1, forged + body)
+    redis_client.lset(key, len(raws) - 1, audit.stored(forged, body))
     redis_client.hset(keys.execution(execution_id), "ah", forged)
     check = rt.engine.verify_audit(execution_id)
     assert not check.ok and check.entry_id == str(len(raws))
@@ -180,3 +180,13 @@ def test_the_audit_key_never_prints_and_a_short_one_is_refused():
     assert settings.audit_key == KEY and KEY not in repr(settings) and KEY not in str(settings)
     with pytest.raises(SettingsInvalid, match="SIGNOFF_AUDIT_KEY"):
         Settings.from_env({"SIGNOFF_AUDIT_KEY": "short"})
+
+
+@pytest.mark.parametrize("key", [None, KEY.encode()], ids=["sha256", "hmac"])
+def test_an_entry_is_stored_with_its_hash_as_32_bytes_and_read_back_as_the_chain_links_it(key):
+    body = '{"at":"2026-12-04T00:00:00.000Z","type":"execution.started"}'
+    digest = audit.link(audit.GENESIS, body, key)
+    entry = audit.stored(digest, body)
+    assert len(entry) == 1 + 32 + len(body)  # 31 bytes less than hex (36 with hmac:)
+    assert audit.split(entry) == (digest, body)
+    assert audit.split((digest + body).encode()) == (digest, body)  # as earlier versions stored

@@ -52,7 +52,7 @@ def test_the_message_is_in_the_audit_trail_alone_and_read_back_from_it(runtime, 
     # Stored compressed (the trail's entry against the event, and the event), read back whole.
     stored_trail = redis_client.lrange(keys.audit(execution_id), 0, -1)
     assert not any(EVIDENCE.encode() in entry for entry in stored_trail)
-    [packed] = [json.loads(audit.split(entry.decode())[1]) for entry in stored_trail
+    [packed] = [json.loads(audit.split(entry)[1]) for entry in stored_trail
                 if b'"messageE":' in entry]
     alone = base64.b64encode(zlib.compress(shown["message"].encode(), 6))
     assert len(packed["messageE"]) < len(alone)  # the evidence it quotes is the event's
@@ -104,10 +104,11 @@ def test_an_edit_of_the_compressed_message_breaks_the_chain(runtime, work, redis
     key = keys.audit(execution_id)
     entries = redis_client.lrange(key, 0, -1)
     [index] = [n for n, entry in enumerate(entries) if b'"messageE":' in entry]
-    edited = json.loads(entries[index][64:])
+    digest, body = audit.split(entries[index])
+    edited = json.loads(body)
     edited["messageE"] = edited["messageE"][:-5] + "00000"
-    redis_client.lset(key, index, entries[index][:64] + json.dumps(
-        edited, separators=(",", ":"), sort_keys=True).encode())
+    redis_client.lset(key, index, audit.stored(digest, json.dumps(
+        edited, separators=(",", ":"), sort_keys=True)))
 
     check = runtime.engine.verify_audit(execution_id)
     assert not check.ok and check.entry_id == str(index + 1)
@@ -124,14 +125,14 @@ def test_a_trail_written_before_messages_were_packed_against_the_event_still_rea
     entries = redis_client.lrange(key, 0, -1)
     # The same trail as the previous format wrote it: each event packed without the event,
     # chained again from the start, and the head moved to match.
-    events = [audit.decode(str(n), *reversed(audit.split(raw.decode())),
+    events = [audit.decode(str(n), *reversed(audit.split(raw)),
                            runtime.engine.store.event_text(execution_id)).event
               for n, raw in enumerate(entries, start=1)]
     linked, head = audit.chain(audit.GENESIS, events)
     assert any('"messageZ":' in body for body, _ in linked)
     assert not any('"messageE":' in body for body, _ in linked)
     redis_client.delete(key)
-    redis_client.rpush(key, *[digest + body for body, digest in linked])
+    redis_client.rpush(key, *[digest + body for body, digest in linked])  # hex, as it was
     redis_client.hset(keys.execution(execution_id), "ah", head)
 
     assert runtime.engine.verify_audit(execution_id).ok
@@ -143,6 +144,9 @@ def test_a_trail_written_before_messages_were_packed_against_the_event_still_rea
     runtime.engine.resume(execution_id, {"approved": True}, ALICE)
     work()
     assert runtime.engine.get(execution_id).status is ExecutionStatus.COMPLETED
+    # Hex hashes up to the upgrade, 32-byte ones after it: one chain, and it verifies.
+    markers = {raw[:1] for raw in redis_client.lrange(key, 0, -1)}
+    assert b"\x01" in markers and markers - {b"\x01"} <= {bytes([c]) for c in b"0123456789abcdef"}
     assert runtime.engine.verify_audit(execution_id).ok
 
 

@@ -70,8 +70,8 @@ def rewrite_approver(redis_client, execution_id: str, *, keep_prefix: bool) -> i
     """As the attacker: make U0MALLORY the approver, recompute every later link with sha256
     (the key is not in Redis) and set the head. Returns the rewritten entry's number."""
     key = keys.audit(execution_id)
-    raws = [raw.decode() for raw in redis_client.lrange(key, 0, -1)]
-    index = next(i for i, raw in enumerate(raws) if '"step.decided"' in raw)
+    raws = redis_client.lrange(key, 0, -1)
+    index = next(i for i, raw in enumerate(raws) if b'"step.decided"' in raw)
     previous = audit.split(raws[index - 1])[0]
     for i in range(index, len(raws)):
         body = audit.split(raws[i])[1]
@@ -81,9 +81,9 @@ def rewrite_approver(redis_client, execution_id: str, *, keep_prefix: bool) -> i
             body = json.dumps(event, sort_keys=True, separators=(",", ":"),
                               ensure_ascii=False)
         digest = audit.link(previous, body)
-        if keep_prefix and raws[i].startswith(audit.KEYED):
+        if keep_prefix and audit.split(raws[i])[0].startswith(audit.KEYED):
             digest = audit.KEYED + digest  # looks keyed; is not the HMAC
-        redis_client.lset(key, i, digest + body)
+        redis_client.lset(key, i, audit.stored(digest, body))
         previous = digest
     redis_client.hset(keys.execution(execution_id), "ah", previous)
     return index + 1
