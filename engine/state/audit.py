@@ -6,10 +6,11 @@ not the data type, is what makes the trail tamper-evident.
 
 Each event is canonical JSON ``e`` with ``h = sha256(previous h + e)`` (``h`` in hex);
 the chain starts from :data:`GENESIS`. The trail stores each entry as a marker byte,
-``h`` as 32 bytes and ``e`` (:func:`stored`); entries written by earlier versions, ``h``
-in hex then ``e``, still read and verify (:func:`split`). The execution keeps the last hash (``ah``), so
-editing, deleting or reordering any event, the last one included, breaks
-verification. Building and checking the chain is pure; the store appends.
+``h`` as 32 bytes and ``e``, compressed when large (:func:`stored`); entries written by
+earlier versions, ``h`` in hex then ``e``, still read and verify (:func:`split`).
+The execution keeps the last hash (``ah``), so editing, deleting or reordering any
+event, the last one included, breaks verification. Building and checking the chain is
+pure; the store appends.
 
 A bare sha256 chain shows accidental damage and a careless edit, not a careful one:
 anyone who can write to Redis can edit an event, recompute every later hash and the
@@ -47,6 +48,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from engine.errors import SettingsInvalid
+from engine.state import compact
 from engine.state.execution import canonical
 
 GENESIS = "0" * 64
@@ -173,25 +175,37 @@ def verify(entries: Iterable[tuple[str, str, str]], head: str | None,
 
 _SHA256 = b"\x01"  # a stored entry that starts so: 32 bytes of sha256, then the body
 _HMAC = b"\x02"  # ... 32 bytes of HMAC-SHA256 under SIGNOFF_AUDIT_KEY, then the body
+_PACKED = 2  # added to either marker: the body is compressed (engine.state.compact)
 
 
 def stored(digest: str, body: str) -> bytes:
     """An entry as the trail stores it: a marker byte, its hash as 32 bytes (the chain
-    itself links hex, see :func:`link`), then its canonical JSON; 31 bytes less than
-    hex for each event."""
-    if digest.startswith(KEYED):
-        return _HMAC + bytes.fromhex(digest[len(KEYED):]) + body.encode()
-    return _SHA256 + bytes.fromhex(digest) + body.encode()
+    itself links hex, see :func:`link`), then its canonical JSON, compressed when large
+    (:func:`engine.state.compact.pack`: above 256 bytes, when smaller for it)."""
+    keyed = digest.startswith(KEYED)
+    raw = bytes.fromhex(digest[len(KEYED):] if keyed else digest)
+    marker = (_HMAC if keyed else _SHA256)[0]
+    packed = compact.pack(body)
+    if packed[:1] == b"x":  # JSON never starts so: compressed
+        return bytes([marker + _PACKED]) + raw + packed
+    return bytes([marker]) + raw + body.encode()
+
+
+def is_packed(entry: bytes) -> bool:
+    """Whether a stored entry's body is compressed (its text cannot be searched as is)."""
+    return entry[:1] in (bytes([_SHA256[0] + _PACKED]), bytes([_HMAC[0] + _PACKED]))
 
 
 def split(entry: bytes | str) -> tuple[str, str]:
     """A stored entry as (hash as the chain links it, body): as :func:`stored` writes
     it, or as earlier versions did (the hash in hex, then the body)."""
     raw = entry.encode() if isinstance(entry, str) else entry
-    marker = raw[:1]
-    if marker in (_SHA256, _HMAC):
+    marker = raw[0] if raw else 0
+    if 1 <= marker <= 4:
         digest = raw[1:33].hex()
-        return (KEYED + digest if marker == _HMAC else digest), raw[33:].decode()
+        keyed = marker in (_HMAC[0], _HMAC[0] + _PACKED)
+        body = compact.unpack(raw[33:]) if marker > _HMAC[0] else raw[33:].decode()
+        return (KEYED + digest if keyed else digest), body
     text = raw.decode()
     length = len(GENESIS) + (len(KEYED) if text.startswith(KEYED) else 0)
     return text[:length], text[length:]

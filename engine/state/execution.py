@@ -97,6 +97,19 @@ def parse_iso(text: str | None) -> datetime | None:
     return datetime.fromisoformat(text.replace("Z", "+00:00"))
 
 
+def iso_from_ms(ms: int) -> str:
+    """Epoch milliseconds as :func:`iso` writes a moment (exact: no float in between)."""
+    return iso(datetime(1970, 1, 1, tzinfo=UTC) + timedelta(milliseconds=ms)) or ""
+
+
+def started_at(t0: str | bytes | None, t0ms: str | bytes | None) -> str:
+    """An execution's start as stored: ``t0`` when it is there (a start not in whole
+    milliseconds, or written by an earlier version), else from ``t0ms``."""
+    if t0 is not None:
+        return t0.decode() if isinstance(t0, bytes) else t0
+    return iso_from_ms(int(t0ms or 0))
+
+
 def epoch_ms(moment: datetime) -> int:
     """Milliseconds since the epoch: the scores of time-ordered indexes."""
     return int(moment.timestamp() * 1000)

@@ -25,7 +25,7 @@ import redis
 
 from engine.errors import StoreUnavailable
 from engine.state import keys, lua
-from engine.state.execution import ExecutionStatus
+from engine.state.execution import ExecutionStatus, started_at
 
 
 @dataclass(frozen=True)
@@ -190,7 +190,7 @@ class Indexes:
         ids = list(ids)
         pipe = self.redis.pipeline(transaction=False)
         for execution_id in ids:
-            pipe.hmget(keys.execution(execution_id), "wf", "st", "t0", "t1")
+            pipe.hmget(keys.execution(execution_id), "wf", "st", "t0", "t1", "t0ms")
         rows = self._call(pipe.execute)
         found = []
         for execution_id, row in zip(ids, rows, strict=True):
@@ -198,7 +198,8 @@ class Indexes:
                 continue
             found.append(ExecutionSummary(
                 id=execution_id, workflow=row[0].decode(), status=row[1].decode(),
-                started_at=row[2].decode(), finished_at=row[3].decode() if row[3] else None))
+                started_at=started_at(row[2], row[4]),
+                finished_at=row[3].decode() if row[3] else None))
         return found
 
     def _merged(self, sources: Sequence[str], offset: int, limit: int,

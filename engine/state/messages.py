@@ -36,9 +36,11 @@ def find(entries: Iterable[bytes | str], sha256: str, event_text: str | None = N
     its text does not match the hash."""
     for raw in reversed(list(entries)):
         stored = raw if isinstance(raw, bytes) else raw.encode()
-        if _MARK not in stored:
+        if _MARK not in stored and not audit.is_packed(stored):
             continue
         _, body = audit.split(stored)
+        if _MARK.decode() not in body:
+            continue
         event = audit.unpacked(json.loads(body), event_text)
         if event.get("sha256") != sha256:
             continue

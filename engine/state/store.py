@@ -56,7 +56,9 @@ from engine.state.execution import (
     canonical,
     dumps,
     epoch_ms,
+    iso_from_ms,
     parse_iso,
+    started_at,
 )
 from engine.state.indexes import Indexes, reply_text
 from engine.state.tokens import ApiToken
@@ -152,10 +154,10 @@ class Store(Indexes):
         started_ms = _ms(state.started_at)
         fields: dict[Any, Any] = {
             "wf": state.workflow, "d": state.digest, "st": state.status.value,
-            "t0": state.started_at, "t0ms": str(started_ms),
-            "ev": compact.pack(event_text),
-            "ah": head,
+            "t0ms": str(started_ms), "ev": compact.pack(event_text), "ah": head,
         }
+        if state.started_at != iso_from_ms(started_ms):  # else read back from t0ms
+            fields["t0"] = state.started_at
         if state.requested_by:
             fields["rb"] = state.requested_by
         if state.variables:
@@ -637,7 +639,7 @@ def _state_from_hash(execution_id: str, raw: Mapping[bytes, bytes]) -> Execution
             decisions[name.removeprefix(keys.DECISION_FIELD)] = Decision.from_json(value)
     return ExecutionState(
         id=execution_id, workflow=data["wf"], digest=data["d"],
-        status=ExecutionStatus(data["st"]), started_at=data["t0"],
+        status=ExecutionStatus(data["st"]), started_at=started_at(data.get("t0"), data["t0ms"]),
         event=json.loads(data["ev"]) if "ev" in data else None,
         audit_head=data.get("ah", audit.GENESIS), finished_at=data.get("t1"),
         requested_by=data.get("rb"), error=data.get("err"),
@@ -652,7 +654,7 @@ def _state_from_hash(execution_id: str, raw: Mapping[bytes, bytes]) -> Execution
 _STATUS_NAMES = [status.value for status in ExecutionStatus]  # COMMIT's ARGV[4 ..]
 _STATUS_INDEXES = [keys.index_status(name) for name in _STATUS_NAMES]  # its KEYS[6 ..]
 _FIRST_NAMED_KEY = 6 + len(_STATUS_INDEXES)  # Lua counts KEYS from 1
-_REVIEW_FIELDS = ("wf", "d", "st", "t0", "rb", "w")  # wf first: None means gone
+_REVIEW_FIELDS = ("wf", "d", "st", "t0", "t0ms", "rb", "w")  # wf first: None means gone
 # Fields scripts and listings read as they are (COMMIT, summaries): never compressed.
 # Text that is not JSON (an error, a name) may start with "x" like zlib's stream: also
 # never compressed, and never read as if it were.

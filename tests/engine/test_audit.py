@@ -49,7 +49,7 @@ def test_an_edited_decision_is_detected(runtime, work, redis_client):
     execution_id = decided_run(runtime, work)
     key = keys.audit(execution_id)
     entries = redis_client.lrange(key, 0, -1)
-    index = next(i for i, raw in enumerate(entries) if b'"step.decided"' in raw)
+    index = next(i for i, raw in enumerate(entries) if '"step.decided"' in audit.split(raw)[1])
     digest, text = audit.split(entries[index])
     body = json.loads(text)
     body["actor"]["id"] = "U0MALLORY"  # rewrite who decided, keep the old hash
@@ -190,3 +190,13 @@ def test_an_entry_is_stored_with_its_hash_as_32_bytes_and_read_back_as_the_chain
     assert len(entry) == 1 + 32 + len(body)  # 31 bytes less than hex (36 with hmac:)
     assert audit.split(entry) == (digest, body)
     assert audit.split((digest + body).encode()) == (digest, body)  # as earlier versions stored
+
+
+def test_a_large_entry_is_stored_compressed_and_read_back_as_it_was_hashed():
+    body = ('{"message":"## Isolate web-1?\\nprocess powershell.exe ran '
+            + "the same command line again " * 20 + '","type":"step.waiting_for_input"}')
+    digest = audit.link(audit.GENESIS, body)
+    entry = audit.stored(digest, body)
+    assert audit.is_packed(entry) and len(entry) < len(body) / 2
+    assert audit.split(entry) == (digest, body)
+    assert audit.verify([("1", *reversed(audit.split(entry)))], digest).ok

@@ -71,7 +71,7 @@ def rewrite_approver(redis_client, execution_id: str, *, keep_prefix: bool) -> i
     (the key is not in Redis) and set the head. Returns the rewritten entry's number."""
     key = keys.audit(execution_id)
     raws = redis_client.lrange(key, 0, -1)
-    index = next(i for i, raw in enumerate(raws) if b'"step.decided"' in raw)
+    index = next(i for i, raw in enumerate(raws) if '"step.decided"' in audit.split(raw)[1])
     previous = audit.split(raws[index - 1])[0]
     for i in range(index, len(raws)):
         body = audit.split(raws[i])[1]
