@@ -224,9 +224,10 @@ def report(r: Results) -> None:
           f"{r.digest_after + 1 if r.digest_after else r.runs}; one per review would be "
           f"{r.runs}, the last ~{one_by_one:.0f} s after the storm at Slack's limit)  "
           f"{mark(r.messages <= (r.digest_after + 1 if r.digest_after else r.runs))}")
+    others = ", ".join(f"{method} {n}" for method, n in sorted(r.refused_other.items()))
     print(f"posts Slack refused (429): {r.refused}; other calls refused: "
-          f"{sum(r.refused_other.values())} {r.refused_other or ''}; digest rewrites "
-          f"(chat.update): {r.updates}")
+          f"{sum(r.refused_other.values())}{f' ({others})' if others else ''}; digest "
+          f"rewrites (chat.update): {r.updates}")
     if r.digested:
         print(f"the digest's count once settled: {r.digest_count} (target: {r.runs}, every "
               f"waiting review)  {mark(r.digest_count == r.runs)}")
