@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterator
+from dataclasses import replace
 from datetime import timedelta
 from typing import Any
 
@@ -16,8 +17,10 @@ from rq import Queue
 from rq.job import Job
 
 from bot.delivery import load_delivery
+from bot.digest import ACTION_DIGEST
 from bot.outbox import QUEUE
 from bot.ratelimit import RateLimited, limited_left, slot
+from bot.settings import BotSettings
 from engine.definition.loader import parse_workflow
 from engine.state.execution import ExecutionStatus, parse_iso
 from slack_emulator import MethodLimits, PostingLimit, SlackApiFailure, SlackEmulator
@@ -280,6 +283,28 @@ def test_a_modal_slack_refuses_tells_the_clicker_to_try_again_at_once(
     signoff.slack.methods.clear()  # Slack relents: the next click opens the form
     assert signoff.driver.click("U0BOB", (REVIEWS, message["ts"]), "signoff.respond").ok
     assert len(signoff.slack.workspace.views.modals("U0BOB")) == 1
+
+
+def test_batch_review_that_slack_refuses_to_open_tells_the_clicker_to_try_again(
+        start_signoff: Callable[..., Signoff], bot_settings: BotSettings, limits: Limits):
+    limits(methods=MethodLimits.slack().per_minute("views.open", 2, 1))  # then one each 30 s
+    storm = start_signoff(replace(bot_settings, digest_after=1, digest_every=0))
+    workflow = parse_workflow(ISOLATE)
+    for n in range(3):
+        storm.engine.run(workflow, {"host": f"web-{n}", "rule": "beaconing"})
+    storm.drain()
+    [digest] = [m for m in storm.messages() if "review them together" in m["text"]]
+    assert storm.driver.click("U0ALICE", (REVIEWS, digest["ts"]), ACTION_DIGEST).ok
+    assert len(storm.slack.workspace.views.modals("U0ALICE")) == 1
+
+    answer = storm.driver.click("U0BOB", (REVIEWS, digest["ts"]), ACTION_DIGEST)
+
+    assert answer.ok and answer.elapsed < 2.0
+    assert storm.slack.workspace.views.modals("U0BOB") == []
+    storm.drain()
+    assert storm.ephemerals("U0BOB") == [
+        "Slack is busy and could not open this form. Nothing was changed; please try again "
+        "in 30 seconds."]
 
 
 def test_slots_put_off_under_one_method_come_back_at_slacks_pace_for_it(signoff: Signoff):
