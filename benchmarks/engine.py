@@ -224,12 +224,13 @@ def _bench_memory(client: Any, redis_url: str, runs: int) -> Memory:
     from bot.notifier import SlackNotifier
     from bot.outbox import QUEUE as SLACK_QUEUE
     from bot.settings import BotSettings
-    from slack_emulator import PostingLimit, SlackEmulator
+    from slack_emulator import MethodLimits, PostingLimit, SlackEmulator
     from slack_emulator.workspace import REVIEWS_CHANNEL
 
     # Each review posted as a message of its own, as when reviews come one by one: no
-    # posting limit, no digest (benchmarks/storm.py measures those).
-    with SlackEmulator(posting_limit=PostingLimit.off()) as slack:
+    # rate limit, no digest (benchmarks/storm.py measures those).
+    with SlackEmulator(posting_limit=PostingLimit.off(),
+                       method_limits=MethodLimits.off()) as slack:
         settings = Settings(redis_url=redis_url)
         rt = build_runtime(settings, client, notifier=SlackNotifier(settings, client))
         install_runtime(rt)

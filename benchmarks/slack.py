@@ -66,7 +66,7 @@ from engine.state.embedded_redis import EmbeddedRedis, free_port  # noqa: E402
 from engine.state.execution import ExecutionStatus  # noqa: E402
 from engine.state.store import connect  # noqa: E402
 from engine.worker.runtime import Runtime, build_runtime  # noqa: E402
-from slack_emulator import PostingLimit, SlackDriver, SlackEmulator  # noqa: E402
+from slack_emulator import MethodLimits, PostingLimit, SlackDriver, SlackEmulator  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 CHANNEL = "C0REVIEWS"
@@ -148,16 +148,18 @@ class Stack:
 
     def start(self, *, workers: int, load_processes: int, client: str,
               posting_limit: PostingLimit | None = None,
+              method_limits: MethodLimits | None = None,
               env: dict[str, str] | None = None) -> None:
-        """``posting_limit``: the emulator's (default off: clicks are measured here, not
-        Slack's limit); ``env`` adds to the processes' environment (default: no digests,
+        """``posting_limit``, ``method_limits``: the emulator's (default off: clicks are
+        measured here, not Slack's limits); ``env`` adds to the processes' environment (default: no digests,
         every review gets the message the clicks press)."""
         self.redis_url = os.environ.get("REDIS_URL") or ""
         if not self.redis_url:
             self.redis = EmbeddedRedis().start()
             self.redis_url = self.redis.url
         connect(self.redis_url).flushdb()
-        self.emulator = SlackEmulator(posting_limit=posting_limit or PostingLimit.off()).start()
+        self.emulator = SlackEmulator(posting_limit=posting_limit or PostingLimit.off(),
+                                      method_limits=method_limits or MethodLimits.off()).start()
         env = {**os.environ, "SIGNOFF_SLACK_DIGEST_AFTER": "0", **(env or {}),
                "REDIS_URL": self.redis_url,
                "SLACK_BOT_TOKEN": self.emulator.bot_token,

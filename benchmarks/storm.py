@@ -3,11 +3,13 @@ Slack's posting limit.
 
     python benchmarks/storm.py [--runs 1000] [--within 10] [--workers 2]
                                [--digest-after 20] [--post-rate 1] [--post-burst 30]
+                               [--no-method-limits]
 
 Starts what ``benchmarks/slack.py`` starts (its ``Stack``: a private Redis, or REDIS_URL;
 the Slack emulator; the web process; ``signoff worker`` processes, RQ's scheduler inside),
 with the emulator enforcing Slack's ``chat.postMessage`` limit (about one a second per
-channel, short bursts: ``slack_emulator.ratelimit``) and Signoff's digests on at
+channel, short bursts: ``slack_emulator.ratelimit``) and the other methods' tiers (unless
+``--no-method-limits``), and Signoff's digests on at
 ``--digest-after`` (``SIGNOFF_SLACK_DIGEST_AFTER``). Starts ``--runs`` runs of one workflow
 evenly over ``--within`` seconds, each waiting on the same review step, all posted to one
 channel, as an alert storm does.
@@ -16,7 +18,7 @@ A review has reached Slack when its delivery record names a message: its own, or
 step's digest (``bot.digest``). The benchmark polls the records every
 :data:`POLL_SECONDS`, so each time is late by up to that much. Prints start -> review
 posted (or in the digest) p50/p99 with its target, how many messages were posted to the
-channel and how many posts Slack (the emulator) refused with 429, the digest's count once
+channel and how many posts and other calls Slack (the emulator) refused with 429, the digest's count once
 everything settled (every review counted), and the workers' CPU per run. Stops everything
 it started, also on Ctrl-C.
 """
@@ -53,7 +55,7 @@ from engine.settings import Settings  # noqa: E402
 from engine.state.execution import parse_iso  # noqa: E402
 from engine.state.store import connect  # noqa: E402
 from engine.worker.runtime import Runtime, build_runtime  # noqa: E402
-from slack_emulator import PostingLimit  # noqa: E402
+from slack_emulator import MethodLimits, PostingLimit  # noqa: E402
 from slack_emulator.ratelimit import DEFAULT_BURST, DEFAULT_RATE  # noqa: E402
 
 STEP = "isolate-host"
@@ -92,6 +94,7 @@ class Results:
     digested: int  # reviews shown by the digest
     messages: int  # top-level messages in the channel
     refused: int  # chat.postMessage calls answered 429
+    refused_other: dict[str, int]  # other calls answered 429, by method
     updates: int  # chat.update calls (the digest kept up to date)
     digest_count: int | None  # what the digest said once everything settled
     worker_cpu: float  # seconds per run
@@ -191,6 +194,7 @@ def bench(stack: Stack, *, runs: int, within: float, limit: PostingLimit,
                    own_messages=own,
                    digested=runs - own, messages=len(messages),
                    refused=emulator.posting.refused,
+                   refused_other=dict(emulator.methods.refused_by_key),
                    updates=len(emulator.calls_to("chat.update")), digest_count=digest_count,
                    worker_cpu=worker_cpu, limit=limit, digest_after=digest_after)
 
@@ -221,7 +225,10 @@ def report(r: Results) -> None:
           f"{r.digest_after + 1 if r.digest_after else r.runs}; one per review would be "
           f"{r.runs}, the last ~{one_by_one:.0f} s after the storm at Slack's limit)  "
           f"{mark(r.messages <= (r.digest_after + 1 if r.digest_after else r.runs))}")
-    print(f"posts Slack refused (429): {r.refused}; digest rewrites (chat.update): {r.updates}")
+    others = ", ".join(f"{method} {n}" for method, n in sorted(r.refused_other.items()))
+    print(f"posts Slack refused (429): {r.refused}; other calls refused: "
+          f"{sum(r.refused_other.values())}{f' ({others})' if others else ''}; digest "
+          f"rewrites (chat.update): {r.updates}")
     if r.digested:
         print(f"the digest's count once settled: {r.digest_count} (target: {r.runs}, every "
               f"waiting review)  {mark(r.digest_count == r.runs)}")
@@ -238,12 +245,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--post-rate", type=float, default=DEFAULT_RATE,
                         help="the emulator's chat.postMessage per second per channel (0: off)")
     parser.add_argument("--post-burst", type=int, default=DEFAULT_BURST)
+    parser.add_argument("--no-method-limits", action="store_true",
+                        help="no limit on the emulator's other methods (default: Slack's tiers)")
     args = parser.parse_args(argv)
 
     limit = (PostingLimit(rate=args.post_rate, burst=args.post_burst) if args.post_rate > 0
              else PostingLimit.off())
     return on_stack("benchmarks/storm.py", lambda stack: stack.start(
         workers=args.workers, load_processes=0, client="raw", posting_limit=limit,
+        method_limits=MethodLimits.off() if args.no_method_limits else MethodLimits.slack(),
         env={"SIGNOFF_SLACK_DIGEST_AFTER": str(args.digest_after)}),
         lambda stack: bench(stack, runs=args.runs, within=args.within, limit=limit,
                             digest_after=args.digest_after), report)

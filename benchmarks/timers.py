@@ -50,7 +50,7 @@ from engine.state.embedded_redis import EmbeddedRedis  # noqa: E402
 from engine.state.execution import parse_iso  # noqa: E402
 from engine.state.store import connect  # noqa: E402
 from engine.worker.runtime import build_runtime  # noqa: E402
-from slack_emulator import PostingLimit, SlackEmulator  # noqa: E402
+from slack_emulator import MethodLimits, PostingLimit, SlackEmulator  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 CHANNEL = "C0REVIEWS"
@@ -107,8 +107,9 @@ class Stack:
         for name in ("SLACK_BOT_TOKEN", "SLACK_APP_TOKEN", "SIGNOFF_NOTIFIER"):
             env.pop(name, None)
         if slack:
-            # Timers are measured here, not Slack's posting limit or digests (benchmarks/storm.py).
-            self.emulator = SlackEmulator(posting_limit=PostingLimit.off()).start()
+            # Timers are measured here, not Slack's rate limits or digests (benchmarks/storm.py).
+            self.emulator = SlackEmulator(posting_limit=PostingLimit.off(),
+                                          method_limits=MethodLimits.off()).start()
             env.update({"SIGNOFF_SLACK_DIGEST_AFTER": "0",
                         "SLACK_BOT_TOKEN": self.emulator.bot_token,
                         "SLACK_API_URL": self.emulator.api_url,

@@ -54,7 +54,7 @@ def build_bot(settings: BotSettings, engine: Engine, *, client: WebClient | None
         raise ValueError("SLACK_BOT_TOKEN is not set")
     if not settings.signing_secret and not settings.app_token:
         raise ValueError("SLACK_SIGNING_SECRET is not set (needed to verify Slack's requests)")
-    client = client or web_client(settings)
+    client = client or web_client(settings, engine.store.redis)  # never waits a 429 out
     app = App(
         client=client,
         logger=_bolt_logger(),

@@ -23,13 +23,15 @@ from slack_sdk.errors import SlackApiError
 
 from bot import texts
 from bot.block_kit import SECTION_LIMIT, context_block, plain_text, section_block
-from bot.blocks import notice_modal
+from bot.blocks import ephemeral_text, notice_modal
 from bot.delivery import closed_review_text
 from bot.directory import Directory
 from bot.forms import only_decision_required
 from bot.handlers import Reviewer
 from bot.mrkdwn import escape_mrkdwn, truncate_mrkdwn, truncate_plain
+from bot.outbox import Outbox
 from bot.overview import Overview, PendingItem, parse_group
+from bot.ratelimit import limited_for
 from engine.errors import (
     ActorNotAllowed,
     AlreadyDecided,
@@ -95,6 +97,11 @@ class BatchReview:
         except SlackApiError as exc:
             log.warning("views.open for a batch of %s failed: %s", group["step"],
                         exc.response.get("error"))
+            busy = limited_for(exc)  # Slack's rate limit: the trigger expires before it ends
+            clicker = Reviewer.from_body(body)
+            if busy is not None and clicker.channel is not None:  # not from the Home tab
+                Outbox(self.engine.scheduler).reply(clicker.channel, clicker.user_id,
+                                                    ephemeral_text(texts.slack_busy(busy)))
 
     # -- the modal: decide each -----------------------------------------------------------------
 

@@ -52,6 +52,7 @@ from bot.forms import (
 )
 from bot.mrkdwn import truncate_plain
 from bot.outbox import Outbox
+from bot.ratelimit import limited_for
 from engine.errors import (
     ActorNotAllowed,
     AlreadyDecided,
@@ -322,6 +323,9 @@ class ReviewListeners:
         except SlackApiError as exc:
             log.warning("views.open for %s failed: %s", review.execution_id,
                         exc.response.get("error"))
+            busy = limited_for(exc)  # Slack's rate limit: the trigger expires before it ends
+            if busy is not None:
+                self._reply(Reviewer.from_body(body), ephemeral_text(texts.slack_busy(busy)))
 
     # -- the modal -----------------------------------------------------------------------------
 

@@ -1,9 +1,11 @@
-"""RQ entry points and inbox tasks on the ``slack`` queue: post a review (again later when
-Slack's posting limit says so, :mod:`bot.ratelimit`), refresh a digest (:mod:`bot.digest`),
-follow a review's changes (escalation, reassignment, quorum, reminders), mark it closed,
-reply to one person, learn a clicker's display name (all queued by :mod:`bot.outbox`), and
-record a one-click decision (handed in by a click's listener), or, when every try at that
-failed, audit the click as lost and tell the clicker.
+"""RQ entry points and inbox tasks on the ``slack`` queue: post a review, refresh a digest
+(:mod:`bot.digest`), follow a review's changes (escalation, reassignment, quorum,
+reminders), mark it closed, reply to one person, learn a clicker's display name (all
+queued by :mod:`bot.outbox`), and record a one-click decision (handed in by a click's
+listener), or, when every try at that failed, audit the click as lost and tell the
+clicker. A job that calls Slack comes back
+later when Slack's rate limit refuses it (:func:`bot.outbox.put_off_when_limited`,
+:mod:`bot.ratelimit`): no worker waits a 429 out.
 
 Slack is called only from here (and from ``views.open`` in a click's listener), so a
 slow or failing Slack never holds up the engine or a click's answer.
@@ -21,6 +23,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+import redis
 from slack_sdk import WebClient
 from slack_sdk.errors import SlackApiError
 
@@ -31,8 +34,8 @@ from bot.digest import TooSoon
 from bot.directory import Directory
 from bot.forms import ReviewRef
 from bot.handlers import Reviewer, ReviewListeners
-from bot.outbox import Outbox, again_later, post_later
-from bot.ratelimit import RateLimited
+from bot.outbox import Outbox, again_later, put_off_when_limited
+from bot.ratelimit import limited
 from bot.review_changes import ReviewChanges
 from bot.settings import BotSettings
 from bot.slack import web_client
@@ -71,7 +74,8 @@ class BotRuntime:
 def build_bot_runtime(settings: BotSettings, engine: Engine,
                       client: WebClient | None = None,
                       connectors: Connectors | None = None) -> BotRuntime:
-    client = client or web_client(settings)
+    # Never waits a 429 out; the limits it meets are shared through Redis (bot.ratelimit).
+    client = limited(client or web_client(settings), engine.store.redis)
     directory = Directory(client, engine.store, ttl=settings.cache_seconds)
     engine.people = directory  # the engine's rules on who may act ask Slack who is who
     return BotRuntime(settings, engine, client, directory, connectors or Connectors())
@@ -103,22 +107,25 @@ def bot_runtime() -> BotRuntime:
 
 # -- jobs --------------------------------------------------------------------------------------
 
+def _redis() -> redis.Redis:
+    return bot_runtime().engine.store.redis
+
+
+# What a job did before Slack's limit refused it is recorded (posts, thread notes, reminders on
+# the delivery record) and not done again; rewrites show the review as it stands then.
+put_off = put_off_when_limited(_redis)
+
+
+@put_off
 def post_review(execution_id: str, step: str) -> int:
     """Post the review ``execution_id`` waits on at ``step``; returns how many messages.
     At Slack's posting limit for a channel, it comes back once the limit allows (the posts
     made already are recorded and not made again)."""
-    rt = bot_runtime()
-    try:
-        delivery = rt.deliverer.deliver(execution_id, step)
-    except RateLimited as limited:
-        log.info("review %s of %s waits %.1f s for Slack's posting limit in %s", step,
-                 execution_id, limited.retry_after, limited.channel)
-        post_later(rt.engine.store.redis, execution_id, step,
-                   rt.deliverer.limits.slot(limited.channel, limited.retry_after))
-        return 0
+    delivery = bot_runtime().deliverer.deliver(execution_id, step)
     return len(delivery.posts) if delivery else 0
 
 
+@put_off
 def refresh_digest(pile: str) -> int | None:
     """Bring a digest's count up to date (an inbox task, :mod:`bot.digest`); rewritten
     less than ``digest_every`` seconds ago, it comes back once that has passed."""
@@ -132,21 +139,14 @@ def refresh_digest(pile: str) -> int | None:
         return None
 
 
+@put_off
 def follow_review(execution_id: str, step: str, change: Mapping[str, Any]) -> int:
     """Bring the review's messages in step with a change while it waits (escalated,
     reassigned, a quorum approval, a reminder); returns how many messages it touched."""
-    rt = bot_runtime()
-    try:
-        return rt.review_changes.apply(execution_id, step, change)
-    except RateLimited as limited:  # what was sent is recorded: the job goes on from there
-        again_later(rt.engine.store.redis,
-                    rt.deliverer.limits.slot(limited.channel, limited.retry_after),
-                    "follow_review", execution_id,
-                    step, dict(change), description=f"{change.get('kind')} review {step} of "
-                    f"{execution_id} (after Slack's limit)")
-        return 0
+    return bot_runtime().review_changes.apply(execution_id, step, change)
 
 
+@put_off
 def update_review(execution_id: str, step: str, closed: Mapping[str, Any] | None = None) -> int:
     """Replace a closed review's buttons with who decided what, in every message showing it."""
     record = closed_from_json(closed) if closed else None
@@ -191,6 +191,7 @@ def learn_name(user_id: str) -> None:
         log.warning("could not look up the name of %s", user_id, exc_info=True)
 
 
+@put_off
 def post_ephemeral(channel: str, user: str, message: Mapping[str, Any]) -> None:
     """Show ``message`` to ``user`` alone in ``channel``."""
     try:

@@ -12,26 +12,32 @@ bodies (which import the listeners that queue work here).
 
 Work that fails is retried with backoff (a post: after 10 s, 30 s, 2 min, 10 min and 30
 min); when a post's retries run out the run still waits and ``signoff redeliver ID`` posts
-the review again. A post Slack refuses for its
-posting limit (429, :mod:`bot.ratelimit`) is not a failure: :func:`post_later` queues it
-again for when the channel's Retry-After has passed, its retries untouched, through RQ's
-scheduler (every ``signoff worker`` runs one).
+the review again. A job Slack refuses for a rate limit (429, :mod:`bot.ratelimit`: a post
+over a channel's posting limit, a rewrite over ``chat.update``'s, a DM, a thread note...) is
+not a failure and does not wait in its worker: :func:`put_off_when_limited` queues it again
+for its slot after the Retry-After, its retries untouched, through RQ's scheduler (every
+``signoff worker`` runs one).
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import functools
+import logging
+from collections.abc import Callable, Mapping
 from datetime import timedelta
-from typing import Any
+from typing import Any, TypeVar, cast
 
 import redis
 from rq import Queue, Retry
 
 from bot.delivery import closed_to_json
+from bot.ratelimit import RateLimited, slot
 from bot.review_changes import change_to_json
 from engine.notify import ReviewChange, ReviewClosed
 from engine.run.timers import Scheduler
 from engine.worker.scheduler import FAILURE_TTL
+
+log = logging.getLogger(__name__)
 
 QUEUE = "slack"  # also the name of the bot's entry point in signoff.queues
 JOBS = "bot.jobs"
@@ -86,11 +92,31 @@ class Outbox:
                                   description=f"ephemeral to {user} in {channel}")
 
 
-def post_later(connection: redis.Redis, execution_id: str, step: str, seconds: float) -> None:
-    """Post the review ``execution_id`` waits on at ``step`` in ``seconds`` (its slot at
-    Slack's posting limit, :meth:`bot.ratelimit.ChannelLimits.slot`)."""
-    again_later(connection, seconds, "post_review", execution_id, step,
-                description=f"post review {step} of {execution_id} (after Slack's limit)")
+Job = TypeVar("Job", bound=Callable[..., Any])
+
+
+def put_off_when_limited(connection: Callable[[], redis.Redis]) -> Callable[[Job], Job]:
+    """Make a ``slack`` queue job (a function of :data:`JOBS`, positional arguments) that
+    meets Slack's rate limit queue itself again, with the same arguments, for its slot after
+    the Retry-After (:func:`bot.ratelimit.slot`), rather than wait or fail; it then returns
+    None. ``connection``: the Redis of the job's runtime."""
+    def wrap(job: Job) -> Job:
+        @functools.wraps(job)
+        def limited(*args: Any) -> Any:
+            try:
+                return job(*args)
+            except RateLimited as exc:
+                redis_ = connection()
+                seconds = slot(redis_, exc.scope, exc.retry_after)
+                named = " ".join(a for a in args if isinstance(a, str))
+                log.info("%s %s waits %.1f s for Slack's limit on %s", job.__name__, named,
+                         seconds, exc.scope)
+                again_later(redis_, seconds, job.__name__, *args,
+                            description=f"{job.__name__} {named} (after Slack's limit on "
+                                        f"{exc.scope})")
+                return None
+        return cast(Job, limited)
+    return wrap
 
 
 def again_later(connection: redis.Redis, seconds: float, job: str, *args: Any,

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import logging
 
-from slack_sdk import WebClient
+import redis
 from slack_sdk.http_retry.builtin_handlers import (
     ConnectionErrorRetryHandler,
     RateLimitErrorRetryHandler,
@@ -13,26 +13,30 @@ from slack_sdk.http_retry.builtin_handlers import (
 )
 from slack_sdk.webhook import WebhookClient
 
+from bot.ratelimit import LimitedClient
 from bot.settings import BotSettings
 
 TIMEOUT_SECONDS = 10
 
 
-def web_client(settings: BotSettings) -> WebClient:
-    """A WebClient for ``settings`` that waits out 429s (Retry-After) and retries 5xx and resets.
+def web_client(settings: BotSettings, connection: redis.Redis | None = None) -> LimitedClient:
+    """A WebClient for ``settings`` that retries 5xx and resets, and never waits out a 429:
+    it raises :class:`bot.ratelimit.RateLimited` (a ``SlackApiError``), marking the limit in
+    ``connection``'s Redis, when given, so that no process calls under it until it is over.
 
-    These retries happen inside one call; when they run out, the call raises and the
-    RQ job that made it is retried later with backoff.
+    The retries happen inside one call; when they run out, the call raises and the
+    RQ job that made it is retried later with backoff. A job refused by a rate limit is
+    put off to when Slack allows it (:mod:`bot.ratelimit`), holding no worker meanwhile.
     """
-    return WebClient(
+    return LimitedClient(
         token=settings.bot_token,
         base_url=settings.api_url,
         timeout=TIMEOUT_SECONDS,
         retry_handlers=[
-            RateLimitErrorRetryHandler(max_retry_count=2),
             ConnectionErrorRetryHandler(max_retry_count=2),
             ServerErrorRetryHandler(max_retry_count=2),
         ],
+        connection=connection,
     )
 
 

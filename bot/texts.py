@@ -6,6 +6,8 @@ built with :mod:`bot.mrkdwn`); they only decide the wording.
 
 from __future__ import annotations
 
+import math
+
 from engine.run.authority import Refusal
 
 # Buttons (≤ 75 characters each).
@@ -491,6 +493,14 @@ def home_updated(when: str) -> str:
 
 NEEDS_FORM = ("This review now needs more than a yes or no: use *Respond…* on the review "
               "message to answer its form.")
+
+def slack_busy(seconds: float) -> str:
+    """A click whose modal Slack's rate limit refused (``views.open`` cannot wait: its
+    trigger expires within 3 seconds)."""
+    wait = max(1, math.ceil(seconds))
+    return (f"Slack is busy and could not open this form. Nothing was changed; please try "
+            f"again in {wait} second{'s' if wait != 1 else ''}.")
+
 
 CLICK_NOT_RECORDED = ("Your decision on this review could not be recorded: Signoff could not "
                       "reach Slack or its store for ten minutes. Nothing was decided; please "

@@ -5,7 +5,8 @@
   dave, two user groups and #reviews.
 - ``server``: :class:`SlackEmulator` serves Slack's Web API (``web_api``, Block Kit
   checks in ``blockkit``) and response URLs on loopback, with fault injection and Slack's
-  posting limit per channel (``ratelimit``: :class:`PostingLimit`, 429 and Retry-After).
+  rate limits (``ratelimit``: :class:`PostingLimit` per channel, :class:`MethodLimits`, the
+  other methods' tiers; 429 and Retry-After).
 - ``webhooks``: :class:`IncomingWebhooks`, Slack's incoming webhooks (``emulator.webhooks``):
   per-channel URLs, plain-text answers and errors, what each one was posted.
 - ``socket_mode``: :class:`SocketModeServer`, Slack's Socket Mode websocket behind
@@ -22,7 +23,7 @@ from __future__ import annotations
 from slack_emulator.directory import AppInstallation, Team, User, UserGroup
 from slack_emulator.driver import AppResponse, SlackDriver, Tamper
 from slack_emulator.errors import DriverError, EmulatorError, EmulatorStartError, SlackApiFailure
-from slack_emulator.ratelimit import PostingLimit
+from slack_emulator.ratelimit import MethodLimits, PostingLimit
 from slack_emulator.server import SlackEmulator
 from slack_emulator.socket_mode import Ack, AckOutcome, SocketConnection, SocketModeServer
 from slack_emulator.views import Views
@@ -40,6 +41,7 @@ __all__ = [
     "IncomingWebhook",
     "IncomingWebhooks",
     "MessageRef",
+    "MethodLimits",
     "PostingLimit",
     "SlackApiFailure",
     "SlackDriver",

@@ -7,7 +7,7 @@ import sys
 from collections.abc import Sequence
 from dataclasses import replace
 
-from slack_emulator.ratelimit import DEFAULT_BURST, DEFAULT_RATE, PostingLimit
+from slack_emulator.ratelimit import DEFAULT_BURST, DEFAULT_RATE, MethodLimits, PostingLimit
 from slack_emulator.server import SlackEmulator
 from slack_emulator.workspace import APP, default_workspace
 
@@ -33,6 +33,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--post-burst", type=int, default=None,
         help=f"posts a channel may take at once (default {DEFAULT_BURST}; "
         "or SLACK_EMULATOR_POST_BURST)")
+    parser.add_argument(
+        "--no-method-limits", action="store_true",
+        help="no limit on methods other than chat.postMessage (default: Slack's tiers; or "
+        "SLACK_EMULATOR_METHOD_LIMITS=off, or method=calls_a_minute[:burst],...)")
     args = parser.parse_args(argv)
     limit = PostingLimit.from_env()
     limit = PostingLimit(rate=limit.rate if args.post_rate is None else args.post_rate,
@@ -41,7 +45,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     workspace.app = replace(
         workspace.app, bot_token=args.bot_token, signing_secret=args.signing_secret
     )
-    emulator = SlackEmulator(workspace, host=args.host, port=args.port, posting_limit=limit)
+    emulator = SlackEmulator(workspace, host=args.host, port=args.port, posting_limit=limit,
+                             method_limits=MethodLimits.off() if args.no_method_limits
+                             else MethodLimits.from_env())
     print(
         f"Slack emulator for {workspace.team.id} ({workspace.team.domain}): "
         f"WebClient(base_url={emulator.api_url!r}); state at "

@@ -4,10 +4,11 @@
 so the real ``slack_sdk.WebClient(base_url=emulator.api_url)`` and Bolt talk to it
 over HTTP exactly as they would to slack.com. It records every call and can be
 told to fail the next ones (rate limits, 5xx, error codes) for resilience tests.
-It enforces Slack's posting limit, about one ``chat.postMessage`` a second per channel with
-short bursts (:mod:`slack_emulator.ratelimit`: a token bucket per channel, on by default at
-Slack's rate; ``posting_limit=PostingLimit.off()`` or ``SLACK_EMULATOR_POST_RATE=0`` turns it
-off), answering 429 with ``Retry-After`` as Slack does.
+It enforces Slack's rate limits (:mod:`slack_emulator.ratelimit`, on by default at Slack's
+figures): about one ``chat.postMessage`` a second per channel with short bursts (a token
+bucket per channel; ``posting_limit=PostingLimit.off()`` or ``SLACK_EMULATOR_POST_RATE=0``
+turns it off), and each other method's tier, per method (``method_limits=MethodLimits.off()``
+or ``SLACK_EMULATOR_METHOD_LIMITS=off``), answering 429 with ``Retry-After`` as Slack does.
 ``apps.connections.open`` (with :attr:`SlackEmulator.app_token`) hands out URLs of
 its Socket Mode websocket, :attr:`SlackEmulator.socket_mode`, started on first use.
 Incoming webhooks (``/services/…``, plain-text answers) live in
@@ -33,7 +34,7 @@ from starlette.routing import Route
 from starlette.types import ASGIApp
 
 from slack_emulator.errors import EmulatorStartError, SlackApiFailure
-from slack_emulator.ratelimit import ChannelBuckets, PostingLimit
+from slack_emulator.ratelimit import ChannelBuckets, MethodBuckets, MethodLimits, PostingLimit
 from slack_emulator.socket_mode import SocketModeServer
 from slack_emulator.web_api import APP_LEVEL_METHODS, WebApi
 from slack_emulator.webhooks import IncomingWebhooks
@@ -67,10 +68,13 @@ class SlackEmulator:
         host: str = "127.0.0.1",
         port: int = 0,
         posting_limit: PostingLimit | None = None,
+        method_limits: MethodLimits | None = None,
     ) -> None:
         self.workspace = workspace or default_workspace()
         # Slack's chat.postMessage limit per channel (None: from the environment, else Slack's).
         self.posting = ChannelBuckets(posting_limit or PostingLimit.from_env())
+        # Every other method's tier, per method (None: from the environment, else Slack's).
+        self.methods = MethodBuckets(method_limits or MethodLimits.from_env())
         self.socket_mode = SocketModeServer(host=host)
         self.web_api = WebApi(self.workspace, socket_url=self.socket_mode.issue_url)
         # Incoming webhooks (POST /services/T…/B…/secret): add, break, read what was posted.
@@ -157,6 +161,7 @@ class SlackEmulator:
             self._calls.clear()
             self._faults.clear()
         self.posting.clear()
+        self.methods.clear()
         self.webhooks.reset(self.workspace)
         self.socket_mode.clear()
         return self.workspace
@@ -226,10 +231,10 @@ class SlackEmulator:
         if fault is not None:
             headers = {} if fault.retry_after is None else {"Retry-After": str(fault.retry_after)}
             return fault.status, {"ok": False, "error": fault.error}, headers
-        if method == POST_MESSAGE:
-            wait = self._posting_wait(params, token)
-            if wait is not None:
-                return 429, {"ok": False, "error": "ratelimited"}, {"Retry-After": str(wait)}
+        wait = (self._posting_wait(params, token) if method == POST_MESSAGE
+                else self._method_wait(method, token))
+        if wait is not None:
+            return 429, {"ok": False, "error": "ratelimited"}, {"Retry-After": str(wait)}
         return 200, self.web_api.call(method, params, token), {}
 
     def _posting_wait(self, params: dict[str, Any], token: str | None) -> int | None:
@@ -243,6 +248,14 @@ class SlackEmulator:
         except SlackApiFailure:
             return None
         return self.posting.take(channel)
+
+    def _method_wait(self, method: str, token: str | None) -> int | None:
+        """Seconds to wait before calling ``method`` again (its tier, for the app), or None
+        when the call may go ahead. Calls without the bot's token (refused for it, or
+        ``apps.connections.open``'s app-level token) take nothing from the bucket."""
+        if token != self.bot_token:
+            return None
+        return self.methods.take(method)
 
     def answer_response_url(self, hook_id: str, body: dict[str, Any]) -> tuple[int, dict[str, Any]]:
         self._record(RESPONSE_URL_CALL, {"hook": hook_id, **body})
