@@ -125,8 +125,15 @@ def people(review: ReviewRequest, delivery: Delivery, directory: Directory) -> t
 
 def noted_key(since_ms: int) -> str:
     """The execution's annotation that names whose indexes hold its review that started
-    waiting at ``since_ms`` (space-separated user ids and ``#`` channels)."""
-    return f"slack:seen:{since_ms}"
+    waiting at ``since_ms`` (space-separated user ids and ``#`` channels); ``since_ms``
+    in base 36, as the name is stored with each review."""
+    digits = "0123456789abcdefghijklmnopqrstuvwxyz"
+    written = ""
+    while True:
+        since_ms, digit = divmod(since_ms, 36)
+        written = digits[digit] + written
+        if not since_ms:
+            return f"slack:seen:{written}"
 
 
 def channels(delivery: Delivery) -> tuple[str, ...]:

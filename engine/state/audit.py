@@ -191,6 +191,26 @@ def stored(digest: str, body: str) -> bytes:
     return bytes([marker]) + raw + body.encode()
 
 
+def head_stored(digest: str) -> bytes:
+    """A hash (an audit head) as the execution stores it: its marker and 32 bytes, as
+    :func:`stored` starts an entry; a hash of another form as it is."""
+    keyed = digest.startswith(KEYED)
+    hexed = digest[len(KEYED):] if keyed else digest
+    if len(hexed) != 64:
+        return digest.encode()
+    return (_HMAC if keyed else _SHA256) + bytes.fromhex(hexed)
+
+
+def head_text(raw: bytes | str) -> str:
+    """A hash as :func:`head_stored` stored it (or in hex, as earlier versions did), in
+    hex as the chain links it."""
+    if isinstance(raw, str):
+        return raw
+    if len(raw) == 33 and raw[:1] in (_SHA256, _HMAC):
+        return (KEYED if raw[:1] == _HMAC else "") + raw[1:].hex()
+    return raw.decode()
+
+
 def is_packed(entry: bytes) -> bool:
     """Whether a stored entry's body is compressed (its text cannot be searched as is)."""
     return entry[:1] in (bytes([_SHA256[0] + _PACKED]), bytes([_HMAC[0] + _PACKED]))

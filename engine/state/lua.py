@@ -22,7 +22,8 @@ from __future__ import annotations
 # KEYS[3]  its lease
 # KEYS[6 .. 5+S]  the status indexes, one per status, in the order of ARGV[4 ..]
 # KEYS[6+S ..]    the indexes the change's zadd/zrem entries name (by KEYS position)
-# ARGV[1]  the change as JSON: guards (guard_status: statuses, guard_head: audit head,
+# ARGV[1]  the change as JSON: guards (guard_status: statuses, guard_head: [ARGV position
+#          of the audit head as stored, the same in hex as earlier versions stored it],
 #          guard_field: [field, text it must contain], guard_waiting: [the path ``wp``
 #          must hold, text ``w`` must contain when there is no ``wp``], guard_lease:
 #          token, guard_hlen:
@@ -33,11 +34,12 @@ from __future__ import annotations
 #          zadd: [[KEYS position, score, member]], zrem: [[KEYS position, member]],
 #          hset: [[KEYS position, field, value]] into other hashes (a parent's children),
 #          events: [first, last] ARGV positions of the audit entries to append, in
-#          order, as stored, with head: the last one's hash), lease_ttl_ms or release
+#          order, as stored, with head: the ARGV position of the last one's hash as
+#          stored), lease_ttl_ms or release
 # ARGV[2]  the execution id (its member in the indexes)
 # ARGV[3]  the pub/sub channel told a new status
 # ARGV[4 .. 3+S]  every status name (S of them), in the order of their index keys
-# ARGV[4+S ..]    the values setv names, then the audit entries
+# ARGV[4+S ..]    the values setv names, guard_head's, the audit entries, their head
 # Returns {1, status, audit head, 'ok'} when applied, else {0, status, audit head, reason}
 # with reason status | head | field | lease | hlen (a guard failed) or missing (no such execution;
 # status and head are then '').
@@ -51,7 +53,9 @@ if spec.guard_status then
   for _, s in ipairs(spec.guard_status) do if s == cur[1] then ok = true end end
   if not ok then return {0, cur[1], cur[2], 'status'} end
 end
-if spec.guard_head and spec.guard_head ~= cur[2] then return {0, cur[1], cur[2], 'head'} end
+if spec.guard_head and ARGV[spec.guard_head[1]] ~= cur[2] and spec.guard_head[2] ~= cur[2] then
+  return {0, cur[1], cur[2], 'head'}
+end
 if spec.guard_field then
   local v = redis.call('HGET', xkey, spec.guard_field[1])
   if not v or string.find(v, spec.guard_field[2], 1, true) == nil then
@@ -108,7 +112,7 @@ end
 local head = cur[2]
 if spec.events then
   for i = spec.events[1], spec.events[2] do redis.call('RPUSH', akey, ARGV[i]) end
-  head = spec.head
+  head = ARGV[spec.head]
   redis.call('HSET', xkey, 'ah', head)
 end
 if spec.guard_lease then

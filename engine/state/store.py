@@ -153,8 +153,9 @@ class Store(Indexes):
         linked, head = audit.chain(audit.GENESIS, events, self.audit_key, event_text)
         started_ms = _ms(state.started_at)
         fields: dict[Any, Any] = {
-            "wf": state.workflow, "d": state.digest, "st": state.status.value,
-            "t0ms": str(started_ms), "ev": compact.pack(event_text), "ah": head,
+            "wf": state.workflow, "d": _digest_stored(state.digest), "st": state.status.value,
+            "t0ms": str(started_ms), "ev": compact.pack(event_text),
+            "ah": audit.head_stored(head),
         }
         if state.started_at != iso_from_ms(started_ms):  # else read back from t0ms
             fields["t0"] = state.started_at
@@ -288,8 +289,9 @@ class Store(Indexes):
                 values = list(packed.values())
         if linked:
             spec["events"] = [first + len(values), first + len(values) + len(linked) - 1]
-            spec["head"] = head
             values += [audit.stored(digest, body) for body, digest in linked]
+            spec["head"] = first + len(values)
+            values.append(audit.head_stored(head))
         if change.delete:
             spec["del"] = [*change.delete, *(["wp"] if "w" in change.delete else [])]
         if change.status is not None:
@@ -297,8 +299,9 @@ class Store(Indexes):
             spec["nstatus"] = len(_STATUS_NAMES)
         if guard_status is not None:
             spec["guard_status"] = [s.value for s in guard_status]
-        if guard_head:
-            spec["guard_head"] = state.audit_head
+        if guard_head:  # as stored now, or in hex by an earlier version
+            spec["guard_head"] = [first + len(values), state.audit_head]
+            values.append(audit.head_stored(state.audit_head))
         if guard_lease is not None:
             spec["guard_lease"] = guard_lease
             if lease_ttl_ms:
@@ -337,8 +340,8 @@ class Store(Indexes):
             args=[json.dumps(spec), state.id, keys.status_channel(state.id), *_STATUS_NAMES,
                   *values],
         )
-        result = CommitResult(ok=bool(raw[0]), status=reply_text(raw[1]), head=reply_text(raw[2]),
-                              reason=reply_text(raw[3]))
+        result = CommitResult(ok=bool(raw[0]), status=reply_text(raw[1]),
+                              head=audit.head_text(raw[2]), reason=reply_text(raw[3]))
         if result.ok:
             state.audit_head = result.head
             if change.status is not None:
@@ -594,7 +597,7 @@ class Store(Indexes):
 
     def audit_head(self, execution_id: str) -> str | None:
         raw = self._call(self.redis.hget, keys.execution(execution_id), "ah")
-        return reply_text(raw) if raw is not None else None
+        return audit.head_text(raw) if raw is not None else None
 
     # -- plumbing ----------------------------------------------------------------------------
 
@@ -627,7 +630,8 @@ class Annotated:
 
 def _state_from_hash(execution_id: str, raw: Mapping[bytes, bytes]) -> ExecutionState:
     # Annotations (n:…) are the plug-ins' (Store.annotation), possibly compressed.
-    data = {name: value.decode() if name in _PLAIN_FIELDS else compact.unpack(value)
+    data = {name: (_BINARY_FIELDS[name](value) if name in _BINARY_FIELDS
+                   else value.decode() if name in _PLAIN_FIELDS else compact.unpack(value))
             for name, value in ((k.decode(), v) for k, v in raw.items()
                                 if not k.startswith(b"n:"))}
     results: dict[str, StepResult] = {}
@@ -659,6 +663,24 @@ _REVIEW_FIELDS = ("wf", "d", "st", "t0", "t0ms", "rb", "w")  # wf first: None me
 # Text that is not JSON (an error, a name) may start with "x" like zlib's stream: also
 # never compressed, and never read as if it were.
 _PLAIN_FIELDS = frozenset({"wf", "d", "st", "t0", "t0ms", "t1", "ah", "rb", "err", "wp"})
+
+
+def _digest_stored(digest: str) -> bytes:
+    """A definition's SHA-256 as the execution stores it: 32 bytes (a digest of another
+    form as it is)."""
+    try:
+        raw = bytes.fromhex(digest)
+    except ValueError:
+        return digest.encode()
+    return raw if len(raw) == 32 else digest.encode()
+
+
+def _digest_text(raw: bytes) -> str:
+    return raw.hex() if len(raw) == 32 else raw.decode()
+
+
+# Hashes stored as bytes, read back in hex (values of earlier versions, in hex, as they are).
+_BINARY_FIELDS = {"d": _digest_text, "ah": audit.head_text}
 
 
 def _stored_fields(fields: Mapping[str, str]) -> tuple[dict[str, str], dict[str, bytes]]:

@@ -199,3 +199,32 @@ def test_all_executions_are_listed_from_the_status_indexes_newest_first(store, r
     assert [s.id for s in oldest] == ["run-0", "run-1"]
     last, total = store.list_executions(offset=4, limit=10)
     assert [s.id for s in last] == ["run-0"] and total == 5
+
+
+def test_hashes_are_stored_as_bytes_and_those_stored_in_hex_before_still_read_and_guard(
+        store, redis_client):
+    from engine.state import audit
+
+    digest = "ab" * 32
+    state = ExecutionState(id="run-hex", workflow="isolate", digest=digest,
+                           status=ExecutionStatus.RUNNING, started_at=STARTED_AT, event={},
+                           audit_head="")
+    store.create(state, "name: isolate\n", [{"type": "execution.started"}])
+    stored = redis_client.hmget(keys.execution(state.id), "d", "ah")
+    assert [len(v) for v in stored] == [32, 33]  # not 64 hex characters
+    assert store.load(state.id).digest == digest
+    assert store.load(state.id).audit_head == state.audit_head
+
+    # As an earlier version wrote them: hex. They read the same, and a commit's guard on
+    # the head still holds; the head it writes is stored as bytes again.
+    redis_client.hset(keys.execution(state.id), mapping={"d": digest, "ah": state.audit_head})
+    loaded = store.load(state.id)
+    assert loaded.digest == digest and loaded.audit_head == state.audit_head
+    assert store.commit(loaded, Change(events=[{"type": "step.started"}])).ok
+    assert len(redis_client.hget(keys.execution(state.id), "ah")) == 33
+    stale = ExecutionState(id=state.id, workflow="isolate", digest=digest,
+                           status=ExecutionStatus.RUNNING, started_at=STARTED_AT, event={},
+                           audit_head=state.audit_head)  # the head before that commit
+    assert store.commit(stale, Change(events=[{"type": "step.started"}])).reason == "head"
+    check = audit.verify(store.audit_entries(state.id), store.audit_head(state.id))
+    assert check.ok and check.checked == 2
