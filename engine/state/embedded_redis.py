@@ -53,6 +53,8 @@ class EmbeddedRedis:
             "--appendonly", "yes" if self.appendonly else "no",
             "--appendfsync", "always" if self.appendonly else "everysec",
             "--logfile", str(Path(self.directory) / "redis.log"),
+            # README's production setting: an execution's hash stays one listpack.
+            "--hash-max-listpack-value", "4096",
         ]
         # Its own session: a Ctrl-C in the terminal reaches our processes, which stop the
         # server after their workers, instead of killing it under them.
