@@ -271,18 +271,24 @@ def test_a_modal_slack_refuses_tells_the_clicker_to_try_again_at_once(
 
     # Acknowledged at once (Slack allows 3 s), not after a minute's wait; no modal, and Bob
     # is told why and when to try again.
-    assert answer.ok and answer.elapsed < 2.0
-    assert signoff.slack.workspace.views.modals("U0BOB") == []
-    signoff.drain()
-    assert signoff.ephemerals("U0BOB") == [
-        "Slack is busy and could not open this form. Nothing was changed; please try again "
-        "in 60 seconds."]
+    told_to_try_again(signoff, "U0BOB", answer, 60)
     assert signoff.slack.methods.refused_by_key == {"views.open": 1}
     assert signoff.engine.get(execution_id).status is ExecutionStatus.WAITING_FOR_INPUT
 
     signoff.slack.methods.clear()  # Slack relents: the next click opens the form
     assert signoff.driver.click("U0BOB", (REVIEWS, message["ts"]), "signoff.respond").ok
     assert len(signoff.slack.workspace.views.modals("U0BOB")) == 1
+
+
+def told_to_try_again(site: Signoff, user: str, answer: Any, seconds: int) -> None:
+    """The click was acknowledged at once (Slack allows 3 s) with no modal opened, and
+    ``user`` told why and when to try again."""
+    assert answer.ok and answer.elapsed < 2.0
+    assert site.slack.workspace.views.modals(user) == []
+    site.drain()
+    assert site.ephemerals(user) == [
+        "Slack is busy and could not open this form. Nothing was changed; please try again "
+        f"in {seconds} seconds."]
 
 
 def test_batch_review_that_slack_refuses_to_open_tells_the_clicker_to_try_again(
@@ -299,12 +305,7 @@ def test_batch_review_that_slack_refuses_to_open_tells_the_clicker_to_try_again(
 
     answer = storm.driver.click("U0BOB", (REVIEWS, digest["ts"]), ACTION_DIGEST)
 
-    assert answer.ok and answer.elapsed < 2.0
-    assert storm.slack.workspace.views.modals("U0BOB") == []
-    storm.drain()
-    assert storm.ephemerals("U0BOB") == [
-        "Slack is busy and could not open this form. Nothing was changed; please try again "
-        "in 30 seconds."]
+    told_to_try_again(storm, "U0BOB", answer, 30)
 
 
 def test_slots_put_off_under_one_method_come_back_at_slacks_pace_for_it(signoff: Signoff):
