@@ -52,6 +52,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"demo: {exc}", file=sys.stderr, flush=True)
         return 1
     finally:
+        # A second Ctrl-C or SIGTERM (``timeout`` signals the whole process group) must not
+        # cut the stop short and leave processes behind; stop() bounds its own waits.
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
         stack.stop()
 
 
