@@ -81,6 +81,7 @@ DRAIN_TASKS = 5_000
 MAX_BATCH = 1_000  # tasks in one write (Lua's unpack takes a few thousand at most)
 DUE_BATCH = 1_000  # tasks moved back from "later" in one script
 _COMPACT = json.JSONEncoder(separators=(",", ":"))  # json.dumps(separators=) builds one a call
+_HOST = socket.gethostname()  # a drain's name: host:pid:random
 
 
 def backoff(first: int = 1, cap: int = 120, at_least: int = 600) -> tuple[int, ...]:
@@ -129,6 +130,21 @@ class Task:
                 and isinstance(failures, int)):
             raise TypeError(f"not an inbox task: {str(raw)[:200]}")
         return cls(function, tuple(args), tuple(int(s) for s in retry), on_failure, failures)
+
+
+NOT_CHAINED = -2  # Drained.following when the drain did not end with the inbox empty
+
+
+@dataclass(frozen=True)
+class Drained:
+    """What a drain did: how many tasks ran, and what its worker runs next (given a chain,
+    :meth:`Inbox.drain_then`): the position (1 ..) in the chain of the queue whose drain
+    job was taken off it, 0 when no queue has a job waiting, -1 when the first job waiting
+    is another (RQ's loop runs it), NOT_CHAINED when the drain ended otherwise (out of
+    budget, yielding) or was given no chain."""
+
+    ran: int
+    following: int = NOT_CHAINED
 
 
 @dataclass(frozen=True)
@@ -216,14 +232,21 @@ class Inbox:
         assert job is not None
         keys_ = [self.key, self.drain_flag, keys.INBOXES, job.queue_key, job.queues_key,
                  job.job_key]
-        args = [flag_ms, self.queue, job.queue_key, job.job_id, len(job.fields), *job.fields,
-                *tasks]
         if client is not None:
             # EVAL, not EVALSHA: redis-py checks a pipeline's scripts with SCRIPT EXISTS
             # before each execute, a round trip more than the ~1 KB of script and job.
+            args = [flag_ms, self.queue, job.queue_key, job.job_id, len(job.fields),
+                    *job.fields, *tasks]
             client.eval(lua.INBOX_RING, len(keys_), *keys_, *args)
             return 0
-        return int(self._ring_script(keys=keys_, args=args))
+        # Without the job's hash (~40 arguments to send), which is written again only when
+        # it is missing (-1: the flag is ours, the tasks are in, the drain is not queued).
+        rang = int(self._ring_script(keys=keys_, args=[flag_ms, self.queue, job.queue_key,
+                                                       job.job_id, 0, *tasks]))
+        if rang == -1:
+            self._ring()
+            return 1
+        return rang
 
     def pending(self) -> int:
         return int(self.redis.llen(self.key))
@@ -245,17 +268,35 @@ class Inbox:
         as a list in ``yield_to`` (the RQ queues its worker takes jobs from first) has a
         job waiting: clicks come before rewriting Slack messages.
         """
-        taker = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+        return self.drain_then(max_seconds=max_seconds, max_tasks=max_tasks,
+                               yield_to=yield_to).ran
+
+    def drain_then(self, *, max_seconds: float = DRAIN_SECONDS, max_tasks: int = DRAIN_TASKS,
+                   yield_to: Sequence[str] = (), chain: Sequence[tuple[str, str]] = ()
+                   ) -> Drained:
+        """:meth:`drain`, and, with ``chain`` (the RQ queue lists the worker serves, in its
+        order, each with its drain job's id), what the worker runs next, found by the script
+        that ended the drain (no round trip of its own): when the first job waiting on those
+        queues is a drain job, it is taken off its queue and its position returned
+        (:attr:`Drained.following`)."""
+        taker = f"{_HOST}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         taking, alive = keys.inbox_taking(taker), keys.inbox_alive(taker)
+        chain_keys = [key for key, _ in chain]
+        chain_ids = [job_id for _, job_id in chain]
         # One script: the flag given up (a new task now queues another drain), the
         # heartbeat started, the tasks whose next try is due moved back, the first taken.
         take = "1" if max_seconds > 0 and max_tasks > 0 else "0"
-        moved, first = self._start(
-            keys=[self.drain_flag, alive, self.takers, self.later, self.key, taking, *yield_to],
-            args=[ALIVE_MS, taker, int(self.clock() * 1000), DUE_BATCH, take])
+        started = self._start(
+            keys=[self.drain_flag, alive, self.takers, self.later, self.key, taking, *yield_to,
+                  *chain_keys],
+            args=[ALIVE_MS, taker, int(self.clock() * 1000), DUE_BATCH, take, len(yield_to),
+                  *chain_ids])
+        moved, first = started[0], started[1]
+        following = int(started[2]) if len(started) > 2 else NOT_CHAINED
         deadline = time.monotonic() + max_seconds
         done, finished, empty, stopped = 0, b"", False, False  # finished: ran, not acknowledged
         ended = False  # the last script found the inbox empty and ended the drain
+        next_keys = [self.key, taking, alive, self.takers, *yield_to, *chain_keys]
         try:
             if int(moved) >= DUE_BATCH:
                 self.move_due()
@@ -263,11 +304,14 @@ class Inbox:
                 if first != -2:  # taken by INBOX_START
                     raw, first = (None if first == 0 else first), -2
                 elif done < max_tasks and time.monotonic() < deadline:
-                    raw = self._next(keys=[self.key, taking, alive, self.takers, *yield_to],
-                                     args=[finished, ALIVE_MS, taker, "1"])
+                    raw = self._next(keys=next_keys,
+                                     args=[finished, ALIVE_MS, taker, "1", len(yield_to),
+                                           *chain_ids])
                 else:
                     break
                 finished = b""
+                if isinstance(raw, list):  # empty, the drain ended, and the chain looked
+                    raw, following = None, int(raw[1])
                 if raw is None or raw == -1:
                     empty = ended = raw is None
                     break
@@ -293,7 +337,7 @@ class Inbox:
                 pipe.execute()
         if not empty and self.pending():
             self.ensure_drain()  # out of budget, or yielding: another job goes on
-        return done
+        return Drained(done, following if chain and ended else NOT_CHAINED)
 
     def _run(self, raw: bytes, taking: str) -> tuple[int, Any, bool]:
         """Run one task: (1 when it ran, 0 when it was dropped; its follow-up or None; True

@@ -188,9 +188,11 @@ return 0
 # KEYS[6] the drain job's hash; ARGV[1] the flag's lifetime (ms), ARGV[2] the queue name,
 # ARGV[3] the RQ queue's key (its member in KEYS[5]), ARGV[4] the drain job's id, ARGV[5]
 # n, the number of items that follow for the job's hash, ARGV[6 .. 5+n] its fields and
-# values (written again at each ring: a job RQ deleted or marked failed is whole again),
-# ARGV[6+n ..] the tasks (JSON; none to only queue a drain). Returns 1 when a drain was
-# queued, 0 when one was queued already.
+# values (written again at each ring: a job RQ deleted or marked failed is whole again;
+# n = 0: the hash is left as it is, and must exist), ARGV[6+n ..] the tasks (JSON; none to
+# only queue a drain). Returns 1 when a drain was queued, 0 when one was queued already,
+# -1 when n = 0 and the job's hash is missing: the flag is claimed and the tasks are in,
+# but no drain is queued: the caller queues it, its hash written (Inbox._ring).
 INBOX_RING = """
 local n = tonumber(ARGV[5])
 if #ARGV > 5 + n then
@@ -198,7 +200,11 @@ if #ARGV > 5 + n then
   redis.call('SADD', KEYS[3], ARGV[2])
 end
 if not redis.call('SET', KEYS[2], '1', 'NX', 'PX', ARGV[1]) then return 0 end
-redis.call('HSET', KEYS[6], unpack(ARGV, 6, 5 + n))
+if n > 0 then
+  redis.call('HSET', KEYS[6], unpack(ARGV, 6, 5 + n))
+elseif redis.call('EXISTS', KEYS[6]) == 0 then
+  return -1
+end
 redis.call('RPUSH', KEYS[4], ARGV[4])
 redis.call('SADD', KEYS[5], ARGV[3])
 return 1
@@ -209,7 +215,8 @@ return 1
 # if that job is the queue's drain job; it is taken off the queue. KEYS: the worker's RQ
 # queue lists, in the order it serves them; ARGV: each queue's drain job id, in the same
 # order. Returns the queue's position (1 ..), or 0 when the first job waiting is another
-# (RQ's loop runs it) or no queue has one.
+# (RQ's loop runs it) or no queue has one. INBOX_START and INBOX_NEXT do the same, as the
+# drain they run ends, when given the worker's queues (the "chain"): ``_CHAIN`` below.
 NEXT_DRAIN = """
 for i, key in ipairs(KEYS) do
   local head = redis.call('LINDEX', key, 0)
@@ -224,18 +231,43 @@ end
 return 0
 """
 
+# The chain, as a Lua function for the scripts below: KEYS[k0 ..] the worker's RQ queue
+# lists in the order it serves them, ARGV[a0 ..] each one's drain job id. Returns the
+# position (1 ..) of the queue whose drain job is the first job waiting (taken off it), 0
+# when no queue has a job, -1 when the first job waiting is another.
+_CHAIN = """
+local function chain(k0, a0)
+  for i = k0, #KEYS do
+    local head = redis.call('LINDEX', KEYS[i], 0)
+    if head then
+      if head == ARGV[a0 + i - k0] then
+        redis.call('LPOP', KEYS[i])
+        return i - k0 + 1
+      end
+      return -1
+    end
+  end
+  return 0
+end
+"""
+
 # INBOX_START: a drain begins (Inbox.drain): give up the "drain queued" flag (from now on
 # a new task queues another drain), start the drain's heartbeat, add it to the inbox's
 # takers, move the tasks of the "later" set that have come due to the tail of the inbox (as
 # INBOX_DUE), and take the first task (as INBOX_NEXT). KEYS[1] the drain flag, KEYS[2] the
 # drain's heartbeat, KEYS[3] the inbox's takers, KEYS[4] the inbox's "later" set, KEYS[5]
-# the inbox list, KEYS[6] the drain's taking list, KEYS[7 ..] the RQ queues the worker
-# serves first; ARGV[1] the heartbeat's lifetime (ms), ARGV[2] the drain's name, ARGV[3]
-# now (ms since the epoch), ARGV[4] at most how many to move, ARGV[5] '1' to take the first
-# task. Returns {how many tasks were moved, the first task (moved to the taking list), or 0
-# when the inbox is empty (the drain has ended: heartbeat deleted, out of the takers), -1
-# when a queue in KEYS[7 ..] has jobs waiting, -2 when not asked to take one}.
-INBOX_START = """
+# the inbox list, KEYS[6] the drain's taking list, KEYS[7 .. 6+Y] the RQ queues the worker
+# serves first, KEYS[7+Y ..] the chain (the worker's queues, see _CHAIN; none: no chain);
+# ARGV[1] the heartbeat's lifetime (ms), ARGV[2] the drain's name, ARGV[3] now (ms since the
+# epoch), ARGV[4] at most how many to move, ARGV[5] '1' to take the first task, ARGV[6] Y
+# (absent: every key after KEYS[6] is one the worker serves first), ARGV[7 ..] the chain's
+# drain job ids. Returns {how many tasks were moved, the first task (moved to the taking
+# list), or 0 when the inbox is empty (the drain has ended: heartbeat deleted, out of the
+# takers), -1 when a queue in KEYS[7 .. 6+Y] has jobs waiting, -2 when not asked to take
+# one}, and with a chain, when the inbox was empty, a third item: what _CHAIN found.
+INBOX_START = _CHAIN + """
+local y = #KEYS - 6
+if ARGV[6] then y = tonumber(ARGV[6]) end
 redis.call('DEL', KEYS[1])
 redis.call('SET', KEYS[2], '1', 'PX', ARGV[1])
 redis.call('SADD', KEYS[3], ARGV[2])
@@ -246,13 +278,14 @@ for _, member in ipairs(due) do
   redis.call('ZREM', KEYS[4], member)
 end
 if ARGV[5] ~= '1' then return {#due, -2} end
-for i = 7, #KEYS do
+for i = 7, 6 + y do
   if redis.call('LLEN', KEYS[i]) > 0 then return {#due, -1} end
 end
 local task = redis.call('LMOVE', KEYS[5], KEYS[6], 'LEFT', 'RIGHT')
 if not task then
   redis.call('DEL', KEYS[2])
   redis.call('SREM', KEYS[3], ARGV[2])
+  if #KEYS > 6 + y then return {#due, 0, chain(7 + y, 7)} end
   return {#due, 0}
 end
 return {#due, task}
@@ -261,23 +294,29 @@ return {#due, task}
 # INBOX_NEXT: acknowledge the previous task (if any), keep the heartbeat and the drain's
 # place among the takers (a sweep drops a drain whose heartbeat lapsed during one long
 # task), take the next task (Inbox.drain). KEYS[1] the inbox list, KEYS[2] the drain's
-# taking list, KEYS[3] its heartbeat, KEYS[4] the inbox's takers, KEYS[5 ..] the RQ queues
-# the worker serves first; ARGV[1] the task just finished ('' for none), ARGV[2] the
-# heartbeat's lifetime (ms), ARGV[3] the drain's name, ARGV[4] '1' to end the drain when
-# the inbox is empty (its heartbeat deleted, out of the takers: nothing left behind).
-# Returns the next task (moved to the taking list), nil when the inbox is empty, or -1 when
-# a queue in KEYS[5 ..] has jobs waiting: the drain yields to them.
-INBOX_NEXT = """
+# taking list, KEYS[3] its heartbeat, KEYS[4] the inbox's takers, KEYS[5 .. 4+Y] the RQ
+# queues the worker serves first, KEYS[5+Y ..] the chain (the worker's queues, see _CHAIN;
+# none: no chain); ARGV[1] the task just finished ('' for none), ARGV[2] the heartbeat's
+# lifetime (ms), ARGV[3] the drain's name, ARGV[4] '1' to end the drain when the inbox is
+# empty (its heartbeat deleted, out of the takers: nothing left behind), ARGV[5] Y (absent:
+# every key after KEYS[4] is one the worker serves first), ARGV[6 ..] the chain's drain job
+# ids. Returns the next task (moved to the taking list), nil when the inbox is empty (with a
+# chain, {0, what _CHAIN found}, the drain ended), or -1 when a queue in KEYS[5 .. 4+Y] has
+# jobs waiting: the drain yields to them.
+INBOX_NEXT = _CHAIN + """
+local y = #KEYS - 4
+if ARGV[5] then y = tonumber(ARGV[5]) end
 if ARGV[1] ~= '' then redis.call('LREM', KEYS[2], 1, ARGV[1]) end
 redis.call('SET', KEYS[3], '1', 'PX', ARGV[2])
 redis.call('SADD', KEYS[4], ARGV[3])
-for i = 5, #KEYS do
+for i = 5, 4 + y do
   if redis.call('LLEN', KEYS[i]) > 0 then return -1 end
 end
 local task = redis.call('LMOVE', KEYS[1], KEYS[2], 'LEFT', 'RIGHT')
 if not task and ARGV[4] == '1' then
   redis.call('DEL', KEYS[3])
   redis.call('SREM', KEYS[4], ARGV[3])
+  if #KEYS > 4 + y then return {0, chain(5 + y, 6)} end
 end
 return task
 """
