@@ -71,8 +71,10 @@ def rq_scheduler() -> RQScheduler:
 class SignoffQueue(Queue):
     """RQ's Queue, except that a queue's drain job, once dequeued, is not read back from
     its hash (a round trip and the unpickling of a job the worker does not use: it runs
-    the drain by its id, see SignoffWorker._drain_now). Every other job is fetched as RQ
-    fetches it."""
+    the drain by its id, see SignoffWorker._drain_now), nor built again each time: the
+    worker keeps one per queue. Every other job is fetched as RQ fetches it."""
+
+    _drains: dict[tuple[int, str], tuple[Any, Job, Queue]] = {}  # (connection, job, queue)
 
     @classmethod
     def _fetch_dequeued_job(cls, connection: Any, queue_key: str, job_id: str,
@@ -81,15 +83,32 @@ class SignoffQueue(Queue):
         if (job_id.startswith(DRAIN_JOB_PREFIX)
                 and queue_key == cls.redis_queue_namespace_prefix
                 + job_id[len(DRAIN_JOB_PREFIX):]):
+            kept = cls._drains.get((id(connection), queue_key))
+            if kept is not None and kept[0] is connection:
+                return kept[1], kept[2]
             queue = cls.from_queue_key(queue_key, connection=connection, job_class=job_class,
                                        serializer=serializer,
                                        death_penalty_class=death_penalty_class)
             job = (job_class or Job)(job_id, connection=connection, serializer=serializer)
             job.description = f"drain of inbox {queue.name}"
+            cls._drains[(id(connection), queue_key)] = (connection, job, queue)
             return job, queue
         return super()._fetch_dequeued_job(connection, queue_key, job_id, job_class=job_class,
                                            serializer=serializer,
                                            death_penalty_class=death_penalty_class)
+
+
+class _QuietDrains(logging.Filter):
+    """Drops RQ's INFO line for each dequeued drain job (a drain may run for every click:
+    the line cost more than the rest of RQ's loop). Other jobs are logged as RQ logs them."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        args = record.args
+        return not (record.levelno == logging.INFO and isinstance(args, tuple) and args
+                    and isinstance(args[-1], str) and args[-1].startswith(DRAIN_JOB_PREFIX))
+
+
+_quiet_drains = _QuietDrains()
 
 
 class SignoffWorker(SimpleWorker):
@@ -107,6 +126,8 @@ class SignoffWorker(SimpleWorker):
         kwargs.setdefault("worker_ttl", int(kwargs["maintenance_interval"]) + 15)
         kwargs.setdefault("queue_class", SignoffQueue)  # drain jobs dequeued without a read
         super().__init__(*args, **kwargs)
+        if _quiet_drains not in self.log.filters:
+            self.log.addFilter(_quiet_drains)
         self._next_drain_script: Any = None
         self._after_drain = False  # the last job was a drain: close heartbeats are skipped
         self._beat_at = 0.0  # time.monotonic() of the last heartbeat
