@@ -178,6 +178,7 @@ class Inbox:
         self.queue = queue
         self.key, self.drain_flag = keys.inbox(queue), keys.inbox_drain(queue)
         self.takers, self.later = keys.inbox_takers(queue), keys.inbox_later(queue)
+        self.first = keys.inbox_first(queue)  # how many tasks at the head were put first
         self.drain_job = drain_job
         if enqueue_drain is None and drain_job is None:
             raise ValueError("an inbox needs enqueue_drain or a drain_job")
@@ -197,16 +198,18 @@ class Inbox:
     # -- in -----------------------------------------------------------------------------------
 
     def put(self, function: str, *args: Any, retry: tuple[int, ...] = (),
-            on_failure: str = "") -> None:
+            on_failure: str = "", first: bool = False) -> None:
         """Have a worker run ``function(*args)`` soon (``args`` must be JSON); should it
         fail, it is tried again after each of ``retry``'s intervals (seconds; by default
-        :data:`DEFAULT_RETRY`), then ``on_failure(error, *args)`` is called."""
+        :data:`DEFAULT_RETRY`), then ``on_failure(error, *args)`` is called. ``first``: it
+        goes before the tasks waiting that were not put first (a click before run
+        segments), after those that were."""
         task = Task(function, args, retry, on_failure)
         if self.drain_job is not None:
-            self._ring_call(DRAIN_FLAG_MS, task.encode())
+            self._ring_call(DRAIN_FLAG_MS, task.encode(), first=first)
             return
-        if self._put(keys=[self.key, self.drain_flag, keys.INBOXES],
-                     args=[DRAIN_FLAG_MS, self.queue, task.encode()]):
+        put_keys = [self.key, self.drain_flag, keys.INBOXES, *([self.first] if first else [])]
+        if self._put(keys=put_keys, args=[DRAIN_FLAG_MS, self.queue, task.encode()]):
             self.enqueue_drain()
 
     def put_in(self, pipeline: Any, function: str, *args: Any) -> None:
@@ -227,11 +230,12 @@ class Inbox:
         pipe.sadd(job.queues_key, job.queue_key)
         pipe.execute()
 
-    def _ring_call(self, flag_ms: int | str, *tasks: str, client: Any = None) -> int:
+    def _ring_call(self, flag_ms: int | str, *tasks: str, client: Any = None,
+                   first: bool = False) -> int:
         job = self.drain_job
         assert job is not None
         keys_ = [self.key, self.drain_flag, keys.INBOXES, job.queue_key, job.queues_key,
-                 job.job_key]
+                 job.job_key, *([self.first] if first else [])]
         if client is not None:
             # EVAL, not EVALSHA: redis-py checks a pipeline's scripts with SCRIPT EXISTS
             # before each execute, a round trip more than the ~1 KB of script and job.
@@ -287,8 +291,8 @@ class Inbox:
         # heartbeat started, the tasks whose next try is due moved back, the first taken.
         take = "1" if max_seconds > 0 and max_tasks > 0 else "0"
         started = self._start(
-            keys=[self.drain_flag, alive, self.takers, self.later, self.key, taking, *yield_to,
-                  *chain_keys],
+            keys=[self.drain_flag, alive, self.takers, self.later, self.key, taking, self.first,
+                  *yield_to, *chain_keys],
             args=[ALIVE_MS, taker, int(self.clock() * 1000), DUE_BATCH, take, len(yield_to),
                   *chain_ids])
         moved, first = started[0], started[1]
@@ -296,7 +300,7 @@ class Inbox:
         deadline = time.monotonic() + max_seconds
         done, finished, empty, stopped = 0, b"", False, False  # finished: ran, not acknowledged
         ended = False  # the last script found the inbox empty and ended the drain
-        next_keys = [self.key, taking, alive, self.takers, *yield_to, *chain_keys]
+        next_keys = [self.key, taking, alive, self.takers, self.first, *yield_to, *chain_keys]
         try:
             if int(moved) >= DUE_BATCH:
                 self.move_due()
@@ -429,7 +433,7 @@ class Inbox:
         for raw in self.redis.smembers(self.takers):
             taker = raw.decode() if isinstance(raw, bytes) else str(raw)
             moved = int(self._recover(keys=[self.key, keys.inbox_taking(taker),
-                                            keys.inbox_alive(taker), self.takers],
+                                            keys.inbox_alive(taker), self.takers, self.first],
                                       args=[taker]))
             if moved > 0:
                 log.warning("put back %d inbox task(s) of drain %s, whose heartbeat lapsed",
@@ -469,12 +473,14 @@ class AsyncInbox:
     """
 
     def __init__(self, connection: redis.asyncio.Redis, queue: str,
-                 enqueue_drain: Callable[[], None]) -> None:
+                 enqueue_drain: Callable[[], None], *, first: bool = False) -> None:
+        """``first``: every task goes first (see :meth:`Inbox.put`)."""
         self.redis = connection
         self._put = connection.register_script(lua.INBOX_PUT)
         self.queue = queue
         self._drain_flag = keys.inbox_drain(queue)
-        self._keys = [keys.inbox(queue), self._drain_flag, keys.INBOXES]
+        self._keys = [keys.inbox(queue), self._drain_flag, keys.INBOXES,
+                      *([keys.inbox_first(queue)] if first else [])]
         self._enqueue_drain = enqueue_drain  # sync (RQ): run in the loop's executor
         self._waiting: list[tuple[str, asyncio.Future[None]]] = []
         self._writer: asyncio.Task[None] | None = None

@@ -168,12 +168,53 @@ return 1
 
 # -- inboxes (engine.state.inbox) --------------------------------------------------------------
 
+# Putting first (Inbox.put(first=True): reviewers' clicks before run segments): an inbox list
+# holds first the tasks put first, in the order they were put, then the others; its "first"
+# count says how many lead it. A task put first goes in before the first of the others
+# (LINSERT before the element at that index: found by a scan from the head over the tasks
+# put first only), and the count goes up; a drain taking the head counts it down, and it is
+# deleted when the list empties (so a count gone wrong mends itself then); a dead drain's
+# tasks, put back at the head, count as put first. Should an element before the index equal
+# the one there (a task put back by the sweep that another copy of waits further on), a task
+# put first lands before it: a task ahead of its turn, nothing lost. Tasks moved back from
+# the "later" set go to the tail. As Lua functions for the scripts below:
+# put(l, h, a, b): tasks ARGV[a .. b] into the list KEYS[l], at its tail (h = 0) or first,
+# KEYS[h] being its "first" count; take(l, t, h): the head of KEYS[l] moved to the tail of
+# KEYS[t] and returned (nil when empty), the count KEYS[h] kept.
+_PUT_TAKE = """
+local function put(l, h, a, b)
+  if h == 0 then
+    redis.call('RPUSH', KEYS[l], unpack(ARGV, a, b))
+    return
+  end
+  local len = redis.call('LLEN', KEYS[l])
+  local n = math.min(tonumber(redis.call('GET', KEYS[h]) or '0'), len)
+  if n >= len then
+    redis.call('RPUSH', KEYS[l], unpack(ARGV, a, b))
+  else
+    local pivot = redis.call('LINDEX', KEYS[l], n)
+    for i = a, b do redis.call('LINSERT', KEYS[l], 'BEFORE', pivot, ARGV[i]) end
+  end
+  redis.call('SET', KEYS[h], n + b - a + 1)
+end
+local function take(l, t, h)
+  local task = redis.call('LMOVE', KEYS[l], KEYS[t], 'LEFT', 'RIGHT')
+  if redis.call('LLEN', KEYS[l]) == 0 then
+    redis.call('DEL', KEYS[h])
+  elseif task and tonumber(redis.call('GET', KEYS[h]) or '0') > 0 then
+    redis.call('DECR', KEYS[h])
+  end
+  return task
+end
+"""
+
 # INBOX_PUT: append tasks to an inbox and claim its "drain queued" flag (Inbox.put,
-# AsyncInbox). KEYS[1] the inbox list, KEYS[2] its drain flag, KEYS[3] the set of inboxes;
-# ARGV[1] the flag's lifetime (ms), ARGV[2] the queue name, ARGV[3 ..] the tasks (JSON).
-# Returns 1 when the flag was free: the caller must enqueue a drain; 0 when one is queued.
-INBOX_PUT = """
-redis.call('RPUSH', KEYS[1], unpack(ARGV, 3))
+# AsyncInbox). KEYS[1] the inbox list, KEYS[2] its drain flag, KEYS[3] the set of inboxes,
+# KEYS[4] (when the tasks go first) the inbox's "first" count; ARGV[1] the flag's lifetime
+# (ms), ARGV[2] the queue name, ARGV[3 ..] the tasks (JSON). Returns 1 when the flag was
+# free: the caller must enqueue a drain; 0 when one is queued.
+INBOX_PUT = _PUT_TAKE + """
+if KEYS[4] then put(1, 4, 3, #ARGV) else put(1, 0, 3, #ARGV) end
 redis.call('SADD', KEYS[3], ARGV[2])
 if redis.call('SET', KEYS[2], '1', 'NX', 'PX', ARGV[1]) then return 1 end
 return 0
@@ -185,7 +226,8 @@ return 0
 # queueing the drain are one step, so a put inside another transaction (an execution's
 # creation) needs no second round trip. KEYS[1] the inbox list, KEYS[2] its drain flag,
 # KEYS[3] the set of inboxes, KEYS[4] the RQ queue's list, KEYS[5] RQ's set of queues,
-# KEYS[6] the drain job's hash; ARGV[1] the flag's lifetime (ms), ARGV[2] the queue name,
+# KEYS[6] the drain job's hash, KEYS[7] (when the tasks go first) the inbox's "first"
+# count; ARGV[1] the flag's lifetime (ms), ARGV[2] the queue name,
 # ARGV[3] the RQ queue's key (its member in KEYS[5]), ARGV[4] the drain job's id, ARGV[5]
 # n, the number of items that follow for the job's hash, ARGV[6 .. 5+n] its fields and
 # values (written again at each ring: a job RQ deleted or marked failed is whole again;
@@ -193,10 +235,10 @@ return 0
 # only queue a drain). Returns 1 when a drain was queued, 0 when one was queued already,
 # -1 when n = 0 and the job's hash is missing: the flag is claimed and the tasks are in,
 # but no drain is queued: the caller queues it, its hash written (Inbox._ring).
-INBOX_RING = """
+INBOX_RING = _PUT_TAKE + """
 local n = tonumber(ARGV[5])
 if #ARGV > 5 + n then
-  redis.call('RPUSH', KEYS[1], unpack(ARGV, 6 + n))
+  if KEYS[7] then put(1, 7, 6 + n, #ARGV) else put(1, 0, 6 + n, #ARGV) end
   redis.call('SADD', KEYS[3], ARGV[2])
 end
 if not redis.call('SET', KEYS[2], '1', 'NX', 'PX', ARGV[1]) then return 0 end
@@ -256,18 +298,17 @@ end
 # takers, move the tasks of the "later" set that have come due to the tail of the inbox (as
 # INBOX_DUE), and take the first task (as INBOX_NEXT). KEYS[1] the drain flag, KEYS[2] the
 # drain's heartbeat, KEYS[3] the inbox's takers, KEYS[4] the inbox's "later" set, KEYS[5]
-# the inbox list, KEYS[6] the drain's taking list, KEYS[7 .. 6+Y] the RQ queues the worker
-# serves first, KEYS[7+Y ..] the chain (the worker's queues, see _CHAIN; none: no chain);
-# ARGV[1] the heartbeat's lifetime (ms), ARGV[2] the drain's name, ARGV[3] now (ms since the
-# epoch), ARGV[4] at most how many to move, ARGV[5] '1' to take the first task, ARGV[6] Y
-# (absent: every key after KEYS[6] is one the worker serves first), ARGV[7 ..] the chain's
-# drain job ids. Returns {how many tasks were moved, the first task (moved to the taking
-# list), or 0 when the inbox is empty (the drain has ended: heartbeat deleted, out of the
-# takers), -1 when a queue in KEYS[7 .. 6+Y] has jobs waiting, -2 when not asked to take
-# one}, and with a chain, when the inbox was empty, a third item: what _CHAIN found.
-INBOX_START = _CHAIN + """
-local y = #KEYS - 6
-if ARGV[6] then y = tonumber(ARGV[6]) end
+# the inbox list, KEYS[6] the drain's taking list, KEYS[7] the inbox's "first" count,
+# KEYS[8 .. 7+Y] the RQ queues the worker serves first, KEYS[8+Y ..] the chain (the
+# worker's queues, see _CHAIN; none: no chain); ARGV[1] the heartbeat's lifetime (ms),
+# ARGV[2] the drain's name, ARGV[3] now (ms since the epoch), ARGV[4] at most how many to
+# move, ARGV[5] '1' to take the first task, ARGV[6] Y, ARGV[7 ..] the chain's drain job
+# ids. Returns {how many tasks were moved, the first task (moved to the taking list), or 0
+# when the inbox is empty (the drain has ended: heartbeat deleted, out of the takers), -1
+# when a queue in KEYS[8 .. 7+Y] has jobs waiting, -2 when not asked to take one}, and with
+# a chain, when the inbox was empty, a third item: what _CHAIN found.
+INBOX_START = _CHAIN + _PUT_TAKE + """
+local y = tonumber(ARGV[6])
 redis.call('DEL', KEYS[1])
 redis.call('SET', KEYS[2], '1', 'PX', ARGV[1])
 redis.call('SADD', KEYS[3], ARGV[2])
@@ -278,14 +319,14 @@ for _, member in ipairs(due) do
   redis.call('ZREM', KEYS[4], member)
 end
 if ARGV[5] ~= '1' then return {#due, -2} end
-for i = 7, 6 + y do
+for i = 8, 7 + y do
   if redis.call('LLEN', KEYS[i]) > 0 then return {#due, -1} end
 end
-local task = redis.call('LMOVE', KEYS[5], KEYS[6], 'LEFT', 'RIGHT')
+local task = take(5, 6, 7)
 if not task then
   redis.call('DEL', KEYS[2])
   redis.call('SREM', KEYS[3], ARGV[2])
-  if #KEYS > 6 + y then return {#due, 0, chain(7 + y, 7)} end
+  if #KEYS > 7 + y then return {#due, 0, chain(8 + y, 7)} end
   return {#due, 0}
 end
 return {#due, task}
@@ -294,42 +335,43 @@ return {#due, task}
 # INBOX_NEXT: acknowledge the previous task (if any), keep the heartbeat and the drain's
 # place among the takers (a sweep drops a drain whose heartbeat lapsed during one long
 # task), take the next task (Inbox.drain). KEYS[1] the inbox list, KEYS[2] the drain's
-# taking list, KEYS[3] its heartbeat, KEYS[4] the inbox's takers, KEYS[5 .. 4+Y] the RQ
-# queues the worker serves first, KEYS[5+Y ..] the chain (the worker's queues, see _CHAIN;
-# none: no chain); ARGV[1] the task just finished ('' for none), ARGV[2] the heartbeat's
-# lifetime (ms), ARGV[3] the drain's name, ARGV[4] '1' to end the drain when the inbox is
-# empty (its heartbeat deleted, out of the takers: nothing left behind), ARGV[5] Y (absent:
-# every key after KEYS[4] is one the worker serves first), ARGV[6 ..] the chain's drain job
-# ids. Returns the next task (moved to the taking list), nil when the inbox is empty (with a
-# chain, {0, what _CHAIN found}, the drain ended), or -1 when a queue in KEYS[5 .. 4+Y] has
-# jobs waiting: the drain yields to them.
-INBOX_NEXT = _CHAIN + """
-local y = #KEYS - 4
-if ARGV[5] then y = tonumber(ARGV[5]) end
+# taking list, KEYS[3] its heartbeat, KEYS[4] the inbox's takers, KEYS[5] the inbox's
+# "first" count, KEYS[6 .. 5+Y] the RQ queues the worker serves first, KEYS[6+Y ..] the
+# chain (the worker's queues, see _CHAIN; none: no chain); ARGV[1] the task just finished
+# ('' for none), ARGV[2] the heartbeat's lifetime (ms), ARGV[3] the drain's name, ARGV[4]
+# '1' to end the drain when the inbox is empty (its heartbeat deleted, out of the takers:
+# nothing left behind), ARGV[5] Y, ARGV[6 ..] the chain's drain job ids. Returns the next
+# task (moved to the taking list), nil when the inbox is empty (with a chain, {0, what
+# _CHAIN found}, the drain ended), or -1 when a queue in KEYS[6 .. 5+Y] has jobs waiting:
+# the drain yields to them.
+INBOX_NEXT = _CHAIN + _PUT_TAKE + """
+local y = tonumber(ARGV[5])
 if ARGV[1] ~= '' then redis.call('LREM', KEYS[2], 1, ARGV[1]) end
 redis.call('SET', KEYS[3], '1', 'PX', ARGV[2])
 redis.call('SADD', KEYS[4], ARGV[3])
-for i = 5, 4 + y do
+for i = 6, 5 + y do
   if redis.call('LLEN', KEYS[i]) > 0 then return -1 end
 end
-local task = redis.call('LMOVE', KEYS[1], KEYS[2], 'LEFT', 'RIGHT')
+local task = take(1, 2, 5)
 if not task and ARGV[4] == '1' then
   redis.call('DEL', KEYS[3])
   redis.call('SREM', KEYS[4], ARGV[3])
-  if #KEYS > 4 + y then return {0, chain(5 + y, 6)} end
+  if #KEYS > 5 + y then return {0, chain(6 + y, 6)} end
 end
 return task
 """
 
 # INBOX_RECOVER: put a dead drain's tasks back at the head of the inbox, oldest first, and
-# forget the drain (Inbox.recover). KEYS[1] the inbox list, KEYS[2] the drain's taking
-# list, KEYS[3] its heartbeat, KEYS[4] the inbox's takers; ARGV[1] the drain's name.
+# forget the drain (Inbox.recover); they count as put first. KEYS[1] the inbox list, KEYS[2]
+# the drain's taking list, KEYS[3] its heartbeat, KEYS[4] the inbox's takers, KEYS[5] the
+# inbox's "first" count; ARGV[1] the drain's name.
 # Returns how many tasks were put back, or -1 when the drain's heartbeat is alive
 # (nothing touched).
 INBOX_RECOVER = """
 if redis.call('EXISTS', KEYS[3]) == 1 then return -1 end
 local n = 0
 while redis.call('LMOVE', KEYS[2], KEYS[1], 'RIGHT', 'LEFT') do n = n + 1 end
+if n > 0 then redis.call('INCRBY', KEYS[5], n) end
 redis.call('SREM', KEYS[4], ARGV[1])
 return n
 """
