@@ -139,12 +139,23 @@ NOT_CHAINED = -2  # Drained.following when the drain did not end with the inbox 
 class Drained:
     """What a drain did: how many tasks ran, and what its worker runs next (given a chain,
     :meth:`Inbox.drain_then`): the position (1 ..) in the chain of the queue whose drain
-    job was taken off it, 0 when no queue has a job waiting, -1 when the first job waiting
-    is another (RQ's loop runs it), NOT_CHAINED when the drain ended otherwise (out of
-    budget, yielding) or was given no chain."""
+    job was taken off it and whose drain began (``begun``: its name and first task), 0 when
+    no queue has a job waiting, -1 when the first job waiting is another (RQ's loop runs
+    it), NOT_CHAINED when the drain ended otherwise (out of budget, yielding) or was given
+    no chain."""
 
     ran: int
     following: int = NOT_CHAINED
+    begun: tuple[str, Any] | None = None
+
+
+@dataclass(frozen=True)
+class Link:
+    """One of a worker's queues, for a drain's chain (:meth:`Inbox.drain_then`)."""
+
+    queue_key: str  # the RQ queue's list
+    job_id: str  # its drain job's id
+    inbox: Inbox
 
 
 @dataclass(frozen=True)
@@ -276,27 +287,45 @@ class Inbox:
                                yield_to=yield_to).ran
 
     def drain_then(self, *, max_seconds: float = DRAIN_SECONDS, max_tasks: int = DRAIN_TASKS,
-                   yield_to: Sequence[str] = (), chain: Sequence[tuple[str, str]] = ()
-                   ) -> Drained:
-        """:meth:`drain`, and, with ``chain`` (the RQ queue lists the worker serves, in its
-        order, each with its drain job's id), what the worker runs next, found by the script
-        that ended the drain (no round trip of its own): when the first job waiting on those
-        queues is a drain job, it is taken off its queue and its position returned
-        (:attr:`Drained.following`)."""
-        taker = f"{_HOST}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
-        taking, alive = keys.inbox_taking(taker), keys.inbox_alive(taker)
-        chain_keys = [key for key, _ in chain]
-        chain_ids = [job_id for _, job_id in chain]
-        # One script: the flag given up (a new task now queues another drain), the
-        # heartbeat started, the tasks whose next try is due moved back, the first taken.
-        take = "1" if max_seconds > 0 and max_tasks > 0 else "0"
-        started = self._start(
-            keys=[self.drain_flag, alive, self.takers, self.later, self.key, taking, self.first,
-                  *yield_to, *chain_keys],
-            args=[ALIVE_MS, taker, int(self.clock() * 1000), DUE_BATCH, take, len(yield_to),
-                  *chain_ids])
-        moved, first = started[0], started[1]
-        following = int(started[2]) if len(started) > 2 else NOT_CHAINED
+                   yield_to: Sequence[str] = (), chain: Sequence[Link] = (),
+                   begun: tuple[str, Any] | None = None) -> Drained:
+        """:meth:`drain`, and, with ``chain`` (the worker's queues, in the order it serves
+        them), the drain its worker runs next, begun by the script that ended this one (no
+        round trip of its own): when the first job waiting on those queues is a queue's
+        drain job, it is taken off its queue and that queue's drain begins, its first task
+        taken (:attr:`Drained.following`, :attr:`Drained.begun`). ``begun``: this drain was
+        begun so, by another's end (its name and first task): run it from there."""
+        chain_keys: list[str] = []
+        chain_args: list[str] = []
+        next_taker = ""
+        if chain:
+            next_taker = f"{_HOST}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+            chain_keys = [keys.inbox_alive(next_taker), keys.inbox_taking(next_taker)]
+            for link in chain:
+                other = link.inbox
+                chain_keys += [link.queue_key, other.drain_flag, other.takers, other.key,
+                               other.first]
+            chain_args = [next_taker, *(link.job_id for link in chain)]
+        following, next_begun = NOT_CHAINED, None
+        if begun is None:
+            taker = f"{_HOST}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+            taking, alive = keys.inbox_taking(taker), keys.inbox_alive(taker)
+            # One script: the flag given up (a new task now queues another drain), the
+            # heartbeat started, the tasks whose next try is due moved back, the first taken.
+            take = "1" if max_seconds > 0 and max_tasks > 0 else "0"
+            started = self._start(
+                keys=[self.drain_flag, alive, self.takers, self.later, self.key, taking,
+                      self.first, *yield_to, *chain_keys],
+                args=[ALIVE_MS, taker, int(self.clock() * 1000), DUE_BATCH, take,
+                      len(yield_to), *chain_args])
+            moved, first = started[0], started[1]
+            if len(started) > 2:  # the inbox was empty, and the chain looked
+                following = int(started[2])
+                if len(started) > 3:
+                    next_begun = (next_taker, started[3])
+        else:  # begun by the script that ended the drain before
+            (taker, first), moved = begun, 0
+            taking, alive = keys.inbox_taking(taker), keys.inbox_alive(taker)
         deadline = time.monotonic() + max_seconds
         done, finished, empty, stopped = 0, b"", False, False  # finished: ran, not acknowledged
         ended = False  # the last script found the inbox empty and ended the drain
@@ -310,12 +339,15 @@ class Inbox:
                 elif done < max_tasks and time.monotonic() < deadline:
                     raw = self._next(keys=next_keys,
                                      args=[finished, ALIVE_MS, taker, "1", len(yield_to),
-                                           *chain_ids])
+                                           *chain_args])
                 else:
                     break
                 finished = b""
                 if isinstance(raw, list):  # empty, the drain ended, and the chain looked
-                    raw, following = None, int(raw[1])
+                    following = int(raw[1])
+                    if len(raw) > 2:
+                        next_begun = (next_taker, raw[2])
+                    raw = None
                 if raw is None or raw == -1:
                     empty = ended = raw is None
                     break
@@ -341,7 +373,9 @@ class Inbox:
                 pipe.execute()
         if not empty and self.pending():
             self.ensure_drain()  # out of budget, or yielding: another job goes on
-        return Drained(done, following if chain and ended else NOT_CHAINED)
+        if chain and ended:
+            return Drained(done, following, next_begun)
+        return Drained(done)
 
     def _run(self, raw: bytes, taking: str) -> tuple[int, Any, bool]:
         """Run one task: (1 when it ran, 0 when it was dropped; its follow-up or None; True

@@ -257,8 +257,9 @@ return 1
 # if that job is the queue's drain job; it is taken off the queue. KEYS: the worker's RQ
 # queue lists, in the order it serves them; ARGV: each queue's drain job id, in the same
 # order. Returns the queue's position (1 ..), or 0 when the first job waiting is another
-# (RQ's loop runs it) or no queue has one. INBOX_START and INBOX_NEXT do the same, as the
-# drain they run ends, when given the worker's queues (the "chain"): ``_CHAIN`` below.
+# (RQ's loop runs it) or no queue has one. INBOX_START and INBOX_NEXT do the same, and
+# begin that drain too, as the drain they run ends, when given the worker's queues (the
+# "chain"): ``_CHAIN`` below.
 NEXT_DRAIN = """
 for i, key in ipairs(KEYS) do
   local head = redis.call('LINDEX', key, 0)
@@ -273,23 +274,41 @@ end
 return 0
 """
 
-# The chain, as a Lua function for the scripts below: KEYS[k0 ..] the worker's RQ queue
-# lists in the order it serves them, ARGV[a0 ..] each one's drain job id. Returns the
-# position (1 ..) of the queue whose drain job is the first job waiting (taken off it), 0
-# when no queue has a job, -1 when the first job waiting is another.
+# The chain, as a Lua function for the scripts below (after _PUT_TAKE): as a drain ends with
+# its inbox empty, find the drain its worker runs next, and begin it. KEYS[k0] the next
+# drain's heartbeat, KEYS[k0+1] its taking list, then for each of the worker's queues in
+# the order it serves them five keys: its RQ list, its inbox's drain flag, takers, list and
+# "first" count; ``alive`` the heartbeat's lifetime (ms), ARGV[a0] the next drain's name,
+# ARGV[a0+1 ..] each queue's drain job id. When the first job waiting on those queues is a
+# queue's drain job, it is taken off the queue and that drain begins as INBOX_START begins
+# one (flag given up, heartbeat, takers, the first task taken), except that tasks due again
+# from its "later" set are left to the drain job queued for when they are due; should its
+# inbox be empty (another worker drained it meanwhile), the look goes on. Returns {the
+# queue's position (1 ..), its first task} when a drain began, {0} when no queue has a job,
+# {-1} when the first job waiting is another (RQ's loop runs it).
 _CHAIN = """
-local function chain(k0, a0)
-  for i = k0, #KEYS do
-    local head = redis.call('LINDEX', KEYS[i], 0)
-    if head then
-      if head == ARGV[a0 + i - k0] then
-        redis.call('LPOP', KEYS[i])
-        return i - k0 + 1
+local function chain(k0, alive, a0)
+  local n = (#KEYS - k0 - 1) / 5
+  local i = 1
+  while i <= n do
+    local k = k0 + 2 + (i - 1) * 5
+    local head = redis.call('LINDEX', KEYS[k], 0)
+    if not head then
+      i = i + 1
+    elseif head ~= ARGV[a0 + i] then
+      return {-1}
+    else
+      redis.call('LPOP', KEYS[k])
+      redis.call('DEL', KEYS[k + 1])
+      local task = take(k + 3, k0 + 1, k + 4)
+      if task then
+        redis.call('SET', KEYS[k0], '1', 'PX', alive)
+        redis.call('SADD', KEYS[k + 2], ARGV[a0])
+        return {i, task}
       end
-      return -1
     end
   end
-  return 0
+  return {0}
 end
 """
 
@@ -299,15 +318,15 @@ end
 # INBOX_DUE), and take the first task (as INBOX_NEXT). KEYS[1] the drain flag, KEYS[2] the
 # drain's heartbeat, KEYS[3] the inbox's takers, KEYS[4] the inbox's "later" set, KEYS[5]
 # the inbox list, KEYS[6] the drain's taking list, KEYS[7] the inbox's "first" count,
-# KEYS[8 .. 7+Y] the RQ queues the worker serves first, KEYS[8+Y ..] the chain (the
-# worker's queues, see _CHAIN; none: no chain); ARGV[1] the heartbeat's lifetime (ms),
-# ARGV[2] the drain's name, ARGV[3] now (ms since the epoch), ARGV[4] at most how many to
-# move, ARGV[5] '1' to take the first task, ARGV[6] Y, ARGV[7 ..] the chain's drain job
-# ids. Returns {how many tasks were moved, the first task (moved to the taking list), or 0
-# when the inbox is empty (the drain has ended: heartbeat deleted, out of the takers), -1
-# when a queue in KEYS[8 .. 7+Y] has jobs waiting, -2 when not asked to take one}, and with
-# a chain, when the inbox was empty, a third item: what _CHAIN found.
-INBOX_START = _CHAIN + _PUT_TAKE + """
+# KEYS[8 .. 7+Y] the RQ queues the worker serves first, KEYS[8+Y ..] the chain's keys (see
+# _CHAIN; none: no chain); ARGV[1] the heartbeat's lifetime (ms), ARGV[2] the drain's name,
+# ARGV[3] now (ms since the epoch), ARGV[4] at most how many to move, ARGV[5] '1' to take
+# the first task, ARGV[6] Y, ARGV[7 ..] the chain's arguments from the next drain's name on.
+# Returns {how many tasks were moved, the first task (moved to the taking list), or 0 when
+# the inbox is empty (the drain has ended: heartbeat deleted, out of the takers), -1 when a
+# queue in KEYS[8 .. 7+Y] has jobs waiting, -2 when not asked to take one}, and with a
+# chain, when the inbox was empty, what _CHAIN returned, item by item.
+INBOX_START = _PUT_TAKE + _CHAIN + """
 local y = tonumber(ARGV[6])
 redis.call('DEL', KEYS[1])
 redis.call('SET', KEYS[2], '1', 'PX', ARGV[1])
@@ -326,7 +345,10 @@ local task = take(5, 6, 7)
 if not task then
   redis.call('DEL', KEYS[2])
   redis.call('SREM', KEYS[3], ARGV[2])
-  if #KEYS > 7 + y then return {#due, 0, chain(8 + y, 7)} end
+  if #KEYS > 7 + y then
+    local found = chain(8 + y, ARGV[1], 7)
+    return {#due, 0, found[1], found[2]}
+  end
   return {#due, 0}
 end
 return {#due, task}
@@ -337,14 +359,14 @@ return {#due, task}
 # task), take the next task (Inbox.drain). KEYS[1] the inbox list, KEYS[2] the drain's
 # taking list, KEYS[3] its heartbeat, KEYS[4] the inbox's takers, KEYS[5] the inbox's
 # "first" count, KEYS[6 .. 5+Y] the RQ queues the worker serves first, KEYS[6+Y ..] the
-# chain (the worker's queues, see _CHAIN; none: no chain); ARGV[1] the task just finished
-# ('' for none), ARGV[2] the heartbeat's lifetime (ms), ARGV[3] the drain's name, ARGV[4]
-# '1' to end the drain when the inbox is empty (its heartbeat deleted, out of the takers:
-# nothing left behind), ARGV[5] Y, ARGV[6 ..] the chain's drain job ids. Returns the next
-# task (moved to the taking list), nil when the inbox is empty (with a chain, {0, what
-# _CHAIN found}, the drain ended), or -1 when a queue in KEYS[6 .. 5+Y] has jobs waiting:
-# the drain yields to them.
-INBOX_NEXT = _CHAIN + _PUT_TAKE + """
+# chain's keys (see _CHAIN; none: no chain); ARGV[1] the task just finished ('' for none),
+# ARGV[2] the heartbeat's lifetime (ms), ARGV[3] the drain's name, ARGV[4] '1' to end the
+# drain when the inbox is empty (its heartbeat deleted, out of the takers: nothing left
+# behind), ARGV[5] Y, ARGV[6 ..] the chain's arguments from the next drain's name on.
+# Returns the next task (moved to the taking list), nil when the inbox is empty (with a
+# chain, {0, then what _CHAIN returned, item by item}: the drain ended), or -1 when a queue
+# in KEYS[6 .. 5+Y] has jobs waiting: the drain yields to them.
+INBOX_NEXT = _PUT_TAKE + _CHAIN + """
 local y = tonumber(ARGV[5])
 if ARGV[1] ~= '' then redis.call('LREM', KEYS[2], 1, ARGV[1]) end
 redis.call('SET', KEYS[3], '1', 'PX', ARGV[2])
@@ -356,7 +378,10 @@ local task = take(1, 2, 5)
 if not task and ARGV[4] == '1' then
   redis.call('DEL', KEYS[3])
   redis.call('SREM', KEYS[4], ARGV[3])
-  if #KEYS > 5 + y then return {0, chain(6 + y, 6)} end
+  if #KEYS > 5 + y then
+    local found = chain(6 + y, ARGV[2], 6)
+    return {0, found[1], found[2]}
+  end
 end
 return task
 """

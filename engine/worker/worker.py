@@ -19,7 +19,7 @@ from rq.timeouts import JobTimeoutException
 from rq.worker import WorkerStatus
 
 from engine.state import lua
-from engine.state.inbox import NOT_CHAINED, Drained
+from engine.state.inbox import DRAIN_TASKS, NOT_CHAINED, Drained, Link
 from engine.worker.runtime import runtime
 from engine.worker.scheduler import DRAIN_JOB_PREFIX, JOB_TIMEOUT, RQScheduler, drain_job_id
 
@@ -50,14 +50,15 @@ def drain(queue_name: str) -> int:
     return _drain(queue_name, current_worker()).ran
 
 
-def _drain(queue_name: str, worker: SimpleWorker | None,
-           chain: list[tuple[str, str]] | None = None) -> Drained:
+def _drain(queue_name: str, worker: SimpleWorker | None, chain: list[Link] | None = None,
+           begun: tuple[str, Any] | None = None, max_tasks: int = DRAIN_TASKS) -> Drained:
     ahead: list[str] = []
     if worker is not None:
         names = [q.name for q in worker.queues]
         if queue_name in names:
             ahead = [q.key for q in worker.queues[:names.index(queue_name)]]
-    return rq_scheduler().inbox_of(queue_name).drain_then(yield_to=ahead, chain=chain or ())
+    return rq_scheduler().inbox_of(queue_name).drain_then(
+        yield_to=ahead, chain=chain or (), begun=begun, max_tasks=max_tasks)
 
 
 def rq_scheduler() -> RQScheduler:
@@ -209,9 +210,11 @@ class SignoffWorker(SimpleWorker):
         the state RQ's loop wrote before the dequeue (a round trip each way saved).
         When the drain ends with the inbox empty, the script that ends it also looks at the
         worker's queues: when the first job waiting is a drain too (a click's drain queued
-        the rewrite of its Slack message), it takes it off its queue and it runs now: RQ's
-        loop would cost it ~8 round trips more. Back to RQ's loop for any other job, when no
-        queue has one (RQ's loop waits for the next), and after a while."""
+        the rewrite of its Slack message), it takes it off its queue and begins that drain,
+        its first task taken (Inbox.drain_then), which runs now: RQ's loop would cost it ~8
+        round trips more, and a script of its own two. Back to RQ's loop for any other job,
+        when no queue has one (RQ's loop waits for the next), and after a while. Told to
+        stop, the worker runs the first task of a drain begun for it and hands on the rest."""
         if len(self.queues) == 1:
             # RQ moved the id to its intermediate list (BLMOVE with one queue); RQ takes
             # it off as the job starts, and so do we.
@@ -220,23 +223,28 @@ class SignoffWorker(SimpleWorker):
             except redis.RedisError:  # the maintenance of RQ's intermediate list does
                 log.exception("could not take drain job %s off RQ's intermediate list", job.id)
         self._state = WorkerStatus.BUSY  # a stop signal now waits for the drain
-        chain = [(q.key, drain_job_id(q.name)) for q in self.queues]
+        scheduler = rq_scheduler()
+        chain = [Link(q.key, drain_job_id(q.name), scheduler.inbox_of(q.name))
+                 for q in self.queues]
         until = time.monotonic() + CHAIN_SECONDS
+        begun: tuple[str, Any] | None = None  # the drain's name and first task, when begun
         while True:
             chaining = not self._stop_requested and time.monotonic() <= until
-            following = NOT_CHAINED
+            drained = None
             try:
                 with self.death_penalty_class(JOB_TIMEOUT, JobTimeoutException, job_id=job.id):
-                    following = _drain(queue.name, self, chain if chaining else None).following
+                    # Stopping, a drain begun for us runs its first task only: the rest
+                    # goes to another drain (queued as this one ends).
+                    drained = _drain(queue.name, self, chain if chaining else None, begun,
+                                     1 if begun and self._stop_requested else DRAIN_TASKS)
             except Exception:
                 log.exception("the drain of inbox %s failed; its task waits for the sweep",
                               queue.name)
-            if following > 0:  # a drain job the script took off its queue: ours to run
-                queue = self.queues[following - 1]
-                if self._stop_requested:
-                    self._hand_back(queue)
-                    return
+            following = drained.following if drained is not None else NOT_CHAINED
+            if following > 0 and drained is not None:  # the next drain began: ours to run
+                queue, begun = self.queues[following - 1], drained.begun
                 continue
+            begun = None
             if following != NOT_CHAINED:  # nothing waiting, or an ordinary job first
                 return
             if self._stop_requested or time.monotonic() > until:
@@ -249,14 +257,6 @@ class SignoffWorker(SimpleWorker):
             if found is None:
                 return
             queue = found
-
-    def _hand_back(self, queue: Queue) -> None:
-        """Put back the drain job of ``queue`` taken off it (the worker is stopping): at the
-        head, where it was (should this fail, the sweep queues another)."""
-        try:
-            self.connection.lpush(queue.key, drain_job_id(queue.name))
-        except redis.RedisError:
-            log.exception("could not put back the drain job of %s", queue.name)
 
     def _next_drain(self) -> Queue | None:
         """The queue whose drain job is the first job waiting on this worker's queues
