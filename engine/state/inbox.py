@@ -33,6 +33,13 @@ acknowledges the task just run and moves the next to the drain's own list (nil: 
 inbox is empty, and the drain has ended; -1: a queue the worker serves first has a job,
 so the drain yields);
 ``INBOX_RECOVER`` puts a dead drain's tasks back (how many; -1: its heartbeat is alive).
+Given the worker's queues (:meth:`Inbox.drain_then`), the script that ends a drain also
+begins the next one the worker runs, when the first job waiting on them is a drain job
+(the rewrite of a clicked review's message after the click): no round trip of its own.
+
+A task put first (``put(first=True)``; the web process's clicks) goes before the tasks
+waiting that were not (run segments), behind those that were: during an alert storm a
+click waits for no run (see ``_PUT_TAKE`` in :mod:`engine.state.lua`).
 
 A task may return a follow-up, a callable run after the task is acknowledged: work the
 task has already made durable and that has its own recovery (continuing a run the
