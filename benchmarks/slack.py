@@ -28,7 +28,8 @@ demand. Then ``--lone`` more clicks are sent one at a time, each once the last o
 run has finished and its message was rewritten, as people click, and as many bare RQ
 no-op jobs are enqueued one at a time on the same worker, alternating in blocks of ten
 (the worker's CPU read from the scheduler's count, to the nanosecond): it prints the
-workers' CPU per lone click, per lone bare job, and their ratio (target <= 1.0). Stops everything it started, also on Ctrl-C.
+workers' CPU per lone click, per lone bare job, and their ratio (target <= 1.0). Stops
+everything it started, also on Ctrl-C.
 """
 
 from __future__ import annotations
