@@ -26,9 +26,10 @@ first with ``--warmup`` (default ``--concurrency``) clicks on extra reviews: a w
 process lives long, its first click calls auth.test and its thread pool grows on
 demand. Then ``--lone`` more clicks are sent one at a time, each once the last one's
 run has finished and its message was rewritten, as people click, and as many bare RQ
-no-op jobs are enqueued one at a time on the same worker, in alternating halves: it
-prints the workers' CPU per lone click, per lone bare job, and their ratio (target
-<= 1.0). Stops everything it started, also on Ctrl-C.
+no-op jobs are enqueued one at a time on the same worker, alternating in blocks of ten
+(the worker's CPU read from the scheduler's count, to the nanosecond): it prints the
+workers' CPU per lone click, per lone bare job, and their ratio (target <= 1.0). Stops
+everything it started, also on Ctrl-C.
 """
 
 from __future__ import annotations
@@ -82,6 +83,7 @@ STOP_TIMEOUT = 5.0  # seconds each process gets to stop before SIGKILL
 LONE_TARGET = 1.0  # a lone click's worker CPU, in bare RQ no-op jobs
 LONE_POLL = 0.005  # seconds between looks while a lone click or job settles
 LONE_PAUSE = 0.05  # seconds after it settled, before the next
+LONE_BLOCK = 10  # lone clicks, then as many bare jobs, then clicks again ...
 
 ONE_CLICK = """
 name: bench-one-click
@@ -457,19 +459,35 @@ def lone_clicks(stack: Stack, rt: Runtime, ids: Sequence[str],
     click_cpu = job_cpu = 0.0
     try:
         one_job()  # warm: the no-op's import
-        half = len(ids) // 2
-        for part in (slice(0, half), slice(half, len(ids))):  # alternate, so drift hits both
-            before = cpu_seconds(pids)
+        # Alternate in small blocks, so that the other processes' load, which comes and goes
+        # on a shared machine, weighs on both alike.
+        for start in range(0, len(ids), LONE_BLOCK):
+            part = slice(start, start + LONE_BLOCK)
+            before = run_time(pids)
             for execution_id, request in zip(ids[part], clicks[part], strict=True):
                 one_click(execution_id, request)
-            click_cpu += cpu_seconds(pids) - before
-            before = cpu_seconds(pids)
+            click_cpu += run_time(pids) - before
+            before = run_time(pids)
             for _ in ids[part]:
                 one_job()
-            job_cpu += cpu_seconds(pids) - before
+            job_cpu += run_time(pids) - before
     finally:
         client.close()
     return Lone(len(ids), click_cpu / len(ids), job_cpu / len(ids))
+
+
+def run_time(pids: Sequence[int]) -> float:
+    """CPU seconds the threads of processes have run, to the nanosecond (the scheduler's
+    count, /proc/PID/task/*/schedstat), where cpu_seconds counts 10 ms ticks; cpu_seconds
+    where the scheduler's count is not to be had."""
+    total = 0
+    try:
+        for pid in pids:
+            for task in Path(f"/proc/{pid}/task").iterdir():
+                total += int((task / "schedstat").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return cpu_seconds(pids)
+    return total / 1e9
 
 
 def bench(stack: Stack, *, reviews: int, concurrency: int, warmup: int,

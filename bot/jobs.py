@@ -21,6 +21,7 @@ import logging
 import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any
 
 import redis
@@ -55,8 +56,10 @@ class BotRuntime:
     directory: Directory
     connectors: Connectors = field(default_factory=Connectors)  # SIGNOFF_CONNECTORS
 
-    @property
+    @cached_property
     def deliverer(self) -> Deliverer:
+        """Built once per runtime (it wraps the client for Slack's posting limit and registers
+        its scripts: work a click's rewrite would otherwise pay each time)."""
         return Deliverer(self.engine, self.client, self.directory, self.settings.channel,
                          self.connectors, digest_after=self.settings.digest_after,
                          digest_every=self.settings.digest_every,

@@ -33,6 +33,13 @@ acknowledges the task just run and moves the next to the drain's own list (nil: 
 inbox is empty, and the drain has ended; -1: a queue the worker serves first has a job,
 so the drain yields);
 ``INBOX_RECOVER`` puts a dead drain's tasks back (how many; -1: its heartbeat is alive).
+Given the worker's queues (:meth:`Inbox.drain_then`), the script that ends a drain also
+begins the next one the worker runs, when the first job waiting on them is a drain job
+(the rewrite of a clicked review's message after the click): no round trip of its own.
+
+A task put first (``put(first=True)``; the web process's clicks) goes before the tasks
+waiting that were not (run segments), behind those that were: during an alert storm a
+click waits for no run (see ``_PUT_TAKE`` in :mod:`engine.state.lua`).
 
 A task may return a follow-up, a callable run after the task is acknowledged: work the
 task has already made durable and that has its own recovery (continuing a run the
@@ -81,6 +88,7 @@ DRAIN_TASKS = 5_000
 MAX_BATCH = 1_000  # tasks in one write (Lua's unpack takes a few thousand at most)
 DUE_BATCH = 1_000  # tasks moved back from "later" in one script
 _COMPACT = json.JSONEncoder(separators=(",", ":"))  # json.dumps(separators=) builds one a call
+_HOST = socket.gethostname()  # a drain's name: host:pid:random
 
 
 def backoff(first: int = 1, cap: int = 120, at_least: int = 600) -> tuple[int, ...]:
@@ -131,6 +139,32 @@ class Task:
         return cls(function, tuple(args), tuple(int(s) for s in retry), on_failure, failures)
 
 
+NOT_CHAINED = -2  # Drained.following when the drain did not end with the inbox empty
+
+
+@dataclass(frozen=True)
+class Drained:
+    """What a drain did: how many tasks ran, and what its worker runs next (given a chain,
+    :meth:`Inbox.drain_then`): the position (1 ..) in the chain of the queue whose drain
+    job was taken off it and whose drain began (``begun``: its name and first task), 0 when
+    no queue has a job waiting, -1 when the first job waiting is another (RQ's loop runs
+    it), NOT_CHAINED when the drain ended otherwise (out of budget, yielding) or was given
+    no chain."""
+
+    ran: int
+    following: int = NOT_CHAINED
+    begun: tuple[str, Any] | None = None
+
+
+@dataclass(frozen=True)
+class Link:
+    """One of a worker's queues, for a drain's chain (:meth:`Inbox.drain_then`)."""
+
+    queue_key: str  # the RQ queue's list
+    job_id: str  # its drain job's id
+    inbox: Inbox
+
+
 @dataclass(frozen=True)
 class DrainJob:
     """A queue's drain as one RQ job kept for good (its hash written again at each ring),
@@ -162,6 +196,7 @@ class Inbox:
         self.queue = queue
         self.key, self.drain_flag = keys.inbox(queue), keys.inbox_drain(queue)
         self.takers, self.later = keys.inbox_takers(queue), keys.inbox_later(queue)
+        self.first = keys.inbox_first(queue)  # how many tasks at the head were put first
         self.drain_job = drain_job
         if enqueue_drain is None and drain_job is None:
             raise ValueError("an inbox needs enqueue_drain or a drain_job")
@@ -181,16 +216,18 @@ class Inbox:
     # -- in -----------------------------------------------------------------------------------
 
     def put(self, function: str, *args: Any, retry: tuple[int, ...] = (),
-            on_failure: str = "") -> None:
+            on_failure: str = "", first: bool = False) -> None:
         """Have a worker run ``function(*args)`` soon (``args`` must be JSON); should it
         fail, it is tried again after each of ``retry``'s intervals (seconds; by default
-        :data:`DEFAULT_RETRY`), then ``on_failure(error, *args)`` is called."""
+        :data:`DEFAULT_RETRY`), then ``on_failure(error, *args)`` is called. ``first``: it
+        goes before the tasks waiting that were not put first (a click before run
+        segments), after those that were."""
         task = Task(function, args, retry, on_failure)
         if self.drain_job is not None:
-            self._ring_call(DRAIN_FLAG_MS, task.encode())
+            self._ring_call(DRAIN_FLAG_MS, task.encode(), first=first)
             return
-        if self._put(keys=[self.key, self.drain_flag, keys.INBOXES],
-                     args=[DRAIN_FLAG_MS, self.queue, task.encode()]):
+        put_keys = [self.key, self.drain_flag, keys.INBOXES, *([self.first] if first else [])]
+        if self._put(keys=put_keys, args=[DRAIN_FLAG_MS, self.queue, task.encode()]):
             self.enqueue_drain()
 
     def put_in(self, pipeline: Any, function: str, *args: Any) -> None:
@@ -211,19 +248,27 @@ class Inbox:
         pipe.sadd(job.queues_key, job.queue_key)
         pipe.execute()
 
-    def _ring_call(self, flag_ms: int | str, *tasks: str, client: Any = None) -> int:
+    def _ring_call(self, flag_ms: int | str, *tasks: str, client: Any = None,
+                   first: bool = False) -> int:
         job = self.drain_job
         assert job is not None
         keys_ = [self.key, self.drain_flag, keys.INBOXES, job.queue_key, job.queues_key,
-                 job.job_key]
-        args = [flag_ms, self.queue, job.queue_key, job.job_id, len(job.fields), *job.fields,
-                *tasks]
+                 job.job_key, *([self.first] if first else [])]
         if client is not None:
             # EVAL, not EVALSHA: redis-py checks a pipeline's scripts with SCRIPT EXISTS
             # before each execute, a round trip more than the ~1 KB of script and job.
+            args = [flag_ms, self.queue, job.queue_key, job.job_id, len(job.fields),
+                    *job.fields, *tasks]
             client.eval(lua.INBOX_RING, len(keys_), *keys_, *args)
             return 0
-        return int(self._ring_script(keys=keys_, args=args))
+        # Without the job's hash (~40 arguments to send), which is written again only when
+        # it is missing (-1: the flag is ours, the tasks are in, the drain is not queued).
+        rang = int(self._ring_script(keys=keys_, args=[flag_ms, self.queue, job.queue_key,
+                                                       job.job_id, 0, *tasks]))
+        if rang == -1:
+            self._ring()
+            return 1
+        return rang
 
     def pending(self) -> int:
         return int(self.redis.llen(self.key))
@@ -245,17 +290,53 @@ class Inbox:
         as a list in ``yield_to`` (the RQ queues its worker takes jobs from first) has a
         job waiting: clicks come before rewriting Slack messages.
         """
-        taker = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
-        taking, alive = keys.inbox_taking(taker), keys.inbox_alive(taker)
-        # One script: the flag given up (a new task now queues another drain), the
-        # heartbeat started, the tasks whose next try is due moved back, the first taken.
-        take = "1" if max_seconds > 0 and max_tasks > 0 else "0"
-        moved, first = self._start(
-            keys=[self.drain_flag, alive, self.takers, self.later, self.key, taking, *yield_to],
-            args=[ALIVE_MS, taker, int(self.clock() * 1000), DUE_BATCH, take])
+        return self.drain_then(max_seconds=max_seconds, max_tasks=max_tasks,
+                               yield_to=yield_to).ran
+
+    def drain_then(self, *, max_seconds: float = DRAIN_SECONDS, max_tasks: int = DRAIN_TASKS,
+                   yield_to: Sequence[str] = (), chain: Sequence[Link] = (),
+                   begun: tuple[str, Any] | None = None) -> Drained:
+        """:meth:`drain`, and, with ``chain`` (the worker's queues, in the order it serves
+        them), the drain its worker runs next, begun by the script that ended this one (no
+        round trip of its own): when the first job waiting on those queues is a queue's
+        drain job, it is taken off its queue and that queue's drain begins, its first task
+        taken (:attr:`Drained.following`, :attr:`Drained.begun`). ``begun``: this drain was
+        begun so, by another's end (its name and first task): run it from there."""
+        chain_keys: list[str] = []
+        chain_args: list[str] = []
+        next_taker = ""
+        if chain:
+            next_taker = f"{_HOST}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+            chain_keys = [keys.inbox_alive(next_taker), keys.inbox_taking(next_taker)]
+            for link in chain:
+                other = link.inbox
+                chain_keys += [link.queue_key, other.drain_flag, other.takers, other.key,
+                               other.first]
+            chain_args = [next_taker, *(link.job_id for link in chain)]
+        following, next_begun = NOT_CHAINED, None
+        if begun is None:
+            taker = f"{_HOST}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+            taking, alive = keys.inbox_taking(taker), keys.inbox_alive(taker)
+            # One script: the flag given up (a new task now queues another drain), the
+            # heartbeat started, the tasks whose next try is due moved back, the first taken.
+            take = "1" if max_seconds > 0 and max_tasks > 0 else "0"
+            started = self._start(
+                keys=[self.drain_flag, alive, self.takers, self.later, self.key, taking,
+                      self.first, *yield_to, *chain_keys],
+                args=[ALIVE_MS, taker, int(self.clock() * 1000), DUE_BATCH, take,
+                      len(yield_to), *chain_args])
+            moved, first = started[0], started[1]
+            if len(started) > 2:  # the inbox was empty, and the chain looked
+                following = int(started[2])
+                if len(started) > 3:
+                    next_begun = (next_taker, started[3])
+        else:  # begun by the script that ended the drain before
+            (taker, first), moved = begun, 0
+            taking, alive = keys.inbox_taking(taker), keys.inbox_alive(taker)
         deadline = time.monotonic() + max_seconds
         done, finished, empty, stopped = 0, b"", False, False  # finished: ran, not acknowledged
         ended = False  # the last script found the inbox empty and ended the drain
+        next_keys = [self.key, taking, alive, self.takers, self.first, *yield_to, *chain_keys]
         try:
             if int(moved) >= DUE_BATCH:
                 self.move_due()
@@ -263,11 +344,17 @@ class Inbox:
                 if first != -2:  # taken by INBOX_START
                     raw, first = (None if first == 0 else first), -2
                 elif done < max_tasks and time.monotonic() < deadline:
-                    raw = self._next(keys=[self.key, taking, alive, self.takers, *yield_to],
-                                     args=[finished, ALIVE_MS, taker, "1"])
+                    raw = self._next(keys=next_keys,
+                                     args=[finished, ALIVE_MS, taker, "1", len(yield_to),
+                                           *chain_args])
                 else:
                     break
                 finished = b""
+                if isinstance(raw, list):  # empty, the drain ended, and the chain looked
+                    following = int(raw[1])
+                    if len(raw) > 2:
+                        next_begun = (next_taker, raw[2])
+                    raw = None
                 if raw is None or raw == -1:
                     empty = ended = raw is None
                     break
@@ -293,7 +380,9 @@ class Inbox:
                 pipe.execute()
         if not empty and self.pending():
             self.ensure_drain()  # out of budget, or yielding: another job goes on
-        return done
+        if chain and ended:
+            return Drained(done, following, next_begun)
+        return Drained(done)
 
     def _run(self, raw: bytes, taking: str) -> tuple[int, Any, bool]:
         """Run one task: (1 when it ran, 0 when it was dropped; its follow-up or None; True
@@ -385,7 +474,7 @@ class Inbox:
         for raw in self.redis.smembers(self.takers):
             taker = raw.decode() if isinstance(raw, bytes) else str(raw)
             moved = int(self._recover(keys=[self.key, keys.inbox_taking(taker),
-                                            keys.inbox_alive(taker), self.takers],
+                                            keys.inbox_alive(taker), self.takers, self.first],
                                       args=[taker]))
             if moved > 0:
                 log.warning("put back %d inbox task(s) of drain %s, whose heartbeat lapsed",
@@ -425,12 +514,14 @@ class AsyncInbox:
     """
 
     def __init__(self, connection: redis.asyncio.Redis, queue: str,
-                 enqueue_drain: Callable[[], None]) -> None:
+                 enqueue_drain: Callable[[], None], *, first: bool = False) -> None:
+        """``first``: every task goes first (see :meth:`Inbox.put`)."""
         self.redis = connection
         self._put = connection.register_script(lua.INBOX_PUT)
         self.queue = queue
         self._drain_flag = keys.inbox_drain(queue)
-        self._keys = [keys.inbox(queue), self._drain_flag, keys.INBOXES]
+        self._keys = [keys.inbox(queue), self._drain_flag, keys.INBOXES,
+                      *([keys.inbox_first(queue)] if first else [])]
         self._enqueue_drain = enqueue_drain  # sync (RQ): run in the loop's executor
         self._waiting: list[tuple[str, asyncio.Future[None]]] = []
         self._writer: asyncio.Task[None] | None = None

@@ -25,6 +25,8 @@
     signoff:inbox:{q}:later zset    tasks of that inbox that failed, waiting for their next try
                                     (tag|task JSON), scored by when it is due (ms since the epoch)
     signoff:inbox:{q}:drain string  set while a drain job is queued and not yet started (expiring)
+    signoff:inbox:{q}:first string  how many tasks at the head of the inbox were put first
+                                    (clicks, ahead of run segments; engine.state.lua)
     signoff:inbox:{q}:takers set    drains of that inbox that may hold a task
     signoff:inbox-taking:{t} list   the task drain t is running
     signoff:inbox-alive:{t} string  drain t's heartbeat (expiring); the sweep puts back the task
@@ -147,6 +149,10 @@ def inbox(queue: str) -> str:
 
 def inbox_drain(queue: str) -> str:
     return f"{PREFIX}inbox:{queue}:drain"
+
+
+def inbox_first(queue: str) -> str:
+    return f"{PREFIX}inbox:{queue}:first"
 
 
 def inbox_later(queue: str) -> str:

@@ -210,12 +210,53 @@ return 1
 
 # -- inboxes (engine.state.inbox) --------------------------------------------------------------
 
+# Putting first (Inbox.put(first=True): reviewers' clicks before run segments): an inbox list
+# holds first the tasks put first, in the order they were put, then the others; its "first"
+# count says how many lead it. A task put first goes in before the first of the others
+# (LINSERT before the element at that index: found by a scan from the head over the tasks
+# put first only), and the count goes up; a drain taking the head counts it down, and it is
+# deleted when the list empties (so a count gone wrong mends itself then); a dead drain's
+# tasks, put back at the head, count as put first. Should an element before the index equal
+# the one there (a task put back by the sweep that another copy of waits further on), a task
+# put first lands before it: a task ahead of its turn, nothing lost. Tasks moved back from
+# the "later" set go to the tail. As Lua functions for the scripts below:
+# put(l, h, a, b): tasks ARGV[a .. b] into the list KEYS[l], at its tail (h = 0) or first,
+# KEYS[h] being its "first" count; take(l, t, h): the head of KEYS[l] moved to the tail of
+# KEYS[t] and returned (nil when empty), the count KEYS[h] kept.
+_PUT_TAKE = """
+local function put(l, h, a, b)
+  if h == 0 then
+    redis.call('RPUSH', KEYS[l], unpack(ARGV, a, b))
+    return
+  end
+  local len = redis.call('LLEN', KEYS[l])
+  local n = math.min(tonumber(redis.call('GET', KEYS[h]) or '0'), len)
+  if n >= len then
+    redis.call('RPUSH', KEYS[l], unpack(ARGV, a, b))
+  else
+    local pivot = redis.call('LINDEX', KEYS[l], n)
+    for i = a, b do redis.call('LINSERT', KEYS[l], 'BEFORE', pivot, ARGV[i]) end
+  end
+  redis.call('SET', KEYS[h], n + b - a + 1)
+end
+local function take(l, t, h)
+  local task = redis.call('LMOVE', KEYS[l], KEYS[t], 'LEFT', 'RIGHT')
+  if redis.call('LLEN', KEYS[l]) == 0 then
+    redis.call('DEL', KEYS[h])
+  elseif task and tonumber(redis.call('GET', KEYS[h]) or '0') > 0 then
+    redis.call('DECR', KEYS[h])
+  end
+  return task
+end
+"""
+
 # INBOX_PUT: append tasks to an inbox and claim its "drain queued" flag (Inbox.put,
-# AsyncInbox). KEYS[1] the inbox list, KEYS[2] its drain flag, KEYS[3] the set of inboxes;
-# ARGV[1] the flag's lifetime (ms), ARGV[2] the queue name, ARGV[3 ..] the tasks (JSON).
-# Returns 1 when the flag was free: the caller must enqueue a drain; 0 when one is queued.
-INBOX_PUT = """
-redis.call('RPUSH', KEYS[1], unpack(ARGV, 3))
+# AsyncInbox). KEYS[1] the inbox list, KEYS[2] its drain flag, KEYS[3] the set of inboxes,
+# KEYS[4] (when the tasks go first) the inbox's "first" count; ARGV[1] the flag's lifetime
+# (ms), ARGV[2] the queue name, ARGV[3 ..] the tasks (JSON). Returns 1 when the flag was
+# free: the caller must enqueue a drain; 0 when one is queued.
+INBOX_PUT = _PUT_TAKE + """
+if KEYS[4] then put(1, 4, 3, #ARGV) else put(1, 0, 3, #ARGV) end
 redis.call('SADD', KEYS[3], ARGV[2])
 if redis.call('SET', KEYS[2], '1', 'NX', 'PX', ARGV[1]) then return 1 end
 return 0
@@ -227,20 +268,27 @@ return 0
 # queueing the drain are one step, so a put inside another transaction (an execution's
 # creation) needs no second round trip. KEYS[1] the inbox list, KEYS[2] its drain flag,
 # KEYS[3] the set of inboxes, KEYS[4] the RQ queue's list, KEYS[5] RQ's set of queues,
-# KEYS[6] the drain job's hash; ARGV[1] the flag's lifetime (ms), ARGV[2] the queue name,
+# KEYS[6] the drain job's hash, KEYS[7] (when the tasks go first) the inbox's "first"
+# count; ARGV[1] the flag's lifetime (ms), ARGV[2] the queue name,
 # ARGV[3] the RQ queue's key (its member in KEYS[5]), ARGV[4] the drain job's id, ARGV[5]
 # n, the number of items that follow for the job's hash, ARGV[6 .. 5+n] its fields and
-# values (written again at each ring: a job RQ deleted or marked failed is whole again),
-# ARGV[6+n ..] the tasks (JSON; none to only queue a drain). Returns 1 when a drain was
-# queued, 0 when one was queued already.
-INBOX_RING = """
+# values (written again at each ring: a job RQ deleted or marked failed is whole again;
+# n = 0: the hash is left as it is, and must exist), ARGV[6+n ..] the tasks (JSON; none to
+# only queue a drain). Returns 1 when a drain was queued, 0 when one was queued already,
+# -1 when n = 0 and the job's hash is missing: the flag is claimed and the tasks are in,
+# but no drain is queued: the caller queues it, its hash written (Inbox._ring).
+INBOX_RING = _PUT_TAKE + """
 local n = tonumber(ARGV[5])
 if #ARGV > 5 + n then
-  redis.call('RPUSH', KEYS[1], unpack(ARGV, 6 + n))
+  if KEYS[7] then put(1, 7, 6 + n, #ARGV) else put(1, 0, 6 + n, #ARGV) end
   redis.call('SADD', KEYS[3], ARGV[2])
 end
 if not redis.call('SET', KEYS[2], '1', 'NX', 'PX', ARGV[1]) then return 0 end
-redis.call('HSET', KEYS[6], unpack(ARGV, 6, 5 + n))
+if n > 0 then
+  redis.call('HSET', KEYS[6], unpack(ARGV, 6, 5 + n))
+elseif redis.call('EXISTS', KEYS[6]) == 0 then
+  return -1
+end
 redis.call('RPUSH', KEYS[4], ARGV[4])
 redis.call('SADD', KEYS[5], ARGV[3])
 return 1
@@ -251,7 +299,9 @@ return 1
 # if that job is the queue's drain job; it is taken off the queue. KEYS: the worker's RQ
 # queue lists, in the order it serves them; ARGV: each queue's drain job id, in the same
 # order. Returns the queue's position (1 ..), or 0 when the first job waiting is another
-# (RQ's loop runs it) or no queue has one.
+# (RQ's loop runs it) or no queue has one. INBOX_START and INBOX_NEXT do the same, and
+# begin that drain too, as the drain they run ends, when given the worker's queues (the
+# "chain"): ``_CHAIN`` below.
 NEXT_DRAIN = """
 for i, key in ipairs(KEYS) do
   local head = redis.call('LINDEX', key, 0)
@@ -266,18 +316,60 @@ end
 return 0
 """
 
+# The chain, as a Lua function for the scripts below (after _PUT_TAKE): as a drain ends with
+# its inbox empty, find the drain its worker runs next, and begin it. KEYS[k0] the next
+# drain's heartbeat, KEYS[k0+1] its taking list, then for each of the worker's queues in
+# the order it serves them five keys: its RQ list, its inbox's drain flag, takers, list and
+# "first" count; ``alive`` the heartbeat's lifetime (ms), ARGV[a0] the next drain's name,
+# ARGV[a0+1 ..] each queue's drain job id. When the first job waiting on those queues is a
+# queue's drain job, it is taken off the queue and that drain begins as INBOX_START begins
+# one (flag given up, heartbeat, takers, the first task taken), except that tasks due again
+# from its "later" set are left to the drain job queued for when they are due; should its
+# inbox be empty (another worker drained it meanwhile), the look goes on. Returns {the
+# queue's position (1 ..), its first task} when a drain began, {0} when no queue has a job,
+# {-1} when the first job waiting is another (RQ's loop runs it).
+_CHAIN = """
+local function chain(k0, alive, a0)
+  local n = (#KEYS - k0 - 1) / 5
+  local i = 1
+  while i <= n do
+    local k = k0 + 2 + (i - 1) * 5
+    local head = redis.call('LINDEX', KEYS[k], 0)
+    if not head then
+      i = i + 1
+    elseif head ~= ARGV[a0 + i] then
+      return {-1}
+    else
+      redis.call('LPOP', KEYS[k])
+      redis.call('DEL', KEYS[k + 1])
+      local task = take(k + 3, k0 + 1, k + 4)
+      if task then
+        redis.call('SET', KEYS[k0], '1', 'PX', alive)
+        redis.call('SADD', KEYS[k + 2], ARGV[a0])
+        return {i, task}
+      end
+    end
+  end
+  return {0}
+end
+"""
+
 # INBOX_START: a drain begins (Inbox.drain): give up the "drain queued" flag (from now on
 # a new task queues another drain), start the drain's heartbeat, add it to the inbox's
 # takers, move the tasks of the "later" set that have come due to the tail of the inbox (as
 # INBOX_DUE), and take the first task (as INBOX_NEXT). KEYS[1] the drain flag, KEYS[2] the
 # drain's heartbeat, KEYS[3] the inbox's takers, KEYS[4] the inbox's "later" set, KEYS[5]
-# the inbox list, KEYS[6] the drain's taking list, KEYS[7 ..] the RQ queues the worker
-# serves first; ARGV[1] the heartbeat's lifetime (ms), ARGV[2] the drain's name, ARGV[3]
-# now (ms since the epoch), ARGV[4] at most how many to move, ARGV[5] '1' to take the first
-# task. Returns {how many tasks were moved, the first task (moved to the taking list), or 0
-# when the inbox is empty (the drain has ended: heartbeat deleted, out of the takers), -1
-# when a queue in KEYS[7 ..] has jobs waiting, -2 when not asked to take one}.
-INBOX_START = """
+# the inbox list, KEYS[6] the drain's taking list, KEYS[7] the inbox's "first" count,
+# KEYS[8 .. 7+Y] the RQ queues the worker serves first, KEYS[8+Y ..] the chain's keys (see
+# _CHAIN; none: no chain); ARGV[1] the heartbeat's lifetime (ms), ARGV[2] the drain's name,
+# ARGV[3] now (ms since the epoch), ARGV[4] at most how many to move, ARGV[5] '1' to take
+# the first task, ARGV[6] Y, ARGV[7 ..] the chain's arguments from the next drain's name on.
+# Returns {how many tasks were moved, the first task (moved to the taking list), or 0 when
+# the inbox is empty (the drain has ended: heartbeat deleted, out of the takers), -1 when a
+# queue in KEYS[8 .. 7+Y] has jobs waiting, -2 when not asked to take one}, and with a
+# chain, when the inbox was empty, what _CHAIN returned, item by item.
+INBOX_START = _PUT_TAKE + _CHAIN + """
+local y = tonumber(ARGV[6])
 redis.call('DEL', KEYS[1])
 redis.call('SET', KEYS[2], '1', 'PX', ARGV[1])
 redis.call('SADD', KEYS[3], ARGV[2])
@@ -288,13 +380,17 @@ for _, member in ipairs(due) do
   redis.call('ZREM', KEYS[4], member)
 end
 if ARGV[5] ~= '1' then return {#due, -2} end
-for i = 7, #KEYS do
+for i = 8, 7 + y do
   if redis.call('LLEN', KEYS[i]) > 0 then return {#due, -1} end
 end
-local task = redis.call('LMOVE', KEYS[5], KEYS[6], 'LEFT', 'RIGHT')
+local task = take(5, 6, 7)
 if not task then
   redis.call('DEL', KEYS[2])
   redis.call('SREM', KEYS[3], ARGV[2])
+  if #KEYS > 7 + y then
+    local found = chain(8 + y, ARGV[1], 7)
+    return {#due, 0, found[1], found[2]}
+  end
   return {#due, 0}
 end
 return {#due, task}
@@ -303,36 +399,46 @@ return {#due, task}
 # INBOX_NEXT: acknowledge the previous task (if any), keep the heartbeat and the drain's
 # place among the takers (a sweep drops a drain whose heartbeat lapsed during one long
 # task), take the next task (Inbox.drain). KEYS[1] the inbox list, KEYS[2] the drain's
-# taking list, KEYS[3] its heartbeat, KEYS[4] the inbox's takers, KEYS[5 ..] the RQ queues
-# the worker serves first; ARGV[1] the task just finished ('' for none), ARGV[2] the
-# heartbeat's lifetime (ms), ARGV[3] the drain's name, ARGV[4] '1' to end the drain when
-# the inbox is empty (its heartbeat deleted, out of the takers: nothing left behind).
-# Returns the next task (moved to the taking list), nil when the inbox is empty, or -1 when
-# a queue in KEYS[5 ..] has jobs waiting: the drain yields to them.
-INBOX_NEXT = """
+# taking list, KEYS[3] its heartbeat, KEYS[4] the inbox's takers, KEYS[5] the inbox's
+# "first" count, KEYS[6 .. 5+Y] the RQ queues the worker serves first, KEYS[6+Y ..] the
+# chain's keys (see _CHAIN; none: no chain); ARGV[1] the task just finished ('' for none),
+# ARGV[2] the heartbeat's lifetime (ms), ARGV[3] the drain's name, ARGV[4] '1' to end the
+# drain when the inbox is empty (its heartbeat deleted, out of the takers: nothing left
+# behind), ARGV[5] Y, ARGV[6 ..] the chain's arguments from the next drain's name on.
+# Returns the next task (moved to the taking list), nil when the inbox is empty (with a
+# chain, {0, then what _CHAIN returned, item by item}: the drain ended), or -1 when a queue
+# in KEYS[6 .. 5+Y] has jobs waiting: the drain yields to them.
+INBOX_NEXT = _PUT_TAKE + _CHAIN + """
+local y = tonumber(ARGV[5])
 if ARGV[1] ~= '' then redis.call('LREM', KEYS[2], 1, ARGV[1]) end
 redis.call('SET', KEYS[3], '1', 'PX', ARGV[2])
 redis.call('SADD', KEYS[4], ARGV[3])
-for i = 5, #KEYS do
+for i = 6, 5 + y do
   if redis.call('LLEN', KEYS[i]) > 0 then return -1 end
 end
-local task = redis.call('LMOVE', KEYS[1], KEYS[2], 'LEFT', 'RIGHT')
+local task = take(1, 2, 5)
 if not task and ARGV[4] == '1' then
   redis.call('DEL', KEYS[3])
   redis.call('SREM', KEYS[4], ARGV[3])
+  if #KEYS > 5 + y then
+    local found = chain(6 + y, ARGV[2], 6)
+    return {0, found[1], found[2]}
+  end
 end
 return task
 """
 
 # INBOX_RECOVER: put a dead drain's tasks back at the head of the inbox, oldest first, and
-# forget the drain (Inbox.recover). KEYS[1] the inbox list, KEYS[2] the drain's taking
-# list, KEYS[3] its heartbeat, KEYS[4] the inbox's takers; ARGV[1] the drain's name.
+# forget the drain (Inbox.recover); they count as put first. KEYS[1] the inbox list, KEYS[2]
+# the drain's taking list, KEYS[3] its heartbeat, KEYS[4] the inbox's takers, KEYS[5] the
+# inbox's "first" count; ARGV[1] the drain's name.
 # Returns how many tasks were put back, or -1 when the drain's heartbeat is alive
 # (nothing touched).
 INBOX_RECOVER = """
 if redis.call('EXISTS', KEYS[3]) == 1 then return -1 end
 local n = 0
 while redis.call('LMOVE', KEYS[2], KEYS[1], 'RIGHT', 'LEFT') do n = n + 1 end
+if n > 0 then redis.call('INCRBY', KEYS[5], n) end
 redis.call('SREM', KEYS[4], ARGV[1])
 return n
 """

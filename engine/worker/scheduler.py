@@ -85,8 +85,9 @@ class RQScheduler:
         return queue
 
     def async_inbox(self, connection: redis.asyncio.Redis) -> AsyncInbox:
-        """The inbox for a web process's event loop (``connection``: its async client)."""
-        return AsyncInbox(connection, self.queue.name, self.inbox.enqueue_drain)
+        """The inbox for a web process's event loop (``connection``: its async client), for
+        reviewers' clicks: they go first, before the run segments waiting."""
+        return AsyncInbox(connection, self.queue.name, self.inbox.enqueue_drain, first=True)
 
     def schedule(self, timer: Timer) -> None:
         if timer.when - _now(timer.when) > TIMER_HORIZON:

@@ -19,6 +19,7 @@ from rq.timeouts import JobTimeoutException
 from rq.worker import WorkerStatus
 
 from engine.state import lua
+from engine.state.inbox import DRAIN_TASKS, NOT_CHAINED, Drained, Link
 from engine.worker.runtime import runtime
 from engine.worker.scheduler import DRAIN_JOB_PREFIX, JOB_TIMEOUT, RQScheduler, drain_job_id
 
@@ -31,6 +32,10 @@ CHAIN_SECONDS = 10.0  # drains run one after another before RQ's loop (heartbeat
 # worker still beats before each blocking dequeue (every worker_ttl - 15 s), so beats
 # stay well under a minute apart. Other jobs keep all of RQ's.
 HEARTBEAT_GAP = 10.0  # seconds
+# After a drain, RQ's check for `rq suspend` (a round trip at every turn of its loop) is made
+# at most this often: a suspended worker takes no new job a second later at most (an idle
+# one notices after its blocking dequeue, up to worker_ttl - 15 s, as RQ's does).
+SUSPENSION_GAP = 1.0  # seconds
 _working: dict[str, SimpleWorker] = {}  # the SignoffWorker running a job in this process
 
 
@@ -42,13 +47,18 @@ def current_worker() -> SimpleWorker | None:
 def drain(queue_name: str) -> int:
     """Run the tasks in ``queue_name``'s inbox until it is empty, or until a queue the
     current worker serves first has a job waiting; see engine.state.inbox."""
+    return _drain(queue_name, current_worker()).ran
+
+
+def _drain(queue_name: str, worker: SimpleWorker | None, chain: list[Link] | None = None,
+           begun: tuple[str, Any] | None = None, max_tasks: int = DRAIN_TASKS) -> Drained:
     ahead: list[str] = []
-    worker = current_worker()
     if worker is not None:
         names = [q.name for q in worker.queues]
         if queue_name in names:
             ahead = [q.key for q in worker.queues[:names.index(queue_name)]]
-    return rq_scheduler().inbox_of(queue_name).drain(yield_to=ahead)
+    return rq_scheduler().inbox_of(queue_name).drain_then(
+        yield_to=ahead, chain=chain or (), begun=begun, max_tasks=max_tasks)
 
 
 def rq_scheduler() -> RQScheduler:
@@ -62,8 +72,10 @@ def rq_scheduler() -> RQScheduler:
 class SignoffQueue(Queue):
     """RQ's Queue, except that a queue's drain job, once dequeued, is not read back from
     its hash (a round trip and the unpickling of a job the worker does not use: it runs
-    the drain by its id, see SignoffWorker._drain_now). Every other job is fetched as RQ
-    fetches it."""
+    the drain by its id, see SignoffWorker._drain_now), nor built again each time: the
+    worker keeps one per queue. Every other job is fetched as RQ fetches it."""
+
+    _drains: dict[tuple[int, str], tuple[Any, Job, Queue]] = {}  # (connection, job, queue)
 
     @classmethod
     def _fetch_dequeued_job(cls, connection: Any, queue_key: str, job_id: str,
@@ -72,15 +84,32 @@ class SignoffQueue(Queue):
         if (job_id.startswith(DRAIN_JOB_PREFIX)
                 and queue_key == cls.redis_queue_namespace_prefix
                 + job_id[len(DRAIN_JOB_PREFIX):]):
+            kept = cls._drains.get((id(connection), queue_key))
+            if kept is not None and kept[0] is connection:
+                return kept[1], kept[2]
             queue = cls.from_queue_key(queue_key, connection=connection, job_class=job_class,
                                        serializer=serializer,
                                        death_penalty_class=death_penalty_class)
             job = (job_class or Job)(job_id, connection=connection, serializer=serializer)
             job.description = f"drain of inbox {queue.name}"
+            cls._drains[(id(connection), queue_key)] = (connection, job, queue)
             return job, queue
         return super()._fetch_dequeued_job(connection, queue_key, job_id, job_class=job_class,
                                            serializer=serializer,
                                            death_penalty_class=death_penalty_class)
+
+
+class _QuietDrains(logging.Filter):
+    """Drops RQ's INFO line for each dequeued drain job (a drain may run for every click:
+    the line cost more than the rest of RQ's loop). Other jobs are logged as RQ logs them."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        args = record.args
+        return not (record.levelno == logging.INFO and isinstance(args, tuple) and args
+                    and isinstance(args[-1], str) and args[-1].startswith(DRAIN_JOB_PREFIX))
+
+
+_quiet_drains = _QuietDrains()
 
 
 class SignoffWorker(SimpleWorker):
@@ -98,9 +127,13 @@ class SignoffWorker(SimpleWorker):
         kwargs.setdefault("worker_ttl", int(kwargs["maintenance_interval"]) + 15)
         kwargs.setdefault("queue_class", SignoffQueue)  # drain jobs dequeued without a read
         super().__init__(*args, **kwargs)
+        if _quiet_drains not in self.log.filters:
+            self.log.addFilter(_quiet_drains)
         self._next_drain_script: Any = None
         self._after_drain = False  # the last job was a drain: close heartbeats are skipped
         self._beat_at = 0.0  # time.monotonic() of the last heartbeat
+        self._suspension_checked = 0.0  # time.monotonic() of the last look for `rq suspend`
+        self._state_written: str | None = None  # the state last written to the worker's hash
 
     def work(self, burst: bool = False, *args: Any, **kwargs: Any) -> bool:
         self._burst = burst
@@ -137,6 +170,23 @@ class SignoffWorker(SimpleWorker):
         super().heartbeat(timeout, pipeline)
         self._beat_at = time.monotonic()
 
+    def check_for_suspension(self, burst: bool) -> None:
+        """RQ's, at most every SUSPENSION_GAP after a drain (each turn of RQ's loop otherwise)."""
+        if (not burst and self._after_drain
+                and time.monotonic() - self._suspension_checked < SUSPENSION_GAP):
+            return
+        super().check_for_suspension(burst)
+        self._suspension_checked = time.monotonic()
+
+    def set_state(self, state: str, pipeline: Any = None) -> None:
+        """RQ's; after a drain, the state is not written again when the worker's hash has it
+        already (RQ's loop writes "idle" before each dequeue; a drain writes nothing)."""
+        if pipeline is None and self._after_drain and state == self._state_written:
+            self._state = state
+            return
+        super().set_state(state, pipeline)
+        self._state_written = state
+
     def execute_job(self, job: Any, queue: Queue) -> None:
         _working["worker"] = self  # for drain_inbox: which queues come first
         try:
@@ -154,38 +204,59 @@ class SignoffWorker(SimpleWorker):
         started, finished or failed registry, no result, no job status (~20 round trips).
         What it would guard is the inbox's own: each task waits in the drain's list, under
         its heartbeat, until it is acknowledged, and a failed task is tried again by the
-        inbox. The job's hash is kept, for the next time a drain is queued."""
-        pipe = self.connection.pipeline()
+        inbox. The job's hash is kept, for the next time a drain is queued.
+
+        The worker is busy for a stop signal (it waits for the drain), but its hash keeps
+        the state RQ's loop wrote before the dequeue (a round trip each way saved).
+        When the drain ends with the inbox empty, the script that ends it also looks at the
+        worker's queues: when the first job waiting is a drain too (a click's drain queued
+        the rewrite of its Slack message), it takes it off its queue and begins that drain,
+        its first task taken (Inbox.drain_then), which runs now: RQ's loop would cost it ~8
+        round trips more, and a script of its own two. Back to RQ's loop for any other job,
+        when no queue has one (RQ's loop waits for the next), and after a while. Told to
+        stop, the worker runs the first task of a drain begun for it and hands on the rest."""
         if len(self.queues) == 1:
             # RQ moved the id to its intermediate list (BLMOVE with one queue); RQ takes
             # it off as the job starts, and so do we.
-            pipe.lrem(queue.intermediate_queue_key, 1, job.id)
-        self.set_state(WorkerStatus.BUSY, pipeline=pipe)  # a stop signal now waits for it
-        try:
-            pipe.execute()
-        except redis.RedisError:  # the drain tries Redis again, and has its own recovery
-            log.exception("could not mark worker %s busy", self.name)
-        # When the first job waiting on this worker's queues is a drain too (a click's
-        # drain queued the rewrite of its Slack message), run it now: RQ's loop would cost
-        # it ~8 round trips more. Back to RQ's loop for any other job, and after a while.
+            try:
+                self.connection.lrem(queue.intermediate_queue_key, 1, job.id)
+            except redis.RedisError:  # the maintenance of RQ's intermediate list does
+                log.exception("could not take drain job %s off RQ's intermediate list", job.id)
+        self._state = WorkerStatus.BUSY  # a stop signal now waits for the drain
+        scheduler = rq_scheduler()
+        chain = [Link(q.key, drain_job_id(q.name), scheduler.inbox_of(q.name))
+                 for q in self.queues]
         until = time.monotonic() + CHAIN_SECONDS
+        begun: tuple[str, Any] | None = None  # the drain's name and first task, when begun
         while True:
+            chaining = not self._stop_requested and time.monotonic() <= until
+            drained = None
             try:
                 with self.death_penalty_class(JOB_TIMEOUT, JobTimeoutException, job_id=job.id):
-                    drain(queue.name)
+                    # Stopping, a drain begun for us runs its first task only: the rest
+                    # goes to another drain (queued as this one ends).
+                    drained = _drain(queue.name, self, chain if chaining else None, begun,
+                                     1 if begun and self._stop_requested else DRAIN_TASKS)
             except Exception:
                 log.exception("the drain of inbox %s failed; its task waits for the sweep",
                               queue.name)
+            following = drained.following if drained is not None else NOT_CHAINED
+            if following > 0 and drained is not None:  # the next drain began: ours to run
+                queue, begun = self.queues[following - 1], drained.begun
+                continue
+            begun = None
+            if following != NOT_CHAINED:  # nothing waiting, or an ordinary job first
+                return
             if self._stop_requested or time.monotonic() > until:
                 return
             try:
-                following = self._next_drain()
+                found = self._next_drain()
             except redis.RedisError:  # RQ's loop dequeues it, or the sweep queues another
                 log.exception("could not look for the next drain job")
                 return
-            if following is None:
+            if found is None:
                 return
-            queue = following
+            queue = found
 
     def _next_drain(self) -> Queue | None:
         """The queue whose drain job is the first job waiting on this worker's queues
