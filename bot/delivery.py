@@ -518,7 +518,7 @@ class Deliverer:
             # What was posted still waits: this closure was of an earlier instance of the
             # step (foreach), whose record a later post replaced.
             return 0
-        self.visibility.forget(execution_id, delivery.since)  # out of /approvals all
+        self.visibility.forget(execution_id, delivery.since, read.notes)  # /approvals all
         digests = self.leave_digests(delivery, state.workflow)
         return self.mark_closed(delivery, closed or found, state.status, digests=digests,
                                 trail=read.trail, event=state.event)

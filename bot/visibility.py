@@ -66,7 +66,7 @@ job waits. ``/approvals ID`` still checks the one review as it stands
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Protocol
 
 from bot import keys
@@ -175,14 +175,23 @@ class Visibility:
         return sorted({*self.store.words(execution_id, noted_key(since_ms)),
                        *self.store.set_members(keys.seen_by(execution_id, since_ms))})
 
-    def forget(self, execution_id: str, since: str) -> int:
+    def forget(self, execution_id: str, since: str,
+               notes: Mapping[str, bytes] | None = None) -> int:
         """Take the review of ``execution_id`` that started waiting at ``since`` out of every
-        index it was put in; returns how many entries went. Two round trips: its note read
-        and deleted, then its entries removed."""
+        index it was put in; returns how many entries went. ``notes``: the execution's
+        annotations as just read (:attr:`engine.state.store.Annotated.notes`): with its
+        note among them, one round trip; else two (its note read and deleted, then its
+        entries removed)."""
         moment = parse_iso(since)
         if moment is None:
             return 0
         score = epoch_ms(moment)
+        read = (notes or {}).get(noted_key(score))
+        if read is not None:
+            index_keys = [keys.posted_in(m[1:]) if m.startswith("#") else keys.viewer(m)
+                          for m in read.decode().split()]
+            return self.store.drop_words(execution_id, noted_key(score), index_keys,
+                                         execution_id, score)
         # Reviews indexed before the note moved onto the execution kept it in a set.
         noted = self.store.take_words(execution_id, noted_key(score),
                                       legacy_set=keys.seen_by(execution_id, score))

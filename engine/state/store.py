@@ -209,8 +209,10 @@ class Store(Indexes):
         state = _state_from_hash(execution_id, raw)
         _complete(state, trail)
         note = raw.get(keys.annotation_field(key).encode())
+        notes = {name.decode()[2:]: value for name, value in raw.items()
+                 if name.startswith(b"n:")}
         return Annotated(state, json.loads(compact.unpack(note)) if note is not None else None,
-                         found, trail)
+                         found, trail, notes)
 
     def review_message(self, execution_id: str, sha256: str) -> str | None:
         """The message a review of the execution showed its reviewers, known by its SHA-256,
@@ -281,7 +283,10 @@ class Store(Indexes):
                                    _event_text(state, change.events))
         spec: dict[str, Any] = {}
         values: list[bytes] = []  # ARGV after the status names: values as stored, any bytes
-        first = len(_STATUS_NAMES) + 4  # Lua counts ARGV from 1
+        # The status indexes and names go to COMMIT only when the status changes: most
+        # commits (a step's result) leave it, and each argument costs the client.
+        statuses = _STATUS_NAMES if change.status is not None else []
+        first = len(statuses) + 4  # Lua counts ARGV from 1
         if change.set:
             spec["set"], packed = _stored_fields(change.set)
             if packed:
@@ -323,7 +328,7 @@ class Store(Indexes):
         named: dict[str, int] = {}
 
         def position(key: str) -> int:
-            return named.setdefault(key, _FIRST_NAMED_KEY + len(named))
+            return named.setdefault(key, 6 + len(statuses) + len(named))
 
         if change.zadd:
             spec["zadd"] = [[position(key), score, member] for key, score, member in change.zadd]
@@ -336,8 +341,9 @@ class Store(Indexes):
         raw = self._call(
             self._commit,
             keys=[keys.execution(state.id), keys.audit(state.id), keys.lease(state.id),
-                  keys.INDEX_WAITING, keys.INDEX_RUNNING, *_STATUS_INDEXES, *named],
-            args=[json.dumps(spec), state.id, keys.status_channel(state.id), *_STATUS_NAMES,
+                  keys.INDEX_WAITING, keys.INDEX_RUNNING,
+                  *(_STATUS_INDEXES if statuses else ()), *named],
+            args=[json.dumps(spec), state.id, keys.status_channel(state.id), *statuses,
                   *values],
         )
         result = CommitResult(ok=bool(raw[0]), status=reply_text(raw[1]),
@@ -452,6 +458,18 @@ class Store(Indexes):
                 pipe.hexists(keys.execution(execution_id), keys.annotation_field(key))
             found += [bool(n) for n in self._call(pipe.execute)]
         return found
+
+    def drop_words(self, execution_id: str, key: str, index_keys: Sequence[str],
+                   member: str, score: float) -> int:
+        """Remove ``member`` from ``index_keys`` where it still has ``score`` (as
+        :meth:`index_remove_instance`) and delete annotation ``n:{key}``, in one round trip
+        (a MULTI); returns how many entries went."""
+        pipe = self.redis.pipeline(transaction=True)
+        if index_keys:
+            self._remove_instance(keys=list(index_keys), args=[member, score], client=pipe)
+        pipe.hdel(keys.execution(execution_id), keys.annotation_field(key))
+        replies = self._call(pipe.execute)
+        return int(replies[0]) if index_keys else 0
 
     def words(self, execution_id: str, key: str) -> list[str]:
         """Annotation ``n:{key}`` as :meth:`add_words` wrote it."""
@@ -626,6 +644,7 @@ class Annotated:
     annotation: Any  # the plug-in note asked for (None when unset)
     values: list[bytes | None]  # the small values asked for, in order (None where unset)
     trail: list[bytes]  # the audit trail's entries as stored, oldest first
+    notes: Mapping[str, bytes] = field(default_factory=dict)  # every annotation, as stored
 
 
 def _state_from_hash(execution_id: str, raw: Mapping[bytes, bytes]) -> ExecutionState:
@@ -657,7 +676,6 @@ def _state_from_hash(execution_id: str, raw: Mapping[bytes, bytes]) -> Execution
 
 _STATUS_NAMES = [status.value for status in ExecutionStatus]  # COMMIT's ARGV[4 ..]
 _STATUS_INDEXES = [keys.index_status(name) for name in _STATUS_NAMES]  # its KEYS[6 ..]
-_FIRST_NAMED_KEY = 6 + len(_STATUS_INDEXES)  # Lua counts KEYS from 1
 _REVIEW_FIELDS = ("wf", "d", "st", "t0", "t0ms", "rb", "w")  # wf first: None means gone
 # Fields scripts and listings read as they are (COMMIT, summaries): never compressed.
 # Text that is not JSON (an error, a name) may start with "x" like zlib's stream: also
