@@ -524,7 +524,7 @@ def hand_to_worker(engine: Engine, body: Mapping[str, Any], ref: ReviewRef, *,
                    approved: bool) -> None:
     """Hand a one-click decision to a worker (``bot.jobs.decide_click``, by the inbox)."""
     engine.scheduler.hand_in(DECIDE_CLICK, Reviewer.from_body(body).to_json(), ref.encode(),
-                             approved, on_failure=CLICK_LOST)
+                             approved, on_failure=CLICK_LOST, first=True)
 
 
 def one_click_decision(body: Mapping[str, Any]) -> tuple[ReviewRef, bool] | None:

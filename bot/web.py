@@ -118,7 +118,7 @@ class OneClickPath:
         args = self.recognise(body, timestamp, signature)
         if args is None:
             return False
-        self.engine.scheduler.hand_in(self.FUNCTION, *args, on_failure=CLICK_LOST)
+        self.engine.scheduler.hand_in(self.FUNCTION, *args, on_failure=CLICK_LOST, first=True)
         return True
 
     async def handle_async(self, body: bytes, timestamp: str, signature: str) -> bool:

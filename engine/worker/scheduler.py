@@ -54,8 +54,9 @@ class RQScheduler:
                                 failure_ttl=FAILURE_TTL, pipeline=pipe)
         pipe.execute()
 
-    def hand_in(self, function: str, *args: Any, on_failure: str = "") -> None:
-        self.inbox.put(function, *args, on_failure=on_failure)
+    def hand_in(self, function: str, *args: Any, on_failure: str = "",
+                first: bool = False) -> None:
+        self.inbox.put(function, *args, on_failure=on_failure, first=first)
 
     def enqueue_to(self, queue: str, function: str, *args: Any, retry: Sequence[int] = (),
                    timeout: int | None = None, description: str | None = None) -> None:

@@ -115,3 +115,16 @@ def test_a_dead_drains_task_put_back_stays_ahead_of_a_click_put_after_it(
     assert inbox.drain() == 5
     assert ran(redis_client) == ["c1 after 0 runs", "c2 after 0 runs", "r1", "r2", "r3"]
     assert not redis_client.exists(keys.inbox_first(queue))
+
+
+def test_a_click_handed_in_by_a_listener_goes_first_too(runtime, redis_client, work):
+    """One-click decisions that come through Bolt's listeners (over Socket Mode) are
+    handed in with ``first``, as the events endpoint's are put."""
+    ids = [runtime.engine.run(FIVE, {"n": n}) for n in range(20)]
+    runtime.engine.scheduler.hand_in(CLICK, "erin", first=True)
+    runtime.engine.scheduler.hand_in(CLICK, "frank")  # not first: behind the runs
+
+    work()
+
+    assert ran(redis_client) == ["erin after 0 runs", "frank after 20 runs"]
+    assert {runtime.engine.get(i).status for i in ids} == {ExecutionStatus.COMPLETED}
