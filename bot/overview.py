@@ -58,6 +58,7 @@ from bot.mrkdwn import (
     is_user_id,
     slack_date,
 )
+from bot.plain_line import plain_line
 from bot.visibility import Visibility
 from engine.notify import ReviewRequest
 from engine.run import escalation
@@ -75,6 +76,8 @@ PERMALINK_BUDGET = 1.0  # seconds a listing waits for chat.getPermalink answers,
 PERMALINK_TIMEOUT = 2
 PERMALINK_THREADS = 16
 TITLES_KEPT = 10_000  # decision lines kept parsed, by message digest
+PAGES_KEPT = 10_000  # viewers' last pages remembered, to read the next with its page
+STEPS_READ = 8  # step names whose delivery records are read with each page
 MAX_STATS_SHOWN = 20
 # Reviews the visibility index does not hold yet (bot.visibility). Those already posted
 # (before the index existed) are indexed by the listing that finds them, for this long at
@@ -139,6 +142,10 @@ class Overview:
         self.directory = directory  # who may decide a review not posted yet
         self.admins = admins  # user and user-group ids who see every review
         self.visibility = Visibility(engine.store, directory)
+        # What makes a listing one round trip: the steps whose delivery records are read
+        # with each page, and each viewer's last page (its executions, read with the page).
+        self._steps: tuple[str, ...] = ()
+        self._pages: dict[tuple[str, int, int], tuple[str, ...]] = {}
 
     def is_admin(self, user_id: str) -> bool:
         return bool(user_id) and self.directory.is_among(user_id, self.admins)
@@ -176,8 +183,8 @@ class Overview:
              limit: int = PAGE_SIZE) -> PendingPage:
         offset = max(0, offset)
         if scope is Scope.MINE:  # only the viewer's own: nothing to filter
-            reviews, total = self.engine.pending_for(user_id, offset=offset, limit=limit)
-        elif self.is_admin(user_id):
+            return self._mine(user_id, offset, limit)
+        if self.is_admin(user_id):
             reviews, total = self.engine.pending(offset=offset, limit=limit)
         else:
             # Only what the viewer may see, paged in Redis (bot.visibility): offsets and
@@ -186,6 +193,21 @@ class Overview:
             reviews, total = self.visibility.page(user_id, offset, limit,
                                                   also=self._unindexed(user_id))
         return PendingPage(scope, tuple(self.items(user_id, reviews)), offset, total)
+
+    def _mine(self, user_id: str, offset: int, limit: int) -> PendingPage:
+        """The reviews ``user_id`` may decide, with their delivery records: read with the
+        page in one round trip when the page holds what it held at this viewer's last
+        listing (two otherwise), for the steps whose records this process has read."""
+        where = (user_id, offset, limit)
+        noted, total = self.engine.pending_noted(
+            user_id, [annotation_key(step) for step in self._steps], offset=offset,
+            limit=limit, expect=self._pages.get(where, ()))
+        if len(self._pages) >= PAGES_KEPT:
+            self._pages.clear()
+        self._pages[where] = tuple(review.execution_id for review, _ in noted)
+        reviews = [review for review, _ in noted]
+        return PendingPage(Scope.MINE, tuple(self.items(
+            user_id, reviews, notes=[notes for _, notes in noted])), offset, total)
 
     def _unindexed(self, user_id: str) -> list[ReviewRequest]:
         """The waiting reviews the visibility index does not hold that ``user_id`` may see.
@@ -209,10 +231,12 @@ class Overview:
         return [review for review, stored in checked[:MAX_CHECKED]
                 if self.may_see(user_id, review, stored, memo)]
 
-    def items(self, user_id: str, reviews: Sequence[ReviewRequest], *,
-              links: bool = True) -> list[PendingItem]:
-        """``reviews`` as ``user_id`` sees them; ``links=False`` skips the permalinks."""
-        deliveries = self._deliveries(reviews)
+    def items(self, user_id: str, reviews: Sequence[ReviewRequest], *, links: bool = True,
+              notes: Sequence[Mapping[str, Any]] | None = None) -> list[PendingItem]:
+        """``reviews`` as ``user_id`` sees them; ``links=False`` skips the permalinks;
+        ``notes``: each review's plug-in notes, already read (its delivery record among
+        them, else it is read here)."""
+        deliveries = self._deliveries(reviews, notes)
         posts = [_post_for(user_id, d) if d is not None and links else None
                  for d in deliveries]
         found = self.permalinks([p for p in posts if p is not None])
@@ -228,19 +252,33 @@ class Overview:
         key = (review.message_sha256, review.workflow, review.step)
         title = self._titles.get(key)
         if title is None:
-            title = decision_line(review)
+            title = quick_decision_line(review) or decision_line(review)
             if len(self._titles) >= TITLES_KEPT:
                 self._titles.clear()
             self._titles[key] = title
         return title
 
-    def _deliveries(self, reviews: Sequence[ReviewRequest]) -> list[Delivery | None]:
+    def _deliveries(self, reviews: Sequence[ReviewRequest],
+                    read: Sequence[Mapping[str, Any]] | None = None) -> list[Delivery | None]:
+        """Each review's delivery record; ``read``: notes already read for each review
+        (those without their step's record are read here, one round trip per step)."""
         found: list[Delivery | None] = []
         notes: dict[str, Any] = {}
-        for step in {r.step for r in reviews}:
-            ids = [r.execution_id for r in reviews if r.step == step]
+        unread = list(reviews)
+        if read is not None:
+            unread = []
+            for review, known in zip(reviews, read, strict=True):
+                key = annotation_key(review.step)
+                if key in known:
+                    notes[review.execution_id] = known[key]
+                else:
+                    unread.append(review)
+        for step in {r.step for r in unread}:
+            ids = [r.execution_id for r in unread if r.step == step]
             notes.update(zip(ids, self.engine.annotations(ids, annotation_key(step)),
                              strict=True))
+            # Read with the pages from now on; a new tuple, for threads reading the last.
+            self._steps = (*(s for s in self._steps if s != step), step)[-STEPS_READ:]
         for review in reviews:
             data = notes.get(review.execution_id)
             delivery = Delivery.from_json(data) if isinstance(data, Mapping) else None
@@ -307,6 +345,15 @@ class Overview:
         recent = {key: self.engine.reviews.recent_outcomes(*key, RECENT_OUTCOMES)
                   for key in records}
         return review_stats(records, recent)
+
+
+def quick_decision_line(review: ReviewRequest) -> str | None:
+    """:func:`bot.forms.decision_line` read without the Markdown parser when its line is
+    simple (:mod:`bot.plain_line`); None when it is not, or when it is empty."""
+    for line in review.message.splitlines():
+        if line.strip():
+            return plain_line(line) or None
+    return None
 
 
 def _post_for(user_id: str, delivery: Delivery) -> Post | None:

@@ -44,7 +44,7 @@ from engine.run.concurrency import (
 from engine.run.identity import NamedPeople, People
 from engine.run.reviews import ResumeResult, Reviews
 from engine.run.timers import Scheduler
-from engine.state import audit
+from engine.state import audit, keys
 from engine.state.execution import (
     LEASE_MS,
     ExecutionState,
@@ -264,6 +264,18 @@ class Engine:
         """Reviews ``user_id`` may decide, oldest first, from the per-approver index."""
         ids, total = self.reviews.pending_for(user_id, offset=offset, limit=limit)
         return self._reviews_of(ids), total
+
+    def pending_noted(self, user_id: str, notes: Sequence[str], *, offset: int = 0,
+                      limit: int = 50, expect: Sequence[str] = ()
+                      ) -> tuple[list[tuple[ReviewRequest, dict[str, Any]]], int]:
+        """:meth:`pending_for`, each review with the plug-in notes ``notes`` (None where
+        unset), in one round trip when ``expect`` names the page's executions
+        (:meth:`engine.state.store.Store.review_page`)."""
+        rows, total = self.store.review_page(keys.index_approver(user_id), offset, limit,
+                                             notes, expect=expect)
+        return [(review_request(state, state.waiting), found) for state, found in rows
+                if state.waiting is not None
+                and state.status is ExecutionStatus.WAITING_FOR_INPUT], total
 
     def record_refusal(self, execution_id: str, actor: Actor, reason: str) -> bool:
         """Audit a decision attempt that was refused (not an approver, self-approval), once a

@@ -129,6 +129,7 @@ class Store(Indexes):
         self._add_token = client.register_script(lua.ADD_TOKEN)
         self._revoke_token = client.register_script(lua.REVOKE_TOKEN)
         self._load_with_message = client.register_script(messages.LOAD_WITH_MESSAGE)
+        self._review_page = client.register_script(lua.REVIEW_PAGE)
 
     # -- definitions -------------------------------------------------------------------------
 
@@ -252,6 +253,41 @@ class Store(Indexes):
             pipe.hget(keys.execution(execution_id), keys.annotation_field(key))
         return [json.loads(compact.unpack(raw)) if raw is not None else None
                 for raw in self._call(pipe.execute)]
+
+    def review_page(self, index: str, offset: int, limit: int, notes: Sequence[str], *,
+                    expect: Sequence[str] = ()
+                    ) -> tuple[list[tuple[ExecutionState, dict[str, Any]]], int]:
+        """A page of the sorted-set ``index`` (lowest score first) and its size, each
+        execution on it loaded as :meth:`load_reviews` loads it (those gone left out) with
+        its plug-in notes ``notes`` (:meth:`annotations`; None where unset). ``expect``:
+        the ids the caller expects on the page (the page it read last time), read with the
+        page in one command (:data:`engine.state.lua.REVIEW_PAGE`); a second reads those
+        that were not expected."""
+        fields = [*_REVIEW_FIELDS, *(keys.annotation_field(key) for key in notes)]
+        raw_ids, total, *rows = self._call(
+            self._review_page, keys=[index, *(keys.execution(i) for i in expect)],
+            args=[offset, offset + limit - 1, *fields])
+        ids = [reply_text(i) for i in raw_ids]
+        found = dict(zip(expect, rows, strict=True))
+        missing = [i for i in ids if i not in found]
+        if missing:  # the same script, for an empty range of the index
+            _, _, *rows = self._call(
+                self._review_page, keys=[index, *(keys.execution(i) for i in missing)],
+                args=[1, 0, *fields])
+            found.update(zip(missing, rows, strict=True))
+        page = []
+        size = len(_REVIEW_FIELDS)
+        for execution_id in ids:
+            row = found[execution_id]
+            if row[0] is None:
+                continue
+            state = _state_from_hash(execution_id, {
+                name.encode(): value
+                for name, value in zip(_REVIEW_FIELDS, row[:size], strict=True)
+                if value is not None})
+            page.append((state, {key: json.loads(compact.unpack(raw)) if raw is not None
+                                 else None for key, raw in zip(notes, row[size:], strict=True)}))
+        return page, int(total)
 
     def exists(self, execution_id: str) -> bool:
         return bool(self._call(self.redis.exists, keys.execution(execution_id)))
