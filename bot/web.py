@@ -30,6 +30,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 from urllib.parse import parse_qsl, unquote_plus
 
+import orjson
 from slack_bolt import App
 from slack_bolt.adapter.starlette.handler import to_bolt_request, to_starlette_response
 from slack_sdk.signature import SignatureVerifier
@@ -165,7 +166,7 @@ class CommandPath:
         except Exception:
             log.exception("/approvals failed")
             return Response(status_code=500)
-        return Response(json.dumps(body), media_type="application/json;charset=utf-8")
+        return Response(encode_json(body), media_type="application/json;charset=utf-8")
 
     async def handle_async(self, body: bytes, timestamp: str,
                            signature: str) -> Response | None:
@@ -179,6 +180,15 @@ class CommandPath:
 
     async def close(self) -> None:
         self._threads.shutdown(wait=False)
+
+
+def encode_json(body: Any) -> bytes:
+    """``body`` as JSON: orjson (a third of json's time for a page of reviews), or json
+    for what orjson refuses (a lone surrogate in a text, which json escapes)."""
+    try:
+        return orjson.dumps(body)
+    except TypeError:  # orjson.JSONEncodeError is a TypeError
+        return json.dumps(body).encode()
 
 
 def form_value(encoded: bytes) -> str:
