@@ -28,10 +28,11 @@ from __future__ import annotations
 
 import json
 import logging
+import threading
 import time
 from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor, wait
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from functools import cached_property
@@ -62,8 +63,9 @@ from bot.plain_line import plain_line
 from bot.visibility import Visibility
 from engine.notify import ReviewRequest
 from engine.run import escalation
-from engine.run.engine import Engine
+from engine.run.engine import Engine, pending_review
 from engine.run.stats import GRADUATION_WINDOW, RECENT_OUTCOMES, StepStats, review_stats
+from engine.state.store import ReviewRow
 
 log = logging.getLogger(__name__)
 
@@ -77,7 +79,9 @@ PERMALINK_TIMEOUT = 2
 PERMALINK_THREADS = 16
 TITLES_KEPT = 10_000  # decision lines kept parsed, by message digest
 PAGES_KEPT = 10_000  # viewers' last pages remembered, to read the next with its page
+ROWS_KEPT = 20_000  # stored rows whose review, record, title and blocks are kept
 STEPS_READ = 8  # step names whose delivery records are read with each page
+VARIANTS_KEPT = 8  # blocks kept per stored row (link, refusal, SLA passed, position)
 MAX_STATS_SHOWN = 20
 # Reviews the visibility index does not hold yet (bot.visibility). Those already posted
 # (before the index existed) are indexed by the listing that finds them, for this long at
@@ -101,6 +105,10 @@ class PendingItem:
     title: str  # the decision line, plain text
     permalink: str | None
     refusal: str | None  # why the viewer may not decide it; None when they may
+    # Blocks already built for this review as stored, by what else they show (the
+    # listing's memo, kept with the row it read: Overview._known); None: build each time.
+    rendered: dict[tuple[Any, ...], list[dict[str, Any]]] | None = field(
+        default=None, compare=False, repr=False)
 
     @cached_property
     def one_click(self) -> bool:
@@ -110,6 +118,16 @@ class PendingItem:
     def decidable(self) -> bool:
         """The viewer may decide it, and one click does."""
         return self.refusal is None and self.one_click
+
+
+@dataclass(frozen=True)
+class _Known:
+    """What a listing made of one stored row (:meth:`Overview._known`)."""
+
+    review: ReviewRequest
+    posts: tuple[Post, ...]  # its delivery record's (the rest of the record is not kept)
+    title: str
+    blocks: dict[tuple[Any, ...], list[dict[str, Any]]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -146,6 +164,8 @@ class Overview:
         # with each page, and each viewer's last page (its executions, read with the page).
         self._steps: tuple[str, ...] = ()
         self._pages: dict[tuple[str, int, int], tuple[str, ...]] = {}
+        self._rows: dict[ReviewRow, _Known] = {}  # oldest first
+        self._rows_lock = threading.Lock()
 
     def is_admin(self, user_id: str) -> bool:
         return bool(user_id) and self.directory.is_among(user_id, self.admins)
@@ -195,19 +215,50 @@ class Overview:
         return PendingPage(scope, tuple(self.items(user_id, reviews)), offset, total)
 
     def _mine(self, user_id: str, offset: int, limit: int) -> PendingPage:
-        """The reviews ``user_id`` may decide, with their delivery records: read with the
-        page in one round trip when the page holds what it held at this viewer's last
-        listing (two otherwise), for the steps whose records this process has read."""
+        """The reviews ``user_id`` may decide: the page and its executions read in one
+        round trip when it holds what it held at this viewer's last listing (two
+        otherwise), their delivery records with them (for the steps this process has
+        read records of). What each stored row shows is kept by the row's bytes
+        (:meth:`_known`); who may decide is asked each time."""
         where = (user_id, offset, limit)
-        noted, total = self.engine.pending_noted(
+        rows, total = self.engine.pending_rows(
             user_id, [annotation_key(step) for step in self._steps], offset=offset,
             limit=limit, expect=self._pages.get(where, ()))
         if len(self._pages) >= PAGES_KEPT:
             self._pages.clear()
-        self._pages[where] = tuple(review.execution_id for review, _ in noted)
-        reviews = [review for review, _ in noted]
-        return PendingPage(Scope.MINE, tuple(self.items(
-            user_id, reviews, notes=[notes for _, notes in noted])), offset, total)
+        self._pages[where] = tuple(row.execution_id for row in rows)
+        known = [k for k in map(self._known, rows) if k is not None]
+        posts = [_post_in(user_id, k.posts) for k in known]
+        found = self.permalinks([p for p in posts if p is not None])
+        return PendingPage(Scope.MINE, tuple(
+            PendingItem(k.review, k.title, found.get((p.channel, p.ts)) if p else None,
+                        refusal(self.engine, k.review, user_id), rendered=k.blocks)
+            for k, p in zip(known, posts, strict=True)), offset, total)
+
+    def _known(self, row: ReviewRow) -> _Known | None:
+        """What ``row`` shows: its review, delivery record and decision line, made once per
+        row as stored (a review that changes is another row: decided, escalated,
+        reassigned, voted on, posted again); None when it no longer waits."""
+        known = self._rows.get(row)
+        if known is not None:
+            return known
+        loaded = pending_review(row)
+        if loaded is None:
+            return None
+        review, notes = loaded
+        note = annotation_key(review.step)
+        if note not in notes:  # a step whose records this process has not read yet
+            [delivery] = self._deliveries([review])
+            return _Known(review, delivery.posts if delivery else (), self.title(review))
+        data = notes[note]
+        delivery = Delivery.from_json(data) if isinstance(data, Mapping) else None
+        known = _Known(review, delivery.posts if delivery is not None
+                       and delivery.same_review(review) else (), self.title(review))
+        with self._rows_lock:
+            while len(self._rows) >= ROWS_KEPT:
+                del self._rows[next(iter(self._rows))]  # the oldest kept
+            self._rows[row] = known
+        return known
 
     def _unindexed(self, user_id: str) -> list[ReviewRequest]:
         """The waiting reviews the visibility index does not hold that ``user_id`` may see.
@@ -231,12 +282,10 @@ class Overview:
         return [review for review, stored in checked[:MAX_CHECKED]
                 if self.may_see(user_id, review, stored, memo)]
 
-    def items(self, user_id: str, reviews: Sequence[ReviewRequest], *, links: bool = True,
-              notes: Sequence[Mapping[str, Any]] | None = None) -> list[PendingItem]:
-        """``reviews`` as ``user_id`` sees them; ``links=False`` skips the permalinks;
-        ``notes``: each review's plug-in notes, already read (its delivery record among
-        them, else it is read here)."""
-        deliveries = self._deliveries(reviews, notes)
+    def items(self, user_id: str, reviews: Sequence[ReviewRequest], *,
+              links: bool = True) -> list[PendingItem]:
+        """``reviews`` as ``user_id`` sees them; ``links=False`` skips the permalinks."""
+        deliveries = self._deliveries(reviews)
         posts = [_post_for(user_id, d) if d is not None and links else None
                  for d in deliveries]
         found = self.permalinks([p for p in posts if p is not None])
@@ -258,27 +307,17 @@ class Overview:
             self._titles[key] = title
         return title
 
-    def _deliveries(self, reviews: Sequence[ReviewRequest],
-                    read: Sequence[Mapping[str, Any]] | None = None) -> list[Delivery | None]:
-        """Each review's delivery record; ``read``: notes already read for each review
-        (those without their step's record are read here, one round trip per step)."""
+    def _deliveries(self, reviews: Sequence[ReviewRequest]) -> list[Delivery | None]:
+        """Each review's delivery record, one round trip per step; the steps' records are
+        read with the pages of :meth:`_mine` from then on."""
         found: list[Delivery | None] = []
         notes: dict[str, Any] = {}
-        unread = list(reviews)
-        if read is not None:
-            unread = []
-            for review, known in zip(reviews, read, strict=True):
-                key = annotation_key(review.step)
-                if key in known:
-                    notes[review.execution_id] = known[key]
-                else:
-                    unread.append(review)
-        for step in {r.step for r in unread}:
-            ids = [r.execution_id for r in unread if r.step == step]
+        for step in {r.step for r in reviews}:
+            ids = [r.execution_id for r in reviews if r.step == step]
             notes.update(zip(ids, self.engine.annotations(ids, annotation_key(step)),
                              strict=True))
-            # Read with the pages from now on; a new tuple, for threads reading the last.
-            self._steps = (*(s for s in self._steps if s != step), step)[-STEPS_READ:]
+            if step not in self._steps:  # a new tuple, for threads reading the last one
+                self._steps = (*self._steps, step)[-STEPS_READ:]
         for review in reviews:
             data = notes.get(review.execution_id)
             delivery = Delivery.from_json(data) if isinstance(data, Mapping) else None
@@ -358,8 +397,11 @@ def quick_decision_line(review: ReviewRequest) -> str | None:
 
 def _post_for(user_id: str, delivery: Delivery) -> Post | None:
     """The message to link to: the viewer's own DM if they got one, else the first post."""
-    return next((p for p in delivery.posts if p.to == user_id),
-                delivery.posts[0] if delivery.posts else None)
+    return _post_in(user_id, delivery.posts)
+
+
+def _post_in(user_id: str, posts: Sequence[Post]) -> Post | None:
+    return next((p for p in posts if p.to == user_id), posts[0] if posts else None)
 
 
 def archive_link(workspace: str, post: Post) -> str:
@@ -411,6 +453,22 @@ def pending_blocks(page: PendingPage, *, now: datetime, more_action: str = ACTIO
 def item_blocks(item: PendingItem, *, now: datetime,
                 block_id: str = "signoff.pending") -> list[dict[str, Any]]:
     """One waiting review: what to decide, where and since when, and its buttons."""
+    review = item.review
+    if item.rendered is None:
+        return _item_blocks(item, now=now, block_id=block_id)
+    passed = review.sla_due_at is not None and review.sla_due_at <= now
+    key = (item.permalink, item.refusal, item.title, passed, block_id)
+    blocks = item.rendered.get(key)
+    if blocks is None:
+        blocks = _item_blocks(item, now=now, block_id=block_id)
+        if len(item.rendered) >= VARIANTS_KEPT:
+            item.rendered.clear()
+        item.rendered[key] = blocks
+    return list(blocks)
+
+
+def _item_blocks(item: PendingItem, *, now: datetime,
+                 block_id: str) -> list[dict[str, Any]]:
     review = item.review
     title = escape_mrkdwn(item.title)
     headline = f"*<{item.permalink}|{title}>*" if item.permalink else f"*{title}*"
