@@ -20,12 +20,22 @@ the users behind the e-mails it names, resolved as its buttons resolve them, plu
 only what the viewer may see, from the indexes :mod:`bot.visibility` writes as reviews
 are posted; :meth:`Overview.may_see` checks one review as it stands (``/approvals ID``).
 
+``/approvals`` (your own reviews, and the Home tab's list) reads a page of the viewer's
+index and each review on it, with its delivery record, in one Redis command when the
+page holds what it held at the viewer's last listing (:meth:`Overview._mine`). What a
+listing makes of a stored review (the review, its posts, its decision line and the
+blocks built for it) is kept in the web process by the review's bytes as read, so a
+review that changed (decided, escalated, reassigned, voted on, posted again) is a new
+row and nothing kept can be stale; who may decide is asked at every listing, and each
+viewer gets the link to their own copy.
+
 The builders below are pure: a page in, Block Kit out, for the slash command's
 ephemeral answers and for the Home tab alike.
 """
 
 from __future__ import annotations
 
+import gc
 import json
 import logging
 import threading
@@ -81,6 +91,7 @@ TITLES_KEPT = 10_000  # decision lines kept parsed, by message digest
 PAGES_KEPT = 10_000  # viewers' last pages remembered, to read the next with its page
 ROWS_KEPT = 10_000  # stored rows whose review, posts, title and blocks are kept (~10 KB each)
 STEPS_READ = 8  # step names whose delivery records are read with each page
+FREEZE_EVERY = 1_000  # rows kept between two gc.freeze() (see Overview._known)
 VARIANTS_KEPT = 8  # blocks kept per stored row (link, refusal, SLA passed, position)
 MAX_STATS_SHOWN = 20
 # Reviews the visibility index does not hold yet (bot.visibility). Those already posted
@@ -166,6 +177,7 @@ class Overview:
         self._pages: dict[tuple[str, int, int], tuple[str, ...]] = {}
         self._rows: dict[ReviewRow, _Known] = {}  # oldest first
         self._rows_lock = threading.Lock()
+        self._unfrozen = 0  # rows kept since the collector was last told to skip them
 
     def is_admin(self, user_id: str) -> bool:
         return bool(user_id) and self.directory.is_among(user_id, self.admins)
@@ -258,6 +270,15 @@ class Overview:
             while len(self._rows) >= ROWS_KEPT:
                 del self._rows[next(iter(self._rows))]  # the oldest kept
             self._rows[row] = known
+            self._unfrozen += 1
+            if self._unfrozen >= FREEZE_EVERY:
+                # Kept rows hold no reference cycles: reference counting frees them when
+                # they go, so the collector need not walk them at each full pass (at
+                # 10,000 rows kept, a pass paused the process for tens of ms). Collect
+                # what came since the last time (a few ms), then freeze what is left.
+                self._unfrozen = 0
+                gc.collect()
+                gc.freeze()
         return known
 
     def _unindexed(self, user_id: str) -> list[ReviewRequest]:

@@ -11,6 +11,8 @@ link (their own DM).
 
 from __future__ import annotations
 
+import gc
+import weakref
 from collections.abc import Callable
 from dataclasses import replace
 from typing import Any
@@ -165,3 +167,21 @@ def test_a_review_of_a_step_not_seen_before_gets_its_link(signoff: Signoff,
     assert all("/archives/" in text for text in texts)  # each linked to its message
     assert "triage" in listing.overview._steps
     assert sections(listing("U0ALICE")) == texts  # read with the page from now on
+
+
+def test_kept_rows_are_freed_by_reference_counting_alone(signoff: Signoff, listing: Listing):
+    """The web process leaves kept rows out of the collector's passes (gc.freeze): that is
+    only sound if a row that goes is freed without the collector, i.e. holds no cycle."""
+    start(signoff, 3)
+    listing("U0ALICE")
+    listing("U0ALICE")
+    kept = list(listing.overview._rows.values())
+    assert len(kept) == 3
+    refs = [weakref.ref(k) for k in kept] + [weakref.ref(k.review) for k in kept]
+    del kept
+    gc.disable()
+    try:
+        listing.overview._rows.clear()
+        assert [r() for r in refs] == [None] * len(refs)
+    finally:
+        gc.enable()
