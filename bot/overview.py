@@ -20,18 +20,29 @@ the users behind the e-mails it names, resolved as its buttons resolve them, plu
 only what the viewer may see, from the indexes :mod:`bot.visibility` writes as reviews
 are posted; :meth:`Overview.may_see` checks one review as it stands (``/approvals ID``).
 
+``/approvals`` (your own reviews, and the Home tab's list) reads a page of the viewer's
+index and each review on it, with its delivery record, in one Redis command when the
+page holds what it held at the viewer's last listing (:meth:`Overview._mine`). What a
+listing makes of a stored review (the review, its posts, its decision line and the
+blocks built for it) is kept in the web process by the review's bytes as read, so a
+review that changed (decided, escalated, reassigned, voted on, posted again) is a new
+row and nothing kept can be stale; who may decide is asked at every listing, and each
+viewer gets the link to their own copy.
+
 The builders below are pure: a page in, Block Kit out, for the slash command's
 ephemeral answers and for the Home tab alike.
 """
 
 from __future__ import annotations
 
+import gc
 import json
 import logging
+import threading
 import time
 from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor, wait
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from functools import cached_property
@@ -58,11 +69,13 @@ from bot.mrkdwn import (
     is_user_id,
     slack_date,
 )
+from bot.plain_line import plain_line
 from bot.visibility import Visibility
 from engine.notify import ReviewRequest
 from engine.run import escalation
-from engine.run.engine import Engine
+from engine.run.engine import Engine, pending_review
 from engine.run.stats import GRADUATION_WINDOW, RECENT_OUTCOMES, StepStats, review_stats
+from engine.state.store import ReviewRow
 
 log = logging.getLogger(__name__)
 
@@ -75,6 +88,11 @@ PERMALINK_BUDGET = 1.0  # seconds a listing waits for chat.getPermalink answers,
 PERMALINK_TIMEOUT = 2
 PERMALINK_THREADS = 16
 TITLES_KEPT = 10_000  # decision lines kept parsed, by message digest
+PAGES_KEPT = 10_000  # viewers' last pages remembered, to read the next with its page
+ROWS_KEPT = 10_000  # stored rows whose review, posts, title and blocks are kept (~10 KB each)
+STEPS_READ = 8  # step names whose delivery records are read with each page
+FREEZE_EVERY = 1_000  # rows kept between two gc.freeze() (see Overview._known)
+VARIANTS_KEPT = 8  # blocks kept per stored row (link, refusal, SLA passed, position)
 MAX_STATS_SHOWN = 20
 # Reviews the visibility index does not hold yet (bot.visibility). Those already posted
 # (before the index existed) are indexed by the listing that finds them, for this long at
@@ -98,6 +116,10 @@ class PendingItem:
     title: str  # the decision line, plain text
     permalink: str | None
     refusal: str | None  # why the viewer may not decide it; None when they may
+    # Blocks already built for this review as stored, by what else they show (the
+    # listing's memo, kept with the row it read: Overview._known); None: build each time.
+    rendered: dict[tuple[Any, ...], list[dict[str, Any]]] | None = field(
+        default=None, compare=False, repr=False)
 
     @cached_property
     def one_click(self) -> bool:
@@ -107,6 +129,16 @@ class PendingItem:
     def decidable(self) -> bool:
         """The viewer may decide it, and one click does."""
         return self.refusal is None and self.one_click
+
+
+@dataclass(frozen=True)
+class _Known:
+    """What a listing made of one stored row (:meth:`Overview._known`)."""
+
+    review: ReviewRequest
+    posts: tuple[Post, ...]  # its delivery record's (the rest of the record is not kept)
+    title: str
+    blocks: dict[tuple[Any, ...], list[dict[str, Any]]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -139,6 +171,13 @@ class Overview:
         self.directory = directory  # who may decide a review not posted yet
         self.admins = admins  # user and user-group ids who see every review
         self.visibility = Visibility(engine.store, directory)
+        # What makes a listing one round trip: the steps whose delivery records are read
+        # with each page, and each viewer's last page (its executions, read with the page).
+        self._steps: tuple[str, ...] = ()
+        self._pages: dict[tuple[str, int, int], tuple[str, ...]] = {}
+        self._rows: dict[ReviewRow, _Known] = {}  # oldest first
+        self._rows_lock = threading.Lock()
+        self._unfrozen = 0  # rows kept since the collector was last told to skip them
 
     def is_admin(self, user_id: str) -> bool:
         return bool(user_id) and self.directory.is_among(user_id, self.admins)
@@ -176,8 +215,8 @@ class Overview:
              limit: int = PAGE_SIZE) -> PendingPage:
         offset = max(0, offset)
         if scope is Scope.MINE:  # only the viewer's own: nothing to filter
-            reviews, total = self.engine.pending_for(user_id, offset=offset, limit=limit)
-        elif self.is_admin(user_id):
+            return self._mine(user_id, offset, limit)
+        if self.is_admin(user_id):
             reviews, total = self.engine.pending(offset=offset, limit=limit)
         else:
             # Only what the viewer may see, paged in Redis (bot.visibility): offsets and
@@ -186,6 +225,61 @@ class Overview:
             reviews, total = self.visibility.page(user_id, offset, limit,
                                                   also=self._unindexed(user_id))
         return PendingPage(scope, tuple(self.items(user_id, reviews)), offset, total)
+
+    def _mine(self, user_id: str, offset: int, limit: int) -> PendingPage:
+        """The reviews ``user_id`` may decide: the page and its executions read in one
+        round trip when it holds what it held at this viewer's last listing (two
+        otherwise), their delivery records with them (for the steps this process has
+        read records of). What each stored row shows is kept by the row's bytes
+        (:meth:`_known`); who may decide is asked each time."""
+        where = (user_id, offset, limit)
+        rows, total = self.engine.pending_rows(
+            user_id, [annotation_key(step) for step in self._steps], offset=offset,
+            limit=limit, expect=self._pages.get(where, ()))
+        if len(self._pages) >= PAGES_KEPT:
+            self._pages.clear()
+        self._pages[where] = tuple(row.execution_id for row in rows)
+        known = [k for k in map(self._known, rows) if k is not None]
+        posts = [_post_in(user_id, k.posts) for k in known]
+        found = self.permalinks([p for p in posts if p is not None])
+        return PendingPage(Scope.MINE, tuple(
+            PendingItem(k.review, k.title, found.get((p.channel, p.ts)) if p else None,
+                        refusal(self.engine, k.review, user_id), rendered=k.blocks)
+            for k, p in zip(known, posts, strict=True)), offset, total)
+
+    def _known(self, row: ReviewRow) -> _Known | None:
+        """What ``row`` shows: its review, delivery record and decision line, made once per
+        row as stored (a review that changes is another row: decided, escalated,
+        reassigned, voted on, posted again); None when it no longer waits."""
+        known = self._rows.get(row)
+        if known is not None:
+            return known
+        loaded = pending_review(row)
+        if loaded is None:
+            return None
+        review, notes = loaded
+        note = annotation_key(review.step)
+        if note not in notes:  # a step whose records this process has not read yet
+            [delivery] = self._deliveries([review])
+            return _Known(review, delivery.posts if delivery else (), self.title(review))
+        data = notes[note]
+        delivery = Delivery.from_json(data) if isinstance(data, Mapping) else None
+        known = _Known(review, delivery.posts if delivery is not None
+                       and delivery.same_review(review) else (), self.title(review))
+        with self._rows_lock:
+            while len(self._rows) >= ROWS_KEPT:
+                del self._rows[next(iter(self._rows))]  # the oldest kept
+            self._rows[row] = known
+            self._unfrozen += 1
+            if self._unfrozen >= FREEZE_EVERY:
+                # Kept rows hold no reference cycles: reference counting frees them when
+                # they go, so the collector need not walk them at each full pass (at
+                # 10,000 rows kept, a pass paused the process for tens of ms). Collect
+                # what came since the last time (a few ms), then freeze what is left.
+                self._unfrozen = 0
+                gc.collect()
+                gc.freeze()
+        return known
 
     def _unindexed(self, user_id: str) -> list[ReviewRequest]:
         """The waiting reviews the visibility index does not hold that ``user_id`` may see.
@@ -228,19 +322,23 @@ class Overview:
         key = (review.message_sha256, review.workflow, review.step)
         title = self._titles.get(key)
         if title is None:
-            title = decision_line(review)
+            title = quick_decision_line(review) or decision_line(review)
             if len(self._titles) >= TITLES_KEPT:
                 self._titles.clear()
             self._titles[key] = title
         return title
 
     def _deliveries(self, reviews: Sequence[ReviewRequest]) -> list[Delivery | None]:
+        """Each review's delivery record, one round trip per step; the steps' records are
+        read with the pages of :meth:`_mine` from then on."""
         found: list[Delivery | None] = []
         notes: dict[str, Any] = {}
         for step in {r.step for r in reviews}:
             ids = [r.execution_id for r in reviews if r.step == step]
             notes.update(zip(ids, self.engine.annotations(ids, annotation_key(step)),
                              strict=True))
+            if step not in self._steps:  # a new tuple, for threads reading the last one
+                self._steps = (*self._steps, step)[-STEPS_READ:]
         for review in reviews:
             data = notes.get(review.execution_id)
             delivery = (Delivery.from_json(data, review.execution_id, review.step)
@@ -310,10 +408,22 @@ class Overview:
         return review_stats(records, recent)
 
 
+def quick_decision_line(review: ReviewRequest) -> str | None:
+    """:func:`bot.forms.decision_line` read without the Markdown parser when its line is
+    simple (:mod:`bot.plain_line`); None when it is not, or when it is empty."""
+    for line in review.message.splitlines():
+        if line.strip():
+            return plain_line(line) or None
+    return None
+
+
 def _post_for(user_id: str, delivery: Delivery) -> Post | None:
     """The message to link to: the viewer's own DM if they got one, else the first post."""
-    return next((p for p in delivery.posts if p.to == user_id),
-                delivery.posts[0] if delivery.posts else None)
+    return _post_in(user_id, delivery.posts)
+
+
+def _post_in(user_id: str, posts: Sequence[Post]) -> Post | None:
+    return next((p for p in posts if p.to == user_id), posts[0] if posts else None)
 
 
 def archive_link(workspace: str, post: Post) -> str:
@@ -365,6 +475,22 @@ def pending_blocks(page: PendingPage, *, now: datetime, more_action: str = ACTIO
 def item_blocks(item: PendingItem, *, now: datetime,
                 block_id: str = "signoff.pending") -> list[dict[str, Any]]:
     """One waiting review: what to decide, where and since when, and its buttons."""
+    review = item.review
+    if item.rendered is None:
+        return _item_blocks(item, now=now, block_id=block_id)
+    passed = review.sla_due_at is not None and review.sla_due_at <= now
+    key = (item.permalink, item.refusal, item.title, passed, block_id)
+    blocks = item.rendered.get(key)
+    if blocks is None:
+        blocks = _item_blocks(item, now=now, block_id=block_id)
+        if len(item.rendered) >= VARIANTS_KEPT:
+            item.rendered.clear()
+        item.rendered[key] = blocks
+    return list(blocks)
+
+
+def _item_blocks(item: PendingItem, *, now: datetime,
+                 block_id: str) -> list[dict[str, Any]]:
     review = item.review
     title = escape_mrkdwn(item.title)
     headline = f"*<{item.permalink}|{title}>*" if item.permalink else f"*{title}*"

@@ -24,12 +24,14 @@ unsigned request among them), goes to Bolt, which refuses what is not signed.
 from __future__ import annotations
 
 import asyncio
+import gc
 import json
 import logging
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 from urllib.parse import parse_qsl, unquote_plus
 
+import orjson
 from slack_bolt import App
 from slack_bolt.adapter.starlette.handler import to_bolt_request, to_starlette_response
 from slack_sdk.signature import SignatureVerifier
@@ -71,6 +73,12 @@ def extension(settings: Any = None, engine: Engine | None = None, *,
     bot = build_bot(bot_settings, engine, gate=Gate(engine, policy))
     app = bot.app
     commands = CommandPath(bot_settings.signing_secret, bot.approvals)
+    # What the process holds once started (the app, Bolt, the SDK: some 100,000 objects)
+    # is left out of the garbage collector's full passes from now on: each pass walks
+    # only what came after (the listings' kept rows among it). At 100,000 reviews a pass
+    # over everything paused the process for up to 95 ms, with 32 commands waiting.
+    gc.collect()
+    gc.freeze()
     url = getattr(settings, "redis_url", None)
     if not (url and isinstance(engine.scheduler, RQScheduler)):  # clicks go in from a thread
         clicks = OneClickPath(bot_settings.signing_secret, engine)
@@ -165,7 +173,7 @@ class CommandPath:
         except Exception:
             log.exception("/approvals failed")
             return Response(status_code=500)
-        return Response(json.dumps(body), media_type="application/json;charset=utf-8")
+        return Response(encode_json(body), media_type="application/json;charset=utf-8")
 
     async def handle_async(self, body: bytes, timestamp: str,
                            signature: str) -> Response | None:
@@ -179,6 +187,15 @@ class CommandPath:
 
     async def close(self) -> None:
         self._threads.shutdown(wait=False)
+
+
+def encode_json(body: Any) -> bytes:
+    """``body`` as JSON: orjson (a third of json's time for a page of reviews), or json
+    for what orjson refuses (a lone surrogate in a text, which json escapes)."""
+    try:
+        return orjson.dumps(body)
+    except TypeError:  # orjson.JSONEncodeError is a TypeError
+        return json.dumps(body).encode()
 
 
 def form_value(encoded: bytes) -> str:

@@ -44,7 +44,7 @@ from engine.run.concurrency import (
 from engine.run.identity import NamedPeople, People
 from engine.run.reviews import ResumeResult, Reviews
 from engine.run.timers import Scheduler
-from engine.state import audit
+from engine.state import audit, keys
 from engine.state.execution import (
     LEASE_MS,
     ExecutionState,
@@ -56,7 +56,7 @@ from engine.state.execution import (
     utcnow,
 )
 from engine.state.indexes import ExecutionSummary
-from engine.state.store import Annotated, Store
+from engine.state.store import Annotated, ReviewRow, Store
 from engine.state.tokens import OPERATOR_PRINCIPAL
 
 
@@ -265,6 +265,14 @@ class Engine:
         ids, total = self.reviews.pending_for(user_id, offset=offset, limit=limit)
         return self._reviews_of(ids), total
 
+    def pending_rows(self, user_id: str, notes: Sequence[str], *, offset: int = 0,
+                     limit: int = 50, expect: Sequence[str] = ()) -> tuple[list[ReviewRow], int]:
+        """:meth:`pending_for` as stored, each execution with the plug-in notes ``notes``:
+        one round trip when ``expect`` names the page's executions
+        (:meth:`engine.state.store.Store.review_rows`); :func:`pending_review` reads a row."""
+        return self.store.review_rows(keys.index_approver(user_id), offset, limit, notes,
+                                      expect=expect)
+
     def record_refusal(self, execution_id: str, actor: Actor, reason: str) -> bool:
         """Audit a decision attempt that was refused (not an approver, self-approval), once a
         minute per person and run; True when this one was audited."""
@@ -381,3 +389,12 @@ class Engine:
             self.concurrency.slots.forget_displaced(displaced)
         self.concurrency.reconcile()
         return stalled
+
+
+def pending_review(row: ReviewRow) -> tuple[ReviewRequest, dict[str, Any]] | None:
+    """A row of :meth:`Engine.pending_rows` as its review and notes; None when the
+    execution no longer waits for input (as :meth:`Engine.pending_for` leaves it out)."""
+    state, notes = row.load()
+    if state.waiting is None or state.status is not ExecutionStatus.WAITING_FOR_INPUT:
+        return None
+    return review_request(state, state.waiting), notes

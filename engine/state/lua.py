@@ -187,6 +187,16 @@ end
 return removed
 """
 
+# REVIEW_PAGE: a page of an index and the review fields of the executions the caller
+# expects on it, in one command (Store.review_page). KEYS[1] the index; KEYS[2 ..] the
+# execution hashes; ARGV[1], ARGV[2] the page's first and last rank; ARGV[3 ..] the
+# fields. Returns {the page's members, the index's size, each hash's fields (HMGET)}.
+REVIEW_PAGE = """
+local out = {redis.call('ZRANGE', KEYS[1], ARGV[1], ARGV[2]), redis.call('ZCARD', KEYS[1])}
+for i = 2, #KEYS do out[i + 1] = redis.call('HMGET', KEYS[i], unpack(ARGV, 3)) end
+return out
+"""
+
 # -- API tokens (engine.state.store) -----------------------------------------------------------
 
 # ADD_TOKEN: keep a new API token, its name unique (Store.add_token). KEYS[1] the token

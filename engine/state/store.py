@@ -133,6 +133,7 @@ class Store(Indexes):
         self._add_token = client.register_script(lua.ADD_TOKEN)
         self._revoke_token = client.register_script(lua.REVOKE_TOKEN)
         self._load_with_message = client.register_script(messages.LOAD_WITH_MESSAGE)
+        self._review_page = client.register_script(lua.REVIEW_PAGE)
 
     # -- definitions -------------------------------------------------------------------------
 
@@ -258,6 +259,30 @@ class Store(Indexes):
             pipe.hget(keys.execution(execution_id), keys.annotation_field(key))
         return [json.loads(compact.unpack(raw)) if raw is not None else None
                 for raw in self._call(pipe.execute)]
+
+    def review_rows(self, index: str, offset: int, limit: int, notes: Sequence[str], *,
+                    expect: Sequence[str] = ()) -> tuple[list[ReviewRow], int]:
+        """A page of the sorted-set ``index`` (lowest score first) and its size, each
+        execution on it read as :meth:`load_reviews` reads it, with its plug-in notes
+        ``notes`` (:meth:`annotations`), as stored (:meth:`ReviewRow.load` reads a row);
+        those gone are left out. ``expect``: the ids the caller expects on the page (the
+        page it read last time), read with the page in one command
+        (:data:`engine.state.lua.REVIEW_PAGE`); a second reads those not expected."""
+        notes = tuple(notes)
+        fields = [*_REVIEW_FIELDS, *(keys.annotation_field(key) for key in notes)]
+        raw_ids, total, *rows = self._call(
+            self._review_page, keys=[index, *(keys.execution(i) for i in expect)],
+            args=[offset, offset + limit - 1, *fields])
+        ids = [reply_text(i) for i in raw_ids]
+        found = dict(zip(expect, rows, strict=True))
+        missing = [i for i in ids if i not in found]
+        if missing:  # the same script, for an empty range of the index
+            _, _, *rows = self._call(
+                self._review_page, keys=[index, *(keys.execution(i) for i in missing)],
+                args=[1, 0, *fields])
+            found.update(zip(missing, rows, strict=True))
+        return [ReviewRow(i, tuple(found[i]), notes) for i in ids
+                if found[i][0] is not None], int(total)
 
     def exists(self, execution_id: str) -> bool:
         return bool(self._call(self.redis.exists, keys.execution(execution_id)))
@@ -645,6 +670,27 @@ class Annotated:
     values: list[bytes | None]  # the small values asked for, in order (None where unset)
     trail: list[bytes]  # the audit trail's entries as stored, oldest first
     notes: Mapping[str, bytes] = field(default_factory=dict)  # every annotation, as stored
+
+
+@dataclass(frozen=True)
+class ReviewRow:
+    """An execution as a review listing reads it (:meth:`Store.review_rows`), as stored:
+    the same bytes are the same execution, so a reader may keep what it made of a row."""
+
+    execution_id: str
+    raw: tuple[bytes | None, ...]  # the review fields, then the notes
+    notes: tuple[str, ...]  # the plug-in notes read, in order
+
+    def load(self) -> tuple[ExecutionState, dict[str, Any]]:
+        """The execution as :meth:`Store.load_reviews` loads it, and its notes (None where
+        unset)."""
+        size = len(_REVIEW_FIELDS)
+        state = _state_from_hash(self.execution_id, {
+            name.encode(): value
+            for name, value in zip(_REVIEW_FIELDS, self.raw[:size], strict=True)
+            if value is not None})
+        return state, {key: json.loads(compact.unpack(raw)) if raw is not None else None
+                       for key, raw in zip(self.notes, self.raw[size:], strict=True)}
 
 
 def _state_from_hash(execution_id: str, raw: Mapping[bytes, bytes]) -> ExecutionState:
