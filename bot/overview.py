@@ -263,7 +263,8 @@ class Overview:
             [delivery] = self._deliveries([review])
             return _Known(review, delivery.posts if delivery else (), self.title(review))
         data = notes[note]
-        delivery = Delivery.from_json(data) if isinstance(data, Mapping) else None
+        delivery = (Delivery.from_json(data, review.execution_id, review.step)
+                    if isinstance(data, Mapping) else None)
         known = _Known(review, delivery.posts if delivery is not None
                        and delivery.same_review(review) else (), self.title(review))
         with self._rows_lock:
