@@ -2,10 +2,21 @@
 
 from __future__ import annotations
 
+from engine.definition.loader import parse_workflow
 from engine.worker.runtime import runtime
 
 RAN = "test:drains:ran"  # list: names, in the order the tasks (and jobs) ran
 OTHER = "elsewhere"  # a second queue, served after the engine's (as the bot's slack queue)
+# A five-step automatic run, as the throughput benchmark has it.
+FIVE = parse_workflow("""
+name: five
+steps:
+  - {name: a, type: console, with: {message: "a {{ event.n }}"}}
+  - {name: b, type: data.set, with: {n: "${{ event.n }}"}}
+  - {name: c, type: console, if: "variables.n >= 2", with: {message: "big"}}
+  - {name: d, type: console, if: "variables.n < 2", with: {message: "small"}}
+  - {name: e, type: console, with: {message: "done {{ variables.n }}"}}
+""")
 
 
 def record(name: str) -> None:

@@ -7,23 +7,14 @@ import asyncio
 
 import redis
 
-from engine.definition.loader import parse_workflow
 from engine.state import keys
 from engine.state.execution import ExecutionStatus
 from engine.state.store import connect_async
 from engine.worker.runtime import runtime
 from engine.worker.worker import SignoffWorker
 from tests.engine import drain_tasks
+from tests.engine.drain_tasks import FIVE
 
-FIVE = parse_workflow("""
-name: five
-steps:
-  - {name: a, type: console, with: {message: "a {{ event.n }}"}}
-  - {name: b, type: data.set, with: {n: "${{ event.n }}"}}
-  - {name: c, type: console, if: "variables.n >= 2", with: {message: "big"}}
-  - {name: d, type: console, if: "variables.n < 2", with: {message: "small"}}
-  - {name: e, type: console, with: {message: "done {{ variables.n }}"}}
-""")
 RUNS = 200
 
 

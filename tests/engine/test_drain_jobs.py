@@ -8,23 +8,13 @@ from rq import Queue
 from rq.job import Job
 from rq.registry import FailedJobRegistry, FinishedJobRegistry, StartedJobRegistry
 
-from engine.definition.loader import parse_workflow
 from engine.state import keys
 from engine.state.execution import ExecutionStatus
 from engine.state.inbox import Task
 from engine.worker.scheduler import ADVANCE, drain_job_id
 from engine.worker.worker import SignoffWorker
 from tests.engine import drain_tasks
-
-FIVE = parse_workflow("""
-name: five
-steps:
-  - {name: a, type: console, with: {message: "a {{ event.n }}"}}
-  - {name: b, type: data.set, with: {n: "${{ event.n }}"}}
-  - {name: c, type: console, if: "variables.n >= 2", with: {message: "big"}}
-  - {name: d, type: console, if: "variables.n < 2", with: {message: "small"}}
-  - {name: e, type: console, with: {message: "done {{ variables.n }}"}}
-""")
+from tests.engine.drain_tasks import FIVE
 
 
 def strings(values) -> list[str]:
