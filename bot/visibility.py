@@ -50,7 +50,7 @@ same run keeps its own.
 A waiting review without that note (its post job has not run yet, or it was posted
 before this index existed) is found by :meth:`Visibility.unindexed`, which after its
 first call in a process looks only at those it found before and those that began
-waiting since (a minute's margin for a late commit or a clock behind; a review whose
+waiting since (five seconds' margin for a late commit or a clock behind; a review whose
 wait committed later still than that, not posted yet, is missed by listings that would
 show it only as unposted, while its approvers still see it in ``/approvals``);
 :meth:`bot.overview.Overview.page` indexes those that were posted, for a bounded time per
@@ -67,6 +67,7 @@ job waits. ``/approvals ID`` still checks the one review as it stands
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Protocol
 
 from bot import keys
@@ -84,7 +85,17 @@ PASSES = 3
 # How far back each look for unindexed reviews reaches behind the newest it has seen: a
 # wait committed that much after its score was taken (a slow commit, a worker's clock
 # behind the others') is still found.
-LATE_MS = 60_000
+LATE_MS = 5_000
+
+
+@dataclass(frozen=True)
+class _Unindexed:
+    """What :meth:`Visibility.unindexed` read last."""
+
+    stamp: tuple[int, float | None]  # the waiting index's size and newest score
+    newest: float | None  # the newest score read
+    found: dict[str, float]  # the reviews found unindexed (id: score)
+    confirmed: dict[str, float]  # those found indexed within LATE_MS of the newest
 
 
 class Post(Protocol):
@@ -148,9 +159,7 @@ class Visibility:
         self.store = store
         self.directory = directory
         self.late_ms = late_ms  # see LATE_MS
-        # unindexed(): the newest waiting score it has read, and the reviews it found
-        # unindexed then (id: score).
-        self._unindexed: tuple[float | None, dict[str, float]] | None = None
+        self._unindexed: _Unindexed | None = None  # what unindexed() read last
 
     def record(self, review: ReviewRequest, delivery: Delivery) -> None:
         """Index ``review`` for everyone ``delivery`` shows it to (again: no harm), and note
@@ -231,23 +240,40 @@ class Visibility:
 
         A review is indexed once its execution has its note (:func:`noted_key`). The
         first call in a process reads the whole waiting index and asks each review (at
-        100,000 reviews, about half a second, once); later calls ask only those found
-        unindexed before and those that began waiting since, less :data:`LATE_MS` (a
-        review that committed its wait late, or on a worker whose clock is behind): one
-        range read, one score check, one pipelined look-up of their notes.
+        100,000 reviews, about half a second, once). Later calls first read the waiting
+        index's size and newest score (one round trip, O(log N)); they ask again about
+        those found unindexed before and, when either changed, about those that began
+        waiting since the newest seen, less :data:`LATE_MS` (a wait committed late, or by
+        a worker whose clock is behind), leaving out those already found indexed: a range
+        read and one pipelined look-up of their notes. Nothing waiting unindexed and
+        nothing changed: the one round trip.
         """
-        horizon, pending = self._unindexed if self._unindexed is not None else (None, {})
-        since = float("-inf") if horizon is None else horizon - self.late_ms
-        fresh = self.store.index_scored_from(engine_keys.INDEX_WAITING, since)
+        kept = self._unindexed
+        stamp = self.store.index_ends([engine_keys.INDEX_WAITING])[0]
+        if kept is not None and kept.stamp == stamp:
+            if not kept.found:
+                return []
+            fresh: list[tuple[str, float]] = []  # nothing began waiting: ask those found only
+        else:
+            since = (float("-inf") if kept is None or kept.newest is None
+                     else kept.newest - self.late_ms)
+            fresh = self.store.index_scored_from(engine_keys.INDEX_WAITING, since)
+        pending = kept.found if kept is not None else {}
+        confirmed = kept.confirmed if kept is not None else {}
         scores = dict(zip(pending, self.store.index_scores(engine_keys.INDEX_WAITING,
                                                            list(pending)), strict=True))
         candidates = {m: s for m, s in scores.items() if s is not None}
-        candidates.update(fresh)
+        candidates.update((m, s) for m, s in fresh if confirmed.get(m) != s)
         ordered = sorted(candidates.items(), key=lambda row: (row[1], row[0]))
         noted = self.store.have_annotations([(m, noted_key(int(s))) for m, s in ordered])
         found = {m: s for (m, s), has in zip(ordered, noted, strict=True) if not has}
-        newest = max((s for _, s in fresh), default=horizon)
-        self._unindexed = (newest, found)
+        newest = max((s for _, s in fresh), default=kept.newest if kept is not None else None)
+        edge = float("-inf") if newest is None else newest - self.late_ms
+        confirmed = {m: s for m, s in [*confirmed.items(), *((m, s) for (m, s), has
+                                                             in zip(ordered, noted, strict=True)
+                                                             if has)]
+                     if s >= edge}
+        self._unindexed = _Unindexed(stamp, newest, found, confirmed)
         return list(found)
 
     def sources(self, user_id: str) -> list[str]:
