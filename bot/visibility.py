@@ -147,6 +147,11 @@ def noted_key(since_ms: int) -> str:
             return f"slack:seen:{written}"
 
 
+def _index_keys(noted: Sequence[str]) -> list[str]:
+    """The indexes a review's note names: people's (``sees``) and ``#`` channels'."""
+    return [keys.posted_in(m[1:]) if m.startswith("#") else keys.viewer(m) for m in noted]
+
+
 def channels(delivery: Delivery) -> tuple[str, ...]:
     """The channels (not DMs) ``delivery`` posted in."""
     return tuple(dict.fromkeys(p.channel for p in delivery.posts if not is_user_id(p.to)))
@@ -197,16 +202,19 @@ class Visibility:
         score = epoch_ms(moment)
         read = (notes or {}).get(noted_key(score))
         if read is not None:
-            index_keys = [keys.posted_in(m[1:]) if m.startswith("#") else keys.viewer(m)
-                          for m in read.decode().split()]
-            return self.store.drop_words(execution_id, noted_key(score), index_keys,
-                                         execution_id, score)
+            # An earlier version's set too (a review it indexed, noted again since), read
+            # and deleted in the same round trip; its entries go in a second, when any.
+            removed, legacy = self.store.drop_words(
+                execution_id, noted_key(score), _index_keys(read.decode().split()),
+                execution_id, score, legacy_set=keys.seen_by(execution_id, score))
+            if legacy:
+                removed += self.store.index_remove_instance(
+                    [*_index_keys(legacy), keys.INDEXED], execution_id, score)
+            return removed
         # Reviews indexed before the note moved onto the execution kept it in a set.
         noted = self.store.take_words(execution_id, noted_key(score),
                                       legacy_set=keys.seen_by(execution_id, score))
-        index_keys = [keys.posted_in(m[1:]) if m.startswith("#") else keys.viewer(m)
-                      for m in noted]
-        return self.store.index_remove_instance([*index_keys, keys.INDEXED],
+        return self.store.index_remove_instance([*_index_keys(noted), keys.INDEXED],
                                                 execution_id, score)
 
     def page(self, user_id: str, offset: int, limit: int,

@@ -485,16 +485,23 @@ class Store(Indexes):
         return found
 
     def drop_words(self, execution_id: str, key: str, index_keys: Sequence[str],
-                   member: str, score: float) -> int:
+                   member: str, score: float, *,
+                   legacy_set: str | None = None) -> tuple[int, list[str]]:
         """Remove ``member`` from ``index_keys`` where it still has ``score`` (as
         :meth:`index_remove_instance`) and delete annotation ``n:{key}``, in one round trip
-        (a MULTI); returns how many entries went."""
+        (a MULTI); returns how many entries went, and the members of ``legacy_set`` (a
+        Redis set that held such words before), read and deleted in the same MULTI."""
         pipe = self.redis.pipeline(transaction=True)
         if index_keys:
             self._remove_instance(keys=list(index_keys), args=[member, score], client=pipe)
         pipe.hdel(keys.execution(execution_id), keys.annotation_field(key))
+        if legacy_set is not None:
+            pipe.smembers(legacy_set)
+            pipe.delete(legacy_set)
         replies = self._call(pipe.execute)
-        return int(replies[0]) if index_keys else 0
+        removed = int(replies[0]) if index_keys else 0
+        legacy = replies[-2] if legacy_set is not None else set()
+        return removed, sorted(reply_text(m) for m in legacy)
 
     def words(self, execution_id: str, key: str) -> list[str]:
         """Annotation ``n:{key}`` as :meth:`add_words` wrote it."""

@@ -222,6 +222,34 @@ def test_a_review_noted_the_old_way_is_taken_out_of_every_index_at_its_close(sit
     assert not redis_client.exists(keys.seen_by(closing, since_ms))
 
 
+def test_a_review_an_earlier_version_indexed_and_this_one_noted_again_leaves_every_index(
+        site: Signoff):
+    """An earlier version indexed the review under everyone (its approver too) and kept
+    whose indexes in a set; after the upgrade a listing notes it again on the execution.
+    Its close takes it out of both versions' entries and deletes the set."""
+    kept, closing = payout(site, 1), payout(site, 2)
+    review = site.engine.review(closing)
+    assert review is not None
+    since_ms = epoch_ms(review.created_at)
+    redis_client = site.engine.store.redis
+    field = engine_keys.annotation_field(noted_key(since_ms))
+    words = redis_client.hget(engine_keys.execution(closing), field).decode().split()
+    redis_client.hdel(engine_keys.execution(closing), field)
+    redis_client.sadd(keys.seen_by(closing, since_ms), *words, "U0ALICE")  # as it was
+    redis_client.zadd(keys.viewer("U0ALICE"), {closing: since_ms})
+    assert listed(site, "U0MALLORY") == []  # a listing finds it without a note: noted again
+    assert seen_by(site, closing) == {"U0ALICE", "U0DAVE", "U0CAROL", f"#{PAYOUTS}"}
+
+    site.engine.resume(closing, {"approved": True}, ALICE)
+    site.drain()
+
+    for key in (keys.viewer("U0DAVE"), keys.viewer("U0CAROL"), keys.posted_in(PAYOUTS)):
+        assert indexed(site, key) == [kept], key
+    assert indexed(site, keys.viewer("U0ALICE")) == []
+    assert not redis_client.exists(keys.seen_by(closing, since_ms))
+    assert seen_by(site, closing, since_ms) == set()
+
+
 def test_a_timed_out_review_disappears(site: Signoff):
     execution_id = payout(site)
     site.engine.expire(execution_id)
