@@ -34,7 +34,6 @@ import re
 import sys
 import time
 from collections import defaultdict
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -47,7 +46,7 @@ from engine.definition.loader import parse_workflow  # noqa: E402
 from engine.notify import NullNotifier  # noqa: E402
 from engine.settings import Settings  # noqa: E402
 from engine.state import keys  # noqa: E402
-from engine.state.embedded_redis import EmbeddedRedis  # noqa: E402
+from engine.state.embedded_redis import env_or_private_url  # noqa: E402
 from engine.state.store import connect  # noqa: E402
 from engine.worker.runtime import build_runtime, install_runtime  # noqa: E402
 from engine.worker.worker import SignoffWorker  # noqa: E402
@@ -366,18 +365,9 @@ def memory_only(runs: int) -> tuple[Memory, Memory]:
                 bench_memory(url, runs, LISTPACK_VALUE))
 
 
-@contextlib.contextmanager
-def redis_url() -> Iterator[str]:
+def redis_url() -> contextlib.AbstractContextManager[str]:
     """REDIS_URL when set, else a private redis-server's, stopped afterwards."""
-    url = os.environ.get("REDIS_URL")
-    if url:
-        yield url
-        return
-    server = EmbeddedRedis().start()
-    try:
-        yield server.url
-    finally:
-        server.close()
+    return env_or_private_url()
 
 
 def print_memory(mem: Memory, runs: int, *, breakdown: bool = False,

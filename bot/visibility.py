@@ -193,29 +193,27 @@ class Visibility:
                notes: Mapping[str, bytes] | None = None) -> int:
         """Take the review of ``execution_id`` that started waiting at ``since`` out of every
         index it was put in; returns how many entries went. ``notes``: the execution's
-        annotations as just read (:attr:`engine.state.store.Annotated.notes`): with its
-        note among them, one round trip; else two (its note read and deleted, then its
-        entries removed)."""
+        annotations as just read (:attr:`engine.state.store.Annotated.notes`), so that its
+        note is not read again: one round trip; else two. A review an earlier version
+        indexed kept the note in a set of its own, read and deleted in the same round
+        trip; its entries go in one more."""
         moment = parse_iso(since)
         if moment is None:
             return 0
         score = epoch_ms(moment)
-        read = (notes or {}).get(noted_key(score))
-        if read is not None:
-            # An earlier version's set too (a review it indexed, noted again since), read
-            # and deleted in the same round trip; its entries go in a second, when any.
-            removed, legacy = self.store.drop_words(
-                execution_id, noted_key(score), _index_keys(read.decode().split()),
-                execution_id, score, legacy_set=keys.seen_by(execution_id, score))
-            if legacy:
-                removed += self.store.index_remove_instance(
-                    [*_index_keys(legacy), keys.INDEXED], execution_id, score)
-            return removed
-        # Reviews indexed before the note moved onto the execution kept it in a set.
-        noted = self.store.take_words(execution_id, noted_key(score),
-                                      legacy_set=keys.seen_by(execution_id, score))
-        return self.store.index_remove_instance([*_index_keys(noted), keys.INDEXED],
-                                                execution_id, score)
+        key = noted_key(score)
+        if notes is not None:
+            raw = notes.get(key)
+            words = raw.decode().split() if raw is not None else []
+        else:
+            words = self.store.words(execution_id, key)
+        removed, legacy = self.store.drop_words(
+            execution_id, key, _index_keys(words), execution_id, score,
+            legacy_set=keys.seen_by(execution_id, score))
+        if legacy:
+            removed += self.store.index_remove_instance(
+                [*_index_keys(legacy), keys.INDEXED], execution_id, score)
+        return removed
 
     def page(self, user_id: str, offset: int, limit: int,
              also: Sequence[ReviewRequest] = ()) -> tuple[list[ReviewRequest], int]:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -13,7 +12,7 @@ import redis
 from engine.definition.loader import parse_workflow
 from engine.notify import NullNotifier
 from engine.settings import Settings
-from engine.state.embedded_redis import EmbeddedRedis
+from engine.state.embedded_redis import env_or_private_url
 from engine.state.store import connect
 from engine.worker.runtime import Runtime, build_runtime, install_runtime
 from engine.worker.worker import SignoffWorker
@@ -23,14 +22,8 @@ from tests.support.services import LOOPBACK_TARGETS, ServedApp, WorkerProcess
 @pytest.fixture(scope="session")
 def redis_url() -> Iterator[str]:
     """REDIS_URL when set, else a private redis-server on a free port for the whole session."""
-    if os.environ.get("REDIS_URL"):
-        yield os.environ["REDIS_URL"]
-        return
-    server = EmbeddedRedis().start()
-    try:
-        yield server.url
-    finally:
-        server.close()
+    with env_or_private_url() as url:
+        yield url
 
 
 @pytest.fixture

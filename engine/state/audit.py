@@ -178,19 +178,6 @@ _HMAC = b"\x02"  # ... 32 bytes of HMAC-SHA256 under SIGNOFF_AUDIT_KEY, then the
 _PACKED = 2  # added to either marker: the body is compressed (engine.state.compact)
 
 
-def stored(digest: str, body: str) -> bytes:
-    """An entry as the trail stores it: a marker byte, its hash as 32 bytes (the chain
-    itself links hex, see :func:`link`), then its canonical JSON, compressed when large
-    (:func:`engine.state.compact.pack`: above 256 bytes, when smaller for it)."""
-    keyed = digest.startswith(KEYED)
-    raw = bytes.fromhex(digest[len(KEYED):] if keyed else digest)
-    marker = (_HMAC if keyed else _SHA256)[0]
-    packed = compact.pack(body)
-    if packed[:1] == b"x":  # JSON never starts so: compressed
-        return bytes([marker + _PACKED]) + raw + packed
-    return bytes([marker]) + raw + body.encode()
-
-
 def head_stored(digest: str) -> bytes:
     """A hash (an audit head) as the execution stores it: its marker and 32 bytes, as
     :func:`stored` starts an entry; a hash of another form as it is."""
@@ -216,16 +203,27 @@ def is_packed(entry: bytes) -> bool:
     return entry[:1] in (bytes([_SHA256[0] + _PACKED]), bytes([_HMAC[0] + _PACKED]))
 
 
+def stored(digest: str, body: str) -> bytes:
+    """An entry as the trail stores it: its hash as :func:`head_stored` stores it (a
+    marker byte and 32 bytes; the chain itself links hex, see :func:`link`), then its
+    canonical JSON, compressed when large (:func:`engine.state.compact.pack`: above 256
+    bytes, when smaller for it; the marker says so)."""
+    head = head_stored(digest)
+    packed = compact.pack(body)
+    if packed[:1] == b"x":  # JSON never starts so: compressed
+        return bytes([head[0] + _PACKED]) + head[1:] + packed
+    return head + body.encode()
+
+
 def split(entry: bytes | str) -> tuple[str, str]:
     """A stored entry as (hash as the chain links it, body): as :func:`stored` writes
     it, or as earlier versions did (the hash in hex, then the body)."""
     raw = entry.encode() if isinstance(entry, str) else entry
     marker = raw[0] if raw else 0
     if 1 <= marker <= 4:
-        digest = raw[1:33].hex()
-        keyed = marker in (_HMAC[0], _HMAC[0] + _PACKED)
-        body = compact.unpack(raw[33:]) if marker > _HMAC[0] else raw[33:].decode()
-        return (KEYED + digest if keyed else digest), body
+        packed = marker > _HMAC[0]
+        head = bytes([marker - _PACKED if packed else marker]) + raw[1:33]
+        return head_text(head), compact.unpack(raw[33:]) if packed else raw[33:].decode()
     text = raw.decode()
     length = len(GENESIS) + (len(KEYED) if text.startswith(KEYED) else 0)
     return text[:length], text[length:]

@@ -6,11 +6,14 @@ Production points ``REDIS_URL`` at a real, persistent Redis; this exists so that
 
 from __future__ import annotations
 
+import contextlib
+import os
 import shutil
 import socket
 import subprocess
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import redis
@@ -108,3 +111,18 @@ class EmbeddedRedis:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+@contextlib.contextmanager
+def env_or_private_url() -> Iterator[str]:
+    """REDIS_URL when set, else a private redis-server's URL (on a free port), the server
+    stopped when the block ends: the tests' and the benchmarks' Redis."""
+    url = os.environ.get("REDIS_URL")
+    if url:
+        yield url
+        return
+    server = EmbeddedRedis().start()
+    try:
+        yield server.url
+    finally:
+        server.close()

@@ -340,6 +340,21 @@ return 0
 # inbox be empty (another worker drained it meanwhile), the look goes on. Returns {the
 # queue's position (1 ..), its first task} when a drain began, {0} when no queue has a job,
 # {-1} when the first job waiting is another (RQ's loop runs it).
+# move_due(later, inbox, now, limit): the tasks of the "later" set KEYS[later] due by
+# ``now`` (ms), at most ``limit``, soonest first, moved to the tail of the list
+# KEYS[inbox] without their tags; returns how many.
+_MOVE_DUE = """
+local function move_due(later, inbox, now, limit)
+  local due = redis.call('ZRANGEBYSCORE', KEYS[later], '-inf', now, 'LIMIT', 0, tonumber(limit))
+  for _, member in ipairs(due) do
+    local bar = string.find(member, '|', 1, true)
+    redis.call('RPUSH', KEYS[inbox], string.sub(member, bar + 1))
+    redis.call('ZREM', KEYS[later], member)
+  end
+  return #due
+end
+"""
+
 _CHAIN = """
 local function chain(k0, alive, a0)
   local n = (#KEYS - k0 - 1) / 5
@@ -380,20 +395,15 @@ end
 # the inbox is empty (the drain has ended: heartbeat deleted, out of the takers), -1 when a
 # queue in KEYS[8 .. 7+Y] has jobs waiting, -2 when not asked to take one}, and with a
 # chain, when the inbox was empty, what _CHAIN returned, item by item.
-INBOX_START = _PUT_TAKE + _CHAIN + """
+INBOX_START = _PUT_TAKE + _CHAIN + _MOVE_DUE + """
 local y = tonumber(ARGV[6])
 redis.call('DEL', KEYS[1])
 redis.call('SET', KEYS[2], '1', 'PX', ARGV[1])
 redis.call('SADD', KEYS[3], ARGV[2])
-local due = redis.call('ZRANGEBYSCORE', KEYS[4], '-inf', ARGV[3], 'LIMIT', 0, tonumber(ARGV[4]))
-for _, member in ipairs(due) do
-  local bar = string.find(member, '|', 1, true)
-  redis.call('RPUSH', KEYS[5], string.sub(member, bar + 1))
-  redis.call('ZREM', KEYS[4], member)
-end
-if ARGV[5] ~= '1' then return {#due, -2} end
+local due = move_due(4, 5, ARGV[3], ARGV[4])
+if ARGV[5] ~= '1' then return {due, -2} end
 for i = 8, 7 + y do
-  if redis.call('LLEN', KEYS[i]) > 0 then return {#due, -1} end
+  if redis.call('LLEN', KEYS[i]) > 0 then return {due, -1} end
 end
 local task = take(5, 6, 7)
 if not task then
@@ -401,11 +411,11 @@ if not task then
   redis.call('SREM', KEYS[3], ARGV[2])
   if #KEYS > 7 + y then
     local found = chain(8 + y, ARGV[1], 7)
-    return {#due, 0, found[1], found[2]}
+    return {due, 0, found[1], found[2]}
   end
-  return {#due, 0}
+  return {due, 0}
 end
-return {#due, task}
+return {due, task}
 """
 
 # INBOX_NEXT: acknowledge the previous task (if any), keep the heartbeat and the drain's
@@ -469,14 +479,8 @@ return 1
 # INBOX_DUE: move the tasks of the "later" set that have come due to the tail of the inbox,
 # soonest first, without their tags (Inbox.move_due). KEYS[1] the "later" set, KEYS[2] the
 # inbox list; ARGV[1] now (ms since the epoch), ARGV[2] at most how many. Returns how many.
-INBOX_DUE = """
-local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, tonumber(ARGV[2]))
-for _, member in ipairs(due) do
-  local bar = string.find(member, '|', 1, true)
-  redis.call('RPUSH', KEYS[2], string.sub(member, bar + 1))
-  redis.call('ZREM', KEYS[1], member)
-end
-return #due
+INBOX_DUE = _MOVE_DUE + """
+return move_due(1, 2, ARGV[1], ARGV[2])
 """
 
 # -- concurrency groups (engine.state.slots) ---------------------------------------------------

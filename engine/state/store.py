@@ -456,23 +456,6 @@ class Store(Indexes):
         return bool(self._call(self._add_words, keys=[keys.execution(execution_id)],
                                args=[keys.annotation_field(key), *words]))
 
-    def take_words(self, execution_id: str, key: str, *,
-                   legacy_set: str | None = None) -> list[str]:
-        """Read and delete annotation ``n:{key}`` (see :meth:`add_words`) in one round trip;
-        ``legacy_set``: a Redis set that held the same words before, read and deleted too."""
-        pipe = self.redis.pipeline(transaction=True)
-        field = keys.annotation_field(key)
-        pipe.hget(keys.execution(execution_id), field)
-        pipe.hdel(keys.execution(execution_id), field)
-        if legacy_set is not None:
-            pipe.smembers(legacy_set)
-            pipe.delete(legacy_set)
-        replies = self._call(pipe.execute)
-        words = reply_text(replies[0]).split() if replies[0] is not None else []
-        if legacy_set is not None:
-            words += [reply_text(m) for m in replies[2]]
-        return sorted(set(words))
-
     def have_annotations(self, wanted: Sequence[tuple[str, str]]) -> list[bool]:
         """Whether each (execution id, key) has annotation ``n:{key}``: pipelined, in
         rounds of 5,000."""

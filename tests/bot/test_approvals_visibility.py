@@ -198,18 +198,26 @@ def test_a_closed_review_disappears_at_once_and_its_entries_go(site: Signoff, cl
         engine_keys.execution(closing), engine_keys.annotation_field(noted_key(since_ms)))
 
 
-def test_a_review_noted_the_old_way_is_taken_out_of_every_index_at_its_close(site: Signoff):
-    """Reviews indexed before the note moved onto the execution kept it in a set of its
-    own (``seen-by:{id}:{ms}``); their close still takes them out of every index."""
-    kept, closing = payout(site, 1), payout(site, 2)
-    review = site.engine.review(closing)
+def noted_the_old_way(site: Signoff, execution_id: str, *also: str) -> int:
+    """Move the note of whose indexes hold the review (and ``also``) into a set of its own,
+    as an earlier version kept it; returns when the review began waiting (ms)."""
+    review = site.engine.review(execution_id)
     assert review is not None
     since_ms = epoch_ms(review.created_at)
     redis_client = site.engine.store.redis
     field = engine_keys.annotation_field(noted_key(since_ms))
-    words = redis_client.hget(engine_keys.execution(closing), field).decode().split()
-    redis_client.hdel(engine_keys.execution(closing), field)
-    redis_client.sadd(keys.seen_by(closing, since_ms), *words)  # as an older version left it
+    words = redis_client.hget(engine_keys.execution(execution_id), field).decode().split()
+    redis_client.hdel(engine_keys.execution(execution_id), field)
+    redis_client.sadd(keys.seen_by(execution_id, since_ms), *words, *also)
+    return since_ms
+
+
+def test_a_review_noted_the_old_way_is_taken_out_of_every_index_at_its_close(site: Signoff):
+    """Reviews indexed before the note moved onto the execution kept it in a set of its
+    own (``seen-by:{id}:{ms}``); their close still takes them out of every index."""
+    kept, closing = payout(site, 1), payout(site, 2)
+    since_ms = noted_the_old_way(site, closing)
+    redis_client = site.engine.store.redis
     redis_client.zadd(keys.INDEXED, {closing: since_ms})  # ... with its index of all indexed
     assert seen_by(site, closing) == {"U0DAVE", "U0CAROL", f"#{PAYOUTS}"}
 
@@ -228,14 +236,8 @@ def test_a_review_an_earlier_version_indexed_and_this_one_noted_again_leaves_eve
     whose indexes in a set; after the upgrade a listing notes it again on the execution.
     Its close takes it out of both versions' entries and deletes the set."""
     kept, closing = payout(site, 1), payout(site, 2)
-    review = site.engine.review(closing)
-    assert review is not None
-    since_ms = epoch_ms(review.created_at)
+    since_ms = noted_the_old_way(site, closing, "U0ALICE")
     redis_client = site.engine.store.redis
-    field = engine_keys.annotation_field(noted_key(since_ms))
-    words = redis_client.hget(engine_keys.execution(closing), field).decode().split()
-    redis_client.hdel(engine_keys.execution(closing), field)
-    redis_client.sadd(keys.seen_by(closing, since_ms), *words, "U0ALICE")  # as it was
     redis_client.zadd(keys.viewer("U0ALICE"), {closing: since_ms})
     assert listed(site, "U0MALLORY") == []  # a listing finds it without a note: noted again
     assert seen_by(site, closing) == {"U0ALICE", "U0DAVE", "U0CAROL", f"#{PAYOUTS}"}
