@@ -130,7 +130,7 @@ class ReviewListeners:
     """The Bolt listeners for review buttons and modals, over one engine."""
 
     def __init__(self, engine: Engine, directory: Directory,
-                 advance: Callable[[str], Any] | None = None) -> None:
+                 advance: Callable[[str, Any], Any] | None = None) -> None:
         self.engine = engine
         self.directory = directory
         self.outbox = Outbox(engine.scheduler)
@@ -191,8 +191,8 @@ class ReviewListeners:
             return None
         if cached is None:
             self.outbox.learn_name(reviewer.user_id)  # for the next audit entry and /approvals
-        if result.decided and self.advance is not None:
-            return partial(self.advance, review.execution_id)
+        if result.decided and self.advance is not None:  # on the lease the decision took
+            return partial(self.advance, review.execution_id, result.taken)
         return None
 
     def respond(self, ack: Ack, body: dict[str, Any], client: WebClient) -> None:

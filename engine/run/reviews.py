@@ -58,7 +58,7 @@ from engine.state.execution import (
     review_request,
     utcnow,
 )
-from engine.state.store import Change, Store
+from engine.state.store import Change, CommitResult, Store
 from engine.steps import human
 
 log = logging.getLogger(__name__)
@@ -72,6 +72,9 @@ class ResumeResult:
     decision: Decision | None  # None while a quorum is still short
     approvals: int = 1  # quorum: approvals recorded, this one included
     required: int = 1
+    # advance=False: the run's lease, taken by the decision's commit, and the run as it left
+    # it, for the caller's next segment (None when another held the lease)
+    taken: tuple[str, ExecutionState] | None = None
 
     @property
     def decided(self) -> bool:
@@ -105,7 +108,9 @@ class Reviews:
         attempt is audited and ActorNotAllowed says why. ``authorize=False`` is for the
         engine's own decisions (``on-timeout``). ``reason`` travels to the notifier (why
         ``system:timeout`` decided). With ``advance=False`` the caller continues the run
-        itself (a worker that decided a click); if it dies first, the sweeper does.
+        itself (a worker that decided a click); if it dies first, the sweeper does. The
+        commit that decides then takes the run's lease and reads the run back for it
+        (:attr:`ResumeResult.taken`, for :meth:`engine.run.runner.Runner.advance`).
         ``read``: the execution as the caller just read it, for the first try (the commit's
         guards catch any change since, and the next try reads afresh)."""
         for _ in range(50):
@@ -141,11 +146,14 @@ class Reviews:
                                 at=iso(now) or "", input=dict(input_),
                                 message_sha256=waiting.message_sha256, outcome=outcome)
             change = self._decide_change(state, waiting, decision, approvals, now)
-            if self._commit_waiting(state, waiting, change):
+            committed = self._commit_waiting(state, waiting, change,
+                                             take_lease=not advance)
+            if committed:
                 if advance:
                     self.scheduler.enqueue_advance(execution_id)
                 self._announce_closed(state, outcome, actor, dict(input_), reason)
-                return ResumeResult(execution_id, decision, len(approvals), required)
+                return ResumeResult(execution_id, decision, len(approvals), required,
+                                    taken=committed.taken)
         raise Contention(execution_id, "record the decision on")
 
     def _record_approval(self, state: ExecutionState, waiting: Waiting,
@@ -532,15 +540,18 @@ class Reviews:
             raise self._not_waiting(state, step)
         return state, waiting
 
-    def _commit_waiting(self, state: ExecutionState, waiting: Waiting, change: Change) -> bool:
+    def _commit_waiting(self, state: ExecutionState, waiting: Waiting, change: Change, *,
+                        take_lease: bool = False) -> CommitResult | None:
         """Commit if nothing changed since ``state`` was read (the audit head guards that:
-        every change appends an event); False means look again."""
+        every change appends an event); None means look again. ``take_lease``: take the
+        run's lease too, when free (:attr:`CommitResult.taken`)."""
         result = self.store.commit(state, change,
                                    guard_status=(ExecutionStatus.WAITING_FOR_INPUT,),
-                                   guard_waiting=waiting.path)
+                                   guard_waiting=waiting.path,
+                                   take_lease_ms=self.lease_ms if take_lease else None)
         if result.reason == "missing":
             raise ExecutionNotFound(state.id)
-        return result.ok
+        return result if result.ok else None
 
     def _announce_change(self, state: ExecutionState, waiting: Waiting, kind: str,
                          actor: Actor, now: datetime, *, reason: str = "",

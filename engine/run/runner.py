@@ -112,9 +112,16 @@ class Runner:
         self.connections: Mapping[str, Any] = dict(connections or {})
         self.concurrency = Concurrency(store, scheduler, load_workflow, clock, lease_ms)
 
-    def advance(self, execution_id: str) -> ExecutionStatus | None:
-        """Run the execution's next segment; returns its status afterwards (None if busy)."""
-        token, state = self.store.acquire_lease_and_load(execution_id, self.lease_ms)
+    def advance(self, execution_id: str, taken: tuple[str, ExecutionState] | None = None
+                ) -> ExecutionStatus | None:
+        """Run the execution's next segment; returns its status afterwards (None if busy).
+        ``taken``: its lease, and the run as it was when the lease was taken, by the commit
+        that made it runnable (a decision, :attr:`engine.run.reviews.ResumeResult.taken`);
+        else both are taken here, in one round trip."""
+        if taken is not None and taken[1].id == execution_id:
+            token, state = taken
+        else:
+            token, state = self.store.acquire_lease_and_load(execution_id, self.lease_ms)
         if token is None:
             return None  # another worker holds it; if that worker dies the sweeper re-enqueues
         segment = None

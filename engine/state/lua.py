@@ -36,13 +36,16 @@ from __future__ import annotations
 #          hset: [[KEYS position, field, value]] into other hashes (a parent's children),
 #          events: [first, last] ARGV positions of the audit entries to append, in
 #          order, as stored, with head: the ARGV position of the last one's hash as
-#          stored), lease_ttl_ms or release
+#          stored), lease_ttl_ms or release; take_lease: [token, ttl ms]: once applied,
+#          take the free lease for the caller, who runs the next segment at once
 # ARGV[2]  the execution id (its member in the indexes)
 # ARGV[3]  the pub/sub channel told a new status
 # ARGV[4 .. 3+S]  every status name (S of them), in the order of their index keys (none
 #                 when the change sets no status)
 # ARGV[4+S ..]    the values setv names, guard_head's, the audit entries, their head
-# Returns {1, status, audit head, 'ok'} when applied, else {0, status, audit head, reason}
+# Returns {1, status, audit head, 'ok'} when applied (with take_lease and the lease taken,
+# a fifth element: the execution's hash as it is now, HGETALL's reply), else {0, status,
+# audit head, reason}
 # with reason status | head | field | lease | hlen (a guard failed) or missing (no such execution;
 # status and head are then '').
 COMMIT = """
@@ -120,6 +123,12 @@ end
 if spec.guard_lease then
   if spec.release then redis.call('DEL', lkey)
   elseif spec.lease_ttl_ms then redis.call('PEXPIRE', lkey, spec.lease_ttl_ms) end
+end
+if spec.take_lease then  -- the caller runs the next segment: the lease, and the run as it is now
+  local took = redis.call('SET', lkey, spec.take_lease[1], 'NX', 'PX', spec.take_lease[2])
+  if took then
+    return {1, spec.status or cur[1], head, 'ok', redis.call('HGETALL', xkey)}
+  end
 end
 return {1, spec.status or cur[1], head, 'ok'}
 """

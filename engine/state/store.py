@@ -96,6 +96,8 @@ class CommitResult:
     status: str
     head: str
     reason: str  # ok | status | head | field | lease | missing
+    # take_lease_ms: the lease's token and the run as the commit left it, when it was free
+    taken: tuple[str, ExecutionState] | None = None
 
 
 @dataclass
@@ -301,9 +303,13 @@ class Store(Indexes):
                guard_field: tuple[str, str] | None = None,
                guard_waiting: str | None = None,
                guard_hlen: tuple[str, int] | None = None,
-               lease_ttl_ms: int | None = None, release_lease: bool = False) -> CommitResult:
+               lease_ttl_ms: int | None = None, release_lease: bool = False,
+               take_lease_ms: int | None = None) -> CommitResult:
         """Apply ``change`` if the guards hold; on success ``state`` follows it (status, head).
-        ``guard_waiting``: the path of the step the execution must be waiting on (``wp``)."""
+        ``guard_waiting``: the path of the step the execution must be waiting on (``wp``).
+        ``take_lease_ms``: once applied, take the execution's lease for that long when it is
+        free, and read the execution back, in the same round trip (:attr:`CommitResult.taken`,
+        as :meth:`acquire_lease_and_load` would give them): the caller runs the next segment."""
         linked, head = audit.chain(state.audit_head, change.events, self.audit_key,
                                    _event_text(state, change.events))
         spec: dict[str, Any] = {}
@@ -338,6 +344,10 @@ class Store(Indexes):
                 spec["lease_ttl_ms"] = lease_ttl_ms
             if release_lease:
                 spec["release"] = True
+        token = None
+        if take_lease_ms is not None:
+            token = secrets.token_hex(8)
+            spec["take_lease"] = [token, take_lease_ms]
         if guard_field is not None:
             spec["guard_field"] = list(guard_field)
         if guard_waiting is not None:
@@ -371,8 +381,14 @@ class Store(Indexes):
             args=[json.dumps(spec), state.id, keys.status_channel(state.id), *statuses,
                   *values],
         )
+        taken = None
+        if token is not None and len(raw) > 4:
+            read = _state_from_hash(state.id, dict(zip(raw[4][::2], raw[4][1::2], strict=True)))
+            self._complete_message(read)
+            taken = (token, read)
         result = CommitResult(ok=bool(raw[0]), status=reply_text(raw[1]),
-                              head=audit.head_text(raw[2]), reason=reply_text(raw[3]))
+                              head=audit.head_text(raw[2]), reason=reply_text(raw[3]),
+                              taken=taken)
         if result.ok:
             state.audit_head = result.head
             if change.status is not None:

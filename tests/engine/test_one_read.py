@@ -75,3 +75,45 @@ def test_a_decision_on_a_stale_read_is_tried_again_on_a_fresh_one(runtime, work)
     assert state.status is ExecutionStatus.COMPLETED
     [decision] = state.decisions.values()
     assert decision.actor["id"] == "U0BOB" and decision.outcome == "approved"
+
+
+def test_a_decision_that_continues_the_run_here_takes_its_lease_and_its_read(runtime, work,
+                                                                             redis_client):
+    """The click's worker continues the run itself: the commit that decides takes the run's
+    lease and reads the run back, so the next segment needs no read of its own."""
+    execution_id = runtime.engine.run(parse_workflow(REVIEW), {"host": "web-1",
+                                                               "evidence": EVIDENCE})
+    work()
+
+    result = runtime.engine.resume(execution_id, {"approved": True}, ALICE, step="review",
+                                   advance=False)
+
+    assert result.taken is not None
+    token, read = result.taken
+    assert redis_client.get(keys.lease(execution_id)) == token.encode()
+    assert read.status is ExecutionStatus.RUNNING and read.waiting is None
+    assert read.decisions["review"].actor["id"] == "U0ALICE"
+    assert read.audit_head == runtime.engine.get(execution_id).audit_head
+    calls = redis_client.info("commandstats").get("cmdstat_hgetall", {}).get("calls", 0)
+    assert runtime.runner.advance(execution_id, result.taken) is ExecutionStatus.COMPLETED
+    # the segment ran on that read: no HGETALL of its own
+    assert redis_client.info("commandstats").get("cmdstat_hgetall", {}).get("calls", 0) == calls
+    assert redis_client.get(keys.lease(execution_id)) is None  # given back at the end
+    assert runtime.engine.get(execution_id).status is ExecutionStatus.COMPLETED
+
+
+def test_a_decision_leaves_a_lease_another_holds_and_the_run_continues_once_it_is_free(
+        runtime, work, redis_client):
+    execution_id = runtime.engine.run(parse_workflow(REVIEW), {"host": "web-1",
+                                                               "evidence": "x"})
+    work()
+    redis_client.set(keys.lease(execution_id), "another-worker", px=60_000)
+
+    result = runtime.engine.resume(execution_id, {"approved": True}, ALICE, step="review",
+                                   advance=False)
+
+    assert result.decided and result.taken is None  # decided, but not ours to continue
+    assert redis_client.get(keys.lease(execution_id)) == b"another-worker"
+    assert runtime.runner.advance(execution_id, result.taken) is None  # busy: left to them
+    redis_client.delete(keys.lease(execution_id))
+    assert runtime.runner.advance(execution_id) is ExecutionStatus.COMPLETED
