@@ -118,6 +118,7 @@ class Runner:
         ``taken``: its lease, and the run as it was when the lease was taken, by the commit
         that made it runnable (a decision, :attr:`engine.run.reviews.ResumeResult.taken`);
         else both are taken here, in one round trip."""
+        token: str | None
         if taken is not None and taken[1].id == execution_id:
             token, state = taken
         else:
