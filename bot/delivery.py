@@ -36,7 +36,7 @@ from bot.blocks import ReviewContext, decided_message, ephemeral_already_decided
 from bot.digest import DIGEST_AFTER, Digests
 from bot.directory import Directory
 from bot.mrkdwn import is_user_id
-from bot.ratelimit import ChannelLimits
+from bot.ratelimit import ChannelLimits, LimitedClient
 from bot.visibility import Visibility
 from bot.webhooks import WebhookRefused, post_to_webhook
 from engine.connectors import Connectors
@@ -45,6 +45,7 @@ from engine.notify import SYSTEM_TIMEOUT, Actor, ReviewClosed, ReviewRequest
 from engine.run import escalation
 from engine.run.engine import Engine
 from engine.state import audit, messages
+from engine.state.batch import Batch
 from engine.state.execution import (
     ExecutionState,
     ExecutionStatus,
@@ -518,8 +519,20 @@ class Deliverer:
             # What was posted still waits: this closure was of an earlier instance of the
             # step (foreach), whose record a later post replaced.
             return 0
-        self.visibility.forget(execution_id, delivery.since, read.notes)  # /approvals all
-        digests = self.leave_digests(delivery, state.workflow)
+        # One round trip: out of /approvals all's indexes and the channels' digests, and
+        # whether Slack's limit for the rewrite holds now.
+        batch = Batch(self.engine.store.redis)
+        forgotten = self.visibility.forget_in(batch, execution_id, delivery.since, read.notes)
+        left = self.digests.leave_in(batch, execution_id, state.workflow, step,
+                                     [(p.to, p.channel, p.ts) for p in delivery.posts])
+        limits = (self.client.ask_in(batch, "chat.update")
+                  if isinstance(self.client, LimitedClient) else None)
+        replies = batch.execute()
+        forgotten(replies)
+        digests = left(replies)
+        if limits is not None and any((p.channel, p.ts) not in digests
+                                      for p in delivery.posts):
+            limits(replies)  # limited: RateLimited, and the task is put off (bot.outbox)
         return self.mark_closed(delivery, closed or found, state.status, digests=digests,
                                 trail=read.trail, event=state.event)
 

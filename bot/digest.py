@@ -54,6 +54,7 @@ from bot.ratelimit import ChannelLimits
 from engine.errors import ExecutionNotFound
 from engine.notify import ReviewRequest
 from engine.run.engine import Engine
+from engine.state.batch import Batch
 
 log = logging.getLogger(__name__)
 
@@ -172,25 +173,39 @@ class Digests:
         """``execution_id``'s review of ``step`` no longer waits where it was posted
         (``posts``: target, channel, ts; DMs are skipped); returns which of the posts are
         digests (``(channel, ts)``), found in the same round trip."""
+        batch = Batch(self.redis)
+        return self.leave_in(batch, execution_id, workflow, step, posts)(batch.execute())
+
+    def leave_in(self, batch: Batch, execution_id: str, workflow: str, step: str,
+                 posts: Sequence[tuple[str, str, str]]
+                 ) -> Callable[[Sequence[Any]], set[tuple[str, str]]]:
+        """:meth:`leave`, queued in ``batch``; reads which posts are digests from the batch's
+        replies (and marks the digests that counted the review out of date)."""
         targets = list(dict.fromkeys(t for t, _, _ in posts if not is_user_id(t)))
         shown = [(channel, ts) for target, channel, ts in posts if not is_user_id(target)]
         if not targets:
-            return set()
+            return lambda replies: set()
         piles = [pile_id(target, workflow, step) for target in targets]
-        pipe = self.redis.pipeline(transaction=False)
+        start = len(batch)
+        pipe = batch.pipe
         for pile in piles:
             pipe.srem(keys.pile(pile), execution_id)
             pipe.srem(keys.digested(pile), execution_id)
             pipe.exists(keys.digest(pile))
         for channel, ts in shown:
             pipe.exists(keys.digest_message(channel, ts))
-        found = pipe.execute()
-        for n, pile in enumerate(piles):
-            removed, _, has_digest = found[3 * n:3 * n + 3]
-            if removed and has_digest:
-                self.changed(pile)
-        return {post for post, exists in zip(shown, found[3 * len(piles):], strict=True)
-                if exists}
+        end = len(batch)
+
+        def read(replies: Sequence[Any]) -> set[tuple[str, str]]:
+            found = replies[start:end]
+            for n, pile in enumerate(piles):
+                removed, _, has_digest = found[3 * n:3 * n + 3]
+                if removed and has_digest:
+                    self.changed(pile)
+            return {post for post, exists in zip(shown, found[3 * len(piles):], strict=True)
+                    if exists}
+
+        return read
 
     # -- the digest's message --------------------------------------------------------------------
 

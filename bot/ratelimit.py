@@ -38,7 +38,9 @@ Incoming webhooks still wait a 429 out (:func:`bot.slack.webhook_client`).
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+import threading
+import time
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import redis
@@ -49,8 +51,10 @@ from slack_sdk.web import SlackResponse
 
 from bot import keys
 from engine.errors import SignoffError
+from engine.state.batch import Batch
 
 DEFAULT_WAIT = 1.0  # seconds, when a 429 carries no Retry-After
+ASKED_FOR = 1.0  # seconds an answer of LimitedClient.ask_in holds for the call it was for
 POST_MESSAGE = "chat.postMessage"
 PACE = 1.0  # seconds between slots under one scope: a channel's posts, unknown methods
 # Slack's pace for the methods the bot calls: 60 s over the calls a minute of their tier.
@@ -164,11 +168,33 @@ class LimitedClient(WebClient):
         self.retry_handlers = [h for h in self.retry_handlers
                                if not isinstance(h, RateLimitErrorRetryHandler)]
         self.connection = connection
+        self._asked = threading.local()  # .scope: (scope found free by ask_in, until)
+
+    def ask_in(self, batch: Batch, api_method: str, arguments: Mapping[str, Any] | None = None
+               ) -> Callable[[Sequence[Any]], None]:
+        """Ask in ``batch`` (another owner's round trip) whether a call of ``api_method``
+        with ``arguments`` is limited now. Its reader raises :class:`RateLimited` when it
+        is; otherwise this thread's next call under that scope does not ask again."""
+        if self.connection is None or batch.client is not self.connection:
+            return lambda replies: None  # no shared marks, or another Redis: the call asks
+        scope = scope_of(api_method, arguments)
+        at = len(batch)
+        batch.pipe.pttl(keys.rate_limited(scope))
+
+        def read(replies: Sequence[Any]) -> None:
+            left = replies[at]
+            if isinstance(left, int) and left > 0:
+                raise RateLimited(scope, left / 1000, method=api_method)
+            self._asked.scope = (scope, time.monotonic() + ASKED_FOR)
+
+        return read
 
     def api_call(self, api_method: str, **kwargs: Any) -> SlackResponse:  # type: ignore[override]
         scope = scope_of(api_method, kwargs.get("json") or kwargs.get("params")
                          or kwargs.get("data"))
-        if self.connection is not None:
+        asked, self._asked.scope = getattr(self._asked, "scope", None), None
+        if self.connection is not None and not (
+                asked is not None and asked[0] == scope and time.monotonic() < asked[1]):
             waiting = limited_left(self.connection, scope)
             if waiting > 0:
                 raise RateLimited(scope, waiting, method=api_method)

@@ -66,9 +66,9 @@ job waits. ``/approvals ID`` still checks the one review as it stands
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 from bot import keys
 from bot.directory import Directory
@@ -76,6 +76,7 @@ from bot.mrkdwn import is_user_id
 from engine.notify import ReviewRequest
 from engine.run import escalation
 from engine.state import keys as engine_keys
+from engine.state.batch import Batch
 from engine.state.execution import ExecutionStatus, epoch_ms, parse_iso, review_request
 from engine.state.store import Store
 
@@ -197,9 +198,16 @@ class Visibility:
         note is not read again: one round trip; else two. A review an earlier version
         indexed kept the note in a set of its own, read and deleted in the same round
         trip; its entries go in one more."""
+        batch = Batch(self.store.redis)
+        return self.forget_in(batch, execution_id, since, notes)(batch.execute())
+
+    def forget_in(self, batch: Batch, execution_id: str, since: str,
+                  notes: Mapping[str, bytes] | None = None) -> Callable[[Sequence[Any]], int]:
+        """:meth:`forget`, queued in ``batch`` (with others' commands: a closing review's
+        one round trip); reads how many entries went from the batch's replies."""
         moment = parse_iso(since)
         if moment is None:
-            return 0
+            return lambda replies: 0
         score = epoch_ms(moment)
         key = noted_key(score)
         if notes is not None:
@@ -207,13 +215,18 @@ class Visibility:
             words = raw.decode().split() if raw is not None else []
         else:
             words = self.store.words(execution_id, key)
-        removed, legacy = self.store.drop_words(
-            execution_id, key, _index_keys(words), execution_id, score,
+        dropped = self.store.drop_words_in(
+            batch, execution_id, key, _index_keys(words), execution_id, score,
             legacy_set=keys.seen_by(execution_id, score))
-        if legacy:
-            removed += self.store.index_remove_instance(
-                [*_index_keys(legacy), keys.INDEXED], execution_id, score)
-        return removed
+
+        def read(replies: Sequence[Any]) -> int:
+            removed, legacy = dropped(replies)
+            if legacy:
+                removed += self.store.index_remove_instance(
+                    [*_index_keys(legacy), keys.INDEXED], execution_id, score)
+            return removed
+
+        return read
 
     def page(self, user_id: str, offset: int, limit: int,
              also: Sequence[ReviewRequest] = ()) -> tuple[list[ReviewRequest], int]:

@@ -45,6 +45,7 @@ from engine.errors import (
     TokenNotFound,
 )
 from engine.state import audit, compact, keys, lua, messages
+from engine.state.batch import Batch
 from engine.state.execution import (
     ChildReport,
     Decision,
@@ -490,17 +491,32 @@ class Store(Indexes):
         :meth:`index_remove_instance`) and delete annotation ``n:{key}``, in one round trip
         (a MULTI); returns how many entries went, and the members of ``legacy_set`` (a
         Redis set that held such words before), read and deleted in the same MULTI."""
-        pipe = self.redis.pipeline(transaction=True)
+        batch = Batch(self.redis)
+        return self.drop_words_in(batch, execution_id, key, index_keys, member, score,
+                                  legacy_set=legacy_set)(batch.execute())
+
+    def drop_words_in(self, batch: Batch, execution_id: str, key: str,
+                      index_keys: Sequence[str], member: str, score: float, *,
+                      legacy_set: str | None = None
+                      ) -> Callable[[Sequence[Any]], tuple[int, list[str]]]:
+        """:meth:`drop_words`, queued in ``batch``: reads what it returns from the batch's
+        replies."""
+        start = len(batch)
         if index_keys:
-            self._remove_instance(keys=list(index_keys), args=[member, score], client=pipe)
-        pipe.hdel(keys.execution(execution_id), keys.annotation_field(key))
+            batch.script(self._remove_instance, list(index_keys), [member, score])
+        batch.pipe.hdel(keys.execution(execution_id), keys.annotation_field(key))
         if legacy_set is not None:
-            pipe.smembers(legacy_set)
-            pipe.delete(legacy_set)
-        replies = self._call(pipe.execute)
-        removed = int(replies[0]) if index_keys else 0
-        legacy = replies[-2] if legacy_set is not None else set()
-        return removed, sorted(reply_text(m) for m in legacy)
+            batch.pipe.smembers(legacy_set)
+            batch.pipe.delete(legacy_set)
+        end = len(batch)
+
+        def read(replies: Sequence[Any]) -> tuple[int, list[str]]:
+            mine = replies[start:end]
+            removed = int(mine[0]) if index_keys else 0
+            legacy = mine[-2] if legacy_set is not None else set()
+            return removed, sorted(reply_text(m) for m in legacy)
+
+        return read
 
     def words(self, execution_id: str, key: str) -> list[str]:
         """Annotation ``n:{key}`` as :meth:`add_words` wrote it."""

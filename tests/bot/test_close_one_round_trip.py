@@ -1,0 +1,157 @@
+"""A closing review leaves /approvals all's indexes and its channel's digests, and asks
+whether Slack's limit for its rewrite holds, in one round trip (engine.state.batch); the
+rewrite does not ask again. Limited, nothing is rewritten and the task is put off, the
+indexes already left. A batched script Redis has forgotten still runs."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+import redis
+
+from bot import keys as bot_keys
+from bot.ratelimit import LimitedClient, RateLimited, mark_limited
+from bot.visibility import noted_key
+from engine.notify import Actor
+from engine.state import keys, lua
+from engine.state.batch import Batch
+from engine.state.execution import epoch_ms, parse_iso
+from tests.bot.conftest import ISOLATE, REVIEWS, Signoff
+
+ALICE = Actor(id="U0ALICE", name="alice", source="slack")
+
+
+def commands_of(client: redis.Redis, action: Callable[[], Any]) -> list[str]:
+    """The commands Redis ran while ``action`` ran, in order, as MONITOR shows them (each
+    transaction from its MULTI to its EXEC)."""
+    seen: list[str] = []
+    sentinel = f"done-{time.monotonic_ns()}"
+    ready = threading.Event()
+
+    def watch() -> None:
+        with client.monitor() as monitor:
+            ready.set()
+            for entry in monitor.listen():
+                if sentinel in entry["command"]:
+                    return
+                name = entry["command"].split()[0].upper()
+                if name not in ("PING", "HELLO", "CLIENT"):  # a new connection's greeting
+                    seen.append(name)
+
+    watcher = threading.Thread(target=watch, daemon=True)
+    watcher.start()
+    assert ready.wait(5)
+    time.sleep(0.1)  # MONITOR is on before the action begins
+    action()
+    client.echo(sentinel)
+    watcher.join(10)
+    return seen
+
+
+def posted_and_decided(signoff: Signoff) -> tuple[str, str, int]:
+    """A review posted to #reviews, then decided (its rewrite not run yet): the run's id,
+    the message's ts, and when the review began waiting (ms)."""
+    execution_id = signoff.run(ISOLATE, {"host": "web-1", "rule": "beaconing"})
+    [message] = signoff.messages()
+    since = signoff.engine.get(execution_id).waiting.since
+    signoff.engine.resume(execution_id, {"approved": True}, ALICE, step="review")
+    return execution_id, message["ts"], epoch_ms(parse_iso(since))
+
+
+def test_a_closing_review_leaves_its_indexes_and_asks_slacks_limit_in_one_round_trip(
+        signoff: Signoff, redis_client: redis.Redis):
+    execution_id, ts, since_ms = posted_and_decided(signoff)
+    noted = keys.annotation_field(noted_key(since_ms))
+    assert redis_client.hget(keys.execution(execution_id), noted) is not None
+    assert redis_client.zscore(bot_keys.posted_in(REVIEWS), execution_id) is not None
+    redis_client.script_load(lua.REMOVE_INSTANCE)  # as any worker that ran a while has
+    closed: list[int] = []
+
+    seen = commands_of(redis_client, lambda: closed.append(
+        signoff.bot.deliverer.close(execution_id, "review", None)))
+
+    # The read (one MULTI), then one more: indexes (the script's own commands shown after
+    # it), digests and the limit together; the rewrite asked Slack's limit no second time,
+    # and no script was looked up first.
+    assert closed == [1]
+    assert seen == ["MULTI", "HGETALL", "LRANGE", "EXEC",
+                    "MULTI", "EVALSHA", "ZSCORE", "ZREM", "HDEL", "SMEMBERS", "DEL", "SREM", "SREM", "EXISTS",
+                    "EXISTS", "PTTL", "EXEC"]
+    assert redis_client.hget(keys.execution(execution_id), noted) is None
+    assert redis_client.zscore(bot_keys.posted_in(REVIEWS), execution_id) is None
+    [message] = signoff.messages()
+    assert message["ts"] == ts and "Approved by" in str(message["blocks"])
+
+
+def test_a_closing_review_under_slacks_limit_is_put_off_without_calling_slack(
+        signoff: Signoff, redis_client: redis.Redis):
+    execution_id, _, since_ms = posted_and_decided(signoff)
+    mark_limited(redis_client, "chat.update", 30)
+    updates = len(signoff.slack.calls_to("chat.update"))
+
+    with pytest.raises(RateLimited) as limited:
+        signoff.bot.deliverer.close(execution_id, "review", None)
+
+    assert limited.value.scope == "chat.update" and 28 < limited.value.retry_after <= 30
+    assert len(signoff.slack.calls_to("chat.update")) == updates  # Slack was not asked
+    # Out of the indexes all the same; the put-off rewrite finds nothing left to forget.
+    noted = keys.annotation_field(noted_key(since_ms))
+    assert redis_client.hget(keys.execution(execution_id), noted) is None
+    assert redis_client.zscore(bot_keys.posted_in(REVIEWS), execution_id) is None
+    redis_client.delete(bot_keys.rate_limited("chat.update"))
+    assert signoff.bot.deliverer.close(execution_id, "review", None) == 1
+    assert "Approved by" in str(signoff.messages()[0]["blocks"])
+
+
+def test_an_answer_of_ask_in_holds_for_one_call_under_its_scope_for_a_second_at_most(
+        signoff: Signoff, redis_client: redis.Redis):
+    client = signoff.bot.deliverer.client
+    assert isinstance(client, LimitedClient)
+    ts: Any = client.chat_postMessage(channel=REVIEWS, text="hello")["ts"]
+
+    batch = Batch(client.connection)
+    read = client.ask_in(batch, "chat.update")
+    read(batch.execute())  # free now
+    mark_limited(redis_client, "chat.update", 30)
+    client.chat_update(channel=REVIEWS, ts=ts, text="the call it was asked for")
+    with pytest.raises(RateLimited):  # the next call asks again
+        client.chat_update(channel=REVIEWS, ts=ts, text="a second call")
+
+    redis_client.delete(bot_keys.rate_limited("chat.update"))
+    batch = Batch(client.connection)
+    read = client.ask_in(batch, "chat.update")
+    read(batch.execute())
+    mark_limited(redis_client, "chat.update", 30)
+    time.sleep(1.1)  # ASKED_FOR: an old answer is not trusted
+    with pytest.raises(RateLimited):
+        client.chat_update(channel=REVIEWS, ts=ts, text="too late for the answer")
+
+
+def test_a_batched_script_redis_forgot_runs_on_its_own_and_the_rest_still_counts(
+        signoff: Signoff, redis_client: redis.Redis):
+    store = signoff.engine.store
+    redis_client.zadd("idx:test:a", {"run-1": 5, "run-2": 5})
+    redis_client.zadd("idx:test:b", {"run-1": 7})  # a later instance: stays
+    redis_client.hset(keys.execution("run-1"), mapping={"n:seen": "x", "st": "completed"})
+    redis_client.script_flush()
+
+    batch = Batch(redis_client)
+    dropped = store.drop_words_in(batch, "run-1", "seen", ["idx:test:a", "idx:test:b"],
+                                  "run-1", 5)
+    batch.pipe.exists("idx:test:a")
+    replies = batch.execute()
+
+    assert dropped(replies) == (1, [])
+    assert replies[-1] == 1
+    assert redis_client.zscore("idx:test:a", "run-1") is None
+    assert redis_client.zscore("idx:test:b", "run-1") == 7
+    assert not redis_client.hexists(keys.execution("run-1"), "n:seen")
+
+    batch = Batch(redis_client)
+    batch.pipe.incr(keys.execution("run-1"))  # a hash: WRONGTYPE, raised
+    with pytest.raises(redis.ResponseError):
+        batch.execute()
