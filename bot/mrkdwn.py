@@ -23,6 +23,8 @@ from functools import cache, lru_cache
 from markdown_it import MarkdownIt
 from markdown_it.tree import SyntaxTreeNode
 
+from bot.plain_line import plain_line
+
 _USER_ID = re.compile(r"[UW][A-Z0-9]+")
 _GROUP_ID = re.compile(r"S[A-Z0-9]+")
 _CHANNEL_ID = re.compile(r"[CGD][A-Z0-9]+")
@@ -148,8 +150,21 @@ def _chunks(md: str) -> list[str]:
 
 
 def markdown_to_plain(md: str) -> str:
-    """The text of some Markdown without any markup, on one line (for plain_text fields)."""
+    """The text of some Markdown without any markup, on one line (for plain_text fields).
+    A simple line (a heading, a sentence with code spans) is read without the parser
+    (bot.plain_line): a review's decision line, at every post and rewrite."""
+    line = md.rstrip("\r\n")
+    if "\n" not in line and "\r" not in line:
+        simple = plain_line(line)
+        if simple is not None:
+            return simple
     return _kept_plain(md) if len(md) <= RENDERED_MAX else _plain_text(md)
+
+
+def markdown_to_plain_parsed(md: str) -> str:
+    """:func:`markdown_to_plain` as markdown-it reads it, always (what bot.plain_line's
+    quick reader must agree with)."""
+    return _plain_text(md)
 
 
 @lru_cache(maxsize=RENDERED)
