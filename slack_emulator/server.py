@@ -22,6 +22,7 @@ import socket
 import threading
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from types import TracebackType
 from typing import Any, Self
 from urllib.parse import parse_qsl
@@ -69,7 +70,10 @@ class SlackEmulator:
         port: int = 0,
         posting_limit: PostingLimit | None = None,
         method_limits: MethodLimits | None = None,
+        tls: tuple[str, str] | None = None,
     ) -> None:
+        """``tls``: a certificate and its key (PEM files): serve HTTPS, as slack.com does,
+        under the certificate's host name (``host`` is still where it listens)."""
         self.workspace = workspace or default_workspace()
         # Slack's chat.postMessage limit per channel (None: from the environment, else Slack's).
         self.posting = ChannelBuckets(posting_limit or PostingLimit.from_env())
@@ -83,7 +87,7 @@ class SlackEmulator:
         self._lock = threading.Lock()
         self._calls: list[tuple[str, dict[str, Any]]] = []
         self._faults: dict[str, list[Fault]] = {}
-        self._server = BackgroundServer(self.app, host=host, port=port)
+        self._server = BackgroundServer(self.app, host=host, port=port, tls=tls)
 
     def __repr__(self) -> str:
         state = f"listening on {self.base_url}" if self._server.running else "stopped"
@@ -273,16 +277,20 @@ class BackgroundServer:
     another so the driver can reach it over real HTTP. ``port=0`` picks a free port.
     """
 
-    def __init__(self, app: ASGIApp, *, host: str = "127.0.0.1", port: int = 0) -> None:
+    def __init__(self, app: ASGIApp, *, host: str = "127.0.0.1", port: int = 0,
+                 tls: tuple[str, str] | None = None) -> None:
         self.app = app
         self.host = host
         self.port = port
+        self.tls = tls  # (certificate, key) PEM files: HTTPS
         self._server: uvicorn.Server | None = None
         self._thread: threading.Thread | None = None
         self._socket: socket.socket | None = None
 
     @property
     def base_url(self) -> str:
+        if self.tls is not None:  # under the certificate's name, which resolves to loopback
+            return f"https://{_certificate_host(self.tls[0])}:{self.port}"
         return f"http://{self.host}:{self.port}"
 
     @property
@@ -342,7 +350,10 @@ class BackgroundServer:
         self.stop()
 
     def _bind(self) -> socket.socket:
-        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        # IPPROTO_TCP named: asyncio turns Nagle off (TCP_NODELAY) only on connections whose
+        # listening socket says TCP; without it a keep-alive client waits out its delayed
+        # ACK (~40 ms) for every response after the first, as no real server makes it.
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.bind((self.host, self.port))
         self.port = sock.getsockname()[1]
@@ -363,7 +374,18 @@ class BackgroundServer:
             log_level="warning",
             access_log=False,
             timeout_graceful_shutdown=1,
+            ssl_certfile=self.tls[0] if self.tls else None,
+            ssl_keyfile=self.tls[1] if self.tls else None,
         )
+
+
+def _certificate_host(certificate: str) -> str:
+    """The first DNS name a PEM certificate is for."""
+    from cryptography import x509
+
+    cert = x509.load_pem_x509_certificate(Path(certificate).read_bytes())
+    names = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    return str(names.get_values_for_type(x509.DNSName)[0])
 
 
 def build_app(emulator: SlackEmulator) -> Starlette:
