@@ -42,6 +42,7 @@ import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
+from urllib.request import Request
 
 import redis
 from slack_sdk import WebClient
@@ -50,6 +51,7 @@ from slack_sdk.http_retry.builtin_handlers import RateLimitErrorRetryHandler
 from slack_sdk.web import SlackResponse
 
 from bot import keys
+from bot.slack_http import KeptConnections
 from engine.errors import SignoffError
 from engine.state.batch import Batch
 
@@ -169,6 +171,14 @@ class LimitedClient(WebClient):
                                if not isinstance(h, RateLimitErrorRetryHandler)]
         self.connection = connection
         self._asked = threading.local()  # .scope: (scope found free by ask_in, until)
+        self.kept = KeptConnections()  # Slack's connections, kept open between calls
+
+    def _perform_urllib_http_request_internal(self, url: str, req: Request) -> dict[str, Any]:
+        """slack_sdk's one HTTP request, on a kept connection (bot.slack_http); through a
+        proxy, slack_sdk's own."""
+        if self.proxy is not None or not url.lower().startswith(("http://", "https://")):
+            return super()._perform_urllib_http_request_internal(url, req)
+        return self.kept.perform(url, req, timeout=self.timeout, context=self.ssl)
 
     def ask_in(self, batch: Batch, api_method: str, arguments: Mapping[str, Any] | None = None
                ) -> Callable[[Sequence[Any]], None]:
