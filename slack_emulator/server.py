@@ -13,6 +13,10 @@ or ``SLACK_EMULATOR_METHOD_LIMITS=off``), answering 429 with ``Retry-After`` as 
 its Socket Mode websocket, :attr:`SlackEmulator.socket_mode`, started on first use.
 Incoming webhooks (``/services/…``, plain-text answers) live in
 :attr:`SlackEmulator.webhooks` (:mod:`slack_emulator.webhooks`).
+It speaks HTTP/1.1 with keep-alive (Nagle off, as real servers run), over plain HTTP by
+default, or HTTPS as slack.com does with ``tls=(certificate, key)`` (then under the
+certificate's host name). Not modelled: how long Slack's edge keeps an idle connection
+(uvicorn closes one after 5 s), HTTP/2.
 """
 
 from __future__ import annotations

@@ -3,7 +3,8 @@
 Owns the execution records (:mod:`.execution`), the hash-chained audit trail's
 format (:mod:`.audit`), key names (:mod:`.keys`), Lua scripts (:mod:`.lua`), the
 store that applies atomic changes (:mod:`.store`), the indexes that listings read
-(:mod:`.indexes`), the inboxes that carry small tasks
+(:mod:`.indexes`), several owners' commands sent in one round trip (:mod:`.batch`),
+the inboxes that carry small tasks
 to workers (:mod:`.inbox`), the slots of concurrency groups (:mod:`.slots`), API
 tokens' records and scopes (:mod:`.tokens`) and the private redis-server of tests and
 the demo (:mod:`.embedded_redis`). Imports
