@@ -4,13 +4,18 @@ commit's guards catch anything that changed since."""
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 
 from engine.definition.loader import parse_workflow
 from engine.errors import AlreadyDecided, ExecutionNotFound
-from engine.notify import Actor
+from engine.notify import Actor, NullNotifier
 from engine.state import keys, messages
 from engine.state.execution import ExecutionStatus, dumps
+from engine.worker.runtime import build_runtime, install_runtime
+from engine.worker.worker import SignoffWorker
+from tests.support.services import wait_until
 
 ALICE = Actor(id="U0ALICE", name="alice", source="slack")
 BOB = Actor(id="U0BOB", name="bob", source="slack")
@@ -117,3 +122,29 @@ def test_a_decision_leaves_a_lease_another_holds_and_the_run_continues_once_it_i
     assert runtime.runner.advance(execution_id, result.taken) is None  # busy: left to them
     redis_client.delete(keys.lease(execution_id))
     assert runtime.runner.advance(execution_id) is ExecutionStatus.COMPLETED
+
+
+def test_a_worker_that_died_holding_the_lease_its_decision_took_is_taken_over(
+        settings, redis_client):
+    # The click's worker decided, took the lease in the same commit, and died before the
+    # run's next segment: once the lease lapses, the sweep hands the run to another worker.
+    rt = build_runtime(replace(settings, lease_seconds=0.3), redis_client,
+                       notifier=NullNotifier())
+    install_runtime(rt)
+    execution_id = rt.engine.run(parse_workflow(REVIEW), {"host": "web-1", "evidence": "x"})
+    drain = SignoffWorker([rt.settings.queue], connection=redis_client)
+    drain.work(burst=True, logging_level="WARNING")
+
+    result = rt.engine.resume(execution_id, {"approved": True}, ALICE, step="review",
+                              advance=False)
+    assert result.taken is not None  # ... and the worker dies here
+
+    assert rt.engine.recover_stalled() == []  # the lease and its deadline still hold
+    wait_until(lambda: execution_id in rt.engine.recover_stalled(), timeout=5,
+               message="the sweep to find the run its worker left")
+    SignoffWorker([rt.settings.queue], connection=redis_client).work(
+        burst=True, logging_level="WARNING")
+    state = rt.engine.get(execution_id)
+    assert state.status is ExecutionStatus.COMPLETED
+    assert state.decisions["review"].actor["id"] == "U0ALICE"
+    assert state.results["after"].status.value == "COMPLETED"
