@@ -67,6 +67,7 @@ from engine.run import escalation
 from engine.run.authority import Refusal
 from engine.run.engine import Engine
 from engine.state.execution import ExecutionState, ExecutionStatus, review_request
+from engine.state.inbox import Running
 
 log = logging.getLogger(__name__)
 
@@ -158,7 +159,8 @@ class ReviewListeners:
         self._decide(body, client, approved=approved)
 
     def decide_click(self, reviewer: Reviewer, ref: ReviewRef, *,
-                     approved: bool) -> Callable[[], Any] | None:
+                     approved: bool, task: Running | None = None
+                     ) -> Callable[[], Any] | None:
         """A one-click decision, in a worker: check who clicked what, record it. Returns
         what continues the run (in this worker, once the click is acknowledged), if any.
         The review, its delivery record and the clicker's cached name come in one round
@@ -169,7 +171,9 @@ class ReviewListeners:
         audit names the clicker by the signed click (or the name cached), and their display
         name is looked up afterwards, by a job. Slack is called first only to learn who may
         decide, when that is not cached; should it fail, this raises and the inbox tries the
-        click again (see engine.state.inbox), rather than deciding without the check."""
+        click again (see engine.state.inbox), rather than deciding without the check.
+        ``task``: the inbox task carrying this click, acknowledged by the commit that decides
+        (its drain then does not)."""
         found = self._review_clicked(reviewer, ref)
         if found is None:
             return None
@@ -179,7 +183,8 @@ class ReviewListeners:
         try:  # the engine decides who may, and audits a refusal; the read is checked again
             result = self.engine.resume(review.execution_id, {review.decision_field: approved},
                                         actor, step=review.step, advance=self.advance is None,
-                                        read=state)
+                                        read=state, acknowledge=(task.taking, task.entry)
+                                        if task is not None else None)
         except ActorNotAllowed as exc:
             self._reply(reviewer, _refusal_message(review, exc))
             return None
@@ -189,6 +194,8 @@ class ReviewListeners:
         except InputInvalid:  # the schema changed its mind: the form must ask
             self._reply(reviewer, ephemeral_text(texts.NEEDS_FORM))
             return None
+        if result.decided and task is not None:
+            task.acknowledged = True  # by the commit that decided
         if cached is None:
             self.outbox.learn_name(reviewer.user_id)  # for the next audit entry and /approvals
         if result.decided and self.advance is not None:  # on the lease the decision took

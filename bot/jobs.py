@@ -43,6 +43,7 @@ from bot.slack import web_client
 from engine.connectors import Connectors
 from engine.errors import ExecutionNotFound
 from engine.run.engine import Engine
+from engine.state.inbox import running_task
 from engine.worker.runtime import runtime
 
 log = logging.getLogger(__name__)
@@ -160,7 +161,8 @@ def decide_click(reviewer: Mapping[str, Any], ref: str, approved: bool) -> Calla
     """Record a one-click Approve / Deny (an inbox task); returns what continues the run,
     which the drain runs in this same worker once the click is acknowledged."""
     return bot_runtime().listeners.decide_click(Reviewer.from_json(reviewer),
-                                                ReviewRef.decode(ref), approved=approved)
+                                                ReviewRef.decode(ref), approved=approved,
+                                                task=running_task())
 
 
 def click_lost(error: str, reviewer: Mapping[str, Any], ref: str, approved: bool) -> None:

@@ -206,7 +206,8 @@ class Engine:
 
     def resume(self, execution_id: str, input_: Any, actor: Actor, *,
                step: str | None = None, advance: bool = True,
-               read: ExecutionState | None = None) -> ResumeResult:
+               read: ExecutionState | None = None,
+               acknowledge: tuple[str, bytes] | None = None) -> ResumeResult:
         """Record a reviewer's answer and continue the run, exactly once.
 
         Raises InputInvalid (every schema violation), NotWaiting, AlreadyDecided
@@ -214,10 +215,11 @@ class Engine:
         (``approvals-required``) the result says how many approvals are in so far.
         ``read``: the execution as the caller just read it, used for the first try instead
         of reading it again (the commit is guarded all the same: if it changed since, the
-        decision is tried again on a fresh read).
+        decision is tried again on a fresh read). ``acknowledge``: the inbox task carrying
+        the decision (its drain's list and entry), taken off in the commit that decides.
         """
         return self.reviews.resume(execution_id, input_, actor, step=step, advance=advance,
-                                   read=read)
+                                   read=read, acknowledge=acknowledge)
 
     @property
     def escalate_to(self) -> tuple[str, ...]:

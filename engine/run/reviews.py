@@ -100,7 +100,8 @@ class Reviews:
 
     def resume(self, execution_id: str, input_: Any, actor: Actor, *,
                step: str | None = None, reason: str = "", advance: bool = True,
-               authorize: bool = True, read: ExecutionState | None = None) -> ResumeResult:
+               authorize: bool = True, read: ExecutionState | None = None,
+               acknowledge: tuple[str, bytes] | None = None) -> ResumeResult:
         """Record an answer, exactly once; with ``approvals-required: N`` an approval counts
         toward the quorum and the N-th distinct approver decides (one deny denies).
 
@@ -112,7 +113,9 @@ class Reviews:
         commit that decides then takes the run's lease and reads the run back for it
         (:attr:`ResumeResult.taken`, for :meth:`engine.run.runner.Runner.advance`).
         ``read``: the execution as the caller just read it, for the first try (the commit's
-        guards catch any change since, and the next try reads afresh)."""
+        guards catch any change since, and the next try reads afresh). ``acknowledge``: an
+        entry of a list (the inbox task carrying the click: its drain's list and entry)
+        the commit that decides takes off, in the same script."""
         for _ in range(50):
             state, waiting = self._waiting(execution_id, step, read)
             read = None
@@ -146,6 +149,8 @@ class Reviews:
                                 at=iso(now) or "", input=dict(input_),
                                 message_sha256=waiting.message_sha256, outcome=outcome)
             change = self._decide_change(state, waiting, decision, approvals, now)
+            if acknowledge is not None:
+                change.lrem.append(acknowledge)
             committed = self._commit_waiting(state, waiting, change,
                                              take_lease=not advance)
             if committed:

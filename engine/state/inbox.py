@@ -69,6 +69,7 @@ import socket
 import time
 import uuid
 from collections.abc import Callable, Sequence
+from contextvars import ContextVar
 from dataclasses import dataclass, replace
 from typing import Any, cast
 
@@ -79,6 +80,26 @@ from rq.utils import import_attribute
 from engine.state import keys, lua
 
 log = logging.getLogger(__name__)
+
+
+@dataclass
+class Running:
+    """The inbox task this thread runs: the drain's list it waits in until acknowledged,
+    and its entry there. A task whose own commit takes the entry off that list, in the same
+    script as its effect (a decision: :attr:`engine.state.store.Change.lrem`), sets
+    ``acknowledged``, and its drain does not acknowledge it again."""
+
+    taking: str
+    entry: bytes
+    acknowledged: bool = False
+
+
+_running: ContextVar[Running | None] = ContextVar("signoff_inbox_task", default=None)
+
+
+def running_task() -> Running | None:
+    """The inbox task this thread is running, if any (see :class:`Running`)."""
+    return _running.get()
 
 DRAIN_FLAG_MS = 30_000  # a drain queued but not started for this long is queued again
 ALIVE_MS = 60_000  # a drain silent for this long is presumed dead; its task is put back
@@ -358,12 +379,14 @@ class Inbox:
                 if raw is None or raw == -1:
                     empty = ended = raw is None
                     break
-                ran, follow_up, later = self._run(raw, taking)
-                finished = b"" if later else raw  # a task due later is off our list already
+                ran, follow_up, later, acknowledged = self._run(raw, taking)
+                # A task due later is off our list already, one that acknowledged itself too.
+                finished = b"" if later or acknowledged else raw
                 done += ran
                 if callable(follow_up):  # a task's other return values are not followed
                     # Acknowledge first: the follow-up is durable work with its own recovery.
-                    self.redis.lrem(taking, 1, cast(str, raw))  # redis-py takes bytes too
+                    if finished:
+                        self.redis.lrem(taking, 1, cast(str, raw))  # redis-py takes bytes too
                     finished = b""
                     self._follow(follow_up)
             stopped = True
@@ -384,18 +407,23 @@ class Inbox:
             return Drained(done, following, next_begun)
         return Drained(done)
 
-    def _run(self, raw: bytes, taking: str) -> tuple[int, Any, bool]:
+    def _run(self, raw: bytes, taking: str) -> tuple[int, Any, bool, bool]:
         """Run one task: (1 when it ran, 0 when it was dropped; its follow-up or None; True
-        when it failed and was put off till later, off the drain's list)."""
+        when it failed and was put off till later, off the drain's list; True when it
+        acknowledged itself, see :class:`Running`)."""
         try:
             task = Task.decode(raw)
         except (ValueError, KeyError, TypeError):
             log.error("dropped an inbox entry that is not a task: %.200r", raw)
-            return 0, None, False
+            return 0, None, False, False
+        running = Running(taking, raw)
+        token = _running.set(running)
         try:
-            return 1, self._function(task.function)(*task.args), False
+            return 1, self._function(task.function)(*task.args), False, running.acknowledged
         except Exception as exc:
-            return 1, None, self._failed(raw, task, exc, taking)
+            return 1, None, self._failed(raw, task, exc, taking), False
+        finally:
+            _running.reset(token)
 
     def _function(self, path: str) -> Callable[..., Any]:
         function = self._functions.get(path)

@@ -34,6 +34,8 @@ from __future__ import annotations
 #          add|remove with a score,
 #          zadd: [[KEYS position, score, member]], zrem: [[KEYS position, member]],
 #          hset: [[KEYS position, field, value]] into other hashes (a parent's children),
+#          lrem: [[KEYS position, ARGV position]]: that entry taken off that list, once
+#          (the inbox task the change acknowledges),
 #          events: [first, last] ARGV positions of the audit entries to append, in
 #          order, as stored, with head: the ARGV position of the last one's hash as
 #          stored), lease_ttl_ms or release; take_lease: [token, ttl ms]: once applied,
@@ -113,6 +115,9 @@ if spec.zrem then
 end
 if spec.hset then
   for _, h in ipairs(spec.hset) do redis.call('HSET', KEYS[h[1]], h[2], h[3]) end
+end
+if spec.lrem then
+  for _, l in ipairs(spec.lrem) do redis.call('LREM', KEYS[l[1]], 1, ARGV[l[2]]) end
 end
 local head = cur[2]
 if spec.events then

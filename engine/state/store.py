@@ -116,6 +116,8 @@ class Change:
     zadd: list[tuple[str, float, str]] = field(default_factory=list)  # other indexes: key, score, member
     zrem: list[tuple[str, str]] = field(default_factory=list)  # key, member
     hset: list[tuple[str, str, str]] = field(default_factory=list)  # other hashes: key, field, value
+    # entries taken off lists (one each) with the change: an inbox task it acknowledges
+    lrem: list[tuple[str, bytes]] = field(default_factory=list)  # key, entry
 
     def step(self, path: str, result: StepResult) -> Change:
         self.set[keys.step_field(path)] = result.to_json()
@@ -372,6 +374,11 @@ class Store(Indexes):
             spec["zrem"] = [[position(key), member] for key, member in change.zrem]
         if change.hset:
             spec["hset"] = [[position(key), name, value] for key, name, value in change.hset]
+        if change.lrem:  # the entries go as values of their own: any bytes
+            spec["lrem"] = []
+            for key, entry in change.lrem:
+                spec["lrem"].append([position(key), first + len(values)])
+                values.append(entry)
         if guard_hlen is not None:  # the hash must have as many fields as the caller read
             spec["guard_hlen"] = [position(guard_hlen[0]), guard_hlen[1]]
         raw = self._call(
