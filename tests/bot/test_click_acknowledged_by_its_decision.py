@@ -5,39 +5,11 @@ Nothing is left behind in either case."""
 
 from __future__ import annotations
 
-import threading
-import time
-from typing import Any
-
 import redis
 
 from engine.state import keys
 from tests.bot.conftest import ISOLATE, REVIEWS, Signoff
-
-
-def monitored(client: redis.Redis, action: Any) -> list[dict[str, Any]]:
-    """What Redis ran while ``action`` ran, as MONITOR shows it (a script's own commands
-    marked ``client_type: lua``)."""
-    seen: list[dict[str, Any]] = []
-    sentinel = f"done-{time.monotonic_ns()}"
-    ready = threading.Event()
-
-    def watch() -> None:
-        with client.monitor() as monitor:
-            ready.set()
-            for entry in monitor.listen():
-                if sentinel in entry["command"]:
-                    return
-                seen.append(entry)
-
-    watcher = threading.Thread(target=watch, daemon=True)
-    watcher.start()
-    assert ready.wait(5)
-    time.sleep(0.1)
-    action()
-    client.echo(sentinel)
-    watcher.join(10)
-    return seen
+from tests.support.monitor import monitored
 
 
 def takers_lists(client: redis.Redis) -> list[bytes]:

@@ -5,7 +5,6 @@ indexes already left. A batched script Redis has forgotten still runs."""
 
 from __future__ import annotations
 
-import threading
 import time
 from collections.abc import Callable
 from typing import Any
@@ -21,35 +20,16 @@ from engine.state import keys, lua
 from engine.state.batch import Batch
 from engine.state.execution import epoch_ms, parse_iso
 from tests.bot.conftest import ISOLATE, REVIEWS, Signoff
+from tests.support.monitor import monitored
 
 ALICE = Actor(id="U0ALICE", name="alice", source="slack")
 
 
 def commands_of(client: redis.Redis, action: Callable[[], Any]) -> list[str]:
-    """The commands Redis ran while ``action`` ran, in order, as MONITOR shows them (each
-    transaction from its MULTI to its EXEC)."""
-    seen: list[str] = []
-    sentinel = f"done-{time.monotonic_ns()}"
-    ready = threading.Event()
-
-    def watch() -> None:
-        with client.monitor() as monitor:
-            ready.set()
-            for entry in monitor.listen():
-                if sentinel in entry["command"]:
-                    return
-                name = entry["command"].split()[0].upper()
-                if name not in ("PING", "HELLO", "CLIENT"):  # a new connection's greeting
-                    seen.append(name)
-
-    watcher = threading.Thread(target=watch, daemon=True)
-    watcher.start()
-    assert ready.wait(5)
-    time.sleep(0.1)  # MONITOR is on before the action begins
-    action()
-    client.echo(sentinel)
-    watcher.join(10)
-    return seen
+    """The names of the commands Redis ran while ``action`` ran, but a new connection's
+    greeting."""
+    return [name for name in (e["command"].split()[0].upper() for e in monitored(client, action))
+            if name not in ("PING", "HELLO", "CLIENT")]
 
 
 def posted_and_decided(signoff: Signoff) -> tuple[str, str, int]:
