@@ -2,7 +2,7 @@
 
     python benchmarks/slack.py [--reviews 200] [--concurrency 32] [--workers 1]
                                [--load-processes 4] [--client raw|httpx] [--warmup N]
-                               [--lone 100]
+                               [--lone 100] [--tls]
 
 Starts a private Redis (REDIS_URL when set), the Slack emulator, the web process
 (the app ``signoff serve`` serves, from ``engine.cli.build_web_app``, on uvicorn in
@@ -28,8 +28,10 @@ demand. Then ``--lone`` more clicks are sent one at a time, each once the last o
 run has finished and its message was rewritten, as people click, and as many bare RQ
 no-op jobs are enqueued one at a time on the same worker, alternating in blocks of ten
 (the worker's CPU read from the scheduler's count, to the nanosecond): it prints the
-workers' CPU per lone click, per lone bare job, and their ratio (target <= 1.0). Stops
-everything it started, also on Ctrl-C.
+workers' CPU per lone click, per lone bare job, and their ratio (target <= 1.0). With
+``--tls`` the emulator serves HTTPS, as slack.com does (a CA made for the run, trusted by
+the web process and the workers through ``SSL_CERT_FILE``): the rewrite's Slack call then
+costs what it costs against Slack. Stops everything it started, also on Ctrl-C.
 """
 
 from __future__ import annotations
@@ -58,6 +60,7 @@ from benchmarks.load import CLIENTS, LoadGenerator, PreparedRequest, Sample  # n
 from bot.blocks import ACTION_APPROVE  # noqa: E402
 from bot.delivery import annotation_key, load_delivery  # noqa: E402
 from bot.outbox import QUEUE as SLACK_QUEUE  # noqa: E402
+from demo.elastic import make_tls  # noqa: E402
 from engine.definition.loader import parse_workflow  # noqa: E402
 from engine.notify import NullNotifier  # noqa: E402
 from engine.run.engine import Engine  # noqa: E402
@@ -151,17 +154,25 @@ class Stack:
     def start(self, *, workers: int, load_processes: int, client: str,
               posting_limit: PostingLimit | None = None,
               method_limits: MethodLimits | None = None,
-              env: dict[str, str] | None = None) -> None:
+              env: dict[str, str] | None = None, tls: bool = False) -> None:
         """``posting_limit``, ``method_limits``: the emulator's (default off: clicks are
         measured here, not Slack's limits); ``env`` adds to the processes' environment (default: no digests,
-        every review gets the message the clicks press)."""
+        every review gets the message the clicks press); ``tls``: the emulator over HTTPS, as
+        slack.com is, its certificate from a CA made for the run, which the web process and
+        the workers trust (``SSL_CERT_FILE``)."""
         self.redis_url = os.environ.get("REDIS_URL") or ""
         if not self.redis_url:
             self.redis = EmbeddedRedis().start()
             self.redis_url = self.redis.url
         connect(self.redis_url).flushdb()
+        certificate = None
+        if tls:
+            ca, cert, key = make_tls(self.logs, host="localhost")
+            certificate = (str(cert), str(key))
+            env = {**(env or {}), "SSL_CERT_FILE": str(ca)}
         self.emulator = SlackEmulator(posting_limit=posting_limit or PostingLimit.off(),
-                                      method_limits=method_limits or MethodLimits.off()).start()
+                                      method_limits=method_limits or MethodLimits.off(),
+                                      tls=certificate).start()
         env = {**os.environ, "SIGNOFF_SLACK_DIGEST_AFTER": "0", **(env or {}),
                "REDIS_URL": self.redis_url,
                "SLACK_BOT_TOKEN": self.emulator.bot_token,
@@ -606,6 +617,8 @@ def main() -> int:
     parser.add_argument("--lone", type=int, default=100,
                         help="clicks then sent one at a time, for the worker's CPU per lone "
                              "click against a bare RQ job's (0: none)")
+    parser.add_argument("--tls", action="store_true",
+                        help="the Slack emulator over HTTPS, as slack.com is (default: HTTP)")
     parser.add_argument("--serve", type=int, metavar="PORT", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.serve:
@@ -613,7 +626,8 @@ def main() -> int:
         return 0
 
     return on_stack("benchmarks/slack.py", lambda stack: stack.start(
-        workers=args.workers, load_processes=args.load_processes, client=args.client),
+        workers=args.workers, load_processes=args.load_processes, client=args.client,
+        tls=args.tls),
         lambda stack: bench(stack, reviews=args.reviews, concurrency=args.concurrency,
                             warmup=args.concurrency if args.warmup is None else args.warmup,
                             lone=args.lone), report)
