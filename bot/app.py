@@ -9,9 +9,10 @@ ack and lets the same app serve HTTP and Socket Mode.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 
-from slack_bolt import App
+from slack_bolt import App, BoltContext
 from slack_sdk import WebClient
 
 from bot.approvals import ApprovalsCommand, register_approvals
@@ -67,6 +68,17 @@ def build_bot(settings: BotSettings, engine: Engine, *, client: WebClient | None
         # check only for Socket Mode, whose requests arrive over the app's own websocket).
         request_verification_enabled=True,
     )
+    shared = client
+
+    @app.middleware
+    def one_client(context: BoltContext, next: Callable[[], None]) -> None:
+        # Bolt hands each request a plain WebClient of its own: a new connection (a TLS
+        # session) for every call a listener makes, and no 429 marks shared through Redis.
+        # Listeners get the bot's client instead (bot.slack_http, bot.ratelimit), which is
+        # safe to share between threads: nothing changes its token.
+        context["client"] = shared
+        next()
+
     directory = Directory(client, engine.store, ttl=settings.cache_seconds)
     engine.people = directory  # the engine's rules on who may act ask Slack who is who
     listeners = ReviewListeners(engine, directory)

@@ -27,6 +27,7 @@ import socket
 import ssl
 import threading
 import time
+import weakref
 from typing import Any
 from urllib.error import HTTPError, URLError
 from urllib.parse import urlsplit
@@ -45,6 +46,9 @@ class KeptConnections:
         # takes its own off while it uses it, and puts it back once the answer is read
         self._kept: dict[tuple[int, str, str, int], tuple[http.client.HTTPConnection, float]] = {}
         self.opened = 0  # connections opened so far, over all threads
+        # Closed when this goes, before the garbage collector finalizes their sockets (a
+        # weakref callback runs first; a __del__ could run after an unclosed socket warned).
+        weakref.finalize(self, _close_all, self._kept, self._lock)
 
     def perform(self, url: str, request: Request, *, timeout: float,
                 context: ssl.SSLContext | None = None) -> dict[str, Any]:
@@ -83,13 +87,7 @@ class KeptConnections:
 
     def close(self) -> None:
         """Close every kept connection (a thread using one closes it when done)."""
-        with self._lock:
-            kept, self._kept = list(self._kept.values()), {}
-        for connection, _ in kept:
-            connection.close()
-
-    def __del__(self) -> None:
-        self.close()
+        _close_all(self._kept, self._lock)
 
     def _take(self, key: tuple[int, str, str, int], timeout: float,
               context: ssl.SSLContext | None) -> http.client.HTTPConnection:
@@ -119,6 +117,15 @@ class KeptConnections:
         with self._lock:
             self.opened += 1
         return fresh
+
+
+def _close_all(kept: dict[Any, tuple[http.client.HTTPConnection, float]],
+               lock: threading.Lock) -> None:
+    with lock:
+        connections = [connection for connection, _ in kept.values()]
+        kept.clear()
+    for connection in connections:
+        connection.close()
 
 
 def _still_open(connection: http.client.HTTPConnection) -> bool:

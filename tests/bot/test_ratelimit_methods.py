@@ -16,6 +16,7 @@ import pytest
 from rq import Queue
 from rq.job import Job
 
+from bot import keys as bot_keys
 from bot.delivery import load_delivery
 from bot.digest import ACTION_DIGEST
 from bot.outbox import QUEUE
@@ -275,7 +276,18 @@ def test_a_modal_slack_refuses_tells_the_clicker_to_try_again_at_once(
     assert signoff.slack.methods.refused_by_key == {"views.open": 1}
     assert signoff.engine.get(execution_id).status is ExecutionStatus.WAITING_FOR_INPUT
 
-    signoff.slack.methods.clear()  # Slack relents: the next click opens the form
+    # Within Retry-After the web process does not ask Slack again (the mark is shared
+    # through Redis): Alice, clicking again, is told the same, and Slack sees no call.
+    opened = len(signoff.slack.calls_to("views.open"))
+    answer = signoff.driver.click("U0ALICE", (REVIEWS, message["ts"]), "signoff.respond")
+    assert answer.ok and answer.elapsed < 2.0
+    assert len(signoff.slack.calls_to("views.open")) == opened
+    assert len(signoff.slack.workspace.views.modals("U0ALICE")) == 1  # the first one only
+    signoff.drain()
+    assert signoff.ephemerals("U0ALICE")[-1].startswith("Slack is busy and could not open")
+
+    signoff.slack.methods.clear()  # Slack relents, and the minute is over: the form opens
+    signoff.engine.store.redis.delete(bot_keys.rate_limited("views.open"))
     assert signoff.driver.click("U0BOB", (REVIEWS, message["ts"]), "signoff.respond").ok
     assert len(signoff.slack.workspace.views.modals("U0BOB")) == 1
 

@@ -4,8 +4,10 @@ errors and refusals reach slack_sdk as its own urllib call gives them."""
 
 from __future__ import annotations
 
+import gc
 import logging
 import ssl
+import warnings
 from pathlib import Path
 
 import pytest
@@ -103,3 +105,20 @@ def test_over_https_the_connection_is_kept_and_the_certificate_checked(tmp_path:
         doubting.kept.close()
     finally:
         secure.stop()
+
+
+def test_kept_connections_close_when_their_client_goes_even_from_a_cycle(emulator):
+    client = client_for(emulator)
+    assert client.auth_test()["ok"]
+    [(connection, _)] = client.kept._kept.values()
+    sock = connection.sock
+    assert sock is not None and sock.fileno() != -1
+    client.itself = client  # type: ignore[attr-defined]  # a cycle: only the collector frees it
+    del client, connection
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        gc.collect()
+
+    assert sock.fileno() == -1  # closed by its client's going, not left to its finalizer
+    assert not [w for w in caught if issubclass(w.category, ResourceWarning)]
