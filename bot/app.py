@@ -68,15 +68,13 @@ def build_bot(settings: BotSettings, engine: Engine, *, client: WebClient | None
         # check only for Socket Mode, whose requests arrive over the app's own websocket).
         request_verification_enabled=True,
     )
-    shared = client
-
     @app.middleware
     def one_client(context: BoltContext, next: Callable[[], None]) -> None:
         # Bolt hands each request a plain WebClient of its own: a new connection (a TLS
         # session) for every call a listener makes, and no 429 marks shared through Redis.
         # Listeners get the bot's client instead (bot.slack_http, bot.ratelimit), which is
         # safe to share between threads: nothing changes its token.
-        context["client"] = shared
+        context["client"] = client
         next()
 
     directory = Directory(client, engine.store, ttl=settings.cache_seconds)

@@ -497,8 +497,7 @@ class Deliverer:
         closed = closed_from_state(self.engine, state, delivery.step, delivery.since)
         if closed is None:
             return False
-        self.visibility.forget(delivery.execution_id, delivery.since)
-        digests = self.leave_digests(delivery, state.workflow)
+        digests = self.leave(delivery, state.workflow)
         if delivery.posts:
             self.mark_closed(delivery, closed, state.status, digests=digests)
         return True
@@ -519,12 +518,21 @@ class Deliverer:
             # What was posted still waits: this closure was of an earlier instance of the
             # step (foreach), whose record a later post replaced.
             return 0
-        # One round trip: out of /approvals all's indexes and the channels' digests, and
-        # whether Slack's limit for the rewrite holds now.
+        digests = self.leave(delivery, state.workflow, read.notes)
+        return self.mark_closed(delivery, closed or found, state.status, digests=digests,
+                                trail=read.trail, event=state.event)
+
+    def leave(self, delivery: Delivery, workflow: str,
+              notes: Mapping[str, bytes] | None = None) -> set[tuple[str, str]]:
+        """A closed review leaves /approvals all's indexes (bot.visibility) and its
+        channels' digests (bot.digest), and Slack's limit for its rewrite is asked, in one
+        round trip; which of its posts are digests. Raises RateLimited (the task is put off,
+        bot.outbox) when posts of its own are to be rewritten and ``chat.update`` is
+        limited. ``notes``: the execution's annotations, when just read."""
         batch = Batch(self.engine.store.redis)
-        forgotten = self.visibility.forget_in(batch, execution_id, delivery.since, read.notes)
-        left = self.digests.leave_in(batch, execution_id, state.workflow, step,
-                                     [(p.to, p.channel, p.ts) for p in delivery.posts])
+        forgotten = self.visibility.forget(batch, delivery.execution_id, delivery.since, notes)
+        left = self.digests.leave(batch, delivery.execution_id, workflow, delivery.step,
+                                  [(p.to, p.channel, p.ts) for p in delivery.posts])
         limits = (self.client.ask_in(batch, "chat.update")
                   if isinstance(self.client, LimitedClient) else None)
         replies = batch.execute()
@@ -532,15 +540,8 @@ class Deliverer:
         digests = left(replies)
         if limits is not None and any((p.channel, p.ts) not in digests
                                       for p in delivery.posts):
-            limits(replies)  # limited: RateLimited, and the task is put off (bot.outbox)
-        return self.mark_closed(delivery, closed or found, state.status, digests=digests,
-                                trail=read.trail, event=state.event)
-
-    def leave_digests(self, delivery: Delivery, workflow: str) -> set[tuple[str, str]]:
-        """The closed review no longer counts in its channels' digests (bot.digest); which
-        of its posts are digests."""
-        return self.digests.leave(delivery.execution_id, workflow, delivery.step,
-                                  [(p.to, p.channel, p.ts) for p in delivery.posts])
+            limits(replies)
+        return digests
 
     def mark_closed(self, delivery: Delivery, closed: ReviewClosed,
                     status: ExecutionStatus | None = None, *,

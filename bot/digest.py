@@ -168,19 +168,13 @@ class Digests:
 
     # -- a review leaves -------------------------------------------------------------------------
 
-    def leave(self, execution_id: str, workflow: str, step: str,
-              posts: Sequence[tuple[str, str, str]]) -> set[tuple[str, str]]:
+    def leave(self, batch: Batch, execution_id: str, workflow: str, step: str,
+              posts: Sequence[tuple[str, str, str]]
+              ) -> Callable[[Sequence[Any]], set[tuple[str, str]]]:
         """``execution_id``'s review of ``step`` no longer waits where it was posted
-        (``posts``: target, channel, ts; DMs are skipped); returns which of the posts are
-        digests (``(channel, ts)``), found in the same round trip."""
-        batch = Batch(self.redis)
-        return self.leave_in(batch, execution_id, workflow, step, posts)(batch.execute())
-
-    def leave_in(self, batch: Batch, execution_id: str, workflow: str, step: str,
-                 posts: Sequence[tuple[str, str, str]]
-                 ) -> Callable[[Sequence[Any]], set[tuple[str, str]]]:
-        """:meth:`leave`, queued in ``batch``; reads which posts are digests from the batch's
-        replies (and marks the digests that counted the review out of date)."""
+        (``posts``: target, channel, ts; DMs are skipped), queued in ``batch``; the reader it
+        returns gives which of the posts are digests (``(channel, ts)``), and marks the
+        digests that counted the review out of date."""
         targets = list(dict.fromkeys(t for t, _, _ in posts if not is_user_id(t)))
         shown = [(channel, ts) for target, channel, ts in posts if not is_user_id(target)]
         if not targets:

@@ -190,21 +190,15 @@ class Visibility:
         return sorted({*self.store.words(execution_id, noted_key(since_ms)),
                        *self.store.set_members(keys.seen_by(execution_id, since_ms))})
 
-    def forget(self, execution_id: str, since: str,
-               notes: Mapping[str, bytes] | None = None) -> int:
+    def forget(self, batch: Batch, execution_id: str, since: str,
+               notes: Mapping[str, bytes] | None = None) -> Callable[[Sequence[Any]], int]:
         """Take the review of ``execution_id`` that started waiting at ``since`` out of every
-        index it was put in; returns how many entries went. ``notes``: the execution's
-        annotations as just read (:attr:`engine.state.store.Annotated.notes`), so that its
-        note is not read again: one round trip; else two. A review an earlier version
-        indexed kept the note in a set of its own, read and deleted in the same round
-        trip; its entries go in one more."""
-        batch = Batch(self.store.redis)
-        return self.forget_in(batch, execution_id, since, notes)(batch.execute())
-
-    def forget_in(self, batch: Batch, execution_id: str, since: str,
-                  notes: Mapping[str, bytes] | None = None) -> Callable[[Sequence[Any]], int]:
-        """:meth:`forget`, queued in ``batch`` (with others' commands: a closing review's
-        one round trip); reads how many entries went from the batch's replies."""
+        index it was put in, queued in ``batch`` (a closing review's one round trip, with
+        other owners' commands); the reader it returns gives how many entries went.
+        ``notes``: the execution's annotations as just read
+        (:attr:`engine.state.store.Annotated.notes`), so that its note is not read again;
+        else it is read first. A review an earlier version indexed kept the note in a set
+        of its own, read and deleted in the batch; its entries go in one more round trip."""
         moment = parse_iso(since)
         if moment is None:
             return lambda replies: 0
@@ -215,7 +209,7 @@ class Visibility:
             words = raw.decode().split() if raw is not None else []
         else:
             words = self.store.words(execution_id, key)
-        dropped = self.store.drop_words_in(
+        dropped = self.store.drop_words(
             batch, execution_id, key, _index_keys(words), execution_id, score,
             legacy_set=keys.seen_by(execution_id, score))
 

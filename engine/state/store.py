@@ -491,23 +491,15 @@ class Store(Indexes):
             found += [bool(n) for n in self._call(pipe.execute)]
         return found
 
-    def drop_words(self, execution_id: str, key: str, index_keys: Sequence[str],
-                   member: str, score: float, *,
-                   legacy_set: str | None = None) -> tuple[int, list[str]]:
-        """Remove ``member`` from ``index_keys`` where it still has ``score`` (as
-        :meth:`index_remove_instance`) and delete annotation ``n:{key}``, in one round trip
-        (a MULTI); returns how many entries went, and the members of ``legacy_set`` (a
-        Redis set that held such words before), read and deleted in the same MULTI."""
-        batch = Batch(self.redis)
-        return self.drop_words_in(batch, execution_id, key, index_keys, member, score,
-                                  legacy_set=legacy_set)(batch.execute())
-
-    def drop_words_in(self, batch: Batch, execution_id: str, key: str,
-                      index_keys: Sequence[str], member: str, score: float, *,
-                      legacy_set: str | None = None
-                      ) -> Callable[[Sequence[Any]], tuple[int, list[str]]]:
-        """:meth:`drop_words`, queued in ``batch``: reads what it returns from the batch's
-        replies."""
+    def drop_words(self, batch: Batch, execution_id: str, key: str,
+                   index_keys: Sequence[str], member: str, score: float, *,
+                   legacy_set: str | None = None
+                   ) -> Callable[[Sequence[Any]], tuple[int, list[str]]]:
+        """Queue in ``batch`` (one MULTI, with other owners' commands): remove ``member``
+        from ``index_keys`` where it still has ``score`` (as :meth:`index_remove_instance`)
+        and delete annotation ``n:{key}``, and read and delete ``legacy_set`` (a Redis set
+        that held such words before). The reader it returns gives, from the batch's
+        replies, how many entries went and the legacy set's members."""
         start = len(batch)
         if index_keys:
             batch.script(self._remove_instance, list(index_keys), [member, score])

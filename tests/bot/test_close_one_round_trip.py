@@ -120,7 +120,7 @@ def test_a_batched_script_redis_forgot_runs_on_its_own_and_the_rest_still_counts
     redis_client.script_flush()
 
     batch = Batch(redis_client)
-    dropped = store.drop_words_in(batch, "run-1", "seen", ["idx:test:a", "idx:test:b"],
+    dropped = store.drop_words(batch, "run-1", "seen", ["idx:test:a", "idx:test:b"],
                                   "run-1", 5)
     batch.pipe.exists("idx:test:a")
     replies = batch.execute()
