@@ -1,9 +1,10 @@
 """``signoff worker``'s RQ worker class: no fork per job, a queue's drain job run without
 RQ's per-job bookkeeping (the inbox keeps its own, see engine.state.inbox): it is not
-read back from its hash when dequeued (:class:`SignoffQueue`), and RQ's heartbeats around
-it are skipped when the last is under ten seconds old; and a maintenance sweep that recovers
-what dead workers left (stalled runs, inbox tasks, overdue timers) and advances scheduled
-triggers."""
+read back from its hash when dequeued (:class:`SignoffQueue`), RQ's heartbeats around
+it are skipped when the last is under ten seconds old, and after a drain the worker waits
+for the next job in a pop of its own rather than in a turn of RQ's loop; and a maintenance
+sweep that recovers what dead workers left (stalled runs, inbox tasks, overdue timers) and
+advances scheduled triggers."""
 
 from __future__ import annotations
 
@@ -36,6 +37,9 @@ HEARTBEAT_GAP = 10.0  # seconds
 # at most this often: a suspended worker takes no new job a second later at most (an idle
 # one notices after its blocking dequeue, up to worker_ttl - 15 s, as RQ's does).
 SUSPENSION_GAP = 1.0  # seconds
+# After a drain the worker waits for the next job in a pop of its own, for what is left of
+# CHAIN_SECONDS (then RQ's loop beats, sweeps and pops): not when less than this is left.
+WAIT_AT_LEAST = 0.05  # seconds
 _working: dict[str, SimpleWorker] = {}  # the SignoffWorker running a job in this process
 
 
@@ -134,6 +138,7 @@ class SignoffWorker(SimpleWorker):
         self._beat_at = 0.0  # time.monotonic() of the last heartbeat
         self._suspension_checked = 0.0  # time.monotonic() of the last look for `rq suspend`
         self._state_written: str | None = None  # the state last written to the worker's hash
+        self._popped: tuple[str, str] | None = None  # an ordinary job popped after a drain
 
     def work(self, burst: bool = False, *args: Any, **kwargs: Any) -> bool:
         self._burst = burst
@@ -212,9 +217,10 @@ class SignoffWorker(SimpleWorker):
         worker's queues: when the first job waiting is a drain too (a click's drain queued
         the rewrite of its Slack message), it takes it off its queue and begins that drain,
         its first task taken (Inbox.drain_then), which runs now: RQ's loop would cost it ~8
-        round trips more, and a script of its own two. Back to RQ's loop for any other job,
-        when no queue has one (RQ's loop waits for the next), and after a while. Told to
-        stop, the worker runs the first task of a drain begun for it and hands on the rest."""
+        round trips more, and a script of its own two. When no queue has a job, the worker
+        waits for the next one here (:meth:`_wait_for_drain`). Back to RQ's loop for any
+        other job, and after a while (CHAIN_SECONDS). Told to stop, the worker runs the
+        first task of a drain begun for it and hands on the rest."""
         if len(self.queues) == 1:
             # RQ moved the id to its intermediate list (BLMOVE with one queue); RQ takes
             # it off as the job starts, and so do we.
@@ -245,7 +251,13 @@ class SignoffWorker(SimpleWorker):
                 queue, begun = self.queues[following - 1], drained.begun
                 continue
             begun = None
-            if following != NOT_CHAINED:  # nothing waiting, or an ordinary job first
+            if following == 0:  # nothing waiting: wait here for the next job, not in RQ's loop
+                found = self._wait_for_drain(until)
+                if found is None:
+                    return
+                queue = found
+                continue
+            if following != NOT_CHAINED:  # an ordinary job first: RQ's loop runs it
                 return
             if self._stop_requested or time.monotonic() > until:
                 return
@@ -257,6 +269,79 @@ class SignoffWorker(SimpleWorker):
             if found is None:
                 return
             queue = found
+
+    def _wait_for_drain(self, until: float) -> Queue | None:
+        """Wait, after a drain, for the next job on this worker's queues in a blocking pop of
+        its own (BLPOP, as RQ's loop pops), until ``until`` (time.monotonic()): the queue
+        whose drain job it popped, whose drain then runs without a turn of RQ's loop (its
+        heartbeat, suspension and maintenance checks and its dequeue cost a lone click more
+        than the pop). None: back to RQ's loop, when the wait ran out, for a burst worker
+        (it leaves when the queues are empty), when told to stop, and for an ordinary job,
+        which is put back at the head of its queue first (RQ's loop pops it again at once).
+
+        While it waits, the worker is idle (its hash says so already): a stop signal ends
+        the wait at once (RQ raises StopRequested in an idle worker's pop)."""
+        if getattr(self, "_burst", False) or self._stop_requested:
+            return None
+        left = until - time.monotonic()
+        if left < WAIT_AT_LEAST:
+            return None
+        self._state = WorkerStatus.IDLE  # a stop signal now ends the pop (StopRequested)
+        try:
+            popped = self.connection.blpop([q.key for q in self.queues], timeout=left)
+        except redis.RedisError:  # RQ's loop reconnects, with its back-off
+            log.exception("could not wait for the next job")
+            return None
+        finally:
+            self._state = WorkerStatus.BUSY
+        if popped is None:
+            return None
+        queue_key, job_id = (v.decode() if isinstance(v, bytes) else str(v) for v in popped)
+        for queue in self.queues:
+            if queue.key == queue_key and job_id == drain_job_id(queue.name):
+                return queue
+        # An ordinary job: RQ's loop runs it next, with all of its bookkeeping (see
+        # dequeue_job_and_maintain_ttl); should the worker stop first, it goes back at the
+        # head of its queue (teardown).
+        self._popped = (queue_key, job_id)
+        return None
+
+    def dequeue_job_and_maintain_ttl(self, timeout: int | None, max_idle_time: int | None = None
+                                     ) -> tuple[Job, Queue] | None:
+        """RQ's, except that an ordinary job popped by the wait after a drain
+        (:meth:`_wait_for_drain`) is the one returned, fetched as RQ fetches what it pops."""
+        popped, self._popped = self._popped, None
+        if popped is not None:
+            queue_key, job_id = popped
+            self.set_state(WorkerStatus.IDLE)
+            self.heartbeat()
+            found = self.queue_class._fetch_dequeued_job(
+                self.connection, queue_key, job_id, job_class=self.job_class,
+                serializer=self.serializer, death_penalty_class=self.death_penalty_class)
+            if found is not None:
+                job, queue = found
+                self.reorder_queues(reference_queue=queue)
+                job.redis_server_version = self.get_redis_server_version()
+                if self.log_job_description:
+                    self.log.info("Worker %s: %s: %s (%s)", self.name, queue.name,
+                                  job.description, job.id)
+                else:
+                    self.log.info("Worker %s: %s: %s", self.name, queue.name, job.id)
+                return found
+            # its hash is gone (deleted meanwhile): RQ's loop pops the next
+        return super().dequeue_job_and_maintain_ttl(timeout, max_idle_time)
+
+    def teardown(self) -> None:
+        """RQ's; a job popped by the wait after a drain that RQ's loop never took (the worker
+        told to stop in between) goes back at the head of its queue first."""
+        popped, self._popped = self._popped, None
+        if popped is not None:
+            try:
+                self.connection.lpush(*popped)
+            except redis.RedisError:
+                log.exception("could not put job %s back on %s; re-enqueue it (rq requeue)",
+                              popped[1], popped[0])
+        super().teardown()
 
     def _next_drain(self) -> Queue | None:
         """The queue whose drain job is the first job waiting on this worker's queues
