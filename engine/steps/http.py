@@ -41,6 +41,7 @@ the URL's host. Only that host and port are rerouted: a redirect elsewhere is no
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import email.utils
 import json
@@ -110,6 +111,20 @@ def shared_client(policy: EgressPolicy, verify: bool = True,
             client = _clients[(policy, verify, route)] = checked_client(
                 policy, verify=verify, route=route)
         return client
+
+
+def close_shared_clients() -> None:
+    """Close the pooled clients and the connections they keep open (at the process's exit,
+    so that none is left for the garbage collector to find unclosed)."""
+    with _clients_lock:
+        clients = list(_clients.values())
+        _clients.clear()
+    for client in clients:
+        with contextlib.suppress(Exception):  # at exit: nothing left to tell
+            client.close()
+
+
+atexit.register(close_shared_clients)
 
 
 def checked_client(policy: EgressPolicy, verify: bool = True, route: Route | None = None,
