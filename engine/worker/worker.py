@@ -124,6 +124,8 @@ class SignoffWorker(SimpleWorker):
     the sweep below, run by any live worker every ``maintenance_interval`` seconds.
     """
 
+    _popped: tuple[str, str] | None = None  # an ordinary job popped by the wait after a drain
+
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         kwargs.setdefault("maintenance_interval", 15)
         # An idle worker wakes from its blocking dequeue every worker_ttl - 15 s; make that
@@ -138,7 +140,7 @@ class SignoffWorker(SimpleWorker):
         self._beat_at = 0.0  # time.monotonic() of the last heartbeat
         self._suspension_checked = 0.0  # time.monotonic() of the last look for `rq suspend`
         self._state_written: str | None = None  # the state last written to the worker's hash
-        self._popped: tuple[str, str] | None = None  # an ordinary job popped after a drain
+        self._popped = None
 
     def work(self, burst: bool = False, *args: Any, **kwargs: Any) -> bool:
         self._burst = burst
@@ -175,8 +177,19 @@ class SignoffWorker(SimpleWorker):
         super().heartbeat(timeout, pipeline)
         self._beat_at = time.monotonic()
 
+    @property
+    def should_run_maintenance_tasks(self) -> bool:
+        """RQ's, but not while a job popped by the wait after a drain waits to run: it runs
+        first, as a job RQ's own pop returned does (it is held only in this process until
+        RQ's loop takes it)."""
+        return self._popped is None and bool(super().should_run_maintenance_tasks)
+
     def check_for_suspension(self, burst: bool) -> None:
-        """RQ's, at most every SUSPENSION_GAP after a drain (each turn of RQ's loop otherwise)."""
+        """RQ's, at most every SUSPENSION_GAP after a drain (each turn of RQ's loop otherwise);
+        not while a job popped by the wait after a drain waits to run (RQ runs a job its pop
+        returned, suspended meanwhile or not)."""
+        if self._popped is not None:
+            return
         if (not burst and self._after_drain
                 and time.monotonic() - self._suspension_checked < SUSPENSION_GAP):
             return

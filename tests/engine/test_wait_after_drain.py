@@ -97,3 +97,19 @@ def test_a_job_popped_by_the_wait_but_never_run_goes_back_at_the_head_of_its_que
     assert [v.decode() for v in redis_client.lrange(queue.key, 0, -1)] == [popped.id,
                                                                            waiting.id]
     assert worker._popped is None
+
+
+def test_a_job_popped_by_the_wait_runs_before_rqs_maintenance_and_suspension_check(
+        runtime, redis_client):
+    queue = Queue(runtime.settings.queue, connection=redis_client)
+    popped = queue.enqueue(f"{drain_tasks.__name__}.record", "popped")
+    redis_client.lrem(queue.key, 1, popped.id)  # as the wait's BLPOP took it
+    worker = SignoffWorker([queue.name], connection=redis_client)
+    assert worker.should_run_maintenance_tasks  # never swept yet: RQ's loop would sweep now
+    worker._popped = (queue.key, popped.id)
+    redis_client.set("rq:suspended", "1")  # `rq suspend`, after the job was popped
+
+    worker.work(burst=True, max_jobs=1, logging_level="WARNING")
+
+    assert ran(redis_client) == ["popped"]  # it ran, though the worker is suspended now
+    assert worker.last_cleaned_at is None  # and before the sweep
