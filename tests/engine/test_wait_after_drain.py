@@ -24,6 +24,11 @@ def ran(r: redis.Redis) -> list[str]:
     return [v.decode() for v in r.lrange(RAN, 0, -1)]
 
 
+def blocked_in_a_pop(r: redis.Redis) -> bool:
+    return any(c.get("cmd") == "blpop" and "b" in str(c.get("flags", ""))
+               for c in r.client_list())
+
+
 def put_and_wait(runtime, r: redis.Redis, name: str) -> None:
     runtime.engine.scheduler.inbox.put(f"{drain_tasks.__name__}.record", name)
     wait_until(lambda: name in ran(r), timeout=15, message=f"task {name} to run")
@@ -34,7 +39,13 @@ def test_a_lone_task_after_a_drain_is_taken_by_the_workers_own_pop(runtime, redi
     worker_process()
     put_and_wait(runtime, redis_client, "first")  # its drain came through RQ's loop
 
-    seen = monitored(redis_client, lambda: put_and_wait(runtime, redis_client, "second"))
+    def second() -> None:
+        put_and_wait(runtime, redis_client, "second")
+        # ... and the worker blocked in its pop again, so that the pop is in what MONITOR saw
+        wait_until(lambda: blocked_in_a_pop(redis_client), timeout=15,
+                   message="the worker to wait for the next job")
+
+    seen = monitored(redis_client, second)
 
     pops = [e["command"] for e in seen if e["command"].startswith("BLPOP")]
     assert pops, "the worker went back to waiting after the second drain"
