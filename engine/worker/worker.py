@@ -140,7 +140,6 @@ class SignoffWorker(SimpleWorker):
         self._beat_at = 0.0  # time.monotonic() of the last heartbeat
         self._suspension_checked = 0.0  # time.monotonic() of the last look for `rq suspend`
         self._state_written: str | None = None  # the state last written to the worker's hash
-        self._popped = None
 
     def work(self, burst: bool = False, *args: Any, **kwargs: Any) -> bool:
         self._burst = burst
@@ -290,7 +289,7 @@ class SignoffWorker(SimpleWorker):
         heartbeat, suspension and maintenance checks and its dequeue cost a lone click more
         than the pop). None: back to RQ's loop, when the wait ran out, for a burst worker
         (it leaves when the queues are empty), when told to stop, and for an ordinary job,
-        which is put back at the head of its queue first (RQ's loop pops it again at once).
+        kept in ``_popped`` for RQ's loop to run next (dequeue_job_and_maintain_ttl).
 
         While it waits, the worker is idle (its hash says so already): a stop signal ends
         the wait at once (RQ raises StopRequested in an idle worker's pop)."""
