@@ -55,6 +55,7 @@ from engine.state.execution import (
     iso,
     parse_iso,
 )
+from engine.state.store import Annotated
 
 log = logging.getLogger(__name__)
 
@@ -502,10 +503,15 @@ class Deliverer:
             self.mark_closed(delivery, closed, state.status, digests=digests)
         return True
 
-    def close(self, execution_id: str, step: str, closed: ReviewClosed | None) -> int:
-        """Rewrite the messages of a closed review; returns how many were rewritten."""
+    def close(self, execution_id: str, step: str, closed: ReviewClosed | None, *,
+              known: Annotated | None = None) -> int:
+        """Rewrite the messages of a closed review; returns how many were rewritten.
+        ``known``: what this would read (the execution, its delivery record, its trail),
+        as the commit that closed the review left it (a click's, whose drain runs this
+        next: :class:`engine.state.inbox.Running`); a post recorded after that commit
+        sees the review closed and marks itself closed (:meth:`catch_up`)."""
         try:  # the execution, its delivery record and the messages it showed, in one read
-            read = self.engine.get_annotated(execution_id, annotation_key(step))
+            read = known or self.engine.get_annotated(execution_id, annotation_key(step))
         except ExecutionNotFound:
             return 0
         note, state = read.annotation, read.state

@@ -68,6 +68,7 @@ from engine.run.authority import Refusal
 from engine.run.engine import Engine
 from engine.state.execution import ExecutionState, ExecutionStatus, review_request
 from engine.state.inbox import Running
+from engine.state.store import annotated
 
 log = logging.getLogger(__name__)
 
@@ -177,14 +178,13 @@ class ReviewListeners:
         found = self._review_clicked(reviewer, ref)
         if found is None:
             return None
-        review, _, state, cached = found
+        review, _, state, cached, trail = found
         actor = Actor(id=reviewer.user_id, name=cached or reviewer.username, source="slack",
                       team=reviewer.team_id)  # as reviewer.actor(ask_slack=False), one read
         try:  # the engine decides who may, and audits a refusal; the read is checked again
             result = self.engine.resume(review.execution_id, {review.decision_field: approved},
                                         actor, step=review.step, advance=self.advance is None,
-                                        read=state, acknowledge=(task.taking, task.entry)
-                                        if task is not None else None)
+                                        read=state, acknowledge=task)
         except ActorNotAllowed as exc:
             self._reply(reviewer, _refusal_message(review, exc))
             return None
@@ -194,8 +194,11 @@ class ReviewListeners:
         except InputInvalid:  # the schema changed its mind: the form must ask
             self._reply(reviewer, ephemeral_text(texts.NEEDS_FORM))
             return None
-        if result.decided and task is not None:
-            task.acknowledged = True  # by the commit that decided
+        if result.carried and result.taken is not None and task is not None:
+            # The rewrite of the review's messages runs next in this drain: what it would
+            # read, as the commit left it (the delivery record with it), and the trail.
+            task.hand_on = annotated(result.taken[1], annotation_key(review.step),
+                                     result.notes, trail)
         if cached is None:
             self.outbox.learn_name(reviewer.user_id)  # for the next audit entry and /approvals
         if result.decided and self.advance is not None:  # on the lease the decision took
@@ -292,14 +295,16 @@ class ReviewListeners:
 
     def _review_clicked(self, reviewer: Reviewer, ref: ReviewRef
                         ) -> tuple[ReviewRequest, Delivery | None, ExecutionState,
-                                   str | None] | None:
-        """The review clicked, its delivery record, the execution and the clicker's cached
-        name (:meth:`Directory.cached_name`), from one round trip."""
+                                   str | None, list[bytes]] | None:
+        """The review clicked, its delivery record, the execution, the clicker's cached
+        name (:meth:`Directory.cached_name`) and the audit trail as stored, from one round
+        trip."""
         name_key = self.directory.name_key(reviewer.user_id)
+        trail: list[bytes] = []
         try:
             read = self.engine.get_annotated(ref.execution_id, annotation_key(ref.step),
                                              values=[name_key])
-            state, note = read.state, read.annotation
+            state, note, trail = read.state, read.annotation, read.trail
             cached = self.directory.name_from(read.values[0])
         except ExecutionNotFound:
             state, note, cached = None, None, None
@@ -316,7 +321,7 @@ class ReviewListeners:
         if review is None or state is None:
             self._reply_closed(reviewer, ref.execution_id, ref.step, ref.since)
             return None
-        return review, stored, state, cached
+        return review, stored, state, cached, trail
 
     def _open_modal(self, client: WebClient, body: Mapping[str, Any], review: ReviewRequest,
                     approved: bool | None) -> None:

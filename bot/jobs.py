@@ -44,6 +44,7 @@ from engine.connectors import Connectors
 from engine.errors import ExecutionNotFound
 from engine.run.engine import Engine
 from engine.state.inbox import running_task
+from engine.state.store import Annotated
 from engine.worker.runtime import runtime
 
 log = logging.getLogger(__name__)
@@ -154,7 +155,9 @@ def follow_review(execution_id: str, step: str, change: Mapping[str, Any]) -> in
 def update_review(execution_id: str, step: str, closed: Mapping[str, Any] | None = None) -> int:
     """Replace a closed review's buttons with who decided what, in every message showing it."""
     record = closed_from_json(closed) if closed else None
-    return bot_runtime().deliverer.close(execution_id, step, record)
+    task = running_task()  # carried by the click's commit: what it read and committed
+    known = task.handed if task is not None and isinstance(task.handed, Annotated) else None
+    return bot_runtime().deliverer.close(execution_id, step, record, known=known)
 
 
 def decide_click(reviewer: Mapping[str, Any], ref: str, approved: bool) -> Callable[[], Any] | None:

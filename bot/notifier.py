@@ -12,8 +12,10 @@ from typing import Any
 
 import redis
 
-from bot.outbox import Outbox
+from bot.jobs import bot_runtime
+from bot.outbox import Outbox, close_task
 from engine.notify import ReviewChange, ReviewClosed, ReviewRequest
+from engine.state.inbox import Task
 from engine.worker.scheduler import RQScheduler
 
 
@@ -36,3 +38,15 @@ class SlackNotifier:
 
     def review_closed(self, closed: ReviewClosed) -> None:
         self.outbox.close(closed)
+
+    def closing_task(self, closed: ReviewClosed) -> Task | None:
+        """The rewrite of the closed review's messages, which a click's commit carries
+        (:class:`engine.notify.CarriesClosing`): its worker rewrites them once the run's
+        next segment has run. Not while the client that would call Slack has lately failed
+        to reach it (:meth:`bot.slack_http.KeptConnections.unreachable_lately`): a call that
+        hangs would hold the engine's drain, so the rewrite goes to the slack queue
+        (review_closed)."""
+        kept = getattr(bot_runtime().client, "kept", None)  # the client the rewrite uses
+        if kept is not None and kept.unreachable_lately():
+            return None
+        return close_task(closed)

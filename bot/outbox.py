@@ -35,6 +35,7 @@ from bot.ratelimit import RateLimited, slot
 from bot.review_changes import change_to_json
 from engine.notify import ReviewChange, ReviewClosed
 from engine.run.timers import Scheduler
+from engine.state.inbox import Task
 from engine.worker.scheduler import FAILURE_TTL
 
 log = logging.getLogger(__name__)
@@ -77,8 +78,8 @@ class Outbox:
 
     def close(self, closed: ReviewClosed) -> None:
         """Mark a closed review's messages closed (through the inbox)."""
-        self.scheduler.hand_in_to(QUEUE, f"{JOBS}.update_review", closed.execution_id,
-                                  closed.step, closed_to_json(closed), retry=DELIVERY_RETRY)
+        task = close_task(closed)
+        self.scheduler.hand_in_to(QUEUE, task.function, *task.args, retry=task.retry)
 
     def learn_name(self, user_id: str) -> None:
         """Look up and cache the name Slack shows for ``user_id`` (through the inbox; best
@@ -90,6 +91,15 @@ class Outbox:
         self.scheduler.enqueue_to(QUEUE, f"{JOBS}.post_ephemeral", channel, user, dict(message),
                                   retry=REPLY_RETRY, timeout=REPLY_TIMEOUT,
                                   description=f"ephemeral to {user} in {channel}")
+
+
+def close_task(closed: ReviewClosed) -> Task:
+    """The inbox task that marks a closed review's messages closed: queued on the ``slack``
+    queue by :meth:`Outbox.close`, or carried by the decision's own commit
+    (:class:`engine.notify.CarriesClosing`)."""
+    return Task(f"{JOBS}.update_review", (closed.execution_id, closed.step,
+                                          closed_to_json(closed)), retry=DELIVERY_RETRY,
+                home=QUEUE)
 
 
 Job = TypeVar("Job", bound=Callable[..., Any])

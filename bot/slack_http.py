@@ -36,6 +36,11 @@ from urllib.request import Request
 # Seconds a connection may sit unused and still be used: under the idle timeouts of
 # Slack's edge and of the servers we test against (uvicorn closes after 5 s).
 IDLE_SECONDS = 4.0
+# Seconds a failure to reach Slack (refused, reset, timed out) is remembered
+# (:meth:`KeptConnections.unreachable_lately`): meanwhile a click's worker does not take on
+# the rewrite of its message itself (bot.notifier), which waits its turn on the slack queue.
+UNREACHABLE_SECONDS = 60.0
+
 
 class KeptConnections:
     """One open connection per thread and host (``http`` or ``https``), closed with it."""
@@ -46,6 +51,7 @@ class KeptConnections:
         # takes its own off while it uses it, and puts it back once the answer is read
         self._kept: dict[tuple[int, str, str, int], tuple[http.client.HTTPConnection, float]] = {}
         self.opened = 0  # connections opened so far, over all threads
+        self.failed_at = float("-inf")  # time.monotonic() of the last failure to connect or call
         # Closed when this goes, before the garbage collector finalizes their sockets (a
         # weakref callback runs first; a __del__ could run after an unclosed socket warned).
         weakref.finalize(self, _close_all, self._kept, self._lock)
@@ -67,6 +73,7 @@ class KeptConnections:
             body = response.read()
         except OSError as exc:  # refused, reset, timed out, closed under us: as urllib says
             connection.close()
+            self.failed_at = time.monotonic()
             raise URLError(exc) from exc
         except http.client.HTTPException:
             connection.close()
@@ -84,6 +91,10 @@ class KeptConnections:
         charset = response.headers.get_content_charset() or "utf-8"
         return {"status": response.status, "headers": response.headers,
                 "body": body.decode(charset)}
+
+    def unreachable_lately(self, seconds: float = UNREACHABLE_SECONDS) -> bool:
+        """Whether a connection failed (refused, reset, timed out) in the last ``seconds``."""
+        return time.monotonic() - self.failed_at < seconds
 
     def close(self) -> None:
         """Close every kept connection (a thread using one closes it when done)."""
@@ -111,6 +122,7 @@ class KeptConnections:
             fresh.connect()
         except OSError as exc:
             fresh.close()
+            self.failed_at = time.monotonic()
             raise URLError(exc) from exc
         if fresh.sock is not None:  # headers and body go out at once, not after an ACK
             fresh.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)

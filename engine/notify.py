@@ -1,7 +1,9 @@
 """How the engine announces reviews to the outside world, without knowing about Slack.
 
 The runner calls a :class:`Notifier` after the state change it announces is safely
-in Redis. The bot implements one that posts to Slack; the engine ships
+in Redis (a notifier whose work on a closed review is an inbox task,
+:class:`CarriesClosing`, may have it made durable by the decision itself). The bot
+implements one that posts to Slack; the engine ships
 :class:`NullNotifier` (the audit trail still records everything). Implementations
 are found through the ``signoff.notifiers`` entry-point group, so ``engine`` never
 imports ``bot``.
@@ -14,9 +16,12 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from importlib.metadata import entry_points
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from engine.errors import PluginNotFound
+
+if TYPE_CHECKING:  # the step types import this module, and must not import Redis
+    from engine.state.inbox import Task
 
 log = logging.getLogger(__name__)
 
@@ -147,6 +152,19 @@ class Notifier(Protocol):
     def review_changed(self, change: ReviewChange) -> None: ...
 
     def review_closed(self, closed: ReviewClosed) -> None: ...
+
+
+class CarriesClosing(Protocol):
+    """A notifier whose work on a closed review is one inbox task (the bot's rewrite of the
+    review's Slack messages). When the decision was made by an inbox task (a click handed
+    to a worker), the commit that decides puts this task in the click's place on its
+    drain's list, when the inbox is empty (:attr:`engine.state.store.Change.carry`), and
+    :meth:`Notifier.review_closed` is not called: the drain runs the task next, right
+    after the run's next segment, and a worker that dies first leaves it to be put back
+    in the inbox, as any task. Otherwise (a burst of clicks waiting, a decision made
+    elsewhere) ``review_closed`` is called as for any notifier."""
+
+    def closing_task(self, closed: ReviewClosed) -> Task | None: ...
 
 
 class NullNotifier:

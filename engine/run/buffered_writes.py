@@ -91,7 +91,8 @@ def _merge(first: Change, then: Change) -> Change:
                     running=then.running or first.running,
                     running_score=then.running_score if then.running else first.running_score,
                     zadd=first.zadd + then.zadd, zrem=first.zrem + then.zrem,
-                    hset=first.hset + then.hset, lrem=first.lrem + then.lrem)
+                    hset=first.hset + then.hset, lrem=first.lrem + then.lrem,
+                    carry=then.carry or first.carry)
     for name in then.delete:
         merged.set.pop(name, None)
     return merged

@@ -55,6 +55,7 @@ from engine.state.execution import (
     review_request,
     utcnow,
 )
+from engine.state.inbox import Running
 from engine.state.indexes import ExecutionSummary
 from engine.state.store import Annotated, ReviewRow, Store
 from engine.state.tokens import OPERATOR_PRINCIPAL
@@ -207,7 +208,7 @@ class Engine:
     def resume(self, execution_id: str, input_: Any, actor: Actor, *,
                step: str | None = None, advance: bool = True,
                read: ExecutionState | None = None,
-               acknowledge: tuple[str, bytes] | None = None) -> ResumeResult:
+               acknowledge: Running | None = None) -> ResumeResult:
         """Record a reviewer's answer and continue the run, exactly once.
 
         Raises InputInvalid (every schema violation), NotWaiting, AlreadyDecided
@@ -216,7 +217,8 @@ class Engine:
         ``read``: the execution as the caller just read it, used for the first try instead
         of reading it again (the commit is guarded all the same: if it changed since, the
         decision is tried again on a fresh read). ``acknowledge``: the inbox task carrying
-        the decision (its drain's list and entry), taken off in the commit that decides.
+        the decision, taken off its drain's list by the commit that decides (which may put
+        the notifier's closing task in its place: :meth:`Reviews.resume`).
         """
         return self.reviews.resume(execution_id, input_, actor, step=step, advance=advance,
                                    read=read, acknowledge=acknowledge)

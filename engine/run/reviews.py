@@ -12,9 +12,9 @@ import contextlib
 import json
 import logging
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import Any, cast
 
 from engine.definition.answer_schema import answer_errors
 from engine.errors import (
@@ -33,6 +33,7 @@ from engine.notify import (
     SYSTEM_SLA,
     SYSTEM_TIMEOUT,
     Actor,
+    CarriesClosing,
     Notifier,
     ReviewChange,
     ReviewClosed,
@@ -58,6 +59,7 @@ from engine.state.execution import (
     review_request,
     utcnow,
 )
+from engine.state.inbox import Running
 from engine.state.store import Change, CommitResult, Store
 from engine.steps import human
 
@@ -75,6 +77,10 @@ class ResumeResult:
     # advance=False: the run's lease, taken by the decision's commit, and the run as it left
     # it, for the caller's next segment (None when another held the lease)
     taken: tuple[str, ExecutionState] | None = None
+    notes: Mapping[str, bytes] = field(default_factory=dict)  # with taken: its annotations
+    # the notifier's closing task took the acknowledged inbox task's place (CarriesClosing):
+    # its drain runs it next, and review_closed was not called
+    carried: bool = False
 
     @property
     def decided(self) -> bool:
@@ -101,7 +107,7 @@ class Reviews:
     def resume(self, execution_id: str, input_: Any, actor: Actor, *,
                step: str | None = None, reason: str = "", advance: bool = True,
                authorize: bool = True, read: ExecutionState | None = None,
-               acknowledge: tuple[str, bytes] | None = None) -> ResumeResult:
+               acknowledge: Running | None = None) -> ResumeResult:
         """Record an answer, exactly once; with ``approvals-required: N`` an approval counts
         toward the quorum and the N-th distinct approver decides (one deny denies).
 
@@ -113,9 +119,12 @@ class Reviews:
         commit that decides then takes the run's lease and reads the run back for it
         (:attr:`ResumeResult.taken`, for :meth:`engine.run.runner.Runner.advance`).
         ``read``: the execution as the caller just read it, for the first try (the commit's
-        guards catch any change since, and the next try reads afresh). ``acknowledge``: an
-        entry of a list (the inbox task carrying the click: its drain's list and entry)
-        the commit that decides takes off, in the same script."""
+        guards catch any change since, and the next try reads afresh). ``acknowledge``: the
+        inbox task carrying the decision, which the commit that decides takes off its
+        drain's list, in the same script, setting ``acknowledge.acknowledged``; when the
+        notifier's work on the closed review is an inbox task (:class:`CarriesClosing`)
+        and the inbox is empty, that task takes its place (``acknowledge.then``, run next
+        by the same drain) and ``review_closed`` is not called."""
         for _ in range(50):
             state, waiting = self._waiting(execution_id, step, read)
             read = None
@@ -149,16 +158,29 @@ class Reviews:
                                 at=iso(now) or "", input=dict(input_),
                                 message_sha256=waiting.message_sha256, outcome=outcome)
             change = self._decide_change(state, waiting, decision, approvals, now)
+            closing = None
             if acknowledge is not None:
-                change.lrem.append(acknowledge)
+                closing = self._closing_task(state, outcome, actor, dict(input_), reason,
+                                             now) if acknowledge.inbox else None
+                if closing is not None:
+                    change.carry = (acknowledge.taking, acknowledge.entry, closing,
+                                    acknowledge.inbox)
+                else:
+                    change.lrem.append((acknowledge.taking, acknowledge.entry))
             committed = self._commit_waiting(state, waiting, change,
                                              take_lease=not advance)
             if committed:
+                if acknowledge is not None:
+                    acknowledge.acknowledged = True
+                    if committed.carried:
+                        acknowledge.then = closing
                 if advance:
                     self.scheduler.enqueue_advance(execution_id)
-                self._announce_closed(state, outcome, actor, dict(input_), reason)
+                if not committed.carried:
+                    self._announce_closed(state, outcome, actor, dict(input_), reason)
                 return ResumeResult(execution_id, decision, len(approvals), required,
-                                    taken=committed.taken)
+                                    taken=committed.taken, notes=committed.notes,
+                                    carried=committed.carried)
         raise Contention(execution_id, "record the decision on")
 
     def _record_approval(self, state: ExecutionState, waiting: Waiting,
@@ -579,6 +601,18 @@ class Reviews:
                 outcome=outcome, actor=actor, at=self.clock(), input=input_, reason=reason))
         except Exception:  # Slack being down must not undo a recorded decision
             log.exception("notifier failed for %s", state.id)
+
+    def _closing_task(self, state: ExecutionState, outcome: str, actor: Actor,
+                      input_: Mapping[str, Any], reason: str, at: datetime) -> bytes | None:
+        """The notifier's work on the review as it closes, as an inbox task's entry, when it
+        is one (:class:`CarriesClosing`); None otherwise (review_closed announces it)."""
+        waiting = state.waiting
+        if waiting is None or getattr(self.notifier, "closing_task", None) is None:
+            return None
+        task = cast(CarriesClosing, self.notifier).closing_task(ReviewClosed(
+            execution_id=state.id, workflow=state.workflow, step=waiting.step,
+            outcome=outcome, actor=actor, at=at, input=input_, reason=reason))
+        return task.encode().encode() if task is not None else None
 
 
 def schema_violations(schema: Mapping[str, Any], value: Any) -> list[dict[str, str]]:

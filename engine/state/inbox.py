@@ -87,11 +87,25 @@ class Running:
     """The inbox task this thread runs: the drain's list it waits in until acknowledged,
     and its entry there. A task whose own commit takes the entry off that list, in the same
     script as its effect (a decision: :attr:`engine.state.store.Change.lrem`), sets
-    ``acknowledged``, and its drain does not acknowledge it again."""
+    ``acknowledged``, and its drain does not acknowledge it again; should it raise after
+    that, it is not tried again (its effect is in).
+
+    Such a commit may instead put the task that follows from it in its place on that list
+    (:attr:`engine.state.store.Change.carry`: a decision's closing work, the rewrite of its
+    Slack message), when ``inbox`` (the inbox's list) is empty: the commit sets ``then``
+    (that task's entry), and the drain runs it next, right after the task's follow-up,
+    with no round trip to hand it over, and acknowledges it as any task. ``hand_on`` is
+    what the task gives that one in memory (what it read and committed, so that it need
+    not read it again): the next task's ``handed``. Should the worker die first, the
+    entry is put back in the inbox as any task is, and runs from its arguments alone."""
 
     taking: str
     entry: bytes
     acknowledged: bool = False
+    inbox: str = ""  # the inbox's list: a follow-on task is carried only when it is empty
+    then: bytes | None = None  # the follow-on task's entry, put in this one's place
+    hand_on: Any = None  # given to the follow-on task in memory (its ``handed``)
+    handed: Any = None  # what the task before gave this one, when it was carried
 
 
 _running: ContextVar[Running | None] = ContextVar("signoff_inbox_task", default=None)
@@ -132,6 +146,9 @@ class Task:
     retry: tuple[int, ...] = ()  # seconds before each further try; (): DEFAULT_RETRY
     on_failure: str = ""  # import path, called as on_failure(error, *args) when tries run out
     failures: int = 0  # tries that failed so far
+    # The queue whose inbox the task belongs in, when it may run in another's drain (carried
+    # there by a commit, see Running): tried again in its own inbox, should it fail.
+    home: str = ""
 
     @property
     def intervals(self) -> tuple[int, ...]:
@@ -145,6 +162,8 @@ class Task:
             data["x"] = self.on_failure
         if self.failures:
             data["n"] = self.failures
+        if self.home:
+            data["h"] = self.home
         return _COMPACT.encode(data)
 
     @classmethod
@@ -152,12 +171,13 @@ class Task:
         """Raises ValueError (bad JSON, bad UTF-8 included), KeyError or TypeError."""
         data = json.loads(raw)
         function, args, retry = data["f"], data["a"], data.get("r", [])
-        on_failure, failures = data.get("x", ""), data.get("n", 0)
+        on_failure, failures, home = data.get("x", ""), data.get("n", 0), data.get("h", "")
         if not (isinstance(function, str) and function and isinstance(args, list)
                 and isinstance(retry, list) and isinstance(on_failure, str)
-                and isinstance(failures, int)):
+                and isinstance(failures, int) and isinstance(home, str)):
             raise TypeError(f"not an inbox task: {str(raw)[:200]}")
-        return cls(function, tuple(args), tuple(int(s) for s in retry), on_failure, failures)
+        return cls(function, tuple(args), tuple(int(s) for s in retry), on_failure, failures,
+                   home)
 
 
 NOT_CHAINED = -2  # Drained.following when the drain did not end with the inbox empty
@@ -233,6 +253,9 @@ class Inbox:
         self._later = connection.register_script(lua.INBOX_LATER)
         self._due = connection.register_script(lua.INBOX_DUE)
         self._functions: dict[str, Callable[..., Any]] = {}
+        # The inbox of another queue, for a task of that queue's run here that failed (a
+        # carried one, see Task.home): its tries go back there. None: they stay here.
+        self.inbox_of: Callable[[str], Inbox] | None = None
 
     # -- in -----------------------------------------------------------------------------------
 
@@ -358,11 +381,16 @@ class Inbox:
         done, finished, empty, stopped = 0, b"", False, False  # finished: ran, not acknowledged
         ended = False  # the last script found the inbox empty and ended the drain
         next_keys = [self.key, taking, alive, self.takers, self.first, *yield_to, *chain_keys]
+        carried: tuple[bytes, Any] | None = None  # a task's follow-on, on our list already
+        raw: Any = None  # what the last script gave: a task, None, -1, or the chain's reply
         try:
             if int(moved) >= DUE_BATCH:
                 self.move_due()
             while True:
-                if first != -2:  # taken by INBOX_START
+                handed = None
+                if carried is not None:  # run now, whatever the budget: it is ours to run
+                    (raw, handed), carried = carried, None
+                elif first != -2:  # taken by INBOX_START
                     raw, first = (None if first == 0 else first), -2
                 elif done < max_tasks and time.monotonic() < deadline:
                     raw = self._next(keys=next_keys,
@@ -379,7 +407,7 @@ class Inbox:
                 if raw is None or raw == -1:
                     empty = ended = raw is None
                     break
-                ran, follow_up, later, acknowledged = self._run(raw, taking)
+                ran, follow_up, later, acknowledged, carried = self._run(raw, taking, handed)
                 # A task due later is off our list already, one that acknowledged itself too.
                 finished = b"" if later or acknowledged else raw
                 done += ran
@@ -407,23 +435,34 @@ class Inbox:
             return Drained(done, following, next_begun)
         return Drained(done)
 
-    def _run(self, raw: bytes, taking: str) -> tuple[int, Any, bool, bool]:
+    def _run(self, raw: bytes, taking: str, handed: Any = None
+             ) -> tuple[int, Any, bool, bool, tuple[bytes, Any] | None]:
         """Run one task: (1 when it ran, 0 when it was dropped; its follow-up or None; True
         when it failed and was put off till later, off the drain's list; True when it
-        acknowledged itself, see :class:`Running`)."""
+        acknowledged itself; the entry of the task that took its place on the drain's list,
+        to run next, with what it hands that one, see :class:`Running`)."""
         try:
             task = Task.decode(raw)
         except (ValueError, KeyError, TypeError):
             log.error("dropped an inbox entry that is not a task: %.200r", raw)
-            return 0, None, False, False
-        running = Running(taking, raw)
+            return 0, None, False, False, None
+        running = Running(taking, raw, inbox=self.key, handed=handed)
         token = _running.set(running)
         try:
-            return 1, self._function(task.function)(*task.args), False, running.acknowledged
+            follow_up = self._function(task.function)(*task.args)
         except Exception as exc:
-            return 1, None, self._failed(raw, task, exc, taking), False
+            if not running.acknowledged:
+                return 1, None, self._failed(raw, task, exc, taking), False, None
+            # Its effect is committed and its entry gone: not to be tried again. A follow-on
+            # put in its place runs next all the same, from its arguments.
+            log.exception("inbox task %s failed after its commit acknowledged it",
+                          task.function)
+            follow_up = running.hand_on = None
         finally:
             _running.reset(token)
+        then = running.then
+        return (1, follow_up, False, running.acknowledged,
+                (then, running.hand_on) if then is not None else None)
 
     def _function(self, path: str) -> Callable[..., Any]:
         function = self._functions.get(path)
@@ -441,10 +480,12 @@ class Inbox:
                         task.function, task.failures + 1, len(intervals) + 1, delay,
                         exc_info=exc)
             again = replace(task, failures=task.failures + 1)
-            due_ms = int((self.clock() + delay) * 1000)
-            self._later(keys=[taking, self.later],
+            home = (self.inbox_of(task.home) if task.home and task.home != self.queue
+                    and self.inbox_of is not None else self)
+            due_ms = int((home.clock() + delay) * 1000)
+            home._later(keys=[taking, home.later],
                         args=[raw, due_ms, f"{uuid.uuid4().hex[:8]}|{again.encode()}"])
-            self._wake_in(delay)
+            home._wake_in(delay)
             return True
         log.error("inbox task %s failed %d times over %d s; giving up: %.500s",
                   task.function, task.failures + 1, sum(intervals), task.encode(), exc_info=exc)

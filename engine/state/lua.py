@@ -36,6 +36,10 @@ from __future__ import annotations
 #          hset: [[KEYS position, field, value]] into other hashes (a parent's children),
 #          lrem: [[KEYS position, ARGV position]]: that entry taken off that list, once
 #          (the inbox task the change acknowledges),
+#          carry: [KEYS position of a list, ARGV position of its entry, ARGV position of
+#          another, KEYS position of an inbox]: the entry taken off the list, once, and,
+#          when that inbox is empty, the other put on the list in its place (the inbox
+#          task the change acknowledges hands its drain the task that follows from it),
 #          events: [first, last] ARGV positions of the audit entries to append, in
 #          order, as stored, with head: the ARGV position of the last one's hash as
 #          stored), lease_ttl_ms or release; take_lease: [token, ttl ms]: once applied,
@@ -46,7 +50,8 @@ from __future__ import annotations
 #                 when the change sets no status)
 # ARGV[4+S ..]    the values setv names, guard_head's, the audit entries, their head
 # Returns {1, status, audit head, 'ok'} when applied (with take_lease and the lease taken,
-# a fifth element: the execution's hash as it is now, HGETALL's reply), else {0, status,
+# a fifth element: the execution's hash as it is now, HGETALL's reply, 0 otherwise; with
+# carry, a sixth: 1 when the other entry was put on the list, else 0), else {0, status,
 # audit head, reason}
 # with reason status | head | field | lease | hlen (a guard failed) or missing (no such execution;
 # status and head are then '').
@@ -119,6 +124,15 @@ end
 if spec.lrem then
   for _, l in ipairs(spec.lrem) do redis.call('LREM', KEYS[l[1]], 1, ARGV[l[2]]) end
 end
+local carried = 0
+if spec.carry then
+  local c = spec.carry
+  redis.call('LREM', KEYS[c[1]], 1, ARGV[c[2]])
+  if redis.call('LLEN', KEYS[c[4]]) == 0 then
+    redis.call('RPUSH', KEYS[c[1]], ARGV[c[3]])
+    carried = 1
+  end
+end
 local head = cur[2]
 if spec.events then
   for i = spec.events[1], spec.events[2] do redis.call('RPUSH', akey, ARGV[i]) end
@@ -132,9 +146,10 @@ end
 if spec.take_lease then  -- the caller runs the next segment: the lease, and the run as it is now
   local took = redis.call('SET', lkey, spec.take_lease[1], 'NX', 'PX', spec.take_lease[2])
   if took then
-    return {1, spec.status or cur[1], head, 'ok', redis.call('HGETALL', xkey)}
+    return {1, spec.status or cur[1], head, 'ok', redis.call('HGETALL', xkey), carried}
   end
 end
+if spec.carry then return {1, spec.status or cur[1], head, 'ok', 0, carried} end
 return {1, spec.status or cur[1], head, 'ok'}
 """
 

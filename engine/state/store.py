@@ -99,6 +99,9 @@ class CommitResult:
     reason: str  # ok | status | head | field | lease | missing
     # take_lease_ms: the lease's token and the run as the commit left it, when it was free
     taken: tuple[str, ExecutionState] | None = None
+    # with taken: the run's annotations (plug-ins' notes, n:…) as the commit left them, stored
+    notes: Mapping[str, bytes] = field(default_factory=dict)
+    carried: bool = False  # Change.carry: the other entry took the acknowledged one's place
 
 
 @dataclass
@@ -118,6 +121,10 @@ class Change:
     hset: list[tuple[str, str, str]] = field(default_factory=list)  # other hashes: key, field, value
     # entries taken off lists (one each) with the change: an inbox task it acknowledges
     lrem: list[tuple[str, bytes]] = field(default_factory=list)  # key, entry
+    # (list, entry, other, inbox): the entry taken off the list, once, and, when ``inbox``
+    # (a list) is empty, ``other`` put on the list in its place: an inbox task acknowledged
+    # by the change hands its drain the task that follows from it (CommitResult.carried)
+    carry: tuple[str, bytes, bytes, str] | None = None
 
     def step(self, path: str, result: StepResult) -> Change:
         self.set[keys.step_field(path)] = result.to_json()
@@ -214,11 +221,7 @@ class Store(Indexes):
             raise ExecutionNotFound(execution_id)
         state = _state_from_hash(execution_id, raw)
         _complete(state, trail)
-        note = raw.get(keys.annotation_field(key).encode())
-        notes = {name.decode()[2:]: value for name, value in raw.items()
-                 if name.startswith(b"n:")}
-        return Annotated(state, json.loads(compact.unpack(note)) if note is not None else None,
-                         found, trail, notes)
+        return annotated(state, key, _notes(raw), trail, found)
 
     def review_message(self, execution_id: str, sha256: str) -> str | None:
         """The message a review of the execution showed its reviewers, known by its SHA-256,
@@ -379,6 +382,11 @@ class Store(Indexes):
             for key, entry in change.lrem:
                 spec["lrem"].append([position(key), first + len(values)])
                 values.append(entry)
+        if change.carry is not None:
+            listed, entry, other, inbox = change.carry
+            spec["carry"] = [position(listed), first + len(values), first + len(values) + 1,
+                             position(inbox)]
+            values += [entry, other]
         if guard_hlen is not None:  # the hash must have as many fields as the caller read
             spec["guard_hlen"] = [position(guard_hlen[0]), guard_hlen[1]]
         raw = self._call(
@@ -389,14 +397,16 @@ class Store(Indexes):
             args=[json.dumps(spec), state.id, keys.status_channel(state.id), *statuses,
                   *values],
         )
-        taken = None
-        if token is not None and len(raw) > 4:
-            read = _state_from_hash(state.id, dict(zip(raw[4][::2], raw[4][1::2], strict=True)))
+        taken, notes = None, {}
+        if token is not None and len(raw) > 4 and raw[4]:
+            fields = dict(zip(raw[4][::2], raw[4][1::2], strict=True))
+            read = _state_from_hash(state.id, fields)
             self._complete_message(read)
             taken = (token, read)
+            notes = _notes(fields)
         result = CommitResult(ok=bool(raw[0]), status=reply_text(raw[1]),
                               head=audit.head_text(raw[2]), reason=reply_text(raw[3]),
-                              taken=taken)
+                              taken=taken, notes=notes, carried=len(raw) > 5 and raw[5] == 1)
         if result.ok:
             state.audit_head = result.head
             if change.status is not None:
@@ -712,6 +722,21 @@ class ReviewRow:
             if value is not None})
         return state, {key: json.loads(compact.unpack(raw)) if raw is not None else None
                        for key, raw in zip(self.notes, self.raw[size:], strict=True)}
+
+
+def annotated(state: ExecutionState, key: str, notes: Mapping[str, bytes],
+              trail: list[bytes], values: list[bytes | None] | None = None) -> Annotated:
+    """What :meth:`Store.load_annotated` gives, from what was read otherwise: ``notes``,
+    the execution's annotations as stored (:attr:`CommitResult.notes`), and its ``trail``."""
+    note = notes.get(key)
+    return Annotated(state, json.loads(compact.unpack(note)) if note is not None else None,
+                     values or [], trail, notes)
+
+
+def _notes(raw: Mapping[bytes, bytes]) -> dict[str, bytes]:
+    """The annotations (``n:…``, the plug-ins' notes) of an execution hash as read, as stored,
+    by key."""
+    return {name.decode()[2:]: value for name, value in raw.items() if name.startswith(b"n:")}
 
 
 def _state_from_hash(execution_id: str, raw: Mapping[bytes, bytes]) -> ExecutionState:

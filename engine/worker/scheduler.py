@@ -37,6 +37,7 @@ class RQScheduler:
         self.queue = Queue(queue_name, connection=connection)
         self.store = Store(connection)  # the overdue-timer index
         self.inbox = rq_inbox(connection, queue_name)
+        self.inbox.inbox_of = self.inbox_of  # a carried task's retries go to its own inbox
         self._queues: dict[str, Queue] = {}  # plug-ins' queues (enqueue_to)
         self._inboxes: dict[str, Inbox] = {queue_name: self.inbox}
 
@@ -75,6 +76,7 @@ class RQScheduler:
         inbox = self._inboxes.get(queue)
         if inbox is None:
             inbox = self._inboxes[queue] = rq_inbox(self.queue.connection, queue)
+            inbox.inbox_of = self.inbox_of  # a carried task's retries go to its own inbox
         return inbox
 
     def _queue(self, name: str) -> Queue:

@@ -142,3 +142,95 @@ def fail_once_then_block(name: str, release: str) -> None:
     if _redis().incr(ATTEMPTS + name) == 1:
         raise RuntimeError(f"{name} fails the first time")
     block(name, release)
+
+
+# -- carried tasks (Running.then) ------------------------------------------------------------
+
+def hand_over(name: str, carried: str, home: str = "", block_on: str = "") -> Callable[[], None]:
+    """Do what a commit carrying a follow-on does (Change.carry): put ``carried`` (a task
+    recording what it was handed; one that always fails when it is ``"fail"``) in this
+    task's place on the drain's list, and hand it ``{"from": name}`` in memory. Its
+    follow-up records itself, after waiting for ``block_on`` when given."""
+    from engine.state.inbox import Task, running_task
+
+    running = running_task()
+    assert running is not None
+    function = f"{__name__}.{'fail' if carried == 'fail' else 'record_handed'}"
+    entry = Task(function, (carried,), retry=(5,), home=home).encode().encode()
+    r = _redis()
+    pipe = r.pipeline()
+    pipe.lrem(running.taking, 1, running.entry)
+    pipe.rpush(running.taking, entry)
+    pipe.execute()
+    running.acknowledged, running.then, running.hand_on = True, entry, {"from": name}
+    record(name)
+
+    def follow_up() -> None:
+        if block_on:
+            r.rpush(STARTED, f"{name}-follow-up")
+            r.blpop([block_on], timeout=30)
+        record(f"{name}-follow-up")
+
+    return follow_up
+
+
+def record_handed(name: str) -> None:
+    """Record ``name`` and what the task before handed this one (None when not carried)."""
+    from engine.state.inbox import running_task
+
+    running = running_task()
+    record(name, running.handed if running is not None else "no task")
+
+
+def acknowledge_then_fail(name: str) -> None:
+    """Take this task off the drain's list (as a commit that acknowledges it does), then
+    fail: its effect is in, so it must not be tried again."""
+    from engine.state.inbox import running_task
+
+    running = running_task()
+    assert running is not None
+    _redis().lrem(running.taking, 1, running.entry)
+    running.acknowledged = True
+    record(name)
+    raise RuntimeError(f"{name} failed after its commit")
+
+
+# -- a decision made by an inbox task, with a notifier whose closing work is a task ---------
+
+CLOSED = "test:inbox:closed"  # list: what the notifier's review_closed was told
+
+
+def decide(execution_id: str, approved: bool) -> None:
+    """Approve or deny ``execution_id``'s review as Alice, from inside a drain (as a click's
+    task does): the commit that decides acknowledges this task."""
+    from engine.notify import Actor
+    from engine.state.inbox import running_task
+
+    result = runtime().engine.resume(execution_id, {"approved": approved},
+                                     Actor(id="U0ALICE", name="alice", source="slack"),
+                                     step="review", acknowledge=running_task())
+    record("decided", result.carried)
+
+
+def closing(execution_id: str, outcome: str) -> None:
+    """The notifier's closing task: record it, with what it was handed."""
+    record_handed(f"closing {execution_id} {outcome}")
+
+
+class CarryingNotifier:
+    """A notifier whose work on a closed review is an inbox task
+    (:class:`engine.notify.CarriesClosing`); review_closed records what it was told."""
+
+    def review_waiting(self, review: Any) -> None:
+        pass
+
+    def review_changed(self, change: Any) -> None:
+        pass
+
+    def review_closed(self, closed: Any) -> None:
+        _redis().rpush(CLOSED, f"{closed.execution_id} {closed.outcome}")
+
+    def closing_task(self, closed: Any) -> Any:
+        from engine.state.inbox import Task
+
+        return Task(f"{__name__}.closing", (closed.execution_id, closed.outcome))

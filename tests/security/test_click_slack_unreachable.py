@@ -104,30 +104,49 @@ def events(signoff: Signoff, execution_id: str, kind: str) -> list[dict]:
 def test_a_click_acked_while_slack_is_unreachable_is_recorded_and_the_run_goes_on(
         signoff: Signoff, cut_off, unanswering: Unanswering):
     execution_id = signoff.run(ISOLATE, EVENT)
+    second = signoff.run(ISOLATE, EVENT)  # clicked later
+    first_message, second_message = signoff.messages(REVIEWS)
     redis = signoff.engine.store.redis
     redis.delete(bot_keys.user_name("U0ALICE"))  # the name is not cached: users.info would be asked
     cut_off(unanswering.url)
 
-    click_approve(signoff)
-    # The engine's queue alone: what records the click. Slack is not even dialled.
+    answer = signoff.driver.click("U0ALICE", (REVIEWS, first_message["ts"]), ACTION_APPROVE)
+    assert answer.status == 200  # Slack got its answer: from here on the click must hold
+    # The engine's queue alone: it records the click and runs the run to its end. Then, the
+    # engine's inbox being empty, its worker tries the rewrite of the message itself (the
+    # click's commit carried it): Slack is gone, and the rewrite goes to the slack inbox
+    # for its next try, not to the engine's, whose drains a hung Slack must not hold.
+    scheduler = signoff.runtime.engine.scheduler
     DrainWorker([signoff.runtime.settings.queue], connection=redis).work(
         burst=True, logging_level="WARNING")
-    assert unanswering.connections == 0
 
     assert signoff.engine.get(execution_id).status is ExecutionStatus.COMPLETED
     [decided] = events(signoff, execution_id, "step.decided")
     assert decided["actor"] == {"id": "U0ALICE", "name": "alice", "source": "slack",
                                 "team": "T0SIGNOFF"}  # from the signed click
     assert signoff.engine.verify_audit(execution_id).ok
-
-    # Then the slack queue: the name look-up and the message rewrite find Slack gone. The
-    # look-up gives up quietly; the rewrite waits for its next try. The run never waited.
-    signoff.drain()
     assert unanswering.connections > 0
+    assert [task.function for _, task in scheduler.inbox_of("slack").retrying()] == [
+        "bot.jobs.update_review"]
+    assert scheduler.inbox.retrying() == []
+
+    # The next click's worker, having just failed to reach Slack, leaves the rewrite to the
+    # slack queue: the engine's queue does not dial Slack again.
+    dialled = unanswering.connections
+    answer = signoff.driver.click("U0ALICE", (REVIEWS, second_message["ts"]), ACTION_APPROVE)
+    assert answer.status == 200
+    DrainWorker([signoff.runtime.settings.queue], connection=redis).work(
+        burst=True, logging_level="WARNING")
+    assert signoff.engine.get(second).status is ExecutionStatus.COMPLETED
+    assert unanswering.connections == dialled
+
+    # Then the slack queue: the name look-up and the message rewrites find Slack gone. The
+    # look-up gives up quietly; the rewrites wait for their next try. The runs never waited.
+    signoff.drain()
+    assert unanswering.connections > dialled
     assert redis.get(bot_keys.user_name("U0ALICE")) is None
-    waiting = [task.function for _, task in signoff.runtime.engine.scheduler
-               .inbox_of("slack").retrying()]
-    assert waiting == ["bot.jobs.update_review"]
+    waiting = [task.function for _, task in scheduler.inbox_of("slack").retrying()]
+    assert waiting == ["bot.jobs.update_review", "bot.jobs.update_review"]
     assert events(signoff, execution_id, "decision.lost") == []
 
 
