@@ -1,0 +1,83 @@
+"""A click that arrives alone is decided, its run continued and its message rewritten by
+one drain of the engine's queue: the decision's commit puts the rewrite in the click's place
+on the drain's list (engine.state.store.Change.carry), and the rewrite works from what that
+commit read back, without reading the run again or going through the slack queue. Clicks
+with others waiting behind them leave their rewrites to the slack queue, as before."""
+
+from __future__ import annotations
+
+import redis
+
+from bot.blocks import ACTION_APPROVE
+from bot.outbox import QUEUE as SLACK_QUEUE
+from engine.state import keys
+from engine.state.execution import ExecutionStatus
+from tests.bot.conftest import ISOLATE, REVIEWS, DrainWorker, Signoff
+from tests.support.monitor import monitored
+
+EVENT = {"host": "web-01", "rule": "beaconing"}
+
+
+def engine_queue_only(signoff: Signoff, redis_client: redis.Redis) -> None:
+    DrainWorker([signoff.runtime.settings.queue], connection=redis_client).work(
+        burst=True, logging_level="WARNING")
+
+
+def rewrites_queued(signoff: Signoff) -> list[str]:
+    """The rewrites of closed reviews waiting in the slack queue's inbox."""
+    inbox = signoff.runtime.engine.scheduler.inbox_of(SLACK_QUEUE)
+    redis_ = signoff.engine.store.redis
+    return [raw.decode() for raw in redis_.lrange(inbox.key, 0, -1)
+            if b'"bot.jobs.update_review"' in raw]
+
+
+def test_a_lone_clicks_message_is_rewritten_by_the_drain_that_decided_it_without_reading_again(
+        signoff: Signoff, redis_client: redis.Redis):
+    execution_id = signoff.run(ISOLATE, EVENT)
+    [message] = signoff.messages(REVIEWS)
+    assert signoff.driver.click("U0ALICE", (REVIEWS, message["ts"]), ACTION_APPROVE).status == 200
+    updates = len(signoff.slack.calls_to("chat.update"))
+
+    seen = monitored(redis_client, lambda: engine_queue_only(signoff, redis_client))
+
+    assert signoff.engine.get(execution_id).status is ExecutionStatus.COMPLETED
+    [rewritten] = signoff.messages(REVIEWS)
+    assert rewritten["ts"] == message["ts"] and "Approved by" in str(rewritten["blocks"])
+    assert "alice" in str(rewritten["blocks"]).lower()
+    assert len(signoff.slack.calls_to("chat.update")) == updates + 1
+    # The rewrite did not go through the slack queue (where the look-up of Alice's name
+    # went): it never was in its inbox.
+    assert rewrites_queued(signoff) == []
+    assert not any(keys.inbox(SLACK_QUEUE) in e["command"] and "update_review" in e["command"]
+                   for e in seen)
+    assert any(keys.inbox(SLACK_QUEUE) in e["command"] and "learn_name" in e["command"]
+               for e in seen)  # what the slack queue did get: MONITOR saw its puts
+    # The run's hash was read by the click alone (its MULTI); the rewrite used what the
+    # decision's commit read back.
+    execution = keys.execution(execution_id)
+    reads = [e["command"] for e in seen if e["client_type"] != "lua"
+             and e["command"].split()[0].upper() in ("HGETALL", "HGET", "HMGET")
+             and execution in e["command"]]
+    assert len(reads) == 1, reads
+
+
+def test_clicks_with_others_waiting_behind_them_leave_their_rewrites_to_the_slack_queue(
+        signoff: Signoff, redis_client: redis.Redis):
+    first, second = signoff.run(ISOLATE, EVENT), signoff.run(ISOLATE, EVENT)
+    one, two = signoff.messages(REVIEWS)
+    for message in (one, two):  # both in the engine's inbox before a worker looks
+        assert signoff.driver.click("U0ALICE", (REVIEWS, message["ts"]),
+                                    ACTION_APPROVE).status == 200
+
+    engine_queue_only(signoff, redis_client)
+
+    assert {signoff.engine.get(i).status for i in (first, second)} == {ExecutionStatus.COMPLETED}
+    # The first click had the second waiting behind it: its rewrite went to the slack queue.
+    # The second was alone by then: its drain rewrote it.
+    [waiting] = rewrites_queued(signoff)
+    assert '"bot.jobs.update_review"' in waiting and first in waiting
+    assert ["Approved by" in str(m["blocks"]) for m in signoff.messages(REVIEWS)] == [False, True]
+
+    signoff.drain()
+    assert ["Approved by" in str(m["blocks"]) for m in signoff.messages(REVIEWS)] == [True, True]
+    assert rewrites_queued(signoff) == []
