@@ -20,8 +20,9 @@ from __future__ import annotations
 # KEYS[1]  the execution hash              KEYS[4]  the waiting index
 # KEYS[2]  its audit list                  KEYS[5]  the running index
 # KEYS[3]  its lease
-# KEYS[6 .. 5+S]  the status indexes, one per status, in the order of ARGV[4 ..]; only
-#                 when the change sets a status (S is 0 otherwise)
+# KEYS[6 .. 5+S]  the status indexes, in the order of ARGV[4 ..]; only when the change
+#                 sets a status (S is 0 otherwise): every status's, or, with guard_status,
+#                 the guard's statuses' and the new one's
 # KEYS[6+S ..]    the indexes the change's zadd/zrem entries name (by KEYS position)
 # ARGV[1]  the change as JSON: guards (guard_status: statuses, guard_head: [ARGV position
 #          of the audit head as stored, the same in hex as earlier versions stored it],
@@ -46,8 +47,8 @@ from __future__ import annotations
 #          take the free lease for the caller, who runs the next segment at once
 # ARGV[2]  the execution id (its member in the indexes)
 # ARGV[3]  the pub/sub channel told a new status
-# ARGV[4 .. 3+S]  every status name (S of them), in the order of their index keys (none
-#                 when the change sets no status)
+# ARGV[4 .. 3+S]  those statuses' names (S of them), in the order of their index keys
+#                 (none when the change sets no status)
 # ARGV[4+S ..]    the values setv names, guard_head's, the audit entries, their head
 # Returns {1, status, audit head, 'ok'} when applied (with take_lease and the lease taken,
 # a fifth element: the execution's hash as it is now, HGETALL's reply, 0 otherwise; with

@@ -321,8 +321,13 @@ class Store(Indexes):
         spec: dict[str, Any] = {}
         values: list[bytes] = []  # ARGV after the status names: values as stored, any bytes
         # The status indexes and names go to COMMIT only when the status changes: most
-        # commits (a step's result) leave it, and each argument costs the client.
-        statuses = _STATUS_NAMES if change.status is not None else []
+        # commits (a step's result) leave it, and each argument costs the client. Guarded by
+        # status, the status it leaves is one of the guard's: only theirs and the new one go.
+        guarded = [s.value for s in guard_status] if guard_status is not None else None
+        statuses: list[str] = []
+        if change.status is not None:
+            statuses = (list(dict.fromkeys([*guarded, change.status.value]))
+                        if guarded is not None else _STATUS_NAMES)
         first = len(statuses) + 4  # Lua counts ARGV from 1
         if change.set:
             spec["set"], packed = _stored_fields(change.set)
@@ -338,9 +343,9 @@ class Store(Indexes):
             spec["del"] = [*change.delete, *(["wp"] if "w" in change.delete else [])]
         if change.status is not None:
             spec["status"] = change.status.value
-            spec["nstatus"] = len(_STATUS_NAMES)
-        if guard_status is not None:
-            spec["guard_status"] = [s.value for s in guard_status]
+            spec["nstatus"] = len(statuses)
+        if guarded is not None:
+            spec["guard_status"] = guarded
         if guard_head:  # as stored now, or in hex by an earlier version
             spec["guard_head"] = [first + len(values), state.audit_head]
             values.append(audit.head_stored(state.audit_head))
@@ -393,7 +398,7 @@ class Store(Indexes):
             self._commit,
             keys=[keys.execution(state.id), keys.audit(state.id), keys.lease(state.id),
                   keys.INDEX_WAITING, keys.INDEX_RUNNING,
-                  *(_STATUS_INDEXES if statuses else ()), *named],
+                  *(keys.index_status(name) for name in statuses), *named],
             args=[json.dumps(spec), state.id, keys.status_channel(state.id), *statuses,
                   *values],
         )
@@ -767,7 +772,6 @@ def _state_from_hash(execution_id: str, raw: Mapping[bytes, bytes]) -> Execution
 
 
 _STATUS_NAMES = [status.value for status in ExecutionStatus]  # COMMIT's ARGV[4 ..]
-_STATUS_INDEXES = [keys.index_status(name) for name in _STATUS_NAMES]  # its KEYS[6 ..]
 _REVIEW_FIELDS = ("wf", "d", "st", "t0", "t0ms", "rb", "w")  # wf first: None means gone
 # Fields scripts and listings read as they are (COMMIT, summaries): never compressed.
 # Text that is not JSON (an error, a name) may start with "x" like zlib's stream: also

@@ -88,6 +88,28 @@ def test_commit_touches_only_the_keys_it_is_given(store, redis_client):
     assert undeclared == set()
 
 
+def test_a_commit_guarded_by_status_names_only_the_guards_and_the_new_status_index(
+        store, redis_client):
+    guarded, unguarded = new_execution(store), new_execution(store, ExecutionStatus.WAITING)
+    with redis_client.monitor() as monitor:
+        store.commit(guarded, Change(status=ExecutionStatus.COMPLETED),
+                     guard_status=[ExecutionStatus.RUNNING, ExecutionStatus.WAITING])
+        store.commit(unguarded, Change(status=ExecutionStatus.FAILED))
+        redis_client.echo("commit done")
+        scripted = _script_commands(monitor)
+
+    # (the waiting index, the status index of WAITING_FOR_INPUT, is always among the KEYS)
+    indexes = {keys.index_status(s.value) for s in ExecutionStatus} - {keys.INDEX_WAITING}
+    first, second = ({k for k in declared if k in indexes}
+                     for declared in dict.fromkeys(frozenset(d) for d, _, _ in scripted))
+    assert first == {keys.index_status(s) for s in ("RUNNING", "WAITING", "COMPLETED")}
+    assert second == indexes  # unguarded: the status it leaves could be any
+    assert members(redis_client, keys.index_status("COMPLETED")) == {guarded.id: STARTED_MS}
+    assert members(redis_client, keys.index_status("FAILED")) == {unguarded.id: STARTED_MS}
+    assert members(redis_client, keys.index_status("RUNNING")) == {}
+    assert members(redis_client, keys.index_status("WAITING")) == {}
+
+
 def test_overdue_timers_come_soonest_first_and_each_is_taken_once(store):
     scheduled = []
     for member, due in (("late", 300.0), ("first", 100.0), ("second", 200.0)):
