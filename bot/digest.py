@@ -69,6 +69,25 @@ WHERE = "digest"  # the batch modal's origin, for bot.batch
 ACTION_DIGEST = "signoff.digest.batch"  # opens batch review (bot.approvals wires it)
 
 
+# A closing review leaves the piles of the channels it was posted to, in one command (of the
+# close's one round trip, engine.state.batch): ARGV execution id, how many piles (P); KEYS,
+# for each pile: its members, the members its digest counted, its digest; then digest
+# messages. For each pile, SREM from the first two and whether the third exists; then
+# whether each digest message exists. Returns those replies, flat, in that order.
+_LEAVE = """
+local found = {}
+local piles = tonumber(ARGV[2])
+for i = 1, piles do
+  table.insert(found, redis.call('SREM', KEYS[3 * i - 2], ARGV[1]))
+  table.insert(found, redis.call('SREM', KEYS[3 * i - 1], ARGV[1]))
+  table.insert(found, redis.call('EXISTS', KEYS[3 * i]))
+end
+for i = 3 * piles + 1, #KEYS do
+  table.insert(found, redis.call('EXISTS', KEYS[i]))
+end
+return found
+"""
+
 # A review joins its pile, and the pile's digest when there is one, in one round trip:
 # KEYS pile, digested, digest, titles, dirty; ARGV execution id, title, titles kept, dirty
 # TTL. Returns {1, channel, ts, 1 if the digest needs a refresh handed in} with a digest,
@@ -112,6 +131,7 @@ class Digests:
         self.threshold = threshold
         self._refresh_later = refresh_later
         self._absorb = self.redis.register_script(_ABSORB)
+        self._leave = self.redis.register_script(_LEAVE)
 
     # -- a review joins --------------------------------------------------------------------------
 
@@ -180,18 +200,15 @@ class Digests:
         if not targets:
             return lambda replies: set()
         piles = [pile_id(target, workflow, step) for target in targets]
-        start = len(batch)
-        pipe = batch.pipe
-        for pile in piles:
-            pipe.srem(keys.pile(pile), execution_id)
-            pipe.srem(keys.digested(pile), execution_id)
-            pipe.exists(keys.digest(pile))
-        for channel, ts in shown:
-            pipe.exists(keys.digest_message(channel, ts))
-        end = len(batch)
+        at = len(batch)
+        batch.script(self._leave, [
+            *(key for pile in piles
+              for key in (keys.pile(pile), keys.digested(pile), keys.digest(pile))),
+            *(keys.digest_message(channel, ts) for channel, ts in shown)],
+            [execution_id, len(piles)])
 
         def read(replies: Sequence[Any]) -> set[tuple[str, str]]:
-            found = replies[start:end]
+            found = replies[at]
             for n, pile in enumerate(piles):
                 removed, _, has_digest = found[3 * n:3 * n + 3]
                 if removed and has_digest:

@@ -217,6 +217,28 @@ end
 return removed
 """
 
+# DROP_WORDS: a closing review's index entries and note, in one step (Store.drop_words):
+# take ARGV[2] out of the sorted-set indexes KEYS[3 ..] where its score is still ARGV[3] (as
+# REMOVE_INSTANCE), delete field ARGV[1] of the execution hash KEYS[1], and, when ARGV[4] is
+# '1', read and delete the set KEYS[2] (where an earlier version kept the note; KEYS[1]
+# again otherwise). Returns {how many index entries were removed, the set's members}.
+DROP_WORDS = """
+local removed = 0
+for i = 3, #KEYS do
+  local score = redis.call('ZSCORE', KEYS[i], ARGV[2])
+  if score and tonumber(score) == tonumber(ARGV[3]) then
+    removed = removed + redis.call('ZREM', KEYS[i], ARGV[2])
+  end
+end
+redis.call('HDEL', KEYS[1], ARGV[1])
+local legacy = {}
+if ARGV[4] == '1' then
+  legacy = redis.call('SMEMBERS', KEYS[2])
+  redis.call('DEL', KEYS[2])
+end
+return {removed, legacy}
+"""
+
 # REVIEW_PAGE: a page of an index and the review fields of the executions the caller
 # expects on it, in one command (Store.review_page). KEYS[1] the index; KEYS[2 ..] the
 # execution hashes; ARGV[1], ARGV[2] the page's first and last rank; ARGV[3 ..] the

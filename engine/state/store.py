@@ -140,6 +140,7 @@ class Store(Indexes):
         self._commit = client.register_script(lua.COMMIT)
         self._release = client.register_script(lua.RELEASE_LEASE)
         self._annotate = client.register_script(lua.ANNOTATE)
+        self._drop_words = client.register_script(lua.DROP_WORDS)
         self._cas = client.register_script(lua.COMPARE_AND_SET)
         self._add_words = client.register_script(lua.ADD_WORDS)
         self._add_token = client.register_script(lua.ADD_TOKEN)
@@ -510,25 +511,21 @@ class Store(Indexes):
                    index_keys: Sequence[str], member: str, score: float, *,
                    legacy_set: str | None = None
                    ) -> Callable[[Sequence[Any]], tuple[int, list[str]]]:
-        """Queue in ``batch`` (one MULTI, with other owners' commands): remove ``member``
-        from ``index_keys`` where it still has ``score`` (as :meth:`index_remove_instance`)
-        and delete annotation ``n:{key}``, and read and delete ``legacy_set`` (a Redis set
-        that held such words before). The reader it returns gives, from the batch's
-        replies, how many entries went and the legacy set's members."""
-        start = len(batch)
-        if index_keys:
-            batch.script(self._remove_instance, list(index_keys), [member, score])
-        batch.pipe.hdel(keys.execution(execution_id), keys.annotation_field(key))
-        if legacy_set is not None:
-            batch.pipe.smembers(legacy_set)
-            batch.pipe.delete(legacy_set)
-        end = len(batch)
+        """Queue in ``batch`` (one MULTI, with other owners' commands), as one script
+        (:data:`engine.state.lua.DROP_WORDS`): remove ``member`` from ``index_keys`` where
+        it still has ``score`` (as :meth:`index_remove_instance`) and delete annotation
+        ``n:{key}``, and read and delete ``legacy_set`` (a Redis set that held such words
+        before). The reader it returns gives, from the batch's replies, how many entries
+        went and the legacy set's members."""
+        at = len(batch)
+        execution = keys.execution(execution_id)
+        batch.script(self._drop_words, [execution, legacy_set or execution, *index_keys],
+                     [keys.annotation_field(key), member, score,
+                      "1" if legacy_set is not None else "0"])
 
         def read(replies: Sequence[Any]) -> tuple[int, list[str]]:
-            mine = replies[start:end]
-            removed = int(mine[0]) if index_keys else 0
-            legacy = mine[-2] if legacy_set is not None else set()
-            return removed, sorted(reply_text(m) for m in legacy)
+            removed, legacy = replies[at]
+            return int(removed), sorted(reply_text(m) for m in legacy)
 
         return read
 

@@ -48,19 +48,19 @@ def test_a_closing_review_leaves_its_indexes_and_asks_slacks_limit_in_one_round_
     noted = keys.annotation_field(noted_key(since_ms))
     assert redis_client.hget(keys.execution(execution_id), noted) is not None
     assert redis_client.zscore(bot_keys.posted_in(REVIEWS), execution_id) is not None
-    redis_client.script_load(lua.REMOVE_INSTANCE)  # as any worker that ran a while has
+    redis_client.script_load(lua.DROP_WORDS)  # as any worker that ran a while has
     closed: list[int] = []
 
     seen = commands_of(redis_client, lambda: closed.append(
         signoff.bot.deliverer.close(execution_id, "review", None)))
 
-    # The read (one MULTI), then one more: indexes (the script's own commands shown after
-    # it), digests and the limit together; the rewrite asked Slack's limit no second time,
-    # and no script was looked up first.
+    # The read (one MULTI), then one more: indexes and note (one script, its own commands
+    # shown after it), digests (another) and the limit together; the rewrite asked Slack's
+    # limit no second time, and no script was looked up first.
     assert closed == [1]
     assert seen == ["MULTI", "HGETALL", "LRANGE", "EXEC",
-                    "MULTI", "EVALSHA", "ZSCORE", "ZREM", "HDEL", "SMEMBERS", "DEL", "SREM", "SREM", "EXISTS",
-                    "EXISTS", "PTTL", "EXEC"]
+                    "MULTI", "EVALSHA", "ZSCORE", "ZREM", "HDEL", "SMEMBERS", "DEL",
+                    "EVALSHA", "SREM", "SREM", "EXISTS", "EXISTS", "PTTL", "EXEC"]
     assert redis_client.hget(keys.execution(execution_id), noted) is None
     assert redis_client.zscore(bot_keys.posted_in(REVIEWS), execution_id) is None
     [message] = signoff.messages()
