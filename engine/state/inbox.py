@@ -92,7 +92,9 @@ class Running:
 
     Such a commit may instead put the task that follows from it in its place on that list
     (:attr:`engine.state.store.Change.carry`: a decision's closing work, the rewrite of its
-    Slack message), when ``inbox`` (the inbox's list) is empty: the commit sets ``then``
+    Slack message), when the task came alone: the first of its drain (``inbox``, the
+    inbox's list, is set only then; in a burst the follow-ons go to their own inboxes and
+    the drain goes on with the tasks), with that list empty. The commit sets ``then``
     (that task's entry), and the drain runs it next, right after the task's follow-up,
     with no round trip to hand it over, and acknowledges it as any task. ``hand_on`` is
     what the task gives that one in memory (what it read and committed, so that it need
@@ -382,6 +384,7 @@ class Inbox:
         ended = False  # the last script found the inbox empty and ended the drain
         next_keys = [self.key, taking, alive, self.takers, self.first, *yield_to, *chain_keys]
         carried: tuple[bytes, Any] | None = None  # a task's follow-on, on our list already
+        done_any = False  # an entry was run (or dropped) by this drain
         raw: Any = None  # what the last script gave: a task, None, -1, or the chain's reply
         try:
             if int(moved) >= DUE_BATCH:
@@ -407,7 +410,11 @@ class Inbox:
                 if raw is None or raw == -1:
                     empty = ended = raw is None
                     break
-                ran, follow_up, later, acknowledged, carried = self._run(raw, taking, handed)
+                # Only the first task of a drain may carry a follow-on: a lone click's. In a
+                # burst the drain runs on, and the follow-ons go to their own inboxes.
+                ran, follow_up, later, acknowledged, carried = self._run(
+                    raw, taking, handed, alone=not done_any)
+                done_any = True
                 # A task due later is off our list already, one that acknowledged itself too.
                 finished = b"" if later or acknowledged else raw
                 done += ran
@@ -435,18 +442,19 @@ class Inbox:
             return Drained(done, following, next_begun)
         return Drained(done)
 
-    def _run(self, raw: bytes, taking: str, handed: Any = None
+    def _run(self, raw: bytes, taking: str, handed: Any = None, *, alone: bool = False
              ) -> tuple[int, Any, bool, bool, tuple[bytes, Any] | None]:
         """Run one task: (1 when it ran, 0 when it was dropped; its follow-up or None; True
         when it failed and was put off till later, off the drain's list; True when it
         acknowledged itself; the entry of the task that took its place on the drain's list,
-        to run next, with what it hands that one, see :class:`Running`)."""
+        to run next, with what it hands that one, see :class:`Running`). ``alone``: the
+        drain's first task, which may carry a follow-on (``Running.inbox`` is set)."""
         try:
             task = Task.decode(raw)
         except (ValueError, KeyError, TypeError):
             log.error("dropped an inbox entry that is not a task: %.200r", raw)
             return 0, None, False, False, None
-        running = Running(taking, raw, inbox=self.key, handed=handed)
+        running = Running(taking, raw, inbox=self.key if alone else "", handed=handed)
         token = _running.set(running)
         try:
             follow_up = self._function(task.function)(*task.args)

@@ -165,3 +165,19 @@ def test_a_decision_with_tasks_waiting_behind_it_leaves_the_closing_work_to_the_
     assert closed_told(redis_client) == [f"{execution_id} denied"]
     assert drain_leftovers(redis_client, carrying.settings.queue) == []
     assert rq_inbox(redis_client, carrying.settings.queue).retrying() == []
+
+
+def test_a_decision_that_is_not_the_first_task_of_its_drain_does_not_carry(
+        redis_client, carrying, work):
+    execution_id = carrying.engine.run(parse_workflow(REVIEW), {"host": "web-1"})
+    work()
+    inbox = carrying.engine.scheduler.inbox
+    inbox.put(task("record"), "ahead of it")  # a burst: the drain runs on after this one
+    inbox.put(task("decide"), execution_id, True)
+    work()
+
+    assert carrying.engine.get(execution_id).status is ExecutionStatus.COMPLETED
+    assert ran(redis_client)[0] == "ahead of it"
+    assert json.loads(ran(redis_client)[1]) == ["decided", False]
+    assert handed(redis_client, f"closing {execution_id} approved") == []
+    assert closed_told(redis_client) == [f"{execution_id} approved"]
