@@ -137,7 +137,8 @@ class ReviewListeners:
         self.directory = directory
         self.outbox = Outbox(engine.scheduler)
         # In a worker, a decided run continues right here instead of in another job (the
-        # message is rewritten by a job on the slack queue, after the decisions waiting).
+        # message is then rewritten by the same drain when the click came alone, else by the
+        # slack queue after the decisions waiting: engine.notify.CarriesClosing).
         self.advance = advance
 
     # -- buttons -------------------------------------------------------------------------------

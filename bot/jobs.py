@@ -8,7 +8,10 @@ later when Slack's rate limit refuses it (:func:`bot.outbox.put_off_when_limited
 :mod:`bot.ratelimit`): no worker waits a 429 out.
 
 Slack is called only from here (and from ``views.open`` in a click's listener), so a
-slow or failing Slack never holds up the engine or a click's answer.
+slow or failing Slack never holds up a run or a click's answer. The rewrite of a message
+whose click came alone runs in the engine's drain that decided it, after the run's next
+segment (:class:`engine.notify.CarriesClosing`); its retries go to the slack queue, and a
+worker that lately failed to reach Slack leaves such rewrites to the slack queue.
 
 Jobs find the process's :class:`BotRuntime` through :func:`bot_runtime`: tests and
 embedders install one; otherwise it is built once from the environment, on the

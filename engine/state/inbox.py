@@ -43,7 +43,10 @@ click waits for no run (see ``_PUT_TAKE`` in :mod:`engine.state.lua`).
 
 A task may return a follow-up, a callable run after the task is acknowledged: work the
 task has already made durable and that has its own recovery (continuing a run the
-task resumed; a lapsed lease gets it re-enqueued).
+task resumed; a lapsed lease gets it re-enqueued). The first task of a drain may also have
+its commit put the task that follows from it in its place on the drain's list (a lone
+click's decision, the rewrite of its message: :class:`Running`), which the drain runs right
+after the follow-up, with what the first handed it in memory.
 
 A task that raises is tried again later, by its retry intervals (by default
 :data:`DEFAULT_RETRY`: 1 s, 2 s, 4 s … capped at 2 minutes, a little over 10 minutes in
