@@ -157,8 +157,9 @@ class Notifier(Protocol):
 class CarriesClosing(Protocol):
     """A notifier whose work on a closed review is one inbox task (the bot's rewrite of the
     review's Slack messages). When the decision was made by an inbox task (a click handed
-    to a worker), the commit that decides puts this task in the click's place on its
-    drain's list, when the inbox is empty (:attr:`engine.state.store.Change.carry`), and
+    to a worker) that came alone (the first task of its drain, the inbox empty), the
+    commit that decides puts this task in the click's place on its drain's list
+    (:attr:`engine.state.store.Change.carry`), and
     :meth:`Notifier.review_closed` is not called: the drain runs the task next, right
     after the run's next segment, and a worker that dies first leaves it to be put back
     in the inbox, as any task. Otherwise (a burst of clicks waiting, a decision made

@@ -122,9 +122,10 @@ class Reviews:
         guards catch any change since, and the next try reads afresh). ``acknowledge``: the
         inbox task carrying the decision, which the commit that decides takes off its
         drain's list, in the same script, setting ``acknowledge.acknowledged``; when the
-        notifier's work on the closed review is an inbox task (:class:`CarriesClosing`)
-        and the inbox is empty, that task takes its place (``acknowledge.then``, run next
-        by the same drain) and ``review_closed`` is not called."""
+        notifier's work on the closed review is an inbox task (:class:`CarriesClosing`),
+        the inbox task came alone (``acknowledge.inbox`` set) and the inbox is empty, that
+        task takes its place (``acknowledge.then``, run next by the same drain) and
+        ``review_closed`` is not called."""
         for _ in range(50):
             state, waiting = self._waiting(execution_id, step, read)
             read = None
