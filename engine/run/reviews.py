@@ -593,13 +593,11 @@ class Reviews:
 
     def _announce_closed(self, state: ExecutionState, outcome: str, actor: Actor,
                          input_: Mapping[str, Any], reason: str = "") -> None:
-        waiting = state.waiting
-        if waiting is None:
+        closed = _closed(state, outcome, actor, input_, reason, self.clock())
+        if closed is None:
             return
         try:
-            self.notifier.review_closed(ReviewClosed(
-                execution_id=state.id, workflow=state.workflow, step=waiting.step,
-                outcome=outcome, actor=actor, at=self.clock(), input=input_, reason=reason))
+            self.notifier.review_closed(closed)
         except Exception:  # Slack being down must not undo a recorded decision
             log.exception("notifier failed for %s", state.id)
 
@@ -607,13 +605,21 @@ class Reviews:
                       input_: Mapping[str, Any], reason: str, at: datetime) -> bytes | None:
         """The notifier's work on the review as it closes, as an inbox task's entry, when it
         is one (:class:`CarriesClosing`); None otherwise (review_closed announces it)."""
-        waiting = state.waiting
-        if waiting is None or getattr(self.notifier, "closing_task", None) is None:
+        closed = _closed(state, outcome, actor, input_, reason, at)
+        if closed is None or getattr(self.notifier, "closing_task", None) is None:
             return None
-        task = cast(CarriesClosing, self.notifier).closing_task(ReviewClosed(
-            execution_id=state.id, workflow=state.workflow, step=waiting.step,
-            outcome=outcome, actor=actor, at=at, input=input_, reason=reason))
+        task = cast(CarriesClosing, self.notifier).closing_task(closed)
         return task.encode().encode() if task is not None else None
+
+
+def _closed(state: ExecutionState, outcome: str, actor: Actor, input_: Mapping[str, Any],
+            reason: str, at: datetime) -> ReviewClosed | None:
+    """The review ``state`` waits on, as it closes (None when it waits on none)."""
+    waiting = state.waiting
+    if waiting is None:
+        return None
+    return ReviewClosed(execution_id=state.id, workflow=state.workflow, step=waiting.step,
+                        outcome=outcome, actor=actor, at=at, input=input_, reason=reason)
 
 
 def schema_violations(schema: Mapping[str, Any], value: Any) -> list[dict[str, str]]:

@@ -387,7 +387,6 @@ class Inbox:
         ended = False  # the last script found the inbox empty and ended the drain
         next_keys = [self.key, taking, alive, self.takers, self.first, *yield_to, *chain_keys]
         carried: tuple[bytes, Any] | None = None  # a task's follow-on, on our list already
-        done_any = False  # an entry was run (or dropped) by this drain
         raw: Any = None  # what the last script gave: a task, None, -1, or the chain's reply
         try:
             if int(moved) >= DUE_BATCH:
@@ -416,8 +415,7 @@ class Inbox:
                 # Only the first task of a drain may carry a follow-on: a lone click's. In a
                 # burst the drain runs on, and the follow-ons go to their own inboxes.
                 ran, follow_up, later, acknowledged, carried = self._run(
-                    raw, taking, handed, alone=not done_any)
-                done_any = True
+                    raw, taking, handed, alone=not done)
                 # A task due later is off our list already, one that acknowledged itself too.
                 finished = b"" if later or acknowledged else raw
                 done += ran
