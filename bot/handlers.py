@@ -16,7 +16,6 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from functools import partial
 from typing import Any
 
 from slack_sdk import WebClient
@@ -65,6 +64,7 @@ from engine.errors import (
 from engine.notify import Actor, ReviewRequest
 from engine.run import escalation
 from engine.run.authority import Refusal
+from engine.run.buffered_writes import Deferred
 from engine.run.engine import Engine
 from engine.state.execution import ExecutionState, ExecutionStatus, review_request
 from engine.state.inbox import Running
@@ -132,14 +132,15 @@ class ReviewListeners:
     """The Bolt listeners for review buttons and modals, over one engine."""
 
     def __init__(self, engine: Engine, directory: Directory,
-                 advance: Callable[[str, Any], Any] | None = None) -> None:
+                 proceed: Callable[[Deferred], object] | None = None) -> None:
         self.engine = engine
         self.directory = directory
         self.outbox = Outbox(engine.scheduler)
-        # In a worker, a decided run continues right here instead of in another job (the
-        # message is then rewritten by the same drain when the click came alone, else by the
-        # slack queue after the decisions waiting: engine.notify.CarriesClosing).
-        self.advance = advance
+        # In a worker, a decided run continues right here, its first write carrying the
+        # decision (engine.run.runner.Runner.continue_decided), instead of in another job;
+        # the message is then rewritten by the same drain when the click came alone, else
+        # by the slack queue after the decisions waiting (engine.notify.CarriesClosing).
+        self.proceed = proceed
 
     # -- buttons -------------------------------------------------------------------------------
 
@@ -161,13 +162,12 @@ class ReviewListeners:
         self._decide(body, client, approved=approved)
 
     def decide_click(self, reviewer: Reviewer, ref: ReviewRef, *,
-                     approved: bool, task: Running | None = None
-                     ) -> Callable[[], Any] | None:
-        """A one-click decision, in a worker: check who clicked what, record it. Returns
-        what continues the run (in this worker, once the click is acknowledged), if any.
-        The review, its delivery record and the clicker's cached name come in one round
-        trip, and the engine decides on that read (its guarded commit catches any change
-        since, and tries again on a fresh read).
+                     approved: bool, task: Running | None = None) -> None:
+        """A one-click decision, in a worker: check who clicked what, record it, and
+        continue the run here (the decision is written by the run's next write). The
+        review, its delivery record and the clicker's cached name come in one round trip,
+        and the engine decides on that read (the write is guarded: on any change since, it
+        is tried again on a fresh read).
 
         Slack has had its answer, so the click must not be lost to Slack being down: the
         audit names the clicker by the signed click (or the name cached), and their display
@@ -184,8 +184,8 @@ class ReviewListeners:
                       team=reviewer.team_id)  # as reviewer.actor(ask_slack=False), one read
         try:  # the engine decides who may, and audits a refusal; the read is checked again
             result = self.engine.resume(review.execution_id, {review.decision_field: approved},
-                                        actor, step=review.step, advance=self.advance is None,
-                                        read=state, acknowledge=task)
+                                        actor, step=review.step, read=state, acknowledge=task,
+                                        then=self.proceed)
         except ActorNotAllowed as exc:
             self._reply(reviewer, _refusal_message(review, exc))
             return None
@@ -195,15 +195,14 @@ class ReviewListeners:
         except InputInvalid:  # the schema changed its mind: the form must ask
             self._reply(reviewer, ephemeral_text(texts.NEEDS_FORM))
             return None
-        if result.carried and result.taken is not None and task is not None:
+        if result.carried and result.continued is not None and task is not None:
             # The rewrite of the review's messages runs next in this drain: what it would
-            # read, as the commit left it (the delivery record with it), and the trail.
-            task.hand_on = annotated(result.taken[1], annotation_key(review.step),
+            # read, as the run was left (the delivery record as the decision's write left
+            # it), and the trail.
+            task.hand_on = annotated(result.continued, annotation_key(review.step),
                                      result.notes, trail)
         if cached is None:
             self.outbox.learn_name(reviewer.user_id)  # for the next audit entry and /approvals
-        if result.decided and self.advance is not None:  # on the lease the decision took
-            return partial(self.advance, review.execution_id, result.taken)
         return None
 
     def respond(self, ack: Ack, body: dict[str, Any], client: WebClient) -> None:

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any
@@ -76,7 +76,7 @@ class BotRuntime:
 
     @property
     def listeners(self) -> ReviewListeners:
-        return ReviewListeners(self.engine, self.directory, advance=runtime().runner.advance)
+        return ReviewListeners(self.engine, self.directory, proceed=runtime().runner.continue_decided)
 
 
 def build_bot_runtime(settings: BotSettings, engine: Engine,
@@ -163,10 +163,9 @@ def update_review(execution_id: str, step: str, closed: Mapping[str, Any] | None
     return bot_runtime().deliverer.close(execution_id, step, record, known=known)
 
 
-def decide_click(reviewer: Mapping[str, Any], ref: str, approved: bool) -> Callable[[], Any] | None:
-    """Record a one-click Approve / Deny (an inbox task); returns what continues the run,
-    which the drain runs in this same worker once the click is acknowledged."""
-    return bot_runtime().listeners.decide_click(Reviewer.from_json(reviewer),
+def decide_click(reviewer: Mapping[str, Any], ref: str, approved: bool) -> None:
+    """Record a one-click Approve / Deny (an inbox task), and continue the run here."""
+    bot_runtime().listeners.decide_click(Reviewer.from_json(reviewer),
                                                 ReviewRef.decode(ref), approved=approved,
                                                 task=running_task())
 

@@ -19,6 +19,7 @@ leaves ``format`` to the engine, as it always has).
 from __future__ import annotations
 
 import functools
+import json
 from collections.abc import Iterator, Mapping
 from typing import Any
 
@@ -45,11 +46,27 @@ def answer_errors(schema: Mapping[str, Any], answer: Any, *,
                   formats: bool = True) -> Iterator[ValidationError]:
     """Every way ``answer`` breaks ``schema`` (Draft 2020-12; ``format`` checked unless
     ``formats`` is false)."""
-    if _uses_unevaluated_with_patterns(schema):
+    try:  # one validator per schema text: building one costs more than most checks
+        validator = _validator(json.dumps(schema), formats)
+    except TypeError:  # not JSON (a YAML date in a default): built for this check alone
+        validator = _build(schema, formats)
+    if validator is None:
         yield ValidationError(UNEVALUATED_WITH_PATTERNS, validator="unevaluatedProperties")
         return
-    checker = _format_checker() if formats else None
-    yield from _AnswerValidator(schema, format_checker=checker).iter_errors(answer)
+    yield from validator.iter_errors(answer)
+
+
+@functools.lru_cache(maxsize=256)
+def _validator(text: str, formats: bool) -> Any:
+    """The validator for the schema ``text`` (its own copy, which no caller can change)."""
+    return _build(json.loads(text), formats)
+
+
+def _build(schema: Mapping[str, Any], formats: bool) -> Any:
+    """None for a schema refused outright (:data:`UNEVALUATED_WITH_PATTERNS`)."""
+    if _uses_unevaluated_with_patterns(schema):
+        return None
+    return _AnswerValidator(schema, format_checker=_format_checker() if formats else None)
 
 
 def pattern_problems(schema: Mapping[str, Any]) -> Iterator[tuple[SchemaPath, str, str]]:

@@ -33,6 +33,7 @@ from engine.notify import (
 )
 from engine.run import authority, identity, timers
 from engine.run.authority import Refusal
+from engine.run.buffered_writes import Deferred
 from engine.run.concurrency import (
     SYSTEM_CONCURRENCY,
     Concurrency,
@@ -208,7 +209,8 @@ class Engine:
     def resume(self, execution_id: str, input_: Any, actor: Actor, *,
                step: str | None = None, advance: bool = True,
                read: ExecutionState | None = None,
-               acknowledge: Running | None = None) -> ResumeResult:
+               acknowledge: Running | None = None,
+               then: Callable[[Deferred], object] | None = None) -> ResumeResult:
         """Record a reviewer's answer and continue the run, exactly once.
 
         Raises InputInvalid (every schema violation), NotWaiting, AlreadyDecided
@@ -218,10 +220,12 @@ class Engine:
         of reading it again (the commit is guarded all the same: if it changed since, the
         decision is tried again on a fresh read). ``acknowledge``: the inbox task carrying
         the decision, taken off its drain's list by the commit that decides (which may put
-        the notifier's closing task in its place: :meth:`Reviews.resume`).
+        the notifier's closing task in its place: :meth:`Reviews.resume`). ``then``: a
+        worker continues the run from the decision, which the run's next write carries
+        (:meth:`engine.run.runner.Runner.continue_decided`).
         """
         return self.reviews.resume(execution_id, input_, actor, step=step, advance=advance,
-                                   read=read, acknowledge=acknowledge)
+                                   read=read, acknowledge=acknowledge, then=then)
 
     @property
     def escalate_to(self) -> tuple[str, ...]:

@@ -12,8 +12,9 @@ import contextlib
 import json
 import logging
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
+from functools import partial
 from typing import Any, cast
 
 from engine.definition.answer_schema import answer_errors
@@ -40,6 +41,7 @@ from engine.notify import (
 )
 from engine.run import authority, children, escalation, timers
 from engine.run.authority import Refusal
+from engine.run.buffered_writes import DecisionRaced, Deferred
 from engine.run.identity import NamedPeople, People
 from engine.run.timers import Scheduler
 from engine.state import audit, keys
@@ -74,10 +76,10 @@ class ResumeResult:
     decision: Decision | None  # None while a quorum is still short
     approvals: int = 1  # quorum: approvals recorded, this one included
     required: int = 1
-    # advance=False: the run's lease, taken by the decision's commit, and the run as it left
-    # it, for the caller's next segment (None when another held the lease)
-    taken: tuple[str, ExecutionState] | None = None
-    notes: Mapping[str, bytes] = field(default_factory=dict)  # with taken: its annotations
+    # then: the run as the segment that wrote the decision left it (None: not continued
+    # here), and the run's annotations as that write left them
+    continued: ExecutionState | None = None
+    notes: Mapping[str, bytes] = field(default_factory=dict)
     # the notifier's closing task took the acknowledged inbox task's place (CarriesClosing):
     # its drain runs it next, and review_closed was not called
     carried: bool = False
@@ -107,17 +109,25 @@ class Reviews:
     def resume(self, execution_id: str, input_: Any, actor: Actor, *,
                step: str | None = None, reason: str = "", advance: bool = True,
                authorize: bool = True, read: ExecutionState | None = None,
-               acknowledge: Running | None = None) -> ResumeResult:
+               acknowledge: Running | None = None,
+               then: Callable[[Deferred], object] | None = None) -> ResumeResult:
         """Record an answer, exactly once; with ``approvals-required: N`` an approval counts
         toward the quorum and the N-th distinct approver decides (one deny denies).
 
         ``actor`` must be allowed to decide (:mod:`engine.run.authority`): otherwise the
         attempt is audited and ActorNotAllowed says why. ``authorize=False`` is for the
         engine's own decisions (``on-timeout``). ``reason`` travels to the notifier (why
-        ``system:timeout`` decided). With ``advance=False`` the caller continues the run
-        itself (a worker that decided a click); if it dies first, the sweeper does. The
-        commit that decides then takes the run's lease and reads the run back for it
-        (:attr:`ResumeResult.taken`, for :meth:`engine.run.runner.Runner.advance`).
+        ``system:timeout`` decided). With ``advance=False`` no segment is queued: the
+        caller continues the run itself; if it dies first, the sweeper does.
+
+        ``then`` (a worker that decided a click: :meth:`engine.run.runner.Runner.
+        continue_decided`) continues the run before the decision is written: the segment's
+        first write carries the decision with the pure steps after it, guarded as the
+        decision's own commit (:class:`engine.run.buffered_writes.Deferred`), and it is
+        tried again on a fresh read should the run have changed meanwhile. A lease another
+        holds, or a segment that fails before that write, leaves the decision to its own
+        commit, and the run to a queued segment.
+
         ``read``: the execution as the caller just read it, for the first try (the commit's
         guards catch any change since, and the next try reads afresh). ``acknowledge``: the
         inbox task carrying the decision, which the commit that decides takes off its
@@ -158,7 +168,7 @@ class Reviews:
             decision = Decision(step=waiting.step, path=waiting.path, actor=actor.to_json(),
                                 at=iso(now) or "", input=dict(input_),
                                 message_sha256=waiting.message_sha256, outcome=outcome)
-            change = self._decide_change(state, waiting, decision, approvals, now)
+            change, result = self._decide_change(state, waiting, decision, approvals, now)
             closing = None
             if acknowledge is not None:
                 closing = self._closing_task(state, outcome, actor, dict(input_), reason,
@@ -168,21 +178,57 @@ class Reviews:
                                     acknowledge.inbox)
                 else:
                     change.lrem.append((acknowledge.taking, acknowledge.entry))
-            committed = self._commit_waiting(state, waiting, change,
-                                             take_lease=not advance)
+            written = partial(self._decision_written, acknowledge, closing, state, outcome,
+                              actor, dict(input_), reason)
+            if then is not None:
+                decided = replace(state, status=ExecutionStatus.RUNNING, waiting=None,
+                                  variables=dict(state.variables),
+                                  results={**state.results, waiting.path: result},
+                                  decisions={**state.decisions, waiting.path: decision})
+                deferred = Deferred(change, waiting.path, decided, written)
+                try:
+                    then(deferred)
+                except DecisionRaced as raced:
+                    if raced.reason == "missing":
+                        raise ExecutionNotFound(execution_id) from raced
+                    if raced.reason == "lease":  # another holds it: a queued segment goes on
+                        then, advance = None, True
+                    continue  # on a fresh read
+                except Exception:
+                    if deferred.result is not None:
+                        raise  # decided and acknowledged: the run is the sweeper's now
+                    log.exception("continuing %s before its decision failed; the decision "
+                                  "is written on its own", execution_id)
+                    then, advance = None, True
+                    continue
+                if deferred.result is not None:
+                    return ResumeResult(execution_id, decision, len(approvals), required,
+                                        continued=deferred.state, notes=deferred.result.notes,
+                                        carried=deferred.result.carried)
+                then, advance = None, True  # no write at all: cannot be, but never lose it
+                continue
+            committed = self._commit_waiting(state, waiting, change)
             if committed:
-                if acknowledge is not None:
-                    acknowledge.acknowledged = True
-                    if committed.carried:
-                        acknowledge.then = closing
+                written(committed)
                 if advance:
                     self.scheduler.enqueue_advance(execution_id)
-                if not committed.carried:
-                    self._announce_closed(state, outcome, actor, dict(input_), reason)
                 return ResumeResult(execution_id, decision, len(approvals), required,
-                                    taken=committed.taken, notes=committed.notes,
                                     carried=committed.carried)
         raise Contention(execution_id, "record the decision on")
+
+    def _decision_written(self, acknowledge: Running | None, closing: bytes | None,
+                          state: ExecutionState, outcome: str, actor: Actor,
+                          input_: Mapping[str, Any], reason: str,
+                          committed: CommitResult) -> None:
+        """The decision is written (by its own commit, or by the segment that continued the
+        run): the inbox task is acknowledged, and the review announced closed unless the
+        notifier's closing task took the task's place."""
+        if acknowledge is not None:
+            acknowledge.acknowledged = True
+            if committed.carried:
+                acknowledge.then = closing
+        if not committed.carried:
+            self._announce_closed(state, outcome, actor, input_, reason)
 
     def _record_approval(self, state: ExecutionState, waiting: Waiting,
                          approval: dict[str, Any], actor: Actor, now: datetime) -> bool:
@@ -197,7 +243,8 @@ class Reviews:
         return True
 
     def _decide_change(self, state: ExecutionState, waiting: Waiting, decision: Decision,
-                       approvals: list[Mapping[str, Any]], now: datetime) -> Change:
+                       approvals: list[Mapping[str, Any]], now: datetime
+                       ) -> tuple[Change, StepResult]:
         previous = state.results.get(waiting.path)
         output = human.answer_output(waiting.step_type, decision.input, decision.actor,
                                      decision.at)
@@ -217,7 +264,7 @@ class Reviews:
             running_score=epoch_ms(self.clock()) + 2 * self.lease_ms, events=[event],
         ).step(decision.path, result)
         self.close_into(change, state, waiting, decision.outcome, now)
-        return change
+        return change, result
 
     def _not_waiting(self, state: ExecutionState, step: str | None) -> ExecutionError:
         wanted = step or (state.waiting.path if state.waiting else None)
@@ -568,15 +615,13 @@ class Reviews:
             raise self._not_waiting(state, step)
         return state, waiting
 
-    def _commit_waiting(self, state: ExecutionState, waiting: Waiting, change: Change, *,
-                        take_lease: bool = False) -> CommitResult | None:
+    def _commit_waiting(self, state: ExecutionState, waiting: Waiting,
+                        change: Change) -> CommitResult | None:
         """Commit if nothing changed since ``state`` was read (the audit head guards that:
-        every change appends an event); None means look again. ``take_lease``: take the
-        run's lease too, when free (:attr:`CommitResult.taken`)."""
+        every change appends an event); None means look again."""
         result = self.store.commit(state, change,
                                    guard_status=(ExecutionStatus.WAITING_FOR_INPUT,),
-                                   guard_waiting=waiting.path,
-                                   take_lease_ms=self.lease_ms if take_lease else None)
+                                   guard_waiting=waiting.path)
         if result.reason == "missing":
             raise ExecutionNotFound(state.id)
         return result if result.ok else None

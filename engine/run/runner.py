@@ -39,7 +39,7 @@ from engine.definition.templates import evaluate_expression, render_value
 from engine.errors import DurationError, TemplateError
 from engine.notify import Notifier
 from engine.run import actions, branches, children, flow_steps, loop_deadlines, timers
-from engine.run.buffered_writes import BufferedWrites, ExecutionChanged
+from engine.run.buffered_writes import BufferedWrites, Deferred, ExecutionChanged
 from engine.run.concurrency import Concurrency
 from engine.run.loop_deadlines import Deadline
 from engine.run.next_step import (
@@ -112,17 +112,10 @@ class Runner:
         self.connections: Mapping[str, Any] = dict(connections or {})
         self.concurrency = Concurrency(store, scheduler, load_workflow, clock, lease_ms)
 
-    def advance(self, execution_id: str, taken: tuple[str, ExecutionState] | None = None
-                ) -> ExecutionStatus | None:
+    def advance(self, execution_id: str) -> ExecutionStatus | None:
         """Run the execution's next segment; returns its status afterwards (None if busy).
-        ``taken``: its lease, and the run as it was when the lease was taken, by the commit
-        that made it runnable (a decision, :attr:`engine.run.reviews.ResumeResult.taken`);
-        else both are taken here, in one round trip."""
-        token: str | None
-        if taken is not None and taken[1].id == execution_id:
-            token, state = taken
-        else:
-            token, state = self.store.acquire_lease_and_load(execution_id, self.lease_ms)
+        Its lease and the run are taken here, in one round trip."""
+        token, state = self.store.acquire_lease_and_load(execution_id, self.lease_ms)
         if token is None:
             return None  # another worker holds it; if that worker dies the sweeper re-enqueues
         segment = None
@@ -137,13 +130,28 @@ class Runner:
             if segment is None or not segment.writes.released:
                 self.store.release_lease(execution_id, token)
 
+    def continue_decided(self, deferred: Deferred) -> ExecutionStatus:
+        """Continue a run from a decision not yet written (a click's worker, which decided
+        it): the segment's first write carries the decision with the pure steps after it,
+        claiming the run's lease (:class:`engine.run.buffered_writes.Deferred`). Raises
+        DecisionRaced, nothing written, when the run changed since the decider read it."""
+        state = deferred.state
+        workflow = self.load_workflow(state.digest)
+        writes = BufferedWrites.deciding(self.store, deferred, self.lease_ms)
+        segment = _Segment(self, state, workflow, writes)
+        try:
+            return segment.run()
+        finally:
+            if writes.deferred is None and not writes.released:
+                self.store.release_lease(state.id, writes.token)
+
 
 class _Segment:
     """One segment's worth of progress on one execution (an inbox task, or a timer's RQ
     job), holding its lease: the :class:`engine.run.walk.Walk` its step handlers see."""
 
     def __init__(self, runner: Runner, state: ExecutionState, workflow: Workflow,
-                 token: str) -> None:
+                 writes: str | BufferedWrites) -> None:
         self.r = runner
         self.state = state
         self.workflow = workflow
@@ -159,7 +167,8 @@ class _Segment:
             "workflow": {"name": workflow.name},
         }
         self.base_lease_ms = runner.lease_ms
-        self.writes = BufferedWrites(runner.store, state, token, runner.lease_ms)
+        self.writes = (writes if isinstance(writes, BufferedWrites)  # else the lease's token
+                       else BufferedWrites(runner.store, state, writes, runner.lease_ms))
         self.loops: list[str] = []  # the loops the walk is in, innermost last (loop.break)
         self.deadlines: list[Deadline] = []  # of the iterations and loops the walk is in
         self.body, self.body_frame = self._body()
@@ -262,6 +271,8 @@ class _Segment:
                    if _starts_work(decision) else None)
         if expired is not None:
             self._time_out(step, path, expired)
+        if self.writes.deferred is not None and isinstance(decision, SuspendUntil | RunChildren):
+            self.writes.flush()  # they act before they write: the decision is written first
         match decision:
             case UseRecorded(result):
                 self.expose(step, result)

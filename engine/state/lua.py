@@ -43,17 +43,18 @@ from __future__ import annotations
 #          task the change acknowledges hands its drain the task that follows from it),
 #          events: [first, last] ARGV positions of the audit entries to append, in
 #          order, as stored, with head: the ARGV position of the last one's hash as
-#          stored), lease_ttl_ms or release; take_lease: [token, ttl ms]: once applied,
-#          take the free lease for the caller, who runs the next segment at once
+#          stored), lease_ttl_ms or release; claim: [token, ttl ms]: the lease must be
+#          free (reason 'lease' otherwise), and once applied it is the caller's for ttl
+#          ms (0: left free; a segment's first write that is also its last);
+#          notes: true to return the execution's annotations (n:…) as they are now
 # ARGV[2]  the execution id (its member in the indexes)
 # ARGV[3]  the pub/sub channel told a new status
 # ARGV[4 .. 3+S]  those statuses' names (S of them), in the order of their index keys
 #                 (none when the change sets no status)
 # ARGV[4+S ..]    the values setv names, guard_head's, the audit entries, their head
-# Returns {1, status, audit head, 'ok'} when applied (with take_lease and the lease taken,
-# a fifth element: the execution's hash as it is now, HGETALL's reply, 0 otherwise; with
-# carry, a sixth: 1 when the other entry was put on the list, else 0), else {0, status,
-# audit head, reason}
+# Returns {1, status, audit head, 'ok'} when applied (with notes or carry, a fifth element:
+# the annotations' names and values, flat, with notes, 0 otherwise, and a sixth: with carry,
+# 1 when the other entry was put on the list, else 0), else {0, status, audit head, reason}
 # with reason status | head | field | lease | hlen (a guard failed) or missing (no such execution;
 # status and head are then '').
 COMMIT = """
@@ -87,6 +88,7 @@ end
 if spec.guard_lease then
   if redis.call('GET', lkey) ~= spec.guard_lease then return {0, cur[1], cur[2], 'lease'} end
 end
+if spec.claim and redis.call('EXISTS', lkey) == 1 then return {0, cur[1], cur[2], 'lease'} end
 if spec.guard_hlen then
   if redis.call('HLEN', KEYS[spec.guard_hlen[1]]) ~= spec.guard_hlen[2] then
     return {0, cur[1], cur[2], 'hlen'}
@@ -144,11 +146,17 @@ if spec.guard_lease then
   if spec.release then redis.call('DEL', lkey)
   elseif spec.lease_ttl_ms then redis.call('PEXPIRE', lkey, spec.lease_ttl_ms) end
 end
-if spec.take_lease then  -- the caller runs the next segment: the lease, and the run as it is now
-  local took = redis.call('SET', lkey, spec.take_lease[1], 'NX', 'PX', spec.take_lease[2])
-  if took then
-    return {1, spec.status or cur[1], head, 'ok', redis.call('HGETALL', xkey), carried}
+if spec.claim and spec.claim[2] > 0 then
+  redis.call('SET', lkey, spec.claim[1], 'PX', spec.claim[2])
+end
+if spec.notes then  -- the annotations as this commit leaves them: a plug-in's rewrite reads them
+  local notes, all = {}, redis.call('HGETALL', xkey)
+  for i = 1, #all, 2 do
+    if string.sub(all[i], 1, 2) == 'n:' then
+      table.insert(notes, all[i]); table.insert(notes, all[i + 1])
+    end
   end
+  return {1, spec.status or cur[1], head, 'ok', notes, carried}
 end
 if spec.carry then return {1, spec.status or cur[1], head, 'ok', 0, carried} end
 return {1, spec.status or cur[1], head, 'ok'}

@@ -97,9 +97,7 @@ class CommitResult:
     status: str
     head: str
     reason: str  # ok | status | head | field | lease | missing
-    # take_lease_ms: the lease's token and the run as the commit left it, when it was free
-    taken: tuple[str, ExecutionState] | None = None
-    # with taken: the run's annotations (plug-ins' notes, n:…) as the commit left them, stored
+    # read_notes: the run's annotations (plug-ins' notes, n:…) as the commit left them, stored
     notes: Mapping[str, bytes] = field(default_factory=dict)
     carried: bool = False  # Change.carry: the other entry took the acknowledged one's place
 
@@ -311,12 +309,13 @@ class Store(Indexes):
                guard_waiting: str | None = None,
                guard_hlen: tuple[str, int] | None = None,
                lease_ttl_ms: int | None = None, release_lease: bool = False,
-               take_lease_ms: int | None = None) -> CommitResult:
+               claim_lease: str | None = None, read_notes: bool = False) -> CommitResult:
         """Apply ``change`` if the guards hold; on success ``state`` follows it (status, head).
         ``guard_waiting``: the path of the step the execution must be waiting on (``wp``).
-        ``take_lease_ms``: once applied, take the execution's lease for that long when it is
-        free, and read the execution back, in the same round trip (:attr:`CommitResult.taken`,
-        as :meth:`acquire_lease_and_load` would give them): the caller runs the next segment."""
+        ``claim_lease``: a token; the lease must be free (reason ``lease`` otherwise), and
+        once applied it is the caller's under that token for ``lease_ttl_ms``, or left free
+        with ``release_lease`` (a segment whose first write is its last). ``read_notes``:
+        return the run's annotations as the commit left them (:attr:`CommitResult.notes`)."""
         linked, head = audit.chain(state.audit_head, change.events, self.audit_key,
                                    _event_text(state, change.events))
         spec: dict[str, Any] = {}
@@ -356,10 +355,10 @@ class Store(Indexes):
                 spec["lease_ttl_ms"] = lease_ttl_ms
             if release_lease:
                 spec["release"] = True
-        token = None
-        if take_lease_ms is not None:
-            token = secrets.token_hex(8)
-            spec["take_lease"] = [token, take_lease_ms]
+        if claim_lease is not None:
+            spec["claim"] = [claim_lease, 0 if release_lease else lease_ttl_ms or 0]
+        if read_notes:
+            spec["notes"] = True
         if guard_field is not None:
             spec["guard_field"] = list(guard_field)
         if guard_waiting is not None:
@@ -403,16 +402,12 @@ class Store(Indexes):
             args=[json.dumps(spec), state.id, keys.status_channel(state.id), *statuses,
                   *values],
         )
-        taken, notes = None, {}
-        if token is not None and len(raw) > 4 and raw[4]:
-            fields = dict(zip(raw[4][::2], raw[4][1::2], strict=True))
-            read = _state_from_hash(state.id, fields)
-            self._complete_message(read)
-            taken = (token, read)
-            notes = _notes(fields)
+        notes = {}
+        if read_notes and len(raw) > 4 and raw[4]:
+            notes = _notes(dict(zip(raw[4][::2], raw[4][1::2], strict=True)))
         result = CommitResult(ok=bool(raw[0]), status=reply_text(raw[1]),
                               head=audit.head_text(raw[2]), reason=reply_text(raw[3]),
-                              taken=taken, notes=notes, carried=len(raw) > 5 and raw[5] == 1)
+                              notes=notes, carried=len(raw) > 5 and raw[5] == 1)
         if result.ok:
             state.audit_head = result.head
             if change.status is not None:

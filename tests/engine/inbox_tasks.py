@@ -212,6 +212,20 @@ def decide(execution_id: str, approved: bool) -> None:
     record("decided", result.carried)
 
 
+def decide_and_continue(execution_id: str, approved: bool) -> None:
+    """As :func:`decide`, and continue the run here, its next write carrying the decision
+    (as a click's task does in a worker: engine.run.runner.Runner.continue_decided)."""
+    from engine.notify import Actor
+    from engine.state.inbox import running_task
+
+    rt = runtime()
+    result = rt.engine.resume(execution_id, {"approved": approved},
+                              Actor(id="U0ALICE", name="alice", source="slack"),
+                              step="review", acknowledge=running_task(),
+                              then=rt.runner.continue_decided)
+    record("decided", result.continued is not None)
+
+
 def closing(execution_id: str, outcome: str) -> None:
     """The notifier's closing task: record it, with what it was handed."""
     record_handed(f"closing {execution_id} {outcome}")
