@@ -182,6 +182,54 @@ def test_a_run_changed_meanwhile_is_decided_again_on_a_fresh_read(runtime, work)
     assert runtime.engine.get(execution_id).status is ExecutionStatus.COMPLETED
 
 
+FAN_OUT = """
+name: deferred-fan-out
+steps:
+  - name: review
+    type: waitForInput
+    with:
+      approvers: [U0ALICE]
+      message: "Enrich {{ event.host }}?"
+  - name: enrich
+    type: parallel
+    branches:
+      - name: reputation
+        steps:
+          - {name: check_reputation, type: console, with: {message: "rep {{ event.host }}"}}
+      - name: owner
+        steps:
+          - {name: find_owner, type: data.set, with: {owner: "team-{{ event.host }}"}}
+  - name: summarize
+    type: console
+    with: {message: "{{ steps.find_owner.output.owner }}"}
+"""
+
+
+def test_child_runs_start_only_once_the_decision_is_written(runtime, work, redis_client):
+    """A parallel step starts its branches before it writes anything of its own: the
+    decision is written first, so an attempt whose write is refused started none."""
+    execution_id = started(runtime, work, FAN_OUT, {"host": "web-1"})
+    tries: list[Deferred] = []
+
+    def then(deferred: Deferred) -> Any:
+        tries.append(deferred)
+        if len(tries) == 1:
+            runtime.engine.reviews.record_refusal(execution_id, CAROL, "not_an_approver")
+        return runtime.runner.continue_decided(deferred)
+
+    runtime.engine.resume(execution_id, {"approved": True}, ALICE, step="review", then=then)
+    work()
+
+    assert len(tries) == 2 and tries[0].result is None
+    runs = strings(redis_client.scan_iter(match=keys.execution("*")))
+    assert len(runs) == 3  # the run and its two branches: none left by the refused attempt
+    state = runtime.engine.get(execution_id)
+    assert state.status is ExecutionStatus.COMPLETED
+    assert state.results["summarize"].output == "team-web-1"
+    assert types(runtime, execution_id).count(audit.DECIDED) == 1
+    assert runtime.engine.verify_audit(execution_id).ok
+
+
 def test_a_decision_that_lost_the_race_writes_nothing_and_names_who_decided(runtime, work):
     execution_id = started(runtime, work, REVIEW, {"host": "web-1"})
     segments: list[Deferred] = []
