@@ -271,8 +271,6 @@ class _Segment:
                    if _starts_work(decision) else None)
         if expired is not None:
             self._time_out(step, path, expired)
-        if self.writes.deferred is not None and isinstance(decision, SuspendUntil | RunChildren):
-            self.writes.flush()  # they act before they write: the decision is written first
         match decision:
             case UseRecorded(result):
                 self.expose(step, result)
@@ -343,7 +341,10 @@ class _Segment:
                             step=step.name) from exc
 
     def _suspend_until(self, wake: datetime) -> NoReturn:
-        """Let go; the scheduler advances the run again at ``wake``."""
+        """Let go; the scheduler advances the run again at ``wake``. What is buffered is
+        written first: a segment acts only after it writes (a decision it carries may be
+        refused; should the worker die in between, the sweep hands the run on)."""
+        self.writes.flush()
         self.r.scheduler.advance_at(self.state.id, wake)
         raise Suspend
 

@@ -206,8 +206,8 @@ steps:
 
 
 def test_child_runs_start_only_once_the_decision_is_written(runtime, work, redis_client):
-    """A parallel step starts its branches before it writes anything of its own: the
-    decision is written first, so an attempt whose write is refused started none."""
+    """A parallel step writes which branches it starts before it starts them, so the
+    decision is written first, and an attempt whose write is refused started none."""
     execution_id = started(runtime, work, FAN_OUT, {"host": "web-1"})
     tries: list[Deferred] = []
 
