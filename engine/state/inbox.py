@@ -41,12 +41,9 @@ A task put first (``put(first=True)``; the web process's clicks) goes before the
 waiting that were not (run segments), behind those that were: during an alert storm a
 click waits for no run (see ``_PUT_TAKE`` in :mod:`engine.state.lua`).
 
-A task may return a follow-up, a callable run after the task is acknowledged: work the
-task has already made durable and that has its own recovery (continuing a run the
-task resumed; a lapsed lease gets it re-enqueued). The first task of a drain may also have
-its commit put the task that follows from it in its place on the drain's list (a lone
-click's decision, the rewrite of its message: :class:`Running`), which the drain runs right
-after the follow-up, with what the first handed it in memory.
+The first task of a drain may have its commit put the task that follows from it in its
+place on the drain's list (a lone click's decision, the rewrite of its message:
+:class:`Running`), which the drain runs next, with what the first handed it in memory.
 
 A task that raises is tried again later, by its retry intervals (by default
 :data:`DEFAULT_RETRY`: 1 s, 2 s, 4 s … capped at 2 minutes, a little over 10 minutes in
@@ -98,11 +95,11 @@ class Running:
     Slack message), when the task came alone: the first of its drain (``inbox``, the
     inbox's list, is set only then; in a burst the follow-ons go to their own inboxes and
     the drain goes on with the tasks), with that list empty. The commit sets ``then``
-    (that task's entry), and the drain runs it next, right after the task's follow-up,
-    with no round trip to hand it over, and acknowledges it as any task. ``hand_on`` is
-    what the task gives that one in memory (what it read and committed, so that it need
-    not read it again): the next task's ``handed``. Should the worker die first, the
-    entry is put back in the inbox as any task is, and runs from its arguments alone."""
+    (that task's entry), and the drain runs it next, with no round trip to hand it over,
+    and acknowledges it as any task. ``hand_on`` is what the task gives that one in memory
+    (what it read and committed, so that it need not read it again): the next task's
+    ``handed``. Should the worker die first, the entry is put back in the inbox as any task
+    is, and runs from its arguments alone."""
 
     taking: str
     entry: bytes
@@ -414,17 +411,11 @@ class Inbox:
                     break
                 # Only the first task of a drain may carry a follow-on: a lone click's. In a
                 # burst the drain runs on, and the follow-ons go to their own inboxes.
-                ran, follow_up, later, acknowledged, carried = self._run(
-                    raw, taking, handed, alone=not done)
+                ran, later, acknowledged, carried = self._run(raw, taking, handed,
+                                                              alone=not done)
                 # A task due later is off our list already, one that acknowledged itself too.
                 finished = b"" if later or acknowledged else raw
                 done += ran
-                if callable(follow_up):  # a task's other return values are not followed
-                    # Acknowledge first: the follow-up is durable work with its own recovery.
-                    if finished:
-                        self.redis.lrem(taking, 1, cast(str, raw))  # redis-py takes bytes too
-                    finished = b""
-                    self._follow(follow_up)
             stopped = True
         finally:
             # A task cut short (the worker told to stop at once) stays in the taking list:
@@ -444,33 +435,33 @@ class Inbox:
         return Drained(done)
 
     def _run(self, raw: bytes, taking: str, handed: Any = None, *, alone: bool = False
-             ) -> tuple[int, Any, bool, bool, tuple[bytes, Any] | None]:
-        """Run one task: (1 when it ran, 0 when it was dropped; its follow-up or None; True
-        when it failed and was put off till later, off the drain's list; True when it
-        acknowledged itself; the entry of the task that took its place on the drain's list,
-        to run next, with what it hands that one, see :class:`Running`). ``alone``: the
-        drain's first task, which may carry a follow-on (``Running.inbox`` is set)."""
+             ) -> tuple[int, bool, bool, tuple[bytes, Any] | None]:
+        """Run one task: (1 when it ran, 0 when it was dropped; True when it failed and was
+        put off till later, off the drain's list; True when it acknowledged itself; the
+        entry of the task that took its place on the drain's list, to run next, with what it
+        hands that one, see :class:`Running`). ``alone``: the drain's first task, which may
+        carry a follow-on (``Running.inbox`` is set). What a task returns is not used."""
         try:
             task = Task.decode(raw)
         except (ValueError, KeyError, TypeError):
             log.error("dropped an inbox entry that is not a task: %.200r", raw)
-            return 0, None, False, False, None
+            return 0, False, False, None
         running = Running(taking, raw, inbox=self.key if alone else "", handed=handed)
         token = _running.set(running)
         try:
-            follow_up = self._function(task.function)(*task.args)
+            self._function(task.function)(*task.args)
         except Exception as exc:
             if not running.acknowledged:
-                return 1, None, self._failed(raw, task, exc, taking), False, None
+                return 1, self._failed(raw, task, exc, taking), False, None
             # Its effect is committed and its entry gone: not to be tried again. A follow-on
             # put in its place runs next all the same, from its arguments.
             log.exception("inbox task %s failed after its commit acknowledged it",
                           task.function)
-            follow_up = running.hand_on = None
+            running.hand_on = None
         finally:
             _running.reset(token)
         then = running.then
-        return (1, follow_up, False, running.acknowledged,
+        return (1, False, running.acknowledged,
                 (then, running.hand_on) if then is not None else None)
 
     def _function(self, path: str) -> Callable[..., Any]:
@@ -524,15 +515,6 @@ class Inbox:
             moved += n
             if n < DUE_BATCH:
                 return moved
-
-    @staticmethod
-    def _follow(follow_up: Any) -> None:
-        if not callable(follow_up):
-            return
-        try:
-            follow_up()
-        except Exception:
-            log.exception("the follow-up of an inbox task failed")
 
     # -- recovery -----------------------------------------------------------------------------
 

@@ -8,14 +8,13 @@ records what it did, or saw, in Redis under ``test:inbox:*`` for the test to rea
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
 from typing import Any
 
 from engine.state import keys
 from engine.worker.runtime import runtime
 
 RAN = "test:inbox:ran"  # list: names, in the order the tasks ran
-SEEN = "test:inbox:seen"  # list: JSON of what a task (or its follow-up) saw of the drain
+SEEN = "test:inbox:seen"  # list: JSON of what a task saw of the drain
 STARTED = "test:inbox:started"  # list: names of blocking tasks that started
 ATTEMPTS = "test:inbox:attempts:"  # + name: counter of a flaky task's attempts
 
@@ -67,25 +66,6 @@ def enqueue_job(name: str) -> None:
     record(name)
 
 
-def with_follow_up(name: str) -> Callable[[], None]:
-    record(name)
-
-    def follow_up() -> None:
-        _redis().rpush(SEEN, json.dumps({"who": f"{name}-follow-up", **drain_state()}))
-        record(f"{name}-follow-up")
-
-    return follow_up
-
-
-def with_failing_follow_up(name: str) -> Callable[[], None]:
-    record(name)
-
-    def follow_up() -> None:
-        raise RuntimeError(f"the follow-up of {name} broke")
-
-    return follow_up
-
-
 def returns_a_value(name: str) -> int:
     record(name)
     return 42
@@ -110,8 +90,8 @@ def block(name: str, release: str) -> None:
 
 
 def outlive_heartbeat(name: str) -> None:
-    """Run past the drain's heartbeat while another worker sweeps: the state a task (or
-    follow-up) longer than the heartbeat (60 s) leaves. PEXPIRE stands in for the wait."""
+    """Run past the drain's heartbeat while another worker sweeps: the state a task
+    longer than the heartbeat (60 s) leaves. PEXPIRE stands in for the wait."""
     from engine.worker.scheduler import rq_inbox
 
     r = _redis()
@@ -146,11 +126,11 @@ def fail_once_then_block(name: str, release: str) -> None:
 
 # -- carried tasks (Running.then) ------------------------------------------------------------
 
-def hand_over(name: str, carried: str, home: str = "", block_on: str = "") -> Callable[[], None]:
+def hand_over(name: str, carried: str, home: str = "", block_on: str = "") -> None:
     """Do what a commit carrying a follow-on does (Change.carry): put ``carried`` (a task
     recording what it was handed; one that always fails when it is ``"fail"``) in this
-    task's place on the drain's list, and hand it ``{"from": name}`` in memory. Its
-    follow-up records itself, after waiting for ``block_on`` when given."""
+    task's place on the drain's list, and hand it ``{"from": name}`` in memory; then, with
+    ``block_on``, say so and wait for it (as a click's task goes on after its commit)."""
     from engine.state.inbox import Task, running_task
 
     running = running_task()
@@ -164,14 +144,9 @@ def hand_over(name: str, carried: str, home: str = "", block_on: str = "") -> Ca
     pipe.execute()
     running.acknowledged, running.then, running.hand_on = True, entry, {"from": name}
     record(name)
-
-    def follow_up() -> None:
-        if block_on:
-            r.rpush(STARTED, f"{name}-follow-up")
-            r.blpop([block_on], timeout=30)
-        record(f"{name}-follow-up")
-
-    return follow_up
+    if block_on:
+        r.rpush(STARTED, name)
+        r.blpop([block_on], timeout=30)
 
 
 def record_handed(name: str) -> None:

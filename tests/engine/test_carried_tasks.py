@@ -1,7 +1,7 @@
 """A task whose commit puts the task that follows from it in its place on its drain's list
 (engine.state.inbox.Running, engine.state.store.Change.carry; a click's decision carrying
-the rewrite of its Slack message): the drain runs that one next, after the task's
-follow-up, handing it what the task left in memory; it is durable from the commit on, its
+the rewrite of its Slack message): the drain runs that one next, handing it what the task
+left in memory; it is durable from the commit on, its
 retries go to its own inbox, and a decision carries its notifier's closing task only when
 no other task waits in the inbox. Real Redis, real drains; a real worker process where one
 is killed."""
@@ -52,14 +52,14 @@ def handed(r, name: str) -> list:
             if raw.startswith(b"[") and json.loads(raw)[0] == name]
 
 
-def test_a_carried_task_runs_next_in_the_same_drain_after_the_follow_up_with_what_it_was_handed(
+def test_a_carried_task_runs_next_in_the_same_drain_with_what_it_was_handed(
         redis_client, runtime, work):
     inbox = runtime.engine.scheduler.inbox
     inbox.put(task("hand_over"), "first", "carried")
     work()
 
     assert [json.loads(r)[0] if r.startswith("[") else r for r in ran(redis_client)] == [
-        "first", "first-follow-up", "carried"]
+        "first", "carried"]
     assert handed(redis_client, "carried") == [{"from": "first"}]
     # Acknowledged as any task: nothing in a drain's list, nothing waiting, no retry.
     assert drain_leftovers(redis_client, runtime.settings.queue) == []
@@ -99,7 +99,7 @@ def test_a_worker_killed_before_the_carried_task_ran_leaves_it_to_be_put_back_an
     inbox.put(task("hand_over"), "first", "carried", "", RELEASE)
     worker = worker_process()
     wait_until(lambda: strings(redis_client.lrange(inbox_tasks.STARTED, 0, -1))
-               == ["first-follow-up"], timeout=20, message="the follow-up to start")
+               == ["first"], timeout=20, message="the task to go on after its commit")
     [taker] = strings(redis_client.smembers(keys.inbox_takers(queue)))
     worker.kill()
 
@@ -115,7 +115,6 @@ def test_a_worker_killed_before_the_carried_task_ran_leaves_it_to_be_put_back_an
     # Run from its arguments alone: nothing was handed to it in memory.
     assert handed(redis_client, "carried") == [None]
     assert ran(redis_client)[:1] == ["first"]
-    assert "first-follow-up" not in ran(redis_client)  # the follow-up died with the worker
     assert drain_leftovers(redis_client, queue) == []
 
 

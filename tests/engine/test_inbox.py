@@ -191,26 +191,6 @@ def test_a_drain_yields_to_jobs_waiting_on_a_queue_its_worker_serves_first(
     assert drain_leftovers(redis_client, other) == []
 
 
-def test_a_follow_up_runs_once_its_task_is_acknowledged_and_its_failure_stops_nothing(
-        redis_client, inbox, queue, caplog):
-    inbox.put(task("with_follow_up"), "a")
-    inbox.put(task("returns_a_value"), "b")  # not callable: nothing to follow
-    inbox.put(task("with_failing_follow_up"), "c")
-    inbox.put(task("record"), "d")
-
-    with caplog.at_level(logging.ERROR, logger="engine.state.inbox"):
-        assert inbox.drain() == 4
-
-    assert ran(redis_client) == ["a", "a-follow-up", "b", "c", "d"]
-    [follow_up] = seen(redis_client)
-    assert follow_up["taking"] == {}  # its task is in no drain's list: acknowledged
-    [taker] = follow_up["takers"]  # while the drain itself is still on, heartbeat and all
-    assert follow_up["alive"][taker] > 0
-    assert [str(r.exc_info[1]) for r in logged_errors(caplog)] == ["the follow-up of c broke"]
-    assert jobs(redis_client, queue) == [(DRAIN, (queue,))]  # a follow-up is not retried
-    assert drain_leftovers(redis_client, queue) == []
-
-
 class Clock:
     """Seconds since the epoch, moved by the test: when a failed task is due again."""
 
