@@ -176,7 +176,7 @@ class ReviewListeners:
         click again (see engine.state.inbox), rather than deciding without the check.
         ``task``: the inbox task carrying this click, acknowledged by the commit that decides
         (its drain then does not)."""
-        found = self._review_clicked(reviewer, ref)
+        found = self._review_clicked(reviewer, ref, task)
         if found is None:
             return None
         review, _, state, cached, trail = found
@@ -293,17 +293,18 @@ class ReviewListeners:
             return None
         return reviewer, review
 
-    def _review_clicked(self, reviewer: Reviewer, ref: ReviewRef
+    def _review_clicked(self, reviewer: Reviewer, ref: ReviewRef, task: Running | None = None
                         ) -> tuple[ReviewRequest, Delivery | None, ExecutionState,
                                    str | None, list[bytes]] | None:
         """The review clicked, its delivery record, the execution, the clicker's cached
         name (:meth:`Directory.cached_name`) and the audit trail as stored, from one round
-        trip."""
+        trip, or none: read as the click's inbox task was taken (``task``, handed in with
+        :func:`click_reads`)."""
         name_key = self.directory.name_key(reviewer.user_id)
         trail: list[bytes] = []
         try:
             read = self.engine.get_annotated(ref.execution_id, annotation_key(ref.step),
-                                             values=[name_key])
+                                             values=[name_key], read=task)
             state, note, trail = read.state, read.annotation, read.trail
             cached = self.directory.name_from(read.values[0])
         except ExecutionNotFound:
@@ -535,8 +536,18 @@ def _refusal_message(review: ReviewRequest, exc: ActorNotAllowed) -> dict[str, A
 def hand_to_worker(engine: Engine, body: Mapping[str, Any], ref: ReviewRef, *,
                    approved: bool) -> None:
     """Hand a one-click decision to a worker (``bot.jobs.decide_click``, by the inbox)."""
-    engine.scheduler.hand_in(DECIDE_CLICK, Reviewer.from_body(body).to_json(), ref.encode(),
-                             approved, on_failure=CLICK_LOST, first=True)
+    reviewer = Reviewer.from_body(body)
+    engine.scheduler.hand_in(DECIDE_CLICK, reviewer.to_json(), ref.encode(), approved,
+                             on_failure=CLICK_LOST, first=True,
+                             reads=click_reads(ref, reviewer.user_id))
+
+
+def click_reads(ref: ReviewRef, user_id: str) -> tuple[tuple[str, str], ...]:
+    """What a one-click decision's worker reads first (the run, its trail, the clicker's
+    cached name), for the inbox to read as it takes the task: its keys are named from the
+    button's value and the signed user id, and the worker uses what was read only when they
+    are the ones it would read itself (:meth:`Engine.get_annotated`)."""
+    return Engine.annotated_reads(ref.execution_id, [Directory.name_key(user_id)])
 
 
 def one_click_decision(body: Mapping[str, Any]) -> tuple[ReviewRef, bool] | None:

@@ -42,7 +42,7 @@ from starlette.routing import Route
 
 from bot.app import build_bot
 from bot.approvals import COMMAND, ApprovalsCommand
-from bot.handlers import CLICK_LOST, DECIDE_CLICK, Reviewer, one_click_decision
+from bot.handlers import CLICK_LOST, DECIDE_CLICK, Reviewer, click_reads, one_click_decision
 from bot.settings import BotSettings
 from engine.api import WebExtension
 from engine.definition.policy import PolicySource
@@ -105,8 +105,10 @@ class OneClickPath:
         self.engine = engine
         self.inbox = inbox
 
-    def recognise(self, body: bytes, timestamp: str, signature: str) -> tuple[Any, ...] | None:
-        """The arguments of ``decide_click`` when ``body`` is a signed one-click decision."""
+    def recognise(self, body: bytes, timestamp: str, signature: str
+                  ) -> tuple[tuple[Any, ...], tuple[tuple[str, str], ...]] | None:
+        """The arguments of ``decide_click`` when ``body`` is a signed one-click decision,
+        and what its worker reads first (:func:`bot.handlers.click_reads`)."""
         if not (body.startswith(b"payload=") and timestamp.isdigit() and signature
                 and self.verifier.is_valid(body, timestamp, signature)):
             return None  # Bolt answers forged, stale and unsigned requests with its 401
@@ -117,26 +119,31 @@ class OneClickPath:
         found = one_click_decision(payload) if isinstance(payload, dict) else None
         if found is None:
             return None
-        approved = found[1]
+        ref, approved = found
+        reviewer = Reviewer.from_body(payload)
         # The button's own value: ReviewRef.decode just accepted it, no need to re-encode.
-        return Reviewer.from_body(payload).to_json(), payload["actions"][0]["value"], approved
+        return ((reviewer.to_json(), payload["actions"][0]["value"], approved),
+                click_reads(ref, reviewer.user_id))
 
     def handle(self, body: bytes, timestamp: str, signature: str) -> bool:
         """From a thread: hand in the decision if it is one (True), else False."""
-        args = self.recognise(body, timestamp, signature)
-        if args is None:
+        recognised = self.recognise(body, timestamp, signature)
+        if recognised is None:
             return False
-        self.engine.scheduler.hand_in(self.FUNCTION, *args, on_failure=CLICK_LOST, first=True)
+        args, reads = recognised
+        self.engine.scheduler.hand_in(self.FUNCTION, *args, on_failure=CLICK_LOST, first=True,
+                                      reads=reads)
         return True
 
     async def handle_async(self, body: bytes, timestamp: str, signature: str) -> bool:
         """On the event loop: the same, many clicks to a Redis round trip."""
         if self.inbox is None:
             return await run_in_threadpool(self.handle, body, timestamp, signature)
-        args = self.recognise(body, timestamp, signature)  # ~60 us of CPU, no I/O
-        if args is None:
+        recognised = self.recognise(body, timestamp, signature)  # ~60 us of CPU, no I/O
+        if recognised is None:
             return False
-        await self.inbox.put(self.FUNCTION, *args, on_failure=CLICK_LOST)
+        args, reads = recognised
+        await self.inbox.put(self.FUNCTION, *args, on_failure=CLICK_LOST, reads=reads)
         return True
 
 

@@ -163,11 +163,26 @@ class Engine:
     def get(self, execution_id: str) -> ExecutionState:
         return self.store.load(execution_id)
 
-    def get_annotated(self, execution_id: str, key: str, *,
-                      values: Sequence[str] = ()) -> Annotated:
+    def get_annotated(self, execution_id: str, key: str, *, values: Sequence[str] = (),
+                      read: Running | None = None) -> Annotated:
         """:meth:`get` and :meth:`annotation` ``key`` in one round trip, with a plug-in's
-        small ``values`` and the audit trail as stored (:meth:`Store.load_annotated`)."""
+        small ``values`` and the audit trail as stored (:meth:`Store.load_annotated`).
+        ``read``: the inbox task running, handed in with :meth:`annotated_reads` for the
+        same execution and values: what its taking read is used, with no round trip."""
+        if (read is not None and read.read is not None
+                and read.reads == self.annotated_reads(execution_id, values)):
+            raw, trail, *found = read.read
+            return self.store.read_annotated(execution_id, key, raw, trail, found)
         return self.store.load_annotated(execution_id, key, values=values)
+
+    @staticmethod
+    def annotated_reads(execution_id: str, values: Sequence[str] = ()
+                        ) -> tuple[tuple[str, str], ...]:
+        """What :meth:`get_annotated` reads, as an inbox task's reads
+        (:attr:`engine.state.inbox.Task.reads`): a task handed in with them finds them read
+        as it was taken (a click's worker decides with no read of its own)."""
+        return (("h", keys.execution(execution_id)), ("l", keys.audit(execution_id)),
+                *(("s", name) for name in values))
 
     def review(self, execution_id: str) -> ReviewRequest | None:
         """The review an execution waits on, or None when it is not waiting for input."""

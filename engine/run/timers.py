@@ -74,14 +74,14 @@ class Scheduler(Protocol):
         plug-ins use it for work that should not wait behind their own queues."""
 
     def hand_in(self, function: str, *args: Any, on_failure: str = "",
-                first: bool = False) -> None:
+                first: bool = False, reads: tuple[tuple[str, str], ...] = ()) -> None:
         """Run ``function`` with ``args`` (JSON) on a worker soon, in one job with the other
         tasks handed in meanwhile (:mod:`engine.state.inbox`): for small, frequent tasks that are
-        safe to run twice, such as a reviewer's click. ``function`` may return a callable,
-        run once the task is acknowledged. Should it fail, it is tried again with backoff
-        for ten minutes, then ``on_failure`` (an import path, if any) is called with the
-        error and ``args``. ``first``: before the run segments waiting (a person waits on
-        it: a reviewer's decision)."""
+        safe to run twice, such as a reviewer's click. Should it fail, it is tried again
+        with backoff for ten minutes, then ``on_failure`` (an import path, if any) is
+        called with the error and ``args``. ``first``: before the run segments waiting (a
+        person waits on it: a reviewer's decision). ``reads``: what it reads first, read
+        as it is taken (:attr:`engine.state.inbox.Task.reads`)."""
 
     def enqueue_to(self, queue: str, function: str, *args: Any, retry: Sequence[int] = (),
                    timeout: int | None = None, description: str | None = None) -> None:

@@ -108,6 +108,8 @@ class Running:
     then: bytes | None = None  # the follow-on task's entry, put in this one's place
     hand_on: Any = None  # given to the follow-on task in memory (its ``handed``)
     handed: Any = None  # what the task before gave this one, when it was carried
+    reads: tuple[tuple[str, str], ...] = ()  # its Task.reads
+    read: list[Any] | None = None  # their replies, read as it was taken (None: not asked)
 
 
 _running: ContextVar[Running | None] = ContextVar("signoff_inbox_task", default=None)
@@ -151,6 +153,9 @@ class Task:
     # The queue whose inbox the task belongs in, when it may run in another's drain (carried
     # there by a commit, see Running): tried again in its own inbox, should it fail.
     home: str = ""
+    # What it reads first, as (op, key): h a hash (HGETALL), l a list (LRANGE), s a value
+    # (GET), read by the script that takes it (Running.read): no round trip of its own.
+    reads: tuple[tuple[str, str], ...] = ()
 
     @property
     def intervals(self) -> tuple[int, ...]:
@@ -166,6 +171,8 @@ class Task:
             data["n"] = self.failures
         if self.home:
             data["h"] = self.home
+        if self.reads:
+            data["p"] = [list(read) for read in self.reads]
         return _COMPACT.encode(data)
 
     @classmethod
@@ -174,13 +181,19 @@ class Task:
         data = json.loads(raw)
         function, args, retry = data["f"], data["a"], data.get("r", [])
         on_failure, failures, home = data.get("x", ""), data.get("n", 0), data.get("h", "")
+        reads = data.get("p", [])
         if not (isinstance(function, str) and function and isinstance(args, list)
                 and isinstance(retry, list) and isinstance(on_failure, str)
-                and isinstance(failures, int) and isinstance(home, str)):
+                and isinstance(failures, int) and isinstance(home, str)
+                and isinstance(reads, list)
+                and all(isinstance(r, list) and len(r) == 2 and r[0] in READ_OPS
+                        and isinstance(r[1], str) for r in reads)):
             raise TypeError(f"not an inbox task: {str(raw)[:200]}")
         return cls(function, tuple(args), tuple(int(s) for s in retry), on_failure, failures,
-                   home)
+                   home, tuple((op, key) for op, key in reads))
 
+
+READ_OPS = ("h", "l", "s")  # Task.reads: a hash, a list, a value
 
 NOT_CHAINED = -2  # Drained.following when the drain did not end with the inbox empty
 
@@ -262,13 +275,15 @@ class Inbox:
     # -- in -----------------------------------------------------------------------------------
 
     def put(self, function: str, *args: Any, retry: tuple[int, ...] = (),
-            on_failure: str = "", first: bool = False) -> None:
+            on_failure: str = "", first: bool = False,
+            reads: tuple[tuple[str, str], ...] = ()) -> None:
         """Have a worker run ``function(*args)`` soon (``args`` must be JSON); should it
         fail, it is tried again after each of ``retry``'s intervals (seconds; by default
         :data:`DEFAULT_RETRY`), then ``on_failure(error, *args)`` is called. ``first``: it
         goes before the tasks waiting that were not put first (a click before run
-        segments), after those that were."""
-        task = Task(function, args, retry, on_failure)
+        segments), after those that were. ``reads``: what the task reads first
+        (:attr:`Task.reads`), read as it is taken (:attr:`Running.read`)."""
+        task = Task(function, args, retry, on_failure, reads=reads)
         if self.drain_job is not None:
             self._ring_call(DRAIN_FLAG_MS, task.encode(), first=first)
             return
@@ -389,15 +404,15 @@ class Inbox:
             if int(moved) >= DUE_BATCH:
                 self.move_due()
             while True:
-                handed = None
+                handed = read = None
                 if carried is not None:  # run now, whatever the budget: it is ours to run
                     (raw, handed), carried = carried, None
                 elif first != -2:  # taken by INBOX_START
-                    raw, first = (None if first == 0 else first), -2
+                    (raw, read), first = _taken(None if first == 0 else first), -2
                 elif done < max_tasks and time.monotonic() < deadline:
-                    raw = self._next(keys=next_keys,
-                                     args=[finished, ALIVE_MS, taker, "1", len(yield_to),
-                                           *chain_args])
+                    raw, read = _taken(self._next(
+                        keys=next_keys, args=[finished, ALIVE_MS, taker, "1", len(yield_to),
+                                              *chain_args]))
                 else:
                     break
                 finished = b""
@@ -412,7 +427,7 @@ class Inbox:
                 # Only the first task of a drain may carry a follow-on: a lone click's. In a
                 # burst the drain runs on, and the follow-ons go to their own inboxes.
                 ran, later, acknowledged, carried = self._run(raw, taking, handed,
-                                                              alone=not done)
+                                                              alone=not done, read=read)
                 # A task due later is off our list already, one that acknowledged itself too.
                 finished = b"" if later or acknowledged else raw
                 done += ran
@@ -434,19 +449,22 @@ class Inbox:
             return Drained(done, following, next_begun)
         return Drained(done)
 
-    def _run(self, raw: bytes, taking: str, handed: Any = None, *, alone: bool = False
+    def _run(self, raw: bytes, taking: str, handed: Any = None, *, alone: bool = False,
+             read: list[Any] | None = None
              ) -> tuple[int, bool, bool, tuple[bytes, Any] | None]:
         """Run one task: (1 when it ran, 0 when it was dropped; True when it failed and was
         put off till later, off the drain's list; True when it acknowledged itself; the
         entry of the task that took its place on the drain's list, to run next, with what it
         hands that one, see :class:`Running`). ``alone``: the drain's first task, which may
-        carry a follow-on (``Running.inbox`` is set). What a task returns is not used."""
+        carry a follow-on (``Running.inbox`` is set); ``read``: what it asked to be read as
+        it was taken (:attr:`Task.reads`). What a task returns is not used."""
         try:
             task = Task.decode(raw)
         except (ValueError, KeyError, TypeError):
             log.error("dropped an inbox entry that is not a task: %.200r", raw)
             return 0, False, False, None
-        running = Running(taking, raw, inbox=self.key if alone else "", handed=handed)
+        running = Running(taking, raw, inbox=self.key if alone else "", handed=handed,
+                          reads=task.reads, read=read)
         token = _running.set(running)
         try:
             self._function(task.function)(*task.args)
@@ -595,12 +613,13 @@ class AsyncInbox:
         self.replicas, self.replica_timeout_ms = replicas, timeout_ms
 
     async def put(self, function: str, *args: Any, retry: tuple[int, ...] = (),
-                  on_failure: str = "") -> None:
+                  on_failure: str = "", reads: tuple[tuple[str, str], ...] = ()) -> None:
         """Have a worker run ``function(*args)`` soon (as :meth:`Inbox.put`); raises when
         Redis cannot take it."""
         loop = asyncio.get_running_loop()
         written: asyncio.Future[None] = loop.create_future()
-        self._waiting.append((Task(function, args, retry, on_failure).encode(), written))
+        self._waiting.append((Task(function, args, retry, on_failure, reads=reads).encode(),
+                              written))
         if self._writer is None:
             self._writer = loop.create_task(self._write())
         await written
@@ -670,6 +689,15 @@ class AsyncInbox:
         self._background.add(future)
         future.add_done_callback(self._background.discard)
         future.add_done_callback(done)
+
+
+def _taken(reply: Any) -> tuple[Any, list[Any] | None]:
+    """A script's reply where a task may be (INBOX_START's first, INBOX_NEXT's, a chained
+    drain's): the task's entry as taken, and the replies to its reads when it named any
+    (``_PUT_TAKE``'s take gives them as ``{task, reads}``); anything else as it is."""
+    if isinstance(reply, list) and len(reply) == 2 and isinstance(reply[0], bytes):
+        return reply[0], reply[1]
+    return reply, None
 
 
 def _without_tag(member: bytes | str) -> str:

@@ -294,7 +294,10 @@ return 1
 # the "later" set go to the tail. As Lua functions for the scripts below:
 # put(l, h, a, b): tasks ARGV[a .. b] into the list KEYS[l], at its tail (h = 0) or first,
 # KEYS[h] being its "first" count; take(l, t, h): the head of KEYS[l] moved to the tail of
-# KEYS[t] and returned (nil when empty), the count KEYS[h] kept.
+# KEYS[t] and returned (nil when empty), the count KEYS[h] kept. A task that names what it
+# reads first (its "p": [[op, key], ...], op h: HGETALL, l: LRANGE 0 -1, s: GET; Task.reads)
+# is returned as {the task, those replies in order}: read in the step that takes it (a
+# click's run, trail and clicker's cached name), with no round trip of its own.
 _PUT_TAKE = """
 local function put(l, h, a, b)
   if h == 0 then
@@ -317,6 +320,18 @@ local function take(l, t, h)
     redis.call('DEL', KEYS[h])
   elseif task and tonumber(redis.call('GET', KEYS[h]) or '0') > 0 then
     redis.call('DECR', KEYS[h])
+  end
+  if task and string.find(task, '"p":[', 1, true) then
+    local ok, data = pcall(cjson.decode, task)
+    if ok and type(data) == 'table' and type(data.p) == 'table' then
+      local read = {}
+      for i, r in ipairs(data.p) do
+        if r[1] == 'h' then read[i] = redis.call('HGETALL', r[2])
+        elseif r[1] == 'l' then read[i] = redis.call('LRANGE', r[2], 0, -1)
+        else read[i] = redis.call('GET', r[2]) end
+      end
+      return {task, read}
+    end
   end
   return task
 end

@@ -216,11 +216,21 @@ class Store(Indexes):
         for name in values:
             pipe.get(name)
         raw, trail, *found = self._call(pipe.execute)
+        return self.read_annotated(execution_id, key, raw, trail, found)
+
+    def read_annotated(self, execution_id: str, key: str, raw: Mapping[bytes, bytes] | list[bytes],
+                       trail: list[bytes], values: list[bytes | None]) -> Annotated:
+        """:meth:`load_annotated`'s answer from what was read elsewhere, as read: the
+        execution's hash (HGETALL's reply, or a script's flat list of fields and values), its
+        audit trail and the small values (an inbox task's :attr:`Task.reads
+        <engine.state.inbox.Task.reads>`, read as it was taken)."""
+        if isinstance(raw, list):
+            raw = dict(zip(raw[::2], raw[1::2], strict=True))
         if not raw:
             raise ExecutionNotFound(execution_id)
         state = _state_from_hash(execution_id, raw)
         _complete(state, trail)
-        return annotated(state, key, _notes(raw), trail, found)
+        return annotated(state, key, _notes(raw), trail, values)
 
     def review_message(self, execution_id: str, sha256: str) -> str | None:
         """The message a review of the execution showed its reviewers, known by its SHA-256,

@@ -56,8 +56,8 @@ class RQScheduler:
         pipe.execute()
 
     def hand_in(self, function: str, *args: Any, on_failure: str = "",
-                first: bool = False) -> None:
-        self.inbox.put(function, *args, on_failure=on_failure, first=first)
+                first: bool = False, reads: tuple[tuple[str, str], ...] = ()) -> None:
+        self.inbox.put(function, *args, on_failure=on_failure, first=first, reads=reads)
 
     def enqueue_to(self, queue: str, function: str, *args: Any, retry: Sequence[int] = (),
                    timeout: int | None = None, description: str | None = None) -> None:

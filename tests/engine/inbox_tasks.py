@@ -223,3 +223,21 @@ class CarryingNotifier:
         from engine.state.inbox import Task
 
         return Task(f"{__name__}.closing", (closed.execution_id, closed.outcome))
+
+
+def record_read(name: str) -> None:
+    """Record what the inbox read for this task as it took it (Running.read), as text."""
+    from engine.state.inbox import running_task
+
+    running = running_task()
+    assert running is not None
+
+    def text(value: Any) -> Any:
+        if isinstance(value, bytes):
+            return value.decode()
+        if isinstance(value, list):
+            return [text(v) for v in value]
+        return value
+
+    record(name, None if running.read is None else text(running.read))
+

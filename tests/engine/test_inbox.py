@@ -606,3 +606,40 @@ def test_an_entry_that_is_not_utf8_is_dropped_and_the_drain_goes_on(redis_client
     assert inbox.drain() == 1
     assert ran(redis_client) == ["good"]
     assert drain_leftovers(redis_client, queue) == []
+
+
+def test_a_task_that_names_what_it_reads_is_handed_it_as_it_is_taken(redis_client, inbox,
+                                                                      queue):
+    """A task's reads (a hash, a list, a value; one missing) are read by the script that
+    takes it, the first of a drain's and the next alike; a task without reads gets none."""
+    redis_client.hset("test:read:hash", mapping={"st": "WAITING", "n:note": "x"})
+    redis_client.rpush("test:read:list", "one", "two")
+    redis_client.set("test:read:value", "Alice A.")
+    reads = (("h", "test:read:hash"), ("l", "test:read:list"), ("s", "test:read:value"),
+             ("s", "test:read:missing"))
+    inbox.put(task("record_read"), "first", reads=reads)
+    inbox.put(task("record_read"), "next", reads=reads[1:2])
+    inbox.put(task("record_read"), "none")
+
+    assert inbox.drain() == 3
+
+    recorded = [json.loads(r) for r in ran(redis_client)]
+    [first_hash, *rest] = recorded[0][1]
+    assert dict(zip(first_hash[::2], first_hash[1::2], strict=True)) == {
+        "st": "WAITING", "n:note": "x"}
+    assert rest == [["one", "two"], "Alice A.", None]
+    assert recorded[1:] == [["next", [["one", "two"]]], ["none", None]]
+    assert drain_leftovers(redis_client, queue) == []
+
+
+def test_a_tasks_reads_are_read_as_it_is_taken_not_as_it_was_put(redis_client, inbox,
+                                                                   queue):
+    entry = Task(task("record_read"), ("again",), reads=(("s", "test:read:value"),))
+    assert Task.decode(entry.encode()) == entry
+    with pytest.raises(TypeError):  # reads of an unknown kind are not a task
+        Task.decode('{"f":"x.y","a":[],"p":[["z","k"]]}')
+    redis_client.set("test:read:value", "before")
+    inbox.put(task("record_read"), "again", reads=(("s", "test:read:value"),))
+    redis_client.set("test:read:value", "after")  # read as taken, not as put
+    inbox.drain()
+    assert [json.loads(r) for r in ran(redis_client)] == [["again", ["after"]]]
