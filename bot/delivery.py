@@ -526,7 +526,7 @@ class Deliverer:
             return 0
         digests = self.leave(delivery, state.workflow, read.notes)
         return self.mark_closed(delivery, closed or found, state.status, digests=digests,
-                                trail=read.trail, event=state.event)
+                                trail=read.trail, event=state.event, found=read.message)
 
     def leave(self, delivery: Delivery, workflow: str,
               notes: Mapping[str, bytes] | None = None) -> set[tuple[str, str]]:
@@ -552,17 +552,22 @@ class Deliverer:
     def mark_closed(self, delivery: Delivery, closed: ReviewClosed,
                     status: ExecutionStatus | None = None, *,
                     digests: set[tuple[str, str]] | None = None,
-                    trail: Sequence[bytes] | None = None, event: Any = None) -> int:
+                    trail: Sequence[bytes] | None = None, event: Any = None,
+                    found: tuple[str, str] | None = None) -> int:
         """``trail``: the execution's audit trail when the caller read it already, with
-        ``event``, the execution's event (a long message is packed against it)."""
+        ``event``, the execution's event (a long message is packed against it); ``found``:
+        a message found in that trail already, as (its SHA-256, the message)."""
         copy = delivery.review
         # The message as the reviewers saw it, from the audit trail, where it is stored once.
         shown = None
         if "message" not in copy:
             sha256 = str(copy.get("message_sha256") or "")
-            shown = (messages.find(trail, sha256, dumps(event) if event is not None else None)
-                     if trail is not None
-                     else self.engine.store.review_message(delivery.execution_id, sha256))
+            if found is not None and found[0] == sha256:
+                shown = found[1]
+            elif trail is not None:
+                shown = messages.find(trail, sha256, dumps(event) if event is not None else None)
+            else:
+                shown = self.engine.store.review_message(delivery.execution_id, sha256)
         review = review_from_json(copy, shown)
         message = decided_message(review, explained(closed, review, status))
         return self.rewrite(delivery.posts, message, digests=digests)

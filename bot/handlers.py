@@ -199,8 +199,11 @@ class ReviewListeners:
             # The rewrite of the review's messages runs next in this drain: what it would
             # read, as the run was left (the delivery record as the decision's write left
             # it), and the trail.
+            waiting = state.waiting  # as read, its message found in the trail
+            shown = ((waiting.message_sha256, waiting.message)
+                     if waiting is not None and waiting.complete else None)
             task.hand_on = annotated(result.continued, annotation_key(review.step),
-                                     result.notes, trail)
+                                     result.notes, trail, message=shown)
         if cached is None:
             self.outbox.learn_name(reviewer.user_id)  # for the next audit entry and /approvals
         return None

@@ -1,5 +1,6 @@
-"""Commands of several owners sent to Redis in one round trip (a MULTI): each owner queues
-its own and reads its own replies.
+"""Commands of several owners sent to Redis in one round trip (a pipeline, not a MULTI:
+each command stands on its own, and may run again): each owner queues its own and reads its
+own replies.
 
 A review that closes leaves the indexes /approvals reads (bot.visibility), its channels'
 digests (bot.digest) and asks whether Slack's limit for the rewrite holds (bot.ratelimit):
@@ -11,7 +12,9 @@ A script in a redis-py pipeline costs a ``SCRIPT EXISTS`` round trip before ever
 execution; :meth:`Batch.script` sends ``EVALSHA`` alone instead. Should Redis not know
 the script (restarted, or its scripts flushed), the rest of the transaction still ran, and
 the script is then run on its own, which loads it: only scripts that may run again, and
-apart from the rest, may be batched (removing index entries is both).
+apart from the rest, may be batched (removing index entries is both). Nor is the batch
+atomic: a worker that dies while Redis runs it leaves some of it done, and what it was for
+is tried again (a closing review's rewrite, whose leave is the same again).
 """
 
 from __future__ import annotations
@@ -27,11 +30,11 @@ from engine.errors import StoreUnavailable
 
 
 class Batch:
-    """One MULTI of commands from several owners."""
+    """One round trip of commands from several owners."""
 
     def __init__(self, client: redis.Redis) -> None:
         self.client = client
-        self.pipe = client.pipeline(transaction=True)
+        self.pipe = client.pipeline(transaction=False)
         self._scripts: list[tuple[int, Script, list[Any], list[Any]]] = []
 
     def __len__(self) -> int:

@@ -708,6 +708,9 @@ class Annotated:
     values: list[bytes | None]  # the small values asked for, in order (None where unset)
     trail: list[bytes]  # the audit trail's entries as stored, oldest first
     notes: Mapping[str, bytes] = field(default_factory=dict)  # every annotation, as stored
+    # A review's message found in the trail already, by its SHA-256 (sha256, message): a
+    # reader handed this need not look for it again (messages.find)
+    message: tuple[str, str] | None = None
 
 
 @dataclass(frozen=True)
@@ -732,12 +735,14 @@ class ReviewRow:
 
 
 def annotated(state: ExecutionState, key: str, notes: Mapping[str, bytes],
-              trail: list[bytes], values: list[bytes | None] | None = None) -> Annotated:
+              trail: list[bytes], values: list[bytes | None] | None = None, *,
+              message: tuple[str, str] | None = None) -> Annotated:
     """What :meth:`Store.load_annotated` gives, from what was read otherwise: ``notes``,
-    the execution's annotations as stored (:attr:`CommitResult.notes`), and its ``trail``."""
+    the execution's annotations as stored (:attr:`CommitResult.notes`), and its ``trail``;
+    ``message``: a review's message found in it already (:attr:`Annotated.message`)."""
     note = notes.get(key)
     return Annotated(state, json.loads(compact.unpack(note)) if note is not None else None,
-                     values or [], trail, notes)
+                     values or [], trail, notes, message)
 
 
 def _notes(raw: Mapping[bytes, bytes]) -> dict[str, bytes]:

@@ -54,13 +54,13 @@ def test_a_closing_review_leaves_its_indexes_and_asks_slacks_limit_in_one_round_
     seen = commands_of(redis_client, lambda: closed.append(
         signoff.bot.deliverer.close(execution_id, "review", None)))
 
-    # The read (one MULTI), then one more: indexes and note (one script, its own commands
-    # shown after it), digests (another) and the limit together; the rewrite asked Slack's
-    # limit no second time, and no script was looked up first.
+    # The read (one MULTI), then one pipeline (engine.state.batch): indexes and note (one
+    # script, its own commands shown after it), digests (another) and the limit together;
+    # the rewrite asked Slack's limit no second time, and no script was looked up first.
     assert closed == [1]
     assert seen == ["MULTI", "HGETALL", "LRANGE", "EXEC",
-                    "MULTI", "EVALSHA", "ZSCORE", "ZREM", "HDEL", "SMEMBERS", "DEL",
-                    "EVALSHA", "SREM", "SREM", "EXISTS", "EXISTS", "PTTL", "EXEC"]
+                    "EVALSHA", "ZSCORE", "ZREM", "HDEL", "SMEMBERS", "DEL",
+                    "EVALSHA", "SREM", "SREM", "EXISTS", "EXISTS", "PTTL"]
     assert redis_client.hget(keys.execution(execution_id), noted) is None
     assert redis_client.zscore(bot_keys.posted_in(REVIEWS), execution_id) is None
     [message] = signoff.messages()

@@ -87,3 +87,27 @@ def test_clicks_with_others_waiting_behind_them_leave_their_rewrites_to_the_slac
     signoff.drain()
     assert ["Approved by" in str(m["blocks"]) for m in signoff.messages(REVIEWS)] == [True, True]
     assert rewrites_queued(signoff) == []
+
+
+EVIDENCE = "powershell.exe -nop -w hidden -enc " + "SQBFAFgAIAAoAE4AZQB3AC0ATwBiAGoAZQBjAHQA" * 40
+
+
+def test_a_lone_clicks_rewrite_shows_the_long_message_the_reviewers_saw(
+        signoff: Signoff, redis_client: redis.Redis):
+    """A long message is stored once, in the audit trail; the rewrite shows it whole, as
+    the click's read found it there (handed on with the read, not looked for again)."""
+    long_review = ISOLATE.replace("**Rule:** {{ event.rule }}",
+                                  "**Rule:** {{ event.rule }}\n\n        {{ event.evidence }}")
+    execution_id = signoff.run(long_review, {**EVENT, "evidence": EVIDENCE})
+    [message] = signoff.messages(REVIEWS)
+    assert EVIDENCE[:60] in str(message["blocks"])
+    assert signoff.driver.click("U0ALICE", (REVIEWS, message["ts"]), ACTION_APPROVE).status == 200
+
+    engine_queue_only(signoff, redis_client)
+
+    assert signoff.engine.get(execution_id).status is ExecutionStatus.COMPLETED
+    [rewritten] = signoff.messages(REVIEWS)
+    assert "Approved by" in str(rewritten["blocks"])
+    shown = "".join(str(b) for b in rewritten["blocks"])
+    assert EVIDENCE[:60] in shown and EVIDENCE[-60:] in shown  # the message, whole
+    assert rewrites_queued(signoff) == []
