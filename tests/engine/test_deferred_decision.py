@@ -13,7 +13,7 @@ import hashlib
 import json
 import logging
 import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -26,6 +26,7 @@ from engine.run.buffered_writes import Deferred
 from engine.state import audit, keys, lua
 from engine.state.execution import ExecutionStatus, StepStatus
 from tests.engine.test_inbox import drain_leftovers, ran, strings, task
+from tests.support.http_target import PostTarget
 from tests.support.monitor import monitored
 from tests.support.services import wait_until
 
@@ -73,7 +74,7 @@ steps:
 
 
 class Target:
-    """A loopback service the `http` step calls; at each call it looks at the run
+    """The host-isolation service the `http` step calls: at each call it looks at the run
     ``execution_id`` in Redis (what a host's isolation would find recorded), and it can hold
     the first call."""
 
@@ -82,34 +83,21 @@ class Target:
         self.seen: list[Any] = []
         self.hold = False
         self.release = threading.Event()
-        target = self
+        self.service = PostTarget(self._answer)
+        self.url = self.service.url
+        self.redis = redis_client
 
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:  # noqa: N802 - http.server's naming
-                self.rfile.read(int(self.headers.get("content-length") or 0))
-                run = keys.execution(target.execution_id)
-                target.seen.append({"decided": redis_client.hexists(run, "dec:review"),
-                                    "status": redis_client.hget(run, "st")})
-                if target.hold and len(target.seen) == 1:
-                    target.release.wait(30)
-                body = b'{"isolated": true}'
-                self.send_response(200)
-                self.send_header("content-type", "application/json")
-                self.send_header("content-length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-
-            def log_message(self, *args: Any) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+    def _answer(self, path: str, body: bytes) -> tuple[int, bytes]:
+        run = keys.execution(self.execution_id)
+        self.seen.append({"decided": self.redis.hexists(run, "dec:review"),
+                          "status": self.redis.hget(run, "st")})
+        if self.hold and len(self.seen) == 1:
+            self.release.wait(30)
+        return 200, b'{"isolated": true}'
 
     def close(self) -> None:
         self.release.set()
-        self.server.shutdown()
-        self.server.server_close()
+        self.service.close()
 
 
 def started(runtime, work, text: str, event: dict[str, Any]) -> str:
@@ -117,6 +105,20 @@ def started(runtime, work, text: str, event: dict[str, Any]) -> str:
     work()
     assert runtime.engine.get(execution_id).status is ExecutionStatus.WAITING_FOR_INPUT
     return execution_id
+
+
+def refused_meanwhile(runtime, execution_id: str, tries: list[Deferred]
+                      ) -> Callable[[Deferred], Any]:
+    """Continue the run as a click's worker does, Carol's refused attempt landing in the
+    trail while the first try's segment runs (its write then finds the trail moved on)."""
+
+    def then(deferred: Deferred) -> Any:
+        tries.append(deferred)
+        if len(tries) == 1:
+            runtime.engine.reviews.record_refusal(execution_id, CAROL, "not_an_approver")
+        return runtime.runner.continue_decided(deferred)
+
+    return then
 
 
 def types(runtime, execution_id: str) -> list[str]:
@@ -161,12 +163,7 @@ def test_a_run_changed_meanwhile_is_decided_again_on_a_fresh_read(runtime, work)
     and she decides again on what the run is now."""
     execution_id = started(runtime, work, REVIEW, {"host": "web-1"})
     tries: list[Deferred] = []
-
-    def then(deferred: Deferred) -> Any:
-        tries.append(deferred)
-        if len(tries) == 1:
-            runtime.engine.reviews.record_refusal(execution_id, CAROL, "not_an_approver")
-        return runtime.runner.continue_decided(deferred)
+    then = refused_meanwhile(runtime, execution_id, tries)
 
     result = runtime.engine.resume(execution_id, {"approved": True}, ALICE, step="review",
                                    then=then)
@@ -210,12 +207,7 @@ def test_child_runs_start_only_once_the_decision_is_written(runtime, work, redis
     decision is written first, and an attempt whose write is refused started none."""
     execution_id = started(runtime, work, FAN_OUT, {"host": "web-1"})
     tries: list[Deferred] = []
-
-    def then(deferred: Deferred) -> Any:
-        tries.append(deferred)
-        if len(tries) == 1:
-            runtime.engine.reviews.record_refusal(execution_id, CAROL, "not_an_approver")
-        return runtime.runner.continue_decided(deferred)
+    then = refused_meanwhile(runtime, execution_id, tries)
 
     runtime.engine.resume(execution_id, {"approved": True}, ALICE, step="review", then=then)
     work()

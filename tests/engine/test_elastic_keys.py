@@ -5,9 +5,7 @@ starts, rrule schedules, retry backoff options, loop limits, step size limits an
 
 from __future__ import annotations
 
-import threading
 from datetime import UTC, datetime, timedelta
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import pytest
@@ -19,6 +17,7 @@ from engine.definition.triggers import next_due
 from engine.errors import WorkflowInputsInvalid
 from engine.state.execution import ExecutionStatus, StepStatus, parse_iso
 from engine.worker.scheduled_runs import ScheduleKeeper
+from tests.support.http_target import PostTarget
 from tests.support.services import wait_until
 
 SCHEMA_INPUTS = """
@@ -200,26 +199,16 @@ class Flaky:
 
     def __init__(self, failures: int) -> None:
         self.hits = 0
-        flaky = self
+        self.failures = failures
+        self.service = PostTarget(self._answer)
+        self.url = self.service.url
 
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:  # noqa: N802 - http.server's naming
-                self.rfile.read(int(self.headers.get("content-length") or 0))
-                flaky.hits += 1
-                self.send_response(503 if flaky.hits <= failures else 200)
-                self.send_header("content-length", "0")
-                self.end_headers()
-
-            def log_message(self, *args: Any) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+    def _answer(self, path: str, body: bytes) -> tuple[int, bytes]:
+        self.hits += 1
+        return (503 if self.hits <= self.failures else 200), b""
 
     def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
+        self.service.close()
 
 
 @pytest.fixture

@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import threading
 from concurrent.futures import ThreadPoolExecutor
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
 
 import pytest
 
@@ -20,6 +18,7 @@ from engine.errors import AlreadyDecided
 from engine.notify import Actor
 from engine.state import audit, keys
 from engine.state.execution import ExecutionStatus
+from tests.support.http_target import PostTarget
 
 APPROVERS = [f"U0APPROVER{n}" for n in range(12)]
 
@@ -30,30 +29,16 @@ class Isolator:
     def __init__(self) -> None:
         self.calls = 0
         self.lock = threading.Lock()
-        isolator = self
+        self.service = PostTarget(self._answer)
+        self.url = self.service.url
 
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:  # noqa: N802 - http.server's naming
-                self.rfile.read(int(self.headers.get("content-length") or 0))
-                with isolator.lock:
-                    isolator.calls += 1
-                body = b'{"isolated": true}'
-                self.send_response(200)
-                self.send_header("content-type", "application/json")
-                self.send_header("content-length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-
-            def log_message(self, *args: Any) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+    def _answer(self, path: str, body: bytes) -> tuple[int, bytes]:
+        with self.lock:
+            self.calls += 1
+        return 200, b'{"isolated": true}'
 
     def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
+        self.service.close()
 
 
 @pytest.fixture
