@@ -325,10 +325,13 @@ local function take(l, t, h)
     local ok, data = pcall(cjson.decode, task)
     if ok and type(data) == 'table' and type(data.p) == 'table' then
       local read = {}
-      for i, r in ipairs(data.p) do
-        if r[1] == 'h' then read[i] = redis.call('HGETALL', r[2])
-        elseif r[1] == 'l' then read[i] = redis.call('LRANGE', r[2], 0, -1)
-        else read[i] = redis.call('GET', r[2]) end
+      for i, r in ipairs(data.p) do  -- anything malformed reads nothing (Task.decode refuses it)
+        read[i] = false
+        if type(r) == 'table' and type(r[2]) == 'string' then
+          if r[1] == 'h' then read[i] = redis.call('HGETALL', r[2])
+          elseif r[1] == 'l' then read[i] = redis.call('LRANGE', r[2], 0, -1)
+          elseif r[1] == 's' then read[i] = redis.call('GET', r[2]) end
+        end
       end
       return {task, read}
     end

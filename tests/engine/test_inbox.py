@@ -643,3 +643,17 @@ def test_a_tasks_reads_are_read_as_it_is_taken_not_as_it_was_put(redis_client, i
     redis_client.set("test:read:value", "after")  # read as taken, not as put
     inbox.drain()
     assert [json.loads(r) for r in ran(redis_client)] == [["again", ["after"]]]
+
+
+def test_a_task_whose_reads_are_malformed_is_dropped_and_the_drain_goes_on(redis_client,
+                                                                            inbox, queue):
+    """Reads that name nothing readable (not a key, an unknown kind) make the script read
+    nothing and the drain drop the entry as not a task: it does not stop the inbox."""
+    malformed = {"f": task("record_read"), "a": ["bad"], "p": [["h", 7], ["x", "k"]]}
+    redis_client.rpush(keys.inbox(queue), json.dumps(malformed, separators=(",", ":")))
+    inbox.put(task("record_read"), "good", reads=(("s", "test:read:value"),))
+
+    assert inbox.drain() == 1
+
+    assert [json.loads(r) for r in ran(redis_client)] == [["good", [None]]]
+    assert drain_leftovers(redis_client, queue) == []
