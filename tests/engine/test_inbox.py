@@ -649,7 +649,7 @@ def test_a_task_whose_reads_are_malformed_is_dropped_and_the_drain_goes_on(redis
                                                                             inbox, queue):
     """Reads that name nothing readable (not a key, an unknown kind) make the script read
     nothing and the drain drop the entry as not a task: it does not stop the inbox."""
-    malformed = {"f": task("record_read"), "a": ["bad"], "p": [["h", 7], ["x", "k"]]}
+    malformed = {"f": task("record_read"), "a": ["bad"], "p": [["h", ["k"]], ["x", "k"]]}
     redis_client.rpush(keys.inbox(queue), json.dumps(malformed, separators=(",", ":")))
     inbox.put(task("record_read"), "good", reads=(("s", "test:read:value"),))
 
