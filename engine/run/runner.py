@@ -124,7 +124,8 @@ class Runner:
                 self.store.forget_runnable(execution_id)
                 return state.status
             workflow = self.load_workflow(state.digest)
-            segment = _Segment(self, state, workflow, token)
+            segment = _Segment(self, state, workflow,
+                               BufferedWrites(self.store, state, token, self.lease_ms))
             return segment.run()
         finally:
             if segment is None or not segment.writes.released:
@@ -151,7 +152,7 @@ class _Segment:
     job), holding its lease: the :class:`engine.run.walk.Walk` its step handlers see."""
 
     def __init__(self, runner: Runner, state: ExecutionState, workflow: Workflow,
-                 writes: str | BufferedWrites) -> None:
+                 writes: BufferedWrites) -> None:
         self.r = runner
         self.state = state
         self.workflow = workflow
@@ -167,8 +168,7 @@ class _Segment:
             "workflow": {"name": workflow.name},
         }
         self.base_lease_ms = runner.lease_ms
-        self.writes = (writes if isinstance(writes, BufferedWrites)  # else the lease's token
-                       else BufferedWrites(runner.store, state, writes, runner.lease_ms))
+        self.writes = writes
         self.loops: list[str] = []  # the loops the walk is in, innermost last (loop.break)
         self.deadlines: list[Deadline] = []  # of the iterations and loops the walk is in
         self.body, self.body_frame = self._body()

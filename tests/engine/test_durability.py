@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import threading
 from concurrent.futures import ThreadPoolExecutor
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
@@ -16,6 +15,7 @@ from engine.state.embedded_redis import EmbeddedRedis
 from engine.state.execution import ExecutionStatus, StepStatus
 from engine.state.store import connect
 from engine.worker.runtime import build_runtime
+from tests.support.http_target import PostTarget
 from tests.support.services import reviewer_answer, wait_until
 
 WAITING = """
@@ -79,38 +79,20 @@ class Target:
         self.fail_first: dict[str, int] = {}
         self.stall: set[str] = set()
         self.release = threading.Event()
-        target = self
+        self.service = PostTarget(self._answer)
+        self.url = self.service.url
 
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self):  # noqa: N802 - http.server's naming
-                length = int(self.headers.get("content-length") or 0)
-                self.rfile.read(length)
-                path = self.path
-                target.hits[path] = target.hits.get(path, 0) + 1
-                if path in target.stall and target.hits[path] == 1:
-                    target.release.wait(30)
-                if target.fail_first.get(path, 0) >= target.hits[path]:
-                    self.send_response(503)
-                    self.end_headers()
-                    return
-                body = b'{"ok": true, "path": "%s"}' % path.encode()
-                self.send_response(200)
-                self.send_header("content-type", "application/json")
-                self.send_header("content-length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-
-            def log_message(self, *args):
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+    def _answer(self, path: str, body: bytes) -> tuple[int, bytes]:
+        self.hits[path] = self.hits.get(path, 0) + 1
+        if path in self.stall and self.hits[path] == 1:
+            self.release.wait(30)
+        if self.fail_first.get(path, 0) >= self.hits[path]:
+            return 503, b""
+        return 200, b'{"ok": true, "path": "%s"}' % path.encode()
 
     def close(self):
         self.release.set()
-        self.server.shutdown()
-        self.server.server_close()
+        self.service.close()
 
 
 @pytest.fixture
