@@ -37,11 +37,12 @@ Incoming webhooks still wait a 429 out (:func:`bot.slack.webhook_client`).
 
 from __future__ import annotations
 
+import logging
 import math
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any
+from typing import Any, cast
 from urllib.request import Request
 
 import redis
@@ -51,7 +52,7 @@ from slack_sdk.http_retry.builtin_handlers import RateLimitErrorRetryHandler
 from slack_sdk.web import SlackResponse
 
 from bot import keys
-from bot.slack_http import KeptConnections
+from bot.slack_http import EffectiveLevel, KeptConnections
 from engine.errors import SignoffError
 from engine.state.batch import Batch
 
@@ -165,8 +166,11 @@ class LimitedClient(WebClient):
     call Slack under a scope ``connection`` knows to be limited (None: no shared marks)."""
 
     def __init__(self, *args: Any, connection: redis.Redis | None = None,
-                 **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
+                 logger: logging.Logger | None = None, **kwargs: Any) -> None:
+        logger = logger or logging.getLogger("slack_sdk.web.base_client")  # slack_sdk's own
+        if not isinstance(logger, EffectiveLevel):
+            logger = cast(logging.Logger, EffectiveLevel(logger))
+        super().__init__(*args, logger=logger, **kwargs)
         self.retry_handlers = [h for h in self.retry_handlers
                                if not isinstance(h, RateLimitErrorRetryHandler)]
         self.connection = connection

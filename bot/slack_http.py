@@ -16,12 +16,18 @@ stay slack_sdk's:
   request is sent, so a request is never sent on a connection known to be dead.
 
 Proxies (``WebClient(proxy=...)``) go through slack_sdk's own path.
+
+slack_sdk builds its debug lines (the whole request, blocks included) only when its logger is
+at DEBUG, but it asks the level set on that very logger, which is unset, so it builds them for
+every call and then drops them (slackapi/python-slack-sdk#1957). :class:`EffectiveLevel` hands
+it the logger's effective level instead: the lines are built when DEBUG is on, and only then.
 """
 
 from __future__ import annotations
 
 import http.client
 import io
+import logging
 import select
 import socket
 import ssl
@@ -40,6 +46,25 @@ IDLE_SECONDS = 4.0
 # (:meth:`KeptConnections.unreachable_lately`): meanwhile a click's worker does not take on
 # the rewrite of its message itself (bot.notifier), which waits its turn on the slack queue.
 UNREACHABLE_SECONDS = 60.0
+
+
+class EffectiveLevel(logging.LoggerAdapter):  # type: ignore[type-arg]
+    """A logger for slack_sdk's clients whose ``level`` is the logger's effective level (what
+    ``logging`` configured for it or its parents), which slack_sdk's debug guards compare."""
+
+    def __init__(self, logger: logging.Logger) -> None:
+        super().__init__(logger, {})
+
+    @property
+    def level(self) -> int:
+        """DEBUG when a debug line would be logged (``logging.disable`` included), else the
+        effective level, above DEBUG."""
+        if self.isEnabledFor(logging.DEBUG):
+            return logging.DEBUG
+        return max(self.logger.getEffectiveLevel(), logging.INFO)
+
+    def process(self, msg: Any, kwargs: Any) -> tuple[Any, Any]:
+        return msg, kwargs  # as logged, with nothing added
 
 
 class KeptConnections:

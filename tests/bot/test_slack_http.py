@@ -122,3 +122,36 @@ def test_kept_connections_close_when_their_client_goes_even_from_a_cycle(emulato
 
     assert sock.fileno() == -1  # closed by its client's going, not left to its finalizer
     assert not [w for w in caught if issubclass(w.category, ResourceWarning)]
+
+
+class _Shown(dict):  # type: ignore[type-arg]
+    """A block that counts how often it is turned into text (slack_sdk's debug line does)."""
+
+    shown = 0
+
+    def __repr__(self) -> str:
+        _Shown.shown += 1
+        return super().__repr__()
+
+
+def test_the_request_is_not_turned_into_a_debug_line_unless_debug_is_on(
+        emulator, caplog: pytest.LogCaptureFixture):
+    """slack_sdk formats every request for its debug log when its own logger's level is unset
+    (slackapi/python-slack-sdk#1957); the bot's client hands it the effective level."""
+    client = client_for(emulator)
+    ts = client.chat_postMessage(channel=CHANNEL, text="note")["ts"]
+    _Shown.shown = 0
+    with caplog.at_level(logging.INFO):  # the root logger at INFO, slack_sdk's own unset
+        client.chat_update(channel=CHANNEL, ts=ts, text="edited",
+                           blocks=[_Shown(type="section", text={"type": "plain_text",
+                                                                "text": "edited"})])
+    assert _Shown.shown == 0
+    with caplog.at_level(logging.DEBUG, logger="slack_sdk"):
+        client.chat_update(channel=CHANNEL, ts=ts, text="again",
+                           blocks=[_Shown(type="section", text={"type": "plain_text",
+                                                                "text": "again"})])
+    assert _Shown.shown >= 1
+    assert any("Sending a request" in r.getMessage() and "chat.update" in r.getMessage()
+               for r in caplog.records)
+    assert [m["text"] for m in emulator.workspace.messages(CHANNEL)] == ["again"]
+    client.kept.close()
