@@ -41,7 +41,6 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
-import json
 import zlib
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -49,7 +48,7 @@ from typing import Any
 
 from engine.errors import SettingsInvalid
 from engine.state import compact
-from engine.state.execution import canonical
+from engine.state.execution import canonical, loads
 
 GENESIS = "0" * 64
 PACK_OVER = 512  # bytes of message above which an event stores it compressed
@@ -233,7 +232,7 @@ def decode(entry_id: str, body: str, digest: str, dictionary: str | None = None)
     """An entry as read: its event with ``message`` whole again. A message compressed with
     the execution's event needs that event as stored (``dictionary``); without it the
     event keeps ``messageE`` as stored."""
-    return AuditEntry(id=entry_id, event=unpacked(json.loads(body), dictionary), hash=digest)
+    return AuditEntry(id=entry_id, event=unpacked(loads(body), dictionary), hash=digest)
 
 
 def packed(event: Mapping[str, Any], dictionary: str | None = None) -> Mapping[str, Any]:

@@ -13,6 +13,8 @@ from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from typing import Any
 
+import orjson
+
 from engine.notify import ReviewRequest
 
 LEASE_MS = 30_000  # how long a worker may go silent before its runs are taken over
@@ -120,6 +122,16 @@ def dumps(value: Any) -> str:
     return json.dumps(value, separators=(",", ":"), ensure_ascii=False, default=_default)
 
 
+def loads(text: str | bytes | bytearray) -> Any:
+    """A stored JSON value, read with orjson (two to three times json's speed on a run's
+    records); what orjson refuses and json reads (a lone surrogate escaped, an integer past
+    64 bits, NaN) is read by json, which raises json.JSONDecodeError on what is not JSON."""
+    try:
+        return orjson.loads(text)
+    except orjson.JSONDecodeError:
+        return json.loads(text)
+
+
 def canonical(value: Any) -> str:
     """Canonical JSON for hashing: sorted keys, no spaces, UTF-8."""
     return json.dumps(value, separators=(",", ":"), ensure_ascii=False, sort_keys=True,
@@ -167,7 +179,7 @@ class StepResult:
 
     @classmethod
     def from_json(cls, text: str | bytes) -> StepResult:
-        data = json.loads(text)
+        data = loads(text)
         finished = data.get("t1")
         if "d1" in data and data.get("t0"):
             start = parse_iso(data["t0"])
@@ -238,7 +250,7 @@ class Waiting:
 
     @classmethod
     def from_json(cls, text: str | bytes) -> Waiting:
-        data = json.loads(text)
+        data = loads(text)
         # Before the message was stored once, ``w`` held it whole.
         complete = "message" in data
         return cls(step=data["step"], path=data["path"], step_type=data["type"],
@@ -280,7 +292,7 @@ class Decision:
 
     @classmethod
     def from_json(cls, text: str | bytes) -> Decision:
-        data = json.loads(text)
+        data = loads(text)
         return cls(step=data["step"], path=data["path"], actor=data["actor"], at=data["at"],
                    input=data["input"], message_sha256=data["sha"], outcome=data["outcome"])
 
@@ -312,7 +324,7 @@ class ParentLink:
 
     @classmethod
     def from_json(cls, text: str | bytes) -> ParentLink:
-        data = json.loads(text)
+        data = loads(text)
         return cls(id=data["id"], path=data["path"], awaited=not data.get("async"),
                    depth=int(data.get("depth", 1)), branch=data.get("branch"),
                    scope=data.get("scope"))
@@ -338,7 +350,7 @@ class ChildReport:
 
     @classmethod
     def from_json(cls, text: str | bytes) -> ChildReport:
-        data = json.loads(text)
+        data = loads(text)
         return cls(id=data["id"], status=ExecutionStatus(data["st"]), outputs=data.get("out"),
                    error=data.get("err"), started_at=data.get("t0"),
                    finished_at=data.get("t1"), steps=data.get("steps") or {})

@@ -78,6 +78,7 @@ import redis.asyncio
 from rq.utils import import_attribute
 
 from engine.state import keys, lua
+from engine.state.execution import loads
 
 log = logging.getLogger(__name__)
 
@@ -178,7 +179,7 @@ class Task:
     @classmethod
     def decode(cls, raw: str | bytes) -> Task:
         """Raises ValueError (bad JSON, bad UTF-8 included), KeyError or TypeError."""
-        data = json.loads(raw)
+        data = loads(raw)
         function, args, retry = data["f"], data["a"], data.get("r", [])
         on_failure, failures, home = data.get("x", ""), data.get("n", 0), data.get("h", "")
         reads = data.get("p", [])

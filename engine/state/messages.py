@@ -11,10 +11,10 @@ A long message is compressed there with the execution's event as zlib's dictiona
 from __future__ import annotations
 
 import hashlib
-import json
 from collections.abc import Iterable
 
 from engine.state import audit
+from engine.state.execution import loads
 
 # The execution hash and, when it waits for input, its audit trail, in one round trip
 # (a new script: engine.state.lua's are shared with the worker's).
@@ -41,7 +41,7 @@ def find(entries: Iterable[bytes | str], sha256: str, event_text: str | None = N
         _, body = audit.split(stored)
         if _MARK.decode() not in body:
             continue
-        event = audit.unpacked(json.loads(body), event_text)
+        event = audit.unpacked(loads(body), event_text)
         if event.get("sha256") != sha256:
             continue
         message = event.get("message")

@@ -58,6 +58,7 @@ from engine.state.execution import (
     dumps,
     epoch_ms,
     iso_from_ms,
+    loads,
     parse_iso,
     started_at,
 )
@@ -274,7 +275,7 @@ class Store(Indexes):
         pipe = self.redis.pipeline(transaction=False)
         for execution_id in ids:
             pipe.hget(keys.execution(execution_id), keys.annotation_field(key))
-        return [json.loads(compact.unpack(raw)) if raw is not None else None
+        return [loads(compact.unpack(raw)) if raw is not None else None
                 for raw in self._call(pipe.execute)]
 
     def review_rows(self, index: str, offset: int, limit: int, notes: Sequence[str], *,
@@ -487,7 +488,7 @@ class Store(Indexes):
 
     def annotation(self, execution_id: str, key: str) -> Any:
         raw = self._call(self.redis.hget, keys.execution(execution_id), keys.annotation_field(key))
-        return json.loads(compact.unpack(raw)) if raw is not None else None
+        return loads(compact.unpack(raw)) if raw is not None else None
 
     def add_words(self, execution_id: str, key: str, words: Iterable[str]) -> bool:
         """Add ``words`` (none with a space) to annotation ``n:{key}``, a space-separated
@@ -730,7 +731,7 @@ class ReviewRow:
             name.encode(): value
             for name, value in zip(_REVIEW_FIELDS, self.raw[:size], strict=True)
             if value is not None})
-        return state, {key: json.loads(compact.unpack(raw)) if raw is not None else None
+        return state, {key: loads(compact.unpack(raw)) if raw is not None else None
                        for key, raw in zip(self.notes, self.raw[size:], strict=True)}
 
 
@@ -741,7 +742,7 @@ def annotated(state: ExecutionState, key: str, notes: Mapping[str, bytes],
     the execution's annotations as stored (:attr:`CommitResult.notes`), and its ``trail``;
     ``message``: a review's message found in it already (:attr:`Annotated.message`)."""
     note = notes.get(key)
-    return Annotated(state, json.loads(compact.unpack(note)) if note is not None else None,
+    return Annotated(state, loads(compact.unpack(note)) if note is not None else None,
                      values or [], trail, notes, message)
 
 
@@ -767,13 +768,13 @@ def _state_from_hash(execution_id: str, raw: Mapping[bytes, bytes]) -> Execution
     return ExecutionState(
         id=execution_id, workflow=data["wf"], digest=data["d"],
         status=ExecutionStatus(data["st"]), started_at=started_at(data.get("t0"), data["t0ms"]),
-        event=json.loads(data["ev"]) if "ev" in data else None,
+        event=loads(data["ev"]) if "ev" in data else None,
         audit_head=data.get("ah", audit.GENESIS), finished_at=data.get("t1"),
         requested_by=data.get("rb"), error=data.get("err"),
-        variables=json.loads(data["v"]) if "v" in data else {},
+        variables=loads(data["v"]) if "v" in data else {},
         waiting=Waiting.from_json(data["w"]) if "w" in data else None,
         results=results, decisions=decisions,
-        outputs=json.loads(data["out"]) if "out" in data else None,
+        outputs=loads(data["out"]) if "out" in data else None,
         parent=ParentLink.from_json(data["par"]) if "par" in data else None,
     )
 
@@ -818,7 +819,7 @@ def _stored_fields(fields: Mapping[str, str]) -> tuple[dict[str, str], dict[str,
         else:
             text[name] = value
     if "w" in fields:
-        text["wp"] = str(json.loads(fields["w"])["path"])
+        text["wp"] = str(loads(fields["w"])["path"])
     return text, packed
 
 

@@ -36,6 +36,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 
 from engine.errors import TokenError
+from engine.state.execution import loads
 
 
 class Scope(StrEnum):
@@ -79,7 +80,7 @@ class ApiToken:
 
     @classmethod
     def from_json(cls, raw: str | bytes) -> ApiToken:
-        data = json.loads(raw)
+        data = loads(raw)
         # A scope this version does not know (written by a newer one) grants nothing.
         known = frozenset(Scope(s) for s in data.get("scopes", ()) if s in _SCOPE_NAMES)
         return cls(name=str(data["name"]), scopes=known, principal=data.get("principal"),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import uuid
 
 import pytest
@@ -250,3 +251,20 @@ def test_hashes_are_stored_as_bytes_and_those_stored_in_hex_before_still_read_an
     assert store.commit(stale, Change(events=[{"type": "step.started"}])).reason == "head"
     check = audit.verify(store.audit_entries(state.id), store.audit_head(state.id))
     assert check.ok and check.checked == 2
+
+
+def test_stored_values_orjson_refuses_are_read_back_as_json_reads_them(store):
+    """Records are read with orjson; what it refuses and json reads (an integer past 64
+    bits, NaN, a lone surrogate written as an escape) comes back all the same."""
+    event = {"bytes": 2 ** 70, "score": float("nan"), "ratio": float("-inf"), "plain": "x" * 300}
+    state = ExecutionState(id=uuid.uuid4().hex, workflow="isolate", digest="d1",
+                           status=ExecutionStatus.RUNNING, started_at=STARTED_AT,
+                           event=event, audit_head="", variables={"note": "\\ud800 escaped"})
+    store.create(state, "name: isolate\n", [{"type": "execution.started"}])
+    store.redis.hset(keys.execution(state.id), "v", '{"note":"\\ud800 escaped"}')
+
+    loaded = store.load(state.id)
+
+    assert loaded.event["bytes"] == 2 ** 70 and loaded.event["plain"] == "x" * 300
+    assert math.isnan(loaded.event["score"]) and loaded.event["ratio"] == float("-inf")
+    assert loaded.variables == {"note": "\ud800 escaped"}
