@@ -165,12 +165,12 @@ class LimitedClient(WebClient):
     """A WebClient that raises :class:`RateLimited` rather than wait out a 429, and does not
     call Slack under a scope ``connection`` knows to be limited (None: no shared marks)."""
 
-    def __init__(self, *args: Any, connection: redis.Redis | None = None,
+    def __init__(self, *, connection: redis.Redis | None = None,
                  logger: logging.Logger | None = None, **kwargs: Any) -> None:
         logger = logger or logging.getLogger("slack_sdk.web.base_client")  # slack_sdk's own
         if not isinstance(logger, EffectiveLevel):
             logger = cast(logging.Logger, EffectiveLevel(logger))
-        super().__init__(*args, logger=logger, **kwargs)
+        super().__init__(logger=logger, **kwargs)
         self.retry_handlers = [h for h in self.retry_handlers
                                if not isinstance(h, RateLimitErrorRetryHandler)]
         self.connection = connection
