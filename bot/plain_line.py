@@ -16,7 +16,8 @@ import re
 
 # Characters that may start or be markup in a line; text holding none of them (outside
 # code spans, and but for backslash escapes) is its own plain text.
-_MARKUP = frozenset("\\`*_~[]!<>&#|")
+_MARKUP_AT = re.compile(r"[\\`*_~\[\]!<>&#|]")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")  # tabs, line breaks, NUL and other controls
 _HEADING = re.compile(r"(#{1,6})(?: +|$)")
 _ORDERED = re.compile(r"[0-9]{1,9}[.)]")
 _BLOCK_START = frozenset("-+*=>_`~#<[!\\|:")  # list, quote, fence, break, html... (or unsure)
@@ -26,7 +27,7 @@ _PUNCTUATION = frozenset("!\"#$%&'()*+,-./:;<=>?@[\\]^_`{|}~")
 def plain_line(line: str) -> str | None:
     """``line`` (one line, no line break) as :func:`bot.mrkdwn.markdown_to_plain` gives it,
     its whitespace collapsed; None when the line needs the Markdown parser."""
-    if any(c < " " or c == "\x7f" for c in line):
+    if _CONTROL.search(line) is not None:
         return None  # tabs, line breaks, NUL and other controls: the parser's
     text = line.lstrip(" ")
     if len(line) - len(text) > 3:
@@ -39,21 +40,24 @@ def plain_line(line: str) -> str | None:
     out: list[str] = []
     n, size = 0, len(text)
     while n < size:
-        c = text[n]
-        if c not in _MARKUP:
-            out.append(c)
-            n += 1
-        elif c == "\\":
-            if n + 1 < size and text[n + 1] in _PUNCTUATION:
-                out.append(text[n + 1])
-                n += 2
+        found = _MARKUP_AT.search(text, n)  # the next character that may be markup
+        if found is None:
+            out.append(text[n:])
+            break
+        at = found.start()
+        out.append(text[n:at])
+        c = text[at]
+        if c == "\\":
+            if at + 1 < size and text[at + 1] in _PUNCTUATION:
+                out.append(text[at + 1])
+                n = at + 2
             else:
                 return None
         elif c == "`":
-            end = text.find("`", n + 1)
-            if end <= n + 1 or text.startswith("`", end + 1):
+            end = text.find("`", at + 1)
+            if end <= at + 1 or text.startswith("`", end + 1):
                 return None  # no closing backtick, an empty span or a longer run
-            code = text[n + 1:end]
+            code = text[at + 1:end]
             if code.startswith(" ") and code.endswith(" ") and code.strip(" "):
                 code = code[1:-1]
             out.append(code)

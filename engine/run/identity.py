@@ -28,6 +28,7 @@ from __future__ import annotations
 import re
 from collections.abc import Collection, Iterable, Sequence
 from enum import StrEnum
+from functools import lru_cache
 from typing import Protocol
 
 from engine.errors import RequesterInvalid
@@ -38,6 +39,9 @@ _SLACK_USER = re.compile(r"[UW](?=[A-Z0-9]*[0-9])[A-Z0-9]{2,20}")
 _MENTION = re.compile(r"<@([A-Za-z0-9]+)(?:\|[^>]*)?>")
 _EMAIL = re.compile(r"[^@\s<>]{1,64}@[^@\s<>]+\.[^@\s<>]+")
 _MAX = 254
+# Who may act is asked for every review a listing shows and every click, with the same few
+# names again and again: what a name is read as is kept (a pure function of its text).
+_KEPT = 4096
 
 
 class Kind(StrEnum):
@@ -46,6 +50,7 @@ class Kind(StrEnum):
     PRINCIPAL = "principal"
 
 
+@lru_cache(maxsize=_KEPT)
 def slack_user_id(value: str) -> str | None:
     """``value`` as a Slack user id (upper case, ``<@…>`` removed), or None if it is not one."""
     text = value.strip()
@@ -56,10 +61,12 @@ def slack_user_id(value: str) -> str | None:
     return upper if _SLACK_USER.fullmatch(upper) else None
 
 
+@lru_cache(maxsize=_KEPT)
 def is_email(value: str) -> bool:
     return _EMAIL.fullmatch(value.strip()) is not None
 
 
+@lru_cache(maxsize=_KEPT)
 def kind_of(value: str) -> Kind:
     if slack_user_id(value) is not None:
         return Kind.SLACK_USER
@@ -74,6 +81,7 @@ def email_key(address: str) -> str:
     return f"{local.split('+', 1)[0]}@{domain}"
 
 
+@lru_cache(maxsize=_KEPT)
 def identity_key(value: str) -> str:
     """The form two spellings of one person share (see the module's docstring)."""
     user = slack_user_id(value)
