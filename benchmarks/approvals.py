@@ -53,7 +53,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from rq import Queue  # noqa: E402
 from slack_sdk import WebClient  # noqa: E402
 
-from benchmarks.load import CLIENTS, PreparedRequest  # noqa: E402
+from benchmarks.load import CLIENTS, PreparedRequest, Stolen  # noqa: E402
 from benchmarks.slack import (  # noqa: E402
     Phase,
     PreparingDriver,
@@ -227,6 +227,7 @@ def main() -> int:
 
     signal.signal(signal.SIGTERM, interrupted)
     stack = Stack()
+    stolen = Stolen()
     try:
         stack.start(workers=0, load_processes=args.load_processes, client=args.client)
         users = add_approvers(stack, args.approvers)
@@ -246,6 +247,7 @@ def main() -> int:
               f"{ms(percentile(rtt, 0.99)):>12}{'':9}{'':11}{'':11}   (baseline)", flush=True)
 
         noop = at_noop(commands(stack, users, 200), stack.web_url, 2000)
+        stolen = Stolen()  # from here: the commands
         measure(stack, noop[:args.concurrency * 10], args.concurrency)
         noop_phase = measure(stack, noop, args.concurrency)
         trivial = percentile(noop_phase.latencies(), 0.5)
@@ -301,7 +303,8 @@ def main() -> int:
     if mine is not None:
         cpu = ", ".join(f"{name} {share * 100:.0f}%" for name, share in mine.cpu.items())
         print(f"CPU during /approvals, share of one core: {cpu}")
-    print(f"load average: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
+    print(f"load average: {' '.join(f'{x:.2f}' for x in os.getloadavg())}; during the "
+          f"commands, {stolen.text()}")
     return 0
 
 

@@ -42,6 +42,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from rq import Queue, SimpleWorker  # noqa: E402
 
+from benchmarks.load import Stolen  # noqa: E402
 from engine.definition.loader import parse_workflow  # noqa: E402
 from engine.notify import NullNotifier  # noqa: E402
 from engine.settings import Settings  # noqa: E402
@@ -297,6 +298,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=2,
                         help="each throughput figure is the best of this many rounds")
     args = parser.parse_args()
+    stolen = Stolen()
     if args.memory_only:
         default, tuned = memory_only(args.runs)
         print_memory(default, args.runs, breakdown=True,
@@ -330,7 +332,7 @@ def main() -> None:
             ping.ping()
         rtt = (time.perf_counter() - t0) / 1000
     print(f"runs: {args.runs} and {big}, best of {args.rounds} rounds; "
-          f"load average {os.getloadavg()[0]:.1f}")
+          f"load average {os.getloadavg()[0]:.1f}; over the run, {stolen.text()}")
     print(f"redis round trip (PING):            {rtt * 1e3:7.3f} ms")
     print(f"bare RQ no-op job (SimpleWorker):   {bare * 1e3:7.3f} ms/job   "
           f"({1 / bare:7.0f} jobs/s)")

@@ -278,3 +278,38 @@ class _RawConnection:
             self.sock.close()
         self.sock = None
         self.buffer = b""
+
+
+class Stolen:
+    """The share of the machine's CPU time its hypervisor gave to others (``steal`` in
+    /proc/stat) since this was made: on a shared virtual machine, CPU times and latencies
+    swing with it, so the benchmarks print it beside the load average."""
+
+    def __init__(self) -> None:
+        self.start = _cpu_times()
+
+    def share(self) -> float | None:
+        """Stolen / all CPU time since, or None where /proc/stat cannot be read."""
+        now = _cpu_times()
+        if self.start is None or now is None:
+            return None
+        total = now[0] - self.start[0]
+        return (now[1] - self.start[1]) / total if total > 0 else 0.0
+
+    def text(self) -> str:
+        share = self.share()
+        return "stolen by the hypervisor: unknown" if share is None else (
+            f"stolen by the hypervisor: {share * 100:.0f}%")
+
+
+def _cpu_times() -> tuple[int, int] | None:
+    """All CPUs' time and the part stolen, in clock ticks (/proc/stat's ``cpu`` line)."""
+    try:
+        with open("/proc/stat") as stat:
+            fields = stat.readline().split()
+    except OSError:
+        return None
+    if len(fields) < 9 or fields[0] != "cpu":
+        return None
+    ticks = [int(f) for f in fields[1:9]]  # user nice system idle iowait irq softirq steal
+    return sum(ticks), ticks[7]

@@ -56,7 +56,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import httpx  # noqa: E402
 from rq import Queue  # noqa: E402
 
-from benchmarks.load import CLIENTS, LoadGenerator, PreparedRequest, Sample  # noqa: E402
+from benchmarks.load import (  # noqa: E402
+    CLIENTS,
+    LoadGenerator,
+    PreparedRequest,
+    Sample,
+    Stolen,
+)
 from bot.blocks import ACTION_APPROVE  # noqa: E402
 from bot.delivery import annotation_key, load_delivery  # noqa: E402
 from bot.outbox import QUEUE as SLACK_QUEUE  # noqa: E402
@@ -431,6 +437,7 @@ class Lone:
     count: int
     click_cpu: float  # the worker's CPU seconds per lone click
     job_cpu: float  # the worker's CPU seconds per lone bare RQ job
+    stolen: str = ""  # the hypervisor's share of the CPUs meanwhile (Stolen.text)
 
     @property
     def ratio(self) -> float:
@@ -468,6 +475,7 @@ def lone_clicks(stack: Stack, rt: Runtime, ids: Sequence[str],
         quiet()
 
     click_cpu = job_cpu = 0.0
+    stolen = Stolen()
     try:
         one_job()  # warm: the no-op's import
         # Alternate in small blocks, so that the other processes' load, which comes and goes
@@ -484,7 +492,7 @@ def lone_clicks(stack: Stack, rt: Runtime, ids: Sequence[str],
             job_cpu += run_time(pids) - before
     finally:
         client.close()
-    return Lone(len(ids), click_cpu / len(ids), job_cpu / len(ids))
+    return Lone(len(ids), click_cpu / len(ids), job_cpu / len(ids), stolen.text())
 
 
 def run_time(pids: Sequence[int]) -> float:
@@ -589,7 +597,8 @@ def report(r: Results) -> None:
         print(f"worker CPU per lone click ({r.lone.count}, one at a time): {ms(r.lone.click_cpu)}; "
               f"per bare RQ no-op job alone on the same worker: {ms(r.lone.job_cpu)}; "
               f"ratio {r.lone.ratio:.2f}   (target <= {LONE_TARGET:.1f})  "
-              f"{mark(r.lone.ratio <= LONE_TARGET)}; load average {os.getloadavg()[0]:.1f}")
+              f"{mark(r.lone.ratio <= LONE_TARGET)}; load average {os.getloadavg()[0]:.1f}, "
+              f"{r.lone.stolen}")
     print(f"the bot's record of a posted review (n:slack:review on the execution): "
           f"{r.delivery_bytes:.0f} B of JSON")
     for label, phase in (("trivial route", r.noop), ("clicks", r.clicks)):

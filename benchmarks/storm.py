@@ -38,6 +38,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from rq import Queue  # noqa: E402
 
+from benchmarks.load import Stolen  # noqa: E402
 from benchmarks.slack import (  # noqa: E402
     CHANNEL,
     Stack,
@@ -199,6 +200,9 @@ def bench(stack: Stack, *, runs: int, within: float, limit: PostingLimit,
                    worker_cpu=worker_cpu, limit=limit, digest_after=digest_after)
 
 
+_STOLEN = Stolen()  # from the start of the process
+
+
 def report(r: Results) -> None:
     def mark(ok: bool) -> str:
         return "PASS" if ok else "FAIL"
@@ -210,7 +214,7 @@ def report(r: Results) -> None:
     print(f"{r.runs} runs started over {r.start_seconds:.1f} s (asked: {r.within:g} s) on "
           f"{r.workers} workers; Slack's posting limit {limit}; digest after "
           f"{r.digest_after or 'never'}; {os.cpu_count()} CPUs, load average "
-          f"{os.getloadavg()[0]:.1f}")
+          f"{os.getloadavg()[0]:.1f}; over the run, {_STOLEN.text()}")
     print(f"{'':38}{'p50':>9}{'p99':>9}   target")
     print(f"{'start -> review in Slack':38}{p50:>8.2f}s{p99:>8.2f}s   p99 < the storm's "
           f"{r.start_seconds:.1f} s + {AFTER_THE_STORM:g} s  {mark(p99 < target)}   (polled "
