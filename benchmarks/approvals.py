@@ -23,7 +23,7 @@ ack latency: the answer is the list itself (the command's ack), so this is also 
 response latency. Figures: one Redis round trip (PING) from this process, the no-op
 route at the same concurrency with the same bodies, ``/approvals help`` (the command
 without Redis), each person's first ``/approvals`` (its decision lines parsed, its links
-written from the workspace address, its page read in two Redis commands), then
+written from the workspace address, its page read in one Redis command), then
 ``/approvals`` (each person's second and third: one Redis command, the reviews as the web
 process kept them from the first) and ``/approvals all``.
 ``/approvals all`` is measured for people who are not admins: the approvers (each may

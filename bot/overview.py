@@ -228,9 +228,9 @@ class Overview:
 
     def _mine(self, user_id: str, offset: int, limit: int) -> PendingPage:
         """The reviews ``user_id`` may decide: the page and its executions read in one
-        round trip when it holds what it held at this viewer's last listing (two
-        otherwise), their delivery records with them (for the steps this process has
-        read records of). What each stored row shows is kept by the row's bytes
+        round trip (the executions this viewer's last listing showed named to it, those
+        new on the page found by it), their delivery records with them (for the steps
+        this process has read records of). What each stored row shows is kept by the row's bytes
         (:meth:`_known`); who may decide is asked each time."""
         where = (user_id, offset, limit)
         rows, total = self.engine.pending_rows(

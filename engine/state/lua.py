@@ -247,13 +247,27 @@ end
 return {removed, legacy}
 """
 
-# REVIEW_PAGE: a page of an index and the review fields of the executions the caller
-# expects on it, in one command (Store.review_page). KEYS[1] the index; KEYS[2 ..] the
-# execution hashes; ARGV[1], ARGV[2] the page's first and last rank; ARGV[3 ..] the
-# fields. Returns {the page's members, the index's size, each hash's fields (HMGET)}.
+# REVIEW_PAGE: a page of an index and the review fields of its executions, in one command
+# (Store.review_rows). KEYS[1] the index; KEYS[2 ..] the execution hashes the caller expects
+# on the page; ARGV[1], ARGV[2] the page's first and last rank; ARGV[3] the execution hashes'
+# key prefix; ARGV[4 ..] the fields. Returns {the page's members, the index's size, each
+# given hash's fields (HMGET), then a list of the fields of each member not given, in page
+# order}: a page read for the first time (nothing expected) is read whole all the same. The
+# hashes of those members are named here, not in KEYS, as a click's reads are (engine.state.
+# inbox): Signoff runs on one Redis, not a cluster.
 REVIEW_PAGE = """
 local out = {redis.call('ZRANGE', KEYS[1], ARGV[1], ARGV[2]), redis.call('ZCARD', KEYS[1])}
-for i = 2, #KEYS do out[i + 1] = redis.call('HMGET', KEYS[i], unpack(ARGV, 3)) end
+local given = {}
+for i = 2, #KEYS do
+  out[i + 1] = redis.call('HMGET', KEYS[i], unpack(ARGV, 4))
+  given[KEYS[i]] = true
+end
+local others = {}
+for _, member in ipairs(out[1]) do
+  local key = ARGV[3] .. member
+  if not given[key] then table.insert(others, redis.call('HMGET', key, unpack(ARGV, 4))) end
+end
+table.insert(out, others)
 return out
 """
 

@@ -283,22 +283,18 @@ class Store(Indexes):
         """A page of the sorted-set ``index`` (lowest score first) and its size, each
         execution on it read as :meth:`load_reviews` reads it, with its plug-in notes
         ``notes`` (:meth:`annotations`), as stored (:meth:`ReviewRow.load` reads a row);
-        those gone are left out. ``expect``: the ids the caller expects on the page (the
-        page it read last time), read with the page in one command
-        (:data:`engine.state.lua.REVIEW_PAGE`); a second reads those not expected."""
+        those gone are left out. One command (:data:`engine.state.lua.REVIEW_PAGE`):
+        ``expect``, the ids the caller expects on the page (the page it read last time),
+        are named to it; the others on the page are read under the execution prefix."""
         notes = tuple(notes)
         fields = [*_REVIEW_FIELDS, *(keys.annotation_field(key) for key in notes)]
-        raw_ids, total, *rows = self._call(
+        raw_ids, total, *rows, others = self._call(
             self._review_page, keys=[index, *(keys.execution(i) for i in expect)],
-            args=[offset, offset + limit - 1, *fields])
+            args=[offset, offset + limit - 1, keys.execution(""), *fields])
         ids = [reply_text(i) for i in raw_ids]
         found = dict(zip(expect, rows, strict=True))
         missing = [i for i in ids if i not in found]
-        if missing:  # the same script, for an empty range of the index
-            _, _, *rows = self._call(
-                self._review_page, keys=[index, *(keys.execution(i) for i in missing)],
-                args=[1, 0, *fields])
-            found.update(zip(missing, rows, strict=True))
+        found.update(zip(missing, others, strict=True))
         return [ReviewRow(i, tuple(found[i]), notes) for i in ids
                 if found[i][0] is not None], int(total)
 

@@ -268,3 +268,46 @@ def test_stored_values_orjson_refuses_are_read_back_as_json_reads_them(store):
     assert loaded.event["bytes"] == 2 ** 70 and loaded.event["plain"] == "x" * 300
     assert math.isnan(loaded.event["score"]) and loaded.event["ratio"] == float("-inf")
     assert loaded.variables == {"note": "\ud800 escaped"}
+
+
+def _client_commands(monitor: Monitor, until: str) -> list[str]:
+    """The commands clients (not scripts) sent, read from MONITOR until ECHO ``until``."""
+    found = []
+    while True:
+        raw = monitor.connection.read_response()
+        text = raw.decode() if isinstance(raw, bytes) else str(raw)
+        match = monitor.monitor_re.match(text.split(" ", 1)[1])
+        assert match is not None
+        _, client, command_text = match.groups()
+        command, *args = monitor.command_re.findall(command_text)
+        if command.upper() == "ECHO" and args == [until]:
+            return found
+        if client != "lua" and command.upper() not in ("PING", "HELLO", "CLIENT"):
+            found.append(command.upper())  # not a new connection's greeting
+
+
+@pytest.mark.parametrize("expected", [0, 1, 3])
+def test_a_review_page_is_read_in_one_command_whatever_the_caller_expected_on_it(
+        store, redis_client, expected):
+    """A person's first listing (nothing expected), a page that changed (some expected) and
+    one as it was (all expected) each read the page and its executions in one command, in
+    page order; an execution gone from Redis is left out."""
+    waiting = [new_execution(store, ExecutionStatus.WAITING_FOR_INPUT) for _ in range(4)]
+    index = keys.index_approver("U0PAGE")
+    redis_client.zadd(index, {state.id: n for n, state in enumerate(waiting)})
+    redis_client.hset(keys.execution(waiting[1].id), "n:slack:review", '{"posts":[]}')
+    redis_client.delete(keys.execution(waiting[2].id))  # gone; its index entry not yet
+    expect = [waiting[n].id for n in (3, 1, 0)[:expected]]
+    store.review_rows(index, 0, 0, [])  # Redis knows the script from now on
+
+    with redis_client.monitor() as monitor:
+        rows, total = store.review_rows(index, 0, 9, ["slack:review"], expect=expect)
+        redis_client.echo("page done")
+        sent = _client_commands(monitor, "page done")
+
+    assert sent == ["EVALSHA"]
+    assert total == 4
+    assert [row.execution_id for row in rows] == [waiting[n].id for n in (0, 1, 3)]
+    loaded = [row.load() for row in rows]
+    assert [state.status for state, _ in loaded] == [ExecutionStatus.WAITING_FOR_INPUT] * 3
+    assert [notes["slack:review"] for _, notes in loaded] == [None, {"posts": []}, None]
