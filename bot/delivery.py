@@ -55,7 +55,7 @@ from engine.state.execution import (
     iso,
     parse_iso,
 )
-from engine.state.store import Annotated
+from engine.state.store import Alongside, Annotated
 
 log = logging.getLogger(__name__)
 
@@ -504,12 +504,14 @@ class Deliverer:
         return True
 
     def close(self, execution_id: str, step: str, closed: ReviewClosed | None, *,
-              known: Annotated | None = None) -> int:
+              known: Annotated | None = None, left: Left | None = None) -> int:
         """Rewrite the messages of a closed review; returns how many were rewritten.
         ``known``: what this would read (the execution, its delivery record, its trail),
         as the commit that closed the review left it (a click's, whose drain runs this
         next: :class:`engine.state.inbox.Running`); a post recorded after that commit
-        sees the review closed and marks itself closed (:meth:`catch_up`)."""
+        sees the review closed and marks itself closed (:meth:`catch_up`). ``left``: the
+        review's leave, sent with that commit (:meth:`leaving`), for the posts ``known``
+        names; the leave is not made again."""
         try:  # the execution, its delivery record and the messages it showed, in one read
             read = known or self.engine.get_annotated(execution_id, annotation_key(step))
         except ExecutionNotFound:
@@ -524,7 +526,10 @@ class Deliverer:
             # What was posted still waits: this closure was of an earlier instance of the
             # step (foreach), whose record a later post replaced.
             return 0
-        digests = self.leave(delivery, state.workflow, read.notes)
+        if left is not None and left.posts == delivery.posts:
+            digests = left.settle()
+        else:
+            digests = self.leave(delivery, state.workflow, read.notes)
         return self.mark_closed(delivery, closed or found, state.status, digests=digests,
                                 trail=read.trail, event=state.event, found=read.message)
 
@@ -536,18 +541,44 @@ class Deliverer:
         bot.outbox) when posts of its own are to be rewritten and ``chat.update`` is
         limited. ``notes``: the execution's annotations, when just read."""
         batch = Batch(self.engine.store.redis)
-        forgotten = self.visibility.forget(batch, delivery.execution_id, delivery.since, notes)
+        read = self._leaving(batch, delivery, workflow, notes)
+        left = read(batch.execute())
+        assert left is not None  # not guarded: done
+        return left.settle()
+
+    def leaving(self, delivery: Delivery, workflow: str, notes: Mapping[str, bytes]
+                ) -> Alongside:
+        """:meth:`leave`, to be sent with the commit that closes the review (a click's
+        decision: :meth:`engine.run.engine.Engine.resume`'s ``alongside``) and acting only
+        once it applied, built from ``notes``, the run's annotations as read before it. Its
+        reader gives a :class:`Left` for the rewrite, or None (the commit did not apply,
+        or the review's note of whose indexes hold it changed since it was read): the
+        rewrite then leaves as usual. The leave may run again: each part of it may."""
+        def queue(batch: Batch, guard: tuple[str, str, bytes]
+                  ) -> Callable[[Sequence[Any]], Left | None]:
+            return self._leaving(batch, delivery, workflow, notes, guard)
+
+        return queue
+
+    def _leaving(self, batch: Batch, delivery: Delivery, workflow: str,
+                 notes: Mapping[str, bytes] | None,
+                 guard: tuple[str, str, bytes] | None = None
+                 ) -> Callable[[Sequence[Any]], Left | None]:
+        forgotten = self.visibility.forget(batch, delivery.execution_id, delivery.since, notes,
+                                           guard=guard)
         left = self.digests.leave(batch, delivery.execution_id, workflow, delivery.step,
-                                  [(p.to, p.channel, p.ts) for p in delivery.posts])
-        limits = (self.client.ask_in(batch, "chat.update")
-                  if isinstance(self.client, LimitedClient) else None)
-        replies = batch.execute()
-        forgotten(replies)
-        digests = left(replies)
-        if limits is not None and any((p.channel, p.ts) not in digests
-                                      for p in delivery.posts):
-            limits(replies)
-        return digests
+                                  [(p.to, p.channel, p.ts) for p in delivery.posts],
+                                  guard=guard)
+        asked = (self.client.ask_later(batch, "chat.update")
+                 if isinstance(self.client, LimitedClient) else None)
+
+        def read(replies: Sequence[Any]) -> Left | None:
+            forgot, digests = forgotten(replies), left(replies)  # each marks what it must
+            if forgot is None or digests is None:
+                return None
+            return Left(delivery.posts, digests, asked(replies) if asked is not None else None)
+
+        return read
 
     def mark_closed(self, delivery: Delivery, closed: ReviewClosed,
                     status: ExecutionStatus | None = None, *,
@@ -592,6 +623,34 @@ class Deliverer:
                 continue
             updated += 1
         return updated
+
+
+@dataclass(frozen=True)
+class Left:
+    """A closed review's leave (:meth:`Deliverer.leave`), done: which of its posts are
+    digests, and Slack's limit for the rewrite of the others as asked then."""
+
+    posts: tuple[Post, ...]
+    digests: set[tuple[str, str]]
+    asked: Callable[[], None] | None  # applies the answer: raises RateLimited while limited
+
+    def settle(self) -> set[tuple[str, str]]:
+        """The digests among the posts; RateLimited while posts of its own are to be
+        rewritten and ``chat.update`` is limited."""
+        if self.asked is not None and any((p.channel, p.ts) not in self.digests
+                                          for p in self.posts):
+            self.asked()
+        return self.digests
+
+
+@dataclass(frozen=True)
+class Closing:
+    """What a click's decision hands the rewrite of its review's messages, run next by the
+    same drain: the run as its write left it (:class:`engine.state.store.Annotated`), and
+    the review's leave when it was sent with that write and holds (:class:`Left`)."""
+
+    known: Annotated
+    left: Left | None = None
 
 
 def explained(closed: ReviewClosed, review: ReviewRequest,

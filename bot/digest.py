@@ -73,8 +73,15 @@ ACTION_DIGEST = "signoff.digest.batch"  # opens batch review (bot.approvals wire
 # close's one round trip, engine.state.batch): ARGV execution id, how many piles (P); KEYS,
 # for each pile: its members, the members its digest counted, its digest; then digest
 # messages. For each pile, SREM from the first two and whether the third exists; then
-# whether each digest message exists. Returns those replies, flat, in that order.
+# whether each digest message exists. Returns those replies, flat, in that order. Sent with
+# the commit that closes the review (guarded: ARGV field, value; the execution hash last in
+# KEYS), nothing is done unless that field holds that value, and it returns {-1}.
 _LEAVE = """
+local last = #KEYS
+if ARGV[3] then  -- sent with a commit: only once it applied (the hash's head is the commit's)
+  if redis.call('HGET', KEYS[last], ARGV[3]) ~= ARGV[4] then return {-1} end
+  last = last - 1
+end
 local found = {}
 local piles = tonumber(ARGV[2])
 for i = 1, piles do
@@ -82,7 +89,7 @@ for i = 1, piles do
   table.insert(found, redis.call('SREM', KEYS[3 * i - 1], ARGV[1]))
   table.insert(found, redis.call('EXISTS', KEYS[3 * i]))
 end
-for i = 3 * piles + 1, #KEYS do
+for i = 3 * piles + 1, last do
   table.insert(found, redis.call('EXISTS', KEYS[i]))
 end
 return found
@@ -189,12 +196,15 @@ class Digests:
     # -- a review leaves -------------------------------------------------------------------------
 
     def leave(self, batch: Batch, execution_id: str, workflow: str, step: str,
-              posts: Sequence[tuple[str, str, str]]
-              ) -> Callable[[Sequence[Any]], set[tuple[str, str]]]:
+              posts: Sequence[tuple[str, str, str]], *,
+              guard: tuple[str, str, bytes] | None = None
+              ) -> Callable[[Sequence[Any]], set[tuple[str, str]] | None]:
         """``execution_id``'s review of ``step`` no longer waits where it was posted
         (``posts``: target, channel, ts; DMs are skipped), queued in ``batch``; the reader it
         returns gives which of the posts are digests (``(channel, ts)``), and marks the
-        digests that counted the review out of date."""
+        digests that counted the review out of date. ``guard``: sent with the commit that
+        closes the review (:data:`engine.state.store.Alongside`): nothing is done unless it
+        applied, and the reader then gives None."""
         targets = list(dict.fromkeys(t for t, _, _ in posts if not is_user_id(t)))
         shown = [(channel, ts) for target, channel, ts in posts if not is_user_id(target)]
         if not targets:
@@ -204,11 +214,16 @@ class Digests:
         batch.script(self._leave, [
             *(key for pile in piles
               for key in (keys.pile(pile), keys.digested(pile), keys.digest(pile))),
-            *(keys.digest_message(channel, ts) for channel, ts in shown)],
-            [execution_id, len(piles)])
+            *(keys.digest_message(channel, ts) for channel, ts in shown),
+            *([guard[0]] if guard is not None else [])],
+            [execution_id, len(piles), *([guard[1], guard[2]] if guard is not None else [])])
 
-        def read(replies: Sequence[Any]) -> set[tuple[str, str]]:
+        def read(replies: Sequence[Any]) -> set[tuple[str, str]] | None:
             found = replies[at]
+            if isinstance(found, Exception):
+                raise found
+            if found and int(found[0]) < 0:
+                return None
             for n, pile in enumerate(piles):
                 removed, _, has_digest = found[3 * n:3 * n + 3]
                 if removed and has_digest:

@@ -35,7 +35,9 @@ from bot.blocks import (
     reassign_modal,
 )
 from bot.delivery import (
+    Closing,
     Delivery,
+    Left,
     annotation_key,
     closed_review_text,
     load_delivery,
@@ -68,7 +70,7 @@ from engine.run.buffered_writes import Deferred
 from engine.run.engine import Engine
 from engine.state.execution import ExecutionState, ExecutionStatus, review_request
 from engine.state.inbox import Running
-from engine.state.store import annotated
+from engine.state.store import Alongside, annotated
 
 log = logging.getLogger(__name__)
 
@@ -132,7 +134,9 @@ class ReviewListeners:
     """The Bolt listeners for review buttons and modals, over one engine."""
 
     def __init__(self, engine: Engine, directory: Directory,
-                 proceed: Callable[[Deferred], object] | None = None) -> None:
+                 proceed: Callable[[Deferred], object] | None = None,
+                 leaving: Callable[[Delivery, str, Mapping[str, bytes]], Alongside] | None = None
+                 ) -> None:
         self.engine = engine
         self.directory = directory
         self.outbox = Outbox(engine.scheduler)
@@ -141,6 +145,9 @@ class ReviewListeners:
         # the message is then rewritten by the same drain when the click came alone, else
         # by the slack queue after the decisions waiting (engine.notify.CarriesClosing).
         self.proceed = proceed
+        # With a click that came alone, the review's leave (bot.delivery.Deliverer.leaving)
+        # goes with the decision's write, in its round trip; its rewrite then only writes.
+        self.leaving = leaving
 
     # -- buttons -------------------------------------------------------------------------------
 
@@ -179,13 +186,18 @@ class ReviewListeners:
         found = self._review_clicked(reviewer, ref, task)
         if found is None:
             return None
-        review, _, state, cached, trail = found
+        review, stored, state, cached, trail, notes = found
+        alongside = None
+        if (task is not None and task.inbox and self.proceed is not None
+                and self.leaving is not None and stored is not None
+                and stored.same_review(review)):
+            alongside = self.leaving(stored, state.workflow, notes)
         actor = Actor(id=reviewer.user_id, name=cached or reviewer.username, source="slack",
                       team=reviewer.team_id)  # as reviewer.actor(ask_slack=False), one read
         try:  # the engine decides who may, and audits a refusal; the read is checked again
             result = self.engine.resume(review.execution_id, {review.decision_field: approved},
                                         actor, step=review.step, read=state, acknowledge=task,
-                                        then=self.proceed)
+                                        then=self.proceed, alongside=alongside)
         except ActorNotAllowed as exc:
             self._reply(reviewer, _refusal_message(review, exc))
             return None
@@ -202,8 +214,13 @@ class ReviewListeners:
             waiting = state.waiting  # as read, its message found in the trail
             shown = ((waiting.message_sha256, waiting.message)
                      if waiting is not None and waiting.complete else None)
-            task.hand_on = annotated(result.continued, annotation_key(review.step),
-                                     result.notes, trail, message=shown)
+            key = annotation_key(review.step)
+            # The leave sent with the write holds for the posts read before it: a post
+            # recorded in between makes the rewrite leave again, with it.
+            left = (result.alongside if isinstance(result.alongside, Left)
+                    and result.notes.get(key) == notes.get(key) else None)
+            task.hand_on = Closing(annotated(result.continued, key, result.notes, trail,
+                                             message=shown), left)
         if cached is None:
             self.outbox.learn_name(reviewer.user_id)  # for the next audit entry and /approvals
         return None
@@ -298,17 +315,18 @@ class ReviewListeners:
 
     def _review_clicked(self, reviewer: Reviewer, ref: ReviewRef, task: Running | None = None
                         ) -> tuple[ReviewRequest, Delivery | None, ExecutionState,
-                                   str | None, list[bytes]] | None:
+                                   str | None, list[bytes], Mapping[str, bytes]] | None:
         """The review clicked, its delivery record, the execution, the clicker's cached
-        name (:meth:`Directory.cached_name`) and the audit trail as stored, from one round
-        trip, or none: read as the click's inbox task was taken (``task``, handed in with
-        :func:`click_reads`)."""
+        name (:meth:`Directory.cached_name`), the audit trail and the run's annotations as
+        stored, from one round trip, or none: read as the click's inbox task was taken
+        (``task``, handed in with :func:`click_reads`)."""
         name_key = self.directory.name_key(reviewer.user_id)
         trail: list[bytes] = []
+        notes: Mapping[str, bytes] = {}
         try:
             read = self.engine.get_annotated(ref.execution_id, annotation_key(ref.step),
                                              values=[name_key], read=task)
-            state, note, trail = read.state, read.annotation, read.trail
+            state, note, trail, notes = read.state, read.annotation, read.trail, read.notes
             cached = self.directory.name_from(read.values[0])
         except ExecutionNotFound:
             state, note, cached = None, None, None
@@ -325,7 +343,7 @@ class ReviewListeners:
         if review is None or state is None:
             self._reply_closed(reviewer, ref.execution_id, ref.step, ref.since)
             return None
-        return review, stored, state, cached, trail
+        return review, stored, state, cached, trail, notes
 
     def _open_modal(self, client: WebClient, body: Mapping[str, Any], review: ReviewRequest,
                     approved: bool | None) -> None:

@@ -33,7 +33,7 @@ from slack_sdk.errors import SlackApiError
 
 from bot import texts
 from bot.blocks import ephemeral_text
-from bot.delivery import Deliverer, closed_from_json
+from bot.delivery import Closing, Deliverer, closed_from_json
 from bot.digest import TooSoon
 from bot.directory import Directory
 from bot.forms import ReviewRef
@@ -47,7 +47,6 @@ from engine.connectors import Connectors
 from engine.errors import ExecutionNotFound
 from engine.run.engine import Engine
 from engine.state.inbox import running_task
-from engine.state.store import Annotated
 from engine.worker.runtime import runtime
 
 log = logging.getLogger(__name__)
@@ -76,7 +75,9 @@ class BotRuntime:
 
     @property
     def listeners(self) -> ReviewListeners:
-        return ReviewListeners(self.engine, self.directory, proceed=runtime().runner.continue_decided)
+        return ReviewListeners(self.engine, self.directory,
+                               proceed=runtime().runner.continue_decided,
+                               leaving=self.deliverer.leaving)
 
 
 def build_bot_runtime(settings: BotSettings, engine: Engine,
@@ -159,8 +160,10 @@ def update_review(execution_id: str, step: str, closed: Mapping[str, Any] | None
     """Replace a closed review's buttons with who decided what, in every message showing it."""
     record = closed_from_json(closed) if closed else None
     task = running_task()  # carried by the click's commit: what it read and committed
-    known = task.handed if task is not None and isinstance(task.handed, Annotated) else None
-    return bot_runtime().deliverer.close(execution_id, step, record, known=known)
+    handed = task.handed if task is not None and isinstance(task.handed, Closing) else None
+    return bot_runtime().deliverer.close(execution_id, step, record,
+                                         known=handed.known if handed else None,
+                                         left=handed.left if handed else None)
 
 
 def decide_click(reviewer: Mapping[str, Any], ref: str, approved: bool) -> None:

@@ -189,17 +189,34 @@ class LimitedClient(WebClient):
         """Ask in ``batch`` (another owner's round trip) whether a call of ``api_method``
         with ``arguments`` is limited now. Its reader raises :class:`RateLimited` when it
         is; otherwise this thread's next call under that scope does not ask again."""
+        asked = self.ask_later(batch, api_method, arguments)
+        return lambda replies: asked(replies)()
+
+    def ask_later(self, batch: Batch, api_method: str,
+                  arguments: Mapping[str, Any] | None = None
+                  ) -> Callable[[Sequence[Any]], Callable[[], None]]:
+        """:meth:`ask_in`, whose answer is applied later (by the call it is for, which may
+        come after other work): the reader gives what applies it then, which raises
+        :class:`RateLimited` for what is left of a limit. Past :data:`ASKED_FOR` since the
+        answer came, the call asks again."""
         if self.connection is None or batch.client is not self.connection:
-            return lambda replies: None  # no shared marks, or another Redis: the call asks
+            return lambda replies: lambda: None  # no shared marks, or another Redis: it asks
         scope = scope_of(api_method, arguments)
         at = len(batch)
         batch.pipe.pttl(keys.rate_limited(scope))
 
-        def read(replies: Sequence[Any]) -> None:
-            left = replies[at]
-            if isinstance(left, int) and left > 0:
-                raise RateLimited(scope, left / 1000, method=api_method)
-            self._asked.scope = (scope, time.monotonic() + ASKED_FOR)
+        def read(replies: Sequence[Any]) -> Callable[[], None]:
+            left, answered = replies[at], time.monotonic()
+
+            def apply() -> None:
+                waited = time.monotonic() - answered
+                if isinstance(left, int) and left > 0:
+                    if left / 1000 > waited:
+                        raise RateLimited(scope, left / 1000 - waited, method=api_method)
+                elif waited < ASKED_FOR:
+                    self._asked.scope = (scope, answered + ASKED_FOR)
+
+            return apply
 
         return read
 

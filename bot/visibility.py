@@ -191,14 +191,19 @@ class Visibility:
                        *self.store.set_members(keys.seen_by(execution_id, since_ms))})
 
     def forget(self, batch: Batch, execution_id: str, since: str,
-               notes: Mapping[str, bytes] | None = None) -> Callable[[Sequence[Any]], int]:
+               notes: Mapping[str, bytes] | None = None, *,
+               guard: tuple[str, str, bytes] | None = None
+               ) -> Callable[[Sequence[Any]], int | None]:
         """Take the review of ``execution_id`` that started waiting at ``since`` out of every
         index it was put in, queued in ``batch`` (a closing review's one round trip, with
         other owners' commands); the reader it returns gives how many entries went.
         ``notes``: the execution's annotations as just read
         (:attr:`engine.state.store.Annotated.notes`), so that its note is not read again;
         else it is read first. A review an earlier version indexed kept the note in a set
-        of its own, read and deleted in the batch; its entries go in one more round trip."""
+        of its own, read and deleted in the batch; its entries go in one more round trip.
+        ``guard``: sent with the commit that closes the review (with ``notes`` as read before
+        it, :data:`engine.state.store.Alongside`): nothing is done unless it applied and the
+        note is still as read, and the reader then gives None."""
         moment = parse_iso(since)
         if moment is None:
             return lambda replies: 0
@@ -211,10 +216,14 @@ class Visibility:
             words = self.store.words(execution_id, key)
         dropped = self.store.drop_words(
             batch, execution_id, key, _index_keys(words), execution_id, score,
-            legacy_set=keys.seen_by(execution_id, score))
+            legacy_set=keys.seen_by(execution_id, score), guard=guard,
+            read=notes.get(key) if notes is not None else None)
 
-        def read(replies: Sequence[Any]) -> int:
-            removed, legacy = dropped(replies)
+        def read(replies: Sequence[Any]) -> int | None:
+            found = dropped(replies)
+            if found is None:
+                return None
+            removed, legacy = found
             if legacy:
                 removed += self.store.index_remove_instance(
                     [*_index_keys(legacy), keys.INDEXED], execution_id, score)

@@ -31,7 +31,7 @@ from dataclasses import dataclass
 
 from engine.state import keys
 from engine.state.execution import ExecutionState, ExecutionStatus, StepResult
-from engine.state.store import Change, CommitResult, Store
+from engine.state.store import Alongside, Change, CommitResult, Store
 
 log = logging.getLogger(__name__)
 
@@ -61,6 +61,7 @@ class Deferred:
     state: ExecutionState  # the run as the decision leaves it, in memory (trail: as read)
     written: Callable[[CommitResult], None]  # told once the decision is written
     result: CommitResult | None = None  # that write's
+    alongside: Alongside | None = None  # another owner's commands sent with that write
 
 
 class BufferedWrites:
@@ -130,7 +131,7 @@ class BufferedWrites:
         result = self.store.commit(self.state, change, guard_status=guard,
                                    guard_waiting=deferred.path, claim_lease=self.token,
                                    lease_ttl_ms=self.lease_ms, release_lease=release,
-                                   read_notes=True)
+                                   read_notes=True, alongside=deferred.alongside)
         if not result.ok:
             raise DecisionRaced(result.reason)
         self.deferred, deferred.result = None, result

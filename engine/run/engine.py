@@ -58,7 +58,7 @@ from engine.state.execution import (
 )
 from engine.state.inbox import Running
 from engine.state.indexes import ExecutionSummary
-from engine.state.store import Annotated, ReviewRow, Store
+from engine.state.store import Alongside, Annotated, ReviewRow, Store
 from engine.state.tokens import OPERATOR_PRINCIPAL
 
 
@@ -225,7 +225,8 @@ class Engine:
                step: str | None = None, advance: bool = True,
                read: ExecutionState | None = None,
                acknowledge: Running | None = None,
-               then: Callable[[Deferred], object] | None = None) -> ResumeResult:
+               then: Callable[[Deferred], object] | None = None,
+               alongside: Alongside | None = None) -> ResumeResult:
         """Record a reviewer's answer and continue the run, exactly once.
 
         Raises InputInvalid (every schema violation), NotWaiting, AlreadyDecided
@@ -237,10 +238,12 @@ class Engine:
         the decision, taken off its drain's list by the commit that decides (which may put
         the notifier's closing task in its place: :meth:`Reviews.resume`). ``then``: a
         worker continues the run from the decision, which the run's next write carries
-        (:meth:`engine.run.runner.Runner.continue_decided`).
+        (:meth:`engine.run.runner.Runner.continue_decided`); ``alongside``: commands sent
+        with the write that carries the decision (:meth:`Reviews.resume`).
         """
         return self.reviews.resume(execution_id, input_, actor, step=step, advance=advance,
-                                   read=read, acknowledge=acknowledge, then=then)
+                                   read=read, acknowledge=acknowledge, then=then,
+                                   alongside=alongside)
 
     @property
     def escalate_to(self) -> tuple[str, ...]:

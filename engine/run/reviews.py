@@ -62,7 +62,7 @@ from engine.state.execution import (
     utcnow,
 )
 from engine.state.inbox import Running
-from engine.state.store import Change, CommitResult, Store
+from engine.state.store import Alongside, Change, CommitResult, Store
 from engine.steps import human
 
 log = logging.getLogger(__name__)
@@ -83,6 +83,8 @@ class ResumeResult:
     # the notifier's closing task took the acknowledged inbox task's place (CarriesClosing):
     # its drain runs it next, and review_closed was not called
     carried: bool = False
+    # what the commands sent alongside the decision's write made of their replies
+    alongside: Any = None
 
     @property
     def decided(self) -> bool:
@@ -110,7 +112,8 @@ class Reviews:
                step: str | None = None, reason: str = "", advance: bool = True,
                authorize: bool = True, read: ExecutionState | None = None,
                acknowledge: Running | None = None,
-               then: Callable[[Deferred], object] | None = None) -> ResumeResult:
+               then: Callable[[Deferred], object] | None = None,
+               alongside: Alongside | None = None) -> ResumeResult:
         """Record an answer, exactly once; with ``approvals-required: N`` an approval counts
         toward the quorum and the N-th distinct approver decides (one deny denies).
 
@@ -135,8 +138,15 @@ class Reviews:
         notifier's work on the closed review is an inbox task (:class:`CarriesClosing`),
         the inbox task came alone (``acknowledge.inbox`` set) and the inbox is empty, that
         task takes its place (``acknowledge.then``, run next by the same drain) and
-        ``review_closed`` is not called."""
+        ``review_closed`` is not called.
+
+        ``alongside``: with ``then``, another owner's commands, built from ``read``, sent
+        in the round trip of the write that carries the decision, after it, and acting only
+        once it applied (:data:`engine.state.store.Alongside`): the bot's leave of the
+        closed review. Only the first try sends them (a later one reads afresh); what their
+        reader made of their replies is :attr:`ResumeResult.alongside`."""
         for _ in range(50):
+            given = read is not None  # the caller's read, which ``alongside`` was built from
             state, waiting = self._waiting(execution_id, step, read)
             read = None
             if not isinstance(input_, Mapping):
@@ -185,7 +195,8 @@ class Reviews:
                                   variables=dict(state.variables),
                                   results={**state.results, waiting.path: result},
                                   decisions={**state.decisions, waiting.path: decision})
-                deferred = Deferred(change, waiting.path, decided, written)
+                deferred = Deferred(change, waiting.path, decided, written,
+                                    alongside=alongside if given else None)
                 try:
                     then(deferred)
                 except DecisionRaced as raced:
@@ -204,7 +215,8 @@ class Reviews:
                 if deferred.result is not None:
                     return ResumeResult(execution_id, decision, len(approvals), required,
                                         continued=deferred.state, notes=deferred.result.notes,
-                                        carried=deferred.result.carried)
+                                        carried=deferred.result.carried,
+                                        alongside=deferred.result.alongside)
                 then, advance = None, True  # no write at all: cannot be, but never lose it
                 continue
             committed = self._commit_waiting(state, waiting, change)

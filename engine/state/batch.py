@@ -46,9 +46,10 @@ class Batch:
         self._scripts.append((len(self.pipe), script, list(keys), list(args)))
         self.pipe.evalsha(script.sha, len(keys), *keys, *args)
 
-    def execute(self) -> list[Any]:
+    def execute(self, *, raise_errors: bool = True) -> list[Any]:
         """Send what is queued, in one round trip; the replies, in order. A reply that is an
-        error is raised (the first), once every script Redis did not know has run."""
+        error is raised (the first), once every script Redis did not know has run; with
+        ``raise_errors`` False, it is left in its place for its owner."""
         if not len(self.pipe):
             return []
         try:
@@ -58,7 +59,7 @@ class Batch:
                     replies[at] = script(keys=keys, args=args)  # loads it, then runs it
         except (redis.ConnectionError, redis.TimeoutError) as exc:
             raise StoreUnavailable(f"Redis is unreachable: {exc}") from exc
-        for reply in replies:
+        for reply in replies if raise_errors else ():
             if isinstance(reply, Exception):
                 raise reply
         return list(replies)

@@ -230,7 +230,18 @@ return removed
 # REMOVE_INSTANCE), delete field ARGV[1] of the execution hash KEYS[1], and, when ARGV[4] is
 # '1', read and delete the set KEYS[2] (where an earlier version kept the note; KEYS[1]
 # again otherwise). Returns {how many index entries were removed, the set's members}.
+# Guarded (sent with a commit, Store.commit's ``alongside``): when ARGV[5] is a field, it does
+# nothing unless that field of KEYS[1] holds ARGV[6] (the commit applied) and field ARGV[1]
+# still holds ARGV[8] (absent when ARGV[7] is '0': the note as the words were read), and
+# then returns {-1, {}}.
 DROP_WORDS = """
+if ARGV[5] and ARGV[5] ~= '' then
+  local at = redis.call('HMGET', KEYS[1], ARGV[5], ARGV[1])
+  if at[1] ~= ARGV[6] then return {-1, {}} end
+  if ARGV[7] == '1' then
+    if at[2] ~= ARGV[8] then return {-1, {}} end
+  elseif at[2] then return {-1, {}} end
+end
 local removed = 0
 for i = 3, #KEYS do
   local score = redis.call('ZSCORE', KEYS[i], ARGV[2])

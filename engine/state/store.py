@@ -25,6 +25,7 @@ worker side keeps its timers in. Plug-ins' small values and the API tokens' reco
 from __future__ import annotations
 
 import json
+import logging
 import secrets
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -65,6 +66,8 @@ from engine.state.execution import (
 from engine.state.indexes import Indexes, reply_text
 from engine.state.tokens import ApiToken
 
+log = logging.getLogger(__name__)
+
 
 def connect(url: str) -> redis.Redis:
     """A Redis client that rides out restarts and fail-overs instead of failing at once."""
@@ -92,7 +95,7 @@ def connect_async(url: str) -> redis.asyncio.Redis:
     )
 
 
-@dataclass(frozen=True)
+@dataclass
 class CommitResult:
     ok: bool
     status: str
@@ -101,6 +104,17 @@ class CommitResult:
     # read_notes: the run's annotations (plug-ins' notes, n:…) as the commit left them, stored
     notes: Mapping[str, bytes] = field(default_factory=dict)
     carried: bool = False  # Change.carry: the other entry took the acknowledged one's place
+    # what the commands sent alongside the commit made of their replies (Alongside), once
+    # it was applied; None when none were sent, or their reader failed
+    alongside: Any = None
+
+
+# Commands of another owner sent in the same round trip as a commit, after it
+# (Store.commit's ``alongside``): queued in the batch, given a guard (the execution's hash
+# key, its field holding the trail's head, and the head the commit leaves, as stored) that
+# those that change anything check first, so that they act only once the commit applied.
+# Returns the reader of their replies, called only once the commit applied.
+Alongside = Callable[["Batch", tuple[str, str, bytes]], Callable[[Sequence[Any]], Any]]
 
 
 @dataclass
@@ -316,13 +330,17 @@ class Store(Indexes):
                guard_waiting: str | None = None,
                guard_hlen: tuple[str, int] | None = None,
                lease_ttl_ms: int | None = None, release_lease: bool = False,
-               claim_lease: str | None = None, read_notes: bool = False) -> CommitResult:
+               claim_lease: str | None = None, read_notes: bool = False,
+               alongside: Alongside | None = None) -> CommitResult:
         """Apply ``change`` if the guards hold; on success ``state`` follows it (status, head).
         ``guard_waiting``: the path of the step the execution must be waiting on (``wp``).
         ``claim_lease``: a token; the lease must be free (reason ``lease`` otherwise), and
         once applied it is the caller's under that token for ``lease_ttl_ms``, or left free
         with ``release_lease`` (a segment whose first write is its last). ``read_notes``:
-        return the run's annotations as the commit left them (:attr:`CommitResult.notes`)."""
+        return the run's annotations as the commit left them (:attr:`CommitResult.notes`).
+        ``alongside``: another owner's commands, sent after the commit in its round trip
+        (:data:`Alongside`; only with events, whose new head is the guard); what their
+        reader made of their replies is :attr:`CommitResult.alongside`."""
         linked, head = audit.chain(state.audit_head, change.events, self.audit_key,
                                    _event_text(state, change.events))
         spec: dict[str, Any] = {}
@@ -401,14 +419,22 @@ class Store(Indexes):
             values += [entry, other]
         if guard_hlen is not None:  # the hash must have as many fields as the caller read
             spec["guard_hlen"] = [position(guard_hlen[0]), guard_hlen[1]]
-        raw = self._call(
-            self._commit,
-            keys=[keys.execution(state.id), keys.audit(state.id), keys.lease(state.id),
-                  keys.INDEX_WAITING, keys.INDEX_RUNNING,
-                  *(keys.index_status(name) for name in statuses), *named],
-            args=[json.dumps(spec), state.id, keys.status_channel(state.id), *statuses,
-                  *values],
-        )
+        commit_keys = [keys.execution(state.id), keys.audit(state.id), keys.lease(state.id),
+                       keys.INDEX_WAITING, keys.INDEX_RUNNING,
+                       *(keys.index_status(name) for name in statuses), *named]
+        commit_args = [json.dumps(spec), state.id, keys.status_channel(state.id), *statuses,
+                       *values]
+        reader = replies = None
+        if alongside is not None and linked:
+            batch = Batch(self.redis)
+            batch.script(self._commit, commit_keys, commit_args)
+            reader = alongside(batch, (keys.execution(state.id), "ah", audit.head_stored(head)))
+            replies = batch.execute(raise_errors=False)  # theirs by their place, as queued
+            raw = replies[0]
+            if isinstance(raw, Exception):
+                raise raw
+        else:
+            raw = self._call(self._commit, keys=commit_keys, args=commit_args)
         notes = {}
         if read_notes and len(raw) > 4 and raw[4]:
             notes = _notes(dict(zip(raw[4][::2], raw[4][1::2], strict=True)))
@@ -419,6 +445,11 @@ class Store(Indexes):
             state.audit_head = result.head
             if change.status is not None:
                 state.status = change.status
+            if reader is not None:
+                try:
+                    result.alongside = reader(replies or [])
+                except Exception:  # theirs to do again: the commit stands
+                    log.exception("the commands sent with a commit to %s failed", state.id)
         return result
 
     def append_audit(self, state: ExecutionState, events: Sequence[dict[str, Any]]) -> None:
@@ -511,25 +542,36 @@ class Store(Indexes):
 
     def drop_words(self, batch: Batch, execution_id: str, key: str,
                    index_keys: Sequence[str], member: str, score: float, *,
-                   legacy_set: str | None = None
-                   ) -> Callable[[Sequence[Any]], tuple[int, list[str]]]:
+                   legacy_set: str | None = None,
+                   guard: tuple[str, str, bytes] | None = None, read: bytes | None = None
+                   ) -> Callable[[Sequence[Any]], tuple[int, list[str]] | None]:
         """Queue in ``batch`` (one MULTI, with other owners' commands), as one script
         (:data:`engine.state.lua.DROP_WORDS`): remove ``member`` from ``index_keys`` where
         it still has ``score`` (as :meth:`index_remove_instance`) and delete annotation
         ``n:{key}``, and read and delete ``legacy_set`` (a Redis set that held such words
         before). The reader it returns gives, from the batch's replies, how many entries
-        went and the legacy set's members."""
+        went and the legacy set's members. ``guard`` (sent with a commit: :data:`Alongside`,
+        whose key is the execution's hash): nothing is done unless the commit applied and
+        the note still is ``read`` (None: absent), as the words were read; the reader then
+        gives None."""
         at = len(batch)
         execution = keys.execution(execution_id)
-        batch.script(self._drop_words, [execution, legacy_set or execution, *index_keys],
-                     [keys.annotation_field(key), member, score,
-                      "1" if legacy_set is not None else "0"])
+        args: list[Any] = [keys.annotation_field(key), member, score,
+                           "1" if legacy_set is not None else "0"]
+        if guard is not None:
+            assert guard[0] == execution
+            args += [guard[1], guard[2], "0" if read is None else "1", read or b""]
+        batch.script(self._drop_words, [execution, legacy_set or execution, *index_keys], args)
 
-        def read(replies: Sequence[Any]) -> tuple[int, list[str]]:
+        def reader(replies: Sequence[Any]) -> tuple[int, list[str]] | None:
+            if isinstance(replies[at], Exception):
+                raise replies[at]
             removed, legacy = replies[at]
+            if int(removed) < 0:
+                return None
             return int(removed), sorted(reply_text(m) for m in legacy)
 
-        return read
+        return reader
 
     def words(self, execution_id: str, key: str) -> list[str]:
         """Annotation ``n:{key}`` as :meth:`add_words` wrote it."""

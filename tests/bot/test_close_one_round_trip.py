@@ -12,13 +12,16 @@ from typing import Any
 import pytest
 import redis
 
+from bot import digest
 from bot import keys as bot_keys
+from bot.delivery import Delivery, Left, annotation_key
 from bot.ratelimit import LimitedClient, RateLimited, mark_limited
 from bot.visibility import noted_key
 from engine.notify import Actor
 from engine.state import keys, lua
 from engine.state.batch import Batch
 from engine.state.execution import epoch_ms, parse_iso
+from engine.state.store import annotated
 from tests.bot.conftest import ISOLATE, REVIEWS, Signoff
 from tests.support.monitor import monitored
 
@@ -49,6 +52,7 @@ def test_a_closing_review_leaves_its_indexes_and_asks_slacks_limit_in_one_round_
     assert redis_client.hget(keys.execution(execution_id), noted) is not None
     assert redis_client.zscore(bot_keys.posted_in(REVIEWS), execution_id) is not None
     redis_client.script_load(lua.DROP_WORDS)  # as any worker that ran a while has
+    redis_client.script_load(digest._LEAVE)
     closed: list[int] = []
 
     seen = commands_of(redis_client, lambda: closed.append(
@@ -135,3 +139,104 @@ def test_a_batched_script_redis_forgot_runs_on_its_own_and_the_rest_still_counts
     batch.pipe.incr(keys.execution("run-1"))  # a hash: WRONGTYPE, raised
     with pytest.raises(redis.ResponseError):
         batch.execute()
+
+
+# -- the leave sent with a click's decision (bot.delivery.Deliverer.leaving) -----------------
+
+BOB = Actor(id="U0BOB", name="bob", source="slack")
+
+
+def posted(signoff: Signoff) -> tuple[str, int]:
+    """A review posted to #reviews, waiting: the run's id and when it began waiting (ms)."""
+    execution_id = signoff.run(ISOLATE, {"host": "web-1", "rule": "beaconing"})
+    since = signoff.engine.get(execution_id).waiting.since
+    return execution_id, epoch_ms(parse_iso(since))
+
+
+def decide_with_leave(signoff: Signoff, execution_id: str, actor: Actor = ALICE,
+                      then: Callable[[Any], Any] | None = None) -> Any:
+    """Decide as a click's worker does: on the run as read, continuing it, the review's
+    leave sent with the write that carries the decision."""
+    read = signoff.engine.get_annotated(execution_id, annotation_key("review"))
+    delivery = Delivery.from_json(read.annotation, execution_id, "review")
+    leave = signoff.bot.deliverer.leaving(delivery, read.state.workflow, read.notes)
+    return signoff.engine.resume(execution_id, {"approved": True}, actor, step="review",
+                                 read=read.state,
+                                 then=then or signoff.runtime.runner.continue_decided,
+                                 alongside=leave)
+
+
+def in_indexes(redis_client: redis.Redis, execution_id: str, since_ms: int) -> tuple[bool, bool]:
+    """Whether the review is still in #reviews' /approvals index, and its note still kept."""
+    noted = keys.annotation_field(noted_key(since_ms))
+    return (redis_client.zscore(bot_keys.posted_in(REVIEWS), execution_id) is not None,
+            redis_client.hget(keys.execution(execution_id), noted) is not None)
+
+
+def test_the_leave_sent_with_the_decisions_write_is_done_and_the_rewrite_only_writes(
+        signoff: Signoff, redis_client: redis.Redis):
+    execution_id, since_ms = posted(signoff)
+    assert in_indexes(redis_client, execution_id, since_ms) == (True, True)
+
+    result = decide_with_leave(signoff, execution_id)
+
+    assert isinstance(result.alongside, Left) and result.alongside.digests == set()
+    assert in_indexes(redis_client, execution_id, since_ms) == (False, False)
+    known = annotated(result.continued, annotation_key("review"), result.notes,
+                      signoff.engine.store.load_annotated(execution_id, annotation_key(
+                          "review")).trail)
+    seen = commands_of(redis_client, lambda: signoff.bot.deliverer.close(
+        execution_id, "review", None, known=known, left=result.alongside))
+    assert seen == []  # nothing read, nothing left again; Slack's limit asked with the write
+    [message] = signoff.messages()
+    assert "Approved by" in str(message["blocks"])
+
+
+def test_a_leave_sent_with_a_write_that_was_refused_takes_nothing_out_of_approvals(
+        signoff: Signoff, redis_client: redis.Redis):
+    """The first write is refused (a refused attempt moved the trail on while the segment
+    ran): the review still waits, so its leave, sent with that write, must not act. The
+    decision is then made on a fresh read, without the leave (the rewrite leaves)."""
+    execution_id, since_ms = posted(signoff)
+    tries: list[Any] = []
+    between: list[tuple[bool, bool]] = []
+
+    def then(deferred: Any) -> Any:
+        tries.append(deferred)
+        if len(tries) == 1:  # a refused attempt lands in the trail: the write will not apply
+            signoff.engine.reviews.record_refusal(execution_id, BOB, "not_an_approver")
+        else:  # the first write was refused: the review waits, in every index still
+            between.append(in_indexes(redis_client, execution_id, since_ms))
+            assert deferred.alongside is None  # a fresh read: the leave is the rewrite's
+        return signoff.runtime.runner.continue_decided(deferred)
+
+    result = decide_with_leave(signoff, execution_id, then=then)
+
+    assert len(tries) == 2 and between == [(True, True)]
+    assert result.decided and result.alongside is None
+    signoff.drain()  # the rewrite, from the slack queue: it leaves as it always did
+    assert in_indexes(redis_client, execution_id, since_ms) == (False, False)
+    assert "Approved by" in str(signoff.messages()[0]["blocks"])
+
+
+def test_a_leave_whose_note_grew_before_it_ran_leaves_it_to_the_rewrite(
+        signoff: Signoff, redis_client: redis.Redis):
+    """Someone was let see the review (its note of indexes grew) after the click's read: the
+    leave sent with the write does nothing, and the rewrite's leave takes every entry out."""
+    execution_id, since_ms = posted(signoff)
+    read = signoff.engine.get_annotated(execution_id, annotation_key("review"))
+    delivery = Delivery.from_json(read.annotation, execution_id, "review")
+    leave = signoff.bot.deliverer.leaving(delivery, read.state.workflow, read.notes)
+    signoff.engine.store.add_words(execution_id, noted_key(since_ms), ["U0CAROL"])
+    redis_client.zadd(bot_keys.viewer("U0CAROL"), {execution_id: since_ms})
+
+    result = signoff.engine.resume(execution_id, {"approved": True}, ALICE, step="review",
+                                   read=read.state,
+                                   then=signoff.runtime.runner.continue_decided,
+                                   alongside=leave)
+
+    assert result.decided and result.alongside is None
+    assert in_indexes(redis_client, execution_id, since_ms) == (True, True)
+    signoff.bot.deliverer.close(execution_id, "review", None)
+    assert in_indexes(redis_client, execution_id, since_ms) == (False, False)
+    assert redis_client.zscore(bot_keys.viewer("U0CAROL"), execution_id) is None
