@@ -214,13 +214,11 @@ class ReviewListeners:
             waiting = state.waiting  # as read, its message found in the trail
             shown = ((waiting.message_sha256, waiting.message)
                      if waiting is not None and waiting.complete else None)
-            key = annotation_key(review.step)
-            # The leave sent with the write holds for the posts read before it: a post
-            # recorded in between makes the rewrite leave again, with it.
-            left = (result.alongside if isinstance(result.alongside, Left)
-                    and result.notes.get(key) == notes.get(key) else None)
-            task.hand_on = Closing(annotated(result.continued, key, result.notes, trail,
-                                             message=shown), left)
+            # The leave sent with the write is for the posts read before it; the rewrite
+            # leaves again should a post have been recorded in between (Deliverer.close).
+            left = result.alongside if isinstance(result.alongside, Left) else None
+            task.hand_on = Closing(annotated(result.continued, annotation_key(review.step),
+                                             result.notes, trail, message=shown), left)
         if cached is None:
             self.outbox.learn_name(reviewer.user_id)  # for the next audit entry and /approvals
         return None

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from typing import Any
 
 import pytest
@@ -14,7 +15,8 @@ import redis
 
 from bot import digest
 from bot import keys as bot_keys
-from bot.delivery import Delivery, Left, annotation_key
+from bot.delivery import Delivery, Left, Post, annotation_key, save_delivery
+from bot.digest import pile_id
 from bot.ratelimit import LimitedClient, RateLimited, mark_limited
 from bot.visibility import noted_key
 from engine.notify import Actor
@@ -240,3 +242,35 @@ def test_a_leave_whose_note_grew_before_it_ran_leaves_it_to_the_rewrite(
     signoff.bot.deliverer.close(execution_id, "review", None)
     assert in_indexes(redis_client, execution_id, since_ms) == (False, False)
     assert redis_client.zscore(bot_keys.viewer("U0CAROL"), execution_id) is None
+
+
+def test_a_post_recorded_after_the_clicks_read_is_left_by_the_rewrite(
+        signoff: Signoff, redis_client: redis.Redis):
+    """The leave sent with the write was built from the posts read before it; a post
+    recorded in between (here in another channel, whose pile holds the review) is not among
+    them, so the rewrite leaves again, that channel's pile included."""
+    execution_id, since_ms = posted(signoff)
+    read = signoff.engine.get_annotated(execution_id, annotation_key("review"))
+    delivery = Delivery.from_json(read.annotation, execution_id, "review")
+    leave = signoff.bot.deliverer.leaving(delivery, read.state.workflow, read.notes)
+    other = pile_id("C0OTHER", read.state.workflow, "review")
+    redis_client.sadd(bot_keys.pile(other), execution_id)
+    save_delivery(signoff.engine, replace(delivery, posts=(
+        *delivery.posts, Post(to="C0OTHER", channel="C0OTHER", ts="1700000000.000100"))))
+
+    result = signoff.engine.resume(execution_id, {"approved": True}, ALICE, step="review",
+                                   read=read.state,
+                                   then=signoff.runtime.runner.continue_decided,
+                                   alongside=leave)
+    assert isinstance(result.alongside, Left)
+    assert redis_client.sismember(bot_keys.pile(other), execution_id)  # not read: not left
+    known = annotated(result.continued, annotation_key("review"), result.notes,
+                      signoff.engine.store.load_annotated(execution_id, annotation_key(
+                          "review")).trail)
+
+    signoff.bot.deliverer.close(execution_id, "review", None, known=known,
+                                left=result.alongside)
+
+    assert not redis_client.sismember(bot_keys.pile(other), execution_id)
+    assert in_indexes(redis_client, execution_id, since_ms) == (False, False)
+    assert "Approved by" in str(signoff.messages()[0]["blocks"])
