@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import redis
 
+from bot import keys as bot_keys
 from bot.blocks import ACTION_APPROVE
 from bot.outbox import QUEUE as SLACK_QUEUE
 from engine.state import keys
 from engine.state.execution import ExecutionStatus
 from tests.bot.conftest import ISOLATE, REVIEWS, DrainWorker, Signoff
+from tests.support.http_target import PostTarget
 from tests.support.monitor import monitored
 
 EVENT = {"host": "web-01", "rule": "beaconing"}
@@ -110,4 +112,47 @@ def test_a_lone_clicks_rewrite_shows_the_long_message_the_reviewers_saw(
     assert "Approved by" in str(rewritten["blocks"])
     shown = "".join(str(b) for b in rewritten["blocks"])
     assert EVIDENCE[:60] in shown and EVIDENCE[-60:] in shown  # the message, whole
+    assert rewrites_queued(signoff) == []
+
+
+def test_a_lone_clicks_review_leaves_approvals_with_the_write_that_decides_it(
+        signoff: Signoff, redis_client: redis.Redis):
+    """The review's leave (the /approvals indexes, the digests' piles) goes with the write
+    that carries the decision, in its round trip: by the time the step after the review
+    acts, the review is out of /approvals all's index already, and the rewrite that follows
+    only writes the message."""
+    runs: list[str] = []
+    at_isolation: list[object] = []
+
+    def isolate(path: str, body: bytes) -> tuple[int, bytes]:
+        at_isolation.append(redis_client.zscore(bot_keys.posted_in(REVIEWS), runs[0]))
+        return 200, b'{"isolated": true}'
+
+    target = PostTarget(isolate)
+    try:
+        runs.append(signoff.run(f"""
+name: isolate-now
+steps:
+  - name: review
+    type: waitForInput
+    with:
+      approvers: [U0ALICE]
+      message: "## Isolate `{{{{ event.host }}}}`?"
+  - name: isolate
+    type: http
+    with: {{method: POST, url: "{target.url}/isolate", body: {{host: "{{{{ event.host }}}}"}}}}
+""", EVENT))
+        assert redis_client.zscore(bot_keys.posted_in(REVIEWS), runs[0]) is not None
+        [message] = signoff.messages(REVIEWS)
+        assert signoff.driver.click("U0ALICE", (REVIEWS, message["ts"]),
+                                    ACTION_APPROVE).status == 200
+
+        engine_queue_only(signoff, redis_client)
+    finally:
+        target.close()
+
+    assert signoff.engine.get(runs[0]).status is ExecutionStatus.COMPLETED
+    assert at_isolation == [None]
+    [rewritten] = signoff.messages(REVIEWS)
+    assert "Approved by" in str(rewritten["blocks"])
     assert rewrites_queued(signoff) == []
