@@ -4,15 +4,18 @@ own replies.
 
 A review that closes leaves the indexes /approvals reads (bot.visibility), its channels'
 digests (bot.digest) and asks whether Slack's limit for the rewrite holds (bot.ratelimit):
-three owners, one round trip. An owner adds commands to :attr:`Batch.pipe` (or a script
-with :meth:`Batch.script`), notes where its replies begin (``len(batch)``), and reads
-them from :meth:`Batch.execute`'s list.
+three owners, one round trip; when a click closes it, in the round trip of the write that
+carries the decision, after it (``Store.commit``'s ``alongside``: the scripts that change
+anything check first that the write applied). An owner adds commands to
+:attr:`Batch.pipe` (or a script with :meth:`Batch.script`), notes where its replies begin
+(``len(batch)``), and reads them from :meth:`Batch.execute`'s list.
 
 A script in a redis-py pipeline costs a ``SCRIPT EXISTS`` round trip before every
 execution; :meth:`Batch.script` sends ``EVALSHA`` alone instead. Should Redis not know
 the script (restarted, or its scripts flushed), the rest of the transaction still ran, and
 the script is then run on its own, which loads it: only scripts that may run again, and
-apart from the rest, may be batched (removing index entries is both). Nor is the batch
+apart from the rest, may be batched (removing index entries is both; a commit run after
+the commands sent with it leaves them undone, their guard not met, for the rewrite). Nor is the batch
 atomic: a worker that dies while Redis runs it leaves some of it done, and what it was for
 is tried again (a closing review's rewrite, whose leave is the same again).
 """

@@ -95,7 +95,7 @@ def connect_async(url: str) -> redis.asyncio.Redis:
     )
 
 
-@dataclass
+@dataclass(frozen=True)
 class CommitResult:
     ok: bool
     status: str
@@ -438,18 +438,20 @@ class Store(Indexes):
         notes = {}
         if read_notes and len(raw) > 4 and raw[4]:
             notes = _notes(dict(zip(raw[4][::2], raw[4][1::2], strict=True)))
-        result = CommitResult(ok=bool(raw[0]), status=reply_text(raw[1]),
+        ok, made = bool(raw[0]), None
+        if ok and reader is not None:
+            try:
+                made = reader(replies or [])
+            except Exception:  # theirs to do again: the commit stands
+                log.exception("the commands sent with a commit to %s failed", state.id)
+        result = CommitResult(ok=ok, status=reply_text(raw[1]),
                               head=audit.head_text(raw[2]), reason=reply_text(raw[3]),
-                              notes=notes, carried=len(raw) > 5 and raw[5] == 1)
+                              notes=notes, carried=len(raw) > 5 and raw[5] == 1,
+                              alongside=made)
         if result.ok:
             state.audit_head = result.head
             if change.status is not None:
                 state.status = change.status
-            if reader is not None:
-                try:
-                    result.alongside = reader(replies or [])
-                except Exception:  # theirs to do again: the commit stands
-                    log.exception("the commands sent with a commit to %s failed", state.id)
         return result
 
     def append_audit(self, state: ExecutionState, events: Sequence[dict[str, Any]]) -> None:
