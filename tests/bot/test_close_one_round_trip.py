@@ -274,3 +274,17 @@ def test_a_post_recorded_after_the_clicks_read_is_left_by_the_rewrite(
     assert not redis_client.sismember(bot_keys.pile(other), execution_id)
     assert in_indexes(redis_client, execution_id, since_ms) == (False, False)
     assert "Approved by" in str(signoff.messages()[0]["blocks"])
+
+
+def test_a_decision_whose_scripts_redis_forgot_is_written_and_its_review_left(
+        signoff: Signoff, redis_client: redis.Redis):
+    """Redis restarted (its scripts gone) before the click's write: the write and the leave
+    sent with it are each run on their own, in order, and the review leaves /approvals."""
+    execution_id, since_ms = posted(signoff)
+    redis_client.script_flush()
+
+    result = decide_with_leave(signoff, execution_id)
+
+    assert result.decided and isinstance(result.alongside, Left)
+    assert signoff.engine.get(execution_id).decisions["review"].actor["id"] == "U0ALICE"
+    assert in_indexes(redis_client, execution_id, since_ms) == (False, False)
