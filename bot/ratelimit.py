@@ -57,7 +57,7 @@ from engine.errors import SignoffError
 from engine.state.batch import Batch
 
 DEFAULT_WAIT = 1.0  # seconds, when a 429 carries no Retry-After
-ASKED_FOR = 1.0  # seconds an answer of LimitedClient.ask_in holds for the call it was for
+ASKED_FOR = 1.0  # seconds an answer of LimitedClient.ask_later holds for the call it was for
 POST_MESSAGE = "chat.postMessage"
 PACE = 1.0  # seconds between slots under one scope: a channel's posts, unknown methods
 # Slack's pace for the methods the bot calls: 60 s over the calls a minute of their tier.
@@ -174,7 +174,7 @@ class LimitedClient(WebClient):
         self.retry_handlers = [h for h in self.retry_handlers
                                if not isinstance(h, RateLimitErrorRetryHandler)]
         self.connection = connection
-        self._asked = threading.local()  # .scope: (scope found free by ask_in, until)
+        self._asked = threading.local()  # .scope: (scope found free by ask_later, until)
         self.kept = KeptConnections()  # Slack's connections, kept open between calls
 
     def _perform_urllib_http_request_internal(self, url: str, req: Request) -> dict[str, Any]:
@@ -184,20 +184,14 @@ class LimitedClient(WebClient):
             return super()._perform_urllib_http_request_internal(url, req)
         return self.kept.perform(url, req, timeout=self.timeout, context=self.ssl)
 
-    def ask_in(self, batch: Batch, api_method: str, arguments: Mapping[str, Any] | None = None
-               ) -> Callable[[Sequence[Any]], None]:
-        """Ask in ``batch`` (another owner's round trip) whether a call of ``api_method``
-        with ``arguments`` is limited now. Its reader raises :class:`RateLimited` when it
-        is; otherwise this thread's next call under that scope does not ask again."""
-        asked = self.ask_later(batch, api_method, arguments)
-        return lambda replies: asked(replies)()
-
     def ask_later(self, batch: Batch, api_method: str,
                   arguments: Mapping[str, Any] | None = None
                   ) -> Callable[[Sequence[Any]], Callable[[], None]]:
-        """:meth:`ask_in`, whose answer is applied later (by the call it is for, which may
-        come after other work): the reader gives what applies it then, which raises
-        :class:`RateLimited` for what is left of a limit. Past :data:`ASKED_FOR` since the
+        """Ask in ``batch`` (another owner's round trip) whether a call of ``api_method``
+        with ``arguments`` is limited; the answer is applied later, by the call it is for
+        (which may come after other work): the reader gives what applies it then, which
+        raises :class:`RateLimited` for what is left of a limit, and otherwise spares this
+        thread's next call under that scope its own ask. Past :data:`ASKED_FOR` since the
         answer came, the call asks again."""
         if self.connection is None or batch.client is not self.connection:
             return lambda replies: lambda: None  # no shared marks, or another Redis: it asks

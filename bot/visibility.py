@@ -209,15 +209,14 @@ class Visibility:
             return lambda replies: 0
         score = epoch_ms(moment)
         key = noted_key(score)
+        raw = notes.get(key) if notes is not None else None
         if notes is not None:
-            raw = notes.get(key)
             words = raw.decode().split() if raw is not None else []
         else:
             words = self.store.words(execution_id, key)
         dropped = self.store.drop_words(
             batch, execution_id, key, _index_keys(words), execution_id, score,
-            legacy_set=keys.seen_by(execution_id, score), guard=guard,
-            read=notes.get(key) if notes is not None else None)
+            legacy_set=keys.seen_by(execution_id, score), guard=guard, read=raw)
 
         def read(replies: Sequence[Any]) -> int | None:
             found = dropped(replies)

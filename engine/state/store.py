@@ -114,7 +114,7 @@ class CommitResult:
 # key, its field holding the trail's head, and the head the commit leaves, as stored) that
 # those that change anything check first, so that they act only once the commit applied.
 # Returns the reader of their replies, called only once the commit applied.
-Alongside = Callable[["Batch", tuple[str, str, bytes]], Callable[[Sequence[Any]], Any]]
+Alongside = Callable[[Batch, tuple[str, str, bytes]], Callable[[Sequence[Any]], Any]]
 
 
 @dataclass

@@ -93,15 +93,15 @@ def test_a_closing_review_under_slacks_limit_is_put_off_without_calling_slack(
     assert "Approved by" in str(signoff.messages()[0]["blocks"])
 
 
-def test_an_answer_of_ask_in_holds_for_one_call_under_its_scope_for_a_second_at_most(
+def test_an_answer_of_ask_later_holds_for_one_call_under_its_scope_for_a_second_at_most(
         signoff: Signoff, redis_client: redis.Redis):
     client = signoff.bot.deliverer.client
     assert isinstance(client, LimitedClient)
     ts: Any = client.chat_postMessage(channel=REVIEWS, text="hello")["ts"]
 
     batch = Batch(client.connection)
-    read = client.ask_in(batch, "chat.update")
-    read(batch.execute())  # free now
+    read = client.ask_later(batch, "chat.update")
+    read(batch.execute())()  # free now
     mark_limited(redis_client, "chat.update", 30)
     client.chat_update(channel=REVIEWS, ts=ts, text="the call it was asked for")
     with pytest.raises(RateLimited):  # the next call asks again
@@ -109,8 +109,8 @@ def test_an_answer_of_ask_in_holds_for_one_call_under_its_scope_for_a_second_at_
 
     redis_client.delete(bot_keys.rate_limited("chat.update"))
     batch = Batch(client.connection)
-    read = client.ask_in(batch, "chat.update")
-    read(batch.execute())
+    read = client.ask_later(batch, "chat.update")
+    read(batch.execute())()
     mark_limited(redis_client, "chat.update", 30)
     time.sleep(1.1)  # ASKED_FOR: an old answer is not trusted
     with pytest.raises(RateLimited):

@@ -16,13 +16,9 @@ from bot.blocks import ACTION_APPROVE
 from bot.visibility import noted_key
 from engine.state import keys
 from engine.state.execution import ExecutionStatus, epoch_ms, parse_iso
-from tests.bot.conftest import ISOLATE, REVIEWS, DrainWorker, Signoff
+from tests.bot.conftest import ISOLATE, REVIEWS, Signoff
 from tests.bot.test_slack_reviews import EVENT, only_message
-
-
-def engine_queue_only(signoff: Signoff, redis_client: redis.Redis) -> None:
-    DrainWorker([signoff.runtime.settings.queue], connection=redis_client).work(
-        burst=True, logging_level="WARNING")
+from tests.security.test_lone_click_carries_no_forged_close import engine_queue_only
 
 
 def listed(redis_client: redis.Redis, execution_id: str, since_ms: int) -> dict[str, object]:
