@@ -132,7 +132,7 @@ class Delivery:
             since=str(data["since"]), approvers=tuple(data.get("approvers") or ()),
             restricted=bool(data.get("restricted")), shown=tuple(data.get("shown") or ()),
             requester=data.get("requester"),
-            posts=tuple(Post(**{"channel": p["to"], **p}) for p in data.get("posts") or ()),
+            posts=_posts(data),
             review=review,
             sources=tuple(data.get("sources") or review.get("approvers") or ()),
             sent=tuple(data.get("sent") or ()),
@@ -141,6 +141,22 @@ class Delivery:
 
     def same_review(self, review: ReviewRequest) -> bool:
         return self.step == review.step and self.since == iso(review.created_at)
+
+
+def _posts(data: Mapping[str, Any]) -> tuple[Post, ...]:
+    return tuple(Post(**{"channel": p["to"], **p}) for p in data.get("posts") or ())
+
+
+def stored_posts(data: Any, review: ReviewRequest) -> tuple[Post, ...]:
+    """The posts of ``review`` in a delivery record as read (its note: None when unset),
+    as ``Delivery.from_json(data, …).posts`` when the record is ``review``'s (``same_review``),
+    else none; without reading the rest of the record (a listing's row needs no more)."""
+    if not isinstance(data, Mapping):
+        return ()
+    step = str(data.get("step") or review.step)
+    if step != review.step or str(data["since"]) != iso(review.created_at):
+        return ()
+    return _posts(data)
 
 
 def new_delivery(review: ReviewRequest, directory: Directory) -> Delivery:

@@ -60,6 +60,7 @@ from bot.delivery import (
     current_delivery,
     permalink,
     refusal,
+    stored_posts,
 )
 from bot.directory import Directory
 from bot.forms import ReviewRef, decision_line, only_decision_required
@@ -73,7 +74,7 @@ from bot.plain_line import plain_line
 from bot.visibility import Visibility
 from engine.notify import ReviewRequest
 from engine.run import escalation
-from engine.run.engine import Engine, pending_review
+from engine.run.engine import Engine
 from engine.run.stats import GRADUATION_WINDOW, RECENT_OUTCOMES, StepStats, review_stats
 from engine.state.store import ReviewRow
 
@@ -254,19 +255,14 @@ class Overview:
         known = self._rows.get(row)
         if known is not None:
             return known
-        loaded = pending_review(row)
-        if loaded is None:
+        review = row.review()
+        if review is None:
             return None
-        review, notes = loaded
         note = annotation_key(review.step)
-        if note not in notes:  # a step whose records this process has not read yet
+        if note not in row.notes:  # a step whose records this process has not read yet
             [delivery] = self._deliveries([review])
             return _Known(review, delivery.posts if delivery else (), self.title(review))
-        data = notes[note]
-        delivery = (Delivery.from_json(data, review.execution_id, review.step)
-                    if isinstance(data, Mapping) else None)
-        known = _Known(review, delivery.posts if delivery is not None
-                       and delivery.same_review(review) else (), self.title(review))
+        known = _Known(review, stored_posts(row.note(note), review), self.title(review))
         with self._rows_lock:
             while len(self._rows) >= ROWS_KEPT:
                 del self._rows[next(iter(self._rows))]  # the oldest kept

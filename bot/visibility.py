@@ -77,7 +77,7 @@ from engine.notify import ReviewRequest
 from engine.run import escalation
 from engine.state import keys as engine_keys
 from engine.state.batch import Batch
-from engine.state.execution import ExecutionStatus, epoch_ms, parse_iso, review_request
+from engine.state.execution import epoch_ms, parse_iso
 from engine.state.store import Store
 
 # Listing passes that may find entries of reviews a run has moved on from; each takes
@@ -312,10 +312,7 @@ class Visibility:
 
     def load(self, ids: Sequence[str]) -> list[ReviewRequest | None]:
         """The review each of ``ids`` waits on (None where it waits on none), in one round trip."""
-        return [review_request(state, state.waiting)
-                if state is not None and state.waiting is not None
-                and state.status is ExecutionStatus.WAITING_FOR_INPUT else None
-                for state in self.store.load_reviews(ids)]
+        return self.store.waiting_reviews(ids)
 
     def _reviews(self, rows: Sequence[tuple[str, float]]
                  ) -> tuple[list[ReviewRequest], list[tuple[str, float]]]:

@@ -202,10 +202,7 @@ class Engine:
 
     def _reviews_of(self, ids: list[str]) -> list[ReviewRequest]:
         # One round trip for the page, not one per review: /approvals lists ten at a time.
-        return [review_request(state, state.waiting)
-                for state in self.store.load_reviews(ids)
-                if state is not None and state.waiting is not None
-                and state.status is ExecutionStatus.WAITING_FOR_INPUT]
+        return [review for review in self.store.waiting_reviews(ids) if review is not None]
 
     def audit_entries(self, execution_id: str) -> list[audit.AuditEntry]:
         if not self.store.exists(execution_id):
@@ -295,7 +292,7 @@ class Engine:
                      limit: int = 50, expect: Sequence[str] = ()) -> tuple[list[ReviewRow], int]:
         """:meth:`pending_for` as stored, each execution with the plug-in notes ``notes``:
         one round trip when ``expect`` names the page's executions
-        (:meth:`engine.state.store.Store.review_rows`); :func:`pending_review` reads a row."""
+        (:meth:`engine.state.store.Store.review_rows`); ``row.review()`` reads a row."""
         return self.store.review_rows(keys.index_approver(user_id), offset, limit, notes,
                                       expect=expect)
 
@@ -415,12 +412,3 @@ class Engine:
             self.concurrency.slots.forget_displaced(displaced)
         self.concurrency.reconcile()
         return stalled
-
-
-def pending_review(row: ReviewRow) -> tuple[ReviewRequest, dict[str, Any]] | None:
-    """A row of :meth:`Engine.pending_rows` as its review and notes; None when the
-    execution no longer waits for input (as :meth:`Engine.pending_for` leaves it out)."""
-    state, notes = row.load()
-    if state.waiting is None or state.status is not ExecutionStatus.WAITING_FOR_INPUT:
-        return None
-    return review_request(state, state.waiting), notes

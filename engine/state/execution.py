@@ -210,7 +210,7 @@ class Waiting:
     The message itself is stored once, in the audit trail's ``step.waiting_for_input``
     event, with its SHA-256; ``w`` keeps that hash and the message's first line (what a
     listing shows). :meth:`engine.state.store.Store.load` puts the message back from the
-    trail; a listing (``Store.load_reviews``) leaves ``message`` as that first line, with
+    trail; a listing (``Store.waiting_reviews``) leaves ``message`` as that first line, with
     ``complete`` False.
     """
 
@@ -395,6 +395,13 @@ def decision_outcome(input_: Mapping[str, Any], decision_field: str = "approved"
 
 def review_request(state: ExecutionState, waiting: Waiting) -> ReviewRequest:
     """The :class:`ReviewRequest` a reviewer sees for ``state`` waiting on ``waiting``."""
+    return review_for(state.id, state.workflow, state.requested_by, waiting)
+
+
+def review_for(execution_id: str, workflow: str, requested_by: str | None,
+               waiting: Waiting) -> ReviewRequest:
+    """:func:`review_request` from the three fields of the execution it reads (a listing
+    reads no more: :func:`engine.state.store.waiting_review`)."""
     opts = waiting.options
     # A waitForApproval's own button labels; ReviewRequest holds the defaults.
     labels = {name: str(opts[key]) for key, name in (("approveLabel", "approve_label"),
@@ -404,8 +411,8 @@ def review_request(state: ExecutionState, waiting: Waiting) -> ReviewRequest:
     assert created is not None
     external = opts.get("channels") or {}
     return ReviewRequest(
-        execution_id=state.id,
-        workflow=state.workflow,
+        execution_id=execution_id,
+        workflow=workflow,
         step=waiting.step,
         step_type=waiting.step_type,
         message=waiting.message,
@@ -417,7 +424,7 @@ def review_request(state: ExecutionState, waiting: Waiting) -> ReviewRequest:
         channel=opts.get("channel"),
         channels=tuple(str(c) for c in (external.get("slack_api") or {}).get("channels") or ()),
         webhook="slack" in external,
-        requested_by=state.requested_by,
+        requested_by=requested_by,
         due_at=parse_iso(waiting.due_at),
         allow_self_approval=bool(opts.get("allow-self-approval", False)),
         approvals_required=int(opts.get("approvals-required") or 1),

@@ -45,6 +45,7 @@ from engine.errors import (
     TokenExists,
     TokenNotFound,
 )
+from engine.notify import ReviewRequest
 from engine.state import audit, compact, keys, lua, messages
 from engine.state.batch import Batch
 from engine.state.execution import (
@@ -61,6 +62,7 @@ from engine.state.execution import (
     iso_from_ms,
     loads,
     parse_iso,
+    review_for,
     started_at,
 )
 from engine.state.indexes import Indexes, reply_text
@@ -270,19 +272,15 @@ class Store(Indexes):
         if waiting is not None and not waiting.complete:
             _complete(state, self._call(self.redis.lrange, keys.audit(state.id), 0, -1))
 
-    def load_reviews(self, ids: Sequence[str]) -> list[ExecutionState | None]:
-        """Executions as a review listing needs them (workflow, status, start, requester,
-        what they wait for), in one round trip; None for those that are gone. Their review's
-        message is its first line (``Waiting.complete`` is False): :meth:`load` reads it whole."""
+    def waiting_reviews(self, ids: Sequence[str]) -> list[ReviewRequest | None]:
+        """The review each of ``ids`` waits on, as a listing shows it, in one round trip:
+        None where the execution is gone or waits for no input. Its message is its first
+        line: :meth:`load` reads it whole (see :func:`waiting_review`)."""
         pipe = self.redis.pipeline(transaction=False)
         for execution_id in ids:
             pipe.hmget(keys.execution(execution_id), *_REVIEW_FIELDS)
         rows = self._call(pipe.execute)
-        return [_state_from_hash(execution_id, {name.encode(): value for name, value
-                                                in zip(_REVIEW_FIELDS, row, strict=True)
-                                                if value is not None})
-                if row[0] is not None else None
-                for execution_id, row in zip(ids, rows, strict=True)]
+        return [waiting_review(execution_id, row) for execution_id, row in zip(ids, rows, strict=True)]
 
     def annotations(self, ids: Sequence[str], key: str) -> list[Any]:
         """Field ``n:{key}`` of several executions, in one round trip (None where unset)."""
@@ -295,8 +293,8 @@ class Store(Indexes):
     def review_rows(self, index: str, offset: int, limit: int, notes: Sequence[str], *,
                     expect: Sequence[str] = ()) -> tuple[list[ReviewRow], int]:
         """A page of the sorted-set ``index`` (lowest score first) and its size, each
-        execution on it read as :meth:`load_reviews` reads it, with its plug-in notes
-        ``notes`` (:meth:`annotations`), as stored (:meth:`ReviewRow.load` reads a row);
+        execution on it read as :meth:`waiting_reviews` reads it, with its plug-in notes
+        ``notes`` (:meth:`annotations`), as stored (:class:`ReviewRow` reads a row);
         those gone are left out. One command (:data:`engine.state.lua.REVIEW_PAGE`):
         ``expect``, the ids the caller expects on the page (the page it read last time),
         are named to it; the others on the page are read under the execution prefix."""
@@ -763,16 +761,28 @@ class ReviewRow:
     raw: tuple[bytes | None, ...]  # the review fields, then the notes
     notes: tuple[str, ...]  # the plug-in notes read, in order
 
-    def load(self) -> tuple[ExecutionState, dict[str, Any]]:
-        """The execution as :meth:`Store.load_reviews` loads it, and its notes (None where
-        unset)."""
-        size = len(_REVIEW_FIELDS)
-        state = _state_from_hash(self.execution_id, {
-            name.encode(): value
-            for name, value in zip(_REVIEW_FIELDS, self.raw[:size], strict=True)
-            if value is not None})
-        return state, {key: loads(compact.unpack(raw)) if raw is not None else None
-                       for key, raw in zip(self.notes, self.raw[size:], strict=True)}
+    def review(self) -> ReviewRequest | None:
+        """The review the execution waits on (:meth:`Store.waiting_reviews`); None when it
+        waits for no input."""
+        return waiting_review(self.execution_id, self.raw[:len(_REVIEW_FIELDS)])
+
+    def note(self, key: str) -> Any:
+        """The plug-in note ``key`` (one of :attr:`notes`), None when unset."""
+        raw = self.raw[len(_REVIEW_FIELDS) + self.notes.index(key)]
+        return loads(compact.unpack(raw)) if raw is not None else None
+
+
+def waiting_review(execution_id: str, stored: Sequence[bytes | None]) -> ReviewRequest | None:
+    """The review an execution waits on, from its fields :data:`_REVIEW_FIELDS` as stored;
+    None when it is gone or waits for no input (a run that ended while it waited keeps its
+    ``w``). Only what the review is made of is read: a listing's rows cost a third of
+    loading each execution. Its message is its first line (``Waiting.complete`` is False)."""
+    workflow, status, requested_by, waiting = stored
+    if workflow is None or waiting is None or status != _WAITING_FOR_INPUT:
+        return None
+    return review_for(execution_id, workflow.decode(),
+                      requested_by.decode() if requested_by is not None else None,
+                      Waiting.from_json(compact.unpack(waiting)))
 
 
 def annotated(state: ExecutionState, key: str, notes: Mapping[str, bytes],
@@ -820,7 +830,10 @@ def _state_from_hash(execution_id: str, raw: Mapping[bytes, bytes]) -> Execution
 
 
 _STATUS_NAMES = [status.value for status in ExecutionStatus]  # COMMIT's ARGV[4 ..]
-_REVIEW_FIELDS = ("wf", "d", "st", "t0", "t0ms", "rb", "w")  # wf first: None means gone
+# What a review is made of (waiting_review): workflow (None: the execution is gone),
+# status, requester, what it waits on.
+_REVIEW_FIELDS = ("wf", "st", "rb", "w")
+_WAITING_FOR_INPUT = ExecutionStatus.WAITING_FOR_INPUT.value.encode()
 # Fields scripts and listings read as they are (COMMIT, summaries): never compressed.
 # Text that is not JSON (an error, a name) may start with "x" like zlib's stream: also
 # never compressed, and never read as if it were.

@@ -14,7 +14,7 @@ from redis.retry import Retry
 from engine.errors import StoreUnavailable
 from engine.state import keys
 from engine.state.embedded_redis import free_port
-from engine.state.execution import ExecutionState, ExecutionStatus
+from engine.state.execution import ExecutionState, ExecutionStatus, Waiting
 from engine.state.store import Change, Store
 from engine.worker.scheduler import rq_inbox
 
@@ -293,6 +293,10 @@ def test_a_review_page_is_read_in_one_command_whatever_the_caller_expected_on_it
     one as it was (all expected) each read the page and its executions in one command, in
     page order; an execution gone from Redis is left out."""
     waiting = [new_execution(store, ExecutionStatus.WAITING_FOR_INPUT) for _ in range(4)]
+    on = Waiting(step="review", path="review", step_type="waitForInput", message="## Isolate?",
+                 message_sha256="0" * 64, schema={}, since="2024-05-01T12:00:00.000Z")
+    for state in waiting:
+        redis_client.hset(keys.execution(state.id), "w", on.to_json())
     index = keys.index_approver("U0PAGE")
     redis_client.zadd(index, {state.id: n for n, state in enumerate(waiting)})
     redis_client.hset(keys.execution(waiting[1].id), "n:slack:review", '{"posts":[]}')
@@ -308,6 +312,6 @@ def test_a_review_page_is_read_in_one_command_whatever_the_caller_expected_on_it
     assert sent == ["EVALSHA"]
     assert total == 4
     assert [row.execution_id for row in rows] == [waiting[n].id for n in (0, 1, 3)]
-    loaded = [row.load() for row in rows]
-    assert [state.status for state, _ in loaded] == [ExecutionStatus.WAITING_FOR_INPUT] * 3
-    assert [notes["slack:review"] for _, notes in loaded] == [None, {"posts": []}, None]
+    assert [(r.execution_id, r.step, r.title) for r in (row.review() for row in rows)
+            if r is not None] == [(waiting[n].id, "review", "Isolate?") for n in (0, 1, 3)]
+    assert [row.note("slack:review") for row in rows] == [None, {"posts": []}, None]
