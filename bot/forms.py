@@ -35,6 +35,7 @@ from datetime import UTC, datetime
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
+import orjson
 from jsonschema.exceptions import ValidationError
 
 from bot import texts
@@ -96,7 +97,7 @@ class ReviewRef:
             data["since"] = self.since
         if self.level is not None:
             data["lv"] = self.level
-        return json.dumps(data, separators=(",", ":"))
+        return orjson.dumps(data).decode()
 
     @classmethod
     def decode(cls, value: str) -> ReviewRef:

@@ -121,10 +121,15 @@ class PendingItem:
     # listing's memo, kept with the row it read: Overview._known); None: build each time.
     rendered: dict[tuple[Any, ...], list[dict[str, Any]]] | None = field(
         default=None, compare=False, repr=False)
+    # one_click as a kept row made it once (None: made from the review when read).
+    known_one_click: bool | None = field(default=None, compare=False, repr=False)
 
     @cached_property
     def one_click(self) -> bool:
-        return only_decision_required(self.review)  # read three times per item rendered
+        """One click decides it: only the decision is asked (read three times per item)."""
+        if self.known_one_click is not None:
+            return self.known_one_click
+        return only_decision_required(self.review)
 
     @property
     def decidable(self) -> bool:
@@ -139,6 +144,7 @@ class _Known:
     review: ReviewRequest
     posts: tuple[Post, ...]  # its delivery record's (the rest of the record is not kept)
     title: str
+    one_click: bool
     blocks: dict[tuple[Any, ...], list[dict[str, Any]]] = field(default_factory=dict)
 
 
@@ -245,7 +251,8 @@ class Overview:
         found = self.permalinks([p for p in posts if p is not None])
         return PendingPage(Scope.MINE, tuple(
             PendingItem(k.review, k.title, found.get((p.channel, p.ts)) if p else None,
-                        refusal(self.engine, k.review, user_id), rendered=k.blocks)
+                        refusal(self.engine, k.review, user_id), rendered=k.blocks,
+                        known_one_click=k.one_click)
             for k, p in zip(known, posts, strict=True)), offset, total)
 
     def _known(self, row: ReviewRow) -> _Known | None:
@@ -261,8 +268,10 @@ class Overview:
         note = annotation_key(review.step)
         if note not in row.notes:  # a step whose records this process has not read yet
             [delivery] = self._deliveries([review])
-            return _Known(review, delivery.posts if delivery else (), self.title(review))
-        known = _Known(review, stored_posts(row.note(note), review), self.title(review))
+            return _Known(review, delivery.posts if delivery else (), self.title(review),
+                          only_decision_required(review))
+        known = _Known(review, stored_posts(row.note(note), review), self.title(review),
+                       only_decision_required(review))
         with self._rows_lock:
             while len(self._rows) >= ROWS_KEPT:
                 del self._rows[next(iter(self._rows))]  # the oldest kept

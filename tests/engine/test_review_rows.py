@@ -4,14 +4,14 @@ aside (a listing shows the first line), and an execution that waits for no input
 
 from __future__ import annotations
 
-from dataclasses import replace
+from dataclasses import FrozenInstanceError, fields, replace
 
 import pytest
 
 from engine.definition.loader import parse_workflow
-from engine.notify import Actor
+from engine.notify import Actor, ReviewRequest
 from engine.state import keys
-from engine.state.execution import ExecutionStatus, review_request
+from engine.state.execution import ExecutionStatus, Waiting, review_for, review_request
 
 ALICE = Actor(id="U0ALICE", name="alice", source="slack")
 
@@ -100,3 +100,31 @@ def test_an_execution_that_waits_for_no_input_lists_no_review(runtime, work, red
     reviews = engine.store.waiting_reviews([waiting, cancelled, gone])
     assert [r.execution_id if r is not None else None for r in reviews] == [waiting, None, None]
     assert [r.execution_id for r in engine.pending()[0]] == [waiting]
+
+
+def test_records_read_without_their_init_have_every_field_and_stay_frozen(runtime, work):
+    """What is read for every row of every listing is made without the dataclass's
+    ``__init__`` (engine.state.execution.built): each field is there, the record equals
+    the one ``__init__`` makes from the same fields, and it cannot be changed."""
+    engine = runtime.engine
+    execution_id = engine.run(parse_workflow(LABELLED), {"host": "web-1"}, requested_by="U0ERIN")
+    work()
+    waiting = engine.store.load(execution_id).waiting
+    [review] = engine.store.waiting_reviews([execution_id])
+    assert waiting is not None and review is not None
+
+    for record, kind in ((waiting, Waiting), (review, ReviewRequest)):
+        assert set(vars(record)) == {f.name for f in fields(kind)}
+        assert kind(**vars(record)) == record
+        with pytest.raises(FrozenInstanceError):
+            record.step = "another"  # type: ignore[misc]
+    stored = Waiting.from_json(waiting.to_json())  # w keeps the message's first line
+    assert stored == replace(waiting, message=waiting.message.splitlines()[0])
+    assert (stored.complete, waiting.complete) == (False, True)
+    plain = ReviewRequest(execution_id="e", workflow="w", step="s", step_type="waitForInput",
+                          message="m", message_sha256="0", schema={},
+                          created_at=review.created_at)
+    made = review_for("e", "w", None, Waiting(step="s", path="s", step_type="waitForInput",
+                                              message="m", message_sha256="0", schema={},
+                                              since=waiting.since))
+    assert made == plain  # every default as the class declares it
