@@ -66,6 +66,9 @@ def unpack(stored: bytes | str) -> str:
             if int.from_bytes(stored[2:6], "big") != _DICTIONARY_ID:
                 raise ValueError("a value compressed with a dictionary this version does not know")
             unpacker = zlib.decompressobj(zdict=DICTIONARY)
-            return (unpacker.decompress(stored) + unpacker.flush()).decode()
+            text = unpacker.decompress(stored)
+            # A whole value ends its stream: flush() would find nothing left (and give up
+            # the GIL once more, as each zlib call does).
+            return (text if unpacker.eof else text + unpacker.flush()).decode()
         return zlib.decompress(stored).decode()
     return stored.decode()
