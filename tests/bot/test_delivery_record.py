@@ -6,8 +6,9 @@ from __future__ import annotations
 import json
 
 from bot.blocks import ACTION_APPROVE
-from bot.delivery import Delivery, Post, load_delivery, review_from_json
+from bot.delivery import Delivery, Post, load_delivery, review_from_json, stored_posts
 from engine.state import compact, keys
+from engine.state.execution import Waiting, review_for
 from tests.bot.conftest import ISOLATE, REVIEWS, Signoff
 
 EVIDENCE = "c2-beacon-" + "3f9a0c7e51d2" * 40  # one word: Slack's blocks keep it whole
@@ -80,3 +81,27 @@ def test_the_record_leaves_out_what_it_can_read_back_and_reads_the_same():
     assert stored["posts"] == [{"to": REVIEWS, "ts": "1.2"},
                                {"to": "U0BOB", "channel": "D0BOB", "ts": "3.4"}]
     assert Delivery.from_json(stored, "x-2", "review") == delivery
+
+
+def test_a_listing_reads_only_the_posts_of_the_review_it_shows():
+    """A listing reads the posts of a review's record without the rest of it; a record of an
+    earlier instance of the step (a foreach's previous host, before the next post is
+    recorded) links to that instance's message, so it gives none."""
+    since = "2026-01-01T00:00:00.000Z"
+    review = review_for("x-3", "isolate", None, Waiting(
+        step="review", path="hosts[1].review", step_type="waitForInput", message="## Go?",
+        message_sha256="0" * 64, schema={}, since=since))
+    posts = (Post(to=REVIEWS, channel=REVIEWS, ts="1.2"), Post(to="U0BOB", channel="D0BOB",
+                                                               ts="3.4"))
+    delivery = Delivery(execution_id="x-3", step="review", since=since, approvers=("U0BOB",),
+                        restricted=True, shown=("U0BOB",), requester=None, posts=posts,
+                        review={}, sources=("U0BOB",))
+    stored = json.loads(compact.unpack(compact.pack(json.dumps(delivery.to_json()))))
+
+    assert stored_posts(stored, review) == posts
+    assert stored_posts(stored, review) == Delivery.from_json(stored, "x-3", "review").posts
+    earlier = {**stored, "since": "2025-12-31T23:00:00.000Z"}
+    assert not Delivery.from_json(earlier, "x-3", "review").same_review(review)
+    assert stored_posts(earlier, review) == ()
+    assert stored_posts({**stored, "step": "another"}, review) == ()  # named by an old record
+    assert stored_posts(None, review) == ()  # not recorded yet

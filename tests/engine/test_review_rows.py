@@ -113,12 +113,12 @@ def test_records_read_without_their_init_have_every_field_and_stay_frozen(runtim
     [review] = engine.store.waiting_reviews([execution_id])
     assert waiting is not None and review is not None
 
-    for record, kind in ((waiting, Waiting), (review, ReviewRequest)):
+    stored = Waiting.from_json(waiting.to_json())  # w keeps the message's first line
+    for record, kind in ((stored, Waiting), (review, ReviewRequest)):
         assert set(vars(record)) == {f.name for f in fields(kind)}
         assert kind(**vars(record)) == record
         with pytest.raises(FrozenInstanceError):
             record.step = "another"  # type: ignore[misc]
-    stored = Waiting.from_json(waiting.to_json())  # w keeps the message's first line
     assert stored == replace(waiting, message=waiting.message.splitlines()[0])
     assert (stored.complete, waiting.complete) == (False, True)
     plain = ReviewRequest(execution_id="e", workflow="w", step="s", step_type="waitForInput",
