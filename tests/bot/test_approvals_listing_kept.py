@@ -185,3 +185,39 @@ def test_kept_rows_are_freed_by_reference_counting_alone(signoff: Signoff, listi
         assert [r() for r in refs] == [None] * len(refs)
     finally:
         gc.enable()
+
+
+FORM = """
+name: disable-account
+steps:
+  - name: review
+    type: waitForInput
+    with:
+      approvers: [U0ALICE, U0BOB]
+      message: "## Disable {{ event.host }}'s account?"
+      schema:
+        type: object
+        properties:
+          approved: {type: boolean}
+          ticket: {type: string, title: Change ticket}
+        required: [approved, ticket]
+"""
+
+
+def test_a_kept_review_that_asks_more_than_the_decision_is_answered_in_its_message(
+        signoff: Signoff, listing: Listing):
+    """Whether one click decides is kept with the row: a form that also asks for a ticket
+    gets no Approve / Deny in the listing, first read or kept, and one that asks only the
+    decision does."""
+    [form] = start(signoff, 1, FORM)
+    [one_click] = start(signoff, 1)
+    listing("U0ALICE")  # learns where the step's delivery records are
+    answers = [listing("U0ALICE") for _ in range(2)]  # read and kept, then from what is kept
+    assert len(listing.overview._rows) == 2
+
+    for answer in answers:
+        [asks_more, decides] = sections(answer)
+        assert form in asks_more and "answer it in its message" in asks_more
+        assert one_click in decides and "answer it in its message" not in decides
+        assert buttons(answer).count(("signoff.approve", "Approve")) == 1
+    assert answers[0] == answers[1]
