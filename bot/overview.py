@@ -45,7 +45,6 @@ from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
-from functools import cached_property
 from typing import Any
 
 from slack_sdk import WebClient
@@ -119,17 +118,11 @@ class PendingItem:
     refusal: str | None  # why the viewer may not decide it; None when they may
     # Blocks already built for this review as stored, by what else they show (the
     # listing's memo, kept with the row it read: Overview._known); None: build each time.
+    # One click decides it: only the decision is asked (only_decision_required), made
+    # once per review kept (Overview._known) or listed (Overview.items).
+    one_click: bool
     rendered: dict[tuple[Any, ...], list[dict[str, Any]]] | None = field(
         default=None, compare=False, repr=False)
-    # one_click as a kept row made it once (None: made from the review when read).
-    known_one_click: bool | None = field(default=None, compare=False, repr=False)
-
-    @cached_property
-    def one_click(self) -> bool:
-        """One click decides it: only the decision is asked (read three times per item)."""
-        if self.known_one_click is not None:
-            return self.known_one_click
-        return only_decision_required(self.review)
 
     @property
     def decidable(self) -> bool:
@@ -251,8 +244,8 @@ class Overview:
         found = self.permalinks([p for p in posts if p is not None])
         return PendingPage(Scope.MINE, tuple(
             PendingItem(k.review, k.title, found.get((p.channel, p.ts)) if p else None,
-                        refusal(self.engine, k.review, user_id), rendered=k.blocks,
-                        known_one_click=k.one_click)
+                        refusal(self.engine, k.review, user_id), k.one_click,
+                        rendered=k.blocks)
             for k, p in zip(known, posts, strict=True)), offset, total)
 
     def _known(self, row: ReviewRow) -> _Known | None:
@@ -319,7 +312,8 @@ class Overview:
         # Who may decide each, resolved as the review's own buttons resolve it.
         return [PendingItem(review, self.title(review),
                             found.get((p.channel, p.ts)) if p else None,
-                            refusal(self.engine, review, user_id))
+                            refusal(self.engine, review, user_id),
+                            only_decision_required(review))
                 for review, delivery, p in zip(reviews, deliveries, posts, strict=True)]
 
     def title(self, review: ReviewRequest) -> str:
