@@ -207,8 +207,8 @@ steps:
 def test_a_kept_review_that_asks_more_than_the_decision_is_answered_in_its_message(
         signoff: Signoff, listing: Listing):
     """Whether one click decides is kept with the row: a form that also asks for a ticket
-    gets no Approve / Deny in the listing, first read or kept, and one that asks only the
-    decision does."""
+    gets no Approve / Deny in the listing, first read or kept (nor in ``/approvals all``),
+    and one that asks only the decision does."""
     [form] = start(signoff, 1, FORM)
     [one_click] = start(signoff, 1)
     listing("U0ALICE")  # learns where the step's delivery records are
@@ -221,3 +221,6 @@ def test_a_kept_review_that_asks_more_than_the_decision_is_answered_in_its_messa
         assert one_click in decides and "answer it in its message" not in decides
         assert buttons(answer).count(("signoff.approve", "Approve")) == 1
     assert answers[0] == answers[1]
+    everything = listing("U0ALICE", "all")  # read through the visibility index, not kept
+    assert "answer it in its message" in sections(everything)[0]
+    assert buttons(everything).count(("signoff.approve", "Approve")) == 1
