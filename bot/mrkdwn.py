@@ -71,7 +71,7 @@ def slack_date(at: datetime, token_format: str = DATE_AT_TIME) -> str:
     """``<!date^…>``: shown in each reader's time zone, with a UTC fallback for old clients."""
     if at.tzinfo is None:
         at = at.replace(tzinfo=UTC)
-    # "2026-05-01 12:00 UTC": isoformat's first 16 characters cost a fifth of strftime.
+    # "2026-05-01 12:00 UTC": isoformat's first 16 characters cost about half of strftime.
     fallback = at.astimezone(UTC).isoformat(" ", "minutes")[:16]
     return f"<!date^{int(at.timestamp())}^{token_format}|{fallback} UTC>"
 
