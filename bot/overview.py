@@ -259,12 +259,15 @@ class Overview:
         if review is None:
             return None
         note = annotation_key(review.step)
-        if note not in row.notes:  # a step whose records this process has not read yet
+        read = note in row.notes  # else a step whose records this process has not read yet
+        if read:
+            posts = stored_posts(row.note(note), review)
+        else:
             [delivery] = self._deliveries([review])
-            return _Known(review, delivery.posts if delivery else (), self.title(review),
-                          only_decision_required(review))
-        known = _Known(review, stored_posts(row.note(note), review), self.title(review),
-                       only_decision_required(review))
+            posts = delivery.posts if delivery else ()
+        known = _Known(review, posts, self.title(review), only_decision_required(review))
+        if not read:  # its record was read on its own: the row does not hold it to keep
+            return known
         with self._rows_lock:
             while len(self._rows) >= ROWS_KEPT:
                 del self._rows[next(iter(self._rows))]  # the oldest kept
