@@ -11,7 +11,7 @@ import json
 import logging
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from importlib.metadata import entry_points
 from pathlib import Path
 from typing import Any
@@ -27,6 +27,8 @@ from engine.errors import (
 from engine.notify import Actor
 from engine.settings import Settings, connectors_from_env
 
+LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+
 
 class UserError(Exception):
     pass
@@ -39,8 +41,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help(sys.stderr)
         return 2
     logging.basicConfig(level=logging.INFO if args.command in ("worker", "serve")
-                        else logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: "
-                        "%(message)s")
+                        else logging.WARNING, format=LOG_FORMAT)
     try:
         return int(args.func(args) or 0)
     except AlreadyDecided as exc:
@@ -122,6 +123,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--socket-mode", action="store_true",
                    help="also connect to Slack over Socket Mode (SLACK_APP_TOKEN), so no "
                         "public Request URL is needed")
+    p.add_argument("--processes", type=int, default=None, metavar="N",
+                   help="answer from N processes sharing the port, each started again if it "
+                        "dies (default: WEB_CONCURRENCY, else 1)")
     p.set_defaults(func=cmd_serve)
 
     p = sub.add_parser("token", help="API tokens: create, list, revoke")
@@ -378,16 +382,76 @@ def cmd_serve(args: argparse.Namespace) -> int:
     if not settings.api_token and not args.insecure_no_auth:
         raise UserError("SIGNOFF_API_TOKEN is not set: set it, or pass --insecure-no-auth "
                         "for local use")
-    app = build_web_app(settings, insecure=args.insecure_no_auth)
-    if args.socket_mode:
+    processes = settings.web_processes if args.processes is None else args.processes
+    if processes < 1:
+        raise UserError(f"--processes {processes}: 1 or more")
+    host, port = args.host or settings.host, args.port or settings.port
+    # One process builds the app here, so a problem stops the command before it listens;
+    # more each build their own (started fresh, not forked: the app holds threads and
+    # connections), and a problem in one stops them all.
+    app = build_web_app(settings, insecure=args.insecure_no_auth) if processes == 1 else None
+    if args.socket_mode:  # one connection to Slack, from this process, whatever the count
         plugins = list(entry_points(group="signoff.socket_mode"))
         if not plugins:
             raise UserError("--socket-mode needs the Slack bot, which is not installed")
         rt = _runtime(settings)
         for ep in plugins:
             ep.load()(settings=settings, engine=rt.engine)
-    uvicorn.run(app, host=args.host or settings.host, port=args.port or settings.port,
-                log_level="info")
+    if app is not None:
+        uvicorn.run(app, host=host, port=port, log_level="info")
+        return 0
+    return serve_processes(INSECURE_APP if args.insecure_no_auth else APP, host, port,
+                           processes)
+
+
+# The app each process of ``signoff serve --processes N`` builds: a factory named by import
+# path, one for each choice of --insecure-no-auth, so no setting a process inherits can
+# turn the API's token check off.
+APP = "engine.cli:web_app"
+INSECURE_APP = "engine.cli:insecure_web_app"
+
+
+def web_app() -> Any:
+    """The web app as a process of ``signoff serve --processes N`` builds it."""
+    return built_in_process(build_web_app)
+
+
+def insecure_web_app() -> Any:
+    """The same, for ``signoff serve --insecure-no-auth --processes N``."""
+    return built_in_process(lambda settings: build_web_app(settings, insecure=True))
+
+
+def built_in_process(build: Callable[[Settings], Any]) -> Any:
+    """``build(settings)`` in a process of ``serve --processes``, logging as ``main``
+    does; a failure is logged and ends the process as one that could not start, which
+    stops its supervisor (started again, it would fail the same way, forever)."""
+    from uvicorn.config import STARTUP_FAILURE
+
+    logging.basicConfig(level=logging.INFO, format=LOG_FORMAT)
+    try:
+        return build(Settings.from_env())
+    except Exception:
+        logging.getLogger(__name__).exception("the web app could not be built")
+        sys.exit(STARTUP_FAILURE)
+
+
+def serve_processes(app: str, host: str, port: int, processes: int) -> int:
+    """Answer on ``host``:``port`` from ``processes`` processes, each building the app from
+    the factory ``app`` ("module:function"), under uvicorn's supervisor: the socket is
+    bound once and shared; a process that dies or stops answering its health check is
+    started again; SIGHUP restarts them one at a time, each new one ready before its old
+    one goes; SIGTTIN / SIGTTOU add and remove one; SIGINT / SIGTERM stop them all. A
+    process that cannot start (its app does not build) stops them all: UserError."""
+    import uvicorn
+    from uvicorn.config import STARTUP_FAILURE
+    from uvicorn.supervisors import Multiprocess
+
+    config = uvicorn.Config(app, factory=True, host=host, port=port, workers=processes,
+                            log_level="info")
+    supervisor = Multiprocess(config, sockets=[config.bind_socket()])
+    supervisor.run()
+    if any(p.exitcode == STARTUP_FAILURE for p in supervisor.processes):
+        raise UserError("a web process could not start (its error is above); stopped")
     return 0
 
 

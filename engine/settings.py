@@ -38,6 +38,9 @@ class Settings:
     # Replicas that must hold a click (Redis WAIT) before Slack gets its 200; 0: no WAIT.
     ack_replicas: int = 0
     ack_timeout_ms: int = ACK_TIMEOUT_MS  # how long the web process waits for them
+    # Processes `signoff serve` answers from, sharing its port (WEB_CONCURRENCY, the name
+    # uvicorn, gunicorn and PaaS hosts use); `--processes` overrides it.
+    web_processes: int = 1
     # Where Escalate sends a review past its last level (or one without levels), and where a
     # review whose approvers are only its requester goes: Slack user (U…) or group (S…)
     # ids, e-mail addresses. None: the reviewer picks someone when escalating.
@@ -55,6 +58,8 @@ class Settings:
                                   "(for example 64 hex digits: openssl rand -hex 32)")
         if self.ack_replicas < 0:
             raise SettingsInvalid("SIGNOFF_ACK_REPLICAS: a number of replicas, 0 or more")
+        if self.web_processes < 1:
+            raise SettingsInvalid("WEB_CONCURRENCY: a number of web processes, 1 or more")
         if not 0 < self.ack_timeout_ms < 3000:
             raise SettingsInvalid("SIGNOFF_ACK_TIMEOUT_MS: more than 0 and under Slack's "
                                   "3000 ms")
@@ -86,6 +91,7 @@ class Settings:
             audit_key=env.get("SIGNOFF_AUDIT_KEY") or None,
             ack_replicas=_whole_number(env, "SIGNOFF_ACK_REPLICAS", cls.ack_replicas),
             ack_timeout_ms=_whole_number(env, "SIGNOFF_ACK_TIMEOUT_MS", cls.ack_timeout_ms),
+            web_processes=_whole_number(env, "WEB_CONCURRENCY", cls.web_processes),
             escalate_to=_entries(env.get("SIGNOFF_ESCALATE_TO")),
             connectors=connectors_from_env(env),
             policy_path=env.get("SIGNOFF_POLICY") or None,
@@ -101,6 +107,7 @@ class Settings:
                 f"http_insecure_tls={self.http_insecure_tls!r}, "
                 f"audit_key={'***' if self.audit_key else None!r}, "
                 f"ack_replicas={self.ack_replicas}, ack_timeout_ms={self.ack_timeout_ms}, "
+                f"web_processes={self.web_processes}, "
                 f"escalate_to={self.escalate_to!r}, connectors={self.connectors!r})")
 
 

@@ -9,7 +9,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -70,11 +70,30 @@ class WorkerProcess:
         return self.log_path.read_text(errors="replace")
 
 
+def children(pid: int) -> list[int]:
+    """The live children of ``pid`` (Linux's /proc)."""
+    found = []
+    with contextlib.suppress(FileNotFoundError):
+        for task in Path(f"/proc/{pid}/task").iterdir():
+            with contextlib.suppress(FileNotFoundError):
+                found += [int(c) for c in (task / "children").read_text().split()]
+    return found
+
+
+def _cmdline(pid: int) -> bytes:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes()
+    except FileNotFoundError:
+        return b""
+
+
 class ServeProcess:
     """`signoff serve` as a real process, as production runs it; ``env`` adds to (and
-    overrides) its environment, from which every SLACK_ and SIGNOFF_ variable is dropped."""
+    overrides) its environment, from which every SLACK_ and SIGNOFF_ variable is dropped;
+    ``args`` are more options (``--processes 2``)."""
 
-    def __init__(self, redis_url: str, log_path: Path, env: dict[str, str]) -> None:
+    def __init__(self, redis_url: str, log_path: Path, env: dict[str, str],
+                 args: Sequence[str] = ()) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log_path = log_path
@@ -82,7 +101,7 @@ class ServeProcess:
                 "REDIS_URL": redis_url, "PYTHONUNBUFFERED": "1", **env}
         with open(log_path, "wb") as log:
             self.process = subprocess.Popen(
-                [sys.executable, "-m", "engine.cli", "serve", "--port", str(self.port)],
+                [sys.executable, "-m", "engine.cli", "serve", "--port", str(self.port), *args],
                 cwd=ROOT, env=full, stdout=log, stderr=subprocess.STDOUT,
                 start_new_session=True)
 
@@ -108,6 +127,11 @@ class ServeProcess:
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
+
+    def serving(self) -> list[int]:
+        """The processes answering for ``--processes N`` (the supervisor's spawned children)."""
+        return [pid for pid in children(self.process.pid)
+                if b"spawn_main" in _cmdline(pid)]
 
 
 class ServedApp:
