@@ -379,9 +379,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     import uvicorn
 
     settings = Settings.from_env()
-    if not settings.api_token and not args.insecure_no_auth:
-        raise UserError("SIGNOFF_API_TOKEN is not set: set it, or pass --insecure-no-auth "
-                        "for local use")
+    _check_token(settings, args.insecure_no_auth)
     processes = settings.web_processes if args.processes is None else args.processes
     if processes < 1:
         raise UserError(f"--processes {processes}: 1 or more")
@@ -489,7 +487,10 @@ def cmd_token_revoke(args: argparse.Namespace) -> int:
 
 
 def build_web_app(settings: Settings, *, insecure: bool = False) -> Any:
-    """The whole web process: the API plus whatever ``signoff.web`` plug-ins add (the bot)."""
+    """The whole web process: the API plus whatever ``signoff.web`` plug-ins add (the bot).
+    Without ``insecure``, SIGNOFF_API_TOKEN must be set (UserError): with no operator
+    token the API would answer anyone as the operator."""
+    _check_token(settings, insecure)
     from rq import Worker
 
     from engine.api import build_api
@@ -509,6 +510,12 @@ def build_web_app(settings: Settings, *, insecure: bool = False) -> Any:
 
 
 # -- plumbing --------------------------------------------------------------------------------
+
+def _check_token(settings: Settings, insecure: bool) -> None:
+    if not settings.api_token and not insecure:
+        raise UserError("SIGNOFF_API_TOKEN is not set: set it, or pass --insecure-no-auth "
+                        "for local use")
+
 
 def _runtime(settings: Settings) -> Any:
     from engine.state.store import connect

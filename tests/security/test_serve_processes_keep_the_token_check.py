@@ -13,7 +13,11 @@ import os
 import signal
 
 import httpx
+import pytest
+from uvicorn.config import STARTUP_FAILURE
 
+from engine.cli import UserError, build_web_app, web_app
+from engine.settings import Settings
 from tests.support.services import ServeProcess, wait_until
 
 TOKEN = "operator-secret"
@@ -84,10 +88,11 @@ def test_every_process_refuses_the_api_without_the_token(redis_url, tmp_path, wo
 
 def test_insecure_no_auth_is_only_what_the_command_line_says(redis_url, tmp_path,
                                                               worker_process):
-    """The control: with --insecure-no-auth every process serves the API without a token
-    (so the refusals above are the token check's, not something else's)."""
+    """The control: with --insecure-no-auth every process serves the API without a token,
+    though one is set (so the refusals above are the token check's, not something
+    else's); without a token and without the option, no process starts."""
     (tmp_path / "hold.yaml").write_text(HOLD)
-    env = {"SIGNOFF_WORKFLOWS": str(tmp_path)}
+    env = {"SIGNOFF_API_TOKEN": TOKEN, "SIGNOFF_WORKFLOWS": str(tmp_path)}
     worker_process(extra_env=env)
     serve = ServeProcess(redis_url, tmp_path / "serve.log", env,
                          ["--processes", "2", "--insecure-no-auth"])
@@ -100,3 +105,16 @@ def test_insecure_no_auth_is_only_what_the_command_line_says(redis_url, tmp_path
                 assert answer.status_code == 200, answer.text
     finally:
         serve.stop()
+
+
+def test_no_process_serves_an_api_without_a_token_unless_told(redis_url, monkeypatch):
+    """A process's app is built from its environment: one without SIGNOFF_API_TOKEN
+    refuses to build unless --insecure-no-auth chose the open app (an API without the
+    operator's token would answer anyone as the operator)."""
+    monkeypatch.delenv("SIGNOFF_API_TOKEN", raising=False)
+    monkeypatch.setenv("REDIS_URL", redis_url)
+    with pytest.raises(SystemExit) as stopped:
+        web_app()
+    assert stopped.value.code == STARTUP_FAILURE
+    with pytest.raises(UserError, match="SIGNOFF_API_TOKEN is not set"):
+        build_web_app(Settings(redis_url=redis_url))
