@@ -220,6 +220,9 @@ def main() -> int:
     parser.add_argument("--client", choices=CLIENTS, default="raw")
     parser.add_argument("--all-requests", type=int, default=400,
                         help="/approvals all commands measured per kind of viewer")
+    parser.add_argument("--web-processes", type=int, default=len(os.sched_getaffinity(0)),
+                        help="as `signoff serve --processes N` (default: one per CPU, as the "
+                             "README advises)")
     args = parser.parse_args()
 
     def interrupted(signum: int, frame: Any) -> None:
@@ -229,7 +232,8 @@ def main() -> int:
     stack = Stack()
     stolen = Stolen()
     try:
-        stack.start(workers=0, load_processes=args.load_processes, client=args.client)
+        stack.start(workers=0, load_processes=args.load_processes, client=args.client,
+                    web_processes=args.web_processes)
         users = add_approvers(stack, args.approvers)
         ids, created = create_reviews(stack, args.reviews, users, os.cpu_count() or 2)
         per_person = args.reviews // args.approvers
@@ -240,7 +244,8 @@ def main() -> int:
         rtt_p50 = percentile(rtt, 0.5)
         print(f"{len(ids):,} pending reviews across {args.approvers} approvers ({per_person} "
               f"each), created and delivered in {created:.1f} s; {args.concurrency} concurrent "
-              f"requests from {args.load_processes} load processes, {os.cpu_count()} CPUs")
+              f"requests from {args.load_processes} load processes, {os.cpu_count()} CPUs; "
+              f"{args.web_processes} web process{'es' if args.web_processes > 1 else ''}")
         print(f"{'':48}{'p50':>11}{'p99':>12}{'req/s':>9}{'p99/RTT':>11}{'x trivial':>11}"
               "   target")
         print(f"{'one Redis round trip (PING, this process)':48}{ms(rtt_p50):>11}"

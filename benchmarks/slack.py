@@ -37,6 +37,7 @@ costs what it costs against Slack. Stops everything it started, also on Ctrl-C.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import math
 import os
 import shutil
@@ -121,11 +122,31 @@ steps:
 
 # -- the web process -----------------------------------------------------------------------------
 
-def serve_web(port: int) -> None:
-    """What ``signoff serve`` runs (same app, logging and uvicorn options) plus the no-op route."""
+def serve_web(port: int, processes: int = 1) -> None:
+    """What ``signoff serve [--processes N]`` runs (same app, logging and uvicorn options)
+    plus the no-op route."""
     import logging
 
     import uvicorn
+
+    from engine.cli import LOG_FORMAT, serve_processes
+
+    if processes > 1:
+        serve_processes("benchmarks.slack:web_app_with_noop", "127.0.0.1", port, processes)
+        return
+    logging.basicConfig(level=logging.INFO, format=LOG_FORMAT)
+    uvicorn.run(with_noop(Settings.from_env()), host="127.0.0.1", port=port, log_level="info")
+
+
+def web_app_with_noop() -> Any:
+    """The app factory each process of ``serve_web(port, processes > 1)`` builds."""
+    from engine.cli import built_in_process
+
+    return built_in_process(with_noop)
+
+
+def with_noop(settings: Settings) -> Any:
+    """The web app ``signoff serve`` serves, plus the no-op route."""
     from starlette.requests import Request
     from starlette.responses import Response
     from starlette.routing import Route
@@ -135,11 +156,9 @@ def serve_web(port: int) -> None:
     async def noop(request: Request) -> Response:
         return Response(status_code=200)
 
-    logging.basicConfig(level=logging.INFO,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    app = build_web_app(Settings.from_env())
+    app = build_web_app(settings)
     app.router.routes.append(Route(NOOP_PATH, noop, methods=["GET", "POST"]))
-    uvicorn.run(app, host="127.0.0.1", port=port, log_level="info")
+    return app
 
 
 # -- everything the benchmark starts ------------------------------------------------------------
@@ -160,9 +179,11 @@ class Stack:
     def start(self, *, workers: int, load_processes: int, client: str,
               posting_limit: PostingLimit | None = None,
               method_limits: MethodLimits | None = None,
-              env: dict[str, str] | None = None, tls: bool = False) -> None:
-        """``posting_limit``, ``method_limits``: the emulator's (default off: clicks are
-        measured here, not Slack's limits); ``env`` adds to the processes' environment (default: no digests,
+              env: dict[str, str] | None = None, tls: bool = False,
+              web_processes: int = 1) -> None:
+        """``web_processes``: as ``signoff serve --processes``; ``posting_limit``,
+        ``method_limits``: the emulator's (default off: clicks are measured here, not
+        Slack's limits); ``env`` adds to the processes' environment (default: no digests,
         every review gets the message the clicks press); ``tls``: the emulator over HTTPS, as
         slack.com is, its certificate from a CA made for the run, which the web process and
         the workers trust (``SSL_CERT_FILE``)."""
@@ -189,7 +210,8 @@ class Stack:
                "SIGNOFF_WORKFLOWS": str(self.logs)}
         env.pop("SLACK_APP_TOKEN", None)
         port = free_port()
-        self.web = self._spawn([sys.executable, __file__, "--serve", str(port)], env, "web")
+        self.web = self._spawn([sys.executable, __file__, "--serve", str(port),
+                                "--serve-processes", str(web_processes)], env, "web")
         self.web_url = f"http://127.0.0.1:{port}"
         for n in range(workers):
             self.workers.append(self._spawn(
@@ -348,6 +370,16 @@ def wait_settled(rt: Runtime, stack: Stack, ids: Sequence[str], updates: int) ->
 
 # -- measuring ----------------------------------------------------------------------------------
 
+def children(pid: int) -> list[int]:
+    """The live children of ``pid`` (the processes of ``serve --processes``), from /proc."""
+    found = []
+    with contextlib.suppress(OSError):
+        for task in Path(f"/proc/{pid}/task").iterdir():
+            with contextlib.suppress(OSError, ValueError):
+                found += [int(c) for c in (task / "children").read_text().split()]
+    return found
+
+
 def cpu_seconds(pids: Sequence[int]) -> float:
     """User + system CPU time of processes and their reaped children, from /proc (0 elsewhere)."""
     total = 0
@@ -376,7 +408,7 @@ class Phase:
 
 def measure(stack: Stack, requests: Sequence[PreparedRequest], concurrency: int) -> Phase:
     assert stack.load is not None and stack.web is not None
-    groups = {"web": [stack.web.pid], "workers": [w.pid for w in stack.workers],
+    groups = {"web": [stack.web.pid, *children(stack.web.pid)], "workers": [w.pid for w in stack.workers],
               "emulator": [os.getpid()],  # it runs in this process
               "load": stack.load.pids}
     if stack.redis is not None and stack.redis.process is not None:
@@ -629,9 +661,10 @@ def main() -> int:
     parser.add_argument("--tls", action="store_true",
                         help="the Slack emulator over HTTPS, as slack.com is (default: HTTP)")
     parser.add_argument("--serve", type=int, metavar="PORT", help=argparse.SUPPRESS)
+    parser.add_argument("--serve-processes", type=int, default=1, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.serve:
-        serve_web(args.serve)
+        serve_web(args.serve, args.serve_processes)
         return 0
 
     return on_stack("benchmarks/slack.py", lambda stack: stack.start(

@@ -377,6 +377,18 @@ class Overview:
                     found[(post.channel, post.ts)] = link
         return found
 
+    def warm(self) -> None:
+        """What a process's first listings would otherwise each pay, done as it starts: the
+        first look for unindexed reviews (which reads the whole waiting index: about half
+        a second at 100,000 reviews) and the workspace's address (a Slack call). A failure
+        (Redis or Slack unreachable) is logged; the listings then do it themselves."""
+        try:
+            self.visibility.unindexed()
+        except Exception as exc:
+            log.warning("could not read the unindexed reviews ahead of the first listing: %s",
+                        exc)
+        self.workspace_url()
+
     def workspace_url(self) -> str | None:
         """The workspace's address (``https://acme.slack.com/``): ``auth.test``, asked once
         (within the links' budget); None while Slack has not said."""

@@ -66,6 +66,7 @@ job waits. ``/approvals ID`` still checks the one review as it stands
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -166,6 +167,7 @@ class Visibility:
         self.directory = directory
         self.late_ms = late_ms  # see LATE_MS
         self._unindexed: _Unindexed | None = None  # what unindexed() read last
+        self._unindexed_lock = threading.Lock()  # one look at a time builds on the last
 
     def record(self, review: ReviewRequest, delivery: Delivery) -> None:
         """Index ``review`` for everyone ``delivery`` shows it to (again: no harm), and note
@@ -267,8 +269,14 @@ class Visibility:
         waiting since the newest seen, less :data:`LATE_MS` (a wait committed late, or by
         a worker whose clock is behind), leaving out those already found indexed: a range
         read and one pipelined look-up of their notes. Nothing waiting unindexed and
-        nothing changed: the one round trip.
+        nothing changed: the one round trip. Listings on other threads wait for a look
+        under way rather than make their own (each process's first, among them); the web
+        process makes its first as it starts (:meth:`bot.overview.Overview.warm`).
         """
+        with self._unindexed_lock:
+            return self._look_for_unindexed()
+
+    def _look_for_unindexed(self) -> list[str]:
         kept = self._unindexed
         stamp = self.store.index_ends([engine_keys.INDEX_WAITING])[0]
         if kept is not None and kept.stamp == stamp:

@@ -73,6 +73,9 @@ def extension(settings: Any = None, engine: Engine | None = None, *,
     bot = build_bot(bot_settings, engine, gate=Gate(engine, policy))
     app = bot.app
     commands = CommandPath(bot_settings.signing_secret, bot.approvals)
+
+    async def warm() -> None:  # before the process answers (each of serve --processes N)
+        await asyncio.to_thread(bot.approvals.overview.warm)
     # What the process holds once started (the app, Bolt, the SDK: some 100,000 objects)
     # is left out of the garbage collector's full passes from now on: each pass walks
     # only what came after (the listings' kept rows among it). At 100,000 reviews a pass
@@ -83,7 +86,8 @@ def extension(settings: Any = None, engine: Engine | None = None, *,
     if not (url and isinstance(engine.scheduler, RQScheduler)):  # clicks go in from a thread
         clicks = OneClickPath(bot_settings.signing_secret, engine)
         return WebExtension([Route(PATH, events_endpoint(app, clicks, commands),
-                                   methods=["POST"])], on_shutdown=[commands.close])
+                                   methods=["POST"])], on_shutdown=[commands.close],
+                            on_startup=[warm])
     connection = connect_async(url)
     inbox = engine.scheduler.async_inbox(connection)
     replicas = getattr(settings, "ack_replicas", 0)
@@ -91,7 +95,8 @@ def extension(settings: Any = None, engine: Engine | None = None, *,
         inbox.wait_for_replicas(replicas, settings.ack_timeout_ms)
     clicks = OneClickPath(bot_settings.signing_secret, engine, inbox)
     return WebExtension([Route(PATH, events_endpoint(app, clicks, commands), methods=["POST"])],
-                        on_shutdown=[inbox.settle, connection.aclose, commands.close])
+                        on_shutdown=[inbox.settle, connection.aclose, commands.close],
+                        on_startup=[warm])
 
 
 class OneClickPath:

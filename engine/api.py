@@ -61,11 +61,13 @@ MAX_PAGE = 200
 
 @dataclass(frozen=True)
 class WebExtension:
-    """What a ``signoff.web`` plug-in adds to the web process: routes, and what to close
-    when it stops (the bot's asyncio Redis client)."""
+    """What a ``signoff.web`` plug-in adds to the web process: routes, what to do before
+    it answers (the bot's first look at what /approvals reads), and what to close when it
+    stops (the bot's asyncio Redis client)."""
 
     routes: Sequence[BaseRoute] = ()
     on_shutdown: Sequence[Callable[[], Awaitable[Any]]] = ()
+    on_startup: Sequence[Callable[[], Awaitable[Any]]] = ()
 
 
 def build_api(engine: Engine, catalog: WorkflowCatalog, *, api_token: str | None,
@@ -224,6 +226,9 @@ def build_api(engine: Engine, catalog: WorkflowCatalog, *, api_token: str | None
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        for extension in extensions:
+            for start in extension.on_startup:
+                await start()
         yield
         for extension in extensions:
             for close in extension.on_shutdown:
