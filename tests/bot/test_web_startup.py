@@ -5,13 +5,17 @@ another; at 100,000 reviews the look takes about half a second."""
 
 from __future__ import annotations
 
+import threading
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import redis
 
+from bot.visibility import Visibility, noted_key
 from bot.web import extension
 from engine.api import build_api
 from engine.definition.loader import WorkflowCatalog
+from engine.state import keys as engine_keys
 from slack_emulator import SlackDriver
 from tests.bot.conftest import ISOLATE, Signoff
 
@@ -49,3 +53,28 @@ def test_a_new_web_process_looks_before_its_first_listing(signoff, served, redis
     # The first listing found nothing changed: no review asked again, no Slack call.
     assert annotation_lookups(redis_client) == started
     assert len(signoff.slack.calls_to("auth.test")) == asked + 1
+
+
+def test_listings_at_once_share_one_look(redis_client, signoff):
+    """Listings on the command threads at the same moment, in a process that has not
+    looked yet, wait for one look rather than each reading the whole waiting index."""
+    count = 3000
+    pipe = redis_client.pipeline(transaction=False)
+    for n in range(count):  # waiting and indexed (each has its note), as posted reviews are
+        score = 1_700_000_000_000 + n
+        pipe.zadd(engine_keys.INDEX_WAITING, {f"run-{n}": score})
+        pipe.hset(engine_keys.execution(f"run-{n}"),
+                  engine_keys.annotation_field(noted_key(score)), "U0BOB")
+    pipe.execute()
+    visibility = Visibility(signoff.engine.store, signoff.bot.directory)
+    before = annotation_lookups(redis_client)
+    together = threading.Barrier(4)
+
+    def look() -> list[str]:
+        together.wait()
+        return visibility.unindexed()
+
+    with ThreadPoolExecutor(4) as threads:
+        found = list(threads.map(lambda _: look(), range(4)))
+    assert found == [[], [], [], []]
+    assert annotation_lookups(redis_client) - before == count  # once, not four times
