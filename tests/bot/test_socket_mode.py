@@ -314,3 +314,29 @@ def test_signoff_slack_socket_alone_serves_the_clicks(
                timeout=15, interval=0.05, message="the run to complete")
     assert bot.process.poll() is None  # still serving
     slack.socket_mode.close_connections()
+
+
+def test_serve_with_processes_keeps_one_socket_connection(
+        slack: SlackEmulator, redis_client: Any, redis_url: str, workflows: Path,
+        worker_process: Callable[..., WorkerProcess],
+        start_serve: Callable[..., SignoffProcess]):
+    """`serve --socket-mode --processes 2`: the HTTP processes answer the API; Slack's
+    traffic comes over one connection, held by the supervisor, whatever the count."""
+    env = signoff_env(slack, redis_url, workflows)
+    serve = start_serve(env, "serve", "--socket-mode", "--processes", "2")
+    worker_process(extra_env={k: env[k] for k in (
+        "SLACK_BOT_TOKEN", "SLACK_API_URL", "SIGNOFF_SLACK_CHANNEL", "SIGNOFF_WORKFLOWS")})
+    slack.socket_mode.wait_for_connections(1, timeout=START_TIMEOUT)
+    wait_until(serve.healthy, timeout=START_TIMEOUT, interval=0.05, message="the API to serve")
+    with SlackDriver(slack, socket_mode=True) as driver, httpx.Client(
+            base_url=serve.url, timeout=10,
+            headers={"Authorization": f"Bearer {API_TOKEN}"}) as api:
+        deployment = Deployment(serve, None, slack, driver, api)  # type: ignore[arg-type]
+        execution_id = deployment.run("isolate-host", {"host": "web-01"})
+        _, answer = click_approve(deployment)
+        assert answer.status == 200
+        deployment.wait_for_status(execution_id, "COMPLETED")
+    assert len(slack.socket_mode.connections()) == 1
+    assert slack.calls_to("apps.connections.open") == [{}]
+    if slack.socket_mode.running:
+        slack.socket_mode.close_connections()
