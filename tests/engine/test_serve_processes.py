@@ -18,21 +18,11 @@ from bot.blocks import ACTION_APPROVE
 from engine.settings import Settings
 from engine.state.embedded_redis import free_port
 from slack_emulator import SlackDriver, SlackEmulator
+from tests.security.test_attacks_through_the_real_processes import GRANT  # Bob approves
 from tests.support.services import ServeProcess, wait_until
 
 ROOT = Path(__file__).resolve().parents[2]
 TOKEN = "operator-secret"
-
-GRANT = """
-name: grant
-steps:
-  - name: review
-    type: waitForApproval
-    with:
-      message: "Grant prod access to {{ event.user }}?"
-      approvers: [U0BOB]
-      channel: C0REVIEWS
-"""
 
 
 def fresh(url: str) -> httpx.Client:
