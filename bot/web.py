@@ -76,6 +76,7 @@ def extension(settings: Any = None, engine: Engine | None = None, *,
 
     async def warm() -> None:  # before the process answers (each of serve --processes N)
         await asyncio.to_thread(bot.approvals.overview.warm)
+
     # What the process holds once started (the app, Bolt, the SDK: some 100,000 objects)
     # is left out of the garbage collector's full passes from now on: each pass walks
     # only what came after (the listings' kept rows among it). At 100,000 reviews a pass
