@@ -291,7 +291,8 @@ class Overview:
         whose post job has not run yet (normally none or a few) and any left over are
         checked one by one, the oldest :data:`MAX_CHECKED` of them at most.
         """
-        waiting = [r for r in self.visibility.load(self.visibility.unindexed()) if r is not None]
+        waiting = [r for r in self.store.waiting_reviews(self.visibility.unindexed())
+                   if r is not None]
         if not waiting:
             return []
         deadline = time.monotonic() + BACKFILL_BUDGET

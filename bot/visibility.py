@@ -318,16 +318,12 @@ class Visibility:
         return found + [keys.posted_in(c) for c, size in zip(posted, sizes[len(own):], strict=True)
                         if size and user_id in self.directory.conversation_members(c)]
 
-    def load(self, ids: Sequence[str]) -> list[ReviewRequest | None]:
-        """The review each of ``ids`` waits on (None where it waits on none), in one round trip."""
-        return self.store.waiting_reviews(ids)
-
     def _reviews(self, rows: Sequence[tuple[str, float]]
                  ) -> tuple[list[ReviewRequest], list[tuple[str, float]]]:
         """The reviews ``rows`` name, and the rows whose run now waits on another review."""
         found: list[ReviewRequest] = []
         stale: list[tuple[str, float]] = []
-        loaded = self.load([member for member, _ in rows])
+        loaded = self.store.waiting_reviews([member for member, _ in rows])
         for (member, score), review in zip(rows, loaded, strict=True):
             if review is not None and epoch_ms(review.created_at) == int(score):
                 found.append(review)
