@@ -243,9 +243,10 @@ def packed(event: Mapping[str, Any], dictionary: str | None = None) -> Mapping[s
     if not isinstance(message, str) or len(message.encode()) <= PACK_OVER:
         return event
     raw = message.encode()
-    name, squeezed = PACKED, zlib.compress(raw, 6)
+    plain = compact.compressor()
+    name, squeezed = PACKED, plain.compress(raw) + plain.flush()
     if dictionary:
-        packer = zlib.compressobj(6, zdict=dictionary.encode())
+        packer = compact.compressor(dictionary.encode())
         with_event = packer.compress(raw) + packer.flush()
         if len(with_event) < len(squeezed):
             name, squeezed = PACKED_WITH_EVENT, with_event
