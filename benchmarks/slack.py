@@ -180,8 +180,11 @@ class Stack:
               posting_limit: PostingLimit | None = None,
               method_limits: MethodLimits | None = None,
               env: dict[str, str] | None = None, tls: bool = False,
-              web_processes: int = 1) -> None:
-        """``web_processes``: as ``signoff serve --processes``; ``posting_limit``,
+              web_processes: int = 1, worker_command: Sequence[str] = (),
+              worker_start: float = 30.0) -> None:
+        """``web_processes``: as ``signoff serve --processes``; ``worker_command``: what runs
+        each worker instead of ``python -m engine.cli`` (followed by ``worker --name ...``),
+        given ``worker_start`` seconds to register; ``posting_limit``,
         ``method_limits``: the emulator's (default off: clicks are measured here, not
         Slack's limits); ``env`` adds to the processes' environment (default: no digests,
         every review gets the message the clicks press); ``tls``: the emulator over HTTPS, as
@@ -213,14 +216,14 @@ class Stack:
         self.web = self._spawn([sys.executable, __file__, "--serve", str(port),
                                 "--serve-processes", str(web_processes)], env, "web")
         self.web_url = f"http://127.0.0.1:{port}"
+        command = list(worker_command) or [sys.executable, "-m", "engine.cli"]
         for n in range(workers):
             self.workers.append(self._spawn(
-                [sys.executable, "-m", "engine.cli", "worker", "--name", f"bench-{n}-{port}"],
-                env, f"worker-{n}"))
+                [*command, "worker", "--name", f"bench-{n}-{port}"], env, f"worker-{n}"))
         self.load = LoadGenerator(load_processes, client=client)
         self.load.start()
         self._wait_for_web()
-        self._wait_for_workers(workers)
+        self._wait_for_workers(workers, worker_start)
 
     def _spawn(self, argv: list[str], env: dict[str, str], name: str) -> subprocess.Popen[bytes]:
         log = (self.logs / f"{name}.log").open("wb")
@@ -246,11 +249,11 @@ class Stack:
                 raise RuntimeError(f"the web process did not listen; see {self.logs}/web.log")
             time.sleep(0.05)
 
-    def _wait_for_workers(self, count: int) -> None:
+    def _wait_for_workers(self, count: int, seconds: float) -> None:
         from rq import Worker
 
         client = connect(self.redis_url)
-        deadline = time.monotonic() + 30
+        deadline = time.monotonic() + seconds
         while Worker.count(connection=client) < count:
             for n, worker in enumerate(self.workers):
                 if worker.poll() is not None:
@@ -476,54 +479,67 @@ class Lone:
         return self.click_cpu / self.job_cpu
 
 
+class LoneSender:
+    """Sends a lone click (and waits until its run finished and its message was rewritten)
+    or enqueues a lone bare RQ no-op job (and waits until it ran), then leaves the worker
+    ``pause`` seconds to get back to its blocking dequeue."""
+
+    def __init__(self, stack: Stack, rt: Runtime, *, pause: float = LONE_PAUSE,
+                 timeout: float = SETTLE_TIMEOUT) -> None:
+        assert stack.emulator is not None
+        self.emulator = stack.emulator
+        self.rt = rt
+        self.pause = pause
+        self.timeout = timeout
+        self.queue = Queue(rt.settings.queue, connection=rt.store.redis)
+        self.client = httpx.Client(timeout=10)
+
+    def click(self, execution_id: str, request: PreparedRequest) -> None:
+        updates = len(self.emulator.calls_to("chat.update"))
+        answer = self.client.request(request.method, request.url, content=request.body,
+                                     headers=dict(request.headers))
+        if answer.status_code != 200:
+            raise RuntimeError(f"a lone click got {answer.status_code}")
+        wait_until(lambda: self.rt.engine.get(execution_id).status.is_terminal
+                   and len(self.emulator.calls_to("chat.update")) > updates,
+                   "a lone click to settle", timeout=self.timeout, poll=LONE_POLL)
+        time.sleep(self.pause)
+
+    def job(self) -> None:
+        job = self.queue.enqueue("benchmarks.noop.noop", result_ttl=0)
+        wait_until(lambda: not self.rt.store.redis.exists(job.key), "a bare job to run",
+                   timeout=self.timeout, poll=LONE_POLL)
+        time.sleep(self.pause)
+
+    def close(self) -> None:
+        self.client.close()
+
+
 def lone_clicks(stack: Stack, rt: Runtime, ids: Sequence[str],
                 clicks: Sequence[PreparedRequest]) -> Lone:
     """The worker's CPU per click when clicks come alone (as people click), and per bare RQ
     no-op job enqueued alone on the same worker, in alternating rounds."""
-    emulator = stack.emulator
-    assert emulator is not None and stack.workers
+    assert stack.workers
     pids = [w.pid for w in stack.workers]
-    queue = Queue(rt.settings.queue, connection=rt.store.redis)
-    client = httpx.Client(timeout=10)
-
-    def quiet() -> None:  # the worker back in its blocking dequeue, its last job's ends tied up
-        time.sleep(LONE_PAUSE)
-
-    def one_click(execution_id: str, request: PreparedRequest) -> None:
-        updates = len(emulator.calls_to("chat.update"))
-        answer = client.request(request.method, request.url, content=request.body,
-                                headers=dict(request.headers))
-        if answer.status_code != 200:
-            raise RuntimeError(f"a lone click got {answer.status_code}")
-        wait_until(lambda: rt.engine.get(execution_id).status.is_terminal
-                   and len(emulator.calls_to("chat.update")) > updates, "a lone click to settle",
-                   poll=LONE_POLL)
-        quiet()
-
-    def one_job() -> None:
-        job = queue.enqueue("benchmarks.noop.noop", result_ttl=0)
-        wait_until(lambda: not rt.store.redis.exists(job.key), "a bare job to run",
-                   poll=LONE_POLL)
-        quiet()
-
+    sender = LoneSender(stack, rt)
     click_cpu = job_cpu = 0.0
     stolen = Stolen()
     try:
-        one_job()  # warm: the no-op's import
+        sender.job()  # warm: the no-op's import
         # Alternate in small blocks, so that the other processes' load, which comes and goes
         # on a shared machine, weighs on both alike.
         for start in range(0, len(ids), LONE_BLOCK):
             part = slice(start, start + LONE_BLOCK)
             before = run_time(pids)
             for execution_id, request in zip(ids[part], clicks[part], strict=True):
-                one_click(execution_id, request)
+                sender.click(execution_id, request)
             click_cpu += run_time(pids) - before
             before = run_time(pids)
             for _ in ids[part]:
-                one_job()
+                sender.job()
             job_cpu += run_time(pids) - before
     finally:
-        client.close()
+        sender.close()
     return Lone(len(ids), click_cpu / len(ids), job_cpu / len(ids), stolen.text())
 
 

@@ -13,7 +13,7 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 @pytest.mark.parametrize("name", ["engine", "slack", "slack_calls", "approvals", "timers", "gate",
-                                  "storm"])
+                                  "storm", "instructions"])
 def test_a_benchmark_imports_and_reads_its_options(name: str) -> None:
     done = subprocess.run([sys.executable, f"benchmarks/{name}.py", "--help"], cwd=ROOT,
                           capture_output=True, text=True, timeout=60)
