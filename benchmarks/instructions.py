@@ -18,9 +18,9 @@ per bare job, and their ratio.
 
 What it does not give is time. On the 2-CPU machines this was written on, the click's
 instructions took ~1.4x as long each as the bare job's (0.72x the instructions, ~1.0x the
-CPU): the job's 60 Redis round trips run back to back with Redis on one CPU, while the
-click's code is larger and its worker wakes after the web process and the Slack emulator,
-whose Python ran in between. Under valgrind the worker runs some 50x slower, so what
+CPU): the job's 60 Redis commands ping-pong with Redis on one CPU, while the click's
+worker blocks 4-5 times and wakes after the web process and the Slack emulator ran their
+own Python (see the README's production notes). Under valgrind the worker runs some 50x slower, so what
 depends on time (RQ's heartbeats, the drain's chain of 10 s) may differ a little from a
 real run. Needs valgrind, its headers (Debian's valgrind package has both) and a C
 compiler (``cc``).
