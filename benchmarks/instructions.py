@@ -14,7 +14,9 @@ one worker under ``valgrind --tool=callgrind``, counting nothing until told
 After a few clicks and jobs to warm the worker up, each of ``--rounds`` rounds counts
 ``--clicks`` lone clicks (each sent once the last one's run finished and its message was
 rewritten), then as many lone bare RQ no-op jobs. It prints instructions per lone click,
-per bare job, and their ratio.
+per bare job, and their ratio. Compare figures taken with the same ``--clicks``: what a
+block pays once (its first click comes through RQ's loop, its first job after the
+drain's own wait) is shared by that many.
 
 What it does not give is time. On the 2-CPU machines this was written on, the click's
 instructions took ~1.4x as long each as the bare job's (0.72x the instructions, ~1.0x the
@@ -92,8 +94,8 @@ def build_shim(directory: Path) -> Path:
 
 def start_stack(stack: Stack) -> None:
     shim = build_shim(stack.logs)
-    os.environ["SIGNOFF_CALLGRIND_SHIM"] = str(shim)  # the worker's environment
     stack.start(workers=1, load_processes=1, client="raw",
+                env={"SIGNOFF_CALLGRIND_SHIM": str(shim)},
                 worker_command=["valgrind", "--tool=callgrind", "--collect-atstart=no",
                                 f"--callgrind-out-file={stack.logs}/callgrind.%p",
                                 sys.executable, "-m", "benchmarks.callgrind_hook"],
