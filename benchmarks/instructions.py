@@ -46,19 +46,15 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.callgrind_hook import SHIM_C  # noqa: E402
 from benchmarks.slack import (  # noqa: E402
-    ONE_CLICK,
     LoneSender,
     PreparingDriver,
     Stack,
     on_stack,
     prepare_clicks,
+    stack_runtime,
+    start_one_click,
     wait_posted,
 )
-from engine.definition.loader import parse_workflow  # noqa: E402
-from engine.notify import NullNotifier  # noqa: E402
-from engine.settings import Settings  # noqa: E402
-from engine.state.store import connect  # noqa: E402
-from engine.worker.runtime import build_runtime  # noqa: E402
 
 WARM = 4  # clicks and jobs before counting: imports, connections, caches
 PAUSE = 0.5  # seconds after each click or job: the worker is ~50x slower under callgrind
@@ -113,11 +109,8 @@ def total(path: Path) -> int:
 def count(stack: Stack, *, clicks: int, rounds: int) -> Counts:
     assert stack.emulator is not None and stack.workers
     worker = stack.workers[0].pid
-    rt = build_runtime(Settings(redis_url=stack.redis_url), connect(stack.redis_url),
-                       notifier=NullNotifier())
-    workflow = parse_workflow(ONE_CLICK)
-    ids = [rt.engine.run(workflow, {"host": f"web-{n:05d}", "rule": "Outbound C2 beacon"})
-           for n in range(WARM + clicks * rounds)]
+    rt = stack_runtime(stack)
+    ids = start_one_click(rt, WARM + clicks * rounds)
     wait_posted(rt, ids)
     driver = PreparingDriver(stack.emulator, stack.web_url + "/slack/events")
     requests = prepare_clicks(driver, rt.engine, ids)

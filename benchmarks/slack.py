@@ -557,21 +557,27 @@ def run_time(pids: Sequence[int]) -> float:
     return total / 1e9
 
 
+def stack_runtime(stack: Stack) -> Runtime:
+    """A runtime on the stack's Redis, for starting runs and reading them (no notifier)."""
+    return build_runtime(Settings(redis_url=stack.redis_url), connect(stack.redis_url),
+                         notifier=NullNotifier())
+
+
+def start_one_click(rt: Runtime, count: int, offset: int = 0) -> list[str]:
+    """``count`` runs of ONE_CLICK, hosts numbered from ``offset``; their ids."""
+    workflow = parse_workflow(ONE_CLICK)
+    return [rt.engine.run(workflow, {"host": f"web-{n:05d}", "rule": "Outbound C2 beacon"})
+            for n in range(offset, offset + count)]
+
+
 def bench(stack: Stack, *, reviews: int, concurrency: int, warmup: int,
           lone: int = 0) -> Results:
     assert stack.emulator is not None
-    rt = build_runtime(Settings(redis_url=stack.redis_url), connect(stack.redis_url),
-                       notifier=NullNotifier())
-    workflow = parse_workflow(ONE_CLICK)
-
-    def start(count: int, offset: int) -> list[str]:
-        return [rt.engine.run(workflow, {"host": f"web-{n:05d}", "rule": "Outbound C2 beacon"})
-                for n in range(offset, offset + count)]
-
+    rt = stack_runtime(stack)
     t0 = time.perf_counter()
-    warm_ids = start(warmup, 0)
-    ids = start(reviews, warmup)
-    lone_ids = start(lone, warmup + reviews)
+    warm_ids = start_one_click(rt, warmup)
+    ids = start_one_click(rt, reviews, warmup)
+    lone_ids = start_one_click(rt, lone, warmup + reviews)
     wait_posted(rt, [*warm_ids, *ids, *lone_ids])
     post_seconds = time.perf_counter() - t0
     assert len(stack.emulator.workspace.messages(CHANNEL)) == warmup + reviews + lone
