@@ -67,6 +67,7 @@ from benchmarks.slack import (  # noqa: E402
     at_noop,
     measure,
     percentile,
+    web_cpu,
 )
 from bot.delivery import Deliverer, Post, new_delivery, save_delivery  # noqa: E402
 from bot.directory import Directory  # noqa: E402
@@ -216,13 +217,6 @@ def row(name: str, latencies: Sequence[float], rate: float | None, rtt: float, n
     versus = f"{p50 / trivial:10.1f}x" if trivial else f"{'':11}"
     print(f"{name:48}{ms(p50):>11}{ms(p99):>12}{rate_text}{cpu_text:>10}{p99 / rtt:10.0f}x"
           f"{versus}   {note}")
-
-
-def web_cpu(phase: Phase) -> float:
-    """The web processes' CPU time per request of ``phase`` (seconds): what a command costs
-    the web tier, which the queueing behind ``--concurrency`` requests does not enter (the
-    GIL changing hands between a process's threads does)."""
-    return phase.cpu["web"] * phase.wall / len(phase.samples)
 
 
 def main() -> int:

@@ -409,6 +409,13 @@ class Phase:
         return len(self.samples) / self.wall
 
 
+def web_cpu(phase: Phase) -> float:
+    """The web processes' CPU time per request of ``phase`` (seconds): what a request costs
+    the web tier, which the queueing behind the requests in flight does not enter (the GIL
+    changing hands between a process's threads does)."""
+    return phase.cpu["web"] * phase.wall / len(phase.samples)
+
+
 def measure(stack: Stack, requests: Sequence[PreparedRequest], concurrency: int) -> Phase:
     assert stack.load is not None and stack.web is not None
     groups = {"web": [stack.web.pid, *children(stack.web.pid)], "workers": [w.pid for w in stack.workers],
@@ -626,7 +633,7 @@ def report(r: Results) -> None:
         print(f"{name:34}{p50:>10}{p99:>11}{rate:>8}{cpu:>10}   {target}")
 
     def cpu_per_request(phase: Phase) -> str:
-        return ms(phase.cpu["web"] * phase.wall / len(phase.samples))
+        return ms(web_cpu(phase))
 
     noop, clicks = r.noop.latencies(), r.clicks.latencies()
     ack_p99 = percentile(clicks, 0.99)
